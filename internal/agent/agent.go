@@ -1,0 +1,224 @@
+// Package agent is the Quarry node daemon: it serves the agent API
+// (quarry.agent.v1.AgentService) that the control plane calls on every node.
+//
+// Contract:
+//   - Pool paths arrive as the pool spec gives them (absolute, clean) and are
+//     mapped to host directories by Config.Binds and Config.FSRoot, so that
+//     several agents on one machine can each have their own filesystem and
+//     share a directory that stands for NFS. All file access inside a pool
+//     goes through os.Root, so symlinks cannot lead outside the pool.
+//   - A node mounts a pool only when the pool's directory holds the pool's
+//     identity marker (.quarry/pool.json with the pool id) and the agent can
+//     read the directory and write in .quarry/. Otherwise GetFacts says why,
+//     naming the pool path as the operator knows it.
+//   - GetFacts never changes anything on disk; InitPool writes a marker only
+//     into an existing directory that holds none, at most once even when
+//     called concurrently, and is idempotent for the same pool.
+//   - One listener serves Connect, gRPC and gRPC-Web, over HTTP/1.1 and h2c,
+//     or TLS when Config.TLS is set, plus GET /healthz.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
+)
+
+// defaultListen is the agent's default listen address.
+const defaultListen = ":9090"
+
+// Server limits. Requests are small; anything bigger is a mistake or abuse.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	shutdownTimeout   = 5 * time.Second
+	maxRequestBytes   = 4 << 20
+)
+
+// Config configures an Agent. The zero value, with defaults filled in by New,
+// serves the real filesystem on :9090.
+type Config struct {
+	Listen   string // default ":9090"
+	DataDir  string // the agent's own state; created by New when set
+	FSRoot   string // if set, every pool path not covered by a Bind is resolved under this directory
+	Binds    []Bind // pool path prefixes served from other host directories; longest Path wins
+	Hostname string // reported hostname; default os.Hostname()
+	Version  string
+	// TLS, when set, makes the agent serve TLS (HTTP/1.1 and HTTP/2) instead
+	// of plain HTTP/1.1 and h2c. It must provide a certificate.
+	// TODO: mutual TLS with certificates from the control plane's CA comes
+	// with enrollment, which does not exist yet.
+	TLS    *tls.Config
+	Logger *slog.Logger // default slog.Default()
+}
+
+// Agent is a configured node daemon. Its methods are safe for concurrent use.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	paths    pathMap
+	hostname string
+	now      func() time.Time
+	handler  http.Handler
+}
+
+// New validates cfg, fills in defaults and creates cfg.DataDir.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = defaultListen
+	}
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen address %q: %w (want HOST:PORT or :PORT)", cfg.Listen, err)
+	}
+	if cfg.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("hostname not configured and the system's is unknown: %w", err)
+		}
+		cfg.Hostname = h
+	}
+	if cfg.FSRoot != "" {
+		abs, err := filepath.Abs(cfg.FSRoot)
+		if err != nil {
+			return nil, fmt.Errorf("filesystem root %q: %w", cfg.FSRoot, err)
+		}
+		if err := checkDir(abs); err != nil {
+			return nil, fmt.Errorf("filesystem root: %w", err)
+		}
+		cfg.FSRoot = abs
+	}
+	seen := make(map[string]bool, len(cfg.Binds))
+	for _, b := range cfg.Binds {
+		if err := b.check(); err != nil {
+			return nil, fmt.Errorf("bind %s=%s: %w", b.Path, b.Dir, err)
+		}
+		p := filepath.Clean(b.Path)
+		if seen[p] {
+			return nil, fmt.Errorf("bind %s=%s: pool path %s is bound twice", b.Path, b.Dir, p)
+		}
+		seen[p] = true
+		if err := checkDir(b.Dir); err != nil {
+			return nil, fmt.Errorf("bind %s=%s: %w", b.Path, b.Dir, err)
+		}
+	}
+	if t := cfg.TLS; t != nil && len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
+		return nil, errors.New("TLS configured without a certificate")
+	}
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
+		}
+	}
+
+	a := &Agent{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		paths:    newPathMap(cfg.FSRoot, cfg.Binds),
+		hostname: cfg.Hostname,
+		now:      time.Now,
+	}
+	a.handler = a.newHandler()
+	return a, nil
+}
+
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
+}
+
+// Handler returns the agent's HTTP handler: the AgentService under its
+// Connect path and GET /healthz.
+func (a *Agent) Handler() http.Handler { return a.handler }
+
+func (a *Agent) newHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(agentv1connect.NewAgentServiceHandler(&service{a: a},
+		connect.WithReadMaxBytes(maxRequestBytes),
+		connect.WithInterceptors(logRPCs(a.log)),
+		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, v any) error {
+			a.log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", v)
+			return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+		}),
+	))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// Serve serves the agent on ln until ctx is done, then shuts down
+// gracefully: in-flight calls get up to 5 s to finish, after which
+// connections are closed. It returns nil after a shutdown caused by ctx, and
+// the error otherwise. Serve closes ln.
+func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		Protocols:         new(http.Protocols),
+	}
+	srv.Protocols.SetHTTP1(true)
+	serve := func() error { return srv.Serve(ln) }
+	if a.cfg.TLS != nil {
+		srv.Protocols.SetHTTP2(true)
+		srv.TLSConfig = a.cfg.TLS.Clone()
+		serve = func() error { return srv.ServeTLS(ln, "", "") }
+	} else {
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- serve() }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+
+	a.log.Info("agent shutting down", "addr", ln.Addr().String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		err = fmt.Errorf("shutting down: %w; closing remaining connections", err)
+		_ = srv.Close()
+	}
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// Run listens on cfg.Listen and serves until ctx is done (see Serve).
+func (a *Agent) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.log.Info("agent listening", "addr", ln.Addr().String(), "tls", a.cfg.TLS != nil,
+		"hostname", a.hostname, "version", a.cfg.Version)
+	return a.Serve(ctx, ln)
+}

@@ -1,0 +1,328 @@
+package agent
+
+import (
+	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Pool layout on disk, relative to the pool directory.
+const (
+	metaDir    = ".quarry"           // marker, partial downloads, checkpoints
+	markerFile = ".quarry/pool.json" // the pool's identity
+	isoDir     = "iso"
+	imagesDir  = "images"
+
+	maxMarkerSize = 64 << 10
+)
+
+// marker is the content of .quarry/pool.json.
+type marker struct {
+	ID            string `json:"id"`
+	Name          string `json:"name"`
+	CreatedAt     string `json:"createdAt"` // RFC 3339
+	InitializedBy string `json:"initializedBy"`
+}
+
+// poolRef is a validated pool reference: the pool's id, its name and its path
+// as the pool spec gives it (absolute, clean).
+type poolRef struct {
+	id, name, path string
+}
+
+// label names the pool in messages.
+func (r poolRef) label() string {
+	if r.name != "" {
+		return r.name
+	}
+	return r.id
+}
+
+// checkPoolRef validates a reference coming from the wire.
+func checkPoolRef(id, name, p string) (poolRef, error) {
+	switch {
+	case id == "":
+		return poolRef{}, invalidArgument("pool %q at %q: id is empty", name, p)
+	case p == "":
+		return poolRef{}, invalidArgument("pool %s: path is empty", id)
+	case strings.ContainsRune(p, 0):
+		return poolRef{}, invalidArgument("pool %s: path %q contains a NUL byte", id, p)
+	case !path.IsAbs(p):
+		return poolRef{}, invalidArgument("pool %s: path %q is not absolute", id, p)
+	case path.Clean(p) != p:
+		return poolRef{}, invalidArgument("pool %s: path %q is not clean (want %q)", id, p, path.Clean(p))
+	}
+	return poolRef{id: id, name: name, path: p}, nil
+}
+
+// facts is what the agent reports about one pool.
+type facts struct {
+	mounted     bool
+	status      agentv1.MountStatus
+	reason      string // why not mounted; "" when mounted
+	free, total uint64
+}
+
+// inspect decides whether dir, the host directory serving pool ref, is that
+// pool. It leaves the disk as it found it: the writability probe removes its
+// file again.
+func inspect(ref poolRef, dir string) facts {
+	var f facts
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		f.status = agentv1.MountStatus_MOUNT_STATUS_MISSING
+		f.reason = fmt.Sprintf("path %s does not exist on this node", ref.path)
+		return f
+	case err != nil:
+		f.status = agentv1.MountStatus_MOUNT_STATUS_MISSING
+		f.reason = fmt.Sprintf("cannot inspect %s: %v", ref.path, cause(err))
+		return f
+	case !fi.IsDir():
+		f.status = agentv1.MountStatus_MOUNT_STATUS_NOT_DIRECTORY
+		f.reason = fmt.Sprintf("%s is not a directory", ref.path)
+		return f
+	}
+	f.free, f.total = space(dir)
+	f.status, f.reason = mountProblem(ref, dir)
+	f.mounted = f.status == agentv1.MountStatus_MOUNT_STATUS_MOUNTED
+	return f
+}
+
+// mountProblem classifies the existing directory dir and says why it is
+// not pool ref here; the reason is "" when it is.
+func mountProblem(ref poolRef, dir string) (agentv1.MountStatus, string) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return agentv1.MountStatus_MOUNT_STATUS_NOT_WRITABLE, fmt.Sprintf("%s is not readable by the agent: %v", ref.path, cause(err))
+	}
+	defer root.Close()
+
+	m, err := readMarker(root)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Only this status lets the control plane initialize the directory.
+		return agentv1.MountStatus_MOUNT_STATUS_NO_MARKER, markerProblem(ref, err).Error()
+	case err != nil:
+		return agentv1.MountStatus_MOUNT_STATUS_OTHER_POOL, markerProblem(ref, err).Error()
+	case m.ID != ref.id:
+		return agentv1.MountStatus_MOUNT_STATUS_OTHER_POOL, otherPool(ref, m).Error()
+	}
+	if err := probeRead(root); err != nil {
+		return agentv1.MountStatus_MOUNT_STATUS_NOT_WRITABLE, fmt.Sprintf("%s is not readable by the agent: %v", ref.path, cause(err))
+	}
+	if err := probeWrite(root); err != nil {
+		return agentv1.MountStatus_MOUNT_STATUS_NOT_WRITABLE, fmt.Sprintf("%s is not writable by the agent: %v", ref.path, cause(err))
+	}
+	return agentv1.MountStatus_MOUNT_STATUS_MOUNTED, ""
+}
+
+// readMarker reads and parses the marker through root, so that a symlinked
+// .quarry or pool.json cannot make the agent trust a file outside the pool.
+func readMarker(root *os.Root) (marker, error) {
+	f, err := root.Open(markerFile)
+	if err != nil {
+		return marker{}, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxMarkerSize+1))
+	if err != nil {
+		return marker{}, err
+	}
+	if len(b) > maxMarkerSize {
+		return marker{}, errBadMarker{fmt.Errorf("larger than %d bytes", maxMarkerSize)}
+	}
+	var m marker
+	if err := json.Unmarshal(b, &m); err != nil {
+		return marker{}, errBadMarker{err}
+	}
+	if m.ID == "" {
+		return marker{}, errBadMarker{errors.New(`no "id"`)}
+	}
+	return m, nil
+}
+
+// errBadMarker is a marker file that exists but cannot be parsed.
+type errBadMarker struct{ err error }
+
+func (e errBadMarker) Error() string { return e.err.Error() }
+
+func isBadMarker(err error) bool {
+	_, ok := errors.AsType[errBadMarker](err)
+	return ok
+}
+
+// markerProblem explains, as a failed precondition, why the marker of ref
+// could not be read.
+func markerProblem(ref poolRef, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return failedPrecondition("%s holds no pool marker (%s): this directory is not pool %q — is the shared filesystem mounted here?",
+			ref.path, markerFile, ref.label())
+	case isBadMarker(err):
+		return failedPrecondition("%s holds a damaged pool marker (%s: %v): repair or remove it, then initialize the pool again",
+			ref.path, markerFile, err)
+	case errors.Is(err, fs.ErrPermission):
+		return failedPrecondition("%s is not readable by the agent: %v", ref.path, cause(err))
+	default:
+		return failedPrecondition("cannot read the pool marker of %s (%s): %v", ref.path, markerFile, cause(err))
+	}
+}
+
+func otherPool(ref poolRef, m marker) error {
+	return failedPrecondition("%s holds the marker of another pool (id %s, name %q): this node's %s is a different directory",
+		ref.path, m.ID, m.Name, ref.path)
+}
+
+func probeRead(root *os.Root) error {
+	d, err := root.Open(".")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if _, err := d.Readdirnames(1); err != nil && err != io.EOF {
+		return err
+	}
+	return nil
+}
+
+// probeWrite proves the agent can write in .quarry/ by creating and removing
+// a file there.
+func probeWrite(root *os.Root) error {
+	name := metaDir + "/.probe-" + rand.Text()
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	return errors.Join(f.Close(), root.Remove(name))
+}
+
+// initPool writes the marker of ref into dir, an existing directory, and
+// creates the pool layout. A marker of the same pool already there is
+// success; one of another pool is a failed precondition.
+func initPool(ref poolRef, dir, hostname string, now time.Time) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return failedPrecondition("path %s does not exist on this node; create it (or mount the shared filesystem) first", ref.path)
+	case err != nil:
+		return failedPrecondition("cannot inspect %s: %v", ref.path, cause(err))
+	case !fi.IsDir():
+		return failedPrecondition("%s is not a directory", ref.path)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return failedPrecondition("%s is not readable by the agent: %v", ref.path, cause(err))
+	}
+	defer root.Close()
+
+	write := true
+	switch m, err := readMarker(root); {
+	case err == nil && m.ID != ref.id:
+		return otherPool(ref, m)
+	case err == nil:
+		write = false // already initialized: only make sure the layout is complete
+	case !errors.Is(err, fs.ErrNotExist):
+		return markerProblem(ref, err)
+	}
+
+	for _, d := range []string{metaDir, isoDir, imagesDir} {
+		if err := root.MkdirAll(d, 0o755); err != nil {
+			return writeProblem(ref, err)
+		}
+	}
+	if write {
+		m := marker{ID: ref.id, Name: ref.name, CreatedAt: now.UTC().Format(time.RFC3339), InitializedBy: hostname}
+		if err := writeMarker(root, m); errors.Is(err, fs.ErrExist) {
+			// Another InitPool won the race; it is success only if it was
+			// for the same pool.
+			m, err := readMarker(root)
+			if err != nil {
+				return markerProblem(ref, err)
+			}
+			if m.ID != ref.id {
+				return otherPool(ref, m)
+			}
+		} else if err != nil {
+			return writeProblem(ref, err)
+		}
+	}
+	for _, d := range []string{metaDir, "."} {
+		if err := syncDir(root, d); err != nil {
+			return writeProblem(ref, err)
+		}
+	}
+	return nil
+}
+
+// writeMarker publishes m as the marker, or fails with fs.ErrExist when a
+// marker is already there.
+//
+// The marker is written to a temporary file in .quarry/, fsynced, then
+// hard-linked to its final name. link(2) refuses an existing name
+// atomically, also on NFS (it is the classic NFS-safe lock file), so of two
+// concurrent InitPool calls exactly one publishes its marker and the other
+// sees EEXIST; readers see a complete marker or none. rename(2) would
+// silently replace a marker, and flock is unreliable on network filesystems.
+func writeMarker(root *os.Root, m marker) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	tmp := metaDir + "/.pool.json.tmp-" + rand.Text()
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	defer root.Remove(tmp) //nolint:errcheck // best effort; the link holds the content
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return root.Link(tmp, markerFile)
+}
+
+// writeProblem classifies a failure to write into the pool.
+func writeProblem(ref poolRef, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		return failedPrecondition("%s is not writable by the agent: %v", ref.path, err)
+	case errors.Is(err, syscall.ENOSPC):
+		return failedPrecondition("no space left in %s: %v", ref.path, err)
+	default:
+		return fmt.Errorf("initializing pool %s at %s: %w", ref.id, ref.path, err)
+	}
+}
+
+// syncDir makes the entries of directory name durable.
+func syncDir(root *os.Root, name string) error {
+	d, err := root.Open(name)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	// Some filesystems (FUSE, some network filesystems) cannot fsync a
+	// directory; they give no stronger guarantee to ask for, so go on.
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("syncing directory %s: %w", name, err)
+	}
+	return nil
+}

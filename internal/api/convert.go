@@ -1,0 +1,134 @@
+package api
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// snapshot is everything the views of nodes and pools are built from, read
+// once per request.
+type snapshot struct {
+	nodes  []store.Node
+	pools  []store.Pool
+	mounts []store.PoolMount
+	node   map[string]store.Node
+	pool   map[string]store.Pool
+}
+
+func loadSnapshot(ctx context.Context, st store.Store) (*snapshot, error) {
+	s := &snapshot{node: map[string]store.Node{}, pool: map[string]store.Pool{}}
+	var err error
+	if s.nodes, err = st.ListNodes(ctx); err != nil {
+		return nil, err
+	}
+	if s.pools, err = st.ListPools(ctx); err != nil {
+		return nil, err
+	}
+	if s.mounts, err = st.ListPoolMounts(ctx); err != nil {
+		return nil, err
+	}
+	for _, n := range s.nodes {
+		s.node[n.ID] = n
+	}
+	for _, p := range s.pools {
+		s.pool[p.ID] = p
+	}
+	return s, nil
+}
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+var nodeStates = map[store.NodeState]quarryv1.NodeState{
+	store.NodeReady:       quarryv1.NodeState_NODE_STATE_READY,
+	store.NodeUnreachable: quarryv1.NodeState_NODE_STATE_UNREACHABLE,
+	store.NodeUnknown:     quarryv1.NodeState_NODE_STATE_UNKNOWN,
+}
+
+func (s *snapshot) nodeView(n store.Node) *quarryv1.Node {
+	v := &quarryv1.Node{
+		Id:                n.ID,
+		Name:              n.Name,
+		ManagementAddress: n.Address,
+		State:             nodeStates[n.State],
+		StateReason:       n.StateReason,
+		StateSince:        ts(n.StateSince),
+		LastCheckedAt:     ts(n.LastCheckedAt),
+		Hostname:          n.Hostname,
+		AgentVersion:      n.AgentVersion,
+		CreatedAt:         ts(n.CreatedAt),
+	}
+	for _, m := range s.mounts {
+		if m.NodeID == n.ID {
+			if p, ok := s.pool[m.PoolID]; ok {
+				v.Pools = append(v.Pools, s.mountView(n, p, &m))
+			}
+		}
+	}
+	return v
+}
+
+// mountView describes node n's view of pool p; m is nil when the node has
+// not reported on the pool yet.
+func (s *snapshot) mountView(n store.Node, p store.Pool, m *store.PoolMount) *quarryv1.PoolMount {
+	v := &quarryv1.PoolMount{
+		NodeId:          n.ID,
+		NodeName:        n.Name,
+		StoragePoolId:   p.ID,
+		StoragePoolName: p.Name,
+		NodeState:       nodeStates[n.State],
+	}
+	for _, id := range p.AssignedNodeIDs {
+		v.Assigned = v.Assigned || id == n.ID
+	}
+	if m == nil {
+		v.Reason = "the node has not reported on this pool yet"
+		return v
+	}
+	v.Mounted, v.Reason = m.Mounted, m.Reason
+	v.FreeBytes, v.TotalBytes, v.CheckedAt = m.FreeBytes, m.TotalBytes, ts(m.CheckedAt)
+	return v
+}
+
+// poolView lists the assigned nodes first, in the pool's order, then every
+// other node that reported on the pool, by name.
+func (s *snapshot) poolView(p store.Pool) *quarryv1.StoragePool {
+	v := &quarryv1.StoragePool{
+		Id:                  p.ID,
+		Name:                p.Name,
+		Type:                p.Type,
+		Path:                p.Path,
+		Shared:              p.Shared,
+		AssignedNodeIds:     p.AssignedNodeIDs,
+		CreatedAt:           ts(p.CreatedAt),
+		InitializedByNodeId: p.InitializedBy,
+	}
+	mount := map[string]*store.PoolMount{}
+	for i := range s.mounts {
+		if s.mounts[i].PoolID == p.ID {
+			mount[s.mounts[i].NodeID] = &s.mounts[i]
+		}
+	}
+	seen := map[string]bool{}
+	for _, id := range p.AssignedNodeIDs {
+		if n, ok := s.node[id]; ok {
+			v.Nodes = append(v.Nodes, s.mountView(n, p, mount[id]))
+			seen[id] = true
+		}
+	}
+	for _, n := range s.nodes {
+		if m, ok := mount[n.ID]; ok && !seen[n.ID] {
+			v.Nodes = append(v.Nodes, s.mountView(n, p, m))
+		}
+	}
+	return v
+}

@@ -1,0 +1,83 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Interceptors returns the chain every public handler runs through, outermost
+// first. Authentication joins here.
+func Interceptors(log *slog.Logger, reg prometheus.Registerer) []connect.Interceptor {
+	return []connect.Interceptor{newObserver(log, reg)}
+}
+
+// observer logs every call at debug (failures at info) and counts calls by
+// procedure and code.
+type observer struct {
+	log      *slog.Logger
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newObserver(log *slog.Logger, reg prometheus.Registerer) *observer {
+	o := &observer{
+		log: log,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quarry_api_requests_total",
+			Help: "Public API calls by procedure and Connect code.",
+		}, []string{"procedure", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "quarry_api_request_duration_seconds",
+			Help:    "Public API call latency by procedure.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+		}, []string{"procedure"}),
+	}
+	if reg != nil {
+		reg.MustRegister(o.requests, o.duration)
+	}
+	return o
+}
+
+func (o *observer) record(ctx context.Context, procedure string, start time.Time, err error) {
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+	}
+	o.requests.WithLabelValues(procedure, code).Inc()
+	o.duration.WithLabelValues(procedure).Observe(time.Since(start).Seconds())
+	if err != nil {
+		o.log.InfoContext(ctx, "api call failed", "procedure", procedure, "code", code, "err", err)
+		return
+	}
+	o.log.DebugContext(ctx, "api call", "procedure", procedure, "duration", time.Since(start))
+}
+
+func (o *observer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		start := time.Now()
+		resp, err := next(ctx, req)
+		o.record(ctx, req.Spec().Procedure, start, err)
+		return resp, err
+	}
+}
+
+func (o *observer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (o *observer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		start := time.Now()
+		err := next(ctx, conn)
+		if errors.Is(err, context.Canceled) {
+			err = nil // the watcher went away; not a failure
+		}
+		o.record(ctx, conn.Spec().Procedure, start, err)
+		return err
+	}
+}

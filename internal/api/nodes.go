@@ -1,0 +1,179 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+	"github.com/quarry-project/quarry/internal/names"
+	"github.com/quarry-project/quarry/internal/nodeaddr"
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// Link is what the API needs of the node link.
+type Link interface {
+	// Kick asks for every node to be checked now.
+	Kick()
+	// Forget drops what the link remembers of a deleted node.
+	Forget(nodeID string)
+	// EnsureInitialized writes the pool's identity marker through one node
+	// if no node has yet.
+	EnsureInitialized(ctx context.Context, p store.Pool, lazy bool) error
+}
+
+// NodeService implements quarry.v1.NodeService.
+type NodeService struct {
+	quarryv1connect.UnimplementedNodeServiceHandler
+	Store  store.Store
+	Link   Link
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+func (s *NodeService) RegisterNode(ctx context.Context, req *connect.Request[quarryv1.RegisterNodeRequest]) (*connect.Response[quarryv1.RegisterNodeResponse], error) {
+	n, err := s.register(ctx, req.Msg)
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	s.Link.Kick()
+	v, err := s.view(ctx, n.ID)
+	return connect.NewResponse(&quarryv1.RegisterNodeResponse{Node: v}), toConnect(ctx, s.Logger, err)
+}
+
+func (s *NodeService) register(ctx context.Context, m *quarryv1.RegisterNodeRequest) (store.Node, error) {
+	if err := names.Check("node", m.GetName()); err != nil {
+		return store.Node{}, &invalid{err.Error()}
+	}
+	addr, err := nodeaddr.Normalize(m.GetManagementAddress())
+	if err != nil {
+		return store.Node{}, &invalid{err.Error()}
+	}
+	if err := s.checkUnique(ctx, "", m.GetName(), addr); err != nil {
+		return store.Node{}, err
+	}
+	now := s.Now()
+	n := store.Node{
+		ID:         newID("node"),
+		Name:       m.GetName(),
+		Address:    addr,
+		State:      store.NodeUnknown,
+		StateSince: now,
+		CreatedAt:  now,
+	}
+	return n, s.Store.CreateNode(ctx, n)
+}
+
+// checkUnique answers a taken name or address with a message naming the
+// node that has it. The store's constraints still catch a race.
+func (s *NodeService) checkUnique(ctx context.Context, self, name, addr string) error {
+	nodes, err := s.Store.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, o := range nodes {
+		if o.ID == self {
+			continue
+		}
+		if o.Name == name {
+			return classf(store.ErrConflict, "a node named %q already exists (id %s)", name, o.ID)
+		}
+		if o.Address == addr {
+			return classf(store.ErrConflict, "node %q already has the management address %s", o.Name, addr)
+		}
+	}
+	return nil
+}
+
+func (s *NodeService) ListNodes(ctx context.Context, _ *connect.Request[quarryv1.ListNodesRequest]) (*connect.Response[quarryv1.ListNodesResponse], error) {
+	snap, err := loadSnapshot(ctx, s.Store)
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	resp := &quarryv1.ListNodesResponse{}
+	for _, n := range snap.nodes {
+		resp.Nodes = append(resp.Nodes, snap.nodeView(n))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (s *NodeService) GetNode(ctx context.Context, req *connect.Request[quarryv1.GetNodeRequest]) (*connect.Response[quarryv1.GetNodeResponse], error) {
+	v, err := s.view(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	return connect.NewResponse(&quarryv1.GetNodeResponse{Node: v}), nil
+}
+
+func (s *NodeService) UpdateNode(ctx context.Context, req *connect.Request[quarryv1.UpdateNodeRequest]) (*connect.Response[quarryv1.UpdateNodeResponse], error) {
+	m := req.Msg
+	n, err := s.get(ctx, m.GetId())
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	if m.Name != nil {
+		if err := names.Check("node", m.GetName()); err != nil {
+			return nil, toConnect(ctx, s.Logger, &invalid{err.Error()})
+		}
+		n.Name = m.GetName()
+	}
+	if m.ManagementAddress != nil {
+		if n.Address, err = nodeaddr.Normalize(m.GetManagementAddress()); err != nil {
+			return nil, toConnect(ctx, s.Logger, &invalid{err.Error()})
+		}
+	}
+	if err := s.checkUnique(ctx, n.ID, n.Name, n.Address); err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	if err := s.Store.UpdateNode(ctx, n.ID, n.Name, n.Address); err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	s.Link.Kick()
+	v, err := s.view(ctx, n.ID)
+	return connect.NewResponse(&quarryv1.UpdateNodeResponse{Node: v}), toConnect(ctx, s.Logger, err)
+}
+
+func (s *NodeService) DeleteNode(ctx context.Context, req *connect.Request[quarryv1.DeleteNodeRequest]) (*connect.Response[quarryv1.DeleteNodeResponse], error) {
+	n, err := s.get(ctx, req.Msg.GetId())
+	if err == nil {
+		err = s.Store.DeleteNode(ctx, n.ID)
+	}
+	if errors.Is(err, store.ErrInUse) {
+		err = fmt.Errorf("%w; take it out of the pools' assigned nodes first (quarry pool update POOL --assign ...)", err)
+	}
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	s.Link.Forget(n.ID)
+	return connect.NewResponse(&quarryv1.DeleteNodeResponse{}), nil
+}
+
+// get loads a node by id with a not_found message that helps.
+func (s *NodeService) get(ctx context.Context, id string) (store.Node, error) {
+	if strings.TrimSpace(id) == "" {
+		return store.Node{}, invalidf("node id is empty")
+	}
+	n, err := s.Store.GetNode(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return n, classf(store.ErrNotFound, "no node has id %q; see quarry node ls", id)
+	}
+	return n, err
+}
+
+func (s *NodeService) view(ctx context.Context, id string) (*quarryv1.Node, error) {
+	n, err := s.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := loadSnapshot(ctx, s.Store)
+	if err != nil {
+		return nil, err
+	}
+	return snap.nodeView(n), nil
+}

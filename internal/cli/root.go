@@ -1,0 +1,101 @@
+// Package cli builds the quarry command tree. The server and agent commands
+// start daemons; every other command talks to the control plane's public API
+// only, through the generated Connect clients.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+)
+
+// Version is set at build time with -ldflags "-X ...cli.Version=...".
+var Version = "dev"
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := NewRootCommand()
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", describe(err))
+		return 1
+	}
+	return 0
+}
+
+// globals are the flags every API command shares.
+type globals struct {
+	server string
+	output string
+}
+
+// NewRootCommand returns the whole command tree.
+func NewRootCommand() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "quarry",
+		Short:         "Quarry manages the disk images VMs boot from across the storage pools of a KVM cluster",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	def := os.Getenv("QUARRY_SERVER")
+	if def == "" {
+		def = "http://127.0.0.1:8080"
+	}
+	root.PersistentFlags().StringVar(&g.server, "server", def, "control plane URL (env QUARRY_SERVER)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.AddCommand(
+		newServerCommand(),
+		newAgentCommand(),
+		newNodeCommand(g),
+		newPoolCommand(g),
+	)
+	return root
+}
+
+// clients are the public API clients for one invocation.
+type clients struct {
+	nodes quarryv1connect.NodeServiceClient
+	pools quarryv1connect.StoragePoolServiceClient
+}
+
+func (g *globals) clients() (*clients, error) {
+	if g.output != "table" && g.output != "json" {
+		return nil, fmt.Errorf("--output must be table or json, not %q", g.output)
+	}
+	base := strings.TrimRight(g.server, "/")
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		return nil, fmt.Errorf("--server must be an http:// or https:// URL, not %q", g.server)
+	}
+	hc := http.DefaultClient
+	return &clients{
+		nodes: quarryv1connect.NewNodeServiceClient(hc, base),
+		pools: quarryv1connect.NewStoragePoolServiceClient(hc, base),
+	}, nil
+}
+
+// describe turns an API error into the sentence the server wrote, without
+// the Connect code prefix a person does not need.
+func describe(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		if ce.Code() == connect.CodeUnavailable && strings.Contains(ce.Message(), "connect: connection refused") {
+			return "cannot reach the control plane (" + ce.Message() + "); is `quarry server` running, and does --server point at it?"
+		}
+		return ce.Message()
+	}
+	return err.Error()
+}

@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/quarry-project/quarry/internal/devmode"
+	"github.com/quarry-project/quarry/internal/server"
+)
+
+func newServerCommand() *cobra.Command {
+	var (
+		cfg      server.Config
+		dev      bool
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane (API, web page, health checks of every node)",
+		Long: `Run the control plane. One listener serves the Connect API (Connect, gRPC and
+gRPC-Web; HTTP/1.1 and h2c), the web page at /, /metrics, /healthz and /readyz.
+
+With --dev, also run an agent in-process, register it as node "dev", and create
+the pool "local" under the data directory: everything on one machine, on
+loopback only, for a first try.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.Logger, cfg.Version = log, Version
+			if dev {
+				if !cmd.Flags().Changed("listen") {
+					cfg.Listen = "127.0.0.1:8080"
+				}
+				if !cmd.Flags().Changed("data-dir") {
+					cfg.DataDir = filepath.Join(os.TempDir(), "quarry-dev")
+				}
+			}
+			if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+				return err
+			}
+			if dev {
+				return devmode.Run(cmd.Context(), cfg, cmd.OutOrStdout(), nil)
+			}
+			srv, err := server.New(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			return srv.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the API and web page (with --dev: 127.0.0.1:8080)")
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/quarry", "directory for the database (with --dev: $TMPDIR/quarry-dev)")
+	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://...) instead of SQLite in --data-dir")
+	f.DurationVar(&cfg.HealthInterval, "health-interval", 5*time.Second, "how often every node is checked")
+	f.BoolVar(&dev, "dev", false, "run the control plane, an agent and a local pool on this machine")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// newLogger returns a text logger on stderr at the given level.
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}

@@ -1,0 +1,162 @@
+// Package devmode runs everything on one machine for a first try: the
+// control plane, an in-process agent registered as node "dev", and a local
+// pool "local" under the data directory, all on loopback. It wires the
+// production server and agent together and sets them up through the public
+// API, so it exercises the same code paths as a real cluster.
+package devmode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/quarry-project/quarry/internal/agent"
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+	"github.com/quarry-project/quarry/internal/server"
+)
+
+// Names of what dev mode sets up.
+const (
+	NodeName = "dev"
+	PoolName = "local"
+)
+
+// Run starts dev mode and blocks until ctx is done. ready, if not nil, is
+// called with the API's base URL once everything is set up.
+func Run(ctx context.Context, cfg server.Config, out io.Writer, ready func(baseURL string)) error {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8080"
+	}
+	if err := checkLoopback(cfg.Listen); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w (is another quarry server running? pick another address with --listen)", cfg.Listen, err)
+	}
+	ag, err := agent.New(agent.Config{
+		DataDir: filepath.Join(cfg.DataDir, "agent"),
+		Version: cfg.Version,
+		Logger:  log.With("component", "agent"),
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	agentLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listening for the dev agent: %w", err)
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ctx, ln) }()
+	go func() { errc <- ag.Serve(ctx, agentLn) }()
+
+	base := "http://" + ln.Addr().String()
+	if err := setup(ctx, base, agentLn.Addr().String(), cfg.DataDir); err != nil {
+		cancel()
+		<-errc
+		<-errc
+		return fmt.Errorf("setting up dev mode: %w", err)
+	}
+	fmt.Fprintf(out, `Quarry is running in dev mode (everything on this machine, loopback only).
+  API and web page: %s/
+  node %q:          agent at %s
+  pool %q:        %s
+  data directory:   %s
+Try: quarry --server %s node ls
+Stop with Ctrl-C.
+`, base, NodeName, agentLn.Addr(), PoolName, poolPath(cfg.DataDir), cfg.DataDir, base)
+	if ready != nil {
+		ready(base)
+	}
+	err = <-errc
+	cancel()
+	if err2 := <-errc; err == nil {
+		err = err2
+	}
+	return err
+}
+
+func poolPath(dataDir string) string { return filepath.Join(dataDir, "pools", PoolName) }
+
+func checkLoopback(listen string) error {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--dev listens on loopback only; --listen %q is not a loopback address (use 127.0.0.1:PORT)", listen)
+}
+
+// setup registers the dev node (or moves it to the agent's new port) and
+// creates the local pool, through the public API.
+func setup(ctx context.Context, base, agentAddr, dataDir string) error {
+	hc := &http.Client{Timeout: 30 * time.Second}
+	nodes := quarryv1connect.NewNodeServiceClient(hc, base)
+	pools := quarryv1connect.NewStoragePoolServiceClient(hc, base)
+
+	list, err := nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
+	if err != nil {
+		return err
+	}
+	var nodeID string
+	for _, n := range list.Msg.GetNodes() {
+		if n.GetName() == NodeName {
+			nodeID = n.GetId()
+			if _, err := nodes.UpdateNode(ctx, connect.NewRequest(&quarryv1.UpdateNodeRequest{Id: nodeID, ManagementAddress: &agentAddr})); err != nil {
+				return err
+			}
+		}
+	}
+	if nodeID == "" {
+		resp, err := nodes.RegisterNode(ctx, connect.NewRequest(&quarryv1.RegisterNodeRequest{Name: NodeName, ManagementAddress: agentAddr}))
+		if err != nil {
+			return err
+		}
+		nodeID = resp.Msg.GetNode().GetId()
+	}
+
+	path := poolPath(dataDir)
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return err
+	}
+	_, err = pools.CreatePool(ctx, connect.NewRequest(&quarryv1.CreatePoolRequest{
+		Name: PoolName, Path: path, AssignedNodeIds: []string{nodeID},
+	}))
+	if connect.CodeOf(err) == connect.CodeAlreadyExists {
+		return nil
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return err
+}

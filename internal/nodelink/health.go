@@ -1,0 +1,178 @@
+package nodelink
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// Run checks every node on the interval until ctx is done. A node that fails
+// is retried with capped exponential backoff; a kick checks everyone now.
+func (l *Link) Run(ctx context.Context) {
+	tick := time.NewTimer(0)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-l.kick:
+			l.mu.Lock()
+			for _, s := range l.nodes {
+				s.next = time.Time{}
+			}
+			l.mu.Unlock()
+		}
+		l.round(ctx)
+		l.ensureAllInitialized(ctx)
+		tick.Reset(l.untilNextDue())
+	}
+}
+
+// round checks every node that is due, at most Concurrency at a time, and
+// waits for them.
+func (l *Link) round(ctx context.Context) {
+	nodes, err := l.cfg.Store.ListNodes(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Warn("listing nodes for health checks failed", "err", err)
+		}
+		return
+	}
+	now := l.cfg.Now()
+	sem := make(chan struct{}, l.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		if l.state(n.ID).next.After(now) {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(ctx, l.cfg.CheckTimeout)
+			defer cancel()
+			l.check(cctx, n, "interval")
+		})
+	}
+	wg.Wait()
+}
+
+// untilNextDue is how long the loop may sleep before some node is due; it
+// never sleeps longer than a quarter interval so new nodes are picked up soon.
+func (l *Link) untilNextDue() time.Duration {
+	wait := l.cfg.Interval / 4
+	now := l.cfg.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.nodes {
+		if d := s.next.Sub(now); d < wait {
+			wait = d
+		}
+	}
+	return max(wait, 10*time.Millisecond)
+}
+
+// check asks one agent for its facts, stores the outcome and schedules the
+// next check. It returns the node as stored and, on success, its mounts.
+func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node, []store.PoolMount, error) {
+	st := l.state(n.ID)
+	st.checking.Lock()
+	defer st.checking.Unlock()
+
+	pools, err := l.cfg.Store.ListPools(ctx)
+	if err != nil {
+		return n, nil, err
+	}
+	req := &agentv1.GetFactsRequest{}
+	for _, p := range pools {
+		req.Pools = append(req.Pools, &agentv1.PoolRef{Id: p.ID, Name: p.Name, Path: p.Path})
+	}
+	start := l.cfg.Now()
+	resp, callErr := l.client(n.Address).GetFacts(ctx, connect.NewRequest(req))
+	now := l.cfg.Now()
+	l.metrics.observe(callErr == nil, now.Sub(start))
+
+	prev := n
+	next := store.NodeStatus{
+		State:         n.State,
+		StateReason:   n.StateReason,
+		StateSince:    n.StateSince,
+		LastCheckedAt: now,
+		Hostname:      n.Hostname,
+		AgentVersion:  n.AgentVersion,
+	}
+	var mounts []store.PoolMount
+	if callErr != nil {
+		// A node never reached stays UNKNOWN, with the error as its reason.
+		if n.State == store.NodeReady || (n.State == store.NodeUnreachable) {
+			next.State = store.NodeUnreachable
+		} else {
+			next.State = store.NodeUnknown
+		}
+		next.StateReason = reason(callErr)
+		st.failures++
+		st.facts = nil
+	} else {
+		next.State = store.NodeReady
+		next.StateReason = ""
+		next.Hostname = resp.Msg.GetHostname()
+		next.AgentVersion = resp.Msg.GetVersion()
+		mounts = make([]store.PoolMount, 0, len(resp.Msg.GetPools()))
+		for _, pf := range resp.Msg.GetPools() {
+			mounts = append(mounts, store.PoolMount{
+				NodeID: n.ID, PoolID: pf.GetId(), Mounted: pf.GetMounted(), Reason: pf.GetReason(),
+				FreeBytes: pf.GetFreeBytes(), TotalBytes: pf.GetTotalBytes(), CheckedAt: now,
+			})
+		}
+		st.failures = 0
+		st.facts = resp.Msg
+	}
+	if next.State != prev.State || next.StateSince.IsZero() {
+		next.StateSince = now
+	}
+	st.next = now.Add(l.delay(st.failures))
+
+	// Record with a fresh context: the outcome of a check that ran out of
+	// time must still be stored.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := l.cfg.Store.RecordNodeCheck(wctx, n.ID, next, mounts); err != nil {
+		l.log.Warn("storing a health check failed", "node", n.Name, "err", err)
+		return n, nil, err
+	}
+	n.State, n.StateReason, n.StateSince = next.State, next.StateReason, next.StateSince
+	n.LastCheckedAt, n.Hostname, n.AgentVersion = next.LastCheckedAt, next.Hostname, next.AgentVersion
+	l.metrics.setState(n)
+
+	attrs := []any{"node", n.Name, "address", n.Address, "state", n.State, "check", why}
+	if callErr != nil {
+		attrs = append(attrs, "err", next.StateReason, "retry_in", st.next.Sub(now).Round(time.Millisecond))
+	}
+	if next.State != prev.State {
+		l.log.Info("node state changed", append(attrs, "from", prev.State)...)
+	} else {
+		l.log.Debug("node checked", attrs...)
+	}
+	if callErr != nil {
+		return n, nil, callErr
+	}
+	return n, mounts, nil
+}
+
+// delay is the time to the next check: the interval when healthy, doubling
+// per consecutive failure up to MaxBackoff, always jittered by ±10 %.
+func (l *Link) delay(failures int) time.Duration {
+	d := l.cfg.Interval
+	for i := 1; i < failures && d < l.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, l.cfg.MaxBackoff)
+	jitter := time.Duration((rand.Float64()*0.2 - 0.1) * float64(d))
+	return d + jitter
+}

@@ -1,0 +1,136 @@
+package nodelink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// EnsureInitialized makes sure the pool's identity marker has been written,
+// once, by one node. The writer is the first assigned node (in the pool's
+// order) that reports the pool's directory without a marker; a pool with no
+// assigned nodes is initialized by the first such node by name. A node that
+// already holds this pool's marker is recorded as the initializer.
+//
+// Once a pool is initialized it is never initialized again: if the marker
+// later vanishes (a shared filesystem not mounted), writing a new one into
+// whatever empty directory a node has at that path would make the wrong
+// disk look like the pool.
+//
+// With lazy set, nodes that are not READY are connected on the spot;
+// otherwise only facts from the last successful checks are used.
+func (l *Link) EnsureInitialized(ctx context.Context, pool store.Pool, lazy bool) error {
+	l.initMu.Lock()
+	defer l.initMu.Unlock()
+	pool, err := l.cfg.Store.GetPool(ctx, pool.ID)
+	if err != nil || pool.InitializedBy != "" {
+		return err
+	}
+	nodes, err := l.initOrder(ctx, pool)
+	if err != nil {
+		return err
+	}
+	var why []string
+	for _, n := range nodes {
+		pf := l.poolFacts(n.ID, pool.ID)
+		if pf == nil && lazy {
+			if _, _, err := l.Connect(ctx, n.ID); err != nil {
+				why = append(why, fmt.Sprintf("%s: %s", n.Name, reason(err)))
+				continue
+			}
+			pf = l.poolFacts(n.ID, pool.ID)
+		}
+		if pf == nil {
+			continue
+		}
+		switch pf.GetStatus() {
+		case agentv1.MountStatus_MOUNT_STATUS_MOUNTED:
+			return l.markInitialized(ctx, pool, n)
+		case agentv1.MountStatus_MOUNT_STATUS_NO_MARKER:
+			return l.initThrough(ctx, pool, n)
+		default:
+			why = append(why, fmt.Sprintf("%s: %s", n.Name, pf.GetReason()))
+		}
+	}
+	if len(why) == 0 {
+		return fmt.Errorf("pool %q is not initialized yet: no node has reported on %s", pool.Name, pool.Path)
+	}
+	return fmt.Errorf("pool %q is not initialized yet: %s", pool.Name, strings.Join(why, "; "))
+}
+
+// initOrder lists the nodes allowed to initialize the pool, in order.
+func (l *Link) initOrder(ctx context.Context, pool store.Pool) ([]store.Node, error) {
+	all, err := l.cfg.Store.ListNodes(ctx) // ordered by name
+	if err != nil {
+		return nil, err
+	}
+	if len(pool.AssignedNodeIDs) == 0 {
+		return all, nil
+	}
+	var out []store.Node
+	for _, id := range pool.AssignedNodeIDs {
+		if i := slices.IndexFunc(all, func(n store.Node) bool { return n.ID == id }); i >= 0 {
+			out = append(out, all[i])
+		}
+	}
+	return out, nil
+}
+
+// poolFacts is what the node said about the pool at its last successful
+// check, or nil.
+func (l *Link) poolFacts(nodeID, poolID string) *agentv1.PoolFacts {
+	s := l.state(nodeID)
+	s.checking.Lock()
+	defer s.checking.Unlock()
+	for _, pf := range s.facts.GetPools() {
+		if pf.GetId() == poolID {
+			return pf
+		}
+	}
+	return nil
+}
+
+func (l *Link) initThrough(ctx context.Context, pool store.Pool, n store.Node) error {
+	_, err := l.client(n.Address).InitPool(ctx, connect.NewRequest(&agentv1.InitPoolRequest{
+		Pool: &agentv1.PoolRef{Id: pool.ID, Name: pool.Name, Path: pool.Path},
+	}))
+	if err != nil {
+		return fmt.Errorf("initializing pool %q on node %s: %s", pool.Name, n.Name, reason(err))
+	}
+	l.log.Info("pool initialized", "pool", pool.Name, "node", n.Name, "path", pool.Path)
+	return l.markInitialized(ctx, pool, n)
+}
+
+func (l *Link) markInitialized(ctx context.Context, pool store.Pool, n store.Node) error {
+	err := l.cfg.Store.MarkPoolInitialized(ctx, pool.ID, n.ID)
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		return err
+	}
+	// Every node should now re-check the pool, the initializer included.
+	l.Kick()
+	return nil
+}
+
+// ensureAllInitialized tries, after each round, every pool not yet
+// initialized, using the facts the round gathered.
+func (l *Link) ensureAllInitialized(ctx context.Context) {
+	pools, err := l.cfg.Store.ListPools(ctx)
+	if err != nil {
+		return
+	}
+	for _, p := range pools {
+		if p.InitializedBy != "" {
+			continue
+		}
+		if err := l.EnsureInitialized(ctx, p, false); err != nil {
+			l.log.Debug("pool not initialized yet", "pool", p.Name, "err", err)
+		}
+	}
+}

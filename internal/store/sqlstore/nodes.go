@@ -1,0 +1,263 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+const nodeColumns = `id, name, address, state, state_reason, state_since, last_checked_at, hostname, agent_version, created_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanNode(r scanner) (store.Node, error) {
+	var (
+		n                                  store.Node
+		state                              string
+		stateSince, lastChecked, createdAt int64
+	)
+	err := r.Scan(&n.ID, &n.Name, &n.Address, &state, &n.StateReason, &stateSince, &lastChecked,
+		&n.Hostname, &n.AgentVersion, &createdAt)
+	n.State = store.NodeState(state)
+	n.StateSince = fromMicros(stateSince)
+	n.LastCheckedAt = fromMicros(lastChecked)
+	n.CreatedAt = fromMicros(createdAt)
+	return n, err
+}
+
+// CreateNode inserts n. A node without a state is one never checked, so it
+// is stored as UNKNOWN.
+func (s *Store) CreateNode(ctx context.Context, n store.Node) error {
+	if n.ID == "" {
+		return errors.New("create node: empty id")
+	}
+	if n.State == "" {
+		n.State = store.NodeUnknown
+	}
+	return s.tx(ctx, func(t *txn) error {
+		// Looked up first so the error can say which key collided; the
+		// unique constraints below remain the guarantee.
+		if err := t.nodeTaken(ctx, n); err != nil {
+			return err
+		}
+		_, err := t.exec(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			n.ID, n.Name, n.Address, string(n.State), n.StateReason, micros(n.StateSince),
+			micros(n.LastCheckedAt), n.Hostname, n.AgentVersion, micros(n.CreatedAt))
+		if s.isUnique(err) {
+			return fmt.Errorf("node %q at %s: %w", n.Name, n.Address, store.ErrConflict)
+		}
+		return err
+	})
+}
+
+// nodeTaken returns ErrConflict naming the first of n's id, name and address
+// that another node already has.
+func (t *txn) nodeTaken(ctx context.Context, n store.Node) error {
+	rows, err := t.QueryContext(ctx, t.s.q(`SELECT id, name, address FROM nodes WHERE id = ? OR name = ? OR address = ?`),
+		n.ID, n.Name, n.Address)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, name, addr string
+		if err := rows.Scan(&id, &name, &addr); err != nil {
+			return err
+		}
+		switch {
+		case name == n.Name:
+			return fmt.Errorf("node name %q: %w", n.Name, store.ErrConflict)
+		case addr == n.Address:
+			return fmt.Errorf("node address %s is registered as node %q: %w", n.Address, name, store.ErrConflict)
+		default:
+			return fmt.Errorf("node id %s: %w", n.ID, store.ErrConflict)
+		}
+	}
+	return rows.Err()
+}
+
+// GetNode returns the node with id.
+func (s *Store) GetNode(ctx context.Context, id string) (store.Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, s.q(`SELECT `+nodeColumns+` FROM nodes WHERE id = ?`), id))
+	return n, notFound(err, "node "+id)
+}
+
+// GetNodeByName returns the node called name.
+func (s *Store) GetNodeByName(ctx context.Context, name string) (store.Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, s.q(`SELECT `+nodeColumns+` FROM nodes WHERE name = ?`), name))
+	return n, notFound(err, fmt.Sprintf("node %q", name))
+}
+
+// ListNodes returns every node ordered by name.
+func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+nodeColumns+` FROM nodes ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Node
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// UpdateNode sets the name and management address of node id.
+func (s *Store) UpdateNode(ctx context.Context, id, name, address string) error {
+	res, err := s.exec(ctx, `UPDATE nodes SET name = ?, address = ? WHERE id = ?`, name, address, id)
+	if s.isUnique(err) {
+		return fmt.Errorf("node name %q or address %s: %w", name, address, store.ErrConflict)
+	}
+	if err != nil {
+		return err
+	}
+	return mustAffect(res, "node "+id)
+}
+
+// DeleteNode removes node id; its mounts go with it by cascade.
+func (s *Store) DeleteNode(ctx context.Context, id string) error {
+	return s.tx(ctx, func(t *txn) error {
+		// Asked first so the error can name the pools; the foreign key
+		// from pool_assignments remains the guarantee.
+		pools, err := t.poolsAssignedTo(ctx, id)
+		if err != nil {
+			return err
+		}
+		if len(pools) > 0 {
+			return fmt.Errorf("node %s is assigned to pool(s) %s: %w", id, strings.Join(pools, ", "), store.ErrInUse)
+		}
+		res, err := t.exec(ctx, `DELETE FROM nodes WHERE id = ?`, id)
+		if s.isForeignKey(err) {
+			return fmt.Errorf("node %s is assigned to a pool: %w", id, store.ErrInUse)
+		}
+		if err != nil {
+			return err
+		}
+		return mustAffect(res, "node "+id)
+	})
+}
+
+// poolsAssignedTo returns the quoted names of the pools listing node id.
+func (t *txn) poolsAssignedTo(ctx context.Context, id string) ([]string, error) {
+	rows, err := t.QueryContext(ctx, t.s.q(`SELECT p.name FROM pool_assignments a JOIN pools p ON p.id = a.pool_id
+		WHERE a.node_id = ? ORDER BY p.name`), id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		names = append(names, fmt.Sprintf("%q", name))
+	}
+	return names, rows.Err()
+}
+
+// RecordNodeCheck stores one health check's outcome.
+func (s *Store) RecordNodeCheck(ctx context.Context, nodeID string, st store.NodeStatus, mounts []store.PoolMount) error {
+	for _, m := range mounts {
+		if m.NodeID != "" && m.NodeID != nodeID {
+			return fmt.Errorf("record check of node %s: mount of pool %s belongs to node %s", nodeID, m.PoolID, m.NodeID)
+		}
+	}
+	return s.tx(ctx, func(t *txn) error {
+		res, err := t.exec(ctx, `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
+			hostname = ?, agent_version = ? WHERE id = ?`,
+			string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt),
+			st.Hostname, st.AgentVersion, nodeID)
+		if err != nil {
+			return err
+		}
+		if err := mustAffect(res, "node "+nodeID); err != nil {
+			return err
+		}
+		if mounts == nil {
+			return nil
+		}
+		if _, err := t.exec(ctx, `DELETE FROM pool_mounts WHERE node_id = ?`, nodeID); err != nil {
+			return err
+		}
+		pools, err := t.poolIDs(ctx)
+		if err != nil {
+			return err
+		}
+		seen := make(map[string]bool, len(mounts))
+		for _, m := range mounts {
+			// A pool deleted while the agent was being asked about it is
+			// simply gone; failing would also throw away the node's status.
+			if !pools[m.PoolID] {
+				continue
+			}
+			if seen[m.PoolID] {
+				return fmt.Errorf("record check of node %s: pool %s reported twice: %w", nodeID, m.PoolID, store.ErrConflict)
+			}
+			seen[m.PoolID] = true
+			_, err := t.exec(ctx, `INSERT INTO pool_mounts (node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
+			if s.isForeignKey(err) {
+				// Only on backends where a concurrent DeletePool can slip
+				// in after poolIDs; the next check records the new truth.
+				return fmt.Errorf("record check of node %s: pool %s: %w", nodeID, m.PoolID, store.ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// poolIDs returns the set of existing pool ids.
+func (t *txn) poolIDs(ctx context.Context) (map[string]bool, error) {
+	rows, err := t.QueryContext(ctx, `SELECT id FROM pools`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	ids := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids[id] = true
+	}
+	return ids, rows.Err()
+}
+
+// ListPoolMounts returns every mount ordered by pool, then node.
+func (s *Store) ListPoolMounts(ctx context.Context) ([]store.PoolMount, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at
+		FROM pool_mounts ORDER BY pool_id, node_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.PoolMount
+	for rows.Next() {
+		var (
+			m                      store.PoolMount
+			mounted                int
+			free, total, checkedAt int64
+		)
+		if err := rows.Scan(&m.NodeID, &m.PoolID, &mounted, &m.Reason, &free, &total, &checkedAt); err != nil {
+			return nil, err
+		}
+		m.Mounted = mounted != 0
+		m.FreeBytes, m.TotalBytes = bytesFromDB(free), bytesFromDB(total)
+		m.CheckedAt = fromMicros(checkedAt)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,160 @@
+// Package sqlstore implements store.Store on database/sql.
+//
+// One implementation serves every SQL backend: queries are written once with
+// ? placeholders in the SQL subset SQLite and PostgreSQL share, and a
+// store.Dialect supplies the few differences (placeholder syntax, how
+// constraint errors look, how migrations are serialized). Adding a backend
+// means adding a driver and a Dialect, then calling New; OpenSQLite does that
+// for SQLite. Times are stored as UTC unix microseconds (0 for the zero time),
+// so they come back truncated to the microsecond and in UTC.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// Store is a store.Store backed by a *sql.DB.
+type Store struct {
+	db *sql.DB
+	d  store.Dialect
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New migrates db with store.Migrate and returns a Store over it. The Store
+// owns db from then on: Close closes it, also when New fails.
+func New(ctx context.Context, db *sql.DB, d store.Dialect) (*Store, error) {
+	if err := store.Migrate(ctx, db, d); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: db, d: d}, nil
+}
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// q rebinds query for the dialect.
+func (s *Store) q(query string) string { return s.d.Q(query) }
+
+// exec runs a single statement outside a transaction.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return s.db.ExecContext(ctx, s.q(query), args...)
+}
+
+// tx runs fn in a transaction and commits when it returns nil. Writes that
+// check before they change go through here so the check and the change see
+// the same state.
+func (s *Store) tx(ctx context.Context, fn func(tx *txn) error) error {
+	sqlTx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer sqlTx.Rollback() //nolint:errcheck // no-op after Commit
+	if err := fn(&txn{Tx: sqlTx, s: s}); err != nil {
+		return err
+	}
+	return sqlTx.Commit()
+}
+
+// txn is a transaction whose helpers rebind queries.
+type txn struct {
+	*sql.Tx
+	s *Store
+}
+
+func (t *txn) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.ExecContext(ctx, t.s.q(query), args...)
+}
+
+func (t *txn) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.QueryRowContext(ctx, t.s.q(query), args...)
+}
+
+// exists reports whether query returns a row.
+func (t *txn) exists(ctx context.Context, query string, args ...any) (bool, error) {
+	var one int
+	err := t.queryRow(ctx, query, args...).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// isUnique and isForeignKey classify driver errors through the dialect.
+func (s *Store) isUnique(err error) bool {
+	return err != nil && s.d.IsUniqueViolation != nil && s.d.IsUniqueViolation(err)
+}
+
+func (s *Store) isForeignKey(err error) bool {
+	return err != nil && s.d.IsForeignKeyViolation != nil && s.d.IsForeignKeyViolation(err)
+}
+
+// mustAffect turns "no row changed" into ErrNotFound for what.
+func mustAffect(res sql.Result, what string) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	return nil
+}
+
+// notFound maps sql.ErrNoRows to ErrNotFound for what; other errors pass.
+func notFound(err error, what string) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	return err
+}
+
+// micros encodes t; the zero time is 0 so "never" needs no NULL.
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// fromMicros decodes what micros encoded.
+func fromMicros(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
+}
+
+// Byte counts are BIGINT, which is signed on every backend; no real
+// filesystem reaches 2^63 bytes, so clamping only guards against garbage.
+func bytesToDB(v uint64) int64 {
+	if v > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(v)
+}
+
+func bytesFromDB(v int64) uint64 {
+	if v < 0 {
+		return 0
+	}
+	return uint64(v)
+}
+
+func boolToDB(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

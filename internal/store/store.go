@@ -1,0 +1,124 @@
+// Package store keeps the control plane's durable state behind one interface.
+//
+// Implementations (SQLite by default, PostgreSQL for several control-plane
+// replicas) run the same versioned migrations and pass the same conformance
+// suite in package storetest. Errors are classed by wrapping the sentinels
+// below with %w; callers test them with errors.Is.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+var (
+	// ErrNotFound: the record does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a record with the same unique key (name, path) exists.
+	ErrConflict = errors.New("already exists")
+	// ErrInUse: the record is referenced by another and cannot be removed.
+	ErrInUse = errors.New("in use")
+)
+
+// NodeState mirrors quarry.v1.NodeState.
+type NodeState string
+
+const (
+	NodeReady       NodeState = "READY"
+	NodeUnreachable NodeState = "UNREACHABLE"
+	NodeUnknown     NodeState = "UNKNOWN"
+)
+
+// Node is a registered hypervisor host.
+type Node struct {
+	ID      string
+	Name    string
+	Address string // normalized host:port
+	// Status, written by the node link after each health check.
+	State         NodeState
+	StateReason   string
+	StateSince    time.Time
+	LastCheckedAt time.Time // zero: never checked
+	Hostname      string
+	AgentVersion  string
+	CreatedAt     time.Time
+}
+
+// NodeStatus is what one health check learned about a node.
+type NodeStatus struct {
+	State         NodeState
+	StateReason   string
+	StateSince    time.Time
+	LastCheckedAt time.Time
+	Hostname      string
+	AgentVersion  string
+}
+
+// Pool is a storage pool: a directory where images live.
+type Pool struct {
+	ID              string
+	Name            string
+	Type            string // "dir"
+	Path            string // absolute
+	Shared          bool
+	AssignedNodeIDs []string // preference order
+	InitializedBy   string   // node that wrote the identity marker; "" until one did
+	CreatedAt       time.Time
+}
+
+// PoolMount is one node's view of one pool, as of its last successful check.
+type PoolMount struct {
+	NodeID     string
+	PoolID     string
+	Mounted    bool
+	Reason     string // why not mounted
+	FreeBytes  uint64
+	TotalBytes uint64
+	CheckedAt  time.Time
+}
+
+// Store is the control plane's state. Every method is safe for concurrent use.
+type Store interface {
+	// CreateNode inserts n; ErrConflict when the name or address is taken.
+	CreateNode(ctx context.Context, n Node) error
+	GetNode(ctx context.Context, id string) (Node, error)
+	// GetNodeByName returns ErrNotFound when no node has that name.
+	GetNodeByName(ctx context.Context, name string) (Node, error)
+	// ListNodes returns every node ordered by name.
+	ListNodes(ctx context.Context) ([]Node, error)
+	// UpdateNode renames a node and sets its management address;
+	// ErrConflict when another node has the name or address.
+	UpdateNode(ctx context.Context, id, name, address string) error
+	// DeleteNode removes the node and its pool mounts; ErrInUse when a pool
+	// still lists it among its assigned nodes.
+	DeleteNode(ctx context.Context, id string) error
+	// RecordNodeCheck stores the outcome of one health check in one
+	// transaction. mounts == nil keeps the previous mounts (a failed check
+	// learns nothing about pools); otherwise they replace the node's mounts.
+	RecordNodeCheck(ctx context.Context, nodeID string, st NodeStatus, mounts []PoolMount) error
+
+	// CreatePool inserts p; ErrConflict when the name or path is taken,
+	// ErrNotFound when an assigned node does not exist.
+	CreatePool(ctx context.Context, p Pool) error
+	GetPool(ctx context.Context, id string) (Pool, error)
+	GetPoolByName(ctx context.Context, name string) (Pool, error)
+	// ListPools returns every pool ordered by name.
+	ListPools(ctx context.Context) ([]Pool, error)
+	// UpdatePool replaces name, shared and assigned nodes of the pool with
+	// p.ID. Path, type and creation time do not change.
+	UpdatePool(ctx context.Context, p Pool) error
+	// MarkPoolInitialized records the node that wrote the marker. It succeeds
+	// only once per pool: ErrConflict when another node already did.
+	MarkPoolInitialized(ctx context.Context, poolID, nodeID string) error
+	// DeletePool removes the pool and its mounts.
+	DeletePool(ctx context.Context, id string) error
+
+	// ListPoolMounts returns every node's view of every pool, ordered by
+	// pool then node.
+	ListPoolMounts(ctx context.Context) ([]PoolMount, error)
+
+	// Ping reports whether the store can serve requests.
+	Ping(ctx context.Context) error
+	Close() error
+}

@@ -1,0 +1,287 @@
+package storetest
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+func testNodes(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := context.Background()
+
+	t.Run("create and get", func(t *testing.T) {
+		s := open(t)
+		want := node("n1")
+		want.State = store.NodeReady
+		want.StateReason = "ok"
+		want.StateSince = at(time.Second)
+		want.LastCheckedAt = at(2 * time.Second)
+		want.Hostname = "kvm1"
+		want.AgentVersion = "v1.2.3"
+		if err := s.CreateNode(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "GetNode", mustGetNode(t, s, "n1"), want)
+		got, err := s.GetNodeByName(ctx, want.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "GetNodeByName", got, want)
+	})
+
+	t.Run("times come back in UTC, to the microsecond", func(t *testing.T) {
+		s := open(t)
+		n := node("n1")
+		n.CreatedAt = time.Date(2025, 3, 4, 7, 6, 7, 123456789, time.FixedZone("CEST", 2*3600))
+		mustCreate(t, s, n)
+		got := mustGetNode(t, s, "n1").CreatedAt
+		if got.Location() != time.UTC || !got.Equal(n.CreatedAt.Truncate(time.Microsecond)) {
+			t.Errorf("CreatedAt = %v, want %v in UTC", got, n.CreatedAt.Truncate(time.Microsecond))
+		}
+	})
+
+	t.Run("never checked node", func(t *testing.T) {
+		s := open(t)
+		n := node("n1")
+		n.State = ""
+		mustCreate(t, s, n)
+		got := mustGetNode(t, s, "n1")
+		if got.State != store.NodeUnknown {
+			t.Errorf("State = %q, want %q", got.State, store.NodeUnknown)
+		}
+		if !got.LastCheckedAt.IsZero() || !got.StateSince.IsZero() {
+			t.Errorf("LastCheckedAt = %v, StateSince = %v, want zero times", got.LastCheckedAt, got.StateSince)
+		}
+	})
+
+	t.Run("list ordered by name", func(t *testing.T) {
+		s := open(t)
+		if ns, err := s.ListNodes(ctx); err != nil || len(ns) != 0 {
+			t.Fatalf("ListNodes on empty store = %v, %v", ns, err)
+		}
+		var want []store.Node
+		for _, name := range []string{"charlie", "alpha", "bravo"} {
+			n := node("n" + string(rune('1'+len(want))))
+			n.Name = name
+			mustCreate(t, s, n)
+			want = append(want, n)
+		}
+		want = []store.Node{want[1], want[2], want[0]}
+		got, err := s.ListNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "ListNodes", got, want)
+	})
+
+	t.Run("conflicts", func(t *testing.T) {
+		tests := []struct {
+			name   string
+			edit   func(*store.Node)
+			detail string
+		}{
+			{"same name", func(n *store.Node) { n.Name = "node-n1" }, "node-n1"},
+			{"same address", func(n *store.Node) { n.Address = "10.0.0.1:9090" }, "10.0.0.1:9090"},
+			{"same id", func(n *store.Node) { n.ID = "n1" }, "n1"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				s := open(t)
+				mustCreateNodes(t, s, "n1")
+				n := node("n2")
+				tt.edit(&n)
+				wantErr(t, "CreateNode", s.CreateNode(ctx, n), store.ErrConflict, tt.detail)
+				ns, err := s.ListNodes(ctx)
+				if err != nil || len(ns) != 1 {
+					t.Errorf("after conflict ListNodes = %d nodes, %v; want 1", len(ns), err)
+				}
+			})
+		}
+	})
+
+	t.Run("not found", func(t *testing.T) {
+		s := open(t)
+		mustCreateNodes(t, s, "n1")
+		tests := []struct {
+			name string
+			op   func() error
+		}{
+			{"GetNode", func() error { _, err := s.GetNode(ctx, "nx"); return err }},
+			{"GetNodeByName", func() error { _, err := s.GetNodeByName(ctx, "nx"); return err }},
+			{"UpdateNode", func() error { return s.UpdateNode(ctx, "nx", "node-nx", "10.9.9.9:9090") }},
+			{"DeleteNode", func() error { return s.DeleteNode(ctx, "nx") }},
+			{"RecordNodeCheck", func() error {
+				return s.RecordNodeCheck(ctx, "nx", store.NodeStatus{State: store.NodeReady}, nil)
+			}},
+			{"RecordNodeCheck with mounts", func() error {
+				return s.RecordNodeCheck(ctx, "nx", store.NodeStatus{State: store.NodeReady}, []store.PoolMount{})
+			}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				wantErr(t, tt.name, tt.op(), store.ErrNotFound, "nx")
+			})
+		}
+	})
+
+	t.Run("update", func(t *testing.T) {
+		s := open(t)
+		mustCreateNodes(t, s, "n1", "n2")
+		if err := s.UpdateNode(ctx, "n1", "renamed", "127.0.0.1:40001"); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustGetNode(t, s, "n1"); got.Address != "127.0.0.1:40001" || got.Name != "renamed" {
+			t.Errorf("after update: name %q, address %q", got.Name, got.Address)
+		}
+		if err := s.UpdateNode(ctx, "n1", "renamed", "127.0.0.1:40001"); err != nil {
+			t.Errorf("setting the same values again: %v", err)
+		}
+		wantErr(t, "UpdateNode to n2's address",
+			s.UpdateNode(ctx, "n1", "renamed", "10.0.0.2:9090"), store.ErrConflict, "10.0.0.2:9090")
+		wantErr(t, "UpdateNode to n2's name",
+			s.UpdateNode(ctx, "n1", "node-n2", "127.0.0.1:40001"), store.ErrConflict, "node-n2")
+		if got := mustGetNode(t, s, "n1"); got.Address != "127.0.0.1:40001" || got.Name != "renamed" {
+			t.Errorf("after failed updates: name %q, address %q", got.Name, got.Address)
+		}
+	})
+}
+
+func testNodeChecks(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := context.Background()
+	ready := store.NodeStatus{
+		State:         store.NodeReady,
+		StateSince:    at(time.Minute),
+		LastCheckedAt: at(2 * time.Minute),
+		Hostname:      "kvm1",
+		AgentVersion:  "v0.1.0",
+	}
+	down := store.NodeStatus{
+		State:         store.NodeUnreachable,
+		StateReason:   "dial tcp 10.0.0.1:9090: connection refused",
+		StateSince:    at(3 * time.Minute),
+		LastCheckedAt: at(3 * time.Minute),
+		Hostname:      "kvm1",
+		AgentVersion:  "v0.1.0",
+	}
+	mount := func(nodeID, poolID string, mounted bool, d time.Duration) store.PoolMount {
+		m := store.PoolMount{NodeID: nodeID, PoolID: poolID, Mounted: mounted, CheckedAt: at(d)}
+		if mounted {
+			m.FreeBytes, m.TotalBytes = 10<<30, 100<<30
+		} else {
+			m.Reason = "marker belongs to another pool"
+		}
+		return m
+	}
+	setup := func(t *testing.T) store.Store {
+		s := open(t)
+		mustCreateNodes(t, s, "n1", "n2")
+		mustCreatePool(t, s, pool("p1"))
+		mustCreatePool(t, s, pool("p2"))
+		mustCreatePool(t, s, pool("p3"))
+		return s
+	}
+	record := func(t *testing.T, s store.Store, id string, st store.NodeStatus, ms []store.PoolMount) {
+		t.Helper()
+		if err := s.RecordNodeCheck(ctx, id, st, ms); err != nil {
+			t.Fatalf("RecordNodeCheck(%s): %v", id, err)
+		}
+	}
+
+	t.Run("status is stored", func(t *testing.T) {
+		s := setup(t)
+		record(t, s, "n1", down, nil)
+		want := node("n1")
+		want.State, want.StateReason, want.StateSince, want.LastCheckedAt = down.State, down.StateReason, down.StateSince, down.LastCheckedAt
+		want.Hostname, want.AgentVersion = down.Hostname, down.AgentVersion
+		wantEqual(t, "node after check", mustGetNode(t, s, "n1"), want)
+		wantEqual(t, "other node", mustGetNode(t, s, "n2"), node("n2"))
+	})
+
+	tests := []struct {
+		name   string
+		second []store.PoolMount // n1's second check; n2 always reports p2
+		want   []store.PoolMount
+	}{
+		{
+			name:   "nil keeps previous mounts",
+			second: nil,
+			want:   []store.PoolMount{mount("n1", "p1", true, 0), mount("n2", "p2", true, 0), mount("n1", "p3", false, 0)},
+		},
+		{
+			name:   "mounts replace previous mounts",
+			second: []store.PoolMount{mount("n1", "p2", false, time.Hour)},
+			want:   []store.PoolMount{mount("n1", "p2", false, time.Hour), mount("n2", "p2", true, 0)},
+		},
+		{
+			name:   "empty mounts clear the node's mounts",
+			second: []store.PoolMount{},
+			want:   []store.PoolMount{mount("n2", "p2", true, 0)},
+		},
+		{
+			name:   "mounts of vanished pools are dropped",
+			second: []store.PoolMount{mount("n1", "gone", true, time.Hour), mount("n1", "p1", true, time.Hour)},
+			want:   []store.PoolMount{mount("n1", "p1", true, time.Hour), mount("n2", "p2", true, 0)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := setup(t)
+			record(t, s, "n1", ready, []store.PoolMount{mount("n1", "p3", false, 0), mount("n1", "p1", true, 0)})
+			record(t, s, "n2", ready, []store.PoolMount{mount("n2", "p2", true, 0)})
+			record(t, s, "n1", down, tt.second)
+			wantEqual(t, "ListPoolMounts (by pool, then node)", mustMounts(t, s), tt.want)
+			if got := mustGetNode(t, s, "n1").State; got != store.NodeUnreachable {
+				t.Errorf("State = %q, want the second check's", got)
+			}
+		})
+	}
+
+	t.Run("mount node id may be left empty", func(t *testing.T) {
+		s := setup(t)
+		m := mount("", "p1", true, 0)
+		record(t, s, "n1", ready, []store.PoolMount{m})
+		m.NodeID = "n1"
+		wantEqual(t, "ListPoolMounts", mustMounts(t, s), []store.PoolMount{m})
+	})
+
+	t.Run("large byte counts", func(t *testing.T) {
+		s := setup(t)
+		m := mount("n1", "p1", true, 0)
+		m.FreeBytes, m.TotalBytes = 1<<62, math.MaxInt64
+		record(t, s, "n1", ready, []store.PoolMount{m})
+		wantEqual(t, "ListPoolMounts", mustMounts(t, s), []store.PoolMount{m})
+	})
+
+	t.Run("rejected checks change nothing", func(t *testing.T) {
+		tests := []struct {
+			name   string
+			mounts []store.PoolMount
+		}{
+			{"mount of another node", []store.PoolMount{mount("n2", "p1", true, time.Hour)}},
+			{"pool reported twice", []store.PoolMount{mount("n1", "p2", true, time.Hour), mount("n1", "p2", false, time.Hour)}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				s := setup(t)
+				record(t, s, "n1", ready, []store.PoolMount{mount("n1", "p1", true, 0)})
+				if err := s.RecordNodeCheck(ctx, "n1", down, tt.mounts); err == nil {
+					t.Fatal("RecordNodeCheck succeeded")
+				}
+				if got := mustGetNode(t, s, "n1").State; got != store.NodeReady {
+					t.Errorf("State = %q after a rejected check, want it unchanged", got)
+				}
+				wantEqual(t, "ListPoolMounts", mustMounts(t, s), []store.PoolMount{mount("n1", "p1", true, 0)})
+			})
+		}
+	})
+}
+
+func mustCreate(t *testing.T, s store.Store, n store.Node) {
+	t.Helper()
+	if err := s.CreateNode(context.Background(), n); err != nil {
+		t.Fatalf("CreateNode(%s): %v", n.ID, err)
+	}
+}
