@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -145,13 +146,29 @@ func (s *NodeService) DeleteNode(ctx context.Context, req *connect.Request[quarr
 		err = s.Store.DeleteNode(ctx, n.ID)
 	}
 	if errors.Is(err, store.ErrInUse) {
-		err = fmt.Errorf("%w; take it out of the pools' assigned nodes first (quarry pool update POOL --assign ...)", err)
+		err = s.inUse(ctx, n, err)
 	}
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
 	s.Link.Forget(n.ID)
 	return connect.NewResponse(&quarryv1.DeleteNodeResponse{}), nil
+}
+
+// inUse explains which pools hold on to a node that cannot be deleted.
+func (s *NodeService) inUse(ctx context.Context, n store.Node, cause error) error {
+	pools, err := s.Store.ListPools(ctx)
+	if err != nil {
+		return cause
+	}
+	var in []string
+	for _, p := range pools {
+		if slices.Contains(p.AssignedNodeIDs, n.ID) {
+			in = append(in, fmt.Sprintf("%q", p.Name))
+		}
+	}
+	return classf(store.ErrInUse, "node %q is assigned to pool(s) %s; take it out of their assigned nodes first (quarry pool update POOL --assign ...)",
+		n.Name, strings.Join(in, ", "))
 }
 
 // get loads a node by id with a not_found message that helps.

@@ -20,6 +20,7 @@ func newNodeCommand(g *globals) *cobra.Command {
 		newNodeRegisterCommand(g),
 		newNodeListCommand(g),
 		newNodeShowCommand(g),
+		newNodeUpdateCommand(g),
 		newNodeRemoveCommand(g),
 	)
 	return cmd
@@ -163,6 +164,49 @@ func printNode(w io.Writer, n *quarryv1.Node, now time.Time) error {
 			sizeIf(m.GetMounted(), m.GetTotalBytes()), m.GetReason())
 	}
 	return t.flush()
+}
+
+func newNodeUpdateCommand(g *globals) *cobra.Command {
+	var name, address string
+	cmd := &cobra.Command{
+		Use:   "update NAME|ID [--name NEW] [--address ADDR]",
+		Short: "Rename a node or change its management address",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			n, err := resolveNode(ctx, c.nodes, args[0])
+			if err != nil {
+				return err
+			}
+			req := &quarryv1.UpdateNodeRequest{Id: n.GetId()}
+			if cmd.Flags().Changed("name") {
+				req.Name = &name
+			}
+			if cmd.Flags().Changed("address") {
+				req.ManagementAddress = &address
+			}
+			if req.Name == nil && req.ManagementAddress == nil {
+				return fmt.Errorf("nothing to change: give --name and/or --address")
+			}
+			resp, err := c.nodes.UpdateNode(ctx, connect.NewRequest(req))
+			if err != nil {
+				return err
+			}
+			if g.wantJSON() {
+				return printJSON(cmd.OutOrStdout(), resp.Msg)
+			}
+			u := resp.Msg.GetNode()
+			fmt.Fprintf(cmd.OutOrStdout(), "updated node %s at %s (id %s)\n", u.GetName(), u.GetManagementAddress(), u.GetId())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "new node name")
+	cmd.Flags().StringVar(&address, "address", "", "new agent management address")
+	return cmd
 }
 
 func newNodeRemoveCommand(g *globals) *cobra.Command {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/server"
 	"github.com/quarry-project/quarry/internal/store"
 )
@@ -31,6 +32,8 @@ type Server struct {
 	Nodes   quarryv1connect.NodeServiceClient
 	Pools   quarryv1connect.StoragePoolServiceClient
 	Store   store.Store
+	// Placement is the server's node-choice helper.
+	Placement *placement.Chooser
 }
 
 // ServerOption adjusts a test server's config.
@@ -71,11 +74,12 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 		srv.Close()
 	})
 	s := &Server{
-		URL:     "http://" + ln.Addr().String(),
-		DataDir: cfg.DataDir,
-		Nodes:   quarryv1connect.NewNodeServiceClient(http.DefaultClient, "http://"+ln.Addr().String()),
-		Pools:   quarryv1connect.NewStoragePoolServiceClient(http.DefaultClient, "http://"+ln.Addr().String()),
-		Store:   srv.Store(),
+		URL:       "http://" + ln.Addr().String(),
+		DataDir:   cfg.DataDir,
+		Nodes:     quarryv1connect.NewNodeServiceClient(http.DefaultClient, "http://"+ln.Addr().String()),
+		Pools:     quarryv1connect.NewStoragePoolServiceClient(http.DefaultClient, "http://"+ln.Addr().String()),
+		Store:     srv.Store(),
+		Placement: srv.Placement(),
 	}
 	WaitReady(t, s.URL+"/readyz")
 	return s
@@ -129,4 +133,13 @@ type tWriter struct{ t testing.TB }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// WithHealthInterval sets the health-check interval (and caps the backoff of
+// failing nodes at twice it).
+func WithHealthInterval(d time.Duration) ServerOption {
+	return func(c *server.Config) {
+		c.HealthInterval = d
+		c.MaxBackoff = 2 * d
+	}
 }

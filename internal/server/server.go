@@ -23,6 +23,7 @@ import (
 	"github.com/quarry-project/quarry/internal/api"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/nodelink"
+	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/store/sqlstore"
 )
@@ -49,6 +50,7 @@ type Server struct {
 	log     *slog.Logger
 	store   store.Store
 	link    *nodelink.Link
+	chooser *placement.Chooser
 	handler http.Handler
 }
 
@@ -82,7 +84,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Registerer: reg,
 		Logger:     cfg.Logger,
 	})
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link,
+		chooser: &placement.Chooser{Store: st, Link: link}}
 	s.handler = s.routes(reg)
 	return s, nil
 }
@@ -137,6 +140,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Store returns the server's store.
 func (s *Server) Store() store.Store { return s.store }
+
+// Placement returns the node-choice helper every operation uses.
+func (s *Server) Placement() *placement.Chooser { return s.chooser }
 
 // Serve runs the health loop and serves ln until ctx is done, then shuts
 // down gracefully.

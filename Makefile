@@ -1,0 +1,48 @@
+# Quarry: one binary, `quarry`. See README.md.
+GO      ?= go
+BIN     ?= bin/quarry
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/quarry-project/quarry/internal/cli.Version=$(VERSION)
+FUZZTIME ?= 5s
+
+.PHONY: all build run test check fuzz generate tools lint clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/quarry
+
+# Everything on this machine: control plane, an agent, a local pool.
+run:
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/quarry server --dev
+
+# Every test: formatting and vet, all unit and end-to-end tests with the race
+# detector, then each fuzz target briefly.
+test: check
+	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./internal/nodeaddr
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./internal/names
+
+# Regenerate Go code from proto/ with local plugins only (`make tools` once).
+generate:
+	buf lint
+	buf generate
+
+tools:
+	$(GO) install github.com/bufbuild/buf/cmd/buf@v1.75.0
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@v1.21.1
+
+lint:
+	buf lint
+
+clean:
+	rm -rf bin
