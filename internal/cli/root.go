@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -92,7 +93,7 @@ func (g *globals) clients() (*clients, error) {
 func describe(err error) string {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
-		if ce.Code() == connect.CodeUnavailable && strings.Contains(ce.Message(), "connect: connection refused") {
+		if ce.Code() == connect.CodeUnavailable && errors.As(err, new(*net.OpError)) {
 			return "cannot reach the control plane (" + ce.Message() + "); is `quarry server` running, and does --server point at it?"
 		}
 		return ce.Message()

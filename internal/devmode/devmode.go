@@ -7,7 +7,6 @@ package devmode
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -84,12 +83,12 @@ func Run(ctx context.Context, cfg server.Config, out io.Writer, ready func(baseU
 	}
 	fmt.Fprintf(out, `Quarry is running in dev mode (everything on this machine, loopback only).
   API and web page: %s/
-  node %q:          agent at %s
-  pool %q:        %s
+  node %-12s agent at %s
+  pool %-12s %s
   data directory:   %s
 Try: quarry --server %s node ls
 Stop with Ctrl-C.
-`, base, NodeName, agentLn.Addr(), PoolName, poolPath(cfg.DataDir), cfg.DataDir, base)
+`, base, fmt.Sprintf("%q:", NodeName), agentLn.Addr(), fmt.Sprintf("%q:", PoolName), poolPath(cfg.DataDir), cfg.DataDir, base)
 	if ready != nil {
 		ready(base)
 	}
@@ -154,9 +153,6 @@ func setup(ctx context.Context, base, agentAddr, dataDir string) error {
 	}))
 	if connect.CodeOf(err) == connect.CodeAlreadyExists {
 		return nil
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return err
 	}
 	return err
 }

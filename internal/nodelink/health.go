@@ -49,7 +49,7 @@ func (l *Link) round(ctx context.Context) {
 	sem := make(chan struct{}, l.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for _, n := range nodes {
-		if l.state(n.ID).next.After(now) {
+		if !l.due(n.ID, now) {
 			continue
 		}
 		sem <- struct{}{}
@@ -116,8 +116,6 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 			next.State = store.NodeUnknown
 		}
 		next.StateReason = reason(callErr)
-		st.failures++
-		st.facts = nil
 	} else {
 		next.State = store.NodeReady
 		next.StateReason = ""
@@ -130,13 +128,15 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 				FreeBytes: pf.GetFreeBytes(), TotalBytes: pf.GetTotalBytes(), CheckedAt: now,
 			})
 		}
-		st.failures = 0
-		st.facts = resp.Msg
 	}
 	if next.State != prev.State || next.StateSince.IsZero() {
 		next.StateSince = now
 	}
-	st.next = now.Add(l.delay(st.failures))
+	var facts *agentv1.GetFactsResponse
+	if callErr == nil {
+		facts = resp.Msg
+	}
+	retryIn := l.schedule(st, now, facts)
 
 	// Record with a fresh context: the outcome of a check that ran out of
 	// time must still be stored.
@@ -152,7 +152,7 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 
 	attrs := []any{"node", n.Name, "address", n.Address, "state", n.State, "check", why}
 	if callErr != nil {
-		attrs = append(attrs, "err", next.StateReason, "retry_in", st.next.Sub(now).Round(time.Millisecond))
+		attrs = append(attrs, "err", next.StateReason, "retry_in", retryIn.Round(time.Millisecond))
 	}
 	if next.State != prev.State {
 		l.log.Info("node state changed", append(attrs, "from", prev.State)...)
@@ -163,6 +163,30 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 		return n, nil, callErr
 	}
 	return n, mounts, nil
+}
+
+// due reports whether the node's next scheduled check has come.
+func (l *Link) due(nodeID string, now time.Time) bool {
+	st := l.state(nodeID)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !st.next.After(now)
+}
+
+// schedule records a check's outcome (facts is nil when it failed) and
+// returns the time until the node's next check.
+func (l *Link) schedule(st *nodeState, now time.Time, facts *agentv1.GetFactsResponse) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st.facts = facts
+	if facts == nil {
+		st.failures++
+	} else {
+		st.failures = 0
+	}
+	d := l.delay(st.failures)
+	st.next = now.Add(d)
+	return d
 }
 
 // delay is the time to the next check: the interval when healthy, doubling

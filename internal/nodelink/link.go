@@ -66,6 +66,8 @@ type Link struct {
 // nodeState is the link's in-memory view of one node between checks.
 type nodeState struct {
 	checking sync.Mutex // one check of a node at a time
+
+	// Guarded by Link.mu.
 	failures int
 	next     time.Time // when the next scheduled check is due
 	facts    *agentv1.GetFactsResponse

@@ -87,8 +87,8 @@ func (l *Link) initOrder(ctx context.Context, pool store.Pool) ([]store.Node, er
 // check, or nil.
 func (l *Link) poolFacts(nodeID, poolID string) *agentv1.PoolFacts {
 	s := l.state(nodeID)
-	s.checking.Lock()
-	defer s.checking.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for _, pf := range s.facts.GetPools() {
 		if pf.GetId() == poolID {
 			return pf

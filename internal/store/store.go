@@ -43,6 +43,16 @@ type Node struct {
 	Hostname      string
 	AgentVersion  string
 	CreatedAt     time.Time
+	// Certificate is zero until the node's agent enrolls.
+	Certificate NodeCertificate
+}
+
+// NodeCertificate is what the control plane remembers of the certificate
+// it signed for a node's agent.
+type NodeCertificate struct {
+	Serial   string // hex
+	NotAfter time.Time
+	IssuedAt time.Time
 }
 
 // NodeStatus is what one health check learned about a node.
@@ -78,8 +88,19 @@ type PoolMount struct {
 	CheckedAt  time.Time
 }
 
-// Store is the control plane's state. Every method is safe for concurrent use.
+// Store is the control plane's state, composed of one role interface per
+// kind of record. Every method is safe for concurrent use.
 type Store interface {
+	NodeStore
+	PoolStore
+
+	// Ping reports whether the store can serve requests.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// NodeStore keeps nodes and their health.
+type NodeStore interface {
 	// CreateNode inserts n; ErrConflict when the name or address is taken.
 	CreateNode(ctx context.Context, n Node) error
 	GetNode(ctx context.Context, id string) (Node, error)
@@ -97,7 +118,10 @@ type Store interface {
 	// transaction. mounts == nil keeps the previous mounts (a failed check
 	// learns nothing about pools); otherwise they replace the node's mounts.
 	RecordNodeCheck(ctx context.Context, nodeID string, st NodeStatus, mounts []PoolMount) error
+}
 
+// PoolStore keeps storage pools and every node's view of them.
+type PoolStore interface {
 	// CreatePool inserts p; ErrConflict when the name or path is taken,
 	// ErrNotFound when an assigned node does not exist.
 	CreatePool(ctx context.Context, p Pool) error
@@ -117,8 +141,4 @@ type Store interface {
 	// ListPoolMounts returns every node's view of every pool, ordered by
 	// pool then node.
 	ListPoolMounts(ctx context.Context) ([]PoolMount, error)
-
-	// Ping reports whether the store can serve requests.
-	Ping(ctx context.Context) error
-	Close() error
 }

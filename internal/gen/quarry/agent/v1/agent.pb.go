@@ -425,6 +425,166 @@ func (x *InitPoolResponse) GetPool() *PoolFacts {
 	return nil
 }
 
+type CreateCSRRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCSRRequest) Reset() {
+	*x = CreateCSRRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCSRRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCSRRequest) ProtoMessage() {}
+
+func (x *CreateCSRRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCSRRequest.ProtoReflect.Descriptor instead.
+func (*CreateCSRRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+type CreateCSRResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CsrPem        string                 `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCSRResponse) Reset() {
+	*x = CreateCSRResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCSRResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCSRResponse) ProtoMessage() {}
+
+func (x *CreateCSRResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCSRResponse.ProtoReflect.Descriptor instead.
+func (*CreateCSRResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CreateCSRResponse) GetCsrPem() string {
+	if x != nil {
+		return x.CsrPem
+	}
+	return ""
+}
+
+type InstallCertificateRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertificatePem string                 `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *InstallCertificateRequest) Reset() {
+	*x = InstallCertificateRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallCertificateRequest) ProtoMessage() {}
+
+func (x *InstallCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallCertificateRequest.ProtoReflect.Descriptor instead.
+func (*InstallCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *InstallCertificateRequest) GetCertificatePem() string {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return ""
+}
+
+type InstallCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallCertificateResponse) Reset() {
+	*x = InstallCertificateResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallCertificateResponse) ProtoMessage() {}
+
+func (x *InstallCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallCertificateResponse.ProtoReflect.Descriptor instead.
+func (*InstallCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
 var File_quarry_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_quarry_agent_v1_agent_proto_rawDesc = "" +
@@ -452,7 +612,13 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x0fInitPoolRequest\x12,\n" +
 	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\"B\n" +
 	"\x10InitPoolResponse\x12.\n" +
-	"\x04pool\x18\x01 \x01(\v2\x1a.quarry.agent.v1.PoolFactsR\x04pool*\xd7\x01\n" +
+	"\x04pool\x18\x01 \x01(\v2\x1a.quarry.agent.v1.PoolFactsR\x04pool\"\x12\n" +
+	"\x10CreateCSRRequest\",\n" +
+	"\x11CreateCSRResponse\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\tR\x06csrPem\"D\n" +
+	"\x19InstallCertificateRequest\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\"\x1c\n" +
+	"\x1aInstallCertificateResponse*\xd7\x01\n" +
 	"\vMountStatus\x12\x1c\n" +
 	"\x18MOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14MOUNT_STATUS_MOUNTED\x10\x01\x12\x18\n" +
@@ -460,10 +626,12 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x1aMOUNT_STATUS_NOT_DIRECTORY\x10\x03\x12\x1a\n" +
 	"\x16MOUNT_STATUS_NO_MARKER\x10\x04\x12\x1b\n" +
 	"\x17MOUNT_STATUS_OTHER_POOL\x10\x05\x12\x1d\n" +
-	"\x19MOUNT_STATUS_NOT_WRITABLE\x10\x062\xb0\x01\n" +
+	"\x19MOUNT_STATUS_NOT_WRITABLE\x10\x062\xf3\x02\n" +
 	"\fAgentService\x12O\n" +
 	"\bGetFacts\x12 .quarry.agent.v1.GetFactsRequest\x1a!.quarry.agent.v1.GetFactsResponse\x12O\n" +
-	"\bInitPool\x12 .quarry.agent.v1.InitPoolRequest\x1a!.quarry.agent.v1.InitPoolResponseB\xc6\x01\n" +
+	"\bInitPool\x12 .quarry.agent.v1.InitPoolRequest\x1a!.quarry.agent.v1.InitPoolResponse\x12R\n" +
+	"\tCreateCSR\x12!.quarry.agent.v1.CreateCSRRequest\x1a\".quarry.agent.v1.CreateCSRResponse\x12m\n" +
+	"\x12InstallCertificate\x12*.quarry.agent.v1.InstallCertificateRequest\x1a+.quarry.agent.v1.InstallCertificateResponseB\xc6\x01\n" +
 	"\x13com.quarry.agent.v1B\n" +
 	"AgentProtoP\x01ZEgithub.com/quarry-project/quarry/internal/gen/quarry/agent/v1;agentv1\xa2\x02\x03QAX\xaa\x02\x0fQuarry.Agent.V1\xca\x02\x0fQuarry\\Agent\\V1\xe2\x02\x1bQuarry\\Agent\\V1\\GPBMetadata\xea\x02\x11Quarry::Agent::V1b\x06proto3"
 
@@ -480,31 +648,39 @@ func file_quarry_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_quarry_agent_v1_agent_proto_goTypes = []any{
-	(MountStatus)(0),         // 0: quarry.agent.v1.MountStatus
-	(*PoolRef)(nil),          // 1: quarry.agent.v1.PoolRef
-	(*PoolFacts)(nil),        // 2: quarry.agent.v1.PoolFacts
-	(*GetFactsRequest)(nil),  // 3: quarry.agent.v1.GetFactsRequest
-	(*GetFactsResponse)(nil), // 4: quarry.agent.v1.GetFactsResponse
-	(*InitPoolRequest)(nil),  // 5: quarry.agent.v1.InitPoolRequest
-	(*InitPoolResponse)(nil), // 6: quarry.agent.v1.InitPoolResponse
+	(MountStatus)(0),                   // 0: quarry.agent.v1.MountStatus
+	(*PoolRef)(nil),                    // 1: quarry.agent.v1.PoolRef
+	(*PoolFacts)(nil),                  // 2: quarry.agent.v1.PoolFacts
+	(*GetFactsRequest)(nil),            // 3: quarry.agent.v1.GetFactsRequest
+	(*GetFactsResponse)(nil),           // 4: quarry.agent.v1.GetFactsResponse
+	(*InitPoolRequest)(nil),            // 5: quarry.agent.v1.InitPoolRequest
+	(*InitPoolResponse)(nil),           // 6: quarry.agent.v1.InitPoolResponse
+	(*CreateCSRRequest)(nil),           // 7: quarry.agent.v1.CreateCSRRequest
+	(*CreateCSRResponse)(nil),          // 8: quarry.agent.v1.CreateCSRResponse
+	(*InstallCertificateRequest)(nil),  // 9: quarry.agent.v1.InstallCertificateRequest
+	(*InstallCertificateResponse)(nil), // 10: quarry.agent.v1.InstallCertificateResponse
 }
 var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
-	0, // 0: quarry.agent.v1.PoolFacts.status:type_name -> quarry.agent.v1.MountStatus
-	1, // 1: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
-	2, // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
-	1, // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	2, // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
-	3, // 5: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
-	5, // 6: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
-	4, // 7: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
-	6, // 8: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: quarry.agent.v1.PoolFacts.status:type_name -> quarry.agent.v1.MountStatus
+	1,  // 1: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
+	2,  // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
+	1,  // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	2,  // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
+	3,  // 5: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
+	5,  // 6: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
+	7,  // 7: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
+	9,  // 8: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
+	4,  // 9: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
+	6,  // 10: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
+	8,  // 11: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
+	10, // 12: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_quarry_agent_v1_agent_proto_init() }
@@ -518,7 +694,7 @@ func file_quarry_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_agent_v1_agent_proto_rawDesc), len(file_quarry_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

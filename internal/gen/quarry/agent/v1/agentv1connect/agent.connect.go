@@ -39,6 +39,11 @@ const (
 	AgentServiceGetFactsProcedure = "/quarry.agent.v1.AgentService/GetFacts"
 	// AgentServiceInitPoolProcedure is the fully-qualified name of the AgentService's InitPool RPC.
 	AgentServiceInitPoolProcedure = "/quarry.agent.v1.AgentService/InitPool"
+	// AgentServiceCreateCSRProcedure is the fully-qualified name of the AgentService's CreateCSR RPC.
+	AgentServiceCreateCSRProcedure = "/quarry.agent.v1.AgentService/CreateCSR"
+	// AgentServiceInstallCertificateProcedure is the fully-qualified name of the AgentService's
+	// InstallCertificate RPC.
+	AgentServiceInstallCertificateProcedure = "/quarry.agent.v1.AgentService/InstallCertificate"
 )
 
 // AgentServiceClient is a client for the quarry.agent.v1.AgentService service.
@@ -50,6 +55,13 @@ type AgentServiceClient interface {
 	// InitPool writes the pool's identity marker into an existing directory
 	// that holds no marker yet. The control plane asks one node, once per pool.
 	InitPool(context.Context, *connect.Request[v1.InitPoolRequest]) (*connect.Response[v1.InitPoolResponse], error)
+	// CreateCSR makes a new key (kept by the agent, pending) and returns a
+	// certificate signing request for it; the control plane calls it to renew
+	// the agent's certificate before it expires.
+	CreateCSR(context.Context, *connect.Request[v1.CreateCSRRequest]) (*connect.Response[v1.CreateCSRResponse], error)
+	// InstallCertificate replaces the agent's certificate and key with the
+	// signed certificate for the pending key.
+	InstallCertificate(context.Context, *connect.Request[v1.InstallCertificateRequest]) (*connect.Response[v1.InstallCertificateResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the quarry.agent.v1.AgentService service. By
@@ -75,13 +87,27 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("InitPool")),
 			connect.WithClientOptions(opts...),
 		),
+		createCSR: connect.NewClient[v1.CreateCSRRequest, v1.CreateCSRResponse](
+			httpClient,
+			baseURL+AgentServiceCreateCSRProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("CreateCSR")),
+			connect.WithClientOptions(opts...),
+		),
+		installCertificate: connect.NewClient[v1.InstallCertificateRequest, v1.InstallCertificateResponse](
+			httpClient,
+			baseURL+AgentServiceInstallCertificateProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("InstallCertificate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
-	getFacts *connect.Client[v1.GetFactsRequest, v1.GetFactsResponse]
-	initPool *connect.Client[v1.InitPoolRequest, v1.InitPoolResponse]
+	getFacts           *connect.Client[v1.GetFactsRequest, v1.GetFactsResponse]
+	initPool           *connect.Client[v1.InitPoolRequest, v1.InitPoolResponse]
+	createCSR          *connect.Client[v1.CreateCSRRequest, v1.CreateCSRResponse]
+	installCertificate *connect.Client[v1.InstallCertificateRequest, v1.InstallCertificateResponse]
 }
 
 // GetFacts calls quarry.agent.v1.AgentService.GetFacts.
@@ -94,6 +120,16 @@ func (c *agentServiceClient) InitPool(ctx context.Context, req *connect.Request[
 	return c.initPool.CallUnary(ctx, req)
 }
 
+// CreateCSR calls quarry.agent.v1.AgentService.CreateCSR.
+func (c *agentServiceClient) CreateCSR(ctx context.Context, req *connect.Request[v1.CreateCSRRequest]) (*connect.Response[v1.CreateCSRResponse], error) {
+	return c.createCSR.CallUnary(ctx, req)
+}
+
+// InstallCertificate calls quarry.agent.v1.AgentService.InstallCertificate.
+func (c *agentServiceClient) InstallCertificate(ctx context.Context, req *connect.Request[v1.InstallCertificateRequest]) (*connect.Response[v1.InstallCertificateResponse], error) {
+	return c.installCertificate.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the quarry.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// GetFacts reports the node's identity and, for every pool it is told
@@ -103,6 +139,13 @@ type AgentServiceHandler interface {
 	// InitPool writes the pool's identity marker into an existing directory
 	// that holds no marker yet. The control plane asks one node, once per pool.
 	InitPool(context.Context, *connect.Request[v1.InitPoolRequest]) (*connect.Response[v1.InitPoolResponse], error)
+	// CreateCSR makes a new key (kept by the agent, pending) and returns a
+	// certificate signing request for it; the control plane calls it to renew
+	// the agent's certificate before it expires.
+	CreateCSR(context.Context, *connect.Request[v1.CreateCSRRequest]) (*connect.Response[v1.CreateCSRResponse], error)
+	// InstallCertificate replaces the agent's certificate and key with the
+	// signed certificate for the pending key.
+	InstallCertificate(context.Context, *connect.Request[v1.InstallCertificateRequest]) (*connect.Response[v1.InstallCertificateResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -124,12 +167,28 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("InitPool")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceCreateCSRHandler := connect.NewUnaryHandler(
+		AgentServiceCreateCSRProcedure,
+		svc.CreateCSR,
+		connect.WithSchema(agentServiceMethods.ByName("CreateCSR")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceInstallCertificateHandler := connect.NewUnaryHandler(
+		AgentServiceInstallCertificateProcedure,
+		svc.InstallCertificate,
+		connect.WithSchema(agentServiceMethods.ByName("InstallCertificate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceGetFactsProcedure:
 			agentServiceGetFactsHandler.ServeHTTP(w, r)
 		case AgentServiceInitPoolProcedure:
 			agentServiceInitPoolHandler.ServeHTTP(w, r)
+		case AgentServiceCreateCSRProcedure:
+			agentServiceCreateCSRHandler.ServeHTTP(w, r)
+		case AgentServiceInstallCertificateProcedure:
+			agentServiceInstallCertificateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -145,4 +204,12 @@ func (UnimplementedAgentServiceHandler) GetFacts(context.Context, *connect.Reque
 
 func (UnimplementedAgentServiceHandler) InitPool(context.Context, *connect.Request[v1.InitPoolRequest]) (*connect.Response[v1.InitPoolResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.InitPool is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) CreateCSR(context.Context, *connect.Request[v1.CreateCSRRequest]) (*connect.Response[v1.CreateCSRResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.CreateCSR is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) InstallCertificate(context.Context, *connect.Request[v1.InstallCertificateRequest]) (*connect.Response[v1.InstallCertificateResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.InstallCertificate is not implemented"))
 }

@@ -1,0 +1,91 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// TokenKind tells API tokens from join tokens.
+type TokenKind string
+
+const (
+	TokenAPI  TokenKind = "api"
+	TokenJoin TokenKind = "join"
+)
+
+// Role is what an API token may do; each role includes the ones before it.
+type Role string
+
+const (
+	RoleViewer   Role = "viewer"
+	RoleOperator Role = "operator"
+	RoleAdmin    Role = "admin"
+)
+
+// Token is an API or join token. Only a hash of its secret is stored.
+type Token struct {
+	ID         string
+	Name       string
+	Kind       TokenKind
+	Role       Role   // API tokens
+	SecretHash []byte // SHA-256 of the secret
+	CreatedAt  time.Time
+	ExpiresAt  time.Time // zero: never
+	RevokedAt  time.Time // zero: not revoked
+	SingleUse  bool
+	LastUsedAt time.Time
+	UseCount   int
+}
+
+// Session is a dashboard login: a cookie that stands for a token.
+type Session struct {
+	// ID is the SHA-256 (hex) of the cookie value, never the value itself.
+	ID        string
+	TokenID   string
+	CSRF      string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// TokenStore keeps tokens and sessions.
+type TokenStore interface {
+	// CreateToken inserts t; ErrConflict when the id is taken.
+	CreateToken(ctx context.Context, t Token) error
+	GetToken(ctx context.Context, id string) (Token, error)
+	// ListTokens returns every token, oldest first.
+	ListTokens(ctx context.Context) ([]Token, error)
+	// RevokeToken sets RevokedAt (once: revoking again keeps the first
+	// time) and deletes the token's sessions.
+	RevokeToken(ctx context.Context, id string, at time.Time) error
+	// UseToken counts one use of the token, atomically: a single-use token
+	// that was used already returns ErrConflict and is not counted again.
+	UseToken(ctx context.Context, id string, at time.Time) (Token, error)
+
+	CreateSession(ctx context.Context, s Session) error
+	GetSession(ctx context.Context, id string) (Session, error)
+	DeleteSession(ctx context.Context, id string) error
+	// DeleteExpiredSessions removes sessions that expired before t.
+	DeleteExpiredSessions(ctx context.Context, t time.Time) error
+}
+
+// AuditEntry records one mutating API call.
+type AuditEntry struct {
+	ID         int64 // assigned by the store, increasing
+	Time       time.Time
+	Actor      string
+	Role       Role
+	Procedure  string
+	Target     string
+	Result     string // "ok" or the Connect code
+	Message    string
+	RemoteAddr string
+}
+
+// AuditStore keeps the audit log. Entries are never changed or removed.
+type AuditStore interface {
+	// AppendAudit stores e and returns its id.
+	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
+	// ListAudit returns up to limit entries with ids below beforeID (0: no
+	// bound), newest first.
+	ListAudit(ctx context.Context, beforeID int64, limit int) ([]AuditEntry, error)
+}
