@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +18,19 @@ import (
 // migrationFiles holds the schema as numbered files (NNNN_name.sql). They are
 // written in the SQL subset SQLite and PostgreSQL share, so one history
 // serves every backend and the backends cannot drift apart.
+//
+// Where that subset has no common spelling, a file names the construct with
+// a placeholder that the Dialect expands before the file runs (see expand).
+// There is one so far:
+//
+//	{{serial_pk}}  an integer primary key the database assigns, increasing
+//	               with every insert: Dialect.SerialPrimaryKey.
+//
+// Such ids are read back with INSERT ... RETURNING id, which SQLite (3.35+)
+// and PostgreSQL both support, so no LastInsertId (PostgreSQL drivers do not
+// implement it) and no per-backend query is needed. An unknown placeholder,
+// or one the dialect leaves empty, fails the migration rather than sending
+// the braces to the database.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
@@ -40,6 +54,15 @@ type Dialect struct {
 	// other (PostgreSQL: "SELECT pg_advisory_xact_lock(...)") need it so
 	// two control-plane replicas starting at once do not both apply a file.
 	MigrationLock string
+	// SerialPrimaryKey is the column definition {{serial_pk}} expands to in
+	// migrations: a 64-bit integer primary key that the database assigns on
+	// insert, larger than every id assigned before and never reused, e.g.
+	// "INTEGER PRIMARY KEY AUTOINCREMENT" (SQLite; without AUTOINCREMENT it
+	// could reuse the id of a deleted last row) or "BIGINT GENERATED ALWAYS
+	// AS IDENTITY PRIMARY KEY" (PostgreSQL). On PostgreSQL ids are handed
+	// out at insert, not at commit, so concurrent transactions may commit
+	// out of id order; readers paging backwards by id are unaffected.
+	SerialPrimaryKey string
 }
 
 // Q returns query in the dialect's placeholder syntax.
@@ -73,6 +96,13 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) error {
 	ms, err := loadMigrations(migrationFiles)
 	if err != nil {
 		return err
+	}
+	// Expanded up front so a dialect missing a value fails before anything
+	// is applied, not halfway through the history.
+	for i := range ms {
+		if ms[i].sql, err = expand(ms[i].sql, d); err != nil {
+			return fmt.Errorf("%s: migration %s: %w", d.Name, ms[i].name, err)
+		}
 	}
 	if err := inTx(ctx, db, d, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, createMigrationsTable)
@@ -132,6 +162,33 @@ func inTx(ctx context.Context, db *sql.DB, d Dialect, fn func(*sql.Tx) error) er
 		return err
 	}
 	return tx.Commit()
+}
+
+// placeholder matches {{name}} in a migration.
+var placeholder = regexp.MustCompile(`\{\{\s*([A-Za-z0-9_]*)\s*\}\}`)
+
+// expand replaces the placeholders of a migration with d's spelling of them.
+func expand(sqlText string, d Dialect) (string, error) {
+	values := map[string]string{
+		"serial_pk": d.SerialPrimaryKey,
+	}
+	var err error
+	out := placeholder.ReplaceAllStringFunc(sqlText, func(m string) string {
+		name := placeholder.FindStringSubmatch(m)[1]
+		v, known := values[name]
+		switch {
+		case err != nil:
+		case !known:
+			err = fmt.Errorf("unknown placeholder %s", m)
+		case v == "":
+			err = fmt.Errorf("placeholder %s: the %s dialect does not define it", m, d.Name)
+		}
+		return v
+	})
+	if err != nil {
+		return "", err
+	}
+	return out, nil
 }
 
 // loadMigrations reads and orders the files of fsys. A malformed name or a

@@ -93,6 +93,9 @@ type PoolMount struct {
 type Store interface {
 	NodeStore
 	PoolStore
+	ImageStore
+	TokenStore
+	AuditStore
 
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error
@@ -118,6 +121,9 @@ type NodeStore interface {
 	// transaction. mounts == nil keeps the previous mounts (a failed check
 	// learns nothing about pools); otherwise they replace the node's mounts.
 	RecordNodeCheck(ctx context.Context, nodeID string, st NodeStatus, mounts []PoolMount) error
+	// SetNodeCertificate records the certificate the node's agent holds
+	// (after enrollment or renewal).
+	SetNodeCertificate(ctx context.Context, nodeID string, c NodeCertificate) error
 }
 
 // PoolStore keeps storage pools and every node's view of them.
@@ -135,7 +141,8 @@ type PoolStore interface {
 	// MarkPoolInitialized records the node that wrote the marker. It succeeds
 	// only once per pool: ErrConflict when another node already did.
 	MarkPoolInitialized(ctx context.Context, poolID, nodeID string) error
-	// DeletePool removes the pool and its mounts.
+	// DeletePool removes the pool and its mounts; ErrInUse while images
+	// remain in it.
 	DeletePool(ctx context.Context, id string) error
 
 	// ListPoolMounts returns every node's view of every pool, ordered by

@@ -9,7 +9,8 @@ import (
 	"github.com/quarry-project/quarry/internal/store"
 )
 
-const nodeColumns = `id, name, address, state, state_reason, state_since, last_checked_at, hostname, agent_version, created_at`
+const nodeColumns = `id, name, address, state, state_reason, state_since, last_checked_at, hostname, agent_version, created_at,
+	cert_serial, cert_not_after, cert_issued_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -18,13 +19,17 @@ func scanNode(r scanner) (store.Node, error) {
 		n                                  store.Node
 		state                              string
 		stateSince, lastChecked, createdAt int64
+		certNotAfter, certIssuedAt         int64
 	)
 	err := r.Scan(&n.ID, &n.Name, &n.Address, &state, &n.StateReason, &stateSince, &lastChecked,
-		&n.Hostname, &n.AgentVersion, &createdAt)
+		&n.Hostname, &n.AgentVersion, &createdAt,
+		&n.Certificate.Serial, &certNotAfter, &certIssuedAt)
 	n.State = store.NodeState(state)
 	n.StateSince = fromMicros(stateSince)
 	n.LastCheckedAt = fromMicros(lastChecked)
 	n.CreatedAt = fromMicros(createdAt)
+	n.Certificate.NotAfter = fromMicros(certNotAfter)
+	n.Certificate.IssuedAt = fromMicros(certIssuedAt)
 	return n, err
 }
 
@@ -43,9 +48,10 @@ func (s *Store) CreateNode(ctx context.Context, n store.Node) error {
 		if err := t.nodeTaken(ctx, n); err != nil {
 			return err
 		}
-		_, err := t.exec(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := t.exec(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			n.ID, n.Name, n.Address, string(n.State), n.StateReason, micros(n.StateSince),
-			micros(n.LastCheckedAt), n.Hostname, n.AgentVersion, micros(n.CreatedAt))
+			micros(n.LastCheckedAt), n.Hostname, n.AgentVersion, micros(n.CreatedAt),
+			n.Certificate.Serial, micros(n.Certificate.NotAfter), micros(n.Certificate.IssuedAt))
 		if s.isUnique(err) {
 			return fmt.Errorf("node %q at %s: %w", n.Name, n.Address, store.ErrConflict)
 		}
@@ -216,6 +222,17 @@ func (s *Store) RecordNodeCheck(ctx context.Context, nodeID string, st store.Nod
 		}
 		return nil
 	})
+}
+
+// SetNodeCertificate records the certificate node nodeID's agent holds,
+// replacing the one recorded before.
+func (s *Store) SetNodeCertificate(ctx context.Context, nodeID string, c store.NodeCertificate) error {
+	res, err := s.exec(ctx, `UPDATE nodes SET cert_serial = ?, cert_not_after = ?, cert_issued_at = ? WHERE id = ?`,
+		c.Serial, micros(c.NotAfter), micros(c.IssuedAt), nodeID)
+	if err != nil {
+		return err
+	}
+	return mustAffect(res, "node "+nodeID)
 }
 
 // poolIDs returns the set of existing pool ids.

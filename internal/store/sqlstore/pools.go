@@ -206,10 +206,32 @@ func (s *Store) MarkPoolInitialized(ctx context.Context, poolID, nodeID string) 
 }
 
 // DeletePool removes pool id; assignments and mounts go with it by cascade.
+// A pool that still holds images is in use: images have no cascade, since
+// dropping their records would orphan the files.
 func (s *Store) DeletePool(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, `DELETE FROM pools WHERE id = ?`, id)
-	if err != nil {
-		return err
-	}
-	return mustAffect(res, "pool "+id)
+	return s.tx(ctx, func(t *txn) error {
+		// Counted first so the error can say how many remain; the foreign
+		// key from images remains the guarantee.
+		var (
+			name   string
+			images int
+		)
+		err := t.queryRow(ctx, `SELECT p.name, COUNT(i.id) FROM pools p LEFT JOIN images i ON i.pool_id = p.id
+			WHERE p.id = ? GROUP BY p.name`, id).Scan(&name, &images)
+		if err != nil {
+			return notFound(err, "pool "+id)
+		}
+		if images > 0 {
+			return fmt.Errorf("pool %q still holds %d image(s); delete them first: %w", name, images, store.ErrInUse)
+		}
+		res, err := t.exec(ctx, `DELETE FROM pools WHERE id = ?`, id)
+		if s.isForeignKey(err) {
+			// Only when an image was added concurrently after the count.
+			return fmt.Errorf("pool %q still holds images; delete them first: %w", name, store.ErrInUse)
+		}
+		if err != nil {
+			return err
+		}
+		return mustAffect(res, "pool "+id)
+	})
 }

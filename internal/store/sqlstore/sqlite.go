@@ -46,7 +46,8 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 // exclude each other.
 func SQLiteDialect() store.Dialect {
 	return store.Dialect{
-		Name: "sqlite",
+		Name:             "sqlite",
+		SerialPrimaryKey: "INTEGER PRIMARY KEY AUTOINCREMENT",
 		IsUniqueViolation: func(err error) bool {
 			c := sqliteCode(err)
 			return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY

@@ -88,6 +88,191 @@ func TestSQLiteReopenKeepsState(t *testing.T) {
 	}
 }
 
+func TestSQLiteReopenKeepsTrustState(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "quarry.db")
+	created := time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC)
+	cert := store.NodeCertificate{Serial: "0a1b2c", NotAfter: created.Add(90 * 24 * time.Hour), IssuedAt: created}
+	tok := store.Token{ID: "t1", Name: "ci", Kind: store.TokenAPI, Role: store.RoleAdmin,
+		SecretHash: []byte{0x00, 0xff, 0x10}, CreatedAt: created, ExpiresAt: created.Add(time.Hour)}
+	join := store.Token{ID: "j1", Kind: store.TokenJoin, SecretHash: []byte{1}, CreatedAt: created, SingleUse: true}
+	sess := store.Session{ID: "s1", TokenID: "t1", CSRF: "c", CreatedAt: created, ExpiresAt: created.Add(time.Hour)}
+	entry := store.AuditEntry{Time: created, Actor: "token:t1", Role: store.RoleAdmin, Procedure: "/p", Target: "node/n1", Result: "ok"}
+
+	s := openSQLite(t, path)
+	if err := s.CreateNode(ctx, store.Node{ID: "n1", Name: "kvm1", Address: "10.0.0.1:9090", CreatedAt: created}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetNodeCertificate(ctx, "n1", cert); err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range []store.Token{tok, join} {
+		if err := s.CreateToken(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.UseToken(ctx, "j1", created); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for range 3 {
+		id, err := s.AppendAudit(ctx, entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openSQLite(t, path)
+	defer s.Close()
+	if n, err := s.GetNode(ctx, "n1"); err != nil || n.Certificate != cert {
+		t.Errorf("node certificate after reopen = %+v, %v; want %+v", n.Certificate, err, cert)
+	}
+	if got, err := s.GetToken(ctx, "t1"); err != nil || got.Name != "ci" || string(got.SecretHash) != string(tok.SecretHash) ||
+		!got.ExpiresAt.Equal(tok.ExpiresAt) || got.Role != store.RoleAdmin {
+		t.Errorf("token after reopen = %+v, %v", got, err)
+	}
+	// A single-use token used before the restart stays used.
+	if _, err := s.UseToken(ctx, "j1", created); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("UseToken of a used single-use token after reopen: %v, want ErrConflict", err)
+	}
+	if got, err := s.GetSession(ctx, "s1"); err != nil || got != sess {
+		t.Errorf("session after reopen = %+v, %v; want %+v", got, err, sess)
+	}
+	es, err := s.ListAudit(ctx, 0, 10)
+	if err != nil || len(es) != 3 || es[0].ID != ids[2] || es[2].ID != ids[0] {
+		t.Errorf("audit after reopen = %+v, %v; want ids %v newest first", es, err, ids)
+	}
+	// Ids keep growing across restarts.
+	if id, err := s.AppendAudit(ctx, entry); err != nil || id <= ids[2] {
+		t.Errorf("AppendAudit after reopen = %d, %v; want an id above %d", id, err, ids[2])
+	}
+	// The sessions foreign key holds on the reopened file too.
+	if err := s.CreateSession(ctx, store.Session{ID: "s2", TokenID: "tx"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CreateSession for an unknown token after reopen: %v, want ErrNotFound", err)
+	}
+	if err := s.RevokeToken(ctx, "t1", created); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSession(ctx, "s1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetSession after RevokeToken: %v, want ErrNotFound", err)
+	}
+}
+
+func TestSQLiteReopenKeepsImages(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "quarry.db")
+	created := time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC)
+	iso := store.Image{ID: "im1", PoolID: "p1", Name: "Ubuntu 24.04", Kind: store.KindISO, Format: "iso",
+		State: store.ImageReady, RelPath: "iso/ubuntu.iso", SizeBytes: 6 << 30, ModTime: created.Add(-time.Hour),
+		VolumeLabel: "Ubuntu 24.04 LTS amd64", Bootable: true, OSDistro: "ubuntu", OSVersion: "24.04", OSArch: "x86_64",
+		SHA256: "abc123", Origin: store.OriginDiscovered, CreatedAt: created, UpdatedAt: created}
+	disk := store.Image{ID: "im2", PoolID: "p1", Name: "disk", Kind: store.KindDisk, Format: "qcow2",
+		State: store.ImageReady, RelPath: "disk/a.qcow2", Origin: store.OriginUploaded, CreatedAt: created}
+
+	s := openSQLite(t, path)
+	if err := s.CreatePool(ctx, store.Pool{ID: "p1", Name: "isos", Type: "dir", Path: "/srv/isos", CreatedAt: created}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateImage(ctx, iso); err != nil {
+		t.Fatal(err)
+	}
+	gone := iso
+	gone.State, gone.StateReason, gone.MissingSince = store.ImageMissing, "not found by scan", created.Add(time.Minute)
+	skipped, err := s.ApplyScan(ctx, "p1", store.ScanChanges{
+		Create: []store.Image{disk},
+		Update: []store.ImageUpdate{{Image: gone, ExpectState: store.ImageReady}},
+	})
+	if err != nil || skipped != 0 {
+		t.Fatalf("ApplyScan = %d, %v", skipped, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openSQLite(t, path)
+	defer s.Close()
+	ims, err := s.ListImages(ctx, store.ImageFilter{PoolID: "p1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ims) != 2 || ims[0] != disk || ims[1] != gone {
+		t.Errorf("images after reopen = %+v\nwant %+v", ims, []store.Image{disk, gone})
+	}
+	// The unique path and the pool's foreign key hold on the reopened
+	// file too.
+	if err := s.CreateImage(ctx, store.Image{ID: "im3", PoolID: "p1", RelPath: "iso/ubuntu.iso"}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("CreateImage at a taken path after reopen: %v, want ErrConflict", err)
+	}
+	if err := s.DeletePool(ctx, "p1"); !errors.Is(err, store.ErrInUse) || !strings.Contains(err.Error(), "2 image(s)") {
+		t.Errorf("DeletePool of a pool with images after reopen: %v, want ErrInUse naming 2 images", err)
+	}
+	// Below the store's own check, the schema refuses too.
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM pools WHERE id = 'p1'`); err == nil || !s.isForeignKey(err) {
+		t.Errorf("raw DELETE of a pool with images: %v, want a foreign-key violation", err)
+	}
+}
+
+// TestSQLiteUpgradeFromV1 opens a database written before the trust
+// migration: existing nodes must come through with no certificate and the
+// new tables must work.
+func TestSQLiteUpgradeFromV1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "quarry.db")
+	v1, err := os.ReadFile(filepath.Join("..", "migrations", "0001_init.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE schema_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)`,
+		string(v1),
+		`INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0)`,
+		`INSERT INTO nodes (id, name, address, state, created_at) VALUES ('n1', 'kvm1', '10.0.0.1:9090', 'READY', 1)`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openSQLite(t, path)
+	defer s.Close()
+	n, err := s.GetNode(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Name != "kvm1" || n.State != store.NodeReady || n.Certificate != (store.NodeCertificate{}) {
+		t.Errorf("node after upgrade = %+v", n)
+	}
+	if err := s.SetNodeCertificate(ctx, "n1", store.NodeCertificate{Serial: "01"}); err != nil {
+		t.Error(err)
+	}
+	if err := s.CreateToken(ctx, store.Token{ID: "t1", Kind: store.TokenAPI}); err != nil {
+		t.Error(err)
+	}
+	if id, err := s.AppendAudit(ctx, store.AuditEntry{Actor: "a"}); err != nil || id <= 0 {
+		t.Errorf("AppendAudit after upgrade = %d, %v", id, err)
+	}
+	if err := s.CreatePool(ctx, store.Pool{ID: "p1", Name: "isos", Type: "dir", Path: "/srv/isos"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateImage(ctx, store.Image{ID: "im1", PoolID: "p1", RelPath: "a.iso"}); err != nil {
+		t.Errorf("CreateImage after upgrade: %v", err)
+	}
+}
+
 func TestSQLiteMigrationsIdempotent(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "quarry.db")
@@ -110,14 +295,18 @@ func TestSQLiteMigrationsIdempotent(t *testing.T) {
 	if err := db.QueryRow(`SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&n, &version); err != nil {
 		t.Fatal(err)
 	}
-	if n != 1 || version != 1 {
-		t.Errorf("schema_migrations holds %d rows up to version %d, want 1 row, version 1", n, version)
+	files, err := filepath.Glob(filepath.Join("..", "migrations", "*.sql"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("migration files: %v, %v", files, err)
+	}
+	if n != len(files) || version != len(files) {
+		t.Errorf("schema_migrations holds %d rows up to version %d, want %d rows, version %d", n, version, len(files), len(files))
 	}
 	var mode string
 	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
 		t.Errorf("journal_mode = %q, %v; want wal", mode, err)
 	}
-	for _, table := range []string{"nodes", "pools", "pool_assignments", "pool_mounts"} {
+	for _, table := range []string{"nodes", "pools", "pool_assignments", "pool_mounts", "tokens", "sessions", "audit_log", "images"} {
 		if err := db.QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&n); err != nil {
 			t.Errorf("table %s: %v", table, err)
 		}

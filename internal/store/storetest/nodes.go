@@ -285,3 +285,101 @@ func mustCreate(t *testing.T, s store.Store, n store.Node) {
 		t.Fatalf("CreateNode(%s): %v", n.ID, err)
 	}
 }
+
+func testNodeCertificates(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := context.Background()
+	cert := store.NodeCertificate{Serial: "3f9a0c11d2e4b5a6978877665544332211", NotAfter: at(90 * 24 * time.Hour), IssuedAt: at(time.Hour)}
+	set := func(t *testing.T, s store.Store, id string, c store.NodeCertificate) {
+		t.Helper()
+		if err := s.SetNodeCertificate(ctx, id, c); err != nil {
+			t.Fatalf("SetNodeCertificate(%s): %v", id, err)
+		}
+	}
+
+	t.Run("zero until enrolled", func(t *testing.T) {
+		s := open(t)
+		mustCreateNodes(t, s, "n1")
+		if got := mustGetNode(t, s, "n1").Certificate; got != (store.NodeCertificate{}) {
+			t.Errorf("Certificate of a new node = %+v, want zero", got)
+		}
+	})
+
+	t.Run("set and read back by every read", func(t *testing.T) {
+		s := open(t)
+		mustCreateNodes(t, s, "n1", "n2")
+		set(t, s, "n1", cert)
+		want := node("n1")
+		want.Certificate = cert
+		wantEqual(t, "GetNode", mustGetNode(t, s, "n1"), want)
+		got, err := s.GetNodeByName(ctx, want.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "GetNodeByName", got, want)
+		ns, err := s.ListNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "ListNodes", ns, []store.Node{want, node("n2")})
+	})
+
+	t.Run("renewal replaces the certificate", func(t *testing.T) {
+		s := open(t)
+		mustCreateNodes(t, s, "n1")
+		set(t, s, "n1", cert)
+		renewed := store.NodeCertificate{Serial: "01", NotAfter: at(180 * 24 * time.Hour), IssuedAt: at(80 * 24 * time.Hour)}
+		set(t, s, "n1", renewed)
+		wantEqual(t, "Certificate after renewal", mustGetNode(t, s, "n1").Certificate, renewed)
+		set(t, s, "n1", store.NodeCertificate{})
+		wantEqual(t, "Certificate after clearing", mustGetNode(t, s, "n1").Certificate, store.NodeCertificate{})
+	})
+
+	t.Run("times come back in UTC, to the microsecond", func(t *testing.T) {
+		s := open(t)
+		mustCreateNodes(t, s, "n1")
+		cest := time.FixedZone("CEST", 2*3600)
+		c := store.NodeCertificate{Serial: "aa",
+			NotAfter: time.Date(2026, 1, 1, 0, 0, 0, 999999999, cest),
+			IssuedAt: time.Date(2025, 1, 1, 0, 0, 0, 1500, cest)}
+		set(t, s, "n1", c)
+		got := mustGetNode(t, s, "n1").Certificate
+		for _, tt := range []struct {
+			name      string
+			got, want time.Time
+		}{{"NotAfter", got.NotAfter, c.NotAfter}, {"IssuedAt", got.IssuedAt, c.IssuedAt}} {
+			if tt.got.Location() != time.UTC || !tt.got.Equal(tt.want.Truncate(time.Microsecond)) {
+				t.Errorf("%s = %v, want %v in UTC", tt.name, tt.got, tt.want.Truncate(time.Microsecond))
+			}
+		}
+	})
+
+	t.Run("unknown node", func(t *testing.T) {
+		s := open(t)
+		mustCreateNodes(t, s, "n1")
+		wantErr(t, "SetNodeCertificate", s.SetNodeCertificate(ctx, "nx", cert), store.ErrNotFound, "nx")
+		if got := mustGetNode(t, s, "n1").Certificate; got != (store.NodeCertificate{}) {
+			t.Errorf("other node's Certificate = %+v, want zero", got)
+		}
+	})
+
+	t.Run("created with a certificate", func(t *testing.T) {
+		s := open(t)
+		n := node("n1")
+		n.Certificate = cert
+		mustCreate(t, s, n)
+		wantEqual(t, "GetNode", mustGetNode(t, s, "n1"), n)
+	})
+
+	t.Run("kept by checks and updates", func(t *testing.T) {
+		s := open(t)
+		mustCreateNodes(t, s, "n1")
+		set(t, s, "n1", cert)
+		if err := s.RecordNodeCheck(ctx, "n1", store.NodeStatus{State: store.NodeReady, LastCheckedAt: at(time.Minute)}, []store.PoolMount{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UpdateNode(ctx, "n1", "renamed", "10.9.9.9:9090"); err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "Certificate after check and update", mustGetNode(t, s, "n1").Certificate, cert)
+	})
+}

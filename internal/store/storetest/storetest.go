@@ -28,7 +28,19 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("UpdatePool", func(t *testing.T) { testUpdatePool(t, open) })
 	t.Run("MarkPoolInitialized", func(t *testing.T) { testMarkPoolInitialized(t, open) })
 	t.Run("Deletes", func(t *testing.T) { testDeletes(t, open) })
+	t.Run("Images", func(t *testing.T) { testImages(t, open) })
+	t.Run("UpdateImage", func(t *testing.T) { testUpdateImage(t, open) })
+	t.Run("ApplyScan", func(t *testing.T) { testApplyScan(t, open) })
+	t.Run("PoolWithImages", func(t *testing.T) { testPoolWithImages(t, open) })
+	t.Run("NodeCertificates", func(t *testing.T) { testNodeCertificates(t, open) })
+	t.Run("Tokens", func(t *testing.T) { testTokens(t, open) })
+	t.Run("UseToken", func(t *testing.T) { testUseToken(t, open) })
+	t.Run("Sessions", func(t *testing.T) { testSessions(t, open) })
+	t.Run("Audit", func(t *testing.T) { testAudit(t, open) })
 	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, open) })
+	t.Run("TokenConcurrency", func(t *testing.T) { testTokenConcurrency(t, open) })
+	t.Run("AuditConcurrency", func(t *testing.T) { testAuditConcurrency(t, open) })
+	t.Run("ImageConcurrency", func(t *testing.T) { testImageConcurrency(t, open) })
 	t.Run("Context", func(t *testing.T) { testContext(t, open) })
 }
 
@@ -127,12 +139,45 @@ func equal(got, want any) bool {
 func normalize(v any) any {
 	switch x := v.(type) {
 	case store.Node:
-		ts := [3]string{utc(x.StateSince), utc(x.LastCheckedAt), utc(x.CreatedAt)}
+		ts := [5]string{utc(x.StateSince), utc(x.LastCheckedAt), utc(x.CreatedAt),
+			utc(x.Certificate.NotAfter), utc(x.Certificate.IssuedAt)}
 		x.StateSince, x.LastCheckedAt, x.CreatedAt = time.Time{}, time.Time{}, time.Time{}
+		x.Certificate.NotAfter, x.Certificate.IssuedAt = time.Time{}, time.Time{}
 		return struct {
 			store.Node
-			StateSince, LastCheckedAt, CreatedAt string
-		}{x, ts[0], ts[1], ts[2]}
+			StateSince, LastCheckedAt, CreatedAt, CertNotAfter, CertIssuedAt string
+		}{x, ts[0], ts[1], ts[2], ts[3], ts[4]}
+	case store.NodeCertificate:
+		ts := [2]string{utc(x.NotAfter), utc(x.IssuedAt)}
+		x.NotAfter, x.IssuedAt = time.Time{}, time.Time{}
+		return struct {
+			store.NodeCertificate
+			NotAfter, IssuedAt string
+		}{x, ts[0], ts[1]}
+	case store.Token:
+		if len(x.SecretHash) == 0 {
+			x.SecretHash = nil
+		}
+		ts := [4]string{utc(x.CreatedAt), utc(x.ExpiresAt), utc(x.RevokedAt), utc(x.LastUsedAt)}
+		x.CreatedAt, x.ExpiresAt, x.RevokedAt, x.LastUsedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+		return struct {
+			store.Token
+			CreatedAt, ExpiresAt, RevokedAt, LastUsedAt string
+		}{x, ts[0], ts[1], ts[2], ts[3]}
+	case store.Session:
+		ts := [2]string{utc(x.CreatedAt), utc(x.ExpiresAt)}
+		x.CreatedAt, x.ExpiresAt = time.Time{}, time.Time{}
+		return struct {
+			store.Session
+			CreatedAt, ExpiresAt string
+		}{x, ts[0], ts[1]}
+	case store.AuditEntry:
+		ts := utc(x.Time)
+		x.Time = time.Time{}
+		return struct {
+			store.AuditEntry
+			Time string
+		}{x, ts}
 	case store.Pool:
 		if len(x.AssignedNodeIDs) == 0 {
 			x.AssignedNodeIDs = nil
@@ -143,6 +188,13 @@ func normalize(v any) any {
 			store.Pool
 			CreatedAt string
 		}{x, created}
+	case store.Image:
+		ts := [4]string{utc(x.ModTime), utc(x.CreatedAt), utc(x.UpdatedAt), utc(x.MissingSince)}
+		x.ModTime, x.CreatedAt, x.UpdatedAt, x.MissingSince = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+		return struct {
+			store.Image
+			ModTime, CreatedAt, UpdatedAt, MissingSince string
+		}{x, ts[0], ts[1], ts[2], ts[3]}
 	case store.PoolMount:
 		checked := utc(x.CheckedAt)
 		x.CheckedAt = time.Time{}
@@ -155,6 +207,12 @@ func normalize(v any) any {
 	case []store.Pool:
 		return normalizeAll(x)
 	case []store.PoolMount:
+		return normalizeAll(x)
+	case []store.Image:
+		return normalizeAll(x)
+	case []store.Token:
+		return normalizeAll(x)
+	case []store.AuditEntry:
 		return normalizeAll(x)
 	}
 	return v

@@ -1,0 +1,227 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+var _ store.ImageStore = (*Store)(nil)
+
+const imageColumns = `id, pool_id, name, kind, format, state, state_reason, rel_path, size_bytes, mod_time,
+	volume_label, bootable, os_distro, os_version, os_arch, sha256, origin, created_at, updated_at, missing_since`
+
+// imageSet assigns every mutable column: all but id, pool_id, rel_path and
+// created_at. Its arguments come from imageSetArgs, in this order.
+const imageSet = `name = ?, kind = ?, format = ?, state = ?, state_reason = ?, size_bytes = ?, mod_time = ?,
+	volume_label = ?, bootable = ?, os_distro = ?, os_version = ?, os_arch = ?, sha256 = ?, origin = ?,
+	updated_at = ?, missing_since = ?`
+
+func imageSetArgs(im store.Image) []any {
+	return []any{im.Name, string(im.Kind), im.Format, string(im.State), im.StateReason, im.SizeBytes,
+		micros(im.ModTime), im.VolumeLabel, boolToDB(im.Bootable), im.OSDistro, im.OSVersion, im.OSArch,
+		im.SHA256, string(im.Origin), micros(im.UpdatedAt), micros(im.MissingSince)}
+}
+
+func scanImage(r scanner) (store.Image, error) {
+	var (
+		im                                 store.Image
+		kind, state, origin                string
+		bootable                           int
+		modTime, created, updated, missing int64
+	)
+	err := r.Scan(&im.ID, &im.PoolID, &im.Name, &kind, &im.Format, &state, &im.StateReason, &im.RelPath,
+		&im.SizeBytes, &modTime, &im.VolumeLabel, &bootable, &im.OSDistro, &im.OSVersion, &im.OSArch,
+		&im.SHA256, &origin, &created, &updated, &missing)
+	im.Kind, im.State, im.Origin = store.ImageKind(kind), store.ImageState(state), store.ImageOrigin(origin)
+	im.Bootable = bootable != 0
+	im.ModTime, im.CreatedAt = fromMicros(modTime), fromMicros(created)
+	im.UpdatedAt, im.MissingSince = fromMicros(updated), fromMicros(missing)
+	return im, err
+}
+
+// CreateImage inserts im.
+func (s *Store) CreateImage(ctx context.Context, im store.Image) error {
+	if im.ID == "" {
+		return errors.New("create image: empty id")
+	}
+	return s.tx(ctx, func(t *txn) error {
+		poolName, err := t.poolName(ctx, im.PoolID)
+		if err != nil {
+			return err
+		}
+		return t.insertImage(ctx, poolName, im)
+	})
+}
+
+// poolName returns the name of pool id, or ErrNotFound.
+func (t *txn) poolName(ctx context.Context, id string) (string, error) {
+	var name string
+	err := t.queryRow(ctx, `SELECT name FROM pools WHERE id = ?`, id).Scan(&name)
+	return name, notFound(err, "pool "+id)
+}
+
+// insertImage inserts im into pool im.PoolID, called poolName, which the
+// transaction has seen exist.
+func (t *txn) insertImage(ctx context.Context, poolName string, im store.Image) error {
+	// Looked up first so the error can say what collided; the unique
+	// constraints remain the guarantee.
+	if err := t.imageTaken(ctx, poolName, im); err != nil {
+		return err
+	}
+	args := append([]any{im.ID, im.PoolID, im.RelPath, micros(im.CreatedAt)}, imageSetArgs(im)...)
+	_, err := t.exec(ctx, `INSERT INTO images (id, pool_id, rel_path, created_at,
+		name, kind, format, state, state_reason, size_bytes, mod_time, volume_label, bootable,
+		os_distro, os_version, os_arch, sha256, origin, updated_at, missing_since)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+	switch {
+	case t.s.isUnique(err):
+		// Only when a concurrent transaction got there after imageTaken.
+		return fmt.Errorf("pool %q already has an image at %s, or image id %s is taken: %w",
+			poolName, im.RelPath, im.ID, store.ErrConflict)
+	case t.s.isForeignKey(err):
+		// Only when the pool was deleted concurrently after poolName.
+		return fmt.Errorf("pool %s: %w", im.PoolID, store.ErrNotFound)
+	}
+	return err
+}
+
+// imageTaken returns ErrConflict when pool im.PoolID already has an image at
+// im.RelPath or another image has im.ID.
+func (t *txn) imageTaken(ctx context.Context, poolName string, im store.Image) error {
+	rows, err := t.QueryContext(ctx, t.s.q(`SELECT id, pool_id, rel_path FROM images
+		WHERE id = ? OR (pool_id = ? AND rel_path = ?)`), im.ID, im.PoolID, im.RelPath)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, poolID, relPath string
+		if err := rows.Scan(&id, &poolID, &relPath); err != nil {
+			return err
+		}
+		if poolID == im.PoolID && relPath == im.RelPath {
+			return fmt.Errorf("pool %q already has an image at %s (image %s): %w", poolName, im.RelPath, id, store.ErrConflict)
+		}
+		return fmt.Errorf("image id %s is already the image at %s in pool %s: %w", im.ID, relPath, poolID, store.ErrConflict)
+	}
+	return rows.Err()
+}
+
+// GetImage returns the image with id.
+func (s *Store) GetImage(ctx context.Context, id string) (store.Image, error) {
+	im, err := scanImage(s.db.QueryRowContext(ctx, s.q(`SELECT `+imageColumns+` FROM images WHERE id = ?`), id))
+	return im, notFound(err, "image "+id)
+}
+
+// ListImages returns the images matching f ordered by pool id, then
+// relative path.
+func (s *Store) ListImages(ctx context.Context, f store.ImageFilter) ([]store.Image, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.PoolID != "" {
+		where, args = append(where, `pool_id = ?`), append(args, f.PoolID)
+	}
+	if f.Kind != "" {
+		where, args = append(where, `kind = ?`), append(args, string(f.Kind))
+	}
+	query := `SELECT ` + imageColumns + ` FROM images`
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(query+` ORDER BY pool_id, rel_path`), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Image
+	for rows.Next() {
+		im, err := scanImage(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, im)
+	}
+	return out, rows.Err()
+}
+
+// UpdateImage replaces every mutable field of image im.ID; ID, PoolID,
+// RelPath and CreatedAt of im are ignored.
+func (s *Store) UpdateImage(ctx context.Context, im store.Image) error {
+	res, err := s.exec(ctx, `UPDATE images SET `+imageSet+` WHERE id = ?`, append(imageSetArgs(im), im.ID)...)
+	if err != nil {
+		return err
+	}
+	return mustAffect(res, "image "+im.ID)
+}
+
+// DeleteImage removes the record of image id.
+func (s *Store) DeleteImage(ctx context.Context, id string) error {
+	res, err := s.exec(ctx, `DELETE FROM images WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	return mustAffect(res, "image "+id)
+}
+
+// ApplyScan applies one scan of pool poolID in one transaction: any failed
+// create (ErrConflict for a path the pool already has, including one
+// created earlier in the same scan) rolls the whole scan back. Creates and
+// updates with an empty PoolID are taken to be in poolID; another pool is an
+// error. Each update is one conditional UPDATE, so an image that changed
+// state (or went away) since the scan read it is skipped and counted rather
+// than overwritten; updates never move an image (PoolID, RelPath) nor change
+// its CreatedAt.
+func (s *Store) ApplyScan(ctx context.Context, poolID string, c store.ScanChanges) (int, error) {
+	for _, im := range c.Create {
+		if im.ID == "" {
+			return 0, fmt.Errorf("apply scan of pool %s: create with empty id", poolID)
+		}
+		if im.PoolID != "" && im.PoolID != poolID {
+			return 0, fmt.Errorf("apply scan of pool %s: created image %s belongs to pool %s", poolID, im.ID, im.PoolID)
+		}
+	}
+	for _, u := range c.Update {
+		if u.Image.PoolID != "" && u.Image.PoolID != poolID {
+			return 0, fmt.Errorf("apply scan of pool %s: updated image %s belongs to pool %s", poolID, u.Image.ID, u.Image.PoolID)
+		}
+	}
+	var skipped int
+	err := s.tx(ctx, func(t *txn) error {
+		skipped = 0
+		poolName, err := t.poolName(ctx, poolID)
+		if err != nil {
+			return err
+		}
+		for _, im := range c.Create {
+			im.PoolID = poolID
+			if err := t.insertImage(ctx, poolName, im); err != nil {
+				return fmt.Errorf("apply scan: %w", err)
+			}
+		}
+		for _, u := range c.Update {
+			args := append(imageSetArgs(u.Image), u.Image.ID, poolID, string(u.ExpectState))
+			res, err := t.exec(ctx, `UPDATE images SET `+imageSet+` WHERE id = ? AND pool_id = ? AND state = ?`, args...)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				skipped++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return skipped, nil
+}
