@@ -34,6 +34,9 @@ const (
 	Removed
 	// Overflow: events were lost; the whole tree must be rescanned.
 	Overflow
+	// Writing: the file was created or written to and is not closed yet.
+	// Sent on every write; receivers keep the latest state per file.
+	Writing
 )
 
 func (o Op) String() string {
@@ -44,6 +47,8 @@ func (o Op) String() string {
 		return "removed"
 	case Overflow:
 		return "overflow"
+	case Writing:
+		return "writing"
 	}
 	return fmt.Sprintf("Op(%d)", int(o))
 }
@@ -55,7 +60,7 @@ type Event struct {
 }
 
 const mask = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE |
-	unix.IN_CREATE | unix.IN_DELETE_SELF | unix.IN_EXCL_UNLINK
+	unix.IN_CREATE | unix.IN_MODIFY | unix.IN_DELETE_SELF | unix.IN_EXCL_UNLINK
 
 // Watcher watches one directory tree.
 type Watcher struct {
@@ -202,6 +207,8 @@ func (w *Watcher) translate(wd int32, m uint32, name string) []Event {
 		return []Event{{Op: Settled, RelPath: rel}}
 	case m&(unix.IN_DELETE|unix.IN_MOVED_FROM) != 0:
 		return []Event{{Op: Removed, RelPath: rel}}
+	case m&(unix.IN_CREATE|unix.IN_MODIFY) != 0:
+		return []Event{{Op: Writing, RelPath: rel}}
 	}
 	return nil
 }

@@ -9,25 +9,34 @@ import (
 	"time"
 )
 
+// next returns the next event other than Writing.
 func next(t *testing.T, ch <-chan Event) Event {
 	t.Helper()
-	select {
-	case e := <-ch:
-		return e
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event within 5 s")
+	for {
+		select {
+		case e := <-ch:
+			if e.Op != Writing {
+				return e
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event within 5 s")
+		}
 	}
-	return Event{}
 }
 
 func expectNone(t *testing.T, ch <-chan Event) {
 	t.Helper()
 	// Called right after a sentinel's events arrived: inotify queues events
 	// in order, so anything about earlier writes would have come first.
-	select {
-	case e := <-ch:
-		t.Fatalf("unexpected event %+v", e)
-	default:
+	for {
+		select {
+		case e := <-ch:
+			if e.Op != Writing {
+				t.Fatalf("unexpected event %+v", e)
+			}
+		default:
+			return
+		}
 	}
 }
 
@@ -42,10 +51,13 @@ func TestWatch(t *testing.T) {
 	go func() { done <- w.Run(t.Context(), ch) }()
 	p := func(rel string) string { return filepath.Join(root, rel) }
 
-	// A slow writer: nothing until the file is closed.
+	// A slow writer: "writing" until the file is closed, then "settled".
 	f, err := os.Create(p("big.iso"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if e := <-ch; e != (Event{Writing, "big.iso"}) {
+		t.Fatalf("got %+v; want big.iso writing", e)
 	}
 	for range 5 {
 		if _, err := f.Write(make([]byte, 4096)); err != nil {

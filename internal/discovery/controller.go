@@ -1,0 +1,379 @@
+// Package discovery keeps the library in step with the ISO files in every
+// pool's iso/ directory: scans 5 s after start, on an interval, on demand
+// and on the agents' file events; at most one scan per pool at a time, with
+// triggers that arrive meanwhile coalesced into one more scan. Every scan
+// goes through the node-choice helper and reports, per pool, the node used
+// and what changed — or why the pool was skipped.
+package discovery
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/quarry-project/quarry/internal/placement"
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// Lister asks a node for the ISOs of a pool; progress receives the number
+// of files listed so far.
+type Lister interface {
+	ListISOs(ctx context.Context, nodeID string, pool store.Pool, progress func(seen int)) ([]File, error)
+}
+
+// Triggers, as reported in results.
+const (
+	TriggerManual   = "manual"
+	TriggerStartup  = "startup"
+	TriggerPeriodic = "periodic"
+	TriggerEvent    = "event"
+	TriggerSettle   = "settle"
+)
+
+// Config configures a Controller. Zero durations take the defaults.
+type Config struct {
+	Store   store.Store
+	Chooser *placement.Chooser
+	Lister  Lister
+	// StartDelay is the wait before the first scan of every pool (5 s).
+	StartDelay time.Duration
+	// Interval between periodic scans of every pool (5 min); negative
+	// turns periodic scans off.
+	Interval time.Duration
+	// Settle is how long a file must go unchanged before it is registered
+	// when no node saw its writer close it (3 s).
+	Settle time.Duration
+	// ScanTimeout bounds one pool's scan (2 min).
+	ScanTimeout time.Duration
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Result is one pool's scan.
+type Result struct {
+	PoolID, PoolName string
+	NodeID, NodeName string
+	Counts
+	Duration   time.Duration
+	Skipped    bool
+	SkipReason string
+	FinishedAt time.Time
+	Trigger    string
+}
+
+// Running is a scan in progress.
+type Running struct {
+	PoolID, PoolName, NodeName string
+	FilesSeen                  int
+	StartedAt                  time.Time
+	Trigger                    string
+}
+
+// Controller runs scans.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	pools map[string]*poolScan
+	// base is Run's context: scans outlive the requests that ask for them
+	// and stop with the controller.
+	base context.Context
+}
+
+// poolScan is the scan state of one pool. Guarded by Controller.mu.
+type poolScan struct {
+	running *Running
+	// again: another scan was asked for while this one ran.
+	again        bool
+	againTrigger string
+	// current waits for the running scan; next for the one after it.
+	current, next []chan Result
+	last          *Result
+	settleTimer   *time.Timer
+}
+
+// New returns a Controller; call Run to start the scheduled scans.
+func New(cfg Config) *Controller {
+	if cfg.StartDelay == 0 {
+		cfg.StartDelay = 5 * time.Second
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 5 * time.Minute
+	}
+	if cfg.Settle == 0 {
+		cfg.Settle = 3 * time.Second
+	}
+	if cfg.ScanTimeout == 0 {
+		cfg.ScanTimeout = 2 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger.With("component", "discovery"), pools: map[string]*poolScan{},
+		base: context.Background()}
+}
+
+// Run scans every pool after the start delay and then on the interval,
+// until ctx is done.
+func (c *Controller) Run(ctx context.Context) {
+	c.mu.Lock()
+	c.base = ctx
+	c.mu.Unlock()
+	t := time.NewTimer(c.cfg.StartDelay)
+	defer t.Stop()
+	trigger := TriggerStartup
+	for {
+		select {
+		case <-ctx.Done():
+			c.stopTimers()
+			return
+		case <-t.C:
+		}
+		pools, err := c.cfg.Store.ListPools(ctx)
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("listing pools to scan", "err", err)
+		}
+		for _, p := range pools {
+			c.start(p.ID, trigger, nil)
+		}
+		if c.cfg.Interval < 0 {
+			<-ctx.Done()
+			c.stopTimers()
+			return
+		}
+		trigger = TriggerPeriodic
+		t.Reset(c.cfg.Interval)
+	}
+}
+
+// Trigger asks for a scan of the pool soon; it returns at once.
+func (c *Controller) Trigger(poolID, trigger string) {
+	c.start(poolID, trigger, nil)
+}
+
+// Scan scans the given pools (every pool when none is given) and returns
+// their results once a scan that started after the call has finished for
+// each. ctx bounds only the wait: scans keep running for other waiters.
+func (c *Controller) Scan(ctx context.Context, poolIDs ...string) ([]Result, error) {
+	if len(poolIDs) == 0 {
+		pools, err := c.cfg.Store.ListPools(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range pools {
+			poolIDs = append(poolIDs, p.ID)
+		}
+	}
+	waits := make([]chan Result, len(poolIDs))
+	for i, id := range poolIDs {
+		waits[i] = make(chan Result, 1)
+		c.start(id, TriggerManual, waits[i])
+	}
+	results := make([]Result, len(poolIDs))
+	for i, w := range waits {
+		select {
+		case results[i] = <-w:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return results, nil
+}
+
+// Status returns the scans running now and the last result of every pool.
+func (c *Controller) Status() (running []Running, last []Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ps := range c.pools {
+		if ps.running != nil {
+			running = append(running, *ps.running)
+		}
+		if ps.last != nil {
+			last = append(last, *ps.last)
+		}
+	}
+	return running, last
+}
+
+// start runs a scan of the pool now, or marks that another is wanted after
+// the running one. wait, if set, receives the result of a scan that starts
+// no earlier than this call.
+func (c *Controller) start(poolID, trigger string, wait chan Result) {
+	c.mu.Lock()
+	ctx := c.base
+	ps, ok := c.pools[poolID]
+	if !ok {
+		ps = &poolScan{}
+		c.pools[poolID] = ps
+	}
+	if ps.running != nil {
+		ps.again = true
+		if ps.againTrigger == "" || trigger == TriggerManual {
+			ps.againTrigger = trigger
+		}
+		if wait != nil {
+			ps.next = append(ps.next, wait)
+		}
+		c.mu.Unlock()
+		return
+	}
+	ps.running = &Running{PoolID: poolID, StartedAt: c.cfg.Now(), Trigger: trigger}
+	if wait != nil {
+		ps.current = append(ps.current, wait)
+	}
+	c.mu.Unlock()
+	go c.run(ctx, poolID, trigger)
+}
+
+// run scans one pool, delivers the result, and goes on with the coalesced
+// follow-up scan if one was asked for meanwhile: its waiters become the
+// follow-up's.
+func (c *Controller) run(ctx context.Context, poolID, trigger string) {
+	for {
+		r := c.scan(ctx, poolID, trigger)
+
+		c.mu.Lock()
+		ps := c.pools[poolID]
+		for _, w := range ps.current {
+			w <- r
+		}
+		if r.PoolName != "" {
+			ps.last = &r
+		}
+		ps.current, ps.next = ps.next, nil
+		again := ps.again && ctx.Err() == nil
+		trigger = ps.againTrigger
+		ps.again, ps.againTrigger = false, ""
+		if !again {
+			for _, w := range ps.current {
+				w <- Result{PoolID: poolID, Skipped: true, SkipReason: "the control plane is shutting down", Trigger: trigger}
+			}
+			ps.current, ps.running = nil, nil
+			c.mu.Unlock()
+			return
+		}
+		ps.running = &Running{PoolID: poolID, StartedAt: c.cfg.Now(), Trigger: trigger}
+		c.mu.Unlock()
+	}
+}
+
+// scan does one pool's scan through the first node that can.
+func (c *Controller) scan(ctx context.Context, poolID, trigger string) Result {
+	start := c.cfg.Now()
+	r := Result{PoolID: poolID, Trigger: trigger}
+	finish := func() Result {
+		r.FinishedAt = c.cfg.Now()
+		r.Duration = r.FinishedAt.Sub(start)
+		return r
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ScanTimeout)
+	defer cancel()
+	pool, err := c.cfg.Store.GetPool(ctx, poolID)
+	if err != nil {
+		r.Skipped, r.SkipReason = true, fmt.Sprintf("pool %s cannot be read: %v", poolID, err)
+		if errors.Is(err, store.ErrNotFound) {
+			r.SkipReason = "the pool no longer exists"
+		}
+		return finish()
+	}
+	r.PoolName = pool.Name
+	c.setRunning(poolID, func(rs *Running) { rs.PoolName = pool.Name })
+
+	choice, err := c.cfg.Chooser.Choose(ctx, pool.ID)
+	if err != nil {
+		r.Skipped, r.SkipReason = true, err.Error()
+		c.log.Info("pool skipped", "pool", pool.Name, "reason", r.SkipReason)
+		return finish()
+	}
+	var files []File
+	var failures []string
+	for _, cand := range choice.Kept {
+		c.setRunning(poolID, func(rs *Running) { rs.NodeName, rs.FilesSeen = cand.Node.Name, 0 })
+		files, err = c.cfg.Lister.ListISOs(ctx, cand.Node.ID, pool, func(seen int) {
+			c.setRunning(poolID, func(rs *Running) { rs.FilesSeen = seen })
+		})
+		if err == nil {
+			r.NodeID, r.NodeName = cand.Node.ID, cand.Node.Name
+			break
+		}
+		failures = append(failures, fmt.Sprintf("%s: %v", cand.Node.Name, err))
+	}
+	if r.NodeID == "" {
+		r.Skipped = true
+		r.SkipReason = fmt.Sprintf("no node could list pool %q: %v", pool.Name, failures)
+		return finish()
+	}
+
+	existing, err := c.cfg.Store.ListImages(ctx, store.ImageFilter{PoolID: pool.ID, Kind: store.KindISO})
+	if err != nil {
+		r.Skipped, r.SkipReason = true, "reading the library: "+err.Error()
+		return finish()
+	}
+	changes, counts, settleAt := Reconcile(pool, existing, files, c.cfg.Now(), c.cfg.Settle, newID)
+	skipped, err := c.cfg.Store.ApplyScan(ctx, pool.ID, changes)
+	if err != nil {
+		r.Skipped, r.SkipReason = true, "saving the scan: "+err.Error()
+		return finish()
+	}
+	if skipped > 0 {
+		c.log.Info("scan changes skipped: images changed meanwhile", "pool", pool.Name, "skipped", skipped)
+	}
+	r.Counts = counts
+	if !settleAt.IsZero() {
+		c.rescanAt(pool.ID, settleAt)
+	}
+	r = finish()
+	c.log.Info("pool scanned", "pool", pool.Name, "node", r.NodeName, "trigger", trigger,
+		"discovered", counts.Discovered, "updated", counts.Updated, "missing", counts.Missing,
+		"deferred", counts.Deferred, "duration", r.Duration)
+	return r
+}
+
+func (c *Controller) setRunning(poolID string, f func(*Running)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ps := c.pools[poolID]; ps != nil && ps.running != nil {
+		f(ps.running)
+	}
+}
+
+// rescanAt schedules one scan of the pool when deferred files have settled.
+func (c *Controller) rescanAt(poolID string, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ctx := c.base
+	ps := c.pools[poolID]
+	if ps.settleTimer != nil {
+		ps.settleTimer.Stop()
+	}
+	ps.settleTimer = time.AfterFunc(max(at.Sub(c.cfg.Now()), 0)+10*time.Millisecond, func() {
+		if ctx.Err() == nil {
+			c.start(poolID, TriggerSettle, nil)
+		}
+	})
+}
+
+func (c *Controller) stopTimers() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ps := range c.pools {
+		if ps.settleTimer != nil {
+			ps.settleTimer.Stop()
+		}
+	}
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "img-" + hex.EncodeToString(b)
+}
