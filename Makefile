@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/quarry-project/quarry/internal/cli.Version=$(VERSION)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test check fuzz generate tools lint clean
+.PHONY: all build run test check fuzz bench-discovery generate tools lint clean
 
 all: build
 
@@ -30,6 +30,13 @@ check:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME) ./internal/nodeaddr
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./internal/names
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/isofs
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckURL$$' -fuzztime $(FUZZTIME) ./internal/urlpolicy
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/auth
+
+# ISO discovery figures: latency p50/p95, full rescan vs find | xargs stat.
+bench-discovery:
+	QUARRY_BENCH=1 $(GO) test -count=1 -run '^TestBenchmarkDiscovery$$' -v -timeout 30m ./internal/e2e
 
 # Regenerate Go code from proto/ with local plugins only (`make tools` once).
 generate:

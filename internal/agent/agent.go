@@ -14,13 +14,20 @@
 //   - GetFacts never changes anything on disk; InitPool writes a marker only
 //     into an existing directory that holds none, at most once even when
 //     called concurrently, and is idempotent for the same pool.
-//   - One listener serves Connect, gRPC and gRPC-Web, over HTTP/1.1 and h2c,
-//     or TLS when Config.TLS is set, plus GET /healthz.
+//   - The agent answers only the control plane. It enrolls once with a join
+//     token (Config.Enrollment) and keeps the certificate it gets in its data
+//     directory; from then on its one listener serves mutual TLS 1.3 only:
+//     clients must present the control plane's certificate from the CA the
+//     agent enrolled with. The control plane renews the agent's certificate
+//     through CreateCSR and InstallCertificate before it expires; the new
+//     one is saved atomically and served from the next handshake on.
+//   - The listener serves Connect, gRPC and gRPC-Web over HTTP/2 and
+//     HTTP/1.1, plus GET /healthz.
 package agent
 
 import (
 	"context"
-	"crypto/tls"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,11 +35,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
+	"github.com/quarry-project/quarry/internal/pki"
 )
 
 // defaultListen is the agent's default listen address.
@@ -55,12 +65,10 @@ type Config struct {
 	Binds    []Bind // pool path prefixes served from other host directories; longest Path wins
 	Hostname string // reported hostname; default os.Hostname()
 	Version  string
-	// TLS, when set, makes the agent serve TLS (HTTP/1.1 and HTTP/2) instead
-	// of plain HTTP/1.1 and h2c. It must provide a certificate.
-	// TODO: mutual TLS with certificates from the control plane's CA comes
-	// with enrollment, which does not exist yet.
-	TLS    *tls.Config
-	Logger *slog.Logger // default slog.Default()
+	// Enrollment is used when the data directory holds no valid
+	// certificate yet.
+	Enrollment Enrollment
+	Logger     *slog.Logger // default slog.Default()
 }
 
 // Agent is a configured node daemon. Its methods are safe for concurrent use.
@@ -71,6 +79,12 @@ type Agent struct {
 	hostname string
 	now      func() time.Time
 	handler  http.Handler
+
+	id      atomic.Pointer[identity] // nil until enrolled
+	renewMu sync.Mutex               // one renewal step at a time
+	pending *ecdsa.PrivateKey        // key of the last CreateCSR; guarded by renewMu
+
+	isos *isoWatches // ISO listing and file watches per mounted pool
 }
 
 // New validates cfg, fills in defaults and creates cfg.DataDir.
@@ -115,12 +129,14 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("bind %s=%s: %w", b.Path, b.Dir, err)
 		}
 	}
-	if t := cfg.TLS; t != nil && len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
-		return nil, errors.New("TLS configured without a certificate")
-	}
+	var id *identity
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("data directory: %w", err)
+		}
+		var err error
+		if id, err = loadIdentity(cfg.DataDir); err != nil {
+			return nil, err
 		}
 	}
 
@@ -131,6 +147,8 @@ func New(cfg Config) (*Agent, error) {
 		hostname: cfg.Hostname,
 		now:      time.Now,
 	}
+	a.id.Store(id)
+	a.isos = newISOWatches(a)
 	a.handler = a.newHandler()
 	return a, nil
 }
@@ -169,28 +187,28 @@ func (a *Agent) newHandler() http.Handler {
 
 // Serve serves the agent on ln until ctx is done, then shuts down
 // gracefully: in-flight calls get up to 5 s to finish, after which
-// connections are closed. It returns nil after a shutdown caused by ctx, and
-// the error otherwise. Serve closes ln.
+// connections are closed. An agent without a valid certificate enrolls
+// first (see Enrollment), or fails saying how to enroll it. It returns nil
+// after a shutdown caused by ctx, and the error otherwise. Serve closes ln.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
+	if err := a.ensureEnrolled(ctx, ln.Addr()); err != nil {
+		ln.Close()
+		return err
+	}
 	srv := &http.Server{
 		Handler:           a.handler,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-		Protocols:         new(http.Protocols),
+		// Refused handshakes are logged here: who tried, and why not.
+		ErrorLog:  slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		Protocols: new(http.Protocols),
+		TLSConfig: pki.AgentServerTLS(a.getCertificate, a.id.Load().roots),
 	}
 	srv.Protocols.SetHTTP1(true)
-	serve := func() error { return srv.Serve(ln) }
-	if a.cfg.TLS != nil {
-		srv.Protocols.SetHTTP2(true)
-		srv.TLSConfig = a.cfg.TLS.Clone()
-		serve = func() error { return srv.ServeTLS(ln, "", "") }
-	} else {
-		srv.Protocols.SetUnencryptedHTTP2(true)
-	}
+	srv.Protocols.SetHTTP2(true)
 
 	errc := make(chan error, 1)
-	go func() { errc <- serve() }()
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
@@ -198,6 +216,8 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	}
 
 	a.log.Info("agent shutting down", "addr", ln.Addr().String())
+	// Watch streams never end by themselves; Shutdown would wait for them.
+	a.isos.close()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)
@@ -218,7 +238,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	a.log.Info("agent listening", "addr", ln.Addr().String(), "tls", a.cfg.TLS != nil,
-		"hostname", a.hostname, "version", a.cfg.Version)
+	// Enroll before saying so: the address is known, nothing answers yet.
+	if err := a.ensureEnrolled(ctx, ln.Addr()); err != nil {
+		ln.Close()
+		return err
+	}
+	a.log.Info("agent listening", "addr", ln.Addr().String(), "node", a.NodeID(), "hostname", a.hostname, "version", a.cfg.Version)
 	return a.Serve(ctx, ln)
 }

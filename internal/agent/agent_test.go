@@ -5,15 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -27,17 +24,73 @@ import (
 
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
+	"github.com/quarry-project/quarry/internal/pki"
 )
 
-// testAgent is a real agent serving on a loopback port for one test.
+// testAgent is a real agent serving mutual TLS on a loopback port for one
+// test, enrolled into its own test CA.
 type testAgent struct {
 	*Agent
-	url string // http://127.0.0.1:port
+	url    string // https://127.0.0.1:port
+	ca     *pki.CA
+	nodeID string
 }
 
-// startAgent starts an agent for cfg on 127.0.0.1:0 and stops it when the
-// test ends, failing the test if Serve does not return cleanly.
-func startAgent(t *testing.T, cfg Config) *testAgent {
+// newTestCA makes a CA standing for the control plane's, made a day ago so
+// that tests can date certificates in the past.
+func newTestCA(t *testing.T) *pki.CA {
+	t.Helper()
+	ca, err := pki.NewCA(time.Now().Add(-24 * time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// writeIdentity writes into dataDir what enrollment would: a certificate
+// from ca for nodeID, valid from now for ttl, and the CA.
+func writeIdentity(t *testing.T, ca *pki.CA, dataDir, nodeID string, now time.Time, ttl time.Duration) {
+	t.Helper()
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := signCSR(t, ca, mustCSR(t, key), nodeID, now, ttl)
+	id, err := newIdentity(cert, key, ca.Certificate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mkdir(t, dataDir)
+	if err := saveIdentity(dataDir, id, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustCSR(t *testing.T, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	csr, err := pki.CreateCSR(key, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
+}
+
+func signCSR(t *testing.T, ca *pki.CA, csrPEM []byte, nodeID string, now time.Time, ttl time.Duration) *x509.Certificate {
+	t.Helper()
+	csr, err := pki.ParseCSR(csrPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.SignNode(csr, nodeID, ttl, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// newEnrolled returns an agent for cfg that holds a certificate from a new
+// test CA, as if it had enrolled.
+func newEnrolled(t *testing.T, cfg Config) (*Agent, *pki.CA, string) {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -48,10 +101,24 @@ func startAgent(t *testing.T, cfg Config) *testAgent {
 	if cfg.Version == "" {
 		cfg.Version = "test"
 	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	ca := newTestCA(t)
+	nodeID := "node-" + strings.ToLower(rand.Text()[:8])
+	writeIdentity(t, ca, cfg.DataDir, nodeID, time.Now(), time.Hour)
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	return a, ca, nodeID
+}
+
+// startAgent starts an enrolled agent for cfg on 127.0.0.1:0 and stops it
+// when the test ends, failing the test if Serve does not return cleanly.
+func startAgent(t *testing.T, cfg Config) *testAgent {
+	t.Helper()
+	a, ca, nodeID := newEnrolled(t, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -65,32 +132,58 @@ func startAgent(t *testing.T, cfg Config) *testAgent {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &testAgent{Agent: a, url: "http://" + ln.Addr().String()}
+	return &testAgent{Agent: a, url: "https://" + ln.Addr().String(), ca: ca, nodeID: nodeID}
+}
+
+// controlPlane is the client certificate the control plane would present.
+func controlPlane(t *testing.T, ca *pki.CA) *tls.Certificate {
+	t.Helper()
+	c, err := ca.IssueControlPlane(time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// clientTLS dials the agent as the control plane does, presenting cert
+// (none when nil).
+func (a *testAgent) clientTLS(cert *tls.Certificate) *tls.Config {
+	return pki.NodeClientTLS(a.nodeID, a.ca.Pool(), func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if cert == nil {
+			return &tls.Certificate{}, nil
+		}
+		return cert, nil
+	})
 }
 
 // protocol is one way the control plane may talk to an agent.
 type protocol struct {
 	name  string
-	h2c   bool
+	h2    bool
 	grpc  bool
 	proto string // resp.Proto expected on /healthz
 }
 
 var protocols = []protocol{
 	{name: "http1-connect", proto: "HTTP/1.1"},
-	{name: "h2c-connect", h2c: true, proto: "HTTP/2.0"},
-	{name: "h2c-grpc", h2c: true, grpc: true, proto: "HTTP/2.0"},
+	{name: "h2-connect", h2: true, proto: "HTTP/2.0"},
+	{name: "h2-grpc", h2: true, grpc: true, proto: "HTTP/2.0"},
 }
 
-func (p protocol) httpClient(t *testing.T) *http.Client {
+// httpClient talks to a over TLS as the control plane.
+func (p protocol) httpClient(t *testing.T, a *testAgent) *http.Client {
 	t.Helper()
+	return httpClient(t, a.clientTLS(controlPlane(t, a.ca)), p.h2)
+}
+
+func httpClient(t *testing.T, cfg *tls.Config, h2 bool) *http.Client {
 	protos := new(http.Protocols)
-	if p.h2c {
-		protos.SetUnencryptedHTTP2(true)
+	if h2 {
+		protos.SetHTTP2(true)
 	} else {
 		protos.SetHTTP1(true)
 	}
-	tr := &http.Transport{Protocols: protos}
+	tr := &http.Transport{Protocols: protos, TLSClientConfig: cfg}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
@@ -101,7 +194,7 @@ func (p protocol) client(t *testing.T, a *testAgent) agentv1connect.AgentService
 	if p.grpc {
 		opts = append(opts, connect.WithGRPC())
 	}
-	return agentv1connect.NewAgentServiceClient(p.httpClient(t), a.url, opts...)
+	return agentv1connect.NewAgentServiceClient(p.httpClient(t, a), a.url, opts...)
 }
 
 // forEachProtocol runs f once per protocol, in parallel subtests.
@@ -117,7 +210,7 @@ func forEachProtocol(t *testing.T, f func(t *testing.T, p protocol)) {
 func TestHealthzAndProtocols(t *testing.T) {
 	a := startAgent(t, Config{FSRoot: t.TempDir(), Hostname: "node-a", Version: "1.2.3"})
 	forEachProtocol(t, func(t *testing.T, p protocol) {
-		resp, err := p.httpClient(t).Get(a.url + "/healthz")
+		resp, err := p.httpClient(t, a).Get(a.url + "/healthz")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +248,6 @@ func TestNew(t *testing.T) {
 		{"relative bind dir", Config{Binds: []Bind{{Path: "/srv", Dir: "tmp"}}}, "is not absolute"},
 		{"missing bind dir", Config{Binds: []Bind{{Path: "/srv", Dir: filepath.Join(dir, "nope")}}}, "no such file"},
 		{"duplicate bind", Config{Binds: []Bind{{Path: "/srv/nfs", Dir: dir}, {Path: "/srv/nfs/", Dir: dir}}}, "bound twice"},
-		{"tls without certificate", Config{TLS: &tls.Config{}}, "without a certificate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,10 +275,7 @@ func TestNew(t *testing.T) {
 }
 
 func TestServeStopsWhenContextDone(t *testing.T) {
-	a, err := New(Config{FSRoot: t.TempDir(), Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, ca, nodeID := newEnrolled(t, Config{FSRoot: t.TempDir(), Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -196,9 +285,9 @@ func TestServeStopsWhenContextDone(t *testing.T) {
 	go func() { done <- a.Serve(ctx, ln) }()
 
 	// Leave an idle connection of each kind open: shutdown must not wait on them.
-	url := "http://" + ln.Addr().String()
+	ta := &testAgent{Agent: a, url: "https://" + ln.Addr().String(), ca: ca, nodeID: nodeID}
 	for _, p := range protocols {
-		c := agentv1connect.NewAgentServiceClient(p.httpClient(t), url)
+		c := p.client(t, ta)
 		if _, err := c.GetFacts(t.Context(), connect.NewRequest(&agentv1.GetFactsRequest{})); err != nil {
 			t.Fatalf("%s: %v", p.name, err)
 		}
@@ -220,10 +309,7 @@ func TestServeStopsWhenContextDone(t *testing.T) {
 }
 
 func TestServeClosedListener(t *testing.T) {
-	a, err := New(Config{FSRoot: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, _, _ := newEnrolled(t, Config{FSRoot: t.TempDir()})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -254,10 +340,7 @@ func (l *lockedBuffer) String() string {
 
 func TestRun(t *testing.T) {
 	var logs lockedBuffer
-	a, err := New(Config{Listen: "127.0.0.1:0", FSRoot: t.TempDir(), Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, ca, nodeID := newEnrolled(t, Config{Listen: "127.0.0.1:0", FSRoot: t.TempDir(), Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -279,7 +362,8 @@ func TestRun(t *testing.T) {
 	if addr == "" {
 		t.Fatalf("Run logged no address; logs:\n%s", logs.String())
 	}
-	resp, err := http.Get("http://" + addr + "/healthz")
+	ta := &testAgent{Agent: a, url: "https://" + addr, ca: ca, nodeID: nodeID}
+	resp, err := protocols[0].httpClient(t, ta).Get(ta.url + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,61 +375,4 @@ func TestRun(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-}
-
-func TestServeTLS(t *testing.T) {
-	cert, pool := selfSignedCert(t)
-	a := startAgent(t, Config{FSRoot: t.TempDir(), TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
-	url := strings.Replace(a.url, "http://", "https://", 1)
-
-	protos := new(http.Protocols)
-	protos.SetHTTP1(true)
-	protos.SetHTTP2(true)
-	tr := &http.Transport{Protocols: protos, TLSClientConfig: &tls.Config{RootCAs: pool}}
-	t.Cleanup(tr.CloseIdleConnections)
-	hc := &http.Client{Transport: tr}
-
-	resp, err := hc.Get(url + "/healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
-		t.Errorf("GET /healthz over TLS = %s %s, want HTTP/2.0 200", resp.Proto, resp.Status)
-	}
-	c := agentv1connect.NewAgentServiceClient(hc, url, connect.WithGRPC())
-	if _, err := c.GetFacts(t.Context(), connect.NewRequest(&agentv1.GetFactsRequest{})); err != nil {
-		t.Fatalf("GetFacts over TLS: %v", err)
-	}
-}
-
-func selfSignedCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "quarry test agent"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true,
-
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }

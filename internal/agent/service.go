@@ -10,6 +10,7 @@ import (
 
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
+	"github.com/quarry-project/quarry/internal/pki"
 )
 
 // service implements AgentService: it validates requests, asks the pool
@@ -33,12 +34,20 @@ func (s *service) GetFacts(ctx context.Context, req *connect.Request[agentv1.Get
 	// goroutines and a policy for ones that never return, which belongs
 	// with nodelink's health-check timeouts.
 	resp := &agentv1.GetFactsResponse{Hostname: s.a.hostname, Version: s.a.cfg.Version}
+	mounted := map[string]string{}
 	for _, ref := range refs {
 		if err := ctx.Err(); err != nil {
 			return nil, connectError(err)
 		}
-		resp.Pools = append(resp.Pools, s.facts(ref))
+		f := s.facts(ref)
+		if f.GetMounted() {
+			mounted[ref.id] = s.a.paths.resolve(ref.path)
+		}
+		resp.Pools = append(resp.Pools, f)
 	}
+	// The control plane asks about every pool at each check, so this is
+	// where the agent learns which pools to watch for new ISOs.
+	s.a.isos.sync(mounted)
 	return connect.NewResponse(resp), nil
 }
 
@@ -57,6 +66,24 @@ func (s *service) InitPool(ctx context.Context, req *connect.Request[agentv1.Ini
 	}
 	s.a.log.Info("pool initialized", "pool", ref.id, "name", ref.name, "path", ref.path, "dir", dir)
 	return connect.NewResponse(&agentv1.InitPoolResponse{Pool: s.facts(ref)}), nil
+}
+
+func (s *service) CreateCSR(_ context.Context, _ *connect.Request[agentv1.CreateCSRRequest]) (*connect.Response[agentv1.CreateCSRResponse], error) {
+	csr, err := s.a.createCSR()
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&agentv1.CreateCSRResponse{CsrPem: string(csr)}), nil
+}
+
+func (s *service) InstallCertificate(_ context.Context, req *connect.Request[agentv1.InstallCertificateRequest]) (*connect.Response[agentv1.InstallCertificateResponse], error) {
+	cert, err := s.a.installCertificate([]byte(req.Msg.GetCertificatePem()))
+	if err != nil {
+		return nil, connectError(err)
+	}
+	s.a.log.Info("certificate renewed", "node", pki.NodeID(cert), "serial", pki.Serial(cert),
+		"expires", cert.NotAfter.UTC().Format(time.RFC3339))
+	return connect.NewResponse(&agentv1.InstallCertificateResponse{}), nil
 }
 
 func (s *service) facts(ref poolRef) *agentv1.PoolFacts {

@@ -10,8 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Interceptors returns the chain every public handler runs through, outermost
-// first. Authentication joins here.
+// Interceptors returns the observing part of the chain every public handler
+// runs through, outermost first; Auth.Interceptor follows it (see
+// server.routes), so refused calls are logged and counted too.
 func Interceptors(log *slog.Logger, reg prometheus.Registerer) []connect.Interceptor {
 	return []connect.Interceptor{newObserver(log, reg)}
 }

@@ -21,6 +21,19 @@ func newAgentCommand() *cobra.Command {
 address (port 9090 by default) to learn the node's facts and whether it mounts
 each storage pool.
 
+The agent answers the control plane only, over mutual TLS. On its first start
+it enrolls: it makes a key, sends a signing request with a join token
+(quarry token create --join) to the control plane at --server, and keeps the
+certificate it gets in --data-dir. Later starts need no token. With --ca-hash
+(printed with the token) it refuses a control plane whose CA is another.
+
+  quarry agent --server http://cp:8080 --join-token qj_... --ca-hash sha256:... \
+      --name n2 --advertise 10.0.0.12
+
+The node named --name gets the certificate; when no node has that name, the
+control plane registers one at the --advertise address (default: the --listen
+address, when it names a host).
+
 --fs-root and --bind give the agent its own view of the filesystem, so several
 agents can run on one machine: a pool path is looked up under the --bind
 directory whose PATH prefix matches it, else under --fs-root.`,
@@ -37,6 +50,16 @@ directory whose PATH prefix matches it, else under --fs-root.`,
 				}
 				cfg.Binds = append(cfg.Binds, bd)
 			}
+			// --server is the root command's flag, shared with the CLI.
+			if cfg.Enrollment.Server, err = cmd.Flags().GetString("server"); err != nil {
+				return err
+			}
+			if cfg.Enrollment.JoinToken == "" {
+				cfg.Enrollment.JoinToken = os.Getenv("QUARRY_JOIN_TOKEN")
+			}
+			if cfg.Enrollment.Name == "" {
+				cfg.Enrollment.Name = cfg.Hostname
+			}
 			cfg.Logger, cfg.Version = log, Version
 			a, err := agent.New(cfg)
 			if err != nil {
@@ -48,10 +71,17 @@ directory whose PATH prefix matches it, else under --fs-root.`,
 	host, _ := os.Hostname()
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", ":9090", "address of the node API")
-	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/quarry-agent", "directory for the agent's own state")
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/quarry-agent", "directory for the agent's own state and its certificate")
 	f.StringVar(&cfg.FSRoot, "fs-root", "", "resolve pool paths under this directory (several agents on one machine)")
 	f.StringArrayVar(&binds, "bind", nil, "PATH=DIR: serve pool paths under PATH from DIR, like a bind mount (repeatable)")
 	f.StringVar(&cfg.Hostname, "hostname", host, "hostname reported to the control plane")
+	// Not the default of the flag: --help would print the secret.
+	f.StringVar(&cfg.Enrollment.JoinToken, "join-token", "",
+		"join token to enroll with when the agent has no certificate yet (env QUARRY_JOIN_TOKEN)")
+	f.StringVar(&cfg.Enrollment.CAHash, "ca-hash", "", "sha256:HEX pin of the control plane's CA; enrolling fails on any other")
+	f.StringVar(&cfg.Enrollment.Name, "name", "", "node name to enroll as (default: --hostname)")
+	f.StringVar(&cfg.Enrollment.Advertise, "advertise", "",
+		"management address the control plane dials, sent when enrolling (default: --listen when it names a host)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

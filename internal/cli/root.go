@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/quarry-project/quarry/internal/auth"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 )
 
@@ -38,8 +39,9 @@ func Main(args []string) int {
 
 // globals are the flags every API command shares.
 type globals struct {
-	server string
-	output string
+	server    string
+	output    string
+	tokenFile string
 }
 
 // NewRootCommand returns the whole command tree.
@@ -58,19 +60,28 @@ func NewRootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.server, "server", def, "control plane URL (env QUARRY_SERVER)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().StringVar(&g.tokenFile, "token-file", "",
+		"file holding the API token (default: env QUARRY_TOKEN, else the admin token of a server on this host)")
 	root.AddCommand(
 		newServerCommand(),
 		newAgentCommand(),
 		newNodeCommand(g),
 		newPoolCommand(g),
+		newImageCommand(g),
+		newTokenCommand(g),
+		newAuditCommand(g),
 	)
 	return root
 }
 
 // clients are the public API clients for one invocation.
 type clients struct {
-	nodes quarryv1connect.NodeServiceClient
-	pools quarryv1connect.StoragePoolServiceClient
+	base   string
+	nodes  quarryv1connect.NodeServiceClient
+	pools  quarryv1connect.StoragePoolServiceClient
+	tokens quarryv1connect.TokenServiceClient
+	audit  quarryv1connect.AuditServiceClient
+	images quarryv1connect.ImageServiceClient
 }
 
 func (g *globals) clients() (*clients, error) {
@@ -81,10 +92,19 @@ func (g *globals) clients() (*clients, error) {
 	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
 		return nil, fmt.Errorf("--server must be an http:// or https:// URL, not %q", g.server)
 	}
-	hc := http.DefaultClient
+	cred, err := g.credential(base)
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Transport: &auth.Transport{Token: cred.token}}
+	opt := connect.WithInterceptors(cred)
 	return &clients{
-		nodes: quarryv1connect.NewNodeServiceClient(hc, base),
-		pools: quarryv1connect.NewStoragePoolServiceClient(hc, base),
+		base:   base,
+		nodes:  quarryv1connect.NewNodeServiceClient(hc, base, opt),
+		pools:  quarryv1connect.NewStoragePoolServiceClient(hc, base, opt),
+		tokens: quarryv1connect.NewTokenServiceClient(hc, base, opt),
+		audit:  quarryv1connect.NewAuditServiceClient(hc, base, opt),
+		images: quarryv1connect.NewImageServiceClient(hc, base, opt),
 	}, nil
 }
 

@@ -36,12 +36,21 @@ loopback only, for a first try.`,
 				return err
 			}
 			cfg.Logger, cfg.Version = log, Version
+			switch {
+			case cfg.ScanInterval == 0:
+				cfg.ScanInterval = -1 // the flag's 0 means off; the config's means default
+			case cfg.ScanInterval < 0:
+				return fmt.Errorf("--scan-interval %v: give a positive duration, or 0 to turn periodic scans off", cfg.ScanInterval)
+			}
+			if cfg.ScanDelay <= 0 {
+				return fmt.Errorf("--scan-delay %v: give a positive duration", cfg.ScanDelay)
+			}
 			if dev {
 				if !cmd.Flags().Changed("listen") {
 					cfg.Listen = "127.0.0.1:8080"
 				}
 				if !cmd.Flags().Changed("data-dir") {
-					cfg.DataDir = filepath.Join(os.TempDir(), "quarry-dev")
+					cfg.DataDir = devDataDir()
 				}
 			}
 			if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
@@ -60,9 +69,11 @@ loopback only, for a first try.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the API and web page (with --dev: 127.0.0.1:8080)")
-	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/quarry", "directory for the database (with --dev: $TMPDIR/quarry-dev)")
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory for the database (with --dev: $TMPDIR/quarry-dev)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://...) instead of SQLite in --data-dir")
 	f.DurationVar(&cfg.HealthInterval, "health-interval", 5*time.Second, "how often every node is checked")
+	f.DurationVar(&cfg.ScanInterval, "scan-interval", 5*time.Minute, "how often every pool is scanned for ISOs (0 turns periodic scans off; agents' file events and manual scans still work)")
+	f.DurationVar(&cfg.ScanDelay, "scan-delay", 5*time.Second, "wait before the first scan of every pool after start")
 	f.BoolVar(&dev, "dev", false, "run the control plane, an agent and a local pool on this machine")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

@@ -1,8 +1,10 @@
 // Package devmode runs everything on one machine for a first try: the
-// control plane, an in-process agent registered as node "dev", and a local
+// control plane, an in-process agent enrolled as node "dev", and a local
 // pool "local" under the data directory, all on loopback. It wires the
-// production server and agent together and sets them up through the public
-// API, so it exercises the same code paths as a real cluster.
+// production server and agent together: the agent enrolls with a join token
+// through the Enroll RPC and serves mutual TLS, and the node and pool are
+// set up through the public API, so it exercises the same code paths as a
+// real cluster.
 package devmode
 
 import (
@@ -14,14 +16,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/quarry-project/quarry/internal/agent"
+	"github.com/quarry-project/quarry/internal/auth"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/server"
+	"github.com/quarry-project/quarry/internal/store"
 )
 
 // Names of what dev mode sets up.
@@ -55,10 +60,16 @@ func Run(ctx context.Context, cfg server.Config, out io.Writer, ready func(baseU
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w (is another quarry server running? pick another address with --listen)", cfg.Listen, err)
 	}
+	base := "http://" + ln.Addr().String()
 	ag, err := agent.New(agent.Config{
 		DataDir: filepath.Join(cfg.DataDir, "agent"),
 		Version: cfg.Version,
 		Logger:  log.With("component", "agent"),
+		Enrollment: agent.Enrollment{
+			Server: base,
+			Name:   NodeName,
+			CAHash: srv.CA().Hash(),
+		},
 	})
 	if err != nil {
 		ln.Close()
@@ -72,9 +83,14 @@ func Run(ctx context.Context, cfg server.Config, out io.Writer, ready func(baseU
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ctx, ln) }()
+	if err := enroll(ctx, srv, ag, agentLn.Addr().String()); err != nil {
+		cancel()
+		agentLn.Close()
+		<-errc
+		return fmt.Errorf("enrolling the dev agent: %w", err)
+	}
 	go func() { errc <- ag.Serve(ctx, agentLn) }()
 
-	base := "http://" + ln.Addr().String()
 	if err := setup(ctx, base, agentLn.Addr().String(), cfg.DataDir); err != nil {
 		cancel()
 		<-errc
@@ -86,9 +102,13 @@ func Run(ctx context.Context, cfg server.Config, out io.Writer, ready func(baseU
   node %-12s agent at %s
   pool %-12s %s
   data directory:   %s
-Try: quarry --server %s node ls
+  admin token:      %s
+Try:  export QUARRY_SERVER=%s QUARRY_TOKEN=$(cat %s)
+      quarry node ls; quarry pool show %s; quarry image ls
+Copy an ISO into %s/iso/ and it shows up in quarry image ls.
 Stop with Ctrl-C.
-`, base, fmt.Sprintf("%q:", NodeName), agentLn.Addr(), fmt.Sprintf("%q:", PoolName), poolPath(cfg.DataDir), cfg.DataDir, base)
+`, base, fmt.Sprintf("%q:", NodeName), agentLn.Addr(), fmt.Sprintf("%q:", PoolName), poolPath(cfg.DataDir), cfg.DataDir,
+		auth.AdminTokenPath(cfg.DataDir), base, auth.AdminTokenPath(cfg.DataDir), PoolName, poolPath(cfg.DataDir))
 	if ready != nil {
 		ready(base)
 	}
@@ -101,6 +121,25 @@ Stop with Ctrl-C.
 }
 
 func poolPath(dataDir string) string { return filepath.Join(dataDir, "pools", PoolName) }
+
+// enroll enrolls the dev agent, as an operator would: a single-use join
+// token, then the agent's Enroll call to the control plane. An agent that
+// holds a valid certificate from this control plane's CA for a node that
+// still exists (a restart on the same data directory) needs none.
+func enroll(ctx context.Context, srv *server.Server, ag *agent.Agent, addr string) error {
+	now := time.Now()
+	if cert := ag.Certificate(); cert != nil && ag.CAHash() == srv.CA().Hash() && now.Before(cert.NotAfter) {
+		if _, err := srv.Store().GetNode(ctx, ag.NodeID()); err == nil {
+			return nil
+		}
+	}
+	tok, secret := auth.New(store.TokenJoin)
+	tok.Name, tok.CreatedAt, tok.ExpiresAt, tok.SingleUse = "dev-agent", now, now.Add(10*time.Minute), true
+	if err := srv.Store().CreateToken(ctx, tok); err != nil {
+		return err
+	}
+	return ag.Enroll(ctx, secret, addr)
+}
 
 func checkLoopback(listen string) error {
 	host, _, err := net.SplitHostPort(listen)
@@ -119,7 +158,14 @@ func checkLoopback(listen string) error {
 // setup registers the dev node (or moves it to the agent's new port) and
 // creates the local pool, through the public API.
 func setup(ctx context.Context, base, agentAddr, dataDir string) error {
-	hc := &http.Client{Timeout: 30 * time.Second}
+	// The API wants a token like anyone else's calls: the admin token the
+	// server wrote on its first start.
+	tokenPath := auth.AdminTokenPath(dataDir)
+	token, err := os.ReadFile(tokenPath)
+	if err != nil {
+		return fmt.Errorf("dev mode uses the admin token in %s: %w (remove the data directory %s to start afresh)", tokenPath, err, dataDir)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &auth.Transport{Token: strings.TrimSpace(string(token))}}
 	nodes := quarryv1connect.NewNodeServiceClient(hc, base)
 	pools := quarryv1connect.NewStoragePoolServiceClient(hc, base)
 

@@ -55,6 +55,9 @@ func Reconcile(pool store.Pool, existing []store.Image, files []File, now time.T
 	}
 	seen := map[string]bool{}
 	for _, f := range files {
+		// The store keeps microseconds; compare at that precision or every
+		// scan would see every file as changed.
+		f.ModTime = f.ModTime.Truncate(time.Microsecond)
 		seen[f.RelPath] = true
 		if wait := unsettled(f, now, settle); wait > 0 {
 			n.Deferred++

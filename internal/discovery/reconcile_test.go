@@ -22,7 +22,7 @@ func TestReconcile(t *testing.T) {
 		{ID: "cloud", Kind: store.KindCloudImage, State: store.ImageReady, RelPath: "images/c.qcow2"},
 	}
 	files := []File{
-		{RelPath: "iso/same.iso", Size: 10, ModTime: old},
+		{RelPath: "iso/same.iso", Size: 10, ModTime: old.Add(999)}, // nanoseconds the store does not keep
 		{RelPath: "iso/grown.iso", Size: 20, ModTime: now.Add(-time.Minute)},
 		{RelPath: "iso/back.iso", Size: 10, ModTime: old},
 		{RelPath: "iso/dl.iso", Size: 5, ModTime: old},

@@ -14,21 +14,23 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/auth"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/quarrytest"
 )
 
-// postJSON sends body as a plain JSON POST to procedure, the way curl or a
-// browser would, and returns the status and the decoded JSON answer.
-func postJSON(t *testing.T, ctx context.Context, base, procedure, body string) (int, map[string]any) {
+// postJSON sends body as a plain JSON POST to procedure with hc, the way
+// curl or a browser would, and returns the status and the decoded JSON
+// answer.
+func postJSON(t *testing.T, ctx context.Context, hc *http.Client, base, procedure, body string) (int, map[string]any) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+procedure, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", procedure, err)
 	}
@@ -81,7 +83,7 @@ func TestAPIProtocols(t *testing.T) {
 
 	// Register through a plain JSON POST: field names in camelCase, enum
 	// values by name, the address normalized.
-	code, reg := postJSON(t, ctx, srv.URL, "/quarry.v1.NodeService/RegisterNode",
+	code, reg := postJSON(t, ctx, srv.HTTP, srv.URL, "/quarry.v1.NodeService/RegisterNode",
 		`{"name":"n1","managementAddress":"10.0.0.5/24"}`)
 	if code != http.StatusOK {
 		t.Fatalf("RegisterNode over JSON: HTTP %d: %v", code, reg)
@@ -114,7 +116,7 @@ func TestAPIProtocols(t *testing.T) {
 	}
 
 	t.Run("json", func(t *testing.T) {
-		code, m := postJSON(t, ctx, srv.URL, "/quarry.v1.NodeService/ListNodes", `{}`)
+		code, m := postJSON(t, ctx, srv.HTTP, srv.URL, "/quarry.v1.NodeService/ListNodes", `{}`)
 		if code != http.StatusOK {
 			t.Fatalf("ListNodes over JSON: HTTP %d: %v", code, m)
 		}
@@ -141,7 +143,7 @@ func TestAPIProtocols(t *testing.T) {
 		tr := &http.Transport{Protocols: p}
 		defer tr.CloseIdleConnections()
 		rec := &protoRecorder{rt: tr}
-		c := quarryv1connect.NewNodeServiceClient(&http.Client{Transport: rec}, srv.URL, connect.WithGRPC())
+		c := quarryv1connect.NewNodeServiceClient(&http.Client{Transport: &auth.Transport{Token: srv.AdminToken, Base: rec}}, srv.URL, connect.WithGRPC())
 		resp, err := c.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
 		if err != nil {
 			t.Fatal(err)
@@ -158,7 +160,7 @@ func TestAPIProtocols(t *testing.T) {
 	})
 
 	t.Run("grpc-web", func(t *testing.T) {
-		c := quarryv1connect.NewNodeServiceClient(http.DefaultClient, srv.URL, connect.WithGRPCWeb())
+		c := quarryv1connect.NewNodeServiceClient(srv.HTTP, srv.URL, connect.WithGRPCWeb())
 		resp, err := c.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
 		if err != nil {
 			t.Fatal(err)
@@ -172,7 +174,7 @@ func TestAPIProtocols(t *testing.T) {
 			t.Skip("curl is not installed")
 		}
 		out, err := exec.CommandContext(ctx, curl, "-sS", "--fail-with-body",
-			"-H", "Content-Type: application/json", "-d", "{}",
+			"-H", "Content-Type: application/json", "-H", "Authorization: Bearer "+srv.AdminToken, "-d", "{}",
 			srv.URL+"/quarry.v1.NodeService/ListNodes").Output()
 		if err != nil {
 			t.Fatalf("curl: %v\n%s", err, out)
@@ -226,13 +228,15 @@ func TestAPIEndpoints(t *testing.T) {
 		t.Errorf("GET /no-such-page: HTTP %d, want 404", code)
 	}
 
-	// One API call and one node to check, so both counters have samples.
-	agent := quarrytest.StartAgent(t, quarrytest.AgentOptions{Name: "m1"})
+	// One API call and one node to check, so both counters have samples:
+	// the node registered by address, then its agent enrolled.
+	agent := quarrytest.NewAgent(t, srv, quarrytest.AgentOptions{Name: "m1"})
 	if _, err := srv.Nodes.RegisterNode(ctx, connect.NewRequest(&quarryv1.RegisterNodeRequest{
 		Name: "m1", ManagementAddress: agent.Addr,
 	})); err != nil {
 		t.Fatal(err)
 	}
+	agent.Start()
 	quarrytest.Eventually(t, 15*time.Second, func() error {
 		code, _, body := httpGet(t, ctx, srv.URL+"/metrics")
 		if code != http.StatusOK {

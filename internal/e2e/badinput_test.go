@@ -75,7 +75,7 @@ func TestBadInput(t *testing.T) {
 
 	// The cluster the bad requests run against: n1 (a real agent) assigned
 	// to pool isos, n2 at 10.0.0.5:9090, and the unassigned pool images.
-	agent := quarrytest.StartAgent(t, quarrytest.AgentOptions{Name: "n1"})
+	agent := quarrytest.StartAgent(t, srv, quarrytest.AgentOptions{Name: "n1"})
 	register := func(name, addr string) string {
 		resp, err := nodes.RegisterNode(ctx, connect.NewRequest(&quarryv1.RegisterNodeRequest{Name: name, ManagementAddress: addr}))
 		if err != nil {
@@ -83,7 +83,7 @@ func TestBadInput(t *testing.T) {
 		}
 		return resp.Msg.GetNode().GetId()
 	}
-	n1 := register("n1", agent.Addr)
+	n1 := agent.NodeID // registered by its enrollment
 	register("n2", "10.0.0.5")
 	create := func(req *quarryv1.CreatePoolRequest) string {
 		resp, err := pools.CreatePool(ctx, connect.NewRequest(req))
@@ -257,7 +257,7 @@ func TestBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := srv.HTTP.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

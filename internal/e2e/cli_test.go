@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,13 +30,29 @@ type cliResult struct {
 	code           int
 }
 
-// quarry runs the binary with --server and args, bounded in time.
+// cliTokens maps a server URL to the token quarry sends it.
+var cliTokens sync.Map
+
+// useToken makes quarry send token to server (as QUARRY_TOKEN).
+func useToken(server, token string) { cliTokens.Store(server, token) }
+
+// quarry runs the binary with --server and args, bounded in time, with the
+// token useToken gave server.
 func quarry(t *testing.T, server string, args ...string) cliResult {
+	t.Helper()
+	token, _ := cliTokens.Load(server)
+	s, _ := token.(string)
+	return quarryAs(t, server, s, args...)
+}
+
+// quarryAs is quarry with QUARRY_TOKEN=token ("" sends none). TMPDIR is the
+// test's, so a dev server's admin token elsewhere on this host is not found.
+func quarryAs(t *testing.T, server, token string, args ...string) cliResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, quarrytest.Binary(t), append([]string{"--server", server}, args...)...)
-	cmd.Env = append(os.Environ(), "QUARRY_SERVER=")
+	cmd.Env = append(os.Environ(), "QUARRY_SERVER=", "QUARRY_TOKEN="+token, "TMPDIR="+t.TempDir())
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -144,6 +161,11 @@ func startDev(t *testing.T, dataDir string) *devServer {
 	if !strings.HasPrefix(d.URL, "http://127.0.0.1:") || strings.HasSuffix(d.URL, ":0") {
 		t.Fatalf("quarry server --dev printed URL %q, want http://127.0.0.1:PORT with the real port", d.URL)
 	}
+	token, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatalf("quarry server --dev wrote no admin token: %v", err)
+	}
+	useToken(d.URL, strings.TrimSpace(string(token)))
 	return d
 }
 
@@ -245,9 +267,12 @@ func TestCLIDevServer(t *testing.T) {
 
 func TestCLIWalkthrough(t *testing.T) {
 	srv := quarrytest.StartServer(t)
-	a1 := quarrytest.StartAgent(t, quarrytest.AgentOptions{Name: "n1"})
-	a2 := quarrytest.StartAgent(t, quarrytest.AgentOptions{Name: "n2"})
+	// The nodes are registered by address first; their agents then enroll
+	// under the same names.
+	a1 := quarrytest.NewAgent(t, srv, quarrytest.AgentOptions{Name: "n1"})
+	a2 := quarrytest.NewAgent(t, srv, quarrytest.AgentOptions{Name: "n2"})
 	url := srv.URL
+	useToken(url, srv.AdminToken)
 
 	for _, n := range []struct {
 		name string
@@ -257,6 +282,7 @@ func TestCLIWalkthrough(t *testing.T) {
 		if !strings.Contains(out, "registered node "+n.name+" at "+n.a.Addr) {
 			t.Errorf("node register %s printed %q", n.name, out)
 		}
+		n.a.Start()
 	}
 	if err := os.MkdirAll(a1.Opts.LocalPath("/srv/isos"), 0o755); err != nil {
 		t.Fatal(err)

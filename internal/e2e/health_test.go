@@ -59,9 +59,9 @@ func TestNodeHealthKillAndRestart(t *testing.T) {
 	var ids []string
 	for i := range 3 {
 		name := fmt.Sprintf("n%d", i+1)
-		a := quarrytest.StartAgentProcess(t, bin, quarrytest.AgentOptions{Name: name})
+		a := quarrytest.StartAgentProcess(t, bin, s, quarrytest.AgentOptions{Name: name})
 		agents = append(agents, a)
-		ids = append(ids, register(t, s, name, a.Addr))
+		ids = append(ids, a.NodeID) // registered by its enrollment
 	}
 	for i, id := range ids {
 		n := waitState(t, s, id, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
@@ -93,28 +93,36 @@ func TestNodeHealthKillAndRestart(t *testing.T) {
 	}
 }
 
-// TestNodeRegisteredBeforeAgent registers a node whose agent is not running:
-// it shows UNKNOWN with the error; starting the agent makes it READY without
-// any call from the operator.
+// TestNodeRegisteredBeforeAgent registers a node by address whose agent has
+// not enrolled: it shows UNKNOWN, "not enrolled" with how to enroll it, and
+// is never dialed; starting the agent with a join token under the node's
+// name makes it READY without any other call from the operator.
 func TestNodeRegisteredBeforeAgent(t *testing.T) {
 	bin := quarrytest.Binary(t)
 	s := quarrytest.StartServer(t)
-	a := quarrytest.StartAgentProcess(t, bin, quarrytest.AgentOptions{Name: "late"})
-	a.Kill()
+	a := quarrytest.NewAgentProcess(t, bin, s, quarrytest.AgentOptions{Name: "late"})
 	id := register(t, s, "late", a.Addr)
+	n := waitState(t, s, id, quarryv1.NodeState_NODE_STATE_UNKNOWN, 10*time.Second)
 	quarrytest.Eventually(t, 10*time.Second, func() error {
-		n, err := getNode(t.Context(), s, id)
-		if err != nil {
+		var err error
+		if n, err = getNode(t.Context(), s, id); err != nil {
 			return err
 		}
-		if n.GetLastCheckedAt() == nil || !strings.Contains(n.GetStateReason(), "connection refused") {
-			return fmt.Errorf("node not checked yet: %v %q", n.GetState(), n.GetStateReason())
-		}
-		if st := n.GetState(); st != quarryv1.NodeState_NODE_STATE_UNKNOWN && st != quarryv1.NodeState_NODE_STATE_UNREACHABLE {
-			return fmt.Errorf("node is %v, want UNKNOWN or UNREACHABLE", st)
+		if r := n.GetStateReason(); !strings.Contains(r, "not enrolled") || !strings.Contains(r, "--join-token") ||
+			!strings.Contains(r, "quarry token create --join") {
+			return fmt.Errorf("node late is %v with reason %q, want not enrolled and how to enroll it", n.GetState(), r)
 		}
 		return nil
 	})
+	if n.GetLastCheckedAt() != nil {
+		t.Errorf("a node whose agent never enrolled was dialed at %v", n.GetLastCheckedAt().AsTime())
+	}
 	a.Start()
-	waitState(t, s, id, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
+	if a.NodeID != id {
+		t.Errorf("the agent enrolled as node %s, want the registered node %s", a.NodeID, id)
+	}
+	n = waitState(t, s, id, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
+	if n.GetManagementAddress() != a.Addr {
+		t.Errorf("node late is at %s, want %s", n.GetManagementAddress(), a.Addr)
+	}
 }

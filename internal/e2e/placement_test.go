@@ -42,9 +42,9 @@ func newCluster(t *testing.T, opts ...quarrytest.ServerOption) *cluster {
 		if name != "n3" {
 			o.Binds = []agent.Bind{{Path: "/srv/nfs", Dir: c.shared}}
 		}
-		a := quarrytest.StartAgent(t, o)
+		a := quarrytest.StartAgent(t, c.s, o)
 		c.agents[name] = a
-		c.ids[name] = register(t, c.s, name, a.Addr)
+		c.ids[name] = a.NodeID // registered by its enrollment
 	}
 	for _, id := range c.ids {
 		waitState(t, c.s, id, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
@@ -236,9 +236,9 @@ func TestPlacementScenarios(t *testing.T) {
 // rather than failing or waiting for the next health check.
 func TestPlacementLazyConnect(t *testing.T) {
 	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(time.Hour))
-	a := quarrytest.StartAgent(t, quarrytest.AgentOptions{Name: "n1"})
+	a := quarrytest.StartAgent(t, s, quarrytest.AgentOptions{Name: "n1"})
 	mkdir(t, a.Opts.LocalPath("/srv/local"))
-	id := register(t, s, "n1", a.Addr)
+	id := a.NodeID
 	resp, err := s.Pools.CreatePool(t.Context(), connect.NewRequest(&quarryv1.CreatePoolRequest{
 		Name: "local", Path: "/srv/local", AssignedNodeIds: []string{id}}))
 	if err != nil {

@@ -95,6 +95,11 @@ func ipLiteral(s string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
+	// A zone is an interface name; brackets or '%' in it would make the
+	// bracketed host:port ambiguous.
+	if strings.ContainsAny(a.Zone(), "[]%/") {
+		return "", false
+	}
 	return a.String(), true
 }
 

@@ -2,6 +2,7 @@ package nodelink
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -85,6 +86,14 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 	st.checking.Lock()
 	defer st.checking.Unlock()
 
+	c, err := l.conn(n)
+	if errors.Is(err, ErrNotEnrolled) {
+		n, rerr := l.recordNotEnrolled(ctx, n, st)
+		return n, nil, errors.Join(err, rerr)
+	}
+	if err != nil {
+		return n, nil, err
+	}
 	pools, err := l.cfg.Store.ListPools(ctx)
 	if err != nil {
 		return n, nil, err
@@ -94,7 +103,7 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 		req.Pools = append(req.Pools, &agentv1.PoolRef{Id: p.ID, Name: p.Name, Path: p.Path})
 	}
 	start := l.cfg.Now()
-	resp, callErr := l.client(n.Address).GetFacts(ctx, connect.NewRequest(req))
+	resp, callErr := c.client.GetFacts(ctx, connect.NewRequest(req))
 	now := l.cfg.Now()
 	l.metrics.observe(callErr == nil, now.Sub(start))
 
@@ -160,10 +169,21 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 		l.log.Debug("node checked", attrs...)
 	}
 	if callErr != nil {
-		return n, nil, callErr
+		return n, nil, &checkError{reason: next.StateReason, err: callErr}
 	}
+	l.renewIfDue(ctx, n, c)
 	return n, mounts, nil
 }
+
+// checkError is a failed check: its message is the node's state reason,
+// written for people; the cause stays reachable with errors.Is/As.
+type checkError struct {
+	reason string
+	err    error
+}
+
+func (e *checkError) Error() string { return e.reason }
+func (e *checkError) Unwrap() error { return e.err }
 
 // due reports whether the node's next scheduled check has come.
 func (l *Link) due(nodeID string, now time.Time) bool {

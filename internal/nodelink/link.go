@@ -1,7 +1,13 @@
 // Package nodelink owns every connection from the control plane to the
 // agents: it dials nodes at their normalized management address, checks
 // their health on an interval, connects lazily when an operation needs a
-// node that is not READY, and initializes new pools through one node.
+// node that is not READY, initializes new pools through one node, and
+// renews the agents' certificates before they expire.
+//
+// Every call is mutual TLS: each node is dialed with its own TLS
+// configuration (Issuer.ClientTLS) that accepts only the certificate the
+// control plane's CA signed for that node. A node whose agent has not
+// enrolled is not dialed at all; it stays UNKNOWN and says how to enroll it.
 //
 // Node state lives in the store; the link is the only writer of it.
 package nodelink
@@ -9,11 +15,13 @@ package nodelink
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,26 +47,37 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// Concurrency bounds checks in flight (default 8).
 	Concurrency int
-	// TLS, when set, is used to dial agents over HTTPS; nil dials h2c.
-	TLS *tls.Config
+	// Issuer is the control plane's CA: it makes the TLS configuration
+	// every node is dialed with and signs renewed agent certificates.
+	// Without it no node is dialed.
+	Issuer Issuer
 	// Registerer receives the link's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
 }
 
+// Issuer is what the link needs of the control plane's CA.
+type Issuer interface {
+	// ClientTLS returns the TLS configuration that dials node nodeID: it
+	// presents the control plane's client certificate and accepts only a
+	// certificate from the CA that names that node.
+	ClientTLS(nodeID string) *tls.Config
+	// SignNode signs an agent's certificate signing request (PEM) into a
+	// certificate for node nodeID, issued at now.
+	SignNode(csrPEM []byte, nodeID string, now time.Time) (*x509.Certificate, error)
+}
+
 // Link is the control plane's connection to every agent.
 type Link struct {
 	cfg     Config
 	log     *slog.Logger
-	http    *http.Client
-	scheme  string
 	metrics *metrics
 
-	mu      sync.Mutex
-	clients map[string]agentv1connect.AgentServiceClient // by address
-	nodes   map[string]*nodeState                        // by node id
-	kick    chan struct{}
+	mu    sync.Mutex
+	conns map[string]*conn      // by node id
+	nodes map[string]*nodeState // by node id
+	kick  chan struct{}
 
 	initMu sync.Mutex // one pool initialization at a time
 }
@@ -96,53 +115,85 @@ func New(cfg Config) *Link {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout: cfg.ConnectTimeout,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
-	}
-	l := &Link{
+	return &Link{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "nodelink"),
-		scheme:  "http",
 		metrics: newMetrics(cfg.Registerer),
-		clients: map[string]agentv1connect.AgentServiceClient{},
+		conns:   map[string]*conn{},
 		nodes:   map[string]*nodeState{},
 		kick:    make(chan struct{}, 1),
 	}
-	if cfg.TLS != nil {
-		tr.TLSClientConfig = cfg.TLS
-		tr.ForceAttemptHTTP2 = true
-		l.scheme = "https"
-	} else {
-		p := new(http.Protocols)
-		p.SetUnencryptedHTTP2(true)
-		tr.Protocols = p
-	}
-	l.http = &http.Client{Transport: tr}
-	return l
 }
 
+// conn is the link's connection to one node: an HTTP transport whose TLS
+// configuration accepts only that node's certificate, at one address.
+type conn struct {
+	addr   string
+	tr     *http.Transport
+	client agentv1connect.AgentServiceClient
+}
+
+// ErrNotEnrolled: the node's agent has no certificate yet, so the link
+// does not dial it.
+var ErrNotEnrolled = errors.New("not enrolled")
+
+// notEnrolledReason is the state reason of a node whose agent has not
+// enrolled: what it is, and what to do.
+const notEnrolledReason = "not enrolled: start its agent with --server URL --join-token TOKEN (make one with quarry token create --join)"
+
 // Client returns the agent client for a node, or an error a person can act
-// on when the node is unknown.
+// on when the node is unknown or its agent has not enrolled.
 func (l *Link) Client(ctx context.Context, nodeID string) (agentv1connect.AgentServiceClient, error) {
 	n, err := l.cfg.Store.GetNode(ctx, nodeID)
 	if err != nil {
 		return nil, err
 	}
-	return l.client(n.Address), nil
+	c, err := l.conn(n)
+	if err != nil {
+		return nil, err
+	}
+	return c.client, nil
 }
 
-func (l *Link) client(addr string) agentv1connect.AgentServiceClient {
+// conn returns the connection to node n, replacing it when the node moved
+// to another address.
+func (l *Link) conn(n store.Node) (*conn, error) {
+	if n.Certificate.Serial == "" {
+		return nil, fmt.Errorf("node %s is %w: %s", n.Name, ErrNotEnrolled, strings.TrimPrefix(notEnrolledReason, "not enrolled: "))
+	}
+	if l.cfg.Issuer == nil {
+		return nil, errors.New("the control plane has no CA to dial agents with")
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c, ok := l.clients[addr]
-	if !ok {
-		c = agentv1connect.NewAgentServiceClient(l.http, l.scheme+"://"+addr)
-		l.clients[addr] = c
+	c, ok := l.conns[n.ID]
+	if ok && c.addr == n.Address {
+		// A connection outlives the certificates it was opened with; once
+		// the node's certificate expired, only a new handshake may tell
+		// whether it holds a valid one.
+		if l.cfg.Now().After(n.Certificate.NotAfter) {
+			c.tr.CloseIdleConnections()
+		}
+		return c, nil
 	}
-	return c
+	if ok {
+		c.tr.CloseIdleConnections()
+	}
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: l.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     l.cfg.Issuer.ClientTLS(n.ID),
+		TLSHandshakeTimeout: l.cfg.ConnectTimeout,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+		Protocols:           p,
+	}
+	c = &conn{addr: n.Address, tr: tr,
+		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address)}
+	l.conns[n.ID] = c
+	return c, nil
 }
 
 func (l *Link) state(nodeID string) *nodeState {
@@ -187,11 +238,24 @@ func (l *Link) Forget(nodeID string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.nodes, nodeID)
+	if c, ok := l.conns[nodeID]; ok {
+		c.tr.CloseIdleConnections()
+		delete(l.conns, nodeID)
+	}
 }
 
 // reason turns a dial or RPC error into the short text stored as the node's
 // state reason.
 func reason(err error) string {
+	if ce, ok := errors.AsType[*checkError](err); ok {
+		return ce.reason
+	}
+	if errors.Is(err, ErrNotEnrolled) {
+		return notEnrolledReason
+	}
+	if r := tlsReason(err); r != "" {
+		return r
+	}
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		if ce.Code() == connect.CodeDeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {

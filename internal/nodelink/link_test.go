@@ -20,16 +20,12 @@ import (
 // like the pool.
 func TestNeverReinitialize(t *testing.T) {
 	s := quarrytest.StartServer(t)
-	a := quarrytest.StartAgent(t, quarrytest.AgentOptions{Name: "n1"})
+	a := quarrytest.StartAgent(t, s, quarrytest.AgentOptions{Name: "n1"})
 	dir := a.Opts.LocalPath("/srv/isos")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := s.Nodes.RegisterNode(t.Context(), connect.NewRequest(&quarryv1.RegisterNodeRequest{Name: "n1", ManagementAddress: a.Addr}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeID := reg.Msg.GetNode().GetId()
+	nodeID := a.NodeID
 	created, err := s.Pools.CreatePool(t.Context(), connect.NewRequest(&quarryv1.CreatePoolRequest{
 		Name: "isos", Path: "/srv/isos", AssignedNodeIds: []string{nodeID}}))
 	if err != nil {

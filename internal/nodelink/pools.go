@@ -98,7 +98,11 @@ func (l *Link) poolFacts(nodeID, poolID string) *agentv1.PoolFacts {
 }
 
 func (l *Link) initThrough(ctx context.Context, pool store.Pool, n store.Node) error {
-	_, err := l.client(n.Address).InitPool(ctx, connect.NewRequest(&agentv1.InitPoolRequest{
+	c, err := l.conn(n)
+	if err != nil {
+		return fmt.Errorf("initializing pool %q on node %s: %s", pool.Name, n.Name, reason(err))
+	}
+	_, err = c.client.InitPool(ctx, connect.NewRequest(&agentv1.InitPoolRequest{
 		Pool: &agentv1.PoolRef{Id: pool.ID, Name: pool.Name, Path: pool.Path},
 	}))
 	if err != nil {

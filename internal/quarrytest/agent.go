@@ -1,7 +1,9 @@
 package quarrytest
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -10,29 +12,48 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/quarry-project/quarry/internal/agent"
+	"github.com/quarry-project/quarry/internal/auth"
+	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
+	"github.com/quarry-project/quarry/internal/pki"
+	"github.com/quarry-project/quarry/internal/server"
+	"github.com/quarry-project/quarry/internal/store"
 )
 
-// AgentOptions describe an agent's view of the filesystem.
+// AgentOptions describe an agent's view of the filesystem and how it
+// enrolls.
 type AgentOptions struct {
-	// Name labels the agent in logs and is its reported hostname.
+	// Name is the node the agent enrolls as, and its reported hostname.
 	Name string
-	// FSRoot is the agent's "local" filesystem; default a new temp dir.
+	// FSRoot is the agent's "local" filesystem; default a new temp dir. The
+	// agent keeps its state (and certificate) under FSRoot/var/lib/quarry-agent.
 	FSRoot string
 	// Binds map pool paths to shared directories (standing for NFS).
 	Binds []agent.Bind
+	// JoinToken is the token the agent enrolls with; default a new
+	// single-use join token made through the server's store.
+	JoinToken string
+	// CAHash, when set, is passed as --ca-hash.
+	CAHash string
 }
 
-func (o *AgentOptions) defaults(t testing.TB) {
+func (o *AgentOptions) defaults(t testing.TB, s *Server) {
 	if o.FSRoot == "" {
 		o.FSRoot = t.TempDir()
 	}
 	if o.Name == "" {
 		o.Name = "agent"
+	}
+	if o.JoinToken == "" {
+		o.JoinToken = s.JoinToken(t, true, time.Hour)
 	}
 }
 
@@ -40,55 +61,167 @@ func (o *AgentOptions) defaults(t testing.TB) {
 // FSRoot), for tests that create pool directories on one node.
 func (o AgentOptions) LocalPath(path string) string { return filepath.Join(o.FSRoot, path) }
 
+// DataDir is the agent's --data-dir.
+func (o AgentOptions) DataDir() string { return o.LocalPath("var/lib/quarry-agent") }
+
+// WithAgentCertTTL sets the lifetime of agent certificates, so that tests
+// see them renewed.
+func WithAgentCertTTL(d time.Duration) ServerOption {
+	return func(c *server.Config) { c.AgentCertTTL = d }
+}
+
+// JoinToken makes a join token through the server's store, as
+// `quarry token create --join` would, and returns its secret. It expires
+// after ttl (in the past for a negative ttl; never for 0).
+func (s *Server) JoinToken(t testing.TB, singleUse bool, ttl time.Duration) string {
+	t.Helper()
+	tok, secret := auth.New(store.TokenJoin)
+	now := time.Now()
+	tok.Name, tok.CreatedAt, tok.SingleUse = "test-join", now, singleUse
+	if ttl != 0 {
+		tok.ExpiresAt = now.Add(ttl)
+	}
+	if err := s.Store.CreateToken(context.Background(), tok); err != nil {
+		t.Fatalf("creating a join token: %v", err)
+	}
+	return secret
+}
+
+// ControlPlaneCert issues a client certificate from the server's CA, as
+// the control plane presents to agents.
+func (s *Server) ControlPlaneCert(t testing.TB) *tls.Certificate {
+	t.Helper()
+	c, err := s.CA.IssueControlPlane(time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// AgentClient talks to the agent of node nodeID at addr as the control
+// plane does: mutual TLS, presenting cert (nil: the control plane's).
+func (s *Server) AgentClient(t testing.TB, nodeID, addr string, cert *tls.Certificate) agentv1connect.AgentServiceClient {
+	t.Helper()
+	if cert == nil {
+		cert = s.ControlPlaneCert(t)
+	}
+	cfg := pki.NodeClientTLS(nodeID, s.CA.Pool(), func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil })
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	tr := &http.Transport{TLSClientConfig: cfg, Protocols: p}
+	t.Cleanup(tr.CloseIdleConnections)
+	return agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr, Timeout: 10 * time.Second}, "https://"+addr)
+}
+
+// waitAgent polls the agent at addr as the control plane until it answers,
+// failing the test after 10 s or when exited is closed first.
+func (s *Server) waitAgent(t testing.TB, name, nodeID, addr string, exited <-chan struct{}, output func() string) {
+	t.Helper()
+	c := s.AgentClient(t, nodeID, addr, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.GetFacts(context.Background(), connect.NewRequest(&agentv1.GetFactsRequest{}))
+		if err == nil {
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("agent %s exited: %v\n%s", name, err, output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent %s at %s does not answer within 10 s: %v\n%s", name, addr, err, output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Agent is an in-process agent on a loopback socket that can be stopped and
 // started again on the same address.
 type Agent struct {
 	Opts AgentOptions
 	Addr string
-	t    testing.TB
+	// NodeID is the node the agent enrolled as; "" before it started.
+	NodeID string
+	srv    *Server
+	t      testing.TB
 
 	mu   sync.Mutex
 	stop func()
 }
 
-// StartAgent starts an in-process agent on 127.0.0.1 and returns once it
-// answers.
-func StartAgent(t testing.TB, opts AgentOptions) *Agent {
+// StartAgent starts an in-process agent on 127.0.0.1 that enrolls with s
+// (registering node Opts.Name at its address unless a node has that name),
+// and returns once it answers the control plane.
+func StartAgent(t testing.TB, s *Server, opts AgentOptions) *Agent {
 	t.Helper()
-	opts.defaults(t)
-	a := &Agent{Opts: opts, t: t}
-	a.start("127.0.0.1:0")
+	a := NewAgent(t, s, opts)
+	a.Start()
+	return a
+}
+
+// NewAgent prepares an in-process agent on a free loopback address without
+// starting it, for tests that register its node first.
+func NewAgent(t testing.TB, s *Server, opts AgentOptions) *Agent {
+	t.Helper()
+	opts.defaults(t, s)
+	a := &Agent{Opts: opts, Addr: freeAddr(t), srv: s, t: t}
 	t.Cleanup(a.Stop)
 	return a
 }
 
-func (a *Agent) start(addr string) {
+// Start starts the agent on its address, enrolling it if it has no
+// certificate yet, and waits until it answers.
+func (a *Agent) Start() {
 	a.t.Helper()
 	ag, err := agent.New(agent.Config{
+		DataDir:  a.Opts.DataDir(),
 		FSRoot:   a.Opts.FSRoot,
 		Binds:    a.Opts.Binds,
 		Hostname: a.Opts.Name,
 		Version:  "test",
 		Logger:   Logger(a.t).With("agent", a.Opts.Name),
+		Enrollment: agent.Enrollment{
+			Server:    a.srv.URL,
+			JoinToken: a.Opts.JoinToken,
+			CAHash:    a.Opts.CAHash,
+			Name:      a.Opts.Name,
+		},
 	})
 	if err != nil {
 		a.t.Fatalf("agent %s: %v", a.Opts.Name, err)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", a.Addr)
 	if err != nil {
 		a.t.Fatalf("agent %s: %v", a.Opts.Name, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	var serveErr atomic.Value // error
 	go func() {
 		defer close(done)
-		ag.Serve(ctx, ln)
+		if err := ag.Serve(ctx, ln); err != nil {
+			serveErr.Store(err)
+		}
 	}()
 	a.mu.Lock()
-	a.Addr = ln.Addr().String()
 	a.stop = func() { cancel(); <-done }
 	a.mu.Unlock()
-	WaitReady(a.t, "http://"+a.Addr+"/healthz")
+	// Serve enrolls first; the node id is known once it did.
+	deadline := time.Now().Add(10 * time.Second)
+	for ag.NodeID() == "" {
+		select {
+		case <-done:
+			a.t.Fatalf("agent %s: %v", a.Opts.Name, serveErr.Load())
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("agent %s did not enroll within 10 s", a.Opts.Name)
+		}
+	}
+	a.NodeID = ag.NodeID()
+	a.srv.waitAgent(a.t, a.Opts.Name, a.NodeID, a.Addr, done, func() string { return fmt.Sprint(serveErr.Load()) })
 }
 
 // Stop shuts the agent down; its address stops answering.
@@ -102,42 +235,66 @@ func (a *Agent) Stop() {
 	}
 }
 
-// Restart starts the agent again on its previous address.
+// Restart starts the agent again on its previous address, with the
+// certificate it holds.
 func (a *Agent) Restart() {
 	a.Stop()
-	a.start(a.Addr)
+	a.Start()
 }
 
 // AgentProcess is an agent running as a separate `quarry agent` process.
 type AgentProcess struct {
 	Opts AgentOptions
 	Addr string
-	bin  string
-	t    testing.TB
-	cmd  *exec.Cmd
-	done chan struct{}
+	// NodeID is the node the agent enrolled as; "" before it started.
+	NodeID string
+	srv    *Server
+	bin    string
+	t      testing.TB
+	cmd    *exec.Cmd
+	output *syncBuffer
+	done   chan struct{}
 }
 
-// StartAgentProcess runs `bin agent` on a free loopback port and returns once
-// it answers.
-func StartAgentProcess(t testing.TB, bin string, opts AgentOptions) *AgentProcess {
+// StartAgentProcess runs `bin agent` on a free loopback port, enrolling
+// with s like StartAgent, and returns once it answers the control plane.
+func StartAgentProcess(t testing.TB, bin string, s *Server, opts AgentOptions) *AgentProcess {
 	t.Helper()
-	opts.defaults(t)
-	p := &AgentProcess{Opts: opts, Addr: freeAddr(t), bin: bin, t: t}
+	p := NewAgentProcess(t, bin, s, opts)
 	p.Start()
+	return p
+}
+
+// NewAgentProcess prepares an agent process on a free loopback address
+// without starting it.
+func NewAgentProcess(t testing.TB, bin string, s *Server, opts AgentOptions) *AgentProcess {
+	t.Helper()
+	opts.defaults(t, s)
+	p := &AgentProcess{Opts: opts, Addr: freeAddr(t), srv: s, bin: bin, t: t}
 	t.Cleanup(p.Kill)
 	return p
 }
 
-// Start (re)starts the process on its address and waits until it answers.
-func (p *AgentProcess) Start() {
-	p.t.Helper()
+// Args are the command-line arguments the process runs with.
+func (p *AgentProcess) Args() []string {
 	args := []string{"agent", "--listen", p.Addr, "--fs-root", p.Opts.FSRoot, "--hostname", p.Opts.Name,
-		"--data-dir", filepath.Join(p.Opts.FSRoot, "var/lib/quarry-agent")}
+		"--data-dir", p.Opts.DataDir(), "--server", p.srv.URL, "--join-token", p.Opts.JoinToken, "--name", p.Opts.Name}
+	if p.Opts.CAHash != "" {
+		args = append(args, "--ca-hash", p.Opts.CAHash)
+	}
 	for _, b := range p.Opts.Binds {
 		args = append(args, "--bind", b.Path+"="+b.Dir)
 	}
-	p.cmd = exec.Command(p.bin, args...)
+	return args
+}
+
+// Start (re)starts the process on its address and waits until it answers.
+// Its first start enrolls; later ones use the certificate it saved.
+func (p *AgentProcess) Start() {
+	p.t.Helper()
+	p.cmd = exec.Command(p.bin, p.Args()...)
+	p.output = &syncBuffer{}
+	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
 	if os.Getenv("QUARRY_TEST_VERBOSE") != "" {
 		p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
 	}
@@ -149,7 +306,27 @@ func (p *AgentProcess) Start() {
 		cmd.Wait()
 		close(done)
 	}(p.cmd, p.done)
-	WaitReady(p.t, "http://"+p.Addr+"/healthz")
+	// The process enrolls, then serves: once the node has a certificate,
+	// wait for the agent to answer with it.
+	var nodeID string
+	Eventually(p.t, 10*time.Second, func() error {
+		select {
+		case <-p.done:
+			p.t.Fatalf("agent %s exited: %v\n%s", p.Opts.Name, p.cmd.ProcessState, p.output)
+		default:
+		}
+		n, err := p.srv.Store.GetNodeByName(context.Background(), p.Opts.Name)
+		if err != nil {
+			return err
+		}
+		if n.Certificate.Serial == "" {
+			return fmt.Errorf("node %s is not enrolled yet", p.Opts.Name)
+		}
+		nodeID = n.ID
+		return nil
+	})
+	p.NodeID = nodeID
+	p.srv.waitAgent(p.t, p.Opts.Name, nodeID, p.Addr, p.done, p.output.String)
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.
@@ -162,6 +339,24 @@ func (p *AgentProcess) Kill() {
 	}
 	<-p.done
 	p.cmd = nil
+}
+
+// syncBuffer collects a process's output for failure messages.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // freeAddr returns a loopback address no one listens on right now.
@@ -210,14 +405,4 @@ func CleanupBinary() {
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}
-}
-
-// get is a GET that fails the test on transport errors.
-func get(t testing.TB, url string) *http.Response {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
 }

@@ -12,10 +12,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+	"github.com/quarry-project/quarry/internal/pki"
 	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/server"
 	"github.com/quarry-project/quarry/internal/store"
@@ -29,11 +30,18 @@ const HealthInterval = 200 * time.Millisecond
 type Server struct {
 	URL     string
 	DataDir string
-	Nodes   quarryv1connect.NodeServiceClient
-	Pools   quarryv1connect.StoragePoolServiceClient
-	Store   store.Store
+	// AdminToken is the token the server wrote to <DataDir>/admin.token.
+	AdminToken string
+	// Clients send AdminToken; ClientsFor makes clients with another token.
+	Clients
+	Store store.Store
 	// Placement is the server's node-choice helper.
 	Placement *placement.Chooser
+	// CA is the control plane's CA, for tests that talk to agents as the
+	// control plane or as strangers.
+	CA *pki.CA
+
+	stop func()
 }
 
 // ServerOption adjusts a test server's config.
@@ -66,24 +74,34 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
-		srv.Close()
-	})
-	s := &Server{
-		URL:       "http://" + ln.Addr().String(),
-		DataDir:   cfg.DataDir,
-		Nodes:     quarryv1connect.NewNodeServiceClient(http.DefaultClient, "http://"+ln.Addr().String()),
-		Pools:     quarryv1connect.NewStoragePoolServiceClient(http.DefaultClient, "http://"+ln.Addr().String()),
-		Store:     srv.Store(),
-		Placement: srv.Placement(),
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("control plane: %v", err)
+			}
+			srv.Close()
+		})
 	}
+	t.Cleanup(stop)
+	s := &Server{
+		URL:        "http://" + ln.Addr().String(),
+		DataDir:    cfg.DataDir,
+		AdminToken: readAdminToken(t, cfg.DataDir),
+		Store:      srv.Store(),
+		Placement:  srv.Placement(),
+		CA:         srv.CA(),
+		stop:       stop,
+	}
+	s.Clients = s.ClientsFor(s.AdminToken)
 	WaitReady(t, s.URL+"/readyz")
 	return s
 }
+
+// Stop shuts the control plane down and closes its store; the test's end
+// does it too.
+func (s *Server) Stop() { s.stop() }
 
 // WaitReady polls url until it answers 200, failing the test after 10 s.
 func WaitReady(t testing.TB, url string) {
@@ -141,5 +159,13 @@ func WithHealthInterval(d time.Duration) ServerOption {
 	return func(c *server.Config) {
 		c.HealthInterval = d
 		c.MaxBackoff = 2 * d
+	}
+}
+
+// WithScans sets the ISO scan timing: the delay before the startup scan,
+// the periodic interval (negative: off) and the settle time.
+func WithScans(delay, interval, settle time.Duration) ServerOption {
+	return func(c *server.Config) {
+		c.ScanDelay, c.ScanInterval, c.ScanSettle = delay, interval, settle
 	}
 }

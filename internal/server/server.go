@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -21,8 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/quarry-project/quarry/internal/api"
+	"github.com/quarry-project/quarry/internal/auth"
+	"github.com/quarry-project/quarry/internal/discovery"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/nodelink"
+	"github.com/quarry-project/quarry/internal/pki"
 	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/store/sqlstore"
@@ -32,7 +36,7 @@ import (
 type Config struct {
 	// Listen is the API address (default ":8080").
 	Listen string
-	// DataDir holds the SQLite database and, later, the CA (required).
+	// DataDir holds the SQLite database and the CA (in ca/; required).
 	DataDir string
 	// DatabaseURL selects PostgreSQL (postgres://...) instead of SQLite.
 	DatabaseURL string
@@ -40,8 +44,29 @@ type Config struct {
 	HealthInterval time.Duration
 	// MaxBackoff caps the retry delay of failing nodes (default 6 × interval).
 	MaxBackoff time.Duration
-	Version    string
-	Logger     *slog.Logger
+	// AuthFailures is how many failed authentications one client (an IP, an
+	// IPv6 /64) may make in a row before all its calls are refused (default
+	// 10); they come back at AuthFailures per AuthFailureWindow (default 1 min).
+	AuthFailures      int
+	AuthFailureWindow time.Duration
+	// SessionTTL is how long a dashboard login lasts (default 12 h).
+	SessionTTL time.Duration
+	// AgentCertTTL is the lifetime of the certificates agents get at
+	// enrollment and renewal (default 30 days); the node link renews one
+	// when less than a third of it remains.
+	AgentCertTTL time.Duration
+	// ScanDelay is the wait before the first ISO scan (default 5 s);
+	// ScanInterval the time between periodic scans (default 5 min, negative
+	// turns them off); ScanSettle how long a file no node saw closed must
+	// stay unchanged before it is registered (default 3 s).
+	ScanDelay    time.Duration
+	ScanInterval time.Duration
+	ScanSettle   time.Duration
+	// Clock is the time that authentication goes by: token expiry, sessions,
+	// the failure limit (default time.Now; tests move it).
+	Clock   func() time.Time
+	Version string
+	Logger  *slog.Logger
 }
 
 // Server is an assembled control plane.
@@ -51,6 +76,9 @@ type Server struct {
 	store   store.Store
 	link    *nodelink.Link
 	chooser *placement.Chooser
+	scans   *discovery.Controller
+	events  *nodelink.EventWatcher
+	ca      *pki.CA
 	handler http.Handler
 }
 
@@ -71,8 +99,32 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating the data directory: %w", err)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.AuthFailures <= 0 {
+		cfg.AuthFailures = 10
+	}
+	if cfg.AuthFailureWindow <= 0 {
+		cfg.AuthFailureWindow = time.Minute
+	}
 	st, err := openStore(ctx, cfg)
 	if err != nil {
+		return nil, err
+	}
+	tokenPath := auth.AdminTokenPath(cfg.DataDir)
+	if wrote, err := auth.EnsureAdmin(ctx, st, tokenPath, cfg.Clock()); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("creating the first admin token: %w", err)
+	} else if wrote {
+		cfg.Logger.Info("created the first admin token; the CLI on this host uses it, or set QUARRY_TOKEN elsewhere", "path", tokenPath)
+	}
+	if cfg.AgentCertTTL <= 0 {
+		cfg.AgentCertTTL = defaultAgentCertTTL
+	}
+	ca, err := openCA(cfg)
+	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
@@ -81,11 +133,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Store:      st,
 		Interval:   cfg.HealthInterval,
 		MaxBackoff: cfg.MaxBackoff,
+		Issuer:     newIssuer(ca, cfg.AgentCertTTL),
 		Registerer: reg,
 		Logger:     cfg.Logger,
 	})
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link,
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca,
 		chooser: &placement.Chooser{Store: st, Link: link}}
+	s.scans = discovery.New(discovery.Config{
+		Store: st, Chooser: s.chooser, Lister: isoLister{link},
+		StartDelay: cfg.ScanDelay, Interval: cfg.ScanInterval, Settle: cfg.ScanSettle,
+		Logger: cfg.Logger,
+	})
+	s.events = link.NewEventWatcher(poolEvents(s.scans))
 	s.handler = s.routes(reg)
 	return s, nil
 }
@@ -107,8 +166,13 @@ func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 
 func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	now := time.Now
+	guard := &api.Auth{Store: s.store, Now: s.cfg.Clock, Logger: s.log, SessionTTL: s.cfg.SessionTTL,
+		Limiter: auth.NewLimiter(s.cfg.AuthFailures, s.cfg.AuthFailureWindow, s.cfg.Clock)}
 	opts := []connect.HandlerOption{
-		connect.WithInterceptors(api.Interceptors(s.log, reg)...),
+		// Authentication sits inside logging and metrics but outside panic
+		// recovery, so that every refusal is counted and no panic skips the
+		// audit log.
+		connect.WithInterceptors(append(api.Interceptors(s.log, reg), guard.Interceptor())...),
 		connect.WithReadMaxBytes(maxRequestBytes),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, r any) error {
 			s.log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", r)
@@ -118,6 +182,19 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(quarryv1connect.NewNodeServiceHandler(&api.NodeService{Store: s.store, Link: s.link, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewStoragePoolServiceHandler(&api.PoolService{Store: s.store, Link: s.link, Logger: s.log, Now: now}, opts...))
+	mux.Handle(quarryv1connect.NewTokenServiceHandler(&api.TokenService{Store: s.store, Logger: s.log, Now: s.cfg.Clock, CAHash: s.ca.Hash}, opts...))
+	mux.Handle(quarryv1connect.NewEnrollmentServiceHandler(&api.EnrollmentService{Store: s.store, Link: s.link, CA: s.ca,
+		CertTTL: s.cfg.AgentCertTTL, Logger: s.log, Clock: s.cfg.Clock, Now: now}, opts...))
+	// Public, like the CA hash join tokens come with: an agent checks its
+	// pin against it before it sends its join token.
+	mux.HandleFunc("GET /ca.crt", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(s.ca.PEM())
+	})
+	mux.Handle(quarryv1connect.NewImageServiceHandler(&api.ImageService{Store: s.store, Scanner: s.scans,
+		Files: fileDeleter{s.chooser, s.link}, Logger: s.log, Now: now}, opts...))
+	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
+	guard.Routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -144,17 +221,20 @@ func (s *Server) Store() store.Store { return s.store }
 // Placement returns the node-choice helper every operation uses.
 func (s *Server) Placement() *placement.Chooser { return s.chooser }
 
+// CA returns the control plane's certificate authority.
+func (s *Server) CA() *pki.CA { return s.ca }
+
 // Serve runs the health loop and serves ln until ctx is done, then shuts
 // down gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		s.link.Run(ctx)
-	}()
-	defer func() { <-loopDone }()
+	// The background loops: node health, agents' file events, ISO scans.
+	var loops sync.WaitGroup
+	loops.Go(func() { s.link.Run(ctx) })
+	loops.Go(func() { s.events.Run(ctx) })
+	loops.Go(func() { s.scans.Run(ctx) })
+	defer loops.Wait()
 
 	p := new(http.Protocols)
 	p.SetHTTP1(true)

@@ -12,6 +12,7 @@ package agentv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -85,6 +86,59 @@ func (x MountStatus) Number() protoreflect.EnumNumber {
 // Deprecated: Use MountStatus.Descriptor instead.
 func (MountStatus) EnumDescriptor() ([]byte, []int) {
 	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+type FileOp int32
+
+const (
+	FileOp_FILE_OP_UNSPECIFIED FileOp = 0
+	FileOp_FILE_OP_SETTLED     FileOp = 1
+	FileOp_FILE_OP_REMOVED     FileOp = 2
+	// Events were lost: rescan the pool.
+	FileOp_FILE_OP_OVERFLOW FileOp = 3
+)
+
+// Enum value maps for FileOp.
+var (
+	FileOp_name = map[int32]string{
+		0: "FILE_OP_UNSPECIFIED",
+		1: "FILE_OP_SETTLED",
+		2: "FILE_OP_REMOVED",
+		3: "FILE_OP_OVERFLOW",
+	}
+	FileOp_value = map[string]int32{
+		"FILE_OP_UNSPECIFIED": 0,
+		"FILE_OP_SETTLED":     1,
+		"FILE_OP_REMOVED":     2,
+		"FILE_OP_OVERFLOW":    3,
+	}
+)
+
+func (x FileOp) Enum() *FileOp {
+	p := new(FileOp)
+	*p = x
+	return p
+}
+
+func (x FileOp) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FileOp) Descriptor() protoreflect.EnumDescriptor {
+	return file_quarry_agent_v1_agent_proto_enumTypes[1].Descriptor()
+}
+
+func (FileOp) Type() protoreflect.EnumType {
+	return &file_quarry_agent_v1_agent_proto_enumTypes[1]
+}
+
+func (x FileOp) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FileOp.Descriptor instead.
+func (FileOp) EnumDescriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
 type PoolRef struct {
@@ -585,11 +639,448 @@ func (*InstallCertificateResponse) Descriptor() ([]byte, []int) {
 	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
+type IsoFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Relative to the pool root, slash-separated ("iso/a/b.iso").
+	RelPath  string                 `protobuf:"bytes,1,opt,name=rel_path,json=relPath,proto3" json:"rel_path,omitempty"`
+	Size     int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	ModTime  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=mod_time,json=modTime,proto3" json:"mod_time,omitempty"`
+	Label    string                 `protobuf:"bytes,4,opt,name=label,proto3" json:"label,omitempty"`
+	Bootable bool                   `protobuf:"varint,5,opt,name=bootable,proto3" json:"bootable,omitempty"`
+	// Why the label could not be read.
+	Problem string `protobuf:"bytes,6,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The node saw the file being written and not closed yet.
+	Writing bool `protobuf:"varint,7,opt,name=writing,proto3" json:"writing,omitempty"`
+	// The node saw the writer close the file after its last change.
+	Settled       bool `protobuf:"varint,8,opt,name=settled,proto3" json:"settled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IsoFile) Reset() {
+	*x = IsoFile{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IsoFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IsoFile) ProtoMessage() {}
+
+func (x *IsoFile) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IsoFile.ProtoReflect.Descriptor instead.
+func (*IsoFile) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *IsoFile) GetRelPath() string {
+	if x != nil {
+		return x.RelPath
+	}
+	return ""
+}
+
+func (x *IsoFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *IsoFile) GetModTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ModTime
+	}
+	return nil
+}
+
+func (x *IsoFile) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *IsoFile) GetBootable() bool {
+	if x != nil {
+		return x.Bootable
+	}
+	return false
+}
+
+func (x *IsoFile) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+func (x *IsoFile) GetWriting() bool {
+	if x != nil {
+		return x.Writing
+	}
+	return false
+}
+
+func (x *IsoFile) GetSettled() bool {
+	if x != nil {
+		return x.Settled
+	}
+	return false
+}
+
+type ListISOsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          *PoolRef               `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListISOsRequest) Reset() {
+	*x = ListISOsRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListISOsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListISOsRequest) ProtoMessage() {}
+
+func (x *ListISOsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListISOsRequest.ProtoReflect.Descriptor instead.
+func (*ListISOsRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListISOsRequest) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+type ListISOsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*IsoFile             `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListISOsResponse) Reset() {
+	*x = ListISOsResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListISOsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListISOsResponse) ProtoMessage() {}
+
+func (x *ListISOsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListISOsResponse.ProtoReflect.Descriptor instead.
+func (*ListISOsResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListISOsResponse) GetFiles() []*IsoFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type WatchPoolsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pools         []*PoolRef             `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPoolsRequest) Reset() {
+	*x = WatchPoolsRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPoolsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPoolsRequest) ProtoMessage() {}
+
+func (x *WatchPoolsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPoolsRequest.ProtoReflect.Descriptor instead.
+func (*WatchPoolsRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WatchPoolsRequest) GetPools() []*PoolRef {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+type PoolEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PoolId        string                 `protobuf:"bytes,1,opt,name=pool_id,json=poolId,proto3" json:"pool_id,omitempty"`
+	RelPath       string                 `protobuf:"bytes,2,opt,name=rel_path,json=relPath,proto3" json:"rel_path,omitempty"`
+	Op            FileOp                 `protobuf:"varint,3,opt,name=op,proto3,enum=quarry.agent.v1.FileOp" json:"op,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolEvent) Reset() {
+	*x = PoolEvent{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolEvent) ProtoMessage() {}
+
+func (x *PoolEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolEvent.ProtoReflect.Descriptor instead.
+func (*PoolEvent) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PoolEvent) GetPoolId() string {
+	if x != nil {
+		return x.PoolId
+	}
+	return ""
+}
+
+func (x *PoolEvent) GetRelPath() string {
+	if x != nil {
+		return x.RelPath
+	}
+	return ""
+}
+
+func (x *PoolEvent) GetOp() FileOp {
+	if x != nil {
+		return x.Op
+	}
+	return FileOp_FILE_OP_UNSPECIFIED
+}
+
+type WatchPoolsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*PoolEvent           `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPoolsResponse) Reset() {
+	*x = WatchPoolsResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPoolsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPoolsResponse) ProtoMessage() {}
+
+func (x *WatchPoolsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPoolsResponse.ProtoReflect.Descriptor instead.
+func (*WatchPoolsResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *WatchPoolsResponse) GetEvents() []*PoolEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type DeleteFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          *PoolRef               `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	RelPath       string                 `protobuf:"bytes,2,opt,name=rel_path,json=relPath,proto3" json:"rel_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFileRequest) Reset() {
+	*x = DeleteFileRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFileRequest) ProtoMessage() {}
+
+func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFileRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFileRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeleteFileRequest) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *DeleteFileRequest) GetRelPath() string {
+	if x != nil {
+		return x.RelPath
+	}
+	return ""
+}
+
+type DeleteFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file did not exist (deleting is idempotent).
+	AlreadyGone   bool `protobuf:"varint,1,opt,name=already_gone,json=alreadyGone,proto3" json:"already_gone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFileResponse) Reset() {
+	*x = DeleteFileResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFileResponse) ProtoMessage() {}
+
+func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFileResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFileResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DeleteFileResponse) GetAlreadyGone() bool {
+	if x != nil {
+		return x.AlreadyGone
+	}
+	return false
+}
+
 var File_quarry_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1bquarry/agent/v1/agent.proto\x12\x0fquarry.agent.v1\"A\n" +
+	"\x1bquarry/agent/v1/agent.proto\x12\x0fquarry.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n" +
 	"\aPoolRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -618,7 +1109,33 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\acsr_pem\x18\x01 \x01(\tR\x06csrPem\"D\n" +
 	"\x19InstallCertificateRequest\x12'\n" +
 	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\"\x1c\n" +
-	"\x1aInstallCertificateResponse*\xd7\x01\n" +
+	"\x1aInstallCertificateResponse\"\xef\x01\n" +
+	"\aIsoFile\x12\x19\n" +
+	"\brel_path\x18\x01 \x01(\tR\arelPath\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x125\n" +
+	"\bmod_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\amodTime\x12\x14\n" +
+	"\x05label\x18\x04 \x01(\tR\x05label\x12\x1a\n" +
+	"\bbootable\x18\x05 \x01(\bR\bbootable\x12\x18\n" +
+	"\aproblem\x18\x06 \x01(\tR\aproblem\x12\x18\n" +
+	"\awriting\x18\a \x01(\bR\awriting\x12\x18\n" +
+	"\asettled\x18\b \x01(\bR\asettled\"?\n" +
+	"\x0fListISOsRequest\x12,\n" +
+	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\"B\n" +
+	"\x10ListISOsResponse\x12.\n" +
+	"\x05files\x18\x01 \x03(\v2\x18.quarry.agent.v1.IsoFileR\x05files\"C\n" +
+	"\x11WatchPoolsRequest\x12.\n" +
+	"\x05pools\x18\x01 \x03(\v2\x18.quarry.agent.v1.PoolRefR\x05pools\"h\n" +
+	"\tPoolEvent\x12\x17\n" +
+	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x19\n" +
+	"\brel_path\x18\x02 \x01(\tR\arelPath\x12'\n" +
+	"\x02op\x18\x03 \x01(\x0e2\x17.quarry.agent.v1.FileOpR\x02op\"H\n" +
+	"\x12WatchPoolsResponse\x122\n" +
+	"\x06events\x18\x01 \x03(\v2\x1a.quarry.agent.v1.PoolEventR\x06events\"\\\n" +
+	"\x11DeleteFileRequest\x12,\n" +
+	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12\x19\n" +
+	"\brel_path\x18\x02 \x01(\tR\arelPath\"7\n" +
+	"\x12DeleteFileResponse\x12!\n" +
+	"\falready_gone\x18\x01 \x01(\bR\valreadyGone*\xd7\x01\n" +
 	"\vMountStatus\x12\x1c\n" +
 	"\x18MOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14MOUNT_STATUS_MOUNTED\x10\x01\x12\x18\n" +
@@ -626,12 +1143,22 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x1aMOUNT_STATUS_NOT_DIRECTORY\x10\x03\x12\x1a\n" +
 	"\x16MOUNT_STATUS_NO_MARKER\x10\x04\x12\x1b\n" +
 	"\x17MOUNT_STATUS_OTHER_POOL\x10\x05\x12\x1d\n" +
-	"\x19MOUNT_STATUS_NOT_WRITABLE\x10\x062\xf3\x02\n" +
+	"\x19MOUNT_STATUS_NOT_WRITABLE\x10\x06*a\n" +
+	"\x06FileOp\x12\x17\n" +
+	"\x13FILE_OP_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fFILE_OP_SETTLED\x10\x01\x12\x13\n" +
+	"\x0fFILE_OP_REMOVED\x10\x02\x12\x14\n" +
+	"\x10FILE_OP_OVERFLOW\x10\x032\xf6\x04\n" +
 	"\fAgentService\x12O\n" +
 	"\bGetFacts\x12 .quarry.agent.v1.GetFactsRequest\x1a!.quarry.agent.v1.GetFactsResponse\x12O\n" +
 	"\bInitPool\x12 .quarry.agent.v1.InitPoolRequest\x1a!.quarry.agent.v1.InitPoolResponse\x12R\n" +
 	"\tCreateCSR\x12!.quarry.agent.v1.CreateCSRRequest\x1a\".quarry.agent.v1.CreateCSRResponse\x12m\n" +
-	"\x12InstallCertificate\x12*.quarry.agent.v1.InstallCertificateRequest\x1a+.quarry.agent.v1.InstallCertificateResponseB\xc6\x01\n" +
+	"\x12InstallCertificate\x12*.quarry.agent.v1.InstallCertificateRequest\x1a+.quarry.agent.v1.InstallCertificateResponse\x12Q\n" +
+	"\bListISOs\x12 .quarry.agent.v1.ListISOsRequest\x1a!.quarry.agent.v1.ListISOsResponse0\x01\x12W\n" +
+	"\n" +
+	"WatchPools\x12\".quarry.agent.v1.WatchPoolsRequest\x1a#.quarry.agent.v1.WatchPoolsResponse0\x01\x12U\n" +
+	"\n" +
+	"DeleteFile\x12\".quarry.agent.v1.DeleteFileRequest\x1a#.quarry.agent.v1.DeleteFileResponseB\xc6\x01\n" +
 	"\x13com.quarry.agent.v1B\n" +
 	"AgentProtoP\x01ZEgithub.com/quarry-project/quarry/internal/gen/quarry/agent/v1;agentv1\xa2\x02\x03QAX\xaa\x02\x0fQuarry.Agent.V1\xca\x02\x0fQuarry\\Agent\\V1\xe2\x02\x1bQuarry\\Agent\\V1\\GPBMetadata\xea\x02\x11Quarry::Agent::V1b\x06proto3"
 
@@ -647,40 +1174,63 @@ func file_quarry_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_quarry_agent_v1_agent_proto_rawDescData
 }
 
-var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(MountStatus)(0),                   // 0: quarry.agent.v1.MountStatus
-	(*PoolRef)(nil),                    // 1: quarry.agent.v1.PoolRef
-	(*PoolFacts)(nil),                  // 2: quarry.agent.v1.PoolFacts
-	(*GetFactsRequest)(nil),            // 3: quarry.agent.v1.GetFactsRequest
-	(*GetFactsResponse)(nil),           // 4: quarry.agent.v1.GetFactsResponse
-	(*InitPoolRequest)(nil),            // 5: quarry.agent.v1.InitPoolRequest
-	(*InitPoolResponse)(nil),           // 6: quarry.agent.v1.InitPoolResponse
-	(*CreateCSRRequest)(nil),           // 7: quarry.agent.v1.CreateCSRRequest
-	(*CreateCSRResponse)(nil),          // 8: quarry.agent.v1.CreateCSRResponse
-	(*InstallCertificateRequest)(nil),  // 9: quarry.agent.v1.InstallCertificateRequest
-	(*InstallCertificateResponse)(nil), // 10: quarry.agent.v1.InstallCertificateResponse
+	(FileOp)(0),                        // 1: quarry.agent.v1.FileOp
+	(*PoolRef)(nil),                    // 2: quarry.agent.v1.PoolRef
+	(*PoolFacts)(nil),                  // 3: quarry.agent.v1.PoolFacts
+	(*GetFactsRequest)(nil),            // 4: quarry.agent.v1.GetFactsRequest
+	(*GetFactsResponse)(nil),           // 5: quarry.agent.v1.GetFactsResponse
+	(*InitPoolRequest)(nil),            // 6: quarry.agent.v1.InitPoolRequest
+	(*InitPoolResponse)(nil),           // 7: quarry.agent.v1.InitPoolResponse
+	(*CreateCSRRequest)(nil),           // 8: quarry.agent.v1.CreateCSRRequest
+	(*CreateCSRResponse)(nil),          // 9: quarry.agent.v1.CreateCSRResponse
+	(*InstallCertificateRequest)(nil),  // 10: quarry.agent.v1.InstallCertificateRequest
+	(*InstallCertificateResponse)(nil), // 11: quarry.agent.v1.InstallCertificateResponse
+	(*IsoFile)(nil),                    // 12: quarry.agent.v1.IsoFile
+	(*ListISOsRequest)(nil),            // 13: quarry.agent.v1.ListISOsRequest
+	(*ListISOsResponse)(nil),           // 14: quarry.agent.v1.ListISOsResponse
+	(*WatchPoolsRequest)(nil),          // 15: quarry.agent.v1.WatchPoolsRequest
+	(*PoolEvent)(nil),                  // 16: quarry.agent.v1.PoolEvent
+	(*WatchPoolsResponse)(nil),         // 17: quarry.agent.v1.WatchPoolsResponse
+	(*DeleteFileRequest)(nil),          // 18: quarry.agent.v1.DeleteFileRequest
+	(*DeleteFileResponse)(nil),         // 19: quarry.agent.v1.DeleteFileResponse
+	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
 }
 var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	0,  // 0: quarry.agent.v1.PoolFacts.status:type_name -> quarry.agent.v1.MountStatus
-	1,  // 1: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
-	2,  // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
-	1,  // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	2,  // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
-	3,  // 5: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
-	5,  // 6: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
-	7,  // 7: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
-	9,  // 8: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
-	4,  // 9: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
-	6,  // 10: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
-	8,  // 11: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
-	10, // 12: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	2,  // 1: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
+	3,  // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
+	2,  // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	3,  // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
+	20, // 5: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
+	2,  // 6: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	12, // 7: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
+	2,  // 8: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
+	1,  // 9: quarry.agent.v1.PoolEvent.op:type_name -> quarry.agent.v1.FileOp
+	16, // 10: quarry.agent.v1.WatchPoolsResponse.events:type_name -> quarry.agent.v1.PoolEvent
+	2,  // 11: quarry.agent.v1.DeleteFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	4,  // 12: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
+	6,  // 13: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
+	8,  // 14: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
+	10, // 15: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
+	13, // 16: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
+	15, // 17: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
+	18, // 18: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
+	5,  // 19: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
+	7,  // 20: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
+	9,  // 21: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
+	11, // 22: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
+	14, // 23: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
+	17, // 24: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
+	19, // 25: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_quarry_agent_v1_agent_proto_init() }
@@ -693,8 +1243,8 @@ func file_quarry_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_agent_v1_agent_proto_rawDesc), len(file_quarry_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   10,
+			NumEnums:      2,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,12 @@ const (
 	// AgentServiceInstallCertificateProcedure is the fully-qualified name of the AgentService's
 	// InstallCertificate RPC.
 	AgentServiceInstallCertificateProcedure = "/quarry.agent.v1.AgentService/InstallCertificate"
+	// AgentServiceListISOsProcedure is the fully-qualified name of the AgentService's ListISOs RPC.
+	AgentServiceListISOsProcedure = "/quarry.agent.v1.AgentService/ListISOs"
+	// AgentServiceWatchPoolsProcedure is the fully-qualified name of the AgentService's WatchPools RPC.
+	AgentServiceWatchPoolsProcedure = "/quarry.agent.v1.AgentService/WatchPools"
+	// AgentServiceDeleteFileProcedure is the fully-qualified name of the AgentService's DeleteFile RPC.
+	AgentServiceDeleteFileProcedure = "/quarry.agent.v1.AgentService/DeleteFile"
 )
 
 // AgentServiceClient is a client for the quarry.agent.v1.AgentService service.
@@ -62,6 +68,16 @@ type AgentServiceClient interface {
 	// InstallCertificate replaces the agent's certificate and key with the
 	// signed certificate for the pending key.
 	InstallCertificate(context.Context, *connect.Request[v1.InstallCertificateRequest]) (*connect.Response[v1.InstallCertificateResponse], error)
+	// ListISOs lists the ISO files under the pool's iso/ directory (any
+	// depth), in batches, with what the node's file watch knows of each.
+	ListISOs(context.Context, *connect.Request[v1.ListISOsRequest]) (*connect.ServerStreamForClient[v1.ListISOsResponse], error)
+	// WatchPools streams the ISO files that were completely written into, or
+	// removed from, the iso/ directories of the given pools, until the call
+	// ends.
+	WatchPools(context.Context, *connect.Request[v1.WatchPoolsRequest]) (*connect.ServerStreamForClient[v1.WatchPoolsResponse], error)
+	// DeleteFile removes one file of a pool. The path is resolved inside the
+	// pool root; nothing outside it can be named.
+	DeleteFile(context.Context, *connect.Request[v1.DeleteFileRequest]) (*connect.Response[v1.DeleteFileResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the quarry.agent.v1.AgentService service. By
@@ -99,6 +115,24 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("InstallCertificate")),
 			connect.WithClientOptions(opts...),
 		),
+		listISOs: connect.NewClient[v1.ListISOsRequest, v1.ListISOsResponse](
+			httpClient,
+			baseURL+AgentServiceListISOsProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ListISOs")),
+			connect.WithClientOptions(opts...),
+		),
+		watchPools: connect.NewClient[v1.WatchPoolsRequest, v1.WatchPoolsResponse](
+			httpClient,
+			baseURL+AgentServiceWatchPoolsProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("WatchPools")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteFile: connect.NewClient[v1.DeleteFileRequest, v1.DeleteFileResponse](
+			httpClient,
+			baseURL+AgentServiceDeleteFileProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("DeleteFile")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -108,6 +142,9 @@ type agentServiceClient struct {
 	initPool           *connect.Client[v1.InitPoolRequest, v1.InitPoolResponse]
 	createCSR          *connect.Client[v1.CreateCSRRequest, v1.CreateCSRResponse]
 	installCertificate *connect.Client[v1.InstallCertificateRequest, v1.InstallCertificateResponse]
+	listISOs           *connect.Client[v1.ListISOsRequest, v1.ListISOsResponse]
+	watchPools         *connect.Client[v1.WatchPoolsRequest, v1.WatchPoolsResponse]
+	deleteFile         *connect.Client[v1.DeleteFileRequest, v1.DeleteFileResponse]
 }
 
 // GetFacts calls quarry.agent.v1.AgentService.GetFacts.
@@ -130,6 +167,21 @@ func (c *agentServiceClient) InstallCertificate(ctx context.Context, req *connec
 	return c.installCertificate.CallUnary(ctx, req)
 }
 
+// ListISOs calls quarry.agent.v1.AgentService.ListISOs.
+func (c *agentServiceClient) ListISOs(ctx context.Context, req *connect.Request[v1.ListISOsRequest]) (*connect.ServerStreamForClient[v1.ListISOsResponse], error) {
+	return c.listISOs.CallServerStream(ctx, req)
+}
+
+// WatchPools calls quarry.agent.v1.AgentService.WatchPools.
+func (c *agentServiceClient) WatchPools(ctx context.Context, req *connect.Request[v1.WatchPoolsRequest]) (*connect.ServerStreamForClient[v1.WatchPoolsResponse], error) {
+	return c.watchPools.CallServerStream(ctx, req)
+}
+
+// DeleteFile calls quarry.agent.v1.AgentService.DeleteFile.
+func (c *agentServiceClient) DeleteFile(ctx context.Context, req *connect.Request[v1.DeleteFileRequest]) (*connect.Response[v1.DeleteFileResponse], error) {
+	return c.deleteFile.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the quarry.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// GetFacts reports the node's identity and, for every pool it is told
@@ -146,6 +198,16 @@ type AgentServiceHandler interface {
 	// InstallCertificate replaces the agent's certificate and key with the
 	// signed certificate for the pending key.
 	InstallCertificate(context.Context, *connect.Request[v1.InstallCertificateRequest]) (*connect.Response[v1.InstallCertificateResponse], error)
+	// ListISOs lists the ISO files under the pool's iso/ directory (any
+	// depth), in batches, with what the node's file watch knows of each.
+	ListISOs(context.Context, *connect.Request[v1.ListISOsRequest], *connect.ServerStream[v1.ListISOsResponse]) error
+	// WatchPools streams the ISO files that were completely written into, or
+	// removed from, the iso/ directories of the given pools, until the call
+	// ends.
+	WatchPools(context.Context, *connect.Request[v1.WatchPoolsRequest], *connect.ServerStream[v1.WatchPoolsResponse]) error
+	// DeleteFile removes one file of a pool. The path is resolved inside the
+	// pool root; nothing outside it can be named.
+	DeleteFile(context.Context, *connect.Request[v1.DeleteFileRequest]) (*connect.Response[v1.DeleteFileResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -179,6 +241,24 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("InstallCertificate")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceListISOsHandler := connect.NewServerStreamHandler(
+		AgentServiceListISOsProcedure,
+		svc.ListISOs,
+		connect.WithSchema(agentServiceMethods.ByName("ListISOs")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceWatchPoolsHandler := connect.NewServerStreamHandler(
+		AgentServiceWatchPoolsProcedure,
+		svc.WatchPools,
+		connect.WithSchema(agentServiceMethods.ByName("WatchPools")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceDeleteFileHandler := connect.NewUnaryHandler(
+		AgentServiceDeleteFileProcedure,
+		svc.DeleteFile,
+		connect.WithSchema(agentServiceMethods.ByName("DeleteFile")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceGetFactsProcedure:
@@ -189,6 +269,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceCreateCSRHandler.ServeHTTP(w, r)
 		case AgentServiceInstallCertificateProcedure:
 			agentServiceInstallCertificateHandler.ServeHTTP(w, r)
+		case AgentServiceListISOsProcedure:
+			agentServiceListISOsHandler.ServeHTTP(w, r)
+		case AgentServiceWatchPoolsProcedure:
+			agentServiceWatchPoolsHandler.ServeHTTP(w, r)
+		case AgentServiceDeleteFileProcedure:
+			agentServiceDeleteFileHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -212,4 +298,16 @@ func (UnimplementedAgentServiceHandler) CreateCSR(context.Context, *connect.Requ
 
 func (UnimplementedAgentServiceHandler) InstallCertificate(context.Context, *connect.Request[v1.InstallCertificateRequest]) (*connect.Response[v1.InstallCertificateResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.InstallCertificate is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ListISOs(context.Context, *connect.Request[v1.ListISOsRequest], *connect.ServerStream[v1.ListISOsResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.ListISOs is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) WatchPools(context.Context, *connect.Request[v1.WatchPoolsRequest], *connect.ServerStream[v1.WatchPoolsResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.WatchPools is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) DeleteFile(context.Context, *connect.Request[v1.DeleteFileRequest]) (*connect.Response[v1.DeleteFileResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.DeleteFile is not implemented"))
 }

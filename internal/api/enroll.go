@@ -1,0 +1,130 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/quarry-project/quarry/internal/auth"
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+	"github.com/quarry-project/quarry/internal/names"
+	"github.com/quarry-project/quarry/internal/nodeaddr"
+	"github.com/quarry-project/quarry/internal/pki"
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// EnrollmentService implements quarry.v1.EnrollmentService: an agent trades
+// a join token for a certificate from the control plane's CA. It needs no
+// bearer token (the join token is the credential); the auth interceptor
+// lists it as public and audits every call.
+type EnrollmentService struct {
+	quarryv1connect.UnimplementedEnrollmentServiceHandler
+	Store store.Store
+	Link  Link
+	CA    *pki.CA
+	// CertTTL is the lifetime of the certificates it signs.
+	CertTTL time.Duration
+	Logger  *slog.Logger
+	// Clock is the time join tokens are checked and used at (the API's
+	// authentication clock); Now, the time certificates are issued at.
+	Clock func() time.Time
+	Now   func() time.Time
+}
+
+// Enroll checks the request and the join token, finds or registers the
+// node, counts one use of the token, and signs the agent's key for the
+// node. A refused token or request registers nothing.
+func (s *EnrollmentService) Enroll(ctx context.Context, req *connect.Request[quarryv1.EnrollRequest]) (*connect.Response[quarryv1.EnrollResponse], error) {
+	m := req.Msg
+	if err := names.Check("node", m.GetNodeName()); err != nil {
+		return nil, toConnect(ctx, s.Logger, &invalid{err.Error()})
+	}
+	csr, err := pki.ParseCSR([]byte(m.GetCsrPem()))
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, &invalid{err.Error()})
+	}
+	now, tokenNow := s.Now(), s.Clock()
+	// The token first: who does not hold one learns nothing about nodes.
+	tok, err := auth.Lookup(ctx, s.Store, m.GetJoinToken(), store.TokenJoin, tokenNow)
+	if errors.Is(err, auth.ErrInvalid) {
+		return nil, joinRefused(err)
+	}
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	n, create, err := s.target(ctx, m.GetNodeName(), m.GetManagementAddress(), now)
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	if _, err := s.Store.UseToken(ctx, tok.ID, tokenNow); errors.Is(err, store.ErrConflict) {
+		// Another enrollment used the single-use token since Lookup.
+		return nil, joinRefused(fmt.Errorf("%w: token %s was single-use and has been used", auth.ErrInvalid, tok.ID))
+	} else if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	if create {
+		err = s.Store.CreateNode(ctx, n)
+	} else {
+		err = s.Store.UpdateNode(ctx, n.ID, n.Name, n.Address)
+	}
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	cert, err := s.CA.SignNode(csr, n.ID, s.CertTTL, now)
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	if err := s.Store.SetNodeCertificate(ctx, n.ID, store.NodeCertificate{
+		Serial: pki.Serial(cert), NotAfter: cert.NotAfter, IssuedAt: now,
+	}); err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	s.Logger.InfoContext(ctx, "agent enrolled", "node", n.Name, "node_id", n.ID, "address", n.Address,
+		"registered", create, "token", tok.ID, "serial", pki.Serial(cert), "expires", cert.NotAfter.UTC().Format(time.RFC3339))
+	s.Link.Kick()
+	return connect.NewResponse(&quarryv1.EnrollResponse{
+		NodeId:         n.ID,
+		CertificatePem: string(pki.EncodeCert(cert)),
+		CaPem:          string(s.CA.PEM()),
+	}), nil
+}
+
+// target returns the node the agent enrolls as: the one named name, moved
+// to addr when one is given, or a new node at addr (create is true).
+func (s *EnrollmentService) target(ctx context.Context, name, addr string, now time.Time) (n store.Node, create bool, err error) {
+	nodes := &NodeService{Store: s.Store, Link: s.Link, Logger: s.Logger, Now: s.Now}
+	n, err = s.Store.GetNodeByName(ctx, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if addr == "" {
+			return n, false, invalidf("no node is named %q, so the control plane would register one, but the agent gave no address to reach it at; "+
+				"start the agent with --advertise HOST[:PORT], or register the node first (quarry node register --name %s --address HOST[:PORT])", name, name)
+		}
+		create = true
+		n = store.Node{ID: newID("node"), Name: name, State: store.NodeUnknown, StateSince: now, CreatedAt: now}
+	case err != nil:
+		return n, false, err
+	case addr == "":
+		return n, false, nil
+	}
+	if n.Address, err = nodeaddr.Normalize(addr); err != nil {
+		return n, false, &invalid{err.Error()}
+	}
+	self := n.ID
+	if create {
+		self = ""
+	}
+	return n, create, nodes.checkUnique(ctx, self, n.Name, n.Address)
+}
+
+// joinRefused answers an enrollment whose join token is not good: the
+// reason, and what to do.
+func joinRefused(err error) error {
+	return connect.NewError(connect.CodeUnauthenticated,
+		fmt.Errorf("join token refused: %w; make a new one on the control plane with quarry token create --join", err))
+}

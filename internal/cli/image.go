@@ -1,0 +1,269 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+)
+
+func newImageCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "List, inspect, delete and discover the images in the pools",
+	}
+	cmd.AddCommand(newImageListCommand(g), newImageShowCommand(g), newImageRemoveCommand(g), newImageScanCommand(g))
+	return cmd
+}
+
+func newImageListCommand(g *globals) *cobra.Command {
+	var pool, kind string
+	cmd := &cobra.Command{
+		Use:     "ls [--pool NAME] [--kind iso|cloud-image|disk]",
+		Aliases: []string{"list"},
+		Short:   "List images",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			req := &quarryv1.ListImagesRequest{}
+			if pool != "" {
+				p, err := resolvePool(ctx, c.pools, pool)
+				if err != nil {
+					return err
+				}
+				req.StoragePoolId = p.GetId()
+			}
+			if kind != "" {
+				k, ok := quarryv1.ImageKind_value["IMAGE_KIND_"+strings.ToUpper(strings.ReplaceAll(kind, "-", "_"))]
+				if !ok || k == 0 {
+					return fmt.Errorf("--kind %q: use iso, cloud-image or disk", kind)
+				}
+				req.Kind = quarryv1.ImageKind(k)
+			}
+			resp, err := c.images.ListImages(ctx, connect.NewRequest(req))
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.wantJSON() {
+				return printJSON(out, resp.Msg)
+			}
+			t := newTable(out, "NAME", "POOL", "KIND", "STATE", "SIZE", "OS", "LABEL", "ID")
+			for _, im := range resp.Msg.GetImages() {
+				t.row(im.GetName(), im.GetStoragePoolName(), enumWord(im.GetKind()), enumWord(im.GetState()),
+					humanBytes(im.GetSizeBytes()), osWords(im.GetOs()), truncate(im.GetVolumeLabel(), 32), im.GetId())
+			}
+			return t.flush()
+		},
+	}
+	cmd.Flags().StringVar(&pool, "pool", "", "only images in this pool (name or id)")
+	cmd.Flags().StringVar(&kind, "kind", "", "only images of this kind: iso, cloud-image or disk")
+	return cmd
+}
+
+func osWords(o *quarryv1.OSInfo) string {
+	return strings.Join(strings.Fields(o.GetDistro()+" "+o.GetVersion()+" "+o.GetArch()), " ")
+}
+
+// resolveImage finds an image by id, or by name when exactly one has it.
+func resolveImage(ctx context.Context, c *clients, ref string) (*quarryv1.Image, error) {
+	resp, err := c.images.ListImages(ctx, connect.NewRequest(&quarryv1.ListImagesRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	return pick(resp.Msg.GetImages(), ref, "image", (*quarryv1.Image).GetId, (*quarryv1.Image).GetName)
+}
+
+func newImageShowCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show NAME|ID",
+		Short: "Show an image",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			im, err := resolveImage(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.wantJSON() {
+				return printJSON(out, im)
+			}
+			now := time.Now()
+			t := newTable(out)
+			t.row("ID:", im.GetId())
+			t.row("Name:", im.GetName())
+			t.row("Pool:", im.GetStoragePoolName())
+			t.row("Path:", im.GetPath())
+			t.row("Kind:", enumWord(im.GetKind()))
+			t.row("Format:", im.GetFormat())
+			t.row("State:", enumWord(im.GetState()))
+			if im.GetStateReason() != "" {
+				t.row("Reason:", im.GetStateReason())
+			}
+			t.row("Size:", fmt.Sprintf("%s (%d bytes)", humanBytes(im.GetSizeBytes()), im.GetSizeBytes()))
+			t.row("Modified:", stamp(localTime(im.GetModifiedAt()), now))
+			if im.GetVolumeLabel() != "" {
+				t.row("Volume label:", im.GetVolumeLabel())
+			}
+			if im.GetKind() == quarryv1.ImageKind_IMAGE_KIND_ISO {
+				t.row("Bootable:", yesNo(im.GetBootable()))
+			}
+			t.row("OS (guess):", osWords(im.GetOs()))
+			if im.GetDigest() != "" {
+				t.row("Digest:", im.GetDigest())
+			}
+			t.row("Origin:", im.GetOrigin())
+			t.row("Created:", stamp(localTime(im.GetCreatedAt()), now))
+			if im.GetMissingSince() != nil {
+				t.row("Missing since:", stamp(localTime(im.GetMissingSince()), now))
+			}
+			return t.flush()
+		},
+	}
+}
+
+func newImageRemoveCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm NAME|ID",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Delete an image: its file from the pool, then the record",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			im, err := resolveImage(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
+			resp, err := c.images.DeleteImage(ctx, connect.NewRequest(&quarryv1.DeleteImageRequest{Id: im.GetId()}))
+			if err != nil {
+				return err
+			}
+			if g.wantJSON() {
+				return printJSON(cmd.OutOrStdout(), resp.Msg)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted image %s (%s in pool %s)\n", im.GetName(), im.GetPath(), im.GetStoragePoolName())
+			return nil
+		},
+	}
+}
+
+func newImageScanCommand(g *globals) *cobra.Command {
+	var pool string
+	cmd := &cobra.Command{
+		Use:   "scan [--pool NAME]",
+		Short: "Scan pools for ISOs copied into <pool>/iso/ and bring the library up to date",
+		Long: "Scan one pool, or every pool, for ISO files in <pool>/iso/ (any depth): new files become\n" +
+			"READY ISO images, changed ones are updated, vanished ones turn MISSING. Each pool is scanned\n" +
+			"through a node that mounts it; a pool no node can reach is skipped with the reason.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			req := &quarryv1.ScanISOsRequest{}
+			if pool != "" {
+				p, err := resolvePool(ctx, c.pools, pool)
+				if err != nil {
+					return err
+				}
+				req.StoragePoolId = p.GetId()
+			}
+			stop := func() {}
+			if !g.wantJSON() {
+				stop = showScanProgress(ctx, c, cmd.ErrOrStderr())
+			}
+			resp, err := c.images.ScanISOs(ctx, connect.NewRequest(req))
+			stop()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.wantJSON() {
+				return printJSON(out, resp.Msg)
+			}
+			return printScan(out, resp.Msg)
+		},
+	}
+	cmd.Flags().StringVar(&pool, "pool", "", "scan only this pool (name or id); default every pool")
+	return cmd
+}
+
+func printScan(out io.Writer, r *quarryv1.ScanISOsResponse) error {
+	t := newTable(out, "POOL", "NODE", "NEW", "UPDATED", "MISSING", "WAITING", "TIME", "SKIPPED BECAUSE")
+	for _, p := range r.GetResults() {
+		if p.GetSkipped() {
+			t.row(p.GetStoragePoolName(), "-", "-", "-", "-", "-", "-", p.GetSkipReason())
+			continue
+		}
+		t.row(p.GetStoragePoolName(), p.GetNodeName(), fmt.Sprint(p.GetDiscoveredCount()), fmt.Sprint(p.GetUpdatedCount()),
+			fmt.Sprint(p.GetMissingCount()), fmt.Sprint(p.GetDeferredCount()), p.GetDuration().AsDuration().Round(time.Millisecond).String(), "")
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	switch n := r.GetDiscoveredCount(); n {
+	case 0:
+		fmt.Fprintln(out, "No new ISOs found.")
+	case 1:
+		fmt.Fprintln(out, "Discovered 1 new ISO.")
+	default:
+		fmt.Fprintf(out, "Discovered %d new ISOs.\n", n)
+	}
+	return nil
+}
+
+// showScanProgress prints what the running scans are doing, once a second,
+// until the returned function is called.
+func showScanProgress(ctx context.Context, c *clients, w io.Writer) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		printed := false
+		for {
+			select {
+			case <-ctx.Done():
+				if printed {
+					fmt.Fprintln(w)
+				}
+				return
+			case <-t.C:
+			}
+			resp, err := c.images.GetScanStatus(ctx, connect.NewRequest(&quarryv1.GetScanStatusRequest{}))
+			if err != nil {
+				continue
+			}
+			var parts []string
+			for _, r := range resp.Msg.GetRunning() {
+				parts = append(parts, fmt.Sprintf("%s via %s: %d files", r.GetStoragePoolName(), r.GetNodeName(), r.GetFilesSeen()))
+			}
+			if len(parts) > 0 {
+				fmt.Fprintf(w, "\rscanning %d of %d pools: %s   ", len(parts), resp.Msg.GetPoolsTotal(), strings.Join(parts, ", "))
+				printed = true
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}

@@ -1,0 +1,286 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/isofs/isotest"
+	"github.com/quarry-project/quarry/internal/quarrytest"
+)
+
+// isoCluster is the three-node cluster with a shared pool "isos" at
+// /srv/nfs/isos assigned to n1 (n1 and n2 mount it; n3's /srv/nfs is its
+// own disk), scans tuned for tests.
+func isoCluster(t *testing.T, opts ...quarrytest.ServerOption) (*cluster, *quarryv1.StoragePool) {
+	t.Helper()
+	opts = append([]quarrytest.ServerOption{quarrytest.WithScans(time.Hour, -1, 500*time.Millisecond)}, opts...)
+	c := newCluster(t, opts...)
+	p := c.createPool(t, "isos", "/srv/nfs/isos", true, "n1")
+	c.waitMounts(t, p.GetId(), map[string]bool{"n1": true, "n2": true, "n3": false})
+	return c, p
+}
+
+func writeISO(t *testing.T, path, label string, size int64) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := (isotest.Image{Label: label, Bootable: true, Size: size}).WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// images returns the pool's images by path.
+func images(t *testing.T, s *quarrytest.Server, poolID string) map[string]*quarryv1.Image {
+	t.Helper()
+	resp, err := s.Images.ListImages(t.Context(), connect.NewRequest(&quarryv1.ListImagesRequest{StoragePoolId: poolID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*quarryv1.Image{}
+	for _, im := range resp.Msg.GetImages() {
+		out[im.GetPath()] = im
+	}
+	return out
+}
+
+// waitImage polls until the image at path is in state, within d.
+func waitImage(t *testing.T, s *quarrytest.Server, poolID, path string, state quarryv1.ImageState, d time.Duration) *quarryv1.Image {
+	t.Helper()
+	var im *quarryv1.Image
+	quarrytest.Eventually(t, d, func() error {
+		im = images(t, s, poolID)[path]
+		if im.GetState() != state {
+			return fmt.Errorf("%s is %v, want %v", path, im.GetState(), state)
+		}
+		return nil
+	})
+	return im
+}
+
+func scan(t *testing.T, s *quarrytest.Server, poolID string) *quarryv1.ScanISOsResponse {
+	t.Helper()
+	resp, err := s.Images.ScanISOs(t.Context(), connect.NewRequest(&quarryv1.ScanISOsRequest{StoragePoolId: poolID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Msg
+}
+
+// TestISODiscoveredRealTime: an ISO copied into iso/ on a node that mounts
+// the pool is in the library within two seconds, with its label and an OS
+// guess, and nobody asked for a scan.
+func TestISODiscoveredRealTime(t *testing.T) {
+	c, p := isoCluster(t)
+	path := filepath.Join(c.shared, "isos/iso/ubuntu-24.04.1-live-server-amd64.iso")
+	writeISO(t, path, "Ubuntu-Server 24.04.1 LTS amd64", 3<<20)
+	written := time.Now()
+	im := waitImage(t, c.s, p.GetId(), "iso/ubuntu-24.04.1-live-server-amd64.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	t.Logf("visible %v after the last byte", time.Since(written).Round(time.Millisecond))
+	if im.GetKind() != quarryv1.ImageKind_IMAGE_KIND_ISO || im.GetSizeBytes() != 3<<20 || im.GetVolumeLabel() != "Ubuntu-Server 24.04.1 LTS amd64" ||
+		!im.GetBootable() || osWordsOf(im) != "ubuntu 24.04 amd64" || im.GetOrigin() != "discovered" || im.GetStoragePoolName() != "isos" {
+		t.Errorf("image %v", im)
+	}
+}
+
+func osWordsOf(im *quarryv1.Image) string {
+	return strings.Join(strings.Fields(im.GetOs().GetDistro()+" "+im.GetOs().GetVersion()+" "+im.GetOs().GetArch()), " ")
+}
+
+// TestISOWrittenSlowly: a large ISO written slowly is not registered before
+// its last byte, even by scans asked for meanwhile, and is within 2 s after.
+func TestISOWrittenSlowly(t *testing.T) {
+	// A settle time of 1 ns turns off the age heuristic: only the watch's
+	// knowledge that the file is open for writing keeps it out.
+	c, p := isoCluster(t, quarrytest.WithScans(time.Hour, -1, time.Nanosecond))
+	path := filepath.Join(c.shared, "isos/iso/slow.iso")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := isotest.Image{Label: "Debian 12.5.0 amd64 n", Size: 16 << 20}
+	header := img.Header()
+	if _, err := f.Write(header); err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for written := int64(len(header)); written < img.Size; {
+		n := min(int64(len(chunk)), img.Size-written)
+		if _, err := f.Write(chunk[:n]); err != nil {
+			t.Fatal(err)
+		}
+		written += n
+		// Scans in the middle of the copy must leave the file alone.
+		r := scan(t, c.s, p.GetId())
+		if r.GetResults()[0].GetDeferredCount() != 1 || r.GetDiscoveredCount() != 0 {
+			t.Fatalf("scan during the copy: %v", r.GetResults()[0])
+		}
+		if im, ok := images(t, c.s, p.GetId())["iso/slow.iso"]; ok {
+			t.Fatalf("registered after %d of %d bytes: %v", written, img.Size, im)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed := time.Now()
+	im := waitImage(t, c.s, p.GetId(), "iso/slow.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	t.Logf("visible %v after close", time.Since(closed).Round(time.Millisecond))
+	if im.GetSizeBytes() != uint64(img.Size) || osWordsOf(im) != "debian 12 amd64" {
+		t.Errorf("image %v", im)
+	}
+}
+
+// TestISOLifecycle: nested directories, rename, delete, re-appear.
+func TestISOLifecycle(t *testing.T) {
+	c, p := isoCluster(t)
+	dir := filepath.Join(c.shared, "isos/iso")
+	writeISO(t, filepath.Join(dir, "a/b/rocky.iso"), "Rocky-9-4-x86_64-dvd", 1<<20)
+	writeISO(t, filepath.Join(dir, "alma.ISO"), "AlmaLinux-9-4-x86_64-dvd", 1<<20)
+	r := scan(t, c.s, p.GetId())
+	res := r.GetResults()[0]
+	if res.GetNodeName() != "n1" || res.GetSkipped() {
+		t.Errorf("scan result %v; want through the assigned node n1", res)
+	}
+	rocky := waitImage(t, c.s, p.GetId(), "iso/a/b/rocky.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	alma := waitImage(t, c.s, p.GetId(), "iso/alma.ISO", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	if osWordsOf(rocky) != "rocky 9.4 amd64" || osWordsOf(alma) != "almalinux 9.4 amd64" {
+		t.Errorf("OS guesses %q, %q", osWordsOf(rocky), osWordsOf(alma))
+	}
+
+	// Rename: the old path goes MISSING, the new one appears.
+	if err := os.Rename(filepath.Join(dir, "alma.ISO"), filepath.Join(dir, "alma-9.4.iso")); err != nil {
+		t.Fatal(err)
+	}
+	waitImage(t, c.s, p.GetId(), "iso/alma-9.4.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	gone := waitImage(t, c.s, p.GetId(), "iso/alma.ISO", quarryv1.ImageState_IMAGE_STATE_MISSING, 2*time.Second)
+	if gone.GetId() != alma.GetId() || gone.GetVolumeLabel() != "AlmaLinux-9-4-x86_64-dvd" || gone.GetMissingSince() == nil ||
+		!strings.Contains(gone.GetStateReason(), "no longer in pool isos") {
+		t.Errorf("renamed-away image %v; want MISSING with its metadata", gone)
+	}
+
+	// Delete, then re-appear: the same image id, READY again.
+	if err := os.Remove(filepath.Join(dir, "a/b/rocky.iso")); err != nil {
+		t.Fatal(err)
+	}
+	waitImage(t, c.s, p.GetId(), "iso/a/b/rocky.iso", quarryv1.ImageState_IMAGE_STATE_MISSING, 2*time.Second)
+	writeISO(t, filepath.Join(dir, "a/b/rocky.iso"), "Rocky-9-4-x86_64-dvd", 2<<20)
+	back := waitImage(t, c.s, p.GetId(), "iso/a/b/rocky.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	if back.GetId() != rocky.GetId() || back.GetSizeBytes() != 2<<20 || back.GetMissingSince() != nil {
+		t.Errorf("re-appeared image %v; want the same id %s, READY, new size", back, rocky.GetId())
+	}
+	if n := len(images(t, c.s, p.GetId())); n != 3 {
+		t.Errorf("%d images; want 3 (rocky, alma MISSING, alma-9.4)", n)
+	}
+
+	// A second scan of an unchanged tree changes nothing.
+	r = scan(t, c.s, p.GetId())
+	if res := r.GetResults()[0]; res.GetDiscoveredCount()+res.GetUpdatedCount()+res.GetMissingCount() != 0 {
+		t.Errorf("rescan of an unchanged tree: %v", res)
+	}
+}
+
+// TestISOScanScenarios runs DESIGN.md scenarios 5–8 for ISO scans.
+func TestISOScanScenarios(t *testing.T) {
+	c, shared := isoCluster(t)
+	mkdir(t, c.agents["n2"].Opts.LocalPath("/srv/unassigned"))
+	unassigned := c.createPool(t, "unassigned", "/srv/unassigned", false)
+	nowhere := c.createPool(t, "nowhere", "/srv/nowhere", false, "n3")
+	c.waitMounts(t, unassigned.GetId(), map[string]bool{"n2": true})
+	writeISO(t, filepath.Join(c.shared, "isos/iso/x.iso"), "X", 64<<10)
+	writeISO(t, c.agents["n2"].Opts.LocalPath("/srv/unassigned/iso/y.iso"), "Y", 64<<10)
+
+	byPool := func(r *quarryv1.ScanISOsResponse) map[string]*quarryv1.PoolScanResult {
+		out := map[string]*quarryv1.PoolScanResult{}
+		for _, p := range r.GetResults() {
+			out[p.GetStoragePoolName()] = p
+		}
+		return out
+	}
+	all := byPool(scan(t, c.s, ""))
+	if r := all["isos"]; r.GetNodeName() != "n1" {
+		t.Errorf("5: shared pool with its assigned node up scanned through %q; want n1", r.GetNodeName())
+	}
+	if r := all["unassigned"]; r.GetNodeName() != "n2" {
+		t.Errorf("7: pool without assigned nodes scanned through %q; want n2, the node that mounts it", r.GetNodeName())
+	}
+	if r := all["nowhere"]; !r.GetSkipped() || !strings.Contains(r.GetSkipReason(), `no node can reach pool "nowhere"`) ||
+		!strings.Contains(r.GetSkipReason(), "path /srv/nowhere does not exist on this node") {
+		t.Errorf("8: unreachable pool: %v; want skipped with the reason", r)
+	}
+
+	c.agents["n1"].Stop()
+	waitState(t, c.s, c.ids["n1"], quarryv1.NodeState_NODE_STATE_UNREACHABLE, 10*time.Second)
+	writeISO(t, filepath.Join(c.shared, "isos/iso/z.iso"), "Z", 64<<10)
+	r := scan(t, c.s, shared.GetId()).GetResults()[0]
+	if r.GetNodeName() != "n2" || r.GetSkipped() {
+		t.Errorf("6: assigned node down: scanned through %q (%v); want n2, which mounts the shared pool", r.GetNodeName(), r)
+	}
+	waitImage(t, c.s, shared.GetId(), "iso/z.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	if im := images(t, c.s, shared.GetId())["iso/x.iso"]; im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY {
+		t.Errorf("x.iso is %v after scanning through another node; want READY (never MISSING)", im.GetState())
+	}
+	_ = nowhere
+}
+
+// TestISOIDsSurviveRestart: a control-plane restart keeps every image id,
+// and the startup scan finds what arrived while it was down.
+func TestISOIDsSurviveRestart(t *testing.T) {
+	c, p := isoCluster(t)
+	writeISO(t, filepath.Join(c.shared, "isos/iso/one.iso"), "One", 64<<10)
+	before := waitImage(t, c.s, p.GetId(), "iso/one.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+
+	c.s.Stop()
+	writeISO(t, filepath.Join(c.shared, "isos/iso/two.iso"), "Two", 64<<10)
+	s := quarrytest.StartServer(t, quarrytest.WithDataDir(c.s.DataDir), quarrytest.WithScans(200*time.Millisecond, -1, 500*time.Millisecond))
+	two := waitImage(t, s, p.GetId(), "iso/two.iso", quarryv1.ImageState_IMAGE_STATE_READY, 10*time.Second)
+	after := images(t, s, p.GetId())
+	if after["iso/one.iso"].GetId() != before.GetId() || len(after) != 2 {
+		t.Errorf("after restart: %v; want one.iso with id %s, and two.iso", after, before.GetId())
+	}
+	_ = two
+}
+
+// TestDeleteImage removes the file through a node, then the record; a
+// MISSING image has only its record removed.
+func TestDeleteImage(t *testing.T) {
+	c, p := isoCluster(t)
+	path := filepath.Join(c.shared, "isos/iso/del.iso")
+	writeISO(t, path, "Del", 64<<10)
+	im := waitImage(t, c.s, p.GetId(), "iso/del.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	if _, err := c.s.Images.DeleteImage(t.Context(), connect.NewRequest(&quarryv1.DeleteImageRequest{Id: im.GetId()})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("file still there: %v", err)
+	}
+	if _, ok := images(t, c.s, p.GetId())["iso/del.iso"]; ok {
+		t.Errorf("record still there")
+	}
+	_, err := c.s.Images.GetImage(t.Context(), connect.NewRequest(&quarryv1.GetImageRequest{Id: im.GetId()}))
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("GetImage after delete: %v; want not_found", err)
+	}
+
+	writeISO(t, filepath.Join(c.shared, "isos/iso/gone.iso"), "Gone", 64<<10)
+	waitImage(t, c.s, p.GetId(), "iso/gone.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	if err := os.Remove(filepath.Join(c.shared, "isos/iso/gone.iso")); err != nil {
+		t.Fatal(err)
+	}
+	missing := waitImage(t, c.s, p.GetId(), "iso/gone.iso", quarryv1.ImageState_IMAGE_STATE_MISSING, 2*time.Second)
+	if _, err := c.s.Images.DeleteImage(t.Context(), connect.NewRequest(&quarryv1.DeleteImageRequest{Id: missing.GetId()})); err != nil {
+		t.Fatalf("deleting a MISSING image: %v", err)
+	}
+	if n := len(images(t, c.s, p.GetId())); n != 0 {
+		t.Errorf("%d images left", n)
+	}
+}
