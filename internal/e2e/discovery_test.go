@@ -284,3 +284,78 @@ func TestDeleteImage(t *testing.T) {
 		t.Errorf("%d images left", n)
 	}
 }
+
+// TestISOScanCLI: `quarry image scan` prints per pool the node used and
+// the counts, or why a pool was skipped, and the total; `image ls` and
+// `image show` show the new ISO; scan status reports the last results.
+func TestISOScanCLI(t *testing.T) {
+	c, _ := isoCluster(t)
+	c.createPool(t, "nowhere", "/srv/nowhere", false, "n3")
+	useToken(c.s.URL, c.s.AdminToken)
+	writeISO(t, filepath.Join(c.shared, "isos/iso/a.iso"), "Fedora-S-dvd-x86_64-40", 64<<10)
+	writeISO(t, filepath.Join(c.shared, "isos/iso/b.iso"), "openSUSE-Leap-15.6-DVD-x86_64", 64<<10)
+
+	// Event scans may have registered the files already: the table must
+	// name the node and the skipped pool's reason either way.
+	out := mustQuarry(t, c.s.URL, "image", "scan")
+	for _, want := range []string{"POOL", "isos", "n1", "nowhere", "no node can reach pool \"nowhere\"", "does not exist on this node"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("image scan output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(out, "No new ISOs found.") && !strings.Contains(out, "Discovered") {
+		t.Errorf("image scan output lacks the total:\n%s", out)
+	}
+	writeISO(t, filepath.Join(c.shared, "isos/iso/deep/c.iso"), "Debian 13.0.0 amd64 n", 64<<10)
+	writeISO(t, filepath.Join(c.shared, "isos/iso/deep/d.iso"), "CentOS-Stream-10-BaseOS-x86_64", 64<<10)
+	out = mustQuarry(t, c.s.URL, "image", "scan", "--pool", "isos")
+	if !strings.Contains(out, "Discovered 2 new ISOs.") && !strings.Contains(out, "No new ISOs found.") {
+		t.Errorf("image scan --pool isos:\n%s", out)
+	}
+	quarrytest.Eventually(t, 2*time.Second, func() error {
+		ls := mustQuarry(t, c.s.URL, "image", "ls", "--pool", "isos", "--kind", "iso")
+		for _, want := range []string{"fedora 40 amd64", "opensuse-leap 15.6 amd64", "debian 13 amd64", "centos-stream 10 amd64"} {
+			if !strings.Contains(ls, want) {
+				return fmt.Errorf("image ls lacks %q:\n%s", want, ls)
+			}
+		}
+		return nil
+	})
+	show := mustQuarry(t, c.s.URL, "image", "show", "c.iso")
+	for _, want := range []string{"iso/deep/c.iso", "Debian 13.0.0 amd64 n", "READY", "Bootable:"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("image show lacks %q:\n%s", want, show)
+		}
+	}
+	st, err := c.s.Images.GetScanStatus(t.Context(), connect.NewRequest(&quarryv1.GetScanStatusRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Msg.GetPoolsTotal() != 2 || len(st.Msg.GetLast()) != 2 {
+		t.Errorf("scan status: %v; want 2 pools with a last result each", st.Msg)
+	}
+	if r := quarry(t, c.s.URL, "image", "ls", "--kind", "floppy"); r.code != 1 || !strings.Contains(r.stderr, "use iso, cloud-image or disk") {
+		t.Errorf("bad --kind: %+v", r)
+	}
+}
+
+// TestISOPeriodicScan: scans also run after the start delay and then on the
+// interval, with nobody asking (they find what no node saw written, such as
+// files another host put on a shared filesystem).
+func TestISOPeriodicScan(t *testing.T) {
+	c, p := isoCluster(t, quarrytest.WithScans(200*time.Millisecond, 300*time.Millisecond, time.Millisecond))
+	writeISO(t, filepath.Join(c.shared, "isos/iso/p.iso"), "P", 64<<10)
+	waitImage(t, c.s, p.GetId(), "iso/p.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	quarrytest.Eventually(t, 5*time.Second, func() error {
+		st, err := c.s.Images.GetScanStatus(t.Context(), connect.NewRequest(&quarryv1.GetScanStatusRequest{}))
+		if err != nil {
+			return err
+		}
+		for _, r := range st.Msg.GetLast() {
+			if r.GetTrigger() == "periodic" && r.GetStoragePoolName() == "isos" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no periodic scan yet: %v", st.Msg.GetLast())
+	})
+}
