@@ -68,7 +68,10 @@ type Config struct {
 	// Enrollment is used when the data directory holds no valid
 	// certificate yet.
 	Enrollment Enrollment
-	Logger     *slog.Logger // default slog.Default()
+	// CheckpointEvery is how often a download makes its progress durable
+	// (default 2 s): what a crash can make it fetch again.
+	CheckpointEvery time.Duration
+	Logger          *slog.Logger // default slog.Default()
 }
 
 // Agent is a configured node daemon. Its methods are safe for concurrent use.
@@ -84,7 +87,8 @@ type Agent struct {
 	renewMu sync.Mutex               // one renewal step at a time
 	pending *ecdsa.PrivateKey        // key of the last CreateCSR; guarded by renewMu
 
-	isos *isoWatches // ISO listing and file watches per mounted pool
+	isos      *isoWatches // ISO listing and file watches per mounted pool
+	downloads *downloads
 }
 
 // New validates cfg, fills in defaults and creates cfg.DataDir.
@@ -149,6 +153,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.id.Store(id)
 	a.isos = newISOWatches(a)
+	a.downloads = newDownloads(a)
 	a.handler = a.newHandler()
 	return a, nil
 }
@@ -217,7 +222,9 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 
 	a.log.Info("agent shutting down", "addr", ln.Addr().String())
 	// Watch streams never end by themselves; Shutdown would wait for them.
+	// Downloads stop with their checkpoints kept, to resume after restart.
 	a.isos.close()
+	a.downloads.stopAll()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)

@@ -43,7 +43,9 @@ type poolWatch struct {
 	mu      sync.Mutex
 	writing map[string]bool      // pool-relative path → open for writing
 	closed  map[string]time.Time // pool-relative path → when its writer closed it
-	subs    map[chan *agentv1.PoolEvent]struct{}
+	// subs are the WatchPools streams; true marks one that missed events
+	// and must be told to rescan as soon as it has room.
+	subs map[chan *agentv1.PoolEvent]bool
 }
 
 func newISOWatches(a *Agent) *isoWatches {
@@ -99,7 +101,7 @@ func (w *isoWatches) start(poolID, dir string) *poolWatch {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	pw := &poolWatch{poolID: poolID, dir: dir, stop: cancel,
-		writing: map[string]bool{}, closed: map[string]time.Time{}, subs: map[chan *agentv1.PoolEvent]struct{}{}}
+		writing: map[string]bool{}, closed: map[string]time.Time{}, subs: map[chan *agentv1.PoolEvent]bool{}}
 	events := make(chan dirwatch.Event, 256)
 	go func() {
 		if err := watcher.Run(ctx, events); err != nil {
@@ -113,6 +115,26 @@ func (w *isoWatches) start(poolID, dir string) *poolWatch {
 		}
 	}()
 	w.a.log.Debug("watching pool for ISOs", "pool", poolID, "dir", isoDir)
+	return pw
+}
+
+// ensure watches one pool (the caller checked it is mounted at dir) and
+// returns its watch, nil if it cannot be watched.
+func (w *isoWatches) ensure(poolID, dir string) *poolWatch {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	if pw, ok := w.pools[poolID]; ok && pw.dir == dir {
+		return pw
+	} else if ok {
+		pw.stop()
+	}
+	pw := w.start(poolID, dir)
+	if pw != nil {
+		w.pools[poolID] = pw
+	}
 	return pw
 }
 
@@ -144,16 +166,20 @@ func (pw *poolWatch) record(e dirwatch.Event) {
 	case dirwatch.Overflow:
 		ev.RelPath, ev.Op = "", agentv1.FileOp_FILE_OP_OVERFLOW
 	}
-	for ch := range pw.subs {
+	for ch, missed := range pw.subs {
+		if missed {
+			// It lost events: one overflow (rescan) stands for them all.
+			select {
+			case ch <- &agentv1.PoolEvent{PoolId: pw.poolID, Op: agentv1.FileOp_FILE_OP_OVERFLOW}:
+				pw.subs[ch] = false
+			default:
+			}
+			continue
+		}
 		select {
 		case ch <- ev:
 		default:
-			// A slow subscriber loses events, not the watch: tell it to
-			// rescan instead.
-			select {
-			case ch <- &agentv1.PoolEvent{PoolId: pw.poolID, Op: agentv1.FileOp_FILE_OP_OVERFLOW}:
-			default:
-			}
+			pw.subs[ch] = true
 		}
 	}
 }
@@ -174,7 +200,7 @@ func (pw *poolWatch) annotate(f *agentv1.IsoFile, mod time.Time) {
 func (pw *poolWatch) subscribe() (chan *agentv1.PoolEvent, func()) {
 	ch := make(chan *agentv1.PoolEvent, 256)
 	pw.mu.Lock()
-	pw.subs[ch] = struct{}{}
+	pw.subs[ch] = false
 	pw.mu.Unlock()
 	return ch, func() {
 		pw.mu.Lock()
@@ -233,7 +259,14 @@ func (s *service) WatchPools(ctx context.Context, req *connect.Request[agentv1.W
 		if err != nil {
 			return connectError(err)
 		}
+		// The stream may come before the next health check told this
+		// agent (say, just restarted) which pools to watch.
 		pw := s.a.isos.get(ref.id)
+		if pw == nil {
+			if _, dir, err := s.mountedDir(p); err == nil {
+				pw = s.a.isos.ensure(ref.id, dir)
+			}
+		}
 		if pw == nil {
 			continue // not mounted here, or no iso/ to watch
 		}

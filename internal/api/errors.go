@@ -45,6 +45,8 @@ func toConnect(ctx context.Context, log *slog.Logger, err error) error {
 		return connect.NewError(connect.CodeAlreadyExists, err)
 	case errors.Is(err, store.ErrInUse), errors.Is(err, placement.ErrNoNode):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
+	case errors.Is(err, ErrUnavailable):
+		return connect.NewError(connect.CodeUnavailable, err)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, errors.New("the request was cancelled"))
 	case errors.Is(err, context.DeadlineExceeded):
@@ -67,3 +69,11 @@ func (e *classed) Unwrap() error { return e.class }
 func classf(class error, format string, args ...any) error {
 	return &classed{fmt.Sprintf(format, args...), class}
 }
+
+// ErrUnavailable classes errors where no node could do the work now (all
+// candidates failed); trying again later may succeed.
+var ErrUnavailable = errors.New("unavailable")
+
+// Unavailable returns an ErrUnavailable-classed error with a message for
+// people.
+func Unavailable(format string, args ...any) error { return classf(ErrUnavailable, format, args...) }

@@ -33,8 +33,10 @@ type ImageService struct {
 	Store   store.Store
 	Scanner Scanner
 	Files   FileDeleter
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Downloads serves ListCatalog and DownloadImage.
+	Downloads Downloads
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 var imageKinds = map[store.ImageKind]quarryv1.ImageKind{
@@ -166,7 +168,8 @@ func (s *ImageService) DeleteImage(ctx context.Context, req *connect.Request[qua
 			return nil, toConnect(ctx, s.Logger, err)
 		}
 	}
-	if err := s.Store.DeleteImage(ctx, im.ID); err != nil {
+	// The file is gone: the record must go too, even if the caller left.
+	if err := s.Store.DeleteImage(context.WithoutCancel(ctx), im.ID); err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
 	return connect.NewResponse(&quarryv1.DeleteImageResponse{}), nil

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/atomicfile"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -35,40 +35,20 @@ func EnsureAdmin(ctx context.Context, st store.TokenStore, path string, now time
 
 	// The file is complete on disk before the token exists, and in place
 	// before this returns: a crash leaves no admin token nobody knows.
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".admin.token-*")
+	pending, err := atomicfile.Prepare(path, []byte(secret+"\n"), 0o600)
 	if err != nil {
 		return false, fmt.Errorf("writing the admin token: %w", err)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename, there is nothing to remove
-	if err := f.Chmod(0o600); err == nil {
-		_, err = f.WriteString(secret + "\n")
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	} else {
-		f.Close()
-	}
-	if err != nil {
-		return false, fmt.Errorf("writing the admin token to %s: %w", tmp, err)
-	}
 	if err := st.CreateToken(ctx, t); err != nil {
+		pending.Abort()
 		return false, fmt.Errorf("storing the admin token: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := pending.Commit(); err != nil {
 		err = fmt.Errorf("writing the admin token to %s: %w", path, err)
 		if rerr := st.RevokeToken(context.WithoutCancel(ctx), t.ID, now); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("revoking the unwritten admin token %s: %w", t.ID, rerr))
 		}
 		return false, err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return true, nil
 }

@@ -18,7 +18,8 @@ func newImageCommand(g *globals) *cobra.Command {
 		Use:   "image",
 		Short: "List, inspect, delete and discover the images in the pools",
 	}
-	cmd.AddCommand(newImageListCommand(g), newImageShowCommand(g), newImageRemoveCommand(g), newImageScanCommand(g))
+	cmd.AddCommand(newImageListCommand(g), newImageShowCommand(g), newImageRemoveCommand(g), newImageScanCommand(g),
+		newImageDownloadCommand(g))
 	return cmd
 }
 

@@ -68,6 +68,8 @@ func NewRootCommand() *cobra.Command {
 		newNodeCommand(g),
 		newPoolCommand(g),
 		newImageCommand(g),
+		newCatalogCommand(g),
+		newJobCommand(g),
 		newTokenCommand(g),
 		newAuditCommand(g),
 	)
@@ -82,6 +84,7 @@ type clients struct {
 	tokens quarryv1connect.TokenServiceClient
 	audit  quarryv1connect.AuditServiceClient
 	images quarryv1connect.ImageServiceClient
+	jobs   quarryv1connect.JobServiceClient
 }
 
 func (g *globals) clients() (*clients, error) {
@@ -105,6 +108,7 @@ func (g *globals) clients() (*clients, error) {
 		tokens: quarryv1connect.NewTokenServiceClient(hc, base, opt),
 		audit:  quarryv1connect.NewAuditServiceClient(hc, base, opt),
 		images: quarryv1connect.NewImageServiceClient(hc, base, opt),
+		jobs:   quarryv1connect.NewJobServiceClient(hc, base, opt),
 	}, nil
 }
 

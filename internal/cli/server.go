@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,6 +54,9 @@ loopback only, for a first try.`,
 				}
 				if !cmd.Flags().Changed("data-dir") {
 					cfg.DataDir = devDataDir()
+					if err := checkOwnDir(cfg.DataDir); err != nil {
+						return err
+					}
 				}
 			}
 			if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
@@ -74,6 +80,12 @@ loopback only, for a first try.`,
 	f.DurationVar(&cfg.HealthInterval, "health-interval", 5*time.Second, "how often every node is checked")
 	f.DurationVar(&cfg.ScanInterval, "scan-interval", 5*time.Minute, "how often every pool is scanned for ISOs (0 turns periodic scans off; agents' file events and manual scans still work)")
 	f.DurationVar(&cfg.ScanDelay, "scan-delay", 5*time.Second, "wait before the first scan of every pool after start")
+	f.StringArrayVar(&cfg.CatalogFiles, "catalog", nil, "JSON file of catalog entries to add to (or override in) the built-in catalog; repeatable")
+	f.StringVar(&cfg.URLAllow, "url-allow", "", "download only from these hosts and CIDRs (comma-separated; *.example.com allowed)")
+	f.StringVar(&cfg.URLDeny, "url-deny", "", "never download from these hosts and CIDRs (comma-separated)")
+	f.BoolVar(&cfg.AllowLoopbackURLs, "allow-loopback-urls", false, "let downloads reach loopback addresses (a mirror on the node itself; link-local and metadata addresses stay refused)")
+	f.IntVar(&cfg.MaxDownloadsPerNode, "max-downloads-per-node", 2, "downloads one node runs at once")
+	f.IntVar(&cfg.MaxDownloads, "max-downloads", 8, "downloads running at once in the whole cluster")
 	f.BoolVar(&dev, "dev", false, "run the control plane, an agent and a local pool on this machine")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -86,4 +98,21 @@ func newLogger(level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// checkOwnDir refuses a shared-temp-dir path another user could have made
+// first: whoever owns it could plant a CA or read the admin token.
+func checkOwnDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return os.MkdirAll(dir, 0o700)
+	}
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || (ok && int(st.Uid) != os.Getuid()) || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s is not a directory owned by you and writable only by you; remove it or pass --data-dir", dir)
+	}
+	return nil
 }

@@ -100,11 +100,16 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 	}
 	req := &agentv1.GetFactsRequest{}
 	for _, p := range pools {
-		req.Pools = append(req.Pools, &agentv1.PoolRef{Id: p.ID, Name: p.Name, Path: p.Path})
+		req.Pools = append(req.Pools, poolRef(p))
 	}
 	start := l.cfg.Now()
 	resp, callErr := c.client.GetFacts(ctx, connect.NewRequest(req))
 	now := l.cfg.Now()
+	if callErr != nil && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The caller went away (a cancelled request, shutdown): that says
+		// nothing about the node.
+		return n, nil, callErr
+	}
 	l.metrics.observe(callErr == nil, now.Sub(start))
 
 	prev := n

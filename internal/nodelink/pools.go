@@ -103,7 +103,7 @@ func (l *Link) initThrough(ctx context.Context, pool store.Pool, n store.Node) e
 		return fmt.Errorf("initializing pool %q on node %s: %s", pool.Name, n.Name, reason(err))
 	}
 	_, err = c.client.InitPool(ctx, connect.NewRequest(&agentv1.InitPoolRequest{
-		Pool: &agentv1.PoolRef{Id: pool.ID, Name: pool.Name, Path: pool.Path},
+		Pool: poolRef(pool),
 	}))
 	if err != nil {
 		return fmt.Errorf("initializing pool %q on node %s: %s", pool.Name, n.Name, reason(err))

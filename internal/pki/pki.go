@@ -34,11 +34,11 @@ import (
 	"math/big"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/quarry-project/quarry/internal/atomicfile"
 )
 
 // Identities written into certificates.
@@ -190,47 +190,10 @@ func Serial(cert *x509.Certificate) string { return cert.SerialNumber.Text(16) }
 // file in the same directory is written, fsynced and renamed over path, and
 // the directory is fsynced, so a reader (or a crash) sees the old content
 // or the new, never a mix.
-func WriteSecret(path string, data []byte) error { return writeAtomic(path, data, 0o600) }
+func WriteSecret(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }
 
 // WritePublic is WriteSecret for certificates: mode 0644.
-func WritePublic(path string, data []byte) error { return writeAtomic(path, data, 0o644) }
-
-func writeAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename there is nothing to remove
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("syncing directory %s: %w", dir, err)
-	}
-	return nil
-}
+func WritePublic(path string, data []byte) error { return atomicfile.Write(path, data, 0o644) }
 
 // ReadSecret reads a key file and refuses it when others may read it: a
 // key that leaked is no longer a credential.

@@ -104,6 +104,13 @@ func (c *Chooser) Choose(ctx context.Context, poolID string) (*Choice, error) {
 	sortByAffinity(ready, loads)
 	ch.Kept = append(ch.Kept, ready...)
 	for _, cand := range lazy {
+		if len(ch.Kept) > 0 {
+			// Dialing dead nodes would only delay an operation that has a
+			// node already; the health loop keeps retrying them.
+			cand.Reason = notReady(cand.Node) + "; not tried, a ready node was kept"
+			ch.Rejected = append(ch.Rejected, cand)
+			continue
+		}
 		ch.add(c.connect(ctx, pool, cand))
 	}
 	sortByAffinity(fallback, loads)

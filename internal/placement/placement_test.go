@@ -137,10 +137,10 @@ func TestChoose(t *testing.T) {
 			want: []string{"a"}, connected: []string{"a"},
 		},
 		{
-			name: "rule 3: ready assigned nodes come before lazily connected ones",
+			name: "rule 3: with a ready assigned node kept, nodes that are not ready are not dialed",
 			w: world{nodes: []node{{id: "a", state: unreach, connect: "yes"}, {id: "b", state: ready, mount: "yes"}},
 				assigned: []string{"a", "b"}},
-			want: []string{"b", "a"}, connected: []string{"a"},
+			want: []string{"b"},
 		},
 		{
 			name: "rule 3: a lazily connected node that does not mount the pool is dropped",

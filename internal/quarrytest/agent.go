@@ -28,6 +28,9 @@ import (
 	"github.com/quarry-project/quarry/internal/store"
 )
 
+// CheckpointEvery is how often test agents make download progress durable.
+const CheckpointEvery = 200 * time.Millisecond
+
 // AgentOptions describe an agent's view of the filesystem and how it
 // enrolls.
 type AgentOptions struct {
@@ -182,6 +185,8 @@ func (a *Agent) Start() {
 		Hostname: a.Opts.Name,
 		Version:  "test",
 		Logger:   Logger(a.t).With("agent", a.Opts.Name),
+		// Short, so a test that loses an agent mid-download re-fetches little.
+		CheckpointEvery: CheckpointEvery,
 		Enrollment: agent.Enrollment{
 			Server:    a.srv.URL,
 			JoinToken: a.Opts.JoinToken,
@@ -278,7 +283,8 @@ func NewAgentProcess(t testing.TB, bin string, s *Server, opts AgentOptions) *Ag
 // Args are the command-line arguments the process runs with.
 func (p *AgentProcess) Args() []string {
 	args := []string{"agent", "--listen", p.Addr, "--fs-root", p.Opts.FSRoot, "--hostname", p.Opts.Name,
-		"--data-dir", p.Opts.DataDir(), "--server", p.srv.URL, "--join-token", p.Opts.JoinToken, "--name", p.Opts.Name}
+		"--data-dir", p.Opts.DataDir(), "--server", p.srv.URL, "--join-token", p.Opts.JoinToken, "--name", p.Opts.Name,
+		"--checkpoint-interval", CheckpointEvery.String()}
 	if p.Opts.CAHash != "" {
 		args = append(args, "--ca-hash", p.Opts.CAHash)
 	}

@@ -23,6 +23,7 @@ type Clients struct {
 	Audit      quarryv1connect.AuditServiceClient
 	Enrollment quarryv1connect.EnrollmentServiceClient
 	Images     quarryv1connect.ImageServiceClient
+	Jobs       quarryv1connect.JobServiceClient
 }
 
 // ClientsFor returns API clients of s that send token; "" sends none.
@@ -38,6 +39,7 @@ func (s *Server) ClientsWith(hc *http.Client) Clients {
 		Audit:      quarryv1connect.NewAuditServiceClient(hc, s.URL),
 		Enrollment: quarryv1connect.NewEnrollmentServiceClient(hc, s.URL),
 		Images:     quarryv1connect.NewImageServiceClient(hc, s.URL),
+		Jobs:       quarryv1connect.NewJobServiceClient(hc, s.URL),
 	}
 }
 

@@ -57,6 +57,8 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 		MaxBackoff:     2 * HealthInterval,
 		Logger:         Logger(t),
 		Version:        "test",
+		// Test origins listen on loopback.
+		AllowLoopbackURLs: true,
 	}
 	for _, o := range opts {
 		o(&cfg)

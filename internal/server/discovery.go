@@ -2,10 +2,10 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/quarry-project/quarry/internal/api"
 	"github.com/quarry-project/quarry/internal/discovery"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/nodelink"
@@ -52,10 +52,8 @@ func (d fileDeleter) DeleteFile(ctx context.Context, pool store.Pool, relPath st
 		}
 		failures = append(failures, fmt.Sprintf("%s: %v", cand.Node.Name, err))
 	}
-	return fmt.Errorf("%w: could not delete %s from pool %q: %s", errUnavailable, relPath, pool.Name, strings.Join(failures, "; "))
+	return api.Unavailable("could not delete %s from pool %q: %s; try again when a node that mounts it is back", relPath, pool.Name, strings.Join(failures, "; "))
 }
-
-var errUnavailable = errors.New("unavailable")
 
 // poolEvents turns agents' file events into scans of the pools they name.
 func poolEvents(c *discovery.Controller) nodelink.PoolEventHandler {

@@ -23,13 +23,16 @@ import (
 
 	"github.com/quarry-project/quarry/internal/api"
 	"github.com/quarry-project/quarry/internal/auth"
+	"github.com/quarry-project/quarry/internal/catalog"
 	"github.com/quarry-project/quarry/internal/discovery"
+	"github.com/quarry-project/quarry/internal/download"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/nodelink"
 	"github.com/quarry-project/quarry/internal/pki"
 	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/store/sqlstore"
+	"github.com/quarry-project/quarry/internal/urlpolicy"
 )
 
 // Config configures the control plane. Zero values take the defaults.
@@ -62,6 +65,16 @@ type Config struct {
 	ScanDelay    time.Duration
 	ScanInterval time.Duration
 	ScanSettle   time.Duration
+	// CatalogFiles add entries to the built-in catalog (--catalog).
+	CatalogFiles []string
+	// URLAllow and URLDeny are the download URL policy's host and CIDR
+	// lists (--url-allow, --url-deny); AllowLoopbackURLs lets downloads
+	// reach loopback addresses (tests, local mirrors).
+	URLAllow, URLDeny string
+	AllowLoopbackURLs bool
+	// MaxDownloadsPerNode and MaxDownloads bound downloads running at once
+	// (default 2 and 8).
+	MaxDownloadsPerNode, MaxDownloads int
 	// Clock is the time that authentication goes by: token expiry, sessions,
 	// the failure limit (default time.Now; tests move it).
 	Clock   func() time.Time
@@ -77,6 +90,9 @@ type Server struct {
 	link    *nodelink.Link
 	chooser *placement.Chooser
 	scans   *discovery.Controller
+	dls     *download.Controller
+	catalog *catalog.Catalog
+	policy  *urlpolicy.Policy
 	events  *nodelink.EventWatcher
 	ca      *pki.CA
 	handler http.Handler
@@ -145,6 +161,20 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Logger: cfg.Logger,
 	})
 	s.events = link.NewEventWatcher(poolEvents(s.scans))
+	if s.catalog, err = loadCatalog(cfg); err != nil {
+		st.Close()
+		return nil, err
+	}
+	policy, agentPolicy, err := downloadPolicy(cfg)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.policy = policy
+	s.dls = download.New(download.Config{
+		Store: st, Chooser: s.chooser, Agents: agentDownloads{link}, Policy: agentPolicy,
+		PerNode: cfg.MaxDownloadsPerNode, Global: cfg.MaxDownloads, Logger: cfg.Logger,
+	})
 	s.handler = s.routes(reg)
 	return s, nil
 }
@@ -192,7 +222,10 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		w.Write(s.ca.PEM())
 	})
 	mux.Handle(quarryv1connect.NewImageServiceHandler(&api.ImageService{Store: s.store, Scanner: s.scans,
-		Files: fileDeleter{s.chooser, s.link}, Logger: s.log, Now: now}, opts...))
+		Files:     fileDeleter{s.chooser, s.link},
+		Downloads: api.Downloads{Catalog: s.catalog, Policy: s.policy, Kick: s.dls.Kick, Reachable: s.reachable},
+		Logger:    s.log, Now: now}, opts...))
+	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Kick: s.dls.Kick, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
 	guard.Routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -212,6 +245,12 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	return mux
 }
 
+// reachable is nil when some node can work on the pool.
+func (s *Server) reachable(ctx context.Context, poolID string) error {
+	_, err := s.chooser.Choose(ctx, poolID)
+	return err
+}
+
 // Handler returns the HTTP handler (for tests that bring their own server).
 func (s *Server) Handler() http.Handler { return s.handler }
 
@@ -228,13 +267,17 @@ func (s *Server) CA() *pki.CA { return s.ca }
 // down gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// The background loops: node health, agents' file events, ISO scans.
+	// The background loops: node health, agents' file events, ISO scans,
+	// downloads. They stop before Serve returns, however it returns.
 	var loops sync.WaitGroup
 	loops.Go(func() { s.link.Run(ctx) })
 	loops.Go(func() { s.events.Run(ctx) })
 	loops.Go(func() { s.scans.Run(ctx) })
-	defer loops.Wait()
+	loops.Go(func() { s.dls.Run(ctx) })
+	defer func() {
+		cancel()
+		loops.Wait()
+	}()
 
 	p := new(http.Protocols)
 	p.SetHTTP1(true)

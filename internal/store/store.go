@@ -94,6 +94,7 @@ type Store interface {
 	NodeStore
 	PoolStore
 	ImageStore
+	JobStore
 	TokenStore
 	AuditStore
 
@@ -141,8 +142,8 @@ type PoolStore interface {
 	// MarkPoolInitialized records the node that wrote the marker. It succeeds
 	// only once per pool: ErrConflict when another node already did.
 	MarkPoolInitialized(ctx context.Context, poolID, nodeID string) error
-	// DeletePool removes the pool and its mounts; ErrInUse while images
-	// remain in it.
+	// DeletePool removes the pool, its mounts and its finished jobs;
+	// ErrInUse while images remain in it or a job in it is active.
 	DeletePool(ctx context.Context, id string) error
 
 	// ListPoolMounts returns every node's view of every pool, ordered by

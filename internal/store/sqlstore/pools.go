@@ -205,13 +205,15 @@ func (s *Store) MarkPoolInitialized(ctx context.Context, poolID, nodeID string) 
 	return fmt.Errorf("pool %s was already initialized by node %s: %w", poolID, by, store.ErrConflict)
 }
 
-// DeletePool removes pool id; assignments and mounts go with it by cascade.
+// DeletePool removes pool id; assignments and mounts go with it by cascade,
+// and so do its finished jobs, removed here since jobs have no cascade.
 // A pool that still holds images is in use: images have no cascade, since
-// dropping their records would orphan the files.
+// dropping their records would orphan the files. So is a pool with an
+// active job, which must be cancelled first.
 func (s *Store) DeletePool(ctx context.Context, id string) error {
 	return s.tx(ctx, func(t *txn) error {
 		// Counted first so the error can say how many remain; the foreign
-		// key from images remains the guarantee.
+		// keys from images and jobs remain the guarantee.
 		var (
 			name   string
 			images int
@@ -221,13 +223,30 @@ func (s *Store) DeletePool(ctx context.Context, id string) error {
 		if err != nil {
 			return notFound(err, "pool "+id)
 		}
-		if images > 0 {
+		var active int
+		if err := t.queryRow(ctx, `SELECT COUNT(*) FROM jobs WHERE pool_id = ? AND state IN `+activeStates, id).
+			Scan(&active); err != nil {
+			return err
+		}
+		switch {
+		case active == 1:
+			return fmt.Errorf("pool %q has 1 download running; cancel it first: %w", name, store.ErrInUse)
+		case active > 1:
+			return fmt.Errorf("pool %q has %d downloads running; cancel them first: %w", name, active, store.ErrInUse)
+		case images > 0:
 			return fmt.Errorf("pool %q still holds %d image(s); delete them first: %w", name, images, store.ErrInUse)
+		}
+		// Finished jobs are history of a pool that is going away; their
+		// events go with them by cascade. An active job that slipped in
+		// after the count is left for the foreign key to refuse.
+		if _, err := t.exec(ctx, `DELETE FROM jobs WHERE pool_id = ? AND state NOT IN `+activeStates, id); err != nil {
+			return err
 		}
 		res, err := t.exec(ctx, `DELETE FROM pools WHERE id = ?`, id)
 		if s.isForeignKey(err) {
-			// Only when an image was added concurrently after the count.
-			return fmt.Errorf("pool %q still holds images; delete them first: %w", name, store.ErrInUse)
+			// Only when an image or job was added concurrently after the
+			// counts.
+			return fmt.Errorf("pool %q still holds images or downloads; delete or cancel them first: %w", name, store.ErrInUse)
 		}
 		if err != nil {
 			return err

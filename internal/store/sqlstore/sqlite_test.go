@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -219,6 +220,129 @@ func TestSQLiteReopenKeepsImages(t *testing.T) {
 	}
 }
 
+func TestSQLiteReopenKeepsJobs(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "quarry.db")
+	created := time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC)
+	const src = "catalog:ubuntu-24.04"
+	im1 := store.Image{ID: "im1", PoolID: "p1", Name: "Ubuntu 24.04", Kind: store.KindISO, RelPath: "iso/ubuntu.iso",
+		Origin: store.OriginDownloaded, CreatedAt: created}
+	j1 := store.Job{ID: "j1", Source: src, URL: "https://releases.example/ubuntu.iso",
+		Checksum: "sha256:00ff", ChecksumURL: "https://releases.example/SHA256SUMS", CreatedAt: created}
+	im2 := store.Image{ID: "im2", PoolID: "p1", RelPath: "iso/debian.iso", CreatedAt: created}
+	j2 := store.Job{ID: "j2", Source: "catalog:debian-13", CreatedAt: created.Add(time.Second)}
+
+	s := openSQLite(t, path)
+	if err := s.CreatePool(ctx, store.Pool{ID: "p1", Name: "isos", Type: "dir", Path: "/srv/isos", CreatedAt: created}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []struct {
+		im store.Image
+		j  store.Job
+	}{{im1, j1}, {im2, j2}} {
+		if _, err := s.CreateDownload(ctx, d.im, d.j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.ClaimJob(ctx, "j1", "n1", created.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	running, err := s.ClaimJob(ctx, "j1", "n2", created.Add(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	running.Phase, running.BytesDone, running.BytesTotal, running.BytesPerSec = "downloading", 1<<30, 6<<30, 123456.75
+	running.Attempts, running.Message, running.CancelRequested = 2, "downloading from mirror 2", true
+	if err := s.UpdateJob(ctx, running); err != nil {
+		t.Fatal(err)
+	}
+	var events []store.JobEvent
+	for i := range 3 {
+		e := store.JobEvent{JobID: "j1", Time: created.Add(time.Duration(3-i) * time.Second), Message: fmt.Sprintf("event %d", i)}
+		if err := s.AppendJobEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, e)
+	}
+	done, err := s.GetJob(ctx, "j2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done.State, done.FinishedAt = store.JobFailed, created.Add(time.Hour)
+	im2.State, im2.StateReason = store.ImageError, "checksum mismatch"
+	if err := s.FinishJob(ctx, done, im2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openSQLite(t, path)
+	defer s.Close()
+	if got, err := s.GetJob(ctx, "j1"); err != nil || got != running {
+		t.Errorf("job after reopen = %+v, %v\nwant %+v", got, err, running)
+	}
+	if got, err := s.GetJob(ctx, "j2"); err != nil || got != done {
+		t.Errorf("finished job after reopen = %+v, %v\nwant %+v", got, err, done)
+	}
+	if got, err := s.ListJobEvents(ctx, "j1"); err != nil || len(got) != 3 || got[0] != events[0] || got[2] != events[2] {
+		t.Errorf("events after reopen = %+v, %v; want %+v", got, err, events)
+	}
+	// The fence keeps growing from where it was.
+	if got, err := s.ClaimJob(ctx, "j1", "n1", created.Add(3*time.Minute)); err != nil || got.Fence != 3 {
+		t.Errorf("ClaimJob after reopen = fence %d, %v; want 3", got.Fence, err)
+	}
+	running.Message = "stale owner"
+	if err := s.UpdateJob(ctx, running); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("UpdateJob with fence 2 after reopen: %v, want ErrConflict", err)
+	}
+	// One active job per (source, pool) holds on the reopened file, in the
+	// store and, below it, in the schema; finished jobs do not count.
+	if got, err := s.CreateDownload(ctx, store.Image{ID: "im3", PoolID: "p1", RelPath: "iso/again.iso"},
+		store.Job{ID: "j3", Source: src}); !errors.Is(err, store.ErrConflict) || got.ID != "j1" {
+		t.Errorf("CreateDownload of a running source after reopen = %s, %v; want j1 and ErrConflict", got.ID, err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO jobs (id, pool_id, source, state) VALUES ('jx', 'p1', ?, 'QUEUED')`, src); err == nil || !s.isUnique(err) {
+		t.Errorf("raw INSERT of a second active job: %v, want a unique violation", err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO jobs (id, pool_id, source, state) VALUES ('jy', 'p1', ?, 'FAILED')`, src); err != nil {
+		t.Errorf("raw INSERT of a second, failed job: %v", err)
+	}
+	if err := s.DeletePool(ctx, "p1"); !errors.Is(err, store.ErrInUse) || !strings.Contains(err.Error(), "1 download running") {
+		t.Errorf("DeletePool with an active job after reopen: %v, want ErrInUse naming 1 download", err)
+	}
+
+	// With only finished jobs and no images left, the jobs' foreign key
+	// alone still refuses a raw delete of the pool; DeletePool takes the
+	// jobs and, by cascade, their events with it.
+	running, err = s.GetJob(ctx, "j1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	running.State = store.JobCancelled
+	if err := s.UpdateJob(ctx, running); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"im1", "im2"} {
+		if err := s.DeleteImage(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM pools WHERE id = 'p1'`); err == nil || !s.isForeignKey(err) {
+		t.Errorf("raw DELETE of a pool with jobs: %v, want a foreign-key violation", err)
+	}
+	if err := s.DeletePool(ctx, "p1"); err != nil {
+		t.Fatalf("DeletePool with finished jobs only: %v", err)
+	}
+	var jobs, evs int
+	if err := s.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM job_events)`).Scan(&jobs, &evs); err != nil {
+		t.Fatal(err)
+	}
+	if jobs != 0 || evs != 0 {
+		t.Errorf("%d jobs and %d events left after DeletePool, want none", jobs, evs)
+	}
+}
+
 // TestSQLiteUpgradeFromV1 opens a database written before the trust
 // migration: existing nodes must come through with no certificate and the
 // new tables must work.
@@ -271,6 +395,10 @@ func TestSQLiteUpgradeFromV1(t *testing.T) {
 	if err := s.CreateImage(ctx, store.Image{ID: "im1", PoolID: "p1", RelPath: "a.iso"}); err != nil {
 		t.Errorf("CreateImage after upgrade: %v", err)
 	}
+	if _, err := s.CreateDownload(ctx, store.Image{ID: "im2", PoolID: "p1", RelPath: "b.iso"},
+		store.Job{ID: "j1", Source: "https://example.com/b.iso"}); err != nil {
+		t.Errorf("CreateDownload after upgrade: %v", err)
+	}
 }
 
 func TestSQLiteMigrationsIdempotent(t *testing.T) {
@@ -306,7 +434,8 @@ func TestSQLiteMigrationsIdempotent(t *testing.T) {
 	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
 		t.Errorf("journal_mode = %q, %v; want wal", mode, err)
 	}
-	for _, table := range []string{"nodes", "pools", "pool_assignments", "pool_mounts", "tokens", "sessions", "audit_log", "images"} {
+	for _, table := range []string{"nodes", "pools", "pool_assignments", "pool_mounts", "tokens", "sessions", "audit_log", "images",
+		"jobs", "job_events"} {
 		if err := db.QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&n); err != nil {
 			t.Errorf("table %s: %v", table, err)
 		}

@@ -220,6 +220,12 @@ func testContext(t *testing.T, open func(t *testing.T) store.Store) {
 	if _, err := s.AppendAudit(context.Background(), auditEntry(1)); err != nil {
 		t.Fatal(err)
 	}
+	dlIm, dlJob := download("j1", "im-dl", "p1", "src")
+	mustCreateDownload(t, s, dlIm, dlJob)
+	ev := store.JobEvent{JobID: "j1", Time: t0, Message: "queued"}
+	if err := s.AppendJobEvent(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 
@@ -265,6 +271,22 @@ func testContext(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteExpiredSessions", func() error { return s.DeleteExpiredSessions(ctx, at(1000*time.Hour)) }},
 		{"AppendAudit", func() error { _, err := s.AppendAudit(ctx, auditEntry(2)); return err }},
 		{"ListAudit", func() error { _, err := s.ListAudit(ctx, 0, 10); return err }},
+		{"CreateDownload", func() error {
+			im, j := download("j2", "im-dl2", "p1", "src-2")
+			_, err := s.CreateDownload(ctx, im, j)
+			return err
+		}},
+		{"GetJob", func() error { _, err := s.GetJob(ctx, "j1"); return err }},
+		{"ListJobs", func() error { _, err := s.ListJobs(ctx, store.JobFilter{}); return err }},
+		{"UpdateJob", func() error {
+			j := dlJob
+			j.Message = "changed"
+			return s.UpdateJob(ctx, j)
+		}},
+		{"ClaimJob", func() error { _, err := s.ClaimJob(ctx, "j1", "n1", t0); return err }},
+		{"FinishJob", func() error { return s.FinishJob(ctx, finished(dlJob, store.JobSucceeded, time.Hour), dlIm) }},
+		{"AppendJobEvent", func() error { return s.AppendJobEvent(ctx, store.JobEvent{JobID: "j1", Time: t0}) }},
+		{"ListJobEvents", func() error { _, err := s.ListJobEvents(ctx, "j1"); return err }},
 		{"Ping", func() error { return s.Ping(ctx) }},
 	}
 	for _, tt := range ops {
@@ -279,7 +301,9 @@ func testContext(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 	wantEqual(t, "node after cancelled calls", mustGetNode(t, s, "n1"), node("n1"))
 	wantEqual(t, "token after cancelled calls", mustGetToken(t, s, "t1"), token("t1"))
-	wantEqual(t, "images after cancelled calls", mustListImages(t, s, store.ImageFilter{}), []store.Image{im})
+	wantEqual(t, "images after cancelled calls", mustListImages(t, s, store.ImageFilter{}), []store.Image{im, dlIm})
+	wantEqual(t, "jobs after cancelled calls", mustListJobs(t, s, store.JobFilter{}), []store.Job{dlJob})
+	wantEqual(t, "job events after cancelled calls", mustListJobEvents(t, s, "j1"), []store.JobEvent{ev})
 	wantSessions(t, s, []string{"s1", "s2"}, "s1")
 	if es := mustListAudit(t, s, 0, 10); len(es) != 1 {
 		t.Errorf("%d audit entries after cancelled calls, want 1", len(es))

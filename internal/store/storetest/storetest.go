@@ -41,6 +41,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("TokenConcurrency", func(t *testing.T) { testTokenConcurrency(t, open) })
 	t.Run("AuditConcurrency", func(t *testing.T) { testAuditConcurrency(t, open) })
 	t.Run("ImageConcurrency", func(t *testing.T) { testImageConcurrency(t, open) })
+	t.Run("Jobs", func(t *testing.T) { testJobs(t, open) })
+	t.Run("JobFencing", func(t *testing.T) { testJobFencing(t, open) })
+	t.Run("FinishJob", func(t *testing.T) { testFinishJob(t, open) })
+	t.Run("JobEvents", func(t *testing.T) { testJobEvents(t, open) })
+	t.Run("PoolWithJobs", func(t *testing.T) { testPoolWithJobs(t, open) })
+	t.Run("JobConcurrency", func(t *testing.T) { testJobConcurrency(t, open) })
 	t.Run("Context", func(t *testing.T) { testContext(t, open) })
 }
 
@@ -195,6 +201,20 @@ func normalize(v any) any {
 			store.Image
 			ModTime, CreatedAt, UpdatedAt, MissingSince string
 		}{x, ts[0], ts[1], ts[2], ts[3]}
+	case store.Job:
+		ts := [4]string{utc(x.CreatedAt), utc(x.UpdatedAt), utc(x.StartedAt), utc(x.FinishedAt)}
+		x.CreatedAt, x.UpdatedAt, x.StartedAt, x.FinishedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+		return struct {
+			store.Job
+			CreatedAt, UpdatedAt, StartedAt, FinishedAt string
+		}{x, ts[0], ts[1], ts[2], ts[3]}
+	case store.JobEvent:
+		ts := utc(x.Time)
+		x.Time = time.Time{}
+		return struct {
+			store.JobEvent
+			Time string
+		}{x, ts}
 	case store.PoolMount:
 		checked := utc(x.CheckedAt)
 		x.CheckedAt = time.Time{}
@@ -213,6 +233,10 @@ func normalize(v any) any {
 	case []store.Token:
 		return normalizeAll(x)
 	case []store.AuditEntry:
+		return normalizeAll(x)
+	case []store.Job:
+		return normalizeAll(x)
+	case []store.JobEvent:
 		return normalizeAll(x)
 	}
 	return v

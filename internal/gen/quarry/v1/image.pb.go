@@ -399,6 +399,341 @@ func (x *Image) GetMissingSince() *timestamppb.Timestamp {
 	return nil
 }
 
+type CatalogEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "ubuntu-24.04"
+	Id   string  `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name string  `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Os   *OSInfo `protobuf:"bytes,3,opt,name=os,proto3" json:"os,omitempty"`
+	Url  string  `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
+	// "sha256:<hex>" when pinned.
+	Checksum string `protobuf:"bytes,5,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// A checksum file (SHA256SUMS-style) to look the file up in.
+	ChecksumUrl string `protobuf:"bytes,6,opt,name=checksum_url,json=checksumUrl,proto3" json:"checksum_url,omitempty"`
+	Format      string `protobuf:"bytes,7,opt,name=format,proto3" json:"format,omitempty"`
+	// The login user cloud-init creates.
+	DefaultUser   string `protobuf:"bytes,8,opt,name=default_user,json=defaultUser,proto3" json:"default_user,omitempty"`
+	Notes         string `protobuf:"bytes,9,opt,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogEntry) Reset() {
+	*x = CatalogEntry{}
+	mi := &file_quarry_v1_image_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogEntry) ProtoMessage() {}
+
+func (x *CatalogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogEntry.ProtoReflect.Descriptor instead.
+func (*CatalogEntry) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CatalogEntry) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CatalogEntry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CatalogEntry) GetOs() *OSInfo {
+	if x != nil {
+		return x.Os
+	}
+	return nil
+}
+
+func (x *CatalogEntry) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CatalogEntry) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+func (x *CatalogEntry) GetChecksumUrl() string {
+	if x != nil {
+		return x.ChecksumUrl
+	}
+	return ""
+}
+
+func (x *CatalogEntry) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *CatalogEntry) GetDefaultUser() string {
+	if x != nil {
+		return x.DefaultUser
+	}
+	return ""
+}
+
+func (x *CatalogEntry) GetNotes() string {
+	if x != nil {
+		return x.Notes
+	}
+	return ""
+}
+
+type ListCatalogRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCatalogRequest) Reset() {
+	*x = ListCatalogRequest{}
+	mi := &file_quarry_v1_image_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCatalogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCatalogRequest) ProtoMessage() {}
+
+func (x *ListCatalogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCatalogRequest.ProtoReflect.Descriptor instead.
+func (*ListCatalogRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{3}
+}
+
+type ListCatalogResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*CatalogEntry        `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCatalogResponse) Reset() {
+	*x = ListCatalogResponse{}
+	mi := &file_quarry_v1_image_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCatalogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCatalogResponse) ProtoMessage() {}
+
+func (x *ListCatalogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCatalogResponse.ProtoReflect.Descriptor instead.
+func (*ListCatalogResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListCatalogResponse) GetEntries() []*CatalogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type DownloadImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One of catalog_id and url.
+	CatalogId     string `protobuf:"bytes,1,opt,name=catalog_id,json=catalogId,proto3" json:"catalog_id,omitempty"`
+	Url           string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	StoragePoolId string `protobuf:"bytes,3,opt,name=storage_pool_id,json=storagePoolId,proto3" json:"storage_pool_id,omitempty"`
+	// Expected digest "sha256:<hex>" or "sha512:<hex>"; overrides the
+	// catalog's.
+	Checksum string `protobuf:"bytes,4,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// Image name; default the catalog id or the URL's file name.
+	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadImageRequest) Reset() {
+	*x = DownloadImageRequest{}
+	mi := &file_quarry_v1_image_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadImageRequest) ProtoMessage() {}
+
+func (x *DownloadImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadImageRequest.ProtoReflect.Descriptor instead.
+func (*DownloadImageRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DownloadImageRequest) GetCatalogId() string {
+	if x != nil {
+		return x.CatalogId
+	}
+	return ""
+}
+
+func (x *DownloadImageRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *DownloadImageRequest) GetStoragePoolId() string {
+	if x != nil {
+		return x.StoragePoolId
+	}
+	return ""
+}
+
+func (x *DownloadImageRequest) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+func (x *DownloadImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DownloadImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Image *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// The download job; unset when an identical image was already READY.
+	Job *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	// The request matched a download already running or an image already
+	// there; nothing new was started.
+	Existing      bool `protobuf:"varint,3,opt,name=existing,proto3" json:"existing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadImageResponse) Reset() {
+	*x = DownloadImageResponse{}
+	mi := &file_quarry_v1_image_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadImageResponse) ProtoMessage() {}
+
+func (x *DownloadImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadImageResponse.ProtoReflect.Descriptor instead.
+func (*DownloadImageResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DownloadImageResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *DownloadImageResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *DownloadImageResponse) GetExisting() bool {
+	if x != nil {
+		return x.Existing
+	}
+	return false
+}
+
 type ListImagesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this pool; empty: every pool.
@@ -410,7 +745,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[2]
+	mi := &file_quarry_v1_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +757,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[2]
+	mi := &file_quarry_v1_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +770,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{2}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListImagesRequest) GetStoragePoolId() string {
@@ -461,7 +796,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[3]
+	mi := &file_quarry_v1_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +808,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[3]
+	mi := &file_quarry_v1_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +821,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{3}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -505,7 +840,7 @@ type GetImageRequest struct {
 
 func (x *GetImageRequest) Reset() {
 	*x = GetImageRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[4]
+	mi := &file_quarry_v1_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +852,7 @@ func (x *GetImageRequest) String() string {
 func (*GetImageRequest) ProtoMessage() {}
 
 func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[4]
+	mi := &file_quarry_v1_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +865,7 @@ func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageRequest.ProtoReflect.Descriptor instead.
 func (*GetImageRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{4}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetImageRequest) GetId() string {
@@ -549,7 +884,7 @@ type GetImageResponse struct {
 
 func (x *GetImageResponse) Reset() {
 	*x = GetImageResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[5]
+	mi := &file_quarry_v1_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +896,7 @@ func (x *GetImageResponse) String() string {
 func (*GetImageResponse) ProtoMessage() {}
 
 func (x *GetImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[5]
+	mi := &file_quarry_v1_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +909,7 @@ func (x *GetImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageResponse.ProtoReflect.Descriptor instead.
 func (*GetImageResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{5}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetImageResponse) GetImage() *Image {
@@ -593,7 +928,7 @@ type DeleteImageRequest struct {
 
 func (x *DeleteImageRequest) Reset() {
 	*x = DeleteImageRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[6]
+	mi := &file_quarry_v1_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +940,7 @@ func (x *DeleteImageRequest) String() string {
 func (*DeleteImageRequest) ProtoMessage() {}
 
 func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[6]
+	mi := &file_quarry_v1_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +953,7 @@ func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{6}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteImageRequest) GetId() string {
@@ -636,7 +971,7 @@ type DeleteImageResponse struct {
 
 func (x *DeleteImageResponse) Reset() {
 	*x = DeleteImageResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[7]
+	mi := &file_quarry_v1_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +983,7 @@ func (x *DeleteImageResponse) String() string {
 func (*DeleteImageResponse) ProtoMessage() {}
 
 func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[7]
+	mi := &file_quarry_v1_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +996,7 @@ func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{7}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{12}
 }
 
 type ScanISOsRequest struct {
@@ -674,7 +1009,7 @@ type ScanISOsRequest struct {
 
 func (x *ScanISOsRequest) Reset() {
 	*x = ScanISOsRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[8]
+	mi := &file_quarry_v1_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +1021,7 @@ func (x *ScanISOsRequest) String() string {
 func (*ScanISOsRequest) ProtoMessage() {}
 
 func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[8]
+	mi := &file_quarry_v1_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +1034,7 @@ func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsRequest.ProtoReflect.Descriptor instead.
 func (*ScanISOsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{8}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ScanISOsRequest) GetStoragePoolId() string {
@@ -735,7 +1070,7 @@ type PoolScanResult struct {
 
 func (x *PoolScanResult) Reset() {
 	*x = PoolScanResult{}
-	mi := &file_quarry_v1_image_proto_msgTypes[9]
+	mi := &file_quarry_v1_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +1082,7 @@ func (x *PoolScanResult) String() string {
 func (*PoolScanResult) ProtoMessage() {}
 
 func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[9]
+	mi := &file_quarry_v1_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +1095,7 @@ func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolScanResult.ProtoReflect.Descriptor instead.
 func (*PoolScanResult) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{9}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PoolScanResult) GetStoragePoolId() string {
@@ -865,7 +1200,7 @@ type ScanISOsResponse struct {
 
 func (x *ScanISOsResponse) Reset() {
 	*x = ScanISOsResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[10]
+	mi := &file_quarry_v1_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1212,7 @@ func (x *ScanISOsResponse) String() string {
 func (*ScanISOsResponse) ProtoMessage() {}
 
 func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[10]
+	mi := &file_quarry_v1_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1225,7 @@ func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsResponse.ProtoReflect.Descriptor instead.
 func (*ScanISOsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{10}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ScanISOsResponse) GetDiscoveredCount() uint32 {
@@ -915,7 +1250,7 @@ type GetScanStatusRequest struct {
 
 func (x *GetScanStatusRequest) Reset() {
 	*x = GetScanStatusRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[11]
+	mi := &file_quarry_v1_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1262,7 @@ func (x *GetScanStatusRequest) String() string {
 func (*GetScanStatusRequest) ProtoMessage() {}
 
 func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[11]
+	mi := &file_quarry_v1_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1275,7 @@ func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetScanStatusRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{11}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{16}
 }
 
 type RunningScan struct {
@@ -958,7 +1293,7 @@ type RunningScan struct {
 
 func (x *RunningScan) Reset() {
 	*x = RunningScan{}
-	mi := &file_quarry_v1_image_proto_msgTypes[12]
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1305,7 @@ func (x *RunningScan) String() string {
 func (*RunningScan) ProtoMessage() {}
 
 func (x *RunningScan) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[12]
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1318,7 @@ func (x *RunningScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningScan.ProtoReflect.Descriptor instead.
 func (*RunningScan) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{12}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunningScan) GetStoragePoolId() string {
@@ -1040,7 +1375,7 @@ type GetScanStatusResponse struct {
 
 func (x *GetScanStatusResponse) Reset() {
 	*x = GetScanStatusResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[13]
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1387,7 @@ func (x *GetScanStatusResponse) String() string {
 func (*GetScanStatusResponse) ProtoMessage() {}
 
 func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[13]
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1400,7 @@ func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetScanStatusResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{13}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetScanStatusResponse) GetRunning() []*RunningScan {
@@ -1093,7 +1428,7 @@ var File_quarry_v1_image_proto protoreflect.FileDescriptor
 
 const file_quarry_v1_image_proto_rawDesc = "" +
 	"\n" +
-	"\x15quarry/v1/image.proto\x12\tquarry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n" +
+	"\x15quarry/v1/image.proto\x12\tquarry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13quarry/v1/job.proto\"N\n" +
 	"\x06OSInfo\x12\x16\n" +
 	"\x06distro\x18\x01 \x01(\tR\x06distro\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -1122,7 +1457,31 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"created_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12?\n" +
-	"\rmissing_since\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\fmissingSince\"e\n" +
+	"\rmissing_since\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\fmissingSince\"\xf7\x01\n" +
+	"\fCatalogEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
+	"\x02os\x18\x03 \x01(\v2\x11.quarry.v1.OSInfoR\x02os\x12\x10\n" +
+	"\x03url\x18\x04 \x01(\tR\x03url\x12\x1a\n" +
+	"\bchecksum\x18\x05 \x01(\tR\bchecksum\x12!\n" +
+	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\x12\x16\n" +
+	"\x06format\x18\a \x01(\tR\x06format\x12!\n" +
+	"\fdefault_user\x18\b \x01(\tR\vdefaultUser\x12\x14\n" +
+	"\x05notes\x18\t \x01(\tR\x05notes\"\x14\n" +
+	"\x12ListCatalogRequest\"H\n" +
+	"\x13ListCatalogResponse\x121\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.quarry.v1.CatalogEntryR\aentries\"\x9f\x01\n" +
+	"\x14DownloadImageRequest\x12\x1d\n" +
+	"\n" +
+	"catalog_id\x18\x01 \x01(\tR\tcatalogId\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12&\n" +
+	"\x0fstorage_pool_id\x18\x03 \x01(\tR\rstoragePoolId\x12\x1a\n" +
+	"\bchecksum\x18\x04 \x01(\tR\bchecksum\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\"}\n" +
+	"\x15DownloadImageResponse\x12&\n" +
+	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
+	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +
+	"\bexisting\x18\x03 \x01(\bR\bexisting\"e\n" +
 	"\x11ListImagesRequest\x12&\n" +
 	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.quarry.v1.ImageKindR\x04kind\">\n" +
@@ -1186,8 +1545,10 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x11IMAGE_STATE_READY\x10\x04\x12\x15\n" +
 	"\x11IMAGE_STATE_ERROR\x10\x05\x12\x17\n" +
 	"\x13IMAGE_STATE_MISSING\x10\x06\x12\x18\n" +
-	"\x14IMAGE_STATE_DELETING\x10\a2\x85\x03\n" +
-	"\fImageService\x12I\n" +
+	"\x14IMAGE_STATE_DELETING\x10\a2\xa7\x04\n" +
+	"\fImageService\x12L\n" +
+	"\vListCatalog\x12\x1d.quarry.v1.ListCatalogRequest\x1a\x1e.quarry.v1.ListCatalogResponse\x12R\n" +
+	"\rDownloadImage\x12\x1f.quarry.v1.DownloadImageRequest\x1a .quarry.v1.DownloadImageResponse\x12I\n" +
 	"\n" +
 	"ListImages\x12\x1c.quarry.v1.ListImagesRequest\x1a\x1d.quarry.v1.ListImagesResponse\x12C\n" +
 	"\bGetImage\x12\x1a.quarry.v1.GetImageRequest\x1a\x1b.quarry.v1.GetImageResponse\x12L\n" +
@@ -1211,59 +1572,73 @@ func file_quarry_v1_image_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_v1_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_quarry_v1_image_proto_goTypes = []any{
 	(ImageKind)(0),                // 0: quarry.v1.ImageKind
 	(ImageState)(0),               // 1: quarry.v1.ImageState
 	(*OSInfo)(nil),                // 2: quarry.v1.OSInfo
 	(*Image)(nil),                 // 3: quarry.v1.Image
-	(*ListImagesRequest)(nil),     // 4: quarry.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),    // 5: quarry.v1.ListImagesResponse
-	(*GetImageRequest)(nil),       // 6: quarry.v1.GetImageRequest
-	(*GetImageResponse)(nil),      // 7: quarry.v1.GetImageResponse
-	(*DeleteImageRequest)(nil),    // 8: quarry.v1.DeleteImageRequest
-	(*DeleteImageResponse)(nil),   // 9: quarry.v1.DeleteImageResponse
-	(*ScanISOsRequest)(nil),       // 10: quarry.v1.ScanISOsRequest
-	(*PoolScanResult)(nil),        // 11: quarry.v1.PoolScanResult
-	(*ScanISOsResponse)(nil),      // 12: quarry.v1.ScanISOsResponse
-	(*GetScanStatusRequest)(nil),  // 13: quarry.v1.GetScanStatusRequest
-	(*RunningScan)(nil),           // 14: quarry.v1.RunningScan
-	(*GetScanStatusResponse)(nil), // 15: quarry.v1.GetScanStatusResponse
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*CatalogEntry)(nil),          // 4: quarry.v1.CatalogEntry
+	(*ListCatalogRequest)(nil),    // 5: quarry.v1.ListCatalogRequest
+	(*ListCatalogResponse)(nil),   // 6: quarry.v1.ListCatalogResponse
+	(*DownloadImageRequest)(nil),  // 7: quarry.v1.DownloadImageRequest
+	(*DownloadImageResponse)(nil), // 8: quarry.v1.DownloadImageResponse
+	(*ListImagesRequest)(nil),     // 9: quarry.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),    // 10: quarry.v1.ListImagesResponse
+	(*GetImageRequest)(nil),       // 11: quarry.v1.GetImageRequest
+	(*GetImageResponse)(nil),      // 12: quarry.v1.GetImageResponse
+	(*DeleteImageRequest)(nil),    // 13: quarry.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),   // 14: quarry.v1.DeleteImageResponse
+	(*ScanISOsRequest)(nil),       // 15: quarry.v1.ScanISOsRequest
+	(*PoolScanResult)(nil),        // 16: quarry.v1.PoolScanResult
+	(*ScanISOsResponse)(nil),      // 17: quarry.v1.ScanISOsResponse
+	(*GetScanStatusRequest)(nil),  // 18: quarry.v1.GetScanStatusRequest
+	(*RunningScan)(nil),           // 19: quarry.v1.RunningScan
+	(*GetScanStatusResponse)(nil), // 20: quarry.v1.GetScanStatusResponse
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*Job)(nil),                   // 22: quarry.v1.Job
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
 }
 var file_quarry_v1_image_proto_depIdxs = []int32{
 	0,  // 0: quarry.v1.Image.kind:type_name -> quarry.v1.ImageKind
 	1,  // 1: quarry.v1.Image.state:type_name -> quarry.v1.ImageState
-	16, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
+	21, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: quarry.v1.Image.os:type_name -> quarry.v1.OSInfo
-	16, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	16, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
-	0,  // 7: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
-	3,  // 8: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
-	3,  // 9: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
-	17, // 10: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
-	16, // 11: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
-	11, // 12: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
-	16, // 13: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
-	14, // 14: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
-	11, // 15: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
-	4,  // 16: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
-	6,  // 17: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
-	8,  // 18: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
-	10, // 19: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
-	13, // 20: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
-	5,  // 21: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
-	7,  // 22: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
-	9,  // 23: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
-	12, // 24: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
-	15, // 25: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
-	21, // [21:26] is the sub-list for method output_type
-	16, // [16:21] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	21, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	21, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
+	21, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
+	2,  // 7: quarry.v1.CatalogEntry.os:type_name -> quarry.v1.OSInfo
+	4,  // 8: quarry.v1.ListCatalogResponse.entries:type_name -> quarry.v1.CatalogEntry
+	3,  // 9: quarry.v1.DownloadImageResponse.image:type_name -> quarry.v1.Image
+	22, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
+	0,  // 11: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
+	3,  // 12: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
+	3,  // 13: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
+	23, // 14: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
+	21, // 15: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
+	16, // 16: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
+	21, // 17: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
+	19, // 18: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
+	16, // 19: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
+	5,  // 20: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
+	7,  // 21: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
+	9,  // 22: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
+	11, // 23: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
+	13, // 24: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
+	15, // 25: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
+	18, // 26: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
+	6,  // 27: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
+	8,  // 28: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
+	10, // 29: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
+	12, // 30: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
+	14, // 31: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
+	17, // 32: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
+	20, // 33: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
+	27, // [27:34] is the sub-list for method output_type
+	20, // [20:27] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_image_proto_init() }
@@ -1271,13 +1646,14 @@ func file_quarry_v1_image_proto_init() {
 	if File_quarry_v1_image_proto != nil {
 		return
 	}
+	file_quarry_v1_job_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_v1_image_proto_rawDesc), len(file_quarry_v1_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

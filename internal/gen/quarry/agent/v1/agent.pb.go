@@ -141,6 +141,70 @@ func (FileOp) EnumDescriptor() ([]byte, []int) {
 	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
+type DownloadState int32
+
+const (
+	DownloadState_DOWNLOAD_STATE_UNSPECIFIED DownloadState = 0
+	DownloadState_DOWNLOAD_STATE_RUNNING     DownloadState = 1
+	DownloadState_DOWNLOAD_STATE_SUCCEEDED   DownloadState = 2
+	// Failed for good (terminal); error says what to do.
+	DownloadState_DOWNLOAD_STATE_FAILED    DownloadState = 3
+	DownloadState_DOWNLOAD_STATE_CANCELLED DownloadState = 4
+	// Another owner (higher fence) took the job over.
+	DownloadState_DOWNLOAD_STATE_FENCED DownloadState = 5
+	// The agent is not running the job (it may have a checkpoint).
+	DownloadState_DOWNLOAD_STATE_UNKNOWN DownloadState = 6
+)
+
+// Enum value maps for DownloadState.
+var (
+	DownloadState_name = map[int32]string{
+		0: "DOWNLOAD_STATE_UNSPECIFIED",
+		1: "DOWNLOAD_STATE_RUNNING",
+		2: "DOWNLOAD_STATE_SUCCEEDED",
+		3: "DOWNLOAD_STATE_FAILED",
+		4: "DOWNLOAD_STATE_CANCELLED",
+		5: "DOWNLOAD_STATE_FENCED",
+		6: "DOWNLOAD_STATE_UNKNOWN",
+	}
+	DownloadState_value = map[string]int32{
+		"DOWNLOAD_STATE_UNSPECIFIED": 0,
+		"DOWNLOAD_STATE_RUNNING":     1,
+		"DOWNLOAD_STATE_SUCCEEDED":   2,
+		"DOWNLOAD_STATE_FAILED":      3,
+		"DOWNLOAD_STATE_CANCELLED":   4,
+		"DOWNLOAD_STATE_FENCED":      5,
+		"DOWNLOAD_STATE_UNKNOWN":     6,
+	}
+)
+
+func (x DownloadState) Enum() *DownloadState {
+	p := new(DownloadState)
+	*p = x
+	return p
+}
+
+func (x DownloadState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DownloadState) Descriptor() protoreflect.EnumDescriptor {
+	return file_quarry_agent_v1_agent_proto_enumTypes[2].Descriptor()
+}
+
+func (DownloadState) Type() protoreflect.EnumType {
+	return &file_quarry_agent_v1_agent_proto_enumTypes[2]
+}
+
+func (x DownloadState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DownloadState.Descriptor instead.
+func (DownloadState) EnumDescriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
 type PoolRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1076,6 +1140,566 @@ func (x *DeleteFileResponse) GetAlreadyGone() bool {
 	return false
 }
 
+// URLPolicy is the control plane's download policy; the agent, which does
+// the dialing, enforces it.
+type URLPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AllowLoopback bool                   `protobuf:"varint,1,opt,name=allow_loopback,json=allowLoopback,proto3" json:"allow_loopback,omitempty"`
+	DenyPrivate   bool                   `protobuf:"varint,2,opt,name=deny_private,json=denyPrivate,proto3" json:"deny_private,omitempty"`
+	// Hosts and CIDRs, as the server's --url-allow / --url-deny take them.
+	Allow         string `protobuf:"bytes,3,opt,name=allow,proto3" json:"allow,omitempty"`
+	Deny          string `protobuf:"bytes,4,opt,name=deny,proto3" json:"deny,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *URLPolicy) Reset() {
+	*x = URLPolicy{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *URLPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*URLPolicy) ProtoMessage() {}
+
+func (x *URLPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use URLPolicy.ProtoReflect.Descriptor instead.
+func (*URLPolicy) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *URLPolicy) GetAllowLoopback() bool {
+	if x != nil {
+		return x.AllowLoopback
+	}
+	return false
+}
+
+func (x *URLPolicy) GetDenyPrivate() bool {
+	if x != nil {
+		return x.DenyPrivate
+	}
+	return false
+}
+
+func (x *URLPolicy) GetAllow() string {
+	if x != nil {
+		return x.Allow
+	}
+	return ""
+}
+
+func (x *URLPolicy) GetDeny() string {
+	if x != nil {
+		return x.Deny
+	}
+	return ""
+}
+
+type StartDownloadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Fence int64                  `protobuf:"varint,2,opt,name=fence,proto3" json:"fence,omitempty"`
+	Pool  *PoolRef               `protobuf:"bytes,3,opt,name=pool,proto3" json:"pool,omitempty"`
+	Url   string                 `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
+	// Expected digest "sha256:<hex>" / "sha512:<hex>"; may be empty.
+	Checksum string `protobuf:"bytes,5,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// A checksum file to find the URL's file name in, when checksum is empty.
+	ChecksumUrl string `protobuf:"bytes,6,opt,name=checksum_url,json=checksumUrl,proto3" json:"checksum_url,omitempty"`
+	// Final path relative to the pool root ("images/x.qcow2").
+	Dest   string     `protobuf:"bytes,7,opt,name=dest,proto3" json:"dest,omitempty"`
+	Policy *URLPolicy `protobuf:"bytes,8,opt,name=policy,proto3" json:"policy,omitempty"`
+	// "pool local on node n1", for messages.
+	Describe      string `protobuf:"bytes,9,opt,name=describe,proto3" json:"describe,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartDownloadRequest) Reset() {
+	*x = StartDownloadRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartDownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartDownloadRequest) ProtoMessage() {}
+
+func (x *StartDownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartDownloadRequest.ProtoReflect.Descriptor instead.
+func (*StartDownloadRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StartDownloadRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *StartDownloadRequest) GetFence() int64 {
+	if x != nil {
+		return x.Fence
+	}
+	return 0
+}
+
+func (x *StartDownloadRequest) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *StartDownloadRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *StartDownloadRequest) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+func (x *StartDownloadRequest) GetChecksumUrl() string {
+	if x != nil {
+		return x.ChecksumUrl
+	}
+	return ""
+}
+
+func (x *StartDownloadRequest) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *StartDownloadRequest) GetPolicy() *URLPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *StartDownloadRequest) GetDescribe() string {
+	if x != nil {
+		return x.Describe
+	}
+	return ""
+}
+
+type StartDownloadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *DownloadStatus        `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartDownloadResponse) Reset() {
+	*x = StartDownloadResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartDownloadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartDownloadResponse) ProtoMessage() {}
+
+func (x *StartDownloadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartDownloadResponse.ProtoReflect.Descriptor instead.
+func (*StartDownloadResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *StartDownloadResponse) GetStatus() *DownloadStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type DownloadStatus struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	JobId          string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Fence          int64                  `protobuf:"varint,2,opt,name=fence,proto3" json:"fence,omitempty"`
+	State          DownloadState          `protobuf:"varint,3,opt,name=state,proto3,enum=quarry.agent.v1.DownloadState" json:"state,omitempty"`
+	Phase          string                 `protobuf:"bytes,4,opt,name=phase,proto3" json:"phase,omitempty"`
+	BytesDone      int64                  `protobuf:"varint,5,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal     int64                  `protobuf:"varint,6,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	BytesPerSecond float64                `protobuf:"fixed64,7,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	Error          string                 `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	// Result, when SUCCEEDED.
+	Sha256        string `protobuf:"bytes,9,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size          int64  `protobuf:"varint,10,opt,name=size,proto3" json:"size,omitempty"`
+	Format        string `protobuf:"bytes,11,opt,name=format,proto3" json:"format,omitempty"`
+	VirtualSize   int64  `protobuf:"varint,12,opt,name=virtual_size,json=virtualSize,proto3" json:"virtual_size,omitempty"`
+	Dest          string `protobuf:"bytes,13,opt,name=dest,proto3" json:"dest,omitempty"`
+	Resumed       bool   `protobuf:"varint,14,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	FetchedBytes  int64  `protobuf:"varint,15,opt,name=fetched_bytes,json=fetchedBytes,proto3" json:"fetched_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadStatus) Reset() {
+	*x = DownloadStatus{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadStatus) ProtoMessage() {}
+
+func (x *DownloadStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadStatus.ProtoReflect.Descriptor instead.
+func (*DownloadStatus) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DownloadStatus) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *DownloadStatus) GetFence() int64 {
+	if x != nil {
+		return x.Fence
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetState() DownloadState {
+	if x != nil {
+		return x.State
+	}
+	return DownloadState_DOWNLOAD_STATE_UNSPECIFIED
+}
+
+func (x *DownloadStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *DownloadStatus) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetBytesPerSecond() float64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DownloadStatus) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *DownloadStatus) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *DownloadStatus) GetVirtualSize() int64 {
+	if x != nil {
+		return x.VirtualSize
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *DownloadStatus) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
+}
+
+func (x *DownloadStatus) GetFetchedBytes() int64 {
+	if x != nil {
+		return x.FetchedBytes
+	}
+	return 0
+}
+
+type WatchDownloadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDownloadRequest) Reset() {
+	*x = WatchDownloadRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDownloadRequest) ProtoMessage() {}
+
+func (x *WatchDownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDownloadRequest.ProtoReflect.Descriptor instead.
+func (*WatchDownloadRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WatchDownloadRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type WatchDownloadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *DownloadStatus        `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDownloadResponse) Reset() {
+	*x = WatchDownloadResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDownloadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDownloadResponse) ProtoMessage() {}
+
+func (x *WatchDownloadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDownloadResponse.ProtoReflect.Descriptor instead.
+func (*WatchDownloadResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WatchDownloadResponse) GetStatus() *DownloadStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type CancelDownloadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Pool          *PoolRef               `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelDownloadRequest) Reset() {
+	*x = CancelDownloadRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelDownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelDownloadRequest) ProtoMessage() {}
+
+func (x *CancelDownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelDownloadRequest.ProtoReflect.Descriptor instead.
+func (*CancelDownloadRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CancelDownloadRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CancelDownloadRequest) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+type CancelDownloadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelDownloadResponse) Reset() {
+	*x = CancelDownloadResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelDownloadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelDownloadResponse) ProtoMessage() {}
+
+func (x *CancelDownloadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelDownloadResponse.ProtoReflect.Descriptor instead.
+func (*CancelDownloadResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
 var File_quarry_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_quarry_agent_v1_agent_proto_rawDesc = "" +
@@ -1135,7 +1759,51 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12\x19\n" +
 	"\brel_path\x18\x02 \x01(\tR\arelPath\"7\n" +
 	"\x12DeleteFileResponse\x12!\n" +
-	"\falready_gone\x18\x01 \x01(\bR\valreadyGone*\xd7\x01\n" +
+	"\falready_gone\x18\x01 \x01(\bR\valreadyGone\"\x7f\n" +
+	"\tURLPolicy\x12%\n" +
+	"\x0eallow_loopback\x18\x01 \x01(\bR\rallowLoopback\x12!\n" +
+	"\fdeny_private\x18\x02 \x01(\bR\vdenyPrivate\x12\x14\n" +
+	"\x05allow\x18\x03 \x01(\tR\x05allow\x12\x12\n" +
+	"\x04deny\x18\x04 \x01(\tR\x04deny\"\xa6\x02\n" +
+	"\x14StartDownloadRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05fence\x18\x02 \x01(\x03R\x05fence\x12,\n" +
+	"\x04pool\x18\x03 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12\x10\n" +
+	"\x03url\x18\x04 \x01(\tR\x03url\x12\x1a\n" +
+	"\bchecksum\x18\x05 \x01(\tR\bchecksum\x12!\n" +
+	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\x12\x12\n" +
+	"\x04dest\x18\a \x01(\tR\x04dest\x122\n" +
+	"\x06policy\x18\b \x01(\v2\x1a.quarry.agent.v1.URLPolicyR\x06policy\x12\x1a\n" +
+	"\bdescribe\x18\t \x01(\tR\bdescribe\"P\n" +
+	"\x15StartDownloadResponse\x127\n" +
+	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\xc3\x03\n" +
+	"\x0eDownloadStatus\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05fence\x18\x02 \x01(\x03R\x05fence\x124\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1e.quarry.agent.v1.DownloadStateR\x05state\x12\x14\n" +
+	"\x05phase\x18\x04 \x01(\tR\x05phase\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x05 \x01(\x03R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x06 \x01(\x03R\n" +
+	"bytesTotal\x12(\n" +
+	"\x10bytes_per_second\x18\a \x01(\x01R\x0ebytesPerSecond\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\x12\x16\n" +
+	"\x06sha256\x18\t \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\n" +
+	" \x01(\x03R\x04size\x12\x16\n" +
+	"\x06format\x18\v \x01(\tR\x06format\x12!\n" +
+	"\fvirtual_size\x18\f \x01(\x03R\vvirtualSize\x12\x12\n" +
+	"\x04dest\x18\r \x01(\tR\x04dest\x12\x18\n" +
+	"\aresumed\x18\x0e \x01(\bR\aresumed\x12#\n" +
+	"\rfetched_bytes\x18\x0f \x01(\x03R\ffetchedBytes\"-\n" +
+	"\x14WatchDownloadRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"P\n" +
+	"\x15WatchDownloadResponse\x127\n" +
+	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\\\n" +
+	"\x15CancelDownloadRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
+	"\x04pool\x18\x02 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\"\x18\n" +
+	"\x16CancelDownloadResponse*\xd7\x01\n" +
 	"\vMountStatus\x12\x1c\n" +
 	"\x18MOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14MOUNT_STATUS_MOUNTED\x10\x01\x12\x18\n" +
@@ -1148,7 +1816,15 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x13FILE_OP_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fFILE_OP_SETTLED\x10\x01\x12\x13\n" +
 	"\x0fFILE_OP_REMOVED\x10\x02\x12\x14\n" +
-	"\x10FILE_OP_OVERFLOW\x10\x032\xf6\x04\n" +
+	"\x10FILE_OP_OVERFLOW\x10\x03*\xd9\x01\n" +
+	"\rDownloadState\x12\x1e\n" +
+	"\x1aDOWNLOAD_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16DOWNLOAD_STATE_RUNNING\x10\x01\x12\x1c\n" +
+	"\x18DOWNLOAD_STATE_SUCCEEDED\x10\x02\x12\x19\n" +
+	"\x15DOWNLOAD_STATE_FAILED\x10\x03\x12\x1c\n" +
+	"\x18DOWNLOAD_STATE_CANCELLED\x10\x04\x12\x19\n" +
+	"\x15DOWNLOAD_STATE_FENCED\x10\x05\x12\x1a\n" +
+	"\x16DOWNLOAD_STATE_UNKNOWN\x10\x062\x9b\a\n" +
 	"\fAgentService\x12O\n" +
 	"\bGetFacts\x12 .quarry.agent.v1.GetFactsRequest\x1a!.quarry.agent.v1.GetFactsResponse\x12O\n" +
 	"\bInitPool\x12 .quarry.agent.v1.InitPoolRequest\x1a!.quarry.agent.v1.InitPoolResponse\x12R\n" +
@@ -1158,7 +1834,10 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"WatchPools\x12\".quarry.agent.v1.WatchPoolsRequest\x1a#.quarry.agent.v1.WatchPoolsResponse0\x01\x12U\n" +
 	"\n" +
-	"DeleteFile\x12\".quarry.agent.v1.DeleteFileRequest\x1a#.quarry.agent.v1.DeleteFileResponseB\xc6\x01\n" +
+	"DeleteFile\x12\".quarry.agent.v1.DeleteFileRequest\x1a#.quarry.agent.v1.DeleteFileResponse\x12^\n" +
+	"\rStartDownload\x12%.quarry.agent.v1.StartDownloadRequest\x1a&.quarry.agent.v1.StartDownloadResponse\x12`\n" +
+	"\rWatchDownload\x12%.quarry.agent.v1.WatchDownloadRequest\x1a&.quarry.agent.v1.WatchDownloadResponse0\x01\x12a\n" +
+	"\x0eCancelDownload\x12&.quarry.agent.v1.CancelDownloadRequest\x1a'.quarry.agent.v1.CancelDownloadResponseB\xc6\x01\n" +
 	"\x13com.quarry.agent.v1B\n" +
 	"AgentProtoP\x01ZEgithub.com/quarry-project/quarry/internal/gen/quarry/agent/v1;agentv1\xa2\x02\x03QAX\xaa\x02\x0fQuarry.Agent.V1\xca\x02\x0fQuarry\\Agent\\V1\xe2\x02\x1bQuarry\\Agent\\V1\\GPBMetadata\xea\x02\x11Quarry::Agent::V1b\x06proto3"
 
@@ -1174,63 +1853,84 @@ func file_quarry_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_quarry_agent_v1_agent_proto_rawDescData
 }
 
-var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(MountStatus)(0),                   // 0: quarry.agent.v1.MountStatus
 	(FileOp)(0),                        // 1: quarry.agent.v1.FileOp
-	(*PoolRef)(nil),                    // 2: quarry.agent.v1.PoolRef
-	(*PoolFacts)(nil),                  // 3: quarry.agent.v1.PoolFacts
-	(*GetFactsRequest)(nil),            // 4: quarry.agent.v1.GetFactsRequest
-	(*GetFactsResponse)(nil),           // 5: quarry.agent.v1.GetFactsResponse
-	(*InitPoolRequest)(nil),            // 6: quarry.agent.v1.InitPoolRequest
-	(*InitPoolResponse)(nil),           // 7: quarry.agent.v1.InitPoolResponse
-	(*CreateCSRRequest)(nil),           // 8: quarry.agent.v1.CreateCSRRequest
-	(*CreateCSRResponse)(nil),          // 9: quarry.agent.v1.CreateCSRResponse
-	(*InstallCertificateRequest)(nil),  // 10: quarry.agent.v1.InstallCertificateRequest
-	(*InstallCertificateResponse)(nil), // 11: quarry.agent.v1.InstallCertificateResponse
-	(*IsoFile)(nil),                    // 12: quarry.agent.v1.IsoFile
-	(*ListISOsRequest)(nil),            // 13: quarry.agent.v1.ListISOsRequest
-	(*ListISOsResponse)(nil),           // 14: quarry.agent.v1.ListISOsResponse
-	(*WatchPoolsRequest)(nil),          // 15: quarry.agent.v1.WatchPoolsRequest
-	(*PoolEvent)(nil),                  // 16: quarry.agent.v1.PoolEvent
-	(*WatchPoolsResponse)(nil),         // 17: quarry.agent.v1.WatchPoolsResponse
-	(*DeleteFileRequest)(nil),          // 18: quarry.agent.v1.DeleteFileRequest
-	(*DeleteFileResponse)(nil),         // 19: quarry.agent.v1.DeleteFileResponse
-	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
+	(DownloadState)(0),                 // 2: quarry.agent.v1.DownloadState
+	(*PoolRef)(nil),                    // 3: quarry.agent.v1.PoolRef
+	(*PoolFacts)(nil),                  // 4: quarry.agent.v1.PoolFacts
+	(*GetFactsRequest)(nil),            // 5: quarry.agent.v1.GetFactsRequest
+	(*GetFactsResponse)(nil),           // 6: quarry.agent.v1.GetFactsResponse
+	(*InitPoolRequest)(nil),            // 7: quarry.agent.v1.InitPoolRequest
+	(*InitPoolResponse)(nil),           // 8: quarry.agent.v1.InitPoolResponse
+	(*CreateCSRRequest)(nil),           // 9: quarry.agent.v1.CreateCSRRequest
+	(*CreateCSRResponse)(nil),          // 10: quarry.agent.v1.CreateCSRResponse
+	(*InstallCertificateRequest)(nil),  // 11: quarry.agent.v1.InstallCertificateRequest
+	(*InstallCertificateResponse)(nil), // 12: quarry.agent.v1.InstallCertificateResponse
+	(*IsoFile)(nil),                    // 13: quarry.agent.v1.IsoFile
+	(*ListISOsRequest)(nil),            // 14: quarry.agent.v1.ListISOsRequest
+	(*ListISOsResponse)(nil),           // 15: quarry.agent.v1.ListISOsResponse
+	(*WatchPoolsRequest)(nil),          // 16: quarry.agent.v1.WatchPoolsRequest
+	(*PoolEvent)(nil),                  // 17: quarry.agent.v1.PoolEvent
+	(*WatchPoolsResponse)(nil),         // 18: quarry.agent.v1.WatchPoolsResponse
+	(*DeleteFileRequest)(nil),          // 19: quarry.agent.v1.DeleteFileRequest
+	(*DeleteFileResponse)(nil),         // 20: quarry.agent.v1.DeleteFileResponse
+	(*URLPolicy)(nil),                  // 21: quarry.agent.v1.URLPolicy
+	(*StartDownloadRequest)(nil),       // 22: quarry.agent.v1.StartDownloadRequest
+	(*StartDownloadResponse)(nil),      // 23: quarry.agent.v1.StartDownloadResponse
+	(*DownloadStatus)(nil),             // 24: quarry.agent.v1.DownloadStatus
+	(*WatchDownloadRequest)(nil),       // 25: quarry.agent.v1.WatchDownloadRequest
+	(*WatchDownloadResponse)(nil),      // 26: quarry.agent.v1.WatchDownloadResponse
+	(*CancelDownloadRequest)(nil),      // 27: quarry.agent.v1.CancelDownloadRequest
+	(*CancelDownloadResponse)(nil),     // 28: quarry.agent.v1.CancelDownloadResponse
+	(*timestamppb.Timestamp)(nil),      // 29: google.protobuf.Timestamp
 }
 var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	0,  // 0: quarry.agent.v1.PoolFacts.status:type_name -> quarry.agent.v1.MountStatus
-	2,  // 1: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
-	3,  // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
-	2,  // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	3,  // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
-	20, // 5: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
-	2,  // 6: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	12, // 7: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
-	2,  // 8: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
+	3,  // 1: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
+	4,  // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
+	3,  // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	4,  // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
+	29, // 5: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
+	3,  // 6: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	13, // 7: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
+	3,  // 8: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
 	1,  // 9: quarry.agent.v1.PoolEvent.op:type_name -> quarry.agent.v1.FileOp
-	16, // 10: quarry.agent.v1.WatchPoolsResponse.events:type_name -> quarry.agent.v1.PoolEvent
-	2,  // 11: quarry.agent.v1.DeleteFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	4,  // 12: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
-	6,  // 13: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
-	8,  // 14: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
-	10, // 15: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
-	13, // 16: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
-	15, // 17: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
-	18, // 18: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
-	5,  // 19: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
-	7,  // 20: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
-	9,  // 21: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
-	11, // 22: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
-	14, // 23: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
-	17, // 24: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
-	19, // 25: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	17, // 10: quarry.agent.v1.WatchPoolsResponse.events:type_name -> quarry.agent.v1.PoolEvent
+	3,  // 11: quarry.agent.v1.DeleteFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	3,  // 12: quarry.agent.v1.StartDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	21, // 13: quarry.agent.v1.StartDownloadRequest.policy:type_name -> quarry.agent.v1.URLPolicy
+	24, // 14: quarry.agent.v1.StartDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
+	2,  // 15: quarry.agent.v1.DownloadStatus.state:type_name -> quarry.agent.v1.DownloadState
+	24, // 16: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
+	3,  // 17: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	5,  // 18: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
+	7,  // 19: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
+	9,  // 20: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
+	11, // 21: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
+	14, // 22: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
+	16, // 23: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
+	19, // 24: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
+	22, // 25: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
+	25, // 26: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
+	27, // 27: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
+	6,  // 28: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
+	8,  // 29: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
+	10, // 30: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
+	12, // 31: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
+	15, // 32: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
+	18, // 33: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
+	20, // 34: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
+	23, // 35: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
+	26, // 36: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
+	28, // 37: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
+	28, // [28:38] is the sub-list for method output_type
+	18, // [18:28] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_quarry_agent_v1_agent_proto_init() }
@@ -1243,8 +1943,8 @@ func file_quarry_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_agent_v1_agent_proto_rawDesc), len(file_quarry_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   18,
+			NumEnums:      3,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,12 @@ const (
 // reflection-formatted method names, remove the leading slash and convert the remaining slash to a
 // period.
 const (
+	// ImageServiceListCatalogProcedure is the fully-qualified name of the ImageService's ListCatalog
+	// RPC.
+	ImageServiceListCatalogProcedure = "/quarry.v1.ImageService/ListCatalog"
+	// ImageServiceDownloadImageProcedure is the fully-qualified name of the ImageService's
+	// DownloadImage RPC.
+	ImageServiceDownloadImageProcedure = "/quarry.v1.ImageService/DownloadImage"
 	// ImageServiceListImagesProcedure is the fully-qualified name of the ImageService's ListImages RPC.
 	ImageServiceListImagesProcedure = "/quarry.v1.ImageService/ListImages"
 	// ImageServiceGetImageProcedure is the fully-qualified name of the ImageService's GetImage RPC.
@@ -49,6 +55,15 @@ const (
 
 // ImageServiceClient is a client for the quarry.v1.ImageService service.
 type ImageServiceClient interface {
+	// ListCatalog lists the well-known cloud images that DownloadImage takes
+	// by id: built in, plus the server's --catalog files.
+	ListCatalog(context.Context, *connect.Request[v1.ListCatalogRequest]) (*connect.Response[v1.ListCatalogResponse], error)
+	// DownloadImage starts a durable download job into a pool: from a
+	// catalog entry or any http(s) URL the URL policy allows. The image and
+	// its job are created together. Asking again while the same source is
+	// being downloaded into the same pool returns the running job; an image
+	// with the same digest already READY in the pool is returned as is.
+	DownloadImage(context.Context, *connect.Request[v1.DownloadImageRequest]) (*connect.Response[v1.DownloadImageResponse], error)
 	ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error)
 	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error)
 	// DeleteImage removes the image's file from its pool (through a node that
@@ -75,6 +90,18 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 	baseURL = strings.TrimRight(baseURL, "/")
 	imageServiceMethods := v1.File_quarry_v1_image_proto.Services().ByName("ImageService").Methods()
 	return &imageServiceClient{
+		listCatalog: connect.NewClient[v1.ListCatalogRequest, v1.ListCatalogResponse](
+			httpClient,
+			baseURL+ImageServiceListCatalogProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("ListCatalog")),
+			connect.WithClientOptions(opts...),
+		),
+		downloadImage: connect.NewClient[v1.DownloadImageRequest, v1.DownloadImageResponse](
+			httpClient,
+			baseURL+ImageServiceDownloadImageProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("DownloadImage")),
+			connect.WithClientOptions(opts...),
+		),
 		listImages: connect.NewClient[v1.ListImagesRequest, v1.ListImagesResponse](
 			httpClient,
 			baseURL+ImageServiceListImagesProcedure,
@@ -110,11 +137,23 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 
 // imageServiceClient implements ImageServiceClient.
 type imageServiceClient struct {
+	listCatalog   *connect.Client[v1.ListCatalogRequest, v1.ListCatalogResponse]
+	downloadImage *connect.Client[v1.DownloadImageRequest, v1.DownloadImageResponse]
 	listImages    *connect.Client[v1.ListImagesRequest, v1.ListImagesResponse]
 	getImage      *connect.Client[v1.GetImageRequest, v1.GetImageResponse]
 	deleteImage   *connect.Client[v1.DeleteImageRequest, v1.DeleteImageResponse]
 	scanISOs      *connect.Client[v1.ScanISOsRequest, v1.ScanISOsResponse]
 	getScanStatus *connect.Client[v1.GetScanStatusRequest, v1.GetScanStatusResponse]
+}
+
+// ListCatalog calls quarry.v1.ImageService.ListCatalog.
+func (c *imageServiceClient) ListCatalog(ctx context.Context, req *connect.Request[v1.ListCatalogRequest]) (*connect.Response[v1.ListCatalogResponse], error) {
+	return c.listCatalog.CallUnary(ctx, req)
+}
+
+// DownloadImage calls quarry.v1.ImageService.DownloadImage.
+func (c *imageServiceClient) DownloadImage(ctx context.Context, req *connect.Request[v1.DownloadImageRequest]) (*connect.Response[v1.DownloadImageResponse], error) {
+	return c.downloadImage.CallUnary(ctx, req)
 }
 
 // ListImages calls quarry.v1.ImageService.ListImages.
@@ -144,6 +183,15 @@ func (c *imageServiceClient) GetScanStatus(ctx context.Context, req *connect.Req
 
 // ImageServiceHandler is an implementation of the quarry.v1.ImageService service.
 type ImageServiceHandler interface {
+	// ListCatalog lists the well-known cloud images that DownloadImage takes
+	// by id: built in, plus the server's --catalog files.
+	ListCatalog(context.Context, *connect.Request[v1.ListCatalogRequest]) (*connect.Response[v1.ListCatalogResponse], error)
+	// DownloadImage starts a durable download job into a pool: from a
+	// catalog entry or any http(s) URL the URL policy allows. The image and
+	// its job are created together. Asking again while the same source is
+	// being downloaded into the same pool returns the running job; an image
+	// with the same digest already READY in the pool is returned as is.
+	DownloadImage(context.Context, *connect.Request[v1.DownloadImageRequest]) (*connect.Response[v1.DownloadImageResponse], error)
 	ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error)
 	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error)
 	// DeleteImage removes the image's file from its pool (through a node that
@@ -166,6 +214,18 @@ type ImageServiceHandler interface {
 // and JSON codecs. They also support gzip compression.
 func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
 	imageServiceMethods := v1.File_quarry_v1_image_proto.Services().ByName("ImageService").Methods()
+	imageServiceListCatalogHandler := connect.NewUnaryHandler(
+		ImageServiceListCatalogProcedure,
+		svc.ListCatalog,
+		connect.WithSchema(imageServiceMethods.ByName("ListCatalog")),
+		connect.WithHandlerOptions(opts...),
+	)
+	imageServiceDownloadImageHandler := connect.NewUnaryHandler(
+		ImageServiceDownloadImageProcedure,
+		svc.DownloadImage,
+		connect.WithSchema(imageServiceMethods.ByName("DownloadImage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	imageServiceListImagesHandler := connect.NewUnaryHandler(
 		ImageServiceListImagesProcedure,
 		svc.ListImages,
@@ -198,6 +258,10 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 	)
 	return "/quarry.v1.ImageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
+		case ImageServiceListCatalogProcedure:
+			imageServiceListCatalogHandler.ServeHTTP(w, r)
+		case ImageServiceDownloadImageProcedure:
+			imageServiceDownloadImageHandler.ServeHTTP(w, r)
 		case ImageServiceListImagesProcedure:
 			imageServiceListImagesHandler.ServeHTTP(w, r)
 		case ImageServiceGetImageProcedure:
@@ -216,6 +280,14 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 
 // UnimplementedImageServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedImageServiceHandler struct{}
+
+func (UnimplementedImageServiceHandler) ListCatalog(context.Context, *connect.Request[v1.ListCatalogRequest]) (*connect.Response[v1.ListCatalogResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.ListCatalog is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) DownloadImage(context.Context, *connect.Request[v1.DownloadImageRequest]) (*connect.Response[v1.DownloadImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.DownloadImage is not implemented"))
+}
 
 func (UnimplementedImageServiceHandler) ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.ListImages is not implemented"))

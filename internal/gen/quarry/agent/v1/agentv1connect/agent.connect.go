@@ -50,6 +50,15 @@ const (
 	AgentServiceWatchPoolsProcedure = "/quarry.agent.v1.AgentService/WatchPools"
 	// AgentServiceDeleteFileProcedure is the fully-qualified name of the AgentService's DeleteFile RPC.
 	AgentServiceDeleteFileProcedure = "/quarry.agent.v1.AgentService/DeleteFile"
+	// AgentServiceStartDownloadProcedure is the fully-qualified name of the AgentService's
+	// StartDownload RPC.
+	AgentServiceStartDownloadProcedure = "/quarry.agent.v1.AgentService/StartDownload"
+	// AgentServiceWatchDownloadProcedure is the fully-qualified name of the AgentService's
+	// WatchDownload RPC.
+	AgentServiceWatchDownloadProcedure = "/quarry.agent.v1.AgentService/WatchDownload"
+	// AgentServiceCancelDownloadProcedure is the fully-qualified name of the AgentService's
+	// CancelDownload RPC.
+	AgentServiceCancelDownloadProcedure = "/quarry.agent.v1.AgentService/CancelDownload"
 )
 
 // AgentServiceClient is a client for the quarry.agent.v1.AgentService service.
@@ -78,6 +87,14 @@ type AgentServiceClient interface {
 	// DeleteFile removes one file of a pool. The path is resolved inside the
 	// pool root; nothing outside it can be named.
 	DeleteFile(context.Context, *connect.Request[v1.DeleteFileRequest]) (*connect.Response[v1.DeleteFileResponse], error)
+	// StartDownload starts a download into a pool, or resumes it from its
+	// checkpoint, and returns at once. Calling it again for a job the agent
+	// runs with the same fence changes nothing; a higher fence takes over.
+	StartDownload(context.Context, *connect.Request[v1.StartDownloadRequest]) (*connect.Response[v1.StartDownloadResponse], error)
+	// WatchDownload streams a download's status until it ends.
+	WatchDownload(context.Context, *connect.Request[v1.WatchDownloadRequest]) (*connect.ServerStreamForClient[v1.WatchDownloadResponse], error)
+	// CancelDownload stops a download and removes its partial file.
+	CancelDownload(context.Context, *connect.Request[v1.CancelDownloadRequest]) (*connect.Response[v1.CancelDownloadResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the quarry.agent.v1.AgentService service. By
@@ -133,6 +150,24 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("DeleteFile")),
 			connect.WithClientOptions(opts...),
 		),
+		startDownload: connect.NewClient[v1.StartDownloadRequest, v1.StartDownloadResponse](
+			httpClient,
+			baseURL+AgentServiceStartDownloadProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("StartDownload")),
+			connect.WithClientOptions(opts...),
+		),
+		watchDownload: connect.NewClient[v1.WatchDownloadRequest, v1.WatchDownloadResponse](
+			httpClient,
+			baseURL+AgentServiceWatchDownloadProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("WatchDownload")),
+			connect.WithClientOptions(opts...),
+		),
+		cancelDownload: connect.NewClient[v1.CancelDownloadRequest, v1.CancelDownloadResponse](
+			httpClient,
+			baseURL+AgentServiceCancelDownloadProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("CancelDownload")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -145,6 +180,9 @@ type agentServiceClient struct {
 	listISOs           *connect.Client[v1.ListISOsRequest, v1.ListISOsResponse]
 	watchPools         *connect.Client[v1.WatchPoolsRequest, v1.WatchPoolsResponse]
 	deleteFile         *connect.Client[v1.DeleteFileRequest, v1.DeleteFileResponse]
+	startDownload      *connect.Client[v1.StartDownloadRequest, v1.StartDownloadResponse]
+	watchDownload      *connect.Client[v1.WatchDownloadRequest, v1.WatchDownloadResponse]
+	cancelDownload     *connect.Client[v1.CancelDownloadRequest, v1.CancelDownloadResponse]
 }
 
 // GetFacts calls quarry.agent.v1.AgentService.GetFacts.
@@ -182,6 +220,21 @@ func (c *agentServiceClient) DeleteFile(ctx context.Context, req *connect.Reques
 	return c.deleteFile.CallUnary(ctx, req)
 }
 
+// StartDownload calls quarry.agent.v1.AgentService.StartDownload.
+func (c *agentServiceClient) StartDownload(ctx context.Context, req *connect.Request[v1.StartDownloadRequest]) (*connect.Response[v1.StartDownloadResponse], error) {
+	return c.startDownload.CallUnary(ctx, req)
+}
+
+// WatchDownload calls quarry.agent.v1.AgentService.WatchDownload.
+func (c *agentServiceClient) WatchDownload(ctx context.Context, req *connect.Request[v1.WatchDownloadRequest]) (*connect.ServerStreamForClient[v1.WatchDownloadResponse], error) {
+	return c.watchDownload.CallServerStream(ctx, req)
+}
+
+// CancelDownload calls quarry.agent.v1.AgentService.CancelDownload.
+func (c *agentServiceClient) CancelDownload(ctx context.Context, req *connect.Request[v1.CancelDownloadRequest]) (*connect.Response[v1.CancelDownloadResponse], error) {
+	return c.cancelDownload.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the quarry.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// GetFacts reports the node's identity and, for every pool it is told
@@ -208,6 +261,14 @@ type AgentServiceHandler interface {
 	// DeleteFile removes one file of a pool. The path is resolved inside the
 	// pool root; nothing outside it can be named.
 	DeleteFile(context.Context, *connect.Request[v1.DeleteFileRequest]) (*connect.Response[v1.DeleteFileResponse], error)
+	// StartDownload starts a download into a pool, or resumes it from its
+	// checkpoint, and returns at once. Calling it again for a job the agent
+	// runs with the same fence changes nothing; a higher fence takes over.
+	StartDownload(context.Context, *connect.Request[v1.StartDownloadRequest]) (*connect.Response[v1.StartDownloadResponse], error)
+	// WatchDownload streams a download's status until it ends.
+	WatchDownload(context.Context, *connect.Request[v1.WatchDownloadRequest], *connect.ServerStream[v1.WatchDownloadResponse]) error
+	// CancelDownload stops a download and removes its partial file.
+	CancelDownload(context.Context, *connect.Request[v1.CancelDownloadRequest]) (*connect.Response[v1.CancelDownloadResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -259,6 +320,24 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("DeleteFile")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceStartDownloadHandler := connect.NewUnaryHandler(
+		AgentServiceStartDownloadProcedure,
+		svc.StartDownload,
+		connect.WithSchema(agentServiceMethods.ByName("StartDownload")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceWatchDownloadHandler := connect.NewServerStreamHandler(
+		AgentServiceWatchDownloadProcedure,
+		svc.WatchDownload,
+		connect.WithSchema(agentServiceMethods.ByName("WatchDownload")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceCancelDownloadHandler := connect.NewUnaryHandler(
+		AgentServiceCancelDownloadProcedure,
+		svc.CancelDownload,
+		connect.WithSchema(agentServiceMethods.ByName("CancelDownload")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceGetFactsProcedure:
@@ -275,6 +354,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceWatchPoolsHandler.ServeHTTP(w, r)
 		case AgentServiceDeleteFileProcedure:
 			agentServiceDeleteFileHandler.ServeHTTP(w, r)
+		case AgentServiceStartDownloadProcedure:
+			agentServiceStartDownloadHandler.ServeHTTP(w, r)
+		case AgentServiceWatchDownloadProcedure:
+			agentServiceWatchDownloadHandler.ServeHTTP(w, r)
+		case AgentServiceCancelDownloadProcedure:
+			agentServiceCancelDownloadHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -310,4 +395,16 @@ func (UnimplementedAgentServiceHandler) WatchPools(context.Context, *connect.Req
 
 func (UnimplementedAgentServiceHandler) DeleteFile(context.Context, *connect.Request[v1.DeleteFileRequest]) (*connect.Response[v1.DeleteFileResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.DeleteFile is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) StartDownload(context.Context, *connect.Request[v1.StartDownloadRequest]) (*connect.Response[v1.StartDownloadResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.StartDownload is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) WatchDownload(context.Context, *connect.Request[v1.WatchDownloadRequest], *connect.ServerStream[v1.WatchDownloadResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.WatchDownload is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) CancelDownload(context.Context, *connect.Request[v1.CancelDownloadRequest]) (*connect.Response[v1.CancelDownloadResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.CancelDownload is not implemented"))
 }

@@ -1,0 +1,194 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"path"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	"github.com/quarry-project/quarry/internal/catalog"
+	"github.com/quarry-project/quarry/internal/checksum"
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/names"
+	"github.com/quarry-project/quarry/internal/store"
+	"github.com/quarry-project/quarry/internal/urlpolicy"
+)
+
+// Downloads is what DownloadImage needs beyond the store.
+type Downloads struct {
+	Catalog *catalog.Catalog
+	// Policy checks URLs before a job is created; agents check again when
+	// they dial.
+	Policy *urlpolicy.Policy
+	// Kick wakes the download controller.
+	Kick func()
+	// Reachable reports, as the node-choice helper's error, why no node
+	// can work on the pool, so a download that cannot start fails at once.
+	Reachable func(ctx context.Context, poolID string) error
+}
+
+func (s *ImageService) ListCatalog(ctx context.Context, _ *connect.Request[quarryv1.ListCatalogRequest]) (*connect.Response[quarryv1.ListCatalogResponse], error) {
+	resp := &quarryv1.ListCatalogResponse{}
+	for _, e := range s.Downloads.Catalog.List() {
+		resp.Entries = append(resp.Entries, catalogView(e))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func catalogView(e catalog.Entry) *quarryv1.CatalogEntry {
+	return &quarryv1.CatalogEntry{
+		Id: e.ID, Name: e.Name, Url: e.URL, Checksum: e.Checksum, ChecksumUrl: e.ChecksumURL,
+		Format: e.Format, DefaultUser: e.DefaultUser, Notes: e.Notes,
+		Os: &quarryv1.OSInfo{Distro: e.OS.Distro, Version: e.OS.Version, Arch: e.OS.Arch},
+	}
+}
+
+// source is what a download request resolves to.
+type source struct {
+	key         string // "catalog:<id>" or the URL
+	url         string
+	checksum    string
+	checksumURL string
+	name        string
+	kind        store.ImageKind
+	os          catalog.OS
+}
+
+func (s *ImageService) resolveSource(m *quarryv1.DownloadImageRequest) (source, error) {
+	var src source
+	switch {
+	case m.GetCatalogId() != "" && m.GetUrl() != "":
+		return src, invalidf("give either a catalog id or a URL, not both")
+	case m.GetCatalogId() != "":
+		e, err := s.Downloads.Catalog.Get(m.GetCatalogId())
+		if err != nil {
+			return src, classf(store.ErrNotFound, "%s", err.Error())
+		}
+		src = source{key: "catalog:" + e.ID, url: e.URL, checksum: e.Checksum, checksumURL: e.ChecksumURL,
+			name: e.ID + path.Ext(urlPath(e.URL)), kind: store.KindCloudImage, os: e.OS}
+	case m.GetUrl() != "":
+		src = source{key: m.GetUrl(), url: m.GetUrl(), name: safeName(path.Base(urlPath(m.GetUrl()))), kind: store.KindCloudImage}
+	default:
+		return src, invalidf("give a catalog id (see quarry catalog ls) or an http(s) URL to download")
+	}
+	if _, err := s.Downloads.Policy.CheckURL(src.url); err != nil {
+		return src, invalidf("%s", err.Error())
+	}
+	if c := m.GetChecksum(); c != "" {
+		if _, _, err := checksum.ParseDigest(c); err != nil {
+			return src, invalidf("%s", err.Error())
+		}
+		src.checksum, src.checksumURL = c, ""
+	}
+	if n := m.GetName(); n != "" {
+		src.name = n
+	}
+	if err := names.Check("image", src.name); err != nil {
+		return src, invalidf("%s; give one with --name", err.Error())
+	}
+	if strings.EqualFold(path.Ext(src.name), ".iso") {
+		src.kind = store.KindISO
+	}
+	return src, nil
+}
+
+func urlPath(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Path
+}
+
+// safeName turns a URL's file name into a valid image name.
+func safeName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	out := strings.TrimLeft(string(b), ".-_")
+	if len(out) > names.MaxLen {
+		out = out[len(out)-names.MaxLen:]
+	}
+	if out == "" {
+		return "download"
+	}
+	return out
+}
+
+func (s *ImageService) DownloadImage(ctx context.Context, req *connect.Request[quarryv1.DownloadImageRequest]) (*connect.Response[quarryv1.DownloadImageResponse], error) {
+	resp, err := s.download(ctx, req.Msg)
+	return connect.NewResponse(resp), toConnect(ctx, s.Logger, err)
+}
+
+func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRequest) (*quarryv1.DownloadImageResponse, error) {
+	if m.GetStoragePoolId() == "" {
+		return nil, invalidf("storage pool id is empty; see quarry pool ls")
+	}
+	pool, err := s.Store.GetPool(ctx, m.GetStoragePoolId())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, classf(store.ErrNotFound, "no pool has id %q; see quarry pool ls", m.GetStoragePoolId())
+	}
+	if err != nil {
+		return nil, err
+	}
+	src, err := s.resolveSource(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Downloads.Reachable(ctx, pool.ID); err != nil {
+		return nil, err
+	}
+	// The same digest already READY in the pool: that image is the answer.
+	if algo, hex, err := checksum.ParseDigest(src.checksum); err == nil && algo == "sha256" {
+		ims, err := s.Store.ListImages(ctx, store.ImageFilter{PoolID: pool.ID})
+		if err != nil {
+			return nil, err
+		}
+		for _, im := range ims {
+			if im.State == store.ImageReady && im.SHA256 == hex {
+				return &quarryv1.DownloadImageResponse{Image: imageView(im, pool.Name), Existing: true}, nil
+			}
+		}
+	}
+	now := s.Now()
+	dir := "images/"
+	if src.kind == store.KindISO {
+		dir = "iso/"
+	}
+	im := store.Image{
+		ID: newID("img"), PoolID: pool.ID, Name: src.name, Kind: src.kind, State: store.ImagePending,
+		RelPath: dir + src.name, Origin: store.OriginDownloaded, CreatedAt: now, UpdatedAt: now,
+		OSDistro: src.os.Distro, OSVersion: src.os.Version, OSArch: src.os.Arch,
+	}
+	j := store.Job{
+		ID: newID("job"), Kind: "download", State: store.JobQueued, ImageID: im.ID, PoolID: pool.ID,
+		Source: src.key, URL: src.url, Checksum: src.checksum, ChecksumURL: src.checksumURL,
+		Message: "queued", CreatedAt: now, UpdatedAt: now,
+	}
+	created, err := s.Store.CreateDownload(ctx, im, j)
+	existing := false
+	switch {
+	case errors.Is(err, store.ErrConflict) && created.ID != "":
+		// The same source is already being downloaded into the pool.
+		existing = true
+		if im, err = s.Store.GetImage(ctx, created.ImageID); err != nil {
+			return nil, err
+		}
+	case errors.Is(err, store.ErrConflict):
+		return nil, classf(store.ErrConflict, "pool %s already has an image at %s; choose another name with --name", pool.Name, im.RelPath)
+	case err != nil:
+		return nil, err
+	}
+	s.Downloads.Kick()
+	jv, err := jobView(ctx, s.Store, created, false)
+	if err != nil {
+		return nil, err
+	}
+	return &quarryv1.DownloadImageResponse{Image: imageView(im, pool.Name), Job: jv, Existing: existing}, nil
+}

@@ -1,0 +1,173 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// JobService implements quarry.v1.JobService.
+type JobService struct {
+	quarryv1connect.UnimplementedJobServiceHandler
+	Store store.Store
+	// Kick wakes the download controller (to act on a cancel now).
+	Kick   func()
+	Logger *slog.Logger
+	Now    func() time.Time
+	// WatchEvery is how often WatchJob looks for changes (250 ms).
+	WatchEvery time.Duration
+}
+
+var jobStates = map[store.JobState]quarryv1.JobState{
+	store.JobQueued:    quarryv1.JobState_JOB_STATE_QUEUED,
+	store.JobRunning:   quarryv1.JobState_JOB_STATE_RUNNING,
+	store.JobSucceeded: quarryv1.JobState_JOB_STATE_SUCCEEDED,
+	store.JobFailed:    quarryv1.JobState_JOB_STATE_FAILED,
+	store.JobCancelled: quarryv1.JobState_JOB_STATE_CANCELLED,
+}
+
+// jobView converts a job, naming its node and, if asked, with its history.
+func jobView(ctx context.Context, st store.Store, j store.Job, history bool) (*quarryv1.Job, error) {
+	v := &quarryv1.Job{
+		Id: j.ID, Kind: j.Kind, State: jobStates[j.State], ImageId: j.ImageID, StoragePoolId: j.PoolID,
+		Source: j.Source, NodeId: j.NodeID, Attempts: uint32(max(j.Attempts, 0)), Message: j.Message,
+		CreatedAt: ts(j.CreatedAt), UpdatedAt: ts(j.UpdatedAt), StartedAt: ts(j.StartedAt), FinishedAt: ts(j.FinishedAt),
+		Progress: &quarryv1.JobProgress{Phase: j.Phase, BytesDone: uint64(max(j.BytesDone, 0)),
+			BytesTotal: uint64(max(j.BytesTotal, 0)), BytesPerSecond: j.BytesPerSec},
+	}
+	if j.BytesPerSec > 0 && j.BytesTotal > j.BytesDone && j.State == store.JobRunning {
+		v.Progress.EtaSeconds = int64(float64(j.BytesTotal-j.BytesDone) / j.BytesPerSec)
+	}
+	if j.NodeID != "" {
+		if n, err := st.GetNode(ctx, j.NodeID); err == nil {
+			v.NodeName = n.Name
+		}
+	}
+	if history {
+		evs, err := st.ListJobEvents(ctx, j.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			v.History = append(v.History, &quarryv1.JobEvent{Time: ts(e.Time), Message: e.Message})
+		}
+	}
+	return v, nil
+}
+
+func (s *JobService) get(ctx context.Context, id string) (store.Job, error) {
+	if strings.TrimSpace(id) == "" {
+		return store.Job{}, invalidf("job id is empty")
+	}
+	j, err := s.Store.GetJob(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return j, classf(store.ErrNotFound, "no job has id %q; see quarry job ls", id)
+	}
+	return j, err
+}
+
+func (s *JobService) ListJobs(ctx context.Context, req *connect.Request[quarryv1.ListJobsRequest]) (*connect.Response[quarryv1.ListJobsResponse], error) {
+	f := store.JobFilter{PoolID: req.Msg.GetStoragePoolId()}
+	for _, want := range req.Msg.GetStates() {
+		for sv, pv := range jobStates {
+			if pv == want {
+				f.States = append(f.States, sv)
+			}
+		}
+	}
+	jobs, err := s.Store.ListJobs(ctx, f)
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	resp := &quarryv1.ListJobsResponse{}
+	for _, j := range jobs {
+		v, err := jobView(ctx, s.Store, j, false)
+		if err != nil {
+			return nil, toConnect(ctx, s.Logger, err)
+		}
+		resp.Jobs = append(resp.Jobs, v)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (s *JobService) GetJob(ctx context.Context, req *connect.Request[quarryv1.GetJobRequest]) (*connect.Response[quarryv1.GetJobResponse], error) {
+	j, err := s.get(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	v, err := jobView(ctx, s.Store, j, true)
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	return connect.NewResponse(&quarryv1.GetJobResponse{Job: v}), nil
+}
+
+// CancelJob marks the job for cancelling; the controller stops it on its
+// node and ends it. A job that already ended is returned as it is.
+func (s *JobService) CancelJob(ctx context.Context, req *connect.Request[quarryv1.CancelJobRequest]) (*connect.Response[quarryv1.CancelJobResponse], error) {
+	var j store.Job
+	for range 5 { // the fence may move under us while the job changes hands
+		var err error
+		if j, err = s.get(ctx, req.Msg.GetId()); err != nil {
+			return nil, toConnect(ctx, s.Logger, err)
+		}
+		if !j.State.Active() {
+			return nil, toConnect(ctx, s.Logger, classf(store.ErrInUse, "job %s already ended (%s); nothing to cancel", j.ID, strings.ToLower(string(j.State))))
+		}
+		j.CancelRequested, j.Message, j.UpdatedAt = true, "cancelling", s.Now()
+		err = s.Store.UpdateJob(ctx, j)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return nil, toConnect(ctx, s.Logger, err)
+		}
+	}
+	s.Kick()
+	v, err := jobView(ctx, s.Store, j, false)
+	return connect.NewResponse(&quarryv1.CancelJobResponse{Job: v}), toConnect(ctx, s.Logger, err)
+}
+
+// WatchJob sends the job now and whenever it changes, until it ends.
+func (s *JobService) WatchJob(ctx context.Context, req *connect.Request[quarryv1.WatchJobRequest], stream *connect.ServerStream[quarryv1.WatchJobResponse]) error {
+	every := s.WatchEvery
+	if every <= 0 {
+		every = 250 * time.Millisecond
+	}
+	var last time.Time
+	var lastState store.JobState
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		j, err := s.get(ctx, req.Msg.GetId())
+		if err != nil {
+			return toConnect(ctx, s.Logger, err)
+		}
+		if !j.UpdatedAt.Equal(last) || j.State != lastState {
+			last, lastState = j.UpdatedAt, j.State
+			v, err := jobView(ctx, s.Store, j, !j.State.Active())
+			if err != nil {
+				return toConnect(ctx, s.Logger, err)
+			}
+			if err := stream.Send(&quarryv1.WatchJobResponse{Job: v}); err != nil {
+				return err
+			}
+		}
+		if !j.State.Active() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

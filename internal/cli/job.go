@@ -1,0 +1,222 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+)
+
+func newJobCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "job",
+		Short: "Follow and control long work: downloads",
+	}
+	cmd.AddCommand(newJobListCommand(g), newJobShowCommand(g), newJobWatchCommand(g), newJobCancelCommand(g))
+	return cmd
+}
+
+func newJobListCommand(g *globals) *cobra.Command {
+	var active bool
+	cmd := &cobra.Command{
+		Use:     "ls [--active]",
+		Aliases: []string{"list"},
+		Short:   "List jobs, newest first",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			req := &quarryv1.ListJobsRequest{}
+			if active {
+				req.States = []quarryv1.JobState{quarryv1.JobState_JOB_STATE_QUEUED, quarryv1.JobState_JOB_STATE_RUNNING}
+			}
+			resp, err := c.jobs.ListJobs(cmd.Context(), connect.NewRequest(req))
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.wantJSON() {
+				return printJSON(out, resp.Msg)
+			}
+			now := time.Now()
+			t := newTable(out, "ID", "STATE", "NODE", "PROGRESS", "SOURCE", "UPDATED", "MESSAGE")
+			for _, j := range resp.Msg.GetJobs() {
+				t.row(j.GetId(), enumWord(j.GetState()), j.GetNodeName(), progressWords(j), truncate(j.GetSource(), 48),
+					ago(localTime(j.GetUpdatedAt()), now), truncate(j.GetMessage(), 60))
+			}
+			return t.flush()
+		},
+	}
+	cmd.Flags().BoolVar(&active, "active", false, "only queued and running jobs")
+	return cmd
+}
+
+// progressWords reads like "1.2 GiB / 2.3 GiB (52%) 110 MiB/s ETA 10s".
+func progressWords(j *quarryv1.Job) string {
+	p := j.GetProgress()
+	if p.GetBytesDone() == 0 && p.GetBytesTotal() == 0 {
+		return p.GetPhase()
+	}
+	s := humanBytes(p.GetBytesDone())
+	if total := p.GetBytesTotal(); total > 0 {
+		s += fmt.Sprintf(" / %s (%d%%)", humanBytes(total), p.GetBytesDone()*100/total)
+	}
+	if j.GetState() == quarryv1.JobState_JOB_STATE_RUNNING {
+		if r := p.GetBytesPerSecond(); r > 0 {
+			s += " " + humanBytes(uint64(r)) + "/s"
+		}
+		if eta := p.GetEtaSeconds(); eta > 0 {
+			s += " ETA " + (time.Duration(eta) * time.Second).String()
+		}
+	}
+	return s
+}
+
+func newJobShowCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a job and its history",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			resp, err := c.jobs.GetJob(cmd.Context(), connect.NewRequest(&quarryv1.GetJobRequest{Id: args[0]}))
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.wantJSON() {
+				return printJSON(out, resp.Msg)
+			}
+			return printJob(out, resp.Msg.GetJob())
+		},
+	}
+}
+
+func printJob(out io.Writer, j *quarryv1.Job) error {
+	now := time.Now()
+	t := newTable(out)
+	t.row("ID:", j.GetId())
+	t.row("State:", enumWord(j.GetState()))
+	t.row("Source:", j.GetSource())
+	t.row("Image:", j.GetImageId())
+	t.row("Node:", j.GetNodeName())
+	t.row("Progress:", progressWords(j))
+	t.row("Message:", j.GetMessage())
+	t.row("Created:", stamp(localTime(j.GetCreatedAt()), now))
+	if j.GetFinishedAt() != nil {
+		t.row("Finished:", stamp(localTime(j.GetFinishedAt()), now))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if len(j.GetHistory()) > 0 {
+		fmt.Fprintln(out, "\nHistory:")
+		h := newTable(out)
+		for _, e := range j.GetHistory() {
+			h.row(localTime(e.GetTime()).Format("15:04:05"), e.GetMessage())
+		}
+		return h.flush()
+	}
+	return nil
+}
+
+func newJobWatchCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "watch ID",
+		Short: "Follow a job with a progress bar until it ends",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			return watchJob(cmd.Context(), c, args[0], cmd.OutOrStdout(), cmd.ErrOrStderr(), g.wantJSON())
+		},
+	}
+}
+
+// watchJob follows a job to its end, drawing a progress bar on w (or
+// printing each update as JSON), and fails if the job did not succeed.
+func watchJob(ctx context.Context, c *clients, id string, out, w io.Writer, asJSON bool) error {
+	stream, err := c.jobs.WatchJob(ctx, connect.NewRequest(&quarryv1.WatchJobRequest{Id: id}))
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	var last *quarryv1.Job
+	for stream.Receive() {
+		last = stream.Msg().GetJob()
+		if asJSON {
+			if err := printJSON(out, stream.Msg()); err != nil {
+				return err
+			}
+			continue
+		}
+		fmt.Fprintf(w, "\r%-80s", bar(last))
+	}
+	if err := stream.Err(); err != nil {
+		return err
+	}
+	if !asJSON {
+		fmt.Fprintln(w)
+	}
+	switch last.GetState() {
+	case quarryv1.JobState_JOB_STATE_SUCCEEDED:
+		if !asJSON {
+			fmt.Fprintln(out, last.GetMessage())
+		}
+		return nil
+	case quarryv1.JobState_JOB_STATE_CANCELLED:
+		return fmt.Errorf("job %s was cancelled", id)
+	}
+	return fmt.Errorf("job %s failed: %s", id, last.GetMessage())
+}
+
+// bar draws "[#######.......]  52%  1.2 GiB / 2.3 GiB  110 MiB/s  ETA 10s  downloading".
+func bar(j *quarryv1.Job) string {
+	p := j.GetProgress()
+	const width = 24
+	filled := 0
+	if p.GetBytesTotal() > 0 {
+		filled = int(p.GetBytesDone() * width / p.GetBytesTotal())
+	}
+	phase := p.GetPhase()
+	if phase == "" {
+		phase = strings.ToLower(enumWord(j.GetState()))
+	}
+	return "[" + strings.Repeat("#", filled) + strings.Repeat(".", width-filled) + "] " + progressWords(j) + "  " + phase
+}
+
+func newJobCancelCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a queued or running job; its partial file is removed",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			resp, err := c.jobs.CancelJob(cmd.Context(), connect.NewRequest(&quarryv1.CancelJobRequest{Id: args[0]}))
+			if err != nil {
+				return err
+			}
+			if g.wantJSON() {
+				return printJSON(cmd.OutOrStdout(), resp.Msg)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cancelling job %s\n", args[0])
+			return nil
+		},
+	}
+}

@@ -1,0 +1,151 @@
+package ingest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"time"
+)
+
+// PartialDir holds partial downloads and their checkpoints, inside the
+// pool's hidden .quarry directory so that no listing ever shows them.
+const PartialDir = ".quarry/partial"
+
+func partialPath(job string) string    { return path.Join(PartialDir, job) }
+func checkpointPath(job string) string { return path.Join(PartialDir, job+".ckpt") }
+
+// checkpoint is what a restarted download needs to go on where the last
+// one stopped: the first Offset bytes of the partial file are durable and
+// the hash states cover exactly them.
+type checkpoint struct {
+	Version   int    `json:"version"`
+	Job       string `json:"job"`
+	URL       string `json:"url"`
+	Validator string `json:"validator"` // strong ETag or Last-Modified: the If-Range value
+	Total     int64  `json:"total"`     // -1: unknown
+	Offset    int64  `json:"offset"`
+	Fence     uint64 `json:"fence"`
+	SHA256    []byte `json:"sha256_state"` // encoding.BinaryMarshaler output
+	SHA512    []byte `json:"sha512_state,omitempty"`
+	// Fresh says this is the one download from zero after a checksum
+	// mismatch: another mismatch is final, also after a restart.
+	Fresh   bool      `json:"fresh,omitempty"`
+	Written time.Time `json:"written"`
+}
+
+const checkpointVersion = 1
+
+// readCheckpoint returns the job's checkpoint, or nil if there is none or
+// it cannot be read as one (then nothing is resumed).
+func readCheckpoint(root *os.Root, job string) (*checkpoint, error) {
+	b, err := root.ReadFile(checkpointPath(job))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ck checkpoint
+	if json.Unmarshal(b, &ck) != nil || ck.Version != checkpointVersion || ck.Job != job {
+		return nil, nil
+	}
+	return &ck, nil
+}
+
+// writeCheckpoint replaces the job's checkpoint atomically and durably:
+// a crash leaves the old one or the new one, never a torn file.
+func writeCheckpoint(root *os.Root, ck *checkpoint) error {
+	ck.Version = checkpointVersion
+	b, err := json.Marshal(ck)
+	if err != nil {
+		return err
+	}
+	final := checkpointPath(ck.Job)
+	tmp := final + ".tmp"
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := root.Rename(tmp, final); err != nil {
+		return err
+	}
+	return syncDir(root, PartialDir)
+}
+
+// ownerFence returns the fence of the job's current checkpoint, 0 if none.
+func ownerFence(root *os.Root, job string) (uint64, error) {
+	ck, err := readCheckpoint(root, job)
+	if err != nil || ck == nil {
+		return 0, err
+	}
+	return ck.Fence, nil
+}
+
+// checkFence fails with ErrFenced when a writer with a higher fence has
+// claimed the job since: this writer must stop and leave its files alone.
+func checkFence(root *os.Root, job string, fence uint64) error {
+	owner, err := ownerFence(root, job)
+	if err != nil {
+		return fmt.Errorf("reading the checkpoint of job %s: %w", job, err)
+	}
+	if owner > fence {
+		return fenced("job %s was taken over by a writer with fence %d (this one has %d); this writer stops and leaves the partial file to it", job, owner, fence)
+	}
+	return nil
+}
+
+// Discard removes the partial file and checkpoint of a job, whoever owns
+// it: the clean-up after an explicit cancel. A job with nothing on disk is
+// not an error.
+func Discard(root *os.Root, job string) error {
+	if err := checkJob(job); err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range []string{partialPath(job), checkpointPath(job), checkpointPath(job) + ".tmp"} {
+		if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkJob accepts job ids that make safe file names: letters, digits, -
+// and _, up to 128. No dots, so no job's partial file can be another's
+// checkpoint.
+func checkJob(job string) error {
+	ok := job != "" && len(job) <= 128
+	for _, c := range job {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			ok = false
+		}
+	}
+	if !ok {
+		return terminal(nil, "job id %q is not valid: use 1 to 128 letters, digits, - or _", shorten(job))
+	}
+	return nil
+}
+
+// syncDir makes the entries of dir (renames, creations) durable.
+func syncDir(root *os.Root, dir string) error {
+	d, err := root.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,179 @@
+// Package ingest downloads one file into a storage pool: resumable,
+// verified, atomic. It is the agent's half of a download job.
+//
+// The contract of Download:
+//
+//   - Nothing outside the pool root is touched (os.Root), and nothing is
+//     fetched but through the caller's HTTP client, which enforces the URL
+//     policy; a refusal is terminal.
+//   - Bytes go to <pool>/.quarry/partial/<job>, hashed as they stream
+//     (SHA-256 always, SHA-512 when expected): the data is never read
+//     twice. A partial file is never visible as an image: only a verified,
+//     fsynced file is renamed to Dest, and the directory is fsynced.
+//   - Every CheckpointEvery the partial file is fdatasynced and a
+//     checkpoint (offset, validator, serialized hash states, fence) is
+//     replaced atomically, so a later call, on this node or on another one
+//     sharing the pool, resumes with Range and If-Range. An origin that
+//     answers 200 instead (its file changed, or it ignores ranges) is
+//     downloaded again from zero.
+//   - Transient failures (connection errors, resets, 408, 429, 5xx,
+//     stalls) are retried within the call with capped exponential backoff
+//     and jitter, honouring Retry-After, resuming from the last byte
+//     written. After MaxAttempts failures in a row without progress the
+//     call returns a transient error and keeps its files.
+//   - Terminal failures (ErrTerminal: other 4xx, policy refusals, no
+//     space, a checksum mismatch on a second download from zero, Dest
+//     taken by other content) remove the partial file and checkpoint.
+//     A cancelled ctx keeps them (a checkpoint is written first), because
+//     agent shutdown must not lose work; Discard is the clean-up after an
+//     explicit cancel.
+//   - A job is written by one writer at a time. Writers carry a fence (the
+//     job's owner epoch): a writer whose fence is lower than the
+//     checkpoint's stops with ErrFenced and leaves the files alone; an
+//     equal one (the same owner, restarted) resumes; a higher one takes
+//     the job over and resumes. Fences are checked at start, at every
+//     checkpoint and before the final rename, so a writer that lost the
+//     job stops within one checkpoint interval. Within one process the
+//     caller must not run two Downloads of one job at once.
+//   - Memory stays constant: one 1 MiB buffer, whatever the file size.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Request describes one download.
+type Request struct {
+	// Job names the partial file and checkpoint; the same job resumes.
+	Job string
+	// Fence is the writer's owner epoch for the job (see the package
+	// comment). It must grow each time the job moves to another writer.
+	Fence uint64
+	URL   string
+	// Expected is the digest the file must have; zero expects nothing
+	// (SHA-256 is still computed and reported).
+	Expected Digest
+	// Root is the pool directory.
+	Root *os.Root
+	// Dest is the final path inside Root, such as "images/ubuntu.qcow2".
+	Dest string
+	// Client fetches; it must enforce the URL policy
+	// (urlpolicy.Policy.Client) and have no overall Timeout, since stalls
+	// are detected here and a large image takes long.
+	Client *http.Client
+	// Describe names the pool for messages: "pool local on node n1".
+	Describe string
+	// Progress, if set, is called at most four times a second and at each
+	// phase change, from the downloading goroutine; it must not block.
+	Progress func(Progress)
+	// CheckpointEvery is how often progress is made durable; default 2 s.
+	CheckpointEvery time.Duration
+	// StallTimeout: fewer than 64 KiB arriving in this long is a stall;
+	// default 30 s.
+	StallTimeout time.Duration
+	// MaxAttempts bounds transient failures in a row without progress;
+	// default 8.
+	MaxAttempts int
+	// Backoff is the wait after the first failure; it doubles after each
+	// further one, up to 30 × Backoff. Default 1 s.
+	Backoff time.Duration
+}
+
+// Progress phases.
+const (
+	PhasePreflight   = "preflight"
+	PhaseDownloading = "downloading"
+	PhaseVerifying   = "verifying"
+	PhaseFinalizing  = "finalizing"
+)
+
+// Progress is a snapshot of a running download.
+type Progress struct {
+	Phase       string
+	Done        int64   // bytes in the partial file
+	Total       int64   // -1 while unknown
+	BytesPerSec float64 // recent rate
+}
+
+// Result describes the image in place.
+type Result struct {
+	SHA256      string // hex
+	SHA512      string // hex, when the expected digest was SHA-512
+	Size        int64
+	Format      string // FormatQCOW2, FormatRaw, …
+	VirtualSize int64  // disk size a VM sees (0 if the header does not say)
+	Dest        string
+	// Resumed says the download went on from an earlier call's checkpoint.
+	Resumed bool
+	// FetchedBytes counts the bytes received in this call.
+	FetchedBytes int64
+	// AlreadyExisted says Dest held this very file already; the download
+	// was dropped and Dest left as it was.
+	AlreadyExisted bool
+}
+
+const (
+	stallBytes = 64 << 10
+	bufSize    = 1 << 20
+)
+
+func (r *Request) check() error {
+	if err := checkJob(r.Job); err != nil {
+		return err
+	}
+	switch {
+	case r.Root == nil:
+		return terminal(nil, "download of job %s has no pool root", r.Job)
+	case r.Client == nil:
+		return terminal(nil, "download of job %s has no HTTP client", r.Job)
+	case !filepath.IsLocal(r.Dest) || filepath.Clean(r.Dest) != r.Dest || strings.Contains(r.Dest, `\`):
+		return terminal(nil, "destination %q is not a clean path inside the pool such as images/disk.qcow2", shorten(r.Dest))
+	case r.Dest == ".quarry" || strings.HasPrefix(r.Dest, ".quarry/"):
+		return terminal(nil, "destination %q is inside the pool's .quarry directory, which holds Quarry's own files", shorten(r.Dest))
+	}
+	if !r.Expected.IsZero() {
+		d, err := ParseDigest(r.Expected.String())
+		if err != nil {
+			return terminal(err, "%v", err)
+		}
+		r.Expected = d
+	}
+	if r.CheckpointEvery <= 0 {
+		r.CheckpointEvery = 2 * time.Second
+	}
+	if r.StallTimeout <= 0 {
+		r.StallTimeout = 30 * time.Second
+	}
+	if r.MaxAttempts <= 0 {
+		r.MaxAttempts = 8
+	}
+	if r.Backoff <= 0 {
+		r.Backoff = time.Second
+	}
+	if r.Describe == "" {
+		r.Describe = "the pool"
+	}
+	return nil
+}
+
+// Download fetches r.URL into r.Dest; see the package comment.
+func Download(ctx context.Context, r Request) (Result, error) {
+	if err := r.check(); err != nil {
+		return Result{}, err
+	}
+	d := &download{r: r, total: -1, meter: newMeter(r.Progress)}
+	res, err := d.run(ctx)
+	if d.f != nil {
+		d.f.Close()
+	}
+	if errors.Is(err, ErrTerminal) {
+		d.discard()
+	}
+	return res, err
+}

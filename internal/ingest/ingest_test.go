@@ -1,0 +1,337 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quarry-project/quarry/internal/origintest"
+	"github.com/quarry-project/quarry/internal/urlpolicy"
+)
+
+const mib = 1 << 20
+
+// pool is a pool directory in a temp dir with its os.Root.
+type pool struct {
+	dir  string
+	root *os.Root
+}
+
+func newPool(t *testing.T, dir string) *pool {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	return &pool{dir: dir, root: root}
+}
+
+// client is what the agent uses: the URL policy's client, allowing the
+// test origin on loopback.
+func client() *http.Client { return (&urlpolicy.Policy{AllowLoopback: true}).Client(nil) }
+
+// request is a download of f into p with test-sized timings.
+func request(p *pool, f *origintest.File) Request {
+	return Request{
+		Job:             "job-1",
+		Fence:           1,
+		URL:             f.URL(),
+		Root:            p.root,
+		Dest:            "images/disk.img",
+		Client:          client(),
+		Describe:        "pool local on node n1",
+		CheckpointEvery: 50 * time.Millisecond,
+		StallTimeout:    2 * time.Second,
+		Backoff:         10 * time.Millisecond,
+	}
+}
+
+func sha256Digest(f *origintest.File) Digest { return Digest{Algo: "sha256", Hex: f.SHA256()} }
+
+// checkImage checks that dest holds exactly f's content and that no
+// partial file or checkpoint is left.
+func (p *pool) checkImage(t *testing.T, dest string, f *origintest.File) {
+	t.Helper()
+	b, err := os.ReadFile(p.dir + "/" + dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != f.SHA256() {
+		t.Fatalf("%s does not hold the origin's file (%d bytes)", dest, len(b))
+	}
+	p.checkNoPartial(t)
+}
+
+func (p *pool) checkNoPartial(t *testing.T) {
+	t.Helper()
+	entries, err := os.ReadDir(p.dir + "/" + PartialDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if len(entries) > 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("left in %s: %v", PartialDir, names)
+	}
+}
+
+func (p *pool) checkNoImages(t *testing.T) {
+	t.Helper()
+	entries, _ := os.ReadDir(p.dir + "/images")
+	if len(entries) > 0 {
+		t.Fatalf("images/ holds %v", entries[0].Name())
+	}
+}
+
+func TestDownloadDigests(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	f := o.Add("/ubuntu.img", origintest.Random(5*mib+123, 1))
+	for _, tt := range []struct {
+		name   string
+		digest func() Digest
+	}{
+		{"sha256", func() Digest { return sha256Digest(f) }},
+		{"sha512", func() Digest { return Digest{Algo: "sha512", Hex: f.SHA512()} }},
+		{"upper-case sha256", func() Digest { return Digest{Algo: "sha256", Hex: strings.ToUpper(f.SHA256())} }},
+		{"none", func() Digest { return Digest{} }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newPool(t, "")
+			r := request(p, f)
+			r.Expected = tt.digest()
+			var phases []string
+			r.Progress = func(pr Progress) {
+				if len(phases) == 0 || phases[len(phases)-1] != pr.Phase {
+					phases = append(phases, pr.Phase)
+				}
+			}
+			res, err := Download(t.Context(), r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.checkImage(t, r.Dest, f)
+			c := f.Content()
+			want := Result{SHA256: f.SHA256(), Size: c.Size, Format: FormatRaw, VirtualSize: c.Size, Dest: r.Dest, FetchedBytes: c.Size}
+			if r.Expected.Algo == "sha512" {
+				want.SHA512 = f.SHA512()
+			}
+			if res != want {
+				t.Fatalf("result\n%+v, want\n%+v", res, want)
+			}
+			if wantPhases := []string{PhasePreflight, PhaseDownloading, PhaseVerifying, PhaseFinalizing}; !slices.Equal(phases, wantPhases) {
+				t.Fatalf("phases %v, want %v", phases, wantPhases)
+			}
+		})
+	}
+}
+
+func TestDownloadFormats(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	for _, tt := range []struct {
+		name    string
+		content origintest.Content
+		dest    string
+		format  string
+		virtual int64
+	}{
+		{"qcow2", origintest.QCOW2(2*mib, 20<<30, 2), "images/noble.qcow2", FormatQCOW2, 20 << 30},
+		{"iso", origintest.ISO(2*mib, "UBUNTU", 3), "iso/noble.iso", FormatISO, 2 * mib},
+		{"raw", origintest.Random(2*mib, 4), "images/disk.raw", FormatRaw, 2 * mib},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := o.Add("/"+tt.name, tt.content)
+			p := newPool(t, "")
+			r := request(p, f)
+			r.Dest = tt.dest
+			res, err := Download(t.Context(), r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Format != tt.format || res.VirtualSize != tt.virtual {
+				t.Fatalf("format %s, virtual size %d; want %s, %d", res.Format, res.VirtualSize, tt.format, tt.virtual)
+			}
+			p.checkImage(t, tt.dest, f)
+		})
+	}
+}
+
+func TestDestExists(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	f := o.Add("/a.img", origintest.Random(1*mib, 5))
+	p := newPool(t, "")
+	r := request(p, f)
+	if _, err := Download(t.Context(), r); err != nil {
+		t.Fatal(err)
+	}
+	r.Job = "job-2"
+	res, err := Download(t.Context(), r)
+	if err != nil || !res.AlreadyExisted {
+		t.Fatalf("same file again: %+v, %v; want AlreadyExisted", res, err)
+	}
+	p.checkImage(t, r.Dest, f)
+
+	g := o.Add("/b.img", origintest.Random(1*mib, 6))
+	r.Job, r.URL = "job-3", g.URL()
+	_, err = Download(t.Context(), r)
+	if !errors.Is(err, ErrExists) || !errors.Is(err, ErrTerminal) {
+		t.Fatalf("other file to the same name: %v; want ErrExists", err)
+	}
+	if !strings.Contains(err.Error(), "pool local on node n1 already holds images/disk.img with other content; delete it or choose another name") {
+		t.Fatalf("message %q", err)
+	}
+	p.checkImage(t, r.Dest, f) // untouched, and no partial file left
+}
+
+func TestRequestChecks(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	f := o.Add("/a.img", origintest.Random(1000, 5))
+	p := newPool(t, "")
+	for _, tt := range []struct {
+		name   string
+		change func(*Request)
+		want   string
+	}{
+		{"job with slash", func(r *Request) { r.Job = "../x" }, "job id"},
+		{"job with dot", func(r *Request) { r.Job = "a.ckpt" }, "job id"},
+		{"dest outside", func(r *Request) { r.Dest = "../etc/passwd" }, "not a clean path inside the pool"},
+		{"dest absolute", func(r *Request) { r.Dest = "/etc/passwd" }, "not a clean path inside the pool"},
+		{"dest unclean", func(r *Request) { r.Dest = "images//a" }, "not a clean path inside the pool"},
+		{"dest in .quarry", func(r *Request) { r.Dest = ".quarry/pool.json" }, "Quarry's own files"},
+		{"bad digest", func(r *Request) { r.Expected = Digest{Algo: "md5", Hex: "00"} }, "not supported"},
+		{"no client", func(r *Request) { r.Client = nil }, "no HTTP client"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := request(p, f)
+			tt.change(&r)
+			_, err := Download(t.Context(), r)
+			if !errors.Is(err, ErrTerminal) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v; want ErrTerminal saying %q", err, tt.want)
+			}
+		})
+	}
+	if f.Requests() != 0 {
+		t.Fatalf("%d requests made for invalid downloads", f.Requests())
+	}
+}
+
+func TestParseDigest(t *testing.T) {
+	h64, h128 := strings.Repeat("ab", 32), strings.Repeat("CD", 64)
+	for _, tt := range []struct {
+		in   string
+		want Digest
+		err  string
+	}{
+		{"sha256:" + h64, Digest{"sha256", h64}, ""},
+		{"SHA512:" + h128, Digest{"sha512", strings.ToLower(h128)}, ""},
+		{" " + h64 + "\n", Digest{"sha256", h64}, ""},
+		{h128, Digest{"sha512", strings.ToLower(h128)}, ""},
+		{"md5:abc", Digest{}, `checksum algorithm "md5" is not supported`},
+		{"sha256:abc", Digest{}, "sha256 checksum has 3 hex digits, not 64"},
+		{"sha256:" + strings.Repeat("zz", 32), Digest{}, "is not hexadecimal"},
+		{"abc", Digest{}, "has no algorithm and is not 64 or 128 hex digits long"},
+		{"", Digest{}, "has no algorithm"},
+	} {
+		got, err := ParseDigest(tt.in)
+		if tt.err == "" && (err != nil || got != tt.want) {
+			t.Errorf("ParseDigest(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+		if tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "sha256:<64 hex digits>")) {
+			t.Errorf("ParseDigest(%q) error %v; want one saying %q and the form to use", tt.in, err, tt.err)
+		}
+	}
+	if s := (Digest{"sha256", h64}).String(); s != "sha256:"+h64 {
+		t.Errorf("String() = %q", s)
+	}
+}
+
+// TestMemoryConstant shows that a download streams: what it allocates does
+// not grow with the file.
+func TestMemoryConstant(t *testing.T) {
+	o := origintest.New(t)
+	const n = 96 * mib
+	f := o.Add("/big.img", origintest.Random(n, 9))
+	p := newPool(t, "")
+	r := request(p, f)
+	r.CheckpointEvery = time.Hour // checkpoints are not what is measured
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if _, err := Download(t.Context(), r); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	// The origin in this process allocates too; the bound is still far
+	// below the file's size.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > n/4 {
+		t.Fatalf("downloading %d MiB allocated %d MiB", n/mib, alloc/mib)
+	}
+}
+
+// BenchmarkDownload compares Download with a plain GET into a file (no
+// hashing, no checkpoints) from the same origin; see the ratio metric.
+func BenchmarkDownload(b *testing.B) {
+	o := origintest.New(b)
+	const n = 256 * mib
+	f := o.Add("/big.img", origintest.Random(n, 10))
+	dir := b.TempDir()
+	root, _ := os.OpenRoot(dir)
+	defer root.Close()
+	var plain, ours time.Duration
+	b.SetBytes(n)
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		resp, err := http.Get(f.URL())
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, _ := os.Create(dir + "/plain")
+		io.Copy(out, resp.Body)
+		resp.Body.Close()
+		out.Close()
+		plain += time.Since(start)
+
+		start = time.Now()
+		_, err = Download(context.Background(), Request{
+			Job: "bench", URL: f.URL(), Root: root, Dest: "images/x", Client: client(),
+			Expected: sha256Digest(f),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ours += time.Since(start)
+		root.Remove("images/x")
+	}
+	b.ReportMetric(float64(ours)/float64(plain), "x-plain-get")
+}
+
+// progressAt returns a Progress func that calls fn once, when at least n
+// bytes are done.
+func progressAt(n int64, fn func()) func(Progress) {
+	var once sync.Once
+	return func(pr Progress) {
+		if pr.Phase == PhaseDownloading && pr.Done >= n {
+			once.Do(fn)
+		}
+	}
+}

@@ -1,0 +1,263 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/quarry-project/quarry/internal/origintest"
+)
+
+func TestResumeAfterDropInOneCall(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	const n = 12 * mib
+	f := o.Add("/a.qcow2", origintest.QCOW2(n, 8<<30, 11))
+	f.DropAt(3*mib, 3) // three resets, each 3 MiB into a response
+	p := newPool(t, "")
+	r := request(p, f)
+	r.Expected = sha256Digest(f)
+	res, err := Download(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.checkImage(t, r.Dest, f)
+	// Each resume starts at the last byte written: at most what was in
+	// flight when the connection broke is fetched twice.
+	if served := f.BytesServed(); served > n+2*mib {
+		t.Fatalf("origin served %d MiB for a %d MiB file", served/mib, n/mib)
+	}
+	if gets := f.Requests() - 1; gets != 4 {
+		t.Fatalf("%d GETs, want 4 (three resets)", gets)
+	}
+	if res.Resumed || res.FetchedBytes < n {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// interrupted runs a download of f that is cancelled once at least at
+// bytes are done, as an agent shutdown would, and checks what it leaves.
+func interrupted(t *testing.T, p *pool, r Request, f *origintest.File, at int64) *checkpoint {
+	t.Helper()
+	f.RateLimit(8 * mib)
+	defer f.RateLimit(0)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	r.Progress = progressAt(at, cancel)
+	_, err := Download(ctx, r)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrTerminal) {
+		t.Fatalf("cancelled download: %v", err)
+	}
+	p.checkNoImages(t)
+	ck, err := readCheckpoint(p.root, r.Job)
+	if err != nil || ck == nil {
+		t.Fatalf("no checkpoint after cancel: %v", err)
+	}
+	st, err := os.Stat(p.dir + "/" + partialPath(r.Job))
+	if err != nil || ck.Offset < at || st.Size() != ck.Offset {
+		t.Fatalf("checkpoint at %d, partial file %v, %v; want both at %d or more", ck.Offset, st.Size(), err, at)
+	}
+	return ck
+}
+
+func TestResumeAcrossCalls(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name     string
+		omitETag bool
+	}{{"etag", false}, {"last-modified only", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			o := origintest.New(t)
+			const n = 16 * mib
+			f := o.Add("/a.img", origintest.Random(n, 12))
+			f.OmitETag(tt.omitETag)
+			p := newPool(t, "")
+			r := request(p, f)
+			r.Expected = Digest{Algo: "sha512", Hex: f.SHA512()}
+			ck := interrupted(t, p, r, f, 5*mib)
+			first := f.BytesServed()
+
+			// A crash leaves bytes past the last checkpoint that no hash
+			// state covers; the next call must drop them.
+			pf, err := os.OpenFile(p.dir+"/"+partialPath(r.Job), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pf.Write(make([]byte, 300_000))
+			pf.Close()
+
+			res, err := Download(t.Context(), r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.checkImage(t, r.Dest, f)
+			if !res.Resumed || res.FetchedBytes != n-ck.Offset || res.SHA512 != f.SHA512() {
+				t.Fatalf("second call: %+v; want resumed from %d", res, ck.Offset)
+			}
+			// In flight when cancelled: at most a rate-limited moment's worth.
+			if served := f.BytesServed(); served > n+mib {
+				t.Fatalf("origin served %.1f MiB (%.1f in the first call) for a %d MiB file", float64(served)/mib, float64(first)/mib, n/mib)
+			}
+		})
+	}
+}
+
+func TestChangedOriginRestartsFromZero(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		change func(o *origintest.Origin, f *origintest.File)
+	}{
+		{"new etag, same bytes", func(o *origintest.Origin, f *origintest.File) { f.ChangeETag() }},
+		{"new etag, HEAD refused", func(o *origintest.Origin, f *origintest.File) {
+			// Only If-Range on the GET can tell the file changed.
+			f.ChangeETag()
+			f.Status(http.StatusMethodNotAllowed, 1, 0)
+		}},
+		{"new file", func(o *origintest.Origin, f *origintest.File) { o.Add("/a.img", origintest.Random(10*mib, 99)) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			o := origintest.New(t)
+			f := o.Add("/a.img", origintest.Random(8*mib, 13))
+			p := newPool(t, "")
+			r := request(p, f)
+			interrupted(t, p, r, f, 3*mib)
+			tt.change(o, f)
+			res, err := Download(t.Context(), r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.checkImage(t, r.Dest, f)
+			size := f.Content().Size
+			if res.Resumed || res.FetchedBytes != size || res.SHA256 != f.SHA256() {
+				t.Fatalf("result %+v; want a fresh download of %d bytes", res, size)
+			}
+		})
+	}
+}
+
+func TestOriginIgnoringRanges(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	const n = 8 * mib
+	f := o.Add("/a.img", origintest.Random(n, 14))
+	f.IgnoreRange(true)
+	f.DropAt(4*mib, 1)
+	p := newPool(t, "")
+	r := request(p, f)
+	r.Expected = sha256Digest(f)
+	res, err := Download(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.checkImage(t, r.Dest, f)
+	if res.FetchedBytes != 4*mib+n {
+		t.Fatalf("fetched %d bytes; want the 4 MiB before the reset and then all %d", res.FetchedBytes, n)
+	}
+}
+
+func TestStallIsDetectedAndResumed(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	const n = 6 * mib
+	f := o.Add("/a.img", origintest.Random(n, 15))
+	f.StallAt(2*mib, time.Minute)
+	p := newPool(t, "")
+	r := request(p, f)
+	r.StallTimeout = 300 * time.Millisecond
+	r.Expected = sha256Digest(f)
+	if _, err := Download(t.Context(), r); err != nil {
+		t.Fatal(err)
+	}
+	p.checkImage(t, r.Dest, f)
+	if gets := f.Requests() - 1; gets != 2 {
+		t.Fatalf("%d GETs; want 2: the stalled one and the resume", gets)
+	}
+	if served := f.BytesServed(); served != n {
+		t.Fatalf("served %d bytes; a stall loses nothing, want %d", served, n)
+	}
+}
+
+func TestFencing(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	const n = 8 * mib
+	f := o.Add("/a.img", origintest.Random(n, 16))
+	p := newPool(t, "")
+	r := request(p, f)
+	r.Fence = 5
+	interrupted(t, p, r, f, 2*mib)
+	partial, _ := os.ReadFile(p.dir + "/" + partialPath(r.Job))
+	ckpt, _ := os.ReadFile(p.dir + "/" + checkpointPath(r.Job))
+	requests := f.Requests()
+
+	// A writer with a stale fence (the node the job moved away from).
+	old := r
+	old.Fence = 3
+	_, err := Download(t.Context(), old)
+	if !errors.Is(err, ErrFenced) || errors.Is(err, ErrTerminal) {
+		t.Fatalf("lower fence: %v; want ErrFenced, not terminal", err)
+	}
+	partial2, _ := os.ReadFile(p.dir + "/" + partialPath(r.Job))
+	ckpt2, _ := os.ReadFile(p.dir + "/" + checkpointPath(r.Job))
+	if string(partial) != string(partial2) || string(ckpt) != string(ckpt2) || f.Requests() != requests {
+		t.Fatal("the fenced writer touched the job's files or the origin")
+	}
+
+	// The new owner takes over and resumes.
+	next := r
+	next.Fence = 7
+	res, err := Download(t.Context(), next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Resumed || res.FetchedBytes >= n {
+		t.Fatalf("takeover: %+v; want a resumed download", res)
+	}
+	p.checkImage(t, r.Dest, f)
+}
+
+func TestFenceLostMidway(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	f := o.Add("/a.img", origintest.Random(8*mib, 17))
+	f.RateLimit(8 * mib)
+	p := newPool(t, "")
+	r := request(p, f)
+	// Another node claims the job while this one downloads.
+	r.Progress = progressAt(2*mib, func() {
+		if err := writeCheckpoint(p.root, &checkpoint{Job: r.Job, URL: r.URL, Fence: 2, Total: -1}); err != nil {
+			t.Error(err)
+		}
+	})
+	_, err := Download(t.Context(), r)
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("error %v; want ErrFenced", err)
+	}
+	ck, _ := readCheckpoint(p.root, r.Job)
+	if _, serr := os.Stat(p.dir + "/" + partialPath(r.Job)); serr != nil || ck == nil || ck.Fence != 2 {
+		t.Fatalf("the new owner's files were touched: partial %v, checkpoint %+v", serr, ck)
+	}
+	p.checkNoImages(t)
+}
+
+func TestDiscard(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	f := o.Add("/a.img", origintest.Random(4*mib, 18))
+	p := newPool(t, "")
+	r := request(p, f)
+	interrupted(t, p, r, f, mib)
+	if err := Discard(p.root, r.Job); err != nil {
+		t.Fatal(err)
+	}
+	p.checkNoPartial(t)
+	if err := Discard(p.root, r.Job); err != nil {
+		t.Fatalf("second Discard: %v", err)
+	}
+}

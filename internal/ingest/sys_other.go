@@ -1,0 +1,27 @@
+//go:build !linux
+
+package ingest
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"syscall"
+)
+
+// Nodes run Linux; elsewhere the package builds (the quarry binary embeds
+// the agent) with plainer stand-ins: fsync for fdatasync, no space check,
+// and a rename that checks before it moves.
+
+func datasync(f *os.File) error { return f.Sync() }
+
+func freeSpace(root *os.Root, dir string) int64 { return -1 }
+
+func renameNoReplace(root *os.Root, oldname, newname string) error {
+	if _, err := root.Lstat(newname); err == nil {
+		return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: fs.ErrExist}
+	}
+	return root.Rename(oldname, newname)
+}
+
+func isNoSpace(err error) bool { return errors.Is(err, syscall.ENOSPC) }

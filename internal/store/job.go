@@ -1,0 +1,96 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// JobState mirrors quarry.v1.JobState.
+type JobState string
+
+const (
+	JobQueued    JobState = "QUEUED"
+	JobRunning   JobState = "RUNNING"
+	JobSucceeded JobState = "SUCCEEDED"
+	JobFailed    JobState = "FAILED"
+	JobCancelled JobState = "CANCELLED"
+)
+
+// Active reports whether a job in state s may still change.
+func (s JobState) Active() bool { return s == JobQueued || s == JobRunning }
+
+// Job is the durable record of long work: today, downloads.
+type Job struct {
+	ID      string
+	Kind    string // "download"
+	State   JobState
+	ImageID string
+	PoolID  string
+	// Source identifies what is downloaded, for "one job per (source,
+	// pool)": "catalog:<id>" or the URL.
+	Source      string
+	URL         string
+	Checksum    string // expected digest "sha256:<hex>"/"sha512:<hex>"; "" when from a file or none
+	ChecksumURL string // checksum file to look the file name up in
+	// NodeID is the node that owns the job now; Fence increases every time
+	// ownership moves, and an agent holding a lower fence must stop.
+	NodeID string
+	Fence  int64
+	// Progress, written at most once a second.
+	Phase       string
+	BytesDone   int64
+	BytesTotal  int64
+	BytesPerSec float64
+	Attempts    int
+	// Message says what happened last and, on failure, what to do.
+	Message         string
+	CancelRequested bool
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	StartedAt       time.Time
+	FinishedAt      time.Time
+}
+
+// JobEvent is one line of a job's history.
+type JobEvent struct {
+	JobID   string
+	Time    time.Time
+	Message string
+}
+
+// JobFilter selects jobs; zero fields match everything.
+type JobFilter struct {
+	States []JobState
+	PoolID string
+	NodeID string
+}
+
+// JobStore keeps jobs and their history.
+type JobStore interface {
+	// CreateDownload inserts the image (state PENDING) and its job (state
+	// QUEUED) in one transaction. When an active job for the same
+	// (Source, PoolID) exists it inserts nothing and returns that job
+	// with ErrConflict.
+	CreateDownload(ctx context.Context, im Image, j Job) (Job, error)
+	GetJob(ctx context.Context, id string) (Job, error)
+	// ListJobs returns matching jobs, newest first (by CreatedAt, then ID).
+	ListJobs(ctx context.Context, f JobFilter) ([]Job, error)
+	// UpdateJob replaces every mutable field of the job with j.ID if its
+	// fence is still j.Fence (or lower, when taking ownership: see
+	// ClaimJob); ErrConflict when the fence moved on or the job has
+	// finished (a finished job no longer changes).
+	UpdateJob(ctx context.Context, j Job) error
+	// ClaimJob gives the job to nodeID with a fence one higher than the
+	// stored one, state RUNNING, and returns the updated job; ErrConflict
+	// when the job has finished.
+	ClaimJob(ctx context.Context, id, nodeID string, at time.Time) (Job, error)
+	// FinishJob sets the job's final state and message and, in the same
+	// transaction, replaces the image (im.ID must be the job's image) —
+	// unless the fence moved on or the job had finished (ErrConflict);
+	// ErrNotFound when the image is gone. Either both change or neither.
+	FinishJob(ctx context.Context, j Job, im Image) error
+	AppendJobEvent(ctx context.Context, e JobEvent) error
+	// ListJobEvents returns a job's history, oldest first: its last 1000
+	// events.
+	ListJobEvents(ctx context.Context, jobID string) ([]JobEvent, error)
+}
