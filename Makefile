@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/quarry-project/quarry/internal/cli.Version=$(VERSION)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test check fuzz bench-discovery generate tools lint clean
+.PHONY: all build run test check fuzz bench-discovery bench-download generate tools lint clean
 
 all: build
 
@@ -39,6 +39,10 @@ fuzz:
 # ISO discovery figures: latency p50/p95, full rescan vs find | xargs stat.
 bench-discovery:
 	QUARRY_BENCH=1 $(GO) test -count=1 -run '^TestBenchmarkDiscovery$$' -v -timeout 30m ./internal/e2e
+
+# Download figures: a 2 GiB verified download vs curl -o and curl + sha256sum.
+bench-download:
+	QUARRY_BENCH=1 $(GO) test -count=1 -run '^TestBenchmarkDownload$$' -v -timeout 10m ./internal/e2e
 
 # Regenerate Go code from proto/ with local plugins only (`make tools` once).
 generate:

@@ -38,9 +38,12 @@ type Config struct {
 	// PerNode and Global bound downloads running at once (2 and 8).
 	PerNode, Global int
 	// Tick is how often every active job is looked at (1 s).
-	Tick   time.Duration
-	Logger *slog.Logger
-	Now    func() time.Time
+	Tick time.Duration
+	// GiveUpAfter ends a job whose only node has been gone this long
+	// (1 h), so no job waits RUNNING forever.
+	GiveUpAfter time.Duration
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Controller reconciles download jobs.
@@ -64,6 +67,9 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
+	}
+	if cfg.GiveUpAfter <= 0 {
+		cfg.GiveUpAfter = time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -200,6 +206,10 @@ func (c *Controller) adopt(ctx context.Context, j store.Job, pool store.Pool) er
 		}
 	}
 	msg := fmt.Sprintf("waiting for node %s to come back: pool %s is only reachable through it", owner.Name, pool.Name)
+	if j.Message == msg && c.cfg.Now().Sub(j.UpdatedAt) > c.cfg.GiveUpAfter {
+		return c.fail(ctx, j, fmt.Sprintf("node %s has been unreachable for %v and pool %s is only reachable through it; the partial file stays on its disk — download again once it is back, or into another pool",
+			owner.Name, c.cfg.GiveUpAfter, pool.Name))
+	}
 	if j.Message != msg {
 		j.Message, j.UpdatedAt = msg, c.cfg.Now()
 		if err := c.cfg.Store.UpdateJob(ctx, j); err != nil {

@@ -171,3 +171,13 @@ func WithScans(delay, interval, settle time.Duration) ServerOption {
 		c.ScanDelay, c.ScanInterval, c.ScanSettle = delay, interval, settle
 	}
 }
+
+// WithCatalog adds catalog files to the built-in catalog.
+func WithCatalog(files ...string) ServerOption {
+	return func(c *server.Config) { c.CatalogFiles = append(c.CatalogFiles, files...) }
+}
+
+// WithDownloadLimits bounds downloads per node and in all.
+func WithDownloadLimits(perNode, global int) ServerOption {
+	return func(c *server.Config) { c.MaxDownloadsPerNode, c.MaxDownloads = perNode, global }
+}
