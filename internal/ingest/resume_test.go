@@ -98,8 +98,9 @@ func TestResumeAcrossCalls(t *testing.T) {
 			if !res.Resumed || res.FetchedBytes != n-ck.Offset || res.SHA512 != f.SHA512() {
 				t.Fatalf("second call: %+v; want resumed from %d", res, ck.Offset)
 			}
-			// In flight when cancelled: at most a rate-limited moment's worth.
-			if served := f.BytesServed(); served > n+mib {
+			// In flight when cancelled: what the origin had pushed into the
+			// loopback socket buffers but nobody read, a few MiB at most.
+			if served := f.BytesServed(); served > n+4*mib {
 				t.Fatalf("origin served %.1f MiB (%.1f in the first call) for a %d MiB file", float64(served)/mib, float64(first)/mib, n/mib)
 			}
 		})
