@@ -116,6 +116,9 @@ func newImageShowCommand(g *globals) *cobra.Command {
 				t.row("Reason:", im.GetStateReason())
 			}
 			t.row("Size:", fmt.Sprintf("%s (%d bytes)", humanBytes(im.GetSizeBytes()), im.GetSizeBytes()))
+			if v := im.GetVirtualSizeBytes(); v > 0 {
+				t.row("Virtual size:", humanBytes(v))
+			}
 			t.row("Modified:", stamp(localTime(im.GetModifiedAt()), now))
 			if im.GetVolumeLabel() != "" {
 				t.row("Volume label:", im.GetVolumeLabel())

@@ -315,7 +315,7 @@ func (c *Controller) succeed(ctx context.Context, j store.Job, n store.Node, st 
 	}
 	now := c.cfg.Now()
 	im.State, im.StateReason, im.UpdatedAt = store.ImageReady, "", now
-	im.SHA256, im.SizeBytes, im.ModTime = st.GetSha256(), st.GetSize(), now
+	im.SHA256, im.SizeBytes, im.ModTime, im.VirtualSize = st.GetSha256(), st.GetSize(), now, st.GetVirtualSize()
 	if f := st.GetFormat(); f != "" {
 		im.Format = f
 	}

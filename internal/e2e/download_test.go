@@ -115,7 +115,8 @@ func TestDownloadVerified(t *testing.T) {
 	}
 	im := getImage(t, c.s, m.GetImage().GetId())
 	if im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY || im.GetDigest() != "sha256:"+f.SHA256() ||
-		im.GetFormat() != "qcow2" || im.GetSizeBytes() != 8*mib || im.GetPath() != "images/noble.qcow2" {
+		im.GetFormat() != "qcow2" || im.GetSizeBytes() != 8*mib || im.GetPath() != "images/noble.qcow2" ||
+		im.GetVirtualSizeBytes() != 10<<30 {
 		t.Errorf("image %v", im)
 	}
 	dir := c.agents["n1"].Opts.LocalPath("/srv/local")

@@ -57,6 +57,8 @@ type Image struct {
 	OSVersion   string
 	OSArch      string
 	SHA256      string // hex; "" until computed
+	// VirtualSize is the disk size a VM sees, from the header; 0 unknown.
+	VirtualSize int64
 	Origin      ImageOrigin
 	CreatedAt   time.Time
 	UpdatedAt   time.Time

@@ -12,18 +12,19 @@ import (
 var _ store.ImageStore = (*Store)(nil)
 
 const imageColumns = `id, pool_id, name, kind, format, state, state_reason, rel_path, size_bytes, mod_time,
-	volume_label, bootable, os_distro, os_version, os_arch, sha256, origin, created_at, updated_at, missing_since`
+	volume_label, bootable, os_distro, os_version, os_arch, sha256, origin, created_at, updated_at, missing_since,
+	virtual_size`
 
 // imageSet assigns every mutable column: all but id, pool_id, rel_path and
 // created_at. Its arguments come from imageSetArgs, in this order.
 const imageSet = `name = ?, kind = ?, format = ?, state = ?, state_reason = ?, size_bytes = ?, mod_time = ?,
 	volume_label = ?, bootable = ?, os_distro = ?, os_version = ?, os_arch = ?, sha256 = ?, origin = ?,
-	updated_at = ?, missing_since = ?`
+	updated_at = ?, missing_since = ?, virtual_size = ?`
 
 func imageSetArgs(im store.Image) []any {
 	return []any{im.Name, string(im.Kind), im.Format, string(im.State), im.StateReason, im.SizeBytes,
 		micros(im.ModTime), im.VolumeLabel, boolToDB(im.Bootable), im.OSDistro, im.OSVersion, im.OSArch,
-		im.SHA256, string(im.Origin), micros(im.UpdatedAt), micros(im.MissingSince)}
+		im.SHA256, string(im.Origin), micros(im.UpdatedAt), micros(im.MissingSince), im.VirtualSize}
 }
 
 func scanImage(r scanner) (store.Image, error) {
@@ -35,7 +36,7 @@ func scanImage(r scanner) (store.Image, error) {
 	)
 	err := r.Scan(&im.ID, &im.PoolID, &im.Name, &kind, &im.Format, &state, &im.StateReason, &im.RelPath,
 		&im.SizeBytes, &modTime, &im.VolumeLabel, &bootable, &im.OSDistro, &im.OSVersion, &im.OSArch,
-		&im.SHA256, &origin, &created, &updated, &missing)
+		&im.SHA256, &origin, &created, &updated, &missing, &im.VirtualSize)
 	im.Kind, im.State, im.Origin = store.ImageKind(kind), store.ImageState(state), store.ImageOrigin(origin)
 	im.Bootable = bootable != 0
 	im.ModTime, im.CreatedAt = fromMicros(modTime), fromMicros(created)
@@ -75,8 +76,8 @@ func (t *txn) insertImage(ctx context.Context, poolName string, im store.Image) 
 	args := append([]any{im.ID, im.PoolID, im.RelPath, micros(im.CreatedAt)}, imageSetArgs(im)...)
 	_, err := t.exec(ctx, `INSERT INTO images (id, pool_id, rel_path, created_at,
 		name, kind, format, state, state_reason, size_bytes, mod_time, volume_label, bootable,
-		os_distro, os_version, os_arch, sha256, origin, updated_at, missing_since)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+		os_distro, os_version, os_arch, sha256, origin, updated_at, missing_since, virtual_size)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	switch {
 	case t.s.isUnique(err):
 		// Only when a concurrent transaction got there after imageTaken.

@@ -228,12 +228,15 @@ type Image struct {
 	// "sha256:<hex>" when known.
 	Digest string `protobuf:"bytes,15,opt,name=digest,proto3" json:"digest,omitempty"`
 	// discovered, downloaded or uploaded.
-	Origin        string                 `protobuf:"bytes,16,opt,name=origin,proto3" json:"origin,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	MissingSince  *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=missing_since,json=missingSince,proto3" json:"missing_since,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Origin       string                 `protobuf:"bytes,16,opt,name=origin,proto3" json:"origin,omitempty"`
+	CreatedAt    *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	MissingSince *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=missing_since,json=missingSince,proto3" json:"missing_since,omitempty"`
+	// The disk size a VM sees, from the image's header (qcow2, vmdk, vhdx);
+	// 0 when the format does not say.
+	VirtualSizeBytes uint64 `protobuf:"varint,20,opt,name=virtual_size_bytes,json=virtualSizeBytes,proto3" json:"virtual_size_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Image) Reset() {
@@ -397,6 +400,13 @@ func (x *Image) GetMissingSince() *timestamppb.Timestamp {
 		return x.MissingSince
 	}
 	return nil
+}
+
+func (x *Image) GetVirtualSizeBytes() uint64 {
+	if x != nil {
+		return x.VirtualSizeBytes
+	}
+	return 0
 }
 
 type CatalogEntry struct {
@@ -1432,7 +1442,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x06OSInfo\x12\x16\n" +
 	"\x06distro\x18\x01 \x01(\tR\x06distro\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
-	"\x04arch\x18\x03 \x01(\tR\x04arch\"\xca\x05\n" +
+	"\x04arch\x18\x03 \x01(\tR\x04arch\"\xf8\x05\n" +
 	"\x05Image\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12&\n" +
@@ -1457,7 +1467,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"created_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12?\n" +
-	"\rmissing_since\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\fmissingSince\"\xf7\x01\n" +
+	"\rmissing_since\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\fmissingSince\x12,\n" +
+	"\x12virtual_size_bytes\x18\x14 \x01(\x04R\x10virtualSizeBytes\"\xf7\x01\n" +
 	"\fCatalogEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
