@@ -1,7 +1,10 @@
+//go:build linux
+
 package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -34,7 +37,8 @@ import (
 //     curl + sha256sum).
 //   - the agent process's peak RSS, VmHWM (target ≤ 64 MiB).
 //
-// Every variant runs three times; the best counts.
+// Every variant runs three times; the best counts. Linux only: the agent's
+// peak RSS comes from /proc.
 func TestBenchmarkDownload(t *testing.T) {
 	if os.Getenv("QUARRY_BENCH") == "" {
 		t.Skip("set QUARRY_BENCH=1 to run (make bench-download)")
@@ -70,13 +74,24 @@ func TestBenchmarkDownload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A hung reference must not hang the test: each command gets 2 minutes.
+	command := func(name string, args ...string) *exec.Cmd {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		t.Cleanup(cancel)
+		cmd := exec.CommandContext(ctx, name, args...)
+		// Its own process group, all killed on timeout (sh's children too).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = 5 * time.Second
+		return cmd
+	}
 	curlOnly := func() {
-		if b, err := exec.Command(curl, "-s", "-o", out, url).CombinedOutput(); err != nil {
+		if b, err := command(curl, "-s", "-o", out, url).CombinedOutput(); err != nil {
 			t.Fatalf("curl: %v\n%s", err, b)
 		}
 	}
 	curlSum := func() {
-		b, err := exec.Command("sh", "-c", `"$1" -s -o "$2" "$3" && sha256sum "$2"`, "sh", curl, out, url).CombinedOutput()
+		b, err := command("sh", "-c", `"$1" -s -o "$2" "$3" && sha256sum "$2"`, "sh", curl, out, url).CombinedOutput()
 		if err != nil {
 			t.Fatalf("curl && sha256sum: %v\n%s", err, b)
 		}
@@ -132,7 +147,7 @@ func TestBenchmarkDownload(t *testing.T) {
 	}
 	t.Cleanup(func() { // the pool's temp dir goes anyway; the record too, on failure
 		if imageID != "" {
-			s.Images.DeleteImage(t.Context(), connect.NewRequest(&quarryv1.DeleteImageRequest{Id: imageID}))
+			s.Images.DeleteImage(context.Background(), connect.NewRequest(&quarryv1.DeleteImageRequest{Id: imageID}))
 		}
 	})
 	t.Cleanup(func() { os.Remove(out) })
