@@ -55,6 +55,9 @@ type Controller struct {
 	mu sync.Mutex
 	// watching: jobs whose progress stream is open, by job id → node id.
 	watching map[string]string
+	// base is Run's context: progress streams outlive the reconcile pass
+	// that opened them and end with the controller.
+	base context.Context
 }
 
 // New returns a Controller; Run starts it.
@@ -78,7 +81,7 @@ func New(cfg Config) *Controller {
 		cfg.Now = time.Now
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger.With("component", "download"), kick: make(chan struct{}, 1),
-		watching: map[string]string{}}
+		watching: map[string]string{}, base: context.Background()}
 }
 
 // Kick asks for every active job to be looked at now.
@@ -92,6 +95,9 @@ func (c *Controller) Kick() {
 // Run reconciles active jobs on every tick and kick until ctx is done. At
 // start it re-adopts the jobs a previous run left RUNNING.
 func (c *Controller) Run(ctx context.Context) {
+	c.mu.Lock()
+	c.base = ctx
+	c.mu.Unlock()
 	t := time.NewTicker(c.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -254,8 +260,9 @@ func (c *Controller) startOn(ctx context.Context, j store.Job, pool store.Pool, 
 	}
 	c.mu.Lock()
 	c.watching[j.ID] = n.ID
+	base := c.base
 	c.mu.Unlock()
-	go c.follow(context.WithoutCancel(ctx), j, n, st)
+	go c.follow(base, j, n, st)
 	return nil
 }
 
