@@ -135,20 +135,7 @@ func (s *Store) ListImages(ctx context.Context, f store.ImageFilter) ([]store.Im
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, ` AND `)
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(query+` ORDER BY pool_id, rel_path`), args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Image
-	for rows.Next() {
-		im, err := scanImage(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, im)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, s.q(query+` ORDER BY pool_id, rel_path`), args, scanImage)
 }
 
 // UpdateImage replaces every mutable field of image im.ID; ID, PoolID,

@@ -225,20 +225,7 @@ func (s *Store) ListJobs(ctx context.Context, f store.JobFilter) ([]store.Job, e
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, ` AND `)
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(query+` ORDER BY created_at DESC, id DESC`), args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, j)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, s.q(query+` ORDER BY created_at DESC, id DESC`), args, scanJob)
 }
 
 // UpdateJob replaces every mutable field of job j.ID (not ID, Kind,

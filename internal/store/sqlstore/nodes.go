@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,6 +14,24 @@ const nodeColumns = `id, name, address, state, state_reason, state_since, last_c
 	cert_serial, cert_not_after, cert_issued_at`
 
 type scanner interface{ Scan(dest ...any) error }
+
+// queryAll runs a query and scans every row with scan.
+func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, scan func(scanner) (T, error)) ([]T, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
 
 func scanNode(r scanner) (store.Node, error) {
 	var (
@@ -99,20 +118,7 @@ func (s *Store) GetNodeByName(ctx context.Context, name string) (store.Node, err
 
 // ListNodes returns every node ordered by name.
 func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+nodeColumns+` FROM nodes ORDER BY name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Node
-	for rows.Next() {
-		n, err := scanNode(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, `SELECT `+nodeColumns+` FROM nodes ORDER BY name`, nil, scanNode)
 }
 
 // UpdateNode sets the name and management address of node id.

@@ -62,20 +62,7 @@ func (s *Store) GetToken(ctx context.Context, id string) (store.Token, error) {
 // ListTokens returns every token, oldest first; tokens created in the same
 // microsecond are ordered by id.
 func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Token
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`, nil, scanToken)
 }
 
 // RevokeToken marks token id revoked at at, unless it already was, and
