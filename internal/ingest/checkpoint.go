@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -14,8 +16,13 @@ import (
 // pool's hidden .quarry directory so that no listing ever shows them.
 const PartialDir = ".quarry/partial"
 
+// A job's files in PartialDir are named after it: <job> (the partial
+// file), <job>.ckpt (the checkpoint), <job>.owner (the fence of the writer
+// that claimed it last) and <job>.*.tmp while one of these is replaced.
+// Job ids hold no dots, so no job's files can be another's.
 func partialPath(job string) string    { return path.Join(PartialDir, job) }
 func checkpointPath(job string) string { return path.Join(PartialDir, job+".ckpt") }
+func ownerPath(job string) string      { return path.Join(PartialDir, job+".owner") }
 
 // checkpoint is what a restarted download needs to go on where the last
 // one stopped: the first Offset bytes of the partial file are durable and
@@ -63,8 +70,14 @@ func writeCheckpoint(root *os.Root, ck *checkpoint) error {
 	if err != nil {
 		return err
 	}
-	final := checkpointPath(ck.Job)
-	tmp := final + ".tmp"
+	return replaceFile(root, checkpointPath(ck.Job), ck.Fence, b)
+}
+
+// replaceFile replaces name with b atomically and durably. The temporary
+// file is the writer's own (named after its fence): the writer that lost
+// a job and the one that took it over never write the same file.
+func replaceFile(root *os.Root, final string, fence uint64, b []byte) error {
+	tmp := fmt.Sprintf("%s.%d.tmp", final, fence)
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -86,13 +99,34 @@ func writeCheckpoint(root *os.Root, ck *checkpoint) error {
 	return syncDir(root, PartialDir)
 }
 
-// ownerFence returns the fence of the job's current checkpoint, 0 if none.
+// claim records fence as the job's owner. Only a writer taking the job
+// writes the owner file; checkpoints leave it alone, so a checkpoint that
+// a writer which lost the job wrote late cannot hide the takeover.
+func claim(root *os.Root, job string, fence uint64) error {
+	return replaceFile(root, ownerPath(job), fence, strconv.AppendUint(nil, fence, 10))
+}
+
+// ownerFence returns the highest fence that claimed the job or wrote its
+// checkpoint, 0 if none did.
 func ownerFence(root *os.Root, job string) (uint64, error) {
-	ck, err := readCheckpoint(root, job)
-	if err != nil || ck == nil {
+	var owner uint64
+	b, err := root.ReadFile(ownerPath(job))
+	switch {
+	case err == nil:
+		if owner, err = strconv.ParseUint(string(b), 10, 64); err != nil {
+			return 0, fmt.Errorf("the owner file of job %s holds %q, not a fence", job, shorten(string(b)))
+		}
+	case !errors.Is(err, fs.ErrNotExist):
 		return 0, err
 	}
-	return ck.Fence, nil
+	ck, err := readCheckpoint(root, job)
+	if err != nil {
+		return 0, err
+	}
+	if ck != nil {
+		owner = max(owner, ck.Fence)
+	}
+	return owner, nil
 }
 
 // checkFence fails with ErrFenced when a writer with a higher fence has
@@ -100,7 +134,7 @@ func ownerFence(root *os.Root, job string) (uint64, error) {
 func checkFence(root *os.Root, job string, fence uint64) error {
 	owner, err := ownerFence(root, job)
 	if err != nil {
-		return fmt.Errorf("reading the checkpoint of job %s: %w", job, err)
+		return fmt.Errorf("reading the owner of job %s: %w", job, err)
 	}
 	if owner > fence {
 		return fenced("job %s was taken over by a writer with fence %d (this one has %d); this writer stops and leaves the partial file to it", job, owner, fence)
@@ -115,9 +149,19 @@ func Discard(root *os.Root, job string) error {
 	if err := checkJob(job); err != nil {
 		return err
 	}
+	entries, err := fs.ReadDir(root.FS(), PartialDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	var errs []error
-	for _, name := range []string{partialPath(job), checkpointPath(job), checkpointPath(job) + ".tmp"} {
-		if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	for _, e := range entries {
+		if e.Name() != job && !strings.HasPrefix(e.Name(), job+".") {
+			continue
+		}
+		if err := root.Remove(path.Join(PartialDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}

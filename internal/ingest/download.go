@@ -16,20 +16,22 @@ import (
 // call; an origin asking for longer is retried after this.
 const maxRetryAfter = 5 * time.Minute
 
-// download is the state of one Download call. The invariant, between
-// writes: the partial file holds exactly offset bytes and h covers them.
+// download is the state of one Download call. The invariant: the first
+// s.base bytes of the partial file are written or on their way there (in
+// the sink), h covers exactly them, and the sink holds the next
+// offset - s.base bytes, not yet hashed.
 type download struct {
 	r         Request
 	f         *os.File
+	s         *sink
 	h         *hashes
-	offset    int64
+	offset    int64  // bytes received and kept: where the next range starts
 	total     int64  // -1: unknown
 	validator string // If-Range value; "": this origin cannot be resumed safely
 	resumed   bool
 	fetched   int64
 	fresh     bool // the one download from zero after a mismatch has begun
 	lastCkpt  time.Time
-	buf       []byte
 	meter     *meter
 	arrived   atomic.Int64 // bytes received, read by the stall watchdog
 	sha256    string
@@ -43,8 +45,8 @@ func (d *download) run(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("reading the checkpoint of job %s in %s: %w", r.Job, r.Describe, err)
 	}
-	if ck != nil && ck.Fence > r.Fence {
-		return Result{}, fenced("job %s belongs to a writer with fence %d (this one has %d); this writer leaves its partial file alone", r.Job, ck.Fence, r.Fence)
+	if err := checkFence(r.Root, r.Job, r.Fence); err != nil {
+		return Result{}, err
 	}
 	info, err := d.preflight(ctx)
 	if err != nil {
@@ -56,14 +58,12 @@ func (d *download) run(ctx context.Context) (Result, error) {
 	if d.f, err = r.Root.OpenFile(partialPath(r.Job), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return Result{}, d.localError("opening the partial file", err)
 	}
-	d.buf = make([]byte, bufSize)
+	d.s = newSink(d.f, d.persist)
 	if err := d.start(ck, info); err != nil {
 		return Result{}, err
 	}
-	if d.total >= 0 {
-		if err := d.ensureSpace(d.total - d.offset); err != nil {
-			return Result{}, err
-		}
+	if err := d.ensureSpace(); err != nil {
+		return Result{}, err
 	}
 
 	highWater, fails := d.offset, 0
@@ -71,6 +71,9 @@ func (d *download) run(ctx context.Context) (Result, error) {
 		err := d.attempt(ctx)
 		if err == nil && d.total >= 0 && d.offset != d.total {
 			err = &transientError{msg: fmt.Sprintf("the origin ended the body at %s of %s", size(d.offset), size(d.total))}
+		}
+		if err == nil {
+			err = d.flush()
 		}
 		if err == nil {
 			err := d.verify()
@@ -117,6 +120,9 @@ func (d *download) run(ctx context.Context) (Result, error) {
 // writer's fence before any byte is written.
 func (d *download) start(ck *checkpoint, info preflight) error {
 	r := &d.r
+	if err := claim(r.Root, r.Job, r.Fence); err != nil {
+		return d.localError("claiming the job", err)
+	}
 	d.validator, d.total = info.validator, info.total
 	if ck != nil && d.resumable(ck, info) {
 		h, err := restoreHashes(ck.SHA256, ck.SHA512, r.Expected.Algo == "sha512")
@@ -129,6 +135,7 @@ func (d *download) start(ck *checkpoint, info preflight) error {
 			}
 			d.h, d.offset, d.validator, d.total, d.resumed = h, ck.Offset, ck.Validator, ck.Total, ck.Offset > 0
 			d.fresh = ck.Fresh
+			d.s.reset(ck.Offset)
 			if info.total >= 0 {
 				d.total = info.total
 			}
@@ -156,38 +163,96 @@ func (d *download) resumable(ck *checkpoint, info preflight) bool {
 // checkpoint is replaced before new bytes are written, so a crash cannot
 // pair old hash states with new bytes.
 func (d *download) restart() error {
+	if err := d.drain(); err != nil { // nothing may land after the truncation
+		return err
+	}
 	if err := d.f.Truncate(0); err != nil {
 		return d.localError("truncating the partial file", err)
 	}
 	d.h = newHashes(d.r.Expected.Algo == "sha512")
 	d.offset, d.resumed = 0, false
+	d.s.reset(0)
 	d.meter.update(0, d.total, true)
 	return d.checkpoint()
 }
 
-// checkpoint makes the partial file durable up to offset, then records
-// where it stands, unless another writer has taken the job.
+// checkpoint makes everything submitted durable and records it now. The
+// bytes still in the sink's pending chunk are not part of it.
 func (d *download) checkpoint() error {
+	if err := d.drain(); err != nil {
+		return err
+	}
+	ck, err := d.snapshot(d.s.base)
+	if err != nil {
+		return err
+	}
+	return d.persist(ck)
+}
+
+// snapshot describes the partial file once its first offset bytes are
+// written: h must cover exactly them.
+func (d *download) snapshot(offset int64) (*checkpoint, error) {
+	r := &d.r
+	s256, s512, err := d.h.state()
+	if err != nil {
+		return nil, fmt.Errorf("saving the hash state of job %s: %w", r.Job, err)
+	}
+	d.lastCkpt = time.Now()
+	return &checkpoint{
+		Job: r.Job, URL: r.URL, Validator: d.validator, Total: d.total, Offset: offset,
+		Fence: r.Fence, SHA256: s256, SHA512: s512, Fresh: d.fresh, Written: d.lastCkpt.UTC(),
+	}, nil
+}
+
+// persist makes the partial file durable up to ck.Offset, then records ck,
+// unless another writer has taken the job. The sink's goroutine runs it
+// after the chunk ending at ck.Offset, so it reads nothing of d but the
+// file and the request.
+func (d *download) persist(ck *checkpoint) error {
 	r := &d.r
 	if err := datasync(d.f); err != nil {
-		return d.writeError(err)
+		return d.writeError(err, ck.Offset, ck.Total)
 	}
 	if err := checkFence(r.Root, r.Job, r.Fence); err != nil {
 		return err
 	}
-	s256, s512, err := d.h.state()
-	if err != nil {
-		return fmt.Errorf("saving the hash state of job %s: %w", r.Job, err)
-	}
-	ck := &checkpoint{
-		Job: r.Job, URL: r.URL, Validator: d.validator, Total: d.total, Offset: d.offset,
-		Fence: r.Fence, SHA256: s256, SHA512: s512, Fresh: d.fresh, Written: time.Now().UTC(),
-	}
 	if err := writeCheckpoint(r.Root, ck); err != nil {
-		return d.writeError(err)
+		return d.writeError(err, ck.Offset, ck.Total)
 	}
-	d.lastCkpt = time.Now()
 	return nil
+}
+
+// submit hashes the sink's pending chunk and hands it over, with a
+// checkpoint when one is due.
+func (d *download) submit() error {
+	d.h.Write(d.s.pending())
+	var ck *checkpoint
+	if time.Since(d.lastCkpt) >= d.r.CheckpointEvery {
+		var err error
+		if ck, err = d.snapshot(d.s.base + int64(d.s.n)); err != nil {
+			return err
+		}
+	}
+	return d.sinkError(d.s.submit(ck))
+}
+
+// flush writes the rest of a complete body and waits until all of it is
+// in the file.
+func (d *download) flush() error {
+	d.h.Write(d.s.pending())
+	return d.sinkError(d.s.finish())
+}
+
+// drain waits until every submitted chunk is written.
+func (d *download) drain() error { return d.sinkError(d.s.drain()) }
+
+// sinkError explains a write the sink failed; checkpoint failures come
+// explained already.
+func (d *download) sinkError(err error) error {
+	if wf, ok := errors.AsType[*writeFailure](err); ok {
+		return d.writeError(wf.err, wf.at, d.total)
+	}
+	return err
 }
 
 // stopped reports why a call ends early. For a cancelled ctx it first
@@ -221,30 +286,43 @@ func (d *download) backoff(ctx context.Context, fails int, retryAfter time.Durat
 	}
 }
 
-// ensureSpace fails with ErrNoSpace if the pool cannot hold need more
-// bytes, before any of them is fetched.
-func (d *download) ensureSpace(need int64) error {
-	if need <= 0 {
-		return nil
-	}
-	free := freeSpace(d.r.Root, PartialDir)
-	if free < 0 || free >= need {
+// ensureSpace fails with ErrNoSpace if the pool cannot hold the rest of
+// the file, before any of it is fetched, and otherwise allocates the
+// whole file where the filesystem can: the space is then reserved, and
+// the sink's writers overwrite allocated blocks, which filesystems let
+// them do side by side rather than one extending write at a time.
+func (d *download) ensureSpace() error {
+	need := d.total - d.offset
+	if d.total < 0 || need <= 0 {
 		return nil
 	}
 	what := "the image needs"
 	if d.offset > 0 {
 		what = "the rest of the image needs"
 	}
-	return noSpace(nil, "%s has %s free; %s %s; free space or choose another pool", d.r.Describe, size(free), what, size(need))
+	free := freeSpace(d.r.Root, PartialDir)
+	if free >= 0 && free < need {
+		return noSpace(nil, "%s has %s free; %s %s; free space or choose another pool", d.r.Describe, size(free), what, size(need))
+	}
+	if err := allocate(d.f, d.total); err != nil {
+		if isNoSpace(err) {
+			return noSpace(err, "%s has not enough space left: %s %s; free space or choose another pool", d.r.Describe, what, size(need))
+		}
+		return d.localError("allocating the partial file", err)
+	}
+	return nil
 }
 
-func (d *download) writeError(err error) error {
+// writeError explains a failed write at offset at of a file of total
+// bytes (-1: unknown). It reads nothing of d but the request: the sink's
+// goroutine calls it too.
+func (d *download) writeError(err error, at, total int64) error {
 	if isNoSpace(err) {
-		total := "an unknown size"
-		if d.total >= 0 {
-			total = size(d.total)
+		of := "an unknown size"
+		if total >= 0 {
+			of = size(total)
 		}
-		return noSpace(err, "%s ran out of space after %s of %s; free space or choose another pool", d.r.Describe, size(d.offset), total)
+		return noSpace(err, "%s ran out of space after %s of %s; free space or choose another pool", d.r.Describe, size(at), of)
 	}
 	return d.localError("writing the partial file", err)
 }
@@ -285,7 +363,7 @@ func (d *download) finish() (Result, error) {
 	d.meter.phase(PhaseFinalizing, d.offset, d.total)
 	res := Result{SHA256: d.sha256, SHA512: d.sha512, Size: d.offset, Dest: r.Dest, Resumed: d.resumed, FetchedBytes: d.fetched}
 	if err := d.f.Sync(); err != nil {
-		return Result{}, d.writeError(err)
+		return Result{}, d.writeError(err, d.offset, d.total)
 	}
 	var err error
 	if res.Format, res.VirtualSize, err = Sniff(d.f, d.offset); err != nil {
@@ -315,7 +393,7 @@ func (d *download) finish() (Result, error) {
 	if err := syncDir(r.Root, path.Dir(r.Dest)); err != nil {
 		return Result{}, d.localError("syncing the directory of "+r.Dest, err)
 	}
-	if err := r.Root.Remove(checkpointPath(r.Job)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := Discard(r.Root, r.Job); err != nil {
 		return Result{}, d.localError("removing the checkpoint", err)
 	}
 	return res, nil

@@ -134,7 +134,7 @@ func (d *download) accept(resp *http.Response) error {
 		if total >= 0 {
 			d.total = total
 		}
-		return d.ensureSpace(d.total - d.offset)
+		return d.ensureSpace()
 	case code == http.StatusOK:
 		// Either the first request, or the origin's file changed (If-Range
 		// failed) or it ignores ranges: all of it comes again.
@@ -144,7 +144,7 @@ func (d *download) accept(resp *http.Response) error {
 				return err
 			}
 		}
-		return d.ensureSpace(d.total)
+		return d.ensureSpace()
 	case code == http.StatusRequestedRangeNotSatisfiable:
 		_, total, _ := contentRange(resp.Header.Get("Content-Range"))
 		if d.offset > 0 && (d.total == d.offset || total == d.offset) {

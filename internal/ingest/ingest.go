@@ -8,8 +8,12 @@
 //     policy; a refusal is terminal.
 //   - Bytes go to <pool>/.quarry/partial/<job>, hashed as they stream
 //     (SHA-256 always, SHA-512 when expected): the data is never read
-//     twice. A partial file is never visible as an image: only a verified,
-//     fsynced file is renamed to Dest, and the directory is fsynced.
+//     twice. The file is allocated to its full size before the first
+//     byte where the filesystem can, and written with O_DIRECT where it
+//     allows, by a goroutine of its own while the network is read (see
+//     sink). A partial file is never visible as an image: only a
+//     verified, fsynced file is renamed to Dest, and the directory is
+//     fsynced.
 //   - Every CheckpointEvery the partial file is fdatasynced and a
 //     checkpoint (offset, validator, serialized hash states, fence) is
 //     replaced atomically, so a later call, on this node or on another one
@@ -28,14 +32,15 @@
 //     agent shutdown must not lose work; Discard is the clean-up after an
 //     explicit cancel.
 //   - A job is written by one writer at a time. Writers carry a fence (the
-//     job's owner epoch): a writer whose fence is lower than the
-//     checkpoint's stops with ErrFenced and leaves the files alone; an
-//     equal one (the same owner, restarted) resumes; a higher one takes
-//     the job over and resumes. Fences are checked at start, at every
-//     checkpoint and before the final rename, so a writer that lost the
-//     job stops within one checkpoint interval. Within one process the
-//     caller must not run two Downloads of one job at once.
-//   - Memory stays constant: one 1 MiB buffer, whatever the file size.
+//     job's owner epoch): a writer whose fence is lower than the job's
+//     owner's stops with ErrFenced and leaves the files alone; an equal
+//     one (the same owner, restarted) resumes; a higher one claims the
+//     job (<job>.owner, which only claims write) and resumes. Fences are
+//     checked at start, at every checkpoint and before the final rename,
+//     so a writer that lost the job stops within one checkpoint interval.
+//     Within one process the caller must not run two Downloads of one job
+//     at once.
+//   - Memory stays constant: 8 MiB of chunks, whatever the file size.
 package ingest
 
 import (
@@ -118,10 +123,7 @@ type Result struct {
 	AlreadyExisted bool
 }
 
-const (
-	stallBytes = 64 << 10
-	bufSize    = 1 << 20
-)
+const stallBytes = 64 << 10
 
 func (r *Request) check() error {
 	if err := checkJob(r.Job); err != nil {
@@ -169,6 +171,9 @@ func Download(ctx context.Context, r Request) (Result, error) {
 	}
 	d := &download{r: r, total: -1, meter: newMeter(r.Progress)}
 	res, err := d.run(ctx)
+	if d.s != nil {
+		d.s.close()
+	}
 	if d.f != nil {
 		d.f.Close()
 	}

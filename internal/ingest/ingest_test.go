@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -262,6 +263,28 @@ func TestParseDigest(t *testing.T) {
 	}
 	if s := (Digest{"sha256", h64}).String(); s != "sha256:"+h64 {
 		t.Errorf("String() = %q", s)
+	}
+}
+
+// TestChunkBoundaries downloads files whose sizes fall on and around the
+// sink's chunk size and the O_DIRECT alignment: full chunks go to the disk
+// directly, the shorter last one through the page cache.
+func TestChunkBoundaries(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	for i, n := range []int64{1, dioAlign - 1, dioAlign, dioAlign + 1, chunkSize - 1, chunkSize, chunkSize + 1, 3*chunkSize + 12345, chunks*chunkSize + dioAlign} {
+		f := o.Add(fmt.Sprintf("/%d.img", n), origintest.Random(n, uint64(100+i)))
+		p := newPool(t, "")
+		r := request(p, f)
+		r.Expected = sha256Digest(f)
+		res, err := Download(t.Context(), r)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		if res.Size != n {
+			t.Fatalf("%d bytes: result size %d", n, res.Size)
+		}
+		p.checkImage(t, r.Dest, f)
 	}
 }
 

@@ -14,22 +14,18 @@ import (
 // errStall is the cause with which the watchdog cancels an attempt.
 var errStall = errors.New("stalled")
 
-// stream copies the body into the partial file at offset, hashing each
-// chunk after it is written, and checkpoints on schedule.
+// stream reads the body into the sink's chunks, submitting each one as
+// it fills.
 func (d *download) stream(ctx, actx context.Context, body io.Reader) error {
 	for {
-		n, rerr := body.Read(d.buf)
+		n, rerr := body.Read(d.s.space())
 		if n > 0 {
 			d.arrived.Add(int64(n))
-			if _, err := d.f.WriteAt(d.buf[:n], d.offset); err != nil {
-				return d.writeError(err)
-			}
-			d.h.Write(d.buf[:n])
 			d.offset += int64(n)
 			d.fetched += int64(n)
 			d.meter.update(d.offset, d.total, false)
-			if time.Since(d.lastCkpt) >= d.r.CheckpointEvery {
-				if err := d.checkpoint(); err != nil {
+			if d.s.add(n) {
+				if err := d.submit(); err != nil {
 					return err
 				}
 			}
@@ -134,7 +130,7 @@ func sameFile(root *os.Root, name string, size int64, sum string) (bool, error) 
 		return false, err
 	}
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, f, make([]byte, bufSize)); err != nil {
+	if _, err := io.CopyBuffer(h, f, make([]byte, chunkSize)); err != nil {
 		return false, err
 	}
 	return hex.EncodeToString(h.Sum(nil)) == sum, nil

@@ -78,3 +78,57 @@ func renameNoReplace(root *os.Root, oldname, newname string) error {
 func isNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
+
+// setDirect turns O_DIRECT on or off for f's open file; turning it on
+// fails with EINVAL where the filesystem does not support it.
+func setDirect(f *os.File, on bool) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	err = rc.Control(func(fd uintptr) {
+		flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		if err != nil {
+			ferr = err
+			return
+		}
+		if on {
+			flags |= unix.O_DIRECT
+		} else {
+			flags &^= unix.O_DIRECT
+		}
+		_, ferr = unix.FcntlInt(fd, unix.F_SETFL, flags)
+	})
+	if err != nil {
+		return err
+	}
+	if ferr != nil {
+		return &os.PathError{Op: "fcntl O_DIRECT", Path: f.Name(), Err: ferr}
+	}
+	return nil
+}
+
+// allocate gives f blocks for its first size bytes, growing it to size if
+// it is shorter; filesystems that cannot allocate ahead are left alone.
+func allocate(f *os.File, size int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	err = rc.Control(func(fd uintptr) {
+		for {
+			if ferr = unix.Fallocate(int(fd), 0, 0, size); ferr != unix.EINTR {
+				return
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return err
+	case ferr == nil, ferr == unix.EOPNOTSUPP, ferr == unix.ENOSYS:
+		return nil
+	}
+	return &os.PathError{Op: "fallocate", Path: f.Name(), Err: ferr}
+}

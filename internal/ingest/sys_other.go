@@ -11,9 +11,19 @@ import (
 
 // Nodes run Linux; elsewhere the package builds (the quarry binary embeds
 // the agent) with plainer stand-ins: fsync for fdatasync, no space check,
-// and a rename that checks before it moves.
+// a rename that checks before it moves, no allocation ahead, and writes
+// through the page cache.
 
 func datasync(f *os.File) error { return f.Sync() }
+
+func setDirect(f *os.File, on bool) error {
+	if on {
+		return errors.ErrUnsupported
+	}
+	return nil
+}
+
+func allocate(f *os.File, size int64) error { return nil }
 
 func freeSpace(root *os.Root, dir string) int64 { return -1 }
 

@@ -1,0 +1,208 @@
+package ingest
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// sink writes a download's bytes into the partial file behind the
+// network. The download goroutine reads the body straight into a chunk,
+// hashes the chunk when it is full and submits it; the sink's goroutine
+// writes the chunks in order while the next ones fill. A checkpoint
+// submitted with a chunk is made durable right after that chunk is
+// written, so its hash state covers exactly the bytes on disk.
+//
+// Where the filesystem allows it, full chunks are written with O_DIRECT:
+// the data goes to the disk as it arrives, without a copy into the page
+// cache (which the node's VMs need more) and without gigabytes of dirty
+// pages for a checkpoint or the final fsync to push out at once. File
+// offsets then stay multiples of dioAlign up to the last, shorter chunk,
+// which is written through the page cache, like everything on filesystems
+// without O_DIRECT.
+type sink struct {
+	f       *os.File
+	persist func(*checkpoint) error // run by the sink's goroutine
+
+	// Owned by the download goroutine.
+	cur  []byte // the chunk being filled: cur[:n]
+	n    int
+	base int64 // file offset of cur[0]; every byte before it was submitted
+
+	// direct says O_DIRECT is on. The download goroutine changes it while
+	// no chunk is in flight, the sink's goroutine while it writes one.
+	direct bool
+
+	free     chan []byte
+	work     chan chunk
+	inFlight sync.WaitGroup
+	done     chan struct{}
+
+	mu  sync.Mutex
+	err error // the first failure; later chunks are dropped
+}
+
+type chunk struct {
+	b   []byte
+	off int64
+	ck  *checkpoint // made durable once b is written; nil: none due
+}
+
+const (
+	chunkSize = 1 << 20
+	// chunks bounds memory: 8 MiB per download, whatever the file size,
+	// enough to keep reading through a slow write or checkpoint.
+	chunks = 8
+	// dioAlign is the alignment O_DIRECT asks of memory, offsets and
+	// lengths: 4096 satisfies every logical block size in use.
+	dioAlign = 4096
+)
+
+func newSink(f *os.File, persist func(*checkpoint) error) *sink {
+	s := &sink{
+		f:       f,
+		persist: persist,
+		free:    make(chan []byte, chunks),
+		work:    make(chan chunk, chunks),
+		done:    make(chan struct{}),
+	}
+	mem := make([]byte, chunks*chunkSize+dioAlign)
+	skip := 0
+	if r := int(uintptr(unsafe.Pointer(&mem[0])) % dioAlign); r != 0 {
+		skip = dioAlign - r
+	}
+	for i := range chunks {
+		b := mem[skip+i*chunkSize : skip+(i+1)*chunkSize : skip+(i+1)*chunkSize]
+		if i == 0 {
+			s.cur = b
+		} else {
+			s.free <- b
+		}
+	}
+	go s.run()
+	return s
+}
+
+// reset starts filling at off with nothing pending, after a drain. Full
+// chunks go through O_DIRECT from here if off is aligned and the file
+// allows it.
+func (s *sink) reset(off int64) {
+	s.base, s.n = off, 0
+	s.setDirect(off%dioAlign == 0)
+}
+
+// space is where the next bytes of the body go.
+func (s *sink) space() []byte { return s.cur[s.n:] }
+
+// add accounts for n bytes read into space and reports whether the chunk
+// is full.
+func (s *sink) add(n int) (full bool) {
+	s.n += n
+	return s.n == len(s.cur)
+}
+
+// pending is the chunk filled so far, to be hashed before it is submitted.
+func (s *sink) pending() []byte { return s.cur[:s.n] }
+
+// submit hands the full pending chunk to the sink's goroutine with ck (or
+// nil) and gives a fresh one to fill. It fails with the first write or
+// checkpoint failure, once that has happened.
+func (s *sink) submit(ck *checkpoint) error {
+	if err := s.failed(); err != nil {
+		return err
+	}
+	s.inFlight.Add(1)
+	s.work <- chunk{b: s.cur[:s.n], off: s.base, ck: ck}
+	s.base += int64(s.n)
+	s.cur, s.n = <-s.free, 0
+	return nil
+}
+
+// drain waits until every submitted chunk is written, and reports the
+// first failure.
+func (s *sink) drain() error {
+	s.inFlight.Wait()
+	return s.failed()
+}
+
+// finish writes the last, shorter chunk after all the others, through the
+// page cache, and leaves O_DIRECT off so that the file can be read
+// normally.
+func (s *sink) finish() error {
+	if err := s.drain(); err != nil {
+		return err
+	}
+	s.setDirect(false)
+	if s.n == 0 {
+		return nil
+	}
+	if _, err := s.f.WriteAt(s.pending(), s.base); err != nil {
+		return &writeFailure{err: err, at: s.base}
+	}
+	s.base, s.n = s.base+int64(s.n), 0
+	return nil
+}
+
+// close stops the sink's goroutine after the chunks in flight.
+func (s *sink) close() {
+	close(s.work)
+	<-s.done
+}
+
+func (s *sink) run() {
+	defer close(s.done)
+	for c := range s.work {
+		if s.failed() == nil {
+			err := s.write(c.b, c.off)
+			if err != nil {
+				err = &writeFailure{err: err, at: c.off}
+			} else if c.ck != nil {
+				err = s.persist(c.ck)
+			}
+			if err != nil {
+				s.mu.Lock()
+				s.err = err
+				s.mu.Unlock()
+			}
+		}
+		s.free <- c.b[:cap(c.b)]
+		s.inFlight.Done()
+	}
+}
+
+func (s *sink) write(b []byte, off int64) error {
+	_, err := s.f.WriteAt(b, off)
+	if err != nil && s.direct && errors.Is(err, syscall.EINVAL) {
+		// The filesystem accepted the flag but not this write: go on
+		// through the page cache.
+		if s.setDirect(false); !s.direct {
+			_, err = s.f.WriteAt(b, off)
+		}
+	}
+	return err
+}
+
+// setDirect turns O_DIRECT on or off; it stays off where the file does
+// not support it.
+func (s *sink) setDirect(on bool) {
+	if on != s.direct && setDirect(s.f, on) == nil {
+		s.direct = on
+	}
+}
+
+// writeFailure is a chunk the sink could not write at offset at.
+type writeFailure struct {
+	err error
+	at  int64
+}
+
+func (e *writeFailure) Error() string { return e.err.Error() }
+func (e *writeFailure) Unwrap() error { return e.err }
+
+func (s *sink) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
