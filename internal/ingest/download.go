@@ -58,7 +58,9 @@ func (d *download) run(ctx context.Context) (Result, error) {
 	if d.f, err = r.Root.OpenFile(partialPath(r.Job), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return Result{}, d.localError("opening the partial file", err)
 	}
-	d.s = newSink(d.f, d.persist)
+	if d.s, err = newSink(d.f, d.persist); err != nil {
+		return Result{}, d.localError("allocating buffers", err)
+	}
 	if err := d.start(ck, info); err != nil {
 		return Result{}, err
 	}
@@ -237,10 +239,17 @@ func (d *download) submit() error {
 }
 
 // flush writes the rest of a complete body and waits until all of it is
-// in the file.
+// in the file, which then ends where the body did (it may have been
+// allocated further, for a size the origin announced but did not send).
 func (d *download) flush() error {
 	d.h.Write(d.s.pending())
-	return d.sinkError(d.s.finish())
+	if err := d.sinkError(d.s.finish()); err != nil {
+		return err
+	}
+	if err := d.f.Truncate(d.offset); err != nil {
+		return d.localError("truncating the partial file", err)
+	}
+	return nil
 }
 
 // drain waits until every submitted chunk is written.
@@ -288,9 +297,9 @@ func (d *download) backoff(ctx context.Context, fails int, retryAfter time.Durat
 
 // ensureSpace fails with ErrNoSpace if the pool cannot hold the rest of
 // the file, before any of it is fetched, and otherwise allocates the
-// whole file where the filesystem can: the space is then reserved, and
-// the sink's writers overwrite allocated blocks, which filesystems let
-// them do side by side rather than one extending write at a time.
+// whole file where the filesystem can: the space is then reserved for
+// this download, and writes fill allocated blocks instead of growing the
+// file (fewer metadata updates for each checkpoint to make durable).
 func (d *download) ensureSpace() error {
 	need := d.total - d.offset
 	if d.total < 0 || need <= 0 {

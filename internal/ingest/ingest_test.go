@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,9 +10,11 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -285,6 +288,35 @@ func TestChunkBoundaries(t *testing.T) {
 			t.Fatalf("%d bytes: result size %d", n, res.Size)
 		}
 		p.checkImage(t, r.Dest, f)
+	}
+}
+
+// TestAnnouncedSizeNotSent: HEAD announces more than the GET then sends.
+// The file was allocated for the announced size; the image must hold
+// exactly what was sent.
+func TestAnnouncedSizeNotSent(t *testing.T) {
+	t.Parallel()
+	body := bytes.Repeat([]byte("quarry"), mib/3)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.Header().Set("Content-Length", strconv.Itoa(4*mib))
+			return
+		}
+		w.Write(body)
+	}))
+	defer srv.Close()
+	p := newPool(t, "")
+	sum := sha256.Sum256(body)
+	res, err := Download(t.Context(), Request{
+		Job: "job-1", Fence: 1, URL: srv.URL + "/a.img", Root: p.root, Dest: "images/a.img", Client: client(),
+		Expected: Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(p.dir + "/images/a.img")
+	if err != nil || !bytes.Equal(got, body) || res.Size != int64(len(body)) {
+		t.Fatalf("image of %d bytes (%v), result size %d; want the %d bytes sent", len(got), err, res.Size, len(body))
 	}
 }
 

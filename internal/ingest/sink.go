@@ -5,7 +5,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"unsafe"
 )
 
 // sink writes a download's bytes into the partial file behind the
@@ -35,6 +34,7 @@ type sink struct {
 	// no chunk is in flight, the sink's goroutine while it writes one.
 	direct bool
 
+	mem      []byte // all the chunks, from chunkMemory
 	free     chan []byte
 	work     chan chunk
 	inFlight sync.WaitGroup
@@ -53,28 +53,30 @@ type chunk struct {
 const (
 	chunkSize = 1 << 20
 	// chunks bounds memory: 8 MiB per download, whatever the file size,
-	// enough to keep reading through a slow write or checkpoint.
+	// enough to keep reading through a slow write or checkpoint. It is
+	// mapped for the download and unmapped after, so an agent's memory
+	// does not keep the high-water mark of its busiest hour.
 	chunks = 8
 	// dioAlign is the alignment O_DIRECT asks of memory, offsets and
 	// lengths: 4096 satisfies every logical block size in use.
 	dioAlign = 4096
 )
 
-func newSink(f *os.File, persist func(*checkpoint) error) *sink {
+func newSink(f *os.File, persist func(*checkpoint) error) (*sink, error) {
+	mem, err := chunkMemory(chunks * chunkSize)
+	if err != nil {
+		return nil, err
+	}
 	s := &sink{
 		f:       f,
 		persist: persist,
+		mem:     mem,
 		free:    make(chan []byte, chunks),
 		work:    make(chan chunk, chunks),
 		done:    make(chan struct{}),
 	}
-	mem := make([]byte, chunks*chunkSize+dioAlign)
-	skip := 0
-	if r := int(uintptr(unsafe.Pointer(&mem[0])) % dioAlign); r != 0 {
-		skip = dioAlign - r
-	}
 	for i := range chunks {
-		b := mem[skip+i*chunkSize : skip+(i+1)*chunkSize : skip+(i+1)*chunkSize]
+		b := mem[i*chunkSize : (i+1)*chunkSize : (i+1)*chunkSize]
 		if i == 0 {
 			s.cur = b
 		} else {
@@ -82,7 +84,7 @@ func newSink(f *os.File, persist func(*checkpoint) error) *sink {
 		}
 	}
 	go s.run()
-	return s
+	return s, nil
 }
 
 // reset starts filling at off with nothing pending, after a drain. Full
@@ -145,10 +147,13 @@ func (s *sink) finish() error {
 	return nil
 }
 
-// close stops the sink's goroutine after the chunks in flight.
+// close stops the sink's goroutine after the chunks in flight and frees
+// the chunks: nothing may use the sink after.
 func (s *sink) close() {
 	close(s.work)
 	<-s.done
+	s.cur = nil
+	freeChunkMemory(s.mem)
 }
 
 func (s *sink) run() {

@@ -132,3 +132,11 @@ func allocate(f *os.File, size int64) error {
 	}
 	return &os.PathError{Op: "fallocate", Path: f.Name(), Err: ferr}
 }
+
+// chunkMemory maps n bytes of anonymous memory: page-aligned, as O_DIRECT
+// wants, and returned to the system by freeChunkMemory.
+func chunkMemory(n int) ([]byte, error) {
+	return unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+}
+
+func freeChunkMemory(b []byte) { unix.Munmap(b) }

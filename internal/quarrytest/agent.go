@@ -28,7 +28,9 @@ import (
 	"github.com/quarry-project/quarry/internal/store"
 )
 
-// CheckpointEvery is how often test agents make download progress durable.
+// CheckpointEvery is how often test agents make download progress durable,
+// unless AgentOptions say otherwise: short, so that a test that loses an
+// agent mid-download re-fetches little.
 const CheckpointEvery = 200 * time.Millisecond
 
 // AgentOptions describe an agent's view of the filesystem and how it
@@ -46,6 +48,9 @@ type AgentOptions struct {
 	JoinToken string
 	// CAHash, when set, is passed as --ca-hash.
 	CAHash string
+	// CheckpointEvery is the agent's --checkpoint-interval; default the
+	// package's CheckpointEvery.
+	CheckpointEvery time.Duration
 }
 
 func (o *AgentOptions) defaults(t testing.TB, s *Server) {
@@ -57,6 +62,9 @@ func (o *AgentOptions) defaults(t testing.TB, s *Server) {
 	}
 	if o.JoinToken == "" {
 		o.JoinToken = s.JoinToken(t, true, time.Hour)
+	}
+	if o.CheckpointEvery == 0 {
+		o.CheckpointEvery = CheckpointEvery
 	}
 }
 
@@ -179,14 +187,13 @@ func NewAgent(t testing.TB, s *Server, opts AgentOptions) *Agent {
 func (a *Agent) Start() {
 	a.t.Helper()
 	ag, err := agent.New(agent.Config{
-		DataDir:  a.Opts.DataDir(),
-		FSRoot:   a.Opts.FSRoot,
-		Binds:    a.Opts.Binds,
-		Hostname: a.Opts.Name,
-		Version:  "test",
-		Logger:   Logger(a.t).With("agent", a.Opts.Name),
-		// Short, so a test that loses an agent mid-download re-fetches little.
-		CheckpointEvery: CheckpointEvery,
+		DataDir:         a.Opts.DataDir(),
+		FSRoot:          a.Opts.FSRoot,
+		Binds:           a.Opts.Binds,
+		Hostname:        a.Opts.Name,
+		Version:         "test",
+		Logger:          Logger(a.t).With("agent", a.Opts.Name),
+		CheckpointEvery: a.Opts.CheckpointEvery,
 		Enrollment: agent.Enrollment{
 			Server:    a.srv.URL,
 			JoinToken: a.Opts.JoinToken,
@@ -284,7 +291,7 @@ func NewAgentProcess(t testing.TB, bin string, s *Server, opts AgentOptions) *Ag
 func (p *AgentProcess) Args() []string {
 	args := []string{"agent", "--listen", p.Addr, "--fs-root", p.Opts.FSRoot, "--hostname", p.Opts.Name,
 		"--data-dir", p.Opts.DataDir(), "--server", p.srv.URL, "--join-token", p.Opts.JoinToken, "--name", p.Opts.Name,
-		"--checkpoint-interval", CheckpointEvery.String()}
+		"--checkpoint-interval", p.Opts.CheckpointEvery.String()}
 	if p.Opts.CAHash != "" {
 		args = append(args, "--ca-hash", p.Opts.CAHash)
 	}
