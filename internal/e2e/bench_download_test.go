@@ -89,29 +89,24 @@ func TestBenchmarkDownload(t *testing.T) {
 		cmd.WaitDelay = 5 * time.Second
 		return cmd
 	}
-	curlOnly := func() {
-		if b, err := command(curl, "-s", "-o", out, url).CombinedOutput(); err != nil {
-			t.Fatalf("curl: %v\n%s", err, b)
-		}
-	}
-	curlSum := func() {
-		b, err := command("sh", "-c", `"$1" -s -o "$2" "$3" && sha256sum "$2"`, "sh", curl, out, url).CombinedOutput()
+	// shell runs script with $1 curl, $2 the output file, $3 the URL.
+	shell := func(script string) []byte {
+		b, err := command("sh", "-c", script, "sh", curl, out, url).CombinedOutput()
 		if err != nil {
-			t.Fatalf("curl && sha256sum: %v\n%s", err, b)
+			t.Fatalf("%s: %v\n%s", script, err, b)
 		}
+		return b
+	}
+	curlOnly := func() { shell(`"$1" -s -o "$2" "$3"`) }
+	curlSum := func() {
+		b := shell(`"$1" -s -o "$2" "$3" && sha256sum "$2"`)
 		if got, _, _ := strings.Cut(string(b), " "); got != sum {
 			t.Fatalf("sha256sum printed %q; want %s", b, sum)
 		}
 	}
-	curlSync := func() {
-		if b, err := command("sh", "-c", `"$1" -s -o "$2" "$3" && sync "$2"`, "sh", curl, out, url).CombinedOutput(); err != nil {
-			t.Fatalf("curl && sync: %v\n%s", err, b)
-		}
-	}
+	curlSync := func() { shell(`"$1" -s -o "$2" "$3" && sync "$2"`) }
 	curlDirect := func() {
-		if b, err := command("sh", "-c", `"$1" -s "$3" | dd of="$2" bs=1M iflag=fullblock oflag=direct conv=fsync status=none`, "sh", curl, out, url).CombinedOutput(); err != nil {
-			t.Fatalf("curl | dd: %v\n%s", err, b)
-		}
+		shell(`"$1" -s "$3" | dd of="$2" bs=1M iflag=fullblock oflag=direct conv=fsync status=none`)
 	}
 	checkOut := func() {
 		if st, err := os.Stat(out); err != nil || st.Size() != size {

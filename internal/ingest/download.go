@@ -18,14 +18,13 @@ const maxRetryAfter = 5 * time.Minute
 
 // download is the state of one Download call. The invariant: the first
 // s.base bytes of the partial file are written or on their way there (in
-// the sink), h covers exactly them, and the sink holds the next
-// offset - s.base bytes, not yet hashed.
+// the sink), h covers exactly them, and the sink's pending chunk holds
+// the next bytes, not yet hashed.
 type download struct {
 	r         Request
 	f         *os.File
 	s         *sink
 	h         *hashes
-	offset    int64  // bytes received and kept: where the next range starts
 	total     int64  // -1: unknown
 	validator string // If-Range value; "": this origin cannot be resumed safely
 	resumed   bool
@@ -36,6 +35,14 @@ type download struct {
 	arrived   atomic.Int64 // bytes received, read by the stall watchdog
 	sha256    string
 	sha512    string
+}
+
+// offset counts the bytes received and kept: where the next range starts.
+func (d *download) offset() int64 {
+	if d.s == nil {
+		return 0
+	}
+	return d.s.end()
 }
 
 func (d *download) run(ctx context.Context) (Result, error) {
@@ -68,11 +75,11 @@ func (d *download) run(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 
-	highWater, fails := d.offset, 0
+	highWater, fails := d.offset(), 0
 	for {
 		err := d.attempt(ctx)
-		if err == nil && d.total >= 0 && d.offset != d.total {
-			err = &transientError{msg: fmt.Sprintf("the origin ended the body at %s of %s", size(d.offset), size(d.total))}
+		if err == nil && d.total >= 0 && d.offset() != d.total {
+			err = &transientError{msg: fmt.Sprintf("the origin ended the body at %s of %s", size(d.offset()), size(d.total))}
 		}
 		if err == nil {
 			err = d.flush()
@@ -103,13 +110,13 @@ func (d *download) run(ctx context.Context) (Result, error) {
 		}
 		// Failures count in a row without progress: a long download over a
 		// flaky link goes on as long as each attempt gets further.
-		if d.offset > highWater {
-			highWater, fails = d.offset, 0
+		if d.offset() > highWater {
+			highWater, fails = d.offset(), 0
 		}
 		fails++
 		if fails >= r.MaxAttempts {
 			d.checkpoint() // best effort: the next call resumes from here
-			return Result{}, fmt.Errorf("download of %s failed %d times in a row (last: %w); it resumes from %s when retried", r.URL, fails, err, size(d.offset))
+			return Result{}, fmt.Errorf("download of %s failed %d times in a row (last: %w); it resumes from %s when retried", r.URL, fails, err, size(d.offset()))
 		}
 		if err := d.backoff(ctx, fails, te.retryAfter); err != nil {
 			return Result{}, d.stopped(ctx, err)
@@ -135,7 +142,7 @@ func (d *download) start(ck *checkpoint, info preflight) error {
 			if err := d.f.Truncate(ck.Offset); err != nil {
 				return d.localError("truncating the partial file", err)
 			}
-			d.h, d.offset, d.validator, d.total, d.resumed = h, ck.Offset, ck.Validator, ck.Total, ck.Offset > 0
+			d.h, d.validator, d.total, d.resumed = h, ck.Validator, ck.Total, ck.Offset > 0
 			d.fresh = ck.Fresh
 			d.s.reset(ck.Offset)
 			if info.total >= 0 {
@@ -172,7 +179,7 @@ func (d *download) restart() error {
 		return d.localError("truncating the partial file", err)
 	}
 	d.h = newHashes(d.r.Expected.Algo == "sha512")
-	d.offset, d.resumed = 0, false
+	d.resumed = false
 	d.s.reset(0)
 	d.meter.update(0, d.total, true)
 	return d.checkpoint()
@@ -231,7 +238,7 @@ func (d *download) submit() error {
 	var ck *checkpoint
 	if time.Since(d.lastCkpt) >= d.r.CheckpointEvery {
 		var err error
-		if ck, err = d.snapshot(d.s.base + int64(d.s.n)); err != nil {
+		if ck, err = d.snapshot(d.s.end()); err != nil {
 			return err
 		}
 	}
@@ -246,7 +253,7 @@ func (d *download) flush() error {
 	if err := d.sinkError(d.s.finish()); err != nil {
 		return err
 	}
-	if err := d.f.Truncate(d.offset); err != nil {
+	if err := d.f.Truncate(d.offset()); err != nil {
 		return d.localError("truncating the partial file", err)
 	}
 	return nil
@@ -273,7 +280,7 @@ func (d *download) stopped(ctx context.Context, err error) error {
 	if d.h != nil {
 		d.checkpoint()
 	}
-	return fmt.Errorf("download of job %s stopped at %s: %w; the partial file is kept to resume", d.r.Job, size(d.offset), ctx.Err())
+	return fmt.Errorf("download of job %s stopped at %s: %w; the partial file is kept to resume", d.r.Job, size(d.offset()), ctx.Err())
 }
 
 // backoff waits before the next attempt: capped exponential with jitter,
@@ -301,12 +308,12 @@ func (d *download) backoff(ctx context.Context, fails int, retryAfter time.Durat
 // this download, and writes fill allocated blocks instead of growing the
 // file (fewer metadata updates for each checkpoint to make durable).
 func (d *download) ensureSpace() error {
-	need := d.total - d.offset
+	need := d.total - d.offset()
 	if d.total < 0 || need <= 0 {
 		return nil
 	}
 	what := "the image needs"
-	if d.offset > 0 {
+	if d.offset() > 0 {
 		what = "the rest of the image needs"
 	}
 	free := freeSpace(d.r.Root, PartialDir)
@@ -353,7 +360,7 @@ func cause(err error) error {
 
 // verify compares the digests of what was written with the expected one.
 func (d *download) verify() error {
-	d.meter.phase(PhaseVerifying, d.offset, d.total)
+	d.meter.phase(PhaseVerifying, d.offset(), d.total)
 	d.sha256, d.sha512 = d.h.sums()
 	want := d.r.Expected
 	got := d.sha256
@@ -369,13 +376,13 @@ func (d *download) verify() error {
 // finish moves the verified file into place durably.
 func (d *download) finish() (Result, error) {
 	r := &d.r
-	d.meter.phase(PhaseFinalizing, d.offset, d.total)
-	res := Result{SHA256: d.sha256, SHA512: d.sha512, Size: d.offset, Dest: r.Dest, Resumed: d.resumed, FetchedBytes: d.fetched}
+	d.meter.phase(PhaseFinalizing, d.offset(), d.total)
+	res := Result{SHA256: d.sha256, SHA512: d.sha512, Size: d.offset(), Dest: r.Dest, Resumed: d.resumed, FetchedBytes: d.fetched}
 	if err := d.f.Sync(); err != nil {
-		return Result{}, d.writeError(err, d.offset, d.total)
+		return Result{}, d.writeError(err, d.offset(), d.total)
 	}
 	var err error
-	if res.Format, res.VirtualSize, err = Sniff(d.f, d.offset); err != nil {
+	if res.Format, res.VirtualSize, err = Sniff(d.f, d.offset()); err != nil {
 		return Result{}, d.localError("reading the header of the partial file", err)
 	}
 	if err := checkFence(r.Root, r.Job, r.Fence); err != nil {
@@ -386,7 +393,7 @@ func (d *download) finish() (Result, error) {
 	}
 	err = renameNoReplace(r.Root, partialPath(r.Job), r.Dest)
 	if errors.Is(err, fs.ErrExist) {
-		same, err := sameFile(r.Root, r.Dest, d.offset, d.sha256)
+		same, err := sameFile(r.Root, r.Dest, d.offset(), d.sha256)
 		if err != nil {
 			return Result{}, d.localError("comparing with the existing "+r.Dest, err)
 		}

@@ -84,7 +84,7 @@ var errComplete = errors.New("range starts at the end")
 // attempt makes one GET and streams its body into the partial file. nil
 // means the body ended; the caller checks the length.
 func (d *download) attempt(ctx context.Context) error {
-	if d.offset > 0 && d.validator == "" {
+	if d.offset() > 0 && d.validator == "" {
 		// Without a validator a range could splice two versions of the file.
 		if err := d.restart(); err != nil {
 			return err
@@ -98,8 +98,8 @@ func (d *download) attempt(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if d.offset > 0 {
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(d.offset, 10)+"-")
+	if d.offset() > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(d.offset(), 10)+"-")
 		req.Header.Set("If-Range", d.validator)
 	}
 	resp, err := d.r.Client.Do(req)
@@ -113,7 +113,7 @@ func (d *download) attempt(ctx context.Context) error {
 	case err != nil:
 		return err
 	}
-	d.meter.phase(PhaseDownloading, d.offset, d.total)
+	d.meter.phase(PhaseDownloading, d.offset(), d.total)
 	return d.stream(ctx, actx, resp.Body)
 }
 
@@ -124,7 +124,7 @@ func (d *download) accept(resp *http.Response) error {
 	switch {
 	case code == http.StatusPartialContent:
 		start, total, ok := contentRange(resp.Header.Get("Content-Range"))
-		if !ok || start != d.offset || (total >= 0 && d.total >= 0 && total != d.total) {
+		if !ok || start != d.offset() || (total >= 0 && d.total >= 0 && total != d.total) {
 			// The origin lies about ranges: trust nothing it sent so far.
 			if err := d.restart(); err != nil {
 				return err
@@ -139,7 +139,7 @@ func (d *download) accept(resp *http.Response) error {
 		// Either the first request, or the origin's file changed (If-Range
 		// failed) or it ignores ranges: all of it comes again.
 		d.validator, d.total = validator(resp.Header), resp.ContentLength
-		if d.offset > 0 || d.resumed {
+		if d.offset() > 0 || d.resumed {
 			if err := d.restart(); err != nil {
 				return err
 			}
@@ -147,14 +147,14 @@ func (d *download) accept(resp *http.Response) error {
 		return d.ensureSpace()
 	case code == http.StatusRequestedRangeNotSatisfiable:
 		_, total, _ := contentRange(resp.Header.Get("Content-Range"))
-		if d.offset > 0 && (d.total == d.offset || total == d.offset) {
-			d.total = d.offset
+		if d.offset() > 0 && (d.total == d.offset() || total == d.offset()) {
+			d.total = d.offset()
 			return errComplete
 		}
 		if err := d.restart(); err != nil {
 			return err
 		}
-		return &transientError{msg: fmt.Sprintf("the origin refused the range from byte %d (%s); downloading again from zero", d.offset, resp.Status)}
+		return &transientError{msg: fmt.Sprintf("the origin refused the range from byte %d (%s); downloading again from zero", d.offset(), resp.Status)}
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
 		return &transientError{
 			msg:        fmt.Sprintf("the origin answered %s for %s", resp.Status, d.r.URL),
@@ -186,9 +186,9 @@ func (d *download) classify(ctx, actx context.Context, err error) error {
 		return ctx.Err()
 	}
 	if errors.Is(context.Cause(actx), errStall) {
-		return &transientError{msg: fmt.Sprintf("no data from the origin for %s (fewer than 64 KiB) at %s", d.r.StallTimeout, size(d.offset)), cause: errStall}
+		return &transientError{msg: fmt.Sprintf("no data from the origin for %s (fewer than 64 KiB) at %s", d.r.StallTimeout, size(d.offset())), cause: errStall}
 	}
-	return &transientError{msg: fmt.Sprintf("fetching %s at %s: %v", d.r.URL, size(d.offset), err), cause: err}
+	return &transientError{msg: fmt.Sprintf("fetching %s at %s: %v", d.r.URL, size(d.offset()), err), cause: err}
 }
 
 // contentRange parses "bytes START-END/TOTAL" (TOTAL may be *) and

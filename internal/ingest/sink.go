@@ -105,6 +105,9 @@ func (s *sink) add(n int) (full bool) {
 	return s.n == len(s.cur)
 }
 
+// end is the file offset after the pending bytes.
+func (s *sink) end() int64 { return s.base + int64(s.n) }
+
 // pending is the chunk filled so far, to be hashed before it is submitted.
 func (s *sink) pending() []byte { return s.cur[:s.n] }
 

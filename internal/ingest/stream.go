@@ -21,10 +21,10 @@ func (d *download) stream(ctx, actx context.Context, body io.Reader) error {
 		n, rerr := body.Read(d.s.space())
 		if n > 0 {
 			d.arrived.Add(int64(n))
-			d.offset += int64(n)
 			d.fetched += int64(n)
-			d.meter.update(d.offset, d.total, false)
-			if d.s.add(n) {
+			full := d.s.add(n)
+			d.meter.update(d.offset(), d.total, false)
+			if full {
 				if err := d.submit(); err != nil {
 					return err
 				}

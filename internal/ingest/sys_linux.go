@@ -10,21 +10,33 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// datasync makes the file's data durable without its timestamps: all a
-// checkpoint needs, and cheaper than fsync on most filesystems.
-func datasync(f *os.File) error {
-	var err error
-	for {
-		if err = unix.Fdatasync(int(f.Fd())); err != unix.EINTR {
-			break
-		}
-	}
-	runtime.KeepAlive(f)
+// onFD runs fn on f's descriptor, again while it fails with EINTR, and
+// reports its failure as a *PathError for op.
+func onFD(f *os.File, op string, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
 	if err != nil {
-		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+		return err
+	}
+	var ferr error
+	err = rc.Control(func(fd uintptr) {
+		for {
+			if ferr = fn(int(fd)); ferr != unix.EINTR {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if ferr != nil {
+		return &os.PathError{Op: op, Path: f.Name(), Err: ferr}
 	}
 	return nil
 }
+
+// datasync makes the file's data durable without its timestamps: all a
+// checkpoint needs, and cheaper than fsync on most filesystems.
+func datasync(f *os.File) error { return onFD(f, "fdatasync", unix.Fdatasync) }
 
 // freeSpace returns the bytes an unprivileged writer may still use on the
 // filesystem holding dir; -1 when it cannot tell.
@@ -82,55 +94,29 @@ func isNoSpace(err error) bool {
 // setDirect turns O_DIRECT on or off for f's open file; turning it on
 // fails with EINVAL where the filesystem does not support it.
 func setDirect(f *os.File, on bool) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	err = rc.Control(func(fd uintptr) {
-		flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+	return onFD(f, "fcntl O_DIRECT", func(fd int) error {
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 		if err != nil {
-			ferr = err
-			return
+			return err
 		}
 		if on {
 			flags |= unix.O_DIRECT
 		} else {
 			flags &^= unix.O_DIRECT
 		}
-		_, ferr = unix.FcntlInt(fd, unix.F_SETFL, flags)
-	})
-	if err != nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags)
 		return err
-	}
-	if ferr != nil {
-		return &os.PathError{Op: "fcntl O_DIRECT", Path: f.Name(), Err: ferr}
-	}
-	return nil
+	})
 }
 
 // allocate gives f blocks for its first size bytes, growing it to size if
 // it is shorter; filesystems that cannot allocate ahead are left alone.
 func allocate(f *os.File, size int64) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	err = rc.Control(func(fd uintptr) {
-		for {
-			if ferr = unix.Fallocate(int(fd), 0, 0, size); ferr != unix.EINTR {
-				return
-			}
-		}
-	})
-	switch {
-	case err != nil:
-		return err
-	case ferr == nil, ferr == unix.EOPNOTSUPP, ferr == unix.ENOSYS:
+	err := onFD(f, "fallocate", func(fd int) error { return unix.Fallocate(fd, 0, 0, size) })
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
 		return nil
 	}
-	return &os.PathError{Op: "fallocate", Path: f.Name(), Err: ferr}
+	return err
 }
 
 // chunkMemory maps n bytes of anonymous memory: page-aligned, as O_DIRECT
