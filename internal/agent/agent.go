@@ -89,6 +89,9 @@ type Agent struct {
 
 	isos      *isoWatches // ISO listing and file watches per mounted pool
 	downloads *downloads
+	// stopping is closed when the agent begins to shut down: streams end.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 // New validates cfg, fills in defaults and creates cfg.DataDir.
@@ -152,6 +155,7 @@ func New(cfg Config) (*Agent, error) {
 		now:      time.Now,
 	}
 	a.id.Store(id)
+	a.stopping = make(chan struct{})
 	a.isos = newISOWatches(a)
 	a.downloads = newDownloads(a)
 	a.handler = a.newHandler()
@@ -221,9 +225,21 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	}
 
 	a.log.Info("agent shutting down", "addr", ln.Addr().String())
-	// Watch streams never end by themselves; Shutdown would wait for them.
-	// Downloads stop with their checkpoints kept, to resume after restart.
-	a.isos.close()
+	err := a.shutdown(ctx, srv)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	a.log.Info("agent stopped", "addr", ln.Addr().String())
+	return err
+}
+
+// shutdown is the agent's one shutdown sequence: streams end (they never
+// end by themselves, and Shutdown would wait for them), downloads stop
+// with their checkpoints kept to resume after a restart, file watches
+// stop, and the server drains the calls in flight. Every goroutine the
+// agent started has exited when it returns.
+func (a *Agent) shutdown(ctx context.Context, srv *http.Server) error {
+	a.stopOnce.Do(func() { close(a.stopping) })
 	a.downloads.stopAll()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
@@ -232,9 +248,8 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 		err = fmt.Errorf("shutting down: %w; closing remaining connections", err)
 		_ = srv.Close()
 	}
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
-	}
+	// After the handlers: no WatchPools stream can start a watch any more.
+	a.isos.close()
 	return err
 }
 

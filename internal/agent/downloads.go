@@ -43,6 +43,8 @@ type downloads struct {
 	mu sync.Mutex
 	// jobs by id; finished ones stay for keepFinished.
 	jobs map[string]*download
+	// stopped: the agent is shutting down and starts no download.
+	stopped bool
 }
 
 type download struct {
@@ -110,6 +112,9 @@ func (s *service) StartDownload(ctx context.Context, req *connect.Request[agentv
 	dl := s.a.downloads
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
+	if dl.stopped {
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the agent is shutting down; the download resumes from its checkpoint on this node or another"))
+	}
 	if cur, ok := dl.jobs[m.GetJobId()]; ok {
 		st := cur.snapshot()
 		switch {
@@ -208,6 +213,17 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 		Job: m.GetJobId(), Fence: uint64(m.GetFence()), URL: m.GetUrl(), Expected: digest,
 		Root: root, Dest: m.GetDest(), Client: client, Describe: m.GetDescribe(),
 		CheckpointEvery: dl.a.cfg.CheckpointEvery,
+		// An attempt that got further is retried here at once; one that did
+		// not ends the call, and the control plane decides when to try
+		// again (its backoff and retry budget survive restarts).
+		MaxAttempts: 1,
+		OnFailure: func(f ingest.Failure) {
+			d.set(func(s *agentv1.DownloadStatus) {
+				s.FailedAttempts++
+				s.AttemptError, s.AttemptProgressed = f.Err.Error(), f.Progressed
+				s.RetryAfterMs = f.RetryAfter.Milliseconds()
+			})
+		},
 		Progress: func(p ingest.Progress) {
 			d.set(func(s *agentv1.DownloadStatus) {
 				s.Phase, s.BytesDone, s.BytesTotal, s.BytesPerSecond = p.Phase, p.Done, p.Total, p.BytesPerSec
@@ -221,6 +237,7 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 func (dl *downloads) stopAll() {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
+	dl.stopped = true
 	for _, d := range dl.jobs {
 		d.cancel()
 		<-d.done
@@ -282,6 +299,14 @@ func (s *service) WatchDownload(ctx context.Context, req *connect.Request[agentv
 		delete(d.subs, ch)
 		d.mu.Unlock()
 	}()
+	// The status goes out at least every heartbeat, changed or not: the
+	// control plane takes silence for a hung or cut-off node.
+	heartbeat := time.Duration(req.Msg.GetHeartbeatMs()) * time.Millisecond
+	if heartbeat <= 0 {
+		heartbeat = time.Second
+	}
+	t := time.NewTimer(heartbeat)
+	defer t.Stop()
 	for st := cur; ; {
 		if err := stream.Send(&agentv1.WatchDownloadResponse{Status: st}); err != nil {
 			return err
@@ -289,12 +314,15 @@ func (s *service) WatchDownload(ctx context.Context, req *connect.Request[agentv
 		if final(st.GetState()) {
 			return nil
 		}
+		t.Reset(heartbeat)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.a.isos.done: // the agent is shutting down
+		case <-s.a.stopping: // the agent is shutting down
 			return nil
 		case st = <-ch:
+		case <-t.C:
+			st = d.snapshot()
 		case <-d.done:
 			st = d.snapshot()
 		}

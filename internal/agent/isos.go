@@ -27,18 +27,22 @@ const listBatch = 512
 type isoWatches struct {
 	a       *Agent
 	scanner *isoscan.Scanner
+	// wg owns every watch goroutine; close waits for them.
+	wg sync.WaitGroup
 
-	mu    sync.Mutex
-	pools map[string]*poolWatch // by pool id
-	// done is closed when the agent shuts down: watch streams end.
-	done   chan struct{}
+	mu     sync.Mutex
+	pools  map[string]*poolWatch // by pool id
 	closed bool
 }
 
+// poolWatch is the file watch of one pool's iso/ directory. It runs while
+// at least one WatchPools stream asks for the pool: the set of watches is
+// what the control plane asks to watch, nothing else.
 type poolWatch struct {
 	poolID string
 	dir    string // host directory of the pool
 	stop   context.CancelFunc
+	users  int // WatchPools streams using it; guarded by isoWatches.mu
 
 	mu      sync.Mutex
 	writing map[string]bool      // pool-relative path → open for writing
@@ -49,49 +53,25 @@ type poolWatch struct {
 }
 
 func newISOWatches(a *Agent) *isoWatches {
-	return &isoWatches{a: a, scanner: isoscan.New(), pools: map[string]*poolWatch{}, done: make(chan struct{})}
+	return &isoWatches{a: a, scanner: isoscan.New(), pools: map[string]*poolWatch{}}
 }
 
-// close stops every watch and ends the WatchPools streams.
+// close stops every watch and waits for their goroutines.
 func (w *isoWatches) close() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return
-	}
-	w.closed = true
-	close(w.done)
-	for id, pw := range w.pools {
-		pw.stop()
-		delete(w.pools, id)
-	}
-}
-
-// sync makes the set of watches match the pools the control plane just
-// asked about: watches for mounted pools, none for the rest.
-func (w *isoWatches) sync(mounted map[string]string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return
-	}
-	for id, pw := range w.pools {
-		if dir, ok := mounted[id]; !ok || dir != pw.dir {
+	if !w.closed {
+		w.closed = true
+		for id, pw := range w.pools {
 			pw.stop()
 			delete(w.pools, id)
 		}
 	}
-	for id, dir := range mounted {
-		if _, ok := w.pools[id]; !ok {
-			if pw := w.start(id, dir); pw != nil {
-				w.pools[id] = pw
-			}
-		}
-	}
+	w.mu.Unlock()
+	w.wg.Wait()
 }
 
 // start watches dir/iso; nil when there is no iso/ directory to watch (a
-// pool initialized by Quarry always has one).
+// pool initialized by Quarry always has one). Called with w.mu held.
 func (w *isoWatches) start(poolID, dir string) *poolWatch {
 	isoDir := dir + "/" + isoscan.Dir
 	watcher, err := dirwatch.New(isoDir, dirwatch.ISOFile)
@@ -103,39 +83,58 @@ func (w *isoWatches) start(poolID, dir string) *poolWatch {
 	pw := &poolWatch{poolID: poolID, dir: dir, stop: cancel,
 		writing: map[string]bool{}, closed: map[string]time.Time{}, subs: map[chan *agentv1.PoolEvent]bool{}}
 	events := make(chan dirwatch.Event, 256)
-	go func() {
+	w.wg.Go(func() {
 		if err := watcher.Run(ctx, events); err != nil {
 			w.a.log.Warn("pool watch stopped", "pool", poolID, "err", err)
 		}
 		close(events)
-	}()
-	go func() {
+	})
+	w.wg.Go(func() {
 		for e := range events {
 			pw.record(e)
 		}
-	}()
+	})
 	w.a.log.Debug("watching pool for ISOs", "pool", poolID, "dir", isoDir)
 	return pw
 }
 
-// ensure watches one pool (the caller checked it is mounted at dir) and
-// returns its watch, nil if it cannot be watched.
-func (w *isoWatches) ensure(poolID, dir string) *poolWatch {
+// acquire returns the watch of one pool (the caller checked it is mounted
+// at dir), starting it if no stream uses it yet; nil if it cannot be
+// watched. Every non-nil acquire needs one release.
+func (w *isoWatches) acquire(poolID, dir string) *poolWatch {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return nil
 	}
-	if pw, ok := w.pools[poolID]; ok && pw.dir == dir {
-		return pw
-	} else if ok {
-		pw.stop()
+	pw, ok := w.pools[poolID]
+	if ok && pw.dir != dir {
+		// The pool moved on this node: streams of the old directory keep
+		// their watch until they end; new ones get the new directory.
+		delete(w.pools, poolID)
+		ok = false
 	}
-	pw := w.start(poolID, dir)
-	if pw != nil {
+	if !ok {
+		if pw = w.start(poolID, dir); pw == nil {
+			return nil
+		}
 		w.pools[poolID] = pw
 	}
+	pw.users++
 	return pw
+}
+
+// release ends one use of pw; the last one stops the watch.
+func (w *isoWatches) release(pw *poolWatch) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if pw.users--; pw.users > 0 {
+		return
+	}
+	pw.stop()
+	if w.pools[pw.poolID] == pw {
+		delete(w.pools, pw.poolID)
+	}
 }
 
 func (w *isoWatches) get(poolID string) *poolWatch {
@@ -253,26 +252,28 @@ func (s *service) ListISOs(ctx context.Context, req *connect.Request[agentv1.Lis
 }
 
 func (s *service) WatchPools(ctx context.Context, req *connect.Request[agentv1.WatchPoolsRequest], stream *connect.ServerStream[agentv1.WatchPoolsResponse]) error {
+	// The forwarding goroutines end with this call, which waits for them.
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
 	merged := make(chan *agentv1.PoolEvent, 256)
 	for _, p := range req.Msg.GetPools() {
-		ref, err := checkPoolRef(p.GetId(), p.GetName(), p.GetPath())
-		if err != nil {
+		if _, err := checkPoolRef(p.GetId(), p.GetName(), p.GetPath()); err != nil {
 			return connectError(err)
 		}
-		// The stream may come before the next health check told this
-		// agent (say, just restarted) which pools to watch.
-		pw := s.a.isos.get(ref.id)
-		if pw == nil {
-			if _, dir, err := s.mountedDir(p); err == nil {
-				pw = s.a.isos.ensure(ref.id, dir)
-			}
+		ref, dir, err := s.mountedDir(p)
+		if err != nil {
+			continue // not mounted here
 		}
+		pw := s.a.isos.acquire(ref.id, dir)
 		if pw == nil {
-			continue // not mounted here, or no iso/ to watch
+			continue // no iso/ to watch
 		}
+		defer s.a.isos.release(pw)
 		ch, unsubscribe := pw.subscribe()
 		defer unsubscribe()
-		go func() {
+		wg.Go(func() {
 			for {
 				select {
 				case e := <-ch:
@@ -285,7 +286,7 @@ func (s *service) WatchPools(ctx context.Context, req *connect.Request[agentv1.W
 					return
 				}
 			}
-		}()
+		})
 	}
 	// An empty first message tells the caller the watch is in place.
 	if err := stream.Send(&agentv1.WatchPoolsResponse{}); err != nil {
@@ -295,7 +296,7 @@ func (s *service) WatchPools(ctx context.Context, req *connect.Request[agentv1.W
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.a.isos.done:
+		case <-s.a.stopping:
 			return nil
 		case e := <-merged:
 			batch := &agentv1.WatchPoolsResponse{Events: []*agentv1.PoolEvent{e}}

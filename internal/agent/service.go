@@ -34,20 +34,12 @@ func (s *service) GetFacts(ctx context.Context, req *connect.Request[agentv1.Get
 	// goroutines and a policy for ones that never return, which belongs
 	// with nodelink's health-check timeouts.
 	resp := &agentv1.GetFactsResponse{Hostname: s.a.hostname, Version: s.a.cfg.Version}
-	mounted := map[string]string{}
 	for _, ref := range refs {
 		if err := ctx.Err(); err != nil {
 			return nil, connectError(err)
 		}
-		f := s.facts(ref)
-		if f.GetMounted() {
-			mounted[ref.id] = s.a.paths.resolve(ref.path)
-		}
-		resp.Pools = append(resp.Pools, f)
+		resp.Pools = append(resp.Pools, s.facts(ref))
 	}
-	// The control plane asks about every pool at each check, so this is
-	// where the agent learns which pools to watch for new ISOs.
-	s.a.isos.sync(mounted)
 	return connect.NewResponse(resp), nil
 }
 

@@ -23,8 +23,8 @@ type Downloads struct {
 	// Policy checks URLs before a job is created; agents check again when
 	// they dial.
 	Policy *urlpolicy.Policy
-	// Kick wakes the download controller.
-	Kick func()
+	// Enqueue hands a new job to the download controller.
+	Enqueue func(jobID string)
 	// Reachable reports, as the node-choice helper's error, why no node
 	// can work on the pool, so a download that cannot start fails at once.
 	Reachable func(ctx context.Context, poolID string) error
@@ -185,7 +185,7 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 	case err != nil:
 		return nil, err
 	}
-	s.Downloads.Kick()
+	s.Downloads.Enqueue(created.ID)
 	jv, err := jobView(ctx, s.Store, created, false)
 	if err != nil {
 		return nil, err

@@ -18,10 +18,11 @@ import (
 type JobService struct {
 	quarryv1connect.UnimplementedJobServiceHandler
 	Store store.Store
-	// Kick wakes the download controller (to act on a cancel now).
-	Kick   func()
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Enqueue asks the download controller to look at a job now (to act
+	// on a cancel).
+	Enqueue func(jobID string)
+	Logger  *slog.Logger
+	Now     func() time.Time
 	// WatchEvery is how often WatchJob looks for changes (250 ms).
 	WatchEvery time.Duration
 }
@@ -131,7 +132,7 @@ func (s *JobService) CancelJob(ctx context.Context, req *connect.Request[quarryv
 			return nil, toConnect(ctx, s.Logger, err)
 		}
 	}
-	s.Kick()
+	s.Enqueue(j.ID)
 	v, err := jobView(ctx, s.Store, j, false)
 	return connect.NewResponse(&quarryv1.CancelJobResponse{Job: v}), toConnect(ctx, s.Logger, err)
 }

@@ -86,6 +86,8 @@ loopback only, for a first try.`,
 	f.BoolVar(&cfg.AllowLoopbackURLs, "allow-loopback-urls", false, "let downloads reach loopback addresses (a mirror on the node itself; link-local and metadata addresses stay refused)")
 	f.IntVar(&cfg.MaxDownloadsPerNode, "max-downloads-per-node", 2, "downloads one node runs at once")
 	f.IntVar(&cfg.MaxDownloads, "max-downloads", 8, "downloads running at once in the whole cluster")
+	f.IntVar(&cfg.DownloadMaxAttempts, "download-max-attempts", 10, "failed attempts in a row without progress after which a download fails")
+	f.DurationVar(&cfg.DownloadRetryWindow, "download-retry-window", 24*time.Hour, "longest a download keeps retrying without progress before it fails")
 	f.BoolVar(&dev, "dev", false, "run the control plane, an agent and a local pool on this machine")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

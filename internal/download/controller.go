@@ -1,9 +1,16 @@
 // Package download runs download jobs on the control plane: it picks the
 // node through the node-choice helper, hands the job to that node's agent,
-// follows its progress (persisted at most once a second), moves the job to
-// another node that mounts a shared pool when its node is lost, re-adopts
-// running jobs after a restart, and records how every job ended. No job
-// stays RUNNING without an owner that is working on it or being waited for.
+// follows its progress (persisted at most once a second), counts every
+// failed fetch attempt, retries with a growing backoff until the retry
+// budget is spent, moves the job to another node that mounts a shared pool
+// when its node is lost or goes silent, re-adopts running jobs after a
+// restart, and records how every job ended. No job stays RUNNING without an
+// owner that is working on it, being waited for, or a time to try again.
+//
+// Jobs are reconciled by id on a reconcile.Queue: when one is created or
+// cancelled, when its progress stream ends, when a node changes state, when
+// a download slot frees up, and when its backoff is over. Nothing is
+// re-read on a timer.
 package download
 
 import (
@@ -11,11 +18,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/bytesize"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/placement"
+	"github.com/quarry-project/quarry/internal/reconcile"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -23,7 +33,8 @@ import (
 type Agents interface {
 	Start(ctx context.Context, nodeID string, req *agentv1.StartDownloadRequest) (*agentv1.DownloadStatus, error)
 	// Watch calls f with every status until the download ends or the
-	// stream breaks (the error says why).
+	// stream breaks (the error says why), also when the agent falls
+	// silent.
 	Watch(ctx context.Context, nodeID, jobID string, f func(*agentv1.DownloadStatus)) error
 	Cancel(ctx context.Context, nodeID, jobID string, pool store.Pool) error
 }
@@ -37,27 +48,47 @@ type Config struct {
 	Policy *agentv1.URLPolicy
 	// PerNode and Global bound downloads running at once (2 and 8).
 	PerNode, Global int
-	// Tick is how often every active job is looked at (1 s).
-	Tick time.Duration
+	// MaxAttempts is the retry budget: a job fails after this many failed
+	// attempts in a row without progress (10), or when its failures go on
+	// for longer than RetryWindow (24 h).
+	MaxAttempts int
+	RetryWindow time.Duration
+	// RetryBase is the wait after the first failed attempt (2 s); it
+	// doubles with each further one up to RetryMax (10 min).
+	RetryBase, RetryMax time.Duration
 	// GiveUpAfter ends a job whose only node has been gone this long
 	// (1 h), so no job waits RUNNING forever.
 	GiveUpAfter time.Duration
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// StartTimeout bounds handing a job to an agent (5 s): a hung agent
+	// must not hold the job.
+	StartTimeout time.Duration
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // Controller reconciles download jobs.
 type Controller struct {
-	cfg  Config
-	log  *slog.Logger
-	kick chan struct{}
+	cfg   Config
+	log   *slog.Logger
+	queue *reconcile.Queue
+
+	// followers owns the progress streams' goroutines; Run waits for them.
+	followers sync.WaitGroup
 
 	mu sync.Mutex
-	// watching: jobs whose progress stream is open, by job id → node id.
-	watching map[string]string
-	// base is Run's context: progress streams outlive the reconcile pass
-	// that opened them and end with the controller.
-	base context.Context
+	// following: jobs whose progress stream is open, by job id.
+	following map[string]*follower
+	// active: ids of the jobs not finished, to look at when a node
+	// changes state.
+	active map[string]bool
+	// waiting: queued jobs that found no free slot; a finished stream
+	// looks at them again.
+	waiting map[string]bool
+}
+
+type follower struct {
+	nodeID string
+	stop   context.CancelFunc
 }
 
 // New returns a Controller; Run starts it.
@@ -68,11 +99,23 @@ func New(cfg Config) *Controller {
 	if cfg.Global <= 0 {
 		cfg.Global = 8
 	}
-	if cfg.Tick <= 0 {
-		cfg.Tick = time.Second
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 10
+	}
+	if cfg.RetryWindow <= 0 {
+		cfg.RetryWindow = 24 * time.Hour
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = 2 * time.Second
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 10 * time.Minute
 	}
 	if cfg.GiveUpAfter <= 0 {
 		cfg.GiveUpAfter = time.Hour
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -80,154 +123,215 @@ func New(cfg Config) *Controller {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Controller{cfg: cfg, log: cfg.Logger.With("component", "download"), kick: make(chan struct{}, 1),
-		watching: map[string]string{}, base: context.Background()}
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "download"),
+		following: map[string]*follower{}, active: map[string]bool{}, waiting: map[string]bool{}}
+	c.queue = reconcile.New(reconcile.Config{Name: "download", Reconcile: c.reconcile, Logger: cfg.Logger})
+	return c
 }
 
-// Kick asks for every active job to be looked at now.
-func (c *Controller) Kick() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
+// Enqueue asks for one job to be looked at now: it was created, or a
+// cancel was asked for.
+func (c *Controller) Enqueue(jobID string) { c.queue.Add(jobID) }
+
+// NodeChanged looks again at every unfinished job: a node that came back
+// may resume one, a node that was lost may have to give one up, and a node
+// that became READY may take a queued one.
+func (c *Controller) NodeChanged() {
+	c.mu.Lock()
+	ids := make([]string, 0, len(c.active))
+	for id := range c.active {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	for _, id := range ids {
+		c.queue.Add(id)
 	}
 }
 
-// Run reconciles active jobs on every tick and kick until ctx is done. At
-// start it re-adopts the jobs a previous run left RUNNING.
+// Run re-adopts the jobs a previous run left unfinished and reconciles jobs
+// until ctx is done. It returns once every goroutine it started has
+// exited.
 func (c *Controller) Run(ctx context.Context) {
-	c.mu.Lock()
-	c.base = ctx
-	c.mu.Unlock()
-	t := time.NewTicker(c.cfg.Tick)
-	defer t.Stop()
-	for {
-		c.reconcileAll(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.queue.Run(ctx) })
+	for n := 1; ; n++ {
+		jobs, err := c.cfg.Store.ListJobs(ctx, store.JobFilter{States: []store.JobState{store.JobQueued, store.JobRunning}})
+		if err == nil {
+			// Oldest first: jobs are served in the order they were asked for.
+			for _, j := range slices.Backward(jobs) {
+				c.queue.Add(j.ID)
+			}
+			break
+		}
+		wait := reconcile.Backoff(n, time.Second, time.Minute)
+		c.log.Warn("listing unfinished jobs; trying again", "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-c.kick:
+		case <-time.After(wait):
+			continue
 		}
+		break
 	}
-}
-
-func (c *Controller) reconcileAll(ctx context.Context) {
-	jobs, err := c.cfg.Store.ListJobs(ctx, store.JobFilter{States: []store.JobState{store.JobQueued, store.JobRunning}})
-	if err != nil {
-		if ctx.Err() == nil {
-			c.log.Warn("listing active jobs", "err", err)
-		}
-		return
-	}
-	// Oldest first: jobs are served in the order they were asked for.
-	for i := len(jobs) - 1; i >= 0; i-- {
-		if ctx.Err() != nil {
-			return
-		}
-		if err := c.reconcile(ctx, jobs[i]); err != nil && ctx.Err() == nil {
-			c.log.Warn("reconciling a job", "job", jobs[i].ID, "err", err)
-		}
-	}
+	wg.Wait()
+	c.followers.Wait()
 }
 
 // reconcile moves one job one step toward its end.
-func (c *Controller) reconcile(ctx context.Context, j store.Job) error {
+func (c *Controller) reconcile(ctx context.Context, id string) (reconcile.Result, error) {
+	j, err := c.cfg.Store.GetJob(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		c.forget(id)
+		return reconcile.Result{}, nil
+	}
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !j.State.Active() {
+		c.forget(id)
+		return reconcile.Result{}, nil
+	}
+	c.mu.Lock()
+	c.active[id] = true
+	_, followed := c.following[id]
+	c.mu.Unlock()
 	pool, err := c.cfg.Store.GetPool(ctx, j.PoolID)
 	if err != nil {
-		return err
+		return reconcile.Result{}, err
 	}
 	switch {
 	case j.CancelRequested:
-		return c.cancel(ctx, j, pool)
+		return reconcile.Result{}, c.cancel(ctx, j, pool)
+	case followed:
+		return reconcile.Result{}, nil // its stream reports, and asks again when it ends
 	case j.State == store.JobQueued:
-		return c.place(ctx, j, pool)
-	case c.isWatched(j.ID):
-		return nil // its stream reports; nothing to do
-	default:
-		return c.adopt(ctx, j, pool)
+		return reconcile.Result{}, c.place(ctx, j, pool)
+	}
+	if wait := j.NextAttemptAt.Sub(c.cfg.Now()); wait > 0 {
+		return reconcile.Result{After: wait}, nil
+	}
+	return c.adopt(ctx, j, pool)
+}
+
+// forget drops what the controller remembers of a finished job.
+func (c *Controller) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.active, id)
+	delete(c.waiting, id)
+	if f, ok := c.following[id]; ok {
+		f.stop()
 	}
 }
 
-func (c *Controller) isWatched(jobID string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.watching[jobID]
-	return ok
-}
-
-// load counts downloads being watched per node and in all.
+// load counts the downloads being followed per node and in all.
 func (c *Controller) load() (perNode map[string]int, total int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	perNode = map[string]int{}
-	for _, n := range c.watching {
-		perNode[n]++
+	for _, f := range c.following {
+		perNode[f.nodeID]++
 	}
-	return perNode, len(c.watching)
+	return perNode, len(c.following)
 }
 
-// place gives a queued job to the best node that has room.
+// place gives a queued job to the best node that has room, or leaves it
+// waiting for a slot.
 func (c *Controller) place(ctx context.Context, j store.Job, pool store.Pool) error {
 	perNode, total := c.load()
-	if total >= c.cfg.Global {
-		return nil // waits its turn
-	}
-	choice, err := c.cfg.Chooser.Choose(ctx, pool.ID)
-	if errors.Is(err, placement.ErrNoNode) {
-		return c.fail(ctx, j, err.Error())
-	}
-	if err != nil {
-		return err
-	}
-	for _, cand := range choice.Kept {
-		if perNode[cand.Node.ID] >= c.cfg.PerNode {
-			continue
+	if total < c.cfg.Global {
+		choice, err := c.cfg.Chooser.Choose(ctx, pool.ID)
+		if errors.Is(err, placement.ErrNoNode) {
+			return c.fail(ctx, j, err.Error())
 		}
-		return c.startOn(ctx, j, pool, cand.Node, "started on node "+cand.Node.Name+" ("+cand.Reason+")")
-	}
-	return nil // every node that mounts the pool is busy: wait
-}
-
-// adopt takes care of a RUNNING job nobody is watching: after a control
-// plane restart, or when its stream broke because the node was lost.
-func (c *Controller) adopt(ctx context.Context, j store.Job, pool store.Pool) error {
-	owner, err := c.cfg.Store.GetNode(ctx, j.NodeID)
-	if err == nil {
-		// Resume on the owner if it answers: the agent is still at it,
-		// or picks the job up from its checkpoint.
-		if err := c.startOn(ctx, j, pool, owner, ""); err == nil {
-			return nil
-		}
-	}
-	choice, cerr := c.cfg.Chooser.Choose(ctx, pool.ID)
-	if cerr == nil {
-		for _, cand := range choice.Kept {
-			if cand.Node.ID == j.NodeID {
-				continue
-			}
-			// Another node that mounts the (shared) pool resumes from the
-			// partial file; the higher fence stops the old owner if it
-			// comes back.
-			return c.startOn(ctx, j, pool, cand.Node, fmt.Sprintf("node %s was lost; moved to node %s, resuming from the partial file", owner.Name, cand.Node.Name))
-		}
-	}
-	msg := fmt.Sprintf("waiting for node %s to come back: pool %s is only reachable through it", owner.Name, pool.Name)
-	if j.Message == msg && c.cfg.Now().Sub(j.UpdatedAt) > c.cfg.GiveUpAfter {
-		return c.fail(ctx, j, fmt.Sprintf("node %s has been unreachable for %v and pool %s is only reachable through it; the partial file stays on its disk — download again once it is back, or into another pool",
-			owner.Name, c.cfg.GiveUpAfter, pool.Name))
-	}
-	if j.Message != msg {
-		j.Message, j.UpdatedAt = msg, c.cfg.Now()
-		if err := c.cfg.Store.UpdateJob(ctx, j); err != nil {
+		if err != nil {
 			return err
 		}
-		c.event(ctx, j.ID, msg)
+		var refusals []error
+		for _, cand := range choice.Kept {
+			if perNode[cand.Node.ID] >= c.cfg.PerNode {
+				continue
+			}
+			err := c.startOn(ctx, j, pool, cand.Node, "started on node "+cand.Node.Name+" ("+cand.Reason+")")
+			if err == nil {
+				return nil
+			}
+			refusals = append(refusals, err)
+		}
+		if len(refusals) > 0 {
+			// Tried again with the queue's backoff.
+			return fmt.Errorf("no node with a free slot took job %s: %w", j.ID, errors.Join(refusals...))
+		}
 	}
+	c.mu.Lock()
+	c.waiting[j.ID] = true
+	c.mu.Unlock()
 	return nil
 }
 
-// startOn claims the job for node n (a new fence when the owner changes)
-// and hands it to n's agent, then follows its progress.
+// adopt takes care of a RUNNING job nobody is following: after a control
+// plane restart, when its stream broke because the node was lost or fell
+// silent, or when its backoff is over. The owner resumes it if it can;
+// otherwise another node that mounts the (shared) pool resumes from the
+// partial file, and the higher fence stops the old owner if it comes back.
+func (c *Controller) adopt(ctx context.Context, j store.Job, pool store.Pool) (reconcile.Result, error) {
+	owner, err := c.cfg.Store.GetNode(ctx, j.NodeID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return reconcile.Result{}, err
+	}
+	var cands []store.Node
+	if choice, err := c.cfg.Chooser.Choose(ctx, pool.ID); err == nil {
+		for _, cand := range choice.Kept {
+			cands = append(cands, cand.Node)
+		}
+	}
+	// The owner first, also when placement dropped it: it holds the
+	// partial file and may answer although its last check failed.
+	cands = slices.DeleteFunc(cands, func(n store.Node) bool { return n.ID == owner.ID })
+	if owner.ID != "" {
+		cands = slices.Insert(cands, 0, owner)
+	}
+	for _, n := range cands {
+		event := ""
+		if n.ID != owner.ID {
+			event = fmt.Sprintf("node %s was lost; moved to node %s, resuming from the partial file at %s", owner.Name, n.Name, bytesize.Format(j.BytesDone))
+		} else if j.Attempts > 0 {
+			event = fmt.Sprintf("attempt %d on node %s", j.Attempts+1, n.Name)
+		}
+		err := c.startOn(ctx, j, pool, n, event)
+		if err == nil {
+			return reconcile.Result{}, nil
+		}
+		if ctx.Err() != nil {
+			return reconcile.Result{}, ctx.Err()
+		}
+		c.log.Info("a node could not resume a download", "job", j.ID, "node", n.Name, "err", err)
+	}
+	name := owner.Name
+	if name == "" {
+		name = j.NodeID
+	}
+	msg := fmt.Sprintf("waiting for node %s to come back: pool %s is only reachable through it", name, pool.Name)
+	if j.Message == msg {
+		waited := c.cfg.Now().Sub(j.UpdatedAt)
+		if waited > c.cfg.GiveUpAfter {
+			return reconcile.Result{}, c.fail(ctx, j, fmt.Sprintf("node %s has been unreachable for %v and pool %s is only reachable through it; the partial file stays on its disk — download again once it is back, or into another pool",
+				name, c.cfg.GiveUpAfter, pool.Name))
+		}
+		// A node whose state changes asks again at once. One back before
+		// its health check noticed it was gone changes no state, so look
+		// again, soon at first and then less often.
+		return reconcile.Result{After: min(max(waited/4, time.Second), time.Minute)}, nil
+	}
+	j.Message, j.Phase, j.BytesPerSec, j.UpdatedAt = msg, "waiting", 0, c.cfg.Now()
+	if err := c.cfg.Store.UpdateJob(ctx, j); err != nil {
+		return reconcile.Result{}, err
+	}
+	c.event(ctx, j.ID, msg)
+	return reconcile.Result{After: time.Second}, nil
+}
+
+// startOn claims the job for node n (a new fence when the owner changes),
+// hands it to n's agent, then follows its progress.
 func (c *Controller) startOn(ctx context.Context, j store.Job, pool store.Pool, n store.Node, event string) error {
 	if j.State == store.JobQueued || j.NodeID != n.ID {
 		claimed, err := c.cfg.Store.ClaimJob(ctx, j.ID, n.ID, c.cfg.Now())
@@ -251,66 +355,175 @@ func (c *Controller) startOn(ctx context.Context, j store.Job, pool store.Pool, 
 		Policy:   c.cfg.Policy,
 		Describe: fmt.Sprintf("pool %s on node %s", pool.Name, n.Name),
 	}
-	st, err := c.cfg.Agents.Start(ctx, n.ID, req)
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
+	st, err := c.cfg.Agents.Start(sctx, n.ID, req)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("starting on node %s: %w", n.Name, err)
+	}
+	j.Message, j.Phase, j.UpdatedAt = "starting on node "+n.Name, st.GetPhase(), c.cfg.Now()
+	j.NextAttemptAt = time.Time{}
+	if err := c.cfg.Store.UpdateJob(ctx, j); err != nil {
+		return err
 	}
 	if event != "" {
 		c.event(ctx, j.ID, event)
 	}
+	fctx, stop := context.WithCancel(ctx)
 	c.mu.Lock()
-	c.watching[j.ID] = n.ID
-	base := c.base
+	c.following[j.ID] = &follower{nodeID: n.ID, stop: stop}
+	delete(c.waiting, j.ID)
 	c.mu.Unlock()
-	go c.follow(base, j, n, st)
+	c.followers.Go(func() { c.follow(fctx, stop, j, n, st) })
 	return nil
 }
 
-// follow streams the job's status from its node until the download ends or
-// the stream breaks; then the next reconcile decides.
-func (c *Controller) follow(ctx context.Context, j store.Job, n store.Node, first *agentv1.DownloadStatus) {
+// follow streams the job's status from its node until the download ends
+// or the stream breaks; then the job is reconciled again, and so are the
+// jobs waiting for the slot it held.
+func (c *Controller) follow(ctx context.Context, stop context.CancelFunc, j store.Job, n store.Node, first *agentv1.DownloadStatus) {
 	defer func() {
+		stop()
 		c.mu.Lock()
-		delete(c.watching, j.ID)
+		delete(c.following, j.ID)
+		waiting := make([]string, 0, len(c.waiting))
+		for id := range c.waiting {
+			waiting = append(waiting, id)
+		}
 		c.mu.Unlock()
-		c.Kick()
+		c.queue.Add(j.ID)
+		for _, id := range waiting {
+			c.queue.Add(id)
+		}
 	}()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var lastSave time.Time
-	handle := func(st *agentv1.DownloadStatus) {
-		if st.GetFence() != 0 && st.GetFence() != j.Fence {
-			return
-		}
-		switch st.GetState() {
-		case agentv1.DownloadState_DOWNLOAD_STATE_RUNNING:
-			if time.Since(lastSave) < time.Second {
-				return
-			}
-			lastSave = time.Now()
-			j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec = st.GetPhase(), st.GetBytesDone(), st.GetBytesTotal(), st.GetBytesPerSecond()
-			j.UpdatedAt = c.cfg.Now()
-			if err := c.cfg.Store.UpdateJob(ctx, j); errors.Is(err, store.ErrConflict) {
-				cancel() // taken over
-			}
-		case agentv1.DownloadState_DOWNLOAD_STATE_SUCCEEDED:
-			c.succeed(ctx, j, n, st)
-			cancel()
-		case agentv1.DownloadState_DOWNLOAD_STATE_FAILED:
-			c.fail(ctx, j, st.GetError())
-			cancel()
-		case agentv1.DownloadState_DOWNLOAD_STATE_FENCED, agentv1.DownloadState_DOWNLOAD_STATE_CANCELLED,
-			agentv1.DownloadState_DOWNLOAD_STATE_UNKNOWN:
-			cancel()
-		}
-	}
-	handle(first)
+	f := &follow{c: c, j: j, n: n, stop: stop, startBytes: first.GetBytesDone()}
+	f.handle(ctx, first)
 	if ctx.Err() != nil {
 		return
 	}
-	err := c.cfg.Agents.Watch(ctx, n.ID, j.ID, handle)
+	err := c.cfg.Agents.Watch(ctx, n.ID, j.ID, func(st *agentv1.DownloadStatus) { f.handle(ctx, st) })
 	if err != nil && ctx.Err() == nil {
 		c.log.Info("lost the download's progress stream", "job", j.ID, "node", n.Name, "err", err)
+	}
+}
+
+// follow is the state of one progress stream.
+type follow struct {
+	c          *Controller
+	j          store.Job
+	n          store.Node
+	stop       context.CancelFunc
+	lastSave   time.Time
+	seenFails  int32 // failed attempts of this agent run already counted
+	startBytes int64
+	// The latest failure; awaitingRetry: it did not get further, so the
+	// agent gives up right after and the backoff decides.
+	lastError     string
+	retryAfter    time.Duration
+	awaitingRetry bool
+}
+
+func (f *follow) handle(ctx context.Context, st *agentv1.DownloadStatus) {
+	c, j := f.c, &f.j
+	if st.GetFence() != 0 && st.GetFence() != j.Fence {
+		return
+	}
+	if st.GetFailedAttempts() > f.seenFails {
+		f.failedAttempts(ctx, st)
+	}
+	switch st.GetState() {
+	case agentv1.DownloadState_DOWNLOAD_STATE_RUNNING:
+		progressed := j.FailuresInRow > 0 && st.GetBytesDone() > f.startBytes
+		if progressed {
+			// Getting further refills the retry budget.
+			j.FailuresInRow, j.RetrySince = 0, time.Time{}
+		} else if time.Since(f.lastSave) < time.Second {
+			return
+		}
+		f.lastSave = time.Now()
+		j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec = st.GetPhase(), st.GetBytesDone(), st.GetBytesTotal(), st.GetBytesPerSecond()
+		j.Message = fmt.Sprintf("%s on node %s", st.GetPhase(), f.n.Name)
+		f.save(ctx)
+	case agentv1.DownloadState_DOWNLOAD_STATE_SUCCEEDED:
+		c.succeed(ctx, *j, f.n, st)
+		f.stop()
+	case agentv1.DownloadState_DOWNLOAD_STATE_FAILED:
+		c.fail(ctx, *j, st.GetError())
+		f.stop()
+	case agentv1.DownloadState_DOWNLOAD_STATE_UNKNOWN:
+		// The agent is not running the job: it gave up for now after a
+		// failure (then the backoff decides), or it stopped or restarted
+		// (then the next reconcile resumes it).
+		if st.GetError() != "" {
+			if !f.awaitingRetry {
+				// A failure outside the fetch attempts (the checksum
+				// file, the pool's disk): it counts like one.
+				f.countFailure(ctx, 1, st.GetError(), false, 0)
+			}
+			f.retryLater(ctx)
+		}
+		f.stop()
+	case agentv1.DownloadState_DOWNLOAD_STATE_FENCED, agentv1.DownloadState_DOWNLOAD_STATE_CANCELLED:
+		f.stop()
+	}
+}
+
+// failedAttempts counts the attempts the agent reports failed.
+func (f *follow) failedAttempts(ctx context.Context, st *agentv1.DownloadStatus) {
+	n := int(st.GetFailedAttempts() - f.seenFails)
+	f.seenFails = st.GetFailedAttempts()
+	f.countFailure(ctx, n, st.GetAttemptError(), st.GetAttemptProgressed(), time.Duration(st.GetRetryAfterMs())*time.Millisecond)
+}
+
+// countFailure adds n failed attempts, the latest of which met err, and
+// writes one history entry for it. An attempt that had got further does
+// not count against the retry budget: the agent resumes it at once.
+func (f *follow) countFailure(ctx context.Context, n int, err string, progressed bool, retryAfter time.Duration) {
+	j, now := &f.j, f.c.cfg.Now()
+	f.lastError, f.retryAfter, f.awaitingRetry = err, retryAfter, !progressed
+	j.Attempts += n
+	msg := fmt.Sprintf("attempt %d failed on node %s: %s", j.Attempts, f.n.Name, err)
+	if progressed {
+		j.FailuresInRow, j.RetrySince = 0, time.Time{}
+		msg += "; it had got further, resuming at once"
+	} else {
+		if j.FailuresInRow == 0 {
+			j.RetrySince = now
+		}
+		j.FailuresInRow += n
+	}
+	j.Message, j.UpdatedAt = msg, now
+	f.save(ctx)
+	f.c.event(ctx, j.ID, msg)
+}
+
+// retryLater schedules the next attempt after a backoff, or fails the job
+// when its retry budget is spent.
+func (f *follow) retryLater(ctx context.Context) {
+	c, j, now := f.c, &f.j, f.c.cfg.Now()
+	if j.FailuresInRow >= c.cfg.MaxAttempts || now.Sub(j.RetrySince) > c.cfg.RetryWindow {
+		c.fail(ctx, *j, fmt.Sprintf("gave up after %d failed attempts in a row over %v; the last: %s. Check that the URL serves the file from the nodes (or that the origin is back), then download again",
+			j.FailuresInRow, now.Sub(j.RetrySince).Round(time.Second), f.lastError))
+		return
+	}
+	wait := max(reconcile.Backoff(j.FailuresInRow, c.cfg.RetryBase, c.cfg.RetryMax), f.retryAfter)
+	j.NextAttemptAt, j.UpdatedAt = now.Add(wait), now
+	j.Phase, j.BytesPerSec = "waiting", 0
+	j.Message = fmt.Sprintf("attempt %d failed: %s; trying again at %s (in %v; %d of %d attempts in a row)",
+		j.Attempts, f.lastError, j.NextAttemptAt.Format(time.TimeOnly), wait.Round(time.Second), j.FailuresInRow, c.cfg.MaxAttempts)
+	f.save(ctx)
+	c.queue.AddAfter(j.ID, wait)
+}
+
+// save stores the job; a job taken over or finished meanwhile ends the
+// stream.
+func (f *follow) save(ctx context.Context) {
+	err := f.c.cfg.Store.UpdateJob(ctx, f.j)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		f.stop()
+	case err != nil && ctx.Err() == nil:
+		f.c.log.Warn("saving a job's progress", "job", f.j.ID, "err", err)
 	}
 }
 
@@ -327,7 +540,8 @@ func (c *Controller) succeed(ctx context.Context, j store.Job, n store.Node, st 
 		im.Format = f
 	}
 	j.State, j.FinishedAt, j.UpdatedAt = store.JobSucceeded, now, now
-	j.Phase, j.BytesDone, j.BytesTotal = "finalizing", st.GetSize(), st.GetSize()
+	j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec = "finalizing", st.GetSize(), st.GetSize(), 0
+	j.NextAttemptAt = time.Time{}
 	j.Message = fmt.Sprintf("downloaded on node %s and verified: sha256:%s", n.Name, st.GetSha256())
 	if err := c.cfg.Store.FinishJob(ctx, j, im); err != nil {
 		c.log.Warn("finishing a job", "job", j.ID, "err", err)
@@ -347,6 +561,7 @@ func (c *Controller) fail(ctx context.Context, j store.Job, msg string) error {
 	now := c.cfg.Now()
 	im.State, im.StateReason, im.UpdatedAt = store.ImageError, msg, now
 	j.State, j.Message, j.FinishedAt, j.UpdatedAt = store.JobFailed, msg, now, now
+	j.BytesPerSec, j.NextAttemptAt = 0, time.Time{}
 	if err := c.cfg.Store.FinishJob(ctx, j, im); err != nil {
 		return err
 	}
@@ -359,7 +574,10 @@ func (c *Controller) fail(ctx context.Context, j store.Job, msg string) error {
 // deletes its image record.
 func (c *Controller) cancel(ctx context.Context, j store.Job, pool store.Pool) error {
 	if j.State == store.JobRunning && j.NodeID != "" {
-		if err := c.cfg.Agents.Cancel(ctx, j.NodeID, j.ID, pool); err != nil {
+		cctx, done := context.WithTimeout(ctx, c.cfg.StartTimeout)
+		err := c.cfg.Agents.Cancel(cctx, j.NodeID, j.ID, pool)
+		done()
+		if err != nil {
 			c.log.Info("cancelling on the node failed; its partial file is left for cleanup", "job", j.ID, "err", err)
 		}
 	}
@@ -370,9 +588,11 @@ func (c *Controller) cancel(ctx context.Context, j store.Job, pool store.Pool) e
 	now := c.cfg.Now()
 	im.State, im.StateReason, im.UpdatedAt = store.ImageError, "download cancelled", now
 	j.State, j.Message, j.FinishedAt, j.UpdatedAt = store.JobCancelled, "cancelled", now, now
+	j.BytesPerSec, j.NextAttemptAt = 0, time.Time{}
 	if err := c.cfg.Store.FinishJob(ctx, j, im); err != nil {
 		return err
 	}
+	c.forget(j.ID)
 	c.event(ctx, j.ID, "cancelled")
 	return c.cfg.Store.DeleteImage(ctx, im.ID)
 }
@@ -387,7 +607,7 @@ func (c *Controller) setImageState(ctx context.Context, j store.Job, s store.Ima
 }
 
 func (c *Controller) event(ctx context.Context, jobID, msg string) {
-	if err := c.cfg.Store.AppendJobEvent(ctx, store.JobEvent{JobID: jobID, Time: c.cfg.Now(), Message: msg}); err != nil {
+	if err := c.cfg.Store.AppendJobEvent(ctx, store.JobEvent{JobID: jobID, Time: c.cfg.Now(), Message: msg}); err != nil && ctx.Err() == nil {
 		c.log.Warn("recording a job event", "job", jobID, "err", err)
 	}
 }

@@ -110,15 +110,20 @@ func (d *download) run(ctx context.Context) (Result, error) {
 		}
 		// Failures count in a row without progress: a long download over a
 		// flaky link goes on as long as each attempt gets further.
-		if d.offset() > highWater {
+		progressed := d.offset() > highWater
+		if progressed {
 			highWater, fails = d.offset(), 0
+		} else {
+			fails++
 		}
-		fails++
+		if r.OnFailure != nil {
+			r.OnFailure(Failure{Err: err, Progressed: progressed, RetryAfter: te.retryAfter})
+		}
 		if fails >= r.MaxAttempts {
 			d.checkpoint() // best effort: the next call resumes from here
 			return Result{}, fmt.Errorf("download of %s failed %d times in a row (last: %w); it resumes from %s when retried", r.URL, fails, err, size(d.offset()))
 		}
-		if err := d.backoff(ctx, fails, te.retryAfter); err != nil {
+		if err := d.backoff(ctx, max(fails, 1), te.retryAfter); err != nil {
 			return Result{}, d.stopped(ctx, err)
 		}
 	}

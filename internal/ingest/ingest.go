@@ -83,8 +83,13 @@ type Request struct {
 	// default 30 s.
 	StallTimeout time.Duration
 	// MaxAttempts bounds transient failures in a row without progress;
-	// default 8.
+	// default 8. A failed attempt that received bytes first does not count:
+	// with 1, the call retries only attempts that got further.
 	MaxAttempts int
+	// OnFailure, if set, is called from the downloading goroutine with
+	// every transient failure of an attempt, before the call retries or
+	// gives up; it must not block.
+	OnFailure func(Failure)
 	// Backoff is the wait after the first failure; it doubles after each
 	// further one, up to 30 × Backoff. Default 1 s.
 	Backoff time.Duration
@@ -97,6 +102,15 @@ const (
 	PhaseVerifying   = "verifying"
 	PhaseFinalizing  = "finalizing"
 )
+
+// Failure is one failed attempt.
+type Failure struct {
+	Err error
+	// Progressed: the attempt received bytes before it failed.
+	Progressed bool
+	// RetryAfter is what the origin asked to wait; 0: nothing.
+	RetryAfter time.Duration
+}
 
 // Progress is a snapshot of a running download.
 type Progress struct {

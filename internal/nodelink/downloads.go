@@ -3,6 +3,7 @@ package nodelink
 import (
 	"context"
 	"errors"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -24,24 +25,43 @@ func (l *Link) StartDownload(ctx context.Context, nodeID string, req *agentv1.St
 }
 
 // WatchDownload calls f with every status of a node's download until it
-// ends or the stream breaks.
+// ends or the stream breaks. The agent sends its status at least every
+// third of a health interval; a stream silent for a whole interval (a hung
+// agent, a network cut without a reset) is ended with ErrSilent.
 func (l *Link) WatchDownload(ctx context.Context, nodeID, jobID string, f func(*agentv1.DownloadStatus)) error {
 	c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return err
 	}
-	s, err := c.WatchDownload(ctx, connect.NewRequest(&agentv1.WatchDownloadRequest{JobId: jobID}))
+	idle := l.cfg.Interval
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	silence := time.AfterFunc(idle, func() { cancel(ErrSilent) })
+	defer silence.Stop()
+	s, err := c.WatchDownload(ctx, connect.NewRequest(&agentv1.WatchDownloadRequest{JobId: jobID, HeartbeatMs: max(idle/3, 10*time.Millisecond).Milliseconds()}))
 	if err != nil {
-		return errors.New(reason(err))
+		return streamError(ctx, err)
 	}
 	defer s.Close()
 	for s.Receive() {
+		silence.Reset(idle)
 		f(s.Msg().GetStatus())
 	}
 	if err := s.Err(); err != nil {
-		return errors.New(reason(err))
+		return streamError(ctx, err)
 	}
 	return nil
+}
+
+// ErrSilent ends a stream whose agent sent nothing for a health interval.
+var ErrSilent = errors.New("the agent sent nothing for a health interval (hung, or cut off from the network)")
+
+// streamError explains why a stream from an agent ended.
+func streamError(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrSilent) {
+		return cause
+	}
+	return errors.New(reason(err))
 }
 
 // CancelDownload stops a node's download and removes its partial file.

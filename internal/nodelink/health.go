@@ -64,10 +64,10 @@ func (l *Link) round(ctx context.Context) {
 	wg.Wait()
 }
 
-// untilNextDue is how long the loop may sleep before some node is due; it
-// never sleeps longer than a quarter interval so new nodes are picked up soon.
+// untilNextDue is how long the loop may sleep before some node is due, at
+// most an interval: new nodes come with a Kick.
 func (l *Link) untilNextDue() time.Duration {
-	wait := l.cfg.Interval / 4
+	wait := l.cfg.Interval
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -170,6 +170,9 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 	}
 	if next.State != prev.State {
 		l.log.Info("node state changed", append(attrs, "from", prev.State)...)
+		if l.cfg.OnStateChange != nil {
+			l.cfg.OnStateChange(n)
+		}
 	} else {
 		l.log.Debug("node checked", attrs...)
 	}

@@ -51,6 +51,9 @@ type Config struct {
 	// every node is dialed with and signs renewed agent certificates.
 	// Without it no node is dialed.
 	Issuer Issuer
+	// OnStateChange, if set, is called after a node's state changed and
+	// was stored (READY, UNREACHABLE, UNKNOWN); it must not block.
+	OnStateChange func(n store.Node)
 	// Registerer receives the link's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -190,6 +193,10 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 		IdleConnTimeout:     90 * time.Second,
 		Protocols:           p,
 	}
+	// A peer that stops answering (a hung agent, a cut network) is
+	// noticed on an idle connection too: ping after an interval of
+	// silence, give up on the connection when the ping goes unanswered.
+	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout}
 	c = &conn{addr: n.Address, tr: tr,
 		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address)}
 	l.conns[n.ID] = c

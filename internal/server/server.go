@@ -75,6 +75,14 @@ type Config struct {
 	// MaxDownloadsPerNode and MaxDownloads bound downloads running at once
 	// (default 2 and 8).
 	MaxDownloadsPerNode, MaxDownloads int
+	// DownloadMaxAttempts is the retry budget of a download: failed
+	// attempts in a row without progress before it fails (10), within at
+	// most DownloadRetryWindow (24 h).
+	DownloadMaxAttempts int
+	DownloadRetryWindow time.Duration
+	// DownloadRetryBase is the wait after a download's first failed
+	// attempt (2 s); it doubles with each further one, up to 10 min.
+	DownloadRetryBase time.Duration
 	// Clock is the time that authentication goes by: token expiry, sessions,
 	// the failure limit (default time.Now; tests move it).
 	Clock   func() time.Time
@@ -145,13 +153,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The download controller looks at its jobs again whenever a node
+	// changes state; it is made after the link, which tells it.
+	var dls *download.Controller
 	link := nodelink.New(nodelink.Config{
-		Store:      st,
-		Interval:   cfg.HealthInterval,
-		MaxBackoff: cfg.MaxBackoff,
-		Issuer:     newIssuer(ca, cfg.AgentCertTTL),
-		Registerer: reg,
-		Logger:     cfg.Logger,
+		Store:         st,
+		OnStateChange: func(store.Node) { dls.NodeChanged() },
+		Interval:      cfg.HealthInterval,
+		MaxBackoff:    cfg.MaxBackoff,
+		Issuer:        newIssuer(ca, cfg.AgentCertTTL),
+		Registerer:    reg,
+		Logger:        cfg.Logger,
 	})
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca,
 		chooser: &placement.Chooser{Store: st, Link: link}}
@@ -171,10 +183,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.policy = policy
-	s.dls = download.New(download.Config{
+	dls = download.New(download.Config{
 		Store: st, Chooser: s.chooser, Agents: agentDownloads{link}, Policy: agentPolicy,
-		PerNode: cfg.MaxDownloadsPerNode, Global: cfg.MaxDownloads, Logger: cfg.Logger,
+		PerNode: cfg.MaxDownloadsPerNode, Global: cfg.MaxDownloads,
+		MaxAttempts: cfg.DownloadMaxAttempts, RetryWindow: cfg.DownloadRetryWindow, RetryBase: cfg.DownloadRetryBase,
+		Logger: cfg.Logger,
 	})
+	s.dls = dls
 	s.handler = s.routes(reg)
 	return s, nil
 }
@@ -223,9 +238,9 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	})
 	mux.Handle(quarryv1connect.NewImageServiceHandler(&api.ImageService{Store: s.store, Scanner: s.scans,
 		Files:     fileDeleter{s.chooser, s.link},
-		Downloads: api.Downloads{Catalog: s.catalog, Policy: s.policy, Kick: s.dls.Kick, Reachable: s.reachable},
+		Downloads: api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: s.dls.Enqueue, Reachable: s.reachable},
 		Logger:    s.log, Now: now}, opts...))
-	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Kick: s.dls.Kick, Logger: s.log, Now: now}, opts...))
+	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: s.dls.Enqueue, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
 	guard.Routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -41,7 +41,15 @@ type Job struct {
 	BytesDone   int64
 	BytesTotal  int64
 	BytesPerSec float64
-	Attempts    int
+	// Attempts counts every failed fetch attempt of the job.
+	Attempts int
+	// FailuresInRow counts failed attempts since the job last got
+	// further, RetrySince is when the first of them failed: together the
+	// retry budget. NextAttemptAt is when the job may be tried again; zero
+	// means now.
+	FailuresInRow int
+	RetrySince    time.Time
+	NextAttemptAt time.Time
 	// Message says what happened last and, on failure, what to do.
 	Message         string
 	CancelRequested bool
@@ -78,7 +86,9 @@ type JobStore interface {
 	// UpdateJob replaces every mutable field of the job with j.ID if its
 	// fence is still j.Fence (or lower, when taking ownership: see
 	// ClaimJob); ErrConflict when the fence moved on or the job has
-	// finished (a finished job no longer changes).
+	// finished (a finished job no longer changes). CancelRequested, once
+	// stored true, stays true: a writer with an older copy of the job
+	// cannot lose a cancel.
 	UpdateJob(ctx context.Context, j Job) error
 	// ClaimJob gives the job to nodeID with a fence one higher than the
 	// stored one, state RUNNING, and returns the updated job; ErrConflict

@@ -23,32 +23,36 @@ const maxJobEvents = 1000
 
 const jobColumns = `id, kind, state, image_id, pool_id, source, url, checksum, checksum_url, node_id, fence,
 	phase, bytes_done, bytes_total, bytes_per_sec, attempts, message, cancel_requested,
-	created_at, updated_at, started_at, finished_at`
+	created_at, updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at`
 
 // jobSet assigns every mutable column: all but id, kind, image_id, pool_id,
 // source, url, checksum, checksum_url and created_at. Its arguments come
-// from jobSetArgs, in this order.
+// from jobSetArgs, in this order. A cancel, once requested, stays: a writer
+// holding an older copy of the job cannot take it back.
 const jobSet = `state = ?, node_id = ?, fence = ?, phase = ?, bytes_done = ?, bytes_total = ?, bytes_per_sec = ?,
-	attempts = ?, message = ?, cancel_requested = ?, updated_at = ?, started_at = ?, finished_at = ?`
+	attempts = ?, message = ?, cancel_requested = CASE WHEN cancel_requested = 1 THEN 1 ELSE ? END, updated_at = ?, started_at = ?, finished_at = ?,
+	failures_in_row = ?, retry_since = ?, next_attempt_at = ?`
 
 func jobSetArgs(j store.Job) []any {
 	return []any{string(j.State), j.NodeID, j.Fence, j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec,
 		int64(j.Attempts), j.Message, boolToDB(j.CancelRequested), micros(j.UpdatedAt), micros(j.StartedAt),
-		micros(j.FinishedAt)}
+		micros(j.FinishedAt), int64(j.FailuresInRow), micros(j.RetrySince), micros(j.NextAttemptAt)}
 }
 
 func scanJob(r scanner) (store.Job, error) {
 	var (
 		j                                   store.Job
 		state                               string
-		attempts                            int64
+		attempts, inRow                     int64
 		cancel                              int
 		created, updated, started, finished int64
+		retrySince, nextAttempt             int64
 	)
 	err := r.Scan(&j.ID, &j.Kind, &state, &j.ImageID, &j.PoolID, &j.Source, &j.URL, &j.Checksum, &j.ChecksumURL,
 		&j.NodeID, &j.Fence, &j.Phase, &j.BytesDone, &j.BytesTotal, &j.BytesPerSec, &attempts, &j.Message,
-		&cancel, &created, &updated, &started, &finished)
+		&cancel, &created, &updated, &started, &finished, &inRow, &retrySince, &nextAttempt)
 	j.State, j.Attempts, j.CancelRequested = store.JobState(state), int(attempts), cancel != 0
+	j.FailuresInRow, j.RetrySince, j.NextAttemptAt = int(inRow), fromMicros(retrySince), fromMicros(nextAttempt)
 	j.CreatedAt, j.UpdatedAt = fromMicros(created), fromMicros(updated)
 	j.StartedAt, j.FinishedAt = fromMicros(started), fromMicros(finished)
 	return j, err

@@ -297,6 +297,7 @@ func testJobs(t *testing.T, open func(t *testing.T) store.Store) {
 		want.State, want.NodeID, want.Fence = store.JobRunning, "n1", 0
 		want.Phase, want.BytesDone, want.BytesTotal, want.BytesPerSec = "downloading", 1<<20, 3<<30, 12.5e6
 		want.Attempts, want.Message, want.CancelRequested = 2, "retrying after a reset", true
+		want.FailuresInRow, want.RetrySince, want.NextAttemptAt = 1, at(40*time.Second), at(2*time.Minute)
 		want.UpdatedAt, want.StartedAt = at(time.Minute), at(30*time.Second)
 		// Fields UpdateJob must not touch are sent changed, too.
 		in := want
@@ -308,9 +309,11 @@ func testJobs(t *testing.T, open func(t *testing.T) store.Store) {
 		wantEqual(t, "GetJob after update", mustGetJob(t, s, "j1"), want)
 		wantEqual(t, "other job after update", mustGetJob(t, s, "j2"), otherJob)
 
-		// Zero values clear fields rather than keeping the old ones.
+		// Zero values clear fields rather than keeping the old ones; only a
+		// requested cancel stays.
 		cleared := store.Job{ID: "j1", Kind: j.Kind, State: store.JobQueued, ImageID: j.ImageID, PoolID: j.PoolID,
-			Source: j.Source, URL: j.URL, Checksum: j.Checksum, ChecksumURL: j.ChecksumURL, CreatedAt: j.CreatedAt}
+			Source: j.Source, URL: j.URL, Checksum: j.Checksum, ChecksumURL: j.ChecksumURL, CreatedAt: j.CreatedAt,
+			CancelRequested: true}
 		if err := s.UpdateJob(ctx, store.Job{ID: "j1", State: store.JobQueued}); err != nil {
 			t.Fatal(err)
 		}

@@ -1378,13 +1378,23 @@ type DownloadStatus struct {
 	BytesPerSecond float64                `protobuf:"fixed64,7,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
 	Error          string                 `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
 	// Result, when SUCCEEDED.
-	Sha256        string `protobuf:"bytes,9,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	Size          int64  `protobuf:"varint,10,opt,name=size,proto3" json:"size,omitempty"`
-	Format        string `protobuf:"bytes,11,opt,name=format,proto3" json:"format,omitempty"`
-	VirtualSize   int64  `protobuf:"varint,12,opt,name=virtual_size,json=virtualSize,proto3" json:"virtual_size,omitempty"`
-	Dest          string `protobuf:"bytes,13,opt,name=dest,proto3" json:"dest,omitempty"`
-	Resumed       bool   `protobuf:"varint,14,opt,name=resumed,proto3" json:"resumed,omitempty"`
-	FetchedBytes  int64  `protobuf:"varint,15,opt,name=fetched_bytes,json=fetchedBytes,proto3" json:"fetched_bytes,omitempty"`
+	Sha256       string `protobuf:"bytes,9,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size         int64  `protobuf:"varint,10,opt,name=size,proto3" json:"size,omitempty"`
+	Format       string `protobuf:"bytes,11,opt,name=format,proto3" json:"format,omitempty"`
+	VirtualSize  int64  `protobuf:"varint,12,opt,name=virtual_size,json=virtualSize,proto3" json:"virtual_size,omitempty"`
+	Dest         string `protobuf:"bytes,13,opt,name=dest,proto3" json:"dest,omitempty"`
+	Resumed      bool   `protobuf:"varint,14,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	FetchedBytes int64  `protobuf:"varint,15,opt,name=fetched_bytes,json=fetchedBytes,proto3" json:"fetched_bytes,omitempty"`
+	// Failed fetch attempts since the download was (re)started on this
+	// agent, and what the latest one met ("the origin answered 503 …"). The
+	// control plane counts each one and records it in the job's history.
+	FailedAttempts int32  `protobuf:"varint,16,opt,name=failed_attempts,json=failedAttempts,proto3" json:"failed_attempts,omitempty"`
+	AttemptError   string `protobuf:"bytes,17,opt,name=attempt_error,json=attemptError,proto3" json:"attempt_error,omitempty"`
+	// The latest failed attempt had received bytes first: it does not count
+	// against the job's retry budget.
+	AttemptProgressed bool `protobuf:"varint,18,opt,name=attempt_progressed,json=attemptProgressed,proto3" json:"attempt_progressed,omitempty"`
+	// How long the origin asked to wait before the next try (Retry-After).
+	RetryAfterMs  int64 `protobuf:"varint,19,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1524,9 +1534,41 @@ func (x *DownloadStatus) GetFetchedBytes() int64 {
 	return 0
 }
 
+func (x *DownloadStatus) GetFailedAttempts() int32 {
+	if x != nil {
+		return x.FailedAttempts
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetAttemptError() string {
+	if x != nil {
+		return x.AttemptError
+	}
+	return ""
+}
+
+func (x *DownloadStatus) GetAttemptProgressed() bool {
+	if x != nil {
+		return x.AttemptProgressed
+	}
+	return false
+}
+
+func (x *DownloadStatus) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
 type WatchDownloadRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The agent sends the current status at least this often, changed or
+	// not, so that the control plane can tell a silent agent from an idle
+	// download (default 1 s).
+	HeartbeatMs   int64 `protobuf:"varint,2,opt,name=heartbeat_ms,json=heartbeatMs,proto3" json:"heartbeat_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1566,6 +1608,13 @@ func (x *WatchDownloadRequest) GetJobId() string {
 		return x.JobId
 	}
 	return ""
+}
+
+func (x *WatchDownloadRequest) GetHeartbeatMs() int64 {
+	if x != nil {
+		return x.HeartbeatMs
+	}
+	return 0
 }
 
 type WatchDownloadResponse struct {
@@ -1776,7 +1825,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x06policy\x18\b \x01(\v2\x1a.quarry.agent.v1.URLPolicyR\x06policy\x12\x1a\n" +
 	"\bdescribe\x18\t \x01(\tR\bdescribe\"P\n" +
 	"\x15StartDownloadResponse\x127\n" +
-	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\xc3\x03\n" +
+	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\xe6\x04\n" +
 	"\x0eDownloadStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05fence\x18\x02 \x01(\x03R\x05fence\x124\n" +
@@ -1795,9 +1844,14 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\fvirtual_size\x18\f \x01(\x03R\vvirtualSize\x12\x12\n" +
 	"\x04dest\x18\r \x01(\tR\x04dest\x12\x18\n" +
 	"\aresumed\x18\x0e \x01(\bR\aresumed\x12#\n" +
-	"\rfetched_bytes\x18\x0f \x01(\x03R\ffetchedBytes\"-\n" +
+	"\rfetched_bytes\x18\x0f \x01(\x03R\ffetchedBytes\x12'\n" +
+	"\x0ffailed_attempts\x18\x10 \x01(\x05R\x0efailedAttempts\x12#\n" +
+	"\rattempt_error\x18\x11 \x01(\tR\fattemptError\x12-\n" +
+	"\x12attempt_progressed\x18\x12 \x01(\bR\x11attemptProgressed\x12$\n" +
+	"\x0eretry_after_ms\x18\x13 \x01(\x03R\fretryAfterMs\"P\n" +
 	"\x14WatchDownloadRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"P\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
+	"\fheartbeat_ms\x18\x02 \x01(\x03R\vheartbeatMs\"P\n" +
 	"\x15WatchDownloadResponse\x127\n" +
 	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\\\n" +
 	"\x15CancelDownloadRequest\x12\x15\n" +
