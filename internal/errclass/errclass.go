@@ -144,8 +144,8 @@ func Code(err error) connect.Code {
 
 // ToConnect returns err as a Connect error with Code(err), err's message,
 // and an ErrorInfo detail naming its class (unspecified when it has none).
-// A *connect.Error at the top of err is returned as is.
-func ToConnect(err error) *connect.Error {
+// A *connect.Error at the top of err is returned as is, and nil as nil.
+func ToConnect(err error) error {
 	if err == nil {
 		return nil
 	}

@@ -67,7 +67,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, c := range classes {
 		t.Run(c.Error(), func(t *testing.T) {
 			sent := Wrap(c, fs.ErrPermission, "pool isos: the thing failed; do this next")
-			ce := ToConnect(sent)
+			ce := ToConnect(sent).(*connect.Error)
 			if ce.Code() != c.Code() || ce.Message() != sent.Error() {
 				t.Fatalf("ToConnect = %v %q", ce.Code(), ce.Message())
 			}
@@ -87,7 +87,7 @@ func TestRoundTrip(t *testing.T) {
 
 // overTheWire answers a real Connect call with ce and returns the error
 // the client gets.
-func overTheWire(t *testing.T, ce *connect.Error) error {
+func overTheWire(t *testing.T, ce error) error {
 	t.Helper()
 	const proc = "/quarry.agent.v1.AgentService/GetFacts"
 	mux := http.NewServeMux()
@@ -114,7 +114,7 @@ func TestUnclassed(t *testing.T) {
 		{fmt.Errorf("listing: %w", context.Canceled), connect.CodeCanceled},
 		{fmt.Errorf("listing: %w", context.DeadlineExceeded), connect.CodeDeadlineExceeded},
 	} {
-		ce := ToConnect(tt.err)
+		ce := ToConnect(tt.err).(*connect.Error)
 		if ce.Code() != tt.code || Of(tt.err) != nil {
 			t.Errorf("%v: code %v, want %v", tt.err, ce.Code(), tt.code)
 		}
