@@ -2,7 +2,6 @@ package nodelink
 
 import (
 	"context"
-	"errors"
 
 	"connectrpc.com/connect"
 
@@ -18,7 +17,7 @@ func (l *Link) StartDownload(ctx context.Context, nodeID string, req *agentv1.St
 	}
 	resp, err := c.StartDownload(ctx, connect.NewRequest(req))
 	if err != nil {
-		return nil, errors.New(reason(err))
+		return nil, agentError(err)
 	}
 	return resp.Msg.GetStatus(), nil
 }
@@ -32,14 +31,14 @@ func (l *Link) WatchDownload(ctx context.Context, nodeID, jobID string, f func(*
 	}
 	s, err := c.WatchDownload(ctx, connect.NewRequest(&agentv1.WatchDownloadRequest{JobId: jobID}))
 	if err != nil {
-		return errors.New(reason(err))
+		return agentError(err)
 	}
 	defer s.Close()
 	for s.Receive() {
 		f(s.Msg().GetStatus())
 	}
 	if err := s.Err(); err != nil {
-		return errors.New(reason(err))
+		return agentError(err)
 	}
 	return nil
 }
@@ -52,7 +51,7 @@ func (l *Link) CancelDownload(ctx context.Context, nodeID, jobID string, pool st
 	}
 	_, err = c.CancelDownload(ctx, connect.NewRequest(&agentv1.CancelDownloadRequest{JobId: jobID, Pool: poolRef(pool)}))
 	if err != nil {
-		return errors.New(reason(err))
+		return agentError(err)
 	}
 	return nil
 }
