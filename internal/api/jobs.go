@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/store"
@@ -69,7 +70,7 @@ func (s *JobService) get(ctx context.Context, id string) (store.Job, error) {
 	}
 	j, err := s.Store.GetJob(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return j, classf(store.ErrNotFound, "no job has id %q; see quarry job ls", id)
+		return j, errclass.New(store.ErrNotFound, "no job has id %q; see quarry job ls", id)
 	}
 	return j, err
 }
@@ -120,7 +121,7 @@ func (s *JobService) CancelJob(ctx context.Context, req *connect.Request[quarryv
 			return nil, toConnect(ctx, s.Logger, err)
 		}
 		if !j.State.Active() {
-			return nil, toConnect(ctx, s.Logger, classf(store.ErrInUse, "job %s already ended (%s); nothing to cancel", j.ID, strings.ToLower(string(j.State))))
+			return nil, toConnect(ctx, s.Logger, errclass.New(store.ErrInUse, "job %s already ended (%s); nothing to cancel", j.ID, strings.ToLower(string(j.State))))
 		}
 		j.CancelRequested, j.Message, j.UpdatedAt = true, "cancelling", s.Now()
 		err = s.Store.UpdateJob(ctx, j)
