@@ -15,22 +15,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/quarry-project/quarry/internal/checksum"
+	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/ingest"
 	"github.com/quarry-project/quarry/internal/urlpolicy"
 )
-
-// errBadInput classes failures that no retry can fix: a malformed
-// digest, a checksum file that does not list the file.
-var errBadInput = errors.New("bad input")
-
-// badInputError keeps the message and adds the class.
-type badInputError struct{ error }
-
-func (e badInputError) Unwrap() error        { return e.error }
-func (e badInputError) Is(target error) bool { return target == errBadInput }
-
-func badInput(format string, args ...any) error { return badInputError{fmt.Errorf(format, args...)} }
 
 // keepFinished is how long the agent remembers how a download ended, so a
 // control plane that lost the stream can still learn it.
@@ -95,17 +84,17 @@ func (s *service) StartDownload(ctx context.Context, req *connect.Request[agentv
 	m := req.Msg
 	ref, dir, err := s.mountedDir(m.GetPool())
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errclass.ToConnect(err)
 	}
 	if m.GetJobId() == "" || m.GetUrl() == "" {
-		return nil, connectError(invalidArgument("job id and URL are required"))
+		return nil, errclass.ToConnect(errclass.New(errclass.InvalidArgument, "job id and URL are required"))
 	}
 	if err := checkImagePath(m.GetDest()); err != nil {
-		return nil, connectError(err)
+		return nil, errclass.ToConnect(err)
 	}
 	policy, err := urlpolicy.Parse(m.GetPolicy().GetAllow(), m.GetPolicy().GetDeny())
 	if err != nil {
-		return nil, connectError(invalidArgument("%v", err))
+		return nil, errclass.ToConnect(errclass.New(errclass.InvalidArgument, "%v", err))
 	}
 	policy.AllowLoopback, policy.DenyPrivate = m.GetPolicy().GetAllowLoopback(), m.GetPolicy().GetDenyPrivate()
 
@@ -129,7 +118,7 @@ func (s *service) StartDownload(ctx context.Context, req *connect.Request[agentv
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, connectError(failedPrecondition("opening %s: %v", ref.path, cause(err)))
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening %s: %v", ref.path, cause(err)))
 	}
 	jctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d := &download{cancel: cancel, done: make(chan struct{}), subs: map[chan *agentv1.DownloadStatus]struct{}{},
@@ -172,7 +161,7 @@ func (dl *downloads) run(ctx context.Context, d *download, root *os.Root, m *age
 			// The agent is stopping or the job moved: the checkpoint stays
 			// for whoever resumes it.
 			s.State = agentv1.DownloadState_DOWNLOAD_STATE_UNKNOWN
-		case errors.Is(err, ingest.ErrTerminal), errors.Is(err, errBadInput):
+		case errors.Is(err, errclass.Terminal): // bad input too: a malformed digest, a checksum file without the file
 			s.State, s.Error = agentv1.DownloadState_DOWNLOAD_STATE_FAILED, err.Error()
 		default:
 			// Transient and out of retries for now: the partial file and
@@ -206,7 +195,7 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 	if want != "" {
 		var err error
 		if digest, err = ingest.ParseDigest(want); err != nil {
-			return ingest.Result{}, badInputError{err}
+			return ingest.Result{}, errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
 		}
 	}
 	return ingest.Download(ctx, ingest.Request{
@@ -267,15 +256,15 @@ func lookupChecksum(ctx context.Context, client *http.Client, sumsURL, fileName 
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
 		return "", fmt.Errorf("fetching the checksum file %s: %s", sumsURL, resp.Status)
 	case resp.StatusCode != http.StatusOK:
-		return "", badInput("fetching the checksum file %s: %s; check the URL or give --checksum", sumsURL, resp.Status)
+		return "", errclass.New(errclass.InvalidArgument, "fetching the checksum file %s: %s; check the URL or give --checksum", sumsURL, resp.Status)
 	}
 	entries, err := checksum.Parse(resp.Body, 1<<20)
 	if err != nil {
-		return "", badInput("reading the checksum file %s: %w", sumsURL, err)
+		return "", errclass.Wrap(errclass.InvalidArgument, err, "reading the checksum file %s: %v", sumsURL, err)
 	}
 	e, err := checksum.FindIn(sumsURL, entries, fileName)
 	if err != nil {
-		return "", badInputError{err}
+		return "", errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
 	}
 	return e.Digest(), nil
 }
@@ -345,15 +334,15 @@ func (s *service) CancelDownload(ctx context.Context, req *connect.Request[agent
 	// Not running here (say, after an agent restart): remove what is left.
 	_, dir, err := s.mountedDir(req.Msg.GetPool())
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errclass.ToConnect(err)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, connectError(failedPrecondition("opening the pool: %v", cause(err)))
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening the pool: %v", cause(err)))
 	}
 	defer root.Close()
 	if err := ingest.Discard(root, req.Msg.GetJobId()); err != nil {
-		return nil, connectError(failedPrecondition("removing the partial file: %v", cause(err)))
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "removing the partial file: %v", cause(err)))
 	}
 	return connect.NewResponse(&agentv1.CancelDownloadResponse{}), nil
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	"github.com/quarry-project/quarry/internal/pki"
 )
 
@@ -167,7 +168,7 @@ func (a *Agent) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 func (a *Agent) createCSR() ([]byte, error) {
 	id := a.id.Load()
 	if id == nil {
-		return nil, failedPrecondition("the agent is not enrolled")
+		return nil, errclass.New(errclass.FailedPrecondition, "the agent is not enrolled")
 	}
 	key, err := pki.NewKey()
 	if err != nil {
@@ -191,27 +192,27 @@ func (a *Agent) installCertificate(certPEM []byte) (*x509.Certificate, error) {
 	defer a.renewMu.Unlock()
 	cur := a.id.Load()
 	if cur == nil {
-		return nil, failedPrecondition("the agent is not enrolled")
+		return nil, errclass.New(errclass.FailedPrecondition, "the agent is not enrolled")
 	}
 	if a.pending == nil {
-		return nil, failedPrecondition("no certificate request is pending (the agent restarted since?); call CreateCSR first")
+		return nil, errclass.New(errclass.FailedPrecondition, "no certificate request is pending (the agent restarted since?); call CreateCSR first")
 	}
 	certX, err := pki.ParseCert(certPEM)
 	if err != nil {
-		return nil, invalidArgument("certificate: %v", err)
+		return nil, errclass.New(errclass.InvalidArgument, "certificate: %v", err)
 	}
 	if !pki.SameKey(certX, a.pending) {
-		return nil, invalidArgument("the certificate is not for the pending key; call CreateCSR again")
+		return nil, errclass.New(errclass.InvalidArgument, "the certificate is not for the pending key; call CreateCSR again")
 	}
 	next, err := newIdentity(certX, a.pending, cur.ca)
 	if err != nil {
-		return nil, invalidArgument("%v", err)
+		return nil, errclass.New(errclass.InvalidArgument, "%v", err)
 	}
 	if next.nodeID != cur.nodeID {
-		return nil, invalidArgument("the certificate names node %s; this agent is node %s", next.nodeID, cur.nodeID)
+		return nil, errclass.New(errclass.InvalidArgument, "the certificate names node %s; this agent is node %s", next.nodeID, cur.nodeID)
 	}
 	if now := a.now(); now.After(certX.NotAfter) || now.Before(certX.NotBefore) {
-		return nil, invalidArgument("the certificate is valid from %s to %s, not now (%s); check the clocks of the control plane and this node",
+		return nil, errclass.New(errclass.InvalidArgument, "the certificate is valid from %s to %s, not now (%s); check the clocks of the control plane and this node",
 			certX.NotBefore.UTC().Format(time.RFC3339), certX.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	if a.cfg.DataDir != "" {

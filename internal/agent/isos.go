@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/quarry-project/quarry/internal/dirwatch"
+	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/isoscan"
 )
@@ -212,7 +213,7 @@ func (pw *poolWatch) subscribe() (chan *agentv1.PoolEvent, func()) {
 // returning its host directory.
 func (s *service) mountedDir(p *agentv1.PoolRef) (poolRef, string, error) {
 	if p == nil {
-		return poolRef{}, "", invalidArgument("pool is missing")
+		return poolRef{}, "", errclass.New(errclass.InvalidArgument, "pool is missing")
 	}
 	ref, err := checkPoolRef(p.GetId(), p.GetName(), p.GetPath())
 	if err != nil {
@@ -220,7 +221,7 @@ func (s *service) mountedDir(p *agentv1.PoolRef) (poolRef, string, error) {
 	}
 	dir := s.a.paths.resolve(ref.path)
 	if f := inspect(ref, dir); !f.mounted {
-		return poolRef{}, "", failedPrecondition("%s", f.reason)
+		return poolRef{}, "", errclass.New(errclass.FailedPrecondition, "%s", f.reason)
 	}
 	return ref, dir, nil
 }
@@ -228,11 +229,11 @@ func (s *service) mountedDir(p *agentv1.PoolRef) (poolRef, string, error) {
 func (s *service) ListISOs(ctx context.Context, req *connect.Request[agentv1.ListISOsRequest], stream *connect.ServerStream[agentv1.ListISOsResponse]) error {
 	ref, dir, err := s.mountedDir(req.Msg.GetPool())
 	if err != nil {
-		return connectError(err)
+		return errclass.ToConnect(err)
 	}
 	files, err := s.a.isos.scanner.Scan(ctx, dir, nil)
 	if err != nil {
-		return connectError(failedPrecondition("listing %s/iso: %v", ref.path, cause(err)))
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/iso: %v", ref.path, cause(err)))
 	}
 	pw := s.a.isos.get(ref.id)
 	batch := &agentv1.ListISOsResponse{}
@@ -260,7 +261,7 @@ func (s *service) WatchPools(ctx context.Context, req *connect.Request[agentv1.W
 	merged := make(chan *agentv1.PoolEvent, 256)
 	for _, p := range req.Msg.GetPools() {
 		if _, err := checkPoolRef(p.GetId(), p.GetName(), p.GetPath()); err != nil {
-			return connectError(err)
+			return errclass.ToConnect(err)
 		}
 		ref, dir, err := s.mountedDir(p)
 		if err != nil {
@@ -313,15 +314,15 @@ func (s *service) WatchPools(ctx context.Context, req *connect.Request[agentv1.W
 func (s *service) DeleteFile(ctx context.Context, req *connect.Request[agentv1.DeleteFileRequest]) (*connect.Response[agentv1.DeleteFileResponse], error) {
 	ref, dir, err := s.mountedDir(req.Msg.GetPool())
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errclass.ToConnect(err)
 	}
 	rel := req.Msg.GetRelPath()
 	if err := checkImagePath(rel); err != nil {
-		return nil, connectError(err)
+		return nil, errclass.ToConnect(err)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, connectError(failedPrecondition("opening %s: %v", ref.path, cause(err)))
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening %s: %v", ref.path, cause(err)))
 	}
 	defer root.Close()
 	err = root.Remove(rel)
@@ -329,7 +330,7 @@ func (s *service) DeleteFile(ctx context.Context, req *connect.Request[agentv1.D
 		return connect.NewResponse(&agentv1.DeleteFileResponse{AlreadyGone: true}), nil
 	}
 	if err != nil {
-		return nil, connectError(failedPrecondition("deleting %s in %s: %v", rel, ref.path, cause(err)))
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "deleting %s in %s: %v", rel, ref.path, cause(err)))
 	}
 	s.a.log.Info("file deleted", "pool", ref.id, "path", rel)
 	return connect.NewResponse(&agentv1.DeleteFileResponse{}), nil
@@ -340,11 +341,11 @@ func (s *service) DeleteFile(ctx context.Context, req *connect.Request[agentv1.D
 func checkImagePath(rel string) error {
 	switch {
 	case rel == "" || strings.ContainsRune(rel, 0):
-		return invalidArgument("file path %q is empty or holds a NUL byte", rel)
+		return errclass.New(errclass.InvalidArgument, "file path %q is empty or holds a NUL byte", rel)
 	case path.IsAbs(rel) || path.Clean(rel) != rel || strings.HasPrefix(rel, "../") || rel == "..":
-		return invalidArgument("file path %q must be clean and relative to the pool root", rel)
+		return errclass.New(errclass.InvalidArgument, "file path %q must be clean and relative to the pool root", rel)
 	case !strings.HasPrefix(rel, "iso/") && !strings.HasPrefix(rel, "images/"):
-		return invalidArgument("file path %q is not under iso/ or images/", rel)
+		return errclass.New(errclass.InvalidArgument, "file path %q is not under iso/ or images/", rel)
 	}
 	return nil
 }

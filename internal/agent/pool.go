@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 
 	"crypto/rand"
@@ -52,15 +53,15 @@ func (r poolRef) label() string {
 func checkPoolRef(id, name, p string) (poolRef, error) {
 	switch {
 	case id == "":
-		return poolRef{}, invalidArgument("pool %q at %q: id is empty", name, p)
+		return poolRef{}, errclass.New(errclass.InvalidArgument, "pool %q at %q: id is empty", name, p)
 	case p == "":
-		return poolRef{}, invalidArgument("pool %s: path is empty", id)
+		return poolRef{}, errclass.New(errclass.InvalidArgument, "pool %s: path is empty", id)
 	case strings.ContainsRune(p, 0):
-		return poolRef{}, invalidArgument("pool %s: path %q contains a NUL byte", id, p)
+		return poolRef{}, errclass.New(errclass.InvalidArgument, "pool %s: path %q contains a NUL byte", id, p)
 	case !path.IsAbs(p):
-		return poolRef{}, invalidArgument("pool %s: path %q is not absolute", id, p)
+		return poolRef{}, errclass.New(errclass.InvalidArgument, "pool %s: path %q is not absolute", id, p)
 	case path.Clean(p) != p:
-		return poolRef{}, invalidArgument("pool %s: path %q is not clean (want %q)", id, p, path.Clean(p))
+		return poolRef{}, errclass.New(errclass.InvalidArgument, "pool %s: path %q is not clean (want %q)", id, p, path.Clean(p))
 	}
 	return poolRef{id: id, name: name, path: p}, nil
 }
@@ -167,20 +168,20 @@ func isBadMarker(err error) bool {
 func markerProblem(ref poolRef, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return failedPrecondition("%s holds no pool marker (%s): this directory is not pool %q — is the shared filesystem mounted here?",
+		return errclass.New(errclass.FailedPrecondition, "%s holds no pool marker (%s): this directory is not pool %q — is the shared filesystem mounted here?",
 			ref.path, markerFile, ref.label())
 	case isBadMarker(err):
-		return failedPrecondition("%s holds a damaged pool marker (%s: %v): repair or remove it, then initialize the pool again",
+		return errclass.New(errclass.FailedPrecondition, "%s holds a damaged pool marker (%s: %v): repair or remove it, then initialize the pool again",
 			ref.path, markerFile, err)
 	case errors.Is(err, fs.ErrPermission):
-		return failedPrecondition("%s is not readable by the agent: %v", ref.path, cause(err))
+		return errclass.New(errclass.FailedPrecondition, "%s is not readable by the agent: %v", ref.path, cause(err))
 	default:
-		return failedPrecondition("cannot read the pool marker of %s (%s): %v", ref.path, markerFile, cause(err))
+		return errclass.New(errclass.FailedPrecondition, "cannot read the pool marker of %s (%s): %v", ref.path, markerFile, cause(err))
 	}
 }
 
 func otherPool(ref poolRef, m marker) error {
-	return failedPrecondition("%s holds the marker of another pool (id %s, name %q): this node's %s is a different directory",
+	return errclass.New(errclass.FailedPrecondition, "%s holds the marker of another pool (id %s, name %q): this node's %s is a different directory",
 		ref.path, m.ID, m.Name, ref.path)
 }
 
@@ -214,15 +215,15 @@ func initPool(ref poolRef, dir, hostname string, now time.Time) error {
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return failedPrecondition("path %s does not exist on this node; create it (or mount the shared filesystem) first", ref.path)
+		return errclass.New(errclass.FailedPrecondition, "path %s does not exist on this node; create it (or mount the shared filesystem) first", ref.path)
 	case err != nil:
-		return failedPrecondition("cannot inspect %s: %v", ref.path, cause(err))
+		return errclass.New(errclass.FailedPrecondition, "cannot inspect %s: %v", ref.path, cause(err))
 	case !fi.IsDir():
-		return failedPrecondition("%s is not a directory", ref.path)
+		return errclass.New(errclass.FailedPrecondition, "%s is not a directory", ref.path)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return failedPrecondition("%s is not readable by the agent: %v", ref.path, cause(err))
+		return errclass.New(errclass.FailedPrecondition, "%s is not readable by the agent: %v", ref.path, cause(err))
 	}
 	defer root.Close()
 
@@ -304,9 +305,9 @@ func writeMarker(root *os.Root, m marker) error {
 func writeProblem(ref poolRef, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
-		return failedPrecondition("%s is not writable by the agent: %v", ref.path, err)
+		return errclass.New(errclass.FailedPrecondition, "%s is not writable by the agent: %v", ref.path, err)
 	case errors.Is(err, syscall.ENOSPC):
-		return failedPrecondition("no space left in %s: %v", ref.path, err)
+		return errclass.New(errclass.FailedPrecondition, "no space left in %s: %v", ref.path, err)
 	default:
 		return fmt.Errorf("initializing pool %s at %s: %w", ref.id, ref.path, err)
 	}

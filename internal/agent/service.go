@@ -8,6 +8,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
 	"github.com/quarry-project/quarry/internal/pki"
@@ -25,7 +26,7 @@ func (s *service) GetFacts(ctx context.Context, req *connect.Request[agentv1.Get
 	for i, p := range req.Msg.GetPools() {
 		ref, err := checkPoolRef(p.GetId(), p.GetName(), p.GetPath())
 		if err != nil {
-			return nil, connectError(fmt.Errorf("pools[%d]: %w", i, err))
+			return nil, errclass.ToConnect(fmt.Errorf("pools[%d]: %w", i, err))
 		}
 		refs = append(refs, ref)
 	}
@@ -36,7 +37,7 @@ func (s *service) GetFacts(ctx context.Context, req *connect.Request[agentv1.Get
 	resp := &agentv1.GetFactsResponse{Hostname: s.a.hostname, Version: s.a.cfg.Version}
 	for _, ref := range refs {
 		if err := ctx.Err(); err != nil {
-			return nil, connectError(err)
+			return nil, errclass.ToConnect(err)
 		}
 		resp.Pools = append(resp.Pools, s.facts(ref))
 	}
@@ -46,15 +47,15 @@ func (s *service) GetFacts(ctx context.Context, req *connect.Request[agentv1.Get
 func (s *service) InitPool(ctx context.Context, req *connect.Request[agentv1.InitPoolRequest]) (*connect.Response[agentv1.InitPoolResponse], error) {
 	p := req.Msg.GetPool()
 	if p == nil {
-		return nil, connectError(invalidArgument("pool is missing"))
+		return nil, errclass.ToConnect(errclass.New(errclass.InvalidArgument, "pool is missing"))
 	}
 	ref, err := checkPoolRef(p.GetId(), p.GetName(), p.GetPath())
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errclass.ToConnect(err)
 	}
 	dir := s.a.paths.resolve(ref.path)
 	if err := initPool(ref, dir, s.a.hostname, s.a.now()); err != nil {
-		return nil, connectError(err)
+		return nil, errclass.ToConnect(err)
 	}
 	s.a.log.Info("pool initialized", "pool", ref.id, "name", ref.name, "path", ref.path, "dir", dir)
 	return connect.NewResponse(&agentv1.InitPoolResponse{Pool: s.facts(ref)}), nil
@@ -63,7 +64,7 @@ func (s *service) InitPool(ctx context.Context, req *connect.Request[agentv1.Ini
 func (s *service) CreateCSR(_ context.Context, _ *connect.Request[agentv1.CreateCSRRequest]) (*connect.Response[agentv1.CreateCSRResponse], error) {
 	csr, err := s.a.createCSR()
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errclass.ToConnect(err)
 	}
 	return connect.NewResponse(&agentv1.CreateCSRResponse{CsrPem: string(csr)}), nil
 }
@@ -71,7 +72,7 @@ func (s *service) CreateCSR(_ context.Context, _ *connect.Request[agentv1.Create
 func (s *service) InstallCertificate(_ context.Context, req *connect.Request[agentv1.InstallCertificateRequest]) (*connect.Response[agentv1.InstallCertificateResponse], error) {
 	cert, err := s.a.installCertificate([]byte(req.Msg.GetCertificatePem()))
 	if err != nil {
-		return nil, connectError(err)
+		return nil, errclass.ToConnect(err)
 	}
 	s.a.log.Info("certificate renewed", "node", pki.NodeID(cert), "serial", pki.Serial(cert),
 		"expires", cert.NotAfter.UTC().Format(time.RFC3339))

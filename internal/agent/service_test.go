@@ -17,6 +17,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
 )
@@ -415,7 +416,7 @@ func TestInitPoolConcurrentDirect(t *testing.T) {
 		for _, err := range errs {
 			if err == nil {
 				winners++
-			} else if !errors.Is(err, errFailedPrecondition) {
+			} else if !errors.Is(err, errclass.FailedPrecondition) {
 				t.Errorf("round %d: unexpected error: %v", round, err)
 			}
 		}

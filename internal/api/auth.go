@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/quarry-project/quarry/internal/auth"
+	"github.com/quarry-project/quarry/internal/errclass"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -89,6 +90,7 @@ func (g guard) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		}
 		ctx, caller, err = g.a.admit(ctx, proc, req.Header(), peer)
 		if err != nil {
+			err = toConnect(ctx, g.a.Logger, err)
 			return nil, err
 		}
 		resp, err = next(ctx, req)
@@ -116,6 +118,7 @@ func (g guard) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.S
 		}
 		ctx, caller, err = g.a.admit(ctx, proc, conn.RequestHeader(), peer)
 		if err != nil {
+			err = toConnect(ctx, g.a.Logger, err)
 			return err
 		}
 		err = next(ctx, conn)
@@ -126,7 +129,8 @@ func (g guard) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.S
 
 // admit decides whether a call of proc may proceed and returns the context
 // that carries its caller. The caller is returned even when refused, for
-// the audit log.
+// the audit log. Its errors are classed; the interceptor answers them with
+// toConnect.
 func (a *Auth) admit(ctx context.Context, proc string, h http.Header, peer string) (context.Context, Caller, error) {
 	rule, known := auth.RuleFor(proc)
 	client := clientOf(peer)
@@ -141,13 +145,13 @@ func (a *Auth) admit(ctx context.Context, proc string, h http.Header, peer strin
 		return ctx, c, err
 	}
 	if !known {
-		return ctx, c, connect.NewError(connect.CodePermissionDenied,
-			fmt.Errorf("%s is not in the control plane's access policy, so no token may call it", strings.TrimPrefix(proc, "/")))
+		return ctx, c, errclass.New(errclass.PermissionDenied,
+			"%s is not in the control plane's access policy, so no token may call it", strings.TrimPrefix(proc, "/"))
 	}
 	if !auth.Allows(c.Role, rule.Role) {
-		return ctx, c, connect.NewError(connect.CodePermissionDenied,
-			fmt.Errorf("%s needs the %s role; token %s has the %s role (an admin can create a token with quarry token create --role %s)",
-				strings.TrimPrefix(proc, "/"), rule.Role, c.Actor(), c.Role, rule.Role))
+		return ctx, c, errclass.New(errclass.PermissionDenied,
+			"%s needs the %s role; token %s has the %s role (an admin can create a token with quarry token create --role %s)",
+			strings.TrimPrefix(proc, "/"), rule.Role, c.Actor(), c.Role, rule.Role)
 	}
 	return context.WithValue(ctx, callerKey{}, c), c, nil
 }
@@ -190,7 +194,7 @@ func (a *Auth) authenticate(ctx context.Context, h http.Header, client string, c
 			return Caller{}, unauthenticated(fmt.Errorf("%w; check the token, or ask an admin for a new one (quarry token create)", err))
 		}
 		if err != nil {
-			return Caller{}, toConnect(ctx, a.Logger, err)
+			return Caller{}, err
 		}
 		a.touch(ctx, t)
 		return Caller{TokenID: t.ID, TokenName: t.Name, Role: t.Role}, nil
@@ -201,8 +205,8 @@ func (a *Auth) authenticate(ctx context.Context, h http.Header, client string, c
 			return c, err
 		}
 		if csrf && !auth.CSRFMatches(s, h.Get(auth.CSRFHeader)) {
-			return c, connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
-				"a call authenticated by a session cookie must carry the %s header that /auth/login and /auth/session return", auth.CSRFHeader))
+			return c, errclass.New(errclass.PermissionDenied,
+				"a call authenticated by a session cookie must carry the %s header that /auth/login and /auth/session return", auth.CSRFHeader)
 		}
 		return c, nil
 	}
@@ -219,14 +223,14 @@ func (a *Auth) fromSession(ctx context.Context, cookie string) (Caller, store.Se
 		return Caller{}, s, ended
 	}
 	if err != nil {
-		return Caller{}, s, toConnect(ctx, a.Logger, err)
+		return Caller{}, s, err
 	}
 	t, err := a.Store.GetToken(ctx, s.TokenID)
 	if errors.Is(err, store.ErrNotFound) {
 		return Caller{}, s, ended
 	}
 	if err != nil {
-		return Caller{}, s, toConnect(ctx, a.Logger, err)
+		return Caller{}, s, err
 	}
 	c := Caller{TokenID: t.ID, TokenName: t.Name, Role: t.Role, Session: true}
 	if err := auth.Usable(t, now); err != nil {
@@ -255,14 +259,13 @@ func (a *Auth) exhausted(client string) error {
 	if a.Limiter.Window() == time.Minute {
 		wait = "a minute"
 	}
-	return connect.NewError(connect.CodeResourceExhausted,
-		fmt.Errorf("too many failed authentications from %s; wait %s", client, wait))
+	return errclass.New(errclass.RateLimited, "too many failed authentications from %s; wait %s", client, wait)
 }
 
+// unauthenticated classes err, whose message says what to do, as
+// errclass.Unauthenticated.
 func unauthenticated(err error) error {
-	ce := connect.NewError(connect.CodeUnauthenticated, err)
-	ce.Meta().Set("WWW-Authenticate", `Bearer realm="quarry"`)
-	return ce
+	return errclass.Wrap(errclass.Unauthenticated, err, "%v", err)
 }
 
 func sessionCookie(h http.Header) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"mime"
 	"net/http"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/quarry-project/quarry/internal/auth"
+	"github.com/quarry-project/quarry/internal/errclass"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -53,7 +53,7 @@ func (a *Auth) login(w http.ResponseWriter, r *http.Request) {
 		// A JSON content type cannot come from a cross-site form, so nobody
 		// can log a browser in with their own token behind its back.
 		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-			return connect.NewError(connect.CodeInvalidArgument, errors.New(`send the token as JSON with Content-Type: application/json: {"token": "..."}`))
+			return invalidf(`send the token as JSON with Content-Type: application/json: {"token": "..."}`)
 		}
 		client := clientOf(r.RemoteAddr)
 		if !a.Limiter.Allow(client) {
@@ -63,7 +63,7 @@ func (a *Auth) login(w http.ResponseWriter, r *http.Request) {
 			Token string `json:"token"`
 		}
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxLoginBytes)).Decode(&body); err != nil {
-			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(`the body must be JSON {"token": "..."}: %v`, err))
+			return invalidf(`the body must be JSON {"token": "..."}: %v`, err)
 		}
 		if _, id, _, err := auth.Parse(body.Token); err == nil {
 			target = id
@@ -75,7 +75,7 @@ func (a *Auth) login(w http.ResponseWriter, r *http.Request) {
 			return unauthenticated(err)
 		}
 		if err != nil {
-			return toConnect(r.Context(), a.Logger, err)
+			return err
 		}
 		caller = Caller{TokenID: t.ID, TokenName: t.Name, Role: t.Role, Session: true}
 		a.touch(r.Context(), t)
@@ -93,7 +93,7 @@ func (a *Auth) login(w http.ResponseWriter, r *http.Request) {
 		}
 		s, cookie := auth.NewSession(t.ID, now, expires)
 		if err := a.Store.CreateSession(r.Context(), s); err != nil {
-			return toConnect(r.Context(), a.Logger, err)
+			return err
 		}
 		http.SetCookie(w, &http.Cookie{
 			Name:     auth.SessionCookie,
@@ -108,6 +108,7 @@ func (a *Auth) login(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, sessionInfo{Role: t.Role, CSRFToken: s.CSRF, TokenID: t.ID, TokenName: t.Name, ExpiresAt: expires})
 		return nil
 	}()
+	err = toConnect(r.Context(), a.Logger, err)
 	a.auditHTTP(r, "POST /auth/login", caller, target, err)
 	if err != nil {
 		writeError(w, err)
@@ -128,16 +129,17 @@ func (a *Auth) logout(w http.ResponseWriter, r *http.Request) {
 			return nil // already ended: logging out again is fine
 		}
 		if err != nil {
-			return toConnect(r.Context(), a.Logger, err)
+			return err
 		}
 		if t, err := a.Store.GetToken(r.Context(), s.TokenID); err == nil {
 			caller = Caller{TokenID: t.ID, TokenName: t.Name, Role: t.Role, Session: true}
 		}
 		if !auth.CSRFMatches(s, r.Header.Get(auth.CSRFHeader)) {
-			return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("logging out needs the session's %s header", auth.CSRFHeader))
+			return errclass.New(errclass.PermissionDenied, "logging out needs the session's %s header", auth.CSRFHeader)
 		}
-		return toConnect(r.Context(), a.Logger, a.Store.DeleteSession(r.Context(), s.ID))
+		return a.Store.DeleteSession(r.Context(), s.ID)
 	}()
+	err = toConnect(r.Context(), a.Logger, err)
 	a.auditHTTP(r, "POST /auth/logout", caller, caller.TokenID, err)
 	if err != nil {
 		writeError(w, err)
@@ -150,12 +152,12 @@ func (a *Auth) logout(w http.ResponseWriter, r *http.Request) {
 func (a *Auth) session(w http.ResponseWriter, r *http.Request) {
 	cookie := sessionCookie(r.Header)
 	if cookie == "" {
-		writeError(w, unauthenticated(errors.New("not logged in: POST /auth/login with a token")))
+		writeError(w, toConnect(r.Context(), a.Logger, unauthenticated(errors.New("not logged in: POST /auth/login with a token"))))
 		return
 	}
 	c, s, err := a.fromSession(r.Context(), cookie)
 	if err != nil {
-		writeError(w, err)
+		writeError(w, toConnect(r.Context(), a.Logger, err))
 		return
 	}
 	writeJSON(w, http.StatusOK, sessionInfo{Role: c.Role, CSRFToken: s.CSRF, TokenID: c.TokenID, TokenName: c.TokenName, ExpiresAt: s.ExpiresAt})

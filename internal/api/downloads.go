@@ -11,6 +11,7 @@ import (
 
 	"github.com/quarry-project/quarry/internal/catalog"
 	"github.com/quarry-project/quarry/internal/checksum"
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/names"
 	"github.com/quarry-project/quarry/internal/store"
@@ -65,7 +66,7 @@ func (s *ImageService) resolveSource(m *quarryv1.DownloadImageRequest) (source, 
 	case m.GetCatalogId() != "":
 		e, err := s.Downloads.Catalog.Get(m.GetCatalogId())
 		if err != nil {
-			return src, classf(store.ErrNotFound, "%s", err.Error())
+			return src, errclass.New(store.ErrNotFound, "%s", err.Error())
 		}
 		src = source{key: "catalog:" + e.ID, url: e.URL, checksum: e.Checksum, checksumURL: e.ChecksumURL,
 			name: e.ID + path.Ext(urlPath(e.URL)), kind: store.KindCloudImage, os: e.OS}
@@ -132,7 +133,7 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 	}
 	pool, err := s.Store.GetPool(ctx, m.GetStoragePoolId())
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, classf(store.ErrNotFound, "no pool has id %q; see quarry pool ls", m.GetStoragePoolId())
+		return nil, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", m.GetStoragePoolId())
 	}
 	if err != nil {
 		return nil, err
@@ -181,7 +182,7 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 			return nil, err
 		}
 	case errors.Is(err, store.ErrConflict):
-		return nil, classf(store.ErrConflict, "pool %s already has an image at %s; choose another name with --name", pool.Name, im.RelPath)
+		return nil, errclass.New(store.ErrConflict, "pool %s already has an image at %s; choose another name with --name", pool.Name, im.RelPath)
 	case err != nil:
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/quarry-project/quarry/internal/auth"
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/names"
@@ -42,17 +43,17 @@ type EnrollmentService struct {
 func (s *EnrollmentService) Enroll(ctx context.Context, req *connect.Request[quarryv1.EnrollRequest]) (*connect.Response[quarryv1.EnrollResponse], error) {
 	m := req.Msg
 	if err := names.Check("node", m.GetNodeName()); err != nil {
-		return nil, toConnect(ctx, s.Logger, &invalid{err.Error()})
+		return nil, toConnect(ctx, s.Logger, invalidf("%s", err.Error()))
 	}
 	csr, err := pki.ParseCSR([]byte(m.GetCsrPem()))
 	if err != nil {
-		return nil, toConnect(ctx, s.Logger, &invalid{err.Error()})
+		return nil, toConnect(ctx, s.Logger, invalidf("%s", err.Error()))
 	}
 	now, tokenNow := s.Now(), s.Clock()
 	// The token first: who does not hold one learns nothing about nodes.
 	tok, err := auth.Lookup(ctx, s.Store, m.GetJoinToken(), store.TokenJoin, tokenNow)
 	if errors.Is(err, auth.ErrInvalid) {
-		return nil, joinRefused(err)
+		return nil, toConnect(ctx, s.Logger, joinRefused(err))
 	}
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
@@ -63,7 +64,7 @@ func (s *EnrollmentService) Enroll(ctx context.Context, req *connect.Request[qua
 	}
 	if _, err := s.Store.UseToken(ctx, tok.ID, tokenNow); errors.Is(err, store.ErrConflict) {
 		// Another enrollment used the single-use token since Lookup.
-		return nil, joinRefused(fmt.Errorf("%w: token %s was single-use and has been used", auth.ErrInvalid, tok.ID))
+		return nil, toConnect(ctx, s.Logger, joinRefused(fmt.Errorf("%w: token %s was single-use and has been used", auth.ErrInvalid, tok.ID)))
 	} else if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
@@ -113,7 +114,7 @@ func (s *EnrollmentService) target(ctx context.Context, name, addr string, now t
 		return n, false, nil
 	}
 	if n.Address, err = nodeaddr.Normalize(addr); err != nil {
-		return n, false, &invalid{err.Error()}
+		return n, false, invalidf("%s", err.Error())
 	}
 	self := n.ID
 	if create {
@@ -125,6 +126,5 @@ func (s *EnrollmentService) target(ctx context.Context, name, addr string, now t
 // joinRefused answers an enrollment whose join token is not good: the
 // reason, and what to do.
 func joinRefused(err error) error {
-	return connect.NewError(connect.CodeUnauthenticated,
-		fmt.Errorf("join token refused: %w; make a new one on the control plane with quarry token create --join", err))
+	return errclass.Wrap(errclass.Unauthenticated, err, "join token refused: %v; make a new one on the control plane with quarry token create --join", err)
 }

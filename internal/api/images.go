@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/quarry-project/quarry/internal/discovery"
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/store"
@@ -114,7 +115,7 @@ func (s *ImageService) ListImages(ctx context.Context, req *connect.Request[quar
 		return nil, toConnect(ctx, s.Logger, err)
 	}
 	if f.PoolID != "" && names[f.PoolID] == "" {
-		return nil, toConnect(ctx, s.Logger, classf(store.ErrNotFound, "no pool has id %q; see quarry pool ls", f.PoolID))
+		return nil, toConnect(ctx, s.Logger, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", f.PoolID))
 	}
 	ims, err := s.Store.ListImages(ctx, f)
 	if err != nil {
@@ -145,7 +146,7 @@ func (s *ImageService) get(ctx context.Context, id string) (store.Image, error) 
 	}
 	im, err := s.Store.GetImage(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return im, classf(store.ErrNotFound, "no image has id %q; see quarry image ls", id)
+		return im, errclass.New(store.ErrNotFound, "no image has id %q; see quarry image ls", id)
 	}
 	return im, err
 }
@@ -161,7 +162,7 @@ func (s *ImageService) DeleteImage(ctx context.Context, req *connect.Request[qua
 	}
 	switch im.State {
 	case store.ImagePending, store.ImageDownloading, store.ImageVerifying:
-		return nil, toConnect(ctx, s.Logger, classf(store.ErrInUse, "image %s is being downloaded; cancel its job first", im.Name))
+		return nil, toConnect(ctx, s.Logger, errclass.New(store.ErrInUse, "image %s is being downloaded; cancel its job first", im.Name))
 	case store.ImageMissing:
 		// No file to remove: forget the record.
 	default:
@@ -201,7 +202,7 @@ func (s *ImageService) ScanISOs(ctx context.Context, req *connect.Request[quarry
 	var ids []string
 	if id := req.Msg.GetStoragePoolId(); id != "" {
 		if _, err := s.Store.GetPool(ctx, id); errors.Is(err, store.ErrNotFound) {
-			return nil, toConnect(ctx, s.Logger, classf(store.ErrNotFound, "no pool has id %q; see quarry pool ls", id))
+			return nil, toConnect(ctx, s.Logger, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", id))
 		} else if err != nil {
 			return nil, toConnect(ctx, s.Logger, err)
 		}

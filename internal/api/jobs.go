@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/store"
@@ -70,7 +71,7 @@ func (s *JobService) get(ctx context.Context, id string) (store.Job, error) {
 	}
 	j, err := s.Store.GetJob(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return j, classf(store.ErrNotFound, "no job has id %q; see quarry job ls", id)
+		return j, errclass.New(store.ErrNotFound, "no job has id %q; see quarry job ls", id)
 	}
 	return j, err
 }
@@ -112,29 +113,41 @@ func (s *JobService) GetJob(ctx context.Context, req *connect.Request[quarryv1.G
 }
 
 // CancelJob marks the job for cancelling; the controller stops it on its
-// node and ends it. A job that already ended is returned as it is.
+// node and ends it. A job that already ended is refused with
+// failed_precondition. Success means the cancel request is saved.
 func (s *JobService) CancelJob(ctx context.Context, req *connect.Request[quarryv1.CancelJobRequest]) (*connect.Response[quarryv1.CancelJobResponse], error) {
-	var j store.Job
-	for range 5 { // the fence may move under us while the job changes hands
-		var err error
-		if j, err = s.get(ctx, req.Msg.GetId()); err != nil {
-			return nil, toConnect(ctx, s.Logger, err)
-		}
-		if !j.State.Active() {
-			return nil, toConnect(ctx, s.Logger, classf(store.ErrInUse, "job %s already ended (%s); nothing to cancel", j.ID, strings.ToLower(string(j.State))))
-		}
-		j.CancelRequested, j.Message, j.UpdatedAt = true, "cancelling", s.Now()
-		err = s.Store.UpdateJob(ctx, j)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return nil, toConnect(ctx, s.Logger, err)
-		}
+	j, err := s.requestCancel(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
 	}
 	s.Enqueue(j.ID)
 	v, err := jobView(ctx, s.Store, j, false)
 	return connect.NewResponse(&quarryv1.CancelJobResponse{Job: v}), toConnect(ctx, s.Logger, err)
+}
+
+// cancelAttempts is how often CancelJob reads and writes a job whose write
+// conflicts before it gives up.
+const cancelAttempts = 5
+
+// requestCancel saves the cancel request of job id and returns the job as
+// saved. A write conflicts when the job changed hands (its fence moved) or
+// ended since it was read; each conflict reads the job again.
+func (s *JobService) requestCancel(ctx context.Context, id string) (store.Job, error) {
+	for range cancelAttempts {
+		j, err := s.get(ctx, id)
+		if err != nil {
+			return j, err
+		}
+		if !j.State.Active() {
+			return j, errclass.New(store.ErrInUse, "job %s already ended (%s); nothing to cancel", j.ID, strings.ToLower(string(j.State)))
+		}
+		j.CancelRequested, j.Message, j.UpdatedAt = true, "cancelling", s.Now()
+		if err := s.Store.UpdateJob(ctx, j); !errors.Is(err, store.ErrConflict) {
+			return j, err
+		}
+	}
+	return store.Job{}, errclass.New(errclass.Unavailable,
+		"job %s changed %d times while it was being cancelled, and the cancel was not saved; try again", id, cancelAttempts)
 }
 
 // WatchJob sends the job now and whenever it changes, until it ends.

@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/names"
@@ -50,11 +51,11 @@ func (s *NodeService) RegisterNode(ctx context.Context, req *connect.Request[qua
 
 func (s *NodeService) register(ctx context.Context, m *quarryv1.RegisterNodeRequest) (store.Node, error) {
 	if err := names.Check("node", m.GetName()); err != nil {
-		return store.Node{}, &invalid{err.Error()}
+		return store.Node{}, invalidf("%s", err.Error())
 	}
 	addr, err := nodeaddr.Normalize(m.GetManagementAddress())
 	if err != nil {
-		return store.Node{}, &invalid{err.Error()}
+		return store.Node{}, invalidf("%s", err.Error())
 	}
 	if err := s.checkUnique(ctx, "", m.GetName(), addr); err != nil {
 		return store.Node{}, err
@@ -83,10 +84,10 @@ func (s *NodeService) checkUnique(ctx context.Context, self, name, addr string) 
 			continue
 		}
 		if o.Name == name {
-			return classf(store.ErrConflict, "a node named %q already exists (id %s)", name, o.ID)
+			return errclass.New(store.ErrConflict, "a node named %q already exists (id %s)", name, o.ID)
 		}
 		if o.Address == addr {
-			return classf(store.ErrConflict, "node %q already has the management address %s", o.Name, addr)
+			return errclass.New(store.ErrConflict, "node %q already has the management address %s", o.Name, addr)
 		}
 	}
 	return nil
@@ -120,13 +121,13 @@ func (s *NodeService) UpdateNode(ctx context.Context, req *connect.Request[quarr
 	}
 	if m.Name != nil {
 		if err := names.Check("node", m.GetName()); err != nil {
-			return nil, toConnect(ctx, s.Logger, &invalid{err.Error()})
+			return nil, toConnect(ctx, s.Logger, invalidf("%s", err.Error()))
 		}
 		n.Name = m.GetName()
 	}
 	if m.ManagementAddress != nil {
 		if n.Address, err = nodeaddr.Normalize(m.GetManagementAddress()); err != nil {
-			return nil, toConnect(ctx, s.Logger, &invalid{err.Error()})
+			return nil, toConnect(ctx, s.Logger, invalidf("%s", err.Error()))
 		}
 	}
 	if err := s.checkUnique(ctx, n.ID, n.Name, n.Address); err != nil {
@@ -167,7 +168,7 @@ func (s *NodeService) inUse(ctx context.Context, n store.Node, cause error) erro
 			in = append(in, fmt.Sprintf("%q", p.Name))
 		}
 	}
-	return classf(store.ErrInUse, "node %q is assigned to pool(s) %s; take it out of their assigned nodes first (quarry pool update POOL --assign ...)",
+	return errclass.New(store.ErrInUse, "node %q is assigned to pool(s) %s; take it out of their assigned nodes first (quarry pool update POOL --assign ...)",
 		n.Name, strings.Join(in, ", "))
 }
 
@@ -178,7 +179,7 @@ func (s *NodeService) get(ctx context.Context, id string) (store.Node, error) {
 	}
 	n, err := s.Store.GetNode(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return n, classf(store.ErrNotFound, "no node has id %q; see quarry node ls", id)
+		return n, errclass.New(store.ErrNotFound, "no node has id %q; see quarry node ls", id)
 	}
 	return n, err
 }

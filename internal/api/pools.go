@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/names"
@@ -57,13 +58,13 @@ func (s *PoolService) CreatePool(ctx context.Context, req *connect.Request[quarr
 // excludes the pool itself from the uniqueness checks.
 func (s *PoolService) validate(ctx context.Context, p *store.Pool, assigned []string) error {
 	if err := names.Check("pool", p.Name); err != nil {
-		return &invalid{err.Error()}
+		return invalidf("%s", err.Error())
 	}
 	if p.Type != "dir" {
 		return invalidf("pool type %q is not supported; the only type is \"dir\"", p.Type)
 	}
 	if err := names.CheckPoolPath(p.Path); err != nil {
-		return &invalid{err.Error()}
+		return invalidf("%s", err.Error())
 	}
 	ids, err := s.checkAssigned(ctx, assigned)
 	if err != nil {
@@ -78,9 +79,9 @@ func (s *PoolService) validate(ctx context.Context, p *store.Pool, assigned []st
 		switch {
 		case o.ID == p.ID:
 		case o.Name == p.Name:
-			return classf(store.ErrConflict, "a pool named %q already exists (path %s)", p.Name, o.Path)
+			return errclass.New(store.ErrConflict, "a pool named %q already exists (path %s)", p.Name, o.Path)
 		case o.Path == p.Path:
-			return classf(store.ErrConflict, "pool %q already has the path %s", o.Name, p.Path)
+			return errclass.New(store.ErrConflict, "pool %q already has the path %s", o.Name, p.Path)
 		case names.Within(p.Path, o.Path), names.Within(o.Path, p.Path):
 			return invalidf("path %s overlaps pool %q (%s); pools cannot nest, or one pool's files would show up in the other", p.Path, o.Name, o.Path)
 		}
@@ -183,7 +184,7 @@ func (s *PoolService) get(ctx context.Context, id string) (store.Pool, error) {
 	}
 	p, err := s.Store.GetPool(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return p, classf(store.ErrNotFound, "no pool has id %q; see quarry pool ls", id)
+		return p, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", id)
 	}
 	return p, err
 }

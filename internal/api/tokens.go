@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/quarry-project/quarry/internal/auth"
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/names"
@@ -42,7 +43,7 @@ func (s *TokenService) CreateToken(ctx context.Context, req *connect.Request[qua
 	}
 	if m.GetName() != "" {
 		if err := names.Check("token", m.GetName()); err != nil {
-			return nil, toConnect(ctx, s.Logger, &invalid{err.Error()})
+			return nil, toConnect(ctx, s.Logger, invalidf("%s", err.Error()))
 		}
 	}
 	if m.GetTtlSeconds() < 0 {
@@ -101,7 +102,7 @@ func (s *TokenService) RevokeToken(ctx context.Context, req *connect.Request[qua
 	}
 	t, err := s.Store.GetToken(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		err = classf(store.ErrNotFound, "no token has id %q; see quarry token ls", id)
+		err = errclass.New(store.ErrNotFound, "no token has id %q; see quarry token ls", id)
 	}
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
@@ -136,7 +137,7 @@ func (s *TokenService) checkNotLastAdmin(ctx context.Context, t store.Token, now
 			return nil
 		}
 	}
-	return classf(store.ErrInUse, "token %s is the last admin token; create another first (quarry token create --role admin), then revoke this one", t.ID)
+	return errclass.New(store.ErrInUse, "token %s is the last admin token; create another first (quarry token create --role admin), then revoke this one", t.ID)
 }
 
 func tokenView(t store.Token) *quarryv1.Token {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/quarry-project/quarry/internal/errclass"
 )
 
 // PartialDir holds partial downloads and their checkpoints, inside the
@@ -137,7 +139,7 @@ func checkFence(root *os.Root, job string, fence uint64) error {
 		return fmt.Errorf("reading the owner of job %s: %w", job, err)
 	}
 	if owner > fence {
-		return fenced("job %s was taken over by a writer with fence %d (this one has %d); this writer stops and leaves the partial file to it", job, owner, fence)
+		return errclass.New(errclass.Fenced, "job %s was taken over by a writer with fence %d (this one has %d); this writer stops and leaves the partial file to it", job, owner, fence)
 	}
 	return nil
 }
@@ -179,7 +181,7 @@ func checkJob(job string) error {
 		}
 	}
 	if !ok {
-		return terminal(nil, "job id %q is not valid: use 1 to 128 letters, digits, - or _", shorten(job))
+		return errclass.New(errclass.InvalidArgument, "job id %q is not valid: use 1 to 128 letters, digits, - or _", shorten(job))
 	}
 	return nil
 }

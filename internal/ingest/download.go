@@ -10,6 +10,8 @@ import (
 	"path"
 	"sync/atomic"
 	"time"
+
+	"github.com/quarry-project/quarry/internal/errclass"
 )
 
 // maxRetryAfter bounds how long a Retry-After can hold the job inside one
@@ -323,11 +325,11 @@ func (d *download) ensureSpace() error {
 	}
 	free := freeSpace(d.r.Root, PartialDir)
 	if free >= 0 && free < need {
-		return noSpace(nil, "%s has %s free; %s %s; free space or choose another pool", d.r.Describe, size(free), what, size(need))
+		return errclass.New(errclass.NoSpace, "%s has %s free; %s %s; free space or choose another pool", d.r.Describe, size(free), what, size(need))
 	}
 	if err := allocate(d.f, d.total); err != nil {
 		if isNoSpace(err) {
-			return noSpace(err, "%s has not enough space left: %s %s; free space or choose another pool", d.r.Describe, what, size(need))
+			return errclass.Wrap(errclass.NoSpace, err, "%s has not enough space left: %s %s; free space or choose another pool", d.r.Describe, what, size(need))
 		}
 		return d.localError("allocating the partial file", err)
 	}
@@ -343,7 +345,7 @@ func (d *download) writeError(err error, at, total int64) error {
 		if total >= 0 {
 			of = size(total)
 		}
-		return noSpace(err, "%s ran out of space after %s of %s; free space or choose another pool", d.r.Describe, size(at), of)
+		return errclass.Wrap(errclass.NoSpace, err, "%s ran out of space after %s of %s; free space or choose another pool", d.r.Describe, size(at), of)
 	}
 	return d.localError("writing the partial file", err)
 }
@@ -375,7 +377,7 @@ func (d *download) verify() error {
 	if want.IsZero() || got == want.Hex {
 		return nil
 	}
-	return checksumMismatch("checksum mismatch: expected %s, got %s:%s; the file at %s is not the one the checksum names (check the URL or the checksum)", want, want.Algo, got, d.r.URL)
+	return errclass.New(errclass.ChecksumMismatch, "checksum mismatch: expected %s, got %s:%s; the file at %s is not the one the checksum names (check the URL or the checksum)", want, want.Algo, got, d.r.URL)
 }
 
 // finish moves the verified file into place durably.
@@ -403,7 +405,7 @@ func (d *download) finish() (Result, error) {
 			return Result{}, d.localError("comparing with the existing "+r.Dest, err)
 		}
 		if !same {
-			return Result{}, exists("%s already holds %s with other content; delete it or choose another name", r.Describe, r.Dest)
+			return Result{}, errclass.New(errclass.Conflict, "%s already holds %s with other content; delete it or choose another name", r.Describe, r.Dest)
 		}
 		res.AlreadyExisted = true
 		return res, Discard(r.Root, r.Job)

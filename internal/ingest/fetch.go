@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	"github.com/quarry-project/quarry/internal/urlpolicy"
 )
 
@@ -23,7 +24,7 @@ type preflight struct {
 func (d *download) newRequest(ctx context.Context, method string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, d.r.URL, nil)
 	if err != nil {
-		return nil, terminal(err, "URL %q is not valid: %v", shorten(d.r.URL), err)
+		return nil, errclass.Wrap(errclass.InvalidArgument, err, "URL %q is not valid: %v", shorten(d.r.URL), err)
 	}
 	// Without this, Go's transport asks for gzip and decodes it on the
 	// fly: lengths and ranges would then count compressed bytes.
@@ -47,7 +48,7 @@ func (d *download) preflight(ctx context.Context) (preflight, error) {
 	resp, err := d.r.Client.Do(req)
 	if err != nil {
 		if refused, ok := errors.AsType[*urlpolicy.RefusedError](err); ok {
-			return unknown, terminal(err, "download of %s: %v", d.r.URL, refused)
+			return unknown, errclass.Wrap(errclass.PolicyRefused, err, "download of %s: %v", d.r.URL, refused)
 		}
 		return unknown, ctx.Err() // nil unless cancelled: the GET retries
 	}
@@ -161,7 +162,7 @@ func (d *download) accept(resp *http.Response) error {
 			retryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		}
 	case code >= 400:
-		return terminal(nil, "the origin answered %s for %s; %s", resp.Status, d.r.URL, statusAdvice(code))
+		return errclass.New(errclass.Terminal, "the origin answered %s for %s; %s", resp.Status, d.r.URL, statusAdvice(code))
 	}
 	return &transientError{msg: fmt.Sprintf("the origin answered %s for %s, which is not a download", resp.Status, d.r.URL)}
 }
@@ -180,7 +181,7 @@ func statusAdvice(code int) string {
 // unless the policy refused it or the call was cancelled.
 func (d *download) classify(ctx, actx context.Context, err error) error {
 	if refused, ok := errors.AsType[*urlpolicy.RefusedError](err); ok {
-		return terminal(err, "download of %s: %v", d.r.URL, refused)
+		return errclass.Wrap(errclass.PolicyRefused, err, "download of %s: %v", d.r.URL, refused)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

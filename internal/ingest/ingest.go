@@ -27,7 +27,7 @@
 //     call returns a transient error and keeps its files.
 //   - Terminal failures (ErrTerminal: other 4xx, policy refusals, no
 //     space, a checksum mismatch on a second download from zero, Dest
-//     taken by other content) remove the partial file and checkpoint.
+//     taken by other content, a malformed request) remove the partial file and checkpoint.
 //     A cancelled ctx keeps them (a checkpoint is written first), because
 //     agent shutdown must not lose work; Discard is the clean-up after an
 //     explicit cancel.
@@ -51,6 +51,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/quarry-project/quarry/internal/errclass"
 )
 
 // Request describes one download.
@@ -145,18 +147,18 @@ func (r *Request) check() error {
 	}
 	switch {
 	case r.Root == nil:
-		return terminal(nil, "download of job %s has no pool root", r.Job)
+		return errclass.New(errclass.Terminal, "download of job %s has no pool root", r.Job)
 	case r.Client == nil:
-		return terminal(nil, "download of job %s has no HTTP client", r.Job)
+		return errclass.New(errclass.Terminal, "download of job %s has no HTTP client", r.Job)
 	case !filepath.IsLocal(r.Dest) || filepath.Clean(r.Dest) != r.Dest || strings.Contains(r.Dest, `\`):
-		return terminal(nil, "destination %q is not a clean path inside the pool such as images/disk.qcow2", shorten(r.Dest))
+		return errclass.New(errclass.InvalidArgument, "destination %q is not a clean path inside the pool such as images/disk.qcow2", shorten(r.Dest))
 	case r.Dest == ".quarry" || strings.HasPrefix(r.Dest, ".quarry/"):
-		return terminal(nil, "destination %q is inside the pool's .quarry directory, which holds Quarry's own files", shorten(r.Dest))
+		return errclass.New(errclass.InvalidArgument, "destination %q is inside the pool's .quarry directory, which holds Quarry's own files", shorten(r.Dest))
 	}
 	if !r.Expected.IsZero() {
 		d, err := ParseDigest(r.Expected.String())
 		if err != nil {
-			return terminal(err, "%v", err)
+			return errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
 		}
 		r.Expected = d
 	}

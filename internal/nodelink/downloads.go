@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/store"
 )
@@ -19,7 +20,7 @@ func (l *Link) StartDownload(ctx context.Context, nodeID string, req *agentv1.St
 	}
 	resp, err := c.StartDownload(ctx, connect.NewRequest(req))
 	if err != nil {
-		return nil, errors.New(reason(err))
+		return nil, agentError(err)
 	}
 	return resp.Msg.GetStatus(), nil
 }
@@ -54,14 +55,14 @@ func (l *Link) WatchDownload(ctx context.Context, nodeID, jobID string, f func(*
 }
 
 // ErrSilent ends a stream whose agent sent nothing for a health interval.
-var ErrSilent = errors.New("the agent sent nothing for a health interval (hung, or cut off from the network)")
+var ErrSilent = errclass.New(errclass.Unavailable, "the agent sent nothing for a health interval (hung, or cut off from the network)")
 
 // streamError explains why a stream from an agent ended.
 func streamError(ctx context.Context, err error) error {
 	if cause := context.Cause(ctx); errors.Is(cause, ErrSilent) {
 		return cause
 	}
-	return errors.New(reason(err))
+	return agentError(err)
 }
 
 // CancelDownload stops a node's download and removes its partial file.
@@ -72,7 +73,7 @@ func (l *Link) CancelDownload(ctx context.Context, nodeID, jobID string, pool st
 	}
 	_, err = c.CancelDownload(ctx, connect.NewRequest(&agentv1.CancelDownloadRequest{JobId: jobID, Pool: poolRef(pool)}))
 	if err != nil {
-		return errors.New(reason(err))
+		return agentError(err)
 	}
 	return nil
 }

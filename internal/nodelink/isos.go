@@ -2,7 +2,6 @@ package nodelink
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -27,7 +26,7 @@ func (l *Link) ListISOs(ctx context.Context, nodeID string, pool store.Pool, pro
 	}
 	stream, err := c.ListISOs(ctx, connect.NewRequest(&agentv1.ListISOsRequest{Pool: poolRef(pool)}))
 	if err != nil {
-		return nil, errors.New(reason(err))
+		return nil, agentError(err)
 	}
 	defer stream.Close()
 	var files []*agentv1.IsoFile
@@ -38,7 +37,7 @@ func (l *Link) ListISOs(ctx context.Context, nodeID string, pool store.Pool, pro
 		}
 	}
 	if err := stream.Err(); err != nil {
-		return nil, errors.New(reason(err))
+		return nil, agentError(err)
 	}
 	return files, nil
 }
@@ -52,7 +51,7 @@ func (l *Link) DeleteFile(ctx context.Context, nodeID string, pool store.Pool, r
 	}
 	_, err = c.DeleteFile(ctx, connect.NewRequest(&agentv1.DeleteFileRequest{Pool: poolRef(pool), RelPath: relPath}))
 	if err != nil {
-		return errors.New(reason(err))
+		return agentError(err)
 	}
 	return nil
 }

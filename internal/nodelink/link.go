@@ -28,6 +28,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
 	"github.com/quarry-project/quarry/internal/store"
@@ -137,8 +138,8 @@ type conn struct {
 }
 
 // ErrNotEnrolled: the node's agent has no certificate yet, so the link
-// does not dial it.
-var ErrNotEnrolled = errors.New("not enrolled")
+// does not dial it. The node is unavailable until it enrolls.
+var ErrNotEnrolled = errclass.New(errclass.Unavailable, "not enrolled")
 
 // notEnrolledReason is the state reason of a node whose agent has not
 // enrolled: what it is, and what to do.
@@ -249,6 +250,21 @@ func (l *Link) Forget(nodeID string) {
 		c.tr.CloseIdleConnections()
 		delete(l.conns, nodeID)
 	}
+}
+
+// agentError turns the error of a call to an agent into a classed error:
+// what the agent's handler answered, with its class and message; or, when
+// no handler answered (network, TLS, a timeout, a proxy), an
+// errclass.Unavailable error whose message is the reason, with err as its
+// cause.
+func agentError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if answered, ok := errclass.FromConnect(err); ok {
+		return answered
+	}
+	return errclass.Wrap(errclass.Unavailable, err, "%s", reason(err))
 }
 
 // reason turns a dial or RPC error into the short text stored as the node's

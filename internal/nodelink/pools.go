@@ -106,7 +106,7 @@ func (l *Link) initThrough(ctx context.Context, pool store.Pool, n store.Node) e
 		Pool: poolRef(pool),
 	}))
 	if err != nil {
-		return fmt.Errorf("initializing pool %q on node %s: %s", pool.Name, n.Name, reason(err))
+		return fmt.Errorf("initializing pool %q on node %s: %w", pool.Name, n.Name, agentError(err))
 	}
 	l.log.Info("pool initialized", "pool", pool.Name, "node", n.Name, "path", pool.Path)
 	return l.markInitialized(ctx, pool, n)

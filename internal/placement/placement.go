@@ -17,23 +17,19 @@ package placement
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
 // ErrNoNode classes the error Choose returns when no node can work on the
-// pool: errors.Is(err, ErrNoNode).
-var ErrNoNode = errors.New("no node can reach the pool")
-
-// noNodeError carries the full sentence while classing as ErrNoNode.
-type noNodeError struct{ msg string }
-
-func (e *noNodeError) Error() string        { return e.msg }
-func (e *noNodeError) Is(target error) bool { return target == ErrNoNode }
+// pool: errors.Is(err, ErrNoNode). Its class is
+// errclass.FailedPrecondition: the operator has to change something (mount
+// the pool, start an agent) before trying again.
+var ErrNoNode = errclass.New(errclass.FailedPrecondition, "no node can reach the pool")
 
 // Candidate is one node considered for a pool, kept or dropped.
 type Candidate struct {
@@ -254,8 +250,8 @@ func free(c Candidate) uint64 {
 func (ch *Choice) err() error {
 	p := ch.Pool
 	if len(ch.Rejected) == 0 {
-		return &noNodeError{fmt.Sprintf("no node can reach pool %q (%s): no nodes are registered; register one with `quarry node register`",
-			p.Name, p.Path)}
+		return errclass.New(ErrNoNode, "no node can reach pool %q (%s): no nodes are registered; register one with `quarry node register`",
+			p.Name, p.Path)
 	}
 	var why []string
 	for _, c := range ch.Rejected {
@@ -271,6 +267,6 @@ func (ch *Choice) err() error {
 	} else if !p.Shared {
 		advice += ", or assign another node that mounts it with `quarry pool update " + p.Name + " --assign NODE`"
 	}
-	return &noNodeError{fmt.Sprintf("no node can reach pool %q (%s): %s; %s",
-		p.Name, p.Path, strings.Join(why, "; "), advice)}
+	return errclass.New(ErrNoNode, "no node can reach pool %q (%s): %s; %s",
+		p.Name, p.Path, strings.Join(why, "; "), advice)
 }

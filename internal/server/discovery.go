@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/quarry-project/quarry/internal/api"
 	"github.com/quarry-project/quarry/internal/discovery"
+	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/nodelink"
 	"github.com/quarry-project/quarry/internal/placement"
@@ -52,7 +52,7 @@ func (d fileDeleter) DeleteFile(ctx context.Context, pool store.Pool, relPath st
 		}
 		failures = append(failures, fmt.Sprintf("%s: %v", cand.Node.Name, err))
 	}
-	return api.Unavailable("could not delete %s from pool %q: %s; try again when a node that mounts it is back", relPath, pool.Name, strings.Join(failures, "; "))
+	return errclass.New(errclass.Unavailable, "could not delete %s from pool %q: %s; try again when a node that mounts it is back", relPath, pool.Name, strings.Join(failures, "; "))
 }
 
 // poolEvents turns agents' file events into scans of the pools they name.

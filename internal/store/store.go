@@ -3,22 +3,25 @@
 // Implementations (SQLite by default, PostgreSQL for several control-plane
 // replicas) run the same versioned migrations and pass the same conformance
 // suite in package storetest. Errors are classed by wrapping the sentinels
-// below with %w; callers test them with errors.Is.
+// below with %w; callers test them with errors.Is. Each sentinel is of an
+// errclass class, so the API answers them without knowing the store.
 package store
 
 import (
 	"context"
-	"errors"
 	"time"
+
+	"github.com/quarry-project/quarry/internal/errclass"
 )
 
 var (
 	// ErrNotFound: the record does not exist.
-	ErrNotFound = errors.New("not found")
-	// ErrConflict: a record with the same unique key (name, path) exists.
-	ErrConflict = errors.New("already exists")
+	ErrNotFound = errclass.New(errclass.NotFound, "not found")
+	// ErrConflict: a record with the same unique key (name, path) exists,
+	// or the record changed since it was read.
+	ErrConflict = errclass.New(errclass.Conflict, "already exists")
 	// ErrInUse: the record is referenced by another and cannot be removed.
-	ErrInUse = errors.New("in use")
+	ErrInUse = errclass.New(errclass.FailedPrecondition, "in use")
 )
 
 // NodeState mirrors quarry.v1.NodeState.

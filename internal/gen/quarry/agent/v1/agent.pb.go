@@ -205,6 +205,95 @@ func (DownloadState) EnumDescriptor() ([]byte, []int) {
 	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
+// ErrorClass is the kind of a failure, as internal/errclass defines them.
+type ErrorClass int32
+
+const (
+	// An error of no class: something went wrong inside the agent.
+	ErrorClass_ERROR_CLASS_UNSPECIFIED ErrorClass = 0
+	// One attempt failed; trying again may work.
+	ErrorClass_ERROR_CLASS_TRANSIENT ErrorClass = 1
+	// Failed for good; trying again will not help.
+	ErrorClass_ERROR_CLASS_TERMINAL            ErrorClass = 2
+	ErrorClass_ERROR_CLASS_NOT_FOUND           ErrorClass = 3
+	ErrorClass_ERROR_CLASS_CONFLICT            ErrorClass = 4
+	ErrorClass_ERROR_CLASS_INVALID_ARGUMENT    ErrorClass = 5
+	ErrorClass_ERROR_CLASS_FAILED_PRECONDITION ErrorClass = 6
+	ErrorClass_ERROR_CLASS_NO_SPACE            ErrorClass = 7
+	ErrorClass_ERROR_CLASS_POLICY_REFUSED      ErrorClass = 8
+	ErrorClass_ERROR_CLASS_CHECKSUM_MISMATCH   ErrorClass = 9
+	ErrorClass_ERROR_CLASS_FENCED              ErrorClass = 10
+	ErrorClass_ERROR_CLASS_UNAVAILABLE         ErrorClass = 11
+	ErrorClass_ERROR_CLASS_PERMISSION_DENIED   ErrorClass = 12
+	ErrorClass_ERROR_CLASS_UNAUTHENTICATED     ErrorClass = 13
+	ErrorClass_ERROR_CLASS_RATE_LIMITED        ErrorClass = 14
+)
+
+// Enum value maps for ErrorClass.
+var (
+	ErrorClass_name = map[int32]string{
+		0:  "ERROR_CLASS_UNSPECIFIED",
+		1:  "ERROR_CLASS_TRANSIENT",
+		2:  "ERROR_CLASS_TERMINAL",
+		3:  "ERROR_CLASS_NOT_FOUND",
+		4:  "ERROR_CLASS_CONFLICT",
+		5:  "ERROR_CLASS_INVALID_ARGUMENT",
+		6:  "ERROR_CLASS_FAILED_PRECONDITION",
+		7:  "ERROR_CLASS_NO_SPACE",
+		8:  "ERROR_CLASS_POLICY_REFUSED",
+		9:  "ERROR_CLASS_CHECKSUM_MISMATCH",
+		10: "ERROR_CLASS_FENCED",
+		11: "ERROR_CLASS_UNAVAILABLE",
+		12: "ERROR_CLASS_PERMISSION_DENIED",
+		13: "ERROR_CLASS_UNAUTHENTICATED",
+		14: "ERROR_CLASS_RATE_LIMITED",
+	}
+	ErrorClass_value = map[string]int32{
+		"ERROR_CLASS_UNSPECIFIED":         0,
+		"ERROR_CLASS_TRANSIENT":           1,
+		"ERROR_CLASS_TERMINAL":            2,
+		"ERROR_CLASS_NOT_FOUND":           3,
+		"ERROR_CLASS_CONFLICT":            4,
+		"ERROR_CLASS_INVALID_ARGUMENT":    5,
+		"ERROR_CLASS_FAILED_PRECONDITION": 6,
+		"ERROR_CLASS_NO_SPACE":            7,
+		"ERROR_CLASS_POLICY_REFUSED":      8,
+		"ERROR_CLASS_CHECKSUM_MISMATCH":   9,
+		"ERROR_CLASS_FENCED":              10,
+		"ERROR_CLASS_UNAVAILABLE":         11,
+		"ERROR_CLASS_PERMISSION_DENIED":   12,
+		"ERROR_CLASS_UNAUTHENTICATED":     13,
+		"ERROR_CLASS_RATE_LIMITED":        14,
+	}
+)
+
+func (x ErrorClass) Enum() *ErrorClass {
+	p := new(ErrorClass)
+	*p = x
+	return p
+}
+
+func (x ErrorClass) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorClass) Descriptor() protoreflect.EnumDescriptor {
+	return file_quarry_agent_v1_agent_proto_enumTypes[3].Descriptor()
+}
+
+func (ErrorClass) Type() protoreflect.EnumType {
+	return &file_quarry_agent_v1_agent_proto_enumTypes[3]
+}
+
+func (x ErrorClass) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorClass.Descriptor instead.
+func (ErrorClass) EnumDescriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
 type PoolRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1749,6 +1838,62 @@ func (*CancelDownloadResponse) Descriptor() ([]byte, []int) {
 	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
+// ErrorInfo is the detail of every error the agent answers with: the class
+// the control plane acts on, and the message written for the operator (the
+// same text as the error's message). internal/errclass encodes and decodes
+// it; an error without it did not come from an agent's handler.
+type ErrorInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Class         ErrorClass             `protobuf:"varint,1,opt,name=class,proto3,enum=quarry.agent.v1.ErrorClass" json:"class,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErrorInfo) Reset() {
+	*x = ErrorInfo{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErrorInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErrorInfo) ProtoMessage() {}
+
+func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
+func (*ErrorInfo) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ErrorInfo) GetClass() ErrorClass {
+	if x != nil {
+		return x.Class
+	}
+	return ErrorClass_ERROR_CLASS_UNSPECIFIED
+}
+
+func (x *ErrorInfo) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_quarry_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_quarry_agent_v1_agent_proto_rawDesc = "" +
@@ -1857,7 +2002,10 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x15CancelDownloadRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
 	"\x04pool\x18\x02 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\"\x18\n" +
-	"\x16CancelDownloadResponse*\xd7\x01\n" +
+	"\x16CancelDownloadResponse\"X\n" +
+	"\tErrorInfo\x121\n" +
+	"\x05class\x18\x01 \x01(\x0e2\x1b.quarry.agent.v1.ErrorClassR\x05class\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage*\xd7\x01\n" +
 	"\vMountStatus\x12\x1c\n" +
 	"\x18MOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14MOUNT_STATUS_MOUNTED\x10\x01\x12\x18\n" +
@@ -1878,7 +2026,25 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x15DOWNLOAD_STATE_FAILED\x10\x03\x12\x1c\n" +
 	"\x18DOWNLOAD_STATE_CANCELLED\x10\x04\x12\x19\n" +
 	"\x15DOWNLOAD_STATE_FENCED\x10\x05\x12\x1a\n" +
-	"\x16DOWNLOAD_STATE_UNKNOWN\x10\x062\x9b\a\n" +
+	"\x16DOWNLOAD_STATE_UNKNOWN\x10\x06*\xce\x03\n" +
+	"\n" +
+	"ErrorClass\x12\x1b\n" +
+	"\x17ERROR_CLASS_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ERROR_CLASS_TRANSIENT\x10\x01\x12\x18\n" +
+	"\x14ERROR_CLASS_TERMINAL\x10\x02\x12\x19\n" +
+	"\x15ERROR_CLASS_NOT_FOUND\x10\x03\x12\x18\n" +
+	"\x14ERROR_CLASS_CONFLICT\x10\x04\x12 \n" +
+	"\x1cERROR_CLASS_INVALID_ARGUMENT\x10\x05\x12#\n" +
+	"\x1fERROR_CLASS_FAILED_PRECONDITION\x10\x06\x12\x18\n" +
+	"\x14ERROR_CLASS_NO_SPACE\x10\a\x12\x1e\n" +
+	"\x1aERROR_CLASS_POLICY_REFUSED\x10\b\x12!\n" +
+	"\x1dERROR_CLASS_CHECKSUM_MISMATCH\x10\t\x12\x16\n" +
+	"\x12ERROR_CLASS_FENCED\x10\n" +
+	"\x12\x1b\n" +
+	"\x17ERROR_CLASS_UNAVAILABLE\x10\v\x12!\n" +
+	"\x1dERROR_CLASS_PERMISSION_DENIED\x10\f\x12\x1f\n" +
+	"\x1bERROR_CLASS_UNAUTHENTICATED\x10\r\x12\x1c\n" +
+	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\x9b\a\n" +
 	"\fAgentService\x12O\n" +
 	"\bGetFacts\x12 .quarry.agent.v1.GetFactsRequest\x1a!.quarry.agent.v1.GetFactsResponse\x12O\n" +
 	"\bInitPool\x12 .quarry.agent.v1.InitPoolRequest\x1a!.quarry.agent.v1.InitPoolResponse\x12R\n" +
@@ -1907,84 +2073,87 @@ func file_quarry_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_quarry_agent_v1_agent_proto_rawDescData
 }
 
-var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(MountStatus)(0),                   // 0: quarry.agent.v1.MountStatus
 	(FileOp)(0),                        // 1: quarry.agent.v1.FileOp
 	(DownloadState)(0),                 // 2: quarry.agent.v1.DownloadState
-	(*PoolRef)(nil),                    // 3: quarry.agent.v1.PoolRef
-	(*PoolFacts)(nil),                  // 4: quarry.agent.v1.PoolFacts
-	(*GetFactsRequest)(nil),            // 5: quarry.agent.v1.GetFactsRequest
-	(*GetFactsResponse)(nil),           // 6: quarry.agent.v1.GetFactsResponse
-	(*InitPoolRequest)(nil),            // 7: quarry.agent.v1.InitPoolRequest
-	(*InitPoolResponse)(nil),           // 8: quarry.agent.v1.InitPoolResponse
-	(*CreateCSRRequest)(nil),           // 9: quarry.agent.v1.CreateCSRRequest
-	(*CreateCSRResponse)(nil),          // 10: quarry.agent.v1.CreateCSRResponse
-	(*InstallCertificateRequest)(nil),  // 11: quarry.agent.v1.InstallCertificateRequest
-	(*InstallCertificateResponse)(nil), // 12: quarry.agent.v1.InstallCertificateResponse
-	(*IsoFile)(nil),                    // 13: quarry.agent.v1.IsoFile
-	(*ListISOsRequest)(nil),            // 14: quarry.agent.v1.ListISOsRequest
-	(*ListISOsResponse)(nil),           // 15: quarry.agent.v1.ListISOsResponse
-	(*WatchPoolsRequest)(nil),          // 16: quarry.agent.v1.WatchPoolsRequest
-	(*PoolEvent)(nil),                  // 17: quarry.agent.v1.PoolEvent
-	(*WatchPoolsResponse)(nil),         // 18: quarry.agent.v1.WatchPoolsResponse
-	(*DeleteFileRequest)(nil),          // 19: quarry.agent.v1.DeleteFileRequest
-	(*DeleteFileResponse)(nil),         // 20: quarry.agent.v1.DeleteFileResponse
-	(*URLPolicy)(nil),                  // 21: quarry.agent.v1.URLPolicy
-	(*StartDownloadRequest)(nil),       // 22: quarry.agent.v1.StartDownloadRequest
-	(*StartDownloadResponse)(nil),      // 23: quarry.agent.v1.StartDownloadResponse
-	(*DownloadStatus)(nil),             // 24: quarry.agent.v1.DownloadStatus
-	(*WatchDownloadRequest)(nil),       // 25: quarry.agent.v1.WatchDownloadRequest
-	(*WatchDownloadResponse)(nil),      // 26: quarry.agent.v1.WatchDownloadResponse
-	(*CancelDownloadRequest)(nil),      // 27: quarry.agent.v1.CancelDownloadRequest
-	(*CancelDownloadResponse)(nil),     // 28: quarry.agent.v1.CancelDownloadResponse
-	(*timestamppb.Timestamp)(nil),      // 29: google.protobuf.Timestamp
+	(ErrorClass)(0),                    // 3: quarry.agent.v1.ErrorClass
+	(*PoolRef)(nil),                    // 4: quarry.agent.v1.PoolRef
+	(*PoolFacts)(nil),                  // 5: quarry.agent.v1.PoolFacts
+	(*GetFactsRequest)(nil),            // 6: quarry.agent.v1.GetFactsRequest
+	(*GetFactsResponse)(nil),           // 7: quarry.agent.v1.GetFactsResponse
+	(*InitPoolRequest)(nil),            // 8: quarry.agent.v1.InitPoolRequest
+	(*InitPoolResponse)(nil),           // 9: quarry.agent.v1.InitPoolResponse
+	(*CreateCSRRequest)(nil),           // 10: quarry.agent.v1.CreateCSRRequest
+	(*CreateCSRResponse)(nil),          // 11: quarry.agent.v1.CreateCSRResponse
+	(*InstallCertificateRequest)(nil),  // 12: quarry.agent.v1.InstallCertificateRequest
+	(*InstallCertificateResponse)(nil), // 13: quarry.agent.v1.InstallCertificateResponse
+	(*IsoFile)(nil),                    // 14: quarry.agent.v1.IsoFile
+	(*ListISOsRequest)(nil),            // 15: quarry.agent.v1.ListISOsRequest
+	(*ListISOsResponse)(nil),           // 16: quarry.agent.v1.ListISOsResponse
+	(*WatchPoolsRequest)(nil),          // 17: quarry.agent.v1.WatchPoolsRequest
+	(*PoolEvent)(nil),                  // 18: quarry.agent.v1.PoolEvent
+	(*WatchPoolsResponse)(nil),         // 19: quarry.agent.v1.WatchPoolsResponse
+	(*DeleteFileRequest)(nil),          // 20: quarry.agent.v1.DeleteFileRequest
+	(*DeleteFileResponse)(nil),         // 21: quarry.agent.v1.DeleteFileResponse
+	(*URLPolicy)(nil),                  // 22: quarry.agent.v1.URLPolicy
+	(*StartDownloadRequest)(nil),       // 23: quarry.agent.v1.StartDownloadRequest
+	(*StartDownloadResponse)(nil),      // 24: quarry.agent.v1.StartDownloadResponse
+	(*DownloadStatus)(nil),             // 25: quarry.agent.v1.DownloadStatus
+	(*WatchDownloadRequest)(nil),       // 26: quarry.agent.v1.WatchDownloadRequest
+	(*WatchDownloadResponse)(nil),      // 27: quarry.agent.v1.WatchDownloadResponse
+	(*CancelDownloadRequest)(nil),      // 28: quarry.agent.v1.CancelDownloadRequest
+	(*CancelDownloadResponse)(nil),     // 29: quarry.agent.v1.CancelDownloadResponse
+	(*ErrorInfo)(nil),                  // 30: quarry.agent.v1.ErrorInfo
+	(*timestamppb.Timestamp)(nil),      // 31: google.protobuf.Timestamp
 }
 var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	0,  // 0: quarry.agent.v1.PoolFacts.status:type_name -> quarry.agent.v1.MountStatus
-	3,  // 1: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
-	4,  // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
-	3,  // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	4,  // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
-	29, // 5: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
-	3,  // 6: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	13, // 7: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
-	3,  // 8: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
+	4,  // 1: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
+	5,  // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
+	4,  // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	5,  // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
+	31, // 5: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
+	4,  // 6: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	14, // 7: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
+	4,  // 8: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
 	1,  // 9: quarry.agent.v1.PoolEvent.op:type_name -> quarry.agent.v1.FileOp
-	17, // 10: quarry.agent.v1.WatchPoolsResponse.events:type_name -> quarry.agent.v1.PoolEvent
-	3,  // 11: quarry.agent.v1.DeleteFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	3,  // 12: quarry.agent.v1.StartDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	21, // 13: quarry.agent.v1.StartDownloadRequest.policy:type_name -> quarry.agent.v1.URLPolicy
-	24, // 14: quarry.agent.v1.StartDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
+	18, // 10: quarry.agent.v1.WatchPoolsResponse.events:type_name -> quarry.agent.v1.PoolEvent
+	4,  // 11: quarry.agent.v1.DeleteFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	4,  // 12: quarry.agent.v1.StartDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	22, // 13: quarry.agent.v1.StartDownloadRequest.policy:type_name -> quarry.agent.v1.URLPolicy
+	25, // 14: quarry.agent.v1.StartDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
 	2,  // 15: quarry.agent.v1.DownloadStatus.state:type_name -> quarry.agent.v1.DownloadState
-	24, // 16: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
-	3,  // 17: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	5,  // 18: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
-	7,  // 19: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
-	9,  // 20: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
-	11, // 21: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
-	14, // 22: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
-	16, // 23: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
-	19, // 24: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
-	22, // 25: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
-	25, // 26: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
-	27, // 27: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
-	6,  // 28: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
-	8,  // 29: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
-	10, // 30: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
-	12, // 31: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
-	15, // 32: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
-	18, // 33: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
-	20, // 34: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
-	23, // 35: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
-	26, // 36: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
-	28, // 37: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
-	28, // [28:38] is the sub-list for method output_type
-	18, // [18:28] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	25, // 16: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
+	4,  // 17: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	3,  // 18: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
+	6,  // 19: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
+	8,  // 20: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
+	10, // 21: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
+	12, // 22: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
+	15, // 23: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
+	17, // 24: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
+	20, // 25: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
+	23, // 26: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
+	26, // 27: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
+	28, // 28: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
+	7,  // 29: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
+	9,  // 30: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
+	11, // 31: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
+	13, // 32: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
+	16, // 33: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
+	19, // 34: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
+	21, // 35: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
+	24, // 36: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
+	27, // 37: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
+	29, // 38: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
+	29, // [29:39] is the sub-list for method output_type
+	19, // [19:29] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_quarry_agent_v1_agent_proto_init() }
@@ -1997,8 +2166,8 @@ func file_quarry_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_agent_v1_agent_proto_rawDesc), len(file_quarry_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   26,
+			NumEnums:      4,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
