@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/quarry-project/quarry/internal/bytesize"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 )
 
@@ -94,7 +95,7 @@ func newPoolListCommand(g *globals) *cobra.Command {
 						continue
 					}
 					if len(mounted) == 0 {
-						free = humanBytes(m.GetFreeBytes())
+						free = bytesize.Format(m.GetFreeBytes())
 					}
 					mounted = append(mounted, mountNodeName(m))
 				}
