@@ -153,8 +153,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Registerer: reg,
 		Logger:     cfg.Logger,
 	})
+	// Placement ranks nodes by the RUNNING jobs in the store, not by what
+	// one controller happens to be watching.
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca,
-		chooser: &placement.Chooser{Store: st, Link: link}}
+		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)}}
 	s.scans = discovery.New(discovery.Config{
 		Store: st, Chooser: s.chooser, Lister: isoLister{link},
 		StartDelay: cfg.ScanDelay, Interval: cfg.ScanInterval, Settle: cfg.ScanSettle,
