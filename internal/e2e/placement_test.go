@@ -315,4 +315,25 @@ func TestPlacementAffinity(t *testing.T) {
 		t.Fatalf("next download %v on %q (%s); want SUCCEEDED on the idle n2, not the busy n1 assigned first",
 			j.GetState(), j.GetNodeName(), j.GetMessage())
 	}
+
+	// The pool's view says the same, and why.
+	resp, err := c.s.Pools.GetPool(t.Context(), connect.NewRequest(&quarryv1.GetPoolRequest{Id: shared.GetId()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, cand := range resp.Msg.GetCandidates() {
+		got = append(got, fmt.Sprintf("%s kept=%v: %s", cand.GetNodeName(), cand.GetKept(), cand.GetReason()))
+	}
+	t.Logf("candidates:\n%s", strings.Join(got, "\n"))
+	want := []string{"n2 kept=true: assigned #2, READY; 0 running jobs, ", "n1 kept=true: assigned #1, READY; 2 running jobs",
+		"n3 kept=false: does not mount it: "}
+	if len(got) != len(want) {
+		t.Fatalf("candidates:\n%s\nwant %d", strings.Join(got, "\n"), len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("candidate %d: %q; want it to start with %q", i, got[i], want[i])
+		}
+	}
 }
