@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -131,4 +132,23 @@ func (s *snapshot) poolView(p store.Pool) *quarryv1.StoragePool {
 		}
 	}
 	return v
+}
+
+// candidatesView lists the kept nodes in rank order, then the dropped ones.
+func candidatesView(ch *placement.Choice) []*quarryv1.PlacementCandidate {
+	var out []*quarryv1.PlacementCandidate
+	add := func(cands []placement.Candidate, kept bool) {
+		for _, c := range cands {
+			out = append(out, &quarryv1.PlacementCandidate{
+				NodeId:   c.Node.ID,
+				NodeName: c.Node.Name,
+				Kept:     kept,
+				Reason:   c.Reason,
+				Assigned: c.Assigned,
+			})
+		}
+	}
+	add(ch.Kept, true)
+	add(ch.Rejected, false)
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/names"
+	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -23,10 +24,18 @@ const initTimeout = 5 * time.Second
 // PoolService implements quarry.v1.StoragePoolService.
 type PoolService struct {
 	quarryv1connect.UnimplementedStoragePoolServiceHandler
-	Store  store.Store
-	Link   Link
-	Logger *slog.Logger
-	Now    func() time.Time
+	Store store.Store
+	Link  Link
+	// Placement, when set, gives GetPool the ranked node candidates.
+	Placement Placement
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Placement shows how operations on a pool choose their node, without
+// connecting to any (placement.Chooser.Preview).
+type Placement interface {
+	Preview(ctx context.Context, poolID string) (*placement.Choice, error)
 }
 
 func (s *PoolService) CreatePool(ctx context.Context, req *connect.Request[quarryv1.CreatePoolRequest]) (*connect.Response[quarryv1.CreatePoolResponse], error) {
@@ -135,7 +144,15 @@ func (s *PoolService) GetPool(ctx context.Context, req *connect.Request[quarryv1
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	return connect.NewResponse(&quarryv1.GetPoolResponse{Pool: v}), nil
+	resp := &quarryv1.GetPoolResponse{Pool: v}
+	if s.Placement != nil {
+		ch, err := s.Placement.Preview(ctx, v.GetId())
+		if err != nil {
+			return nil, toConnect(ctx, s.Logger, err)
+		}
+		resp.Candidates = candidatesView(ch)
+	}
+	return connect.NewResponse(resp), nil
 }
 
 func (s *PoolService) UpdatePool(ctx context.Context, req *connect.Request[quarryv1.UpdatePoolRequest]) (*connect.Response[quarryv1.UpdatePoolResponse], error) {

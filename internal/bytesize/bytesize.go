@@ -1,6 +1,6 @@
-// Package bytesize formats byte counts for people, with IEC units: "512 B",
-// "3.0 MiB", "1.2 GiB". Every message and table of Quarry uses it, so one
-// size reads the same everywhere.
+// Package bytesize formats byte counts for people, the same way wherever
+// Quarry shows one: the CLI's tables and the reasons the control plane
+// writes for nodes and jobs.
 package bytesize
 
 import (
@@ -8,16 +8,8 @@ import (
 	"strconv"
 )
 
-// Format formats n; negative counts are formatted as they are, in bytes.
-func Format(n int64) string {
-	if n < 0 {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	return FormatU(uint64(n))
-}
-
-// FormatU formats n.
-func FormatU(n uint64) string {
+// Format writes n with IEC units and one decimal: "512 B", "1.2 GiB".
+func Format(n uint64) string {
 	const units = "KMGTPE"
 	if n < 1024 {
 		return strconv.FormatUint(n, 10) + " B"

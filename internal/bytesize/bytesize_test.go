@@ -3,15 +3,24 @@ package bytesize
 import "testing"
 
 func TestFormat(t *testing.T) {
-	for _, tc := range []struct {
-		n    int64
+	tests := []struct {
+		in   uint64
 		want string
 	}{
-		{-1, "-1 B"}, {0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"},
-		{1<<20 - 1, "1.0 MiB"}, {3 << 20, "3.0 MiB"}, {1<<30 + 1<<29, "1.5 GiB"}, {1 << 60, "1.0 EiB"},
-	} {
-		if got := Format(tc.n); got != tc.want {
-			t.Errorf("Format(%d) = %q; want %q", tc.n, got, tc.want)
-		}
+		{0, "0 B"},
+		{1023, "1023 B"},
+		{1024, "1.0 KiB"},
+		{1536, "1.5 KiB"},
+		{1288490189, "1.2 GiB"},
+		{1<<20 - 1, "1.0 MiB"}, // would round to "1024.0 KiB"
+		{5 << 40, "5.0 TiB"},
+		{1<<64 - 1, "16.0 EiB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			if got := Format(tt.in); got != tt.want {
+				t.Errorf("Format(%d) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/quarry-project/quarry/internal/bytesize"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 )
 
@@ -92,7 +93,7 @@ func newImageDownloadCommand(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(out, "image %s is %s in pool %s: %s, %s\n", im.Msg.GetImage().GetName(), enumWord(im.Msg.GetImage().GetState()),
-				p.GetName(), humanBytes(im.Msg.GetImage().GetSizeBytes()), im.Msg.GetImage().GetDigest())
+				p.GetName(), bytesize.Format(im.Msg.GetImage().GetSizeBytes()), im.Msg.GetImage().GetDigest())
 			return nil
 		},
 	}

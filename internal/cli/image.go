@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/quarry-project/quarry/internal/bytesize"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 )
 
@@ -62,7 +63,7 @@ func newImageListCommand(g *globals) *cobra.Command {
 			t := newTable(out, "NAME", "POOL", "KIND", "STATE", "SIZE", "OS", "LABEL", "ID")
 			for _, im := range resp.Msg.GetImages() {
 				t.row(im.GetName(), im.GetStoragePoolName(), enumWord(im.GetKind()), enumWord(im.GetState()),
-					humanBytes(im.GetSizeBytes()), osWords(im.GetOs()), truncate(im.GetVolumeLabel(), 32), im.GetId())
+					bytesize.Format(im.GetSizeBytes()), osWords(im.GetOs()), truncate(im.GetVolumeLabel(), 32), im.GetId())
 			}
 			return t.flush()
 		},
@@ -115,9 +116,9 @@ func newImageShowCommand(g *globals) *cobra.Command {
 			if im.GetStateReason() != "" {
 				t.row("Reason:", im.GetStateReason())
 			}
-			t.row("Size:", fmt.Sprintf("%s (%d bytes)", humanBytes(im.GetSizeBytes()), im.GetSizeBytes()))
+			t.row("Size:", fmt.Sprintf("%s (%d bytes)", bytesize.Format(im.GetSizeBytes()), im.GetSizeBytes()))
 			if v := im.GetVirtualSizeBytes(); v > 0 {
-				t.row("Virtual size:", humanBytes(v))
+				t.row("Virtual size:", bytesize.Format(v))
 			}
 			t.row("Modified:", stamp(localTime(im.GetModifiedAt()), now))
 			if im.GetVolumeLabel() != "" {

@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/quarry-project/quarry/internal/bytesize"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 )
 
@@ -65,13 +66,13 @@ func progressWords(j *quarryv1.Job) string {
 	if p.GetBytesDone() == 0 && p.GetBytesTotal() == 0 {
 		return p.GetPhase()
 	}
-	s := humanBytes(p.GetBytesDone())
+	s := bytesize.Format(p.GetBytesDone())
 	if total := p.GetBytesTotal(); total > 0 {
-		s += fmt.Sprintf(" / %s (%d%%)", humanBytes(total), p.GetBytesDone()*100/total)
+		s += fmt.Sprintf(" / %s (%d%%)", bytesize.Format(total), p.GetBytesDone()*100/total)
 	}
 	if j.GetState() == quarryv1.JobState_JOB_STATE_RUNNING {
 		if r := p.GetBytesPerSecond(); r > 0 {
-			s += " " + humanBytes(uint64(r)) + "/s"
+			s += " " + bytesize.Format(uint64(r)) + "/s"
 		}
 		if eta := p.GetEtaSeconds(); eta > 0 {
 			s += " ETA " + (time.Duration(eta) * time.Second).String()

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/quarry-project/quarry/internal/bytesize"
 )
 
 // wantJSON reports whether the user asked for machine-readable output.
@@ -89,28 +91,12 @@ func (t *table) row(cells ...string) {
 
 func (t *table) flush() error { return t.tw.Flush() }
 
-// humanBytes formats n with IEC units: "512 B", "1.2 GiB".
-func humanBytes(n uint64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return strconv.FormatUint(n, 10) + " B"
-	}
-	v := float64(n) / 1024
-	i := 0
-	// Move up while the value would print as "1024.0" in the current unit.
-	for v >= 1024-0.05 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", v, units[i])
-}
-
 // sizeIf formats n, or "-" when the size is not known.
 func sizeIf(known bool, n uint64) string {
 	if !known {
 		return "-"
 	}
-	return humanBytes(n)
+	return bytesize.Format(n)
 }
 
 // shortDuration rounds d down to its largest unit: "45s", "3m", "5h", "2d".

@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/quarry-project/quarry/internal/bytesize"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 )
 
@@ -94,7 +95,7 @@ func newPoolListCommand(g *globals) *cobra.Command {
 						continue
 					}
 					if len(mounted) == 0 {
-						free = humanBytes(m.GetFreeBytes())
+						free = bytesize.Format(m.GetFreeBytes())
 					}
 					mounted = append(mounted, mountNodeName(m))
 				}
@@ -141,12 +142,12 @@ func newPoolShowCommand(g *globals) *cobra.Command {
 			if g.wantJSON() {
 				return printJSON(cmd.OutOrStdout(), resp.Msg)
 			}
-			return printPool(cmd.OutOrStdout(), resp.Msg.GetPool(), time.Now())
+			return printPool(cmd.OutOrStdout(), resp.Msg.GetPool(), resp.Msg.GetCandidates(), time.Now())
 		},
 	}
 }
 
-func printPool(w io.Writer, p *quarryv1.StoragePool, now time.Time) error {
+func printPool(w io.Writer, p *quarryv1.StoragePool, cands []*quarryv1.PlacementCandidate, now time.Time) error {
 	names := nodeNames(p)
 	f := newTable(w)
 	f.row("ID:", p.GetId())
@@ -164,7 +165,13 @@ func printPool(w io.Writer, p *quarryv1.StoragePool, now time.Time) error {
 	if err := f.flush(); err != nil {
 		return err
 	}
+	if err := printPoolNodes(w, p); err != nil {
+		return err
+	}
+	return printPlacement(w, cands)
+}
 
+func printPoolNodes(w io.Writer, p *quarryv1.StoragePool) error {
 	fmt.Fprintln(w)
 	if len(p.GetNodes()) == 0 && len(p.GetAssignedNodeIds()) == 0 {
 		fmt.Fprintln(w, "Nodes: none assigned and none mounts it")
@@ -184,6 +191,31 @@ func printPool(w io.Writer, p *quarryv1.StoragePool, now time.Time) error {
 		if !seen[id] {
 			t.row(id, "", "yes", "no", "", "", "no report from this node")
 		}
+	}
+	return t.flush()
+}
+
+// printPlacement shows the order in which operations on the pool try
+// nodes, and why each node ranks there or was dropped.
+func printPlacement(w io.Writer, cands []*quarryv1.PlacementCandidate) error {
+	if len(cands) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Placement (operations try the kept nodes in this order):")
+	t := newTable(w, "RANK", "NODE", "REASON")
+	rank := 0
+	for _, c := range cands {
+		r := "dropped"
+		if c.GetKept() {
+			rank++
+			r = fmt.Sprint(rank)
+		}
+		name := c.GetNodeName()
+		if name == "" {
+			name = c.GetNodeId()
+		}
+		t.row(r, name, c.GetReason())
 	}
 	return t.flush()
 }

@@ -293,7 +293,7 @@ func (c *Controller) adopt(ctx context.Context, j store.Job, pool store.Pool) (r
 	for _, n := range cands {
 		event := ""
 		if n.ID != owner.ID {
-			event = fmt.Sprintf("node %s was lost; moved to node %s, resuming from the partial file at %s", owner.Name, n.Name, bytesize.Format(j.BytesDone))
+			event = fmt.Sprintf("node %s was lost; moved to node %s, resuming from the partial file at %s", owner.Name, n.Name, bytesize.Format(uint64(max(j.BytesDone, 0))))
 		} else if j.Attempts > 0 {
 			event = fmt.Sprintf("attempt %d on node %s", j.Attempts+1, n.Name)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/quarry-project/quarry/internal/agent"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/origintest"
 	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/quarrytest"
 )
@@ -267,5 +268,72 @@ func TestPlacementLazyConnect(t *testing.T) {
 	}
 	if n, err := getNode(t.Context(), s, id); err != nil || n.GetState() != quarryv1.NodeState_NODE_STATE_READY {
 		t.Errorf("after the lazy connect the node is %v, %v; want READY", n.GetState(), err)
+	}
+}
+
+// TestPlacementAffinity: among READY assigned nodes, fewer running jobs
+// ranks above the pool's assignment order. n1 is busy with two RUNNING
+// downloads into its local pool; a download into the shared pool, assigned
+// n1 then n2, goes to the idle n2. The per-node limit leaves n1 room, so
+// only the ranking sends the job elsewhere.
+func TestPlacementAffinity(t *testing.T) {
+	c := newCluster(t, quarrytest.WithDownloadLimits(4, 8))
+	mkdir(t, c.agents["n1"].Opts.LocalPath("/srv/local"))
+	local := c.createPool(t, "local", "/srv/local", false, "n1")
+	shared := c.createPool(t, "isos", "/srv/nfs/isos", true, "n1", "n2")
+	c.waitMounts(t, local.GetId(), map[string]bool{"n1": true})
+	c.waitMounts(t, shared.GetId(), map[string]bool{"n1": true, "n2": true})
+
+	o := origintest.New(t)
+	var busy []string
+	for i := range 2 {
+		slow := o.Add(fmt.Sprintf("/slow%d.img", i), origintest.Random(64*mib, uint64(40+i)))
+		slow.RateLimit(256 << 10) // minutes: still running when the test ends
+		m := download(t, c.s, local.GetId(), slow.URL(), "")
+		busy = append(busy, m.GetJob().GetId())
+	}
+	t.Cleanup(func() {
+		for _, id := range busy {
+			c.s.Jobs.CancelJob(t.Context(), connect.NewRequest(&quarryv1.CancelJobRequest{Id: id}))
+		}
+	})
+	for _, id := range busy {
+		waitProgress(t, c.s, id, 1)
+		resp, err := c.s.Jobs.GetJob(t.Context(), connect.NewRequest(&quarryv1.GetJobRequest{Id: id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j := resp.Msg.GetJob(); j.GetState() != quarryv1.JobState_JOB_STATE_RUNNING || j.GetNodeName() != "n1" {
+			t.Fatalf("busy job %s is %v on %q; want RUNNING on n1", id, j.GetState(), j.GetNodeName())
+		}
+	}
+
+	next := o.Add("/next.img", origintest.Random(mib, 42))
+	m := download(t, c.s, shared.GetId(), next.URL(), "sha256:"+next.SHA256())
+	j := waitJob(t, c.s, m.GetJob().GetId(), 30*time.Second)
+	if j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED || j.GetNodeName() != "n2" {
+		t.Fatalf("next download %v on %q (%s); want SUCCEEDED on the idle n2, not the busy n1 assigned first",
+			j.GetState(), j.GetNodeName(), j.GetMessage())
+	}
+
+	// The pool's view says the same, and why.
+	resp, err := c.s.Pools.GetPool(t.Context(), connect.NewRequest(&quarryv1.GetPoolRequest{Id: shared.GetId()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, cand := range resp.Msg.GetCandidates() {
+		got = append(got, fmt.Sprintf("%s kept=%v: %s", cand.GetNodeName(), cand.GetKept(), cand.GetReason()))
+	}
+	t.Logf("candidates:\n%s", strings.Join(got, "\n"))
+	want := []string{"n2 kept=true: assigned #2, READY; 0 running jobs, ", "n1 kept=true: assigned #1, READY; 2 running jobs",
+		"n3 kept=false: does not mount it: "}
+	if len(got) != len(want) {
+		t.Fatalf("candidates:\n%s\nwant %d", strings.Join(got, "\n"), len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("candidate %d: %q; want it to start with %q", i, got[i], want[i])
+		}
 	}
 }

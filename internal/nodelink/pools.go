@@ -4,20 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
 
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
 // EnsureInitialized makes sure the pool's identity marker has been written,
-// once, by one node. The writer is the first assigned node (in the pool's
-// order) that reports the pool's directory without a marker; a pool with no
-// assigned nodes is initialized by the first such node by name. A node that
-// already holds this pool's marker is recorded as the initializer.
+// once, by one node. The writer is the first node in placement.Initializers'
+// order (the assigned nodes in the pool's order, or every node by name when
+// none is assigned) that reports the pool's directory without a marker. A
+// node that already holds this pool's marker is recorded as the
+// initializer.
 //
 // Once a pool is initialized it is never initialized again: if the marker
 // later vanishes (a shared filesystem not mounted), writing a new one into
@@ -65,22 +66,14 @@ func (l *Link) EnsureInitialized(ctx context.Context, pool store.Pool, lazy bool
 	return fmt.Errorf("pool %q is not initialized yet: %s", pool.Name, strings.Join(why, "; "))
 }
 
-// initOrder lists the nodes allowed to initialize the pool, in order.
+// initOrder lists the nodes allowed to initialize the pool, in the order
+// placement gives.
 func (l *Link) initOrder(ctx context.Context, pool store.Pool) ([]store.Node, error) {
-	all, err := l.cfg.Store.ListNodes(ctx) // ordered by name
+	all, err := l.cfg.Store.ListNodes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if len(pool.AssignedNodeIDs) == 0 {
-		return all, nil
-	}
-	var out []store.Node
-	for _, id := range pool.AssignedNodeIDs {
-		if i := slices.IndexFunc(all, func(n store.Node) bool { return n.ID == id }); i >= 0 {
-			out = append(out, all[i])
-		}
-	}
-	return out, nil
+	return placement.Initializers(pool, all), nil
 }
 
 // poolFacts is what the node said about the pool at its last successful

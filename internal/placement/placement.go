@@ -1,11 +1,15 @@
 // Package placement is the one place that decides which nodes may work on a
-// storage pool. Downloads, scans, uploads and deletes all ask Choose for an
-// ordered list of candidates; nothing else chooses nodes.
+// storage pool. Downloads, scans, uploads and deletes all ask Choose (or
+// ChooseFor, with what the operation needs) for an ordered list of
+// candidates, and the node link asks Initializers which node writes a new
+// pool's marker; nothing else chooses nodes.
 //
 // The rules (DESIGN.md, "Choosing a node"):
-//  1. Only nodes that mount the pool are ever used.
+//  1. Only nodes that mount the pool are ever used, and only when the pool
+//     has the free space the operation needs there.
 //  2. Assigned nodes that are READY come first, ordered by affinity: fewer
-//     running jobs, better recent throughput, more free space.
+//     running jobs, then better recent throughput, then more free space in
+//     the pool, then the pool's assignment order.
 //  3. Assigned nodes that are not READY are connected lazily, in order, and
 //     used if that works.
 //  4. For a shared pool, any other READY node that mounts it is a fallback.
@@ -17,10 +21,12 @@ package placement
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
+	"github.com/quarry-project/quarry/internal/bytesize"
 	"github.com/quarry-project/quarry/internal/errclass"
 	"github.com/quarry-project/quarry/internal/store"
 )
@@ -37,6 +43,8 @@ type Candidate struct {
 	Assigned bool
 	// Mount is the node's last known view of the pool; nil when never reported.
 	Mount *store.PoolMount
+	// Load is the node's work when the choice was made.
+	Load Load
 	// Reason says why the node was kept (and in which rank) or dropped.
 	Reason string
 }
@@ -47,6 +55,9 @@ type Choice struct {
 	Pool     store.Pool
 	Kept     []Candidate
 	Rejected []Candidate
+	// short counts the nodes dropped for too little free space, so the
+	// error can say what to do about it.
+	short int
 }
 
 // First returns the preferred node.
@@ -57,6 +68,32 @@ type Load struct {
 	RunningJobs int
 	// Throughput is recent bytes per second; 0 when unknown.
 	Throughput float64
+}
+
+// JobLoad reads every node's load from the jobs in the store: how many
+// RUNNING jobs it owns and the sum of their last reported rates. It is
+// what the control plane sets as Chooser.Load, so the ranking follows the
+// durable record rather than any one controller's memory.
+func JobLoad(jobs store.JobStore) func(context.Context) (map[string]Load, error) {
+	return func(ctx context.Context) (map[string]Load, error) {
+		running, err := jobs.CountRunningJobs(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("reading the nodes' running jobs: %w", err)
+		}
+		loads := make(map[string]Load, len(running))
+		for id, r := range running {
+			loads[id] = Load{RunningJobs: r.Count, Throughput: r.BytesPerSec}
+		}
+		return loads, nil
+	}
+}
+
+// Need is what an operation asks of a node beyond reaching the pool; the
+// zero Need asks nothing.
+type Need struct {
+	// Bytes is the free space the operation will take in the pool; 0 when
+	// unknown (a download whose size the origin has not told yet).
+	Bytes int64
 }
 
 // Connector checks a node right away (short timeout) and returns its fresh
@@ -73,10 +110,36 @@ type Chooser struct {
 	Load func(ctx context.Context) (map[string]Load, error)
 }
 
-// Choose returns the nodes that may work on the pool, best first. When none
-// may, the error wraps ErrNoNode and reads as one actionable sentence; the
-// Choice is returned too, so callers can show every node's reason.
+// Choose returns the nodes that may work on the pool, best first, for an
+// operation that needs nothing in particular: ChooseFor with a zero Need.
 func (c *Chooser) Choose(ctx context.Context, poolID string) (*Choice, error) {
+	return c.ChooseFor(ctx, poolID, Need{})
+}
+
+// ChooseFor returns the nodes that may work on the pool for an operation
+// that needs need, best first. When none may, the error wraps ErrNoNode and
+// reads as one actionable sentence; the Choice is returned too, so callers
+// can show every node's reason.
+func (c *Chooser) ChooseFor(ctx context.Context, poolID string, need Need) (*Choice, error) {
+	return c.choose(ctx, poolID, need, true)
+}
+
+// Preview ranks the nodes as Choose would now, without connecting to any:
+// for showing an operator how operations on the pool pick their node.
+// Nodes that are not READY are listed as dropped, saying whether an
+// operation would connect to them. A Choice that keeps no node is not an
+// error here; only failing to read the store is.
+func (c *Chooser) Preview(ctx context.Context, poolID string) (*Choice, error) {
+	ch, err := c.choose(ctx, poolID, Need{}, false)
+	if errors.Is(err, ErrNoNode) {
+		err = nil
+	}
+	return ch, err
+}
+
+// choose applies the rules; with dial unset, nodes that would be connected
+// lazily are only described.
+func (c *Chooser) choose(ctx context.Context, poolID string, need Need, dial bool) (*Choice, error) {
 	pool, err := c.Store.GetPool(ctx, poolID)
 	if err != nil {
 		return nil, err
@@ -97,20 +160,22 @@ func (c *Chooser) Choose(ctx context.Context, poolID string) (*Choice, error) {
 	}
 	ch := &Choice{Pool: pool}
 	ready, lazy, fallback := classify(pool, nodes, mounts, ch)
-	sortByAffinity(ready, loads)
-	ch.Kept = append(ch.Kept, ready...)
+	ch.Kept = append(ch.Kept, ch.rank(ready, loads, need)...)
 	for _, cand := range lazy {
-		if len(ch.Kept) > 0 {
+		switch {
+		case len(ch.Kept) > 0:
 			// Dialing dead nodes would only delay an operation that has a
 			// node already; the health loop keeps retrying them.
 			cand.Reason = notReady(cand.Node) + "; not tried, a ready node was kept"
 			ch.Rejected = append(ch.Rejected, cand)
-			continue
+		case !dial:
+			cand.Reason = notReady(cand.Node) + "; an operation would connect to it now"
+			ch.Rejected = append(ch.Rejected, cand)
+		default:
+			ch.add(c.connect(ctx, pool, cand), need)
 		}
-		ch.add(c.connect(ctx, pool, cand))
 	}
-	sortByAffinity(fallback, loads)
-	ch.Kept = append(ch.Kept, fallback...)
+	ch.Kept = append(ch.Kept, ch.rank(fallback, loads, need)...)
 	if len(ch.Kept) == 0 {
 		return ch, ch.err()
 	}
@@ -128,24 +193,8 @@ func classify(pool store.Pool, nodes []store.Node, mounts []store.PoolMount, ch 
 			byNode[mounts[i].NodeID] = &mounts[i]
 		}
 	}
-	position := map[string]int{}
-	for i, id := range pool.AssignedNodeIDs {
-		position[id] = i
-	}
-	// Assigned nodes in the pool's preference order, then the rest by name.
-	slices.SortStableFunc(nodes, func(a, b store.Node) int {
-		pa, aok := position[a.ID]
-		pb, bok := position[b.ID]
-		switch {
-		case aok && bok:
-			return cmp.Compare(pa, pb)
-		case aok:
-			return -1
-		case bok:
-			return 1
-		}
-		return cmp.Compare(a.Name, b.Name)
-	})
+	position := assignment(pool)
+	nodes = byPreference(pool, nodes)
 	anyAssigned := len(pool.AssignedNodeIDs) > 0
 	for _, n := range nodes {
 		_, assigned := position[n.ID]
@@ -163,13 +212,16 @@ func classify(pool store.Pool, nodes []store.Node, mounts []store.PoolMount, ch 
 			cand.Reason = "does not mount it: " + cand.Mount.Reason
 			ch.Rejected = append(ch.Rejected, cand)
 		case assigned || !anyAssigned:
-			cand.Reason = "ready and mounts the pool"
-			if assigned {
-				cand.Reason = "assigned, ready and mounts the pool"
+			cand.Reason = "READY"
+			switch {
+			case len(pool.AssignedNodeIDs) > 1:
+				cand.Reason = fmt.Sprintf("assigned #%d, READY", position[n.ID]+1)
+			case assigned:
+				cand.Reason = "assigned, READY"
 			}
 			ready = append(ready, cand)
 		default:
-			cand.Reason = "not assigned, but ready and mounts the shared pool (fallback)"
+			cand.Reason = "not assigned, READY, mounts the shared pool (fallback)"
 			fallback = append(fallback, cand)
 		}
 	}
@@ -201,13 +253,50 @@ func (c *Chooser) connect(ctx context.Context, pool store.Pool, cand Candidate) 
 	return cand
 }
 
-// add keeps cand when it mounts the pool and drops it otherwise.
-func (ch *Choice) add(cand Candidate) {
-	if cand.Mount != nil && cand.Mount.Mounted && cand.Node.State == store.NodeReady {
+// add keeps cand when it mounts the pool with room for need, and drops it
+// otherwise.
+func (ch *Choice) add(cand Candidate, need Need) {
+	if cand.Mount != nil && cand.Mount.Mounted && cand.Node.State == store.NodeReady && ch.fits(&cand, need) {
 		ch.Kept = append(ch.Kept, cand)
 		return
 	}
 	ch.Rejected = append(ch.Rejected, cand)
+}
+
+// fits reports whether the pool has the free space need asks for on the
+// node cand, which mounts it; if not, it says so in cand's reason.
+func (ch *Choice) fits(cand *Candidate, need Need) bool {
+	if need.Bytes <= 0 || free(*cand) >= uint64(need.Bytes) {
+		return true
+	}
+	cand.Reason += fmt.Sprintf("; only %s free, %s needed", bytesize.Format(free(*cand)), bytesize.Format(uint64(need.Bytes)))
+	ch.short++
+	return false
+}
+
+// rank drops the nodes of one rank that lack the space need asks for,
+// orders the rest by affinity, and completes each one's reason with what
+// placed it: its running jobs, their rate and the pool's free space.
+func (ch *Choice) rank(cands []Candidate, loads map[string]Load, need Need) []Candidate {
+	var kept []Candidate
+	for _, cand := range cands {
+		cand.Load = loads[cand.Node.ID]
+		if !ch.fits(&cand, need) {
+			ch.Rejected = append(ch.Rejected, cand)
+			continue
+		}
+		jobs := fmt.Sprintf("%d running jobs", cand.Load.RunningJobs)
+		if cand.Load.RunningJobs == 1 {
+			jobs = "1 running job"
+		}
+		if cand.Load.Throughput > 0 {
+			jobs += " at " + bytesize.Format(uint64(cand.Load.Throughput)) + "/s"
+		}
+		cand.Reason += "; " + jobs + ", " + bytesize.Format(free(cand)) + " free"
+		kept = append(kept, cand)
+	}
+	sortByAffinity(kept)
+	return kept
 }
 
 func notReady(n store.Node) string {
@@ -224,15 +313,14 @@ func notReady(n store.Node) string {
 }
 
 // sortByAffinity orders equal-rank nodes: fewer running jobs, then better
-// throughput, then more free space. Stable, so the pool's assignment order
-// breaks ties.
-func sortByAffinity(cands []Candidate, loads map[string]Load) {
+// throughput, then more free space. Stable, so the order they come in (the
+// pool's assignment order, then names) breaks ties.
+func sortByAffinity(cands []Candidate) {
 	slices.SortStableFunc(cands, func(a, b Candidate) int {
-		la, lb := loads[a.Node.ID], loads[b.Node.ID]
-		if c := cmp.Compare(la.RunningJobs, lb.RunningJobs); c != 0 {
+		if c := cmp.Compare(a.Load.RunningJobs, b.Load.RunningJobs); c != 0 {
 			return c
 		}
-		if c := cmp.Compare(lb.Throughput, la.Throughput); c != 0 {
+		if c := cmp.Compare(b.Load.Throughput, a.Load.Throughput); c != 0 {
 			return c
 		}
 		return cmp.Compare(free(b), free(a))
@@ -256,7 +344,7 @@ func (ch *Choice) err() error {
 	var why []string
 	for _, c := range ch.Rejected {
 		role := ""
-		if c.Assigned {
+		if c.Assigned && !strings.HasPrefix(c.Reason, "assigned") {
 			role = " (assigned)"
 		}
 		why = append(why, fmt.Sprintf("%s%s %s", c.Node.Name, role, c.Reason))
@@ -267,6 +355,58 @@ func (ch *Choice) err() error {
 	} else if !p.Shared {
 		advice += ", or assign another node that mounts it with `quarry pool update " + p.Name + " --assign NODE`"
 	}
+	if ch.short > 0 {
+		advice = "free space in the pool (`quarry image rm IMAGE`) or use another pool; or " + advice
+	}
 	return errclass.New(ErrNoNode, "no node can reach pool %q (%s): %s; %s",
 		p.Name, p.Path, strings.Join(why, "; "), advice)
+}
+
+// Initializers returns the nodes that may write the pool's identity marker,
+// in the order they are asked: the assigned nodes in the pool's order or,
+// when the pool has none, every node by name. Affinity plays no part: the
+// marker is one small file, and "the first assigned node writes it" is a
+// rule an operator can predict. Unlike Choose, it keeps nodes whose
+// directory has no marker yet (that is the point), so the caller checks
+// what each node reported about the path.
+func Initializers(pool store.Pool, nodes []store.Node) []store.Node {
+	nodes = byPreference(pool, nodes)
+	if len(pool.AssignedNodeIDs) == 0 {
+		return nodes
+	}
+	position := assignment(pool)
+	return slices.DeleteFunc(nodes, func(n store.Node) bool {
+		_, assigned := position[n.ID]
+		return !assigned
+	})
+}
+
+// assignment maps the pool's assigned node ids to their place in its order.
+func assignment(pool store.Pool) map[string]int {
+	position := make(map[string]int, len(pool.AssignedNodeIDs))
+	for i, id := range pool.AssignedNodeIDs {
+		position[id] = i
+	}
+	return position
+}
+
+// byPreference returns a sorted copy of nodes: the pool's assigned nodes in
+// its order, then every other node by name.
+func byPreference(pool store.Pool, nodes []store.Node) []store.Node {
+	position := assignment(pool)
+	nodes = slices.Clone(nodes)
+	slices.SortStableFunc(nodes, func(a, b store.Node) int {
+		pa, aok := position[a.ID]
+		pb, bok := position[b.ID]
+		switch {
+		case aok && bok:
+			return cmp.Compare(pa, pb)
+		case aok:
+			return -1
+		case bok:
+			return 1
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+	return nodes
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,12 +101,15 @@ func must(t *testing.T, err error) {
 
 func TestChoose(t *testing.T) {
 	ready, unreach, unknown := store.NodeReady, store.NodeUnreachable, store.NodeUnknown
+	const mib = 1 << 20
 	tests := []struct {
 		name      string
 		w         world
-		want      []string // kept, in order
-		connected []string // lazily connected, in order
-		errHas    []string // fragments of the error when nothing is kept
+		need      Need
+		want      []string          // kept, in order
+		reasons   map[string]string // node → a fragment of its reason, kept or dropped
+		connected []string          // lazily connected, in order
+		errHas    []string          // fragments of the error when nothing is kept
 	}{
 		{
 			name: "rule 2: assigned ready nodes first, in assignment order",
@@ -123,6 +127,76 @@ func TestChoose(t *testing.T) {
 			}, assigned: []string{"a", "b", "c", "d"},
 				loads: map[string]Load{"d": {RunningJobs: 2}, "c": {Throughput: 50}}},
 			want: []string{"c", "b", "a", "d"},
+		},
+		{
+			name: "affinity: fewer running jobs ranks above the assignment order",
+			w: world{nodes: []node{{id: "a", state: ready, mount: "yes", free: 512 * mib}, {id: "b", state: ready, mount: "yes", free: 512 * mib}},
+				assigned: []string{"a", "b"}, loads: map[string]Load{"a": {RunningJobs: 2, Throughput: 3 * mib}}},
+			want: []string{"b", "a"},
+			reasons: map[string]string{
+				"a": "assigned #1, READY; 2 running jobs at 3.0 MiB/s, 512.0 MiB free",
+				"b": "assigned #2, READY; 0 running jobs, 512.0 MiB free",
+			},
+		},
+		{
+			name: "affinity: equal running jobs, better throughput first",
+			w: world{nodes: []node{{id: "a", state: ready, mount: "yes", free: 900}, {id: "b", state: ready, mount: "yes", free: 100}},
+				assigned: []string{"a", "b"}, loads: map[string]Load{"a": {RunningJobs: 1, Throughput: 10}, "b": {RunningJobs: 1, Throughput: 50}}},
+			want:    []string{"b", "a"},
+			reasons: map[string]string{"b": "1 running job at 50 B/s", "a": "1 running job at 10 B/s"},
+		},
+		{
+			name: "affinity: equal jobs and throughput, more free space first",
+			w: world{nodes: []node{{id: "a", state: ready, mount: "yes", free: 100 * mib}, {id: "b", state: ready, mount: "yes", free: 900 * mib}},
+				assigned: []string{"a", "b"}},
+			want:    []string{"b", "a"},
+			reasons: map[string]string{"b": "0 running jobs, 900.0 MiB free", "a": "0 running jobs, 100.0 MiB free"},
+		},
+		{
+			name: "affinity: all equal, the assignment order decides",
+			w: world{nodes: []node{{id: "a", state: ready, mount: "yes", free: mib}, {id: "b", state: ready, mount: "yes", free: mib}},
+				assigned: []string{"b", "a"}, loads: map[string]Load{"a": {RunningJobs: 1}, "b": {RunningJobs: 1}}},
+			want:    []string{"b", "a"},
+			reasons: map[string]string{"b": "assigned #1, READY", "a": "assigned #2, READY"},
+		},
+		{
+			name: "need: a node with too little free space is dropped with the reason",
+			w: world{nodes: []node{{id: "a", state: ready, mount: "yes", free: mib}, {id: "b", state: ready, mount: "yes", free: 1 << 30}},
+				assigned: []string{"a", "b"}, loads: map[string]Load{"b": {RunningJobs: 2}}},
+			need:    Need{Bytes: 100 * mib},
+			want:    []string{"b"},
+			reasons: map[string]string{"a": "assigned #1, READY; only 1.0 MiB free, 100.0 MiB needed"},
+		},
+		{
+			name: "need: zero means unknown, and drops nobody",
+			w: world{nodes: []node{{id: "a", state: ready, mount: "yes"}},
+				assigned: []string{"a"}},
+			want:    []string{"a"},
+			reasons: map[string]string{"a": "assigned, READY; 0 running jobs, 0 B free"},
+		},
+		{
+			name: "need: fallback and lazily connected nodes without room are dropped too",
+			w: world{nodes: []node{
+				{id: "a", state: unreach, connect: "yes"},
+				{id: "b", state: ready, mount: "yes", free: mib},
+				{id: "c", state: ready, mount: "yes", free: 2 * mib},
+			}, assigned: []string{"a"}, shared: true},
+			need:      Need{Bytes: 2 * mib},
+			want:      []string{"c"},
+			connected: []string{"a"},
+			reasons: map[string]string{
+				"a": "connected on demand and mounts the pool; only 0 B free, 2.0 MiB needed",
+				"b": "not assigned, READY, mounts the shared pool (fallback); only 1.0 MiB free",
+				"c": "(fallback); 0 running jobs, 2.0 MiB free",
+			},
+		},
+		{
+			name: "need: no node has room: the error says so and what to do",
+			w: world{nodes: []node{{id: "a", state: ready, mount: "yes", free: mib}},
+				assigned: []string{"a"}},
+			need: Need{Bytes: 2 * mib},
+			errHas: []string{`no node can reach pool "isos" (/srv/isos): a assigned, READY; only 1.0 MiB free, 2.0 MiB needed;`,
+				"free space in the pool (`quarry image rm IMAGE`) or use another pool"},
 		},
 		{
 			name: "rule 1: a node whose directory is not the pool is never used",
@@ -197,9 +271,14 @@ func TestChoose(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, connected := setup(t, tt.w)
-			ch, err := c.Choose(t.Context(), "p")
+			ch, err := c.ChooseFor(t.Context(), "p", tt.need)
 			var kept []string
 			if ch != nil {
+				for id, frag := range tt.reasons {
+					if r := reasonOf(ch, id); !strings.Contains(r, frag) {
+						t.Errorf("node %s: reason %q\nlacks %q", id, r, frag)
+					}
+				}
 				for _, k := range ch.Kept {
 					kept = append(kept, k.Node.ID)
 					if k.Reason == "" {
@@ -243,5 +322,102 @@ func TestChooseUnknownPool(t *testing.T) {
 	c, _ := setup(t, world{})
 	if _, err := c.Choose(t.Context(), "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Choose(unknown pool) = %v; want ErrNotFound", err)
+	}
+}
+
+func reasonOf(ch *Choice, id string) string {
+	for _, c := range append(slices.Clone(ch.Kept), ch.Rejected...) {
+		if c.Node.ID == id {
+			return c.Reason
+		}
+	}
+	return "(not considered)"
+}
+
+// TestPreview: the view for operators ranks like Choose but dials nobody,
+// and a pool nobody can serve is no error there.
+func TestPreview(t *testing.T) {
+	c, connected := setup(t, world{nodes: []node{
+		{id: "a", state: store.NodeUnreachable, connect: "yes"},
+		{id: "b", state: store.NodeReady, mount: "no"},
+	}, assigned: []string{"a", "b"}})
+	ch, err := c.Preview(t.Context(), "p")
+	if err != nil {
+		t.Fatalf("Preview: %v", err)
+	}
+	if len(ch.Kept) != 0 || len(*connected) != 0 {
+		t.Errorf("Preview kept %v and connected %v; want neither", ch.Kept, *connected)
+	}
+	if r := reasonOf(ch, "a"); !strings.Contains(r, "unreachable since") || !strings.HasSuffix(r, "an operation would connect to it now") {
+		t.Errorf("a: %q", r)
+	}
+	if r := reasonOf(ch, "b"); r != "does not mount it: /srv/isos holds no pool marker" {
+		t.Errorf("b: %q", r)
+	}
+	if _, err := c.Preview(t.Context(), "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Preview(unknown pool) = %v; want ErrNotFound", err)
+	}
+}
+
+// TestJobLoad: the load placement ranks by comes from the RUNNING jobs in
+// the store, so a node busy with jobs ranks below an idle one.
+func TestJobLoad(t *testing.T) {
+	c, _ := setup(t, world{nodes: []node{
+		{id: "a", state: store.NodeReady, mount: "yes"},
+		{id: "b", state: store.NodeReady, mount: "yes"},
+	}, assigned: []string{"a", "b"}})
+	ctx := t.Context()
+	st := c.Store
+	now := time.Unix(1_700_000_000, 0).UTC()
+	run := func(id, nodeID string, bytesPerSec float64) {
+		t.Helper()
+		_, err := st.CreateDownload(ctx, store.Image{ID: "im-" + id, PoolID: "p", Name: id, RelPath: "images/" + id,
+			Kind: store.KindDisk, CreatedAt: now, UpdatedAt: now}, store.Job{ID: id, Source: id, CreatedAt: now, UpdatedAt: now})
+		must(t, err)
+		j, err := st.ClaimJob(ctx, id, nodeID, now)
+		must(t, err)
+		j.BytesPerSec = bytesPerSec
+		must(t, st.UpdateJob(ctx, j))
+	}
+	run("j1", "a", 1000)
+	run("j2", "a", 24)
+	run("j3", "b", 5)
+
+	loads, err := JobLoad(st)(ctx)
+	must(t, err)
+	if want := map[string]Load{"a": {2, 1024}, "b": {1, 5}}; fmt.Sprint(loads) != fmt.Sprint(want) {
+		t.Errorf("JobLoad = %v; want %v", loads, want)
+	}
+	c.Load = JobLoad(st)
+	ch, err := c.Choose(ctx, "p")
+	must(t, err)
+	if first := ch.First(); first.Node.ID != "b" || first.Reason != "assigned #2, READY; 1 running job at 5 B/s, 0 B free" {
+		t.Errorf("first %s: %q; want b, the node with fewer running jobs", first.Node.ID, first.Reason)
+	}
+}
+
+func TestInitializers(t *testing.T) {
+	nodes := []store.Node{{ID: "3", Name: "c"}, {ID: "1", Name: "a"}, {ID: "2", Name: "b"}}
+	tests := []struct {
+		assigned []string
+		want     string
+	}{
+		{nil, "a b c"},
+		{[]string{"3", "1"}, "c a"},
+		{[]string{"2", "gone"}, "b"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.assigned), func(t *testing.T) {
+			var got []string
+			for _, n := range Initializers(store.Pool{AssignedNodeIDs: tt.assigned}, nodes) {
+				got = append(got, n.Name)
+			}
+			if strings.Join(got, " ") != tt.want {
+				t.Errorf("Initializers = %v; want %s", got, tt.want)
+			}
+		})
+	}
+	if nodes[0].Name != "c" {
+		t.Errorf("Initializers reordered its argument: %v", nodes)
 	}
 }

@@ -165,8 +165,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Registerer:    reg,
 		Logger:        cfg.Logger,
 	})
+	// Placement ranks nodes by the RUNNING jobs in the store, not by what
+	// one controller happens to be watching.
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca,
-		chooser: &placement.Chooser{Store: st, Link: link}}
+		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)}}
 	s.scans = discovery.New(discovery.Config{
 		Store: st, Chooser: s.chooser, Lister: isoLister{link},
 		StartDelay: cfg.ScanDelay, Interval: cfg.ScanInterval, Settle: cfg.ScanSettle,
@@ -226,7 +228,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(quarryv1connect.NewNodeServiceHandler(&api.NodeService{Store: s.store, Link: s.link, Logger: s.log, Now: now}, opts...))
-	mux.Handle(quarryv1connect.NewStoragePoolServiceHandler(&api.PoolService{Store: s.store, Link: s.link, Logger: s.log, Now: now}, opts...))
+	mux.Handle(quarryv1connect.NewStoragePoolServiceHandler(&api.PoolService{Store: s.store, Link: s.link, Placement: s.chooser, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewTokenServiceHandler(&api.TokenService{Store: s.store, Logger: s.log, Now: s.cfg.Clock, CAHash: s.ca.Hash}, opts...))
 	mux.Handle(quarryv1connect.NewEnrollmentServiceHandler(&api.EnrollmentService{Store: s.store, Link: s.link, CA: s.ca,
 		CertTTL: s.cfg.AgentCertTTL, Logger: s.log, Clock: s.cfg.Clock, Now: now}, opts...))

@@ -73,6 +73,13 @@ type JobFilter struct {
 	NodeID string
 }
 
+// RunningJobs is the work one node is doing now, for ranking nodes.
+type RunningJobs struct {
+	Count int
+	// BytesPerSec sums the rates last reported by the node's RUNNING jobs.
+	BytesPerSec float64
+}
+
 // JobStore keeps jobs and their history.
 type JobStore interface {
 	// CreateDownload inserts the image (state PENDING) and its job (state
@@ -103,4 +110,7 @@ type JobStore interface {
 	// ListJobEvents returns a job's history, oldest first: its last 1000
 	// events.
 	ListJobEvents(ctx context.Context, jobID string) ([]JobEvent, error)
+	// CountRunningJobs returns, by node id, the RUNNING jobs each node owns:
+	// how many and their summed rate. Nodes running none are absent.
+	CountRunningJobs(ctx context.Context) (map[string]RunningJobs, error)
 }

@@ -397,3 +397,31 @@ func (s *Store) ListJobEvents(ctx context.Context, jobID string) ([]store.JobEve
 	}
 	return out, nil
 }
+
+// CountRunningJobs counts the RUNNING jobs of every node that owns one and
+// sums their last reported rates.
+func (s *Store) CountRunningJobs(ctx context.Context) (map[string]store.RunningJobs, error) {
+	type row struct {
+		node string
+		jobs store.RunningJobs
+	}
+	rows, err := queryAll(ctx, s.db, s.q(`SELECT node_id, COUNT(*), COALESCE(SUM(bytes_per_sec), 0) FROM jobs
+		WHERE state = ? AND node_id <> '' GROUP BY node_id`), []any{string(store.JobRunning)},
+		func(r scanner) (row, error) {
+			var (
+				v     row
+				count int64
+			)
+			err := r.Scan(&v.node, &count, &v.jobs.BytesPerSec)
+			v.jobs.Count = int(count)
+			return v, err
+		})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]store.RunningJobs, len(rows))
+	for _, r := range rows {
+		out[r.node] = r.jobs
+	}
+	return out, nil
+}

@@ -521,6 +521,53 @@ func testFinishJob(t *testing.T, open func(t *testing.T) store.Store) {
 	})
 }
 
+func testCountRunningJobs(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := context.Background()
+	s := open(t)
+	mustCreatePool(t, s, pool("p1"))
+	got, err := s.CountRunningJobs(ctx)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("CountRunningJobs with no jobs = %v, %v; want none", got, err)
+	}
+
+	// n1 runs j1 and j2; n2 runs j3, which has not reported a rate yet, and
+	// finished j4; j5 is queued and belongs to nobody. j2 was n2's before
+	// n1 took it over: it counts for n1 only.
+	ims := map[string]store.Image{}
+	for i := 1; i <= 5; i++ {
+		id := fmt.Sprint(i)
+		im, j := download("j"+id, "im"+id, "p1", "src-"+id)
+		mustCreateDownload(t, s, im, j)
+		ims[j.ID] = im
+	}
+	rate := func(id, nodeID string, bytesPerSec float64) store.Job {
+		t.Helper()
+		j := mustClaimJob(t, s, id, nodeID, at(time.Minute))
+		j.BytesPerSec, j.Phase = bytesPerSec, "downloading"
+		if err := s.UpdateJob(ctx, j); err != nil {
+			t.Fatalf("UpdateJob(%s): %v", id, err)
+		}
+		return j
+	}
+	rate("j1", "n1", 100)
+	rate("j2", "n2", 70)
+	rate("j2", "n1", 50)
+	rate("j3", "n2", 0)
+	j4 := rate("j4", "n2", 1000)
+	if err := s.FinishJob(ctx, finished(j4, store.JobSucceeded, time.Hour), ims["j4"]); err != nil {
+		t.Fatalf("FinishJob(j4): %v", err)
+	}
+
+	got, err = s.CountRunningJobs(ctx)
+	if err != nil {
+		t.Fatalf("CountRunningJobs: %v", err)
+	}
+	wantEqual(t, "CountRunningJobs", got, map[string]store.RunningJobs{
+		"n1": {Count: 2, BytesPerSec: 150},
+		"n2": {Count: 1},
+	})
+}
+
 func testJobEvents(t *testing.T, open func(t *testing.T) store.Store) {
 	ctx := context.Background()
 

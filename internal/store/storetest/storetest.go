@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("JobFencing", func(t *testing.T) { testJobFencing(t, open) })
 	t.Run("FinishJob", func(t *testing.T) { testFinishJob(t, open) })
 	t.Run("JobEvents", func(t *testing.T) { testJobEvents(t, open) })
+	t.Run("CountRunningJobs", func(t *testing.T) { testCountRunningJobs(t, open) })
 	t.Run("PoolWithJobs", func(t *testing.T) { testPoolWithJobs(t, open) })
 	t.Run("JobConcurrency", func(t *testing.T) { testJobConcurrency(t, open) })
 	t.Run("Context", func(t *testing.T) { testContext(t, open) })

@@ -383,8 +383,13 @@ func (x *GetPoolRequest) GetId() string {
 }
 
 type GetPoolResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pool          *StoragePool           `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  *StoragePool           `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// How an operation on the pool would choose its node now: the nodes kept,
+	// best first, then the nodes dropped. Built without connecting to any
+	// node; an operation also connects to assigned nodes that are not READY
+	// when no READY node is kept.
+	Candidates    []*PlacementCandidate `protobuf:"bytes,2,rep,name=candidates,proto3" json:"candidates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -426,6 +431,95 @@ func (x *GetPoolResponse) GetPool() *StoragePool {
 	return nil
 }
 
+func (x *GetPoolResponse) GetCandidates() []*PlacementCandidate {
+	if x != nil {
+		return x.Candidates
+	}
+	return nil
+}
+
+// PlacementCandidate is one node considered for work on a pool.
+type PlacementCandidate struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	NodeName string                 `protobuf:"bytes,2,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// The node may work on the pool. Kept candidates come first, in the order
+	// operations try them.
+	Kept bool `protobuf:"varint,3,opt,name=kept,proto3" json:"kept,omitempty"`
+	// Why the node was kept where it ranks ("assigned #2, READY; 0 running
+	// jobs, 512.0 MiB free") or why it was dropped.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The node is one of the pool's assigned nodes.
+	Assigned      bool `protobuf:"varint,5,opt,name=assigned,proto3" json:"assigned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlacementCandidate) Reset() {
+	*x = PlacementCandidate{}
+	mi := &file_quarry_v1_pool_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementCandidate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementCandidate) ProtoMessage() {}
+
+func (x *PlacementCandidate) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_pool_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementCandidate.ProtoReflect.Descriptor instead.
+func (*PlacementCandidate) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PlacementCandidate) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *PlacementCandidate) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *PlacementCandidate) GetKept() bool {
+	if x != nil {
+		return x.Kept
+	}
+	return false
+}
+
+func (x *PlacementCandidate) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PlacementCandidate) GetAssigned() bool {
+	if x != nil {
+		return x.Assigned
+	}
+	return false
+}
+
 // NodeIDs wraps a list so that "not given" and "empty" differ in UpdatePool.
 type NodeIDs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -436,7 +530,7 @@ type NodeIDs struct {
 
 func (x *NodeIDs) Reset() {
 	*x = NodeIDs{}
-	mi := &file_quarry_v1_pool_proto_msgTypes[7]
+	mi := &file_quarry_v1_pool_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +542,7 @@ func (x *NodeIDs) String() string {
 func (*NodeIDs) ProtoMessage() {}
 
 func (x *NodeIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_pool_proto_msgTypes[7]
+	mi := &file_quarry_v1_pool_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +555,7 @@ func (x *NodeIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeIDs.ProtoReflect.Descriptor instead.
 func (*NodeIDs) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{7}
+	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NodeIDs) GetIds() []string {
@@ -485,7 +579,7 @@ type UpdatePoolRequest struct {
 
 func (x *UpdatePoolRequest) Reset() {
 	*x = UpdatePoolRequest{}
-	mi := &file_quarry_v1_pool_proto_msgTypes[8]
+	mi := &file_quarry_v1_pool_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +591,7 @@ func (x *UpdatePoolRequest) String() string {
 func (*UpdatePoolRequest) ProtoMessage() {}
 
 func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_pool_proto_msgTypes[8]
+	mi := &file_quarry_v1_pool_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +604,7 @@ func (x *UpdatePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePoolRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{8}
+	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdatePoolRequest) GetId() string {
@@ -550,7 +644,7 @@ type UpdatePoolResponse struct {
 
 func (x *UpdatePoolResponse) Reset() {
 	*x = UpdatePoolResponse{}
-	mi := &file_quarry_v1_pool_proto_msgTypes[9]
+	mi := &file_quarry_v1_pool_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +656,7 @@ func (x *UpdatePoolResponse) String() string {
 func (*UpdatePoolResponse) ProtoMessage() {}
 
 func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_pool_proto_msgTypes[9]
+	mi := &file_quarry_v1_pool_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +669,7 @@ func (x *UpdatePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePoolResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePoolResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{9}
+	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdatePoolResponse) GetPool() *StoragePool {
@@ -594,7 +688,7 @@ type DeletePoolRequest struct {
 
 func (x *DeletePoolRequest) Reset() {
 	*x = DeletePoolRequest{}
-	mi := &file_quarry_v1_pool_proto_msgTypes[10]
+	mi := &file_quarry_v1_pool_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +700,7 @@ func (x *DeletePoolRequest) String() string {
 func (*DeletePoolRequest) ProtoMessage() {}
 
 func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_pool_proto_msgTypes[10]
+	mi := &file_quarry_v1_pool_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +713,7 @@ func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolRequest.ProtoReflect.Descriptor instead.
 func (*DeletePoolRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{10}
+	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeletePoolRequest) GetId() string {
@@ -637,7 +731,7 @@ type DeletePoolResponse struct {
 
 func (x *DeletePoolResponse) Reset() {
 	*x = DeletePoolResponse{}
-	mi := &file_quarry_v1_pool_proto_msgTypes[11]
+	mi := &file_quarry_v1_pool_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +743,7 @@ func (x *DeletePoolResponse) String() string {
 func (*DeletePoolResponse) ProtoMessage() {}
 
 func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_pool_proto_msgTypes[11]
+	mi := &file_quarry_v1_pool_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +756,7 @@ func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolResponse.ProtoReflect.Descriptor instead.
 func (*DeletePoolResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{11}
+	return file_quarry_v1_pool_proto_rawDescGZIP(), []int{12}
 }
 
 var File_quarry_v1_pool_proto protoreflect.FileDescriptor
@@ -693,9 +787,18 @@ const file_quarry_v1_pool_proto_rawDesc = "" +
 	"\x11ListPoolsResponse\x12,\n" +
 	"\x05pools\x18\x01 \x03(\v2\x16.quarry.v1.StoragePoolR\x05pools\" \n" +
 	"\x0eGetPoolRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"=\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"|\n" +
 	"\x0fGetPoolResponse\x12*\n" +
-	"\x04pool\x18\x01 \x01(\v2\x16.quarry.v1.StoragePoolR\x04pool\"\x1b\n" +
+	"\x04pool\x18\x01 \x01(\v2\x16.quarry.v1.StoragePoolR\x04pool\x12=\n" +
+	"\n" +
+	"candidates\x18\x02 \x03(\v2\x1d.quarry.v1.PlacementCandidateR\n" +
+	"candidates\"\x92\x01\n" +
+	"\x12PlacementCandidate\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12\x12\n" +
+	"\x04kept\x18\x03 \x01(\bR\x04kept\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1a\n" +
+	"\bassigned\x18\x05 \x01(\bR\bassigned\"\x1b\n" +
 	"\aNodeIDs\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\"\xad\x01\n" +
 	"\x11UpdatePoolRequest\x12\x0e\n" +
@@ -734,7 +837,7 @@ func file_quarry_v1_pool_proto_rawDescGZIP() []byte {
 	return file_quarry_v1_pool_proto_rawDescData
 }
 
-var file_quarry_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_quarry_v1_pool_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_quarry_v1_pool_proto_goTypes = []any{
 	(*StoragePool)(nil),           // 0: quarry.v1.StoragePool
 	(*CreatePoolRequest)(nil),     // 1: quarry.v1.CreatePoolRequest
@@ -743,37 +846,39 @@ var file_quarry_v1_pool_proto_goTypes = []any{
 	(*ListPoolsResponse)(nil),     // 4: quarry.v1.ListPoolsResponse
 	(*GetPoolRequest)(nil),        // 5: quarry.v1.GetPoolRequest
 	(*GetPoolResponse)(nil),       // 6: quarry.v1.GetPoolResponse
-	(*NodeIDs)(nil),               // 7: quarry.v1.NodeIDs
-	(*UpdatePoolRequest)(nil),     // 8: quarry.v1.UpdatePoolRequest
-	(*UpdatePoolResponse)(nil),    // 9: quarry.v1.UpdatePoolResponse
-	(*DeletePoolRequest)(nil),     // 10: quarry.v1.DeletePoolRequest
-	(*DeletePoolResponse)(nil),    // 11: quarry.v1.DeletePoolResponse
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*PoolMount)(nil),             // 13: quarry.v1.PoolMount
+	(*PlacementCandidate)(nil),    // 7: quarry.v1.PlacementCandidate
+	(*NodeIDs)(nil),               // 8: quarry.v1.NodeIDs
+	(*UpdatePoolRequest)(nil),     // 9: quarry.v1.UpdatePoolRequest
+	(*UpdatePoolResponse)(nil),    // 10: quarry.v1.UpdatePoolResponse
+	(*DeletePoolRequest)(nil),     // 11: quarry.v1.DeletePoolRequest
+	(*DeletePoolResponse)(nil),    // 12: quarry.v1.DeletePoolResponse
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*PoolMount)(nil),             // 14: quarry.v1.PoolMount
 }
 var file_quarry_v1_pool_proto_depIdxs = []int32{
-	12, // 0: quarry.v1.StoragePool.created_at:type_name -> google.protobuf.Timestamp
-	13, // 1: quarry.v1.StoragePool.nodes:type_name -> quarry.v1.PoolMount
+	13, // 0: quarry.v1.StoragePool.created_at:type_name -> google.protobuf.Timestamp
+	14, // 1: quarry.v1.StoragePool.nodes:type_name -> quarry.v1.PoolMount
 	0,  // 2: quarry.v1.CreatePoolResponse.pool:type_name -> quarry.v1.StoragePool
 	0,  // 3: quarry.v1.ListPoolsResponse.pools:type_name -> quarry.v1.StoragePool
 	0,  // 4: quarry.v1.GetPoolResponse.pool:type_name -> quarry.v1.StoragePool
-	7,  // 5: quarry.v1.UpdatePoolRequest.assigned_node_ids:type_name -> quarry.v1.NodeIDs
-	0,  // 6: quarry.v1.UpdatePoolResponse.pool:type_name -> quarry.v1.StoragePool
-	1,  // 7: quarry.v1.StoragePoolService.CreatePool:input_type -> quarry.v1.CreatePoolRequest
-	3,  // 8: quarry.v1.StoragePoolService.ListPools:input_type -> quarry.v1.ListPoolsRequest
-	5,  // 9: quarry.v1.StoragePoolService.GetPool:input_type -> quarry.v1.GetPoolRequest
-	8,  // 10: quarry.v1.StoragePoolService.UpdatePool:input_type -> quarry.v1.UpdatePoolRequest
-	10, // 11: quarry.v1.StoragePoolService.DeletePool:input_type -> quarry.v1.DeletePoolRequest
-	2,  // 12: quarry.v1.StoragePoolService.CreatePool:output_type -> quarry.v1.CreatePoolResponse
-	4,  // 13: quarry.v1.StoragePoolService.ListPools:output_type -> quarry.v1.ListPoolsResponse
-	6,  // 14: quarry.v1.StoragePoolService.GetPool:output_type -> quarry.v1.GetPoolResponse
-	9,  // 15: quarry.v1.StoragePoolService.UpdatePool:output_type -> quarry.v1.UpdatePoolResponse
-	11, // 16: quarry.v1.StoragePoolService.DeletePool:output_type -> quarry.v1.DeletePoolResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	7,  // 5: quarry.v1.GetPoolResponse.candidates:type_name -> quarry.v1.PlacementCandidate
+	8,  // 6: quarry.v1.UpdatePoolRequest.assigned_node_ids:type_name -> quarry.v1.NodeIDs
+	0,  // 7: quarry.v1.UpdatePoolResponse.pool:type_name -> quarry.v1.StoragePool
+	1,  // 8: quarry.v1.StoragePoolService.CreatePool:input_type -> quarry.v1.CreatePoolRequest
+	3,  // 9: quarry.v1.StoragePoolService.ListPools:input_type -> quarry.v1.ListPoolsRequest
+	5,  // 10: quarry.v1.StoragePoolService.GetPool:input_type -> quarry.v1.GetPoolRequest
+	9,  // 11: quarry.v1.StoragePoolService.UpdatePool:input_type -> quarry.v1.UpdatePoolRequest
+	11, // 12: quarry.v1.StoragePoolService.DeletePool:input_type -> quarry.v1.DeletePoolRequest
+	2,  // 13: quarry.v1.StoragePoolService.CreatePool:output_type -> quarry.v1.CreatePoolResponse
+	4,  // 14: quarry.v1.StoragePoolService.ListPools:output_type -> quarry.v1.ListPoolsResponse
+	6,  // 15: quarry.v1.StoragePoolService.GetPool:output_type -> quarry.v1.GetPoolResponse
+	10, // 16: quarry.v1.StoragePoolService.UpdatePool:output_type -> quarry.v1.UpdatePoolResponse
+	12, // 17: quarry.v1.StoragePoolService.DeletePool:output_type -> quarry.v1.DeletePoolResponse
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_pool_proto_init() }
@@ -782,14 +887,14 @@ func file_quarry_v1_pool_proto_init() {
 		return
 	}
 	file_quarry_v1_node_proto_init()
-	file_quarry_v1_pool_proto_msgTypes[8].OneofWrappers = []any{}
+	file_quarry_v1_pool_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_v1_pool_proto_rawDesc), len(file_quarry_v1_pool_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
