@@ -13,6 +13,7 @@ import (
 	"github.com/quarry-project/quarry/internal/checksum"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/names"
+	"github.com/quarry-project/quarry/internal/poolfs"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/urlpolicy"
 )
@@ -157,13 +158,9 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 		}
 	}
 	now := s.Now()
-	dir := "images/"
-	if src.kind == store.KindISO {
-		dir = "iso/"
-	}
 	im := store.Image{
 		ID: newID("img"), PoolID: pool.ID, Name: src.name, Kind: src.kind, State: store.ImagePending,
-		RelPath: dir + src.name, Origin: store.OriginDownloaded, CreatedAt: now, UpdatedAt: now,
+		RelPath: poolfs.ImagePath(src.name, src.kind == store.KindISO), Origin: store.OriginDownloaded, CreatedAt: now, UpdatedAt: now,
 		OSDistro: src.os.Distro, OSVersion: src.os.Version, OSArch: src.os.Arch,
 	}
 	j := store.Job{

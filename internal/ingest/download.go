@@ -10,6 +10,9 @@ import (
 	"path"
 	"sync/atomic"
 	"time"
+
+	"github.com/quarry-project/quarry/internal/atomicfile"
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
 // maxRetryAfter bounds how long a Retry-After can hold the job inside one
@@ -59,8 +62,8 @@ func (d *download) run(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, d.stopped(ctx, err)
 	}
-	if err := r.Root.MkdirAll(PartialDir, 0o755); err != nil {
-		return Result{}, d.localError("creating "+PartialDir, err)
+	if err := r.Root.MkdirAll(poolfs.PartialDir, 0o755); err != nil {
+		return Result{}, d.localError("creating "+poolfs.PartialDir, err)
 	}
 	if d.f, err = r.Root.OpenFile(partialPath(r.Job), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return Result{}, d.localError("opening the partial file", err)
@@ -316,7 +319,7 @@ func (d *download) ensureSpace() error {
 	if d.offset() > 0 {
 		what = "the rest of the image needs"
 	}
-	free := freeSpace(d.r.Root, PartialDir)
+	free := freeSpace(d.r.Root, poolfs.PartialDir)
 	if free >= 0 && free < need {
 		return noSpace(nil, "%s has %s free; %s %s; free space or choose another pool", d.r.Describe, size(free), what, size(need))
 	}
@@ -406,7 +409,7 @@ func (d *download) finish() (Result, error) {
 	if err != nil {
 		return Result{}, d.localError("moving the image to "+r.Dest, err)
 	}
-	if err := syncDir(r.Root, path.Dir(r.Dest)); err != nil {
+	if err := atomicfile.SyncDir(r.Root, path.Dir(r.Dest)); err != nil {
 		return Result{}, d.localError("syncing the directory of "+r.Dest, err)
 	}
 	if err := Discard(r.Root, r.Job); err != nil {

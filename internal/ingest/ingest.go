@@ -48,9 +48,9 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
+
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
 // Request describes one download.
@@ -134,10 +134,12 @@ func (r *Request) check() error {
 		return terminal(nil, "download of job %s has no pool root", r.Job)
 	case r.Client == nil:
 		return terminal(nil, "download of job %s has no HTTP client", r.Job)
-	case !filepath.IsLocal(r.Dest) || filepath.Clean(r.Dest) != r.Dest || strings.Contains(r.Dest, `\`):
-		return terminal(nil, "destination %q is not a clean path inside the pool such as images/disk.qcow2", shorten(r.Dest))
-	case r.Dest == ".quarry" || strings.HasPrefix(r.Dest, ".quarry/"):
-		return terminal(nil, "destination %q is inside the pool's .quarry directory, which holds Quarry's own files", shorten(r.Dest))
+	}
+	if err := poolfs.CheckPath(r.Dest); err != nil {
+		return terminal(nil, "destination %v", err)
+	}
+	if poolfs.IsMeta(r.Dest) {
+		return terminal(nil, "destination %q is inside the pool's %s directory, which holds Quarry's own files", shorten(r.Dest), poolfs.MetaDir)
 	}
 	if !r.Expected.IsZero() {
 		d, err := ParseDigest(r.Expected.String())

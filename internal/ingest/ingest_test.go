@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/quarry-project/quarry/internal/origintest"
+	"github.com/quarry-project/quarry/internal/poolfs"
 	"github.com/quarry-project/quarry/internal/urlpolicy"
 )
 
@@ -83,7 +84,7 @@ func (p *pool) checkImage(t *testing.T, dest string, f *origintest.File) {
 
 func (p *pool) checkNoPartial(t *testing.T) {
 	t.Helper()
-	entries, err := os.ReadDir(p.dir + "/" + PartialDir)
+	entries, err := os.ReadDir(p.dir + "/" + poolfs.PartialDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func (p *pool) checkNoPartial(t *testing.T) {
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		t.Fatalf("left in %s: %v", PartialDir, names)
+		t.Fatalf("left in %s: %v", poolfs.PartialDir, names)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quarry-project/quarry/internal/origintest"
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
 func TestResumeAfterDropInOneCall(t *testing.T) {
@@ -213,7 +214,7 @@ func TestResumeUnaligned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(p.dir+"/"+PartialDir, 0o755); err != nil {
+	if err := os.MkdirAll(p.dir+"/"+poolfs.PartialDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p.dir+"/"+partialPath(r.Job), head, 0o644); err != nil {
