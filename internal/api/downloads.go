@@ -79,10 +79,11 @@ func (s *ImageService) resolveSource(m *quarryv1.DownloadImageRequest) (source, 
 		return src, invalidf("%s", err.Error())
 	}
 	if c := m.GetChecksum(); c != "" {
-		if _, _, err := checksum.ParseDigest(c); err != nil {
+		d, err := checksum.ParseDigest(c)
+		if err != nil {
 			return src, invalidf("%s", err.Error())
 		}
-		src.checksum, src.checksumURL = c, ""
+		src.checksum, src.checksumURL = d.String(), ""
 	}
 	if n := m.GetName(); n != "" {
 		src.name = n
@@ -146,13 +147,13 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 		return nil, err
 	}
 	// The same digest already READY in the pool: that image is the answer.
-	if algo, hex, err := checksum.ParseDigest(src.checksum); err == nil && algo == "sha256" {
+	if d, err := checksum.ParseDigest(src.checksum); err == nil && d.Algo == checksum.SHA256 {
 		ims, err := s.Store.ListImages(ctx, store.ImageFilter{PoolID: pool.ID})
 		if err != nil {
 			return nil, err
 		}
 		for _, im := range ims {
-			if im.State == store.ImageReady && im.SHA256 == hex {
+			if im.State == store.ImageReady && im.SHA256 == d.Hex {
 				return &quarryv1.DownloadImageResponse{Image: imageView(im, pool.Name), Existing: true}, nil
 			}
 		}

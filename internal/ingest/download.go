@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/quarry-project/quarry/internal/atomicfile"
+	"github.com/quarry-project/quarry/internal/checksum"
 	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
@@ -137,7 +138,7 @@ func (d *download) start(ck *checkpoint, info preflight) error {
 	}
 	d.validator, d.total = info.validator, info.total
 	if ck != nil && d.resumable(ck, info) {
-		h, err := restoreHashes(ck.SHA256, ck.SHA512, r.Expected.Algo == "sha512")
+		h, err := restoreHashes(ck.SHA256, ck.SHA512, r.Expected.Algo == checksum.SHA512)
 		st, serr := d.f.Stat()
 		if err == nil && serr == nil && st.Size() >= ck.Offset {
 			// Bytes past the checkpoint were never made durable with a hash
@@ -181,7 +182,7 @@ func (d *download) restart() error {
 	if err := d.f.Truncate(0); err != nil {
 		return d.localError("truncating the partial file", err)
 	}
-	d.h = newHashes(d.r.Expected.Algo == "sha512")
+	d.h = newHashes(d.r.Expected.Algo == checksum.SHA512)
 	d.resumed = false
 	d.s.reset(0)
 	d.meter.update(0, d.total, true)
@@ -367,7 +368,7 @@ func (d *download) verify() error {
 	d.sha256, d.sha512 = d.h.sums()
 	want := d.r.Expected
 	got := d.sha256
-	if want.Algo == "sha512" {
+	if want.Algo == checksum.SHA512 {
 		got = d.sha512
 	}
 	if want.IsZero() || got == want.Hex {

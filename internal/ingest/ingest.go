@@ -50,6 +50,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/checksum"
 	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
@@ -63,7 +64,7 @@ type Request struct {
 	URL   string
 	// Expected is the digest the file must have; zero expects nothing
 	// (SHA-256 is still computed and reported).
-	Expected Digest
+	Expected checksum.Digest
 	// Root is the pool directory.
 	Root *os.Root
 	// Dest is the final path inside Root, such as "images/ubuntu.qcow2".
@@ -142,7 +143,7 @@ func (r *Request) check() error {
 		return terminal(nil, "destination %q is inside the pool's %s directory, which holds Quarry's own files", shorten(r.Dest), poolfs.MetaDir)
 	}
 	if !r.Expected.IsZero() {
-		d, err := ParseDigest(r.Expected.String())
+		d, err := checksum.ParseDigest(r.Expected.String())
 		if err != nil {
 			return terminal(err, "%v", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/checksum"
 	"github.com/quarry-project/quarry/internal/origintest"
 	"github.com/quarry-project/quarry/internal/poolfs"
 )
@@ -86,7 +87,7 @@ func TestResumeAcrossCalls(t *testing.T) {
 			f.OmitETag(tt.omitETag)
 			p := newPool(t, "")
 			r := request(p, f)
-			r.Expected = Digest{Algo: "sha512", Hex: f.SHA512()}
+			r.Expected = checksum.Digest{Algo: "sha512", Hex: f.SHA512()}
 			ck := interrupted(t, p, r, f, 5*mib)
 			first := f.BytesServed()
 
