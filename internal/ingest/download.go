@@ -33,8 +33,9 @@ type download struct {
 	validator string // If-Range value; "": this origin cannot be resumed safely
 	resumed   bool
 	fetched   int64
-	fresh     bool // the one download from zero after a mismatch has begun
-	lastCkpt  time.Time
+	fresh     bool      // the one download from zero after a mismatch has begun
+	lastCkpt  time.Time // when the last checkpoint was taken
+	ckptAt    int64     // and the offset it covers
 	meter     *meter
 	arrived   atomic.Int64 // bytes received, read by the stall watchdog
 	sha256    string
@@ -210,7 +211,7 @@ func (d *download) snapshot(offset int64) (*checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("saving the hash state of job %s: %w", r.Job, err)
 	}
-	d.lastCkpt = time.Now()
+	d.lastCkpt, d.ckptAt = time.Now(), offset
 	return &checkpoint{
 		Job: r.Job, URL: r.URL, Validator: d.validator, Total: d.total, Offset: offset,
 		Fence: r.Fence, SHA256: s256, SHA512: s512, Fresh: d.fresh, Written: d.lastCkpt.UTC(),
@@ -236,11 +237,14 @@ func (d *download) persist(ck *checkpoint) error {
 }
 
 // submit hashes the sink's pending chunk and hands it over, with a
-// checkpoint when one is due.
+// checkpoint when one is due: CheckpointEvery after the last one, or once
+// CheckpointBytes were submitted since, whichever comes first. The byte
+// bound is what a fast origin needs: at 50 MiB/s, 2 s are 100 MiB that a
+// node lost mid-download would make the next one fetch again.
 func (d *download) submit() error {
 	d.h.Write(d.s.pending())
 	var ck *checkpoint
-	if time.Since(d.lastCkpt) >= d.r.CheckpointEvery {
+	if time.Since(d.lastCkpt) >= d.r.CheckpointEvery || d.s.end()-d.ckptAt >= d.r.CheckpointBytes {
 		var err error
 		if ck, err = d.snapshot(d.s.end()); err != nil {
 			return err

@@ -14,10 +14,12 @@
 //     sink). A partial file is never visible as an image: only a
 //     verified, fsynced file is renamed to Dest, and the directory is
 //     fsynced.
-//   - Every CheckpointEvery the partial file is fdatasynced and a
+//   - Every CheckpointEvery (2 s) or every CheckpointBytes (32 MiB),
+//     whichever comes first, the partial file is fdatasynced and a
 //     checkpoint (offset, validator, serialized hash states, fence) is
 //     replaced atomically, so a later call, on this node or on another one
-//     sharing the pool, resumes with Range and If-Range. An origin that
+//     sharing the pool, resumes with Range and If-Range and fetches again
+//     at most what arrived since. An origin that
 //     answers 200 instead (its file changed, or it ignores ranges) is
 //     downloaded again from zero.
 //   - Transient failures (connection errors, resets, 408, 429, 5xx,
@@ -80,6 +82,10 @@ type Request struct {
 	Progress func(Progress)
 	// CheckpointEvery is how often progress is made durable; default 2 s.
 	CheckpointEvery time.Duration
+	// CheckpointBytes makes progress durable sooner, once this many bytes
+	// arrived since the last checkpoint; default 32 MiB. A checkpoint
+	// covers whole chunks, so it may come up to one chunk (1 MiB) later.
+	CheckpointBytes int64
 	// StallTimeout: fewer than 64 KiB arriving in this long is a stall;
 	// default 30 s.
 	StallTimeout time.Duration
@@ -151,6 +157,9 @@ func (r *Request) check() error {
 	}
 	if r.CheckpointEvery <= 0 {
 		r.CheckpointEvery = 2 * time.Second
+	}
+	if r.CheckpointBytes <= 0 {
+		r.CheckpointBytes = 32 << 20
 	}
 	if r.StallTimeout <= 0 {
 		r.StallTimeout = 30 * time.Second
