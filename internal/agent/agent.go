@@ -69,7 +69,8 @@ type Config struct {
 	// certificate yet.
 	Enrollment Enrollment
 	// CheckpointEvery is how often a download makes its progress durable
-	// (default 2 s): what a crash can make it fetch again.
+	// (default 2 s; also every 32 MiB, whichever comes first): what a crash
+	// can make it fetch again.
 	CheckpointEvery time.Duration
 	Logger          *slog.Logger // default slog.Default()
 }

@@ -184,18 +184,16 @@ func (dl *downloads) run(ctx context.Context, d *download, root *os.Root, m *age
 // fetch resolves the expected digest (from a checksum file if need be) and
 // runs the ingestion.
 func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *agentv1.StartDownloadRequest, client *http.Client) (ingest.Result, error) {
-	want := m.GetChecksum()
-	if want == "" && m.GetChecksumUrl() != "" {
-		var err error
-		if want, err = lookupChecksum(ctx, client, m.GetChecksumUrl(), path.Base(urlPath(m.GetUrl()))); err != nil {
-			return ingest.Result{}, err
-		}
-	}
-	var digest ingest.Digest
-	if want != "" {
-		var err error
-		if digest, err = ingest.ParseDigest(want); err != nil {
+	var digest checksum.Digest
+	var err error
+	switch {
+	case m.GetChecksum() != "":
+		if digest, err = checksum.ParseDigest(m.GetChecksum()); err != nil {
 			return ingest.Result{}, errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
+		}
+	case m.GetChecksumUrl() != "":
+		if digest, err = lookupChecksum(ctx, client, m.GetChecksumUrl(), path.Base(urlPath(m.GetUrl()))); err != nil {
+			return ingest.Result{}, err
 		}
 	}
 	return ingest.Download(ctx, ingest.Request{
@@ -242,29 +240,29 @@ func urlPath(raw string) string {
 }
 
 // lookupChecksum fetches a checksum file and finds the file's digest in it.
-func lookupChecksum(ctx context.Context, client *http.Client, sumsURL, fileName string) (string, error) {
+func lookupChecksum(ctx context.Context, client *http.Client, sumsURL, fileName string) (checksum.Digest, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sumsURL, nil)
 	if err != nil {
-		return "", fmt.Errorf("checksum file URL %s: %w", sumsURL, err)
+		return checksum.Digest{}, fmt.Errorf("checksum file URL %s: %w", sumsURL, err)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("fetching the checksum file %s: %w", sumsURL, err)
+		return checksum.Digest{}, fmt.Errorf("fetching the checksum file %s: %w", sumsURL, err)
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
-		return "", fmt.Errorf("fetching the checksum file %s: %s", sumsURL, resp.Status)
+		return checksum.Digest{}, fmt.Errorf("fetching the checksum file %s: %s", sumsURL, resp.Status)
 	case resp.StatusCode != http.StatusOK:
-		return "", errclass.New(errclass.InvalidArgument, "fetching the checksum file %s: %s; check the URL or give --checksum", sumsURL, resp.Status)
+		return checksum.Digest{}, errclass.New(errclass.InvalidArgument, "fetching the checksum file %s: %s; check the URL or give --checksum", sumsURL, resp.Status)
 	}
 	entries, err := checksum.Parse(resp.Body, 1<<20)
 	if err != nil {
-		return "", errclass.Wrap(errclass.InvalidArgument, err, "reading the checksum file %s: %v", sumsURL, err)
+		return checksum.Digest{}, errclass.Wrap(errclass.InvalidArgument, err, "reading the checksum file %s: %v", sumsURL, err)
 	}
 	e, err := checksum.FindIn(sumsURL, entries, fileName)
 	if err != nil {
-		return "", errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
+		return checksum.Digest{}, errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
 	}
 	return e.Digest(), nil
 }

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/isoscan"
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
 // listBatch is how many files one ListISOs message carries.
@@ -74,8 +74,8 @@ func (w *isoWatches) close() {
 // start watches dir/iso; nil when there is no iso/ directory to watch (a
 // pool initialized by Quarry always has one). Called with w.mu held.
 func (w *isoWatches) start(poolID, dir string) *poolWatch {
-	isoDir := dir + "/" + isoscan.Dir
-	watcher, err := dirwatch.New(isoDir, dirwatch.ISOFile)
+	isoDir := dir + "/" + poolfs.ISODir
+	watcher, err := dirwatch.New(isoDir, poolfs.IsISOName)
 	if err != nil {
 		w.a.log.Warn("cannot watch pool for new ISOs; periodic scans still find them", "pool", poolID, "dir", isoDir, "err", err)
 		return nil
@@ -147,7 +147,7 @@ func (w *isoWatches) get(poolID string) *poolWatch {
 // record updates what is known of a file and forwards settled, removed
 // and overflow events to subscribers.
 func (pw *poolWatch) record(e dirwatch.Event) {
-	rel := path.Join(isoscan.Dir, e.RelPath)
+	rel := path.Join(poolfs.ISODir, e.RelPath)
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
 	ev := &agentv1.PoolEvent{PoolId: pw.poolID, RelPath: rel}
@@ -233,7 +233,7 @@ func (s *service) ListISOs(ctx context.Context, req *connect.Request[agentv1.Lis
 	}
 	files, err := s.a.isos.scanner.Scan(ctx, dir, nil)
 	if err != nil {
-		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/iso: %v", ref.path, cause(err)))
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/%s: %v", ref.path, poolfs.ISODir, cause(err)))
 	}
 	pw := s.a.isos.get(ref.id)
 	batch := &agentv1.ListISOsResponse{}
@@ -336,16 +336,11 @@ func (s *service) DeleteFile(ctx context.Context, req *connect.Request[agentv1.D
 	return connect.NewResponse(&agentv1.DeleteFileResponse{}), nil
 }
 
-// checkImagePath accepts only clean relative paths to files under iso/ or
-// images/: never the marker, partial downloads, or anything outside.
+// checkImagePath accepts only paths an image can have (poolfs.CheckImagePath):
+// never the marker, partial downloads, or anything outside the pool.
 func checkImagePath(rel string) error {
-	switch {
-	case rel == "" || strings.ContainsRune(rel, 0):
-		return errclass.New(errclass.InvalidArgument, "file path %q is empty or holds a NUL byte", rel)
-	case path.IsAbs(rel) || path.Clean(rel) != rel || strings.HasPrefix(rel, "../") || rel == "..":
-		return errclass.New(errclass.InvalidArgument, "file path %q must be clean and relative to the pool root", rel)
-	case !strings.HasPrefix(rel, "iso/") && !strings.HasPrefix(rel, "images/"):
-		return errclass.New(errclass.InvalidArgument, "file path %q is not under iso/ or images/", rel)
+	if err := poolfs.CheckImagePath(rel); err != nil {
+		return errclass.New(errclass.InvalidArgument, "file path %v", err)
 	}
 	return nil
 }

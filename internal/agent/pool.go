@@ -1,11 +1,7 @@
 package agent
 
 import (
-	"github.com/quarry-project/quarry/internal/errclass"
-	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
-
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,25 +11,11 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/quarry-project/quarry/internal/errclass"
+	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
-
-// Pool layout on disk, relative to the pool directory.
-const (
-	metaDir    = ".quarry"           // marker, partial downloads, checkpoints
-	markerFile = ".quarry/pool.json" // the pool's identity
-	isoDir     = "iso"
-	imagesDir  = "images"
-
-	maxMarkerSize = 64 << 10
-)
-
-// marker is the content of .quarry/pool.json.
-type marker struct {
-	ID            string `json:"id"`
-	Name          string `json:"name"`
-	CreatedAt     string `json:"createdAt"` // RFC 3339
-	InitializedBy string `json:"initializedBy"`
-}
 
 // poolRef is a validated pool reference: the pool's id, its name and its path
 // as the pool spec gives it (absolute, clean).
@@ -109,7 +91,7 @@ func mountProblem(ref poolRef, dir string) (agentv1.MountStatus, string) {
 	}
 	defer root.Close()
 
-	m, err := readMarker(root)
+	m, err := poolfs.ReadMarker(root)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		// Only this status lets the control plane initialize the directory.
@@ -128,59 +110,24 @@ func mountProblem(ref poolRef, dir string) (agentv1.MountStatus, string) {
 	return agentv1.MountStatus_MOUNT_STATUS_MOUNTED, ""
 }
 
-// readMarker reads and parses the marker through root, so that a symlinked
-// .quarry or pool.json cannot make the agent trust a file outside the pool.
-func readMarker(root *os.Root) (marker, error) {
-	f, err := root.Open(markerFile)
-	if err != nil {
-		return marker{}, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxMarkerSize+1))
-	if err != nil {
-		return marker{}, err
-	}
-	if len(b) > maxMarkerSize {
-		return marker{}, errBadMarker{fmt.Errorf("larger than %d bytes", maxMarkerSize)}
-	}
-	var m marker
-	if err := json.Unmarshal(b, &m); err != nil {
-		return marker{}, errBadMarker{err}
-	}
-	if m.ID == "" {
-		return marker{}, errBadMarker{errors.New(`no "id"`)}
-	}
-	return m, nil
-}
-
-// errBadMarker is a marker file that exists but cannot be parsed.
-type errBadMarker struct{ err error }
-
-func (e errBadMarker) Error() string { return e.err.Error() }
-
-func isBadMarker(err error) bool {
-	_, ok := errors.AsType[errBadMarker](err)
-	return ok
-}
-
 // markerProblem explains, as a failed precondition, why the marker of ref
 // could not be read.
 func markerProblem(ref poolRef, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return errclass.New(errclass.FailedPrecondition, "%s holds no pool marker (%s): this directory is not pool %q — is the shared filesystem mounted here?",
-			ref.path, markerFile, ref.label())
-	case isBadMarker(err):
+			ref.path, poolfs.MarkerPath, ref.label())
+	case errors.Is(err, poolfs.ErrBadMarker):
 		return errclass.New(errclass.FailedPrecondition, "%s holds a damaged pool marker (%s: %v): repair or remove it, then initialize the pool again",
-			ref.path, markerFile, err)
+			ref.path, poolfs.MarkerPath, err)
 	case errors.Is(err, fs.ErrPermission):
 		return errclass.New(errclass.FailedPrecondition, "%s is not readable by the agent: %v", ref.path, cause(err))
 	default:
-		return errclass.New(errclass.FailedPrecondition, "cannot read the pool marker of %s (%s): %v", ref.path, markerFile, cause(err))
+		return errclass.New(errclass.FailedPrecondition, "cannot read the pool marker of %s (%s): %v", ref.path, poolfs.MarkerPath, cause(err))
 	}
 }
 
-func otherPool(ref poolRef, m marker) error {
+func otherPool(ref poolRef, m poolfs.Marker) error {
 	return errclass.New(errclass.FailedPrecondition, "%s holds the marker of another pool (id %s, name %q): this node's %s is a different directory",
 		ref.path, m.ID, m.Name, ref.path)
 }
@@ -200,7 +147,7 @@ func probeRead(root *os.Root) error {
 // probeWrite proves the agent can write in .quarry/ by creating and removing
 // a file there.
 func probeWrite(root *os.Root) error {
-	name := metaDir + "/.probe-" + rand.Text()
+	name := poolfs.MetaDir + "/.probe-" + rand.Text()
 	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -228,7 +175,7 @@ func initPool(ref poolRef, dir, hostname string, now time.Time) error {
 	defer root.Close()
 
 	write := true
-	switch m, err := readMarker(root); {
+	switch m, err := poolfs.ReadMarker(root); {
 	case err == nil && m.ID != ref.id:
 		return otherPool(ref, m)
 	case err == nil:
@@ -237,17 +184,15 @@ func initPool(ref poolRef, dir, hostname string, now time.Time) error {
 		return markerProblem(ref, err)
 	}
 
-	for _, d := range []string{metaDir, isoDir, imagesDir} {
-		if err := root.MkdirAll(d, 0o755); err != nil {
-			return writeProblem(ref, err)
-		}
+	if err := poolfs.MakeDirs(root); err != nil {
+		return writeProblem(ref, err)
 	}
 	if write {
-		m := marker{ID: ref.id, Name: ref.name, CreatedAt: now.UTC().Format(time.RFC3339), InitializedBy: hostname}
-		if err := writeMarker(root, m); errors.Is(err, fs.ErrExist) {
+		m := poolfs.Marker{ID: ref.id, Name: ref.name, CreatedAt: now.UTC().Format(time.RFC3339), InitializedBy: hostname}
+		if err := poolfs.CreateMarker(root, m); errors.Is(err, fs.ErrExist) {
 			// Another InitPool won the race; it is success only if it was
 			// for the same pool.
-			m, err := readMarker(root)
+			m, err := poolfs.ReadMarker(root)
 			if err != nil {
 				return markerProblem(ref, err)
 			}
@@ -258,47 +203,7 @@ func initPool(ref poolRef, dir, hostname string, now time.Time) error {
 			return writeProblem(ref, err)
 		}
 	}
-	for _, d := range []string{metaDir, "."} {
-		if err := syncDir(root, d); err != nil {
-			return writeProblem(ref, err)
-		}
-	}
 	return nil
-}
-
-// writeMarker publishes m as the marker, or fails with fs.ErrExist when a
-// marker is already there.
-//
-// The marker is written to a temporary file in .quarry/, fsynced, then
-// hard-linked to its final name. link(2) refuses an existing name
-// atomically, also on NFS (it is the classic NFS-safe lock file), so of two
-// concurrent InitPool calls exactly one publishes its marker and the other
-// sees EEXIST; readers see a complete marker or none. rename(2) would
-// silently replace a marker, and flock is unreliable on network filesystems.
-func writeMarker(root *os.Root, m marker) error {
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	b = append(b, '\n')
-	tmp := metaDir + "/.pool.json.tmp-" + rand.Text()
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	defer root.Remove(tmp) //nolint:errcheck // best effort; the link holds the content
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return root.Link(tmp, markerFile)
 }
 
 // writeProblem classifies a failure to write into the pool.
@@ -311,19 +216,4 @@ func writeProblem(ref poolRef, err error) error {
 	default:
 		return fmt.Errorf("initializing pool %s at %s: %w", ref.id, ref.path, err)
 	}
-}
-
-// syncDir makes the entries of directory name durable.
-func syncDir(root *os.Root, name string) error {
-	d, err := root.Open(name)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	// Some filesystems (FUSE, some network filesystems) cannot fsync a
-	// directory; they give no stronger guarantee to ask for, so go on.
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("syncing directory %s: %w", name, err)
-	}
-	return nil
 }

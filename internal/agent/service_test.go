@@ -20,6 +20,7 @@ import (
 	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
 func mkdir(t *testing.T, dir string) {
@@ -39,8 +40,8 @@ func writeFile(t *testing.T, name, content string) {
 
 func writeMarkerFile(t *testing.T, poolDir, id, name string) {
 	t.Helper()
-	b, _ := json.Marshal(marker{ID: id, Name: name, CreatedAt: "2024-01-02T03:04:05Z", InitializedBy: "elsewhere"})
-	writeFile(t, filepath.Join(poolDir, markerFile), string(b))
+	b, _ := json.Marshal(poolfs.Marker{ID: id, Name: name, CreatedAt: "2024-01-02T03:04:05Z", InitializedBy: "elsewhere"})
+	writeFile(t, filepath.Join(poolDir, poolfs.MarkerPath), string(b))
 }
 
 func ref(id, p string) *agentv1.PoolRef { return &agentv1.PoolRef{Id: id, Name: id, Path: p} }
@@ -86,13 +87,13 @@ func TestGetFactsReasons(t *testing.T) {
 		writeFile(t, filepath.Join(srv, "file"), "not a pool")
 		writeMarkerFile(t, filepath.Join(srv, "ok"), "ok", "ok")
 		writeMarkerFile(t, filepath.Join(srv, "other"), "other-id", "other")
-		writeFile(t, filepath.Join(srv, "damaged", markerFile), "{not json")
-		writeFile(t, filepath.Join(srv, "noid", markerFile), `{"name":"noid"}`)
+		writeFile(t, filepath.Join(srv, "damaged", poolfs.MarkerPath), "{not json")
+		writeFile(t, filepath.Join(srv, "noid", poolfs.MarkerPath), `{"name":"noid"}`)
 		// A marker reached through a symlink that leaves the pool directory
 		// must not count: os.Root refuses to follow it.
 		writeMarkerFile(t, filepath.Join(srv, "outside"), "escape", "escape")
 		mkdir(t, filepath.Join(srv, "escape"))
-		if err := os.Symlink("../outside/.quarry", filepath.Join(srv, "escape", metaDir)); err != nil {
+		if err := os.Symlink("../outside/.quarry", filepath.Join(srv, "escape", poolfs.MetaDir)); err != nil {
 			t.Fatal(err)
 		}
 
@@ -149,10 +150,10 @@ func TestGetFactsUnwritable(t *testing.T) {
 	root := t.TempDir()
 	pool := filepath.Join(root, "srv", "ro")
 	writeMarkerFile(t, pool, "ro", "ro")
-	if err := os.Chmod(filepath.Join(pool, metaDir), 0o555); err != nil {
+	if err := os.Chmod(filepath.Join(pool, poolfs.MetaDir), 0o555); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Chmod(filepath.Join(pool, metaDir), 0o755) })
+	t.Cleanup(func() { os.Chmod(filepath.Join(pool, poolfs.MetaDir), 0o755) })
 
 	a := startAgent(t, Config{FSRoot: root})
 	f := getFacts(t, protocols[0].client(t, a), ref("ro", "/srv/ro"))[0]
@@ -218,7 +219,7 @@ func TestInitPool(t *testing.T) {
 		if !f.GetMounted() || f.GetReason() != "" || f.GetId() != "p1" || f.GetTotalBytes() == 0 {
 			t.Errorf("InitPool facts = %v, want mounted p1 with space", f)
 		}
-		raw, err := os.ReadFile(filepath.Join(pool, markerFile))
+		raw, err := os.ReadFile(filepath.Join(pool, poolfs.MarkerPath))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,27 +235,27 @@ func TestInitPool(t *testing.T) {
 		if want := map[string]string{"id": "p1", "name": "isos", "initializedBy": "node-a"}; !maps.Equal(m, want) {
 			t.Errorf("marker = %v, want %v and createdAt", m, want)
 		}
-		for _, d := range []string{metaDir, isoDir, imagesDir} {
+		for _, d := range []string{poolfs.MetaDir, poolfs.ISODir, poolfs.ImagesDir} {
 			if fi, err := os.Stat(filepath.Join(pool, d)); err != nil || !fi.IsDir() || fi.Mode().Perm()&^0o755 != 0 {
 				t.Errorf("layout dir %s: %v %v", d, fi, err)
 			}
 		}
-		if names := dirNames(t, filepath.Join(pool, metaDir)); !slices.Equal(names, []string{"pool.json"}) {
+		if names := dirNames(t, filepath.Join(pool, poolfs.MetaDir)); !slices.Equal(names, []string{"pool.json"}) {
 			t.Errorf(".quarry/ holds %v, want only pool.json", names)
 		}
 
 		t.Run("idempotent", func(t *testing.T) {
-			if err := os.Remove(filepath.Join(pool, isoDir)); err != nil {
+			if err := os.Remove(filepath.Join(pool, poolfs.ISODir)); err != nil {
 				t.Fatal(err)
 			}
 			f, err := initPoolRPC(t, c, &agentv1.PoolRef{Id: "p1", Name: "renamed", Path: "/srv/isos"})
 			if err != nil || !f.GetMounted() {
 				t.Fatalf("InitPool again = %v, %v; want success, mounted", f, err)
 			}
-			if again, _ := os.ReadFile(filepath.Join(pool, markerFile)); string(again) != string(raw) {
+			if again, _ := os.ReadFile(filepath.Join(pool, poolfs.MarkerPath)); string(again) != string(raw) {
 				t.Errorf("marker rewritten:\n%s\nwant\n%s", again, raw)
 			}
-			if _, err := os.Stat(filepath.Join(pool, isoDir)); err != nil {
+			if _, err := os.Stat(filepath.Join(pool, poolfs.ISODir)); err != nil {
 				t.Errorf("missing layout dir not recreated: %v", err)
 			}
 		})
@@ -262,7 +263,7 @@ func TestInitPool(t *testing.T) {
 		t.Run("other pool", func(t *testing.T) {
 			_, err := initPoolRPC(t, c, &agentv1.PoolRef{Id: "p2", Name: "other", Path: "/srv/isos"})
 			wantCode(t, err, connect.CodeFailedPrecondition, `/srv/isos holds the marker of another pool (id p1, name "isos")`)
-			if again, _ := os.ReadFile(filepath.Join(pool, markerFile)); string(again) != string(raw) {
+			if again, _ := os.ReadFile(filepath.Join(pool, poolfs.MarkerPath)); string(again) != string(raw) {
 				t.Errorf("marker changed by a refused InitPool:\n%s", again)
 			}
 			if f := getFacts(t, c, &agentv1.PoolRef{Id: "p2", Name: "other", Path: "/srv/isos"})[0]; f.GetMounted() {
@@ -272,10 +273,10 @@ func TestInitPool(t *testing.T) {
 
 		t.Run("damaged marker", func(t *testing.T) {
 			dmg := filepath.Join(root, "srv", "damaged")
-			writeFile(t, filepath.Join(dmg, markerFile), "{")
+			writeFile(t, filepath.Join(dmg, poolfs.MarkerPath), "{")
 			_, err := initPoolRPC(t, c, ref("d", "/srv/damaged"))
 			wantCode(t, err, connect.CodeFailedPrecondition, "/srv/damaged holds a damaged pool marker")
-			if b, _ := os.ReadFile(filepath.Join(dmg, markerFile)); string(b) != "{" {
+			if b, _ := os.ReadFile(filepath.Join(dmg, poolfs.MarkerPath)); string(b) != "{" {
 				t.Errorf("damaged marker overwritten: %q", b)
 			}
 		})
@@ -306,7 +307,7 @@ func TestSharedPoolAcrossAgents(t *testing.T) {
 		if f, err := initPoolRPC(t, ca, r); err != nil || !f.GetMounted() {
 			t.Fatalf("InitPool through A = %v, %v", f, err)
 		}
-		if _, err := os.Stat(filepath.Join(shared, "isos", markerFile)); err != nil {
+		if _, err := os.Stat(filepath.Join(shared, "isos", poolfs.MarkerPath)); err != nil {
 			t.Fatalf("marker not in the shared directory: %v", err)
 		}
 		if f := getFacts(t, ca, r)[0]; !f.GetMounted() {
@@ -368,8 +369,8 @@ func TestInitPoolConcurrent(t *testing.T) {
 		wg.Wait()
 		close(results)
 
-		var m marker
-		b, err := os.ReadFile(filepath.Join(shared, filepath.Base(path), markerFile))
+		var m poolfs.Marker
+		b, err := os.ReadFile(filepath.Join(shared, filepath.Base(path), poolfs.MarkerPath))
 		if err != nil || json.Unmarshal(b, &m) != nil {
 			t.Fatalf("round %d: marker %q: %v", round, b, err)
 		}
@@ -389,7 +390,7 @@ func TestInitPoolConcurrent(t *testing.T) {
 		if succeeded != callsPerID {
 			t.Errorf("round %d: %d calls succeeded, want the %d for %s", round, succeeded, callsPerID, m.ID)
 		}
-		if names := dirNames(t, filepath.Join(shared, filepath.Base(path), metaDir)); !slices.Equal(names, []string{"pool.json"}) {
+		if names := dirNames(t, filepath.Join(shared, filepath.Base(path), poolfs.MetaDir)); !slices.Equal(names, []string{"pool.json"}) {
 			t.Errorf("round %d: .quarry/ holds %v, want only pool.json", round, names)
 		}
 	}
@@ -432,9 +433,9 @@ func TestGetFactsLeavesNoTrace(t *testing.T) {
 	root := t.TempDir()
 	srv := filepath.Join(root, "srv")
 	writeMarkerFile(t, filepath.Join(srv, "ok"), "ok", "ok")
-	writeFile(t, filepath.Join(srv, "ok", isoDir, "a.iso"), "iso")
+	writeFile(t, filepath.Join(srv, "ok", poolfs.ISODir, "a.iso"), "iso")
 	writeMarkerFile(t, filepath.Join(srv, "other"), "other", "other")
-	writeFile(t, filepath.Join(srv, "damaged", markerFile), "{")
+	writeFile(t, filepath.Join(srv, "damaged", poolfs.MarkerPath), "{")
 	mkdir(t, filepath.Join(srv, "empty"))
 	writeFile(t, filepath.Join(srv, "file"), "x")
 

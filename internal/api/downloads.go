@@ -14,6 +14,7 @@ import (
 	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/names"
+	"github.com/quarry-project/quarry/internal/poolfs"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/urlpolicy"
 )
@@ -79,10 +80,11 @@ func (s *ImageService) resolveSource(m *quarryv1.DownloadImageRequest) (source, 
 		return src, invalidf("%s", err.Error())
 	}
 	if c := m.GetChecksum(); c != "" {
-		if _, _, err := checksum.ParseDigest(c); err != nil {
+		d, err := checksum.ParseDigest(c)
+		if err != nil {
 			return src, invalidf("%s", err.Error())
 		}
-		src.checksum, src.checksumURL = c, ""
+		src.checksum, src.checksumURL = d.String(), ""
 	}
 	if n := m.GetName(); n != "" {
 		src.name = n
@@ -146,25 +148,21 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 		return nil, err
 	}
 	// The same digest already READY in the pool: that image is the answer.
-	if algo, hex, err := checksum.ParseDigest(src.checksum); err == nil && algo == "sha256" {
+	if d, err := checksum.ParseDigest(src.checksum); err == nil && d.Algo == checksum.SHA256 {
 		ims, err := s.Store.ListImages(ctx, store.ImageFilter{PoolID: pool.ID})
 		if err != nil {
 			return nil, err
 		}
 		for _, im := range ims {
-			if im.State == store.ImageReady && im.SHA256 == hex {
+			if im.State == store.ImageReady && im.SHA256 == d.Hex {
 				return &quarryv1.DownloadImageResponse{Image: imageView(im, pool.Name), Existing: true}, nil
 			}
 		}
 	}
 	now := s.Now()
-	dir := "images/"
-	if src.kind == store.KindISO {
-		dir = "iso/"
-	}
 	im := store.Image{
 		ID: newID("img"), PoolID: pool.ID, Name: src.name, Kind: src.kind, State: store.ImagePending,
-		RelPath: dir + src.name, Origin: store.OriginDownloaded, CreatedAt: now, UpdatedAt: now,
+		RelPath: poolfs.ImagePath(src.name, src.kind == store.KindISO), Origin: store.OriginDownloaded, CreatedAt: now, UpdatedAt: now,
 		OSDistro: src.os.Distro, OSVersion: src.os.Version, OSArch: src.os.Arch,
 	}
 	j := store.Job{

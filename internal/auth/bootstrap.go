@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -35,7 +36,12 @@ func EnsureAdmin(ctx context.Context, st store.TokenStore, path string, now time
 
 	// The file is complete on disk before the token exists, and in place
 	// before this returns: a crash leaves no admin token nobody knows.
-	pending, err := atomicfile.Prepare(path, []byte(secret+"\n"), 0o600)
+	root, err := os.OpenRoot(filepath.Dir(path))
+	if err != nil {
+		return false, fmt.Errorf("writing the admin token: %w", err)
+	}
+	defer root.Close()
+	pending, err := atomicfile.Prepare(root, filepath.Base(path), []byte(secret+"\n"), 0o600)
 	if err != nil {
 		return false, fmt.Errorf("writing the admin token: %w", err)
 	}

@@ -101,8 +101,8 @@ func readFile(name string) ([]Entry, error) {
 		}
 		seen[e.ID] = i + 1
 		if e.Checksum != "" {
-			algo, hex, _ := checksum.ParseDigest(e.Checksum) // Validate checked it
-			e.Checksum = algo + ":" + hex
+			d, _ := checksum.ParseDigest(e.Checksum) // Validate checked it
+			e.Checksum = d.String()
 		}
 		e.Origin = name
 		entries = append(entries, e)

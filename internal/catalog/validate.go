@@ -49,7 +49,7 @@ func (e Entry) Validate() error {
 		return err
 	}
 	if e.Checksum != "" {
-		if _, _, err := checksum.ParseDigest(e.Checksum); err != nil {
+		if _, err := checksum.ParseDigest(e.Checksum); err != nil {
 			return fmt.Errorf(`"checksum": %v`, err)
 		}
 	}

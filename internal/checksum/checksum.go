@@ -67,9 +67,8 @@ type Entry struct {
 	Name string // as listed, without a leading "./"; empty for a bare digest
 }
 
-// Digest returns the entry as "sha256:<hex>", the form Quarry stores and
-// compares.
-func (e Entry) Digest() string { return e.Algo + ":" + e.Hex }
+// Digest returns the entry's digest.
+func (e Entry) Digest() Digest { return Digest{Algo: e.Algo, Hex: e.Hex} }
 
 // hexLen is the digest length, in hex digits, of each algorithm.
 var hexLen = map[string]int{SHA256: 64, SHA512: 128}
@@ -304,19 +303,53 @@ func clip(s string) string {
 	return s
 }
 
-// ParseDigest checks a digest written as "sha256:<hex>" or "sha512:<hex>"
-// (as in a catalog entry or a download request) and returns it normalized
-// to lower case.
-func ParseDigest(s string) (algo, hex string, err error) {
+// Digest is an expected checksum, as a download request, a catalog entry
+// or a checksum file gives it. The zero Digest expects nothing.
+type Digest struct {
+	Algo string // SHA256 or SHA512
+	Hex  string // lower case, 64 or 128 digits
+}
+
+// IsZero reports whether d expects nothing.
+func (d Digest) IsZero() bool { return d.Algo == "" }
+
+// String returns d as "sha256:<hex>", the form Quarry stores and compares;
+// "" for the zero Digest.
+func (d Digest) String() string {
+	if d.IsZero() {
+		return ""
+	}
+	return d.Algo + ":" + d.Hex
+}
+
+// ParseDigest reads a digest written as "sha256:<64 hex digits>" or
+// "sha512:<128 hex digits>" and returns it in lower case. It is Quarry's
+// one reader of digests; its rules:
+//
+//   - spaces around the digest are ignored (a pasted value);
+//   - the algorithm is required, in any case: a bare digest is refused,
+//     because other algorithms (SHA3-256, BLAKE2s) print as many digits;
+//   - the digits are hexadecimal in any case, exactly as many as the
+//     algorithm produces.
+//
+// The error says what was wrong and how to write the digest.
+func ParseDigest(s string) (Digest, error) {
+	const form = "sha256:<64 hex digits> or sha512:<128 hex digits>"
+	s = strings.TrimSpace(s)
 	algo, hex, found := strings.Cut(s, ":")
-	want, known := hexLen[strings.ToLower(algo)]
-	if !found || !known {
-		return "", "", fmt.Errorf("checksum %q must be sha256:<64 hex digits> or sha512:<128 hex digits>", clip(s))
+	algo = strings.ToLower(algo)
+	want, known := hexLen[algo]
+	switch {
+	case !found && algoOf(s) != "" && isHex(s):
+		return Digest{}, fmt.Errorf("checksum %q must be %s; it has no algorithm: put %q in front", clip(s), form, algoOf(s)+":")
+	case !found:
+		return Digest{}, fmt.Errorf("checksum %q must be %s", clip(s), form)
+	case !known:
+		return Digest{}, fmt.Errorf("checksum %q must be %s; algorithm %q is not supported", clip(s), form, clip(algo))
+	case !isHex(hex) || len(hex) != want:
+		return Digest{}, fmt.Errorf("checksum %q: a %s digest is %d hex digits, not %q", clip(s), algo, want, clip(hex))
 	}
-	if !isHex(hex) || len(hex) != want {
-		return "", "", fmt.Errorf("checksum %q: a %s digest is %d hex digits, not %q", clip(s), strings.ToLower(algo), want, clip(hex))
-	}
-	return strings.ToLower(algo), strings.ToLower(hex), nil
+	return Digest{Algo: algo, Hex: strings.ToLower(hex)}, nil
 }
 
 // Find returns the entry for fileName; see FindIn.

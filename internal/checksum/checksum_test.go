@@ -212,29 +212,46 @@ func TestFindInNamesSource(t *testing.T) {
 func TestParseDigest(t *testing.T) {
 	h256 := strings.Repeat("ab", 32)
 	h512 := strings.Repeat("cd", 64)
-	tests := []struct{ in, algo, hex, err string }{
-		{"sha256:" + h256, SHA256, h256, ""},
-		{"SHA256:" + strings.ToUpper(h256), SHA256, h256, ""},
-		{"sha512:" + h512, SHA512, h512, ""},
-		{"", "", "", "must be sha256:<64 hex digits> or sha512:<128 hex digits>"},
-		{h256, "", "", "must be sha256:"},
-		{"md5:" + h256[:32], "", "", "must be sha256:"},
-		{"sha256:" + h256[:62], "", "", "a sha256 digest is 64 hex digits"},
-		{"sha512:" + h256, "", "", "a sha512 digest is 128 hex digits"},
-		{"sha256:" + strings.Repeat("g", 64), "", "", "64 hex digits"},
+	tests := []struct {
+		in   string
+		want Digest
+		err  string
+	}{
+		{"sha256:" + h256, Digest{SHA256, h256}, ""},
+		{"SHA256:" + strings.ToUpper(h256), Digest{SHA256, h256}, ""},
+		{"sha512:" + h512, Digest{SHA512, h512}, ""},
+		{"Sha512:" + strings.ToUpper(h512), Digest{SHA512, h512}, ""},
+		{" sha256:" + h256 + "\n", Digest{SHA256, h256}, ""},
+		{"", Digest{}, "must be sha256:<64 hex digits> or sha512:<128 hex digits>"},
+		{h256, Digest{}, `it has no algorithm: put "sha256:" in front`},
+		{h512, Digest{}, `it has no algorithm: put "sha512:" in front`},
+		{"abc", Digest{}, "must be sha256:"},
+		{"md5:" + h256[:32], Digest{}, `must be sha256:<64 hex digits> or sha512:<128 hex digits>; algorithm "md5" is not supported`},
+		{"sha256:" + h256[:62], Digest{}, "a sha256 digest is 64 hex digits"},
+		{"sha256:" + h256 + "ab", Digest{}, "a sha256 digest is 64 hex digits"},
+		{"sha512:" + h256, Digest{}, "a sha512 digest is 128 hex digits"},
+		{"sha256:" + strings.Repeat("g", 64), Digest{}, "64 hex digits"},
+		{"sha256: " + h256, Digest{}, "64 hex digits"},
+		{"sha256:", Digest{}, "64 hex digits"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			algo, hex, err := ParseDigest(tt.in)
+			got, err := ParseDigest(tt.in)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("ParseDigest = %v; want error containing %q", err, tt.err)
 				}
 				return
 			}
-			if err != nil || algo != tt.algo || hex != tt.hex {
-				t.Fatalf("ParseDigest = %q, %q, %v; want %q, %q", algo, hex, err, tt.algo, tt.hex)
+			if err != nil || got != tt.want {
+				t.Fatalf("ParseDigest = %+v, %v; want %+v", got, err, tt.want)
+			}
+			if again, err := ParseDigest(got.String()); err != nil || again != got {
+				t.Fatalf("ParseDigest(%q) = %+v, %v; want it unchanged", got.String(), again, err)
 			}
 		})
+	}
+	if s := (Digest{}).String(); s != "" || !(Digest{}).IsZero() {
+		t.Errorf("zero Digest: String() = %q", s)
 	}
 }

@@ -73,12 +73,6 @@ type Watcher struct {
 	dirs map[int]string // watch descriptor → directory relative to root
 }
 
-// ISOFile matches the names ISO discovery cares about: *.iso in any case,
-// not hidden.
-func ISOFile(name string) bool {
-	return !strings.HasPrefix(name, ".") && strings.EqualFold(path.Ext(name), ".iso")
-}
-
 // New watches the tree under root (which must exist) for files whose base
 // name satisfies match. Call Run to receive events and Close to stop.
 func New(root string, match func(name string) bool) (*Watcher, error) {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
 // next returns the next event other than Writing.
@@ -42,7 +44,7 @@ func expectNone(t *testing.T, ch <-chan Event) {
 
 func TestWatch(t *testing.T) {
 	root := t.TempDir()
-	w, err := New(root, ISOFile)
+	w, err := New(root, poolfs.IsISOName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,10 @@ package discovery
 
 import (
 	"path"
-	"strings"
 	"time"
 
 	"github.com/quarry-project/quarry/internal/osguess"
+	"github.com/quarry-project/quarry/internal/poolfs"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -49,7 +49,7 @@ type Counts struct {
 func Reconcile(pool store.Pool, existing []store.Image, files []File, now time.Time, settle time.Duration, newID func() string) (c store.ScanChanges, n Counts, settleAt time.Time) {
 	byPath := map[string]store.Image{}
 	for _, im := range existing {
-		if im.Kind == store.KindISO && strings.HasPrefix(im.RelPath, "iso/") {
+		if im.Kind == store.KindISO && poolfs.IsISOPath(im.RelPath) {
 			byPath[im.RelPath] = im
 		}
 	}

@@ -11,20 +11,24 @@ import (
 	"strings"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/atomicfile"
 	"github.com/quarry-project/quarry/internal/errclass"
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
-// PartialDir holds partial downloads and their checkpoints, inside the
-// pool's hidden .quarry directory so that no listing ever shows them.
-const PartialDir = ".quarry/partial"
+// A job's files in poolfs.PartialDir are named after it: <job> (the
+// partial file), <job>.ckpt (the checkpoint), <job>.owner (the fence of
+// the writer that claimed it last), and .<job>.*.tmp-* while one of these
+// is replaced (atomicfile's temporary files, one per writer). Job ids hold
+// no dots, so no job's files can be another's.
+func partialPath(job string) string    { return path.Join(poolfs.PartialDir, job) }
+func checkpointPath(job string) string { return path.Join(poolfs.PartialDir, job+".ckpt") }
+func ownerPath(job string) string      { return path.Join(poolfs.PartialDir, job+".owner") }
 
-// A job's files in PartialDir are named after it: <job> (the partial
-// file), <job>.ckpt (the checkpoint), <job>.owner (the fence of the writer
-// that claimed it last) and <job>.*.tmp while one of these is replaced.
-// Job ids hold no dots, so no job's files can be another's.
-func partialPath(job string) string    { return path.Join(PartialDir, job) }
-func checkpointPath(job string) string { return path.Join(PartialDir, job+".ckpt") }
-func ownerPath(job string) string      { return path.Join(PartialDir, job+".owner") }
+// ownFile reports whether name, a file of poolfs.PartialDir, belongs to job.
+func ownFile(name, job string) bool {
+	return name == job || strings.HasPrefix(name, job+".") || strings.HasPrefix(name, "."+job+".")
+}
 
 // checkpoint is what a restarted download needs to go on where the last
 // one stopped: the first Offset bytes of the partial file are durable and
@@ -72,40 +76,14 @@ func writeCheckpoint(root *os.Root, ck *checkpoint) error {
 	if err != nil {
 		return err
 	}
-	return replaceFile(root, checkpointPath(ck.Job), ck.Fence, b)
-}
-
-// replaceFile replaces name with b atomically and durably. The temporary
-// file is the writer's own (named after its fence): the writer that lost
-// a job and the one that took it over never write the same file.
-func replaceFile(root *os.Root, final string, fence uint64, b []byte) error {
-	tmp := fmt.Sprintf("%s.%d.tmp", final, fence)
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := root.Rename(tmp, final); err != nil {
-		return err
-	}
-	return syncDir(root, PartialDir)
+	return atomicfile.WriteFile(root, checkpointPath(ck.Job), b, 0o600)
 }
 
 // claim records fence as the job's owner. Only a writer taking the job
 // writes the owner file; checkpoints leave it alone, so a checkpoint that
 // a writer which lost the job wrote late cannot hide the takeover.
 func claim(root *os.Root, job string, fence uint64) error {
-	return replaceFile(root, ownerPath(job), fence, strconv.AppendUint(nil, fence, 10))
+	return atomicfile.WriteFile(root, ownerPath(job), strconv.AppendUint(nil, fence, 10), 0o600)
 }
 
 // ownerFence returns the highest fence that claimed the job or wrote its
@@ -151,7 +129,7 @@ func Discard(root *os.Root, job string) error {
 	if err := checkJob(job); err != nil {
 		return err
 	}
-	entries, err := fs.ReadDir(root.FS(), PartialDir)
+	entries, err := fs.ReadDir(root.FS(), poolfs.PartialDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -160,10 +138,10 @@ func Discard(root *os.Root, job string) error {
 	}
 	var errs []error
 	for _, e := range entries {
-		if e.Name() != job && !strings.HasPrefix(e.Name(), job+".") {
+		if !ownFile(e.Name(), job) {
 			continue
 		}
-		if err := root.Remove(path.Join(PartialDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := root.Remove(path.Join(poolfs.PartialDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
@@ -184,14 +162,4 @@ func checkJob(job string) error {
 		return errclass.New(errclass.InvalidArgument, "job id %q is not valid: use 1 to 128 letters, digits, - or _", shorten(job))
 	}
 	return nil
-}
-
-// syncDir makes the entries of dir (renames, creations) durable.
-func syncDir(root *os.Root, dir string) error {
-	d, err := root.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

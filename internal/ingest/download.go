@@ -11,7 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/atomicfile"
+	"github.com/quarry-project/quarry/internal/checksum"
 	"github.com/quarry-project/quarry/internal/errclass"
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
 // maxRetryAfter bounds how long a Retry-After can hold the job inside one
@@ -31,8 +34,9 @@ type download struct {
 	validator string // If-Range value; "": this origin cannot be resumed safely
 	resumed   bool
 	fetched   int64
-	fresh     bool // the one download from zero after a mismatch has begun
-	lastCkpt  time.Time
+	fresh     bool      // the one download from zero after a mismatch has begun
+	lastCkpt  time.Time // when the last checkpoint was taken
+	ckptAt    int64     // and the offset it covers
 	meter     *meter
 	arrived   atomic.Int64 // bytes received, read by the stall watchdog
 	sha256    string
@@ -61,8 +65,8 @@ func (d *download) run(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, d.stopped(ctx, err)
 	}
-	if err := r.Root.MkdirAll(PartialDir, 0o755); err != nil {
-		return Result{}, d.localError("creating "+PartialDir, err)
+	if err := r.Root.MkdirAll(poolfs.PartialDir, 0o755); err != nil {
+		return Result{}, d.localError("creating "+poolfs.PartialDir, err)
 	}
 	if d.f, err = r.Root.OpenFile(partialPath(r.Job), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
 		return Result{}, d.localError("opening the partial file", err)
@@ -141,7 +145,7 @@ func (d *download) start(ck *checkpoint, info preflight) error {
 	}
 	d.validator, d.total = info.validator, info.total
 	if ck != nil && d.resumable(ck, info) {
-		h, err := restoreHashes(ck.SHA256, ck.SHA512, r.Expected.Algo == "sha512")
+		h, err := restoreHashes(ck.SHA256, ck.SHA512, r.Expected.Algo == checksum.SHA512)
 		st, serr := d.f.Stat()
 		if err == nil && serr == nil && st.Size() >= ck.Offset {
 			// Bytes past the checkpoint were never made durable with a hash
@@ -185,7 +189,7 @@ func (d *download) restart() error {
 	if err := d.f.Truncate(0); err != nil {
 		return d.localError("truncating the partial file", err)
 	}
-	d.h = newHashes(d.r.Expected.Algo == "sha512")
+	d.h = newHashes(d.r.Expected.Algo == checksum.SHA512)
 	d.resumed = false
 	d.s.reset(0)
 	d.meter.update(0, d.total, true)
@@ -213,7 +217,7 @@ func (d *download) snapshot(offset int64) (*checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("saving the hash state of job %s: %w", r.Job, err)
 	}
-	d.lastCkpt = time.Now()
+	d.lastCkpt, d.ckptAt = time.Now(), offset
 	return &checkpoint{
 		Job: r.Job, URL: r.URL, Validator: d.validator, Total: d.total, Offset: offset,
 		Fence: r.Fence, SHA256: s256, SHA512: s512, Fresh: d.fresh, Written: d.lastCkpt.UTC(),
@@ -239,11 +243,14 @@ func (d *download) persist(ck *checkpoint) error {
 }
 
 // submit hashes the sink's pending chunk and hands it over, with a
-// checkpoint when one is due.
+// checkpoint when one is due: CheckpointEvery after the last one, or once
+// CheckpointBytes were submitted since, whichever comes first. The byte
+// bound is what a fast origin needs: at 50 MiB/s, 2 s are 100 MiB that a
+// node lost mid-download would make the next one fetch again.
 func (d *download) submit() error {
 	d.h.Write(d.s.pending())
 	var ck *checkpoint
-	if time.Since(d.lastCkpt) >= d.r.CheckpointEvery {
+	if time.Since(d.lastCkpt) >= d.r.CheckpointEvery || d.s.end()-d.ckptAt >= d.r.CheckpointBytes {
 		var err error
 		if ck, err = d.snapshot(d.s.end()); err != nil {
 			return err
@@ -323,7 +330,7 @@ func (d *download) ensureSpace() error {
 	if d.offset() > 0 {
 		what = "the rest of the image needs"
 	}
-	free := freeSpace(d.r.Root, PartialDir)
+	free := freeSpace(d.r.Root, poolfs.PartialDir)
 	if free >= 0 && free < need {
 		return errclass.New(errclass.NoSpace, "%s has %s free; %s %s; free space or choose another pool", d.r.Describe, size(free), what, size(need))
 	}
@@ -371,7 +378,7 @@ func (d *download) verify() error {
 	d.sha256, d.sha512 = d.h.sums()
 	want := d.r.Expected
 	got := d.sha256
-	if want.Algo == "sha512" {
+	if want.Algo == checksum.SHA512 {
 		got = d.sha512
 	}
 	if want.IsZero() || got == want.Hex {
@@ -413,7 +420,7 @@ func (d *download) finish() (Result, error) {
 	if err != nil {
 		return Result{}, d.localError("moving the image to "+r.Dest, err)
 	}
-	if err := syncDir(r.Root, path.Dir(r.Dest)); err != nil {
+	if err := atomicfile.SyncDir(r.Root, path.Dir(r.Dest)); err != nil {
 		return Result{}, d.localError("syncing the directory of "+r.Dest, err)
 	}
 	if err := Discard(r.Root, r.Job); err != nil {

@@ -14,10 +14,12 @@
 //     sink). A partial file is never visible as an image: only a
 //     verified, fsynced file is renamed to Dest, and the directory is
 //     fsynced.
-//   - Every CheckpointEvery the partial file is fdatasynced and a
+//   - Every CheckpointEvery (2 s) or every CheckpointBytes (32 MiB),
+//     whichever comes first, the partial file is fdatasynced and a
 //     checkpoint (offset, validator, serialized hash states, fence) is
 //     replaced atomically, so a later call, on this node or on another one
-//     sharing the pool, resumes with Range and If-Range. An origin that
+//     sharing the pool, resumes with Range and If-Range and fetches again
+//     at most what arrived since. An origin that
 //     answers 200 instead (its file changed, or it ignores ranges) is
 //     downloaded again from zero.
 //   - Transient failures (connection errors, resets, 408, 429, 5xx,
@@ -48,11 +50,11 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/checksum"
 	"github.com/quarry-project/quarry/internal/errclass"
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
 // Request describes one download.
@@ -65,7 +67,7 @@ type Request struct {
 	URL   string
 	// Expected is the digest the file must have; zero expects nothing
 	// (SHA-256 is still computed and reported).
-	Expected Digest
+	Expected checksum.Digest
 	// Root is the pool directory.
 	Root *os.Root
 	// Dest is the final path inside Root, such as "images/ubuntu.qcow2".
@@ -81,6 +83,10 @@ type Request struct {
 	Progress func(Progress)
 	// CheckpointEvery is how often progress is made durable; default 2 s.
 	CheckpointEvery time.Duration
+	// CheckpointBytes makes progress durable sooner, once this many bytes
+	// arrived since the last checkpoint; default 32 MiB. A checkpoint
+	// covers whole chunks, so it may come up to one chunk (1 MiB) later.
+	CheckpointBytes int64
 	// StallTimeout: fewer than 64 KiB arriving in this long is a stall;
 	// default 30 s.
 	StallTimeout time.Duration
@@ -150,13 +156,15 @@ func (r *Request) check() error {
 		return errclass.New(errclass.Terminal, "download of job %s has no pool root", r.Job)
 	case r.Client == nil:
 		return errclass.New(errclass.Terminal, "download of job %s has no HTTP client", r.Job)
-	case !filepath.IsLocal(r.Dest) || filepath.Clean(r.Dest) != r.Dest || strings.Contains(r.Dest, `\`):
-		return errclass.New(errclass.InvalidArgument, "destination %q is not a clean path inside the pool such as images/disk.qcow2", shorten(r.Dest))
-	case r.Dest == ".quarry" || strings.HasPrefix(r.Dest, ".quarry/"):
-		return errclass.New(errclass.InvalidArgument, "destination %q is inside the pool's .quarry directory, which holds Quarry's own files", shorten(r.Dest))
+	}
+	if err := poolfs.CheckPath(r.Dest); err != nil {
+		return errclass.New(errclass.InvalidArgument, "destination %v", err)
+	}
+	if poolfs.IsMeta(r.Dest) {
+		return errclass.New(errclass.InvalidArgument, "destination %q is inside the pool's %s directory, which holds Quarry's own files", shorten(r.Dest), poolfs.MetaDir)
 	}
 	if !r.Expected.IsZero() {
-		d, err := ParseDigest(r.Expected.String())
+		d, err := checksum.ParseDigest(r.Expected.String())
 		if err != nil {
 			return errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
 		}
@@ -164,6 +172,9 @@ func (r *Request) check() error {
 	}
 	if r.CheckpointEvery <= 0 {
 		r.CheckpointEvery = 2 * time.Second
+	}
+	if r.CheckpointBytes <= 0 {
+		r.CheckpointBytes = 32 << 20
 	}
 	if r.StallTimeout <= 0 {
 		r.StallTimeout = 30 * time.Second

@@ -20,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/checksum"
 	"github.com/quarry-project/quarry/internal/origintest"
+	"github.com/quarry-project/quarry/internal/poolfs"
 	"github.com/quarry-project/quarry/internal/urlpolicy"
 )
 
@@ -65,7 +67,9 @@ func request(p *pool, f *origintest.File) Request {
 	}
 }
 
-func sha256Digest(f *origintest.File) Digest { return Digest{Algo: "sha256", Hex: f.SHA256()} }
+func sha256Digest(f *origintest.File) checksum.Digest {
+	return checksum.Digest{Algo: "sha256", Hex: f.SHA256()}
+}
 
 // checkImage checks that dest holds exactly f's content and that no
 // partial file or checkpoint is left.
@@ -83,7 +87,7 @@ func (p *pool) checkImage(t *testing.T, dest string, f *origintest.File) {
 
 func (p *pool) checkNoPartial(t *testing.T) {
 	t.Helper()
-	entries, err := os.ReadDir(p.dir + "/" + PartialDir)
+	entries, err := os.ReadDir(p.dir + "/" + poolfs.PartialDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		t.Fatal(err)
 	}
@@ -92,7 +96,7 @@ func (p *pool) checkNoPartial(t *testing.T) {
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		t.Fatalf("left in %s: %v", PartialDir, names)
+		t.Fatalf("left in %s: %v", poolfs.PartialDir, names)
 	}
 }
 
@@ -110,12 +114,12 @@ func TestDownloadDigests(t *testing.T) {
 	f := o.Add("/ubuntu.img", origintest.Random(5*mib+123, 1))
 	for _, tt := range []struct {
 		name   string
-		digest func() Digest
+		digest func() checksum.Digest
 	}{
-		{"sha256", func() Digest { return sha256Digest(f) }},
-		{"sha512", func() Digest { return Digest{Algo: "sha512", Hex: f.SHA512()} }},
-		{"upper-case sha256", func() Digest { return Digest{Algo: "sha256", Hex: strings.ToUpper(f.SHA256())} }},
-		{"none", func() Digest { return Digest{} }},
+		{"sha256", func() checksum.Digest { return sha256Digest(f) }},
+		{"sha512", func() checksum.Digest { return checksum.Digest{Algo: "sha512", Hex: f.SHA512()} }},
+		{"upper-case sha256", func() checksum.Digest { return checksum.Digest{Algo: "sha256", Hex: strings.ToUpper(f.SHA256())} }},
+		{"none", func() checksum.Digest { return checksum.Digest{} }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPool(t, "")
@@ -222,7 +226,7 @@ func TestRequestChecks(t *testing.T) {
 		{"dest absolute", func(r *Request) { r.Dest = "/etc/passwd" }, "not a clean path inside the pool"},
 		{"dest unclean", func(r *Request) { r.Dest = "images//a" }, "not a clean path inside the pool"},
 		{"dest in .quarry", func(r *Request) { r.Dest = ".quarry/pool.json" }, "Quarry's own files"},
-		{"bad digest", func(r *Request) { r.Expected = Digest{Algo: "md5", Hex: "00"} }, "not supported"},
+		{"bad digest", func(r *Request) { r.Expected = checksum.Digest{Algo: "md5", Hex: "00"} }, "not supported"},
 		{"no client", func(r *Request) { r.Client = nil }, "no HTTP client"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,36 +240,6 @@ func TestRequestChecks(t *testing.T) {
 	}
 	if f.Requests() != 0 {
 		t.Fatalf("%d requests made for invalid downloads", f.Requests())
-	}
-}
-
-func TestParseDigest(t *testing.T) {
-	h64, h128 := strings.Repeat("ab", 32), strings.Repeat("CD", 64)
-	for _, tt := range []struct {
-		in   string
-		want Digest
-		err  string
-	}{
-		{"sha256:" + h64, Digest{"sha256", h64}, ""},
-		{"SHA512:" + h128, Digest{"sha512", strings.ToLower(h128)}, ""},
-		{" " + h64 + "\n", Digest{"sha256", h64}, ""},
-		{h128, Digest{"sha512", strings.ToLower(h128)}, ""},
-		{"md5:abc", Digest{}, `checksum algorithm "md5" is not supported`},
-		{"sha256:abc", Digest{}, "sha256 checksum has 3 hex digits, not 64"},
-		{"sha256:" + strings.Repeat("zz", 32), Digest{}, "is not hexadecimal"},
-		{"abc", Digest{}, "has no algorithm and is not 64 or 128 hex digits long"},
-		{"", Digest{}, "has no algorithm"},
-	} {
-		got, err := ParseDigest(tt.in)
-		if tt.err == "" && (err != nil || got != tt.want) {
-			t.Errorf("ParseDigest(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
-		}
-		if tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "sha256:<64 hex digits>")) {
-			t.Errorf("ParseDigest(%q) error %v; want one saying %q and the form to use", tt.in, err, tt.err)
-		}
-	}
-	if s := (Digest{"sha256", h64}).String(); s != "sha256:"+h64 {
-		t.Errorf("String() = %q", s)
 	}
 }
 
@@ -309,7 +283,7 @@ func TestAnnouncedSizeNotSent(t *testing.T) {
 	sum := sha256.Sum256(body)
 	res, err := Download(t.Context(), Request{
 		Job: "job-1", Fence: 1, URL: srv.URL + "/a.img", Root: p.root, Dest: "images/a.img", Client: client(),
-		Expected: Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])},
+		Expected: checksum.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])},
 	})
 	if err != nil {
 		t.Fatal(err)

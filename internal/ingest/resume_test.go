@@ -3,13 +3,16 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/checksum"
 	"github.com/quarry-project/quarry/internal/origintest"
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
 func TestResumeAfterDropInOneCall(t *testing.T) {
@@ -85,7 +88,7 @@ func TestResumeAcrossCalls(t *testing.T) {
 			f.OmitETag(tt.omitETag)
 			p := newPool(t, "")
 			r := request(p, f)
-			r.Expected = Digest{Algo: "sha512", Hex: f.SHA512()}
+			r.Expected = checksum.Digest{Algo: "sha512", Hex: f.SHA512()}
 			ck := interrupted(t, p, r, f, 5*mib)
 			first := f.BytesServed()
 
@@ -112,6 +115,71 @@ func TestResumeAcrossCalls(t *testing.T) {
 				t.Fatalf("origin served %.1f MiB (%.1f in the first call) for a %d MiB file", float64(served)/mib, float64(first)/mib, n/mib)
 			}
 		})
+	}
+}
+
+// TestCheckpointEveryBytes: with a checkpoint interval far longer than
+// the download, checkpoints still come every CheckpointBytes, so a node
+// lost mid-download makes the next call fetch at most that much (and the
+// chunk in flight) again.
+func TestCheckpointEveryBytes(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	const (
+		n     = 20 * mib
+		every = 4 * mib
+		lost  = 10 * mib
+	)
+	f := o.Add("/a.img", origintest.Random(n, 21))
+	p := newPool(t, "")
+	r := request(p, f)
+	r.Expected = sha256Digest(f)
+	r.CheckpointEvery, r.CheckpointBytes = time.Hour, every
+
+	// The node is lost once lost bytes arrived: what a crash leaves is the
+	// checkpoint on disk at that moment. (The cancelled call then writes a
+	// last one on its way out, which a crash would not.)
+	f.RateLimit(8 * mib)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var (
+		received int64
+		onDisk   []byte
+	)
+	r.Progress = func(pr Progress) {
+		if onDisk == nil && pr.Phase == PhaseDownloading && pr.Done >= lost {
+			received = pr.Done
+			var err error
+			if onDisk, err = os.ReadFile(p.dir + "/" + checkpointPath(r.Job)); err != nil {
+				t.Errorf("reading the checkpoint: %v", err)
+			}
+			cancel()
+		}
+	}
+	if _, err := Download(ctx, r); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted download: %v", err)
+	}
+	f.RateLimit(0)
+	var ck checkpoint
+	if err := json.Unmarshal(onDisk, &ck); err != nil {
+		t.Fatalf("checkpoint %q: %v", onDisk, err)
+	}
+	if lag := received - ck.Offset; lag < 0 || lag > every+chunkSize {
+		t.Fatalf("at %.1f MiB received the checkpoint covered %.1f MiB; want at most %d MiB + one chunk behind",
+			float64(received)/mib, float64(ck.Offset)/mib, every/mib)
+	}
+	if err := os.WriteFile(p.dir+"/"+checkpointPath(r.Job), onDisk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	r.Progress = nil
+	res, err := Download(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.checkImage(t, r.Dest, f)
+	if again := res.FetchedBytes - (n - received); !res.Resumed || again > every+chunkSize {
+		t.Fatalf("resumed call: %+v; it fetched %.1f MiB again, want at most %d MiB + one chunk", res, float64(again)/mib, every/mib)
 	}
 }
 
@@ -213,7 +281,7 @@ func TestResumeUnaligned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(p.dir+"/"+PartialDir, 0o755); err != nil {
+	if err := os.MkdirAll(p.dir+"/"+poolfs.PartialDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p.dir+"/"+partialPath(r.Job), head, 0o644); err != nil {

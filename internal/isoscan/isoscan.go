@@ -11,16 +11,12 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"path"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/quarry-project/quarry/internal/isofs"
+	"github.com/quarry-project/quarry/internal/poolfs"
 )
-
-// Dir is the pool subdirectory ISOs live in.
-const Dir = "iso"
 
 // File is one ISO found in a pool.
 type File struct {
@@ -60,29 +56,29 @@ func (s *Scanner) Scan(ctx context.Context, dir string, progress func(seen int))
 		return nil, err
 	}
 	defer root.Close()
-	if _, err := root.Stat(Dir); errors.Is(err, fs.ErrNotExist) {
+	if _, err := root.Stat(poolfs.ISODir); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil // a pool without iso/ simply has no ISOs
 	}
 	var files []File
 	seen := map[cacheKey]bool{}
-	err = fs.WalkDir(root.FS(), Dir, func(p string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(root.FS(), poolfs.ISODir, func(p string, d fs.DirEntry, err error) error {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
 		}
 		if err != nil {
-			if p == Dir {
+			if p == poolfs.ISODir {
 				return err
 			}
 			return nil // an unreadable subdirectory hides only itself
 		}
 		name := d.Name()
-		if p != Dir && strings.HasPrefix(name, ".") {
+		if p != poolfs.ISODir && poolfs.Hidden(name) {
 			if d.IsDir() {
 				return fs.SkipDir
 			}
 			return nil
 		}
-		if d.IsDir() || !strings.EqualFold(path.Ext(name), ".iso") {
+		if d.IsDir() || !poolfs.IsISOName(name) {
 			return nil
 		}
 		fi, err := root.Stat(p) // follows a symlink, but only inside the root

@@ -7,62 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
-	"strings"
 )
-
-// Digest is an expected checksum. The zero Digest expects nothing.
-type Digest struct {
-	Algo string // "sha256" or "sha512"
-	Hex  string // lower-case hex
-}
-
-// ParseDigest parses "sha256:<64 hex digits>" or "sha512:<128 hex
-// digits>". A bare hex string is taken by its length, as SHA256SUMS files
-// and download pages print it. Upper-case hex is accepted and lowered.
-func ParseDigest(s string) (Digest, error) {
-	const want = "give the checksum as sha256:<64 hex digits> or sha512:<128 hex digits>"
-	s = strings.TrimSpace(s)
-	algo, hx, found := strings.Cut(s, ":")
-	if !found {
-		algo, hx = "", s
-	}
-	algo = strings.ToLower(algo)
-	switch {
-	case algo == "" && len(hx) == 64:
-		algo = "sha256"
-	case algo == "" && len(hx) == 128:
-		algo = "sha512"
-	case algo == "":
-		return Digest{}, fmt.Errorf("checksum %q has no algorithm and is not 64 or 128 hex digits long; %s", shorten(s), want)
-	case algo != "sha256" && algo != "sha512":
-		return Digest{}, fmt.Errorf("checksum algorithm %q is not supported; %s", shorten(algo), want)
-	}
-	n := map[string]int{"sha256": 64, "sha512": 128}[algo]
-	if len(hx) != n {
-		return Digest{}, fmt.Errorf("%s checksum has %d hex digits, not %d; %s", algo, len(hx), n, want)
-	}
-	if _, err := hex.DecodeString(hx); err != nil {
-		return Digest{}, fmt.Errorf("%s checksum %q is not hexadecimal; %s", algo, shorten(hx), want)
-	}
-	return Digest{Algo: algo, Hex: strings.ToLower(hx)}, nil
-}
-
-// IsZero reports whether d expects nothing.
-func (d Digest) IsZero() bool { return d.Algo == "" }
-
-func (d Digest) String() string {
-	if d.IsZero() {
-		return ""
-	}
-	return d.Algo + ":" + d.Hex
-}
-
-func shorten(s string) string {
-	if len(s) > 140 {
-		return s[:140] + "…"
-	}
-	return s
-}
 
 // hashes is what a download computes as bytes stream by: SHA-256 always
 // (Quarry records it for every image), SHA-512 when that is expected.
