@@ -38,7 +38,8 @@ type downloads struct {
 
 type download struct {
 	cancel context.CancelFunc
-	// discard: the control plane cancelled the job; the partial file goes.
+	// discard: the control plane cancelled the job (CancelDownload removes
+	// its files once it has stopped).
 	discard bool
 	done    chan struct{}
 
@@ -170,14 +171,8 @@ func (dl *downloads) run(ctx context.Context, d *download, root *os.Root, m *age
 		}
 	})
 	d.mu.Lock()
-	d.ended = time.Now()
-	discard := d.discard
+	d.ended = time.Now() // a cancelled one's files go in CancelDownload
 	d.mu.Unlock()
-	if discard {
-		if err := ingest.Discard(root, m.GetJobId()); err != nil {
-			log.Warn("removing a cancelled download's partial file", "err", err)
-		}
-	}
 	log.Info("download ended", "state", d.snapshot().GetState(), "err", err)
 }
 
@@ -327,9 +322,9 @@ func (s *service) CancelDownload(ctx context.Context, req *connect.Request[agent
 		d.mu.Unlock()
 		d.cancel()
 		<-d.done
-		return connect.NewResponse(&agentv1.CancelDownloadResponse{}), nil
 	}
-	// Not running here (say, after an agent restart): remove what is left.
+	// Whether it ran here or not (it ended already, or the agent
+	// restarted since): remove what is left.
 	_, dir, err := s.mountedDir(req.Msg.GetPool())
 	if err != nil {
 		return nil, errclass.ToConnect(err)

@@ -85,7 +85,7 @@ func (w *isoWatches) start(poolID, dir string) *poolWatch {
 		writing: map[string]bool{}, closed: map[string]time.Time{}, subs: map[chan *agentv1.PoolEvent]bool{}}
 	events := make(chan dirwatch.Event, 256)
 	w.wg.Go(func() {
-		if err := watcher.Run(ctx, events); err != nil {
+		if err := watcher.Run(ctx, events); err != nil && ctx.Err() == nil {
 			w.a.log.Warn("pool watch stopped", "pool", poolID, "err", err)
 		}
 		close(events)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/quarry-project/quarry/internal/placement"
+	"github.com/quarry-project/quarry/internal/reconcile"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -74,28 +75,25 @@ type Running struct {
 	Trigger                    string
 }
 
-// Controller runs scans.
+// Controller runs scans: pools are keys of a reconcile.Queue, which runs
+// at most one scan of a pool at a time and folds the triggers that arrive
+// meanwhile into one more.
 type Controller struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	queue *reconcile.Queue
 
 	mu    sync.Mutex
 	pools map[string]*poolScan
-	// base is Run's context: scans outlive the requests that ask for them
-	// and stop with the controller.
-	base context.Context
 }
 
 // poolScan is the scan state of one pool. Guarded by Controller.mu.
 type poolScan struct {
 	running *Running
-	// again: another scan was asked for while this one ran.
-	again        bool
-	againTrigger string
-	// current waits for the running scan; next for the one after it.
-	current, next []chan Result
-	last          *Result
-	settleTimer   *time.Timer
+	// trigger says why the next scan runs; waiters get its result.
+	trigger string
+	waiters []chan Result
+	last    *Result
 }
 
 // New returns a Controller; call Run to start the scheduled scans.
@@ -118,23 +116,38 @@ func New(cfg Config) *Controller {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Controller{cfg: cfg, log: cfg.Logger.With("component", "discovery"), pools: map[string]*poolScan{},
-		base: context.Background()}
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "discovery"), pools: map[string]*poolScan{}}
+	c.queue = reconcile.New(reconcile.Config{Name: "discovery", Reconcile: c.reconcile, Logger: cfg.Logger})
+	return c
 }
 
 // Run scans every pool after the start delay and then on the interval,
-// until ctx is done.
+// until ctx is done. It returns once every scan it started has ended; scans
+// still waited for are answered that the control plane is shutting down.
 func (c *Controller) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { c.queue.Run(ctx) })
+	c.schedule(ctx)
+	wg.Wait()
 	c.mu.Lock()
-	c.base = ctx
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	for id, ps := range c.pools {
+		for _, w := range ps.waiters {
+			w <- Result{PoolID: id, Skipped: true, SkipReason: "the control plane is shutting down", Trigger: ps.trigger}
+		}
+		ps.waiters = nil
+	}
+}
+
+// schedule triggers the startup scan and the periodic ones until ctx is
+// done.
+func (c *Controller) schedule(ctx context.Context) {
 	t := time.NewTimer(c.cfg.StartDelay)
 	defer t.Stop()
 	trigger := TriggerStartup
 	for {
 		select {
 		case <-ctx.Done():
-			c.stopTimers()
 			return
 		case <-t.C:
 		}
@@ -147,7 +160,6 @@ func (c *Controller) Run(ctx context.Context) {
 		}
 		if c.cfg.Interval < 0 {
 			<-ctx.Done()
-			c.stopTimers()
 			return
 		}
 		trigger = TriggerPeriodic
@@ -204,66 +216,58 @@ func (c *Controller) Status() (running []Running, last []Result) {
 	return running, last
 }
 
-// start runs a scan of the pool now, or marks that another is wanted after
-// the running one. wait, if set, receives the result of a scan that starts
-// no earlier than this call.
+// start asks for a scan of the pool: now, or once the running one ends.
+// wait, if set, receives the result of a scan that starts no earlier than
+// this call.
 func (c *Controller) start(poolID, trigger string, wait chan Result) {
 	c.mu.Lock()
-	ctx := c.base
+	ps := c.pool(poolID)
+	if ps.trigger == "" || trigger == TriggerManual {
+		ps.trigger = trigger
+	}
+	if wait != nil {
+		ps.waiters = append(ps.waiters, wait)
+	}
+	c.mu.Unlock()
+	c.queue.Add(poolID)
+}
+
+// pool returns the scan state of a pool. Called with c.mu held.
+func (c *Controller) pool(poolID string) *poolScan {
 	ps, ok := c.pools[poolID]
 	if !ok {
 		ps = &poolScan{}
 		c.pools[poolID] = ps
 	}
-	if ps.running != nil {
-		ps.again = true
-		if ps.againTrigger == "" || trigger == TriggerManual {
-			ps.againTrigger = trigger
-		}
-		if wait != nil {
-			ps.next = append(ps.next, wait)
-		}
-		c.mu.Unlock()
-		return
-	}
-	ps.running = &Running{PoolID: poolID, StartedAt: c.cfg.Now(), Trigger: trigger}
-	if wait != nil {
-		ps.current = append(ps.current, wait)
-	}
-	c.mu.Unlock()
-	go c.run(ctx, poolID, trigger)
+	return ps
 }
 
-// run scans one pool, delivers the result, and goes on with the coalesced
-// follow-up scan if one was asked for meanwhile: its waiters become the
-// follow-up's.
-func (c *Controller) run(ctx context.Context, poolID, trigger string) {
-	for {
-		r := c.scan(ctx, poolID, trigger)
-
-		c.mu.Lock()
-		ps := c.pools[poolID]
-		for _, w := range ps.current {
-			w <- r
-		}
-		if r.PoolName != "" {
-			ps.last = &r
-		}
-		ps.current, ps.next = ps.next, nil
-		again := ps.again && ctx.Err() == nil
-		trigger = ps.againTrigger
-		ps.again, ps.againTrigger = false, ""
-		if !again {
-			for _, w := range ps.current {
-				w <- Result{PoolID: poolID, Skipped: true, SkipReason: "the control plane is shutting down", Trigger: trigger}
-			}
-			ps.current, ps.running = nil, nil
-			c.mu.Unlock()
-			return
-		}
-		ps.running = &Running{PoolID: poolID, StartedAt: c.cfg.Now(), Trigger: trigger}
-		c.mu.Unlock()
+// reconcile scans one pool for everyone who asked before it started.
+func (c *Controller) reconcile(ctx context.Context, poolID string) (reconcile.Result, error) {
+	c.mu.Lock()
+	ps := c.pool(poolID)
+	trigger, waiters := ps.trigger, ps.waiters
+	if trigger == "" {
+		trigger = TriggerSettle // only a settle timer adds a pool without a trigger
 	}
+	ps.trigger, ps.waiters = "", nil
+	ps.running = &Running{PoolID: poolID, StartedAt: c.cfg.Now(), Trigger: trigger}
+	c.mu.Unlock()
+
+	r := c.scan(ctx, poolID, trigger)
+	if ctx.Err() != nil && r.Skipped {
+		r.SkipReason = "the control plane is shutting down"
+	}
+	c.mu.Lock()
+	ps.running = nil
+	if r.PoolName != "" {
+		ps.last = &r
+	}
+	c.mu.Unlock()
+	for _, w := range waiters {
+		w <- r
+	}
+	return reconcile.Result{}, nil
 }
 
 // scan does one pool's scan through the first node that can.
@@ -348,28 +352,7 @@ func (c *Controller) setRunning(poolID string, f func(*Running)) {
 
 // rescanAt schedules one scan of the pool when deferred files have settled.
 func (c *Controller) rescanAt(poolID string, at time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ctx := c.base
-	ps := c.pools[poolID]
-	if ps.settleTimer != nil {
-		ps.settleTimer.Stop()
-	}
-	ps.settleTimer = time.AfterFunc(max(at.Sub(c.cfg.Now()), 0)+10*time.Millisecond, func() {
-		if ctx.Err() == nil {
-			c.start(poolID, TriggerSettle, nil)
-		}
-	})
-}
-
-func (c *Controller) stopTimers() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, ps := range c.pools {
-		if ps.settleTimer != nil {
-			ps.settleTimer.Stop()
-		}
-	}
+	c.queue.AddAfter(poolID, max(at.Sub(c.cfg.Now()), 0)+10*time.Millisecond)
 }
 
 func newID() string {

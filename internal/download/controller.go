@@ -295,7 +295,7 @@ func (c *Controller) adopt(ctx context.Context, j store.Job, pool store.Pool) (r
 		if n.ID != owner.ID {
 			event = fmt.Sprintf("node %s was lost; moved to node %s, resuming from the partial file at %s", owner.Name, n.Name, bytesize.Format(uint64(max(j.BytesDone, 0))))
 		} else if j.Attempts > 0 {
-			event = fmt.Sprintf("attempt %d on node %s", j.Attempts+1, n.Name)
+			event = fmt.Sprintf("trying again on node %s after %d failed attempts", n.Name, j.Attempts)
 		}
 		err := c.startOn(ctx, j, pool, n, event)
 		if err == nil {
@@ -374,14 +374,14 @@ func (c *Controller) startOn(ctx context.Context, j store.Job, pool store.Pool, 
 	c.following[j.ID] = &follower{nodeID: n.ID, stop: stop}
 	delete(c.waiting, j.ID)
 	c.mu.Unlock()
-	c.followers.Go(func() { c.follow(fctx, stop, j, n, st) })
+	c.followers.Go(func() { c.follow(fctx, stop, j, pool, n, st) })
 	return nil
 }
 
 // follow streams the job's status from its node until the download ends
 // or the stream breaks; then the job is reconciled again, and so are the
 // jobs waiting for the slot it held.
-func (c *Controller) follow(ctx context.Context, stop context.CancelFunc, j store.Job, n store.Node, first *agentv1.DownloadStatus) {
+func (c *Controller) follow(ctx context.Context, stop context.CancelFunc, j store.Job, pool store.Pool, n store.Node, first *agentv1.DownloadStatus) {
 	defer func() {
 		stop()
 		c.mu.Lock()
@@ -396,7 +396,7 @@ func (c *Controller) follow(ctx context.Context, stop context.CancelFunc, j stor
 			c.queue.Add(id)
 		}
 	}()
-	f := &follow{c: c, j: j, n: n, stop: stop, startBytes: first.GetBytesDone()}
+	f := &follow{c: c, j: j, pool: pool, n: n, stop: stop, startBytes: first.GetBytesDone()}
 	f.handle(ctx, first)
 	if ctx.Err() != nil {
 		return
@@ -411,6 +411,7 @@ func (c *Controller) follow(ctx context.Context, stop context.CancelFunc, j stor
 type follow struct {
 	c          *Controller
 	j          store.Job
+	pool       store.Pool
 	n          store.Node
 	stop       context.CancelFunc
 	lastSave   time.Time
@@ -502,6 +503,8 @@ func (f *follow) countFailure(ctx context.Context, n int, err string, progressed
 func (f *follow) retryLater(ctx context.Context) {
 	c, j, now := f.c, &f.j, f.c.cfg.Now()
 	if j.FailuresInRow >= c.cfg.MaxAttempts || now.Sub(j.RetrySince) > c.cfg.RetryWindow {
+		// A failed download leaves nothing behind: the partial file goes.
+		c.stopOnNode(ctx, *j, f.pool)
 		c.fail(ctx, *j, fmt.Sprintf("gave up after %d failed attempts in a row over %v; the last: %s. Check that the URL serves the file from the nodes (or that the origin is back), then download again",
 			j.FailuresInRow, now.Sub(j.RetrySince).Round(time.Second), f.lastError))
 		return
@@ -570,17 +573,22 @@ func (c *Controller) fail(ctx context.Context, j store.Job, msg string) error {
 	return nil
 }
 
+// stopOnNode stops the job on its node and removes its partial file.
+func (c *Controller) stopOnNode(ctx context.Context, j store.Job, pool store.Pool) {
+	if j.State != store.JobRunning || j.NodeID == "" {
+		return
+	}
+	cctx, done := context.WithTimeout(ctx, c.cfg.StartTimeout)
+	defer done()
+	if err := c.cfg.Agents.Cancel(cctx, j.NodeID, j.ID, pool); err != nil {
+		c.log.Info("stopping a download on its node failed; its partial file is left for cleanup", "job", j.ID, "err", err)
+	}
+}
+
 // cancel stops the job on its node (removing the partial file), ends it and
 // deletes its image record.
 func (c *Controller) cancel(ctx context.Context, j store.Job, pool store.Pool) error {
-	if j.State == store.JobRunning && j.NodeID != "" {
-		cctx, done := context.WithTimeout(ctx, c.cfg.StartTimeout)
-		err := c.cfg.Agents.Cancel(cctx, j.NodeID, j.ID, pool)
-		done()
-		if err != nil {
-			c.log.Info("cancelling on the node failed; its partial file is left for cleanup", "job", j.ID, "err", err)
-		}
-	}
+	c.stopOnNode(ctx, j, pool)
 	im, err := c.cfg.Store.GetImage(ctx, j.ImageID)
 	if err != nil {
 		return err

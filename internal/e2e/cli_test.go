@@ -106,11 +106,11 @@ type devServer struct {
 }
 
 // startDev runs `quarry server --dev` on a free loopback port with dataDir
-// and returns once it printed the URL of its API.
-func startDev(t *testing.T, dataDir string) *devServer {
+// and the extra flags, and returns once it printed the URL of its API.
+func startDev(t *testing.T, dataDir string, extra ...string) *devServer {
 	t.Helper()
-	cmd := exec.Command(quarrytest.Binary(t), "server", "--dev", "--listen", "127.0.0.1:0",
-		"--data-dir", dataDir, "--health-interval", "200ms")
+	cmd := exec.Command(quarrytest.Binary(t), append([]string{"server", "--dev", "--listen", "127.0.0.1:0",
+		"--data-dir", dataDir, "--health-interval", "200ms"}, extra...)...)
 	d := &devServer{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{}), started: time.Now()}
 	cmd.Stderr = d.stderr
 	stdout, err := cmd.StdoutPipe()

@@ -233,11 +233,34 @@ func (d *download) persist(ck *checkpoint) error {
 	if err := datasync(d.f); err != nil {
 		return d.writeError(err, ck.Offset, ck.Total)
 	}
-	if err := checkFence(r.Root, r.Job, r.Fence); err != nil {
+	if err := d.stillOwner(); err != nil {
 		return err
 	}
 	if err := writeCheckpoint(r.Root, ck); err != nil {
 		return d.writeError(err, ck.Offset, ck.Total)
+	}
+	return nil
+}
+
+// stillOwner fails with ErrFenced when this writer lost the job: a higher
+// fence claimed it, or its partial file is no longer the one this writer
+// holds open (the new owner finished or discarded it while this one was
+// frozen or cut off). The sink's goroutine calls it too.
+func (d *download) stillOwner() error {
+	r := &d.r
+	if err := checkFence(r.Root, r.Job, r.Fence); err != nil {
+		return err
+	}
+	held, err := d.f.Stat()
+	if err != nil {
+		return d.localError("reading the partial file", err)
+	}
+	onDisk, err := r.Root.Stat(partialPath(r.Job))
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !os.SameFile(held, onDisk)) {
+		return errclass.New(errclass.Fenced, "the partial file of job %s is gone or replaced: another writer finished or removed it; this writer stops", r.Job)
+	}
+	if err != nil {
+		return d.localError("reading the partial file", err)
 	}
 	return nil
 }
@@ -399,7 +422,7 @@ func (d *download) finish() (Result, error) {
 	if res.Format, res.VirtualSize, err = Sniff(d.f, d.offset()); err != nil {
 		return Result{}, d.localError("reading the header of the partial file", err)
 	}
-	if err := checkFence(r.Root, r.Job, r.Fence); err != nil {
+	if err := d.stillOwner(); err != nil {
 		return Result{}, err
 	}
 	if err := r.Root.MkdirAll(path.Dir(r.Dest), 0o755); err != nil {

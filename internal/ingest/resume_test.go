@@ -375,6 +375,32 @@ func TestFenceLostMidway(t *testing.T) {
 	p.checkNoImages(t)
 }
 
+// TestFenceLostToFinishedOwner: while this writer is frozen (a hung node),
+// the new owner finishes the job and removes every file of it, owner file
+// included. This writer must still notice at its next checkpoint that it
+// lost the job, and leave nothing behind.
+func TestFenceLostToFinishedOwner(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	f := o.Add("/a.img", origintest.Random(8*mib, 20))
+	f.RateLimit(8 * mib)
+	p := newPool(t, "")
+	r := request(p, f)
+	r.Progress = progressAt(2*mib, func() {
+		if err := Discard(p.root, r.Job); err != nil {
+			t.Error(err)
+		}
+	})
+	_, err := Download(t.Context(), r)
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("error %v; want ErrFenced", err)
+	}
+	if left, _ := os.ReadDir(p.dir + "/" + poolfs.PartialDir); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+	p.checkNoImages(t)
+}
+
 func TestDiscard(t *testing.T) {
 	t.Parallel()
 	o := origintest.New(t)

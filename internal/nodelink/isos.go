@@ -65,6 +65,8 @@ type PoolEventHandler func(nodeID string, ev *agentv1.PoolEvent)
 type EventWatcher struct {
 	link    *Link
 	handler PoolEventHandler
+	// wg owns the streams' goroutines; Run waits for them.
+	wg sync.WaitGroup
 
 	mu      sync.Mutex
 	streams map[string]*eventStream // by node id
@@ -81,10 +83,12 @@ func (l *Link) NewEventWatcher(h PoolEventHandler) *EventWatcher {
 	return &EventWatcher{link: l, handler: h, streams: map[string]*eventStream{}}
 }
 
-// Run re-syncs the streams with the nodes' state every quarter interval
-// until ctx is done.
+// Run re-syncs the streams with the nodes' state every health interval
+// (a stream that ended is reopened then, if still wanted) until ctx is
+// done; it returns once every stream has ended.
 func (w *EventWatcher) Run(ctx context.Context) {
-	t := time.NewTicker(max(w.link.cfg.Interval/4, 50*time.Millisecond))
+	defer w.wg.Wait()
+	t := time.NewTicker(w.link.cfg.Interval)
 	defer t.Stop()
 	for {
 		w.sync(ctx)
@@ -144,7 +148,7 @@ func (w *EventWatcher) sync(ctx context.Context) {
 		sctx, cancel := context.WithCancel(ctx)
 		s := &eventStream{pools: key(ps), cancel: cancel, done: make(chan struct{})}
 		w.streams[nodeID] = s
-		go w.stream(sctx, nodeID, ps, s.done)
+		w.wg.Go(func() { w.stream(sctx, nodeID, ps, s.done) })
 	}
 }
 

@@ -342,6 +342,23 @@ func (p *AgentProcess) Start() {
 	p.srv.waitAgent(p.t, p.Opts.Name, nodeID, p.Addr, p.done, p.output.String)
 }
 
+// Freeze stops the process with SIGSTOP: it holds its connections and
+// answers nothing, as a hung host does. Thaw lets it go on.
+func (p *AgentProcess) Freeze() { p.signal(syscall.SIGSTOP) }
+
+// Thaw continues a frozen process with SIGCONT.
+func (p *AgentProcess) Thaw() { p.signal(syscall.SIGCONT) }
+
+// Output is what the process wrote so far.
+func (p *AgentProcess) Output() string { return p.output.String() }
+
+func (p *AgentProcess) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("signalling agent %s: %v", p.Opts.Name, err)
+	}
+}
+
 // Kill sends SIGKILL and waits for the process to be gone.
 func (p *AgentProcess) Kill() {
 	if p.cmd == nil || p.cmd.Process == nil {

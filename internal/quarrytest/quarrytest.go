@@ -177,6 +177,12 @@ func WithCatalog(files ...string) ServerOption {
 	return func(c *server.Config) { c.CatalogFiles = append(c.CatalogFiles, files...) }
 }
 
+// WithDownloadRetries sets the download retry budget and the wait after a
+// first failed attempt (0 keeps the server's default).
+func WithDownloadRetries(maxAttempts int, base time.Duration) ServerOption {
+	return func(c *server.Config) { c.DownloadMaxAttempts, c.DownloadRetryBase = maxAttempts, base }
+}
+
 // WithDownloadLimits bounds downloads per node and in all.
 func WithDownloadLimits(perNode, global int) ServerOption {
 	return func(c *server.Config) { c.MaxDownloadsPerNode, c.MaxDownloads = perNode, global }

@@ -281,7 +281,9 @@ func (s *Server) Placement() *placement.Chooser { return s.chooser }
 func (s *Server) CA() *pki.CA { return s.ca }
 
 // Serve runs the health loop and serves ln until ctx is done, then shuts
-// down gracefully.
+// down gracefully: requests and streams in flight end, then the background
+// loops, each of which returns only once the goroutines it started have
+// exited. Close releases the store after.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	// The background loops: node health, agents' file events, ISO scans,
@@ -295,6 +297,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		cancel()
 		loops.Wait()
 	}()
+	// Streams (WatchJob, watch --wait) never end by themselves: their
+	// requests' context ends when shutdown begins, so Shutdown need not
+	// wait them out.
+	reqCtx, endRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer endRequests()
 
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
@@ -306,6 +313,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -314,10 +322,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	s.log.Info("control plane shutting down")
+	endRequests()
+	sctx, scancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer scancel()
 	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutting down: %w", err)
+		hs.Close()
+		return fmt.Errorf("shutting down: %w; closed the remaining connections", err)
 	}
 	return nil
 }
@@ -332,5 +343,10 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Close releases the store.
-func (s *Server) Close() error { return s.store.Close() }
+// Close releases the store, after Serve has returned: the store is the
+// last thing to go.
+func (s *Server) Close() error {
+	err := s.store.Close()
+	s.log.Info("control plane stopped")
+	return err
+}
