@@ -118,7 +118,7 @@ func (s *Store) GetNodeByName(ctx context.Context, name string) (store.Node, err
 
 // ListNodes returns every node ordered by name.
 func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
-	return queryAll(ctx, s.db, `SELECT `+nodeColumns+` FROM nodes ORDER BY name`, nil, scanNode)
+	return queryAll(ctx, s.db, s.q(`SELECT `+nodeColumns+` FROM nodes ORDER BY name`), nil, scanNode)
 }
 
 // UpdateNode sets the name and management address of node id.
@@ -261,8 +261,8 @@ func (t *txn) poolIDs(ctx context.Context) (map[string]bool, error) {
 
 // ListPoolMounts returns every mount ordered by pool, then node.
 func (s *Store) ListPoolMounts(ctx context.Context) ([]store.PoolMount, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at
-		FROM pool_mounts ORDER BY pool_id, node_id`)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at
+		FROM pool_mounts ORDER BY pool_id, node_id`))
 	if err != nil {
 		return nil, err
 	}

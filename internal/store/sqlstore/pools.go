@@ -71,7 +71,7 @@ func (s *Store) GetPoolByName(ctx context.Context, name string) (store.Pool, err
 
 // ListPools returns every pool ordered by name.
 func (s *Store) ListPools(ctx context.Context) ([]store.Pool, error) {
-	rows, err := s.db.QueryContext(ctx, poolSelect+` ORDER BY p.name, p.id, a.position`)
+	rows, err := s.db.QueryContext(ctx, s.q(poolSelect+` ORDER BY p.name, p.id, a.position`))
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/quarry-project/quarry/internal/store"
@@ -24,6 +25,9 @@ import (
 type Store struct {
 	db *sql.DB
 	d  store.Dialect
+	// statements counts the SQL statements run, transactions' included:
+	// every one goes through q.
+	statements atomic.Uint64
 }
 
 var _ store.Store = (*Store)(nil)
@@ -44,8 +48,15 @@ func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// q rebinds query for the dialect.
-func (s *Store) q(query string) string { return s.d.Q(query) }
+// q rebinds query for the dialect and counts it.
+func (s *Store) q(query string) string {
+	s.statements.Add(1)
+	return s.d.Q(query)
+}
+
+// Statements reports how many SQL statements the store has run: what an
+// idle control plane costs its database.
+func (s *Store) Statements() uint64 { return s.statements.Load() }
 
 // exec runs a single statement outside a transaction.
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {

@@ -62,7 +62,7 @@ func (s *Store) GetToken(ctx context.Context, id string) (store.Token, error) {
 // ListTokens returns every token, oldest first; tokens created in the same
 // microsecond are ordered by id.
 func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
-	return queryAll(ctx, s.db, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`, nil, scanToken)
+	return queryAll(ctx, s.db, s.q(`SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`), nil, scanToken)
 }
 
 // RevokeToken marks token id revoked at at, unless it already was, and
