@@ -169,6 +169,9 @@ func (dl *downloads) run(ctx context.Context, d *download, root *os.Root, m *age
 			// checkpoint stay, and the control plane starts it again.
 			s.State, s.Error = agentv1.DownloadState_DOWNLOAD_STATE_UNKNOWN, err.Error()
 		}
+		if s.Error != "" {
+			s.ErrorClass = errclass.Wire(err)
+		}
 	})
 	d.mu.Lock()
 	d.ended = time.Now() // a cancelled one's files go in CancelDownload

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/quarry-project/quarry/internal/bytesize"
+	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/reconcile"
@@ -154,26 +155,32 @@ func (c *Controller) NodeChanged() {
 func (c *Controller) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { c.queue.Run(ctx) })
-	for n := 1; ; n++ {
+	c.readopt(ctx)
+	wg.Wait()
+	c.followers.Wait()
+}
+
+// readopt queues every unfinished job, trying again until the store
+// answers.
+func (c *Controller) readopt(ctx context.Context) {
+	for n := 1; ctx.Err() == nil; n++ {
 		jobs, err := c.cfg.Store.ListJobs(ctx, store.JobFilter{States: []store.JobState{store.JobQueued, store.JobRunning}})
 		if err == nil {
 			// Oldest first: jobs are served in the order they were asked for.
 			for _, j := range slices.Backward(jobs) {
 				c.queue.Add(j.ID)
 			}
-			break
+			return
 		}
 		wait := reconcile.Backoff(n, time.Second, time.Minute)
 		c.log.Warn("listing unfinished jobs; trying again", "err", err, "retry_in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-		case <-time.After(wait):
-			continue
+		case <-t.C:
 		}
-		break
+		t.Stop()
 	}
-	wg.Wait()
-	c.followers.Wait()
 }
 
 // reconcile moves one job one step toward its end.
@@ -241,7 +248,7 @@ func (c *Controller) place(ctx context.Context, j store.Job, pool store.Pool) er
 	if total < c.cfg.Global {
 		choice, err := c.cfg.Chooser.Choose(ctx, pool.ID)
 		if errors.Is(err, placement.ErrNoNode) {
-			return c.fail(ctx, j, err.Error())
+			return c.fail(ctx, j, err)
 		}
 		if err != nil {
 			return err
@@ -265,7 +272,13 @@ func (c *Controller) place(ctx context.Context, j store.Job, pool store.Pool) er
 	c.mu.Lock()
 	c.waiting[j.ID] = true
 	c.mu.Unlock()
-	return nil
+	msg := fmt.Sprintf("queued: every node that can reach pool %s is busy (at most %d downloads per node, %d in all); it starts when one ends",
+		pool.Name, c.cfg.PerNode, c.cfg.Global)
+	if j.Message == msg {
+		return nil
+	}
+	j.Message, j.UpdatedAt = msg, c.cfg.Now()
+	return c.cfg.Store.UpdateJob(ctx, j)
 }
 
 // adopt takes care of a RUNNING job nobody is following: after a control
@@ -314,7 +327,7 @@ func (c *Controller) adopt(ctx context.Context, j store.Job, pool store.Pool) (r
 	if j.Message == msg {
 		waited := c.cfg.Now().Sub(j.UpdatedAt)
 		if waited > c.cfg.GiveUpAfter {
-			return reconcile.Result{}, c.fail(ctx, j, fmt.Sprintf("node %s has been unreachable for %v and pool %s is only reachable through it; the partial file stays on its disk — download again once it is back, or into another pool",
+			return reconcile.Result{}, c.fail(ctx, j, errclass.New(errclass.Unavailable, "node %s has been unreachable for %v and pool %s is only reachable through it; the partial file stays on its disk — download again once it is back, or into another pool",
 				name, c.cfg.GiveUpAfter, pool.Name))
 		}
 		// A node whose state changes asks again at once. One back before
@@ -449,7 +462,7 @@ func (f *follow) handle(ctx context.Context, st *agentv1.DownloadStatus) {
 		c.succeed(ctx, *j, f.n, st)
 		f.stop()
 	case agentv1.DownloadState_DOWNLOAD_STATE_FAILED:
-		c.fail(ctx, *j, st.GetError())
+		c.fail(ctx, *j, errclass.FromWire(st.GetErrorClass(), st.GetError()))
 		f.stop()
 	case agentv1.DownloadState_DOWNLOAD_STATE_UNKNOWN:
 		// The agent is not running the job: it gave up for now after a
@@ -505,7 +518,7 @@ func (f *follow) retryLater(ctx context.Context) {
 	if j.FailuresInRow >= c.cfg.MaxAttempts || now.Sub(j.RetrySince) > c.cfg.RetryWindow {
 		// A failed download leaves nothing behind: the partial file goes.
 		c.stopOnNode(ctx, *j, f.pool)
-		c.fail(ctx, *j, fmt.Sprintf("gave up after %d failed attempts in a row over %v; the last: %s. Check that the URL serves the file from the nodes (or that the origin is back), then download again",
+		c.fail(ctx, *j, errclass.New(errclass.Transient, "gave up after %d failed attempts in a row over %v; the last: %s. Check that the URL serves the file from the nodes (or that the origin is back), then download again",
 			j.FailuresInRow, now.Sub(j.RetrySince).Round(time.Second), f.lastError))
 		return
 	}
@@ -554,9 +567,10 @@ func (c *Controller) succeed(ctx context.Context, j store.Job, n store.Node, st 
 	c.log.Info("download succeeded", "job", j.ID, "node", n.Name, "image", im.Name, "bytes", st.GetSize(), "fetched", st.GetFetchedBytes())
 }
 
-// fail ends the job and marks its image ERROR with msg, which says what to
-// do.
-func (c *Controller) fail(ctx context.Context, j store.Job, msg string) error {
+// fail ends the job and marks its image ERROR with err, whose message says
+// what to do; the history names its class.
+func (c *Controller) fail(ctx context.Context, j store.Job, err error) error {
+	msg := err.Error()
 	im, err := c.cfg.Store.GetImage(ctx, j.ImageID)
 	if err != nil {
 		return err
@@ -568,7 +582,11 @@ func (c *Controller) fail(ctx context.Context, j store.Job, msg string) error {
 	if err := c.cfg.Store.FinishJob(ctx, j, im); err != nil {
 		return err
 	}
-	c.event(ctx, j.ID, "failed: "+msg)
+	what := "failed"
+	if class := errclass.Of(err); class != nil {
+		what += " (" + class.Name() + ")"
+	}
+	c.event(ctx, j.ID, what+": "+msg)
 	c.log.Info("download failed", "job", j.ID, "err", msg)
 	return nil
 }

@@ -142,6 +142,29 @@ func Code(err error) connect.Code {
 	return connect.CodeInternal
 }
 
+// Name is the class's name for people: "checksum mismatch".
+func (c *Class) Name() string { return c.name }
+
+// Wire returns the class of err as the agent API sends it outside errors
+// (in a download's status); unspecified when it has none.
+func Wire(err error) agentv1.ErrorClass {
+	if c := Of(err); c != nil {
+		return c.wire
+	}
+	return agentv1.ErrorClass_ERROR_CLASS_UNSPECIFIED
+}
+
+// FromWire returns an error of the class w with message msg, as Wire's
+// counterpart; an unknown class gives an error without one.
+func FromWire(w agentv1.ErrorClass, msg string) error {
+	for _, c := range classes {
+		if c.wire == w {
+			return &classed{kind: c, msg: msg}
+		}
+	}
+	return errors.New(msg)
+}
+
 // ToConnect returns err as a Connect error with Code(err), err's message,
 // and an ErrorInfo detail naming its class (unspecified when it has none).
 // A *connect.Error at the top of err is returned as is, and nil as nil.
@@ -181,12 +204,7 @@ func FromConnect(err error) (_ error, ok bool) {
 		if !isInfo {
 			continue
 		}
-		for _, c := range classes {
-			if c.wire == info.GetClass() {
-				return &classed{kind: c, msg: info.GetMessage()}, true
-			}
-		}
-		return errors.New(info.GetMessage()), true
+		return FromWire(info.GetClass(), info.GetMessage()), true
 	}
 	return nil, false
 }

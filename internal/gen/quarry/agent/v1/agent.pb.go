@@ -1483,7 +1483,9 @@ type DownloadStatus struct {
 	// against the job's retry budget.
 	AttemptProgressed bool `protobuf:"varint,18,opt,name=attempt_progressed,json=attemptProgressed,proto3" json:"attempt_progressed,omitempty"`
 	// How long the origin asked to wait before the next try (Retry-After).
-	RetryAfterMs  int64 `protobuf:"varint,19,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	RetryAfterMs int64 `protobuf:"varint,19,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	// The class of error, when there is one.
+	ErrorClass    ErrorClass `protobuf:"varint,20,opt,name=error_class,json=errorClass,proto3,enum=quarry.agent.v1.ErrorClass" json:"error_class,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1649,6 +1651,13 @@ func (x *DownloadStatus) GetRetryAfterMs() int64 {
 		return x.RetryAfterMs
 	}
 	return 0
+}
+
+func (x *DownloadStatus) GetErrorClass() ErrorClass {
+	if x != nil {
+		return x.ErrorClass
+	}
+	return ErrorClass_ERROR_CLASS_UNSPECIFIED
 }
 
 type WatchDownloadRequest struct {
@@ -1970,7 +1979,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x06policy\x18\b \x01(\v2\x1a.quarry.agent.v1.URLPolicyR\x06policy\x12\x1a\n" +
 	"\bdescribe\x18\t \x01(\tR\bdescribe\"P\n" +
 	"\x15StartDownloadResponse\x127\n" +
-	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\xe6\x04\n" +
+	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\xa4\x05\n" +
 	"\x0eDownloadStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05fence\x18\x02 \x01(\x03R\x05fence\x124\n" +
@@ -1993,7 +2002,9 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x0ffailed_attempts\x18\x10 \x01(\x05R\x0efailedAttempts\x12#\n" +
 	"\rattempt_error\x18\x11 \x01(\tR\fattemptError\x12-\n" +
 	"\x12attempt_progressed\x18\x12 \x01(\bR\x11attemptProgressed\x12$\n" +
-	"\x0eretry_after_ms\x18\x13 \x01(\x03R\fretryAfterMs\"P\n" +
+	"\x0eretry_after_ms\x18\x13 \x01(\x03R\fretryAfterMs\x12<\n" +
+	"\verror_class\x18\x14 \x01(\x0e2\x1b.quarry.agent.v1.ErrorClassR\n" +
+	"errorClass\"P\n" +
 	"\x14WatchDownloadRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
 	"\fheartbeat_ms\x18\x02 \x01(\x03R\vheartbeatMs\"P\n" +
@@ -2126,34 +2137,35 @@ var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	22, // 13: quarry.agent.v1.StartDownloadRequest.policy:type_name -> quarry.agent.v1.URLPolicy
 	25, // 14: quarry.agent.v1.StartDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
 	2,  // 15: quarry.agent.v1.DownloadStatus.state:type_name -> quarry.agent.v1.DownloadState
-	25, // 16: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
-	4,  // 17: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	3,  // 18: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
-	6,  // 19: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
-	8,  // 20: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
-	10, // 21: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
-	12, // 22: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
-	15, // 23: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
-	17, // 24: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
-	20, // 25: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
-	23, // 26: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
-	26, // 27: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
-	28, // 28: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
-	7,  // 29: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
-	9,  // 30: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
-	11, // 31: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
-	13, // 32: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
-	16, // 33: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
-	19, // 34: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
-	21, // 35: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
-	24, // 36: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
-	27, // 37: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
-	29, // 38: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
-	29, // [29:39] is the sub-list for method output_type
-	19, // [19:29] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	3,  // 16: quarry.agent.v1.DownloadStatus.error_class:type_name -> quarry.agent.v1.ErrorClass
+	25, // 17: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
+	4,  // 18: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	3,  // 19: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
+	6,  // 20: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
+	8,  // 21: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
+	10, // 22: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
+	12, // 23: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
+	15, // 24: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
+	17, // 25: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
+	20, // 26: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
+	23, // 27: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
+	26, // 28: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
+	28, // 29: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
+	7,  // 30: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
+	9,  // 31: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
+	11, // 32: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
+	13, // 33: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
+	16, // 34: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
+	19, // 35: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
+	21, // 36: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
+	24, // 37: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
+	27, // 38: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
+	29, // 39: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_quarry_agent_v1_agent_proto_init() }
