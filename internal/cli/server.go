@@ -75,7 +75,7 @@ loopback only, for a first try.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the API and web page (with --dev: 127.0.0.1:8080)")
-	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory for the database (with --dev: $TMPDIR/quarry-dev)")
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory for the database (with --dev: $TMPDIR/quarry-dev-$UID)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://...) instead of SQLite in --data-dir")
 	f.DurationVar(&cfg.HealthInterval, "health-interval", 5*time.Second, "how often every node is checked")
 	f.DurationVar(&cfg.ScanInterval, "scan-interval", 5*time.Minute, "how often every pool is scanned for ISOs (0 turns periodic scans off; agents' file events and manual scans still work)")
