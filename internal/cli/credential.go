@@ -46,11 +46,11 @@ func (g *globals) credential(base string) (*credential, error) {
 	if g.tokenFile != "" {
 		b, err := os.ReadFile(g.tokenFile)
 		if err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
+			return nil, usageErrorf("--token-file: %w", err)
 		}
 		tok := strings.TrimSpace(string(b))
 		if tok == "" {
-			return nil, fmt.Errorf("--token-file %s is empty", g.tokenFile)
+			return nil, usageErrorf("--token-file %s is empty", g.tokenFile)
 		}
 		return &credential{token: tok, source: g.tokenFile}, nil
 	}

@@ -48,7 +48,7 @@ func newImageListCommand(g *globals) *cobra.Command {
 			if kind != "" {
 				k, ok := quarryv1.ImageKind_value["IMAGE_KIND_"+strings.ToUpper(strings.ReplaceAll(kind, "-", "_"))]
 				if !ok || k == 0 {
-					return fmt.Errorf("--kind %q: use iso, cloud-image or disk", kind)
+					return usageErrorf("--kind %q: use iso, cloud-image or disk", kind)
 				}
 				req.Kind = quarryv1.ImageKind(k)
 			}

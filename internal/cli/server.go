@@ -43,10 +43,10 @@ loopback only, for a first try.`,
 			case cfg.ScanInterval == 0:
 				cfg.ScanInterval = -1 // the flag's 0 means off; the config's means default
 			case cfg.ScanInterval < 0:
-				return fmt.Errorf("--scan-interval %v: give a positive duration, or 0 to turn periodic scans off", cfg.ScanInterval)
+				return usageErrorf("--scan-interval %v: give a positive duration, or 0 to turn periodic scans off", cfg.ScanInterval)
 			}
 			if cfg.ScanDelay <= 0 {
-				return fmt.Errorf("--scan-delay %v: give a positive duration", cfg.ScanDelay)
+				return usageErrorf("--scan-delay %v: give a positive duration", cfg.ScanDelay)
 			}
 			if dev {
 				if !cmd.Flags().Changed("listen") {
@@ -97,7 +97,7 @@ loopback only, for a first try.`,
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
-		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+		return nil, usageErrorf("--log-level %q: use debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }

@@ -1,10 +1,16 @@
 package e2e
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/quarry-project/quarry/internal/quarrytest"
 )
 
 // `make run ARGS='…'` passes the flags to quarry server --dev.
@@ -42,5 +48,67 @@ func TestREADMECurlExamplesAuthorize(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("no curl example of the API in the README")
+	}
+}
+
+// Under -o json an error is one JSON object on stderr, and the exit code
+// says the class of the failure.
+func TestCLIErrorClasses(t *testing.T) {
+	srv := quarrytest.StartServer(t)
+	url := srv.URL
+	useToken(url, srv.AdminToken)
+	viewer := secretLine(t, mustQuarry(t, url, "token", "create", "--name", "v"), "qk_")
+
+	for _, tt := range []struct {
+		token string
+		args  []string
+		exit  int
+		code  string
+	}{
+		{srv.AdminToken, []string{"image", "show", "nope"}, 4, "not_found"},
+		{srv.AdminToken, []string{"job", "show", "nope"}, 4, "not_found"},
+		{viewer, []string{"token", "create", "--name", "x"}, 5, "permission_denied"},
+		{"qk_0123456789ab_" + strings.Repeat("0", 64), []string{"node", "ls"}, 5, "unauthenticated"},
+		{srv.AdminToken, []string{"pool", "create", "--name", "x", "--path", "relative"}, 2, "invalid_argument"},
+		{srv.AdminToken, []string{"image", "lst"}, 2, "invalid_argument"},
+	} {
+		r := quarryAs(t, url, tt.token, append(tt.args, "-o", "json")...)
+		var e struct{ Code, Message string }
+		if err := json.Unmarshal([]byte(r.stderr), &e); err != nil {
+			t.Errorf("quarry %s -o json: stderr is not one JSON object (%v):\n%s", strings.Join(tt.args, " "), err, r.stderr)
+			continue
+		}
+		if r.code != tt.exit || e.Code != tt.code || e.Message == "" || r.stdout != "" {
+			t.Errorf("quarry %s -o json: exit %d, error %+v, stdout %q; want exit %d, code %s", strings.Join(tt.args, " "), r.code, e, r.stdout, tt.exit, tt.code)
+		}
+	}
+}
+
+// A --server that is some other HTTP server is named as such.
+func TestCLINotAControlPlane(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		status int
+		ctype  string
+	}{
+		{"python http.server", 501, "text/html;charset=utf-8"},
+		{"a web page for every path", 200, "text/html; charset=utf-8"},
+		{"not found", 404, "text/plain; charset=utf-8"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.ctype)
+				w.WriteHeader(tt.status)
+				w.Write([]byte("<html><body>Error response: 501 Unsupported method ('POST')</body></html>"))
+			}))
+			defer other.Close()
+			for _, args := range [][]string{{"node", "ls"}, {"job", "watch", "j1"}} {
+				r := quarryAs(t, other.URL, "qk_x", args...)
+				want := other.URL + " does not look like a Quarry control plane (HTTP " + strconv.Itoa(tt.status) + " from " + other.URL + "/quarry.v1."
+				if r.code != 3 || !strings.Contains(r.stderr, want) {
+					t.Errorf("quarry %s against %s: exit %d, stderr %q; want exit 3 and %q", strings.Join(args, " "), tt.name, r.code, r.stderr, want)
+				}
+			}
+		})
 	}
 }

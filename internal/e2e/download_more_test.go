@@ -174,7 +174,7 @@ func TestDownloadCLI(t *testing.T) {
 		t.Errorf("catalog ls:\n%s", cat)
 	}
 	bad := quarry(t, c.s.URL, "image", "download", "--url", "http://169.254.169.254/latest", "--pool", "local")
-	if bad.code != 1 || !strings.Contains(bad.stderr, "link-local") {
+	if bad.code != 2 || !strings.Contains(bad.stderr, "link-local") {
 		t.Errorf("metadata URL: %+v", bad)
 	}
 }
