@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -34,6 +35,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"image", "show"}, []string{"accepts 1 arg(s), received 0", "usage: quarry image show NAME|ID"}},
 		{[]string{"node", "ls", "--bogus"}, []string{"unknown flag: --bogus", "usage: quarry node ls"}},
 		{[]string{"image", "download", "--url", "http://x/a.img"}, []string{`required flag(s) "pool" not set`}},
+		{[]string{"token", "create", "--ttl", "30s"}, []string{`--ttl "30s": give a lifetime of at least 1m`}},
 		{[]string{"node", "ls", "-o", "yaml"}, []string{"--output must be table or json"}},
 	}
 	for _, tt := range tests {
@@ -131,5 +133,18 @@ func TestReportExitCodes(t *testing.T) {
 				t.Errorf("exit %d code %q, want %d %q", exit, e.Code, tt.exit, tt.code)
 			}
 		})
+	}
+}
+
+func TestParseTTL(t *testing.T) {
+	for in, want := range map[string]time.Duration{"1m": time.Minute, "90m": 90 * time.Minute, "12h": 12 * time.Hour, "30d": 30 * 24 * time.Hour} {
+		if got, err := parseTTL(in); err != nil || got != want {
+			t.Errorf("parseTTL(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"30s", "59s", "1s", "0d", "-1h", "soon", "30"} {
+		if _, err := parseTTL(in); err == nil {
+			t.Errorf("parseTTL(%q) accepted", in)
+		}
 	}
 }

@@ -93,16 +93,21 @@ func newTokenCreateCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// parseTTL reads a Go duration, plus whole days ("30d").
+// minTTL is the shortest lifetime a token may have: one that expires
+// before anyone can use it is a mistake (--ttl 30 meant 30 of something
+// longer than seconds), and the server refuses it too.
+const minTTL = time.Minute
+
+// parseTTL reads a Go duration, plus whole days ("30d"), of at least minTTL.
 func parseTTL(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
-		if n, err := strconv.Atoi(days); err == nil && n > 0 {
+		if n, err := strconv.Atoi(days); err == nil && n > 0 && n <= 36500 {
 			return time.Duration(n) * 24 * time.Hour, nil
 		}
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d < time.Second {
-		return 0, usageErrorf("--ttl %q: give a lifetime of at least 1s, such as 90m, 12h or 30d", s)
+	if err != nil || d < minTTL {
+		return 0, usageErrorf("--ttl %q: give a lifetime of at least 1m, such as 90m, 12h or 30d", s)
 	}
 	return d, nil
 }

@@ -84,6 +84,24 @@ func TestCLIErrorClasses(t *testing.T) {
 	}
 }
 
+// A token made with --ttl 30d says it expires in 30d; less than a minute
+// is refused.
+func TestCLITokenTTL(t *testing.T) {
+	srv := quarrytest.StartServer(t)
+	useToken(srv.URL, srv.AdminToken)
+	out := mustQuarry(t, srv.URL, "token", "create", "--name", "month", "--ttl", "30d")
+	if !strings.Contains(out, "(in 30d)") {
+		t.Errorf("token create --ttl 30d printed:\n%s", out)
+	}
+	if ls := mustQuarry(t, srv.URL, "token", "ls"); !strings.Contains(ls, "in 30d") {
+		t.Errorf("token ls does not show the expiry as in 30d:\n%s", ls)
+	}
+	r := quarry(t, srv.URL, "token", "create", "--ttl", "30s")
+	if r.code != 2 || !strings.Contains(r.stderr, "at least 1m") {
+		t.Errorf("token create --ttl 30s: exit %d, stderr %q; want a usage error", r.code, r.stderr)
+	}
+}
+
 // A --server that is some other HTTP server is named as such.
 func TestCLINotAControlPlane(t *testing.T) {
 	for _, tt := range []struct {
