@@ -2,14 +2,21 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"connectrpc.com/connect"
+
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/origintest"
 	"github.com/quarry-project/quarry/internal/quarrytest"
 )
 
@@ -128,5 +135,64 @@ func TestCLINotAControlPlane(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Ctrl-C while following a job stops the watch, not the job: exit 130 and
+// the command to follow it again.
+func TestCLIWatchInterrupted(t *testing.T) {
+	c := newCluster(t)
+	o := origintest.New(t)
+	f := o.Add("/slow.img", origintest.Random(64*mib, 12))
+	f.RateLimit(2 * mib)
+	mkdir(t, c.agents["n1"].Opts.LocalPath("/srv/local"))
+	pool := c.createPool(t, "local", "/srv/local", false, "n1")
+	c.waitMounts(t, pool.GetId(), map[string]bool{"n1": true})
+	id := download(t, c.s, pool.GetId(), f.URL(), "").GetJob().GetId()
+	defer c.s.Jobs.CancelJob(t.Context(), connect.NewRequest(&quarryv1.CancelJobRequest{Id: id}))
+	waitProgress(t, c.s, id, mib)
+
+	for _, args := range [][]string{{"job", "watch", id}, {"job", "watch", id, "-o", "json"}} {
+		cmd := exec.Command(quarrytest.Binary(t), append([]string{"--server", c.s.URL}, args...)...)
+		cmd.Env = append(os.Environ(), "QUARRY_SERVER=", "QUARRY_TOKEN="+c.s.AdminToken, "TMPDIR="+t.TempDir())
+		stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		// Watching: it showed progress (stderr), or an update (stdout, JSON).
+		quarrytest.Eventually(t, 15*time.Second, func() error {
+			select {
+			case <-done:
+				return fmt.Errorf("quarry %s ended early: %s", strings.Join(args, " "), stderr)
+			default:
+			}
+			if !strings.Contains(stderr.String()+stdout.String(), "downloading") {
+				return fmt.Errorf("no progress yet")
+			}
+			return nil
+		})
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("quarry %s still running 10 s after SIGINT", strings.Join(args, " "))
+		}
+		want := "stopped watching; job " + id + " keeps running (quarry job watch " + id + ")"
+		if code := cmd.ProcessState.ExitCode(); code != 130 || !strings.Contains(stderr.String(), want) {
+			t.Errorf("quarry %s after SIGINT: exit %d, stderr %q; want exit 130 and %q", strings.Join(args, " "), code, stderr, want)
+		}
+		if strings.Contains(stderr.String(), "error:") {
+			t.Errorf("quarry %s after SIGINT printed an error: %q", strings.Join(args, " "), stderr)
+		}
+	}
+	resp, err := c.s.Jobs.GetJob(t.Context(), connect.NewRequest(&quarryv1.GetJobRequest{Id: id}))
+	if err != nil || resp.Msg.GetJob().GetState() != quarryv1.JobState_JOB_STATE_RUNNING {
+		t.Errorf("after the watches were interrupted the job is %v (%v); want it RUNNING still", resp.Msg.GetJob().GetState(), err)
 	}
 }
