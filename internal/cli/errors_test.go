@@ -32,7 +32,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"nodes", "ls"}, []string{`unknown command "nodes" for "quarry"; did you mean node?`, "usage: quarry COMMAND"}},
 		{[]string{"tokn", "ls"}, []string{`did you mean token?`}},
 		{[]string{"pool", "xyzzy"}, []string{`unknown command "xyzzy" for "quarry pool"; the commands are create,`}},
-		{[]string{"image", "show"}, []string{"accepts 1 arg(s), received 0", "usage: quarry image show NAME|ID"}},
+		{[]string{"image", "show"}, []string{"accepts 1 arg(s), received 0", "usage: quarry image show NAME|ID|PATH [--pool NAME]"}},
 		{[]string{"node", "ls", "--bogus"}, []string{"unknown flag: --bogus", "usage: quarry node ls"}},
 		{[]string{"image", "download", "--url", "http://x/a.img"}, []string{`required flag(s) "pool" not set`}},
 		{[]string{"token", "create", "--ttl", "30s"}, []string{`--ttl "30s": give a lifetime of at least 1m`}},

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -194,5 +195,84 @@ func TestCLIWatchInterrupted(t *testing.T) {
 	resp, err := c.s.Jobs.GetJob(t.Context(), connect.NewRequest(&quarryv1.GetJobRequest{Id: id}))
 	if err != nil || resp.Msg.GetJob().GetState() != quarryv1.JobState_JOB_STATE_RUNNING {
 		t.Errorf("after the watches were interrupted the job is %v (%v); want it RUNNING still", resp.Msg.GetJob().GetState(), err)
+	}
+}
+
+// Images of one name in several directories and pools: image ls shows
+// their paths in a stable order, and show/rm take --pool and a path.
+func TestCLIImagesOfOneName(t *testing.T) {
+	c, _ := isoCluster(t)
+	mkdir(t, filepath.Join(c.shared, "alpha"))
+	c.createPool(t, "alpha", "/srv/nfs/alpha", true, "n1")
+	useToken(c.s.URL, c.s.AdminToken)
+	for _, p := range []string{"isos/iso/b/x.iso", "isos/iso/a/x.iso", "alpha/iso/x.iso", "isos/iso/y.iso"} {
+		writeISO(t, filepath.Join(c.shared, p), "X", 64<<10)
+	}
+	quarrytest.Eventually(t, 20*time.Second, func() error {
+		var ls quarryv1.ListImagesResponse
+		mustQuarry(t, c.s.URL, "image", "scan")
+		if err := quarryJSON(t, c.s.URL, &ls, "image", "ls"); err != nil {
+			return err
+		}
+		if n := len(ls.GetImages()); n != 4 {
+			return fmt.Errorf("%d images, want 4", n)
+		}
+		return nil
+	})
+	for i := 0; i < 3; i++ { // the same order every time
+		var ls quarryv1.ListImagesResponse
+		if err := quarryJSON(t, c.s.URL, &ls, "image", "ls"); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, im := range ls.GetImages() {
+			got = append(got, im.GetStoragePoolName()+":"+im.GetPath())
+		}
+		if want := "alpha:iso/x.iso isos:iso/a/x.iso isos:iso/b/x.iso isos:iso/y.iso"; strings.Join(got, " ") != want {
+			t.Fatalf("image ls -o json order: %s, want %s", strings.Join(got, " "), want)
+		}
+	}
+	out := mustQuarry(t, c.s.URL, "image", "ls")
+	var paths []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		f := strings.Fields(line)
+		paths = append(paths, f[1]+":"+f[2]) // NAME POOL PATH …
+	}
+	if got := strings.Join(paths, " "); got != "alpha:iso/x.iso isos:iso/a/x.iso isos:iso/b/x.iso isos:iso/y.iso" {
+		t.Errorf("image ls POOL:PATH columns %s:\n%s", got, out)
+	}
+
+	r := quarry(t, c.s.URL, "image", "show", "x.iso")
+	if want := `3 images are named "x.iso" (alpha:iso/x.iso, isos:iso/a/x.iso, isos:iso/b/x.iso); give --pool, the path or the id`; r.code != 2 || !strings.Contains(r.stderr, want) {
+		t.Errorf("image show of an ambiguous name: exit %d, stderr %q; want exit 2 and %q", r.code, r.stderr, want)
+	}
+	for _, tt := range []struct {
+		args []string
+		pool string
+		path string
+	}{
+		{[]string{"x.iso", "--pool", "alpha"}, "alpha", "iso/x.iso"},
+		{[]string{"iso/b/x.iso", "--pool", "isos"}, "isos", "iso/b/x.iso"},
+		{[]string{"iso/a/x.iso"}, "isos", "iso/a/x.iso"},
+		{[]string{"/srv/nfs/isos/iso/a/x.iso"}, "isos", "iso/a/x.iso"},
+		{[]string{"y.iso"}, "isos", "iso/y.iso"},
+	} {
+		out := mustQuarry(t, c.s.URL, append([]string{"image", "show"}, tt.args...)...)
+		if f := tableRow(out, "Pool:"); len(f) != 2 || f[1] != tt.pool {
+			t.Errorf("image show %s: pool row %v:\n%s", strings.Join(tt.args, " "), f, out)
+		}
+		if f := tableRow(out, "Path:"); len(f) != 2 || f[1] != tt.path {
+			t.Errorf("image show %s: path row %v:\n%s", strings.Join(tt.args, " "), f, out)
+		}
+	}
+	if r := quarry(t, c.s.URL, "image", "show", "y.iso", "--pool", "alpha"); r.code != 4 || !strings.Contains(r.stderr, `no image named, at path or with id "y.iso" in pool alpha`) {
+		t.Errorf("image show y.iso --pool alpha: exit %d, stderr %q", r.code, r.stderr)
+	}
+	out = mustQuarry(t, c.s.URL, "image", "rm", "iso/b/x.iso", "--pool", "isos")
+	if !strings.Contains(out, "deleted image x.iso (iso/b/x.iso in pool isos)") {
+		t.Errorf("image rm printed %q", out)
+	}
+	if _, err := os.Stat(filepath.Join(c.shared, "isos/iso/b/x.iso")); !os.IsNotExist(err) {
+		t.Errorf("iso/b/x.iso is still on disk: %v", err)
 	}
 }
