@@ -99,6 +99,7 @@ func newRoot() (*cobra.Command, *globals) {
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	finishTree(root)
+	g.addCompletions(root)
 	return root, g
 }
 

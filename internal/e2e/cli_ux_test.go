@@ -276,3 +276,48 @@ func TestCLIImagesOfOneName(t *testing.T) {
 		t.Errorf("iso/b/x.iso is still on disk: %v", err)
 	}
 }
+
+// Shell completion offers the names of nodes, pools, images, jobs and
+// tokens, asked of the control plane.
+func TestCLICompletion(t *testing.T) {
+	c := newCluster(t)
+	o := origintest.New(t)
+	f := o.Add("/disk.img", origintest.Random(mib, 13))
+	mkdir(t, c.agents["n1"].Opts.LocalPath("/srv/local"))
+	pool := c.createPool(t, "local", "/srv/local", false, "n1")
+	c.waitMounts(t, pool.GetId(), map[string]bool{"n1": true})
+	m := download(t, c.s, pool.GetId(), f.URL(), "")
+	waitJob(t, c.s, m.GetJob().GetId(), 30*time.Second)
+	useToken(c.s.URL, c.s.AdminToken)
+	mustQuarry(t, c.s.URL, "token", "create", "--name", "ci-bot")
+
+	complete := func(args ...string) []string {
+		t.Helper()
+		out := mustQuarry(t, c.s.URL, append([]string{"__complete"}, args...)...)
+		var names []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if !strings.HasPrefix(line, ":") { // the last line is the directive
+				name, _, _ := strings.Cut(line, "\t")
+				names = append(names, name)
+			}
+		}
+		return names
+	}
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"node", "show", ""}, []string{"n1", "n2", "n3"}},
+		{[]string{"node", "rm", "n"}, []string{"n1", "n2", "n3"}},
+		{[]string{"pool", "show", ""}, []string{"local"}},
+		{[]string{"image", "ls", "--pool", "lo"}, []string{"local"}},
+		{[]string{"pool", "update", "local", "--assign", "n1,"}, []string{"n1,n1", "n1,n2", "n1,n3"}},
+		{[]string{"image", "show", ""}, []string{"disk.img"}},
+		{[]string{"job", "watch", ""}, []string{m.GetJob().GetId()}},
+		{[]string{"token", "revoke", "ci"}, []string{"ci-bot"}},
+	} {
+		if got := complete(tt.args...); strings.Join(got, " ") != strings.Join(tt.want, " ") {
+			t.Errorf("completing quarry %s: %q, want %q", strings.Join(tt.args, " "), got, tt.want)
+		}
+	}
+}
