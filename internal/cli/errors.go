@@ -117,7 +117,9 @@ func report(w io.Writer, cmd *cobra.Command, err error, asJSON bool, cause error
 	var intr *interrupted
 	if errors.As(cause, &intr) {
 		exit, code = intr.exitCode(), connect.CodeCanceled
-		if !errors.As(err, new(*stoppedWatching)) {
+		// A call cut short says only "context canceled"; other errors
+		// (a daemon's failed shutdown) keep their message.
+		if errors.Is(err, context.Canceled) || connect.CodeOf(err) == connect.CodeCanceled {
 			msg = "interrupted"
 		}
 	}
