@@ -13,8 +13,10 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/quarry
 
 # Everything on this machine: control plane, an agent, a local pool.
+# More server flags go in ARGS: make run ARGS='--allow-loopback-urls'.
+ARGS ?=
 run:
-	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/quarry server --dev
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/quarry server --dev $(ARGS)
 
 # Every test: formatting and vet, all unit and end-to-end tests with the race
 # detector, then each fuzz target briefly.

@@ -49,6 +49,9 @@ func (s *TokenService) CreateToken(ctx context.Context, req *connect.Request[qua
 	if m.GetTtlSeconds() < 0 {
 		return nil, toConnect(ctx, s.Logger, invalidf("ttl_seconds %d is negative; give a lifetime in seconds, or 0 for the default", m.GetTtlSeconds()))
 	}
+	if t := m.GetTtlSeconds(); t > 0 && t < 60 {
+		return nil, toConnect(ctx, s.Logger, invalidf("ttl_seconds %d is less than a minute, too short to use the token; give at least 60, or 0 for the default", t))
+	}
 	const maxTTL = 100 * 365 * 24 * 60 * 60 // keeps the expiry a representable time
 	if m.GetTtlSeconds() > maxTTL {
 		return nil, toConnect(ctx, s.Logger, invalidf("ttl_seconds %d is more than 100 years; give 0 for a token that never expires", m.GetTtlSeconds()))

@@ -52,10 +52,6 @@ directory whose PATH prefix matches it, else under --fs-root.`,
 				}
 				cfg.Binds = append(cfg.Binds, bd)
 			}
-			// --server is the root command's flag, shared with the CLI.
-			if cfg.Enrollment.Server, err = cmd.Flags().GetString("server"); err != nil {
-				return err
-			}
 			if cfg.Enrollment.JoinToken == "" {
 				cfg.Enrollment.JoinToken = os.Getenv("QUARRY_JOIN_TOKEN")
 			}
@@ -81,6 +77,7 @@ directory whose PATH prefix matches it, else under --fs-root.`,
 	// Not the default of the flag: --help would print the secret.
 	f.StringVar(&cfg.Enrollment.JoinToken, "join-token", "",
 		"join token to enroll with when the agent has no certificate yet (env QUARRY_JOIN_TOKEN)")
+	f.StringVar(&cfg.Enrollment.Server, "server", defaultServer(), "control plane URL to enroll with (env QUARRY_SERVER)")
 	f.StringVar(&cfg.Enrollment.CAHash, "ca-hash", "", "sha256:HEX pin of the control plane's CA; enrolling fails on any other")
 	f.StringVar(&cfg.Enrollment.Name, "name", "", "node name to enroll as (default: --hostname)")
 	f.StringVar(&cfg.Enrollment.Advertise, "advertise", "",

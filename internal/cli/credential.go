@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -19,8 +20,14 @@ import (
 // defaultDataDir is where `quarry server` keeps its state unless told.
 const defaultDataDir = "/var/lib/quarry"
 
-// devDataDir is where `quarry server --dev` keeps its state unless told.
-func devDataDir() string { return filepath.Join(os.TempDir(), "quarry-dev") }
+// devDataDir is where `quarry server --dev` keeps its state unless told,
+// and where the CLI looks for its admin token: one directory per user, so
+// two people trying dev mode on one machine do not collide on a directory
+// the first one owns. Not $XDG_RUNTIME_DIR: that is a small tmpfs emptied at
+// logout, and the dev pool holds multi-gigabyte images.
+func devDataDir() string {
+	return filepath.Join(os.TempDir(), "quarry-dev-"+strconv.Itoa(os.Getuid()))
+}
 
 // credential is the token an invocation sends and where it came from; as
 // a client interceptor it turns the server's "unauthenticated" into advice.
@@ -39,11 +46,11 @@ func (g *globals) credential(base string) (*credential, error) {
 	if g.tokenFile != "" {
 		b, err := os.ReadFile(g.tokenFile)
 		if err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
+			return nil, usageErrorf("--token-file: %w", err)
 		}
 		tok := strings.TrimSpace(string(b))
 		if tok == "" {
-			return nil, fmt.Errorf("--token-file %s is empty", g.tokenFile)
+			return nil, usageErrorf("--token-file %s is empty", g.tokenFile)
 		}
 		return &credential{token: tok, source: g.tokenFile}, nil
 	}

@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quarry-project/quarry/internal/bytesize"
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 )
 
@@ -48,7 +52,7 @@ func newImageListCommand(g *globals) *cobra.Command {
 			if kind != "" {
 				k, ok := quarryv1.ImageKind_value["IMAGE_KIND_"+strings.ToUpper(strings.ReplaceAll(kind, "-", "_"))]
 				if !ok || k == 0 {
-					return fmt.Errorf("--kind %q: use iso, cloud-image or disk", kind)
+					return usageErrorf("--kind %q: use iso, cloud-image or disk", kind)
 				}
 				req.Kind = quarryv1.ImageKind(k)
 			}
@@ -56,13 +60,14 @@ func newImageListCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			sortImages(resp.Msg.GetImages())
 			out := cmd.OutOrStdout()
 			if g.wantJSON() {
 				return printJSON(out, resp.Msg)
 			}
-			t := newTable(out, "NAME", "POOL", "KIND", "STATE", "SIZE", "OS", "LABEL", "ID")
+			t := newTable(out, "NAME", "POOL", "PATH", "KIND", "STATE", "SIZE", "OS", "LABEL", "ID")
 			for _, im := range resp.Msg.GetImages() {
-				t.row(im.GetName(), im.GetStoragePoolName(), enumWord(im.GetKind()), enumWord(im.GetState()),
+				t.row(im.GetName(), im.GetStoragePoolName(), im.GetPath(), enumWord(im.GetKind()), enumWord(im.GetState()),
 					bytesize.Format(im.GetSizeBytes()), osWords(im.GetOs()), truncate(im.GetVolumeLabel(), 32), im.GetId())
 			}
 			return t.flush()
@@ -77,26 +82,115 @@ func osWords(o *quarryv1.OSInfo) string {
 	return strings.Join(strings.Fields(o.GetDistro()+" "+o.GetVersion()+" "+o.GetArch()), " ")
 }
 
-// resolveImage finds an image by id, or by name when exactly one has it.
-func resolveImage(ctx context.Context, c *clients, ref string) (*quarryv1.Image, error) {
-	resp, err := c.images.ListImages(ctx, connect.NewRequest(&quarryv1.ListImagesRequest{}))
+// sortImages orders images by pool name, then path: the same order on
+// every call, and copies of one name side by side.
+func sortImages(ims []*quarryv1.Image) {
+	slices.SortStableFunc(ims, func(a, b *quarryv1.Image) int {
+		return cmp.Or(cmp.Compare(a.GetStoragePoolName(), b.GetStoragePoolName()), cmp.Compare(a.GetPath(), b.GetPath()))
+	})
+}
+
+// resolveImage finds the image ref names: its id; else its path in the
+// pool ("iso/a/x.iso", or the absolute path on the nodes); else its name,
+// when exactly one image has it. pool, if not empty, narrows the search to
+// that pool (name or id).
+func resolveImage(ctx context.Context, c *clients, ref, pool string) (*quarryv1.Image, error) {
+	if ref == "" {
+		return nil, usageErrorf("an image name, path or id is required")
+	}
+	req := &quarryv1.ListImagesRequest{}
+	var p *quarryv1.StoragePool
+	if pool != "" {
+		var err error
+		if p, err = resolvePool(ctx, c.pools, pool); err != nil {
+			return nil, err
+		}
+		req.StoragePoolId = p.GetId()
+	}
+	resp, err := c.images.ListImages(ctx, connect.NewRequest(req))
 	if err != nil {
 		return nil, err
 	}
-	return pick(resp.Msg.GetImages(), ref, "image", (*quarryv1.Image).GetId, (*quarryv1.Image).GetName)
+	ims := resp.Msg.GetImages()
+	sortImages(ims)
+	for _, im := range ims {
+		if im.GetId() == ref {
+			return im, nil
+		}
+	}
+	var found []*quarryv1.Image
+	if strings.Contains(ref, "/") {
+		pools := map[string]string{} // id → path, for absolute paths
+		if path.IsAbs(ref) {
+			if pools, err = poolPaths(ctx, c, p); err != nil {
+				return nil, err
+			}
+		}
+		want := path.Clean(ref)
+		for _, im := range ims {
+			abs := ""
+			if root := pools[im.GetStoragePoolId()]; root != "" {
+				abs = path.Join(root, im.GetPath())
+			}
+			if im.GetPath() == want || abs == want {
+				found = append(found, im)
+			}
+		}
+	} else {
+		for _, im := range ims {
+			if im.GetName() == ref {
+				found = append(found, im)
+			}
+		}
+	}
+	where := ""
+	if p != nil {
+		where = " in pool " + p.GetName()
+	}
+	switch len(found) {
+	case 0:
+		return nil, errclass.New(errclass.NotFound, "no image named, at path or with id %q%s; see quarry image ls", ref, where)
+	case 1:
+		return found[0], nil
+	}
+	var places []string
+	for _, im := range found {
+		places = append(places, im.GetStoragePoolName()+":"+im.GetPath())
+	}
+	return nil, errclass.New(errclass.InvalidArgument, "%d images are named %q%s (%s); give --pool, the path or the id",
+		len(found), ref, where, strings.Join(places, ", "))
+}
+
+// poolPaths maps pool ids to their paths on the nodes: only's, or every pool's.
+func poolPaths(ctx context.Context, c *clients, only *quarryv1.StoragePool) (map[string]string, error) {
+	if only != nil {
+		return map[string]string{only.GetId(): only.GetPath()}, nil
+	}
+	resp, err := c.pools.ListPools(ctx, connect.NewRequest(&quarryv1.ListPoolsRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	for _, p := range resp.Msg.GetPools() {
+		m[p.GetId()] = p.GetPath()
+	}
+	return m, nil
 }
 
 func newImageShowCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "show NAME|ID",
+	var pool string
+	cmd := &cobra.Command{
+		Use:   "show NAME|ID|PATH [--pool NAME]",
 		Short: "Show an image",
-		Args:  cobra.ExactArgs(1),
+		Long: "Show an image, named by its id, its path in the pool (iso/a/x.iso) or its name when only\n" +
+			"one image has it; --pool narrows the search to one pool.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.clients()
 			if err != nil {
 				return err
 			}
-			im, err := resolveImage(cmd.Context(), c, args[0])
+			im, err := resolveImage(cmd.Context(), c, args[0], pool)
 			if err != nil {
 				return err
 			}
@@ -139,21 +233,26 @@ func newImageShowCommand(g *globals) *cobra.Command {
 			return t.flush()
 		},
 	}
+	cmd.Flags().StringVar(&pool, "pool", "", "look for the image in this pool only (name or id)")
+	return cmd
 }
 
 func newImageRemoveCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm NAME|ID",
+	var pool string
+	cmd := &cobra.Command{
+		Use:     "rm NAME|ID|PATH [--pool NAME]",
 		Aliases: []string{"remove", "delete"},
 		Short:   "Delete an image: its file from the pool, then the record",
-		Args:    cobra.ExactArgs(1),
+		Long: "Delete an image, named by its id, its path in the pool (iso/a/x.iso) or its name when only\n" +
+			"one image has it; --pool narrows the search to one pool.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.clients()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			im, err := resolveImage(ctx, c, args[0])
+			im, err := resolveImage(ctx, c, args[0], pool)
 			if err != nil {
 				return err
 			}
@@ -168,6 +267,8 @@ func newImageRemoveCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&pool, "pool", "", "look for the image in this pool only (name or id)")
+	return cmd
 }
 
 func newImageScanCommand(g *globals) *cobra.Command {

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
-	"github.com/quarry-project/quarry/internal/bytesize"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 )
 
@@ -60,25 +58,13 @@ func newJobListCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// progressWords reads like "1.2 GiB / 2.3 GiB (52%) 110 MiB/s ETA 10s".
+// progressWords is the progress column of job ls: the bytes, rate and ETA
+// once known, else the phase.
 func progressWords(j *quarryv1.Job) string {
-	p := j.GetProgress()
-	if p.GetBytesDone() == 0 && p.GetBytesTotal() == 0 {
-		return p.GetPhase()
+	if d := progressDetail(j); d != "" {
+		return d
 	}
-	s := bytesize.Format(p.GetBytesDone())
-	if total := p.GetBytesTotal(); total > 0 {
-		s += fmt.Sprintf(" / %s (%d%%)", bytesize.Format(total), p.GetBytesDone()*100/total)
-	}
-	if j.GetState() == quarryv1.JobState_JOB_STATE_RUNNING {
-		if r := p.GetBytesPerSecond(); r > 0 {
-			s += " " + bytesize.Format(uint64(r)) + "/s"
-		}
-		if eta := p.GetEtaSeconds(); eta > 0 {
-			s += " ETA " + (time.Duration(eta) * time.Second).String()
-		}
-	}
-	return s
+	return j.GetProgress().GetPhase()
 }
 
 func newJobShowCommand(g *globals) *cobra.Command {
@@ -147,14 +133,16 @@ func newJobWatchCommand(g *globals) *cobra.Command {
 	}
 }
 
-// watchJob follows a job to its end, drawing a progress bar on w (or
-// printing each update as JSON), and fails if the job did not succeed.
+// watchJob follows a job to its end, showing its progress on w (or
+// printing each update as JSON on out), and fails if the job did not
+// succeed. Interrupted, it says the job goes on.
 func watchJob(ctx context.Context, c *clients, id string, out, w io.Writer, asJSON bool) error {
 	stream, err := c.jobs.WatchJob(ctx, connect.NewRequest(&quarryv1.WatchJobRequest{Id: id}))
 	if err != nil {
 		return err
 	}
 	defer stream.Close()
+	var view progressView
 	var last *quarryv1.Job
 	for stream.Receive() {
 		last = stream.Msg().GetJob()
@@ -164,13 +152,20 @@ func watchJob(ctx context.Context, c *clients, id string, out, w io.Writer, asJS
 			}
 			continue
 		}
-		fmt.Fprintf(w, "\r%-80s", bar(last))
+		if view == nil {
+			view = newProgressView(w)
+		}
+		view.update(last)
 	}
-	if err := stream.Err(); err != nil {
+	err = stream.Err()
+	if view != nil {
+		view.end(err == nil && last.GetState() == quarryv1.JobState_JOB_STATE_SUCCEEDED)
+	}
+	switch {
+	case ctx.Err() != nil:
+		return &stoppedWatching{job: id}
+	case err != nil:
 		return err
-	}
-	if !asJSON {
-		fmt.Fprintln(w)
 	}
 	switch last.GetState() {
 	case quarryv1.JobState_JOB_STATE_SUCCEEDED:
@@ -182,21 +177,6 @@ func watchJob(ctx context.Context, c *clients, id string, out, w io.Writer, asJS
 		return fmt.Errorf("job %s was cancelled", id)
 	}
 	return fmt.Errorf("job %s failed: %s", id, last.GetMessage())
-}
-
-// bar draws "[#######.......]  52%  1.2 GiB / 2.3 GiB  110 MiB/s  ETA 10s  downloading".
-func bar(j *quarryv1.Job) string {
-	p := j.GetProgress()
-	const width = 24
-	filled := 0
-	if p.GetBytesTotal() > 0 {
-		filled = int(p.GetBytesDone() * width / p.GetBytesTotal())
-	}
-	phase := p.GetPhase()
-	if phase == "" {
-		phase = strings.ToLower(enumWord(j.GetState()))
-	}
-	return "[" + strings.Repeat("#", filled) + strings.Repeat(".", width-filled) + "] " + progressWords(j) + "  " + phase
 }
 
 func newJobCancelCommand(g *globals) *cobra.Command {

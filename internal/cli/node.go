@@ -190,7 +190,7 @@ func newNodeUpdateCommand(g *globals) *cobra.Command {
 				req.ManagementAddress = &address
 			}
 			if req.Name == nil && req.ManagementAddress == nil {
-				return fmt.Errorf("nothing to change: give --name and/or --address")
+				return usageErrorf("nothing to change: give --name and/or --address")
 			}
 			resp, err := c.nodes.UpdateNode(ctx, connect.NewRequest(req))
 			if err != nil {

@@ -113,8 +113,24 @@ func shortDuration(d time.Duration) string {
 	}
 }
 
+// roundToUnit rounds d to the nearest whole unit shortDuration shows.
+func roundToUnit(d time.Duration) time.Duration {
+	unit := time.Second
+	switch {
+	case d >= 24*time.Hour:
+		unit = 24 * time.Hour
+	case d >= time.Hour:
+		unit = time.Hour
+	case d >= time.Minute:
+		unit = time.Minute
+	}
+	return d.Round(unit)
+}
+
 // ago says how long before now t was: "3m ago"; "-" for a zero time.
-// Times ahead of now (clock skew between hosts) read "in 3m".
+// Times ahead of now (an expiry, or clock skew between hosts) read "in 3m",
+// rounded to the nearest unit: a token made a moment ago with a lifetime of
+// 30d expires "in 30d", not "in 29d".
 func ago(t, now time.Time) string {
 	if t.IsZero() {
 		return "-"
@@ -122,7 +138,7 @@ func ago(t, now time.Time) string {
 	d := now.Sub(t)
 	switch {
 	case d < 0:
-		return "in " + shortDuration(-d)
+		return "in " + shortDuration(roundToUnit(-d))
 	case d < time.Second:
 		return "just now"
 	}

@@ -23,6 +23,9 @@ func TestAges(t *testing.T) {
 		{"hours", now.Add(-5*time.Hour - 59*time.Minute), "5h ago", "since 2026-11-23 09:08:05 (5h ago)"},
 		{"days", now.Add(-50 * time.Hour), "2d ago", "since 2026-11-21 13:07:05 (2d ago)"},
 		{"future", now.Add(3 * time.Minute), "in 3m", "since 2026-11-23 15:10:05 (in 3m)"},
+		// An expiry 30 days ahead, seen a moment later: not "in 29d".
+		{"expiry", now.Add(30*24*time.Hour - 50*time.Millisecond), "in 30d", "since 2026-12-23 15:07:04 (in 30d)"},
+		{"expiry hours", now.Add(59*time.Minute + 59*time.Second), "in 1h", "since 2026-11-23 16:07:04 (in 1h)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -270,7 +270,7 @@ func newPoolUpdateCommand(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			flags := cmd.Flags()
 			if !flags.Changed("name") && !flags.Changed("shared") && !flags.Changed("assign") {
-				return fmt.Errorf("nothing to update; give --name, --shared or --assign")
+				return usageErrorf("nothing to update; give --name, --shared or --assign")
 			}
 			c, err := g.clients()
 			if err != nil {

@@ -2,11 +2,11 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"slices"
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 )
@@ -60,7 +60,7 @@ func resolvePool(ctx context.Context, c quarryv1connect.StoragePoolServiceClient
 func pick[T any](items []T, ref, noun string, id, name func(T) string) (T, error) {
 	var zero T
 	if ref == "" {
-		return zero, fmt.Errorf("a %s name or id is required", noun)
+		return zero, usageErrorf("a %s name or id is required", noun)
 	}
 	for _, it := range items {
 		if id(it) == ref {
@@ -75,10 +75,10 @@ func pick[T any](items []T, ref, noun string, id, name func(T) string) (T, error
 	}
 	switch len(found) {
 	case 0:
-		return zero, fmt.Errorf("no %s named or with id %q; see quarry %s ls", noun, ref, noun)
+		return zero, errclass.New(errclass.NotFound, "no %s named or with id %q; see quarry %s ls", noun, ref, noun)
 	case 1:
 		return found[0], nil
 	default:
-		return zero, fmt.Errorf("%d %ss are named %q; give the id instead (see quarry %s ls)", len(found), noun, ref, noun)
+		return zero, errclass.New(errclass.InvalidArgument, "%d %ss are named %q; give the id instead (see quarry %s ls)", len(found), noun, ref, noun)
 	}
 }

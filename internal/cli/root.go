@@ -5,9 +5,7 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
+	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -25,16 +23,44 @@ import (
 var Version = "dev"
 
 // Main runs the command line and returns the process exit code.
-func Main(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+func Main(args []string) int { return run(args, os.Stdout, os.Stderr) }
+
+// run is Main with its output streams, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := interruptible()
 	defer stop()
-	root := NewRootCommand()
+	root, g := newRoot()
 	root.SetArgs(args)
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", describe(err))
-		return 1
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
 	}
-	return 0
+	return report(stderr, cmd, err, g.output == "json" || jsonRequested(args), context.Cause(ctx))
+}
+
+// interruptible returns a context that SIGINT or SIGTERM cancels with an
+// *interrupted cause. Daemons shut down gracefully on it; a second signal
+// kills the process as usual.
+func interruptible() (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			signal.Stop(sigs)
+			cancel(&interrupted{sig: s})
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel(nil)
+	}
 }
 
 // globals are the flags every API command shares.
@@ -46,6 +72,11 @@ type globals struct {
 
 // NewRootCommand returns the whole command tree.
 func NewRootCommand() *cobra.Command {
+	root, _ := newRoot()
+	return root
+}
+
+func newRoot() (*cobra.Command, *globals) {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "quarry",
@@ -54,26 +85,43 @@ func NewRootCommand() *cobra.Command {
 		SilenceErrors: true,
 		Version:       Version,
 	}
-	def := os.Getenv("QUARRY_SERVER")
-	if def == "" {
-		def = "http://127.0.0.1:8080"
-	}
-	root.PersistentFlags().StringVar(&g.server, "server", def, "control plane URL (env QUARRY_SERVER)")
-	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.PersistentFlags().StringVar(&g.tokenFile, "token-file", "",
-		"file holding the API token (default: env QUARRY_TOKEN, else the admin token of a server on this host)")
 	root.AddCommand(
 		newServerCommand(),
 		newAgentCommand(),
-		newNodeCommand(g),
-		newPoolCommand(g),
-		newImageCommand(g),
-		newCatalogCommand(g),
-		newJobCommand(g),
-		newTokenCommand(g),
-		newAuditCommand(g),
+		g.clientCommand(newNodeCommand(g)),
+		g.clientCommand(newPoolCommand(g)),
+		g.clientCommand(newImageCommand(g)),
+		g.clientCommand(newCatalogCommand(g)),
+		g.clientCommand(newJobCommand(g)),
+		g.clientCommand(newTokenCommand(g)),
+		g.clientCommand(newAuditCommand(g)),
 	)
-	return root
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	finishTree(root)
+	g.addCompletions(root)
+	return root, g
+}
+
+// defaultServer is the control plane commands talk to unless told.
+func defaultServer() string {
+	if s := os.Getenv("QUARRY_SERVER"); s != "" {
+		return s
+	}
+	return "http://127.0.0.1:8080"
+}
+
+// clientCommand gives a command group of the CLI the flags of the API
+// client. They are the groups' flags, not the root's, so that the daemons'
+// help does not list flags they do not take; `quarry --server URL node ls`
+// still works, as cobra parses them wherever they stand.
+func (g *globals) clientCommand(cmd *cobra.Command) *cobra.Command {
+	f := cmd.PersistentFlags()
+	f.StringVar(&g.server, "server", defaultServer(), "control plane URL (env QUARRY_SERVER)")
+	f.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	f.StringVar(&g.tokenFile, "token-file", "",
+		"file holding the API token (default: env QUARRY_TOKEN, else the admin token of a server on this host)")
+	return cmd
 }
 
 // clients are the public API clients for one invocation.
@@ -89,17 +137,17 @@ type clients struct {
 
 func (g *globals) clients() (*clients, error) {
 	if g.output != "table" && g.output != "json" {
-		return nil, fmt.Errorf("--output must be table or json, not %q", g.output)
+		return nil, usageErrorf("--output must be table or json, not %q", g.output)
 	}
 	base := strings.TrimRight(g.server, "/")
 	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		return nil, fmt.Errorf("--server must be an http:// or https:// URL, not %q", g.server)
+		return nil, usageErrorf("--server must be an http:// or https:// URL, not %q", g.server)
 	}
 	cred, err := g.credential(base)
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Transport: &auth.Transport{Token: cred.token}}
+	hc := &http.Client{Transport: checkedTransport{server: base, base: &auth.Transport{Token: cred.token}}}
 	opt := connect.WithInterceptors(cred)
 	return &clients{
 		base:   base,
@@ -110,17 +158,4 @@ func (g *globals) clients() (*clients, error) {
 		images: quarryv1connect.NewImageServiceClient(hc, base, opt),
 		jobs:   quarryv1connect.NewJobServiceClient(hc, base, opt),
 	}, nil
-}
-
-// describe turns an API error into the sentence the server wrote, without
-// the Connect code prefix a person does not need.
-func describe(err error) string {
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		if ce.Code() == connect.CodeUnavailable && errors.As(err, new(*net.OpError)) {
-			return "cannot reach the control plane (" + ce.Message() + "); is `quarry server` running, and does --server point at it?"
-		}
-		return ce.Message()
-	}
-	return err.Error()
 }

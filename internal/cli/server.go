@@ -43,10 +43,10 @@ loopback only, for a first try.`,
 			case cfg.ScanInterval == 0:
 				cfg.ScanInterval = -1 // the flag's 0 means off; the config's means default
 			case cfg.ScanInterval < 0:
-				return fmt.Errorf("--scan-interval %v: give a positive duration, or 0 to turn periodic scans off", cfg.ScanInterval)
+				return usageErrorf("--scan-interval %v: give a positive duration, or 0 to turn periodic scans off", cfg.ScanInterval)
 			}
 			if cfg.ScanDelay <= 0 {
-				return fmt.Errorf("--scan-delay %v: give a positive duration", cfg.ScanDelay)
+				return usageErrorf("--scan-delay %v: give a positive duration", cfg.ScanDelay)
 			}
 			if dev {
 				if !cmd.Flags().Changed("listen") {
@@ -75,7 +75,7 @@ loopback only, for a first try.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the API and web page (with --dev: 127.0.0.1:8080)")
-	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory for the database (with --dev: $TMPDIR/quarry-dev)")
+	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory for the database (with --dev: $TMPDIR/quarry-dev-$UID)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://...) instead of SQLite in --data-dir")
 	f.DurationVar(&cfg.HealthInterval, "health-interval", 5*time.Second, "how often every node is checked")
 	f.DurationVar(&cfg.ScanInterval, "scan-interval", 5*time.Minute, "how often every pool is scanned for ISOs (0 turns periodic scans off; agents' file events and manual scans still work)")
@@ -97,7 +97,7 @@ loopback only, for a first try.`,
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
-		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+		return nil, usageErrorf("--log-level %q: use debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }

@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 )
@@ -49,16 +50,16 @@ func newTokenCreateCommand(g *globals) *cobra.Command {
 			req := &quarryv1.CreateTokenRequest{Name: name, Kind: quarryv1.TokenKind_TOKEN_KIND_API, SingleUse: single}
 			if join {
 				if cmd.Flags().Changed("role") {
-					return fmt.Errorf("--role is for API tokens; a join token only lets an agent enroll")
+					return usageErrorf("--role is for API tokens; a join token only lets an agent enroll")
 				}
 				req.Kind = quarryv1.TokenKind_TOKEN_KIND_JOIN
 			} else {
 				if single {
-					return fmt.Errorf("--single-use is for join tokens (--join)")
+					return usageErrorf("--single-use is for join tokens (--join)")
 				}
 				r, ok := roleFlags[strings.ToLower(role)]
 				if !ok {
-					return fmt.Errorf("--role %q: use viewer, operator or admin", role)
+					return usageErrorf("--role %q: use viewer, operator or admin", role)
 				}
 				req.Role = r
 			}
@@ -92,16 +93,21 @@ func newTokenCreateCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// parseTTL reads a Go duration, plus whole days ("30d").
+// minTTL is the shortest lifetime a token may have: one that expires
+// before anyone can use it is a mistake (--ttl 30 meant 30 of something
+// longer than seconds), and the server refuses it too.
+const minTTL = time.Minute
+
+// parseTTL reads a Go duration, plus whole days ("30d"), of at least minTTL.
 func parseTTL(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
-		if n, err := strconv.Atoi(days); err == nil && n > 0 {
+		if n, err := strconv.Atoi(days); err == nil && n > 0 && n <= 36500 {
 			return time.Duration(n) * 24 * time.Hour, nil
 		}
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d < time.Second {
-		return 0, fmt.Errorf("--ttl %q: give a lifetime of at least 1s, such as 90m, 12h or 30d", s)
+	if err != nil || d < minTTL {
+		return 0, usageErrorf("--ttl %q: give a lifetime of at least 1m, such as 90m, 12h or 30d", s)
 	}
 	return d, nil
 }
@@ -218,7 +224,7 @@ func newTokenRevokeCommand(g *globals) *cobra.Command {
 				return err
 			}
 			if tok.GetRevokedAt() != nil {
-				return fmt.Errorf("token %s was revoked already, at %s", tok.GetId(), localTime(tok.GetRevokedAt()).Format(time.DateTime))
+				return errclass.New(errclass.FailedPrecondition, "token %s was revoked already, at %s", tok.GetId(), localTime(tok.GetRevokedAt()).Format(time.DateTime))
 			}
 			resp, err := c.tokens.RevokeToken(ctx, connect.NewRequest(&quarryv1.RevokeTokenRequest{Id: tok.GetId()}))
 			if err != nil {

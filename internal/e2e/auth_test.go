@@ -122,6 +122,7 @@ func TestTokenLifecycle(t *testing.T) {
 			"no role":            {Kind: quarryv1.TokenKind_TOKEN_KIND_API},
 			"single-use api":     {Role: quarryv1.Role_ROLE_VIEWER, SingleUse: true},
 			"negative ttl":       {Role: quarryv1.Role_ROLE_VIEWER, TtlSeconds: -1},
+			"ttl under a minute": {Role: quarryv1.Role_ROLE_VIEWER, TtlSeconds: 59},
 			"name with a space":  {Role: quarryv1.Role_ROLE_VIEWER, Name: "a b"},
 			"unknown token kind": {Kind: 9, Role: quarryv1.Role_ROLE_VIEWER},
 		} {

@@ -73,8 +73,8 @@ func TestCLITokens(t *testing.T) {
 		t.Errorf("node ls as a viewer: exit %d: %s", r.code, r.stderr)
 	}
 	r := quarryAs(t, url, ci, "node", "register", "--name", "x1", "--address", "10.6.0.1")
-	if r.code != 1 || !strings.Contains(r.stderr, "needs the admin role") {
-		t.Errorf("node register as an operator: exit %d, stderr %q; want exit 1 saying the admin role is needed", r.code, r.stderr)
+	if r.code != 5 || !strings.Contains(r.stderr, "needs the admin role") {
+		t.Errorf("node register as an operator: exit %d, stderr %q; want exit 5 saying the admin role is needed", r.code, r.stderr)
 	}
 
 	// A token in a file.
@@ -91,13 +91,13 @@ func TestCLITokens(t *testing.T) {
 		t.Errorf("token revoke printed %q", out)
 	}
 	r = quarryAs(t, url, ci, "node", "ls")
-	if r.code != 1 || !strings.Contains(r.stderr, "revoked") || !strings.Contains(r.stderr, "QUARRY_TOKEN") {
+	if r.code != 5 || !strings.Contains(r.stderr, "revoked") || !strings.Contains(r.stderr, "QUARRY_TOKEN") {
 		t.Errorf("node ls with a revoked token: exit %d, stderr %q; want it refused, naming where the token came from", r.code, r.stderr)
 	}
 	if f := row(mustQuarry(t, url, "token", "ls"), "ci"); f == nil || f[4] != "revoked" {
 		t.Errorf("token ls row of ci after revoke = %v, want revoked", f)
 	}
-	if r := quarry(t, url, "token", "revoke", "nope"); r.code != 1 || !strings.Contains(r.stderr, `no token named or with id "nope"`) {
+	if r := quarry(t, url, "token", "revoke", "nope"); r.code != 4 || !strings.Contains(r.stderr, `no token named or with id "nope"`) {
 		t.Errorf("token revoke nope: exit %d, stderr %q", r.code, r.stderr)
 	}
 
@@ -116,7 +116,7 @@ func TestCLITokens(t *testing.T) {
 		{[]string{"token", "create", "--ttl", "soon"}, `--ttl "soon"`},
 	} {
 		r := quarry(t, url, bad.args...)
-		if r.code != 1 || !strings.Contains(r.stderr, bad.msg) {
+		if r.code != 2 || !strings.Contains(r.stderr, bad.msg) {
 			t.Errorf("quarry %s: exit %d, stderr %q; want ...%s", strings.Join(bad.args, " "), r.code, r.stderr, bad.msg)
 		}
 	}
@@ -155,7 +155,7 @@ func TestCLIAudit(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(`{"entries":`+js+`}`), &entries); err != nil || len(entries.GetEntries()) != 2 {
 		t.Errorf("audit ls --limit 2 -o json: %v, %d entries:\n%s", err, len(entries.GetEntries()), js)
 	}
-	if r := quarryAs(t, url, viewer, "audit", "ls"); r.code != 1 || !strings.Contains(r.stderr, "needs the admin role") {
+	if r := quarryAs(t, url, viewer, "audit", "ls"); r.code != 5 || !strings.Contains(r.stderr, "needs the admin role") {
 		t.Errorf("audit ls as a viewer: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
@@ -167,11 +167,11 @@ func TestCLIWithoutToken(t *testing.T) {
 	srv := quarrytest.StartServer(t)
 	r := quarryAs(t, srv.URL, "", "node", "ls")
 	const want = "error: the control plane needs a token: set QUARRY_TOKEN or run on the server host (admin token in <data-dir>/admin.token)"
-	if r.code != 1 || strings.TrimSpace(r.stderr) != want {
+	if r.code != 5 || strings.TrimSpace(r.stderr) != want {
 		t.Errorf("node ls without a token: exit %d, stderr %q; want %q", r.code, r.stderr, want)
 	}
 	r = quarryAs(t, srv.URL, "qk_0123456789ab_"+strings.Repeat("0", 64), "node", "ls")
-	if r.code != 1 || !strings.Contains(r.stderr, "unknown or wrong token") || !strings.Contains(r.stderr, "(the token from QUARRY_TOKEN)") {
+	if r.code != 5 || !strings.Contains(r.stderr, "unknown or wrong token") || !strings.Contains(r.stderr, "(the token from QUARRY_TOKEN)") {
 		t.Errorf("node ls with a wrong token: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

@@ -328,8 +328,8 @@ func TestCLIWalkthrough(t *testing.T) {
 	})
 
 	r := quarry(t, url, "node", "rm", "n2")
-	if r.code != 1 || !strings.HasPrefix(r.stderr, "error: ") || !strings.Contains(r.stderr, "isos") {
-		t.Errorf("node rm of an assigned node: exit %d, stderr %q; want exit 1 and an error naming pool isos", r.code, r.stderr)
+	if r.code != 6 || !strings.HasPrefix(r.stderr, "error: ") || !strings.Contains(r.stderr, "isos") {
+		t.Errorf("node rm of an assigned node: exit %d, stderr %q; want exit 6 (conflict) and an error naming pool isos", r.code, r.stderr)
 	}
 	if f := tableRow(mustQuarry(t, url, "node", "ls"), "n2"); f == nil {
 		t.Errorf("node n2 is gone after a refused rm")
@@ -337,18 +337,19 @@ func TestCLIWalkthrough(t *testing.T) {
 
 	for _, bad := range []struct {
 		args []string
+		code int // by the class of the error; README, "Exit codes"
 		msg  string
 	}{
-		{[]string{"pool", "create", "--name", "x", "--path", "relative"}, `pool path "relative" is relative; give an absolute path`},
-		{[]string{"pool", "create", "--name", "x", "--path", "/srv/isos/sub"}, `overlaps pool "isos"`},
-		{[]string{"pool", "create", "--name", "x", "--path", "/srv/x", "--assign", "n9"}, `no node named or with id "n9"`},
-		{[]string{"node", "register", "--name", "n3", "--address", "http://x"}, "is a URL"},
-		{[]string{"node", "show", "nope"}, `no node named or with id "nope"`},
-		{[]string{"pool", "update", "isos"}, "nothing to update"},
+		{[]string{"pool", "create", "--name", "x", "--path", "relative"}, 2, `pool path "relative" is relative; give an absolute path`},
+		{[]string{"pool", "create", "--name", "x", "--path", "/srv/isos/sub"}, 2, `overlaps pool "isos"`},
+		{[]string{"pool", "create", "--name", "x", "--path", "/srv/x", "--assign", "n9"}, 4, `no node named or with id "n9"`},
+		{[]string{"node", "register", "--name", "n3", "--address", "http://x"}, 2, "is a URL"},
+		{[]string{"node", "show", "nope"}, 4, `no node named or with id "nope"`},
+		{[]string{"pool", "update", "isos"}, 2, "nothing to update"},
 	} {
 		r := quarry(t, url, bad.args...)
-		if r.code != 1 || !strings.HasPrefix(r.stderr, "error: ") || !strings.Contains(r.stderr, bad.msg) {
-			t.Errorf("quarry %s: exit %d, stderr %q; want exit 1 and error: ...%s", strings.Join(bad.args, " "), r.code, r.stderr, bad.msg)
+		if r.code != bad.code || !strings.HasPrefix(r.stderr, "error: ") || !strings.Contains(r.stderr, bad.msg) {
+			t.Errorf("quarry %s: exit %d, stderr %q; want exit %d and error: ...%s", strings.Join(bad.args, " "), r.code, r.stderr, bad.code, bad.msg)
 		}
 	}
 	var pools quarryv1.ListPoolsResponse
@@ -368,8 +369,8 @@ func TestCLIServerDown(t *testing.T) {
 	closed := "http://" + ln.Addr().String()
 	ln.Close()
 	r := quarry(t, closed, "node", "ls")
-	if r.code != 1 || !strings.HasPrefix(r.stderr, "error: ") || !strings.Contains(r.stderr, "control plane") {
-		t.Errorf("node ls against a closed port: exit %d, stderr %q; want exit 1 and an error about the control plane", r.code, r.stderr)
+	if r.code != 3 || !strings.HasPrefix(r.stderr, "error: ") || !strings.Contains(r.stderr, "control plane") {
+		t.Errorf("node ls against a closed port: exit %d, stderr %q; want exit 3 (unavailable) and an error about the control plane", r.code, r.stderr)
 	}
 }
 

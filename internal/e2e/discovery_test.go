@@ -333,7 +333,7 @@ func TestISOScanCLI(t *testing.T) {
 	if st.Msg.GetPoolsTotal() != 2 || len(st.Msg.GetLast()) != 2 {
 		t.Errorf("scan status: %v; want 2 pools with a last result each", st.Msg)
 	}
-	if r := quarry(t, c.s.URL, "image", "ls", "--kind", "floppy"); r.code != 1 || !strings.Contains(r.stderr, "use iso, cloud-image or disk") {
+	if r := quarry(t, c.s.URL, "image", "ls", "--kind", "floppy"); r.code != 2 || !strings.Contains(r.stderr, "use iso, cloud-image or disk") {
 		t.Errorf("bad --kind: %+v", r)
 	}
 }

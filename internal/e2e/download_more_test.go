@@ -165,6 +165,15 @@ func TestDownloadCLI(t *testing.T) {
 	if !strings.Contains(r.stdout, "READY") || !strings.Contains(r.stdout, "sha256:"+f.SHA256()) || !strings.Contains(r.stderr, "MiB") {
 		t.Errorf("download output:\nstdout %s\nstderr %s", r.stdout, r.stderr)
 	}
+	// stderr is a pipe here: lines, not \r frames, and the phase once each.
+	if strings.Contains(r.stderr, "\r") || strings.Count(r.stderr, "\n") > 20 {
+		t.Errorf("progress without a terminal: %d lines, want one per phase or tenth:\n%q", strings.Count(r.stderr, "\n"), r.stderr)
+	}
+	for _, line := range strings.Split(r.stderr, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == f[1] {
+			t.Errorf("progress line with the phase twice: %q", line)
+		}
+	}
 	ls := mustQuarry(t, c.s.URL, "job", "ls")
 	if !strings.Contains(ls, "SUCCEEDED") || !strings.Contains(ls, "n1") {
 		t.Errorf("job ls:\n%s", ls)
@@ -174,7 +183,7 @@ func TestDownloadCLI(t *testing.T) {
 		t.Errorf("catalog ls:\n%s", cat)
 	}
 	bad := quarry(t, c.s.URL, "image", "download", "--url", "http://169.254.169.254/latest", "--pool", "local")
-	if bad.code != 1 || !strings.Contains(bad.stderr, "link-local") {
+	if bad.code != 2 || !strings.Contains(bad.stderr, "link-local") {
 		t.Errorf("metadata URL: %+v", bad)
 	}
 }

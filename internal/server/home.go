@@ -13,8 +13,11 @@ func homePage(version string) http.Handler {
 <body>
 <h1>Quarry control plane</h1>
 <p>Version {{.}}. The dashboard is not built yet; use the CLI (<code>quarry node ls</code>, <code>quarry pool ls</code>)
-or the API, for example:</p>
-<pre>curl -H 'Content-Type: application/json' -d '{}' $SERVER/quarry.v1.NodeService/ListNodes</pre>
+or the API. Every call needs a token: the first admin token is in <code>&lt;data-dir&gt;/admin.token</code>
+on the server's host; <code>quarry token create</code> makes more. For example:</p>
+<pre>export QUARRY_TOKEN=$(cat &lt;data-dir&gt;/admin.token)
+curl -H 'Content-Type: application/json' -H "Authorization: Bearer $QUARRY_TOKEN" \
+  -d '{}' $SERVER/quarry.v1.NodeService/ListNodes</pre>
 <p><a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a> · <a href="/metrics">/metrics</a></p>
 </body></html>
 `))

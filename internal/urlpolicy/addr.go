@@ -51,18 +51,20 @@ func (p *Policy) addrReason(ip netip.Addr, listed bool) string {
 		}
 	}
 	if containsAny(p.DenyCIDRs, ip, v4) {
-		return fmt.Sprintf("%s is in the download deny list (%s)", show, DenyFlag)
+		return fmt.Sprintf("%s is in the download deny list (%s)", show, serverFlag(DenyFlag))
 	}
 	if containsAny(p.AllowCIDRs, ip, v4) {
 		return ""
 	}
 	switch {
 	case !listed:
-		return fmt.Sprintf("%s is not in the download allow list (%s); add it or use an allowed mirror", show, AllowFlag)
+		return fmt.Sprintf("%s is not in the download allow list (%s); add it or use an allowed mirror", show, serverFlag(AllowFlag))
 	case v4.IsLoopback() && !p.AllowLoopback:
-		return fmt.Sprintf("%s is a loopback address, which downloads may reach only if it is in the allow list (%s)", show, AllowFlag)
+		return fmt.Sprintf("%s is a loopback address, which downloads may reach only when the control plane runs with %s "+
+			"(a mirror on the node itself) or has the address in its allow list (%s %s)",
+			show, serverFlag(LoopbackFlag), serverFlag(AllowFlag), v4)
 	case p.DenyPrivate && (v4.IsPrivate() || sharedSpace.Contains(v4)):
-		return fmt.Sprintf("%s is a private address and private addresses are denied; add its range to the allow list (%s)", show, AllowFlag)
+		return fmt.Sprintf("%s is a private address and private addresses are denied; add its range to the allow list (%s)", show, serverFlag(AllowFlag))
 	}
 	return ""
 }

@@ -57,9 +57,14 @@ import (
 // The flags that configure a policy; messages name them so the operator
 // knows what to change.
 const (
-	AllowFlag = "--url-allow"
-	DenyFlag  = "--url-deny"
+	AllowFlag    = "--url-allow"
+	DenyFlag     = "--url-deny"
+	LoopbackFlag = "--allow-loopback-urls"
 )
+
+// serverFlag names a flag as the command that takes it: the person refused
+// is often at a CLI on another machine, where the flag means nothing.
+func serverFlag(flag string) string { return "quarry server " + flag }
 
 // MaxURLLen bounds a URL. Signed mirror URLs run to a few kilobytes; more
 // than this is not a download link.
@@ -280,10 +285,10 @@ func (p *Policy) judgeHost(host string, bracketed bool) (target, string) {
 		return target{}, fmt.Sprintf("%s is a cloud-metadata name, which downloads may never reach", name)
 	}
 	if matchHost(p.DenyHosts, name) {
-		return target{}, fmt.Sprintf("host %s is in the download deny list (%s)", name, DenyFlag)
+		return target{}, fmt.Sprintf("host %s is in the download deny list (%s)", name, serverFlag(DenyFlag))
 	}
 	if !p.hostListed(name) {
-		return target{}, fmt.Sprintf("host %s is not in the download allow list (%s); add it or use an allowed mirror", name, AllowFlag)
+		return target{}, fmt.Sprintf("host %s is not in the download allow list (%s); add it or use an allowed mirror", name, serverFlag(AllowFlag))
 	}
 	return target{name: name, listed: true}, ""
 }

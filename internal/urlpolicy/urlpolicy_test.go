@@ -91,7 +91,9 @@ func TestCheckURL(t *testing.T) {
 		{def, "http://１６９.２５４.１６９.２５４/", "not ASCII"},
 
 		// Loopback: refused by default.
-		{def, "http://127.0.0.1:8080/a.iso", "127.0.0.1 is a loopback address"},
+		{def, "http://127.0.0.1:8080/a.iso", "127.0.0.1 is a loopback address, which downloads may reach only when the control plane " +
+			"runs with quarry server --allow-loopback-urls (a mirror on the node itself) or has the address in its allow list " +
+			"(quarry server --url-allow 127.0.0.1)"},
 		{def, "http://[::1]/", "::1 is a loopback address"},
 		{def, "http://[::ffff:127.0.0.1]/", "loopback"},
 		{loop, "http://127.0.0.1:8080/a.iso", ""},
@@ -126,12 +128,12 @@ func TestCheckURL(t *testing.T) {
 		{allow, "https://cloud-images.ubuntu.com/a.img", ""},
 		{allow, "https://a.b.ubuntu.com/a.img", ""},
 		{allow, "https://ubuntu.com/a.img", "host ubuntu.com is not in the download allow list"},
-		{allow, "http://files.internal/a.iso", "URL http://files.internal/a.iso refused: host files.internal is not in the download allow list (--url-allow); add it or use an allowed mirror"},
-		{allow, "http://10.0.0.5/a.iso", "10.0.0.5 is not in the download allow list (--url-allow)"},
+		{allow, "http://files.internal/a.iso", "URL http://files.internal/a.iso refused: host files.internal is not in the download allow list (quarry server --url-allow); add it or use an allowed mirror"},
+		{allow, "http://10.0.0.5/a.iso", "10.0.0.5 is not in the download allow list (quarry server --url-allow)"},
 		{allowNet, "http://93.184.215.14/", ""}, // CIDRs lift defaults, they do not restrict
 		{allowNet, "http://mirror.example.com/", ""},
 		{&Policy{AllowHosts: []string{"mirror.example.com"}, AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")}}, "http://10.9.1.1/", ""},
-		{deny, "http://a.evil.example/", "host a.evil.example is in the download deny list (--url-deny)"},
+		{deny, "http://a.evil.example/", "host a.evil.example is in the download deny list (quarry server --url-deny)"},
 		{deny, "http://evil.example/", ""},
 		{deny, "http://bad.example/", "deny list"},
 		{deny, "http://10.1.2.3/", "10.1.2.3 is in the download deny list"}, // deny wins
@@ -260,9 +262,9 @@ func TestParse(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = p.CheckURL("http://10.9.9.1/a.iso")
-	checkRefusal(t, err, "deny list (--url-deny)")
+	checkRefusal(t, err, "deny list (quarry server --url-deny)")
 	_, err = p.CheckURL("http://other.example/a.iso")
-	checkRefusal(t, err, "allow list (--url-allow)")
+	checkRefusal(t, err, "allow list (quarry server --url-allow)")
 
 	if _, err := Parse("*", ""); err == nil || !strings.HasPrefix(err.Error(), "--url-allow: ") {
 		t.Fatalf("Parse(*) error %v; want one naming --url-allow", err)

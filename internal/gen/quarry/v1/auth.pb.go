@@ -253,8 +253,8 @@ type CreateTokenRequest struct {
 	Kind  TokenKind              `protobuf:"varint,2,opt,name=kind,proto3,enum=quarry.v1.TokenKind" json:"kind,omitempty"`
 	// API tokens; ignored for join tokens.
 	Role Role `protobuf:"varint,3,opt,name=role,proto3,enum=quarry.v1.Role" json:"role,omitempty"`
-	// Lifetime in seconds; 0 means the default (join tokens: 1 h; API
-	// tokens: no expiry).
+	// Lifetime in seconds, at least 60; 0 means the default (join tokens:
+	// 1 h; API tokens: no expiry).
 	TtlSeconds    int64 `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
 	SingleUse     bool  `protobuf:"varint,5,opt,name=single_use,json=singleUse,proto3" json:"single_use,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/quarry-project/quarry/internal/errclass"
+)
+
+// notQuarry is an answer no Quarry control plane gives: --server names some
+// other HTTP server (a web server, a proxy, the agent's port).
+type notQuarry struct {
+	server string // the --server URL
+	url    string // the URL that answered
+	status int
+}
+
+func (e *notQuarry) Error() string {
+	return fmt.Sprintf("%s does not look like a Quarry control plane (HTTP %d from %s); check --server or QUARRY_SERVER",
+		e.server, e.status, e.url)
+}
+
+// Unwrap classes it as unavailable: no control plane was reached.
+func (e *notQuarry) Unwrap() error { return errclass.Unavailable }
+
+// checkedTransport refuses responses that are not Connect's: every answer
+// of the control plane's API, success or error, is JSON or protobuf, so an
+// HTML page or a plain-text "501 Unsupported method" is from something
+// else, and saying so beats Connect's "HTTP status 501".
+type checkedTransport struct {
+	server string
+	base   http.RoundTripper
+}
+
+func (t checkedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err != nil || connectContentType(resp.Header.Get("Content-Type")) {
+		return resp, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+	resp.Body.Close()
+	return nil, &notQuarry{server: t.server, url: r.URL.String(), status: resp.StatusCode}
+}
+
+// connectContentType reports whether ct is one the Connect protocol
+// answers with (unary: application/proto or /json; streams:
+// application/connect+proto or +json).
+func connectContentType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || mt == "application/proto" || strings.HasPrefix(mt, "application/connect+")
+}
