@@ -342,6 +342,14 @@ func (p *AgentProcess) Start() {
 	p.srv.waitAgent(p.t, p.Opts.Name, nodeID, p.Addr, p.done, p.output.String)
 }
 
+// Pid is the process id of the running agent; 0 when it is not running.
+func (p *AgentProcess) Pid() int {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Kill sends SIGKILL and waits for the process to be gone.
 func (p *AgentProcess) Kill() {
 	if p.cmd == nil || p.cmd.Process == nil {

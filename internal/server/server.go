@@ -24,6 +24,7 @@ import (
 	"github.com/quarry-project/quarry/internal/api"
 	"github.com/quarry-project/quarry/internal/auth"
 	"github.com/quarry-project/quarry/internal/catalog"
+	"github.com/quarry-project/quarry/internal/dirlock"
 	"github.com/quarry-project/quarry/internal/discovery"
 	"github.com/quarry-project/quarry/internal/download"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
@@ -103,6 +104,7 @@ type Server struct {
 	policy  *urlpolicy.Policy
 	events  *nodelink.EventWatcher
 	ca      *pki.CA
+	lock    *dirlock.Lock
 	handler http.Handler
 }
 
@@ -123,6 +125,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating the data directory: %w", err)
 	}
+	// Two control planes on one directory would each think they own its
+	// nodes and jobs: the second is refused before it touches anything.
+	lock, err := dirlock.Acquire(cfg.DataDir, "quarry server")
+	if err != nil {
+		return nil, err
+	}
+	s, err := newServer(ctx, cfg)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+// newServer wires every part of a server whose data directory is locked.
+func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -332,5 +351,8 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Close releases the store.
-func (s *Server) Close() error { return s.store.Close() }
+// Close releases the store and then the data directory.
+func (s *Server) Close() error {
+	err := s.store.Close()
+	return errors.Join(err, s.lock.Release())
+}
