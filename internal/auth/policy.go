@@ -64,6 +64,11 @@ var policy = map[string]Rule{
 	"/quarry.v1.JobService/GetJob":          read,
 	"/quarry.v1.JobService/WatchJob":        read,
 	"/quarry.v1.JobService/CancelJob":       operate,
+
+	// gRPC server reflection (grpcurl, buf curl): the public API's schema,
+	// which is no secret, but like every call it needs a token.
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      read,
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": read,
 }
 
 // RuleFor returns the rule for procedure ("/quarry.v1.NodeService/GetNode").

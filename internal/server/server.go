@@ -263,6 +263,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		Logger:    s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: s.dls.Enqueue, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
+	handleReflection(mux, opts)
 	guard.Routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
