@@ -28,6 +28,9 @@ type Link interface {
 	// EnsureInitialized writes the pool's identity marker through one node
 	// if no node has yet.
 	EnsureInitialized(ctx context.Context, p store.Pool, lazy bool) error
+	// CheckPoolNodes checks the nodes that serve a pool now, so that what
+	// they report about it is stored before an answer shows it.
+	CheckPoolNodes(ctx context.Context, p store.Pool)
 }
 
 // NodeService implements quarry.v1.NodeService.
