@@ -241,6 +241,15 @@ func (a *Agent) serve(ctx context.Context, ln net.Listener) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	// The listener is open: the control plane's check of the node gets an
+	// answer as soon as it asks.
+	actx, stopAnnounce := context.WithCancel(ctx)
+	var announcing sync.WaitGroup
+	announcing.Go(func() { a.announce(actx) })
+	defer func() {
+		stopAnnounce()
+		announcing.Wait()
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)

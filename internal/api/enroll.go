@@ -128,3 +128,20 @@ func (s *EnrollmentService) target(ctx context.Context, name, addr string, now t
 func joinRefused(err error) error {
 	return errclass.Wrap(errclass.Unauthenticated, err, "join token refused: %v; make a new one on the control plane with quarry token create --join", err)
 }
+
+// maxNodeIDLen bounds the node id an Announce may ask about.
+const maxNodeIDLen = 128
+
+// Announce checks the node of an agent that says it (re)started, so that it
+// turns READY now rather than at its next scheduled check. It answers the
+// same whether or not the node exists or the check succeeds: the caller
+// shows no credential, so it learns nothing; the node's state says how the
+// check went.
+func (s *EnrollmentService) Announce(ctx context.Context, req *connect.Request[quarryv1.AnnounceRequest]) (*connect.Response[quarryv1.AnnounceResponse], error) {
+	if id := req.Msg.GetNodeId(); id != "" && len(id) <= maxNodeIDLen {
+		if err := s.Link.Announced(ctx, id); err != nil {
+			s.Logger.DebugContext(ctx, "checking an announced node failed", "node", id, "err", err)
+		}
+	}
+	return connect.NewResponse(&quarryv1.AnnounceResponse{}), nil
+}

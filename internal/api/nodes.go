@@ -31,6 +31,8 @@ type Link interface {
 	// CheckPoolNodes checks the nodes that serve a pool now, so that what
 	// they report about it is stored before an answer shows it.
 	CheckPoolNodes(ctx context.Context, p store.Pool)
+	// Announced checks a node now because its agent says it started.
+	Announced(ctx context.Context, nodeID string) error
 }
 
 // NodeService implements quarry.v1.NodeService.

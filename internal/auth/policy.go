@@ -49,6 +49,9 @@ var policy = map[string]Rule{
 	quarryv1connect.AuditServiceListAuditProcedure: adminRead,
 
 	quarryv1connect.EnrollmentServiceEnrollProcedure: {Public: true, Mutates: true},
+	// An agent saying it started: no credential and no change, only a
+	// health check of the node, which the link bounds.
+	quarryv1connect.EnrollmentServiceAnnounceProcedure: {Public: true},
 
 	// Images, scans and jobs: the API contract in DESIGN.md. Listed before
 	// their services exist so that they are guarded from the first commit
