@@ -15,6 +15,7 @@ import (
 
 	"github.com/quarry-project/quarry/internal/auth"
 	"github.com/quarry-project/quarry/internal/errclass"
+	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -32,6 +33,8 @@ type Auth struct {
 	// SessionTTL is how long a dashboard login lasts (default 12 h); never
 	// longer than its token.
 	SessionTTL time.Duration
+	// Metrics counts refusals by reason; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Caller is who made a call.
@@ -165,10 +168,12 @@ func (a *Auth) admit(ctx context.Context, proc string, h http.Header, peer strin
 		return ctx, c, err
 	}
 	if !known {
+		a.Metrics.AuthFailed(metrics.AuthNotInPolicy)
 		return ctx, c, errclass.New(errclass.PermissionDenied,
 			"%s is not in the control plane's access policy, so no token may call it", strings.TrimPrefix(proc, "/"))
 	}
 	if !auth.Allows(c.Role, rule.Role) {
+		a.Metrics.AuthFailed(metrics.AuthRole)
 		return ctx, c, errclass.New(errclass.PermissionDenied,
 			"%s needs the %s role; token %s has the %s role (an admin can create a token with quarry token create --role %s)",
 			strings.TrimPrefix(proc, "/"), rule.Role, c.Actor(), c.Role, rule.Role)
@@ -180,13 +185,14 @@ func (a *Auth) admit(ctx context.Context, proc string, h http.Header, peer strin
 // (Enroll's join token) against the client, like a bad bearer token.
 func (a *Auth) countPublicFailure(proc, peer string, err error) {
 	if rule, known := auth.RuleFor(proc); known && rule.Public && connect.CodeOf(err) == connect.CodeUnauthenticated {
-		a.fail(clientOf(peer))
+		a.fail(clientOf(peer), metrics.AuthJoinTokenRefused)
 	}
 }
 
-// fail counts a failed authentication by client, and says so in the log
-// when that locks the client out.
-func (a *Auth) fail(client string) {
+// fail counts a failed authentication by client, for the limit and by
+// reason, and says so in the log when that locks the client out.
+func (a *Auth) fail(client, reason string) {
+	a.Metrics.AuthFailed(reason)
 	if a.Limiter.Fail(client) {
 		a.Logger.Warn("too many failed authentications; refusing the client's calls for now",
 			"client", client, "window", a.Limiter.Window())
@@ -205,12 +211,12 @@ func (a *Auth) authenticate(ctx context.Context, h http.Header, client string, c
 	if v := h.Get("Authorization"); v != "" {
 		scheme, token, _ := strings.Cut(v, " ")
 		if !strings.EqualFold(scheme, "Bearer") {
-			a.fail(client)
+			a.fail(client, metrics.AuthMalformed)
 			return Caller{}, unauthenticated(errors.New(`the Authorization header must read "Bearer <token>"`))
 		}
 		t, err := auth.Lookup(ctx, a.Store, token, store.TokenAPI, a.Now())
 		if errors.Is(err, auth.ErrInvalid) {
-			a.fail(client)
+			a.fail(client, metrics.AuthInvalidToken)
 			return Caller{}, unauthenticated(fmt.Errorf("%w; check the token, or ask an admin for a new one (quarry token create)", err))
 		}
 		if err != nil {
@@ -222,14 +228,17 @@ func (a *Auth) authenticate(ctx context.Context, h http.Header, client string, c
 	if cookie := sessionCookie(h); cookie != "" {
 		c, s, err := a.fromSession(ctx, cookie)
 		if err != nil {
+			a.Metrics.AuthFailed(metrics.AuthSessionEnded)
 			return c, err
 		}
 		if csrf && !auth.CSRFMatches(s, h.Get(auth.CSRFHeader)) {
+			a.Metrics.AuthFailed(metrics.AuthCSRF)
 			return c, errclass.New(errclass.PermissionDenied,
 				"a call authenticated by a session cookie must carry the %s header that /auth/login and /auth/session return", auth.CSRFHeader)
 		}
 		return c, nil
 	}
+	a.Metrics.AuthFailed(metrics.AuthNoToken)
 	return Caller{}, unauthenticated(errNoToken)
 }
 
@@ -275,6 +284,7 @@ func (a *Auth) touch(ctx context.Context, t store.Token) {
 }
 
 func (a *Auth) exhausted(client string) error {
+	a.Metrics.AuthFailed(metrics.AuthRateLimited)
 	wait := a.Limiter.Window().String()
 	if a.Limiter.Window() == time.Minute {
 		wait = "a minute"

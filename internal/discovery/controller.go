@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 )
@@ -52,6 +53,9 @@ type Config struct {
 	ScanTimeout time.Duration
 	Logger      *slog.Logger
 	Now         func() time.Time
+
+	// Metrics counts scans and the files they saw; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Result is one pool's scan.
@@ -240,6 +244,7 @@ func (c *Controller) start(poolID, trigger string, wait chan Result) {
 func (c *Controller) run(ctx context.Context, poolID, trigger string) {
 	for {
 		r := c.scan(ctx, poolID, trigger)
+		c.cfg.Metrics.ScanFinished(trigger, r.Skipped, r.Duration)
 
 		c.mu.Lock()
 		ps := c.pools[poolID]
@@ -307,6 +312,7 @@ func (c *Controller) scan(ctx context.Context, poolID, trigger string) Result {
 		}
 		failures = append(failures, fmt.Sprintf("%s: %v", cand.Node.Name, err))
 	}
+	c.cfg.Metrics.ScanFilesSeen(len(files))
 	if r.NodeID == "" {
 		r.Skipped = true
 		r.SkipReason = fmt.Sprintf("no node could list pool %q: %v", pool.Name, failures)
