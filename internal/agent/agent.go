@@ -41,6 +41,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/dirlock"
 	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
 	"github.com/quarry-project/quarry/internal/pki"
 )
@@ -200,7 +201,28 @@ func (a *Agent) newHandler() http.Handler {
 // connections are closed. An agent without a valid certificate enrolls
 // first (see Enrollment), or fails saying how to enroll it. It returns nil
 // after a shutdown caused by ctx, and the error otherwise. Serve closes ln.
+// The data directory is locked while it serves: a second agent on it is
+// refused.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
+	lock, err := a.lockDataDir()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer lock.Release()
+	return a.serve(ctx, ln)
+}
+
+// lockDataDir locks the agent's data directory, if it has one: two agents
+// on one directory would share a certificate and fight over its renewal.
+func (a *Agent) lockDataDir() (*dirlock.Lock, error) {
+	if a.cfg.DataDir == "" {
+		return nil, nil
+	}
+	return dirlock.Acquire(a.cfg.DataDir, "quarry agent")
+}
+
+func (a *Agent) serve(ctx context.Context, ln net.Listener) error {
 	if err := a.ensureEnrolled(ctx, ln.Addr()); err != nil {
 		ln.Close()
 		return err
@@ -219,6 +241,15 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	// The listener is open: the control plane's check of the node gets an
+	// answer as soon as it asks.
+	actx, stopAnnounce := context.WithCancel(ctx)
+	var announcing sync.WaitGroup
+	announcing.Go(func() { a.announce(actx) })
+	defer func() {
+		stopAnnounce()
+		announcing.Wait()
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
@@ -254,8 +285,16 @@ func (a *Agent) shutdown(ctx context.Context, srv *http.Server) error {
 	return err
 }
 
-// Run listens on cfg.Listen and serves until ctx is done (see Serve).
+// Run locks the data directory, listens on cfg.Listen and serves until ctx
+// is done (see Serve).
 func (a *Agent) Run(ctx context.Context) error {
+	// Before listening: a second agent on the directory most likely has
+	// the same address too, and "address in use" would hide why.
+	lock, err := a.lockDataDir()
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", a.cfg.Listen)
 	if err != nil {
@@ -267,5 +306,5 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("agent listening", "addr", ln.Addr().String(), "node", a.NodeID(), "hostname", a.hostname, "version", a.cfg.Version)
-	return a.Serve(ctx, ln)
+	return a.serve(ctx, ln)
 }

@@ -231,3 +231,46 @@ func message(err error) string {
 	}
 	return err.Error()
 }
+
+// announceTries bounds how often a starting agent tries to tell the control
+// plane; one that is down checks every node when it starts anyway.
+const announceTries = 5
+
+// announce tells the control plane at Enrollment.Server that this agent
+// started, so that it checks the node now instead of at its next health
+// check (minutes, for a node that was down long). The call carries only the
+// node id; the control plane believes its own mutual-TLS check, not this.
+// Failures are retried a few times and then left to the health checks.
+func (a *Agent) announce(ctx context.Context) {
+	id, server := a.id.Load(), strings.TrimRight(a.cfg.Enrollment.Server, "/")
+	if id == nil || server == "" {
+		return
+	}
+	hc := a.cfg.Enrollment.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	client := quarryv1connect.NewEnrollmentServiceClient(hc, server)
+	wait := 500 * time.Millisecond
+	for try := 1; ; try++ {
+		_, err := client.Announce(ctx, connect.NewRequest(&quarryv1.AnnounceRequest{NodeId: id.nodeID}))
+		if err == nil {
+			a.log.Debug("told the control plane this agent started", "server", server, "node", id.nodeID)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if try == announceTries || connect.CodeOf(err) == connect.CodeUnimplemented {
+			a.log.Info("could not tell the control plane this agent started; it finds out at its next health check",
+				"server", server, "err", message(err))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}

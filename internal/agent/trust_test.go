@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -161,24 +162,36 @@ func startEnrollServer(t *testing.T) *enrollServer {
 // the agent's address.
 func serveAgent(t *testing.T, a *Agent) (string, error) {
 	t.Helper()
+	addr, _, err := serveAgentStop(t, a)
+	return addr, err
+}
+
+// serveAgentStop is serveAgent that also returns a function that stops the
+// agent before the test ends.
+func serveAgentStop(t *testing.T, a *Agent) (string, func(), error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := a.ensureEnrolled(t.Context(), ln.Addr()); err != nil {
 		ln.Close()
-		return "", err
+		return "", nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String(), nil
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop, nil
 }
 
 func TestEnroll(t *testing.T) {
@@ -192,7 +205,7 @@ func TestEnroll(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr, err := serveAgent(t, a)
+		addr, stop, err := serveAgentStop(t, a)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,6 +228,7 @@ func TestEnroll(t *testing.T) {
 		}
 
 		// A later start needs no token and does not enroll again.
+		stop()
 		calls := s.calls.Load()
 		again, err := New(Config{FSRoot: t.TempDir(), DataDir: data, Logger: quiet, Enrollment: Enrollment{Server: s.url, JoinToken: "good", Name: "n1"}})
 		if err != nil {

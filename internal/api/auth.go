@@ -15,6 +15,7 @@ import (
 
 	"github.com/quarry-project/quarry/internal/auth"
 	"github.com/quarry-project/quarry/internal/errclass"
+	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -32,6 +33,8 @@ type Auth struct {
 	// SessionTTL is how long a dashboard login lasts (default 12 h); never
 	// longer than its token.
 	SessionTTL time.Duration
+	// Metrics counts refusals by reason; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Caller is who made a call.
@@ -41,11 +44,17 @@ type Caller struct {
 	Role      store.Role
 	// Session is set when a dashboard session cookie authenticated the call.
 	Session bool
+	// System names the control plane's own code that made the call in
+	// process (WithSystemCaller), without a token.
+	System string
 }
 
-// Actor names the caller in the audit log: "ci (3f2a9c1b7d4e)".
+// Actor names the caller in the audit log: "ci (3f2a9c1b7d4e)", or
+// "system (dev mode)".
 func (c Caller) Actor() string {
 	switch {
+	case c.System != "":
+		return "system (" + c.System + ")"
 	case c.TokenID == "":
 		return ""
 	case c.TokenName == "":
@@ -55,6 +64,16 @@ func (c Caller) Actor() string {
 }
 
 type callerKey struct{}
+
+type systemKey struct{}
+
+// WithSystemCaller marks the calls made with ctx as the control plane's own
+// code named name ("dev mode"): they are allowed as an admin's and audited
+// as "system (name)". Only code in the control plane's process can set a
+// context value, so nothing that arrives over the network can claim it.
+func WithSystemCaller(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, systemKey{}, name)
+}
 
 // CallerFrom returns the authenticated caller of the call ctx belongs to.
 func CallerFrom(ctx context.Context) (Caller, bool) {
@@ -133,6 +152,10 @@ func (g guard) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.S
 // toConnect.
 func (a *Auth) admit(ctx context.Context, proc string, h http.Header, peer string) (context.Context, Caller, error) {
 	rule, known := auth.RuleFor(proc)
+	if name, ok := ctx.Value(systemKey{}).(string); ok && known {
+		c := Caller{System: name, Role: store.RoleAdmin}
+		return context.WithValue(ctx, callerKey{}, c), c, nil
+	}
 	client := clientOf(peer)
 	if !a.Limiter.Allow(client) {
 		return ctx, Caller{}, a.exhausted(client)
@@ -145,10 +168,12 @@ func (a *Auth) admit(ctx context.Context, proc string, h http.Header, peer strin
 		return ctx, c, err
 	}
 	if !known {
+		a.Metrics.AuthFailed(metrics.AuthNotInPolicy)
 		return ctx, c, errclass.New(errclass.PermissionDenied,
 			"%s is not in the control plane's access policy, so no token may call it", strings.TrimPrefix(proc, "/"))
 	}
 	if !auth.Allows(c.Role, rule.Role) {
+		a.Metrics.AuthFailed(metrics.AuthRole)
 		return ctx, c, errclass.New(errclass.PermissionDenied,
 			"%s needs the %s role; token %s has the %s role (an admin can create a token with quarry token create --role %s)",
 			strings.TrimPrefix(proc, "/"), rule.Role, c.Actor(), c.Role, rule.Role)
@@ -160,13 +185,14 @@ func (a *Auth) admit(ctx context.Context, proc string, h http.Header, peer strin
 // (Enroll's join token) against the client, like a bad bearer token.
 func (a *Auth) countPublicFailure(proc, peer string, err error) {
 	if rule, known := auth.RuleFor(proc); known && rule.Public && connect.CodeOf(err) == connect.CodeUnauthenticated {
-		a.fail(clientOf(peer))
+		a.fail(clientOf(peer), metrics.AuthJoinTokenRefused)
 	}
 }
 
-// fail counts a failed authentication by client, and says so in the log
-// when that locks the client out.
-func (a *Auth) fail(client string) {
+// fail counts a failed authentication by client, for the limit and by
+// reason, and says so in the log when that locks the client out.
+func (a *Auth) fail(client, reason string) {
+	a.Metrics.AuthFailed(reason)
 	if a.Limiter.Fail(client) {
 		a.Logger.Warn("too many failed authentications; refusing the client's calls for now",
 			"client", client, "window", a.Limiter.Window())
@@ -185,12 +211,12 @@ func (a *Auth) authenticate(ctx context.Context, h http.Header, client string, c
 	if v := h.Get("Authorization"); v != "" {
 		scheme, token, _ := strings.Cut(v, " ")
 		if !strings.EqualFold(scheme, "Bearer") {
-			a.fail(client)
+			a.fail(client, metrics.AuthMalformed)
 			return Caller{}, unauthenticated(errors.New(`the Authorization header must read "Bearer <token>"`))
 		}
 		t, err := auth.Lookup(ctx, a.Store, token, store.TokenAPI, a.Now())
 		if errors.Is(err, auth.ErrInvalid) {
-			a.fail(client)
+			a.fail(client, metrics.AuthInvalidToken)
 			return Caller{}, unauthenticated(fmt.Errorf("%w; check the token, or ask an admin for a new one (quarry token create)", err))
 		}
 		if err != nil {
@@ -202,14 +228,17 @@ func (a *Auth) authenticate(ctx context.Context, h http.Header, client string, c
 	if cookie := sessionCookie(h); cookie != "" {
 		c, s, err := a.fromSession(ctx, cookie)
 		if err != nil {
+			a.Metrics.AuthFailed(metrics.AuthSessionEnded)
 			return c, err
 		}
 		if csrf && !auth.CSRFMatches(s, h.Get(auth.CSRFHeader)) {
+			a.Metrics.AuthFailed(metrics.AuthCSRF)
 			return c, errclass.New(errclass.PermissionDenied,
 				"a call authenticated by a session cookie must carry the %s header that /auth/login and /auth/session return", auth.CSRFHeader)
 		}
 		return c, nil
 	}
+	a.Metrics.AuthFailed(metrics.AuthNoToken)
 	return Caller{}, unauthenticated(errNoToken)
 }
 
@@ -255,6 +284,7 @@ func (a *Auth) touch(ctx context.Context, t store.Token) {
 }
 
 func (a *Auth) exhausted(client string) error {
+	a.Metrics.AuthFailed(metrics.AuthRateLimited)
 	wait := a.Limiter.Window().String()
 	if a.Limiter.Window() == time.Minute {
 		wait = "a minute"

@@ -12,6 +12,7 @@ import (
 
 	"github.com/quarry-project/quarry/internal/auth"
 	"github.com/quarry-project/quarry/internal/errclass"
+	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -71,7 +72,7 @@ func (a *Auth) login(w http.ResponseWriter, r *http.Request) {
 		now := a.Now()
 		t, err := auth.Lookup(r.Context(), a.Store, body.Token, store.TokenAPI, now)
 		if errors.Is(err, auth.ErrInvalid) {
-			a.fail(client)
+			a.fail(client, metrics.AuthInvalidToken)
 			return unauthenticated(err)
 		}
 		if err != nil {

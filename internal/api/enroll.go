@@ -13,6 +13,7 @@ import (
 	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/names"
 	"github.com/quarry-project/quarry/internal/nodeaddr"
 	"github.com/quarry-project/quarry/internal/pki"
@@ -35,12 +36,15 @@ type EnrollmentService struct {
 	// authentication clock); Now, the time certificates are issued at.
 	Clock func() time.Time
 	Now   func() time.Time
+	// Metrics counts enrollments by result; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Enroll checks the request and the join token, finds or registers the
 // node, counts one use of the token, and signs the agent's key for the
 // node. A refused token or request registers nothing.
-func (s *EnrollmentService) Enroll(ctx context.Context, req *connect.Request[quarryv1.EnrollRequest]) (*connect.Response[quarryv1.EnrollResponse], error) {
+func (s *EnrollmentService) Enroll(ctx context.Context, req *connect.Request[quarryv1.EnrollRequest]) (resp *connect.Response[quarryv1.EnrollResponse], err error) {
+	defer func() { s.Metrics.Enrolled(enrollResult(err)) }()
 	m := req.Msg
 	if err := names.Check("node", m.GetNodeName()); err != nil {
 		return nil, toConnect(ctx, s.Logger, invalidf("%s", err.Error()))
@@ -127,4 +131,30 @@ func (s *EnrollmentService) target(ctx context.Context, name, addr string, now t
 // reason, and what to do.
 func joinRefused(err error) error {
 	return errclass.Wrap(errclass.Unauthenticated, err, "join token refused: %v; make a new one on the control plane with quarry token create --join", err)
+}
+
+// enrollResult names the outcome of an enrollment for its metric: "ok", or
+// the Connect code it was refused with.
+func enrollResult(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return connect.CodeOf(err).String()
+}
+
+// maxNodeIDLen bounds the node id an Announce may ask about.
+const maxNodeIDLen = 128
+
+// Announce checks the node of an agent that says it (re)started, so that it
+// turns READY now rather than at its next scheduled check. It answers the
+// same whether or not the node exists or the check succeeds: the caller
+// shows no credential, so it learns nothing; the node's state says how the
+// check went.
+func (s *EnrollmentService) Announce(ctx context.Context, req *connect.Request[quarryv1.AnnounceRequest]) (*connect.Response[quarryv1.AnnounceResponse], error) {
+	if id := req.Msg.GetNodeId(); id != "" && len(id) <= maxNodeIDLen {
+		if err := s.Link.Announced(ctx, id); err != nil {
+			s.Logger.DebugContext(ctx, "checking an announced node failed", "node", id, "err", err)
+		}
+	}
+	return connect.NewResponse(&quarryv1.AnnounceResponse{}), nil
 }

@@ -28,6 +28,11 @@ type Link interface {
 	// EnsureInitialized writes the pool's identity marker through one node
 	// if no node has yet.
 	EnsureInitialized(ctx context.Context, p store.Pool, lazy bool) error
+	// CheckPoolNodes checks the nodes that serve a pool now, so that what
+	// they report about it is stored before an answer shows it.
+	CheckPoolNodes(ctx context.Context, p store.Pool)
+	// Announced checks a node now because its agent says it started.
+	Announced(ctx context.Context, nodeID string) error
 }
 
 // NodeService implements quarry.v1.NodeService.

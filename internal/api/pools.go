@@ -115,7 +115,9 @@ func (s *PoolService) checkAssigned(ctx context.Context, ids []string) ([]string
 	return ids, nil
 }
 
-// initialize asks one node to write the marker of a pool that has none yet.
+// initialize asks one node to write the marker of a pool that has none yet,
+// then has the pool's nodes checked, so that the answer shows each node's
+// mount as it is now rather than as it was before the marker was written.
 // A failure is not the request's failure: the pool exists, each node's
 // status says why it does not mount it, and the health loop tries again.
 func (s *PoolService) initialize(ctx context.Context, p store.Pool) {
@@ -124,6 +126,7 @@ func (s *PoolService) initialize(ctx context.Context, p store.Pool) {
 	if err := s.Link.EnsureInitialized(ictx, p, true); err != nil {
 		s.Logger.InfoContext(ctx, "pool not initialized yet; will retry", "pool", p.Name, "err", err)
 	}
+	s.Link.CheckPoolNodes(ctx, p)
 	s.Link.Kick()
 }
 

@@ -49,6 +49,9 @@ var policy = map[string]Rule{
 	quarryv1connect.AuditServiceListAuditProcedure: adminRead,
 
 	quarryv1connect.EnrollmentServiceEnrollProcedure: {Public: true, Mutates: true},
+	// An agent saying it started: no credential and no change, only a
+	// health check of the node, which the link bounds.
+	quarryv1connect.EnrollmentServiceAnnounceProcedure: {Public: true},
 
 	// Images, scans and jobs: the API contract in DESIGN.md. Listed before
 	// their services exist so that they are guarded from the first commit
@@ -64,6 +67,11 @@ var policy = map[string]Rule{
 	"/quarry.v1.JobService/GetJob":          read,
 	"/quarry.v1.JobService/WatchJob":        read,
 	"/quarry.v1.JobService/CancelJob":       operate,
+
+	// gRPC server reflection (grpcurl, buf curl): the public API's schema,
+	// which is no secret, but like every call it needs a token.
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      read,
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": read,
 }
 
 // RuleFor returns the rule for procedure ("/quarry.v1.NodeService/GetNode").

@@ -52,9 +52,8 @@ func newPoolCreateCommand(g *globals) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), resp.Msg)
 			}
 			p := resp.Msg.GetPool()
-			fmt.Fprintf(cmd.OutOrStdout(), "created pool %s at %s (id %s); see which nodes mount it with: quarry pool show %s\n",
-				p.GetName(), p.GetPath(), p.GetId(), p.GetName())
-			return nil
+			fmt.Fprintf(cmd.OutOrStdout(), "created pool %s at %s (id %s)\n", p.GetName(), p.GetPath(), p.GetId())
+			return printMountResult(cmd.OutOrStdout(), cmd.ErrOrStderr(), p)
 		},
 	}
 	cmd.Flags().StringVar(&req.Name, "name", "", "pool name (required)")
@@ -195,6 +194,43 @@ func printPoolNodes(w io.Writer, p *quarryv1.StoragePool) error {
 	return t.flush()
 }
 
+// printMountResult shows, after a pool was created or changed, whether each
+// node mounts it, and warns on stderr when none of the nodes it is used from
+// (the assigned ones, or any when none is assigned) does: the pool is
+// accepted, but nothing can be done in it until one does.
+func printMountResult(out, errOut io.Writer, p *quarryv1.StoragePool) error {
+	if err := printPoolNodes(out, p); err != nil {
+		return err
+	}
+	assigned := map[string]bool{}
+	for _, id := range p.GetAssignedNodeIds() {
+		assigned[id] = true
+	}
+	var why []string
+	for _, m := range p.GetNodes() {
+		if len(assigned) > 0 && !assigned[m.GetNodeId()] {
+			continue
+		}
+		if m.GetMounted() {
+			return nil
+		}
+		if r := m.GetReason(); r != "" {
+			why = append(why, mountNodeName(m)+": "+r)
+		}
+	}
+	which := "no assigned node"
+	if len(assigned) == 0 {
+		which = "no node"
+	}
+	msg := fmt.Sprintf("warning: %s mounts pool %s at %s", which, p.GetName(), p.GetPath())
+	if len(why) > 0 {
+		msg += " (" + strings.Join(why, "; ") + ")"
+	}
+	fmt.Fprintf(errOut, "%s; create the directory or mount the filesystem there on a node, and the next health check picks it up (quarry pool show %s)\n",
+		msg, p.GetName())
+	return nil
+}
+
 // printPlacement shows the order in which operations on the pool try
 // nodes, and why each node ranks there or was dropped.
 func printPlacement(w io.Writer, cands []*quarryv1.PlacementCandidate) error {
@@ -304,7 +340,7 @@ func newPoolUpdateCommand(g *globals) *cobra.Command {
 			}
 			u := resp.Msg.GetPool()
 			fmt.Fprintf(cmd.OutOrStdout(), "updated pool %s (id %s)\n", u.GetName(), u.GetId())
-			return nil
+			return printMountResult(cmd.OutOrStdout(), cmd.ErrOrStderr(), u)
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "new pool name")

@@ -33,3 +33,39 @@ dropped  node-3  not assigned to the pool, and the pool is not shared
 		t.Errorf("no candidates: %q, %v; want nothing (an older server)", b.String(), err)
 	}
 }
+
+func TestPrintMountResult(t *testing.T) {
+	mount := func(id, name string, mounted bool, reason string) *quarryv1.PoolMount {
+		return &quarryv1.PoolMount{NodeId: id, NodeName: name, Mounted: mounted, Reason: reason}
+	}
+	for _, tc := range []struct {
+		name string
+		pool *quarryv1.StoragePool
+		warn string
+	}{
+		{"an assigned node mounts it", &quarryv1.StoragePool{Name: "isos", Path: "/srv/isos", AssignedNodeIds: []string{"a", "b"},
+			Nodes: []*quarryv1.PoolMount{mount("a", "n1", false, "path /srv/isos does not exist on this node"), mount("b", "n2", true, "")}}, ""},
+		{"no assigned node mounts it", &quarryv1.StoragePool{Name: "isos", Path: "/srv/isos", AssignedNodeIds: []string{"a"},
+			Nodes: []*quarryv1.PoolMount{mount("a", "n1", false, "path /srv/isos does not exist on this node"), mount("c", "n3", true, "")}},
+			"warning: no assigned node mounts pool isos at /srv/isos (n1: path /srv/isos does not exist on this node); " +
+				"create the directory or mount the filesystem there on a node, and the next health check picks it up (quarry pool show isos)\n"},
+		{"nothing assigned, nothing mounts it", &quarryv1.StoragePool{Name: "isos", Path: "/srv/isos"},
+			"warning: no node mounts pool isos at /srv/isos; " +
+				"create the directory or mount the filesystem there on a node, and the next health check picks it up (quarry pool show isos)\n"},
+		{"nothing assigned, a node mounts it", &quarryv1.StoragePool{Name: "isos", Path: "/srv/isos",
+			Nodes: []*quarryv1.PoolMount{mount("c", "n3", true, "")}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if err := printMountResult(&out, &errOut, tc.pool); err != nil {
+				t.Fatal(err)
+			}
+			if errOut.String() != tc.warn {
+				t.Errorf("warning %q, want %q", errOut.String(), tc.warn)
+			}
+			if !bytes.Contains(out.Bytes(), []byte("Nodes")) {
+				t.Errorf("no per-node result:\n%s", out.String())
+			}
+		})
+	}
+}

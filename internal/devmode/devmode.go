@@ -4,7 +4,8 @@
 // production server and agent together: the agent enrolls with a join token
 // through the Enroll RPC and serves mutual TLS, and the node and pool are
 // set up through the public API, so it exercises the same code paths as a
-// real cluster.
+// real cluster. The setup is the control plane's own: it calls in process,
+// audited as "system (dev mode)", and changes only what is not set up yet.
 package devmode
 
 import (
@@ -16,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -75,7 +75,7 @@ func Run(ctx context.Context, cfg server.Config, out io.Writer, ready func(baseU
 		ln.Close()
 		return err
 	}
-	agentLn, err := net.Listen("tcp", "127.0.0.1:0")
+	agentLn, err := listenAgent(ctx, srv)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("listening for the dev agent: %w", err)
@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg server.Config, out io.Writer, ready func(baseU
 	}
 	go func() { errc <- ag.Serve(ctx, agentLn) }()
 
-	if err := setup(ctx, base, agentLn.Addr().String(), cfg.DataDir); err != nil {
+	if err := setup(ctx, srv.SystemClient("dev mode"), base, agentLn.Addr().String(), cfg.DataDir); err != nil {
 		cancel()
 		<-errc
 		<-errc
@@ -141,6 +141,20 @@ func enroll(ctx context.Context, srv *server.Server, ag *agent.Agent, addr strin
 	return ag.Enroll(ctx, secret, addr)
 }
 
+// listenAgent listens for the dev agent where node dev was last time, so
+// that a restart leaves the node as it is; on another port when that one is
+// taken (or on the first start).
+func listenAgent(ctx context.Context, srv *server.Server) (net.Listener, error) {
+	if n, err := srv.Store().GetNodeByName(ctx, NodeName); err == nil {
+		if host, _, err := net.SplitHostPort(n.Address); err == nil && host == "127.0.0.1" {
+			if ln, err := net.Listen("tcp", n.Address); err == nil {
+				return ln, nil
+			}
+		}
+	}
+	return net.Listen("tcp", "127.0.0.1:0")
+}
+
 func checkLoopback(listen string) error {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -155,17 +169,11 @@ func checkLoopback(listen string) error {
 	return fmt.Errorf("--dev listens on loopback only; --listen %q is not a loopback address (use 127.0.0.1:PORT)", listen)
 }
 
-// setup registers the dev node (or moves it to the agent's new port) and
-// creates the local pool, through the public API.
-func setup(ctx context.Context, base, agentAddr, dataDir string) error {
-	// The API wants a token like anyone else's calls: the admin token the
-	// server wrote on its first start.
-	tokenPath := auth.AdminTokenPath(dataDir)
-	token, err := os.ReadFile(tokenPath)
-	if err != nil {
-		return fmt.Errorf("dev mode uses the admin token in %s: %w (remove the data directory %s to start afresh)", tokenPath, err, dataDir)
-	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &auth.Transport{Token: strings.TrimSpace(string(token))}}
+// setup moves the dev node to the agent's address and creates the local
+// pool, through the public API as the control plane's own code (audited as
+// "system (dev mode)"), and only what is not so already: a restart that
+// finds both as they should be changes nothing and records nothing.
+func setup(ctx context.Context, hc *http.Client, base, agentAddr, dataDir string) error {
 	nodes := quarryv1connect.NewNodeServiceClient(hc, base)
 	pools := quarryv1connect.NewStoragePoolServiceClient(hc, base)
 
@@ -175,8 +183,11 @@ func setup(ctx context.Context, base, agentAddr, dataDir string) error {
 	}
 	var nodeID string
 	for _, n := range list.Msg.GetNodes() {
-		if n.GetName() == NodeName {
-			nodeID = n.GetId()
+		if n.GetName() != NodeName {
+			continue
+		}
+		nodeID = n.GetId()
+		if n.GetManagementAddress() != agentAddr {
 			if _, err := nodes.UpdateNode(ctx, connect.NewRequest(&quarryv1.UpdateNodeRequest{Id: nodeID, ManagementAddress: &agentAddr})); err != nil {
 				return err
 			}
@@ -194,11 +205,17 @@ func setup(ctx context.Context, base, agentAddr, dataDir string) error {
 	if err := os.MkdirAll(path, 0o755); err != nil {
 		return err
 	}
+	existing, err := pools.ListPools(ctx, connect.NewRequest(&quarryv1.ListPoolsRequest{}))
+	if err != nil {
+		return err
+	}
+	for _, p := range existing.Msg.GetPools() {
+		if p.GetName() == PoolName {
+			return nil
+		}
+	}
 	_, err = pools.CreatePool(ctx, connect.NewRequest(&quarryv1.CreatePoolRequest{
 		Name: PoolName, Path: path, AssignedNodeIds: []string{nodeID},
 	}))
-	if connect.CodeOf(err) == connect.CodeAlreadyExists {
-		return nil
-	}
 	return err
 }

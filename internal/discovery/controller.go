@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/reconcile"
 	"github.com/quarry-project/quarry/internal/store"
@@ -53,6 +54,9 @@ type Config struct {
 	ScanTimeout time.Duration
 	Logger      *slog.Logger
 	Now         func() time.Time
+
+	// Metrics counts scans and the files they saw; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Result is one pool's scan.
@@ -255,6 +259,7 @@ func (c *Controller) reconcile(ctx context.Context, poolID string) (reconcile.Re
 	c.mu.Unlock()
 
 	r := c.scan(ctx, poolID, trigger)
+	c.cfg.Metrics.ScanFinished(trigger, r.Skipped, r.Duration)
 	if ctx.Err() != nil && r.Skipped {
 		r.SkipReason = "the control plane is shutting down"
 	}
@@ -311,6 +316,7 @@ func (c *Controller) scan(ctx context.Context, poolID, trigger string) Result {
 		}
 		failures = append(failures, fmt.Sprintf("%s: %v", cand.Node.Name, err))
 	}
+	c.cfg.Metrics.ScanFilesSeen(len(files))
 	if r.NodeID == "" {
 		r.Skipped = true
 		r.SkipReason = fmt.Sprintf("no node could list pool %q: %v", pool.Name, failures)

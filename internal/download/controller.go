@@ -25,6 +25,7 @@ import (
 	"github.com/quarry-project/quarry/internal/bytesize"
 	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/reconcile"
 	"github.com/quarry-project/quarry/internal/store"
@@ -65,6 +66,10 @@ type Config struct {
 	StartTimeout time.Duration
 	Logger       *slog.Logger
 	Now          func() time.Time
+
+	// Metrics counts finished downloads, retries and failovers; nil counts
+	// nothing.
+	Metrics *metrics.Metrics
 }
 
 // Controller reconciles download jobs.
@@ -312,6 +317,7 @@ func (c *Controller) adopt(ctx context.Context, j store.Job, pool store.Pool) (r
 		}
 		err := c.startOn(ctx, j, pool, n, event)
 		if err == nil {
+			c.cfg.Metrics.DownloadResumed(n.ID != owner.ID)
 			return reconcile.Result{}, nil
 		}
 		if ctx.Err() != nil {
@@ -509,6 +515,7 @@ func (f *follow) countFailure(ctx context.Context, n int, err string, progressed
 	j.Message, j.UpdatedAt = msg, now
 	f.save(ctx)
 	f.c.event(ctx, j.ID, msg)
+	f.c.cfg.Metrics.DownloadRetries(n)
 }
 
 // retryLater schedules the next attempt after a backoff, or fails the job
@@ -564,6 +571,7 @@ func (c *Controller) succeed(ctx context.Context, j store.Job, n store.Node, st 
 		return
 	}
 	c.event(ctx, j.ID, j.Message)
+	c.cfg.Metrics.DownloadFinished(metrics.Succeeded, now.Sub(j.CreatedAt), st.GetFetchedBytes())
 	c.log.Info("download succeeded", "job", j.ID, "node", n.Name, "image", im.Name, "bytes", st.GetSize(), "fetched", st.GetFetchedBytes())
 }
 
@@ -587,6 +595,7 @@ func (c *Controller) fail(ctx context.Context, j store.Job, err error) error {
 		what += " (" + class.Name() + ")"
 	}
 	c.event(ctx, j.ID, what+": "+msg)
+	c.cfg.Metrics.DownloadFinished(metrics.Failed, now.Sub(j.CreatedAt), 0)
 	c.log.Info("download failed", "job", j.ID, "err", msg)
 	return nil
 }
@@ -620,6 +629,7 @@ func (c *Controller) cancel(ctx context.Context, j store.Job, pool store.Pool) e
 	}
 	c.forget(j.ID)
 	c.event(ctx, j.ID, "cancelled")
+	c.cfg.Metrics.DownloadFinished(metrics.Cancelled, now.Sub(j.CreatedAt), 0)
 	return c.cfg.Store.DeleteImage(ctx, im.ID)
 }
 

@@ -126,3 +126,29 @@ func TestNodeRegisteredBeforeAgent(t *testing.T) {
 		t.Errorf("node late is at %s, want %s", n.GetManagementAddress(), a.Addr)
 	}
 }
+
+// TestNodeReadyRightAfterRestart: a node whose agent was down long enough
+// for its checks to back off is READY within a second of its agent being
+// back, not at the next scheduled check, because the agent says it started
+// and the control plane checks the node at once.
+func TestNodeReadyRightAfterRestart(t *testing.T) {
+	const interval = 500 * time.Millisecond
+	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(interval), quarrytest.WithMaxBackoff(20*interval))
+	a := quarrytest.StartAgentProcess(t, quarrytest.Binary(t), s, quarrytest.AgentOptions{Name: "n1"})
+	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
+
+	a.Kill()
+	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_UNREACHABLE, 3*interval)
+	// Failed checks at 0, 0.5, 1.5 and 3.5 s: the next is due at 7.5 s.
+	time.Sleep(8 * interval)
+
+	a.Start()
+	back := time.Now()
+	n := waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
+	if took := time.Since(back); took > time.Second {
+		t.Errorf("node READY %v after its agent was back, want within 1 s", took.Round(time.Millisecond))
+	}
+	if n.GetStateReason() != "" {
+		t.Errorf("READY node keeps reason %q", n.GetStateReason())
+	}
+}

@@ -79,6 +79,39 @@ func (l *Link) untilNextDue() time.Duration {
 	return max(wait, 10*time.Millisecond)
 }
 
+// announceEvery is how often an agent's word that it started can make the
+// link check its node: Announce needs no credential, so the checks it
+// causes are bounded.
+const announceEvery = time.Second
+
+// Announced checks a node right away because its agent says it (re)started,
+// instead of leaving it UNREACHABLE until the next scheduled check, which
+// for a node that failed several times can be MaxBackoff away. The agent's
+// word is only a hint: the check is the link's own call to the node. A node
+// is checked this way at most once per announceEvery; it returns once the
+// check is stored.
+func (l *Link) Announced(ctx context.Context, nodeID string) error {
+	n, err := l.cfg.Store.GetNode(ctx, nodeID)
+	if err != nil {
+		return err
+	}
+	st := l.state(n.ID)
+	now := l.cfg.Now()
+	l.mu.Lock()
+	recent := !st.announced.IsZero() && now.Sub(st.announced) < announceEvery
+	if !recent {
+		st.announced = now
+	}
+	l.mu.Unlock()
+	if recent {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, l.cfg.CheckTimeout)
+	defer cancel()
+	_, _, err = l.check(cctx, n, "announced")
+	return err
+}
+
 // check asks one agent for its facts, stores the outcome and schedules the
 // next check. It returns the node as stored and, on success, its mounts.
 func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node, []store.PoolMount, error) {

@@ -91,9 +91,10 @@ type nodeState struct {
 	checking sync.Mutex // one check of a node at a time
 
 	// Guarded by Link.mu.
-	failures int
-	next     time.Time // when the next scheduled check is due
-	facts    *agentv1.GetFactsResponse
+	failures  int
+	next      time.Time // when the next scheduled check is due
+	facts     *agentv1.GetFactsResponse
+	announced time.Time // when its agent last said it started
 }
 
 // New returns a Link; call Run to start health monitoring.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"connectrpc.com/connect"
 
@@ -64,6 +65,31 @@ func (l *Link) EnsureInitialized(ctx context.Context, pool store.Pool, lazy bool
 		return fmt.Errorf("pool %q is not initialized yet: no node has reported on %s", pool.Name, pool.Path)
 	}
 	return fmt.Errorf("pool %q is not initialized yet: %s", pool.Name, strings.Join(why, "; "))
+}
+
+// CheckPoolNodes checks right away, in parallel, the nodes that serve a
+// pool — its assigned nodes, or every node when none is assigned — so that
+// an answer about the pool (CreatePool, UpdatePool) shows what they report
+// now: the node that just wrote the marker as mounting it, the others with
+// their reasons. Each check is bounded by the connect timeout; a node that
+// fails it is recorded as such.
+func (l *Link) CheckPoolNodes(ctx context.Context, pool store.Pool) {
+	nodes, err := l.initOrder(ctx, pool)
+	if err != nil {
+		return
+	}
+	sem := make(chan struct{}, l.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if _, _, err := l.Connect(ctx, n.ID); err != nil {
+				l.log.Debug("checking a node of a pool failed", "pool", pool.Name, "node", n.Name, "err", err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // initOrder lists the nodes allowed to initialize the pool, in the order

@@ -359,6 +359,14 @@ func (p *AgentProcess) signal(sig syscall.Signal) {
 	}
 }
 
+// Pid is the process id of the running agent; 0 when it is not running.
+func (p *AgentProcess) Pid() int {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Kill sends SIGKILL and waits for the process to be gone.
 func (p *AgentProcess) Kill() {
 	if p.cmd == nil || p.cmd.Process == nil {

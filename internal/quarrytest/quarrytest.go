@@ -164,6 +164,12 @@ func WithHealthInterval(d time.Duration) ServerOption {
 	}
 }
 
+// WithMaxBackoff caps the check delay of failing nodes at d (after
+// WithHealthInterval, which sets it to twice the interval).
+func WithMaxBackoff(d time.Duration) ServerOption {
+	return func(c *server.Config) { c.MaxBackoff = d }
+}
+
 // WithScans sets the ISO scan timing: the delay before the startup scan,
 // the periodic interval (negative: off) and the settle time.
 func WithScans(delay, interval, settle time.Duration) ServerOption {

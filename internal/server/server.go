@@ -24,9 +24,11 @@ import (
 	"github.com/quarry-project/quarry/internal/api"
 	"github.com/quarry-project/quarry/internal/auth"
 	"github.com/quarry-project/quarry/internal/catalog"
+	"github.com/quarry-project/quarry/internal/dirlock"
 	"github.com/quarry-project/quarry/internal/discovery"
 	"github.com/quarry-project/quarry/internal/download"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/nodelink"
 	"github.com/quarry-project/quarry/internal/pki"
 	"github.com/quarry-project/quarry/internal/placement"
@@ -103,6 +105,8 @@ type Server struct {
 	policy  *urlpolicy.Policy
 	events  *nodelink.EventWatcher
 	ca      *pki.CA
+	metrics *metrics.Metrics
+	lock    *dirlock.Lock
 	handler http.Handler
 }
 
@@ -123,6 +127,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating the data directory: %w", err)
 	}
+	// Two control planes on one directory would each think they own its
+	// nodes and jobs: the second is refused before it touches anything.
+	lock, err := dirlock.Acquire(cfg.DataDir, "quarry server")
+	if err != nil {
+		return nil, err
+	}
+	s, err := newServer(ctx, cfg)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+// newServer wires every part of a server whose data directory is locked.
+func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -153,6 +174,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
 	// The download controller looks at its jobs again whenever a node
 	// changes state; it is made after the link, which tells it.
 	var dls *download.Controller
@@ -167,13 +189,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	// Placement ranks nodes by the RUNNING jobs in the store, not by what
 	// one controller happens to be watching.
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca,
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m,
 		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)}}
 	s.scans = discovery.New(discovery.Config{
 		Store: st, Chooser: s.chooser, Lister: isoLister{link},
 		StartDelay: cfg.ScanDelay, Interval: cfg.ScanInterval, Settle: cfg.ScanSettle,
-		Logger: cfg.Logger,
+		Metrics: m, Logger: cfg.Logger,
 	})
+	reg.MustRegister(&metrics.StoreCollector{Store: st, Settling: s.settling, Logger: cfg.Logger})
 	s.events = link.NewEventWatcher(poolEvents(s.scans))
 	if s.catalog, err = loadCatalog(cfg); err != nil {
 		st.Close()
@@ -189,7 +212,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Store: st, Chooser: s.chooser, Agents: agentDownloads{link}, Policy: agentPolicy,
 		PerNode: cfg.MaxDownloadsPerNode, Global: cfg.MaxDownloads,
 		MaxAttempts: cfg.DownloadMaxAttempts, RetryWindow: cfg.DownloadRetryWindow, RetryBase: cfg.DownloadRetryBase,
-		Logger: cfg.Logger,
+		Metrics: m, Logger: cfg.Logger,
 	})
 	s.dls = dls
 	s.handler = s.routes(reg)
@@ -213,7 +236,7 @@ func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 
 func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	now := time.Now
-	guard := &api.Auth{Store: s.store, Now: s.cfg.Clock, Logger: s.log, SessionTTL: s.cfg.SessionTTL,
+	guard := &api.Auth{Store: s.store, Now: s.cfg.Clock, Logger: s.log, SessionTTL: s.cfg.SessionTTL, Metrics: s.metrics,
 		Limiter: auth.NewLimiter(s.cfg.AuthFailures, s.cfg.AuthFailureWindow, s.cfg.Clock)}
 	opts := []connect.HandlerOption{
 		// Authentication sits inside logging and metrics but outside panic
@@ -231,7 +254,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	mux.Handle(quarryv1connect.NewStoragePoolServiceHandler(&api.PoolService{Store: s.store, Link: s.link, Placement: s.chooser, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewTokenServiceHandler(&api.TokenService{Store: s.store, Logger: s.log, Now: s.cfg.Clock, CAHash: s.ca.Hash}, opts...))
 	mux.Handle(quarryv1connect.NewEnrollmentServiceHandler(&api.EnrollmentService{Store: s.store, Link: s.link, CA: s.ca,
-		CertTTL: s.cfg.AgentCertTTL, Logger: s.log, Clock: s.cfg.Clock, Now: now}, opts...))
+		CertTTL: s.cfg.AgentCertTTL, Logger: s.log, Clock: s.cfg.Clock, Now: now, Metrics: s.metrics}, opts...))
 	// Public, like the CA hash join tokens come with: an agent checks its
 	// pin against it before it sends its join token.
 	mux.HandleFunc("GET /ca.crt", func(w http.ResponseWriter, _ *http.Request) {
@@ -244,6 +267,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		Logger:    s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: s.dls.Enqueue, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
+	handleReflection(mux, opts)
 	guard.Routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -260,6 +284,19 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	})
 	mux.Handle("GET /{$}", homePage(s.cfg.Version))
 	return mux
+}
+
+// settling counts, by pool name, the files the last scan of each pool left
+// waiting to settle (for the metrics).
+func (s *Server) settling() map[string]int {
+	_, last := s.scans.Status()
+	out := make(map[string]int, len(last))
+	for _, r := range last {
+		if r.PoolName != "" && !r.Skipped {
+			out[r.PoolName] = r.Deferred
+		}
+	}
+	return out
 }
 
 // reachable is nil when some node can work on the pool.
@@ -343,10 +380,10 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Close releases the store, after Serve has returned: the store is the
-// last thing to go.
+// Close releases the store, after Serve has returned (the store is the
+// last thing to go), and then the data directory.
 func (s *Server) Close() error {
-	err := s.store.Close()
+	err := errors.Join(s.store.Close(), s.lock.Release())
 	s.log.Info("control plane stopped")
 	return err
 }

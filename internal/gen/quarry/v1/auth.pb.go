@@ -767,6 +767,87 @@ func (x *ListAuditResponse) GetEntries() []*AuditEntry {
 	return nil
 }
 
+type AnnounceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node the agent's certificate names.
+	NodeId        string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnnounceRequest) Reset() {
+	*x = AnnounceRequest{}
+	mi := &file_quarry_v1_auth_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnnounceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnnounceRequest) ProtoMessage() {}
+
+func (x *AnnounceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_auth_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnnounceRequest.ProtoReflect.Descriptor instead.
+func (*AnnounceRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_auth_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AnnounceRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type AnnounceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnnounceResponse) Reset() {
+	*x = AnnounceResponse{}
+	mi := &file_quarry_v1_auth_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnnounceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnnounceResponse) ProtoMessage() {}
+
+func (x *AnnounceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_auth_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnnounceResponse.ProtoReflect.Descriptor instead.
+func (*AnnounceResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_auth_proto_rawDescGZIP(), []int{11}
+}
+
 type EnrollRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	JoinToken string                 `protobuf:"bytes,1,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
@@ -782,7 +863,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_quarry_v1_auth_proto_msgTypes[10]
+	mi := &file_quarry_v1_auth_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +875,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_auth_proto_msgTypes[10]
+	mi := &file_quarry_v1_auth_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +888,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_auth_proto_rawDescGZIP(), []int{10}
+	return file_quarry_v1_auth_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EnrollRequest) GetJoinToken() string {
@@ -851,7 +932,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_quarry_v1_auth_proto_msgTypes[11]
+	mi := &file_quarry_v1_auth_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +944,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_auth_proto_msgTypes[11]
+	mi := &file_quarry_v1_auth_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +957,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_auth_proto_rawDescGZIP(), []int{11}
+	return file_quarry_v1_auth_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EnrollResponse) GetNodeId() string {
@@ -957,7 +1038,10 @@ const file_quarry_v1_auth_proto_rawDesc = "" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x1b\n" +
 	"\tbefore_id\x18\x02 \x01(\x03R\bbeforeId\"D\n" +
 	"\x11ListAuditResponse\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.quarry.v1.AuditEntryR\aentries\"\x93\x01\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.quarry.v1.AuditEntryR\aentries\"*\n" +
+	"\x0fAnnounceRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x12\n" +
+	"\x10AnnounceResponse\"\x93\x01\n" +
 	"\rEnrollRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x1b\n" +
@@ -984,9 +1068,10 @@ const file_quarry_v1_auth_proto_rawDesc = "" +
 	"ListTokens\x12\x1c.quarry.v1.ListTokensRequest\x1a\x1d.quarry.v1.ListTokensResponse\x12L\n" +
 	"\vRevokeToken\x12\x1d.quarry.v1.RevokeTokenRequest\x1a\x1e.quarry.v1.RevokeTokenResponse2V\n" +
 	"\fAuditService\x12F\n" +
-	"\tListAudit\x12\x1b.quarry.v1.ListAuditRequest\x1a\x1c.quarry.v1.ListAuditResponse2R\n" +
+	"\tListAudit\x12\x1b.quarry.v1.ListAuditRequest\x1a\x1c.quarry.v1.ListAuditResponse2\x97\x01\n" +
 	"\x11EnrollmentService\x12=\n" +
-	"\x06Enroll\x12\x18.quarry.v1.EnrollRequest\x1a\x19.quarry.v1.EnrollResponseB\xa1\x01\n" +
+	"\x06Enroll\x12\x18.quarry.v1.EnrollRequest\x1a\x19.quarry.v1.EnrollResponse\x12C\n" +
+	"\bAnnounce\x12\x1a.quarry.v1.AnnounceRequest\x1a\x1b.quarry.v1.AnnounceResponseB\xa1\x01\n" +
 	"\rcom.quarry.v1B\tAuthProtoP\x01Z@github.com/quarry-project/quarry/internal/gen/quarry/v1;quarryv1\xa2\x02\x03QXX\xaa\x02\tQuarry.V1\xca\x02\tQuarry\\V1\xe2\x02\x15Quarry\\V1\\GPBMetadata\xea\x02\n" +
 	"Quarry::V1b\x06proto3"
 
@@ -1003,7 +1088,7 @@ func file_quarry_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_quarry_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_quarry_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_quarry_v1_auth_proto_goTypes = []any{
 	(Role)(0),                     // 0: quarry.v1.Role
 	(TokenKind)(0),                // 1: quarry.v1.TokenKind
@@ -1017,37 +1102,41 @@ var file_quarry_v1_auth_proto_goTypes = []any{
 	(*AuditEntry)(nil),            // 9: quarry.v1.AuditEntry
 	(*ListAuditRequest)(nil),      // 10: quarry.v1.ListAuditRequest
 	(*ListAuditResponse)(nil),     // 11: quarry.v1.ListAuditResponse
-	(*EnrollRequest)(nil),         // 12: quarry.v1.EnrollRequest
-	(*EnrollResponse)(nil),        // 13: quarry.v1.EnrollResponse
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*AnnounceRequest)(nil),       // 12: quarry.v1.AnnounceRequest
+	(*AnnounceResponse)(nil),      // 13: quarry.v1.AnnounceResponse
+	(*EnrollRequest)(nil),         // 14: quarry.v1.EnrollRequest
+	(*EnrollResponse)(nil),        // 15: quarry.v1.EnrollResponse
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_quarry_v1_auth_proto_depIdxs = []int32{
 	1,  // 0: quarry.v1.Token.kind:type_name -> quarry.v1.TokenKind
 	0,  // 1: quarry.v1.Token.role:type_name -> quarry.v1.Role
-	14, // 2: quarry.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	14, // 3: quarry.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 4: quarry.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
-	14, // 5: quarry.v1.Token.last_used_at:type_name -> google.protobuf.Timestamp
+	16, // 2: quarry.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	16, // 3: quarry.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 4: quarry.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
+	16, // 5: quarry.v1.Token.last_used_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: quarry.v1.CreateTokenRequest.kind:type_name -> quarry.v1.TokenKind
 	0,  // 7: quarry.v1.CreateTokenRequest.role:type_name -> quarry.v1.Role
 	2,  // 8: quarry.v1.CreateTokenResponse.token:type_name -> quarry.v1.Token
 	2,  // 9: quarry.v1.ListTokensResponse.tokens:type_name -> quarry.v1.Token
 	2,  // 10: quarry.v1.RevokeTokenResponse.token:type_name -> quarry.v1.Token
-	14, // 11: quarry.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	16, // 11: quarry.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	0,  // 12: quarry.v1.AuditEntry.role:type_name -> quarry.v1.Role
 	9,  // 13: quarry.v1.ListAuditResponse.entries:type_name -> quarry.v1.AuditEntry
 	3,  // 14: quarry.v1.TokenService.CreateToken:input_type -> quarry.v1.CreateTokenRequest
 	5,  // 15: quarry.v1.TokenService.ListTokens:input_type -> quarry.v1.ListTokensRequest
 	7,  // 16: quarry.v1.TokenService.RevokeToken:input_type -> quarry.v1.RevokeTokenRequest
 	10, // 17: quarry.v1.AuditService.ListAudit:input_type -> quarry.v1.ListAuditRequest
-	12, // 18: quarry.v1.EnrollmentService.Enroll:input_type -> quarry.v1.EnrollRequest
-	4,  // 19: quarry.v1.TokenService.CreateToken:output_type -> quarry.v1.CreateTokenResponse
-	6,  // 20: quarry.v1.TokenService.ListTokens:output_type -> quarry.v1.ListTokensResponse
-	8,  // 21: quarry.v1.TokenService.RevokeToken:output_type -> quarry.v1.RevokeTokenResponse
-	11, // 22: quarry.v1.AuditService.ListAudit:output_type -> quarry.v1.ListAuditResponse
-	13, // 23: quarry.v1.EnrollmentService.Enroll:output_type -> quarry.v1.EnrollResponse
-	19, // [19:24] is the sub-list for method output_type
-	14, // [14:19] is the sub-list for method input_type
+	14, // 18: quarry.v1.EnrollmentService.Enroll:input_type -> quarry.v1.EnrollRequest
+	12, // 19: quarry.v1.EnrollmentService.Announce:input_type -> quarry.v1.AnnounceRequest
+	4,  // 20: quarry.v1.TokenService.CreateToken:output_type -> quarry.v1.CreateTokenResponse
+	6,  // 21: quarry.v1.TokenService.ListTokens:output_type -> quarry.v1.ListTokensResponse
+	8,  // 22: quarry.v1.TokenService.RevokeToken:output_type -> quarry.v1.RevokeTokenResponse
+	11, // 23: quarry.v1.AuditService.ListAudit:output_type -> quarry.v1.ListAuditResponse
+	15, // 24: quarry.v1.EnrollmentService.Enroll:output_type -> quarry.v1.EnrollResponse
+	13, // 25: quarry.v1.EnrollmentService.Announce:output_type -> quarry.v1.AnnounceResponse
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -1064,7 +1153,7 @@ func file_quarry_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_v1_auth_proto_rawDesc), len(file_quarry_v1_auth_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

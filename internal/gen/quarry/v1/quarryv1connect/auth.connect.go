@@ -50,6 +50,9 @@ const (
 	// EnrollmentServiceEnrollProcedure is the fully-qualified name of the EnrollmentService's Enroll
 	// RPC.
 	EnrollmentServiceEnrollProcedure = "/quarry.v1.EnrollmentService/Enroll"
+	// EnrollmentServiceAnnounceProcedure is the fully-qualified name of the EnrollmentService's
+	// Announce RPC.
+	EnrollmentServiceAnnounceProcedure = "/quarry.v1.EnrollmentService/Announce"
 )
 
 // TokenServiceClient is a client for the quarry.v1.TokenService service.
@@ -247,6 +250,13 @@ func (UnimplementedAuditServiceHandler) ListAudit(context.Context, *connect.Requ
 // EnrollmentServiceClient is a client for the quarry.v1.EnrollmentService service.
 type EnrollmentServiceClient interface {
 	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
+	// Announce: an agent that (re)started says so, and the control plane
+	// checks that node right away instead of at its next health check. It
+	// needs no token and changes nothing by itself: the node's state comes
+	// only from the control plane's own mutual-TLS check of the node, at the
+	// address it has stored; a node is checked this way at most once a
+	// second.
+	Announce(context.Context, *connect.Request[v1.AnnounceRequest]) (*connect.Response[v1.AnnounceResponse], error)
 }
 
 // NewEnrollmentServiceClient constructs a client for the quarry.v1.EnrollmentService service. By
@@ -266,12 +276,19 @@ func NewEnrollmentServiceClient(httpClient connect.HTTPClient, baseURL string, o
 			connect.WithSchema(enrollmentServiceMethods.ByName("Enroll")),
 			connect.WithClientOptions(opts...),
 		),
+		announce: connect.NewClient[v1.AnnounceRequest, v1.AnnounceResponse](
+			httpClient,
+			baseURL+EnrollmentServiceAnnounceProcedure,
+			connect.WithSchema(enrollmentServiceMethods.ByName("Announce")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // enrollmentServiceClient implements EnrollmentServiceClient.
 type enrollmentServiceClient struct {
-	enroll *connect.Client[v1.EnrollRequest, v1.EnrollResponse]
+	enroll   *connect.Client[v1.EnrollRequest, v1.EnrollResponse]
+	announce *connect.Client[v1.AnnounceRequest, v1.AnnounceResponse]
 }
 
 // Enroll calls quarry.v1.EnrollmentService.Enroll.
@@ -279,9 +296,21 @@ func (c *enrollmentServiceClient) Enroll(ctx context.Context, req *connect.Reque
 	return c.enroll.CallUnary(ctx, req)
 }
 
+// Announce calls quarry.v1.EnrollmentService.Announce.
+func (c *enrollmentServiceClient) Announce(ctx context.Context, req *connect.Request[v1.AnnounceRequest]) (*connect.Response[v1.AnnounceResponse], error) {
+	return c.announce.CallUnary(ctx, req)
+}
+
 // EnrollmentServiceHandler is an implementation of the quarry.v1.EnrollmentService service.
 type EnrollmentServiceHandler interface {
 	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
+	// Announce: an agent that (re)started says so, and the control plane
+	// checks that node right away instead of at its next health check. It
+	// needs no token and changes nothing by itself: the node's state comes
+	// only from the control plane's own mutual-TLS check of the node, at the
+	// address it has stored; a node is checked this way at most once a
+	// second.
+	Announce(context.Context, *connect.Request[v1.AnnounceRequest]) (*connect.Response[v1.AnnounceResponse], error)
 }
 
 // NewEnrollmentServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -297,10 +326,18 @@ func NewEnrollmentServiceHandler(svc EnrollmentServiceHandler, opts ...connect.H
 		connect.WithSchema(enrollmentServiceMethods.ByName("Enroll")),
 		connect.WithHandlerOptions(opts...),
 	)
+	enrollmentServiceAnnounceHandler := connect.NewUnaryHandler(
+		EnrollmentServiceAnnounceProcedure,
+		svc.Announce,
+		connect.WithSchema(enrollmentServiceMethods.ByName("Announce")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.v1.EnrollmentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case EnrollmentServiceEnrollProcedure:
 			enrollmentServiceEnrollHandler.ServeHTTP(w, r)
+		case EnrollmentServiceAnnounceProcedure:
+			enrollmentServiceAnnounceHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -312,4 +349,8 @@ type UnimplementedEnrollmentServiceHandler struct{}
 
 func (UnimplementedEnrollmentServiceHandler) Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.EnrollmentService.Enroll is not implemented"))
+}
+
+func (UnimplementedEnrollmentServiceHandler) Announce(context.Context, *connect.Request[v1.AnnounceRequest]) (*connect.Response[v1.AnnounceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.EnrollmentService.Announce is not implemented"))
 }

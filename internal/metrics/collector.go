@@ -1,0 +1,163 @@
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// StoreCollector reports how things are now, read from the store at each
+// scrape: images by pool, kind and state; download jobs waiting and
+// running; each node's free and total bytes in the pools it mounts; when
+// each node's certificate expires; and the files each pool's last scan left
+// waiting to settle. A scrape that cannot read the store within Timeout
+// reports none of these and logs why.
+type StoreCollector struct {
+	Store store.Store
+	// Settling returns, by pool name, the files the last scan of each pool
+	// left waiting until their writer is done; nil reports none.
+	Settling func() map[string]int
+	// Timeout bounds the store reads of one scrape (default 2 s).
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+var (
+	imagesDesc = prometheus.NewDesc("quarry_images",
+		"Images in the library by pool, kind (CLOUD_IMAGE, ISO, DISK) and state.", []string{"pool", "kind", "state"}, nil)
+	jobsDesc = prometheus.NewDesc("quarry_download_jobs",
+		"Download jobs not finished yet, by state (QUEUED, RUNNING).", []string{"state"}, nil)
+	poolFreeDesc = prometheus.NewDesc("quarry_pool_free_bytes",
+		"Free bytes of a pool as the node that mounts it reported at its last check.", []string{"pool", "node"}, nil)
+	poolSizeDesc = prometheus.NewDesc("quarry_pool_size_bytes",
+		"Total bytes of a pool's filesystem as the node that mounts it reported at its last check.", []string{"pool", "node"}, nil)
+	poolMountedDesc = prometheus.NewDesc("quarry_pool_mounted",
+		"1 when the node mounted the pool at its last check, 0 when it reported why not.", []string{"pool", "node"}, nil)
+	certExpiryDesc = prometheus.NewDesc("quarry_node_certificate_expiry_timestamp_seconds",
+		"When the certificate of the node's agent expires (Unix time); the control plane renews it when a third is left.", []string{"node"}, nil)
+	settlingDesc = prometheus.NewDesc("quarry_scan_settling_files",
+		"Files the last scan of a pool left waiting until their writer is done.", []string{"pool"}, nil)
+)
+
+// The states and kinds reported even when no image has them, so that a
+// count that drops to zero reads 0 and does not vanish.
+var (
+	imageKinds  = []store.ImageKind{store.KindCloudImage, store.KindISO, store.KindDisk}
+	imageStates = []store.ImageState{store.ImagePending, store.ImageDownloading, store.ImageVerifying,
+		store.ImageReady, store.ImageError, store.ImageMissing, store.ImageDeleting}
+	jobStates = []store.JobState{store.JobQueued, store.JobRunning}
+)
+
+// Describe sends every descriptor the collector reports.
+func (c *StoreCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{imagesDesc, jobsDesc, poolFreeDesc, poolSizeDesc, poolMountedDesc, certExpiryDesc, settlingDesc} {
+		ch <- d
+	}
+}
+
+// Collect reads the store and sends the gauges.
+func (c *StoreCollector) Collect(ch chan<- prometheus.Metric) {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := c.collect(ctx, ch); err != nil {
+		log := c.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("metrics: reading the store for a scrape failed; the library's gauges are left out", "err", err)
+	}
+	if c.Settling != nil {
+		for pool, n := range c.Settling() {
+			ch <- prometheus.MustNewConstMetric(settlingDesc, prometheus.GaugeValue, float64(n), pool)
+		}
+	}
+}
+
+func (c *StoreCollector) collect(ctx context.Context, ch chan<- prometheus.Metric) error {
+	pools, err := c.Store.ListPools(ctx)
+	if err != nil {
+		return err
+	}
+	nodes, err := c.Store.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	mounts, err := c.Store.ListPoolMounts(ctx)
+	if err != nil {
+		return err
+	}
+	images, err := c.Store.ListImages(ctx, store.ImageFilter{})
+	if err != nil {
+		return err
+	}
+	jobs, err := c.Store.ListJobs(ctx, store.JobFilter{States: jobStates})
+	if err != nil {
+		return err
+	}
+
+	poolName := map[string]string{}
+	for _, p := range pools {
+		poolName[p.ID] = p.Name
+	}
+	nodeName := map[string]string{}
+	for _, n := range nodes {
+		nodeName[n.ID] = n.Name
+		if !n.Certificate.NotAfter.IsZero() {
+			ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(n.Certificate.NotAfter.Unix()), n.Name)
+		}
+	}
+
+	type imageKey struct {
+		pool  string
+		kind  store.ImageKind
+		state store.ImageState
+	}
+	counts := map[imageKey]int{}
+	for _, p := range pools {
+		for _, k := range imageKinds {
+			for _, s := range imageStates {
+				counts[imageKey{p.Name, k, s}] = 0
+			}
+		}
+	}
+	for _, im := range images {
+		if name, ok := poolName[im.PoolID]; ok {
+			counts[imageKey{name, im.Kind, im.State}]++
+		}
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(imagesDesc, prometheus.GaugeValue, float64(n), k.pool, string(k.kind), string(k.state))
+	}
+
+	byState := map[store.JobState]int{}
+	for _, j := range jobs {
+		byState[j.State]++
+	}
+	for _, s := range jobStates {
+		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(byState[s]), string(s))
+	}
+
+	for _, m := range mounts {
+		pool, okp := poolName[m.PoolID]
+		node, okn := nodeName[m.NodeID]
+		if !okp || !okn {
+			continue
+		}
+		mounted := 0.0
+		if m.Mounted {
+			mounted = 1
+			ch <- prometheus.MustNewConstMetric(poolFreeDesc, prometheus.GaugeValue, float64(m.FreeBytes), pool, node)
+			ch <- prometheus.MustNewConstMetric(poolSizeDesc, prometheus.GaugeValue, float64(m.TotalBytes), pool, node)
+		}
+		ch <- prometheus.MustNewConstMetric(poolMountedDesc, prometheus.GaugeValue, mounted, pool, node)
+	}
+	return nil
+}
