@@ -1,0 +1,48 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+)
+
+// TestISOLinkedIn: an ISO added with ln (a hard link) or ln -s (a link
+// inside the pool) is complete as it appears — nobody has it open for
+// writing — and is discovered in real time like a copied one; a scan does
+// not keep deferring it. A symbolic link that leaves the pool stays
+// refused.
+func TestISOLinkedIn(t *testing.T) {
+	c, p := isoCluster(t)
+	pool := filepath.Join(c.shared, "isos")
+	src := filepath.Join(pool, "stash/debian.iso")
+	writeISO(t, src, "Debian 12.5.0 amd64 n", 1<<20)
+	outside := filepath.Join(t.TempDir(), "outside.iso")
+	writeISO(t, outside, "Fedora-S-dvd-x86_64-40", 1<<20)
+	time.Sleep(600 * time.Millisecond) // older than the settle time, like any ISO one links
+
+	if err := os.Link(src, filepath.Join(pool, "iso/hard.iso")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../stash/debian.iso", filepath.Join(pool, "iso/soft.iso")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(pool, "iso/escape.iso")); err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"iso/hard.iso", "iso/soft.iso"} {
+		im := waitImage(t, c.s, p.GetId(), rel, quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+		if im.GetVolumeLabel() != "Debian 12.5.0 amd64 n" || im.GetSizeBytes() != 1<<20 {
+			t.Errorf("%s: %v", rel, im)
+		}
+	}
+	res := scan(t, c.s, p.GetId()).GetResults()[0]
+	if res.GetDeferredCount() != 0 {
+		t.Errorf("scan after the links appeared: %v; want nothing deferred", res)
+	}
+	if im, ok := images(t, c.s, p.GetId())["iso/escape.iso"]; ok {
+		t.Errorf("a link leaving the pool was registered: %v", im)
+	}
+}
