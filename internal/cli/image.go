@@ -226,15 +226,41 @@ func printScan(out io.Writer, r *quarryv1.ScanISOsResponse) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
-	switch n := r.GetDiscoveredCount(); n {
-	case 0:
-		fmt.Fprintln(out, "No new ISOs found.")
-	case 1:
-		fmt.Fprintln(out, "Discovered 1 new ISO.")
-	default:
-		fmt.Fprintf(out, "Discovered %d new ISOs.\n", n)
-	}
+	fmt.Fprintln(out, scanSummary(r))
 	return nil
+}
+
+// scanSummary is the last line of a scan: what it found, and what waits
+// for its writer to close it, with the pools it waits in.
+func scanSummary(r *quarryv1.ScanISOsResponse) string {
+	var waiting uint32
+	var where []string
+	for _, p := range r.GetResults() {
+		if n := p.GetDeferredCount(); n > 0 {
+			waiting += n
+			where = append(where, fmt.Sprintf("%d in pool %s", n, p.GetStoragePoolName()))
+		}
+	}
+	found := "No new ISOs found"
+	switch n := r.GetDiscoveredCount(); {
+	case n == 1:
+		found = "Discovered 1 new ISO"
+	case n > 1:
+		found = fmt.Sprintf("Discovered %d new ISOs", n)
+	case waiting > 0:
+		found = "No new ISOs yet"
+	}
+	if waiting == 0 {
+		return found + "."
+	}
+	files := "1 file is"
+	if waiting > 1 {
+		files = fmt.Sprintf("%d files are", waiting)
+	}
+	if len(where) == 1 {
+		where[0] = strings.TrimPrefix(where[0], fmt.Sprintf("%d in ", waiting))
+	}
+	return fmt.Sprintf("%s; %s still being written (%s): it is added once its writer closes it.", found, files, strings.Join(where, ", "))
 }
 
 // showScanProgress prints what the running scans are doing, once a second,

@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,5 +45,25 @@ func TestISOLinkedIn(t *testing.T) {
 	}
 	if im, ok := images(t, c.s, p.GetId())["iso/escape.iso"]; ok {
 		t.Errorf("a link leaving the pool was registered: %v", im)
+	}
+}
+
+// TestISOScanCLIWaiting: while a file is still being written, image scan
+// does not claim there is nothing new: it says the file waits, and where.
+func TestISOScanCLIWaiting(t *testing.T) {
+	c, _ := isoCluster(t)
+	useToken(c.s.URL, c.s.AdminToken)
+	f, err := os.Create(filepath.Join(c.shared, "isos/iso/copying.iso"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	out := mustQuarry(t, c.s.URL, "image", "scan", "--pool", "isos")
+	want := "No new ISOs yet; 1 file is still being written (pool isos)"
+	if !strings.Contains(out, want) || strings.Contains(out, "No new ISOs found") {
+		t.Errorf("image scan while a file is written:\n%s\nwant %q", out, want)
 	}
 }
