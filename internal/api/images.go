@@ -76,6 +76,7 @@ func imageView(im store.Image, poolName string) *quarryv1.Image {
 		UpdatedAt:        ts(im.UpdatedAt),
 		MissingSince:     ts(im.MissingSince),
 		VirtualSizeBytes: uint64(max(im.VirtualSize, 0)),
+		Verified:         im.Verified && im.SHA256 != "",
 	}
 	if im.OSDistro != "" || im.OSVersion != "" || im.OSArch != "" {
 		v.Os = &quarryv1.OSInfo{Distro: im.OSDistro, Version: im.OSVersion, Arch: im.OSArch}

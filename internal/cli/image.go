@@ -60,10 +60,10 @@ func newImageListCommand(g *globals) *cobra.Command {
 			if g.wantJSON() {
 				return printJSON(out, resp.Msg)
 			}
-			t := newTable(out, "NAME", "POOL", "KIND", "STATE", "SIZE", "OS", "LABEL", "ID")
+			t := newTable(out, "NAME", "POOL", "KIND", "STATE", "SIZE", "VERIFIED", "OS", "LABEL", "ID")
 			for _, im := range resp.Msg.GetImages() {
 				t.row(im.GetName(), im.GetStoragePoolName(), enumWord(im.GetKind()), enumWord(im.GetState()),
-					bytesize.Format(im.GetSizeBytes()), osWords(im.GetOs()), truncate(im.GetVolumeLabel(), 32), im.GetId())
+					bytesize.Format(im.GetSizeBytes()), yesNo(im.GetVerified()), osWords(im.GetOs()), truncate(im.GetVolumeLabel(), 32), im.GetId())
 			}
 			return t.flush()
 		},
@@ -71,6 +71,18 @@ func newImageListCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&pool, "pool", "", "only images in this pool (name or id)")
 	cmd.Flags().StringVar(&kind, "kind", "", "only images of this kind: iso, cloud-image or disk")
 	return cmd
+}
+
+// verifiedWords says whether the image's digest was checked against an
+// expected one.
+func verifiedWords(im *quarryv1.Image) string {
+	switch {
+	case im.GetVerified():
+		return "yes: the digest matched the expected checksum"
+	case im.GetDigest() != "":
+		return "no: hashed, but no expected checksum was given"
+	}
+	return "no: no digest"
 }
 
 func osWords(o *quarryv1.OSInfo) string {
@@ -131,6 +143,7 @@ func newImageShowCommand(g *globals) *cobra.Command {
 			if im.GetDigest() != "" {
 				t.row("Digest:", im.GetDigest())
 			}
+			t.row("Verified:", verifiedWords(im))
 			t.row("Origin:", im.GetOrigin())
 			t.row("Created:", stamp(localTime(im.GetCreatedAt()), now))
 			if im.GetMissingSince() != nil {

@@ -3,11 +3,13 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/origintest"
 )
 
 // TestISOLinkedIn: an ISO added with ln (a hard link) or ln -s (a link
@@ -65,5 +67,56 @@ func TestISOScanCLIWaiting(t *testing.T) {
 	want := "No new ISOs yet; 1 file is still being written (pool isos)"
 	if !strings.Contains(out, want) || strings.Contains(out, "No new ISOs found") {
 		t.Errorf("image scan while a file is written:\n%s\nwant %q", out, want)
+	}
+}
+
+// localPool is pool "local" at /srv/local on n1 of a new cluster.
+func localPool(t *testing.T, c *cluster) *quarryv1.StoragePool {
+	t.Helper()
+	mkdir(t, c.agents["n1"].Opts.LocalPath("/srv/local"))
+	p := c.createPool(t, "local", "/srv/local", false, "n1")
+	c.waitMounts(t, p.GetId(), map[string]bool{"n1": true})
+	return p
+}
+
+// TestDownloadVerifiedOnlyAgainstAChecksum: a download without an expected
+// checksum is hashed, not verified, and says so in its job message; the
+// image records whether its digest was checked (API, image ls, image show).
+func TestDownloadVerifiedOnlyAgainstAChecksum(t *testing.T) {
+	c := newCluster(t)
+	o := origintest.New(t)
+	plain := o.Add("/plain.raw", origintest.Random(mib, 21))
+	pinned := o.Add("/pinned.raw", origintest.Random(mib, 22))
+	p := localPool(t, c)
+
+	m := download(t, c.s, p.GetId(), plain.URL(), "")
+	j := waitJob(t, c.s, m.GetJob().GetId(), 30*time.Second)
+	if want := "hashed (no expected checksum given): sha256:" + plain.SHA256(); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED ||
+		!strings.Contains(j.GetMessage(), want) || strings.Contains(j.GetMessage(), "verified") {
+		t.Errorf("job without a checksum: %v; want SUCCEEDED saying %q", j, want)
+	}
+	if im := getImage(t, c.s, m.GetImage().GetId()); im.GetVerified() || im.GetDigest() != "sha256:"+plain.SHA256() {
+		t.Errorf("image without a checksum: %v; want its digest, verified false", im)
+	}
+
+	m2 := download(t, c.s, p.GetId(), pinned.URL(), "sha256:"+pinned.SHA256())
+	j2 := waitJob(t, c.s, m2.GetJob().GetId(), 30*time.Second)
+	if !strings.Contains(j2.GetMessage(), "verified: sha256:"+pinned.SHA256()) {
+		t.Errorf("job with a checksum: %v", j2)
+	}
+	if im := getImage(t, c.s, m2.GetImage().GetId()); !im.GetVerified() {
+		t.Errorf("image with a checksum: %v; want verified", im)
+	}
+
+	useToken(c.s.URL, c.s.AdminToken)
+	ls := mustQuarry(t, c.s.URL, "image", "ls", "--pool", "local")
+	if row := tableRow(ls, "plain.raw"); !slices.Contains(row, "no") {
+		t.Errorf("image ls row of plain.raw %q; want verified no:\n%s", row, ls)
+	}
+	if row := tableRow(ls, "pinned.raw"); !slices.Contains(row, "yes") {
+		t.Errorf("image ls row of pinned.raw %q; want verified yes:\n%s", row, ls)
+	}
+	if show := mustQuarry(t, c.s.URL, "image", "show", "plain.raw"); !strings.Contains(show, "no expected checksum was given") {
+		t.Errorf("image show plain.raw:\n%s", show)
 	}
 }

@@ -235,8 +235,12 @@ type Image struct {
 	// The disk size a VM sees, from the image's header (qcow2, vmdk, vhdx);
 	// 0 when the format does not say.
 	VirtualSizeBytes uint64 `protobuf:"varint,20,opt,name=virtual_size_bytes,json=virtualSizeBytes,proto3" json:"virtual_size_bytes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The digest was checked against an expected one (a checksum given, from
+	// the catalog or a checksum file). False when it was only computed, as
+	// for a URL downloaded without a checksum, or when there is no digest.
+	Verified      bool `protobuf:"varint,21,opt,name=verified,proto3" json:"verified,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Image) Reset() {
@@ -407,6 +411,13 @@ func (x *Image) GetVirtualSizeBytes() uint64 {
 		return x.VirtualSizeBytes
 	}
 	return 0
+}
+
+func (x *Image) GetVerified() bool {
+	if x != nil {
+		return x.Verified
+	}
+	return false
 }
 
 type CatalogEntry struct {
@@ -1442,7 +1453,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x06OSInfo\x12\x16\n" +
 	"\x06distro\x18\x01 \x01(\tR\x06distro\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
-	"\x04arch\x18\x03 \x01(\tR\x04arch\"\xf8\x05\n" +
+	"\x04arch\x18\x03 \x01(\tR\x04arch\"\x94\x06\n" +
 	"\x05Image\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12&\n" +
@@ -1468,7 +1479,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12?\n" +
 	"\rmissing_since\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\fmissingSince\x12,\n" +
-	"\x12virtual_size_bytes\x18\x14 \x01(\x04R\x10virtualSizeBytes\"\xf7\x01\n" +
+	"\x12virtual_size_bytes\x18\x14 \x01(\x04R\x10virtualSizeBytes\x12\x1a\n" +
+	"\bverified\x18\x15 \x01(\bR\bverified\"\xf7\x01\n" +
 	"\fCatalogEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
