@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/origintest"
 )
@@ -118,5 +120,56 @@ func TestDownloadVerifiedOnlyAgainstAChecksum(t *testing.T) {
 	}
 	if show := mustQuarry(t, c.s.URL, "image", "show", "plain.raw"); !strings.Contains(show, "no expected checksum was given") {
 		t.Errorf("image show plain.raw:\n%s", show)
+	}
+}
+
+// TestDownloadAfterFailureReplacesName: a failed download leaves an ERROR
+// record, but it does not block the name: a new download of the same name
+// replaces it (the failed job keeps its history). A name held by any other
+// image is refused with how to clear it.
+func TestDownloadAfterFailureReplacesName(t *testing.T) {
+	c := newCluster(t)
+	o := origintest.New(t)
+	good := o.Add("/good.raw", origintest.Random(mib, 31))
+	p := localPool(t, c)
+	named := func(url string) (*quarryv1.DownloadImageResponse, error) {
+		resp, err := c.s.Images.DownloadImage(t.Context(), connect.NewRequest(&quarryv1.DownloadImageRequest{
+			Url: url, StoragePoolId: p.GetId(), Name: "mine.raw"}))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	}
+
+	failed, err := named(o.URL("/gone.raw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := waitJob(t, c.s, failed.GetJob().GetId(), 30*time.Second); j.GetState() != quarryv1.JobState_JOB_STATE_FAILED {
+		t.Fatalf("download of a 404: %v; want FAILED", j)
+	}
+	if im := getImage(t, c.s, failed.GetImage().GetId()); im.GetState() != quarryv1.ImageState_IMAGE_STATE_ERROR {
+		t.Fatalf("image of the failed download: %v; want ERROR", im)
+	}
+
+	again, err := named(good.URL())
+	if err != nil {
+		t.Fatalf("downloading mine.raw again after a failure: %v", err)
+	}
+	if j := waitJob(t, c.s, again.GetJob().GetId(), 30*time.Second); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("second download: %v", j)
+	}
+	if im := images(t, c.s, p.GetId())["images/mine.raw"]; im.GetId() != again.GetImage().GetId() ||
+		im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY {
+		t.Errorf("images/mine.raw is %v; want the new READY image", im)
+	}
+	if _, err := c.s.Jobs.GetJob(t.Context(), connect.NewRequest(&quarryv1.GetJobRequest{Id: failed.GetJob().GetId()})); err != nil {
+		t.Errorf("the failed job is gone: %v", err)
+	}
+
+	_, err = named(o.URL("/other.raw"))
+	if connect.CodeOf(err) != connect.CodeAlreadyExists || !strings.Contains(err.Error(), "quarry image rm "+again.GetImage().GetId()) ||
+		!strings.Contains(err.Error(), "READY") {
+		t.Errorf("download over a READY image: %v; want already_exists saying how to clear it", err)
 	}
 }

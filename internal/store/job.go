@@ -85,7 +85,9 @@ type JobStore interface {
 	// CreateDownload inserts the image (state PENDING) and its job (state
 	// QUEUED) in one transaction. When an active job for the same
 	// (Source, PoolID) exists it inserts nothing and returns that job
-	// with ErrConflict.
+	// with ErrConflict. An image at im.RelPath that a failed download left
+	// (ERROR, no digest, no active job) is replaced, its jobs kept; any
+	// other image there is ErrConflict.
 	CreateDownload(ctx context.Context, im Image, j Job) (Job, error)
 	GetJob(ctx context.Context, id string) (Job, error)
 	// ListJobs returns matching jobs, newest first (by CreatedAt, then ID).

@@ -62,7 +62,8 @@ type ImageServiceClient interface {
 	// catalog entry or any http(s) URL the URL policy allows. The image and
 	// its job are created together. Asking again while the same source is
 	// being downloaded into the same pool returns the running job; an image
-	// with the same digest already READY in the pool is returned as is.
+	// with the same digest already READY in the pool is returned as is. The
+	// ERROR image a failed download left at the same path is replaced.
 	DownloadImage(context.Context, *connect.Request[v1.DownloadImageRequest]) (*connect.Response[v1.DownloadImageResponse], error)
 	ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error)
 	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error)
@@ -190,7 +191,8 @@ type ImageServiceHandler interface {
 	// catalog entry or any http(s) URL the URL policy allows. The image and
 	// its job are created together. Asking again while the same source is
 	// being downloaded into the same pool returns the running job; an image
-	// with the same digest already READY in the pool is returned as is.
+	// with the same digest already READY in the pool is returned as is. The
+	// ERROR image a failed download left at the same path is replaced.
 	DownloadImage(context.Context, *connect.Request[v1.DownloadImageRequest]) (*connect.Response[v1.DownloadImageResponse], error)
 	ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error)
 	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error)
