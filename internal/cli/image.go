@@ -20,7 +20,7 @@ func newImageCommand(g *globals) *cobra.Command {
 		Short: "List, inspect, delete and discover the images in the pools",
 	}
 	cmd.AddCommand(newImageListCommand(g), newImageShowCommand(g), newImageRemoveCommand(g), newImageScanCommand(g),
-		newImageDownloadCommand(g))
+		newImageDownloadCommand(g), newImageVerifyCommand(g))
 	return cmd
 }
 
@@ -183,13 +183,57 @@ func newImageRemoveCommand(g *globals) *cobra.Command {
 	}
 }
 
+func newImageVerifyCommand(g *globals) *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "verify NAME|ID [--wait]",
+		Short: "Re-hash an image's file on a node and compare it with the recorded digest",
+		Long: "Start a job that re-reads the image's file on a node that mounts its pool. If the digest is\n" +
+			"the one recorded when the image was verified, the image is READY again (after a scan found\n" +
+			"its file changed); otherwise it is ERROR, naming both digests.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			im, err := resolveImage(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
+			resp, err := c.images.VerifyImage(ctx, connect.NewRequest(&quarryv1.VerifyImageRequest{Id: im.GetId()}))
+			if err != nil {
+				return err
+			}
+			out, id := cmd.OutOrStdout(), resp.Msg.GetJob().GetId()
+			if wait {
+				return watchJob(ctx, c, id, out, cmd.ErrOrStderr(), g.wantJSON())
+			}
+			if g.wantJSON() {
+				return printJSON(out, resp.Msg)
+			}
+			verb := "started"
+			if resp.Msg.GetExisting() {
+				verb = "already running:"
+			}
+			fmt.Fprintf(out, "%s job %s verifying image %s; follow it with quarry job watch %s\n", verb, id, im.GetName(), id)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job with a progress bar until it ends")
+	return cmd
+}
+
 func newImageScanCommand(g *globals) *cobra.Command {
 	var pool string
 	cmd := &cobra.Command{
 		Use:   "scan [--pool NAME]",
 		Short: "Scan pools for ISOs copied into <pool>/iso/ and bring the library up to date",
 		Long: "Scan one pool, or every pool, for ISO files in <pool>/iso/ (any depth): new files become\n" +
-			"READY ISO images, changed ones are updated, vanished ones turn MISSING. Each pool is scanned\n" +
+			"READY ISO images, changed ones are updated, vanished ones turn MISSING. The cloud images and\n" +
+			"disks in <pool>/images/ are checked too: vanished → MISSING, back → READY, size changed →\n" +
+			"ERROR until quarry image verify finds the recorded digest again. Each pool is scanned\n" +
 			"through a node that mounts it; a pool no node can reach is skipped with the reason.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -266,14 +310,14 @@ func scanSummary(r *quarryv1.ScanISOsResponse) string {
 	if waiting == 0 {
 		return found + "."
 	}
-	files := "1 file is"
+	files, them := "1 file is", "it"
 	if waiting > 1 {
-		files = fmt.Sprintf("%d files are", waiting)
+		files, them = fmt.Sprintf("%d files are", waiting), "them"
 	}
 	if len(where) == 1 {
 		where[0] = strings.TrimPrefix(where[0], fmt.Sprintf("%d in ", waiting))
 	}
-	return fmt.Sprintf("%s; %s still being written (%s): it is added once its writer closes it.", found, files, strings.Join(where, ", "))
+	return fmt.Sprintf("%s; %s still being written (%s); a scan adds %s once complete.", found, files, strings.Join(where, ", "), them)
 }
 
 // showScanProgress prints what the running scans are doing, once a second,
