@@ -235,6 +235,13 @@ func (s *service) ListISOs(ctx context.Context, req *connect.Request[agentv1.Lis
 	if err != nil {
 		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/%s: %v", ref.path, poolfs.ISODir, cause(err)))
 	}
+	if req.Msg.GetIncludeImages() {
+		imgs, err := isoscan.ScanImages(ctx, dir)
+		if err != nil {
+			return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/%s: %v", ref.path, poolfs.ImagesDir, cause(err)))
+		}
+		files = append(files, imgs...)
+	}
 	pw := s.a.isos.get(ref.id)
 	batch := &agentv1.ListISOsResponse{}
 	for _, f := range files {

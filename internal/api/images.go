@@ -36,8 +36,10 @@ type ImageService struct {
 	Files   FileDeleter
 	// Downloads serves ListCatalog and DownloadImage.
 	Downloads Downloads
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// VerifyJobs hands a new verify job to the verify controller.
+	VerifyJobs func(jobID string)
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 var imageKinds = map[store.ImageKind]quarryv1.ImageKind{
@@ -250,6 +252,7 @@ func scanResultView(r discovery.Result) *quarryv1.PoolScanResult {
 		UpdatedCount:    uint32(r.Updated),
 		MissingCount:    uint32(r.Missing),
 		DeferredCount:   uint32(r.Deferred),
+		ChangedCount:    uint32(r.Changed),
 		Duration:        durationpb.New(r.Duration),
 		Skipped:         r.Skipped,
 		SkipReason:      r.SkipReason,

@@ -186,7 +186,7 @@ func (c *Controller) reconcile(ctx context.Context, id string) (reconcile.Result
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if !j.State.Active() {
+	if !j.State.Active() || (j.Kind != "" && j.Kind != "download") { // verify jobs have their own controller
 		c.forget(id)
 		return reconcile.Result{}, nil
 	}

@@ -173,3 +173,115 @@ func TestDownloadAfterFailureReplacesName(t *testing.T) {
 		t.Errorf("download over a READY image: %v; want already_exists saying how to clear it", err)
 	}
 }
+
+// TestCloudImageReconciled: a scan reconciles the cloud images in images/
+// with the disk, like ISOs: a vanished file turns MISSING (metadata kept),
+// back unchanged it is READY again; a file whose size changed is ERROR
+// "file changed on disk since it was verified" until a verify job re-hashes
+// it on a node and finds the recorded digest; a verify that finds another
+// digest leaves it ERROR naming both. An image a download is writing is
+// never marked MISSING.
+func TestCloudImageReconciled(t *testing.T) {
+	c := newCluster(t)
+	o := origintest.New(t)
+	f := o.Add("/disk2.raw", origintest.Random(2*mib, 41))
+	p := localPool(t, c)
+	m := download(t, c.s, p.GetId(), f.URL(), "sha256:"+f.SHA256())
+	if j := waitJob(t, c.s, m.GetJob().GetId(), 30*time.Second); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("download: %v", j)
+	}
+	id := m.GetImage().GetId()
+	file := c.agents["n1"].Opts.LocalPath("/srv/local/images/disk2.raw")
+	original, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scanned := func() *quarryv1.Image {
+		t.Helper()
+		scan(t, c.s, p.GetId())
+		return getImage(t, c.s, id)
+	}
+
+	// Vanished → MISSING, metadata kept.
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if im := scanned(); im.GetState() != quarryv1.ImageState_IMAGE_STATE_MISSING || im.GetDigest() != "sha256:"+f.SHA256() ||
+		!im.GetVerified() || im.GetMissingSince() == nil {
+		t.Fatalf("after the file vanished: %v; want MISSING with its digest", im)
+	}
+	// Back unchanged → READY, same id.
+	if err := os.WriteFile(file, original, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if im := scanned(); im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY || im.GetMissingSince() != nil {
+		t.Fatalf("after the file came back: %v; want READY", im)
+	}
+	// Changed size → ERROR until re-verified; putting the size back does
+	// not clear it: only a verify does.
+	if err := os.WriteFile(file, append(original, "more"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	useToken(c.s.URL, c.s.AdminToken)
+	if out := mustQuarry(t, c.s.URL, "image", "scan", "--pool", "local"); !strings.Contains(out, "1 image(s) changed on disk since verified") {
+		t.Errorf("image scan after the file grew:\n%s", out)
+	}
+	if im := getImage(t, c.s, id); im.GetState() != quarryv1.ImageState_IMAGE_STATE_ERROR ||
+		!strings.Contains(im.GetStateReason(), "file changed on disk since it was verified") {
+		t.Fatalf("after the file grew: %v; want ERROR, changed on disk", im)
+	}
+	verifyJob := func() *quarryv1.Job {
+		t.Helper()
+		resp, err := c.s.Images.VerifyImage(t.Context(), connect.NewRequest(&quarryv1.VerifyImageRequest{Id: id}))
+		if err != nil {
+			t.Fatalf("VerifyImage: %v", err)
+		}
+		if k := resp.Msg.GetJob().GetKind(); k != "verify" {
+			t.Errorf("job kind %q; want verify", k)
+		}
+		return waitJob(t, c.s, resp.Msg.GetJob().GetId(), 30*time.Second)
+	}
+	j := verifyJob()
+	if j.GetState() != quarryv1.JobState_JOB_STATE_FAILED || !strings.Contains(j.GetMessage(), "sha256:"+f.SHA256()) || j.GetNodeName() != "n1" {
+		t.Errorf("verify of the grown file: %v; want FAILED on n1 naming the recorded digest", j)
+	}
+	if im := getImage(t, c.s, id); im.GetState() != quarryv1.ImageState_IMAGE_STATE_ERROR ||
+		!strings.Contains(im.GetStateReason(), "recorded sha256:"+f.SHA256()) || strings.Count(im.GetStateReason(), "sha256:") != 2 {
+		t.Errorf("image after a failed verify: %v; want ERROR naming both digests", im)
+	}
+	if err := os.WriteFile(file, original, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if im := scanned(); im.GetState() != quarryv1.ImageState_IMAGE_STATE_ERROR {
+		t.Errorf("a scan after the file was restored: %v; want still ERROR until verified", im)
+	}
+	out := mustQuarry(t, c.s.URL, "image", "verify", "disk2.raw", "--wait")
+	if !strings.Contains(out, "matches the recorded digest") {
+		t.Errorf("image verify --wait:\n%s", out)
+	}
+	if im := getImage(t, c.s, id); im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY || im.GetStateReason() != "" {
+		t.Errorf("after a verify that matched: %v; want READY", im)
+	}
+	jobs, err := c.s.Jobs.ListJobs(t.Context(), connect.NewRequest(&quarryv1.ListJobsRequest{StoragePoolId: p.GetId()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := jobs.Msg.GetJobs()[0]; last.GetKind() != "verify" || last.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED ||
+		last.GetProgress().GetBytesDone() != 2*mib || last.GetProgress().GetBytesTotal() != 2*mib {
+		t.Errorf("the verify job: %v; want SUCCEEDED, 2 MiB of 2 MiB hashed", last)
+	}
+
+	// An image being downloaded is never MISSING, however often one scans.
+	slow := o.Add("/slow.raw", origintest.Random(4*mib, 42))
+	slow.RateLimit(mib)
+	d := download(t, c.s, p.GetId(), slow.URL(), "")
+	for range 3 {
+		if im := scanned(); im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY {
+			t.Errorf("disk2.raw during another download: %v", im)
+		}
+		if im := getImage(t, c.s, d.GetImage().GetId()); im.GetState() == quarryv1.ImageState_IMAGE_STATE_MISSING {
+			t.Fatalf("an image being downloaded was marked MISSING: %v", im)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
