@@ -285,3 +285,36 @@ func TestCloudImageReconciled(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 }
+
+// TestVerifyCancel: a verify job can be cancelled while its node hashes;
+// it ends CANCELLED at once and the image keeps its state.
+func TestVerifyCancel(t *testing.T) {
+	c := newCluster(t)
+	o := origintest.New(t)
+	f := o.Add("/big.raw", origintest.Random(mib, 51))
+	p := localPool(t, c)
+	m := download(t, c.s, p.GetId(), f.URL(), "sha256:"+f.SHA256())
+	if j := waitJob(t, c.s, m.GetJob().GetId(), 30*time.Second); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("download: %v", j)
+	}
+	// A large sparse file takes the node a while to hash.
+	if err := os.Truncate(c.agents["n1"].Opts.LocalPath("/srv/local/images/big.raw"), 64<<30); err != nil {
+		t.Fatal(err)
+	}
+	scan(t, c.s, p.GetId())
+	resp, err := c.s.Images.VerifyImage(t.Context(), connect.NewRequest(&quarryv1.VerifyImageRequest{Id: m.GetImage().GetId()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.Msg.GetJob().GetId()
+	waitProgress(t, c.s, id, 1)
+	if _, err := c.s.Jobs.CancelJob(t.Context(), connect.NewRequest(&quarryv1.CancelJobRequest{Id: id})); err != nil {
+		t.Fatal(err)
+	}
+	if j := waitJob(t, c.s, id, 5*time.Second); j.GetState() != quarryv1.JobState_JOB_STATE_CANCELLED {
+		t.Errorf("verify job after a cancel: %v", j)
+	}
+	if im := getImage(t, c.s, m.GetImage().GetId()); im.GetState() != quarryv1.ImageState_IMAGE_STATE_ERROR {
+		t.Errorf("image after a cancelled verify: %v; want still ERROR", im)
+	}
+}

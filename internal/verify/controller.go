@@ -166,7 +166,12 @@ func (c *Controller) run(ctx, base context.Context, j store.Job, pool store.Pool
 		n := cand.Node
 		claimed, err := c.cfg.Store.ClaimJob(ctx, j.ID, n.ID, c.cfg.Now())
 		if err != nil {
-			c.log.Info("claiming a verify job", "job", j.ID, "err", err)
+			if ctx.Err() != nil && base.Err() == nil {
+				c.endCancelled(base, j.ID) // cancelled before it started
+				return
+			}
+			c.log.Info("claiming a verify job; trying again", "job", j.ID, "err", err)
+			c.queue.AddAfter(j.ID, 5*time.Second) // reconciled once this run has ended
 			return
 		}
 		j = claimed
