@@ -22,6 +22,11 @@ import (
 // listBatch is how many files one ListISOs message carries.
 const listBatch = 512
 
+// askWritersWithin: a listed ISO changed more recently than this, of which
+// the file watch knows nothing, is checked for a writer holding it open.
+// Older files are taken as written; the check costs an open per file.
+const askWritersWithin = 15 * time.Minute
+
 // isoWatches keeps one inotify watch per mounted pool's iso/ directory, so
 // the agent knows which files are still being written, and fans their
 // events out to the control plane's WatchPools streams.
@@ -235,12 +240,30 @@ func (s *service) ListISOs(ctx context.Context, req *connect.Request[agentv1.Lis
 	if err != nil {
 		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/%s: %v", ref.path, poolfs.ISODir, cause(err)))
 	}
+	if req.Msg.GetIncludeImages() {
+		imgs, err := isoscan.ScanImages(ctx, dir)
+		if err != nil {
+			return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/%s: %v", ref.path, poolfs.ImagesDir, cause(err)))
+		}
+		files = append(files, imgs...)
+	}
 	pw := s.a.isos.get(ref.id)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening %s: %v", ref.path, cause(err)))
+	}
+	defer root.Close()
 	batch := &agentv1.ListISOsResponse{}
 	for _, f := range files {
 		out := &agentv1.IsoFile{RelPath: f.RelPath, Size: f.Size, ModTime: timestamppb.New(f.ModTime),
 			Label: f.Label, Bootable: f.Bootable, Problem: f.Problem}
 		pw.annotate(out, f.ModTime)
+		if !out.Writing && !out.Settled && poolfs.IsISOPath(f.RelPath) && time.Since(f.ModTime) < askWritersWithin {
+			// The watch saw nothing of this recent file (it was created
+			// before the watch started, or the agent restarted during the
+			// copy): ask the kernel whether a writer still holds it.
+			out.Writing, _ = openForWriting(root, f.RelPath)
+		}
 		batch.Files = append(batch.Files, out)
 		if len(batch.Files) == listBatch {
 			if err := stream.Send(batch); err != nil {

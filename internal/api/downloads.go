@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"path"
 	"strings"
@@ -180,7 +181,7 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 			return nil, err
 		}
 	case errors.Is(err, store.ErrConflict):
-		return nil, errclass.New(store.ErrConflict, "pool %s already has an image at %s; choose another name with --name", pool.Name, im.RelPath)
+		return nil, s.nameTaken(ctx, pool, im.RelPath)
 	case err != nil:
 		return nil, err
 	}
@@ -190,4 +191,21 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 		return nil, err
 	}
 	return &quarryv1.DownloadImageResponse{Image: imageView(im, pool.Name), Job: jv, Existing: existing}, nil
+}
+
+// nameTaken is the refusal of a download whose path an image holds (a
+// failed download's record is replaced, not refused): it names that image
+// and says how to clear it.
+func (s *ImageService) nameTaken(ctx context.Context, pool store.Pool, relPath string) error {
+	what := "an image"
+	name := path.Base(relPath)
+	if ims, err := s.Store.ListImages(ctx, store.ImageFilter{PoolID: pool.ID}); err == nil {
+		for _, im := range ims {
+			if im.RelPath == relPath {
+				what, name = fmt.Sprintf("image %s (%s)", im.Name, im.State), im.ID
+			}
+		}
+	}
+	return errclass.New(store.ErrConflict, "pool %s already has %s at %s; remove it with quarry image rm %s, or choose another name with --name",
+		pool.Name, what, relPath, name)
 }

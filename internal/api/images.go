@@ -36,8 +36,10 @@ type ImageService struct {
 	Files   FileDeleter
 	// Downloads serves ListCatalog and DownloadImage.
 	Downloads Downloads
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// VerifyJobs hands a new verify job to the verify controller.
+	VerifyJobs func(jobID string)
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 var imageKinds = map[store.ImageKind]quarryv1.ImageKind{
@@ -76,6 +78,7 @@ func imageView(im store.Image, poolName string) *quarryv1.Image {
 		UpdatedAt:        ts(im.UpdatedAt),
 		MissingSince:     ts(im.MissingSince),
 		VirtualSizeBytes: uint64(max(im.VirtualSize, 0)),
+		Verified:         im.Verified && im.SHA256 != "",
 	}
 	if im.OSDistro != "" || im.OSVersion != "" || im.OSArch != "" {
 		v.Os = &quarryv1.OSInfo{Distro: im.OSDistro, Version: im.OSVersion, Arch: im.OSArch}
@@ -249,6 +252,7 @@ func scanResultView(r discovery.Result) *quarryv1.PoolScanResult {
 		UpdatedCount:    uint32(r.Updated),
 		MissingCount:    uint32(r.Missing),
 		DeferredCount:   uint32(r.Deferred),
+		ChangedCount:    uint32(r.Changed),
 		Duration:        durationpb.New(r.Duration),
 		Skipped:         r.Skipped,
 		SkipReason:      r.SkipReason,

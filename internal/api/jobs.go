@@ -19,8 +19,8 @@ import (
 type JobService struct {
 	quarryv1connect.UnimplementedJobServiceHandler
 	Store store.Store
-	// Enqueue asks the download controller to look at a job now (to act
-	// on a cancel).
+	// Enqueue asks the controllers of jobs (downloads, verifies) to look
+	// at a job now (to act on a cancel); each ignores other kinds.
 	Enqueue func(jobID string)
 	Logger  *slog.Logger
 	Now     func() time.Time

@@ -22,7 +22,7 @@ func (g *globals) addCompletions(root *cobra.Command) {
 	args := map[string]lister{
 		"node show": completeNodes, "node update": completeNodes, "node rm": completeNodes,
 		"pool show": completePools, "pool update": completePools, "pool rm": completePools,
-		"image show": completeImages, "image rm": completeImages,
+		"image show": completeImages, "image rm": completeImages, "image verify": completeImages,
 		"job show": completeJobs, "job watch": completeJobs, "job cancel": completeJobs,
 		"token revoke": completeTokens,
 	}

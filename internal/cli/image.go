@@ -24,7 +24,7 @@ func newImageCommand(g *globals) *cobra.Command {
 		Short: "List, inspect, delete and discover the images in the pools",
 	}
 	cmd.AddCommand(newImageListCommand(g), newImageShowCommand(g), newImageRemoveCommand(g), newImageScanCommand(g),
-		newImageDownloadCommand(g))
+		newImageDownloadCommand(g), newImageVerifyCommand(g))
 	return cmd
 }
 
@@ -65,10 +65,10 @@ func newImageListCommand(g *globals) *cobra.Command {
 			if g.wantJSON() {
 				return printJSON(out, resp.Msg)
 			}
-			t := newTable(out, "NAME", "POOL", "PATH", "KIND", "STATE", "SIZE", "OS", "LABEL", "ID")
+			t := newTable(out, "NAME", "POOL", "PATH", "KIND", "STATE", "SIZE", "VERIFIED", "OS", "LABEL", "ID")
 			for _, im := range resp.Msg.GetImages() {
 				t.row(im.GetName(), im.GetStoragePoolName(), im.GetPath(), enumWord(im.GetKind()), enumWord(im.GetState()),
-					bytesize.Format(im.GetSizeBytes()), osWords(im.GetOs()), truncate(im.GetVolumeLabel(), 32), im.GetId())
+					bytesize.Format(im.GetSizeBytes()), yesNo(im.GetVerified()), osWords(im.GetOs()), truncate(im.GetVolumeLabel(), 32), im.GetId())
 			}
 			return t.flush()
 		},
@@ -76,6 +76,18 @@ func newImageListCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&pool, "pool", "", "only images in this pool (name or id)")
 	cmd.Flags().StringVar(&kind, "kind", "", "only images of this kind: iso, cloud-image or disk")
 	return cmd
+}
+
+// verifiedWords says whether the image's digest was checked against an
+// expected one.
+func verifiedWords(im *quarryv1.Image) string {
+	switch {
+	case im.GetVerified():
+		return "yes: the digest matched the expected checksum"
+	case im.GetDigest() != "":
+		return "no: hashed, but no expected checksum was given"
+	}
+	return "no: no digest"
 }
 
 func osWords(o *quarryv1.OSInfo) string {
@@ -225,6 +237,7 @@ func newImageShowCommand(g *globals) *cobra.Command {
 			if im.GetDigest() != "" {
 				t.row("Digest:", im.GetDigest())
 			}
+			t.row("Verified:", verifiedWords(im))
 			t.row("Origin:", im.GetOrigin())
 			t.row("Created:", stamp(localTime(im.GetCreatedAt()), now))
 			if im.GetMissingSince() != nil {
@@ -271,13 +284,61 @@ func newImageRemoveCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
+func newImageVerifyCommand(g *globals) *cobra.Command {
+	var (
+		wait bool
+		pool string
+	)
+	cmd := &cobra.Command{
+		Use:   "verify NAME|ID [--wait]",
+		Short: "Re-hash an image's file on a node and compare it with the recorded digest",
+		Long: "Start a job that re-reads the image's file on a node that mounts its pool. If the digest is\n" +
+			"the one recorded when the image was verified, the image is READY again (after a scan found\n" +
+			"its file changed); otherwise it is ERROR, naming both digests.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			im, err := resolveImage(ctx, c, args[0], pool)
+			if err != nil {
+				return err
+			}
+			resp, err := c.images.VerifyImage(ctx, connect.NewRequest(&quarryv1.VerifyImageRequest{Id: im.GetId()}))
+			if err != nil {
+				return err
+			}
+			out, id := cmd.OutOrStdout(), resp.Msg.GetJob().GetId()
+			if wait {
+				return watchJob(ctx, c, id, out, cmd.ErrOrStderr(), g.wantJSON())
+			}
+			if g.wantJSON() {
+				return printJSON(out, resp.Msg)
+			}
+			verb := "started"
+			if resp.Msg.GetExisting() {
+				verb = "already running:"
+			}
+			fmt.Fprintf(out, "%s job %s verifying image %s; follow it with quarry job watch %s\n", verb, id, im.GetName(), id)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job with a progress bar until it ends")
+	cmd.Flags().StringVar(&pool, "pool", "", "look for the image in this pool only (name or id)")
+	return cmd
+}
+
 func newImageScanCommand(g *globals) *cobra.Command {
 	var pool string
 	cmd := &cobra.Command{
 		Use:   "scan [--pool NAME]",
 		Short: "Scan pools for ISOs copied into <pool>/iso/ and bring the library up to date",
 		Long: "Scan one pool, or every pool, for ISO files in <pool>/iso/ (any depth): new files become\n" +
-			"READY ISO images, changed ones are updated, vanished ones turn MISSING. Each pool is scanned\n" +
+			"READY ISO images, changed ones are updated, vanished ones turn MISSING. The cloud images and\n" +
+			"disks in <pool>/images/ are checked too: vanished → MISSING, back → READY, size changed →\n" +
+			"ERROR until quarry image verify finds the recorded digest again. Each pool is scanned\n" +
 			"through a node that mounts it; a pool no node can reach is skipped with the reason.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -327,15 +388,48 @@ func printScan(out io.Writer, r *quarryv1.ScanISOsResponse) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
-	switch n := r.GetDiscoveredCount(); n {
-	case 0:
-		fmt.Fprintln(out, "No new ISOs found.")
-	case 1:
-		fmt.Fprintln(out, "Discovered 1 new ISO.")
-	default:
-		fmt.Fprintf(out, "Discovered %d new ISOs.\n", n)
+	fmt.Fprintln(out, scanSummary(r))
+	var changed uint32
+	for _, p := range r.GetResults() {
+		changed += p.GetChangedCount()
+	}
+	if changed > 0 {
+		fmt.Fprintf(out, "%d image(s) changed on disk since verified and are ERROR: see quarry image ls; quarry image verify NAME re-hashes one.\n", changed)
 	}
 	return nil
+}
+
+// scanSummary is the last line of a scan: what it found, and what waits
+// for its writer to close it, with the pools it waits in.
+func scanSummary(r *quarryv1.ScanISOsResponse) string {
+	var waiting uint32
+	var where []string
+	for _, p := range r.GetResults() {
+		if n := p.GetDeferredCount(); n > 0 {
+			waiting += n
+			where = append(where, fmt.Sprintf("%d in pool %s", n, p.GetStoragePoolName()))
+		}
+	}
+	found := "No new ISOs found"
+	switch n := r.GetDiscoveredCount(); {
+	case n == 1:
+		found = "Discovered 1 new ISO"
+	case n > 1:
+		found = fmt.Sprintf("Discovered %d new ISOs", n)
+	case waiting > 0:
+		found = "No new ISOs yet"
+	}
+	if waiting == 0 {
+		return found + "."
+	}
+	files, them := "1 file is", "it"
+	if waiting > 1 {
+		files, them = fmt.Sprintf("%d files are", waiting), "them"
+	}
+	if len(where) == 1 {
+		where[0] = strings.TrimPrefix(where[0], fmt.Sprintf("%d in ", waiting))
+	}
+	return fmt.Sprintf("%s; %s still being written (%s); a scan adds %s once complete.", found, files, strings.Join(where, ", "), them)
 }
 
 // showScanProgress prints what the running scans are doing, once a second,

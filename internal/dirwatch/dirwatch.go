@@ -3,8 +3,9 @@
 // Package dirwatch reports, in real time, ISO files that were completely
 // written into or removed from a directory tree. It uses inotify directly
 // because only IN_CLOSE_WRITE says "the writer closed the file": a file is
-// reported once its writes are done (or once it is renamed into place),
-// never while it is still being copied, however slowly. Writes made by
+// reported once its writes are done (or once it is renamed or linked into
+// place: a hard or symbolic link is complete when it appears), never while
+// it is still being copied, however slowly. Writes made by
 // other hosts on a shared filesystem raise no events; periodic scans cover
 // those.
 package dirwatch
@@ -28,7 +29,8 @@ import (
 type Op int
 
 const (
-	// Settled: the file was closed after writing, or moved into the tree.
+	// Settled: the file was closed after writing, or moved or linked into
+	// the tree.
 	Settled Op = iota + 1
 	// Removed: the file was deleted or moved out.
 	Removed
@@ -158,6 +160,19 @@ func (w *Watcher) Run(ctx context.Context, events chan<- Event) error {
 	}
 }
 
+// linked reports whether the file just created at rel is a link to a file
+// that already existed: a symbolic link, or a hard link (more than one
+// name). Nobody opened such a file to write it, so no close will follow:
+// it is complete as it appears. Where a symlink leads is the scanner's
+// business (it follows links only inside the pool).
+func (w *Watcher) linked(rel string) bool {
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(w.root, filepath.FromSlash(rel)), &st); err != nil {
+		return false
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFLNK || (st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1)
+}
+
 // translate turns one inotify event into the events callers care about,
 // watching new directories as they appear.
 func (w *Watcher) translate(wd int32, m uint32, name string) []Event {
@@ -201,6 +216,8 @@ func (w *Watcher) translate(wd int32, m uint32, name string) []Event {
 		return []Event{{Op: Settled, RelPath: rel}}
 	case m&(unix.IN_DELETE|unix.IN_MOVED_FROM) != 0:
 		return []Event{{Op: Removed, RelPath: rel}}
+	case m&unix.IN_CREATE != 0 && w.linked(rel):
+		return []Event{{Op: Settled, RelPath: rel}}
 	case m&(unix.IN_CREATE|unix.IN_MODIFY) != 0:
 		return []Event{{Op: Writing, RelPath: rel}}
 	}

@@ -138,3 +138,47 @@ func sentinel(t *testing.T, root string, ch <-chan Event) {
 	}
 	expectNone(t, ch)
 }
+
+// TestWatchLinks: a hard link (ln) or a symbolic link (ln -s) is complete
+// when it appears — nobody opens it to write, so no close ever follows —
+// and is reported settled at once, not left "writing" forever.
+func TestWatchLinks(t *testing.T) {
+	pool := t.TempDir()
+	root := filepath.Join(pool, "iso")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(pool, "elsewhere.iso")
+	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(root, poolfs.IsISOName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ch := make(chan Event, 16)
+	go w.Run(t.Context(), ch)
+
+	if err := os.Link(src, filepath.Join(root, "hard.iso")); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(t, ch); e != (Event{Settled, "hard.iso"}) {
+		t.Fatalf("got %+v; want hard.iso settled", e)
+	}
+	if err := os.Symlink("../elsewhere.iso", filepath.Join(root, "soft.iso")); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(t, ch); e != (Event{Settled, "soft.iso"}) {
+		t.Fatalf("got %+v; want soft.iso settled", e)
+	}
+	// A new file nobody closed yet is still only being written.
+	f, err := os.Create(filepath.Join(root, "open.iso"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if e := <-ch; e != (Event{Writing, "open.iso"}) {
+		t.Fatalf("got %+v; want open.iso writing", e)
+	}
+}

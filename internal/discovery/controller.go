@@ -323,12 +323,12 @@ func (c *Controller) scan(ctx context.Context, poolID, trigger string) Result {
 		return finish()
 	}
 
-	existing, err := c.cfg.Store.ListImages(ctx, store.ImageFilter{PoolID: pool.ID, Kind: store.KindISO})
+	lib, err := ReadLibrary(ctx, c.cfg.Store, pool.ID)
 	if err != nil {
 		r.Skipped, r.SkipReason = true, "reading the library: "+err.Error()
 		return finish()
 	}
-	changes, counts, settleAt := Reconcile(pool, existing, files, c.cfg.Now(), c.cfg.Settle, newID)
+	changes, counts, settleAt := Reconcile(pool, lib, files, c.cfg.Now(), c.cfg.Settle, newID)
 	skipped, err := c.cfg.Store.ApplyScan(ctx, pool.ID, changes)
 	if err != nil {
 		r.Skipped, r.SkipReason = true, "saving the scan: "+err.Error()
@@ -344,7 +344,7 @@ func (c *Controller) scan(ctx context.Context, poolID, trigger string) Result {
 	r = finish()
 	c.log.Info("pool scanned", "pool", pool.Name, "node", r.NodeName, "trigger", trigger,
 		"discovered", counts.Discovered, "updated", counts.Updated, "missing", counts.Missing,
-		"deferred", counts.Deferred, "duration", r.Duration)
+		"changed", counts.Changed, "deferred", counts.Deferred, "duration", r.Duration)
 	return r
 }
 

@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"context"
+	"fmt"
 	"path"
 	"time"
 
@@ -31,27 +33,72 @@ type Counts struct {
 	Discovered int
 	Updated    int
 	Missing    int
+	// Changed images have a recorded digest and a file whose size is not
+	// the recorded one any more: they turn ERROR until re-verified.
+	Changed int
 	// Deferred files are still being written; a later scan takes them.
 	Deferred int
 }
 
-// Reconcile compares the ISO images a pool has in the library with the
-// files a node listed, and returns the changes to apply:
-//   - a new file becomes a READY ISO image;
-//   - a file whose size or modification time changed is updated;
-//   - a MISSING image whose file is back is READY again, same id;
+// Library is what the library holds in one pool, as a scan compares it
+// with the disk.
+type Library struct {
+	Images []store.Image
+	// Busy holds the ids of images an active job (a download, a verify)
+	// works on: a scan leaves them alone whatever their state.
+	Busy map[string]bool
+}
+
+// ReadLibrary reads every image of the pool and the active jobs that work
+// on them.
+func ReadLibrary(ctx context.Context, st store.Store, poolID string) (Library, error) {
+	ims, err := st.ListImages(ctx, store.ImageFilter{PoolID: poolID})
+	if err != nil {
+		return Library{}, err
+	}
+	jobs, err := st.ListJobs(ctx, store.JobFilter{PoolID: poolID, States: []store.JobState{store.JobQueued, store.JobRunning}})
+	if err != nil {
+		return Library{}, err
+	}
+	lib := Library{Images: ims, Busy: map[string]bool{}}
+	for _, j := range jobs {
+		lib.Busy[j.ImageID] = true
+	}
+	return lib, nil
+}
+
+// ChangedReason starts the state reason of an image whose file changed on
+// disk after its digest was recorded.
+const ChangedReason = "file changed on disk since it was verified"
+
+// Reconcile compares the images a pool has in the library with the files
+// a node listed (under iso/ and images/), and returns the changes to apply:
+//   - a new file under iso/ becomes a READY ISO image (files under images/
+//     are never registered from the disk: downloads and uploads do that);
+//   - an ISO without a recorded digest whose size or modification time
+//     changed is updated;
+//   - an image with a recorded digest (a downloaded cloud image, disk or
+//     ISO) whose file's size changed becomes ERROR, ChangedReason, until a
+//     verify job finds the recorded digest again;
+//   - a MISSING image whose file is back is READY again, same id (ERROR
+//     instead, if it has a digest and came back with another size);
 //   - a READY image whose file is gone becomes MISSING, metadata kept.
 //
-// Images in other states (a download or delete in progress, an error)
-// belong to whoever set that state and are left alone. A new file still
-// being written, or changed less than settle ago without a close seen, is
-// deferred: settleAt is when to look again (zero when nothing waits).
-func Reconcile(pool store.Pool, existing []store.Image, files []File, now time.Time, settle time.Duration, newID func() string) (c store.ScanChanges, n Counts, settleAt time.Time) {
+// Images in other states (a download or delete in progress, an error) and
+// images an active job works on belong to whoever set that state and are
+// left alone. A new file still being written, or changed less than settle
+// ago without a close seen, is deferred: settleAt is when to look again
+// (zero when nothing waits).
+func Reconcile(pool store.Pool, lib Library, files []File, now time.Time, settle time.Duration, newID func() string) (c store.ScanChanges, n Counts, settleAt time.Time) {
 	byPath := map[string]store.Image{}
-	for _, im := range existing {
-		if im.Kind == store.KindISO && poolfs.IsISOPath(im.RelPath) {
+	for _, im := range lib.Images {
+		if poolfs.IsImagePath(im.RelPath) && !lib.Busy[im.ID] {
 			byPath[im.RelPath] = im
 		}
+	}
+	taken := map[string]bool{} // every image path, busy or not: never created twice
+	for _, im := range lib.Images {
+		taken[im.RelPath] = true
 	}
 	seen := map[string]bool{}
 	for _, f := range files {
@@ -59,6 +106,23 @@ func Reconcile(pool store.Pool, existing []store.Image, files []File, now time.T
 		// scan would see every file as changed.
 		f.ModTime = f.ModTime.Truncate(time.Microsecond)
 		seen[f.RelPath] = true
+		im, ok := byPath[f.RelPath]
+		if ok && im.SHA256 != "" {
+			// A recorded digest: only its size can tell, and no settling
+			// applies (a file rewritten in place has changed either way).
+			if u, changed := checked(pool, im, f, now); changed {
+				c.Update = append(c.Update, u)
+				if u.Image.State == store.ImageReady {
+					n.Updated++
+				} else {
+					n.Changed++
+				}
+			}
+			continue
+		}
+		if !poolfs.IsISOPath(f.RelPath) || (!ok && taken[f.RelPath]) {
+			continue // not discovery's to register, or an image a job works on
+		}
 		if wait := unsettled(f, now, settle); wait > 0 {
 			n.Deferred++
 			if at := now.Add(wait); settleAt.IsZero() || at.Before(settleAt) {
@@ -66,11 +130,11 @@ func Reconcile(pool store.Pool, existing []store.Image, files []File, now time.T
 			}
 			continue
 		}
-		im, ok := byPath[f.RelPath]
 		switch {
 		case !ok:
 			c.Create = append(c.Create, newImage(pool, f, now, newID()))
 			n.Discovered++
+		case im.Kind != store.KindISO:
 		case im.State == store.ImageMissing:
 			c.Update = append(c.Update, store.ImageUpdate{Image: refreshed(im, f, now), ExpectState: store.ImageMissing})
 			n.Updated++
@@ -91,6 +155,30 @@ func Reconcile(pool store.Pool, existing []store.Image, files []File, now time.T
 		n.Missing++
 	}
 	return c, n, settleAt
+}
+
+// checked compares an image that has a recorded digest with its file: a
+// MISSING one whose file is back unchanged is READY again; one whose
+// file's size is not the recorded one (READY or MISSING) is ERROR. changed
+// is false when nothing is to be done.
+func checked(pool store.Pool, im store.Image, f File, now time.Time) (u store.ImageUpdate, changed bool) {
+	if im.State != store.ImageReady && im.State != store.ImageMissing {
+		return u, false
+	}
+	u = store.ImageUpdate{Image: im, ExpectState: im.State}
+	u.Image.UpdatedAt, u.Image.MissingSince = now, time.Time{}
+	if f.Size == im.SizeBytes {
+		if im.State == store.ImageReady {
+			return u, false
+		}
+		u.Image.State, u.Image.StateReason = store.ImageReady, ""
+		return u, true
+	}
+	u.Image.State = store.ImageError
+	u.Image.StateReason = fmt.Sprintf("%s: %s in pool %s is %d bytes, %d when its digest sha256:%s was recorded; "+
+		"run quarry image verify %s to hash it again, or quarry image rm %s",
+		ChangedReason, im.RelPath, pool.Name, f.Size, im.SizeBytes, im.SHA256, im.ID, im.ID)
+	return u, true
 }
 
 // unsettled returns how long to wait before the file may be registered, or

@@ -198,7 +198,7 @@ func (c *Controller) reconcile(ctx context.Context, id string) (reconcile.Result
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if !j.State.Active() {
+	if !j.State.Active() || (j.Kind != "" && j.Kind != "download") { // verify jobs have their own controller
 		c.forget(id)
 		return reconcile.Result{}, nil
 	}
@@ -565,7 +565,10 @@ func (c *Controller) succeed(ctx context.Context, j store.Job, n store.Node, st 
 	j.State, j.FinishedAt, j.UpdatedAt = store.JobSucceeded, now, now
 	j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec = "finalizing", st.GetSize(), st.GetSize(), 0
 	j.NextAttemptAt = time.Time{}
-	j.Message = fmt.Sprintf("downloaded on node %s and verified: sha256:%s", n.Name, st.GetSha256())
+	j.Message, im.Verified = fmt.Sprintf("downloaded on node %s and hashed (no expected checksum given): sha256:%s", n.Name, st.GetSha256()), false
+	if j.Checksum != "" || j.ChecksumURL != "" { // the agent fails a download whose digest is not the expected one
+		j.Message, im.Verified = fmt.Sprintf("downloaded on node %s and verified: sha256:%s", n.Name, st.GetSha256()), true
+	}
 	if err := c.cfg.Store.FinishJob(ctx, j, im); err != nil {
 		c.log.Warn("finishing a job", "job", j.ID, "err", err)
 		return

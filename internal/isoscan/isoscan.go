@@ -1,5 +1,6 @@
 // Package isoscan lists the ISO files of a pool directory with their
-// identity (size, modification time, ISO 9660 volume label, boot record).
+// identity (size, modification time, ISO 9660 volume label, boot record),
+// and the files under images/ with their size and modification time.
 // It is the agent's half of ISO discovery: it reads, never writes, and
 // stays inside the pool root (os.Root), so a symlink cannot lead it
 // elsewhere. Labels are cached by (path, size, mtime), so a rescan of an

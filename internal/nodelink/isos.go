@@ -17,14 +17,14 @@ func poolRef(p store.Pool) *agentv1.PoolRef {
 	return &agentv1.PoolRef{Id: p.ID, Name: p.Name, Path: p.Path}
 }
 
-// ListISOs asks a node for the ISO files of a pool; progress receives the
-// number of files listed so far.
+// ListISOs asks a node for the ISO files of a pool and the files under its
+// images/; progress receives the number of files listed so far.
 func (l *Link) ListISOs(ctx context.Context, nodeID string, pool store.Pool, progress func(seen int)) ([]*agentv1.IsoFile, error) {
 	c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return nil, err
 	}
-	stream, err := c.ListISOs(ctx, connect.NewRequest(&agentv1.ListISOsRequest{Pool: poolRef(pool)}))
+	stream, err := c.ListISOs(ctx, connect.NewRequest(&agentv1.ListISOsRequest{Pool: poolRef(pool), IncludeImages: true}))
 	if err != nil {
 		return nil, agentError(err)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/store/sqlstore"
 	"github.com/quarry-project/quarry/internal/urlpolicy"
+	"github.com/quarry-project/quarry/internal/verify"
 )
 
 // Config configures the control plane. Zero values take the defaults.
@@ -101,6 +102,7 @@ type Server struct {
 	chooser *placement.Chooser
 	scans   *discovery.Controller
 	dls     *download.Controller
+	checks  *verify.Controller
 	catalog *catalog.Catalog
 	policy  *urlpolicy.Policy
 	events  *nodelink.EventWatcher
@@ -215,6 +217,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 		Metrics: m, Logger: cfg.Logger,
 	})
 	s.dls = dls
+	s.checks = verify.New(verify.Config{Store: st, Chooser: s.chooser, Hasher: fileHasher{link}, Logger: cfg.Logger})
 	s.handler = s.routes(reg)
 	return s, nil
 }
@@ -262,10 +265,12 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		w.Write(s.ca.PEM())
 	})
 	mux.Handle(quarryv1connect.NewImageServiceHandler(&api.ImageService{Store: s.store, Scanner: s.scans,
-		Files:     fileDeleter{s.chooser, s.link},
-		Downloads: api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: s.dls.Enqueue, Reachable: s.reachable},
-		Logger:    s.log, Now: now}, opts...))
-	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: s.dls.Enqueue, Logger: s.log, Now: now}, opts...))
+		Files:      fileDeleter{s.chooser, s.link},
+		Downloads:  api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: s.dls.Enqueue, Reachable: s.reachable},
+		VerifyJobs: s.checks.Enqueue,
+		Logger:     s.log, Now: now}, opts...))
+	enqueueJob := func(id string) { s.dls.Enqueue(id); s.checks.Enqueue(id) }
+	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: enqueueJob, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
 	handleReflection(mux, opts)
 	guard.Routes(mux)
@@ -330,6 +335,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	loops.Go(func() { s.events.Run(ctx) })
 	loops.Go(func() { s.scans.Run(ctx) })
 	loops.Go(func() { s.dls.Run(ctx) })
+	loops.Go(func() { s.checks.Run(ctx) })
 	defer func() {
 		cancel()
 		loops.Wait()

@@ -57,6 +57,9 @@ type Image struct {
 	OSVersion   string
 	OSArch      string
 	SHA256      string // hex; "" until computed
+	// Verified: SHA256 was checked against an expected digest (a checksum
+	// given, from the catalog or a checksum file), not only computed.
+	Verified bool
 	// VirtualSize is the disk size a VM sees, from the header; 0 unknown.
 	VirtualSize int64
 	Origin      ImageOrigin

@@ -22,7 +22,7 @@ func (s JobState) Active() bool { return s == JobQueued || s == JobRunning }
 // Job is the durable record of long work: today, downloads.
 type Job struct {
 	ID      string
-	Kind    string // "download"
+	Kind    string // "download" or "verify"
 	State   JobState
 	ImageID string
 	PoolID  string
@@ -85,8 +85,16 @@ type JobStore interface {
 	// CreateDownload inserts the image (state PENDING) and its job (state
 	// QUEUED) in one transaction. When an active job for the same
 	// (Source, PoolID) exists it inserts nothing and returns that job
-	// with ErrConflict.
+	// with ErrConflict. An image at im.RelPath that a failed download left
+	// (ERROR, no digest, no active job) is replaced, its jobs kept; any
+	// other image there is ErrConflict.
 	CreateDownload(ctx context.Context, im Image, j Job) (Job, error)
+	// CreateJob inserts a job that works on an image already in the
+	// library (a verify), QUEUED, under the same rule as CreateDownload:
+	// when an active job for the same (Source, PoolID) exists it inserts
+	// nothing and returns that job with ErrConflict. ErrNotFound when the
+	// pool, or the image in that pool, does not exist.
+	CreateJob(ctx context.Context, j Job) (Job, error)
 	GetJob(ctx context.Context, id string) (Job, error)
 	// ListJobs returns matching jobs, newest first (by CreatedAt, then ID).
 	ListJobs(ctx context.Context, f JobFilter) ([]Job, error)

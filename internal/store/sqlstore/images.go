@@ -13,32 +13,32 @@ var _ store.ImageStore = (*Store)(nil)
 
 const imageColumns = `id, pool_id, name, kind, format, state, state_reason, rel_path, size_bytes, mod_time,
 	volume_label, bootable, os_distro, os_version, os_arch, sha256, origin, created_at, updated_at, missing_since,
-	virtual_size`
+	virtual_size, verified`
 
 // imageSet assigns every mutable column: all but id, pool_id, rel_path and
 // created_at. Its arguments come from imageSetArgs, in this order.
 const imageSet = `name = ?, kind = ?, format = ?, state = ?, state_reason = ?, size_bytes = ?, mod_time = ?,
 	volume_label = ?, bootable = ?, os_distro = ?, os_version = ?, os_arch = ?, sha256 = ?, origin = ?,
-	updated_at = ?, missing_since = ?, virtual_size = ?`
+	updated_at = ?, missing_since = ?, virtual_size = ?, verified = ?`
 
 func imageSetArgs(im store.Image) []any {
 	return []any{im.Name, string(im.Kind), im.Format, string(im.State), im.StateReason, im.SizeBytes,
 		micros(im.ModTime), im.VolumeLabel, boolToDB(im.Bootable), im.OSDistro, im.OSVersion, im.OSArch,
-		im.SHA256, string(im.Origin), micros(im.UpdatedAt), micros(im.MissingSince), im.VirtualSize}
+		im.SHA256, string(im.Origin), micros(im.UpdatedAt), micros(im.MissingSince), im.VirtualSize, boolToDB(im.Verified)}
 }
 
 func scanImage(r scanner) (store.Image, error) {
 	var (
 		im                                 store.Image
 		kind, state, origin                string
-		bootable                           int
+		bootable, verified                 int
 		modTime, created, updated, missing int64
 	)
 	err := r.Scan(&im.ID, &im.PoolID, &im.Name, &kind, &im.Format, &state, &im.StateReason, &im.RelPath,
 		&im.SizeBytes, &modTime, &im.VolumeLabel, &bootable, &im.OSDistro, &im.OSVersion, &im.OSArch,
-		&im.SHA256, &origin, &created, &updated, &missing, &im.VirtualSize)
+		&im.SHA256, &origin, &created, &updated, &missing, &im.VirtualSize, &verified)
 	im.Kind, im.State, im.Origin = store.ImageKind(kind), store.ImageState(state), store.ImageOrigin(origin)
-	im.Bootable = bootable != 0
+	im.Bootable, im.Verified = bootable != 0, verified != 0
 	im.ModTime, im.CreatedAt = fromMicros(modTime), fromMicros(created)
 	im.UpdatedAt, im.MissingSince = fromMicros(updated), fromMicros(missing)
 	return im, err
@@ -76,8 +76,8 @@ func (t *txn) insertImage(ctx context.Context, poolName string, im store.Image) 
 	args := append([]any{im.ID, im.PoolID, im.RelPath, micros(im.CreatedAt)}, imageSetArgs(im)...)
 	_, err := t.exec(ctx, `INSERT INTO images (id, pool_id, rel_path, created_at,
 		name, kind, format, state, state_reason, size_bytes, mod_time, volume_label, bootable,
-		os_distro, os_version, os_arch, sha256, origin, updated_at, missing_since, virtual_size)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+		os_distro, os_version, os_arch, sha256, origin, updated_at, missing_since, virtual_size, verified)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	switch {
 	case t.s.isUnique(err):
 		// Only when a concurrent transaction got there after imageTaken.

@@ -86,7 +86,9 @@ func downloadRunning(j store.Job, poolName string) error {
 // pool: then it returns that job with ErrConflict and inserts nothing.
 //
 // An empty im.State is PENDING and an empty j.State QUEUED; other states
-// are refused. Empty j.Kind is "download"; empty j.ImageID and j.PoolID
+// are refused. An ERROR image without a digest at im.RelPath (a download
+// that failed or was cancelled, no active job) is replaced; any other image
+// there is a conflict. Empty j.Kind is "download"; empty j.ImageID and j.PoolID
 // are taken from im (and an empty im.PoolID from j), and must agree with
 // it. On success the job is returned as stored. ErrNotFound when the pool
 // does not exist; ErrConflict without a job when the image's path or id,
@@ -143,6 +145,9 @@ func (s *Store) CreateDownload(ctx context.Context, im store.Image, j store.Job)
 		if existing.ID != "" {
 			return downloadRunning(existing, poolName)
 		}
+		if err := t.dropFailedDownload(ctx, im.PoolID, im.RelPath); err != nil {
+			return err
+		}
 		if err := t.insertImage(ctx, poolName, im); err != nil {
 			return err
 		}
@@ -167,6 +172,17 @@ func (s *Store) CreateDownload(ctx context.Context, im store.Image, j store.Job)
 		}
 	}
 	return store.Job{}, err
+}
+
+// dropFailedDownload deletes the record at relPath in pool poolID if it is
+// what a failed or cancelled download leaves: ERROR, no digest (so no file
+// of its own was ever put in place), and no active job working on it. Its
+// jobs keep their history.
+func (t *txn) dropFailedDownload(ctx context.Context, poolID, relPath string) error {
+	_, err := t.exec(ctx, `DELETE FROM images WHERE pool_id = ? AND rel_path = ? AND state = ? AND sha256 = ''
+		AND id NOT IN (SELECT image_id FROM jobs WHERE state IN `+activeStates+`)`,
+		poolID, relPath, string(store.ImageError))
+	return err
 }
 
 // insertJob inserts j into pool j.PoolID, called poolName, which the

@@ -31,6 +31,7 @@ func image(id, poolID, relPath string) store.Image {
 		OSVersion:   "24.04",
 		OSArch:      "x86_64",
 		SHA256:      "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		Verified:    true,
 		VirtualSize: 10 << 30,
 		Origin:      store.OriginDiscovered,
 		CreatedAt:   t0,

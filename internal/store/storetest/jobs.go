@@ -224,6 +224,64 @@ func testJobs(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	t.Run("a failed download's image is replaced, nothing else", func(t *testing.T) {
+		s := open(t)
+		mustCreatePool(t, s, pool("p1"))
+		const path = "images/mine.raw"
+		failedIm, failedJob := download("j1", "im1", "p1", "https://a.example/mine.raw")
+		failedIm.RelPath = path
+		failedJob = mustCreateDownload(t, s, failedIm, failedJob)
+		failedIm.State, failedIm.StateReason = store.ImageError, "the origin answered 404"
+		if err := s.FinishJob(ctx, finished(failedJob, store.JobFailed, time.Minute), failedIm); err != nil {
+			t.Fatal(err)
+		}
+
+		// Another download of the name replaces the ERROR record; the
+		// failed job and its history stay.
+		im2, j2 := download("j2", "im2", "p1", "https://b.example/mine.raw")
+		im2.RelPath = path
+		mustCreateDownload(t, s, im2, j2)
+		wantNoImage(t, s, "im1")
+		if got := mustGetJob(t, s, "j1"); got.State != store.JobFailed {
+			t.Errorf("the failed job after its image was replaced: %+v", got)
+		}
+
+		// Not replaced: an image in another state, an ERROR image with a
+		// digest (a file is there), an ERROR image an active job works on.
+		kept := []struct {
+			name string
+			edit func(*store.Image)
+			job  bool
+		}{
+			{"READY", func(im *store.Image) { im.State = store.ImageReady }, false},
+			{"ERROR with a digest", func(im *store.Image) { im.State, im.SHA256 = store.ImageError, "00ff" }, false},
+			{"ERROR with an active job", func(im *store.Image) { im.State = store.ImageError }, true},
+		}
+		for i, tt := range kept {
+			t.Run(tt.name, func(t *testing.T) {
+				s := open(t)
+				mustCreatePool(t, s, pool("p1"))
+				im, j := download("j1", "im1", "p1", "src-1")
+				im.RelPath = path
+				mustCreateDownload(t, s, im, j)
+				if !tt.job {
+					if err := s.FinishJob(ctx, finished(mustGetJob(t, s, "j1"), store.JobFailed, time.Minute), im); err != nil {
+						t.Fatal(err)
+					}
+				}
+				tt.edit(&im)
+				if err := s.UpdateImage(ctx, im); err != nil {
+					t.Fatal(err)
+				}
+				im2, j2 := download("j2", "im2", "p1", fmt.Sprintf("src-%d", i+2))
+				im2.RelPath = path
+				_, err := s.CreateDownload(ctx, im2, j2)
+				wantErr(t, "CreateDownload over "+tt.name, err, store.ErrConflict, path)
+				wantEqual(t, "the image kept", mustGetImage(t, s, "im1"), im)
+			})
+		}
+	})
+
 	t.Run("list newest first, and filtered", func(t *testing.T) {
 		s := open(t)
 		if got := mustListJobs(t, s, store.JobFilter{}); len(got) != 0 {

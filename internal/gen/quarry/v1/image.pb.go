@@ -235,8 +235,12 @@ type Image struct {
 	// The disk size a VM sees, from the image's header (qcow2, vmdk, vhdx);
 	// 0 when the format does not say.
 	VirtualSizeBytes uint64 `protobuf:"varint,20,opt,name=virtual_size_bytes,json=virtualSizeBytes,proto3" json:"virtual_size_bytes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The digest was checked against an expected one (a checksum given, from
+	// the catalog or a checksum file). False when it was only computed, as
+	// for a URL downloaded without a checksum, or when there is no digest.
+	Verified      bool `protobuf:"varint,21,opt,name=verified,proto3" json:"verified,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Image) Reset() {
@@ -407,6 +411,13 @@ func (x *Image) GetVirtualSizeBytes() uint64 {
 		return x.VirtualSizeBytes
 	}
 	return 0
+}
+
+func (x *Image) GetVerified() bool {
+	if x != nil {
+		return x.Verified
+	}
+	return false
 }
 
 type CatalogEntry struct {
@@ -1009,6 +1020,111 @@ func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
 	return file_quarry_v1_image_proto_rawDescGZIP(), []int{12}
 }
 
+type VerifyImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyImageRequest) Reset() {
+	*x = VerifyImageRequest{}
+	mi := &file_quarry_v1_image_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyImageRequest) ProtoMessage() {}
+
+func (x *VerifyImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyImageRequest.ProtoReflect.Descriptor instead.
+func (*VerifyImageRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *VerifyImageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type VerifyImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Image *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Job   *Job                   `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	// A verify job of this image was already running: that is job.
+	Existing      bool `protobuf:"varint,3,opt,name=existing,proto3" json:"existing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyImageResponse) Reset() {
+	*x = VerifyImageResponse{}
+	mi := &file_quarry_v1_image_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyImageResponse) ProtoMessage() {}
+
+func (x *VerifyImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyImageResponse.ProtoReflect.Descriptor instead.
+func (*VerifyImageResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *VerifyImageResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *VerifyImageResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *VerifyImageResponse) GetExisting() bool {
+	if x != nil {
+		return x.Existing
+	}
+	return false
+}
+
 type ScanISOsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty: every pool.
@@ -1019,7 +1135,7 @@ type ScanISOsRequest struct {
 
 func (x *ScanISOsRequest) Reset() {
 	*x = ScanISOsRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[13]
+	mi := &file_quarry_v1_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1147,7 @@ func (x *ScanISOsRequest) String() string {
 func (*ScanISOsRequest) ProtoMessage() {}
 
 func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[13]
+	mi := &file_quarry_v1_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1160,7 @@ func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsRequest.ProtoReflect.Descriptor instead.
 func (*ScanISOsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{13}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ScanISOsRequest) GetStoragePoolId() string {
@@ -1073,14 +1189,17 @@ type PoolScanResult struct {
 	// Files still being written, left for a later scan.
 	DeferredCount uint32 `protobuf:"varint,12,opt,name=deferred_count,json=deferredCount,proto3" json:"deferred_count,omitempty"`
 	// What triggered the scan: manual, startup, periodic, event.
-	Trigger       string `protobuf:"bytes,13,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	Trigger string `protobuf:"bytes,13,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	// Images whose file changed size since its digest was recorded; they
+	// are ERROR until VerifyImage finds the recorded digest again.
+	ChangedCount  uint32 `protobuf:"varint,14,opt,name=changed_count,json=changedCount,proto3" json:"changed_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PoolScanResult) Reset() {
 	*x = PoolScanResult{}
-	mi := &file_quarry_v1_image_proto_msgTypes[14]
+	mi := &file_quarry_v1_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1211,7 @@ func (x *PoolScanResult) String() string {
 func (*PoolScanResult) ProtoMessage() {}
 
 func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[14]
+	mi := &file_quarry_v1_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1224,7 @@ func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolScanResult.ProtoReflect.Descriptor instead.
 func (*PoolScanResult) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{14}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PoolScanResult) GetStoragePoolId() string {
@@ -1199,6 +1318,13 @@ func (x *PoolScanResult) GetTrigger() string {
 	return ""
 }
 
+func (x *PoolScanResult) GetChangedCount() uint32 {
+	if x != nil {
+		return x.ChangedCount
+	}
+	return 0
+}
+
 type ScanISOsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// New ISOs over all pools scanned.
@@ -1210,7 +1336,7 @@ type ScanISOsResponse struct {
 
 func (x *ScanISOsResponse) Reset() {
 	*x = ScanISOsResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[15]
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1348,7 @@ func (x *ScanISOsResponse) String() string {
 func (*ScanISOsResponse) ProtoMessage() {}
 
 func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[15]
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1361,7 @@ func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsResponse.ProtoReflect.Descriptor instead.
 func (*ScanISOsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{15}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ScanISOsResponse) GetDiscoveredCount() uint32 {
@@ -1260,7 +1386,7 @@ type GetScanStatusRequest struct {
 
 func (x *GetScanStatusRequest) Reset() {
 	*x = GetScanStatusRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[16]
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1398,7 @@ func (x *GetScanStatusRequest) String() string {
 func (*GetScanStatusRequest) ProtoMessage() {}
 
 func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[16]
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1411,7 @@ func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetScanStatusRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{16}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
 }
 
 type RunningScan struct {
@@ -1303,7 +1429,7 @@ type RunningScan struct {
 
 func (x *RunningScan) Reset() {
 	*x = RunningScan{}
-	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	mi := &file_quarry_v1_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1441,7 @@ func (x *RunningScan) String() string {
 func (*RunningScan) ProtoMessage() {}
 
 func (x *RunningScan) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	mi := &file_quarry_v1_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1454,7 @@ func (x *RunningScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningScan.ProtoReflect.Descriptor instead.
 func (*RunningScan) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RunningScan) GetStoragePoolId() string {
@@ -1385,7 +1511,7 @@ type GetScanStatusResponse struct {
 
 func (x *GetScanStatusResponse) Reset() {
 	*x = GetScanStatusResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	mi := &file_quarry_v1_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1523,7 @@ func (x *GetScanStatusResponse) String() string {
 func (*GetScanStatusResponse) ProtoMessage() {}
 
 func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	mi := &file_quarry_v1_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1536,7 @@ func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetScanStatusResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetScanStatusResponse) GetRunning() []*RunningScan {
@@ -1442,7 +1568,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x06OSInfo\x12\x16\n" +
 	"\x06distro\x18\x01 \x01(\tR\x06distro\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
-	"\x04arch\x18\x03 \x01(\tR\x04arch\"\xf8\x05\n" +
+	"\x04arch\x18\x03 \x01(\tR\x04arch\"\x94\x06\n" +
 	"\x05Image\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12&\n" +
@@ -1468,7 +1594,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12?\n" +
 	"\rmissing_since\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\fmissingSince\x12,\n" +
-	"\x12virtual_size_bytes\x18\x14 \x01(\x04R\x10virtualSizeBytes\"\xf7\x01\n" +
+	"\x12virtual_size_bytes\x18\x14 \x01(\x04R\x10virtualSizeBytes\x12\x1a\n" +
+	"\bverified\x18\x15 \x01(\bR\bverified\"\xf7\x01\n" +
 	"\fCatalogEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
@@ -1504,9 +1631,15 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\"$\n" +
 	"\x12DeleteImageRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x15\n" +
-	"\x13DeleteImageResponse\"9\n" +
+	"\x13DeleteImageResponse\"$\n" +
+	"\x12VerifyImageRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"{\n" +
+	"\x13VerifyImageResponse\x12&\n" +
+	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
+	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +
+	"\bexisting\x18\x03 \x01(\bR\bexisting\"9\n" +
 	"\x0fScanISOsRequest\x12&\n" +
-	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\"\xff\x03\n" +
+	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\"\xa4\x04\n" +
 	"\x0ePoolScanResult\x12&\n" +
 	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\x12*\n" +
 	"\x11storage_pool_name\x18\x02 \x01(\tR\x0fstoragePoolName\x12\x17\n" +
@@ -1523,7 +1656,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\vfinished_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12%\n" +
 	"\x0edeferred_count\x18\f \x01(\rR\rdeferredCount\x12\x18\n" +
-	"\atrigger\x18\r \x01(\tR\atrigger\"r\n" +
+	"\atrigger\x18\r \x01(\tR\atrigger\x12#\n" +
+	"\rchanged_count\x18\x0e \x01(\rR\fchangedCount\"r\n" +
 	"\x10ScanISOsResponse\x12)\n" +
 	"\x10discovered_count\x18\x01 \x01(\rR\x0fdiscoveredCount\x123\n" +
 	"\aresults\x18\x02 \x03(\v2\x19.quarry.v1.PoolScanResultR\aresults\"\x16\n" +
@@ -1556,7 +1690,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x11IMAGE_STATE_READY\x10\x04\x12\x15\n" +
 	"\x11IMAGE_STATE_ERROR\x10\x05\x12\x17\n" +
 	"\x13IMAGE_STATE_MISSING\x10\x06\x12\x18\n" +
-	"\x14IMAGE_STATE_DELETING\x10\a2\xa7\x04\n" +
+	"\x14IMAGE_STATE_DELETING\x10\a2\xf5\x04\n" +
 	"\fImageService\x12L\n" +
 	"\vListCatalog\x12\x1d.quarry.v1.ListCatalogRequest\x1a\x1e.quarry.v1.ListCatalogResponse\x12R\n" +
 	"\rDownloadImage\x12\x1f.quarry.v1.DownloadImageRequest\x1a .quarry.v1.DownloadImageResponse\x12I\n" +
@@ -1564,7 +1698,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"ListImages\x12\x1c.quarry.v1.ListImagesRequest\x1a\x1d.quarry.v1.ListImagesResponse\x12C\n" +
 	"\bGetImage\x12\x1a.quarry.v1.GetImageRequest\x1a\x1b.quarry.v1.GetImageResponse\x12L\n" +
 	"\vDeleteImage\x12\x1d.quarry.v1.DeleteImageRequest\x1a\x1e.quarry.v1.DeleteImageResponse\x12C\n" +
-	"\bScanISOs\x12\x1a.quarry.v1.ScanISOsRequest\x1a\x1b.quarry.v1.ScanISOsResponse\x12R\n" +
+	"\bScanISOs\x12\x1a.quarry.v1.ScanISOsRequest\x1a\x1b.quarry.v1.ScanISOsResponse\x12L\n" +
+	"\vVerifyImage\x12\x1d.quarry.v1.VerifyImageRequest\x1a\x1e.quarry.v1.VerifyImageResponse\x12R\n" +
 	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponseB\xa2\x01\n" +
 	"\rcom.quarry.v1B\n" +
 	"ImageProtoP\x01Z@github.com/quarry-project/quarry/internal/gen/quarry/v1;quarryv1\xa2\x02\x03QXX\xaa\x02\tQuarry.V1\xca\x02\tQuarry\\V1\xe2\x02\x15Quarry\\V1\\GPBMetadata\xea\x02\n" +
@@ -1583,7 +1718,7 @@ func file_quarry_v1_image_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_v1_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_quarry_v1_image_proto_goTypes = []any{
 	(ImageKind)(0),                // 0: quarry.v1.ImageKind
 	(ImageState)(0),               // 1: quarry.v1.ImageState
@@ -1600,56 +1735,62 @@ var file_quarry_v1_image_proto_goTypes = []any{
 	(*GetImageResponse)(nil),      // 12: quarry.v1.GetImageResponse
 	(*DeleteImageRequest)(nil),    // 13: quarry.v1.DeleteImageRequest
 	(*DeleteImageResponse)(nil),   // 14: quarry.v1.DeleteImageResponse
-	(*ScanISOsRequest)(nil),       // 15: quarry.v1.ScanISOsRequest
-	(*PoolScanResult)(nil),        // 16: quarry.v1.PoolScanResult
-	(*ScanISOsResponse)(nil),      // 17: quarry.v1.ScanISOsResponse
-	(*GetScanStatusRequest)(nil),  // 18: quarry.v1.GetScanStatusRequest
-	(*RunningScan)(nil),           // 19: quarry.v1.RunningScan
-	(*GetScanStatusResponse)(nil), // 20: quarry.v1.GetScanStatusResponse
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*Job)(nil),                   // 22: quarry.v1.Job
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*VerifyImageRequest)(nil),    // 15: quarry.v1.VerifyImageRequest
+	(*VerifyImageResponse)(nil),   // 16: quarry.v1.VerifyImageResponse
+	(*ScanISOsRequest)(nil),       // 17: quarry.v1.ScanISOsRequest
+	(*PoolScanResult)(nil),        // 18: quarry.v1.PoolScanResult
+	(*ScanISOsResponse)(nil),      // 19: quarry.v1.ScanISOsResponse
+	(*GetScanStatusRequest)(nil),  // 20: quarry.v1.GetScanStatusRequest
+	(*RunningScan)(nil),           // 21: quarry.v1.RunningScan
+	(*GetScanStatusResponse)(nil), // 22: quarry.v1.GetScanStatusResponse
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*Job)(nil),                   // 24: quarry.v1.Job
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
 }
 var file_quarry_v1_image_proto_depIdxs = []int32{
 	0,  // 0: quarry.v1.Image.kind:type_name -> quarry.v1.ImageKind
 	1,  // 1: quarry.v1.Image.state:type_name -> quarry.v1.ImageState
-	21, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
+	23, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: quarry.v1.Image.os:type_name -> quarry.v1.OSInfo
-	21, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	21, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
-	21, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
+	23, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	23, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
 	2,  // 7: quarry.v1.CatalogEntry.os:type_name -> quarry.v1.OSInfo
 	4,  // 8: quarry.v1.ListCatalogResponse.entries:type_name -> quarry.v1.CatalogEntry
 	3,  // 9: quarry.v1.DownloadImageResponse.image:type_name -> quarry.v1.Image
-	22, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
+	24, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
 	0,  // 11: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
 	3,  // 12: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
 	3,  // 13: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
-	23, // 14: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
-	21, // 15: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
-	16, // 16: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
-	21, // 17: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
-	19, // 18: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
-	16, // 19: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
-	5,  // 20: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
-	7,  // 21: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
-	9,  // 22: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
-	11, // 23: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
-	13, // 24: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
-	15, // 25: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
-	18, // 26: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
-	6,  // 27: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
-	8,  // 28: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
-	10, // 29: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
-	12, // 30: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
-	14, // 31: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
-	17, // 32: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
-	20, // 33: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
-	27, // [27:34] is the sub-list for method output_type
-	20, // [20:27] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	3,  // 14: quarry.v1.VerifyImageResponse.image:type_name -> quarry.v1.Image
+	24, // 15: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
+	25, // 16: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
+	23, // 17: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
+	18, // 18: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
+	23, // 19: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
+	21, // 20: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
+	18, // 21: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
+	5,  // 22: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
+	7,  // 23: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
+	9,  // 24: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
+	11, // 25: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
+	13, // 26: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
+	17, // 27: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
+	15, // 28: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
+	20, // 29: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
+	6,  // 30: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
+	8,  // 31: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
+	10, // 32: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
+	12, // 33: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
+	14, // 34: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
+	19, // 35: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
+	16, // 36: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
+	22, // 37: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
+	30, // [30:38] is the sub-list for method output_type
+	22, // [22:30] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_image_proto_init() }
@@ -1664,7 +1805,7 @@ func file_quarry_v1_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_v1_image_proto_rawDesc), len(file_quarry_v1_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -897,8 +897,10 @@ func (x *IsoFile) GetSettled() bool {
 }
 
 type ListISOsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pool          *PoolRef               `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  *PoolRef               `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Also list the files under images/, where cloud images and disks are.
+	IncludeImages bool `protobuf:"varint,2,opt,name=include_images,json=includeImages,proto3" json:"include_images,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -938,6 +940,13 @@ func (x *ListISOsRequest) GetPool() *PoolRef {
 		return x.Pool
 	}
 	return nil
+}
+
+func (x *ListISOsRequest) GetIncludeImages() bool {
+	if x != nil {
+		return x.IncludeImages
+	}
+	return false
 }
 
 type ListISOsResponse struct {
@@ -1847,6 +1856,129 @@ func (*CancelDownloadResponse) Descriptor() ([]byte, []int) {
 	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
+type HashFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  *PoolRef               `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Relative to the pool root; under iso/ or images/.
+	RelPath       string `protobuf:"bytes,2,opt,name=rel_path,json=relPath,proto3" json:"rel_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HashFileRequest) Reset() {
+	*x = HashFileRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HashFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HashFileRequest) ProtoMessage() {}
+
+func (x *HashFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HashFileRequest.ProtoReflect.Descriptor instead.
+func (*HashFileRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *HashFileRequest) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *HashFileRequest) GetRelPath() string {
+	if x != nil {
+		return x.RelPath
+	}
+	return ""
+}
+
+// HashFileResponse is progress (bytes_done of bytes_total) and, in the last
+// message, sha256 (hex).
+type HashFileResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	BytesDone      int64                  `protobuf:"varint,1,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal     int64                  `protobuf:"varint,2,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	BytesPerSecond float64                `protobuf:"fixed64,3,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	Sha256         string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *HashFileResponse) Reset() {
+	*x = HashFileResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HashFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HashFileResponse) ProtoMessage() {}
+
+func (x *HashFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HashFileResponse.ProtoReflect.Descriptor instead.
+func (*HashFileResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *HashFileResponse) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *HashFileResponse) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *HashFileResponse) GetBytesPerSecond() float64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *HashFileResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 // ErrorInfo is the detail of every error the agent answers with: the class
 // the control plane acts on, and the message written for the operator (the
 // same text as the error's message). internal/errclass encodes and decodes
@@ -1861,7 +1993,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2005,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2018,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ErrorInfo) GetClass() ErrorClass {
@@ -1945,9 +2077,10 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\bbootable\x18\x05 \x01(\bR\bbootable\x12\x18\n" +
 	"\aproblem\x18\x06 \x01(\tR\aproblem\x12\x18\n" +
 	"\awriting\x18\a \x01(\bR\awriting\x12\x18\n" +
-	"\asettled\x18\b \x01(\bR\asettled\"?\n" +
+	"\asettled\x18\b \x01(\bR\asettled\"f\n" +
 	"\x0fListISOsRequest\x12,\n" +
-	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\"B\n" +
+	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12%\n" +
+	"\x0einclude_images\x18\x02 \x01(\bR\rincludeImages\"B\n" +
 	"\x10ListISOsResponse\x12.\n" +
 	"\x05files\x18\x01 \x03(\v2\x18.quarry.agent.v1.IsoFileR\x05files\"C\n" +
 	"\x11WatchPoolsRequest\x12.\n" +
@@ -2013,7 +2146,17 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x15CancelDownloadRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
 	"\x04pool\x18\x02 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\"\x18\n" +
-	"\x16CancelDownloadResponse\"X\n" +
+	"\x16CancelDownloadResponse\"Z\n" +
+	"\x0fHashFileRequest\x12,\n" +
+	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12\x19\n" +
+	"\brel_path\x18\x02 \x01(\tR\arelPath\"\x94\x01\n" +
+	"\x10HashFileResponse\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x01 \x01(\x03R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x02 \x01(\x03R\n" +
+	"bytesTotal\x12(\n" +
+	"\x10bytes_per_second\x18\x03 \x01(\x01R\x0ebytesPerSecond\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"X\n" +
 	"\tErrorInfo\x121\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1b.quarry.agent.v1.ErrorClassR\x05class\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage*\xd7\x01\n" +
@@ -2055,7 +2198,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x17ERROR_CLASS_UNAVAILABLE\x10\v\x12!\n" +
 	"\x1dERROR_CLASS_PERMISSION_DENIED\x10\f\x12\x1f\n" +
 	"\x1bERROR_CLASS_UNAUTHENTICATED\x10\r\x12\x1c\n" +
-	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\x9b\a\n" +
+	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\xee\a\n" +
 	"\fAgentService\x12O\n" +
 	"\bGetFacts\x12 .quarry.agent.v1.GetFactsRequest\x1a!.quarry.agent.v1.GetFactsResponse\x12O\n" +
 	"\bInitPool\x12 .quarry.agent.v1.InitPoolRequest\x1a!.quarry.agent.v1.InitPoolResponse\x12R\n" +
@@ -2068,7 +2211,8 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"DeleteFile\x12\".quarry.agent.v1.DeleteFileRequest\x1a#.quarry.agent.v1.DeleteFileResponse\x12^\n" +
 	"\rStartDownload\x12%.quarry.agent.v1.StartDownloadRequest\x1a&.quarry.agent.v1.StartDownloadResponse\x12`\n" +
 	"\rWatchDownload\x12%.quarry.agent.v1.WatchDownloadRequest\x1a&.quarry.agent.v1.WatchDownloadResponse0\x01\x12a\n" +
-	"\x0eCancelDownload\x12&.quarry.agent.v1.CancelDownloadRequest\x1a'.quarry.agent.v1.CancelDownloadResponseB\xc6\x01\n" +
+	"\x0eCancelDownload\x12&.quarry.agent.v1.CancelDownloadRequest\x1a'.quarry.agent.v1.CancelDownloadResponse\x12Q\n" +
+	"\bHashFile\x12 .quarry.agent.v1.HashFileRequest\x1a!.quarry.agent.v1.HashFileResponse0\x01B\xc6\x01\n" +
 	"\x13com.quarry.agent.v1B\n" +
 	"AgentProtoP\x01ZEgithub.com/quarry-project/quarry/internal/gen/quarry/agent/v1;agentv1\xa2\x02\x03QAX\xaa\x02\x0fQuarry.Agent.V1\xca\x02\x0fQuarry\\Agent\\V1\xe2\x02\x1bQuarry\\Agent\\V1\\GPBMetadata\xea\x02\x11Quarry::Agent::V1b\x06proto3"
 
@@ -2085,7 +2229,7 @@ func file_quarry_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(MountStatus)(0),                   // 0: quarry.agent.v1.MountStatus
 	(FileOp)(0),                        // 1: quarry.agent.v1.FileOp
@@ -2117,8 +2261,10 @@ var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(*WatchDownloadResponse)(nil),      // 27: quarry.agent.v1.WatchDownloadResponse
 	(*CancelDownloadRequest)(nil),      // 28: quarry.agent.v1.CancelDownloadRequest
 	(*CancelDownloadResponse)(nil),     // 29: quarry.agent.v1.CancelDownloadResponse
-	(*ErrorInfo)(nil),                  // 30: quarry.agent.v1.ErrorInfo
-	(*timestamppb.Timestamp)(nil),      // 31: google.protobuf.Timestamp
+	(*HashFileRequest)(nil),            // 30: quarry.agent.v1.HashFileRequest
+	(*HashFileResponse)(nil),           // 31: quarry.agent.v1.HashFileResponse
+	(*ErrorInfo)(nil),                  // 32: quarry.agent.v1.ErrorInfo
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
 }
 var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	0,  // 0: quarry.agent.v1.PoolFacts.status:type_name -> quarry.agent.v1.MountStatus
@@ -2126,7 +2272,7 @@ var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	5,  // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
 	4,  // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
 	5,  // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
-	31, // 5: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
+	33, // 5: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
 	4,  // 6: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
 	14, // 7: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
 	4,  // 8: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
@@ -2140,32 +2286,35 @@ var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	3,  // 16: quarry.agent.v1.DownloadStatus.error_class:type_name -> quarry.agent.v1.ErrorClass
 	25, // 17: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
 	4,  // 18: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	3,  // 19: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
-	6,  // 20: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
-	8,  // 21: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
-	10, // 22: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
-	12, // 23: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
-	15, // 24: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
-	17, // 25: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
-	20, // 26: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
-	23, // 27: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
-	26, // 28: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
-	28, // 29: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
-	7,  // 30: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
-	9,  // 31: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
-	11, // 32: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
-	13, // 33: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
-	16, // 34: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
-	19, // 35: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
-	21, // 36: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
-	24, // 37: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
-	27, // 38: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
-	29, // 39: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	4,  // 19: quarry.agent.v1.HashFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	3,  // 20: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
+	6,  // 21: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
+	8,  // 22: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
+	10, // 23: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
+	12, // 24: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
+	15, // 25: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
+	17, // 26: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
+	20, // 27: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
+	23, // 28: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
+	26, // 29: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
+	28, // 30: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
+	30, // 31: quarry.agent.v1.AgentService.HashFile:input_type -> quarry.agent.v1.HashFileRequest
+	7,  // 32: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
+	9,  // 33: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
+	11, // 34: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
+	13, // 35: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
+	16, // 36: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
+	19, // 37: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
+	21, // 38: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
+	24, // 39: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
+	27, // 40: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
+	29, // 41: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
+	31, // 42: quarry.agent.v1.AgentService.HashFile:output_type -> quarry.agent.v1.HashFileResponse
+	32, // [32:43] is the sub-list for method output_type
+	21, // [21:32] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_quarry_agent_v1_agent_proto_init() }
@@ -2179,7 +2328,7 @@ func file_quarry_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_agent_v1_agent_proto_rawDesc), len(file_quarry_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

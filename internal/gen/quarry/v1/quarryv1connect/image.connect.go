@@ -48,6 +48,9 @@ const (
 	ImageServiceDeleteImageProcedure = "/quarry.v1.ImageService/DeleteImage"
 	// ImageServiceScanISOsProcedure is the fully-qualified name of the ImageService's ScanISOs RPC.
 	ImageServiceScanISOsProcedure = "/quarry.v1.ImageService/ScanISOs"
+	// ImageServiceVerifyImageProcedure is the fully-qualified name of the ImageService's VerifyImage
+	// RPC.
+	ImageServiceVerifyImageProcedure = "/quarry.v1.ImageService/VerifyImage"
 	// ImageServiceGetScanStatusProcedure is the fully-qualified name of the ImageService's
 	// GetScanStatus RPC.
 	ImageServiceGetScanStatusProcedure = "/quarry.v1.ImageService/GetScanStatus"
@@ -62,7 +65,8 @@ type ImageServiceClient interface {
 	// catalog entry or any http(s) URL the URL policy allows. The image and
 	// its job are created together. Asking again while the same source is
 	// being downloaded into the same pool returns the running job; an image
-	// with the same digest already READY in the pool is returned as is.
+	// with the same digest already READY in the pool is returned as is. The
+	// ERROR image a failed download left at the same path is replaced.
 	DownloadImage(context.Context, *connect.Request[v1.DownloadImageRequest]) (*connect.Response[v1.DownloadImageResponse], error)
 	ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error)
 	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error)
@@ -70,10 +74,19 @@ type ImageServiceClient interface {
 	// mounts it) and then the record. A MISSING image has no file: only the
 	// record goes.
 	DeleteImage(context.Context, *connect.Request[v1.DeleteImageRequest]) (*connect.Response[v1.DeleteImageResponse], error)
-	// ScanISOs scans one pool (storage_pool_id) or every pool (empty) for
-	// ISOs in <pool>/iso/ and waits for the result. A scan already running
-	// for a pool is not duplicated: the request waits for the next one.
+	// ScanISOs scans one pool (storage_pool_id) or every pool (empty) and
+	// waits for the result. Despite its name it reconciles every image the
+	// library holds with the disk: ISOs in <pool>/iso/ (new files registered)
+	// and the cloud images and disks in <pool>/images/ (vanished → MISSING,
+	// back unchanged → READY, size changed → ERROR until VerifyImage). A scan
+	// already running for a pool is not duplicated: the request waits for the
+	// next one.
 	ScanISOs(context.Context, *connect.Request[v1.ScanISOsRequest]) (*connect.Response[v1.ScanISOsResponse], error)
+	// VerifyImage starts a job (kind "verify") that re-hashes the image's
+	// file on a node that mounts its pool and compares the digest with the
+	// recorded one: equal → READY, otherwise ERROR naming both digests.
+	// Asking again while one runs returns the running job.
+	VerifyImage(context.Context, *connect.Request[v1.VerifyImageRequest]) (*connect.Response[v1.VerifyImageResponse], error)
 	// GetScanStatus reports the scans running now and the last result per
 	// pool.
 	GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error)
@@ -126,6 +139,12 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(imageServiceMethods.ByName("ScanISOs")),
 			connect.WithClientOptions(opts...),
 		),
+		verifyImage: connect.NewClient[v1.VerifyImageRequest, v1.VerifyImageResponse](
+			httpClient,
+			baseURL+ImageServiceVerifyImageProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("VerifyImage")),
+			connect.WithClientOptions(opts...),
+		),
 		getScanStatus: connect.NewClient[v1.GetScanStatusRequest, v1.GetScanStatusResponse](
 			httpClient,
 			baseURL+ImageServiceGetScanStatusProcedure,
@@ -143,6 +162,7 @@ type imageServiceClient struct {
 	getImage      *connect.Client[v1.GetImageRequest, v1.GetImageResponse]
 	deleteImage   *connect.Client[v1.DeleteImageRequest, v1.DeleteImageResponse]
 	scanISOs      *connect.Client[v1.ScanISOsRequest, v1.ScanISOsResponse]
+	verifyImage   *connect.Client[v1.VerifyImageRequest, v1.VerifyImageResponse]
 	getScanStatus *connect.Client[v1.GetScanStatusRequest, v1.GetScanStatusResponse]
 }
 
@@ -176,6 +196,11 @@ func (c *imageServiceClient) ScanISOs(ctx context.Context, req *connect.Request[
 	return c.scanISOs.CallUnary(ctx, req)
 }
 
+// VerifyImage calls quarry.v1.ImageService.VerifyImage.
+func (c *imageServiceClient) VerifyImage(ctx context.Context, req *connect.Request[v1.VerifyImageRequest]) (*connect.Response[v1.VerifyImageResponse], error) {
+	return c.verifyImage.CallUnary(ctx, req)
+}
+
 // GetScanStatus calls quarry.v1.ImageService.GetScanStatus.
 func (c *imageServiceClient) GetScanStatus(ctx context.Context, req *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error) {
 	return c.getScanStatus.CallUnary(ctx, req)
@@ -190,7 +215,8 @@ type ImageServiceHandler interface {
 	// catalog entry or any http(s) URL the URL policy allows. The image and
 	// its job are created together. Asking again while the same source is
 	// being downloaded into the same pool returns the running job; an image
-	// with the same digest already READY in the pool is returned as is.
+	// with the same digest already READY in the pool is returned as is. The
+	// ERROR image a failed download left at the same path is replaced.
 	DownloadImage(context.Context, *connect.Request[v1.DownloadImageRequest]) (*connect.Response[v1.DownloadImageResponse], error)
 	ListImages(context.Context, *connect.Request[v1.ListImagesRequest]) (*connect.Response[v1.ListImagesResponse], error)
 	GetImage(context.Context, *connect.Request[v1.GetImageRequest]) (*connect.Response[v1.GetImageResponse], error)
@@ -198,10 +224,19 @@ type ImageServiceHandler interface {
 	// mounts it) and then the record. A MISSING image has no file: only the
 	// record goes.
 	DeleteImage(context.Context, *connect.Request[v1.DeleteImageRequest]) (*connect.Response[v1.DeleteImageResponse], error)
-	// ScanISOs scans one pool (storage_pool_id) or every pool (empty) for
-	// ISOs in <pool>/iso/ and waits for the result. A scan already running
-	// for a pool is not duplicated: the request waits for the next one.
+	// ScanISOs scans one pool (storage_pool_id) or every pool (empty) and
+	// waits for the result. Despite its name it reconciles every image the
+	// library holds with the disk: ISOs in <pool>/iso/ (new files registered)
+	// and the cloud images and disks in <pool>/images/ (vanished → MISSING,
+	// back unchanged → READY, size changed → ERROR until VerifyImage). A scan
+	// already running for a pool is not duplicated: the request waits for the
+	// next one.
 	ScanISOs(context.Context, *connect.Request[v1.ScanISOsRequest]) (*connect.Response[v1.ScanISOsResponse], error)
+	// VerifyImage starts a job (kind "verify") that re-hashes the image's
+	// file on a node that mounts its pool and compares the digest with the
+	// recorded one: equal → READY, otherwise ERROR naming both digests.
+	// Asking again while one runs returns the running job.
+	VerifyImage(context.Context, *connect.Request[v1.VerifyImageRequest]) (*connect.Response[v1.VerifyImageResponse], error)
 	// GetScanStatus reports the scans running now and the last result per
 	// pool.
 	GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error)
@@ -250,6 +285,12 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(imageServiceMethods.ByName("ScanISOs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	imageServiceVerifyImageHandler := connect.NewUnaryHandler(
+		ImageServiceVerifyImageProcedure,
+		svc.VerifyImage,
+		connect.WithSchema(imageServiceMethods.ByName("VerifyImage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	imageServiceGetScanStatusHandler := connect.NewUnaryHandler(
 		ImageServiceGetScanStatusProcedure,
 		svc.GetScanStatus,
@@ -270,6 +311,8 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 			imageServiceDeleteImageHandler.ServeHTTP(w, r)
 		case ImageServiceScanISOsProcedure:
 			imageServiceScanISOsHandler.ServeHTTP(w, r)
+		case ImageServiceVerifyImageProcedure:
+			imageServiceVerifyImageHandler.ServeHTTP(w, r)
 		case ImageServiceGetScanStatusProcedure:
 			imageServiceGetScanStatusHandler.ServeHTTP(w, r)
 		default:
@@ -303,6 +346,10 @@ func (UnimplementedImageServiceHandler) DeleteImage(context.Context, *connect.Re
 
 func (UnimplementedImageServiceHandler) ScanISOs(context.Context, *connect.Request[v1.ScanISOsRequest]) (*connect.Response[v1.ScanISOsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.ScanISOs is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) VerifyImage(context.Context, *connect.Request[v1.VerifyImageRequest]) (*connect.Response[v1.VerifyImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.VerifyImage is not implemented"))
 }
 
 func (UnimplementedImageServiceHandler) GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error) {

@@ -59,6 +59,8 @@ const (
 	// AgentServiceCancelDownloadProcedure is the fully-qualified name of the AgentService's
 	// CancelDownload RPC.
 	AgentServiceCancelDownloadProcedure = "/quarry.agent.v1.AgentService/CancelDownload"
+	// AgentServiceHashFileProcedure is the fully-qualified name of the AgentService's HashFile RPC.
+	AgentServiceHashFileProcedure = "/quarry.agent.v1.AgentService/HashFile"
 )
 
 // AgentServiceClient is a client for the quarry.agent.v1.AgentService service.
@@ -78,7 +80,8 @@ type AgentServiceClient interface {
 	// signed certificate for the pending key.
 	InstallCertificate(context.Context, *connect.Request[v1.InstallCertificateRequest]) (*connect.Response[v1.InstallCertificateResponse], error)
 	// ListISOs lists the ISO files under the pool's iso/ directory (any
-	// depth), in batches, with what the node's file watch knows of each.
+	// depth), in batches, with what the node's file watch knows of each; with
+	// include_images also every file under images/ (size and time only).
 	ListISOs(context.Context, *connect.Request[v1.ListISOsRequest]) (*connect.ServerStreamForClient[v1.ListISOsResponse], error)
 	// WatchPools streams the ISO files that were completely written into, or
 	// removed from, the iso/ directories of the given pools, until the call
@@ -95,6 +98,9 @@ type AgentServiceClient interface {
 	WatchDownload(context.Context, *connect.Request[v1.WatchDownloadRequest]) (*connect.ServerStreamForClient[v1.WatchDownloadResponse], error)
 	// CancelDownload stops a download and removes its partial file.
 	CancelDownload(context.Context, *connect.Request[v1.CancelDownloadRequest]) (*connect.Response[v1.CancelDownloadResponse], error)
+	// HashFile reads one image file of a pool and streams its progress, then
+	// its SHA-256. It stops when the call ends.
+	HashFile(context.Context, *connect.Request[v1.HashFileRequest]) (*connect.ServerStreamForClient[v1.HashFileResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the quarry.agent.v1.AgentService service. By
@@ -168,6 +174,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("CancelDownload")),
 			connect.WithClientOptions(opts...),
 		),
+		hashFile: connect.NewClient[v1.HashFileRequest, v1.HashFileResponse](
+			httpClient,
+			baseURL+AgentServiceHashFileProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("HashFile")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -183,6 +195,7 @@ type agentServiceClient struct {
 	startDownload      *connect.Client[v1.StartDownloadRequest, v1.StartDownloadResponse]
 	watchDownload      *connect.Client[v1.WatchDownloadRequest, v1.WatchDownloadResponse]
 	cancelDownload     *connect.Client[v1.CancelDownloadRequest, v1.CancelDownloadResponse]
+	hashFile           *connect.Client[v1.HashFileRequest, v1.HashFileResponse]
 }
 
 // GetFacts calls quarry.agent.v1.AgentService.GetFacts.
@@ -235,6 +248,11 @@ func (c *agentServiceClient) CancelDownload(ctx context.Context, req *connect.Re
 	return c.cancelDownload.CallUnary(ctx, req)
 }
 
+// HashFile calls quarry.agent.v1.AgentService.HashFile.
+func (c *agentServiceClient) HashFile(ctx context.Context, req *connect.Request[v1.HashFileRequest]) (*connect.ServerStreamForClient[v1.HashFileResponse], error) {
+	return c.hashFile.CallServerStream(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the quarry.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// GetFacts reports the node's identity and, for every pool it is told
@@ -252,7 +270,8 @@ type AgentServiceHandler interface {
 	// signed certificate for the pending key.
 	InstallCertificate(context.Context, *connect.Request[v1.InstallCertificateRequest]) (*connect.Response[v1.InstallCertificateResponse], error)
 	// ListISOs lists the ISO files under the pool's iso/ directory (any
-	// depth), in batches, with what the node's file watch knows of each.
+	// depth), in batches, with what the node's file watch knows of each; with
+	// include_images also every file under images/ (size and time only).
 	ListISOs(context.Context, *connect.Request[v1.ListISOsRequest], *connect.ServerStream[v1.ListISOsResponse]) error
 	// WatchPools streams the ISO files that were completely written into, or
 	// removed from, the iso/ directories of the given pools, until the call
@@ -269,6 +288,9 @@ type AgentServiceHandler interface {
 	WatchDownload(context.Context, *connect.Request[v1.WatchDownloadRequest], *connect.ServerStream[v1.WatchDownloadResponse]) error
 	// CancelDownload stops a download and removes its partial file.
 	CancelDownload(context.Context, *connect.Request[v1.CancelDownloadRequest]) (*connect.Response[v1.CancelDownloadResponse], error)
+	// HashFile reads one image file of a pool and streams its progress, then
+	// its SHA-256. It stops when the call ends.
+	HashFile(context.Context, *connect.Request[v1.HashFileRequest], *connect.ServerStream[v1.HashFileResponse]) error
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -338,6 +360,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("CancelDownload")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceHashFileHandler := connect.NewServerStreamHandler(
+		AgentServiceHashFileProcedure,
+		svc.HashFile,
+		connect.WithSchema(agentServiceMethods.ByName("HashFile")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceGetFactsProcedure:
@@ -360,6 +388,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceWatchDownloadHandler.ServeHTTP(w, r)
 		case AgentServiceCancelDownloadProcedure:
 			agentServiceCancelDownloadHandler.ServeHTTP(w, r)
+		case AgentServiceHashFileProcedure:
+			agentServiceHashFileHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -407,4 +437,8 @@ func (UnimplementedAgentServiceHandler) WatchDownload(context.Context, *connect.
 
 func (UnimplementedAgentServiceHandler) CancelDownload(context.Context, *connect.Request[v1.CancelDownloadRequest]) (*connect.Response[v1.CancelDownloadResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.CancelDownload is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) HashFile(context.Context, *connect.Request[v1.HashFileRequest], *connect.ServerStream[v1.HashFileResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.HashFile is not implemented"))
 }

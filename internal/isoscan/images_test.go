@@ -1,0 +1,51 @@
+package isoscan
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func TestScanImages(t *testing.T) {
+	pool := t.TempDir()
+	outside := t.TempDir()
+	write := func(rel string, size int) {
+		t.Helper()
+		p := filepath.Join(pool, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("images/disk2.raw", 3000)
+	write("images/sub/noble.qcow2", 10)
+	write("images/.tmp-copy", 1)
+	write("iso/a.iso", 1)
+	write(".quarry/partial/job-1", 1)
+	if err := os.WriteFile(filepath.Join(outside, "secret.raw"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "secret.raw"), filepath.Join(pool, "images/escape.raw")); err != nil {
+		t.Fatal(err)
+	}
+	files, err := ScanImages(t.Context(), pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range files {
+		got = append(got, f.RelPath)
+		if f.RelPath == "images/disk2.raw" && f.Size != 3000 {
+			t.Errorf("disk2.raw size %d", f.Size)
+		}
+	}
+	if want := []string{"images/disk2.raw", "images/sub/noble.qcow2"}; !slices.Equal(got, want) {
+		t.Errorf("ScanImages = %v, want %v", got, want)
+	}
+	if files, err := ScanImages(t.Context(), t.TempDir()); err != nil || len(files) != 0 {
+		t.Errorf("a pool without images/: %v, %v", files, err)
+	}
+}
