@@ -48,6 +48,10 @@ var policy = map[string]Rule{
 
 	quarryv1connect.AuditServiceListAuditProcedure: adminRead,
 
+	// The dashboard's live stream: every role, each hearing what it may
+	// read (api.EventService filters).
+	quarryv1connect.EventServiceWatchProcedure: read,
+
 	quarryv1connect.EnrollmentServiceEnrollProcedure: {Public: true, Mutates: true},
 	// An agent saying it started: no credential and no change, only a
 	// health check of the node, which the link bounds.

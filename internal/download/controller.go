@@ -308,12 +308,16 @@ func (c *Controller) adopt(ctx context.Context, j store.Job, pool store.Pool) (r
 	if owner.ID != "" {
 		cands = slices.Insert(cands, 0, owner)
 	}
+	at := bytesize.Format(uint64(max(j.BytesDone, 0)))
 	for _, n := range cands {
-		event := ""
-		if n.ID != owner.ID {
-			event = fmt.Sprintf("node %s was lost; moved to node %s, resuming from the partial file at %s", owner.Name, n.Name, bytesize.Format(uint64(max(j.BytesDone, 0))))
-		} else if j.Attempts > 0 {
-			event = fmt.Sprintf("trying again on node %s after %d failed attempts", n.Name, j.Attempts)
+		var event string
+		switch {
+		case n.ID != owner.ID:
+			event = fmt.Sprintf("node %s was lost; moved to node %s, resuming from the partial file at %s", owner.Name, n.Name, at)
+		case j.Attempts > 0:
+			event = fmt.Sprintf("trying again on node %s after %d failed attempts, from %s", n.Name, j.Attempts, at)
+		case j.BytesDone > 0:
+			event = fmt.Sprintf("resumed on node %s at %s", n.Name, at)
 		}
 		err := c.startOn(ctx, j, pool, n, event)
 		if err == nil {
@@ -468,6 +472,9 @@ func (f *follow) handle(ctx context.Context, st *agentv1.DownloadStatus) {
 		c.succeed(ctx, *j, f.n, st)
 		f.stop()
 	case agentv1.DownloadState_DOWNLOAD_STATE_FAILED:
+		if p := st.GetPhase(); p != "" {
+			j.Phase = p // where it failed: "verifying" for a checksum mismatch
+		}
 		c.fail(ctx, *j, errclass.FromWire(st.GetErrorClass(), st.GetError()))
 		f.stop()
 	case agentv1.DownloadState_DOWNLOAD_STATE_UNKNOWN:
@@ -578,10 +585,10 @@ func (c *Controller) succeed(ctx context.Context, j store.Job, n store.Node, st 
 	c.log.Info("download succeeded", "job", j.ID, "node", n.Name, "image", im.Name, "bytes", st.GetSize(), "fetched", st.GetFetchedBytes())
 }
 
-// fail ends the job and marks its image ERROR with err, whose message says
+// fail ends the job and marks its image ERROR with why, whose message says
 // what to do; the history names its class.
-func (c *Controller) fail(ctx context.Context, j store.Job, err error) error {
-	msg := err.Error()
+func (c *Controller) fail(ctx context.Context, j store.Job, why error) error {
+	msg := why.Error()
 	im, err := c.cfg.Store.GetImage(ctx, j.ImageID)
 	if err != nil {
 		return err
@@ -594,7 +601,7 @@ func (c *Controller) fail(ctx context.Context, j store.Job, err error) error {
 		return err
 	}
 	what := "failed"
-	if class := errclass.Of(err); class != nil {
+	if class := errclass.Of(why); class != nil {
 		what += " (" + class.Name() + ")"
 	}
 	c.event(ctx, j.ID, what+": "+msg)

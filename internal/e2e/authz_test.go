@@ -51,6 +51,8 @@ var wantAccess = map[string]string{
 	"/quarry.v1.ImageService/DownloadImage": "operator",
 	"/quarry.v1.ImageService/DeleteImage":   "operator",
 	"/quarry.v1.ImageService/ScanISOs":      "operator",
+	"/quarry.v1.ImageService/VerifyImage":   "operator",
+	"/quarry.v1.EventService/Watch":         "viewer",
 	"/quarry.v1.ImageService/GetScanStatus": "viewer",
 	"/quarry.v1.JobService/ListJobs":        "viewer",
 	"/quarry.v1.JobService/GetJob":          "viewer",

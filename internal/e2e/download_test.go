@@ -150,6 +150,13 @@ func TestDownloadChecksumMismatch(t *testing.T) {
 		!strings.Contains(j.GetMessage(), "checksum mismatch") {
 		t.Fatalf("job %v; want FAILED naming the expected digest", j)
 	}
+	// The job says where it failed, and its history the class.
+	if p := j.GetProgress().GetPhase(); p != "verifying" {
+		t.Errorf("a job that failed its checksum shows phase %q; want verifying", p)
+	}
+	if h := strings.Join(historyOf(j), "\n"); !strings.Contains(h, "failed (checksum mismatch): ") {
+		t.Errorf("history does not name the failure's class:\n%s", h)
+	}
 	im := getImage(t, c.s, m.GetImage().GetId())
 	if im.GetState() != quarryv1.ImageState_IMAGE_STATE_ERROR || !strings.Contains(im.GetStateReason(), "checksum mismatch") {
 		t.Errorf("image %v; want ERROR with the mismatch", im)
@@ -277,6 +284,9 @@ func TestDownloadReadoptedAfterControlPlaneRestart(t *testing.T) {
 	}
 	if float64(f.BytesServed()) > 1.05*size {
 		t.Errorf("origin served %d bytes for %d", f.BytesServed(), size)
+	}
+	if h := strings.Join(historyOf(j), "\n"); !strings.Contains(h, "resumed on node n1 at ") {
+		t.Errorf("history does not say where the job resumed:\n%s", h)
 	}
 	imgs, err := s.Images.ListImages(t.Context(), connect.NewRequest(&quarryv1.ListImagesRequest{StoragePoolId: pool.GetId()}))
 	if err != nil || len(imgs.Msg.GetImages()) != 1 {

@@ -237,7 +237,9 @@ func TestPlacementScenarios(t *testing.T) {
 // rather than failing or waiting for the next health check.
 func TestPlacementLazyConnect(t *testing.T) {
 	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(time.Hour))
-	a := quarrytest.StartAgent(t, s, quarrytest.AgentOptions{Name: "n1"})
+	// Silent: a restarted agent that announced itself would be READY at
+	// once; this is about the link finding out by itself.
+	a := quarrytest.StartAgent(t, s, quarrytest.AgentOptions{Name: "n1", Silent: true})
 	mkdir(t, a.Opts.LocalPath("/srv/local"))
 	id := a.NodeID
 	resp, err := s.Pools.CreatePool(t.Context(), connect.NewRequest(&quarryv1.CreatePoolRequest{

@@ -156,6 +156,7 @@ func (d *download) start(ck *checkpoint, info preflight) error {
 			d.h, d.validator, d.total, d.resumed = h, ck.Validator, ck.Total, ck.Offset > 0
 			d.fresh = ck.Fresh
 			d.s.reset(ck.Offset)
+			d.meter.rebase(ck.Offset)
 			if info.total >= 0 {
 				d.total = info.total
 			}

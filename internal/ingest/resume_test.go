@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -180,6 +181,34 @@ func TestCheckpointEveryBytes(t *testing.T) {
 	p.checkImage(t, r.Dest, f)
 	if again := res.FetchedBytes - (n - received); !res.Resumed || again > every+chunkSize {
 		t.Fatalf("resumed call: %+v; it fetched %.1f MiB again, want at most %d MiB + one chunk", res, float64(again)/mib, every/mib)
+	}
+}
+
+// TestResumedRate: the rate a resumed download reports counts the bytes
+// it transfers, not the ones it restored from its checkpoint.
+func TestResumedRate(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	const n = 8 * mib
+	f := o.Add("/a.img", origintest.Random(n, 21))
+	p := newPool(t, "")
+	r := request(p, f)
+	interrupted(t, p, r, f, 6*mib)
+	f.RateLimit(mib)
+	var mu sync.Mutex
+	peak := 0.0
+	r.Progress = func(pr Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		peak = max(peak, pr.BytesPerSec)
+	}
+	if res, err := Download(t.Context(), r); err != nil || !res.Resumed {
+		t.Fatalf("resume: %+v, %v", res, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if peak > 4*mib {
+		t.Fatalf("reported %.1f MiB/s from a 1 MiB/s origin: restored bytes counted as transferred", peak/mib)
 	}
 }
 

@@ -84,6 +84,12 @@ const reportEvery = 250 * time.Millisecond
 
 func newMeter(fn func(Progress)) *meter { return &meter{fn: fn} }
 
+// rebase starts the rate over from done bytes: the bytes a resumed
+// download restored from its checkpoint were not transferred now.
+func (m *meter) rebase(done int64) {
+	m.last, m.lastDone, m.rate = time.Now(), done, 0
+}
+
 // phase reports a phase change at once.
 func (m *meter) phase(p string, done, total int64) {
 	if m.cur == p {

@@ -51,6 +51,10 @@ type AgentOptions struct {
 	// CheckpointEvery is the agent's --checkpoint-interval; default the
 	// package's CheckpointEvery.
 	CheckpointEvery time.Duration
+	// Silent: an in-process agent that already holds its certificate does
+	// not announce its start to the control plane, as an agent that cannot
+	// reach it would not: tests of what the link finds out by itself.
+	Silent bool
 }
 
 func (o *AgentOptions) defaults(t testing.TB, s *Server) {
@@ -186,6 +190,10 @@ func NewAgent(t testing.TB, s *Server, opts AgentOptions) *Agent {
 // certificate yet, and waits until it answers.
 func (a *Agent) Start() {
 	a.t.Helper()
+	server := a.srv.URL
+	if a.Opts.Silent && a.NodeID != "" {
+		server = "" // enrolled already: nothing to reach the control plane for
+	}
 	ag, err := agent.New(agent.Config{
 		DataDir:         a.Opts.DataDir(),
 		FSRoot:          a.Opts.FSRoot,
@@ -195,7 +203,7 @@ func (a *Agent) Start() {
 		Logger:          Logger(a.t).With("agent", a.Opts.Name),
 		CheckpointEvery: a.Opts.CheckpointEvery,
 		Enrollment: agent.Enrollment{
-			Server:    a.srv.URL,
+			Server:    server,
 			JoinToken: a.Opts.JoinToken,
 			CAHash:    a.Opts.CAHash,
 			Name:      a.Opts.Name,

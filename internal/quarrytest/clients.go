@@ -24,6 +24,7 @@ type Clients struct {
 	Enrollment quarryv1connect.EnrollmentServiceClient
 	Images     quarryv1connect.ImageServiceClient
 	Jobs       quarryv1connect.JobServiceClient
+	Events     quarryv1connect.EventServiceClient
 }
 
 // ClientsFor returns API clients of s that send token; "" sends none.
@@ -40,6 +41,7 @@ func (s *Server) ClientsWith(hc *http.Client) Clients {
 		Enrollment: quarryv1connect.NewEnrollmentServiceClient(hc, s.URL),
 		Images:     quarryv1connect.NewImageServiceClient(hc, s.URL),
 		Jobs:       quarryv1connect.NewJobServiceClient(hc, s.URL),
+		Events:     quarryv1connect.NewEventServiceClient(hc, s.URL),
 	}
 }
 

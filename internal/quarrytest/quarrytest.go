@@ -40,6 +40,8 @@ type Server struct {
 	// CA is the control plane's CA, for tests that talk to agents as the
 	// control plane or as strangers.
 	CA *pki.CA
+	// Statements reports how many SQL statements the store has run.
+	Statements func() uint64
 
 	stop func()
 }
@@ -94,6 +96,7 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 		Store:      srv.Store(),
 		Placement:  srv.Placement(),
 		CA:         srv.CA(),
+		Statements: srv.StoreStatements,
 		stop:       stop,
 	}
 	s.Clients = s.ClientsFor(s.AdminToken)

@@ -27,6 +27,7 @@ import (
 	"github.com/quarry-project/quarry/internal/dirlock"
 	"github.com/quarry-project/quarry/internal/discovery"
 	"github.com/quarry-project/quarry/internal/download"
+	"github.com/quarry-project/quarry/internal/events"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/nodelink"
@@ -36,6 +37,7 @@ import (
 	"github.com/quarry-project/quarry/internal/store/sqlstore"
 	"github.com/quarry-project/quarry/internal/urlpolicy"
 	"github.com/quarry-project/quarry/internal/verify"
+	"github.com/quarry-project/quarry/web"
 )
 
 // Config configures the control plane. Zero values take the defaults.
@@ -106,10 +108,13 @@ type Server struct {
 	catalog *catalog.Catalog
 	policy  *urlpolicy.Policy
 	events  *nodelink.EventWatcher
-	ca      *pki.CA
-	metrics *metrics.Metrics
-	lock    *dirlock.Lock
-	handler http.Handler
+	changes *events.Hub // what the dashboards' event streams hear
+	// statements counts the SQL statements run against the store.
+	statements func() uint64
+	ca         *pki.CA
+	metrics    *metrics.Metrics
+	lock       *dirlock.Lock
+	handler    http.Handler
 }
 
 // maxRequestBytes bounds a public API request body.
@@ -155,10 +160,13 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.AuthFailureWindow <= 0 {
 		cfg.AuthFailureWindow = time.Minute
 	}
-	st, err := openStore(ctx, cfg)
+	raw, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	// Every change written to the store is told to the event streams.
+	changes := events.NewHub()
+	st := events.Store(raw, changes)
 	tokenPath := auth.AdminTokenPath(cfg.DataDir)
 	if wrote, err := auth.EnsureAdmin(ctx, st, tokenPath, cfg.Clock()); err != nil {
 		st.Close()
@@ -176,6 +184,14 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	statements := func() uint64 { return 0 }
+	if counted, ok := raw.(interface{ Statements() uint64 }); ok {
+		statements = counted.Statements
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "quarry_store_statements_total",
+			Help: "SQL statements the control plane ran against its store: what it costs its database, idle or busy.",
+		}, func() float64 { return float64(statements()) }))
+	}
 	m := metrics.New(reg)
 	// The download controller looks at its jobs again whenever a node
 	// changes state; it is made after the link, which tells it.
@@ -191,7 +207,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	// Placement ranks nodes by the RUNNING jobs in the store, not by what
 	// one controller happens to be watching.
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m,
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements,
 		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)}}
 	s.scans = discovery.New(discovery.Config{
 		Store: st, Chooser: s.chooser, Lister: isoLister{link},
@@ -272,6 +288,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	enqueueJob := func(id string) { s.dls.Enqueue(id); s.checks.Enqueue(id) }
 	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: enqueueJob, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
+	mux.Handle(quarryv1connect.NewEventServiceHandler(&api.EventService{Store: s.store, Hub: s.changes, Logger: s.log}, opts...))
 	handleReflection(mux, opts)
 	guard.Routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -287,7 +304,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /{$}", homePage(s.cfg.Version))
+	dashboard(mux, web.Dist())
 	return mux
 }
 
@@ -315,6 +332,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Store returns the server's store.
 func (s *Server) Store() store.Store { return s.store }
+
+// StoreStatements reports how many SQL statements the store has run.
+func (s *Server) StoreStatements() uint64 { return s.statements() }
 
 // Placement returns the node-choice helper every operation uses.
 func (s *Server) Placement() *placement.Chooser { return s.chooser }
