@@ -437,15 +437,18 @@ func scanSummary(r *quarryv1.ScanISOsResponse) string {
 func showScanProgress(ctx context.Context, c *clients, w io.Writer) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	// A terminal shows one line redrawn in place; a log or a pipe gets a
+	// line whenever what it says changes.
+	_, terminal := isTerminal(w)
 	go func() {
 		defer close(done)
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		printed := false
+		printed, last := false, ""
 		for {
 			select {
 			case <-ctx.Done():
-				if printed {
+				if printed && terminal {
 					fmt.Fprintln(w)
 				}
 				return
@@ -459,10 +462,17 @@ func showScanProgress(ctx context.Context, c *clients, w io.Writer) (stop func()
 			for _, r := range resp.Msg.GetRunning() {
 				parts = append(parts, fmt.Sprintf("%s via %s: %d files", r.GetStoragePoolName(), r.GetNodeName(), r.GetFilesSeen()))
 			}
-			if len(parts) > 0 {
-				fmt.Fprintf(w, "\rscanning %d of %d pools: %s   ", len(parts), resp.Msg.GetPoolsTotal(), strings.Join(parts, ", "))
-				printed = true
+			if len(parts) == 0 {
+				continue
 			}
+			line := fmt.Sprintf("scanning %d of %d pools: %s", len(parts), resp.Msg.GetPoolsTotal(), strings.Join(parts, ", "))
+			switch {
+			case terminal:
+				fmt.Fprintf(w, "\r%s   ", line)
+			case line != last:
+				fmt.Fprintln(w, line)
+			}
+			printed, last = true, line
 		}
 	}()
 	return func() { cancel(); <-done }

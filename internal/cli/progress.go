@@ -28,10 +28,17 @@ type progressView interface {
 // fitted to the terminal's width); otherwise, for logs and pipes, it prints
 // one line per phase change or per tenth of the bytes.
 func newProgressView(w io.Writer) progressView {
-	if f, ok := w.(*os.File); ok && cupwriter.New(f, false).IsTerminal() {
+	if f, ok := isTerminal(w); ok {
 		return newBarView(mpb.WithOutput(f))
 	}
 	return &lineView{w: w, tenth: -1}
+}
+
+// isTerminal reports whether w is a terminal, which may be redrawn in
+// place.
+func isTerminal(w io.Writer) (*os.File, bool) {
+	f, ok := w.(*os.File)
+	return f, ok && cupwriter.New(f, false).IsTerminal()
 }
 
 // jobPhase is what the job is doing: its phase, else its state.
