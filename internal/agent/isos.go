@@ -225,6 +225,9 @@ func (s *service) mountedDir(p *agentv1.PoolRef) (poolRef, string, error) {
 		return poolRef{}, "", err
 	}
 	dir := s.a.paths.resolve(ref.path)
+	if why := s.a.refusal(ref, dir); why != "" {
+		return poolRef{}, "", errclass.New(errclass.FailedPrecondition, "%s", why)
+	}
 	if f := inspect(ref, dir); !f.mounted {
 		return poolRef{}, "", errclass.New(errclass.FailedPrecondition, "%s", f.reason)
 	}

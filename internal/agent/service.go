@@ -54,6 +54,9 @@ func (s *service) InitPool(ctx context.Context, req *connect.Request[agentv1.Ini
 		return nil, errclass.ToConnect(err)
 	}
 	dir := s.a.paths.resolve(ref.path)
+	if why := s.a.refusal(ref, dir); why != "" {
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "%s", why))
+	}
 	if err := initPool(ref, dir, s.a.hostname, s.a.now()); err != nil {
 		return nil, errclass.ToConnect(err)
 	}
@@ -81,6 +84,10 @@ func (s *service) InstallCertificate(_ context.Context, req *connect.Request[age
 
 func (s *service) facts(ref poolRef) *agentv1.PoolFacts {
 	dir := s.a.paths.resolve(ref.path)
+	if why := s.a.refusal(ref, dir); why != "" {
+		s.a.log.Warn("refusing a pool", "pool", ref.id, "path", ref.path, "dir", dir, "reason", why)
+		return &agentv1.PoolFacts{Id: ref.id, Status: agentv1.MountStatus_MOUNT_STATUS_NOT_WRITABLE, Reason: why}
+	}
 	f := inspect(ref, dir)
 	s.a.log.Debug("pool facts", "pool", ref.id, "path", ref.path, "dir", dir, "mounted", f.mounted, "reason", f.reason)
 	return &agentv1.PoolFacts{

@@ -30,6 +30,9 @@ type PoolService struct {
 	Placement Placement
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// DataDir is the control plane's data directory, which no pool may
+	// overlap.
+	DataDir string
 }
 
 // Placement shows how operations on a pool choose their node, without
@@ -73,6 +76,9 @@ func (s *PoolService) validate(ctx context.Context, p *store.Pool, assigned []st
 		return invalidf("pool type %q is not supported; the only type is \"dir\"", p.Type)
 	}
 	if err := names.CheckPoolPath(p.Path); err != nil {
+		return invalidf("%s", err.Error())
+	}
+	if err := names.CheckOwnDir(p.Path, s.DataDir, "the control plane's data directory"); err != nil {
 		return invalidf("%s", err.Error())
 	}
 	ids, err := s.checkAssigned(ctx, assigned)

@@ -64,7 +64,7 @@ func CheckPoolPath(p string) error {
 	if p == "/" {
 		return fmt.Errorf("pool path cannot be the filesystem root")
 	}
-	return nil
+	return checkSystemTree(p)
 }
 
 // Within reports whether path a is b or inside b (on path-component

@@ -40,6 +40,17 @@ func TestCheckPoolPath(t *testing.T) {
 		{"/srv//isos", "not clean"},
 		{"/srv/../etc", "not clean"},
 		{"/", "root"},
+		{"/etc", "system directory /etc"},
+		{"/etc/images", "system directory /etc"},
+		{"/proc/self", "system directory /proc"},
+		{"/sys", "system directory /sys"},
+		{"/dev/shm", "system directory /dev"},
+		{"/lib64/x", "system directory /lib64"},
+		{"/usr/local/images", "system directory /usr"},
+		{"/run", "system directory /run"},
+		{"/etcetera", ""},
+		{"/library/isos", ""},
+		{"/srv/etc", ""},
 		{"/srv/\nx", "control"},
 		{"/" + strings.Repeat("a", 1100), "limit"},
 	}
@@ -81,4 +92,23 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("Check accepted %q", s)
 		}
 	})
+}
+
+func TestCheckOwnDir(t *testing.T) {
+	for _, tt := range []struct {
+		p  string
+		ok bool
+	}{
+		{"/var/lib/quarry", false},
+		{"/var/lib", false},
+		{"/var/lib/quarry/ca", false},
+		{"/var/lib/quarry/pools/local", true}, // dev mode's pool
+		{"/var/lib/quarry2", true},
+		{"/srv/images", true},
+	} {
+		err := CheckOwnDir(tt.p, "/var/lib/quarry", "the data directory")
+		if (err == nil) != tt.ok {
+			t.Errorf("CheckOwnDir(%s) = %v, want ok %v", tt.p, err, tt.ok)
+		}
+	}
 }

@@ -270,7 +270,8 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(quarryv1connect.NewNodeServiceHandler(&api.NodeService{Store: s.store, Link: s.link, Logger: s.log, Now: now}, opts...))
-	mux.Handle(quarryv1connect.NewStoragePoolServiceHandler(&api.PoolService{Store: s.store, Link: s.link, Placement: s.chooser, Logger: s.log, Now: now}, opts...))
+	mux.Handle(quarryv1connect.NewStoragePoolServiceHandler(&api.PoolService{Store: s.store, Link: s.link, Placement: s.chooser, Logger: s.log, Now: now,
+		DataDir: absPath(s.cfg.DataDir)}, opts...))
 	mux.Handle(quarryv1connect.NewTokenServiceHandler(&api.TokenService{Store: s.store, Logger: s.log, Now: s.cfg.Clock, CAHash: s.ca.Hash}, opts...))
 	mux.Handle(quarryv1connect.NewEnrollmentServiceHandler(&api.EnrollmentService{Store: s.store, Link: s.link, CA: s.ca,
 		CertTTL: s.cfg.AgentCertTTL, Logger: s.log, Clock: s.cfg.Clock, Now: now, Metrics: s.metrics}, opts...))

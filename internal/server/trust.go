@@ -60,3 +60,11 @@ func (i *issuer) SignNode(csrPEM []byte, nodeID string, now time.Time) (*x509.Ce
 	}
 	return i.ca.SignNode(csr, nodeID, i.ttl, now)
 }
+
+// absPath is p made absolute, or p when that fails (no working directory).
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
