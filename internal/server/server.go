@@ -245,6 +245,9 @@ func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 		}
 		return nil, fmt.Errorf("--database-url %q: only postgres:// URLs are accepted", cfg.DatabaseURL)
 	}
+	if err := secureDataDir(cfg.DataDir, cfg.Logger); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(cfg.DataDir, "quarry.db")
 	st, err := sqlstore.OpenSQLite(ctx, path)
 	if err != nil {
