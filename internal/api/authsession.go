@@ -12,6 +12,7 @@ import (
 
 	"github.com/quarry-project/quarry/internal/auth"
 	"github.com/quarry-project/quarry/internal/errclass"
+	"github.com/quarry-project/quarry/internal/httpguard"
 	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/store"
 )
@@ -103,7 +104,7 @@ func (a *Auth) login(w http.ResponseWriter, r *http.Request) {
 			Expires:  expires,
 			MaxAge:   max(1, int(expires.Sub(now)/time.Second)),
 			HttpOnly: true,
-			Secure:   r.TLS != nil,
+			Secure:   httpguard.IsHTTPS(r),
 			SameSite: http.SameSiteStrictMode,
 		})
 		writeJSON(w, http.StatusOK, sessionInfo{Role: t.Role, CSRFToken: s.CSRF, TokenID: t.ID, TokenName: t.Name, ExpiresAt: expires})
@@ -183,7 +184,7 @@ func (a *Auth) auditHTTP(r *http.Request, what string, c Caller, target string, 
 
 func clearCookie(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: auth.SessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: httpguard.IsHTTPS(r), SameSite: http.SameSiteStrictMode})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

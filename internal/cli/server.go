@@ -88,6 +88,7 @@ loopback only, for a first try.`,
 	f.IntVar(&cfg.MaxDownloads, "max-downloads", 8, "downloads running at once in the whole cluster")
 	f.IntVar(&cfg.DownloadMaxAttempts, "download-max-attempts", 10, "failed attempts in a row without progress after which a download fails")
 	f.DurationVar(&cfg.DownloadRetryWindow, "download-retry-window", 24*time.Hour, "longest a download keeps retrying without progress before it fails")
+	f.StringArrayVar(&cfg.TrustedProxies, "trusted-proxy", nil, "reverse proxy (CIDR or address) whose Forwarded/X-Forwarded-For/X-Forwarded-Proto headers give the client's address and scheme; repeatable")
 	f.BoolVar(&dev, "dev", false, "run the control plane, an agent and a local pool on this machine")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,7 @@ import (
 	"github.com/quarry-project/quarry/internal/download"
 	"github.com/quarry-project/quarry/internal/events"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+	"github.com/quarry-project/quarry/internal/httpguard"
 	"github.com/quarry-project/quarry/internal/metrics"
 	"github.com/quarry-project/quarry/internal/nodelink"
 	"github.com/quarry-project/quarry/internal/pki"
@@ -88,6 +90,18 @@ type Config struct {
 	// DownloadRetryBase is the wait after a download's first failed
 	// attempt (2 s); it doubles with each further one, up to 10 min.
 	DownloadRetryBase time.Duration
+	// TrustedProxies are the reverse proxies (CIDRs, addresses) whose
+	// Forwarded, X-Forwarded-For and X-Forwarded-Proto headers are
+	// believed (--trusted-proxy); nobody else's are.
+	TrustedProxies []string
+	// BodyIdle and BodyMinRate hold request bodies to a pace: silent no
+	// longer than BodyIdle (default 20 s), and on average at least
+	// BodyMinRate bytes a second after the first BodyIdle (default 1 KiB).
+	BodyIdle    time.Duration
+	BodyMinRate float64
+	// MaxConnsPerClient caps the connections one client address (an IPv6
+	// /64) holds open (default 64); trusted proxies are not capped.
+	MaxConnsPerClient int
 	// Clock is the time that authentication goes by: token expiry, sessions,
 	// the failure limit (default time.Now; tests move it).
 	Clock   func() time.Time
@@ -115,6 +129,7 @@ type Server struct {
 	metrics    *metrics.Metrics
 	lock       *dirlock.Lock
 	handler    http.Handler
+	proxies    *httpguard.Proxies
 }
 
 // maxRequestBytes bounds a public API request body.
@@ -160,6 +175,13 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.AuthFailureWindow <= 0 {
 		cfg.AuthFailureWindow = time.Minute
 	}
+	proxies, err := httpguard.ParseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	cfg.BodyIdle = cmp.Or(cfg.BodyIdle, defaultBodyIdle)
+	cfg.BodyMinRate = cmp.Or(cfg.BodyMinRate, defaultBodyMinRate)
+	cfg.MaxConnsPerClient = cmp.Or(cfg.MaxConnsPerClient, defaultMaxConnsPerClient)
 	raw, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -207,7 +229,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	// Placement ranks nodes by the RUNNING jobs in the store, not by what
 	// one controller happens to be watching.
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements,
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements, proxies: proxies,
 		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)}}
 	s.scans = discovery.New(discovery.Config{
 		Store: st, Chooser: s.chooser, Lister: isoLister{link},
@@ -266,6 +288,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		// audit log.
 		connect.WithInterceptors(append(api.Interceptors(s.log, reg), guard.Interceptor())...),
 		connect.WithReadMaxBytes(maxRequestBytes),
+		api.BoundedGzip(maxRequestBytes),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, r any) error {
 			s.log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", r)
 			return connect.NewError(connect.CodeInternal, errors.New("internal error; the control plane's log has the details"))
@@ -309,7 +332,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	dashboard(mux, web.Dist())
-	return mux
+	return s.front(guard, mux, opts)
 }
 
 // settling counts, by pool name, the files the last scan of each pool left
@@ -382,6 +405,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 	}
+	ln = httpguard.LimitConns(ln, s.cfg.MaxConnsPerClient, s.proxies, s.log)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
