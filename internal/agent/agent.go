@@ -240,7 +240,7 @@ func (a *Agent) serve(ctx context.Context, ln net.Listener) error {
 	srv.Protocols.SetHTTP2(true)
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	go func() { errc <- srv.ServeTLS(tlsOnly(ln), "", "") }()
 	// The listener is open: the control plane's check of the node gets an
 	// answer as soon as it asks.
 	actx, stopAnnounce := context.WithCancel(ctx)

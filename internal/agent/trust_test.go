@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -82,10 +84,19 @@ func TestRefusesStrangers(t *testing.T) {
 			resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url + "/healthz")
 			if err == nil {
 				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					t.Errorf("%s GET /healthz answered 200", p.name)
-				}
+				t.Errorf("%s GET /healthz answered %s; want no answer", p.name, resp.Status)
 			}
+		}
+		// Not even a 400: the connection closes without a byte.
+		c, err := net.Dial("tcp", strings.TrimPrefix(a.url, "https://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if out, err := io.ReadAll(c); len(out) > 0 || err != nil {
+			t.Errorf("plain HTTP on the agent port: read %q, %v; want the connection closed without an answer", out, err)
 		}
 	})
 	t.Run("the control plane", func(t *testing.T) {
