@@ -167,3 +167,11 @@ func (p *publishingStore) AppendAudit(ctx context.Context, e store.AuditEntry) (
 	id, err := p.Store.AppendAudit(ctx, e)
 	return id, p.publish(err, Event{Resource: Audit, Change: Created})
 }
+
+func (p *publishingStore) Enroll(ctx context.Context, e store.Enrollment) error {
+	node := Event{Resource: Node, ID: e.Node.ID}
+	if e.Create {
+		node.Change = Created
+	}
+	return p.publish(p.Store.Enroll(ctx, e), node, Event{Resource: Token, ID: e.TokenID})
+}

@@ -35,6 +35,9 @@ type Token struct {
 	SingleUse  bool
 	LastUsedAt time.Time
 	UseCount   int
+	// NodeName binds a join token to one node: it enrolls only an agent of
+	// that name ("": any name).
+	NodeName string
 }
 
 // Session is a dashboard login: a cookie that stands for a token.

@@ -53,9 +53,29 @@ type Node struct {
 // NodeCertificate is what the control plane remembers of the certificate
 // it signed for a node's agent.
 type NodeCertificate struct {
-	Serial   string // hex
+	Serial string // hex
+	// KeyHash is the hex SHA-256 of the certificate's public key (its
+	// SubjectPublicKeyInfo); "" for certificates recorded before it was kept.
+	KeyHash  string
 	NotAfter time.Time
 	IssuedAt time.Time
+}
+
+// Enrollment is what one enrollment writes, all or nothing: a use of the
+// join token, the node (created, or moved to its address) and the
+// certificate its agent now holds.
+type Enrollment struct {
+	TokenID string
+	UsedAt  time.Time
+	// Node is created when Create is set; otherwise the node of Node.ID
+	// gets Node.Address.
+	Node   Node
+	Create bool
+	Cert   NodeCertificate
+	// PreviousSerial is the certificate serial the node had when the
+	// enrollment was decided ("" for none): if another enrollment or a
+	// revocation changed it since, this one fails with ErrConflict.
+	PreviousSerial string
 }
 
 // NodeStatus is what one health check learned about a node.
@@ -128,6 +148,10 @@ type NodeStore interface {
 	// SetNodeCertificate records the certificate the node's agent holds
 	// (after enrollment or renewal).
 	SetNodeCertificate(ctx context.Context, nodeID string, c NodeCertificate) error
+	// Enroll records an enrollment in one transaction: the token's use (a
+	// used single-use token is ErrConflict), the node and its certificate.
+	// When it fails nothing is written, so the token is not spent.
+	Enroll(ctx context.Context, e Enrollment) error
 }
 
 // PoolStore keeps storage pools and every node's view of them.

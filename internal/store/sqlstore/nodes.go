@@ -11,7 +11,7 @@ import (
 )
 
 const nodeColumns = `id, name, address, state, state_reason, state_since, last_checked_at, hostname, agent_version, created_at,
-	cert_serial, cert_not_after, cert_issued_at`
+	cert_serial, cert_not_after, cert_issued_at, cert_key_hash`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -42,7 +42,7 @@ func scanNode(r scanner) (store.Node, error) {
 	)
 	err := r.Scan(&n.ID, &n.Name, &n.Address, &state, &n.StateReason, &stateSince, &lastChecked,
 		&n.Hostname, &n.AgentVersion, &createdAt,
-		&n.Certificate.Serial, &certNotAfter, &certIssuedAt)
+		&n.Certificate.Serial, &certNotAfter, &certIssuedAt, &n.Certificate.KeyHash)
 	n.State = store.NodeState(state)
 	n.StateSince = fromMicros(stateSince)
 	n.LastCheckedAt = fromMicros(lastChecked)
@@ -61,21 +61,24 @@ func (s *Store) CreateNode(ctx context.Context, n store.Node) error {
 	if n.State == "" {
 		n.State = store.NodeUnknown
 	}
-	return s.tx(ctx, func(t *txn) error {
-		// Looked up first so the error can say which key collided; the
-		// unique constraints below remain the guarantee.
-		if err := t.nodeTaken(ctx, n); err != nil {
-			return err
-		}
-		_, err := t.exec(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			n.ID, n.Name, n.Address, string(n.State), n.StateReason, micros(n.StateSince),
-			micros(n.LastCheckedAt), n.Hostname, n.AgentVersion, micros(n.CreatedAt),
-			n.Certificate.Serial, micros(n.Certificate.NotAfter), micros(n.Certificate.IssuedAt))
-		if s.isUnique(err) {
-			return fmt.Errorf("node %q at %s: %w", n.Name, n.Address, store.ErrConflict)
-		}
+	return s.tx(ctx, func(t *txn) error { return t.createNode(ctx, n) })
+}
+
+// createNode inserts n inside a transaction (CreateNode).
+func (t *txn) createNode(ctx context.Context, n store.Node) error {
+	// Looked up first so the error can say which key collided; the
+	// unique constraints below remain the guarantee.
+	if err := t.nodeTaken(ctx, n); err != nil {
 		return err
-	})
+	}
+	_, err := t.exec(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		n.ID, n.Name, n.Address, string(n.State), n.StateReason, micros(n.StateSince),
+		micros(n.LastCheckedAt), n.Hostname, n.AgentVersion, micros(n.CreatedAt),
+		n.Certificate.Serial, micros(n.Certificate.NotAfter), micros(n.Certificate.IssuedAt), n.Certificate.KeyHash)
+	if t.s.isUnique(err) {
+		return fmt.Errorf("node %q at %s: %w", n.Name, n.Address, store.ErrConflict)
+	}
+	return err
 }
 
 // nodeTaken returns ErrConflict naming the first of n's id, name and address
@@ -233,8 +236,8 @@ func (s *Store) RecordNodeCheck(ctx context.Context, nodeID string, st store.Nod
 // SetNodeCertificate records the certificate node nodeID's agent holds,
 // replacing the one recorded before.
 func (s *Store) SetNodeCertificate(ctx context.Context, nodeID string, c store.NodeCertificate) error {
-	res, err := s.exec(ctx, `UPDATE nodes SET cert_serial = ?, cert_not_after = ?, cert_issued_at = ? WHERE id = ?`,
-		c.Serial, micros(c.NotAfter), micros(c.IssuedAt), nodeID)
+	res, err := s.exec(ctx, `UPDATE nodes SET cert_serial = ?, cert_not_after = ?, cert_issued_at = ?, cert_key_hash = ? WHERE id = ?`,
+		c.Serial, micros(c.NotAfter), micros(c.IssuedAt), c.KeyHash, nodeID)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/quarry-project/quarry/internal/store"
 )
 
-const tokenColumns = `id, name, kind, role, secret_hash, created_at, expires_at, revoked_at, single_use, last_used_at, use_count`
+const tokenColumns = `id, name, kind, role, secret_hash, created_at, expires_at, revoked_at, single_use, last_used_at, use_count, node_name`
 
 func scanToken(r scanner) (store.Token, error) {
 	var (
@@ -20,7 +20,7 @@ func scanToken(r scanner) (store.Token, error) {
 		singleUse                                  int
 	)
 	if err := r.Scan(&t.ID, &t.Name, &kind, &role, &hash, &created, &expires, &revoked,
-		&singleUse, &lastUsed, &count); err != nil {
+		&singleUse, &lastUsed, &count, &t.NodeName); err != nil {
 		return store.Token{}, err
 	}
 	t.Kind, t.Role = store.TokenKind(kind), store.Role(role)
@@ -43,10 +43,10 @@ func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
 	if t.ID == "" {
 		return errors.New("create token: empty id")
 	}
-	_, err := s.exec(ctx, `INSERT INTO tokens (`+tokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT INTO tokens (`+tokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		t.ID, t.Name, string(t.Kind), string(t.Role), hex.EncodeToString(t.SecretHash),
 		micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RevokedAt), boolToDB(t.SingleUse),
-		micros(t.LastUsedAt), int64(t.UseCount))
+		micros(t.LastUsedAt), int64(t.UseCount), t.NodeName)
 	if s.isUnique(err) {
 		return fmt.Errorf("token %s: %w", t.ID, store.ErrConflict)
 	}
@@ -96,6 +96,20 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 func (s *Store) UseToken(ctx context.Context, id string, at time.Time) (store.Token, error) {
 	var tok store.Token
 	err := s.tx(ctx, func(t *txn) error {
+		var err error
+		tok, err = t.useToken(ctx, id, at)
+		return err
+	})
+	if err != nil {
+		return store.Token{}, err
+	}
+	return tok, nil
+}
+
+// useToken counts one use of token id inside a transaction (UseToken).
+func (t *txn) useToken(ctx context.Context, id string, at time.Time) (store.Token, error) {
+	var tok store.Token
+	err := func() error {
 		res, err := t.exec(ctx, `UPDATE tokens SET use_count = use_count + 1, last_used_at = ?
 			WHERE id = ? AND (single_use = 0 OR use_count = 0)`, micros(at), id)
 		if err != nil {
@@ -119,7 +133,7 @@ func (s *Store) UseToken(ctx context.Context, id string, at time.Time) (store.To
 		// UPDATE, so this is the use just counted and not a later one.
 		tok, err = scanToken(t.queryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
 		return err
-	})
+	}()
 	if err != nil {
 		return store.Token{}, err
 	}
