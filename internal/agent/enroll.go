@@ -36,6 +36,10 @@ type Enrollment struct {
 	// Empty: the listen address when it names a host; needed only when no
 	// node has Name yet, or to change the address of the node that has.
 	Advertise string
+	// Replace enrolls even when the node already has an enrolled agent,
+	// whose certificate the control plane then stops accepting (needed
+	// only with a join token that is not bound to Name).
+	Replace bool
 	// HTTPClient talks to the control plane; default a client with a 30 s
 	// timeout per call.
 	HTTPClient *http.Client
@@ -115,7 +119,7 @@ func (a *Agent) Enroll(ctx context.Context, joinToken, advertise string) error {
 		}
 	}
 	client := quarryv1connect.NewEnrollmentServiceClient(hc, server)
-	req := &quarryv1.EnrollRequest{JoinToken: e.JoinToken, NodeName: e.Name, ManagementAddress: advertise, CsrPem: string(csr)}
+	req := &quarryv1.EnrollRequest{JoinToken: e.JoinToken, NodeName: e.Name, ManagementAddress: advertise, CsrPem: string(csr), Replace: e.Replace}
 	var resp *connect.Response[quarryv1.EnrollResponse]
 	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
 		resp, err = client.Enroll(ctx, connect.NewRequest(req))

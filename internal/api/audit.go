@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -108,8 +109,27 @@ func (a *Auth) audit(ctx context.Context, c auditCall) {
 			e.Message = ce.Message()
 		}
 	}
+	if note, ok := ctx.Value(auditNoteKey{}).(*string); ok && e.Result == "ok" {
+		e.Message = *note
+	}
 	e.Message = clip(e.Message)
 	a.write(ctx, e)
+}
+
+type auditNoteKey struct{}
+
+// withAuditNote gives a call a note its handler may fill (noteAudit) for
+// the message of its audit entry when it succeeds.
+func withAuditNote(ctx context.Context) context.Context {
+	return context.WithValue(ctx, auditNoteKey{}, new(string))
+}
+
+// noteAudit sets the message of the audit entry of the call ctx belongs
+// to, if it succeeds: what about it a reader of the log must know.
+func noteAudit(ctx context.Context, format string, args ...any) {
+	if note, ok := ctx.Value(auditNoteKey{}).(*string); ok {
+		*note = fmt.Sprintf(format, args...)
+	}
 }
 
 func (a *Auth) write(ctx context.Context, e store.AuditEntry) {

@@ -90,6 +90,7 @@ type guard struct{ a *Auth }
 
 func (g guard) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (resp connect.AnyResponse, err error) {
+		ctx = withAuditNote(ctx)
 		proc, peer := req.Spec().Procedure, req.Peer().Addr
 		var caller Caller
 		if rule, known := auth.RuleFor(proc); !known || rule.Mutates {

@@ -41,8 +41,11 @@ type EnrollmentService struct {
 }
 
 // Enroll checks the request and the join token, finds or registers the
-// node, counts one use of the token, and signs the agent's key for the
-// node. A refused token or request registers nothing.
+// node, and signs the agent's key for it. A node whose agent holds a valid
+// certificate is enrolled again only with a token bound to it, or with
+// replace; the replacement is audited. The token's use, the node and the
+// certificate it pins are written in one transaction: a refused or failed
+// enrollment registers nothing and spends no token.
 func (s *EnrollmentService) Enroll(ctx context.Context, req *connect.Request[quarryv1.EnrollRequest]) (resp *connect.Response[quarryv1.EnrollResponse], err error) {
 	defer func() { s.Metrics.Enrolled(enrollResult(err)) }()
 	m := req.Msg
@@ -62,32 +65,44 @@ func (s *EnrollmentService) Enroll(ctx context.Context, req *connect.Request[qua
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
+	if tok.NodeName != "" && tok.NodeName != m.GetNodeName() {
+		return nil, toConnect(ctx, s.Logger, errclass.New(errclass.PermissionDenied,
+			"join token %s is bound to node %q and cannot enroll %q; make a token for that node with quarry token create --join --node %s",
+			tok.ID, tok.NodeName, m.GetNodeName(), m.GetNodeName()))
+	}
 	n, create, err := s.target(ctx, m.GetNodeName(), m.GetManagementAddress(), now)
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	if _, err := s.Store.UseToken(ctx, tok.ID, tokenNow); errors.Is(err, store.ErrConflict) {
-		// Another enrollment used the single-use token since Lookup.
-		return nil, toConnect(ctx, s.Logger, joinRefused(fmt.Errorf("%w: token %s was single-use and has been used", auth.ErrInvalid, tok.ID)))
-	} else if err != nil {
-		return nil, toConnect(ctx, s.Logger, err)
-	}
-	if create {
-		err = s.Store.CreateNode(ctx, n)
-	} else {
-		err = s.Store.UpdateNode(ctx, n.ID, n.Name, n.Address)
-	}
-	if err != nil {
-		return nil, toConnect(ctx, s.Logger, err)
+	previous := n.Certificate
+	replacing := !create && previous.Serial != "" && now.Before(previous.NotAfter)
+	if replacing && tok.NodeName == "" && !m.GetReplace() {
+		return nil, toConnect(ctx, s.Logger, errclass.New(errclass.FailedPrecondition,
+			"node %q already has an enrolled agent (certificate %s, valid until %s); to replace it, enroll with a join token bound to the node "+
+				"(quarry token create --join --node %s) or start the agent with --replace; to stop trusting the old one first, quarry node revoke-cert %s",
+			n.Name, previous.Serial, previous.NotAfter.UTC().Format(time.RFC3339), n.Name, n.Name))
 	}
 	cert, err := s.CA.SignNode(csr, n.ID, s.CertTTL, now)
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	if err := s.Store.SetNodeCertificate(ctx, n.ID, store.NodeCertificate{
-		Serial: pki.Serial(cert), NotAfter: cert.NotAfter, IssuedAt: now,
-	}); err != nil {
+	err = s.Store.Enroll(ctx, store.Enrollment{
+		TokenID: tok.ID, UsedAt: tokenNow, Node: n, Create: create, PreviousSerial: previous.Serial,
+		Cert: store.NodeCertificate{Serial: pki.Serial(cert), KeyHash: pki.KeyHash(cert), NotAfter: cert.NotAfter, IssuedAt: now},
+	})
+	if errors.Is(err, store.ErrConflict) {
+		if t, gerr := s.Store.GetToken(ctx, tok.ID); gerr == nil && t.SingleUse && t.UseCount > 0 {
+			// Another enrollment used the single-use token since Lookup.
+			err = joinRefused(fmt.Errorf("%w: token %s was single-use and has been used", auth.ErrInvalid, tok.ID))
+		}
+	}
+	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
+	}
+	if replacing {
+		noteAudit(ctx, "replaced the enrolled agent of node %s: certificate %s is no longer accepted, %s is", n.Name, previous.Serial, pki.Serial(cert))
+		s.Logger.WarnContext(ctx, "node's agent replaced by a new enrollment; its previous certificate is no longer accepted", "node", n.Name,
+			"previous_serial", previous.Serial, "serial", pki.Serial(cert), "token", tok.ID)
 	}
 	s.Logger.InfoContext(ctx, "agent enrolled", "node", n.Name, "node_id", n.ID, "address", n.Address,
 		"registered", create, "token", tok.ID, "serial", pki.Serial(cert), "expires", cert.NotAfter.UTC().Format(time.RFC3339))

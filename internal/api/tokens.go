@@ -69,10 +69,18 @@ func (s *TokenService) CreateToken(ctx context.Context, req *connect.Request[qua
 	} else if ttl == 0 {
 		ttl = defaultJoinTTL
 	}
+	if n := m.GetNodeName(); n != "" {
+		if kind != store.TokenJoin {
+			return nil, toConnect(ctx, s.Logger, invalidf("node_name binds join tokens only; an API token acts for a person or a program, not a node"))
+		}
+		if err := names.Check("node", n); err != nil {
+			return nil, toConnect(ctx, s.Logger, invalidf("%s", err.Error()))
+		}
+	}
 
 	now := s.Now()
 	t, secret := auth.New(kind)
-	t.Name, t.Role, t.CreatedAt, t.SingleUse = m.GetName(), role, now, m.GetSingleUse()
+	t.Name, t.Role, t.CreatedAt, t.SingleUse, t.NodeName = m.GetName(), role, now, m.GetSingleUse(), m.GetNodeName()
 	if ttl > 0 {
 		t.ExpiresAt = now.Add(ttl)
 	}
@@ -155,6 +163,7 @@ func tokenView(t store.Token) *quarryv1.Token {
 		SingleUse:  t.SingleUse,
 		LastUsedAt: ts(t.LastUsedAt),
 		UseCount:   uint32(max(t.UseCount, 0)),
+		NodeName:   t.NodeName,
 	}
 	if t.Kind == store.TokenJoin {
 		v.Kind = quarryv1.TokenKind_TOKEN_KIND_JOIN

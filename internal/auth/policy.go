@@ -30,11 +30,12 @@ var (
 // is refused to everyone; the end-to-end authorization test walks every
 // generated service and fails for a procedure without an entry.
 var policy = map[string]Rule{
-	quarryv1connect.NodeServiceRegisterNodeProcedure: admin,
-	quarryv1connect.NodeServiceListNodesProcedure:    read,
-	quarryv1connect.NodeServiceGetNodeProcedure:      read,
-	quarryv1connect.NodeServiceUpdateNodeProcedure:   admin,
-	quarryv1connect.NodeServiceDeleteNodeProcedure:   admin,
+	quarryv1connect.NodeServiceRegisterNodeProcedure:          admin,
+	quarryv1connect.NodeServiceListNodesProcedure:             read,
+	quarryv1connect.NodeServiceGetNodeProcedure:               read,
+	quarryv1connect.NodeServiceUpdateNodeProcedure:            admin,
+	quarryv1connect.NodeServiceDeleteNodeProcedure:            admin,
+	quarryv1connect.NodeServiceRevokeNodeCertificateProcedure: admin,
 
 	quarryv1connect.StoragePoolServiceCreatePoolProcedure: admin,
 	quarryv1connect.StoragePoolServiceListPoolsProcedure:  read,

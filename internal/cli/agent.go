@@ -80,6 +80,7 @@ directory whose PATH prefix matches it, else under --fs-root.`,
 	f.StringVar(&cfg.Enrollment.Server, "server", defaultServer(), "control plane URL to enroll with (env QUARRY_SERVER)")
 	f.StringVar(&cfg.Enrollment.CAHash, "ca-hash", "", "sha256:HEX pin of the control plane's CA; enrolling fails on any other")
 	f.StringVar(&cfg.Enrollment.Name, "name", "", "node name to enroll as (default: --hostname)")
+	f.BoolVar(&cfg.Enrollment.Replace, "replace", false, "enroll even though the node has an enrolled agent, which the control plane then stops trusting (not needed with a token made with --node)")
 	f.StringVar(&cfg.Enrollment.Advertise, "advertise", "",
 		"management address the control plane dials, sent when enrolling (default: --listen when it names a host)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -20,7 +20,7 @@ type lister func(ctx context.Context, c *clients) ([]cobra.Completion, error)
 // and the flags that name pools or nodes.
 func (g *globals) addCompletions(root *cobra.Command) {
 	args := map[string]lister{
-		"node show": completeNodes, "node update": completeNodes, "node rm": completeNodes,
+		"node show": completeNodes, "node update": completeNodes, "node rm": completeNodes, "node revoke-cert": completeNodes,
 		"pool show": completePools, "pool update": completePools, "pool rm": completePools,
 		"image show": completeImages, "image rm": completeImages, "image verify": completeImages,
 		"job show": completeJobs, "job watch": completeJobs, "job cancel": completeJobs,

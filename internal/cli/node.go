@@ -22,6 +22,7 @@ func newNodeCommand(g *globals) *cobra.Command {
 		newNodeShowCommand(g),
 		newNodeUpdateCommand(g),
 		newNodeRemoveCommand(g),
+		newNodeRevokeCertCommand(g),
 	)
 	return cmd
 }

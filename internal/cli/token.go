@@ -39,15 +39,15 @@ var roleFlags = map[string]quarryv1.Role{
 
 func newTokenCreateCommand(g *globals) *cobra.Command {
 	var (
-		role, name, ttl string
-		join, single    bool
+		role, name, ttl, node string
+		join, single          bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create [--role viewer|operator|admin] [--name N] [--ttl D] | --join [--ttl 1h] [--single-use]",
+		Use:   "create [--role viewer|operator|admin] [--name N] [--ttl D] | --join [--node NODE] [--ttl 1h] [--single-use]",
 		Short: "Create an API token, or with --join a token an agent enrolls with",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := &quarryv1.CreateTokenRequest{Name: name, Kind: quarryv1.TokenKind_TOKEN_KIND_API, SingleUse: single}
+			req := &quarryv1.CreateTokenRequest{Name: name, Kind: quarryv1.TokenKind_TOKEN_KIND_API, SingleUse: single, NodeName: node}
 			if join {
 				if cmd.Flags().Changed("role") {
 					return usageErrorf("--role is for API tokens; a join token only lets an agent enroll")
@@ -56,6 +56,9 @@ func newTokenCreateCommand(g *globals) *cobra.Command {
 			} else {
 				if single {
 					return usageErrorf("--single-use is for join tokens (--join)")
+				}
+				if node != "" {
+					return usageErrorf("--node is for join tokens (--join): it binds the token to the node it enrolls")
 				}
 				r, ok := roleFlags[strings.ToLower(role)]
 				if !ok {
@@ -90,6 +93,7 @@ func newTokenCreateCommand(g *globals) *cobra.Command {
 	f.StringVar(&ttl, "ttl", "", "lifetime such as 12h or 30d (default: API tokens never expire, join tokens last 1h)")
 	f.BoolVar(&join, "join", false, "create a join token for enrolling an agent")
 	f.BoolVar(&single, "single-use", false, "join tokens: refuse the token after one enrollment")
+	f.StringVar(&node, "node", "", "join tokens: enroll only the node of this name (and replace its enrolled agent, if it has one)")
 	return cmd
 }
 
@@ -120,6 +124,9 @@ func printCreatedToken(w io.Writer, base string, m *quarryv1.CreateTokenResponse
 		if t.GetSingleUse() {
 			what = "single-use join token"
 		}
+		if t.GetNodeName() != "" {
+			what += " for node " + t.GetNodeName()
+		}
 	}
 	if t.GetName() != "" {
 		what += " " + t.GetName()
@@ -138,7 +145,11 @@ func printCreatedToken(w io.Writer, base string, m *quarryv1.CreateTokenResponse
 	if caHash == "" {
 		caHash = "<CA hash>"
 	}
-	fmt.Fprintf(w, "On the new node, run:\n\n  quarry agent --server %s --join-token %s --ca-hash %s --name NODE\n\n", base, m.GetSecret(), caHash)
+	node := "NODE"
+	if t.GetNodeName() != "" {
+		node = t.GetNodeName()
+	}
+	fmt.Fprintf(w, "On the new node, run:\n\n  quarry agent --server %s --join-token %s --ca-hash %s --name %s\n\n", base, m.GetSecret(), caHash, node)
 	if loopbackURL(base) {
 		fmt.Fprintf(w, "(%s is this host's loopback address: give the address the node reaches the control plane at.)\n", base)
 	}
@@ -180,8 +191,11 @@ func newTokenListCommand(g *globals) *cobra.Command {
 			t := newTable(out, "ID", "NAME", "KIND", "ROLE", "STATE", "CREATED", "EXPIRES", "LAST USED")
 			for _, tok := range resp.Msg.GetTokens() {
 				role := ""
-				if tok.GetKind() != quarryv1.TokenKind_TOKEN_KIND_JOIN {
+				switch {
+				case tok.GetKind() != quarryv1.TokenKind_TOKEN_KIND_JOIN:
 					role = strings.ToLower(enumWord(tok.GetRole()))
+				case tok.GetNodeName() != "":
+					role = "node " + tok.GetNodeName()
 				}
 				expires := "never"
 				if e := localTime(tok.GetExpiresAt()); !e.IsZero() {

@@ -23,11 +23,12 @@ import (
 // that this test states the contract: an RPC missing here fails the test
 // until someone decides who may call it (here and in internal/auth/policy.go).
 var wantAccess = map[string]string{
-	"/quarry.v1.NodeService/RegisterNode": "admin",
-	"/quarry.v1.NodeService/ListNodes":    "viewer",
-	"/quarry.v1.NodeService/GetNode":      "viewer",
-	"/quarry.v1.NodeService/UpdateNode":   "admin",
-	"/quarry.v1.NodeService/DeleteNode":   "admin",
+	"/quarry.v1.NodeService/RegisterNode":          "admin",
+	"/quarry.v1.NodeService/ListNodes":             "viewer",
+	"/quarry.v1.NodeService/GetNode":               "viewer",
+	"/quarry.v1.NodeService/UpdateNode":            "admin",
+	"/quarry.v1.NodeService/DeleteNode":            "admin",
+	"/quarry.v1.NodeService/RevokeNodeCertificate": "admin",
 
 	"/quarry.v1.StoragePoolService/CreatePool": "admin",
 	"/quarry.v1.StoragePoolService/ListPools":  "viewer",

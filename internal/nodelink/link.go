@@ -133,7 +133,10 @@ func New(cfg Config) *Link {
 // conn is the link's connection to one node: an HTTP transport whose TLS
 // configuration accepts only that node's certificate, at one address.
 type conn struct {
-	addr   string
+	addr string
+	// pin is the certificate the connection's handshakes accept: the one
+	// the node's record held when it was made.
+	pin    store.NodeCertificate
 	tr     *http.Transport
 	client agentv1connect.AgentServiceClient
 }
@@ -164,6 +167,13 @@ func (l *Link) Client(ctx context.Context, nodeID string) (agentv1connect.AgentS
 // to another address.
 func (l *Link) conn(n store.Node) (*conn, error) {
 	if n.Certificate.Serial == "" {
+		// A revoked certificate: what was opened with it goes too.
+		l.mu.Lock()
+		if c, ok := l.conns[n.ID]; ok {
+			c.tr.CloseIdleConnections()
+			delete(l.conns, n.ID)
+		}
+		l.mu.Unlock()
 		return nil, fmt.Errorf("node %s is %w: %s", n.Name, ErrNotEnrolled, strings.TrimPrefix(notEnrolledReason, "not enrolled: "))
 	}
 	if l.cfg.Issuer == nil {
@@ -172,7 +182,7 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c, ok := l.conns[n.ID]
-	if ok && c.addr == n.Address {
+	if ok && c.addr == n.Address && c.pin.Serial == n.Certificate.Serial && c.pin.KeyHash == n.Certificate.KeyHash {
 		// A connection outlives the certificates it was opened with; once
 		// the node's certificate expired, only a new handshake may tell
 		// whether it holds a valid one.
@@ -189,7 +199,7 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	p.SetHTTP2(true)
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: l.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     l.cfg.Issuer.ClientTLS(n.ID),
+		TLSClientConfig:     pinned(l.cfg.Issuer.ClientTLS(n.ID), n.Certificate),
 		TLSHandshakeTimeout: l.cfg.ConnectTimeout,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
@@ -199,7 +209,7 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	// noticed on an idle connection too: ping after an interval of
 	// silence, give up on the connection when the ping goes unanswered.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout}
-	c = &conn{addr: n.Address, tr: tr,
+	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr,
 		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address)}
 	l.conns[n.ID] = c
 	return c, nil

@@ -22,6 +22,26 @@ import (
 const reenroll = "enroll the agent again: remove agent.pem from its --data-dir and start it with " +
 	"--server URL --join-token TOKEN (make one with quarry token create --join)"
 
+// pinned returns cfg accepting, beyond what it checks itself, only the
+// certificate the node's record pins: a certificate replaced by a later
+// enrollment, or revoked, is refused at the next handshake, not at its
+// expiry. (A changed pin makes the link open new connections: see conn.)
+func pinned(cfg *tls.Config, pin store.NodeCertificate) *tls.Config {
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if verify != nil {
+			if err := verify(cs); err != nil {
+				return err
+			}
+		}
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("quarry: the agent presented no certificate")
+		}
+		return pki.CheckPin(cs.PeerCertificates[0], pin.Serial, pin.KeyHash)
+	}
+	return cfg
+}
+
 // tlsReason explains a failed TLS handshake with an agent, and what to do;
 // "" when err is not one.
 func tlsReason(err error) string {
@@ -31,6 +51,7 @@ func tlsReason(err error) string {
 		invalid x509.CertificateInvalidError
 		host    x509.HostnameError
 		wrong   *pki.WrongNodeError
+		unpin   *pki.UnpinnedError
 		op      *net.OpError
 	)
 	switch {
@@ -45,6 +66,9 @@ func tlsReason(err error) string {
 			invalid.Cert.NotAfter.UTC().Format(time.RFC3339), reenroll)
 	case errors.As(err, &invalid):
 		return fmt.Sprintf("TLS handshake failed: the agent's certificate is not valid (%v); %s", invalid, reenroll)
+	case errors.As(err, &unpin):
+		return fmt.Sprintf("TLS handshake failed: the agent holds certificate %s, which is no longer this node's (its current one is %s: "+
+			"the node was enrolled again, or its certificate revoked); %s", unpin.Got, unpin.Want, reenroll)
 	case errors.As(err, &wrong):
 		return fmt.Sprintf("TLS handshake failed: the agent at this address holds the certificate of node %s, not this node's: "+
 			"check the node's management address (quarry node update), or %s", wrong.Got, reenroll)
@@ -135,7 +159,7 @@ func (l *Link) renew(ctx context.Context, n store.Node, c *conn) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := l.cfg.Store.SetNodeCertificate(wctx, n.ID, store.NodeCertificate{
-		Serial: pki.Serial(cert), NotAfter: cert.NotAfter, IssuedAt: now,
+		Serial: pki.Serial(cert), KeyHash: pki.KeyHash(cert), NotAfter: cert.NotAfter, IssuedAt: now,
 	}); err != nil {
 		return fmt.Errorf("recording the renewed certificate: %w", err)
 	}

@@ -186,6 +186,31 @@ func serial() (*big.Int, error) {
 // and shows it: lower-case hex.
 func Serial(cert *x509.Certificate) string { return cert.SerialNumber.Text(16) }
 
+// KeyHash is the hex SHA-256 of cert's public key (SubjectPublicKeyInfo):
+// with the serial, what the control plane pins of an agent's certificate.
+func KeyHash(cert *x509.Certificate) string {
+	h := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(h[:])
+}
+
+// UnpinnedError: an agent presented a certificate for its node from the
+// right CA, but not the one the node's record pins (replaced by a later
+// enrollment or renewal, or revoked).
+type UnpinnedError struct{ Got, Want string }
+
+func (e *UnpinnedError) Error() string {
+	return fmt.Sprintf("quarry: the agent's certificate (serial %s) is not the node's current one (serial %s)", e.Got, e.Want)
+}
+
+// CheckPin returns an *UnpinnedError unless cert has the serial and, when
+// keyHash is not "", the public key hash pinned.
+func CheckPin(cert *x509.Certificate, serial, keyHash string) error {
+	if Serial(cert) != serial || keyHash != "" && KeyHash(cert) != keyHash {
+		return &UnpinnedError{Got: Serial(cert), Want: serial}
+	}
+	return nil
+}
+
 // WriteSecret writes data to path atomically with mode 0600: a temporary
 // file in the same directory is written, fsynced and renamed over path, and
 // the directory is fsynced, so a reader (or a crash) sees the old content

@@ -140,9 +140,11 @@ type Token struct {
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
 	// Join tokens only: refused after its first use.
-	SingleUse     bool                   `protobuf:"varint,8,opt,name=single_use,json=singleUse,proto3" json:"single_use,omitempty"`
-	LastUsedAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
-	UseCount      uint32                 `protobuf:"varint,10,opt,name=use_count,json=useCount,proto3" json:"use_count,omitempty"`
+	SingleUse  bool                   `protobuf:"varint,8,opt,name=single_use,json=singleUse,proto3" json:"single_use,omitempty"`
+	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	UseCount   uint32                 `protobuf:"varint,10,opt,name=use_count,json=useCount,proto3" json:"use_count,omitempty"`
+	// Join tokens only: the one node this token may enroll ("" : any).
+	NodeName      string `protobuf:"bytes,11,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -247,6 +249,13 @@ func (x *Token) GetUseCount() uint32 {
 	return 0
 }
 
+func (x *Token) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
 type CreateTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -255,8 +264,11 @@ type CreateTokenRequest struct {
 	Role Role `protobuf:"varint,3,opt,name=role,proto3,enum=quarry.v1.Role" json:"role,omitempty"`
 	// Lifetime in seconds, at least 60; 0 means the default (join tokens:
 	// 1 h; API tokens: no expiry).
-	TtlSeconds    int64 `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
-	SingleUse     bool  `protobuf:"varint,5,opt,name=single_use,json=singleUse,proto3" json:"single_use,omitempty"`
+	TtlSeconds int64 `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	SingleUse  bool  `protobuf:"varint,5,opt,name=single_use,json=singleUse,proto3" json:"single_use,omitempty"`
+	// Join tokens only: bind the token to this node name. It then enrolls
+	// only an agent of that name, and may replace that node's enrolled agent.
+	NodeName      string `protobuf:"bytes,6,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +336,13 @@ func (x *CreateTokenRequest) GetSingleUse() bool {
 		return x.SingleUse
 	}
 	return false
+}
+
+func (x *CreateTokenRequest) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
 }
 
 type CreateTokenResponse struct {
@@ -856,7 +875,11 @@ type EnrollRequest struct {
 	NodeName          string `protobuf:"bytes,2,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
 	ManagementAddress string `protobuf:"bytes,3,opt,name=management_address,json=managementAddress,proto3" json:"management_address,omitempty"`
 	// PEM certificate signing request for the agent's key.
-	CsrPem        string `protobuf:"bytes,4,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	CsrPem string `protobuf:"bytes,4,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	// Replace the enrolled agent of node_name with an unbound join token
+	// (a token bound to node_name needs no flag). Without it, enrolling a
+	// node whose agent holds a valid certificate is refused.
+	Replace       bool `protobuf:"varint,5,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,6 +940,13 @@ func (x *EnrollRequest) GetCsrPem() string {
 		return x.CsrPem
 	}
 	return ""
+}
+
+func (x *EnrollRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
 }
 
 type EnrollResponse struct {
@@ -985,7 +1015,7 @@ var File_quarry_v1_auth_proto protoreflect.FileDescriptor
 
 const file_quarry_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x14quarry/v1/auth.proto\x12\tquarry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x03\n" +
+	"\x14quarry/v1/auth.proto\x12\tquarry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x03\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12(\n" +
@@ -1002,7 +1032,8 @@ const file_quarry_v1_auth_proto_rawDesc = "" +
 	"\flast_used_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastUsedAt\x12\x1b\n" +
 	"\tuse_count\x18\n" +
-	" \x01(\rR\buseCount\"\xb7\x01\n" +
+	" \x01(\rR\buseCount\x12\x1b\n" +
+	"\tnode_name\x18\v \x01(\tR\bnodeName\"\xd4\x01\n" +
 	"\x12CreateTokenRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.quarry.v1.TokenKindR\x04kind\x12#\n" +
@@ -1010,7 +1041,8 @@ const file_quarry_v1_auth_proto_rawDesc = "" +
 	"\vttl_seconds\x18\x04 \x01(\x03R\n" +
 	"ttlSeconds\x12\x1d\n" +
 	"\n" +
-	"single_use\x18\x05 \x01(\bR\tsingleUse\"n\n" +
+	"single_use\x18\x05 \x01(\bR\tsingleUse\x12\x1b\n" +
+	"\tnode_name\x18\x06 \x01(\tR\bnodeName\"n\n" +
 	"\x13CreateTokenResponse\x12&\n" +
 	"\x05token\x18\x01 \x01(\v2\x10.quarry.v1.TokenR\x05token\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x17\n" +
@@ -1041,13 +1073,14 @@ const file_quarry_v1_auth_proto_rawDesc = "" +
 	"\aentries\x18\x01 \x03(\v2\x15.quarry.v1.AuditEntryR\aentries\"*\n" +
 	"\x0fAnnounceRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x12\n" +
-	"\x10AnnounceResponse\"\x93\x01\n" +
+	"\x10AnnounceResponse\"\xad\x01\n" +
 	"\rEnrollRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x1b\n" +
 	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12-\n" +
 	"\x12management_address\x18\x03 \x01(\tR\x11managementAddress\x12\x17\n" +
-	"\acsr_pem\x18\x04 \x01(\tR\x06csrPem\"i\n" +
+	"\acsr_pem\x18\x04 \x01(\tR\x06csrPem\x12\x18\n" +
+	"\areplace\x18\x05 \x01(\bR\areplace\"i\n" +
 	"\x0eEnrollResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12'\n" +
 	"\x0fcertificate_pem\x18\x02 \x01(\tR\x0ecertificatePem\x12\x15\n" +

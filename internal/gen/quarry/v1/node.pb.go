@@ -786,6 +786,103 @@ func (*DeleteNodeResponse) Descriptor() ([]byte, []int) {
 	return file_quarry_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
+type RevokeNodeCertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeNodeCertificateRequest) Reset() {
+	*x = RevokeNodeCertificateRequest{}
+	mi := &file_quarry_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeNodeCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeNodeCertificateRequest) ProtoMessage() {}
+
+func (x *RevokeNodeCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeNodeCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RevokeNodeCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RevokeNodeCertificateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeNodeCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The serial of the certificate revoked ("" when the node had none).
+	RevokedSerial string `protobuf:"bytes,2,opt,name=revoked_serial,json=revokedSerial,proto3" json:"revoked_serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeNodeCertificateResponse) Reset() {
+	*x = RevokeNodeCertificateResponse{}
+	mi := &file_quarry_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeNodeCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeNodeCertificateResponse) ProtoMessage() {}
+
+func (x *RevokeNodeCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeNodeCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RevokeNodeCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RevokeNodeCertificateResponse) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *RevokeNodeCertificateResponse) GetRevokedSerial() string {
+	if x != nil {
+		return x.RevokedSerial
+	}
+	return ""
+}
+
 var File_quarry_v1_node_proto protoreflect.FileDescriptor
 
 const file_quarry_v1_node_proto_rawDesc = "" +
@@ -845,12 +942,17 @@ const file_quarry_v1_node_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\v2\x0f.quarry.v1.NodeR\x04node\"#\n" +
 	"\x11DeleteNodeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12DeleteNodeResponse*q\n" +
+	"\x12DeleteNodeResponse\".\n" +
+	"\x1cRevokeNodeCertificateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"k\n" +
+	"\x1dRevokeNodeCertificateResponse\x12#\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.quarry.v1.NodeR\x04node\x12%\n" +
+	"\x0erevoked_serial\x18\x02 \x01(\tR\rrevokedSerial*q\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10NODE_STATE_READY\x10\x01\x12\x1a\n" +
 	"\x16NODE_STATE_UNREACHABLE\x10\x02\x12\x16\n" +
-	"\x12NODE_STATE_UNKNOWN\x10\x032\xfe\x02\n" +
+	"\x12NODE_STATE_UNKNOWN\x10\x032\xea\x03\n" +
 	"\vNodeService\x12O\n" +
 	"\fRegisterNode\x12\x1e.quarry.v1.RegisterNodeRequest\x1a\x1f.quarry.v1.RegisterNodeResponse\x12F\n" +
 	"\tListNodes\x12\x1b.quarry.v1.ListNodesRequest\x1a\x1c.quarry.v1.ListNodesResponse\x12@\n" +
@@ -858,7 +960,8 @@ const file_quarry_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"UpdateNode\x12\x1c.quarry.v1.UpdateNodeRequest\x1a\x1d.quarry.v1.UpdateNodeResponse\x12I\n" +
 	"\n" +
-	"DeleteNode\x12\x1c.quarry.v1.DeleteNodeRequest\x1a\x1d.quarry.v1.DeleteNodeResponseB\xa1\x01\n" +
+	"DeleteNode\x12\x1c.quarry.v1.DeleteNodeRequest\x1a\x1d.quarry.v1.DeleteNodeResponse\x12j\n" +
+	"\x15RevokeNodeCertificate\x12'.quarry.v1.RevokeNodeCertificateRequest\x1a(.quarry.v1.RevokeNodeCertificateResponseB\xa1\x01\n" +
 	"\rcom.quarry.v1B\tNodeProtoP\x01Z@github.com/quarry-project/quarry/internal/gen/quarry/v1;quarryv1\xa2\x02\x03QXX\xaa\x02\tQuarry.V1\xca\x02\tQuarry\\V1\xe2\x02\x15Quarry\\V1\\GPBMetadata\xea\x02\n" +
 	"Quarry::V1b\x06proto3"
 
@@ -875,50 +978,55 @@ func file_quarry_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quarry_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_quarry_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_quarry_v1_node_proto_goTypes = []any{
-	(NodeState)(0),                // 0: quarry.v1.NodeState
-	(*Node)(nil),                  // 1: quarry.v1.Node
-	(*PoolMount)(nil),             // 2: quarry.v1.PoolMount
-	(*RegisterNodeRequest)(nil),   // 3: quarry.v1.RegisterNodeRequest
-	(*RegisterNodeResponse)(nil),  // 4: quarry.v1.RegisterNodeResponse
-	(*ListNodesRequest)(nil),      // 5: quarry.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),     // 6: quarry.v1.ListNodesResponse
-	(*GetNodeRequest)(nil),        // 7: quarry.v1.GetNodeRequest
-	(*GetNodeResponse)(nil),       // 8: quarry.v1.GetNodeResponse
-	(*UpdateNodeRequest)(nil),     // 9: quarry.v1.UpdateNodeRequest
-	(*UpdateNodeResponse)(nil),    // 10: quarry.v1.UpdateNodeResponse
-	(*DeleteNodeRequest)(nil),     // 11: quarry.v1.DeleteNodeRequest
-	(*DeleteNodeResponse)(nil),    // 12: quarry.v1.DeleteNodeResponse
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(NodeState)(0),                        // 0: quarry.v1.NodeState
+	(*Node)(nil),                          // 1: quarry.v1.Node
+	(*PoolMount)(nil),                     // 2: quarry.v1.PoolMount
+	(*RegisterNodeRequest)(nil),           // 3: quarry.v1.RegisterNodeRequest
+	(*RegisterNodeResponse)(nil),          // 4: quarry.v1.RegisterNodeResponse
+	(*ListNodesRequest)(nil),              // 5: quarry.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),             // 6: quarry.v1.ListNodesResponse
+	(*GetNodeRequest)(nil),                // 7: quarry.v1.GetNodeRequest
+	(*GetNodeResponse)(nil),               // 8: quarry.v1.GetNodeResponse
+	(*UpdateNodeRequest)(nil),             // 9: quarry.v1.UpdateNodeRequest
+	(*UpdateNodeResponse)(nil),            // 10: quarry.v1.UpdateNodeResponse
+	(*DeleteNodeRequest)(nil),             // 11: quarry.v1.DeleteNodeRequest
+	(*DeleteNodeResponse)(nil),            // 12: quarry.v1.DeleteNodeResponse
+	(*RevokeNodeCertificateRequest)(nil),  // 13: quarry.v1.RevokeNodeCertificateRequest
+	(*RevokeNodeCertificateResponse)(nil), // 14: quarry.v1.RevokeNodeCertificateResponse
+	(*timestamppb.Timestamp)(nil),         // 15: google.protobuf.Timestamp
 }
 var file_quarry_v1_node_proto_depIdxs = []int32{
 	0,  // 0: quarry.v1.Node.state:type_name -> quarry.v1.NodeState
-	13, // 1: quarry.v1.Node.state_since:type_name -> google.protobuf.Timestamp
-	13, // 2: quarry.v1.Node.last_checked_at:type_name -> google.protobuf.Timestamp
-	13, // 3: quarry.v1.Node.created_at:type_name -> google.protobuf.Timestamp
+	15, // 1: quarry.v1.Node.state_since:type_name -> google.protobuf.Timestamp
+	15, // 2: quarry.v1.Node.last_checked_at:type_name -> google.protobuf.Timestamp
+	15, // 3: quarry.v1.Node.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: quarry.v1.Node.pools:type_name -> quarry.v1.PoolMount
-	13, // 5: quarry.v1.PoolMount.checked_at:type_name -> google.protobuf.Timestamp
+	15, // 5: quarry.v1.PoolMount.checked_at:type_name -> google.protobuf.Timestamp
 	0,  // 6: quarry.v1.PoolMount.node_state:type_name -> quarry.v1.NodeState
 	1,  // 7: quarry.v1.RegisterNodeResponse.node:type_name -> quarry.v1.Node
 	1,  // 8: quarry.v1.ListNodesResponse.nodes:type_name -> quarry.v1.Node
 	1,  // 9: quarry.v1.GetNodeResponse.node:type_name -> quarry.v1.Node
 	1,  // 10: quarry.v1.UpdateNodeResponse.node:type_name -> quarry.v1.Node
-	3,  // 11: quarry.v1.NodeService.RegisterNode:input_type -> quarry.v1.RegisterNodeRequest
-	5,  // 12: quarry.v1.NodeService.ListNodes:input_type -> quarry.v1.ListNodesRequest
-	7,  // 13: quarry.v1.NodeService.GetNode:input_type -> quarry.v1.GetNodeRequest
-	9,  // 14: quarry.v1.NodeService.UpdateNode:input_type -> quarry.v1.UpdateNodeRequest
-	11, // 15: quarry.v1.NodeService.DeleteNode:input_type -> quarry.v1.DeleteNodeRequest
-	4,  // 16: quarry.v1.NodeService.RegisterNode:output_type -> quarry.v1.RegisterNodeResponse
-	6,  // 17: quarry.v1.NodeService.ListNodes:output_type -> quarry.v1.ListNodesResponse
-	8,  // 18: quarry.v1.NodeService.GetNode:output_type -> quarry.v1.GetNodeResponse
-	10, // 19: quarry.v1.NodeService.UpdateNode:output_type -> quarry.v1.UpdateNodeResponse
-	12, // 20: quarry.v1.NodeService.DeleteNode:output_type -> quarry.v1.DeleteNodeResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	1,  // 11: quarry.v1.RevokeNodeCertificateResponse.node:type_name -> quarry.v1.Node
+	3,  // 12: quarry.v1.NodeService.RegisterNode:input_type -> quarry.v1.RegisterNodeRequest
+	5,  // 13: quarry.v1.NodeService.ListNodes:input_type -> quarry.v1.ListNodesRequest
+	7,  // 14: quarry.v1.NodeService.GetNode:input_type -> quarry.v1.GetNodeRequest
+	9,  // 15: quarry.v1.NodeService.UpdateNode:input_type -> quarry.v1.UpdateNodeRequest
+	11, // 16: quarry.v1.NodeService.DeleteNode:input_type -> quarry.v1.DeleteNodeRequest
+	13, // 17: quarry.v1.NodeService.RevokeNodeCertificate:input_type -> quarry.v1.RevokeNodeCertificateRequest
+	4,  // 18: quarry.v1.NodeService.RegisterNode:output_type -> quarry.v1.RegisterNodeResponse
+	6,  // 19: quarry.v1.NodeService.ListNodes:output_type -> quarry.v1.ListNodesResponse
+	8,  // 20: quarry.v1.NodeService.GetNode:output_type -> quarry.v1.GetNodeResponse
+	10, // 21: quarry.v1.NodeService.UpdateNode:output_type -> quarry.v1.UpdateNodeResponse
+	12, // 22: quarry.v1.NodeService.DeleteNode:output_type -> quarry.v1.DeleteNodeResponse
+	14, // 23: quarry.v1.NodeService.RevokeNodeCertificate:output_type -> quarry.v1.RevokeNodeCertificateResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_node_proto_init() }
@@ -933,7 +1041,7 @@ func file_quarry_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_v1_node_proto_rawDesc), len(file_quarry_v1_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,9 @@ const (
 	NodeServiceUpdateNodeProcedure = "/quarry.v1.NodeService/UpdateNode"
 	// NodeServiceDeleteNodeProcedure is the fully-qualified name of the NodeService's DeleteNode RPC.
 	NodeServiceDeleteNodeProcedure = "/quarry.v1.NodeService/DeleteNode"
+	// NodeServiceRevokeNodeCertificateProcedure is the fully-qualified name of the NodeService's
+	// RevokeNodeCertificate RPC.
+	NodeServiceRevokeNodeCertificateProcedure = "/quarry.v1.NodeService/RevokeNodeCertificate"
 )
 
 // NodeServiceClient is a client for the quarry.v1.NodeService service.
@@ -58,6 +61,10 @@ type NodeServiceClient interface {
 	// like RegisterNode's).
 	UpdateNode(context.Context, *connect.Request[v1.UpdateNodeRequest]) (*connect.Response[v1.UpdateNodeResponse], error)
 	DeleteNode(context.Context, *connect.Request[v1.DeleteNodeRequest]) (*connect.Response[v1.DeleteNodeResponse], error)
+	// RevokeNodeCertificate forgets the certificate the node's agent holds:
+	// the control plane accepts it no more, at once, and the node is not
+	// enrolled until its agent enrolls again with a join token.
+	RevokeNodeCertificate(context.Context, *connect.Request[v1.RevokeNodeCertificateRequest]) (*connect.Response[v1.RevokeNodeCertificateResponse], error)
 }
 
 // NewNodeServiceClient constructs a client for the quarry.v1.NodeService service. By default, it
@@ -101,16 +108,23 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(nodeServiceMethods.ByName("DeleteNode")),
 			connect.WithClientOptions(opts...),
 		),
+		revokeNodeCertificate: connect.NewClient[v1.RevokeNodeCertificateRequest, v1.RevokeNodeCertificateResponse](
+			httpClient,
+			baseURL+NodeServiceRevokeNodeCertificateProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("RevokeNodeCertificate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // nodeServiceClient implements NodeServiceClient.
 type nodeServiceClient struct {
-	registerNode *connect.Client[v1.RegisterNodeRequest, v1.RegisterNodeResponse]
-	listNodes    *connect.Client[v1.ListNodesRequest, v1.ListNodesResponse]
-	getNode      *connect.Client[v1.GetNodeRequest, v1.GetNodeResponse]
-	updateNode   *connect.Client[v1.UpdateNodeRequest, v1.UpdateNodeResponse]
-	deleteNode   *connect.Client[v1.DeleteNodeRequest, v1.DeleteNodeResponse]
+	registerNode          *connect.Client[v1.RegisterNodeRequest, v1.RegisterNodeResponse]
+	listNodes             *connect.Client[v1.ListNodesRequest, v1.ListNodesResponse]
+	getNode               *connect.Client[v1.GetNodeRequest, v1.GetNodeResponse]
+	updateNode            *connect.Client[v1.UpdateNodeRequest, v1.UpdateNodeResponse]
+	deleteNode            *connect.Client[v1.DeleteNodeRequest, v1.DeleteNodeResponse]
+	revokeNodeCertificate *connect.Client[v1.RevokeNodeCertificateRequest, v1.RevokeNodeCertificateResponse]
 }
 
 // RegisterNode calls quarry.v1.NodeService.RegisterNode.
@@ -138,6 +152,11 @@ func (c *nodeServiceClient) DeleteNode(ctx context.Context, req *connect.Request
 	return c.deleteNode.CallUnary(ctx, req)
 }
 
+// RevokeNodeCertificate calls quarry.v1.NodeService.RevokeNodeCertificate.
+func (c *nodeServiceClient) RevokeNodeCertificate(ctx context.Context, req *connect.Request[v1.RevokeNodeCertificateRequest]) (*connect.Response[v1.RevokeNodeCertificateResponse], error) {
+	return c.revokeNodeCertificate.CallUnary(ctx, req)
+}
+
 // NodeServiceHandler is an implementation of the quarry.v1.NodeService service.
 type NodeServiceHandler interface {
 	// RegisterNode adds a node by its management address. The address is
@@ -150,6 +169,10 @@ type NodeServiceHandler interface {
 	// like RegisterNode's).
 	UpdateNode(context.Context, *connect.Request[v1.UpdateNodeRequest]) (*connect.Response[v1.UpdateNodeResponse], error)
 	DeleteNode(context.Context, *connect.Request[v1.DeleteNodeRequest]) (*connect.Response[v1.DeleteNodeResponse], error)
+	// RevokeNodeCertificate forgets the certificate the node's agent holds:
+	// the control plane accepts it no more, at once, and the node is not
+	// enrolled until its agent enrolls again with a join token.
+	RevokeNodeCertificate(context.Context, *connect.Request[v1.RevokeNodeCertificateRequest]) (*connect.Response[v1.RevokeNodeCertificateResponse], error)
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -189,6 +212,12 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(nodeServiceMethods.ByName("DeleteNode")),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServiceRevokeNodeCertificateHandler := connect.NewUnaryHandler(
+		NodeServiceRevokeNodeCertificateProcedure,
+		svc.RevokeNodeCertificate,
+		connect.WithSchema(nodeServiceMethods.ByName("RevokeNodeCertificate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceRegisterNodeProcedure:
@@ -201,6 +230,8 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 			nodeServiceUpdateNodeHandler.ServeHTTP(w, r)
 		case NodeServiceDeleteNodeProcedure:
 			nodeServiceDeleteNodeHandler.ServeHTTP(w, r)
+		case NodeServiceRevokeNodeCertificateProcedure:
+			nodeServiceRevokeNodeCertificateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -228,4 +259,8 @@ func (UnimplementedNodeServiceHandler) UpdateNode(context.Context, *connect.Requ
 
 func (UnimplementedNodeServiceHandler) DeleteNode(context.Context, *connect.Request[v1.DeleteNodeRequest]) (*connect.Response[v1.DeleteNodeResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.NodeService.DeleteNode is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) RevokeNodeCertificate(context.Context, *connect.Request[v1.RevokeNodeCertificateRequest]) (*connect.Response[v1.RevokeNodeCertificateResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.NodeService.RevokeNodeCertificate is not implemented"))
 }
