@@ -105,10 +105,7 @@ func (a *Agent) Enroll(ctx context.Context, joinToken, advertise string) error {
 	if err != nil {
 		return err
 	}
-	hc := e.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
-	}
+	hc := a.controlPlaneClient(30 * time.Second)
 	server := strings.TrimRight(e.Server, "/")
 	// With a pin, check the CA before the token leaves this machine: a
 	// control plane that is not the one meant never sees it, and nothing is
@@ -250,11 +247,7 @@ func (a *Agent) announce(ctx context.Context) {
 	if id == nil || server == "" {
 		return
 	}
-	hc := a.cfg.Enrollment.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 10 * time.Second}
-	}
-	client := quarryv1connect.NewEnrollmentServiceClient(hc, server)
+	client := quarryv1connect.NewEnrollmentServiceClient(a.controlPlaneClient(10*time.Second), server)
 	wait := 500 * time.Millisecond
 	for try := 1; ; try++ {
 		_, err := client.Announce(ctx, connect.NewRequest(&quarryv1.AnnounceRequest{NodeId: id.nodeID}))
@@ -277,4 +270,21 @@ func (a *Agent) announce(ctx context.Context) {
 		}
 		wait *= 2
 	}
+}
+
+// controlPlaneClient is the HTTP client the agent calls the control plane
+// with (Enrollment.HTTPClient when set): an https:// control plane must
+// present a certificate from the CA of --ca-hash, from the CA the agent
+// saved at enrollment, or from one the system trusts.
+func (a *Agent) controlPlaneClient(timeout time.Duration) *http.Client {
+	if hc := a.cfg.Enrollment.HTTPClient; hc != nil {
+		return hc
+	}
+	var roots *x509.CertPool
+	if id := a.id.Load(); id != nil {
+		roots = id.roots
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = pki.ControlPlaneTLS(a.cfg.Enrollment.CAHash, roots)
+	return &http.Client{Timeout: timeout, Transport: tr}
 }

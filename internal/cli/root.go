@@ -147,7 +147,11 @@ func (g *globals) clients() (*clients, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Transport: checkedTransport{server: base, base: &auth.Transport{Token: cred.token}}}
+	tr, err := controlPlaneTransport()
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Transport: checkedTransport{server: base, base: &auth.Transport{Token: cred.token, Base: tr}}}
 	opt := connect.WithInterceptors(cred)
 	return &clients{
 		base:   base,

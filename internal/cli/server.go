@@ -48,6 +48,9 @@ loopback only, for a first try.`,
 			if cfg.ScanDelay <= 0 {
 				return usageErrorf("--scan-delay %v: give a positive duration", cfg.ScanDelay)
 			}
+			if dev && (cfg.TLSAuto || cfg.TLSCertFile != "" || cfg.TLSKeyFile != "") {
+				return usageErrorf("--dev serves plain HTTP on loopback; leave out --tls-auto, --tls-cert and --tls-key")
+			}
 			if dev {
 				if !cmd.Flags().Changed("listen") {
 					cfg.Listen = "127.0.0.1:8080"
@@ -89,6 +92,11 @@ loopback only, for a first try.`,
 	f.IntVar(&cfg.DownloadMaxAttempts, "download-max-attempts", 10, "failed attempts in a row without progress after which a download fails")
 	f.DurationVar(&cfg.DownloadRetryWindow, "download-retry-window", 24*time.Hour, "longest a download keeps retrying without progress before it fails")
 	f.StringArrayVar(&cfg.TrustedProxies, "trusted-proxy", nil, "reverse proxy (CIDR or address) whose Forwarded/X-Forwarded-For/X-Forwarded-Proto headers give the client's address and scheme; repeatable")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "serve the API over TLS with this PEM certificate chain (reloaded when the file changes)")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "the PEM private key of --tls-cert (reloaded when the file changes)")
+	f.BoolVar(&cfg.TLSAuto, "tls-auto", false, "serve the API over TLS with a certificate from the control plane's CA, renewed by itself; clients verify it with the CA's pin")
+	f.StringArrayVar(&cfg.TLSNames, "tls-name", nil, "with --tls-auto: a DNS name or address clients reach the API at (besides this host's name and its listen addresses); repeatable")
+	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "serve plain HTTP on a non-loopback --listen without the warning at every start")
 	f.BoolVar(&dev, "dev", false, "run the control plane, an agent and a local pool on this machine")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

@@ -1,14 +1,38 @@
 package cli
 
 import (
+	"crypto/x509"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/quarry-project/quarry/internal/errclass"
+	"github.com/quarry-project/quarry/internal/pki"
 )
+
+// controlPlaneTransport is how the CLI reaches the control plane: an
+// https:// one must present a certificate from the CA in QUARRY_CA_FILE
+// (the control plane's <data-dir>/ca/ca.crt, or GET /ca.crt checked against
+// its pin) or from one the system trusts.
+func controlPlaneTransport() (http.RoundTripper, error) {
+	var roots *x509.CertPool
+	if path := os.Getenv("QUARRY_CA_FILE"); path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, usageErrorf("QUARRY_CA_FILE: %v", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(data) {
+			return nil, usageErrorf("QUARRY_CA_FILE %s holds no PEM certificate", path)
+		}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = pki.ControlPlaneTLS("", roots)
+	return tr, nil
+}
 
 // notQuarry is an answer no Quarry control plane gives: --server names some
 // other HTTP server (a web server, a proxy, the agent's port).

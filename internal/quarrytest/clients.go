@@ -28,7 +28,13 @@ type Clients struct {
 }
 
 // ClientsFor returns API clients of s that send token; "" sends none.
-func (s *Server) ClientsFor(token string) Clients { return s.ClientsWith(HTTPClient(token)) }
+func (s *Server) ClientsFor(token string) Clients {
+	if s.TLS != nil {
+		tr := &http.Transport{TLSClientConfig: s.TLS.Clone(), ForceAttemptHTTP2: true}
+		return s.ClientsWith(&http.Client{Transport: &auth.Transport{Token: token, Base: tr}})
+	}
+	return s.ClientsWith(HTTPClient(token))
+}
 
 // ClientsWith returns API clients of s that send their calls through hc.
 func (s *Server) ClientsWith(hc *http.Client) Clients {

@@ -6,6 +6,7 @@ package quarrytest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,6 +43,9 @@ type Server struct {
 	CA *pki.CA
 	// Statements reports how many SQL statements the store has run.
 	Statements func() uint64
+	// TLS is what clients made by ClientsFor verify a server started with
+	// TLS by (URL is then https://): by default, its own CA.
+	TLS *tls.Config
 
 	stop func()
 }
@@ -89,8 +93,16 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 		})
 	}
 	t.Cleanup(stop)
+	scheme, probe := "http://", http.DefaultClient
+	var clientTLS *tls.Config
+	if cfg.TLSAuto || cfg.TLSCertFile != "" {
+		scheme, clientTLS = "https://", pki.ControlPlaneTLS("", srv.CA().Pool())
+		// Only to wait for it: what the certificate is, is for tests to check.
+		probe = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	}
 	s := &Server{
-		URL:        "http://" + ln.Addr().String(),
+		TLS:        clientTLS,
+		URL:        scheme + ln.Addr().String(),
 		DataDir:    cfg.DataDir,
 		AdminToken: readAdminToken(t, cfg.DataDir),
 		Store:      srv.Store(),
@@ -100,7 +112,7 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 		stop:       stop,
 	}
 	s.Clients = s.ClientsFor(s.AdminToken)
-	WaitReady(t, s.URL+"/readyz")
+	waitReady(t, probe, s.URL+"/readyz")
 	return s
 }
 
@@ -111,8 +123,13 @@ func (s *Server) Stop() { s.stop() }
 // WaitReady polls url until it answers 200, failing the test after 10 s.
 func WaitReady(t testing.TB, url string) {
 	t.Helper()
+	waitReady(t, http.DefaultClient, url)
+}
+
+func waitReady(t testing.TB, hc *http.Client, url string) {
+	t.Helper()
 	Eventually(t, 10*time.Second, func() error {
-		resp, err := http.Get(url)
+		resp, err := hc.Get(url)
 		if err != nil {
 			return err
 		}

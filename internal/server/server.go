@@ -6,6 +6,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -102,6 +103,15 @@ type Config struct {
 	// MaxConnsPerClient caps the connections one client address (an IPv6
 	// /64) holds open (default 64); trusted proxies are not capped.
 	MaxConnsPerClient int
+	// TLSCertFile and TLSKeyFile serve the API over TLS with that
+	// certificate, reloaded when the files change (--tls-cert, --tls-key);
+	// TLSAuto with one from the control plane's CA for TLSNames and the
+	// listen addresses (--tls-auto, --tls-name). InsecureHTTP silences the
+	// warning about plain HTTP on an address other hosts reach.
+	TLSCertFile, TLSKeyFile string
+	TLSAuto                 bool
+	TLSNames                []string
+	InsecureHTTP            bool
 	// Clock is the time that authentication goes by: token expiry, sessions,
 	// the failure limit (default time.Now; tests move it).
 	Clock   func() time.Time
@@ -130,6 +140,8 @@ type Server struct {
 	lock       *dirlock.Lock
 	handler    http.Handler
 	proxies    *httpguard.Proxies
+	// certs serves the API's TLS certificate; nil serves plain HTTP.
+	certs func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // maxRequestBytes bounds a public API request body.
@@ -204,6 +216,11 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	certs, err := tlsCerts(cfg, ca)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	statements := func() uint64 { return 0 }
@@ -229,7 +246,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	// Placement ranks nodes by the RUNNING jobs in the store, not by what
 	// one controller happens to be watching.
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements, proxies: proxies,
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements, proxies: proxies, certs: certs,
 		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)}}
 	s.scans = discovery.New(discovery.Config{
 		Store: st, Chooser: s.chooser, Lister: isoLister{link},
@@ -406,8 +423,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 	}
 	ln = httpguard.LimitConns(ln, s.cfg.MaxConnsPerClient, s.proxies, s.log)
+	if msg := plainHTTPWarning(ln.Addr(), s.certs != nil, s.cfg.InsecureHTTP); msg != "" {
+		s.log.Warn(msg)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	if s.certs != nil {
+		// gRPC needs HTTP/2, which TLS negotiates by ALPN; HTTP/1.1 stays.
+		p.SetHTTP2(true)
+		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.certs}
+		go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- hs.Serve(ln) }()
+	}
 	select {
 	case err := <-errc:
 		return err
