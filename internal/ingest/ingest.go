@@ -154,8 +154,6 @@ func (r *Request) check() error {
 	switch {
 	case r.Root == nil:
 		return errclass.New(errclass.Terminal, "download of job %s has no pool root", r.Job)
-	case r.Client == nil:
-		return errclass.New(errclass.Terminal, "download of job %s has no HTTP client", r.Job)
 	}
 	if err := poolfs.CheckPath(r.Dest); err != nil {
 		return errclass.New(errclass.InvalidArgument, "destination %v", err)
@@ -195,6 +193,9 @@ func (r *Request) check() error {
 func Download(ctx context.Context, r Request) (Result, error) {
 	if err := r.check(); err != nil {
 		return Result{}, err
+	}
+	if r.Client == nil {
+		return Result{}, errclass.New(errclass.Terminal, "download of job %s has no HTTP client", r.Job)
 	}
 	d := &download{r: r, total: -1, meter: newMeter(r.Progress)}
 	res, err := d.run(ctx)
