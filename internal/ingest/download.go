@@ -244,6 +244,11 @@ func (d *download) persist(ck *checkpoint) error {
 		return err
 	}
 	if err := writeCheckpoint(r.Root, ck); err != nil {
+		// The new owner may have removed the job's files while this
+		// writer was replacing its checkpoint: then that is the reason.
+		if ferr := d.stillOwner(); errors.Is(ferr, ErrFenced) {
+			return ferr
+		}
 		return d.writeError(err, ck.Offset, ck.Total)
 	}
 	return nil
