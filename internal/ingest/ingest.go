@@ -143,6 +143,8 @@ type Result struct {
 	// AlreadyExisted says Dest held this very file already; the download
 	// was dropped and Dest left as it was.
 	AlreadyExisted bool
+	// Verified says the digest was checked against an expected one.
+	Verified bool
 }
 
 const stallBytes = 64 << 10
