@@ -88,6 +88,9 @@ loopback only, for a first try.`,
 	f.IntVar(&cfg.MaxDownloads, "max-downloads", 8, "downloads running at once in the whole cluster")
 	f.IntVar(&cfg.DownloadMaxAttempts, "download-max-attempts", 10, "failed attempts in a row without progress after which a download fails")
 	f.DurationVar(&cfg.DownloadRetryWindow, "download-retry-window", 24*time.Hour, "longest a download keeps retrying without progress before it fails")
+	f.DurationVar(&cfg.UploadExpiry, "upload-expiry", 24*time.Hour, "an upload nothing was sent to for this long is removed with its partial file")
+	f.IntVar(&cfg.MaxUploadsPerNode, "max-uploads-per-node", 4, "uploads in progress at once on one node")
+	f.IntVar(&cfg.MaxUploads, "max-uploads", 16, "uploads in progress at once in the whole cluster")
 	f.BoolVar(&dev, "dev", false, "run the control plane, an agent and a local pool on this machine")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
