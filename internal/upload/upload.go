@@ -84,8 +84,8 @@ type Config struct {
 	Expiry time.Duration
 	// PerNode and Global bound the uploads in progress at once (4, 16).
 	PerNode, Global int
-	Logger *slog.Logger
-	Now    func() time.Time
+	Logger          *slog.Logger
+	Now             func() time.Time
 }
 
 // Service is the tus backend.
