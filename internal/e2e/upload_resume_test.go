@@ -203,5 +203,3 @@ func TestUploadFailover(t *testing.T) {
 		t.Fatal("the uploaded file differs from the original")
 	}
 }
-
-
