@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sys/unix"
 
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/quarrytest"
@@ -201,5 +202,39 @@ func TestUploadFailover(t *testing.T) {
 	got, _ := os.ReadFile(filepath.Join(c.shared, "isos/images/f.raw"))
 	if !bytes.Equal(got, data) {
 		t.Fatal("the uploaded file differs from the original")
+	}
+}
+
+// TestUploadPoolFull: a pool on an 8 MiB tmpfs takes a 5 MiB upload; a
+// second one that does not fit is refused when it is created, with the
+// free space and what it needs, and nothing is left in .quarry/partial.
+func TestUploadPoolFull(t *testing.T) {
+	c := newCluster(t)
+	dir := c.agents["n1"].Opts.LocalPath("/srv/small")
+	mkdir(t, dir)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=8m"); err != nil {
+		t.Skipf("cannot mount an 8 MiB tmpfs (needs root or CAP_SYS_ADMIN): %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	p := c.createPool(t, "small", "/srv/small", false, "n1")
+	c.waitMounts(t, p.GetId(), map[string]bool{"n1": true})
+	tc := newTus(t, c.s, c.s.AdminToken)
+	data := randomData(5*mib, 41)
+	url := tc.create(len(data), metadata("filename", "a.raw", "pool", "small"))
+	if resp := tc.patch(url, 0, data); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH: %s: %s", resp.Status, bodyOf(resp))
+	}
+	resp := tc.do("POST", "/uploads/", nil, map[string]string{"Upload-Length": strconv.Itoa(5 * mib), "Upload-Metadata": metadata("filename", "b.raw", "pool", "small")})
+	msg := bodyOf(resp)
+	if (resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusInsufficientStorage) || !strings.Contains(msg, "free") {
+		t.Fatalf("an upload that does not fit: %s: %s", resp.Status, msg)
+	}
+	t.Logf("refused: %s: %s", resp.Status, msg)
+	ims, err := c.s.Images.ListImages(t.Context(), connect.NewRequest(&quarryv1.ListImagesRequest{StoragePoolId: p.GetId()}))
+	if err != nil || len(ims.Msg.GetImages()) != 1 {
+		t.Errorf("images in the pool: %v (%v); want only the first upload's", ims.Msg.GetImages(), err)
+	}
+	if left := entries(t, filepath.Join(dir, ".quarry/partial")); len(left) != 0 {
+		t.Errorf(".quarry/partial holds %v", left)
 	}
 }

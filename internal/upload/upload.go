@@ -238,7 +238,13 @@ func (s *Service) Create(ctx context.Context, length int64, meta tus.Metadata) (
 	s.event(ctx, id, fmt.Sprintf("upload of %s (%s) into pool %s created by token %s; node %s holds it",
 		r.name, bytesize.Format(uint64(length)), r.pool.Name, caller.TokenID, node.Name))
 	if _, err := s.cfg.Agents.OpenUpload(ctx, node.ID, s.ref(j, r.pool, node, im.RelPath)); err != nil {
-		s.fail(context.WithoutCancel(ctx), j, err)
+		// Refused before any byte (no space on the node after all): the
+		// job keeps the reason, the library gets no image.
+		ctx := context.WithoutCancel(ctx)
+		s.fail(ctx, j, err)
+		if derr := s.cfg.Store.DeleteImage(ctx, im.ID); derr != nil {
+			s.log.Warn("removing the image of a refused upload", "job", id, "err", derr)
+		}
 		return tus.Upload{}, err
 	}
 	s.log.Info("upload created", "job", id, "pool", r.pool.Name, "node", node.Name, "name", r.name, "bytes", length)
