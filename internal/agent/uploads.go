@@ -92,15 +92,18 @@ func (s *service) upload(ref *agentv1.UploadRef) (*openUpload, error) {
 	if err != nil {
 		return nil, errclass.New(errclass.FailedPrecondition, "opening the pool: %v", cause(err))
 	}
+	ou := &openUpload{root: root, dir: dir, fence: ref.GetFence(), length: ref.GetLength()}
 	u, err := ingest.OpenUpload(ingest.UploadRequest{
 		Job: ref.GetJobId(), Fence: uint64(ref.GetFence()), Root: root, Dest: ref.GetDest(), Length: ref.GetLength(),
 		Expected: expected, Describe: ref.GetDescribe(), CheckpointEvery: s.a.cfg.CheckpointEvery,
+		// OpenUpload during a write answers what is durable so far.
+		OnDurable: func(off int64) { ou.durable.Store(off) },
 	})
 	if err != nil {
 		root.Close()
 		return nil, err
 	}
-	ou := &openUpload{u: u, root: root, dir: dir, fence: ref.GetFence(), length: ref.GetLength()}
+	ou.u = u
 	ou.durable.Store(u.Offset())
 	ou.used.Store(time.Now().UnixNano())
 	ups.open[ref.GetJobId()] = ou

@@ -115,7 +115,7 @@ func (u *uploader) run(ctx context.Context) error {
 		} else if o, err := u.head(ctx, prev); err == nil {
 			u.url, off = prev, o
 			if !u.asJSON {
-				fmt.Fprintf(u.errw, "resuming the upload of %s at %s of %s\n", name, bytesize.Format(uint64(o)), bytesize.Format(uint64(u.size)))
+				fmt.Fprintf(u.errw, "resuming the upload of %s at %s (byte %d) of %s\n", name, bytesize.Format(uint64(o)), o, bytesize.Format(uint64(u.size)))
 			}
 		}
 	}
@@ -128,8 +128,8 @@ func (u *uploader) run(ctx context.Context) error {
 	}
 	if err := u.send(ctx, off); err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("upload stopped at %s of %s; run the same command again to resume",
-				bytesize.Format(uint64(u.sent.Load())), bytesize.Format(uint64(u.size)))
+			return fmt.Errorf("upload stopped after sending %s (%d bytes) of %s; run the same command again to resume",
+				bytesize.Format(uint64(u.sent.Load())), u.sent.Load(), bytesize.Format(uint64(u.size)))
 		}
 		return err
 	}

@@ -44,6 +44,8 @@ type download struct {
 	sha512    string
 	// upload: the bytes come from a client (Upload), not from r.URL.
 	upload bool
+	// onDurable is told the offset of every checkpoint written (uploads).
+	onDurable func(int64)
 	// noCheckpoints holds checkpoints back until the end of an atomic
 	// upload write, which may have to be dropped whole.
 	noCheckpoints bool
@@ -250,6 +252,9 @@ func (d *download) persist(ck *checkpoint) error {
 			return ferr
 		}
 		return d.writeError(err, ck.Offset, ck.Total)
+	}
+	if d.onDurable != nil {
+		d.onDurable(ck.Offset)
 	}
 	return nil
 }

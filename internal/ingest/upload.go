@@ -43,6 +43,9 @@ type UploadRequest struct {
 	CheckpointBytes int64
 	// Progress, if set, is called as for downloads.
 	Progress func(Progress)
+	// OnDurable, if set, is called with the offset every checkpoint made
+	// durable, from the goroutine that wrote it; it must not block.
+	OnDurable func(offset int64)
 }
 
 // Upload is an open upload: its partial file, with the first Offset bytes
@@ -68,7 +71,7 @@ func OpenUpload(r UploadRequest) (*Upload, error) {
 	if r.Length < 0 {
 		return nil, errclass.New(errclass.InvalidArgument, "upload of job %s has a negative length", r.Job)
 	}
-	d := &download{r: req, total: r.Length, validator: "upload", meter: newMeter(r.Progress), upload: true}
+	d := &download{r: req, total: r.Length, validator: "upload", meter: newMeter(r.Progress), upload: true, onDurable: r.OnDurable}
 	u := &Upload{d: d}
 	if err := u.open(); err != nil {
 		u.Close()

@@ -14,7 +14,7 @@ import (
 // uploadChunk is how many bytes of an upload go in one message to the
 // agent: with HTTP/2 flow control it bounds what one write holds in the
 // control plane's memory.
-const uploadChunk = 256 << 10
+const uploadChunk = 1 << 20
 
 // OpenUpload opens (or finds open) an upload on a node and returns its
 // durable offset.

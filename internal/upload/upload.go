@@ -350,6 +350,15 @@ func (s *Service) Get(ctx context.Context, id string) (tus.Upload, error) {
 	if u.j.State == store.JobSucceeded {
 		return s.view(u.j, u.j.BytesTotal), nil
 	}
+	// A client that lost its connection asks at once; the write it cut
+	// short ends (and makes what arrived durable) within moments.
+	for i := 0; i < 50 && s.busy(id); i++ {
+		select {
+		case <-ctx.Done():
+			return tus.Upload{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	off, err := s.open(ctx, &u)
 	if err != nil {
 		return tus.Upload{}, err
