@@ -434,8 +434,7 @@ func (d *download) verify() error {
 func (d *download) finish() (Result, error) {
 	r := &d.r
 	d.meter.phase(PhaseFinalizing, d.offset(), d.total)
-	res := Result{SHA256: d.sha256, SHA512: d.sha512, Size: d.offset(), Dest: r.Dest, Resumed: d.resumed, FetchedBytes: d.fetched,
-		Verified: !r.Expected.IsZero()}
+	res := Result{SHA256: d.sha256, SHA512: d.sha512, Size: d.offset(), Dest: r.Dest, Resumed: d.resumed, FetchedBytes: d.fetched}
 	if err := d.f.Sync(); err != nil {
 		return Result{}, d.writeError(err, d.offset(), d.total)
 	}

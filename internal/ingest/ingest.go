@@ -143,7 +143,8 @@ type Result struct {
 	// AlreadyExisted says Dest held this very file already; the download
 	// was dropped and Dest left as it was.
 	AlreadyExisted bool
-	// Verified says the digest was checked against an expected one.
+	// Verified says the digest was checked against an expected one
+	// (uploads, whose expected digest may come at the end).
 	Verified bool
 }
 

@@ -272,6 +272,7 @@ func (u *Upload) Finish(expected checksum.Digest) (Result, error) {
 	if err == nil {
 		var res Result
 		if res, err = d.finish(); err == nil {
+			res.Verified = !d.r.Expected.IsZero()
 			return res, nil
 		}
 	}
