@@ -374,13 +374,18 @@ func TestUploadCancelAndExpiry(t *testing.T) {
 	tc := newTus(t, c.s, c.s.AdminToken)
 	dir := c.agents["n1"].Opts.LocalPath("/srv/local")
 
-	url := tc.create(4*mib, metadata("filename", "c.raw", "pool", "local"))
-	tc.patch(url, 0, randomData(mib, 1))
+	// Cancelled while a write streams: the write is cut, the partial file goes.
+	url := tc.create(16*mib, metadata("filename", "c.raw", "pool", "local"))
+	done := tc.slowPatch(url, 0, randomData(16*mib, 1), 4*mib)
+	waitUploaded(t, c.s, jobOfUpload(url), mib)
 	if left := entries(t, filepath.Join(dir, ".quarry/partial")); len(left) == 0 {
 		t.Fatal("no partial file while uploading")
 	}
 	if _, err := c.s.Jobs.CancelJob(t.Context(), connect.NewRequest(&quarryv1.CancelJobRequest{Id: jobOfUpload(url)})); err != nil {
 		t.Fatal(err)
+	}
+	if st := <-done; st == http.StatusNoContent {
+		t.Error("a write to a cancelled upload succeeded")
 	}
 	quarrytest.Eventually(t, 5*time.Second, func() error {
 		if j := getJob(t, c.s, jobOfUpload(url)); j.GetState() != quarryv1.JobState_JOB_STATE_CANCELLED {

@@ -94,7 +94,7 @@ type Service struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	writing map[string]bool // jobs with a write in progress
+	writing map[string]context.CancelFunc // jobs with a write in progress, and how to stop it
 }
 
 var _ tus.Backend = (*Service)(nil)
@@ -116,7 +116,7 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg, log: cfg.Logger.With("component", "upload"), writing: map[string]bool{}}
+	return &Service{cfg: cfg, log: cfg.Logger.With("component", "upload"), writing: map[string]context.CancelFunc{}}
 }
 
 func newID() string {
@@ -336,7 +336,7 @@ func (s *Service) load(ctx context.Context, id string) (upload, error) {
 func (s *Service) busy(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.writing[id]
+	return s.writing[id] != nil
 }
 
 // Get returns the upload with the node's durable offset, moving it to
@@ -449,11 +449,13 @@ func (s *Service) Write(ctx context.Context, id string, p tus.Patch) (tus.Upload
 		return tus.Upload{}, errclass.New(errclass.Conflict, "upload %s is complete already", id)
 	}
 	s.mu.Lock()
-	if s.writing[id] {
+	if s.writing[id] != nil {
 		s.mu.Unlock()
 		return tus.Upload{}, errclass.New(errclass.Conflict, "another write to upload %s is in progress; ask for its offset (HEAD) and go on once it ends", id)
 	}
-	s.writing[id] = true
+	ctx, stopWrite := context.WithCancel(ctx)
+	defer stopWrite()
+	s.writing[id] = stopWrite
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -630,6 +632,12 @@ func (s *Service) Terminate(ctx context.Context, id string) error {
 }
 
 func (s *Service) cancel(ctx context.Context, j store.Job, pool store.Pool) error {
+	// A write in progress is cut first: it holds the upload on its node.
+	s.mu.Lock()
+	if stop := s.writing[j.ID]; stop != nil {
+		stop()
+	}
+	s.mu.Unlock()
 	if err := s.cfg.Agents.CancelUpload(ctx, j.NodeID, j.ID, pool); err != nil {
 		s.log.Info("removing a cancelled upload's partial file", "job", j.ID, "err", err)
 	}
@@ -648,9 +656,12 @@ func (s *Service) cancel(ctx context.Context, j store.Job, pool store.Pool) erro
 }
 
 // Enqueue looks at a job whose cancel was asked for through the
-// JobService: an upload's is carried out at once.
-func (s *Service) Enqueue(id string) {
-	ctx := context.Background()
+// JobService: an upload's is carried out at once, in the background.
+func (s *Service) Enqueue(id string) { go s.cancelRequested(id) }
+
+func (s *Service) cancelRequested(id string) {
+	ctx, done := context.WithTimeout(context.Background(), time.Minute)
+	defer done()
 	j, err := s.cfg.Store.GetJob(ctx, id)
 	if err != nil || j.Kind != Kind || !j.State.Active() || !j.CancelRequested {
 		return
