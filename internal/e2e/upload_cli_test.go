@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"os/exec"
@@ -115,3 +116,38 @@ func listJobs(t *testing.T, s *quarrytest.Server) []*quarryv1.Job {
 	}
 	return resp.Msg.GetJobs()
 }
+
+// TestUploadCurl: the README's two curl commands upload a file.
+func TestUploadCurl(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl is not installed")
+	}
+	c := newCluster(t)
+	localPool(t, c)
+	data := randomData(3*mib, 51)
+	file := writeFile(t, t.TempDir(), "my.iso", data)
+	out, err := exec.Command(curl, "-sS", "-i", "-X", "POST", c.s.URL+"/uploads/", "-H", "Authorization: Bearer "+c.s.AdminToken,
+		"-H", "Tus-Resumable: 1.0.0", "-H", fmt.Sprintf("Upload-Length: %d", len(data)),
+		"-H", "Upload-Metadata: filename "+b64("my.iso")+",pool "+b64("local")).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("201 Created")) {
+		t.Fatalf("curl POST: %v\n%s", err, out)
+	}
+	var loc string
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "Location: "); ok {
+			loc = strings.TrimSpace(v)
+		}
+	}
+	out, err = exec.Command(curl, "-sS", "-f", "-X", "PATCH", c.s.URL+loc, "-H", "Authorization: Bearer "+c.s.AdminToken,
+		"-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0", "-H", "Content-Type: application/offset+octet-stream",
+		"-T", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl PATCH: %v\n%s", err, out)
+	}
+	if j := getJob(t, c.s, jobOfUpload(loc)); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %v", j)
+	}
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
