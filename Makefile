@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/quarry-project/quarry/internal/cli.Version=$(VERSION)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test check fuzz bench-discovery bench-download generate tools lint clean
+.PHONY: all build run test check fuzz bench-discovery bench-download bench-upload generate tools lint clean
 
 all: build
 
@@ -45,6 +45,11 @@ bench-discovery:
 # Download figures: a 2 GiB verified download vs curl -o and curl + sha256sum.
 bench-download:
 	QUARRY_BENCH=1 $(GO) test -count=1 -run '^TestBenchmarkDownload$$' -v -timeout 10m ./internal/e2e
+
+# Upload figures: 2 GiB from the CLI vs curl -T to a file sink with fsync,
+# peak RSS, bytes sent twice after an interrupt.
+bench-upload:
+	QUARRY_BENCH=1 $(GO) test -count=1 -run '^TestBenchmarkUpload$$' -v -timeout 20m ./internal/e2e
 
 # Regenerate Go code from proto/ with local plugins only (`make tools` once).
 generate:

@@ -91,6 +91,7 @@ type Agent struct {
 
 	isos      *isoWatches // ISO listing and file watches per mounted pool
 	downloads *downloads
+	uploads   *uploads
 	// stopping is closed when the agent begins to shut down: streams end.
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -160,6 +161,7 @@ func New(cfg Config) (*Agent, error) {
 	a.stopping = make(chan struct{})
 	a.isos = newISOWatches(a)
 	a.downloads = newDownloads(a)
+	a.uploads = newUploads(a)
 	a.handler = a.newHandler()
 	return a, nil
 }
@@ -280,8 +282,10 @@ func (a *Agent) shutdown(ctx context.Context, srv *http.Server) error {
 		err = fmt.Errorf("shutting down: %w; closing remaining connections", err)
 		_ = srv.Close()
 	}
-	// After the handlers: no WatchPools stream can start a watch any more.
+	// After the handlers: no WatchPools stream can start a watch any more,
+	// and no write holds an upload.
 	a.isos.close()
+	a.uploads.closeAll()
 	return err
 }
 

@@ -56,6 +56,7 @@ var imageStates = map[store.ImageState]quarryv1.ImageState{
 	store.ImageError:       quarryv1.ImageState_IMAGE_STATE_ERROR,
 	store.ImageMissing:     quarryv1.ImageState_IMAGE_STATE_MISSING,
 	store.ImageDeleting:    quarryv1.ImageState_IMAGE_STATE_DELETING,
+	store.ImageUploading:   quarryv1.ImageState_IMAGE_STATE_UPLOADING,
 }
 
 func imageView(im store.Image, poolName string) *quarryv1.Image {
@@ -164,8 +165,8 @@ func (s *ImageService) DeleteImage(ctx context.Context, req *connect.Request[qua
 		return nil, toConnect(ctx, s.Logger, err)
 	}
 	switch im.State {
-	case store.ImagePending, store.ImageDownloading, store.ImageVerifying:
-		return nil, toConnect(ctx, s.Logger, errclass.New(store.ErrInUse, "image %s is being downloaded; cancel its job first", im.Name))
+	case store.ImagePending, store.ImageDownloading, store.ImageVerifying, store.ImageUploading:
+		return nil, toConnect(ctx, s.Logger, errclass.New(store.ErrInUse, "image %s is being downloaded or uploaded; cancel its job first (quarry job ls)", im.Name))
 	case store.ImageMissing:
 		// No file to remove: forget the record.
 	default:

@@ -27,8 +27,8 @@ func (s *ImageService) verifyImage(ctx context.Context, id string) (*quarryv1.Ve
 	switch {
 	case im.SHA256 == "":
 		return nil, errclass.New(store.ErrInUse, "image %s has no recorded digest to verify against (only downloaded images have one)", im.Name)
-	case im.State == store.ImagePending || im.State == store.ImageDownloading || im.State == store.ImageVerifying:
-		return nil, errclass.New(store.ErrInUse, "image %s is being downloaded; its download verifies it", im.Name)
+	case im.State == store.ImagePending || im.State == store.ImageDownloading || im.State == store.ImageVerifying || im.State == store.ImageUploading:
+		return nil, errclass.New(store.ErrInUse, "image %s is being downloaded or uploaded; its job verifies it", im.Name)
 	case im.State == store.ImageDeleting:
 		return nil, errclass.New(store.ErrInUse, "image %s is being deleted", im.Name)
 	case im.State == store.ImageMissing:

@@ -127,6 +127,7 @@ func (g *globals) clientCommand(cmd *cobra.Command) *cobra.Command {
 // clients are the public API clients for one invocation.
 type clients struct {
 	base   string
+	token  string // for the endpoints that are not RPCs (uploads)
 	nodes  quarryv1connect.NodeServiceClient
 	pools  quarryv1connect.StoragePoolServiceClient
 	tokens quarryv1connect.TokenServiceClient
@@ -155,6 +156,7 @@ func (g *globals) clients() (*clients, error) {
 	opt := connect.WithInterceptors(cred)
 	return &clients{
 		base:   base,
+		token:  cred.token,
 		nodes:  quarryv1connect.NewNodeServiceClient(hc, base, opt),
 		pools:  quarryv1connect.NewStoragePoolServiceClient(hc, base, opt),
 		tokens: quarryv1connect.NewTokenServiceClient(hc, base, opt),

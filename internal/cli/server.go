@@ -97,6 +97,9 @@ loopback only, for a first try.`,
 	f.BoolVar(&cfg.TLSAuto, "tls-auto", false, "serve the API over TLS with a certificate from the control plane's CA, renewed by itself; clients verify it with the CA's pin")
 	f.StringArrayVar(&cfg.TLSNames, "tls-name", nil, "with --tls-auto: a DNS name or address clients reach the API at (besides this host's name and its listen addresses); repeatable")
 	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "serve plain HTTP on a non-loopback --listen without the warning at every start")
+	f.DurationVar(&cfg.UploadExpiry, "upload-expiry", 24*time.Hour, "an upload nothing was sent to for this long is removed with its partial file")
+	f.IntVar(&cfg.MaxUploadsPerNode, "max-uploads-per-node", 4, "uploads in progress at once on one node")
+	f.IntVar(&cfg.MaxUploads, "max-uploads", 16, "uploads in progress at once in the whole cluster")
 	f.BoolVar(&dev, "dev", false, "run the control plane, an agent and a local pool on this machine")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

@@ -210,6 +210,11 @@ func newImage(pool store.Pool, f File, now time.Time, id string) store.Image {
 	return refreshed(im, f, now)
 }
 
+// Describe is im with the facts of its ISO file f, READY: how an ISO's
+// label and OS guess enter the library, for the ISOs discovery finds and
+// for the ones uploaded (which discovery then knows by their path).
+func Describe(im store.Image, f File, now time.Time) store.Image { return refreshed(im, f, now) }
+
 // refreshed is im with the file's current facts, READY.
 func refreshed(im store.Image, f File, now time.Time) store.Image {
 	im.State = store.ImageReady

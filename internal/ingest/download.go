@@ -21,7 +21,8 @@ import (
 // call; an origin asking for longer is retried after this.
 const maxRetryAfter = 5 * time.Minute
 
-// download is the state of one Download call. The invariant: the first
+// download is the state of one Download call, or of one open Upload
+// (upload.go), which writes, hashes, checkpoints and finishes the same way. The invariant: the first
 // s.base bytes of the partial file are written or on their way there (in
 // the sink), h covers exactly them, and the sink's pending chunk holds
 // the next bytes, not yet hashed.
@@ -41,6 +42,13 @@ type download struct {
 	arrived   atomic.Int64 // bytes received, read by the stall watchdog
 	sha256    string
 	sha512    string
+	// upload: the bytes come from a client (Upload), not from r.URL.
+	upload bool
+	// onDurable is told the offset of every checkpoint written (uploads).
+	onDurable func(int64)
+	// noCheckpoints holds checkpoints back until the end of an atomic
+	// upload write, which may have to be dropped whole.
+	noCheckpoints bool
 }
 
 // offset counts the bytes received and kept: where the next range starts.
@@ -238,7 +246,15 @@ func (d *download) persist(ck *checkpoint) error {
 		return err
 	}
 	if err := writeCheckpoint(r.Root, ck); err != nil {
+		// The new owner may have removed the job's files while this
+		// writer was replacing its checkpoint: then that is the reason.
+		if ferr := d.stillOwner(); errors.Is(ferr, ErrFenced) {
+			return ferr
+		}
 		return d.writeError(err, ck.Offset, ck.Total)
+	}
+	if d.onDurable != nil {
+		d.onDurable(ck.Offset)
 	}
 	return nil
 }
@@ -274,7 +290,7 @@ func (d *download) stillOwner() error {
 func (d *download) submit() error {
 	d.h.Write(d.s.pending())
 	var ck *checkpoint
-	if time.Since(d.lastCkpt) >= d.r.CheckpointEvery || d.s.end()-d.ckptAt >= d.r.CheckpointBytes {
+	if !d.noCheckpoints && (time.Since(d.lastCkpt) >= d.r.CheckpointEvery || d.s.end()-d.ckptAt >= d.r.CheckpointBytes) {
 		var err error
 		if ck, err = d.snapshot(d.s.end()); err != nil {
 			return err
@@ -407,6 +423,9 @@ func (d *download) verify() error {
 	}
 	if want.IsZero() || got == want.Hex {
 		return nil
+	}
+	if d.upload {
+		return errclass.New(errclass.ChecksumMismatch, "checksum mismatch: expected %s, got %s:%s; the uploaded bytes are not the file the checksum names (check the file and the checksum, then upload it again)", want, want.Algo, got)
 	}
 	return errclass.New(errclass.ChecksumMismatch, "checksum mismatch: expected %s, got %s:%s; the file at %s is not the one the checksum names (check the URL or the checksum)", want, want.Algo, got, d.r.URL)
 }

@@ -143,6 +143,9 @@ type Result struct {
 	// AlreadyExisted says Dest held this very file already; the download
 	// was dropped and Dest left as it was.
 	AlreadyExisted bool
+	// Verified says the digest was checked against an expected one
+	// (uploads, whose expected digest may come at the end).
+	Verified bool
 }
 
 const stallBytes = 64 << 10
@@ -154,8 +157,6 @@ func (r *Request) check() error {
 	switch {
 	case r.Root == nil:
 		return errclass.New(errclass.Terminal, "download of job %s has no pool root", r.Job)
-	case r.Client == nil:
-		return errclass.New(errclass.Terminal, "download of job %s has no HTTP client", r.Job)
 	}
 	if err := poolfs.CheckPath(r.Dest); err != nil {
 		return errclass.New(errclass.InvalidArgument, "destination %v", err)
@@ -195,6 +196,9 @@ func (r *Request) check() error {
 func Download(ctx context.Context, r Request) (Result, error) {
 	if err := r.check(); err != nil {
 		return Result{}, err
+	}
+	if r.Client == nil {
+		return Result{}, errclass.New(errclass.Terminal, "download of job %s has no HTTP client", r.Job)
 	}
 	d := &download{r: r, total: -1, meter: newMeter(r.Progress)}
 	res, err := d.run(ctx)

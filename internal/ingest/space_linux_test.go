@@ -55,3 +55,15 @@ func TestNoSpace(t *testing.T) {
 		p.checkNoPartial(t)
 	})
 }
+
+// TestUploadNoSpace: an upload larger than the pool's free space is
+// refused when it is opened, before any byte, and leaves nothing behind.
+func TestUploadNoSpace(t *testing.T) {
+	t.Parallel()
+	p := tinyPool(t)
+	_, err := OpenUpload(uploadRequest(p, "job-full", 8*mib))
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "has 4.0 MiB free; the image needs 8.0 MiB") {
+		t.Fatalf("error %v; want ErrNoSpace", err)
+	}
+	p.checkNoPartial(t)
+}

@@ -142,3 +142,20 @@ func (s *Scanner) forget(dir string, seen map[cacheKey]bool) {
 		}
 	}
 }
+
+// File returns what Scan would list for the one ISO at rel in the pool
+// root: a file Quarry itself just put there (an upload) is described by
+// the same code as the ISOs discovery finds.
+func (s *Scanner) File(root *os.Root, dir, rel string) (File, error) {
+	fi, err := root.Stat(rel)
+	if err != nil {
+		return File{}, err
+	}
+	f := File{RelPath: rel, Size: fi.Size(), ModTime: fi.ModTime().UTC()}
+	info, err := s.label(root, rel, cacheKey{dir, rel, fi.Size(), fi.ModTime().UnixNano()})
+	if err != nil {
+		f.Problem = err.Error()
+	}
+	f.Label, f.Bootable = info.Label, info.Bootable
+	return f, nil
+}

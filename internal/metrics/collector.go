@@ -48,7 +48,7 @@ var (
 var (
 	imageKinds  = []store.ImageKind{store.KindCloudImage, store.KindISO, store.KindDisk}
 	imageStates = []store.ImageState{store.ImagePending, store.ImageDownloading, store.ImageVerifying,
-		store.ImageReady, store.ImageError, store.ImageMissing, store.ImageDeleting}
+		store.ImageReady, store.ImageError, store.ImageMissing, store.ImageDeleting, store.ImageUploading}
 	jobStates = []store.JobState{store.JobQueued, store.JobRunning}
 )
 

@@ -38,6 +38,7 @@ import (
 	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/store/sqlstore"
+	"github.com/quarry-project/quarry/internal/upload"
 	"github.com/quarry-project/quarry/internal/urlpolicy"
 	"github.com/quarry-project/quarry/internal/verify"
 	"github.com/quarry-project/quarry/web"
@@ -112,6 +113,13 @@ type Config struct {
 	TLSAuto                 bool
 	TLSNames                []string
 	InsecureHTTP            bool
+	// UploadExpiry: an upload not touched for this long is removed with its
+	// partial file (default 24 h). MaxUploadsPerNode and MaxUploads bound
+	// uploads in progress at once (default 4 and 16). UploadMaxSize is the
+	// largest upload accepted (default 4 TiB).
+	UploadExpiry                  time.Duration
+	MaxUploadsPerNode, MaxUploads int
+	UploadMaxSize                 int64
 	// Clock is the time that authentication goes by: token expiry, sessions,
 	// the failure limit (default time.Now; tests move it).
 	Clock   func() time.Time
@@ -129,6 +137,7 @@ type Server struct {
 	scans   *discovery.Controller
 	dls     *download.Controller
 	checks  *verify.Controller
+	uploads *upload.Service
 	catalog *catalog.Catalog
 	policy  *urlpolicy.Policy
 	events  *nodelink.EventWatcher
@@ -273,6 +282,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	s.dls = dls
 	s.checks = verify.New(verify.Config{Store: st, Chooser: s.chooser, Hasher: fileHasher{link}, Logger: cfg.Logger})
+	s.uploads = s.newUploads()
 	s.handler = s.routes(reg)
 	return s, nil
 }
@@ -329,11 +339,12 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		Downloads:  api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: s.dls.Enqueue, Reachable: s.reachable},
 		VerifyJobs: s.checks.Enqueue,
 		Logger:     s.log, Now: now}, opts...))
-	enqueueJob := func(id string) { s.dls.Enqueue(id); s.checks.Enqueue(id) }
+	enqueueJob := func(id string) { s.dls.Enqueue(id); s.checks.Enqueue(id); s.uploads.Enqueue(id) }
 	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: enqueueJob, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
 	mux.Handle(quarryv1connect.NewEventServiceHandler(&api.EventService{Store: s.store, Hub: s.changes, Logger: s.log}, opts...))
 	handleReflection(mux, opts)
+	s.handleUploads(mux, guard)
 	guard.Routes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -400,6 +411,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	loops.Go(func() { s.scans.Run(ctx) })
 	loops.Go(func() { s.dls.Run(ctx) })
 	loops.Go(func() { s.checks.Run(ctx) })
+	loops.Go(func() { s.uploads.Run(ctx) })
 	defer func() {
 		cancel()
 		loops.Wait()

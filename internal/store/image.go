@@ -25,6 +25,8 @@ const (
 	ImageError       ImageState = "ERROR"
 	ImageMissing     ImageState = "MISSING"
 	ImageDeleting    ImageState = "DELETING"
+	// ImageUploading: a client is sending the file (an upload job).
+	ImageUploading ImageState = "UPLOADING"
 )
 
 // ImageOrigin says how an image entered the library.

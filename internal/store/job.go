@@ -22,7 +22,7 @@ func (s JobState) Active() bool { return s == JobQueued || s == JobRunning }
 // Job is the durable record of long work: today, downloads.
 type Job struct {
 	ID      string
-	Kind    string // "download" or "verify"
+	Kind    string // "download", "upload" or "verify"
 	State   JobState
 	ImageID string
 	PoolID  string
@@ -32,6 +32,9 @@ type Job struct {
 	URL         string
 	Checksum    string // expected digest "sha256:<hex>"/"sha512:<hex>"; "" when from a file or none
 	ChecksumURL string // checksum file to look the file name up in
+	// Owner is the id of the token that created an upload: only it, or an
+	// admin, may write to or end the upload. Empty for other jobs.
+	Owner string
 	// NodeID is the node that owns the job now; Fence increases every time
 	// ownership moves, and an agent holding a lower fence must stop.
 	NodeID string

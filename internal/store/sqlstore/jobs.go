@@ -23,7 +23,7 @@ const maxJobEvents = 1000
 
 const jobColumns = `id, kind, state, image_id, pool_id, source, url, checksum, checksum_url, node_id, fence,
 	phase, bytes_done, bytes_total, bytes_per_sec, attempts, message, cancel_requested,
-	created_at, updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at`
+	created_at, updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at, owner`
 
 // jobSet assigns every mutable column: all but id, kind, image_id, pool_id,
 // source, url, checksum, checksum_url and created_at. Its arguments come
@@ -50,7 +50,7 @@ func scanJob(r scanner) (store.Job, error) {
 	)
 	err := r.Scan(&j.ID, &j.Kind, &state, &j.ImageID, &j.PoolID, &j.Source, &j.URL, &j.Checksum, &j.ChecksumURL,
 		&j.NodeID, &j.Fence, &j.Phase, &j.BytesDone, &j.BytesTotal, &j.BytesPerSec, &attempts, &j.Message,
-		&cancel, &created, &updated, &started, &finished, &inRow, &retrySince, &nextAttempt)
+		&cancel, &created, &updated, &started, &finished, &inRow, &retrySince, &nextAttempt, &j.Owner)
 	j.State, j.Attempts, j.CancelRequested = store.JobState(state), int(attempts), cancel != 0
 	j.FailuresInRow, j.RetrySince, j.NextAttemptAt = int(inRow), fromMicros(retrySince), fromMicros(nextAttempt)
 	j.CreatedAt, j.UpdatedAt = fromMicros(created), fromMicros(updated)
@@ -86,7 +86,8 @@ func downloadRunning(j store.Job, poolName string) error {
 // pool: then it returns that job with ErrConflict and inserts nothing.
 //
 // An empty im.State is PENDING and an empty j.State QUEUED; other states
-// are refused. An ERROR image without a digest at im.RelPath (a download
+// are refused, but for an upload (j.Kind "upload"), whose image is
+// UPLOADING. An ERROR image without a digest at im.RelPath (a download
 // that failed or was cancelled, no active job) is replaced; any other image
 // there is a conflict. Empty j.Kind is "download"; empty j.ImageID and j.PoolID
 // are taken from im (and an empty im.PoolID from j), and must agree with
@@ -119,7 +120,7 @@ func (s *Store) CreateDownload(ctx context.Context, im store.Image, j store.Job)
 		return store.Job{}, errors.New("create download: empty job id")
 	case j.Source == "":
 		return store.Job{}, fmt.Errorf("create download: job %s has no source", j.ID)
-	case im.State != store.ImagePending:
+	case im.State != store.ImagePending && !(j.Kind == "upload" && im.State == store.ImageUploading):
 		return store.Job{}, fmt.Errorf("create download: image %s is %s, want %s", im.ID, im.State, store.ImagePending)
 	case j.State != store.JobQueued:
 		return store.Job{}, fmt.Errorf("create download: job %s is %s, want %s", j.ID, j.State, store.JobQueued)
@@ -198,11 +199,11 @@ func (t *txn) insertJob(ctx context.Context, poolName string, j store.Job) error
 		return fmt.Errorf("job id %s is taken: %w", j.ID, store.ErrConflict)
 	}
 	args := append([]any{j.ID, j.Kind, j.ImageID, j.PoolID, j.Source, j.URL, j.Checksum, j.ChecksumURL,
-		micros(j.CreatedAt)}, jobSetArgs(j)...)
-	_, err = t.exec(ctx, `INSERT INTO jobs (id, kind, image_id, pool_id, source, url, checksum, checksum_url, created_at,
+		micros(j.CreatedAt), j.Owner}, jobSetArgs(j)...)
+	_, err = t.exec(ctx, `INSERT INTO jobs (id, kind, image_id, pool_id, source, url, checksum, checksum_url, created_at, owner,
 		state, node_id, fence, phase, bytes_done, bytes_total, bytes_per_sec, attempts, message, cancel_requested,
 		updated_at, started_at, finished_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	switch {
 	case t.s.isUnique(err):
 		// Only when a concurrent transaction got there after the checks.

@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("ImageConcurrency", func(t *testing.T) { testImageConcurrency(t, open) })
 	t.Run("Jobs", func(t *testing.T) { testJobs(t, open) })
 	t.Run("CreateJob", func(t *testing.T) { testCreateJob(t, open) })
+	t.Run("Uploads", func(t *testing.T) { testUploads(t, open) })
 	t.Run("JobFencing", func(t *testing.T) { testJobFencing(t, open) })
 	t.Run("FinishJob", func(t *testing.T) { testFinishJob(t, open) })
 	t.Run("JobEvents", func(t *testing.T) { testJobEvents(t, open) })

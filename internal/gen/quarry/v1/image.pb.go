@@ -88,6 +88,8 @@ const (
 	// the file comes back (same id) or the image is deleted.
 	ImageState_IMAGE_STATE_MISSING  ImageState = 6
 	ImageState_IMAGE_STATE_DELETING ImageState = 7
+	// A client is sending the file (an upload job).
+	ImageState_IMAGE_STATE_UPLOADING ImageState = 8
 )
 
 // Enum value maps for ImageState.
@@ -101,6 +103,7 @@ var (
 		5: "IMAGE_STATE_ERROR",
 		6: "IMAGE_STATE_MISSING",
 		7: "IMAGE_STATE_DELETING",
+		8: "IMAGE_STATE_UPLOADING",
 	}
 	ImageState_value = map[string]int32{
 		"IMAGE_STATE_UNSPECIFIED": 0,
@@ -111,6 +114,7 @@ var (
 		"IMAGE_STATE_ERROR":       5,
 		"IMAGE_STATE_MISSING":     6,
 		"IMAGE_STATE_DELETING":    7,
+		"IMAGE_STATE_UPLOADING":   8,
 	}
 )
 
@@ -1680,7 +1684,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x16IMAGE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16IMAGE_KIND_CLOUD_IMAGE\x10\x01\x12\x12\n" +
 	"\x0eIMAGE_KIND_ISO\x10\x02\x12\x13\n" +
-	"\x0fIMAGE_KIND_DISK\x10\x03*\xdb\x01\n" +
+	"\x0fIMAGE_KIND_DISK\x10\x03*\xf6\x01\n" +
 	"\n" +
 	"ImageState\x12\x1b\n" +
 	"\x17IMAGE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -1690,7 +1694,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x11IMAGE_STATE_READY\x10\x04\x12\x15\n" +
 	"\x11IMAGE_STATE_ERROR\x10\x05\x12\x17\n" +
 	"\x13IMAGE_STATE_MISSING\x10\x06\x12\x18\n" +
-	"\x14IMAGE_STATE_DELETING\x10\a2\xf5\x04\n" +
+	"\x14IMAGE_STATE_DELETING\x10\a\x12\x19\n" +
+	"\x15IMAGE_STATE_UPLOADING\x10\b2\xf5\x04\n" +
 	"\fImageService\x12L\n" +
 	"\vListCatalog\x12\x1d.quarry.v1.ListCatalogRequest\x1a\x1e.quarry.v1.ListCatalogResponse\x12R\n" +
 	"\rDownloadImage\x12\x1f.quarry.v1.DownloadImageRequest\x1a .quarry.v1.DownloadImageResponse\x12I\n" +

@@ -82,7 +82,7 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 
 type JobProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// preflight, downloading, verifying, finalizing.
+	// preflight, downloading, uploading, verifying, finalizing.
 	Phase     string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
 	BytesDone uint64 `protobuf:"varint,2,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
 	// 0 while unknown.
@@ -214,7 +214,7 @@ func (x *JobEvent) GetMessage() string {
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// "download"
+	// "download", "upload" or "verify"
 	Kind          string   `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	State         JobState `protobuf:"varint,3,opt,name=state,proto3,enum=quarry.v1.JobState" json:"state,omitempty"`
 	ImageId       string   `protobuf:"bytes,4,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`

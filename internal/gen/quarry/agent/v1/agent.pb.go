@@ -2035,6 +2035,551 @@ func (x *ErrorInfo) GetMessage() string {
 	return ""
 }
 
+// UploadRef names an upload and everything the agent needs to open it.
+type UploadRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Fence int64                  `protobuf:"varint,2,opt,name=fence,proto3" json:"fence,omitempty"`
+	Pool  *PoolRef               `protobuf:"bytes,3,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Final path relative to the pool root ("iso/x.iso").
+	Dest string `protobuf:"bytes,4,opt,name=dest,proto3" json:"dest,omitempty"`
+	// Size of the whole file.
+	Length int64 `protobuf:"varint,5,opt,name=length,proto3" json:"length,omitempty"`
+	// Expected digest known when the upload was created; may be empty.
+	Checksum string `protobuf:"bytes,6,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// "pool local on node n1", for messages.
+	Describe      string `protobuf:"bytes,7,opt,name=describe,proto3" json:"describe,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadRef) Reset() {
+	*x = UploadRef{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadRef) ProtoMessage() {}
+
+func (x *UploadRef) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadRef.ProtoReflect.Descriptor instead.
+func (*UploadRef) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *UploadRef) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *UploadRef) GetFence() int64 {
+	if x != nil {
+		return x.Fence
+	}
+	return 0
+}
+
+func (x *UploadRef) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *UploadRef) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *UploadRef) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *UploadRef) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+func (x *UploadRef) GetDescribe() string {
+	if x != nil {
+		return x.Describe
+	}
+	return ""
+}
+
+type OpenUploadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Upload        *UploadRef             `protobuf:"bytes,1,opt,name=upload,proto3" json:"upload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenUploadRequest) Reset() {
+	*x = OpenUploadRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenUploadRequest) ProtoMessage() {}
+
+func (x *OpenUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenUploadRequest.ProtoReflect.Descriptor instead.
+func (*OpenUploadRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *OpenUploadRequest) GetUpload() *UploadRef {
+	if x != nil {
+		return x.Upload
+	}
+	return nil
+}
+
+type OpenUploadResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes received and durable.
+	Offset        int64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenUploadResponse) Reset() {
+	*x = OpenUploadResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenUploadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenUploadResponse) ProtoMessage() {}
+
+func (x *OpenUploadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenUploadResponse.ProtoReflect.Descriptor instead.
+func (*OpenUploadResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *OpenUploadResponse) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type WriteUploadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First message: the upload, the offset the bytes start at, and whether
+	// the write is kept whole or not at all (the client sent a checksum).
+	Upload *UploadRef `protobuf:"bytes,1,opt,name=upload,proto3" json:"upload,omitempty"`
+	Offset int64      `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Atomic bool       `protobuf:"varint,3,opt,name=atomic,proto3" json:"atomic,omitempty"`
+	// The next bytes.
+	Data []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// Last message: the write is over.
+	End bool `protobuf:"varint,5,opt,name=end,proto3" json:"end,omitempty"`
+	// With end: drop every byte of this write (its checksum did not match).
+	Drop bool `protobuf:"varint,6,opt,name=drop,proto3" json:"drop,omitempty"`
+	// With end: the expected digest of the whole file, given at its end
+	// ("sha256:<hex>"); used when the upload had none.
+	Checksum      string `protobuf:"bytes,7,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteUploadRequest) Reset() {
+	*x = WriteUploadRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteUploadRequest) ProtoMessage() {}
+
+func (x *WriteUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteUploadRequest.ProtoReflect.Descriptor instead.
+func (*WriteUploadRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *WriteUploadRequest) GetUpload() *UploadRef {
+	if x != nil {
+		return x.Upload
+	}
+	return nil
+}
+
+func (x *WriteUploadRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *WriteUploadRequest) GetAtomic() bool {
+	if x != nil {
+		return x.Atomic
+	}
+	return false
+}
+
+func (x *WriteUploadRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *WriteUploadRequest) GetEnd() bool {
+	if x != nil {
+		return x.End
+	}
+	return false
+}
+
+func (x *WriteUploadRequest) GetDrop() bool {
+	if x != nil {
+		return x.Drop
+	}
+	return false
+}
+
+func (x *WriteUploadRequest) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+type WriteUploadResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Offset int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Set when the upload is complete, verified and in place.
+	Result        *UploadResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteUploadResponse) Reset() {
+	*x = WriteUploadResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteUploadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteUploadResponse) ProtoMessage() {}
+
+func (x *WriteUploadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteUploadResponse.ProtoReflect.Descriptor instead.
+func (*WriteUploadResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *WriteUploadResponse) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *WriteUploadResponse) GetResult() *UploadResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type UploadResult struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Sha256      string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size        int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Format      string                 `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
+	VirtualSize int64                  `protobuf:"varint,4,opt,name=virtual_size,json=virtualSize,proto3" json:"virtual_size,omitempty"`
+	Dest        string                 `protobuf:"bytes,5,opt,name=dest,proto3" json:"dest,omitempty"`
+	ModTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=mod_time,json=modTime,proto3" json:"mod_time,omitempty"`
+	// For an ISO: its volume label and boot record, as discovery reads them,
+	// or why the label could not be read.
+	Label    string `protobuf:"bytes,7,opt,name=label,proto3" json:"label,omitempty"`
+	Bootable bool   `protobuf:"varint,8,opt,name=bootable,proto3" json:"bootable,omitempty"`
+	Problem  string `protobuf:"bytes,9,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The expected digest was checked.
+	Verified      bool `protobuf:"varint,10,opt,name=verified,proto3" json:"verified,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadResult) Reset() {
+	*x = UploadResult{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadResult) ProtoMessage() {}
+
+func (x *UploadResult) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadResult.ProtoReflect.Descriptor instead.
+func (*UploadResult) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *UploadResult) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *UploadResult) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadResult) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *UploadResult) GetVirtualSize() int64 {
+	if x != nil {
+		return x.VirtualSize
+	}
+	return 0
+}
+
+func (x *UploadResult) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *UploadResult) GetModTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ModTime
+	}
+	return nil
+}
+
+func (x *UploadResult) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *UploadResult) GetBootable() bool {
+	if x != nil {
+		return x.Bootable
+	}
+	return false
+}
+
+func (x *UploadResult) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+func (x *UploadResult) GetVerified() bool {
+	if x != nil {
+		return x.Verified
+	}
+	return false
+}
+
+type CancelUploadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Pool          *PoolRef               `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelUploadRequest) Reset() {
+	*x = CancelUploadRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelUploadRequest) ProtoMessage() {}
+
+func (x *CancelUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelUploadRequest.ProtoReflect.Descriptor instead.
+func (*CancelUploadRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CancelUploadRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CancelUploadRequest) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+type CancelUploadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelUploadResponse) Reset() {
+	*x = CancelUploadResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelUploadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelUploadResponse) ProtoMessage() {}
+
+func (x *CancelUploadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelUploadResponse.ProtoReflect.Descriptor instead.
+func (*CancelUploadResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+}
+
 var File_quarry_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_quarry_agent_v1_agent_proto_rawDesc = "" +
@@ -2159,7 +2704,46 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"X\n" +
 	"\tErrorInfo\x121\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1b.quarry.agent.v1.ErrorClassR\x05class\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage*\xd7\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xca\x01\n" +
+	"\tUploadRef\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05fence\x18\x02 \x01(\x03R\x05fence\x12,\n" +
+	"\x04pool\x18\x03 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12\x12\n" +
+	"\x04dest\x18\x04 \x01(\tR\x04dest\x12\x16\n" +
+	"\x06length\x18\x05 \x01(\x03R\x06length\x12\x1a\n" +
+	"\bchecksum\x18\x06 \x01(\tR\bchecksum\x12\x1a\n" +
+	"\bdescribe\x18\a \x01(\tR\bdescribe\"G\n" +
+	"\x11OpenUploadRequest\x122\n" +
+	"\x06upload\x18\x01 \x01(\v2\x1a.quarry.agent.v1.UploadRefR\x06upload\",\n" +
+	"\x12OpenUploadResponse\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\"\xce\x01\n" +
+	"\x12WriteUploadRequest\x122\n" +
+	"\x06upload\x18\x01 \x01(\v2\x1a.quarry.agent.v1.UploadRefR\x06upload\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06atomic\x18\x03 \x01(\bR\x06atomic\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x10\n" +
+	"\x03end\x18\x05 \x01(\bR\x03end\x12\x12\n" +
+	"\x04drop\x18\x06 \x01(\bR\x04drop\x12\x1a\n" +
+	"\bchecksum\x18\a \x01(\tR\bchecksum\"d\n" +
+	"\x13WriteUploadResponse\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x125\n" +
+	"\x06result\x18\x02 \x01(\v2\x1d.quarry.agent.v1.UploadResultR\x06result\"\xa8\x02\n" +
+	"\fUploadResult\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06format\x18\x03 \x01(\tR\x06format\x12!\n" +
+	"\fvirtual_size\x18\x04 \x01(\x03R\vvirtualSize\x12\x12\n" +
+	"\x04dest\x18\x05 \x01(\tR\x04dest\x125\n" +
+	"\bmod_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\amodTime\x12\x14\n" +
+	"\x05label\x18\a \x01(\tR\x05label\x12\x1a\n" +
+	"\bbootable\x18\b \x01(\bR\bbootable\x12\x18\n" +
+	"\aproblem\x18\t \x01(\tR\aproblem\x12\x1a\n" +
+	"\bverified\x18\n" +
+	" \x01(\bR\bverified\"Z\n" +
+	"\x13CancelUploadRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
+	"\x04pool\x18\x02 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\"\x16\n" +
+	"\x14CancelUploadResponse*\xd7\x01\n" +
 	"\vMountStatus\x12\x1c\n" +
 	"\x18MOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14MOUNT_STATUS_MOUNTED\x10\x01\x12\x18\n" +
@@ -2198,7 +2782,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x17ERROR_CLASS_UNAVAILABLE\x10\v\x12!\n" +
 	"\x1dERROR_CLASS_PERMISSION_DENIED\x10\f\x12\x1f\n" +
 	"\x1bERROR_CLASS_UNAUTHENTICATED\x10\r\x12\x1c\n" +
-	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\xee\a\n" +
+	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\xfe\t\n" +
 	"\fAgentService\x12O\n" +
 	"\bGetFacts\x12 .quarry.agent.v1.GetFactsRequest\x1a!.quarry.agent.v1.GetFactsResponse\x12O\n" +
 	"\bInitPool\x12 .quarry.agent.v1.InitPoolRequest\x1a!.quarry.agent.v1.InitPoolResponse\x12R\n" +
@@ -2211,7 +2795,11 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"DeleteFile\x12\".quarry.agent.v1.DeleteFileRequest\x1a#.quarry.agent.v1.DeleteFileResponse\x12^\n" +
 	"\rStartDownload\x12%.quarry.agent.v1.StartDownloadRequest\x1a&.quarry.agent.v1.StartDownloadResponse\x12`\n" +
 	"\rWatchDownload\x12%.quarry.agent.v1.WatchDownloadRequest\x1a&.quarry.agent.v1.WatchDownloadResponse0\x01\x12a\n" +
-	"\x0eCancelDownload\x12&.quarry.agent.v1.CancelDownloadRequest\x1a'.quarry.agent.v1.CancelDownloadResponse\x12Q\n" +
+	"\x0eCancelDownload\x12&.quarry.agent.v1.CancelDownloadRequest\x1a'.quarry.agent.v1.CancelDownloadResponse\x12U\n" +
+	"\n" +
+	"OpenUpload\x12\".quarry.agent.v1.OpenUploadRequest\x1a#.quarry.agent.v1.OpenUploadResponse\x12Z\n" +
+	"\vWriteUpload\x12#.quarry.agent.v1.WriteUploadRequest\x1a$.quarry.agent.v1.WriteUploadResponse(\x01\x12[\n" +
+	"\fCancelUpload\x12$.quarry.agent.v1.CancelUploadRequest\x1a%.quarry.agent.v1.CancelUploadResponse\x12Q\n" +
 	"\bHashFile\x12 .quarry.agent.v1.HashFileRequest\x1a!.quarry.agent.v1.HashFileResponse0\x01B\xc6\x01\n" +
 	"\x13com.quarry.agent.v1B\n" +
 	"AgentProtoP\x01ZEgithub.com/quarry-project/quarry/internal/gen/quarry/agent/v1;agentv1\xa2\x02\x03QAX\xaa\x02\x0fQuarry.Agent.V1\xca\x02\x0fQuarry\\Agent\\V1\xe2\x02\x1bQuarry\\Agent\\V1\\GPBMetadata\xea\x02\x11Quarry::Agent::V1b\x06proto3"
@@ -2229,7 +2817,7 @@ func file_quarry_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(MountStatus)(0),                   // 0: quarry.agent.v1.MountStatus
 	(FileOp)(0),                        // 1: quarry.agent.v1.FileOp
@@ -2264,7 +2852,15 @@ var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(*HashFileRequest)(nil),            // 30: quarry.agent.v1.HashFileRequest
 	(*HashFileResponse)(nil),           // 31: quarry.agent.v1.HashFileResponse
 	(*ErrorInfo)(nil),                  // 32: quarry.agent.v1.ErrorInfo
-	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(*UploadRef)(nil),                  // 33: quarry.agent.v1.UploadRef
+	(*OpenUploadRequest)(nil),          // 34: quarry.agent.v1.OpenUploadRequest
+	(*OpenUploadResponse)(nil),         // 35: quarry.agent.v1.OpenUploadResponse
+	(*WriteUploadRequest)(nil),         // 36: quarry.agent.v1.WriteUploadRequest
+	(*WriteUploadResponse)(nil),        // 37: quarry.agent.v1.WriteUploadResponse
+	(*UploadResult)(nil),               // 38: quarry.agent.v1.UploadResult
+	(*CancelUploadRequest)(nil),        // 39: quarry.agent.v1.CancelUploadRequest
+	(*CancelUploadResponse)(nil),       // 40: quarry.agent.v1.CancelUploadResponse
+	(*timestamppb.Timestamp)(nil),      // 41: google.protobuf.Timestamp
 }
 var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	0,  // 0: quarry.agent.v1.PoolFacts.status:type_name -> quarry.agent.v1.MountStatus
@@ -2272,7 +2868,7 @@ var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	5,  // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
 	4,  // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
 	5,  // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
-	33, // 5: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
+	41, // 5: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
 	4,  // 6: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
 	14, // 7: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
 	4,  // 8: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
@@ -2288,33 +2884,45 @@ var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	4,  // 18: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
 	4,  // 19: quarry.agent.v1.HashFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
 	3,  // 20: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
-	6,  // 21: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
-	8,  // 22: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
-	10, // 23: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
-	12, // 24: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
-	15, // 25: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
-	17, // 26: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
-	20, // 27: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
-	23, // 28: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
-	26, // 29: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
-	28, // 30: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
-	30, // 31: quarry.agent.v1.AgentService.HashFile:input_type -> quarry.agent.v1.HashFileRequest
-	7,  // 32: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
-	9,  // 33: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
-	11, // 34: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
-	13, // 35: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
-	16, // 36: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
-	19, // 37: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
-	21, // 38: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
-	24, // 39: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
-	27, // 40: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
-	29, // 41: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
-	31, // 42: quarry.agent.v1.AgentService.HashFile:output_type -> quarry.agent.v1.HashFileResponse
-	32, // [32:43] is the sub-list for method output_type
-	21, // [21:32] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	4,  // 21: quarry.agent.v1.UploadRef.pool:type_name -> quarry.agent.v1.PoolRef
+	33, // 22: quarry.agent.v1.OpenUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
+	33, // 23: quarry.agent.v1.WriteUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
+	38, // 24: quarry.agent.v1.WriteUploadResponse.result:type_name -> quarry.agent.v1.UploadResult
+	41, // 25: quarry.agent.v1.UploadResult.mod_time:type_name -> google.protobuf.Timestamp
+	4,  // 26: quarry.agent.v1.CancelUploadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	6,  // 27: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
+	8,  // 28: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
+	10, // 29: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
+	12, // 30: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
+	15, // 31: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
+	17, // 32: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
+	20, // 33: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
+	23, // 34: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
+	26, // 35: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
+	28, // 36: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
+	34, // 37: quarry.agent.v1.AgentService.OpenUpload:input_type -> quarry.agent.v1.OpenUploadRequest
+	36, // 38: quarry.agent.v1.AgentService.WriteUpload:input_type -> quarry.agent.v1.WriteUploadRequest
+	39, // 39: quarry.agent.v1.AgentService.CancelUpload:input_type -> quarry.agent.v1.CancelUploadRequest
+	30, // 40: quarry.agent.v1.AgentService.HashFile:input_type -> quarry.agent.v1.HashFileRequest
+	7,  // 41: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
+	9,  // 42: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
+	11, // 43: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
+	13, // 44: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
+	16, // 45: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
+	19, // 46: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
+	21, // 47: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
+	24, // 48: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
+	27, // 49: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
+	29, // 50: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
+	35, // 51: quarry.agent.v1.AgentService.OpenUpload:output_type -> quarry.agent.v1.OpenUploadResponse
+	37, // 52: quarry.agent.v1.AgentService.WriteUpload:output_type -> quarry.agent.v1.WriteUploadResponse
+	40, // 53: quarry.agent.v1.AgentService.CancelUpload:output_type -> quarry.agent.v1.CancelUploadResponse
+	31, // 54: quarry.agent.v1.AgentService.HashFile:output_type -> quarry.agent.v1.HashFileResponse
+	41, // [41:55] is the sub-list for method output_type
+	27, // [27:41] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_quarry_agent_v1_agent_proto_init() }
@@ -2328,7 +2936,7 @@ func file_quarry_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_agent_v1_agent_proto_rawDesc), len(file_quarry_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   29,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -59,6 +59,14 @@ const (
 	// AgentServiceCancelDownloadProcedure is the fully-qualified name of the AgentService's
 	// CancelDownload RPC.
 	AgentServiceCancelDownloadProcedure = "/quarry.agent.v1.AgentService/CancelDownload"
+	// AgentServiceOpenUploadProcedure is the fully-qualified name of the AgentService's OpenUpload RPC.
+	AgentServiceOpenUploadProcedure = "/quarry.agent.v1.AgentService/OpenUpload"
+	// AgentServiceWriteUploadProcedure is the fully-qualified name of the AgentService's WriteUpload
+	// RPC.
+	AgentServiceWriteUploadProcedure = "/quarry.agent.v1.AgentService/WriteUpload"
+	// AgentServiceCancelUploadProcedure is the fully-qualified name of the AgentService's CancelUpload
+	// RPC.
+	AgentServiceCancelUploadProcedure = "/quarry.agent.v1.AgentService/CancelUpload"
 	// AgentServiceHashFileProcedure is the fully-qualified name of the AgentService's HashFile RPC.
 	AgentServiceHashFileProcedure = "/quarry.agent.v1.AgentService/HashFile"
 )
@@ -98,6 +106,20 @@ type AgentServiceClient interface {
 	WatchDownload(context.Context, *connect.Request[v1.WatchDownloadRequest]) (*connect.ServerStreamForClient[v1.WatchDownloadResponse], error)
 	// CancelDownload stops a download and removes its partial file.
 	CancelDownload(context.Context, *connect.Request[v1.CancelDownloadRequest]) (*connect.Response[v1.CancelDownloadResponse], error)
+	// OpenUpload opens an upload's partial file in a pool, resuming from its
+	// checkpoint or starting from zero, claims it with the fence (a lower
+	// fence than the owner's is refused: ERROR_CLASS_FENCED) and returns
+	// the durable offset. Opening an open upload again changes nothing.
+	OpenUpload(context.Context, *connect.Request[v1.OpenUploadRequest]) (*connect.Response[v1.OpenUploadResponse], error)
+	// WriteUpload streams one client write (a tus PATCH body) into an
+	// upload: the first message says which upload and at what offset, the
+	// next ones carry bytes, the last one ends the write. The answer is the
+	// new durable offset; when the write completes the file, the agent
+	// verifies it, moves it into place and answers with the result. A
+	// stream that breaks keeps what arrived, unless the write is atomic.
+	WriteUpload(context.Context) *connect.ClientStreamForClient[v1.WriteUploadRequest, v1.WriteUploadResponse]
+	// CancelUpload closes an upload and removes its partial file.
+	CancelUpload(context.Context, *connect.Request[v1.CancelUploadRequest]) (*connect.Response[v1.CancelUploadResponse], error)
 	// HashFile reads one image file of a pool and streams its progress, then
 	// its SHA-256. It stops when the call ends.
 	HashFile(context.Context, *connect.Request[v1.HashFileRequest]) (*connect.ServerStreamForClient[v1.HashFileResponse], error)
@@ -174,6 +196,24 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("CancelDownload")),
 			connect.WithClientOptions(opts...),
 		),
+		openUpload: connect.NewClient[v1.OpenUploadRequest, v1.OpenUploadResponse](
+			httpClient,
+			baseURL+AgentServiceOpenUploadProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("OpenUpload")),
+			connect.WithClientOptions(opts...),
+		),
+		writeUpload: connect.NewClient[v1.WriteUploadRequest, v1.WriteUploadResponse](
+			httpClient,
+			baseURL+AgentServiceWriteUploadProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("WriteUpload")),
+			connect.WithClientOptions(opts...),
+		),
+		cancelUpload: connect.NewClient[v1.CancelUploadRequest, v1.CancelUploadResponse](
+			httpClient,
+			baseURL+AgentServiceCancelUploadProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("CancelUpload")),
+			connect.WithClientOptions(opts...),
+		),
 		hashFile: connect.NewClient[v1.HashFileRequest, v1.HashFileResponse](
 			httpClient,
 			baseURL+AgentServiceHashFileProcedure,
@@ -195,6 +235,9 @@ type agentServiceClient struct {
 	startDownload      *connect.Client[v1.StartDownloadRequest, v1.StartDownloadResponse]
 	watchDownload      *connect.Client[v1.WatchDownloadRequest, v1.WatchDownloadResponse]
 	cancelDownload     *connect.Client[v1.CancelDownloadRequest, v1.CancelDownloadResponse]
+	openUpload         *connect.Client[v1.OpenUploadRequest, v1.OpenUploadResponse]
+	writeUpload        *connect.Client[v1.WriteUploadRequest, v1.WriteUploadResponse]
+	cancelUpload       *connect.Client[v1.CancelUploadRequest, v1.CancelUploadResponse]
 	hashFile           *connect.Client[v1.HashFileRequest, v1.HashFileResponse]
 }
 
@@ -248,6 +291,21 @@ func (c *agentServiceClient) CancelDownload(ctx context.Context, req *connect.Re
 	return c.cancelDownload.CallUnary(ctx, req)
 }
 
+// OpenUpload calls quarry.agent.v1.AgentService.OpenUpload.
+func (c *agentServiceClient) OpenUpload(ctx context.Context, req *connect.Request[v1.OpenUploadRequest]) (*connect.Response[v1.OpenUploadResponse], error) {
+	return c.openUpload.CallUnary(ctx, req)
+}
+
+// WriteUpload calls quarry.agent.v1.AgentService.WriteUpload.
+func (c *agentServiceClient) WriteUpload(ctx context.Context) *connect.ClientStreamForClient[v1.WriteUploadRequest, v1.WriteUploadResponse] {
+	return c.writeUpload.CallClientStream(ctx)
+}
+
+// CancelUpload calls quarry.agent.v1.AgentService.CancelUpload.
+func (c *agentServiceClient) CancelUpload(ctx context.Context, req *connect.Request[v1.CancelUploadRequest]) (*connect.Response[v1.CancelUploadResponse], error) {
+	return c.cancelUpload.CallUnary(ctx, req)
+}
+
 // HashFile calls quarry.agent.v1.AgentService.HashFile.
 func (c *agentServiceClient) HashFile(ctx context.Context, req *connect.Request[v1.HashFileRequest]) (*connect.ServerStreamForClient[v1.HashFileResponse], error) {
 	return c.hashFile.CallServerStream(ctx, req)
@@ -288,6 +346,20 @@ type AgentServiceHandler interface {
 	WatchDownload(context.Context, *connect.Request[v1.WatchDownloadRequest], *connect.ServerStream[v1.WatchDownloadResponse]) error
 	// CancelDownload stops a download and removes its partial file.
 	CancelDownload(context.Context, *connect.Request[v1.CancelDownloadRequest]) (*connect.Response[v1.CancelDownloadResponse], error)
+	// OpenUpload opens an upload's partial file in a pool, resuming from its
+	// checkpoint or starting from zero, claims it with the fence (a lower
+	// fence than the owner's is refused: ERROR_CLASS_FENCED) and returns
+	// the durable offset. Opening an open upload again changes nothing.
+	OpenUpload(context.Context, *connect.Request[v1.OpenUploadRequest]) (*connect.Response[v1.OpenUploadResponse], error)
+	// WriteUpload streams one client write (a tus PATCH body) into an
+	// upload: the first message says which upload and at what offset, the
+	// next ones carry bytes, the last one ends the write. The answer is the
+	// new durable offset; when the write completes the file, the agent
+	// verifies it, moves it into place and answers with the result. A
+	// stream that breaks keeps what arrived, unless the write is atomic.
+	WriteUpload(context.Context, *connect.ClientStream[v1.WriteUploadRequest]) (*connect.Response[v1.WriteUploadResponse], error)
+	// CancelUpload closes an upload and removes its partial file.
+	CancelUpload(context.Context, *connect.Request[v1.CancelUploadRequest]) (*connect.Response[v1.CancelUploadResponse], error)
 	// HashFile reads one image file of a pool and streams its progress, then
 	// its SHA-256. It stops when the call ends.
 	HashFile(context.Context, *connect.Request[v1.HashFileRequest], *connect.ServerStream[v1.HashFileResponse]) error
@@ -360,6 +432,24 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("CancelDownload")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceOpenUploadHandler := connect.NewUnaryHandler(
+		AgentServiceOpenUploadProcedure,
+		svc.OpenUpload,
+		connect.WithSchema(agentServiceMethods.ByName("OpenUpload")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceWriteUploadHandler := connect.NewClientStreamHandler(
+		AgentServiceWriteUploadProcedure,
+		svc.WriteUpload,
+		connect.WithSchema(agentServiceMethods.ByName("WriteUpload")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceCancelUploadHandler := connect.NewUnaryHandler(
+		AgentServiceCancelUploadProcedure,
+		svc.CancelUpload,
+		connect.WithSchema(agentServiceMethods.ByName("CancelUpload")),
+		connect.WithHandlerOptions(opts...),
+	)
 	agentServiceHashFileHandler := connect.NewServerStreamHandler(
 		AgentServiceHashFileProcedure,
 		svc.HashFile,
@@ -388,6 +478,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceWatchDownloadHandler.ServeHTTP(w, r)
 		case AgentServiceCancelDownloadProcedure:
 			agentServiceCancelDownloadHandler.ServeHTTP(w, r)
+		case AgentServiceOpenUploadProcedure:
+			agentServiceOpenUploadHandler.ServeHTTP(w, r)
+		case AgentServiceWriteUploadProcedure:
+			agentServiceWriteUploadHandler.ServeHTTP(w, r)
+		case AgentServiceCancelUploadProcedure:
+			agentServiceCancelUploadHandler.ServeHTTP(w, r)
 		case AgentServiceHashFileProcedure:
 			agentServiceHashFileHandler.ServeHTTP(w, r)
 		default:
@@ -437,6 +533,18 @@ func (UnimplementedAgentServiceHandler) WatchDownload(context.Context, *connect.
 
 func (UnimplementedAgentServiceHandler) CancelDownload(context.Context, *connect.Request[v1.CancelDownloadRequest]) (*connect.Response[v1.CancelDownloadResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.CancelDownload is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) OpenUpload(context.Context, *connect.Request[v1.OpenUploadRequest]) (*connect.Response[v1.OpenUploadResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.OpenUpload is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) WriteUpload(context.Context, *connect.ClientStream[v1.WriteUploadRequest]) (*connect.Response[v1.WriteUploadResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.WriteUpload is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) CancelUpload(context.Context, *connect.Request[v1.CancelUploadRequest]) (*connect.Response[v1.CancelUploadResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.CancelUpload is not implemented"))
 }
 
 func (UnimplementedAgentServiceHandler) HashFile(context.Context, *connect.Request[v1.HashFileRequest], *connect.ServerStream[v1.HashFileResponse]) error {

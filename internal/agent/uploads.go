@@ -1,0 +1,309 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/quarry-project/quarry/internal/checksum"
+	"github.com/quarry-project/quarry/internal/errclass"
+	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/ingest"
+	"github.com/quarry-project/quarry/internal/poolfs"
+)
+
+// idleUpload is how long an open upload waits for its next write before
+// its file and buffers are released; the next call opens it again from
+// its checkpoint.
+const idleUpload = 2 * time.Minute
+
+// uploads holds the uploads open on this node: the partial file and the
+// hash state stay in memory between a client's writes.
+type uploads struct {
+	a    *Agent
+	mu   sync.Mutex
+	open map[string]*openUpload // by job id
+}
+
+type openUpload struct {
+	// mu is held by the one write in progress, and to close.
+	mu      sync.Mutex
+	u       *ingest.Upload // nil once closed
+	root    *os.Root
+	dir     string
+	fence   int64
+	length  int64
+	durable atomic.Int64 // the offset last made durable, for OpenUpload during a write
+	used    atomic.Int64 // unix nanoseconds of the last use
+}
+
+func newUploads(a *Agent) *uploads { return &uploads{a: a, open: map[string]*openUpload{}} }
+
+func (ou *openUpload) close() {
+	if ou.u != nil {
+		ou.u.Close()
+		ou.u = nil
+		ou.root.Close()
+	}
+}
+
+// get returns the open upload ref names, opening it if need be. A higher
+// fence than the open one's reopens it (taking the job over); a lower one
+// is refused.
+func (s *service) upload(ref *agentv1.UploadRef) (*openUpload, error) {
+	ups := s.a.uploads
+	ups.mu.Lock()
+	defer ups.mu.Unlock()
+	ups.closeIdle()
+	if ou, ok := ups.open[ref.GetJobId()]; ok {
+		switch {
+		case ou.fence > ref.GetFence():
+			return nil, errclass.New(errclass.Fenced, "upload %s is owned by fence %d here; fence %d is stale", ref.GetJobId(), ou.fence, ref.GetFence())
+		case ou.fence == ref.GetFence():
+			ou.used.Store(time.Now().UnixNano())
+			return ou, nil
+		}
+		ou.mu.Lock()
+		ou.close()
+		ou.mu.Unlock()
+		delete(ups.open, ref.GetJobId())
+	}
+	_, dir, err := s.mountedDir(ref.GetPool())
+	if err != nil {
+		return nil, err
+	}
+	if err := checkImagePath(ref.GetDest()); err != nil {
+		return nil, err
+	}
+	var expected checksum.Digest
+	if c := ref.GetChecksum(); c != "" {
+		if expected, err = checksum.ParseDigest(c); err != nil {
+			return nil, errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
+		}
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, errclass.New(errclass.FailedPrecondition, "opening the pool: %v", cause(err))
+	}
+	ou := &openUpload{root: root, dir: dir, fence: ref.GetFence(), length: ref.GetLength()}
+	u, err := ingest.OpenUpload(ingest.UploadRequest{
+		Job: ref.GetJobId(), Fence: uint64(ref.GetFence()), Root: root, Dest: ref.GetDest(), Length: ref.GetLength(),
+		Expected: expected, Describe: ref.GetDescribe(), CheckpointEvery: s.a.cfg.CheckpointEvery,
+		// OpenUpload during a write answers what is durable so far.
+		OnDurable: func(off int64) { ou.durable.Store(off) },
+	})
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	ou.u = u
+	ou.durable.Store(u.Offset())
+	ou.used.Store(time.Now().UnixNano())
+	ups.open[ref.GetJobId()] = ou
+	s.a.log.Info("upload opened", "job", ref.GetJobId(), "fence", ref.GetFence(), "offset", u.Offset(), "resumed", u.Resumed())
+	return ou, nil
+}
+
+// closeIdle releases the uploads nobody wrote to for idleUpload. Called
+// with ups.mu held.
+func (ups *uploads) closeIdle() {
+	for id, ou := range ups.open {
+		if time.Since(time.Unix(0, ou.used.Load())) > idleUpload && ou.mu.TryLock() {
+			ou.close()
+			ou.mu.Unlock()
+			delete(ups.open, id)
+		}
+	}
+}
+
+// forget closes and drops the open upload of job id, if it is ou.
+func (ups *uploads) forget(id string, ou *openUpload) {
+	ups.mu.Lock()
+	defer ups.mu.Unlock()
+	if ups.open[id] == ou {
+		delete(ups.open, id)
+	}
+	ou.close()
+}
+
+// closeAll closes every open upload at shutdown; their checkpoints stay.
+func (ups *uploads) closeAll() {
+	ups.mu.Lock()
+	defer ups.mu.Unlock()
+	for id, ou := range ups.open {
+		ou.mu.Lock()
+		ou.close()
+		ou.mu.Unlock()
+		delete(ups.open, id)
+	}
+}
+
+// lockUpload returns the open upload ref names, locked for a write. One
+// closed while the write waited for it (idle, taken over, cancelled) is
+// opened again.
+func (s *service) lockUpload(ref *agentv1.UploadRef) (*openUpload, error) {
+	for range 3 {
+		ou, err := s.upload(ref)
+		if err != nil {
+			return nil, err
+		}
+		ou.mu.Lock()
+		if ou.u != nil {
+			return ou, nil
+		}
+		ou.mu.Unlock()
+	}
+	return nil, errclass.New(errclass.Unavailable, "upload %s was closed while this write waited for it; try again", ref.GetJobId())
+}
+
+func (s *service) OpenUpload(ctx context.Context, req *connect.Request[agentv1.OpenUploadRequest]) (*connect.Response[agentv1.OpenUploadResponse], error) {
+	ou, err := s.upload(req.Msg.GetUpload())
+	if err != nil {
+		return nil, errclass.ToConnect(err)
+	}
+	return connect.NewResponse(&agentv1.OpenUploadResponse{Offset: ou.durable.Load()}), nil
+}
+
+// streamBody reads a WriteUpload stream as one body.
+type streamBody struct {
+	s        *connect.ClientStream[agentv1.WriteUploadRequest]
+	buf      []byte
+	end      bool
+	drop     bool
+	checksum string
+}
+
+func (b *streamBody) take(m *agentv1.WriteUploadRequest) {
+	b.buf = m.GetData()
+	if m.GetEnd() {
+		b.end, b.drop, b.checksum = true, m.GetDrop(), m.GetChecksum()
+	}
+}
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	for len(b.buf) == 0 {
+		switch {
+		case b.end && b.drop:
+			return 0, ingest.ErrDropWrite
+		case b.end:
+			return 0, io.EOF
+		}
+		if !b.s.Receive() {
+			err := b.s.Err()
+			if err == nil {
+				err = errors.New("the control plane ended the write without saying it was complete")
+			}
+			return 0, err
+		}
+		b.take(b.s.Msg())
+	}
+	n := copy(p, b.buf)
+	b.buf = b.buf[n:]
+	return n, nil
+}
+
+func (s *service) WriteUpload(ctx context.Context, stream *connect.ClientStream[agentv1.WriteUploadRequest]) (*connect.Response[agentv1.WriteUploadResponse], error) {
+	if !stream.Receive() {
+		err := stream.Err()
+		if err == nil {
+			err = errclass.New(errclass.InvalidArgument, "an upload write needs at least one message")
+		}
+		return nil, errclass.ToConnect(err)
+	}
+	first := stream.Msg()
+	ref := first.GetUpload()
+	ou, err := s.lockUpload(ref)
+	if err != nil {
+		return nil, errclass.ToConnect(err)
+	}
+	defer ou.mu.Unlock()
+	defer ou.used.Store(time.Now().UnixNano())
+	body := &streamBody{s: stream}
+	body.take(first)
+	off, err := ou.u.Write(first.GetOffset(), body, first.GetAtomic())
+	ou.durable.Store(off)
+	resp := &agentv1.WriteUploadResponse{Offset: off}
+	switch {
+	case errors.Is(err, ingest.ErrDropWrite):
+		return connect.NewResponse(resp), nil
+	case errors.Is(err, ingest.ErrFenced) || errors.Is(err, ingest.ErrTerminal):
+		s.a.uploads.forget(ref.GetJobId(), ou)
+		return nil, errclass.ToConnect(err)
+	case err != nil && errclass.Of(err) != nil:
+		return nil, errclass.ToConnect(err)
+	case err != nil:
+		// The stream broke; what arrived is kept. Nobody may be reading.
+		return nil, errclass.ToConnect(errclass.Wrap(errclass.Transient, err, "the write broke off at %d bytes: %v", off, err))
+	case off < ou.length:
+		return connect.NewResponse(resp), nil
+	}
+	res, err := s.finishUpload(ou, body.checksum)
+	s.a.uploads.forget(ref.GetJobId(), ou)
+	if err != nil {
+		return nil, errclass.ToConnect(err)
+	}
+	resp.Result = res
+	s.a.log.Info("upload finished", "job", ref.GetJobId(), "dest", res.GetDest(), "bytes", res.GetSize(), "sha256", res.GetSha256())
+	return connect.NewResponse(resp), nil
+}
+
+// finishUpload verifies the complete upload and moves it into place; an
+// ISO is described as discovery describes the ISOs it finds.
+func (s *service) finishUpload(ou *openUpload, expected string) (*agentv1.UploadResult, error) {
+	var want checksum.Digest
+	if expected != "" {
+		var err error
+		if want, err = checksum.ParseDigest(expected); err != nil {
+			return nil, errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
+		}
+	}
+	res, err := ou.u.Finish(want)
+	if err != nil {
+		return nil, err
+	}
+	out := &agentv1.UploadResult{Sha256: res.SHA256, Size: res.Size, Format: res.Format, VirtualSize: res.VirtualSize,
+		Dest: res.Dest, Verified: res.Verified}
+	if poolfs.IsISOPath(res.Dest) {
+		f, err := s.a.isos.scanner.File(ou.root, ou.dir, res.Dest)
+		if err != nil {
+			return nil, errclass.New(errclass.Transient, "reading the uploaded ISO %s: %v", res.Dest, cause(err))
+		}
+		out.ModTime, out.Label, out.Bootable, out.Problem = timestamppb.New(f.ModTime), f.Label, f.Bootable, f.Problem
+	} else if fi, err := ou.root.Stat(res.Dest); err == nil {
+		out.ModTime = timestamppb.New(fi.ModTime())
+	}
+	return out, nil
+}
+
+func (s *service) CancelUpload(ctx context.Context, req *connect.Request[agentv1.CancelUploadRequest]) (*connect.Response[agentv1.CancelUploadResponse], error) {
+	ups := s.a.uploads
+	ups.mu.Lock()
+	ou, ok := ups.open[req.Msg.GetJobId()]
+	ups.mu.Unlock()
+	if ok {
+		// A write in progress ends when the control plane's stream does.
+		ou.mu.Lock()
+		ups.forget(req.Msg.GetJobId(), ou)
+		ou.mu.Unlock()
+	}
+	_, dir, err := s.mountedDir(req.Msg.GetPool())
+	if err != nil {
+		return nil, errclass.ToConnect(err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening the pool: %v", cause(err)))
+	}
+	defer root.Close()
+	if err := ingest.Discard(root, req.Msg.GetJobId()); err != nil {
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "removing the partial file: %v", cause(err)))
+	}
+	return connect.NewResponse(&agentv1.CancelUploadResponse{}), nil
+}
