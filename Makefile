@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/quarry-project/quarry/internal/cli.Version=$(VERSION)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test check fuzz bench-discovery bench-download bench-upload generate tools lint clean
+.PHONY: all build run test check fuzz web web-test bench-discovery bench-download bench-upload generate tools lint clean
 
 all: build
 
@@ -19,10 +19,25 @@ run:
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/quarry server --dev $(ARGS)
 
 # Every test: formatting and vet, all unit and end-to-end tests with the race
-# detector, then each fuzz target briefly.
+# detector, each fuzz target briefly, then the dashboard (type check, unit
+# tests, browser tests in Chromium) and a check that the committed bundle
+# is the one its sources build.
 test: check
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz
+	$(MAKE) web-test
+	@git diff --quiet -- web/dist && test -z "$$(git status --porcelain -- web/dist)" || \
+	  { echo "web/dist is stale: run make web and commit it"; exit 1; }
+
+# The dashboard bundle (web/dist, committed and embedded), from the lockfile.
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+# The dashboard's tests: installs what is missing (npm packages from the
+# lockfile, Chromium with apt), builds, type checks, runs vitest, then
+# Playwright in Chromium against a freshly built quarry server --dev.
+web-test:
+	web/scripts/test.sh
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -55,6 +70,7 @@ bench-upload:
 generate:
 	buf lint
 	buf generate
+	cd web && buf generate
 
 tools:
 	$(GO) install github.com/bufbuild/buf/cmd/buf@v1.75.0

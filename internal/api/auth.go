@@ -141,10 +141,32 @@ func (g guard) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.S
 			err = toConnect(ctx, g.a.Logger, err)
 			return err
 		}
+		if caller.TokenID != "" {
+			// A stream outlives the check that admitted it: its handler
+			// asks again (StillAuthenticated) while it runs.
+			h := conn.RequestHeader()
+			ctx = context.WithValue(ctx, recheckKey{}, func(ctx context.Context) error {
+				_, err := g.a.authenticate(ctx, h, clientOf(peer), false)
+				return err
+			})
+		}
 		err = next(ctx, conn)
 		g.a.countPublicFailure(proc, peer, err)
 		return err
 	}
+}
+
+type recheckKey struct{}
+
+// StillAuthenticated checks again, for a long-lived stream, the token or
+// dashboard session that opened it: an error (unauthenticated) once it was
+// revoked or has expired, nil for callers without one (the control plane's
+// own code).
+func StillAuthenticated(ctx context.Context) error {
+	if recheck, ok := ctx.Value(recheckKey{}).(func(context.Context) error); ok {
+		return recheck(ctx)
+	}
+	return nil
 }
 
 // admit decides whether a call of proc may proceed and returns the context

@@ -38,8 +38,10 @@ var changes = map[events.Change]quarryv1.Change{
 }
 
 // Watch streams the changes the caller's role may read until the call
-// ends. A subscriber that fell behind gets every resource as changed, and
-// refetches.
+// ends, or until the token or session that opened it is revoked or
+// expires (checked at every heartbeat: the stream then ends
+// unauthenticated, and the dashboard signs in again). A subscriber that
+// fell behind gets every resource as changed, and refetches.
 func (s *EventService) Watch(ctx context.Context, _ *connect.Request[quarryv1.WatchRequest], stream *connect.ServerStream[quarryv1.WatchResponse]) error {
 	heartbeat, batch := s.Heartbeat, s.Batch
 	if heartbeat <= 0 {
@@ -56,12 +58,28 @@ func (s *EventService) Watch(ctx context.Context, _ *connect.Request[quarryv1.Wa
 	}
 	idle := time.NewTicker(heartbeat)
 	defer idle.Stop()
+	checked := time.Now()
+	// recheck ends the stream once its credentials did, at most every
+	// heartbeat, busy or idle.
+	recheck := func() error {
+		if time.Since(checked) < heartbeat {
+			return nil
+		}
+		checked = time.Now()
+		if err := StillAuthenticated(ctx); err != nil {
+			return toConnect(ctx, s.Logger, err)
+		}
+		return nil
+	}
 	for {
 		var pending []events.Event
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-idle.C:
+			if err := recheck(); err != nil {
+				return err
+			}
 			if err := stream.Send(&quarryv1.WatchResponse{}); err != nil {
 				return err
 			}
@@ -85,6 +103,9 @@ func (s *EventService) Watch(ctx context.Context, _ *connect.Request[quarryv1.Wa
 			}
 		}
 		gather.Stop()
+		if err := recheck(); err != nil {
+			return err
+		}
 		resp := &quarryv1.WatchResponse{Events: s.view(ctx, caller, pending)}
 		if len(resp.Events) == 0 {
 			continue

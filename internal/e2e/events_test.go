@@ -152,3 +152,44 @@ func TestEventStream(t *testing.T) {
 		t.Errorf("a watch without a token: %v", err)
 	}
 }
+
+// TestEventStreamEndsWithItsToken: a stream opened with a token that is
+// then revoked ends unauthenticated at its next heartbeat, so an idle
+// dashboard goes back to sign-in.
+func TestEventStreamEndsWithItsToken(t *testing.T) {
+	s := quarrytest.StartServer(t, quarrytest.WithEventHeartbeat(200*time.Millisecond))
+	secret := createToken(t, s, store.RoleViewer, "wall", time.Hour)
+	stream, err := s.ClientsFor(secret).Events.Watch(t.Context(), connect.NewRequest(&quarryv1.WatchRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() || !stream.Msg().GetReady() {
+		t.Fatalf("first message: %v %v", stream.Msg(), stream.Err())
+	}
+	toks, err := s.Tokens.ListTokens(t.Context(), connect.NewRequest(&quarryv1.ListTokensRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range toks.Msg.GetTokens() {
+		if tok.GetName() == "wall" {
+			if _, err := s.Tokens.RevokeToken(t.Context(), connect.NewRequest(&quarryv1.RevokeTokenRequest{Id: tok.GetId()})); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for stream.Receive() {
+		}
+		ended <- stream.Err()
+	}()
+	select {
+	case err := <-ended:
+		if connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Fatalf("the stream ended with %v; want unauthenticated", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream of a revoked token still runs 10 s later")
+	}
+}

@@ -203,6 +203,12 @@ func WithCatalog(files ...string) ServerOption {
 	return func(c *server.Config) { c.CatalogFiles = append(c.CatalogFiles, files...) }
 }
 
+// WithEventHeartbeat sets how often event streams send a heartbeat and
+// check their caller's credentials again.
+func WithEventHeartbeat(d time.Duration) ServerOption {
+	return func(c *server.Config) { c.EventHeartbeat = d }
+}
+
 // WithDownloadRetries sets the download retry budget and the wait after a
 // first failed attempt (0 keeps the server's default).
 func WithDownloadRetries(maxAttempts int, base time.Duration) ServerOption {

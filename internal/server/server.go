@@ -84,6 +84,9 @@ type Config struct {
 	// MaxDownloadsPerNode and MaxDownloads bound downloads running at once
 	// (default 2 and 8).
 	MaxDownloadsPerNode, MaxDownloads int
+	// EventHeartbeat is how often an idle event stream sends an empty
+	// message and checks its caller's credentials again (15 s).
+	EventHeartbeat time.Duration
 	// DownloadMaxAttempts is the retry budget of a download: failed
 	// attempts in a row without progress before it fails (10), within at
 	// most DownloadRetryWindow (24 h).
@@ -342,7 +345,8 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	enqueueJob := func(id string) { s.dls.Enqueue(id); s.checks.Enqueue(id); s.uploads.Enqueue(id) }
 	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: enqueueJob, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
-	mux.Handle(quarryv1connect.NewEventServiceHandler(&api.EventService{Store: s.store, Hub: s.changes, Logger: s.log}, opts...))
+	mux.Handle(quarryv1connect.NewEventServiceHandler(&api.EventService{Store: s.store, Hub: s.changes, Logger: s.log,
+		Heartbeat: s.cfg.EventHeartbeat}, opts...))
 	handleReflection(mux, opts)
 	s.handleUploads(mux, guard)
 	guard.Routes(mux)

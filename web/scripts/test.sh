@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Everything the dashboard's tests need, from a fresh clone: dependencies
+# from the lockfile, Chromium, the bundle, type check, unit tests, and the
+# browser tests against a freshly built `quarry server --dev`.
+# Called by `make web-test`; run from anywhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# npm ci when node_modules is missing or older than the lockfile.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+
+chromium="${CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq chromium
+  else
+    echo "The browser tests need Chromium at $chromium: run 'sudo apt-get install -y chromium'" >&2
+    echo "(Debian/Ubuntu), or set CHROMIUM to a Chromium binary." >&2
+    exit 1
+  fi
+fi
+
+npm run build
+npm run typecheck
+npm test
+
+# A fresh quarry binary that embeds the bundle just built.
+bin="$(mktemp -d)/quarry"
+trap 'rm -rf "$(dirname "$bin")"' EXIT
+(cd .. && go build -o "$bin" ./cmd/quarry)
+QUARRY_BIN="$bin" npx playwright test "$@"

@@ -1,0 +1,130 @@
+// Starts what the browser tests run against and puts its coordinates in
+// the environment the workers inherit:
+//   QUARRY_UI_URL    where the dashboard is served
+//   QUARRY_API_URL   the quarry server
+//   QUARRY_DATA_DIR  its data directory (admin token, pool "local")
+//
+// By default it starts `quarry server --dev` on a free port with a fresh
+// data directory: the binary from QUARRY_BIN, else built with `go build`.
+// QUARRY_URL + QUARRY_DATA_DIR use a server that is already running.
+// When the server does not serve this dashboard at / yet (no embedded
+// bundle), `vite preview` serves web/dist and proxies the API to it.
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const webDir = resolve(import.meta.dirname, "../..");
+const repoDir = resolve(webDir, "..");
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      s.close(() => (a && typeof a === "object" ? res(a.port) : rej(new Error("no port"))));
+    });
+  });
+}
+
+/** Resolves with the first capture of re in the child's output. */
+function waitForLine(child: ChildProcess, re: RegExp, what: string, timeoutMs = 60_000): Promise<string> {
+  return new Promise((res, rej) => {
+    let out = "";
+    const t = setTimeout(() => rej(new Error(`${what} did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    const on = (b: Buffer) => {
+      out += b.toString();
+      const m = out.match(re);
+      if (m) {
+        clearTimeout(t);
+        res(m[1]);
+      }
+    };
+    child.stdout?.on("data", on);
+    child.stderr?.on("data", on);
+    child.on("exit", (code) => {
+      clearTimeout(t);
+      rej(new Error(`${what} exited with ${code}:\n${out}`));
+    });
+  });
+}
+
+async function servesDashboard(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(url + "/");
+    return res.ok && (await res.text()).includes('content="quarry-web"');
+  } catch {
+    return false;
+  }
+}
+
+function stop(child: ChildProcess | undefined) {
+  if (!child || child.exitCode !== null) return Promise.resolve();
+  return new Promise<void>((res) => {
+    const t = setTimeout(() => child.kill("SIGKILL"), 5000);
+    child.on("exit", () => {
+      clearTimeout(t);
+      res();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
+export default async function globalSetup() {
+  if (!existsSync(process.env.CHROMIUM ?? "/usr/bin/chromium"))
+    throw new Error("Chromium is missing: apt-get install -y chromium (as root), or set CHROMIUM to a Chromium binary.");
+
+  let server: ChildProcess | undefined;
+  let preview: ChildProcess | undefined;
+  let tmp: string | undefined;
+  let apiURL = process.env.QUARRY_URL?.replace(/\/$/, "");
+  let dataDir = process.env.QUARRY_DATA_DIR;
+
+  if (!apiURL) {
+    tmp = mkdtempSync(join(tmpdir(), "quarry-web-e2e-"));
+    let bin = process.env.QUARRY_BIN;
+    if (!bin) {
+      bin = join(tmp, "quarry");
+      console.log(`building quarry into ${bin}`);
+      execFileSync("go", ["build", "-o", bin, "./cmd/quarry"], { cwd: repoDir, stdio: "inherit" });
+    }
+    dataDir = join(tmp, "data");
+    const port = await freePort();
+    server = spawn(bin, ["server", "--dev", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--allow-loopback-urls"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    apiURL = (await waitForLine(server, /API and web page:\s+(http:\/\/\S+?)\/?\s/, "quarry server")).replace(/\/$/, "");
+    server.stdout?.resume();
+    server.stderr?.resume();
+  }
+  if (!dataDir) throw new Error("QUARRY_URL needs QUARRY_DATA_DIR (the server's --data-dir)");
+
+  let uiURL = apiURL;
+  if (!(await servesDashboard(apiURL))) {
+    if (!existsSync(join(webDir, "dist/index.html"))) throw new Error("web/dist is missing: run npm run build first");
+    const port = await freePort();
+    console.log(`${apiURL} does not serve the dashboard yet: serving web/dist with vite preview`);
+    preview = spawn(join(webDir, "node_modules/.bin/vite"), ["preview", "--host", "127.0.0.1", "--port", String(port), "--strictPort"], {
+      cwd: webDir,
+      env: { ...process.env, QUARRY_API: apiURL },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    await waitForLine(preview, /(Local):/, "vite preview");
+    preview.stdout?.resume();
+    preview.stderr?.resume();
+    uiURL = `http://127.0.0.1:${port}`;
+  }
+
+  process.env.QUARRY_UI_URL = uiURL;
+  process.env.QUARRY_API_URL = apiURL;
+  process.env.QUARRY_DATA_DIR = dataDir;
+  process.env.QUARRY_ADMIN_TOKEN = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
+  console.log(`dashboard ${uiURL}, API ${apiURL}, data ${dataDir}`);
+
+  return async () => {
+    await stop(preview);
+    await stop(server);
+    if (tmp && !process.env.QUARRY_KEEP) rmSync(tmp, { recursive: true, force: true });
+  };
+}
