@@ -80,12 +80,20 @@ func (s *ImageService) resolveSource(m *quarryv1.DownloadImageRequest) (source, 
 	if _, err := s.Downloads.Policy.CheckURL(src.url); err != nil {
 		return src, invalidf("%s", err.Error())
 	}
-	if c := m.GetChecksum(); c != "" {
+	switch c, cu := m.GetChecksum(), m.GetChecksumUrl(); {
+	case c != "" && cu != "":
+		return src, invalidf("give either a checksum or a checksum file URL, not both")
+	case c != "":
 		d, err := checksum.ParseDigest(c)
 		if err != nil {
 			return src, invalidf("%s", err.Error())
 		}
 		src.checksum, src.checksumURL = d.String(), ""
+	case cu != "":
+		if _, err := s.Downloads.Policy.CheckURL(cu); err != nil {
+			return src, invalidf("checksum file URL: %s", err.Error())
+		}
+		src.checksum, src.checksumURL = "", cu
 	}
 	if n := m.GetName(); n != "" {
 		src.name = n

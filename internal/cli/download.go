@@ -44,10 +44,10 @@ func newCatalogCommand(g *globals) *cobra.Command {
 }
 
 func newImageDownloadCommand(g *globals) *cobra.Command {
-	var catalogID, url, checksum, name, pool string
+	var catalogID, url, checksum, checksumURL, name, pool string
 	var wait bool
 	cmd := &cobra.Command{
-		Use:   "download (--catalog ID | --url URL) --pool NAME [--checksum sha256:HEX] [--name NAME] [--wait]",
+		Use:   "download (--catalog ID | --url URL) --pool NAME [--checksum sha256:HEX | --checksum-url URL] [--name NAME] [--wait]",
 		Short: "Download a cloud image or ISO into a pool: resumable, verified while it streams",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -61,7 +61,7 @@ func newImageDownloadCommand(g *globals) *cobra.Command {
 				return err
 			}
 			resp, err := c.images.DownloadImage(ctx, connect.NewRequest(&quarryv1.DownloadImageRequest{
-				CatalogId: catalogID, Url: url, StoragePoolId: p.GetId(), Checksum: checksum, Name: name,
+				CatalogId: catalogID, Url: url, StoragePoolId: p.GetId(), Checksum: checksum, ChecksumUrl: checksumURL, Name: name,
 			}))
 			if err != nil {
 				return err
@@ -102,6 +102,7 @@ func newImageDownloadCommand(g *globals) *cobra.Command {
 	f.StringVar(&url, "url", "", "http(s) URL of the image")
 	f.StringVar(&pool, "pool", "", "pool to download into (name or id)")
 	f.StringVar(&checksum, "checksum", "", "expected digest, sha256:HEX or sha512:HEX")
+	f.StringVar(&checksumURL, "checksum-url", "", "a checksum file (SHA256SUMS) to look the file up in at download time")
 	f.StringVar(&name, "name", "", "image name (default: the catalog id or the URL's file name)")
 	f.BoolVar(&wait, "wait", false, "follow the download with a progress bar until it ends")
 	_ = cmd.MarkFlagRequired("pool")

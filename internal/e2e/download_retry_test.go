@@ -164,3 +164,35 @@ func TestDownloadBackoffSurvivesRestarts(t *testing.T) {
 		t.Fatalf("job %v: %s; want SUCCEEDED once the origin is back", j.GetState(), j.GetMessage())
 	}
 }
+
+// TestDownloadChecksumURL: a URL download verified against a checksum file
+// given with it; a checksum and a checksum file together are refused, and
+// so is a checksum file the URL policy refuses.
+func TestDownloadChecksumURL(t *testing.T) {
+	c := newCluster(t)
+	o := origintest.New(t)
+	f := o.Add("/rel/disk.img", origintest.Random(2*mib, 61))
+	o.AddChecksumFile("/rel/SHA256SUMS", map[string]string{"disk.img": f.SHA256()})
+	mkdir(t, c.agents["n1"].Opts.LocalPath("/srv/local"))
+	pool := c.createPool(t, "local", "/srv/local", false, "n1")
+	c.waitMounts(t, pool.GetId(), map[string]bool{"n1": true})
+
+	for _, bad := range []*quarryv1.DownloadImageRequest{
+		{Url: f.URL(), StoragePoolId: pool.GetId(), Checksum: "sha256:" + f.SHA256(), ChecksumUrl: o.URL("/rel/SHA256SUMS")},
+		{Url: f.URL(), StoragePoolId: pool.GetId(), ChecksumUrl: "http://169.254.169.254/SHA256SUMS"},
+	} {
+		if _, err := c.s.Images.DownloadImage(t.Context(), connect.NewRequest(bad)); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("checksum %q with checksum URL %q: %v; want invalid_argument", bad.GetChecksum(), bad.GetChecksumUrl(), err)
+		}
+	}
+	resp, err := c.s.Images.DownloadImage(t.Context(), connect.NewRequest(&quarryv1.DownloadImageRequest{
+		Url: f.URL(), StoragePoolId: pool.GetId(), ChecksumUrl: o.URL("/rel/SHA256SUMS")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, c.s, resp.Msg.GetJob().GetId(), 30*time.Second)
+	im := getImage(t, c.s, resp.Msg.GetImage().GetId())
+	if j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED || !im.GetVerified() || im.GetDigest() != "sha256:"+f.SHA256() {
+		t.Fatalf("job %v (%s), image verified=%v %s; want SUCCEEDED and verified against the checksum file", j.GetState(), j.GetMessage(), im.GetVerified(), im.GetDigest())
+	}
+}

@@ -19,7 +19,13 @@ import (
 // dialRaw opens a TCP connection to the test server.
 func dialRaw(t *testing.T, srv *quarrytest.Server) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	return dialRawFrom(t, srv, nil)
+}
+
+// dialRawFrom is dialRaw from a local address of its own (nil: any).
+func dialRawFrom(t *testing.T, srv *quarrytest.Server, from net.Addr) net.Conn {
+	t.Helper()
+	c, err := (&net.Dialer{LocalAddr: from}).Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,33 +94,36 @@ func TestSlowBodies(t *testing.T) {
 // closed at once; closing one makes room again.
 func TestConnectionsPerClient(t *testing.T) {
 	srv := quarrytest.StartServer(t, func(c *server.Config) { c.MaxConnsPerClient = 4 })
+	// A client address of its own: the test's other connections (the
+	// readiness check's kept-alive one) are 127.0.0.1's.
+	client := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}
 	var open []net.Conn
 	for range 4 {
-		c := dialRaw(t, srv)
+		c := dialRawFrom(t, srv, client)
 		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
 			t.Fatalf("connection %d: %v", len(open)+1, err)
 		}
 		open = append(open, c)
 	}
-	extra := dialRaw(t, srv)
+	extra := dialRawFrom(t, srv, client)
 	fmt.Fprintf(extra, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 	if out := closedWithin(t, extra, 3*time.Second, "a fifth connection"); out != "" {
 		t.Errorf("a fifth connection was answered: %q", out)
 	}
+	// Once one of its connections is closed, the client may open another.
 	open[0].Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := http.Get(srv.URL + "/healthz")
-		if err == nil && resp.StatusCode == 200 {
-			resp.Body.Close()
-			break
+	quarrytest.Eventually(t, 5*time.Second, func() error {
+		c := dialRawFrom(t, srv, client)
+		defer c.Close()
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return fmt.Errorf("after closing a connection: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after closing a connection: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return nil
+	})
 }
 
 // gzipBomb is a gzipped Connect request body of n zero bytes.

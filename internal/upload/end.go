@@ -89,8 +89,8 @@ func (s *Service) Terminate(ctx context.Context, id string) error {
 func (s *Service) cancel(ctx context.Context, j store.Job, pool store.Pool) error {
 	// A write in progress is cut first: it holds the upload on its node.
 	s.mu.Lock()
-	if stop := s.writing[j.ID]; stop != nil {
-		stop()
+	if w := s.writing[j.ID]; w != nil {
+		w.stop()
 	}
 	s.mu.Unlock()
 	if err := s.cfg.Agents.CancelUpload(ctx, j.NodeID, j.ID, pool); err != nil {

@@ -92,7 +92,34 @@ type Service struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	writing map[string]context.CancelFunc // jobs with a write in progress, and how to stop it
+	writing map[string]*write // jobs with a write in progress
+}
+
+// write is a client's write in progress.
+type write struct {
+	stop context.CancelFunc
+	done chan struct{} // closed once it ended and what arrived is durable
+}
+
+// takeOver stops the write in progress on upload id, if any, and waits
+// until it has ended. A client asks for the offset (HEAD) or writes only
+// when it has no write of its own running: one still in progress belongs
+// to a connection the client gave up on, however slowly the server is
+// still reading what that connection had sent (as tus servers do).
+func (s *Service) takeOver(ctx context.Context, id string) error {
+	s.mu.Lock()
+	w := s.writing[id]
+	s.mu.Unlock()
+	if w == nil {
+		return nil
+	}
+	w.stop()
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 var _ tus.Backend = (*Service)(nil)
@@ -114,7 +141,7 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg, log: cfg.Logger.With("component", "upload"), writing: map[string]context.CancelFunc{}}
+	return &Service{cfg: cfg, log: cfg.Logger.With("component", "upload"), writing: map[string]*write{}}
 }
 
 func newID() string {
@@ -348,14 +375,10 @@ func (s *Service) Get(ctx context.Context, id string) (tus.Upload, error) {
 	if u.j.State == store.JobSucceeded {
 		return s.view(u.j, u.j.BytesTotal), nil
 	}
-	// A client that lost its connection asks at once; the write it cut
-	// short ends (and makes what arrived durable) within moments.
-	for i := 0; i < 50 && s.busy(id); i++ {
-		select {
-		case <-ctx.Done():
-			return tus.Upload{}, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	// A client that lost its connection asks at once: the write it left
+	// behind ends here, and the offset is what it made durable.
+	if err := s.takeOver(ctx, id); err != nil {
+		return tus.Upload{}, err
 	}
 	off, err := s.open(ctx, &u)
 	if err != nil {
@@ -446,19 +469,25 @@ func (s *Service) Write(ctx context.Context, id string, p tus.Patch) (tus.Upload
 	if u.j.State == store.JobSucceeded {
 		return tus.Upload{}, errclass.New(errclass.Conflict, "upload %s is complete already", id)
 	}
-	s.mu.Lock()
-	if s.writing[id] != nil {
+	var w *write
+	for w == nil {
+		if err := s.takeOver(ctx, id); err != nil {
+			return tus.Upload{}, err
+		}
+		s.mu.Lock()
+		if s.writing[id] == nil { // nobody else took over meanwhile
+			w = &write{done: make(chan struct{})}
+			ctx, w.stop = context.WithCancel(ctx)
+			s.writing[id] = w
+		}
 		s.mu.Unlock()
-		return tus.Upload{}, errclass.New(errclass.Conflict, "another write to upload %s is in progress; ask for its offset (HEAD) and go on once it ends", id)
 	}
-	ctx, stopWrite := context.WithCancel(ctx)
-	defer stopWrite()
-	s.writing[id] = stopWrite
-	s.mu.Unlock()
+	defer w.stop()
 	defer func() {
 		s.mu.Lock()
 		delete(s.writing, id)
 		s.mu.Unlock()
+		close(w.done)
 	}()
 
 	body := &counter{r: p.Body}

@@ -15,7 +15,7 @@ test("a download from a local origin shows progress, ends Ready and links to its
   await page.getByRole("button", { name: "Download…" }).click();
   const dialog = page.getByRole("dialog", { name: "Download an image" });
   await dialog.getByRole("radiogroup", { name: "Source" }).getByText("URL").click();
-  await dialog.getByRole("textbox", { name: "URL" }).fill(`${origin.url}/${file}?size=${6 * 1024 * 1024}&rate=${1024 * 1024}`);
+  await dialog.getByRole("textbox", { name: "URL", exact: true }).fill(`${origin.url}/${file}?size=${6 * 1024 * 1024}&rate=${1024 * 1024}`);
   await dialog.getByRole("textbox", { name: "Pool" }).click();
   await page.getByRole("option", { name: /^local — mounted on dev/ }).click();
   await dialog.getByRole("button", { name: "Start download" }).click();

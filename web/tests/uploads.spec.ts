@@ -24,7 +24,7 @@ test("an upload the server refuses shows its reason", async ({ page }) => {
   const dialog = page.getByRole("dialog", { name: "Upload an image" });
   await dialog.locator('input[type="file"]').setInputFiles({ name: "bad.iso", mimeType: "application/octet-stream", buffer: isoBytes("BAD") });
   // A checksum that cannot match: the node refuses the whole file.
-  await dialog.getByRole("textbox", { name: "Checksum" }).fill(`sha256:${"0".repeat(64)}`);
+  await dialog.getByRole("textbox", { name: "Checksum", exact: true }).fill(`sha256:${"0".repeat(64)}`);
   await dialog.getByRole("button", { name: "Upload" }).click();
   await expect(dialog.getByRole("alert").filter({ hasText: "The upload failed" })).toContainText(/sha256|checksum|digest/i);
 });

@@ -626,7 +626,11 @@ type DownloadImageRequest struct {
 	// catalog's.
 	Checksum string `protobuf:"bytes,4,opt,name=checksum,proto3" json:"checksum,omitempty"`
 	// Image name; default the catalog id or the URL's file name.
-	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	// A checksum file (SHA256SUMS, "<hex> *name", BSD "SHA256 (name) =
+	// <hex>") to look the URL's file name up in at download time; overrides
+	// the catalog's. Not with checksum.
+	ChecksumUrl   string `protobuf:"bytes,6,opt,name=checksum_url,json=checksumUrl,proto3" json:"checksum_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -692,6 +696,13 @@ func (x *DownloadImageRequest) GetChecksum() string {
 func (x *DownloadImageRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *DownloadImageRequest) GetChecksumUrl() string {
+	if x != nil {
+		return x.ChecksumUrl
 	}
 	return ""
 }
@@ -1612,14 +1623,15 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x05notes\x18\t \x01(\tR\x05notes\"\x14\n" +
 	"\x12ListCatalogRequest\"H\n" +
 	"\x13ListCatalogResponse\x121\n" +
-	"\aentries\x18\x01 \x03(\v2\x17.quarry.v1.CatalogEntryR\aentries\"\x9f\x01\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.quarry.v1.CatalogEntryR\aentries\"\xc2\x01\n" +
 	"\x14DownloadImageRequest\x12\x1d\n" +
 	"\n" +
 	"catalog_id\x18\x01 \x01(\tR\tcatalogId\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12&\n" +
 	"\x0fstorage_pool_id\x18\x03 \x01(\tR\rstoragePoolId\x12\x1a\n" +
 	"\bchecksum\x18\x04 \x01(\tR\bchecksum\x12\x12\n" +
-	"\x04name\x18\x05 \x01(\tR\x04name\"}\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12!\n" +
+	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\"}\n" +
 	"\x15DownloadImageResponse\x12&\n" +
 	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +

@@ -15,6 +15,7 @@ export function validateDownload(f: {
   url: string;
   poolId: string;
   checksum: string;
+  checksumUrl?: string;
   name: string;
 }): Record<string, string> {
   const e: Record<string, string> = {};
@@ -32,6 +33,18 @@ export function validateDownload(f: {
   const c = f.checksum.trim();
   if (c && !/^(sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128})$/.test(c))
     e.checksum = 'Use "sha256:<64 hex digits>" or "sha512:<128 hex digits>", or leave empty.';
+  const cu = (f.checksumUrl ?? "").trim();
+  if (cu) {
+    let u: URL | undefined;
+    try {
+      u = new URL(cu);
+    } catch {
+      /* below */
+    }
+    if (!u || (u.protocol !== "http:" && u.protocol !== "https:"))
+      e.checksumUrl = "Enter the http:// or https:// URL of a checksum file (SHA256SUMS), or leave empty.";
+    else if (c) e.checksumUrl = "Give either a checksum or a checksum file, not both.";
+  }
   if (f.name && !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(f.name.trim()))
     e.name = "Letters, digits, dot, dash and underscore; start with a letter or digit.";
   return e;
@@ -46,6 +59,7 @@ export function DownloadDialog({ opened, onClose, preset }: { opened: boolean; o
   const [url, setUrl] = useState("");
   const [poolId, setPoolId] = useState("");
   const [checksum, setChecksum] = useState("");
+  const [checksumUrl, setChecksumUrl] = useState("");
   const [name, setName] = useState("");
   const [errors, setErrors] = useState<Record<string, string>>({});
 
@@ -57,6 +71,7 @@ export function DownloadDialog({ opened, onClose, preset }: { opened: boolean; o
     setCatalogId(preset?.catalogId ?? "");
     setUrl(preset?.url ?? "");
     setChecksum("");
+    setChecksumUrl("");
     setName("");
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [opened, preset?.catalogId, preset?.url]);
@@ -78,7 +93,7 @@ export function DownloadDialog({ opened, onClose, preset }: { opened: boolean; o
 
   function submit(e: React.FormEvent) {
     e.preventDefault();
-    const errs = validateDownload({ source, catalogId, url, poolId, checksum, name });
+    const errs = validateDownload({ source, catalogId, url, poolId, checksum, checksumUrl, name });
     setErrors(errs);
     if (Object.keys(errs).length) return;
     download.mutate(
@@ -87,6 +102,7 @@ export function DownloadDialog({ opened, onClose, preset }: { opened: boolean; o
         url: source === "url" ? url.trim() : "",
         storagePoolId: poolId,
         checksum: checksum.trim(),
+        checksumUrl: checksumUrl.trim(),
         name: name.trim(),
       },
       {
@@ -173,6 +189,13 @@ export function DownloadDialog({ opened, onClose, preset }: { opened: boolean; o
             value={checksum}
             onChange={(e) => setChecksum(e.currentTarget.value)}
             error={errors.checksum}
+          />
+          <TextInput
+            label="Checksum file URL"
+            description="Optional, instead of a checksum: a SHA256SUMS-style file the image's file name is looked up in."
+            value={checksumUrl}
+            onChange={(e) => setChecksumUrl(e.currentTarget.value)}
+            error={errors.checksumUrl}
           />
           <ErrorAlert error={download.error} />
           <Group justify="flex-end">
