@@ -12,6 +12,7 @@ import (
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/origintest"
 	"github.com/quarry-project/quarry/internal/quarrytest"
+	"github.com/quarry-project/quarry/internal/store"
 )
 
 // always is how many requests a fault that should not run out lasts.
@@ -140,13 +141,18 @@ func TestDownloadBackoffSurvivesRestarts(t *testing.T) {
 	m := download(t, c.s, pool.GetId(), f.URL(), "sha256:"+f.SHA256())
 	id := m.GetJob().GetId()
 	waitAttempts(t, c.s, id, 3, 30*time.Second) // the next waits about 4 s
-	stored, err := c.s.Store.GetJob(t.Context(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if stored.Attempts != 3 || stored.FailuresInRow != 3 || stored.NextAttemptAt.IsZero() {
-		t.Fatalf("stored job: attempts %d, in a row %d, next attempt %v; want 3, 3 and a time", stored.Attempts, stored.FailuresInRow, stored.NextAttemptAt)
-	}
+	// The backoff is set once the agent has given the attempt up.
+	var stored store.Job
+	quarrytest.Eventually(t, 10*time.Second, func() error {
+		var err error
+		if stored, err = c.s.Store.GetJob(t.Context(), id); err != nil {
+			return err
+		}
+		if stored.Attempts != 3 || stored.FailuresInRow != 3 || stored.NextAttemptAt.IsZero() {
+			return fmt.Errorf("stored job: attempts %d, in a row %d, next attempt %v; want 3, 3 and a time", stored.Attempts, stored.FailuresInRow, stored.NextAttemptAt)
+		}
+		return nil
+	})
 	c.s.Stop()
 	c.agents["n1"].Restart()
 	s := quarrytest.StartServer(t, quarrytest.WithDataDir(c.s.DataDir), quarrytest.WithDownloadRetries(10, time.Second))
