@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -94,5 +95,42 @@ func TestPostgresServerBinary(t *testing.T) {
 	out := refused(t, "server", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--database-url", "mysql://quarry:s3cret@db/quarry")
 	if !strings.Contains(out, `"mysql" URLs are not supported`) || strings.Contains(out, "s3cret") {
 		t.Errorf("quarry server --database-url mysql://… said:\n%s\nwant a refusal naming the scheme, without the password", out)
+	}
+}
+
+// TestMigrateStore moves a dev-mode installation from SQLite to PostgreSQL
+// with quarry migrate-store: started again on PostgreSQL with the same data
+// directory it has its node, pool and admin token; a second copy into the
+// now non-empty database is refused.
+func TestMigrateStore(t *testing.T) {
+	dir := t.TempDir()
+	d := startDev(t, dir)
+	poolID := devReady(t, d)
+	d.stop(t)
+
+	url := pgtest.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, quarrytest.Binary(t), "migrate-store",
+		"--from", "sqlite:"+filepath.Join(dir, "quarry.db"), "--to", url).CombinedOutput()
+	if err != nil {
+		t.Fatalf("quarry migrate-store: %v\n%s", err, out)
+	}
+	for _, want := range []string{"nodes            1 rows", "pools            1 rows", "copied; every table"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("quarry migrate-store said:\n%s\nwant %q", out, want)
+		}
+	}
+
+	t.Setenv("QUARRY_DATABASE_URL", url)
+	d = startDev(t, dir)
+	if got := devReady(t, d); got != poolID {
+		t.Errorf("pool local on PostgreSQL is %s, want the copied %s", got, poolID)
+	}
+	d.stop(t)
+
+	out2 := refused(t, "migrate-store", "--from", "sqlite:"+filepath.Join(dir, "quarry.db"), "--to", url)
+	if !strings.Contains(out2, "not empty") {
+		t.Errorf("a second migrate-store said:\n%s\nwant a refusal of the non-empty target", out2)
 	}
 }
