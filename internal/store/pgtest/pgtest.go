@@ -5,7 +5,13 @@
 //
 // A test package starts at most one cluster, on first use, and stops and
 // removes it when its tests end: call Main from TestMain. Every test gets a
-// database of its own (NewDatabase), dropped when the test ends.
+// database of its own (NewDatabase), or a schema of its own in a shared
+// database (NewSchema: far cheaper, for a fresh store per subtest), dropped
+// when the test ends. The cluster's locale is C, so text sorts by byte as
+// in SQLite.
+//
+// A test binary killed before Main returns (a panic, -timeout) leaves its
+// server running; pg_ctl stop -D /tmp/quarry-pg-*/data ends it.
 //
 // When no binaries are found under /usr/lib/postgresql/*/bin or on PATH,
 // a root process installs Debian's postgresql package with apt; any other
