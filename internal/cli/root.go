@@ -88,6 +88,7 @@ func newRoot() (*cobra.Command, *globals) {
 	root.AddCommand(
 		newServerCommand(),
 		newAgentCommand(),
+		newMigrateStoreCommand(),
 		g.clientCommand(newNodeCommand(g)),
 		g.clientCommand(newPoolCommand(g)),
 		g.clientCommand(newImageCommand(g)),

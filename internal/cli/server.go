@@ -48,6 +48,11 @@ loopback only, for a first try.`,
 			if cfg.ScanDelay <= 0 {
 				return usageErrorf("--scan-delay %v: give a positive duration", cfg.ScanDelay)
 			}
+			// Read here rather than as the flag's default, so that --help
+			// never prints a password from the environment.
+			if !cmd.Flags().Changed("database-url") {
+				cfg.DatabaseURL = os.Getenv("QUARRY_DATABASE_URL")
+			}
 			if dev && (cfg.TLSAuto || cfg.TLSCertFile != "" || cfg.TLSKeyFile != "") {
 				return usageErrorf("--dev serves plain HTTP on loopback; leave out --tls-auto, --tls-cert and --tls-key")
 			}
@@ -79,7 +84,7 @@ loopback only, for a first try.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the API and web page (with --dev: 127.0.0.1:8080)")
 	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory for the database (with --dev: $TMPDIR/quarry-dev-$UID)")
-	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://...) instead of SQLite in --data-dir")
+	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://user:password@host:5432/db?sslmode=...) instead of SQLite in --data-dir (env QUARRY_DATABASE_URL)")
 	f.DurationVar(&cfg.HealthInterval, "health-interval", 5*time.Second, "how often every node is checked")
 	f.DurationVar(&cfg.ScanInterval, "scan-interval", 5*time.Minute, "how often every pool is scanned for ISOs (0 turns periodic scans off; agents' file events and manual scans still work)")
 	f.DurationVar(&cfg.ScanDelay, "scan-delay", 5*time.Second, "wait before the first scan of every pool after start")

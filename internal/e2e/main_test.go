@@ -1,5 +1,6 @@
 // Package e2e tests Quarry end to end: real control planes and agents on
-// loopback sockets, real SQLite files, the real quarry binary.
+// loopback sockets, real SQLite files and PostgreSQL databases, the real
+// quarry binary.
 package e2e
 
 import (
@@ -7,10 +8,11 @@ import (
 	"testing"
 
 	"github.com/quarry-project/quarry/internal/quarrytest"
+	"github.com/quarry-project/quarry/internal/store/pgtest"
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := pgtest.Main(m) // runs the tests, then stops PostgreSQL if one started it
 	quarrytest.CleanupBinary()
 	os.Exit(code)
 }

@@ -110,3 +110,9 @@ func (c *Clock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
 }
+
+// WithDatabaseURL keeps the control plane's state in the PostgreSQL
+// database at url instead of SQLite in its data directory.
+func WithDatabaseURL(url string) ServerOption {
+	return func(c *server.Config) { c.DatabaseURL = url }
+}

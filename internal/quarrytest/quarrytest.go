@@ -1,5 +1,6 @@
 // Package quarrytest starts real Quarry parts for tests: an in-process
-// control plane on a loopback socket with a real SQLite file, in-process or
+// control plane on a loopback socket with a real SQLite file (or a real
+// PostgreSQL database, WithDatabaseURL), in-process or
 // separate-process agents each with their own view of the filesystem, and a
 // shared directory standing for NFS. Everything stops when the test ends.
 package quarrytest

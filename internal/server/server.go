@@ -292,10 +292,15 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 	if cfg.DatabaseURL != "" {
-		if strings.HasPrefix(cfg.DatabaseURL, "postgres://") || strings.HasPrefix(cfg.DatabaseURL, "postgresql://") {
-			return nil, errors.New("PostgreSQL is not supported by this build yet; leave --database-url empty to use SQLite in --data-dir")
+		if !sqlstore.IsPostgresURL(cfg.DatabaseURL) {
+			scheme, _, _ := strings.Cut(cfg.DatabaseURL, ":")
+			return nil, fmt.Errorf("--database-url: %q URLs are not supported; give postgres://user@host:port/db, or leave it empty to use SQLite in --data-dir", scheme)
 		}
-		return nil, fmt.Errorf("--database-url %q: only postgres:// URLs are accepted", cfg.DatabaseURL)
+		st, err := sqlstore.OpenPostgres(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("opening the database: %w", err)
+		}
+		return st, nil
 	}
 	if err := secureDataDir(cfg.DataDir, cfg.Logger); err != nil {
 		return nil, err

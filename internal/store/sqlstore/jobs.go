@@ -202,8 +202,8 @@ func (t *txn) insertJob(ctx context.Context, poolName string, j store.Job) error
 		micros(j.CreatedAt), j.Owner}, jobSetArgs(j)...)
 	_, err = t.exec(ctx, `INSERT INTO jobs (id, kind, image_id, pool_id, source, url, checksum, checksum_url, created_at, owner,
 		state, node_id, fence, phase, bytes_done, bytes_total, bytes_per_sec, attempts, message, cancel_requested,
-		updated_at, started_at, finished_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+		updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	switch {
 	case t.s.isUnique(err):
 		// Only when a concurrent transaction got there after the checks.

@@ -5,7 +5,7 @@
 // store.Dialect supplies the few differences (placeholder syntax, how
 // constraint errors look, how migrations are serialized). Adding a backend
 // means adding a driver and a Dialect, then calling New; OpenSQLite does that
-// for SQLite. Times are stored as UTC unix microseconds (0 for the zero time),
+// for SQLite, OpenPostgres for PostgreSQL (through pgx). Times are stored as UTC unix microseconds (0 for the zero time),
 // so they come back truncated to the microsecond and in UTC.
 package sqlstore
 

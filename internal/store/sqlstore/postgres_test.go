@@ -1,0 +1,181 @@
+package sqlstore
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quarry-project/quarry/internal/store"
+	"github.com/quarry-project/quarry/internal/store/pgtest"
+	"github.com/quarry-project/quarry/internal/store/storetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// openPostgres opens a store on the database at url, closed when t ends.
+func openPostgres(t *testing.T, url string) *Store {
+	t.Helper()
+	s, err := OpenPostgres(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestPostgresConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return openPostgres(t, pgtest.NewSchema(t))
+	})
+}
+
+// postgresAt opens the database at url on every call.
+func postgresAt(url string) func(t *testing.T) *Store {
+	return func(t *testing.T) *Store { return openPostgres(t, url) }
+}
+
+func TestPostgresReopenKeepsState(t *testing.T) {
+	testReopenKeepsState(t, postgresAt(pgtest.NewDatabase(t)))
+}
+
+func TestPostgresReopenKeepsTrustState(t *testing.T) {
+	testReopenKeepsTrustState(t, postgresAt(pgtest.NewDatabase(t)))
+}
+
+func TestPostgresReopenKeepsImages(t *testing.T) {
+	testReopenKeepsImages(t, postgresAt(pgtest.NewDatabase(t)))
+}
+
+func TestPostgresReopenKeepsJobs(t *testing.T) {
+	testReopenKeepsJobs(t, postgresAt(pgtest.NewDatabase(t)))
+}
+
+// TestPostgresMigrateConcurrently starts several stores on one empty
+// database at once, as replicas starting together do: the advisory lock
+// must let every one of them through and apply each file exactly once.
+func TestPostgresMigrateConcurrently(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	const replicas = 4
+	var wg sync.WaitGroup
+	errs := make(chan error, replicas)
+	for range replicas {
+		wg.Go(func() {
+			s, err := OpenPostgres(ctx, url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			errs <- s.Close()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+
+	s := openPostgres(t, url)
+	files, err := filepath.Glob(filepath.Join("..", "migrations", "*.sql"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("migration files: %v, %v", files, err)
+	}
+	var n, version int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&n, &version); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(files) || version != len(files) {
+		t.Errorf("schema_migrations holds %d rows up to version %d, want %d rows, version %d", n, version, len(files), len(files))
+	}
+	// Migrating a migrated database changes nothing.
+	if err := store.Migrate(ctx, s.db, s.d); err != nil {
+		t.Fatalf("Migrate on a migrated database: %v", err)
+	}
+}
+
+func TestPostgresRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	s := openPostgres(t, url)
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (9999, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err := OpenPostgres(ctx, url); err == nil || !strings.Contains(err.Error(), "9999") {
+		if s != nil {
+			s.Close()
+		}
+		t.Errorf("OpenPostgres on a newer schema: %v, want an error naming version 9999", err)
+	}
+}
+
+// TestPostgresTypes checks the column types the portable schema gives
+// PostgreSQL: the values the store writes must come back unchanged at the
+// edges of their ranges, not only in the middle the suite uses.
+func TestPostgresTypes(t *testing.T) {
+	ctx := context.Background()
+	s := openPostgres(t, pgtest.NewSchema(t))
+	created := time.Date(2262, 4, 11, 23, 47, 16, 854775000, time.UTC) // near the int64-nanosecond edge
+	if err := s.CreatePool(ctx, store.Pool{ID: "p1", Name: "isos", Type: "dir", Path: "/srv/isos", Shared: true, CreatedAt: created}); err != nil {
+		t.Fatal(err)
+	}
+	im := store.Image{ID: "im1", PoolID: "p1", Name: "big", Kind: store.KindDisk, Format: "raw", State: store.ImageReady,
+		RelPath: "disk/big.raw", SizeBytes: math.MaxInt64, VirtualSize: 1 << 62, ModTime: time.UnixMicro(1).UTC(),
+		Bootable: true, Verified: true, CreatedAt: created, UpdatedAt: created}
+	if err := s.CreateImage(ctx, im); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetImage(ctx, "im1"); err != nil || got != im {
+		t.Errorf("image = %+v, %v\nwant %+v", got, err, im)
+	}
+	if p, err := s.GetPool(ctx, "p1"); err != nil || !p.Shared || !p.CreatedAt.Equal(created) || p.CreatedAt.Location() != time.UTC {
+		t.Errorf("pool = %+v, %v", p, err)
+	}
+	var types []string
+	rows, err := s.db.QueryContext(ctx, `SELECT column_name || ' ' || data_type FROM information_schema.columns
+		WHERE table_name = 'jobs' AND column_name IN ('bytes_per_sec', 'bytes_done', 'cancel_requested', 'id') ORDER BY column_name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, s)
+	}
+	want := []string{"bytes_done bigint", "bytes_per_sec double precision", "cancel_requested integer", "id text"}
+	if strings.Join(types, ", ") != strings.Join(want, ", ") {
+		t.Errorf("jobs column types = %v, want %v", types, want)
+	}
+}
+
+// TestPostgresConstraintErrors checks the SQLSTATE classification below
+// the store's own checks.
+func TestPostgresConstraintErrors(t *testing.T) {
+	ctx := context.Background()
+	s := openPostgres(t, pgtest.NewSchema(t))
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO pools (id, name, type, path) VALUES ('p1', 'a', 'dir', '/a')`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO pools (id, name, type, path) VALUES ('p2', 'a', 'dir', '/b')`)
+	if !s.isUnique(err) || s.isForeignKey(err) {
+		t.Errorf("duplicate pool name: %v, want a unique violation only", err)
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO pool_assignments (pool_id, node_id, position) VALUES ('p1', 'nx', 0)`)
+	if !s.isForeignKey(err) || s.isUnique(err) {
+		t.Errorf("assignment to an unknown node: %v, want a foreign-key violation only", err)
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO pools (id, name, type, path, shared) VALUES ('p3', 'c', 'dir', '/c', 2)`)
+	if err == nil || s.isUnique(err) || s.isForeignKey(err) {
+		t.Errorf("check violation: %v, want an error of neither class", err)
+	}
+}
