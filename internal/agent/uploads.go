@@ -96,6 +96,7 @@ func (s *service) upload(ref *agentv1.UploadRef) (*openUpload, error) {
 	u, err := ingest.OpenUpload(ingest.UploadRequest{
 		Job: ref.GetJobId(), Fence: uint64(ref.GetFence()), Root: root, Dest: ref.GetDest(), Length: ref.GetLength(),
 		Expected: expected, Describe: ref.GetDescribe(), CheckpointEvery: s.a.cfg.CheckpointEvery,
+		KindFromContent: ref.GetKindFromContent(),
 		// OpenUpload during a write answers what is durable so far.
 		OnDurable: func(off int64) { ou.durable.Store(off) },
 	})

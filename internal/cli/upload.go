@@ -56,7 +56,7 @@ directory. --no-resume starts over.`,
 	f.StringVar(&o.pool, "pool", "", "pool to upload into (name or id)")
 	f.StringVar(&o.name, "name", "", "image name (default: the file's name)")
 	f.StringVar(&o.checksum, "checksum", "", "expected digest, sha256:HEX or sha512:HEX (default: the sha256 computed while sending)")
-	f.StringVar(&o.kind, "kind", "", "iso or disk (default: iso for a .iso name)")
+	f.StringVar(&o.kind, "kind", "", "iso or disk (default: the name guesses, the file's bytes decide when it ends)")
 	f.BoolVar(&o.noResume, "no-resume", false, "start over instead of resuming an earlier upload of this file")
 	_ = cmd.MarkFlagRequired("pool")
 	return cmd

@@ -99,6 +99,11 @@ func Reconcile(pool store.Pool, lib Library, files []File, now time.Time, settle
 	taken := map[string]bool{} // every image path, busy or not: never created twice
 	for _, im := range lib.Images {
 		taken[im.RelPath] = true
+		if lib.Busy[im.ID] {
+			// An upload whose content decides its kind may land in the
+			// other directory before its job records it there.
+			taken[poolfs.ImagePath(path.Base(im.RelPath), !poolfs.IsISOPath(im.RelPath))] = true
+		}
 	}
 	seen := map[string]bool{}
 	for _, f := range files {

@@ -148,3 +148,18 @@ func TestReconcileImages(t *testing.T) {
 		}
 	}
 }
+
+// TestReconcileUploadMovedByContent: an upload named like a disk whose
+// bytes are an ISO lands in iso/ a moment before its job records the new
+// path; a scan in between must not register that file a second time.
+func TestReconcileUploadMovedByContent(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	lib := Library{Images: []store.Image{
+		{ID: "up", Kind: store.KindDisk, State: store.ImageVerifying, RelPath: "images/install.img"},
+	}, Busy: map[string]bool{"up": true}}
+	files := []File{{RelPath: "iso/install.img", Size: 10, ModTime: now.Add(-time.Hour), Settled: true}}
+	c, n, _ := Reconcile(store.Pool{ID: "p", Name: "isos"}, lib, files, now, 3*time.Second, func() string { return "new" })
+	if len(c.Create) != 0 || len(c.Update) != 0 || n != (Counts{}) {
+		t.Errorf("changes %+v, counts %+v; want none while the upload's job runs", c, n)
+	}
+}

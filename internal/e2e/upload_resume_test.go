@@ -6,9 +6,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -235,6 +237,120 @@ func TestUploadPoolFull(t *testing.T) {
 		t.Errorf("images in the pool: %v (%v); want only the first upload's", ims.Msg.GetImages(), err)
 	}
 	if left := entries(t, filepath.Join(dir, ".quarry/partial")); len(left) != 0 {
+		t.Errorf(".quarry/partial holds %v", left)
+	}
+}
+
+// serverProcess is `quarry server` running as a process of its own, so
+// that a test can SIGKILL it.
+type serverProcess struct {
+	cmd    *exec.Cmd
+	output *lockedBuffer
+	done   chan struct{}
+}
+
+// startServerProcess runs `quarry server` on listen with its data in
+// dataDir and returns once /readyz answers.
+func startServerProcess(t *testing.T, dataDir, listen string) *serverProcess {
+	t.Helper()
+	cmd := exec.Command(quarrytest.Binary(t), "server", "--listen", listen, "--data-dir", dataDir,
+		"--health-interval", quarrytest.HealthInterval.String())
+	p := &serverProcess{cmd: cmd, output: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.output, p.output
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); close(p.done) }()
+	t.Cleanup(p.kill)
+	quarrytest.Eventually(t, 20*time.Second, func() error {
+		select {
+		case <-p.done:
+			t.Fatalf("quarry server exited: %v\n%s", cmd.ProcessState, p.output)
+		default:
+		}
+		resp, err := http.Get("http://" + listen + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *serverProcess) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// TestUploadSurvivesControlPlaneKill: `quarry server` is SIGKILLed in the
+// middle of a PATCH while a separate agent process writes it. A new
+// process on the same data directory answers HEAD with what the agent made
+// durable, the client sends the rest, and the image is READY with its
+// checksum verified and the file whole.
+//
+// The node is enrolled and the pool created through an in-process control
+// plane on the same data directory and address, which stops before the
+// first process starts: from the upload's creation on, only processes run.
+func TestUploadSurvivesControlPlaneKill(t *testing.T) {
+	bin := quarrytest.Binary(t)
+	s := quarrytest.StartServer(t)
+	a := quarrytest.StartAgentProcess(t, bin, s, quarrytest.AgentOptions{Name: "n1"})
+	mkdir(t, a.Opts.LocalPath("/srv/local"))
+	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
+	pool := createPool(t, s, "local", "/srv/local", a.NodeID)
+	s.Stop()
+	listen := strings.TrimPrefix(s.URL, "http://")
+	// s's clients (admin token, same URL) now talk to the process.
+	cp := startServerProcess(t, s.DataDir, listen)
+
+	tc := newTus(t, s, s.AdminToken)
+	data := randomData(48*mib, 24)
+	var url string
+	quarrytest.Eventually(t, 10*time.Second, func() error { // until the process sees the node
+		resp := tc.do("POST", "/uploads/", nil, map[string]string{"Upload-Length": strconv.Itoa(len(data)),
+			"Upload-Metadata": metadata("filename", "kill.raw", "pool", "local", "checksum", "sha256:"+sha256Hex(data))})
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("%s: %s", resp.Status, bodyOf(resp))
+		}
+		url = resp.Header.Get("Location")
+		return nil
+	})
+	done := tc.slowPatch(url, 0, data, 16*mib)
+	waitUploaded(t, s, jobOfUpload(url), 16*mib)
+	cp.kill()
+	if st := <-done; st == http.StatusNoContent {
+		t.Fatal("the write succeeded although the control plane was killed")
+	}
+	t.Logf("control plane killed mid-PATCH:\n%s", lastLines(cp.output.String(), 3))
+
+	startServerProcess(t, s.DataDir, listen)
+	off := tc.resumeUpload(url, data)
+	t.Logf("resumed at %d of %d after the kill", off, len(data))
+	if off == 0 {
+		t.Errorf("resumed at 0: the agent's checkpoints were lost")
+	}
+	if j := getJob(t, s, jobOfUpload(url)); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %v", j)
+	}
+	ims, err := s.Images.ListImages(t.Context(), connect.NewRequest(&quarryv1.ListImagesRequest{StoragePoolId: pool}))
+	if err != nil || len(ims.Msg.GetImages()) != 1 {
+		t.Fatalf("images: %v (%v)", ims.Msg.GetImages(), err)
+	}
+	im := ims.Msg.GetImages()[0]
+	if im.GetName() != "kill.raw" || im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY || !im.GetVerified() ||
+		im.GetDigest() != "sha256:"+sha256Hex(data) {
+		t.Errorf("image %v; want kill.raw READY, verified, sha256:%s", im, sha256Hex(data))
+	}
+	got, _ := os.ReadFile(filepath.Join(a.Opts.LocalPath("/srv/local"), "images/kill.raw"))
+	if !bytes.Equal(got, data) {
+		t.Fatal("the uploaded file differs from the original")
+	}
+	if left := entries(t, filepath.Join(a.Opts.LocalPath("/srv/local"), ".quarry/partial")); len(left) != 0 {
 		t.Errorf(".quarry/partial holds %v", left)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -460,5 +461,83 @@ func TestUploadClientKilled(t *testing.T) {
 	got, _ := os.ReadFile(filepath.Join(c.agents["n1"].Opts.LocalPath("/srv/local"), "images/k.raw"))
 	if !bytes.Equal(got, data) {
 		t.Fatal("the uploaded file differs from the original")
+	}
+}
+
+// TestUploadKindFromContent: without a kind, the name only guesses where
+// an upload goes; its bytes decide when it ends. An ISO named like a disk
+// lands in iso/ with its label, a qcow2 named like an ISO in images/ with
+// its format and virtual size. A kind given stands, whatever the bytes.
+func TestUploadKindFromContent(t *testing.T) {
+	c := newCluster(t)
+	pool := localPool(t, c)
+	dir := c.agents["n1"].Opts.LocalPath("/srv/local")
+	tc := newTus(t, c.s, c.s.AdminToken)
+	iso := isoBytes(t, "Debian 13 amd64 n", 2*mib)
+	qcow := make([]byte, mib)
+	copy(qcow, "QFI\xfb\x00\x00\x00\x03")
+	binary.BigEndian.PutUint64(qcow[24:], 20<<30)
+	tests := []struct {
+		name, kind string
+		data       []byte
+		guessed    string // the image's path while it uploads
+		path       string
+		want       quarryv1.ImageKind
+		format     string
+	}{
+		{"installer.img", "", iso, "images/installer.img", "iso/installer.img", quarryv1.ImageKind_IMAGE_KIND_ISO, "iso"},
+		{"vm.iso", "", qcow, "iso/vm.iso", "images/vm.iso", quarryv1.ImageKind_IMAGE_KIND_DISK, "qcow2"},
+		// Bytes that prove nothing: the name's guess stands.
+		{"plain.iso", "", randomData(mib, 51), "iso/plain.iso", "iso/plain.iso", quarryv1.ImageKind_IMAGE_KIND_ISO, "raw"},
+		{"kept.img", "disk", iso, "images/kept.img", "images/kept.img", quarryv1.ImageKind_IMAGE_KIND_DISK, "iso"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			meta := metadata("filename", tt.name, "pool", "local", "checksum", "sha256:"+sha256Hex(tt.data))
+			if tt.kind != "" {
+				meta = metadata("filename", tt.name, "pool", "local", "kind", tt.kind, "checksum", "sha256:"+sha256Hex(tt.data))
+			}
+			url := tc.create(len(tt.data), meta)
+			j := getJob(t, c.s, jobOfUpload(url))
+			if im := getImage(t, c.s, j.GetImageId()); im.GetPath() != tt.guessed {
+				t.Errorf("while uploading at %s; want %s (from the name)", im.GetPath(), tt.guessed)
+			}
+			if resp := tc.patch(url, 0, tt.data); resp.StatusCode != http.StatusNoContent {
+				t.Fatalf("PATCH: %s: %s", resp.Status, bodyOf(resp))
+			}
+			j = getJob(t, c.s, jobOfUpload(url))
+			im := getImage(t, c.s, j.GetImageId())
+			if j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED || im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY ||
+				!im.GetVerified() || im.GetPath() != tt.path || im.GetKind() != tt.want || im.GetFormat() != tt.format {
+				t.Fatalf("job %v\nimage %v; want READY, verified, %v %s at %s", j, im, tt.want, tt.format, tt.path)
+			}
+			t.Logf("job: %s", j.GetMessage())
+			if got, err := os.ReadFile(filepath.Join(dir, tt.path)); err != nil || !bytes.Equal(got, tt.data) {
+				t.Fatalf("%s is not what was sent (%v)", tt.path, err)
+			}
+			if tt.path != tt.guessed {
+				if _, err := os.Stat(filepath.Join(dir, tt.guessed)); err == nil {
+					t.Errorf("%s exists too", tt.guessed)
+				}
+			}
+			switch tt.format {
+			case "qcow2":
+				if im.GetVirtualSizeBytes() != 20<<30 {
+					t.Errorf("virtual size %d, want 20 GiB", im.GetVirtualSizeBytes())
+				}
+			case "iso":
+				if tt.want == quarryv1.ImageKind_IMAGE_KIND_ISO && im.GetVolumeLabel() != "Debian 13 amd64 n" {
+					t.Errorf("label %q", im.GetVolumeLabel())
+				}
+			}
+		})
+	}
+	// A scan registers none of these files a second time.
+	if _, err := c.s.Images.ScanISOs(t.Context(), connect.NewRequest(&quarryv1.ScanISOsRequest{StoragePoolId: pool.GetId()})); err != nil {
+		t.Fatal(err)
+	}
+	ims, err := c.s.Images.ListImages(t.Context(), connect.NewRequest(&quarryv1.ListImagesRequest{StoragePoolId: pool.GetId()}))
+	if err != nil || len(ims.Msg.GetImages()) != len(tests) {
+		t.Errorf("images after a scan: %v (%v); want %d", ims.Msg.GetImages(), err, len(tests))
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
 	"time"
 
 	"github.com/quarry-project/quarry/internal/checksum"
@@ -46,12 +48,17 @@ type UploadRequest struct {
 	// OnDurable, if set, is called with the offset every checkpoint made
 	// durable, from the goroutine that wrote it; it must not block.
 	OnDurable func(offset int64)
+	// KindFromContent: Finish moves the file to iso/ or images/ (same file
+	// name as Dest) by what its bytes are, when that differs from Dest's
+	// directory and the path there is free: see ContentDest.
+	KindFromContent bool
 }
 
 // Upload is an open upload: its partial file, with the first Offset bytes
 // durable. It is not safe for concurrent use: one Write at a time.
 type Upload struct {
-	d *download
+	d               *download
+	kindFromContent bool
 }
 
 // uploadSource stands for the origin in an upload's checkpoint, so that
@@ -72,7 +79,7 @@ func OpenUpload(r UploadRequest) (*Upload, error) {
 		return nil, errclass.New(errclass.InvalidArgument, "upload of job %s has a negative length", r.Job)
 	}
 	d := &download{r: req, total: r.Length, validator: "upload", meter: newMeter(r.Progress), upload: true, onDurable: r.OnDurable}
-	u := &Upload{d: d}
+	u := &Upload{d: d, kindFromContent: r.KindFromContent}
 	if err := u.open(); err != nil {
 		u.Close()
 		if errors.Is(err, ErrTerminal) {
@@ -269,6 +276,9 @@ func (u *Upload) Finish(expected checksum.Digest) (Result, error) {
 	}
 	d.s.setDirect(false)
 	err := d.verify()
+	if err == nil && u.kindFromContent {
+		err = u.placeByContent()
+	}
 	if err == nil {
 		var res Result
 		if res, err = d.finish(); err == nil {
@@ -280,6 +290,38 @@ func (u *Upload) Finish(expected checksum.Digest) (Result, error) {
 		d.discard()
 	}
 	return Result{}, err
+}
+
+// placeByContent points Dest at the directory the file's content calls
+// for, if that path is free.
+func (u *Upload) placeByContent() error {
+	d := u.d
+	format, _, err := Sniff(d.f, d.offset())
+	if err != nil {
+		return d.localError("reading the header of the partial file", err)
+	}
+	dest := ContentDest(d.r.Dest, format)
+	if dest == d.r.Dest {
+		return nil
+	}
+	if _, err := d.r.Root.Lstat(dest); !errors.Is(err, fs.ErrNotExist) {
+		return nil // taken (or unreadable): the name's guess stands
+	}
+	d.r.Dest = dest
+	return nil
+}
+
+// ContentDest is where a file of this format (from Sniff) belongs when its
+// content decides: iso/ for ISO 9660, images/ for qcow2, vmdk and vhdx,
+// under dest's file name. A raw file proves nothing and stays at dest.
+func ContentDest(dest, format string) string {
+	switch format {
+	case FormatISO:
+		return poolfs.ImagePath(path.Base(dest), true)
+	case FormatQCOW2, FormatVMDK, FormatVHDX:
+		return poolfs.ImagePath(path.Base(dest), false)
+	}
+	return dest
 }
 
 // Close releases the upload's file and buffers; its partial file and

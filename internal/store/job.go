@@ -35,6 +35,10 @@ type Job struct {
 	// Owner is the id of the token that created an upload: only it, or an
 	// admin, may write to or end the upload. Empty for other jobs.
 	Owner string
+	// KindFromContent: an upload created without a kind, whose content
+	// (ISO 9660, or a qcow2/vmdk/vhdx header) decides at its end whether
+	// it goes to iso/ or images/; its name only guessed at creation.
+	KindFromContent bool
 	// NodeID is the node that owns the job now; Fence increases every time
 	// ownership moves, and an agent holding a lower fence must stop.
 	NodeID string
@@ -113,7 +117,8 @@ type JobStore interface {
 	// when the job has finished.
 	ClaimJob(ctx context.Context, id, nodeID string, at time.Time) (Job, error)
 	// FinishJob sets the job's final state and message and, in the same
-	// transaction, replaces the image (im.ID must be the job's image) —
+	// transaction, replaces the image, its path included (im.ID must be
+	// the job's image) —
 	// unless the fence moved on or the job had finished (ErrConflict);
 	// ErrNotFound when the image is gone. Either both change or neither.
 	FinishJob(ctx context.Context, j Job, im Image) error

@@ -10,6 +10,7 @@ import (
 	"github.com/quarry-project/quarry/internal/discovery"
 	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/poolfs"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -22,6 +23,7 @@ func (s *Service) succeed(ctx context.Context, u upload, res *agentv1.UploadResu
 		return err
 	}
 	now := s.cfg.Now()
+	guessed := im.RelPath
 	im = finished(im, res, now)
 	j := u.j
 	j.State, j.FinishedAt, j.UpdatedAt = store.JobSucceeded, now, now
@@ -30,6 +32,9 @@ func (s *Service) succeed(ctx context.Context, u upload, res *agentv1.UploadResu
 		j.Message = fmt.Sprintf("uploaded to node %s and verified: sha256:%s", u.node.Name, res.GetSha256())
 	} else {
 		j.Message = fmt.Sprintf("uploaded to node %s and hashed (no expected checksum given): sha256:%s", u.node.Name, res.GetSha256())
+	}
+	if im.RelPath != guessed {
+		j.Message += fmt.Sprintf("; its content is %s, so it is at %s", im.Format, im.RelPath)
 	}
 	if err := s.cfg.Store.FinishJob(ctx, j, im); err != nil {
 		return err
@@ -156,8 +161,15 @@ func (s *Service) Run(ctx context.Context) {
 }
 
 // finished is the uploaded image in place, READY with what its node found:
-// an ISO described as discovery describes the ISOs it finds.
+// at the path the node put it (its content may have moved it between iso/
+// and images/), an ISO described as discovery describes the ISOs it finds.
 func finished(im store.Image, res *agentv1.UploadResult, now time.Time) store.Image {
+	if d := res.GetDest(); d != "" && d != im.RelPath {
+		im.RelPath, im.Kind, im.Format = d, store.KindDisk, ""
+		if poolfs.IsISOPath(d) {
+			im.Kind, im.Format = store.KindISO, "iso"
+		}
+	}
 	if im.Kind == store.KindISO {
 		im = discovery.Describe(im, discovery.File{RelPath: im.RelPath, Size: res.GetSize(), ModTime: res.GetModTime().AsTime(),
 			Label: res.GetLabel(), Bootable: res.GetBootable(), Problem: res.GetProblem()}, now)

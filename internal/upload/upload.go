@@ -156,6 +156,9 @@ type request struct {
 	pool     store.Pool
 	iso      bool
 	checksum string
+	// fromContent: no kind was given, so iso comes from the name and the
+	// file's content has the last word when it ends.
+	fromContent bool
 }
 
 func first(m tus.Metadata, keys ...string) string {
@@ -196,7 +199,7 @@ func (s *Service) parse(ctx context.Context, meta tus.Metadata) (request, error)
 		r.iso = true
 	case "disk":
 	case "":
-		r.iso = strings.EqualFold(path.Ext(r.name), ".iso")
+		r.iso, r.fromContent = strings.EqualFold(path.Ext(r.name), ".iso"), true
 	default:
 		return r, errclass.New(errclass.InvalidArgument, "kind %q is not iso or disk", k)
 	}
@@ -245,7 +248,7 @@ func (s *Service) Create(ctx context.Context, length int64, meta tus.Metadata) (
 	}
 	id := newID()
 	j := store.Job{ID: id, Kind: Kind, State: store.JobQueued, ImageID: im.ID, PoolID: r.pool.ID, Source: "upload:" + id,
-		Checksum: r.checksum, Owner: caller.TokenID, BytesTotal: length, Phase: "uploading",
+		Checksum: r.checksum, Owner: caller.TokenID, KindFromContent: r.fromContent, BytesTotal: length, Phase: "uploading",
 		Message: "waiting for the first bytes", CreatedAt: now, UpdatedAt: now}
 	if _, err := s.cfg.Store.CreateDownload(ctx, im, j); err != nil {
 		if errors.Is(err, store.ErrConflict) {
@@ -307,7 +310,8 @@ func (s *Service) place(ctx context.Context, pool store.Pool, length int64) (sto
 
 func (s *Service) ref(j store.Job, pool store.Pool, n store.Node, dest string) *agentv1.UploadRef {
 	return &agentv1.UploadRef{JobId: j.ID, Fence: j.Fence, Pool: &agentv1.PoolRef{Id: pool.ID, Name: pool.Name, Path: pool.Path},
-		Dest: dest, Length: j.BytesTotal, Checksum: j.Checksum, Describe: fmt.Sprintf("pool %s on node %s", pool.Name, n.Name)}
+		Dest: dest, Length: j.BytesTotal, Checksum: j.Checksum, Describe: fmt.Sprintf("pool %s on node %s", pool.Name, n.Name),
+		KindFromContent: j.KindFromContent}
 }
 
 // upload is one upload's records, as a request sees them.

@@ -23,7 +23,7 @@ const maxJobEvents = 1000
 
 const jobColumns = `id, kind, state, image_id, pool_id, source, url, checksum, checksum_url, node_id, fence,
 	phase, bytes_done, bytes_total, bytes_per_sec, attempts, message, cancel_requested,
-	created_at, updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at, owner`
+	created_at, updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at, owner, kind_from_content`
 
 // jobSet assigns every mutable column: all but id, kind, image_id, pool_id,
 // source, url, checksum, checksum_url and created_at. Its arguments come
@@ -47,11 +47,13 @@ func scanJob(r scanner) (store.Job, error) {
 		cancel                              int
 		created, updated, started, finished int64
 		retrySince, nextAttempt             int64
+		fromContent                         int
 	)
 	err := r.Scan(&j.ID, &j.Kind, &state, &j.ImageID, &j.PoolID, &j.Source, &j.URL, &j.Checksum, &j.ChecksumURL,
 		&j.NodeID, &j.Fence, &j.Phase, &j.BytesDone, &j.BytesTotal, &j.BytesPerSec, &attempts, &j.Message,
-		&cancel, &created, &updated, &started, &finished, &inRow, &retrySince, &nextAttempt, &j.Owner)
+		&cancel, &created, &updated, &started, &finished, &inRow, &retrySince, &nextAttempt, &j.Owner, &fromContent)
 	j.State, j.Attempts, j.CancelRequested = store.JobState(state), int(attempts), cancel != 0
+	j.KindFromContent = fromContent != 0
 	j.FailuresInRow, j.RetrySince, j.NextAttemptAt = int(inRow), fromMicros(retrySince), fromMicros(nextAttempt)
 	j.CreatedAt, j.UpdatedAt = fromMicros(created), fromMicros(updated)
 	j.StartedAt, j.FinishedAt = fromMicros(started), fromMicros(finished)
@@ -199,11 +201,11 @@ func (t *txn) insertJob(ctx context.Context, poolName string, j store.Job) error
 		return fmt.Errorf("job id %s is taken: %w", j.ID, store.ErrConflict)
 	}
 	args := append([]any{j.ID, j.Kind, j.ImageID, j.PoolID, j.Source, j.URL, j.Checksum, j.ChecksumURL,
-		micros(j.CreatedAt), j.Owner}, jobSetArgs(j)...)
+		micros(j.CreatedAt), j.Owner, boolToDB(j.KindFromContent)}, jobSetArgs(j)...)
 	_, err = t.exec(ctx, `INSERT INTO jobs (id, kind, image_id, pool_id, source, url, checksum, checksum_url, created_at, owner,
-		state, node_id, fence, phase, bytes_done, bytes_total, bytes_per_sec, attempts, message, cancel_requested,
-		updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+		kind_from_content, state, node_id, fence, phase, bytes_done, bytes_total, bytes_per_sec, attempts, message,
+		cancel_requested, updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	switch {
 	case t.s.isUnique(err):
 		// Only when a concurrent transaction got there after the checks.
@@ -343,7 +345,8 @@ func (s *Store) ClaimJob(ctx context.Context, id, nodeID string, at time.Time) (
 
 // FinishJob does what UpdateJob does, for a final j.State only, and in the
 // same transaction replaces every mutable field of image im.ID as
-// UpdateImage does. im.ID must be the job's image. Either both change or
+// UpdateImage does, and its path: an upload whose content decides its
+// directory ends where its node put it. im.ID must be the job's image. Either both change or
 // neither: ErrConflict when the fence moved past j.Fence or the job had
 // finished already, ErrNotFound when the job or the image is gone.
 func (s *Store) FinishJob(ctx context.Context, j store.Job, im store.Image) error {
@@ -357,7 +360,7 @@ func (s *Store) FinishJob(ctx context.Context, j store.Job, im store.Image) erro
 		if err := t.updateJob(ctx, j, im.ID); err != nil {
 			return err
 		}
-		res, err := t.exec(ctx, `UPDATE images SET `+imageSet+` WHERE id = ?`, append(imageSetArgs(im), im.ID)...)
+		res, err := t.exec(ctx, `UPDATE images SET `+imageSet+`, rel_path = ? WHERE id = ?`, append(imageSetArgs(im), im.RelPath, im.ID)...)
 		if err != nil {
 			return err
 		}

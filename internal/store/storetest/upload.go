@@ -8,15 +8,17 @@ import (
 )
 
 // testUploads: an upload's image (UPLOADING) and job (kind upload, with
-// its owner token) are created together by CreateDownload and read back
-// field by field; a download may not create an UPLOADING image.
+// its owner token and whether its content decides its kind) are created
+// together by CreateDownload and read back field by field; FinishJob moves
+// the image to the path its node put it at; a download may not create an
+// UPLOADING image.
 func testUploads(t *testing.T, open func(t *testing.T) store.Store) {
 	ctx := context.Background()
 	s := open(t)
 	mustCreatePool(t, s, pool("p1"))
 	im, j := download("j1", "im1", "p1", "upload:j1")
 	im.State, im.Origin = store.ImageUploading, store.OriginUploaded
-	j.Kind, j.Owner, j.URL, j.ChecksumURL = "upload", "tok-1", "", ""
+	j.Kind, j.Owner, j.URL, j.ChecksumURL, j.KindFromContent = "upload", "tok-1", "", "", true
 	created, err := s.CreateDownload(ctx, im, j)
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +31,15 @@ func testUploads(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 	if got.State != store.ImageUploading || got.Origin != store.OriginUploaded {
 		t.Errorf("image %+v; want UPLOADING, uploaded", got)
+	}
+	done := created
+	done.State = store.JobSucceeded
+	got.State, got.Kind, got.RelPath = store.ImageReady, store.KindISO, "iso/moved.iso"
+	if err := s.FinishJob(ctx, done, got); err != nil {
+		t.Fatal(err)
+	}
+	if moved, err := s.GetImage(ctx, "im1"); err != nil || moved.RelPath != "iso/moved.iso" || moved.Kind != store.KindISO {
+		t.Errorf("after FinishJob: %+v, %v; want at iso/moved.iso, kind iso", moved, err)
 	}
 
 	im2, j2 := download("j2", "im2", "p1", "https://x")

@@ -2048,9 +2048,13 @@ type UploadRef struct {
 	// Expected digest known when the upload was created; may be empty.
 	Checksum string `protobuf:"bytes,6,opt,name=checksum,proto3" json:"checksum,omitempty"`
 	// "pool local on node n1", for messages.
-	Describe      string `protobuf:"bytes,7,opt,name=describe,proto3" json:"describe,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Describe string `protobuf:"bytes,7,opt,name=describe,proto3" json:"describe,omitempty"`
+	// The file's content decides its directory when it ends: an ISO 9660
+	// file goes to iso/, a qcow2, vmdk or vhdx disk to images/ (under dest's
+	// file name), unless that path is taken; anything else stays at dest.
+	KindFromContent bool `protobuf:"varint,8,opt,name=kind_from_content,json=kindFromContent,proto3" json:"kind_from_content,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UploadRef) Reset() {
@@ -2130,6 +2134,13 @@ func (x *UploadRef) GetDescribe() string {
 		return x.Describe
 	}
 	return ""
+}
+
+func (x *UploadRef) GetKindFromContent() bool {
+	if x != nil {
+		return x.KindFromContent
+	}
+	return false
 }
 
 type OpenUploadRequest struct {
@@ -2704,7 +2715,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"X\n" +
 	"\tErrorInfo\x121\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1b.quarry.agent.v1.ErrorClassR\x05class\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xca\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xf6\x01\n" +
 	"\tUploadRef\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05fence\x18\x02 \x01(\x03R\x05fence\x12,\n" +
@@ -2712,7 +2723,8 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x04dest\x18\x04 \x01(\tR\x04dest\x12\x16\n" +
 	"\x06length\x18\x05 \x01(\x03R\x06length\x12\x1a\n" +
 	"\bchecksum\x18\x06 \x01(\tR\bchecksum\x12\x1a\n" +
-	"\bdescribe\x18\a \x01(\tR\bdescribe\"G\n" +
+	"\bdescribe\x18\a \x01(\tR\bdescribe\x12*\n" +
+	"\x11kind_from_content\x18\b \x01(\bR\x0fkindFromContent\"G\n" +
 	"\x11OpenUploadRequest\x122\n" +
 	"\x06upload\x18\x01 \x01(\v2\x1a.quarry.agent.v1.UploadRefR\x06upload\",\n" +
 	"\x12OpenUploadResponse\x12\x16\n" +
