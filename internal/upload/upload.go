@@ -294,7 +294,7 @@ func (s *Service) place(ctx context.Context, pool store.Pool, length int64) (sto
 		}
 	}
 	if total >= s.cfg.Global {
-		return store.Node{}, errclass.New(errclass.RateLimited, "%d uploads are in progress, as many as the control plane takes at once (--upload-max); try again when one ends", total)
+		return store.Node{}, errclass.New(errclass.RateLimited, "%d uploads are in progress, as many as the control plane takes at once (quarry server --max-uploads); try again when one ends", total)
 	}
 	choice, err := s.cfg.Chooser.ChooseFor(ctx, pool.ID, placement.Need{Bytes: length})
 	if err != nil {
@@ -305,7 +305,7 @@ func (s *Service) place(ctx context.Context, pool store.Pool, length int64) (sto
 			return c.Node, nil
 		}
 	}
-	return store.Node{}, errclass.New(errclass.RateLimited, "every node that can take pool %s has %d uploads in progress (--upload-max-per-node); try again when one ends", pool.Name, s.cfg.PerNode)
+	return store.Node{}, errclass.New(errclass.RateLimited, "every node that can take pool %s has %d uploads in progress (quarry server --max-uploads-per-node); try again when one ends", pool.Name, s.cfg.PerNode)
 }
 
 func (s *Service) ref(j store.Job, pool store.Pool, n store.Node, dest string) *agentv1.UploadRef {
