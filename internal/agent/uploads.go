@@ -164,11 +164,15 @@ func (s *service) lockUpload(ref *agentv1.UploadRef) (*openUpload, error) {
 	return nil, errclass.New(errclass.Unavailable, "upload %s was closed while this write waited for it; try again", ref.GetJobId())
 }
 
+// OpenUpload reports the durable offset once no write is in progress: a
+// write whose control plane gave up on it may still be making what it had
+// received durable, and the offset a client is told must not move after.
 func (s *service) OpenUpload(ctx context.Context, req *connect.Request[agentv1.OpenUploadRequest]) (*connect.Response[agentv1.OpenUploadResponse], error) {
-	ou, err := s.upload(req.Msg.GetUpload())
+	ou, err := s.lockUpload(req.Msg.GetUpload())
 	if err != nil {
 		return nil, errclass.ToConnect(err)
 	}
+	defer ou.mu.Unlock()
 	return connect.NewResponse(&agentv1.OpenUploadResponse{Offset: ou.durable.Load()}), nil
 }
 
