@@ -259,9 +259,10 @@ func (a *Auth) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		Target: clip(identity), Result: "ok", RemoteAddr: r.RemoteAddr}
 	var refusal *ssoRefusal
 	if err != nil {
-		e.Result, e.Message = "permission_denied", clip(err.Error())
-		if errors.As(err, &refusal) && refusal.status == http.StatusUnauthorized {
-			e.Result = "unauthenticated"
+		e.Result, e.Message = "internal", clip(err.Error())
+		if errors.As(err, &refusal) {
+			e.Result = map[int]string{http.StatusUnauthorized: "unauthenticated", http.StatusForbidden: "permission_denied",
+				http.StatusTooManyRequests: "resource_exhausted"}[refusal.status]
 		}
 	}
 	a.write(context.WithoutCancel(r.Context()), e)
