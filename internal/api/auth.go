@@ -35,6 +35,8 @@ type Auth struct {
 	SessionTTL time.Duration
 	// Metrics counts refusals by reason; nil counts nothing.
 	Metrics *metrics.Metrics
+	// OIDC turns on single sign-on (nil: off).
+	OIDC *OIDC
 }
 
 // Caller is who made a call.
@@ -291,7 +293,7 @@ func (a *Auth) fromSession(ctx context.Context, cookie string) (Caller, store.Se
 	if err := auth.Usable(t, now); err != nil {
 		return c, s, unauthenticated(fmt.Errorf("%w; log in again with a valid token", err))
 	}
-	if t.Kind != store.TokenAPI {
+	if t.Kind != store.TokenAPI && t.Kind != store.TokenSSO {
 		return c, s, ended
 	}
 	return c, s, nil

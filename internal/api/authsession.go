@@ -46,6 +46,11 @@ func (a *Auth) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /auth/login", a.login)
 	mux.HandleFunc("POST /auth/logout", a.logout)
 	mux.HandleFunc("GET /auth/session", a.session)
+	mux.HandleFunc("GET /auth/config", a.ssoConfig)
+	if a.OIDC != nil {
+		mux.HandleFunc("GET /auth/oidc/login", a.oidcLogin)
+		mux.HandleFunc("GET "+oidcCallback, a.oidcCallback)
+	}
 }
 
 func (a *Auth) login(w http.ResponseWriter, r *http.Request) {
@@ -82,31 +87,10 @@ func (a *Auth) login(w http.ResponseWriter, r *http.Request) {
 		caller = Caller{TokenID: t.ID, TokenName: t.Name, Role: t.Role, Session: true}
 		a.touch(r.Context(), t)
 
-		ttl := a.SessionTTL
-		if ttl <= 0 {
-			ttl = defaultSessionTTL
-		}
-		expires := now.Add(ttl)
-		if !t.ExpiresAt.IsZero() && t.ExpiresAt.Before(expires) {
-			expires = t.ExpiresAt
-		}
-		if err := a.Store.DeleteExpiredSessions(r.Context(), now); err != nil {
-			a.Logger.WarnContext(r.Context(), "deleting expired sessions", "err", err)
-		}
-		s, cookie := auth.NewSession(t.ID, now, expires)
-		if err := a.Store.CreateSession(r.Context(), s); err != nil {
+		s, expires, err := a.startSession(w, r, t, now)
+		if err != nil {
 			return err
 		}
-		http.SetCookie(w, &http.Cookie{
-			Name:     auth.SessionCookie,
-			Value:    cookie,
-			Path:     "/",
-			Expires:  expires,
-			MaxAge:   max(1, int(expires.Sub(now)/time.Second)),
-			HttpOnly: true,
-			Secure:   httpguard.IsHTTPS(r),
-			SameSite: http.SameSiteStrictMode,
-		})
 		writeJSON(w, http.StatusOK, sessionInfo{Role: t.Role, CSRFToken: s.CSRF, TokenID: t.ID, TokenName: t.Name, ExpiresAt: expires})
 		return nil
 	}()
@@ -163,6 +147,44 @@ func (a *Auth) session(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, sessionInfo{Role: c.Role, CSRFToken: s.CSRF, TokenID: c.TokenID, TokenName: c.TokenName, ExpiresAt: s.ExpiresAt})
+}
+
+// sessionExpiry is when a session made now for t ends: after the session
+// TTL, never past t's expiry.
+func (a *Auth) sessionExpiry(t store.Token, now time.Time) time.Time {
+	ttl := a.SessionTTL
+	if ttl <= 0 {
+		ttl = defaultSessionTTL
+	}
+	expires := now.Add(ttl)
+	if !t.ExpiresAt.IsZero() && t.ExpiresAt.Before(expires) {
+		expires = t.ExpiresAt
+	}
+	return expires
+}
+
+// startSession makes a dashboard session for t and sets its cookie on w:
+// the one way both the token login and single sign-on log a browser in.
+func (a *Auth) startSession(w http.ResponseWriter, r *http.Request, t store.Token, now time.Time) (store.Session, time.Time, error) {
+	expires := a.sessionExpiry(t, now)
+	if err := a.Store.DeleteExpiredSessions(r.Context(), now); err != nil {
+		a.Logger.WarnContext(r.Context(), "deleting expired sessions", "err", err)
+	}
+	s, cookie := auth.NewSession(t.ID, now, expires)
+	if err := a.Store.CreateSession(r.Context(), s); err != nil {
+		return store.Session{}, time.Time{}, err
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     auth.SessionCookie,
+		Value:    cookie,
+		Path:     "/",
+		Expires:  expires,
+		MaxAge:   max(1, int(expires.Sub(now)/time.Second)),
+		HttpOnly: true,
+		Secure:   httpguard.IsHTTPS(r),
+		SameSite: http.SameSiteStrictMode,
+	})
+	return s, expires, nil
 }
 
 // auditHTTP records a login endpoint call like a mutating RPC.

@@ -19,9 +19,10 @@ import (
 
 func newServerCommand() *cobra.Command {
 	var (
-		cfg      server.Config
-		dev      bool
-		logLevel string
+		cfg            server.Config
+		dev            bool
+		logLevel       string
+		oidcSecretFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -52,6 +53,16 @@ loopback only, for a first try.`,
 			// never prints a password from the environment.
 			if !cmd.Flags().Changed("database-url") {
 				cfg.DatabaseURL = os.Getenv("QUARRY_DATABASE_URL")
+			}
+			if oidcSecretFile != "" {
+				b, err := os.ReadFile(oidcSecretFile)
+				if err != nil {
+					return fmt.Errorf("--oidc-client-secret-file: %w", err)
+				}
+				cfg.OIDC.ClientSecret = strings.TrimSpace(string(b))
+			}
+			if cfg.OIDC.Issuer == "" && cmd.Flags().Changed("oidc-client-id") {
+				return usageErrorf("--oidc-client-id needs --oidc-issuer")
 			}
 			if dev && (cfg.TLSAuto || cfg.TLSCertFile != "" || cfg.TLSKeyFile != "") {
 				return usageErrorf("--dev serves plain HTTP on loopback; leave out --tls-auto, --tls-cert and --tls-key")
@@ -105,6 +116,14 @@ loopback only, for a first try.`,
 	f.DurationVar(&cfg.UploadExpiry, "upload-expiry", 24*time.Hour, "an upload nothing was sent to for this long is removed with its partial file")
 	f.IntVar(&cfg.MaxUploadsPerNode, "max-uploads-per-node", 4, "uploads in progress at once on one node")
 	f.IntVar(&cfg.MaxUploads, "max-uploads", 16, "uploads in progress at once in the whole cluster")
+	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "OpenID Connect issuer URL: the dashboard offers single sign-on with it")
+	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "the client id Quarry is registered with at --oidc-issuer")
+	f.StringVar(&oidcSecretFile, "oidc-client-secret-file", "", "file holding the client secret of --oidc-client-id (none for a public client)")
+	f.StringVar(&cfg.OIDC.RedirectURL, "oidc-redirect-url", "", "callback URL registered at the provider (default: https?://<host the browser used>/auth/oidc/callback)")
+	f.StringVar(&cfg.OIDC.RoleClaim, "oidc-role-claim", "groups", "ID token claim holding the user's groups (a string or a list)")
+	f.StringVar(&cfg.OIDC.AdminGroup, "oidc-admin-group", "", "members of this group sign in as admin")
+	f.StringVar(&cfg.OIDC.OperatorGroup, "oidc-operator-group", "", "members of this group sign in as operator (unless admin)")
+	f.StringVar(&cfg.OIDC.ViewerGroup, "oidc-viewer-group", "", "members of this group sign in as viewer (unless more); users in none of the groups are refused")
 	f.BoolVar(&dev, "dev", false, "run the control plane, an agent and a local pool on this machine")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

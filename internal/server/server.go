@@ -123,6 +123,9 @@ type Config struct {
 	UploadExpiry                  time.Duration
 	MaxUploadsPerNode, MaxUploads int
 	UploadMaxSize                 int64
+	// OIDC turns on single sign-on for the dashboard when OIDC.Issuer is
+	// set (--oidc-issuer and the other --oidc-* flags).
+	OIDC api.OIDCConfig
 	// Clock is the time that authentication goes by: token expiry, sessions,
 	// the failure limit (default time.Now; tests move it).
 	Clock   func() time.Time
@@ -154,6 +157,8 @@ type Server struct {
 	proxies    *httpguard.Proxies
 	// certs serves the API's TLS certificate; nil serves plain HTTP.
 	certs func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// sso is single sign-on for the dashboard; nil when not configured.
+	sso *api.OIDC
 }
 
 // maxRequestBytes bounds a public API request body.
@@ -206,6 +211,12 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.BodyIdle = cmp.Or(cfg.BodyIdle, defaultBodyIdle)
 	cfg.BodyMinRate = cmp.Or(cfg.BodyMinRate, defaultBodyMinRate)
 	cfg.MaxConnsPerClient = cmp.Or(cfg.MaxConnsPerClient, defaultMaxConnsPerClient)
+	var sso *api.OIDC
+	if cfg.OIDC.Issuer != "" {
+		if sso, err = api.NewOIDC(cfg.OIDC); err != nil {
+			return nil, err
+		}
+	}
 	raw, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -258,7 +269,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	// Placement ranks nodes by the RUNNING jobs in the store, not by what
 	// one controller happens to be watching.
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements, proxies: proxies, certs: certs,
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements, proxies: proxies, certs: certs, sso: sso,
 		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)}}
 	s.scans = discovery.New(discovery.Config{
 		Store: st, Chooser: s.chooser, Lister: isoLister{link},
@@ -316,7 +327,7 @@ func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	now := time.Now
 	guard := &api.Auth{Store: s.store, Now: s.cfg.Clock, Logger: s.log, SessionTTL: s.cfg.SessionTTL, Metrics: s.metrics,
-		Limiter: auth.NewLimiter(s.cfg.AuthFailures, s.cfg.AuthFailureWindow, s.cfg.Clock)}
+		Limiter: auth.NewLimiter(s.cfg.AuthFailures, s.cfg.AuthFailureWindow, s.cfg.Clock), OIDC: s.sso}
 	opts := []connect.HandlerOption{
 		// Authentication sits inside logging and metrics but outside panic
 		// recovery, so that every refusal is counted and no panic skips the

@@ -5,12 +5,16 @@ import (
 	"time"
 )
 
-// TokenKind tells API tokens from join tokens.
+// TokenKind tells API tokens from join tokens and single sign-on logins.
 type TokenKind string
 
 const (
 	TokenAPI  TokenKind = "api"
 	TokenJoin TokenKind = "join"
+	// TokenSSO stands for one single sign-on login: its role comes from the
+	// identity provider, its secret is never handed out, and only the
+	// dashboard session made with it can use it.
+	TokenSSO TokenKind = "sso"
 )
 
 // Role is what an API token may do; each role includes the ones before it.

@@ -1,5 +1,5 @@
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from "react";
-import { useQueryClient } from "@tanstack/react-query";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { onSessionEnded, setCsrfToken } from "./transport";
 import { atLeast, type RoleName } from "./roles";
 
@@ -122,4 +122,17 @@ export function useCan(need: RoleName): boolean {
 export function useRole(): RoleName | undefined {
   const { state } = useSession();
   return state.status === "signed-in" ? state.session.role : undefined;
+}
+
+/** Whether the server offers single sign-on (GET /auth/config). */
+export function useSSO(): boolean {
+  const { data } = useQuery({
+    queryKey: ["auth-config"],
+    queryFn: async () => {
+      const res = await fetch("/auth/config", { credentials: "same-origin" });
+      return res.ok ? ((await res.json()) as { sso: boolean }) : { sso: false };
+    },
+    staleTime: Infinity,
+  });
+  return data?.sso ?? false;
 }

@@ -1,9 +1,10 @@
 import { useState } from "react";
 import { Alert, Button, Code, Container, Paper, PasswordInput, Stack, Text, Title } from "@mantine/core";
-import { useSession } from "../../lib/session";
+import { useSession, useSSO } from "../../lib/session";
 
 export function SignInPage({ message }: { message?: string }) {
   const { signIn } = useSession();
+  const sso = useSSO();
   const [token, setToken] = useState("");
   const [error, setError] = useState("");
   const [busy, setBusy] = useState(false);
@@ -34,6 +35,17 @@ export function SignInPage({ message }: { message?: string }) {
         <Alert color="yellow" mb="md" role="status">
           {message}
         </Alert>
+      )}
+      {sso && (
+        <Button
+          component="a"
+          href={`/auth/oidc/login?next=${encodeURIComponent(window.location.pathname + window.location.search)}`}
+          variant="default"
+          fullWidth
+          mb="md"
+        >
+          Sign in with SSO
+        </Button>
       )}
       <Paper withBorder p="lg" radius="md">
         <form onSubmit={submit} noValidate>
