@@ -1,9 +1,9 @@
 package ingest
 
 import (
-	"fmt"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/bytesize"
 	"github.com/quarry-project/quarry/internal/errclass"
 )
 
@@ -42,18 +42,7 @@ func (e *transientError) Unwrap() []error {
 }
 
 // size formats a byte count for people: "512 B", "3.0 MiB", "1.2 GiB".
-func size(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func size(n int64) string { return bytesize.Format(uint64(max(n, 0))) }
 
 // shorten clips a value quoted in a message.
 func shorten(s string) string {
