@@ -328,17 +328,26 @@ func (s *service) CancelDownload(ctx context.Context, req *connect.Request[agent
 	}
 	// Whether it ran here or not (it ended already, or the agent
 	// restarted since): remove what is left.
-	_, dir, err := s.mountedDir(req.Msg.GetPool())
-	if err != nil {
+	if err := s.discardJob(req.Msg.GetPool(), req.Msg.GetJobId()); err != nil {
 		return nil, errclass.ToConnect(err)
+	}
+	return connect.NewResponse(&agentv1.CancelDownloadResponse{}), nil
+}
+
+// discardJob removes every file a download or upload left in the pool's
+// partial directory; a job with nothing left is no error.
+func (s *service) discardJob(pool *agentv1.PoolRef, jobID string) error {
+	_, dir, err := s.mountedDir(pool)
+	if err != nil {
+		return err
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening the pool: %v", cause(err)))
+		return errclass.New(errclass.FailedPrecondition, "opening the pool: %v", cause(err))
 	}
 	defer root.Close()
-	if err := ingest.Discard(root, req.Msg.GetJobId()); err != nil {
-		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "removing the partial file: %v", cause(err)))
+	if err := ingest.Discard(root, jobID); err != nil {
+		return errclass.New(errclass.FailedPrecondition, "removing the partial file: %v", cause(err))
 	}
-	return connect.NewResponse(&agentv1.CancelDownloadResponse{}), nil
+	return nil
 }

@@ -298,17 +298,8 @@ func (s *service) CancelUpload(ctx context.Context, req *connect.Request[agentv1
 		ups.forget(req.Msg.GetJobId(), ou)
 		ou.mu.Unlock()
 	}
-	_, dir, err := s.mountedDir(req.Msg.GetPool())
-	if err != nil {
+	if err := s.discardJob(req.Msg.GetPool(), req.Msg.GetJobId()); err != nil {
 		return nil, errclass.ToConnect(err)
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening the pool: %v", cause(err)))
-	}
-	defer root.Close()
-	if err := ingest.Discard(root, req.Msg.GetJobId()); err != nil {
-		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "removing the partial file: %v", cause(err)))
 	}
 	return connect.NewResponse(&agentv1.CancelUploadResponse{}), nil
 }
