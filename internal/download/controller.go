@@ -235,10 +235,14 @@ func (c *Controller) forget(id string) {
 	}
 }
 
-// load counts the downloads being followed per node and in all.
-func (c *Controller) load() (perNode map[string]int, total int) {
+// waitForSlot marks job id as waiting for a download slot and counts the
+// downloads being followed per node and in all, under one lock: a stream
+// that ends after the count wakes the job up, so none is left waiting for
+// a slot that freed meanwhile. Starting the job clears the mark.
+func (c *Controller) waitForSlot(id string) (perNode map[string]int, total int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.waiting[id] = true
 	perNode = map[string]int{}
 	for _, f := range c.following {
 		perNode[f.nodeID]++
@@ -249,7 +253,7 @@ func (c *Controller) load() (perNode map[string]int, total int) {
 // place gives a queued job to the best node that has room, or leaves it
 // waiting for a slot.
 func (c *Controller) place(ctx context.Context, j store.Job, pool store.Pool) error {
-	perNode, total := c.load()
+	perNode, total := c.waitForSlot(j.ID)
 	if total < c.cfg.Global {
 		choice, err := c.cfg.Chooser.Choose(ctx, pool.ID)
 		if errors.Is(err, placement.ErrNoNode) {
@@ -274,9 +278,6 @@ func (c *Controller) place(ctx context.Context, j store.Job, pool store.Pool) er
 			return fmt.Errorf("no node with a free slot took job %s: %w", j.ID, errors.Join(refusals...))
 		}
 	}
-	c.mu.Lock()
-	c.waiting[j.ID] = true
-	c.mu.Unlock()
 	msg := fmt.Sprintf("queued: every node that can reach pool %s is busy (at most %d downloads per node, %d in all); it starts when one ends",
 		pool.Name, c.cfg.PerNode, c.cfg.Global)
 	if j.Message == msg {
