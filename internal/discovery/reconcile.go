@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/quarry-project/quarry/internal/osguess"
@@ -34,7 +35,9 @@ type Counts struct {
 	Updated    int
 	Missing    int
 	// Changed images have a recorded digest and a file whose size is not
-	// the recorded one any more: they turn ERROR until re-verified.
+	// the recorded one any more: they are ERROR until re-verified. The
+	// count is of every such image the scan saw, flagged by this scan or
+	// an earlier one (a watch-triggered scan often gets there first).
 	Changed int
 	// Deferred files are still being written; a later scan takes them.
 	Deferred int
@@ -115,13 +118,15 @@ func Reconcile(pool store.Pool, lib Library, files []File, now time.Time, settle
 		if ok && im.SHA256 != "" {
 			// A recorded digest: only its size can tell, and no settling
 			// applies (a file rewritten in place has changed either way).
-			if u, changed := checked(pool, im, f, now); changed {
+			u, changed := checked(pool, im, f, now)
+			switch {
+			case changed && u.Image.State == store.ImageReady:
+				n.Updated++
+			case changed || (im.State == store.ImageError && strings.HasPrefix(im.StateReason, ChangedReason)):
+				n.Changed++
+			}
+			if changed {
 				c.Update = append(c.Update, u)
-				if u.Image.State == store.ImageReady {
-					n.Updated++
-				} else {
-					n.Changed++
-				}
 			}
 			continue
 		}

@@ -92,6 +92,8 @@ func TestReconcileImages(t *testing.T) {
 		return store.Image{ID: id, Kind: store.KindCloudImage, State: store.ImageState(state), RelPath: "images/" + id + ".raw",
 			SizeBytes: size, ModTime: old, SHA256: "ab" + id, Origin: store.OriginDownloaded, OSDistro: "debian"}
 	}
+	flagged := cloud("flagged", "ERROR", 10)
+	flagged.StateReason = ChangedReason + ": flagged by an earlier scan"
 	dlISO := cloud("dliso", "READY", 10)
 	dlISO.Kind, dlISO.RelPath = store.KindISO, "iso/dliso.iso"
 	lib := Library{Images: []store.Image{
@@ -101,6 +103,7 @@ func TestReconcileImages(t *testing.T) {
 		cloud("back", "MISSING", 10),
 		cloud("back-grown", "MISSING", 10),
 		cloud("errored", "ERROR", 10),
+		flagged,
 		cloud("pending", "PENDING", 0),
 		cloud("verifying", "READY", 10),
 		cloud("busy-gone", "READY", 10),
@@ -112,13 +115,14 @@ func TestReconcileImages(t *testing.T) {
 		{RelPath: "images/back.raw", Size: 10, ModTime: old},
 		{RelPath: "images/back-grown.raw", Size: 9, ModTime: old},
 		{RelPath: "images/errored.raw", Size: 10, ModTime: old},
+		{RelPath: "images/flagged.raw", Size: 11, ModTime: old},
 		{RelPath: "images/pending.raw", Size: 3, ModTime: now},
 		{RelPath: "images/verifying.raw", Size: 12, ModTime: old},
 		{RelPath: "images/stray.qcow2", Size: 5, ModTime: old},
 		{RelPath: "iso/dliso.iso", Size: 10, ModTime: now, Writing: true},
 	}
 	c, n, settleAt := Reconcile(pool, lib, files, now, 3*time.Second, func() string { return "new" })
-	if want := (Counts{Updated: 1, Missing: 1, Changed: 2}); n != want {
+	if want := (Counts{Updated: 1, Missing: 1, Changed: 3}); n != want {
 		t.Errorf("counts %+v; want %+v", n, want)
 	}
 	if len(c.Create) != 0 || !settleAt.IsZero() {
@@ -142,7 +146,7 @@ func TestReconcileImages(t *testing.T) {
 			t.Errorf("%s %+v; want ERROR %q, recorded size and digest kept", id, u, ChangedReason)
 		}
 	}
-	for _, id := range []string{"same", "errored", "pending", "verifying", "busy-gone", "dliso"} {
+	for _, id := range []string{"same", "errored", "flagged", "pending", "verifying", "busy-gone", "dliso"} {
 		if u, ok := updated[id]; ok {
 			t.Errorf("%s must be left alone: %+v", id, u)
 		}

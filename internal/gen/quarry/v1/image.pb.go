@@ -1205,8 +1205,9 @@ type PoolScanResult struct {
 	DeferredCount uint32 `protobuf:"varint,12,opt,name=deferred_count,json=deferredCount,proto3" json:"deferred_count,omitempty"`
 	// What triggered the scan: manual, startup, periodic, event.
 	Trigger string `protobuf:"bytes,13,opt,name=trigger,proto3" json:"trigger,omitempty"`
-	// Images whose file changed size since its digest was recorded; they
-	// are ERROR until VerifyImage finds the recorded digest again.
+	// Images whose file changed size since its digest was recorded, flagged
+	// by this scan or an earlier one; they are ERROR until VerifyImage finds
+	// the recorded digest again.
 	ChangedCount  uint32 `protobuf:"varint,14,opt,name=changed_count,json=changedCount,proto3" json:"changed_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -617,8 +617,9 @@ export type PoolScanResult = Message<"quarry.v1.PoolScanResult"> & {
   trigger: string;
 
   /**
-   * Images whose file changed size since its digest was recorded; they
-   * are ERROR until VerifyImage finds the recorded digest again.
+   * Images whose file changed size since its digest was recorded, flagged
+   * by this scan or an earlier one; they are ERROR until VerifyImage finds
+   * the recorded digest again.
    *
    * @generated from field: uint32 changed_count = 14;
    */
