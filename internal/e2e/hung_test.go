@@ -106,10 +106,14 @@ func TestDownloadHungNodeFailsOver(t *testing.T) {
 	if im := getImage(t, s, m.GetImage().GetId()); im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY || im.GetDigest() != "sha256:"+f.SHA256() {
 		t.Errorf("image %v; want READY with the origin's digest", im)
 	}
+	// The new node resumes from the last checkpoint: at most one
+	// checkpoint interval (2 s, the agent's default) at the origin's rate
+	// is fetched again, plus what sat in the frozen agent's socket buffers.
 	served := f.BytesServed()
+	limit := int64(size + 2*10*mib + 8*mib)
 	t.Logf("origin served %.3f× the image (%d bytes for %d) before the hung agent woke up", float64(served)/size, served, size)
-	if float64(served) > 1.1*size {
-		t.Errorf("origin served %.3f× the image; want ≤ 1.1×", float64(served)/size)
+	if served > limit {
+		t.Errorf("origin served %d bytes; want ≤ %d (the image, one checkpoint interval, socket buffers)", served, limit)
 	}
 	if !strings.Contains(strings.Join(historyOf(j), "\n"), "moved to node "+other.Opts.Name+", resuming from the partial file") {
 		t.Errorf("history does not tell the move: %v", historyOf(j))
