@@ -122,6 +122,37 @@ func TestOIDCSignIn(t *testing.T) {
 		}
 	})
 
+	t.Run("listed as an sso token", func(t *testing.T) {
+		resp, err := srv.Tokens.ListTokens(t.Context(), connect.NewRequest(&quarryv1.ListTokensRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found bool
+		for _, tok := range resp.Msg.GetTokens() {
+			if strings.Contains(tok.GetName(), "ada@example.com") {
+				found = true
+				if tok.GetKind() != quarryv1.TokenKind_TOKEN_KIND_SSO || tok.GetRole() != quarryv1.Role_ROLE_ADMIN {
+					t.Errorf("the SSO admin's token is listed as %v %v, want TOKEN_KIND_SSO ROLE_ADMIN", tok.GetKind(), tok.GetRole())
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("ListTokens has no token of the SSO admin: %v", resp.Msg.GetTokens())
+		}
+		useToken(srv.URL, srv.AdminToken)
+		out := mustQuarry(t, srv.URL, "token", "ls")
+		// ID NAME… KIND ROLE STATE: the name "sso EMAIL (sub SUBJECT)" is 4 words.
+		var row []string
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "ada@example.com") {
+				row = strings.Fields(line)
+			}
+		}
+		if len(row) < 8 || row[5] != "sso" || row[6] != "admin" || row[7] != "active" {
+			t.Errorf("quarry token ls row of the SSO admin = %q, want kind sso, role admin, active:\n%s", row, out)
+		}
+	})
+
 	t.Run("no mapped group", func(t *testing.T) {
 		_, resp, body, info := ssoSession(t, m, srv, &mockoidc.MockUser{Subject: "u-none", Email: "nina@example.com", Groups: []string{"staff"}})
 		if info != nil || resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "No access to Quarry") || !strings.Contains(body, "quarry-admins") {
