@@ -123,16 +123,27 @@ func (o *OIDC) oauth2Config(p *oidc.Provider, redirectURL string) *oauth2.Config
 func (o *OIDC) remember(state string, p pendingLogin, now time.Time) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for k, v := range o.pending {
-		if !now.Before(v.expires) {
-			delete(o.pending, k)
-		}
-	}
+	o.pruneLocked(now)
 	if len(o.pending) >= maxPendingOIDC {
 		return errors.New("too many sign-ins in progress; try again in a few minutes")
 	}
 	o.pending[state] = p
 	return nil
+}
+
+// prune forgets the logins in progress that expired by now.
+func (o *OIDC) prune(now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.pruneLocked(now)
+}
+
+func (o *OIDC) pruneLocked(now time.Time) {
+	for k, v := range o.pending {
+		if !now.Before(v.expires) {
+			delete(o.pending, k)
+		}
+	}
 }
 
 // take removes and returns the login in progress under state.

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/quarry-project/quarry/internal/store"
 )
@@ -44,5 +46,28 @@ func TestOIDCRole(t *testing.T) {
 	}
 	if _, err := NewOIDC(OIDCConfig{Issuer: "https://idp.example", ClientID: "quarry"}); err == nil {
 		t.Error("NewOIDC without any group: no error, but nobody could sign in")
+	}
+}
+
+// TestOIDCPrune: sign-ins sent to the provider that never came back are
+// forgotten once expired, by the periodic sweep as well as by the next
+// sign-in.
+func TestOIDCPrune(t *testing.T) {
+	o, err := NewOIDC(OIDCConfig{Issuer: "https://idp.example", ClientID: "quarry", ViewerGroup: "view"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for i, ttl := range []time.Duration{time.Minute, oidcLoginTTL} {
+		if err := o.remember(fmt.Sprint("state", i), pendingLogin{expires: now.Add(ttl)}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.prune(now.Add(2 * time.Minute))
+	if n := len(o.pending); n != 1 {
+		t.Fatalf("%d sign-ins pending after the prune, want the 1 not expired", n)
+	}
+	if _, ok := o.take("state1", now.Add(2*time.Minute)); !ok {
+		t.Error("the sign-in that had not expired was pruned")
 	}
 }

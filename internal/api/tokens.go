@@ -38,6 +38,8 @@ func (s *TokenService) CreateToken(ctx context.Context, req *connect.Request[qua
 	case quarryv1.TokenKind_TOKEN_KIND_UNSPECIFIED, quarryv1.TokenKind_TOKEN_KIND_API:
 	case quarryv1.TokenKind_TOKEN_KIND_JOIN:
 		kind = store.TokenJoin
+	case quarryv1.TokenKind_TOKEN_KIND_SSO:
+		return nil, toConnect(ctx, s.Logger, invalidf("SSO tokens are made by signing in to the dashboard with single sign-on, not created; create a TOKEN_KIND_API token with a role instead"))
 	default:
 		return nil, toConnect(ctx, s.Logger, invalidf("token kind %d is unknown; use TOKEN_KIND_API or TOKEN_KIND_JOIN", m.GetKind()))
 	}
@@ -165,8 +167,11 @@ func tokenView(t store.Token) *quarryv1.Token {
 		UseCount:   uint32(max(t.UseCount, 0)),
 		NodeName:   t.NodeName,
 	}
-	if t.Kind == store.TokenJoin {
+	switch t.Kind {
+	case store.TokenJoin:
 		v.Kind = quarryv1.TokenKind_TOKEN_KIND_JOIN
+	case store.TokenSSO:
+		v.Kind = quarryv1.TokenKind_TOKEN_KIND_SSO
 	}
 	return v
 }

@@ -25,7 +25,10 @@ func newTokenCommand(g *globals) *cobra.Command {
 		Long: `API tokens carry a role: viewer (read everything), operator (also images,
 scans and jobs) or admin (also nodes, pools and tokens). Join tokens let an
 agent enroll once and get its certificate. Secrets are shown once, when the
-token is created; the control plane keeps only their hash.`,
+token is created; the control plane keeps only their hash. Tokens of kind sso
+stand for dashboard single sign-on logins: they are made by signing in, carry
+the role the identity provider's groups gave, end with their session, and
+revoking one signs that user out.`,
 	}
 	cmd.AddCommand(newTokenCreateCommand(g), newTokenListCommand(g), newTokenRevokeCommand(g))
 	return cmd

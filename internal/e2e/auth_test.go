@@ -125,6 +125,7 @@ func TestTokenLifecycle(t *testing.T) {
 			"ttl under a minute": {Role: quarryv1.Role_ROLE_VIEWER, TtlSeconds: 59},
 			"name with a space":  {Role: quarryv1.Role_ROLE_VIEWER, Name: "a b"},
 			"unknown token kind": {Kind: 9, Role: quarryv1.Role_ROLE_VIEWER},
+			"sso token":          {Kind: quarryv1.TokenKind_TOKEN_KIND_SSO, Role: quarryv1.Role_ROLE_VIEWER},
 		} {
 			if _, err := srv.Tokens.CreateToken(ctx, connect.NewRequest(req)); connect.CodeOf(err) != connect.CodeInvalidArgument {
 				t.Errorf("CreateToken %s: %v, want invalid_argument", name, err)

@@ -2,24 +2,29 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/oauth2-proxy/mockoidc"
 
+	"github.com/quarry-project/quarry/internal/auth"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/quarrytest"
 	"github.com/quarry-project/quarry/internal/server"
+	"github.com/quarry-project/quarry/internal/store"
 )
 
 // startOIDC starts a real OpenID Connect provider on loopback and a control
 // plane that signs dashboard users in with it.
-func startOIDC(t *testing.T) (*mockoidc.MockOIDC, *quarrytest.Server) {
+func startOIDC(t *testing.T, opts ...quarrytest.ServerOption) (*mockoidc.MockOIDC, *quarrytest.Server) {
 	t.Helper()
 	m, err := mockoidc.Run()
 	if err != nil {
@@ -27,10 +32,10 @@ func startOIDC(t *testing.T) (*mockoidc.MockOIDC, *quarrytest.Server) {
 	}
 	t.Cleanup(func() { m.Shutdown() })
 	c := m.Config()
-	srv := quarrytest.StartServer(t, func(cfg *server.Config) {
+	srv := quarrytest.StartServer(t, append(opts, func(cfg *server.Config) {
 		cfg.OIDC.Issuer, cfg.OIDC.ClientID, cfg.OIDC.ClientSecret = c.Issuer, c.ClientID, c.ClientSecret
 		cfg.OIDC.AdminGroup, cfg.OIDC.OperatorGroup, cfg.OIDC.ViewerGroup = "quarry-admins", "quarry-ops", "quarry-view"
-	})
+	})...)
 	return m, srv
 }
 
@@ -122,6 +127,37 @@ func TestOIDCSignIn(t *testing.T) {
 		}
 	})
 
+	t.Run("listed as an sso token", func(t *testing.T) {
+		resp, err := srv.Tokens.ListTokens(t.Context(), connect.NewRequest(&quarryv1.ListTokensRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found bool
+		for _, tok := range resp.Msg.GetTokens() {
+			if strings.Contains(tok.GetName(), "ada@example.com") {
+				found = true
+				if tok.GetKind() != quarryv1.TokenKind_TOKEN_KIND_SSO || tok.GetRole() != quarryv1.Role_ROLE_ADMIN {
+					t.Errorf("the SSO admin's token is listed as %v %v, want TOKEN_KIND_SSO ROLE_ADMIN", tok.GetKind(), tok.GetRole())
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("ListTokens has no token of the SSO admin: %v", resp.Msg.GetTokens())
+		}
+		useToken(srv.URL, srv.AdminToken)
+		out := mustQuarry(t, srv.URL, "token", "ls")
+		// ID NAME… KIND ROLE STATE: the name "sso EMAIL (sub SUBJECT)" is 4 words.
+		var row []string
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "ada@example.com") {
+				row = strings.Fields(line)
+			}
+		}
+		if len(row) < 8 || row[5] != "sso" || row[6] != "admin" || row[7] != "active" {
+			t.Errorf("quarry token ls row of the SSO admin = %q, want kind sso, role admin, active:\n%s", row, out)
+		}
+	})
+
 	t.Run("no mapped group", func(t *testing.T) {
 		_, resp, body, info := ssoSession(t, m, srv, &mockoidc.MockUser{Subject: "u-none", Email: "nina@example.com", Groups: []string{"staff"}})
 		if info != nil || resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "No access to Quarry") || !strings.Contains(body, "quarry-admins") {
@@ -205,6 +241,78 @@ func TestOIDCSignIn(t *testing.T) {
 			t.Errorf("the SSO admin's RegisterNode is not audited under the user's email:\n%s", dumpAudit(entries))
 		}
 	})
+}
+
+// TestExpiredLoginsSwept: once they expire, single sign-on tokens and
+// dashboard sessions are removed by the control plane's periodic sweep,
+// without anyone signing in again; API tokens stay, listed as expired.
+func TestExpiredLoginsSwept(t *testing.T) {
+	clock := quarrytest.NewClock()
+	m, srv := startOIDC(t, quarrytest.WithClock(clock), func(cfg *server.Config) { cfg.SweepInterval = 20 * time.Millisecond })
+	ctx := t.Context()
+	sessionOf := func(b *http.Client) string {
+		u, _ := url.Parse(srv.URL)
+		for _, c := range b.Jar.Cookies(u) {
+			if c.Name == auth.SessionCookie {
+				return auth.SessionID(c.Value)
+			}
+		}
+		t.Fatal("the browser has no session cookie")
+		return ""
+	}
+	ssoTokens := func() []string {
+		resp, err := srv.Tokens.ListTokens(ctx, connect.NewRequest(&quarryv1.ListTokensRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, tok := range resp.Msg.GetTokens() {
+			if tok.GetKind() == quarryv1.TokenKind_TOKEN_KIND_SSO {
+				ids = append(ids, tok.GetId())
+			}
+		}
+		return ids
+	}
+
+	b, _, _, info := ssoSession(t, m, srv, &mockoidc.MockUser{Subject: "u-gc", Email: "gary@example.com", Groups: []string{"quarry-view"}})
+	if info == nil {
+		t.Fatal("no session after signing in with single sign-on")
+	}
+	ssoSess := sessionOf(b)
+	cookie, _, code := login(t, srv.URL, srv.AdminToken)
+	if code != http.StatusOK {
+		t.Fatalf("token login: HTTP %d", code)
+	}
+	tokenSess := auth.SessionID(cookie.Value)
+	short := tokenID(t, createToken(t, srv, store.RoleViewer, "short", time.Minute))
+	// Swept already, many times over: nothing unexpired goes.
+	quarrytest.Eventually(t, 10*time.Second, func() error {
+		if ids := ssoTokens(); len(ids) != 1 {
+			return fmt.Errorf("SSO tokens %v, want the one of the sign-in", ids)
+		}
+		return nil
+	})
+	for _, id := range []string{ssoSess, tokenSess} {
+		if _, err := srv.Store.GetSession(ctx, id); err != nil {
+			t.Fatalf("a session that has not expired: %v", err)
+		}
+	}
+
+	clock.Advance(12*time.Hour + time.Second) // past the sessions and the SSO token
+	quarrytest.Eventually(t, 10*time.Second, func() error {
+		if ids := ssoTokens(); len(ids) != 0 {
+			return fmt.Errorf("expired SSO tokens %v are still stored", ids)
+		}
+		for _, id := range []string{ssoSess, tokenSess} {
+			if _, err := srv.Store.GetSession(ctx, id); !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("expired session %s: %v, want it removed", id, err)
+			}
+		}
+		return nil
+	})
+	if tok, err := srv.Store.GetToken(ctx, short); err != nil || tok.Kind != store.TokenAPI {
+		t.Errorf("an expired API token after the sweep: %v, %v; want it kept (an admin made it)", tok, err)
+	}
 }
 
 func TestOIDCOff(t *testing.T) {

@@ -163,6 +163,16 @@ func (p *publishingStore) RevokeToken(ctx context.Context, id string, at time.Ti
 	return p.publish(p.Store.RevokeToken(ctx, id, at), Event{Resource: Token, ID: id})
 }
 
+// DeleteExpiredSSOTokens publishes one deletion of tokens (no id: maybe
+// several) when it removed any.
+func (p *publishingStore) DeleteExpiredSSOTokens(ctx context.Context, t time.Time) (int, error) {
+	n, err := p.Store.DeleteExpiredSSOTokens(ctx, t)
+	if n == 0 {
+		return n, err
+	}
+	return n, p.publish(err, Event{Resource: Token, Change: Deleted})
+}
+
 func (p *publishingStore) AppendAudit(ctx context.Context, e store.AuditEntry) (int64, error) {
 	id, err := p.Store.AppendAudit(ctx, e)
 	return id, p.publish(err, Event{Resource: Audit, Change: Created})

@@ -63,6 +63,9 @@ type Config struct {
 	AuthFailureWindow time.Duration
 	// SessionTTL is how long a dashboard login lasts (default 12 h).
 	SessionTTL time.Duration
+	// SweepInterval is how often expired sessions and single sign-on
+	// tokens are removed (default 10 min).
+	SweepInterval time.Duration
 	// AgentCertTTL is the lifetime of the certificates agents get at
 	// enrollment and renewal (default 30 days); the node link renews one
 	// when less than a third of it remains.
@@ -159,6 +162,9 @@ type Server struct {
 	certs func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// sso is single sign-on for the dashboard; nil when not configured.
 	sso *api.OIDC
+	// auth authenticates API calls and dashboard logins, and sweeps what
+	// of them expired.
+	auth *api.Auth
 }
 
 // maxRequestBytes bounds a public API request body.
@@ -328,6 +334,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	now := time.Now
 	guard := &api.Auth{Store: s.store, Now: s.cfg.Clock, Logger: s.log, SessionTTL: s.cfg.SessionTTL, Metrics: s.metrics,
 		Limiter: auth.NewLimiter(s.cfg.AuthFailures, s.cfg.AuthFailureWindow, s.cfg.Clock), OIDC: s.sso}
+	s.auth = guard
 	opts := []connect.HandlerOption{
 		// Authentication sits inside logging and metrics but outside panic
 		// recovery, so that every refusal is counted and no panic skips the
@@ -424,8 +431,10 @@ func (s *Server) CA() *pki.CA { return s.ca }
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	// The background loops: node health, agents' file events, ISO scans,
-	// downloads. They stop before Serve returns, however it returns.
+	// downloads, uploads, expired logins. They stop before Serve returns,
+	// however it returns.
 	var loops sync.WaitGroup
+	loops.Go(func() { s.auth.RunSweeps(ctx, s.cfg.SweepInterval) })
 	loops.Go(func() { s.link.Run(ctx) })
 	loops.Go(func() { s.events.Run(ctx) })
 	loops.Go(func() { s.scans.Run(ctx) })

@@ -73,6 +73,12 @@ type TokenStore interface {
 	DeleteSession(ctx context.Context, id string) error
 	// DeleteExpiredSessions removes sessions that expired before t.
 	DeleteExpiredSessions(ctx context.Context, t time.Time) error
+	// DeleteExpiredSSOTokens removes the single sign-on tokens that expired
+	// before t, with their sessions, and returns how many it removed. Every
+	// sign-in makes one, so without this they would pile up for ever. API
+	// and join tokens stay: an admin made them, and `token ls` shows them
+	// as expired until revoked.
+	DeleteExpiredSSOTokens(ctx context.Context, t time.Time) (int, error)
 }
 
 // AuditEntry records one mutating API call.

@@ -26,8 +26,9 @@ npm run build
 npm run typecheck
 npm test
 
-# A fresh quarry binary that embeds the bundle just built.
-bin="$(mktemp -d)/quarry"
-trap 'rm -rf "$(dirname "$bin")"' EXIT
-(cd .. && go build -o "$bin" ./cmd/quarry)
-QUARRY_BIN="$bin" npx playwright test "$@"
+# A fresh quarry binary that embeds the bundle just built, and the test
+# identity provider the single sign-on spec signs in at (never shipped).
+bindir="$(mktemp -d)"
+trap 'rm -rf "$bindir"' EXIT
+(cd .. && go build -o "$bindir/quarry" ./cmd/quarry && go build -o "$bindir/quarry-test-oidc" ./internal/oidctest/cmd/quarry-test-oidc)
+QUARRY_BIN="$bindir/quarry" QUARRY_OIDC_BIN="$bindir/quarry-test-oidc" npx playwright test "$@"

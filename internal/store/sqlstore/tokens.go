@@ -188,3 +188,25 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, t time.Time) error {
 	_, err := s.exec(ctx, `DELETE FROM sessions WHERE expires_at <> 0 AND expires_at < ?`, micros(t))
 	return err
 }
+
+// DeleteExpiredSSOTokens removes tokens of kind sso whose expiry is before
+// t, and their sessions, in one transaction. An SSO token always has an
+// expiry (its session's); one stored without (0) is kept, like a session.
+func (s *Store) DeleteExpiredSSOTokens(ctx context.Context, t time.Time) (int, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *txn) error {
+		const expired = `kind = ? AND expires_at <> 0 AND expires_at < ?`
+		// The foreign key cascades too; deleting them first does not lean on it.
+		if _, err := tx.exec(ctx, `DELETE FROM sessions WHERE token_id IN (SELECT id FROM tokens WHERE `+expired+`)`,
+			string(store.TokenSSO), micros(t)); err != nil {
+			return err
+		}
+		res, err := tx.exec(ctx, `DELETE FROM tokens WHERE `+expired, string(store.TokenSSO), micros(t))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return int(n), err
+}

@@ -269,6 +269,7 @@ func testContext(t *testing.T, open func(t *testing.T) store.Store) {
 		{"GetSession", func() error { _, err := s.GetSession(ctx, "s1"); return err }},
 		{"DeleteSession", func() error { return s.DeleteSession(ctx, "s1") }},
 		{"DeleteExpiredSessions", func() error { return s.DeleteExpiredSessions(ctx, at(1000*time.Hour)) }},
+		{"DeleteExpiredSSOTokens", func() error { _, err := s.DeleteExpiredSSOTokens(ctx, at(1000*time.Hour)); return err }},
 		{"AppendAudit", func() error { _, err := s.AppendAudit(ctx, auditEntry(2)); return err }},
 		{"ListAudit", func() error { _, err := s.ListAudit(ctx, 0, 10); return err }},
 		{"CreateDownload", func() error {

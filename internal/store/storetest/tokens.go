@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"crypto/sha256"
+	"slices"
 	"testing"
 	"time"
 
@@ -352,5 +353,64 @@ func testSessions(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatal(err)
 		}
 		wantSessions(t, s, all, "never")
+	})
+
+	t.Run("delete expired sso tokens", func(t *testing.T) {
+		s := open(t)
+		expiring := func(id string, kind store.TokenKind, d time.Duration) store.Token {
+			tok := token(id)
+			tok.Kind, tok.ExpiresAt = kind, at(d)
+			if d == 0 {
+				tok.ExpiresAt = time.Time{}
+			}
+			return tok
+		}
+		mustCreateTokens(t, s,
+			expiring("sso-past", store.TokenSSO, time.Hour-time.Microsecond),
+			expiring("sso-now", store.TokenSSO, time.Hour),
+			expiring("sso-later", store.TokenSSO, 2*time.Hour),
+			expiring("sso-never", store.TokenSSO, 0),
+			expiring("api-past", store.TokenAPI, time.Minute),
+			expiring("join-past", store.TokenJoin, time.Minute))
+		sess := func(id, tokenID string) store.Session {
+			ss := session(id, tokenID)
+			ss.ExpiresAt = at(30 * time.Hour) // outlives its token: only the token's expiry may remove it
+			return ss
+		}
+		mustCreateSessions(t, s, sess("s-past", "sso-past"), sess("s-later", "sso-later"), sess("s-api", "api-past"))
+		allTokens := []string{"sso-past", "sso-now", "sso-later", "sso-never", "api-past", "join-past"}
+		allSessions := []string{"s-past", "s-later", "s-api"}
+		wantTokens := func(present ...string) {
+			t.Helper()
+			for _, id := range allTokens {
+				_, err := s.GetToken(ctx, id)
+				switch {
+				case slices.Contains(present, id) && err != nil:
+					t.Errorf("GetToken(%s): %v, want the token", id, err)
+				case !slices.Contains(present, id):
+					wantErr(t, "GetToken("+id+")", err, store.ErrNotFound, id)
+				}
+			}
+		}
+		sweep := func(d time.Duration, want int) {
+			t.Helper()
+			n, err := s.DeleteExpiredSSOTokens(ctx, at(d))
+			if err != nil || n != want {
+				t.Fatalf("DeleteExpiredSSOTokens(t0+%v) = %d, %v; want %d", d, n, err, want)
+			}
+		}
+
+		sweep(time.Hour, 1)
+		wantTokens("sso-now", "sso-later", "sso-never", "api-past", "join-past")
+		wantSessions(t, s, allSessions, "s-later", "s-api")
+		sweep(time.Hour, 0)
+
+		sweep(3*time.Hour, 2)
+		wantTokens("sso-never", "api-past", "join-past")
+		wantSessions(t, s, allSessions, "s-api")
+		toks, err := s.ListTokens(ctx)
+		if err != nil || len(toks) != 3 {
+			t.Errorf("ListTokens after the sweeps: %d tokens, %v; want the 3 kept", len(toks), err)
+		}
 	})
 }

@@ -19,3 +19,10 @@ it("sourceName", () => {
   expect(sourceName("http://127.0.0.1:1/dir/x.img?size=5")).toBe("x.img");
   expect(sourceName("ubuntu-24.04")).toBe("ubuntu-24.04");
 });
+
+import { TokenKind } from "../gen/quarry/v1/auth_pb";
+import { tokenHasRole, tokenKindLabel } from "./labels";
+it("tokenKindLabel names every kind, and API and SSO tokens carry a role", () => {
+  expect([TokenKind.API, TokenKind.JOIN, TokenKind.SSO, TokenKind.UNSPECIFIED].map(tokenKindLabel)).toEqual(["API", "Join", "SSO", "—"]);
+  expect([TokenKind.API, TokenKind.JOIN, TokenKind.SSO].map(tokenHasRole)).toEqual([true, false, true]);
+});

@@ -9,7 +9,10 @@ export const imageStateName = (s: ImageState) => ImageState[s];
 export const jobStateName = (s: JobState) => JobState[s];
 export const nodeStateName = (s: NodeState) => NodeState[s];
 export const roleLabel = (r: Role) => enumLabel(Role[r]);
-export const tokenKindLabel = (k: TokenKind) => (k === TokenKind.JOIN ? "Join" : k === TokenKind.API ? "API" : "—");
+const tokenKindLabels: Partial<Record<TokenKind, string>> = { [TokenKind.API]: "API", [TokenKind.JOIN]: "Join", [TokenKind.SSO]: "SSO" };
+export const tokenKindLabel = (k: TokenKind) => tokenKindLabels[k] ?? "—";
+/** Whether tokens of kind k carry a role (join tokens only enroll agents). */
+export const tokenHasRole = (k: TokenKind) => k === TokenKind.API || k === TokenKind.SSO;
 
 export function osLabel(os: OSInfo | undefined): string {
   if (!os || !os.distro) return "";

@@ -3,17 +3,25 @@
 //   QUARRY_UI_URL    where the dashboard is served
 //   QUARRY_API_URL   the quarry server
 //   QUARRY_DATA_DIR  its data directory (admin token, pool "local")
+//   QUARRY_SSO_URL   a second `quarry server --dev`, with single sign-on
+//                    (its provider's users: helpers/sso.ts)
 //
 // By default it starts `quarry server --dev` on a free port with a fresh
 // data directory: the binary from QUARRY_BIN, else built with `go build`.
 // QUARRY_URL + QUARRY_DATA_DIR use a server that is already running.
 // When the server does not serve this dashboard at / yet (no embedded
 // bundle), `vite preview` serves web/dist and proxies the API to it.
+//
+// For single sign-on it starts, alongside, a real OpenID Connect provider
+// (internal/oidctest/cmd/quarry-test-oidc: from QUARRY_OIDC_BIN, else
+// built) and a second dev server on its own port and data directory that
+// signs dashboard users in with it, mapping groups to roles.
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { ssoGroups, ssoUsers } from "./sso";
 
 const webDir = resolve(import.meta.dirname, "../..");
 const repoDir = resolve(webDir, "..");
@@ -50,6 +58,49 @@ function waitForLine(child: ChildProcess, re: RegExp, what: string, timeoutMs = 
   });
 }
 
+/** Starts `quarry server --dev` on a free port; resolves with its URL once it serves. */
+async function startDevServer(bin: string, dataDir: string, extra: string[], what: string): Promise<{ child: ChildProcess; url: string }> {
+  const port = await freePort();
+  const child = spawn(bin, ["server", "--dev", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, ...extra], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const url = (await waitForLine(child, /API and web page:\s+(http:\/\/\S+?)\/?\s/, what)).replace(/\/$/, "");
+  child.stdout?.resume();
+  child.stderr?.resume();
+  return { child, url };
+}
+
+/** Builds (unless given) and starts the test identity provider, then a dev server signing users in with it. */
+async function startSSO(bin: string, tmp: string): Promise<{ provider: ChildProcess; server: ChildProcess; url: string }> {
+  let oidcBin = process.env.QUARRY_OIDC_BIN;
+  if (!oidcBin) {
+    oidcBin = join(tmp, "quarry-test-oidc");
+    execFileSync("go", ["build", "-o", oidcBin, "./internal/oidctest/cmd/quarry-test-oidc"], { cwd: repoDir, stdio: "inherit" });
+  }
+  const users = Object.values(ssoUsers).flatMap((u) => ["--user", `${u.subject}:${u.email}:${u.groups.join(",")}`]);
+  const provider = spawn(oidcBin, ["--listen", "127.0.0.1:0", ...users], { stdio: ["ignore", "pipe", "pipe"] });
+  // It prints its coordinates once it listens.
+  const line = await waitForLine(provider, /^(\{.*"issuer".*\})$/m, "the test identity provider", 20_000);
+  provider.stdout?.resume();
+  provider.stderr?.resume();
+  const idp = JSON.parse(line) as { issuer: string; clientId: string; clientSecret: string };
+  const secretFile = join(tmp, "oidc-client-secret");
+  writeFileSync(secretFile, idp.clientSecret + "\n", { mode: 0o600 });
+  try {
+    const { child, url } = await startDevServer(bin, join(tmp, "sso-data"), [
+      "--oidc-issuer", idp.issuer,
+      "--oidc-client-id", idp.clientId,
+      "--oidc-client-secret-file", secretFile,
+      "--oidc-admin-group", ssoGroups.admin,
+      "--oidc-viewer-group", ssoGroups.viewer,
+    ], "quarry server with single sign-on");
+    return { provider, server: child, url };
+  } catch (e) {
+    await stop(provider);
+    throw e;
+  }
+}
+
 async function servesDashboard(url: string): Promise<boolean> {
   try {
     const res = await fetch(url + "/");
@@ -77,26 +128,31 @@ export default async function globalSetup() {
 
   let server: ChildProcess | undefined;
   let preview: ChildProcess | undefined;
-  let tmp: string | undefined;
   let apiURL = process.env.QUARRY_URL?.replace(/\/$/, "");
   let dataDir = process.env.QUARRY_DATA_DIR;
+  const tmp = mkdtempSync(join(tmpdir(), "quarry-web-e2e-"));
+  let bin = process.env.QUARRY_BIN;
+  if (!bin) {
+    bin = join(tmp, "quarry");
+    console.log(`building quarry into ${bin}`);
+    execFileSync("go", ["build", "-o", bin, "./cmd/quarry"], { cwd: repoDir, stdio: "inherit" });
+  }
 
-  if (!apiURL) {
-    tmp = mkdtempSync(join(tmpdir(), "quarry-web-e2e-"));
-    let bin = process.env.QUARRY_BIN;
-    if (!bin) {
-      bin = join(tmp, "quarry");
-      console.log(`building quarry into ${bin}`);
-      execFileSync("go", ["build", "-o", bin, "./cmd/quarry"], { cwd: repoDir, stdio: "inherit" });
+  // The two servers and the identity provider start side by side.
+  const sso = startSSO(bin, tmp);
+  let ssoEnv: Awaited<typeof sso> | undefined;
+  try {
+    if (!apiURL) {
+      dataDir = join(tmp, "data");
+      let url: string;
+      ({ child: server, url } = await startDevServer(bin, dataDir, ["--allow-loopback-urls"], "quarry server"));
+      apiURL = url;
     }
-    dataDir = join(tmp, "data");
-    const port = await freePort();
-    server = spawn(bin, ["server", "--dev", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--allow-loopback-urls"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    apiURL = (await waitForLine(server, /API and web page:\s+(http:\/\/\S+?)\/?\s/, "quarry server")).replace(/\/$/, "");
-    server.stdout?.resume();
-    server.stderr?.resume();
+    ssoEnv = await sso;
+  } catch (e) {
+    await stop(server);
+    await sso.then((s) => Promise.all([stop(s.server), stop(s.provider)]), () => undefined);
+    throw e;
   }
   if (!dataDir) throw new Error("QUARRY_URL needs QUARRY_DATA_DIR (the server's --data-dir)");
 
@@ -120,11 +176,13 @@ export default async function globalSetup() {
   process.env.QUARRY_API_URL = apiURL;
   process.env.QUARRY_DATA_DIR = dataDir;
   process.env.QUARRY_ADMIN_TOKEN = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
-  console.log(`dashboard ${uiURL}, API ${apiURL}, data ${dataDir}`);
+  process.env.QUARRY_SSO_URL = ssoEnv.url;
+  console.log(`dashboard ${uiURL}, API ${apiURL}, data ${dataDir}; with single sign-on ${ssoEnv.url}`);
 
   return async () => {
     await stop(preview);
-    await stop(server);
-    if (tmp && !process.env.QUARRY_KEEP) rmSync(tmp, { recursive: true, force: true });
+    await Promise.all([stop(server), stop(ssoEnv.server)]);
+    await stop(ssoEnv.provider);
+    if (!process.env.QUARRY_KEEP) rmSync(tmp, { recursive: true, force: true });
   };
 }

@@ -85,6 +85,11 @@ const (
 	TokenKind_TOKEN_KIND_API TokenKind = 1
 	// A token an agent presents once to enroll and get its certificate.
 	TokenKind_TOKEN_KIND_JOIN TokenKind = 2
+	// One single sign-on login to the dashboard (--oidc-issuer): its role
+	// comes from the identity provider's groups, its secret is never handed
+	// out, and it ends with its session. Made only by signing in; revoking it
+	// signs the user out.
+	TokenKind_TOKEN_KIND_SSO TokenKind = 3
 )
 
 // Enum value maps for TokenKind.
@@ -93,11 +98,13 @@ var (
 		0: "TOKEN_KIND_UNSPECIFIED",
 		1: "TOKEN_KIND_API",
 		2: "TOKEN_KIND_JOIN",
+		3: "TOKEN_KIND_SSO",
 	}
 	TokenKind_value = map[string]int32{
 		"TOKEN_KIND_UNSPECIFIED": 0,
 		"TOKEN_KIND_API":         1,
 		"TOKEN_KIND_JOIN":        2,
+		"TOKEN_KIND_SSO":         3,
 	}
 )
 
@@ -133,7 +140,7 @@ type Token struct {
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Kind  TokenKind              `protobuf:"varint,3,opt,name=kind,proto3,enum=quarry.v1.TokenKind" json:"kind,omitempty"`
-	// For API tokens.
+	// For API and SSO tokens.
 	Role      Role                   `protobuf:"varint,4,opt,name=role,proto3,enum=quarry.v1.Role" json:"role,omitempty"`
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// Unset: never expires.
@@ -1090,11 +1097,12 @@ const file_quarry_v1_auth_proto_rawDesc = "" +
 	"\vROLE_VIEWER\x10\x01\x12\x11\n" +
 	"\rROLE_OPERATOR\x10\x02\x12\x0e\n" +
 	"\n" +
-	"ROLE_ADMIN\x10\x03*P\n" +
+	"ROLE_ADMIN\x10\x03*d\n" +
 	"\tTokenKind\x12\x1a\n" +
 	"\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eTOKEN_KIND_API\x10\x01\x12\x13\n" +
-	"\x0fTOKEN_KIND_JOIN\x10\x022\xf5\x01\n" +
+	"\x0fTOKEN_KIND_JOIN\x10\x02\x12\x12\n" +
+	"\x0eTOKEN_KIND_SSO\x10\x032\xf5\x01\n" +
 	"\fTokenService\x12L\n" +
 	"\vCreateToken\x12\x1d.quarry.v1.CreateTokenRequest\x1a\x1e.quarry.v1.CreateTokenResponse\x12I\n" +
 	"\n" +

@@ -14,7 +14,7 @@ import { AdminOnly } from "../../components/AdminOnly";
 import { StateBadge } from "../../components/StateBadge";
 import { useCan, useSession } from "../../lib/session";
 import { matchesSearch } from "../../lib/table";
-import { roleLabel, tokenKindLabel } from "../../lib/labels";
+import { roleLabel, tokenHasRole, tokenKindLabel } from "../../lib/labels";
 import { toDate } from "../../lib/time";
 
 function tokenState(t: Token): string {
@@ -46,7 +46,7 @@ export default function TokensPage() {
   const columns: Column<Token>[] = [
     { key: "name", header: "Name", sort: (t) => t.name, render: (t) => <b>{t.name}{t.id === myTokenId ? " (this session)" : ""}</b> },
     { key: "kind", header: "Kind", sort: (t) => t.kind, render: (t) => tokenKindLabel(t.kind) },
-    { key: "role", header: "Role", sort: (t) => t.role, render: (t) => (t.kind === TokenKind.API ? roleLabel(t.role) : "—") },
+    { key: "role", header: "Role", sort: (t) => t.role, render: (t) => (tokenHasRole(t.kind) ? roleLabel(t.role) : "—") },
     { key: "state", header: "State", sort: (t) => tokenState(t), render: (t) => <StateBadge name={tokenState(t) === "ACTIVE" ? "READY" : "CANCELLED"} /> },
     { key: "status", header: "Status", render: (t) => tokenState(t).toLowerCase() },
     { key: "created", header: "Created", sort: (t) => toDate(t.createdAt)?.getTime(), render: (t) => <RelativeTime value={t.createdAt} /> },
