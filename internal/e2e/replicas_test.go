@@ -434,3 +434,40 @@ func waitEvent(t *testing.T, evs <-chan *quarryv1.Event, d time.Duration, match 
 		}
 	}
 }
+
+// TestReplicasNeedTheSecretKey: a replica on a database whose CA another
+// replica sealed refuses to start without that replica's secret key — a
+// missing key file (which it does not create) or another key — and says
+// what to do.
+func TestReplicasNeedTheSecretKey(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	first := quarrytest.StartServer(t, quarrytest.WithDatabaseURL(url))
+	if fi, err := os.Stat(filepath.Join(first.DataDir, "secret.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the first replica's secret key: %v, %v; want a 0600 file in its data directory", fi, err)
+	}
+	dir := t.TempDir()
+	run := func(keyFile string) string {
+		t.Helper()
+		cmd := exec.Command(quarrytest.Binary(t), "server", "--listen", "127.0.0.1:0", "--data-dir", dir,
+			"--database-url", url, "--secret-key-file", keyFile)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("quarry server --secret-key-file %s started:\n%s", keyFile, out)
+		}
+		return string(out)
+	}
+	missing := filepath.Join(dir, "none.key")
+	if out := run(missing); !strings.Contains(out, "copy that replica's key file") {
+		t.Errorf("without the key file:\n%s", out)
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Errorf("the refused replica created %s", missing)
+	}
+	wrong := filepath.Join(dir, "wrong.key")
+	if err := os.WriteFile(wrong, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(wrong); !strings.Contains(out, "does not open the CA") || !strings.Contains(out, "same --secret-key-file") {
+		t.Errorf("with another key:\n%s", out)
+	}
+}
