@@ -211,6 +211,10 @@ func TestReplicasFailover(t *testing.T) {
 	if err != nil || len(ims.Msg.GetImages()) != 1 || ims.Msg.GetImages()[0].GetName() != "tiny.iso" {
 		t.Fatalf("images after the scan: %v, %v; want tiny.iso", ims.Msg.GetImages(), err)
 	}
+	st, err := b.s.Images.GetScanStatus(t.Context(), connect.NewRequest(&quarryv1.GetScanStatusRequest{}))
+	if err != nil || len(st.Msg.GetLast()) != 1 || st.Msg.GetLast()[0].GetTrigger() != "manual" {
+		t.Fatalf("GetScanStatus on the follower: %v, %v; want the leader's manual scan", st.Msg, err)
+	}
 	if ran, here := a.metric(t, "quarry_scans_total", `trigger="manual"`), b.metric(t, "quarry_scans_total", `trigger="manual"`); ran != 1 || here != 0 {
 		t.Fatalf("manual scans: %v on the leader, %v on the follower; want 1 and 0", ran, here)
 	}

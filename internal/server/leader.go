@@ -209,6 +209,24 @@ type scanRequest struct {
 	Pools []string `json:"pools"`
 }
 
+// scanAnswer is the leader's answer to a scan request.
+type scanAnswer struct {
+	Results []discovery.Result `json:"results"`
+	Error   string             `json:"error,omitempty"`
+}
+
+// statusAnswer is the leader's answer to a scan status request.
+type statusAnswer struct {
+	Running []discovery.Running `json:"running"`
+	Last    []discovery.Result  `json:"last"`
+}
+
+// Kinds of leader requests.
+const (
+	requestScan       = "scan"
+	requestScanStatus = "scan-status"
+)
+
 // scanner is the ISO scanner the API uses: the leader's discovery
 // controller, here or through the database.
 type scanner struct{ s *Server }
@@ -217,27 +235,46 @@ func (sc scanner) Scan(ctx context.Context, poolIDs ...string) ([]discovery.Resu
 	if t := sc.s.leading(); t != nil {
 		return t.scans.Scan(ctx, poolIDs...)
 	}
-	return sc.s.remoteScan(ctx, poolIDs)
+	var ans scanAnswer
+	if err := sc.s.ask(ctx, requestScan, scanRequest{Pools: poolIDs}, &ans); err != nil {
+		return nil, err
+	}
+	if ans.Error != "" {
+		return nil, errclass.New(errclass.Unavailable, "%s", ans.Error)
+	}
+	return ans.Results, nil
 }
 
-// Status is the leader's scans; a follower knows of none.
+// Status is the leader's scans, asked of it on a follower; when no leader
+// answers within 2 s a follower knows of none.
 func (sc scanner) Status() ([]discovery.Running, []discovery.Result) {
 	if t := sc.s.leading(); t != nil {
 		return t.scans.Status()
 	}
-	return nil, nil
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var ans statusAnswer
+	if err := sc.s.ask(ctx, requestScanStatus, struct{}{}, &ans); err != nil {
+		sc.s.log.Debug("asking the leader for its scans", "err", err)
+		return nil, nil
+	}
+	return ans.Running, ans.Last
 }
 
-// remoteScan asks the leader for a scan through a leader request and waits
-// for its answer; it asks again when the leader may have changed.
-func (s *Server) remoteScan(ctx context.Context, pools []string) ([]discovery.Result, error) {
+// ask hands a request to the leader through the database and waits for
+// its answer, which it decodes into answer; it asks again when the leader
+// may have changed meanwhile.
+func (s *Server) ask(ctx context.Context, kind string, request, answer any) error {
 	if s.bus == nil {
-		return nil, errclass.New(errclass.Unavailable, "this control plane is starting; try again in a few seconds")
+		return errclass.New(errclass.Unavailable, "this control plane is starting; try again in a few seconds")
 	}
-	body, _ := json.Marshal(scanRequest{Pools: pools})
-	r := store.LeaderRequest{ID: newRequestID(), Kind: "scan", Request: string(body), Created: time.Now()}
+	body, err := json.Marshal(request)
+	if err != nil {
+		return err
+	}
+	r := store.LeaderRequest{ID: newRequestID(), Kind: kind, Request: string(body), Created: time.Now()}
 	if err := s.store.CreateLeaderRequest(ctx, r); err != nil {
-		return nil, err
+		return err
 	}
 	defer s.store.DeleteLeaderRequest(context.WithoutCancel(ctx), r.ID)
 	for {
@@ -248,7 +285,7 @@ func (s *Server) remoteScan(ctx context.Context, pools []string) ([]discovery.Re
 		case <-ctx.Done():
 			t.Stop()
 			done()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-answered:
 		case <-t.C: // no leader heard it (one was being elected): again
 		}
@@ -256,26 +293,16 @@ func (s *Server) remoteScan(ctx context.Context, pools []string) ([]discovery.Re
 		done()
 		got, err := s.store.GetLeaderRequest(ctx, r.ID)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if !got.Answered {
 			continue
 		}
-		var res scanAnswer
-		if err := json.Unmarshal([]byte(got.Response), &res); err != nil {
-			return nil, fmt.Errorf("the leader's answer to a scan: %w", err)
+		if err := json.Unmarshal([]byte(got.Response), answer); err != nil {
+			return fmt.Errorf("the leader's answer to a %s request: %w", kind, err)
 		}
-		if res.Error != "" {
-			return nil, errclass.New(errclass.Unavailable, "%s", res.Error)
-		}
-		return res.Results, nil
+		return nil
 	}
-}
-
-// scanAnswer is the leader's answer to a scan request.
-type scanAnswer struct {
-	Results []discovery.Result `json:"results"`
-	Error   string             `json:"error,omitempty"`
 }
 
 // answer runs a follower's request in term t and stores the answer.
@@ -293,22 +320,34 @@ func (s *Server) answer(t *term, id string) {
 		s.answering.Unlock()
 	}()
 	r, err := s.store.GetLeaderRequest(t.ctx, id)
-	if err != nil || r.Answered || r.Kind != "scan" {
+	if err != nil || r.Answered {
 		return
 	}
-	var req scanRequest
-	var ans scanAnswer
-	if err := json.Unmarshal([]byte(r.Request), &req); err != nil {
-		ans.Error = "a scan request the leader cannot read: " + err.Error()
-	} else if ans.Results, err = t.scans.Scan(t.ctx, req.Pools...); err != nil {
-		ans.Error = err.Error()
+	var ans any
+	switch r.Kind {
+	case requestScan:
+		var req scanRequest
+		var a scanAnswer
+		if err := json.Unmarshal([]byte(r.Request), &req); err != nil {
+			a.Error = "a scan request the leader cannot read: " + err.Error()
+		} else if a.Results, err = t.scans.Scan(t.ctx, req.Pools...); err != nil {
+			a.Error = err.Error()
+		}
+		ans = a
+	case requestScanStatus:
+		var a statusAnswer
+		a.Running, a.Last = t.scans.Status()
+		ans = a
+	default:
+		s.log.Warn("a follower's request of an unknown kind; is it running another version?", "request", id, "kind", r.Kind)
+		return
 	}
 	if t.ctx.Err() != nil {
 		return // stepped down: the next leader answers
 	}
 	body, _ := json.Marshal(ans)
 	if err := s.store.AnswerLeaderRequest(context.WithoutCancel(t.ctx), id, string(body)); err != nil && !errors.Is(err, store.ErrConflict) {
-		s.log.Warn("answering a follower's scan", "request", id, "err", err)
+		s.log.Warn("answering a follower's request", "request", id, "kind", r.Kind, "err", err)
 		return
 	}
 	s.bus.send(message{From: s.replica, Kind: "answered", ID: id})

@@ -425,7 +425,12 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 // settling counts, by pool name, the files the last scan of each pool left
 // waiting to settle (for the metrics).
 func (s *Server) settling() map[string]int {
-	_, last := scanner{s}.Status()
+	// The leader's only: a follower would ask the leader at every scrape.
+	t := s.leading()
+	if t == nil {
+		return nil
+	}
+	_, last := t.scans.Status()
 	out := make(map[string]int, len(last))
 	for _, r := range last {
 		if r.PoolName != "" && !r.Skipped {
