@@ -168,7 +168,8 @@ func (s *Server) stepDown(why string) {
 }
 
 // toLeader hands a job to the leader's controller of its kind ("download",
-// "verify"): this replica's when it leads, the leader's through the
+// "verify"), or tells it a node changed state ("node" and the node's id):
+// this replica's when it leads, the leader's through the
 // database otherwise. A job the leader misses while leadership changes is
 // re-adopted by the next term, which starts with every unfinished job.
 func (s *Server) toLeader(kind, id string) {
@@ -187,6 +188,8 @@ func (t *term) enqueue(kind, id string) {
 		t.dls.Enqueue(id)
 	case "verify":
 		t.checks.Enqueue(id)
+	case "node":
+		t.dls.NodeChanged()
 	}
 }
 

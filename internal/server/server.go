@@ -278,15 +278,12 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	m := metrics.New(reg)
 	// The leader's download controller looks at its jobs again whenever a
-	// node changes state.
+	// node changes state, also when a follower saw it (an agent that
+	// started announced itself there).
 	var s *Server
 	link := nodelink.New(nodelink.Config{
-		Store: st,
-		OnStateChange: func(store.Node) {
-			if t := s.leading(); t != nil {
-				t.dls.NodeChanged()
-			}
-		},
+		Store:         st,
+		OnStateChange: func(n store.Node) { s.toLeader("node", n.ID) },
 		Interval:   cfg.HealthInterval,
 		MaxBackoff: cfg.MaxBackoff,
 		Issuer:     newIssuer(ca, cfg.AgentCertTTL),
