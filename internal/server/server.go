@@ -284,11 +284,11 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	link := nodelink.New(nodelink.Config{
 		Store:         st,
 		OnStateChange: func(n store.Node) { s.toLeader("node", n.ID) },
-		Interval:   cfg.HealthInterval,
-		MaxBackoff: cfg.MaxBackoff,
-		Issuer:     newIssuer(ca, cfg.AgentCertTTL),
-		Registerer: reg,
-		Logger:     cfg.Logger,
+		Interval:      cfg.HealthInterval,
+		MaxBackoff:    cfg.MaxBackoff,
+		Issuer:        newIssuer(ca, cfg.AgentCertTTL),
+		Registerer:    reg,
+		Logger:        cfg.Logger,
 	})
 	// Placement ranks nodes by the RUNNING jobs in the store, not by what
 	// one controller happens to be watching.
