@@ -21,6 +21,7 @@ import (
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/origintest"
 	"github.com/quarry-project/quarry/internal/quarrytest"
+	"github.com/quarry-project/quarry/internal/server"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/store/pgtest"
 	"github.com/quarry-project/quarry/internal/store/sqlstore"
@@ -474,4 +475,36 @@ func TestReplicasNeedTheSecretKey(t *testing.T) {
 	if out := run(wrong); !strings.Contains(out, "does not open the CA") || !strings.Contains(out, "same --secret-key-file") {
 		t.Errorf("with another key:\n%s", out)
 	}
+}
+
+// TestReplicasGracefulHandover: a leader that stops gives the lease up, so
+// a follower leads within a second or so rather than a lease's lifetime.
+// The follower, started second on the database, makes no admin token of
+// its own: the first replica's works on it.
+func TestReplicasGracefulHandover(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	a := quarrytest.StartServer(t, quarrytest.WithDatabaseURL(url))
+	key := filepath.Join(a.DataDir, "secret.key")
+	// The test harness reads the admin token from the data directory: the
+	// first replica's is put there, and must stay as it is.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "admin.token"), []byte(a.AdminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := quarrytest.StartServer(t, quarrytest.WithDatabaseURL(url), quarrytest.WithDataDir(dir),
+		func(c *server.Config) { c.SecretKeyFile = key })
+	if b.AdminToken != a.AdminToken {
+		t.Fatalf("the second replica wrote an admin token of its own")
+	}
+	ra, rb := &replica{name: "a", s: a}, &replica{name: "b", s: b}
+	ra.waitLeading(t, 5*time.Second)
+	if body, _ := rb.readyz(); !strings.HasPrefix(body, "ready: follower") {
+		t.Fatalf("b: %q; want a follower", body)
+	}
+	if _, err := b.Nodes.ListNodes(t.Context(), connect.NewRequest(&quarryv1.ListNodesRequest{})); err != nil {
+		t.Fatalf("the first replica's admin token on the second: %v", err)
+	}
+	a.Stop()
+	took := rb.waitLeading(t, 3*time.Second)
+	t.Logf("handover after a graceful stop: %v", took.Round(10*time.Millisecond))
 }
