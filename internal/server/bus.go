@@ -43,6 +43,8 @@ type bus struct {
 	// onMessage handles work messages from other replicas (and from
 	// this one: a request this replica made while it led).
 	onMessage func(m message)
+	// onReconnect is called when listening starts again.
+	onReconnect func()
 
 	out chan message
 
@@ -114,9 +116,13 @@ func (b *bus) listen(ctx context.Context) {
 			c.Close(context.Background())
 			continue
 		}
-		// Whatever happened while not listening is unknown: watchers refetch.
+		// Whatever happened while not listening is unknown: watchers
+		// refetch, waiters look, and the leader looks at every job.
 		b.hub.Deliver(events.Event{Resource: events.Resync})
 		b.wakeAll()
+		if b.onReconnect != nil {
+			b.onReconnect()
+		}
 		for {
 			n, err := c.WaitForNotification(ctx)
 			if err != nil {

@@ -67,6 +67,39 @@ func (t *term) start(s *Server) {
 	t.wg.Go(func() { t.dls.Run(t.ctx) })
 	t.wg.Go(func() { t.checks.Run(t.ctx) })
 	t.wg.Go(func() { s.uploads.Run(t.ctx) })
+	t.wg.Go(func() { t.sweeps(s) })
+}
+
+// sweepEvery is how often the leader looks at every unfinished job: a
+// notification from a follower may be lost (the listening connection
+// broke), and this bounds what that delays.
+const sweepEvery = 30 * time.Second
+
+// sweeps queues every unfinished job every sweepEvery, and when the bus
+// asks for it (it reconnected), until the term ends.
+func (t *term) sweeps(s *Server) {
+	tick := time.NewTicker(sweepEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-tick.C:
+		case <-s.resweep:
+		}
+		jobs, err := s.store.ListJobs(t.ctx, store.JobFilter{States: []store.JobState{store.JobQueued, store.JobRunning}})
+		if err != nil {
+			continue
+		}
+		for _, j := range jobs {
+			switch j.Kind {
+			case "", "download":
+				t.dls.Enqueue(j.ID)
+			case verify.Kind:
+				t.checks.Enqueue(j.ID)
+			}
+		}
+	}
 }
 
 // stop ends the term and returns once every goroutine it started has.

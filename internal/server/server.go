@@ -157,6 +157,7 @@ type Server struct {
 	// nil while it follows; lost is signalled by a fenced write.
 	term      atomic.Pointer[term]
 	lost      chan struct{}
+	resweep   chan struct{} // the leader looks at every unfinished job
 	replica   string
 	leaseTTL  time.Duration
 	leaseSeen atomic.Pointer[store.Lease]
@@ -294,10 +295,16 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	// one controller happens to be watching.
 	s = &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements, proxies: proxies, certs: certs, sso: sso,
 		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)},
-		lost:    make(chan struct{}, 1), replica: replicaID(), leaseTTL: cmp.Or(cfg.LeaseTTL, defaultLeaseTTL), inFlight: map[string]bool{}}
+		lost:    make(chan struct{}, 1), resweep: make(chan struct{}, 1), replica: replicaID(), leaseTTL: cmp.Or(cfg.LeaseTTL, defaultLeaseTTL), inFlight: map[string]bool{}}
 	if cfg.DatabaseURL != "" {
 		s.bus = newBus(cfg.DatabaseURL, s.replica, raw, changes, cfg.Logger)
 		s.bus.onMessage = s.onMessage
+		s.bus.onReconnect = func() {
+			select {
+			case s.resweep <- struct{}{}:
+			default:
+			}
+		}
 	}
 	reg.MustRegister(&metrics.StoreCollector{Store: st, Settling: s.settling, Logger: cfg.Logger})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
