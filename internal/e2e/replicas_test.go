@@ -169,7 +169,13 @@ func twoReplicas(t *testing.T) (a, b *replica, ag *quarrytest.Agent, poolID, poo
 	s.Stop()
 	// Written before any replica watches the pool: only a scan finds it.
 	mkdir(t, filepath.Join(poolDir, "iso"))
-	if err := os.WriteFile(filepath.Join(poolDir, "iso", "tiny.iso"), make([]byte, 64<<10), 0o644); err != nil {
+	iso := filepath.Join(poolDir, "iso", "tiny.iso")
+	if err := os.WriteFile(iso, make([]byte, 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Settled long ago: a scan registers it at once instead of waiting.
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(iso, old, old); err != nil {
 		t.Fatal(err)
 	}
 
