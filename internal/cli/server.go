@@ -54,6 +54,9 @@ loopback only, for a first try.`,
 			if !cmd.Flags().Changed("database-url") {
 				cfg.DatabaseURL = os.Getenv("QUARRY_DATABASE_URL")
 			}
+			if cfg.LeaseTTL < time.Second {
+				return usageErrorf("--lease-ttl %v: give at least 1s (the leader renews it every third of it)", cfg.LeaseTTL)
+			}
 			if oidcSecretFile != "" {
 				b, err := os.ReadFile(oidcSecretFile)
 				if err != nil {
@@ -96,6 +99,8 @@ loopback only, for a first try.`,
 	f.StringVar(&cfg.Listen, "listen", ":8080", "address of the API and web page (with --dev: 127.0.0.1:8080)")
 	f.StringVar(&cfg.DataDir, "data-dir", defaultDataDir, "directory for the database (with --dev: $TMPDIR/quarry-dev-$UID)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://user:password@host:5432/db?sslmode=...) instead of SQLite in --data-dir (env QUARRY_DATABASE_URL)")
+	f.StringVar(&cfg.SecretKeyFile, "secret-key-file", "", "with --database-url: the key that seals the CA in the database (default <data-dir>/secret.key; the first replica creates it, give the others a copy)")
+	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 6*time.Second, "with several replicas: how long the leader lease lasts unrenewed; a lost leader is replaced within about 7/6 of it")
 	f.DurationVar(&cfg.HealthInterval, "health-interval", 5*time.Second, "how often every node is checked")
 	f.DurationVar(&cfg.ScanInterval, "scan-interval", 5*time.Minute, "how often every pool is scanned for ISOs (0 turns periodic scans off; agents' file events and manual scans still work)")
 	f.DurationVar(&cfg.ScanDelay, "scan-delay", 5*time.Second, "wait before the first scan of every pool after start")

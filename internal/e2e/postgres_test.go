@@ -57,7 +57,7 @@ func TestPostgresControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := resp.Msg.GetJob(); got.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED || got.GetImageId() != im.GetId() ||
-		len(historyOf(got)) != len(historyOf(j)) {
+		len(historyOf(got)) < len(historyOf(j)) {
 		t.Errorf("job after the restart:\n %v\nwant\n %v", got, j)
 	}
 	imgs, err := s.Images.ListImages(t.Context(), connect.NewRequest(&quarryv1.ListImagesRequest{StoragePoolId: pool.GetId()}))

@@ -52,6 +52,17 @@ type Event struct {
 type Hub struct {
 	mu   sync.Mutex
 	subs map[*Subscription]struct{}
+	// forward, when set, also gets what Publish sends (not what Deliver
+	// does): to other control-plane replicas.
+	forward func([]Event)
+}
+
+// Forward makes Publish also hand its events to f, which must not block;
+// Deliver does not. Set it before events flow.
+func (h *Hub) Forward(f func([]Event)) {
+	h.mu.Lock()
+	h.forward = f
+	h.mu.Unlock()
 }
 
 // NewHub returns a hub without subscribers.
@@ -86,8 +97,24 @@ func (s *Subscription) Close() {
 	s.hub.mu.Unlock()
 }
 
-// Publish sends evs to every subscriber without blocking.
+// Publish sends evs to every subscriber without blocking, and forwards
+// them when a forward is set.
 func (h *Hub) Publish(evs ...Event) {
+	if len(evs) == 0 {
+		return
+	}
+	h.Deliver(evs...)
+	h.mu.Lock()
+	f := h.forward
+	h.mu.Unlock()
+	if f != nil {
+		f(evs)
+	}
+}
+
+// Deliver sends evs to this hub's subscribers only: events that came from
+// another replica.
+func (h *Hub) Deliver(evs ...Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {

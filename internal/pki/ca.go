@@ -207,3 +207,36 @@ func (ca *CA) sign(tmpl *x509.Certificate, pub any, ttl time.Duration, now time.
 	}
 	return x509.ParseCertificate(der)
 }
+
+// LoadCADir loads the CA kept in dir by LoadOrCreateCA; found is false when
+// dir holds none.
+func LoadCADir(dir string) (ca *CA, found bool, err error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, caCertFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("reading the CA certificate: %w", err)
+	}
+	ca, err = loadCA(certPEM, filepath.Join(dir, caKeyFile))
+	return ca, err == nil, err
+}
+
+// ParseCA makes a CA of its certificate and key, both PEM.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	cert, err := ParseCert(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("the CA certificate: %w", err)
+	}
+	key, err := ParseKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("the CA key: %w", err)
+	}
+	if !SameKey(cert, key) || !cert.IsCA {
+		return nil, errors.New("the CA key does not belong to the CA certificate, or it is not a CA certificate")
+	}
+	return newCA(cert, key), nil
+}
+
+// KeyPEM returns the CA's private key as PEM, for storing it sealed.
+func (ca *CA) KeyPEM() ([]byte, error) { return EncodeKey(ca.key) }

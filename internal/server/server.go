@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -27,9 +28,8 @@ import (
 	"github.com/quarry-project/quarry/internal/auth"
 	"github.com/quarry-project/quarry/internal/catalog"
 	"github.com/quarry-project/quarry/internal/dirlock"
-	"github.com/quarry-project/quarry/internal/discovery"
-	"github.com/quarry-project/quarry/internal/download"
 	"github.com/quarry-project/quarry/internal/events"
+	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/httpguard"
 	"github.com/quarry-project/quarry/internal/metrics"
@@ -40,7 +40,6 @@ import (
 	"github.com/quarry-project/quarry/internal/store/sqlstore"
 	"github.com/quarry-project/quarry/internal/upload"
 	"github.com/quarry-project/quarry/internal/urlpolicy"
-	"github.com/quarry-project/quarry/internal/verify"
 	"github.com/quarry-project/quarry/web"
 )
 
@@ -52,6 +51,13 @@ type Config struct {
 	DataDir string
 	// DatabaseURL selects PostgreSQL (postgres://...) instead of SQLite.
 	DatabaseURL string
+	// SecretKeyFile holds the key that seals the CA in a PostgreSQL
+	// database (default <data-dir>/secret.key; the first replica creates
+	// it, the others need a copy).
+	SecretKeyFile string
+	// LeaseTTL is how long the leader lease lasts unrenewed (default 6 s):
+	// a replica that dies is replaced within about 7/6 of it.
+	LeaseTTL time.Duration
 	// HealthInterval is the node health-check interval (default 5 s).
 	HealthInterval time.Duration
 	// MaxBackoff caps the retry delay of failing nodes (default 6 × interval).
@@ -143,14 +149,26 @@ type Server struct {
 	store   store.Store
 	link    *nodelink.Link
 	chooser *placement.Chooser
-	scans   *discovery.Controller
-	dls     *download.Controller
-	checks  *verify.Controller
 	uploads *upload.Service
 	catalog *catalog.Catalog
 	policy  *urlpolicy.Policy
-	events  *nodelink.EventWatcher
-	changes *events.Hub // what the dashboards' event streams hear
+	// agentPolicy is the URL policy the agents' downloads go by.
+	agentPolicy *agentv1.URLPolicy
+	changes     *events.Hub // what the dashboards' event streams hear
+
+	// Leadership among replicas (leader.go): the term this replica leads,
+	// nil while it follows; lost is signalled by a fenced write.
+	term      atomic.Pointer[term]
+	lost      chan struct{}
+	resweep   chan struct{} // the leader looks at every unfinished job
+	replica   string
+	leaseTTL  time.Duration
+	leaseSeen atomic.Pointer[store.Lease]
+	// bus carries events and work between replicas (PostgreSQL only).
+	bus *bus
+	// answering guards inFlight, the followers' requests being answered.
+	answering sync.Mutex
+	inFlight  map[string]bool
 	// statements counts the SQL statements run against the store.
 	statements func() uint64
 	ca         *pki.CA
@@ -240,7 +258,12 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.AgentCertTTL <= 0 {
 		cfg.AgentCertTTL = defaultAgentCertTTL
 	}
-	ca, err := openCA(cfg)
+	var ca *pki.CA
+	if cfg.DatabaseURL != "" {
+		ca, err = openSharedCA(ctx, cfg, raw)
+	} else {
+		ca, err = openCA(cfg)
+	}
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -261,12 +284,13 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 		}, func() float64 { return float64(statements()) }))
 	}
 	m := metrics.New(reg)
-	// The download controller looks at its jobs again whenever a node
-	// changes state; it is made after the link, which tells it.
-	var dls *download.Controller
+	// The leader's download controller looks at its jobs again whenever a
+	// node changes state, also when a follower saw it (an agent that
+	// started announced itself there).
+	var s *Server
 	link := nodelink.New(nodelink.Config{
 		Store:         st,
-		OnStateChange: func(store.Node) { dls.NodeChanged() },
+		OnStateChange: func(n store.Node) { s.toLeader("node", n.ID) },
 		Interval:      cfg.HealthInterval,
 		MaxBackoff:    cfg.MaxBackoff,
 		Issuer:        newIssuer(ca, cfg.AgentCertTTL),
@@ -275,15 +299,33 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	// Placement ranks nodes by the RUNNING jobs in the store, not by what
 	// one controller happens to be watching.
-	s := &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements, proxies: proxies, certs: certs, sso: sso,
-		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)}}
-	s.scans = discovery.New(discovery.Config{
-		Store: st, Chooser: s.chooser, Lister: isoLister{link},
-		StartDelay: cfg.ScanDelay, Interval: cfg.ScanInterval, Settle: cfg.ScanSettle,
-		Metrics: m, Logger: cfg.Logger,
-	})
+	s = &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements, proxies: proxies, certs: certs, sso: sso,
+		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)},
+		lost:    make(chan struct{}, 1), resweep: make(chan struct{}, 1), replica: replicaID(), leaseTTL: cmp.Or(cfg.LeaseTTL, defaultLeaseTTL), inFlight: map[string]bool{}}
+	if cfg.DatabaseURL != "" {
+		s.bus = newBus(cfg.DatabaseURL, s.replica, raw, changes, cfg.Logger)
+		s.bus.onMessage = s.onMessage
+		s.bus.onReconnect = func() {
+			select {
+			case s.resweep <- struct{}{}:
+			default:
+			}
+		}
+	}
 	reg.MustRegister(&metrics.StoreCollector{Store: st, Settling: s.settling, Logger: cfg.Logger})
-	s.events = link.NewEventWatcher(poolEvents(s.scans))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "quarry_leader",
+		Help: "1 when this control-plane replica leads (runs the background work), 0 on a follower.",
+	}, func() float64 {
+		if s.leading() != nil {
+			return 1
+		}
+		return 0
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "quarry_leader_epoch",
+		Help: "The leader lease's epoch as this replica last saw it: it grows by one at every change of leader.",
+	}, func() float64 { _, e, _ := s.leaderState(); return float64(e) }))
 	if s.catalog, err = loadCatalog(cfg); err != nil {
 		st.Close()
 		return nil, err
@@ -293,15 +335,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	s.policy = policy
-	dls = download.New(download.Config{
-		Store: st, Chooser: s.chooser, Agents: agentDownloads{link}, Policy: agentPolicy,
-		PerNode: cfg.MaxDownloadsPerNode, Global: cfg.MaxDownloads,
-		MaxAttempts: cfg.DownloadMaxAttempts, RetryWindow: cfg.DownloadRetryWindow, RetryBase: cfg.DownloadRetryBase,
-		Metrics: m, Logger: cfg.Logger,
-	})
-	s.dls = dls
-	s.checks = verify.New(verify.Config{Store: st, Chooser: s.chooser, Hasher: fileHasher{link}, Logger: cfg.Logger})
+	s.policy, s.agentPolicy = policy, agentPolicy
 	s.uploads = s.newUploads()
 	s.handler = s.routes(reg)
 	return s, nil
@@ -360,12 +394,14 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Write(s.ca.PEM())
 	})
-	mux.Handle(quarryv1connect.NewImageServiceHandler(&api.ImageService{Store: s.store, Scanner: s.scans,
+	toDownloads := func(id string) { s.toLeader("download", id) }
+	mux.Handle(quarryv1connect.NewImageServiceHandler(&api.ImageService{Store: s.store, Scanner: scanner{s},
 		Files:      fileDeleter{s.chooser, s.link},
-		Downloads:  api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: s.dls.Enqueue, Reachable: s.reachable},
-		VerifyJobs: s.checks.Enqueue,
+		Downloads:  api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: toDownloads, Reachable: s.reachable},
+		VerifyJobs: func(id string) { s.toLeader("verify", id) },
 		Logger:     s.log, Now: now}, opts...))
-	enqueueJob := func(id string) { s.dls.Enqueue(id); s.checks.Enqueue(id); s.uploads.Enqueue(id) }
+	// Uploads are followed where their bytes arrive; the rest by the leader.
+	enqueueJob := func(id string) { s.toLeader("download", id); s.toLeader("verify", id); s.uploads.Enqueue(id) }
 	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: enqueueJob, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
 	mux.Handle(quarryv1connect.NewEventServiceHandler(&api.EventService{Store: s.store, Hub: s.changes, Logger: s.log,
@@ -384,7 +420,14 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 			http.Error(w, "store unavailable: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintln(w, "ready")
+		// Followers serve the whole API too: both are ready.
+		if leading, epoch, _ := s.leaderState(); leading {
+			fmt.Fprintf(w, "ready: leader (epoch %d)\n", epoch)
+		} else if _, _, holder := s.leaderState(); holder != "" {
+			fmt.Fprintf(w, "ready: follower (leader %s, epoch %d)\n", holder, epoch)
+		} else {
+			fmt.Fprintln(w, "ready: follower (no leader yet)")
+		}
 	})
 	dashboard(mux, web.Dist())
 	return s.front(guard, mux, opts)
@@ -393,7 +436,12 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 // settling counts, by pool name, the files the last scan of each pool left
 // waiting to settle (for the metrics).
 func (s *Server) settling() map[string]int {
-	_, last := s.scans.Status()
+	// The leader's only: a follower would ask the leader at every scrape.
+	t := s.leading()
+	if t == nil {
+		return nil
+	}
+	_, last := t.scans.Status()
 	out := make(map[string]int, len(last))
 	for _, r := range last {
 		if r.PoolName != "" && !r.Skipped {
@@ -430,17 +478,20 @@ func (s *Server) CA() *pki.CA { return s.ca }
 // exited. Close releases the store after.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
-	// The background loops: node health, agents' file events, ISO scans,
-	// downloads, uploads, expired logins. They stop before Serve returns,
-	// however it returns.
+	// The background loops (node health, agents' file events, ISO scans,
+	// downloads…) run in the leader's term, which the election loop starts
+	// and stops; the first election is held before the API serves, so a
+	// single control plane leads from its first request. They stop before
+	// Serve returns, however it returns.
 	var loops sync.WaitGroup
+	// Expired logins are swept on every replica: the deletes are safe to
+	// repeat.
 	loops.Go(func() { s.auth.RunSweeps(ctx, s.cfg.SweepInterval) })
-	loops.Go(func() { s.link.Run(ctx) })
-	loops.Go(func() { s.events.Run(ctx) })
-	loops.Go(func() { s.scans.Run(ctx) })
-	loops.Go(func() { s.dls.Run(ctx) })
-	loops.Go(func() { s.checks.Run(ctx) })
-	loops.Go(func() { s.uploads.Run(ctx) })
+	if s.bus != nil {
+		loops.Go(func() { s.bus.Run(ctx) })
+	}
+	s.campaign(ctx)
+	loops.Go(func() { s.elect(ctx) })
 	defer func() {
 		cancel()
 		loops.Wait()

@@ -18,11 +18,9 @@ const defaultAgentCertTTL = 30 * 24 * time.Hour
 // remains, so it can be short.
 const controlPlaneCertTTL = 24 * time.Hour
 
-// openCA loads the CA from <data-dir>/ca, creating it on the first start.
-//
-// TODO: several replicas on PostgreSQL need one CA; it belongs in the store
-// (key encrypted) once PostgreSQL is supported. Until then it lives with
-// the SQLite file it goes with.
+// openCA loads the CA from <data-dir>/ca, creating it on the first start:
+// on SQLite it lives with the database file it goes with. On PostgreSQL,
+// whose replicas share it, it is in the database (openSharedCA).
 func openCA(cfg Config) (*pki.CA, error) {
 	dir := filepath.Join(cfg.DataDir, "ca")
 	ca, created, err := pki.LoadOrCreateCA(dir, time.Now())

@@ -63,6 +63,14 @@ type Dialect struct {
 	// out at insert, not at commit, so concurrent transactions may commit
 	// out of id order; readers paging backwards by id are unaffected.
 	SerialPrimaryKey string
+	// NowMicros is an SQL expression of the database's clock, in unix
+	// microseconds: the leader lease's expiry goes by it, so replicas'
+	// clocks need not agree.
+	NowMicros string
+	// ForShare, appended to a SELECT of one row, locks the row against
+	// updates until the transaction ends (PostgreSQL " FOR SHARE"); empty
+	// where a write transaction already excludes every other (SQLite).
+	ForShare string
 }
 
 // Q returns query in the dialect's placeholder syntax.

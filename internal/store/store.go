@@ -120,6 +120,8 @@ type Store interface {
 	JobStore
 	TokenStore
 	AuditStore
+	LeaseStore
+	SecretStore
 
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error

@@ -14,8 +14,13 @@ import (
 var copyTables = []string{
 	"nodes", "pools", "pool_assignments", "pool_mounts",
 	"tokens", "sessions", "audit_log",
-	"images", "jobs", "job_events",
+	"images", "jobs", "job_events", "secrets",
 }
+
+// notCopied are the tables of one running installation that a copy leaves
+// behind: the leader lease (the target's first replica takes it anew) and
+// requests between replicas.
+var notCopied = []string{"leader_lease", "leader_requests"}
 
 // serialTables have a {{serial_pk}} id, which is copied as is; the target's
 // counter then continues after the largest.

@@ -46,6 +46,13 @@ func OpenPostgres(ctx context.Context, url string) (*Store, error) {
 		// pgx's message leaves the password out.
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
+	// A replica paused in the middle of a transaction (SIGSTOP, a VM
+	// frozen) would hold the leader lease's row lock and block every
+	// takeover: the server ends such sessions. Every transaction of the
+	// store is short and busy.
+	if _, set := cfg.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		cfg.RuntimeParams["idle_in_transaction_session_timeout"] = "4000"
+	}
 	where := fmt.Sprintf("postgres %s", describe(cfg))
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(maxPostgresConns)
@@ -80,6 +87,8 @@ func PostgresDialect() store.Dialect {
 		Name:             "postgres",
 		Rebind:           RebindDollar,
 		SerialPrimaryKey: "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+		NowMicros:        "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
+		ForShare:         " FOR SHARE",
 		// Transaction-scoped: released at commit or rollback, so a replica
 		// that dies mid-migration cannot leave it held.
 		MigrationLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey),

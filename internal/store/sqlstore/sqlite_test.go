@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -139,8 +140,10 @@ func TestSQLiteMigrationsIdempotent(t *testing.T) {
 	if err != nil || len(files) < 2 {
 		t.Fatalf("migration files: %v, %v", files, err)
 	}
-	if n != len(files) || version != len(files) {
-		t.Errorf("schema_migrations holds %d rows up to version %d, want %d rows, version %d", n, version, len(files), len(files))
+	// Versions may have gaps (a number reserved for a change not merged).
+	last, _, _ := strings.Cut(filepath.Base(files[len(files)-1]), "_")
+	if n != len(files) || strconv.Itoa(version) != strings.TrimLeft(last, "0") {
+		t.Errorf("schema_migrations holds %d rows up to version %d, want %d rows, version %s", n, version, len(files), last)
 	}
 	var mode string
 	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {

@@ -58,21 +58,39 @@ func (s *Store) q(query string) string {
 // idle control plane costs its database.
 func (s *Store) Statements() uint64 { return s.statements.Load() }
 
-// exec runs a single statement outside a transaction.
+// exec runs a single statement outside a transaction, or inside one that
+// checks the fence when ctx carries one (a leader's controller writes).
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return s.db.ExecContext(ctx, s.q(query), args...)
+	if _, fenced := store.FenceFrom(ctx); !fenced {
+		return s.db.ExecContext(ctx, s.q(query), args...)
+	}
+	var res sql.Result
+	err := s.tx(ctx, func(tx *txn) error {
+		var err error
+		res, err = tx.exec(ctx, query, args...)
+		return err
+	})
+	return res, err
 }
 
 // tx runs fn in a transaction and commits when it returns nil. Writes that
 // check before they change go through here so the check and the change see
-// the same state.
+// the same state. When ctx carries a fence, the transaction first checks
+// that the lease is still at the fence's epoch, and holds the lease row
+// shared so that no takeover commits before it does.
 func (s *Store) tx(ctx context.Context, fn func(tx *txn) error) error {
 	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer sqlTx.Rollback() //nolint:errcheck // no-op after Commit
-	if err := fn(&txn{Tx: sqlTx, s: s}); err != nil {
+	t := &txn{Tx: sqlTx, s: s}
+	if f, fenced := store.FenceFrom(ctx); fenced {
+		if err := t.checkFence(ctx, f); err != nil {
+			return err
+		}
+	}
+	if err := fn(t); err != nil {
 		return err
 	}
 	return sqlTx.Commit()

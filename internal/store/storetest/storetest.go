@@ -52,6 +52,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("PoolWithJobs", func(t *testing.T) { testPoolWithJobs(t, open) })
 	t.Run("JobConcurrency", func(t *testing.T) { testJobConcurrency(t, open) })
 	t.Run("Context", func(t *testing.T) { testContext(t, open) })
+	t.Run("Lease", func(t *testing.T) { testLease(t, open) })
+	t.Run("LeaseRace", func(t *testing.T) { testLeaseRace(t, open) })
+	t.Run("FencedWrites", func(t *testing.T) { testFencedWrites(t, open) })
+	t.Run("LeaderRequests", func(t *testing.T) { testLeaderRequests(t, open) })
+	t.Run("Secrets", func(t *testing.T) { testSecrets(t, open) })
 }
 
 // t0 is microsecond-aligned because stores keep microseconds.
