@@ -156,17 +156,25 @@ func (s *JobService) WatchJob(ctx context.Context, req *connect.Request[quarryv1
 	if every <= 0 {
 		every = 250 * time.Millisecond
 	}
-	var last time.Time
-	var lastState store.JobState
+	// What a watcher sees change: progress is saved without touching
+	// UpdatedAt, so it is compared too.
+	type seen struct {
+		state          store.JobState
+		phase, message string
+		done           int64
+	}
+	var last seen
+	var lastUpdated time.Time
 	t := time.NewTicker(every)
 	defer t.Stop()
-	for {
+	for first := true; ; first = false {
 		j, err := s.get(ctx, req.Msg.GetId())
 		if err != nil {
 			return toConnect(ctx, s.Logger, err)
 		}
-		if !j.UpdatedAt.Equal(last) || j.State != lastState {
-			last, lastState = j.UpdatedAt, j.State
+		now := seen{j.State, j.Phase, j.Message, j.BytesDone}
+		if first || now != last || !j.UpdatedAt.Equal(lastUpdated) {
+			last, lastUpdated = now, j.UpdatedAt
 			v, err := jobView(ctx, s.Store, j, !j.State.Active())
 			if err != nil {
 				return toConnect(ctx, s.Logger, err)

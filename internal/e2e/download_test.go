@@ -293,3 +293,36 @@ func TestDownloadReadoptedAfterControlPlaneRestart(t *testing.T) {
 		t.Errorf("images after the restart: %v, %v; want exactly one", imgs.Msg.GetImages(), err)
 	}
 }
+
+// TestWatchJobShowsProgress: WatchJob sends the job as its bytes come in,
+// not only when its state changes.
+func TestWatchJobShowsProgress(t *testing.T) {
+	c := newCluster(t)
+	o := origintest.New(t)
+	f := o.Add("/slow.raw", origintest.Random(8*mib, 12))
+	f.RateLimit(2 * mib)
+	pool := localPool(t, c)
+	m := download(t, c.s, pool.GetId(), f.URL(), "sha256:"+f.SHA256())
+	stream, err := c.s.Jobs.WatchJob(t.Context(), connect.NewRequest(&quarryv1.WatchJobRequest{Id: m.GetJob().GetId()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	running := map[uint64]bool{} // distinct byte counts seen while RUNNING
+	var last *quarryv1.Job
+	for stream.Receive() {
+		last = stream.Msg().GetJob()
+		if last.GetState() == quarryv1.JobState_JOB_STATE_RUNNING && last.GetProgress().GetBytesDone() > 0 {
+			running[last.GetProgress().GetBytesDone()] = true
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if last.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("the stream ended with %v", last)
+	}
+	if len(running) < 2 {
+		t.Errorf("WatchJob sent %d distinct byte counts while the 4 s download ran; want its progress", len(running))
+	}
+}
