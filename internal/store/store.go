@@ -120,6 +120,7 @@ type Store interface {
 	JobStore
 	TokenStore
 	AuditStore
+	CatalogStore
 
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error

@@ -15,6 +15,7 @@ var copyTables = []string{
 	"nodes", "pools", "pool_assignments", "pool_mounts",
 	"tokens", "sessions", "audit_log",
 	"images", "jobs", "job_events",
+	"catalog_refresh", "catalog_builds",
 }
 
 // serialTables have a {{serial_pk}} id, which is copied as is; the target's
