@@ -36,6 +36,7 @@ import (
 	"github.com/quarry-project/quarry/internal/nodelink"
 	"github.com/quarry-project/quarry/internal/pki"
 	"github.com/quarry-project/quarry/internal/placement"
+	"github.com/quarry-project/quarry/internal/refresh"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/store/sqlstore"
 	"github.com/quarry-project/quarry/internal/upload"
@@ -76,6 +77,11 @@ type Config struct {
 	ScanSettle   time.Duration
 	// CatalogFiles add entries to the built-in catalog (--catalog).
 	CatalogFiles []string
+	// CatalogRefresh is how often upstream is checked for new builds of
+	// the catalog images present in pools (--catalog-refresh; 0: only when
+	// asked); CatalogKeep how many builds are kept per pool (default 2).
+	CatalogRefresh time.Duration
+	CatalogKeep    int
 	// URLAllow and URLDeny are the download URL policy's host and CIDR
 	// lists (--url-allow, --url-deny); AllowLoopbackURLs lets downloads
 	// reach loopback addresses (tests, local mirrors).
@@ -143,6 +149,7 @@ type Server struct {
 	scans   *discovery.Controller
 	dls     *download.Controller
 	checks  *verify.Controller
+	refresh *refresh.Controller
 	uploads *upload.Service
 	catalog *catalog.Catalog
 	policy  *urlpolicy.Policy
@@ -295,6 +302,11 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 		Metrics: m, Logger: cfg.Logger,
 	})
 	s.dls = dls
+	s.refresh = refresh.New(refresh.Config{
+		Store: st, Catalog: s.catalog, Interval: cfg.CatalogRefresh, Keep: cfg.CatalogKeep,
+		Client: catalogClient(policy), Enqueue: dls.Enqueue, Files: fileDeleter{s.chooser, s.link},
+		Hub: changes, Logger: cfg.Logger,
+	})
 	s.checks = verify.New(verify.Config{Store: st, Chooser: s.chooser, Hasher: fileHasher{link}, Logger: cfg.Logger})
 	s.uploads = s.newUploads()
 	s.handler = s.routes(reg)
@@ -357,6 +369,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		Files:      fileDeleter{s.chooser, s.link},
 		Downloads:  api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: s.dls.Enqueue, Reachable: s.reachable},
 		VerifyJobs: s.checks.Enqueue,
+		Refresh:    s.refresh,
 		Logger:     s.log, Now: now}, opts...))
 	enqueueJob := func(id string) { s.dls.Enqueue(id); s.checks.Enqueue(id); s.uploads.Enqueue(id) }
 	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: enqueueJob, Logger: s.log, Now: now}, opts...))
@@ -431,6 +444,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	loops.Go(func() { s.scans.Run(ctx) })
 	loops.Go(func() { s.dls.Run(ctx) })
 	loops.Go(func() { s.checks.Run(ctx) })
+	loops.Go(func() { s.refresh.Run(ctx) })
 	loops.Go(func() { s.uploads.Run(ctx) })
 	defer func() {
 		cancel()

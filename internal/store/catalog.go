@@ -50,9 +50,8 @@ type CatalogStore interface {
 	PutCatalogRefresh(ctx context.Context, r CatalogRefresh) error
 	// DeleteCatalogRefresh removes the pair's state and its builds.
 	DeleteCatalogRefresh(ctx context.Context, catalogID, poolID string) error
-	// AddCatalogBuild records a build; ErrConflict when its image already
-	// is one.
-	AddCatalogBuild(ctx context.Context, b CatalogBuild) error
+	// PutCatalogBuild inserts or replaces the build of image b.ImageID.
+	PutCatalogBuild(ctx context.Context, b CatalogBuild) error
 	// ListCatalogBuilds returns the pair's builds, newest first.
 	ListCatalogBuilds(ctx context.Context, catalogID, poolID string) ([]CatalogBuild, error)
 	// DeleteCatalogBuild forgets the build of an image (not the image).

@@ -70,16 +70,16 @@ func (s *Store) DeleteCatalogRefresh(ctx context.Context, catalogID, poolID stri
 	})
 }
 
-// AddCatalogBuild records one build.
-func (s *Store) AddCatalogBuild(ctx context.Context, b store.CatalogBuild) error {
+// PutCatalogBuild inserts or replaces one build.
+func (s *Store) PutCatalogBuild(ctx context.Context, b store.CatalogBuild) error {
 	if b.ImageID == "" || b.CatalogID == "" || b.PoolID == "" {
-		return errors.New("add catalog build: empty image, catalog or pool id")
+		return errors.New("put catalog build: empty image, catalog or pool id")
 	}
-	_, err := s.exec(ctx, `INSERT INTO catalog_builds (`+catalogBuildColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT INTO catalog_builds (`+catalogBuildColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (image_id) DO UPDATE SET catalog_id = excluded.catalog_id, pool_id = excluded.pool_id,
+		build = excluded.build, built_at = excluded.built_at, etag = excluded.etag,
+		last_modified = excluded.last_modified, digest = excluded.digest, created_at = excluded.created_at`,
 		b.ImageID, b.CatalogID, b.PoolID, b.Build, micros(b.BuiltAt), b.ETag, b.LastModified, b.Digest, micros(b.CreatedAt))
-	if s.isUnique(err) {
-		return fmt.Errorf("image %s already is a build of catalog entry %s: %w", b.ImageID, b.CatalogID, store.ErrConflict)
-	}
 	return err
 }
 

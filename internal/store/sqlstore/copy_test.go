@@ -141,6 +141,6 @@ func fill(t *testing.T, s *Store) {
 	}
 	must(s.PutCatalogRefresh(ctx, store.CatalogRefresh{CatalogID: "e1", PoolID: "p1", CurrentImageID: "im1",
 		LastCheckAt: at, NextCheckAt: at.Add(time.Hour), Result: "unchanged", Error: "x", JobID: "j1"}))
-	must(s.AddCatalogBuild(ctx, store.CatalogBuild{ImageID: "im1", CatalogID: "e1", PoolID: "p1", Build: "b",
+	must(s.PutCatalogBuild(ctx, store.CatalogBuild{ImageID: "im1", CatalogID: "e1", PoolID: "p1", Build: "b",
 		BuiltAt: at, ETag: `"e"`, LastModified: "lm", Digest: "sha256:aa", CreatedAt: at}))
 }

@@ -47,12 +47,14 @@ func testCatalogRefresh(t *testing.T, open func(t *testing.T) store.Store) {
 	b3 := b1
 	b3.ImageID, b3.PoolID = "im3", "p2"
 	for _, b := range []store.CatalogBuild{b1, b2, b3} {
-		if err := s.AddCatalogBuild(ctx, b); err != nil {
+		if err := s.PutCatalogBuild(ctx, b); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.AddCatalogBuild(ctx, b1); !errors.Is(err, store.ErrConflict) {
-		t.Errorf("AddCatalogBuild twice: %v, want ErrConflict", err)
+	// A second put replaces the build.
+	b1.ETag, b1.Digest = `"x2"`, "sha256:bb"
+	if err := s.PutCatalogBuild(ctx, b1); err != nil {
+		t.Fatal(err)
 	}
 	builds, err := s.ListCatalogBuilds(ctx, "e1", "p1")
 	if err != nil || !reflect.DeepEqual(builds, []store.CatalogBuild{b2, b1}) {

@@ -1,0 +1,80 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// Status is one entry in one pool, as GetCatalogStatus shows it.
+type Status struct {
+	store.CatalogRefresh
+	PoolName string
+	// Current is the current build, its image's name in CurrentName.
+	Current     store.CatalogBuild
+	CurrentName string
+	// Builds are the builds kept, newest first.
+	Builds []Build
+}
+
+// Build is a build with its image.
+type Build struct {
+	store.CatalogBuild
+	Name  string
+	State store.ImageState
+}
+
+// Status reports every entry present in a pool (or only catalogID), by
+// entry then pool. Entries a finished download put in a pool that the
+// controller has not looked at yet are shown as found, not checked.
+func (c *Controller) Status(ctx context.Context, catalogID string) ([]Status, error) {
+	pairs, err := c.pairs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Status
+	for _, p := range pairs {
+		if catalogID != "" && p.catalogID != catalogID {
+			continue
+		}
+		pool, err := c.cfg.Store.GetPool(ctx, p.poolID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		r, err := c.cfg.Store.GetCatalogRefresh(ctx, p.catalogID, p.poolID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // not followed yet (or no longer): nothing to show
+		}
+		if err != nil {
+			return nil, err
+		}
+		st := Status{CatalogRefresh: r, PoolName: pool.Name}
+		if c.cfg.Interval <= 0 {
+			st.NextCheckAt = time.Time{} // periodic checks are off
+		}
+		builds, err := c.cfg.Store.ListCatalogBuilds(ctx, p.catalogID, p.poolID)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range builds {
+			im, err := c.cfg.Store.GetImage(ctx, b.ImageID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			st.Builds = append(st.Builds, Build{CatalogBuild: b, Name: im.Name, State: im.State})
+			if b.ImageID == r.CurrentImageID {
+				st.Current, st.CurrentName = b, im.Name
+			}
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
