@@ -441,11 +441,13 @@ func (c *Controller) settle(ctx context.Context, r *store.CatalogRefresh, pool s
 		r.CurrentImageID, r.Error = im.ID, ""
 		r.Result = fmt.Sprintf("new build %s downloaded as %s; it is the current image", build.Build, im.Name)
 		r.JobID = ""
+		c.log.Info("a new catalog build is the current image", "entry", r.CatalogID, "pool", pool.Name, "image", im.Name, "previous", old)
+		// Pruned before the state is saved: whoever sees the refresh
+		// finished sees the old builds gone too.
+		c.prune(ctx, r, pool)
 		if err := c.save(ctx, *r); err != nil {
 			return false, err
 		}
-		c.log.Info("a new catalog build is the current image", "entry", r.CatalogID, "pool", pool.Name, "image", im.Name, "previous", old)
-		c.prune(ctx, r, pool)
 	default:
 		why := "its download job is gone"
 		if err == nil {
@@ -493,8 +495,9 @@ func (c *Controller) build(ctx context.Context, r *store.CatalogRefresh, imageID
 }
 
 // prune deletes the READY builds past the newest Keep (the current one is
-// always kept) that no active job uses. A build that cannot go now is
-// tried again after the next refresh; the status says why.
+// always kept) that no active job uses, and adds what it did to r.Result
+// (the caller saves r). A build that cannot go now is tried again after
+// the next refresh; the status says why.
 func (c *Controller) prune(ctx context.Context, r *store.CatalogRefresh, pool store.Pool) {
 	builds, err := c.cfg.Store.ListCatalogBuilds(ctx, r.CatalogID, r.PoolID)
 	if err != nil {
@@ -532,9 +535,6 @@ func (c *Controller) prune(ctx context.Context, r *store.CatalogRefresh, pool st
 	}
 	if len(problems) > 0 {
 		r.Result += "; " + strings.Join(problems, "; ")
-	}
-	if err := c.save(ctx, *r); err != nil {
-		c.log.Warn("saving the refresh state", "entry", r.CatalogID, "pool", pool.Name, "err", err)
 	}
 }
 
