@@ -241,11 +241,22 @@ func TestCatalogRefreshFailureKeepsCurrent(t *testing.T) {
 		t.Fatalf("after a failed check: %v", st)
 	}
 
-	// Well again: the new build arrives and the error is gone.
-	st = r.refresh(t)
+	useToken(r.c.s.URL, r.c.s.AdminToken)
+	if out := mustQuarry(t, r.c.s.URL, "catalog", "status"); !strings.Contains(out, "test-refresh.img") ||
+		!strings.Contains(out, "error: checking upstream failed") || !strings.Contains(out, "Periodic checks are off") {
+		t.Errorf("quarry catalog status:\n%s", out)
+	}
+
+	// Well again: the new build arrives and the error is gone (asked for
+	// the way an operator does).
+	out := mustQuarry(t, r.c.s.URL, "catalog", "refresh", refreshEntry, "--wait")
+	st = r.status(t)
 	if st.GetError() != "" || st.GetCurrentImageId() == first.GetId() ||
 		getImage(t, r.c.s, st.GetCurrentImageId()).GetDigest() != "sha256:"+r.f.SHA256() {
 		t.Fatalf("after the origin recovered: %v", st)
+	}
+	if !strings.Contains(out, st.GetCurrentImageName()) || !strings.Contains(out, "new build") {
+		t.Errorf("quarry catalog refresh --wait:\n%s", out)
 	}
 }
 
