@@ -21,6 +21,20 @@ export function useScanStatus(pollWhileScanning = false) {
   return useQuery(ImageService.method.getScanStatus, {}, { refetchInterval: pollWhileScanning ? 400 : false });
 }
 
+/**
+ * Per catalog entry and pool: the current build, the last and next check
+ * for a new one. Checks write no events, so it is also refetched now and
+ * then; builds arriving or going are image events.
+ */
+export function useCatalogStatus() {
+  return useQuery(ImageService.method.getCatalogStatus, {}, { refetchInterval: 30_000 });
+}
+
+export function useRefreshCatalog() {
+  const inv = useInvalidate();
+  return useMutation(ImageService.method.refreshCatalog, { onSettled: () => inv(ImageService, JobService) });
+}
+
 export function useScanISOs() {
   const inv = useInvalidate();
   return useMutation(ImageService.method.scanISOs, { onSettled: () => inv(ImageService) });
