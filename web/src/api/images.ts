@@ -23,11 +23,14 @@ export function useScanStatus(pollWhileScanning = false) {
 
 /**
  * Per catalog entry and pool: the current build, the last and next check
- * for a new one. Checks write no events, so it is also refetched now and
- * then; builds arriving or going are image events.
+ * for a new one. Builds arriving or going are image events; checks write
+ * none, so the status is refetched every 30 s, and every second while
+ * `watching` (a check was asked for, or a new build is downloading).
  */
-export function useCatalogStatus() {
-  return useQuery(ImageService.method.getCatalogStatus, {}, { refetchInterval: 30_000 });
+export function useCatalogStatus(watching = false) {
+  return useQuery(ImageService.method.getCatalogStatus, {}, {
+    refetchInterval: (q) => (watching || q.state.data?.statuses.some((s) => s.jobId) ? 1000 : 30_000),
+  });
 }
 
 export function useRefreshCatalog() {

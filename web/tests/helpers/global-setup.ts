@@ -10,10 +10,11 @@
 // When the server does not serve this dashboard at / yet (no embedded
 // bundle), `vite preview` serves web/dist and proxies the API to it.
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { startOrigin, type Origin } from "./origin";
 
 const webDir = resolve(import.meta.dirname, "../..");
 const repoDir = resolve(webDir, "..");
@@ -78,6 +79,7 @@ export default async function globalSetup() {
   let server: ChildProcess | undefined;
   let preview: ChildProcess | undefined;
   let tmp: string | undefined;
+  let origin: Origin | undefined;
   let apiURL = process.env.QUARRY_URL?.replace(/\/$/, "");
   let dataDir = process.env.QUARRY_DATA_DIR;
 
@@ -91,7 +93,13 @@ export default async function globalSetup() {
     }
     dataDir = join(tmp, "data");
     const port = await freePort();
-    server = spawn(bin, ["server", "--dev", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--allow-loopback-urls"], {
+    // A catalog entry served by a local origin, for the catalog refresh
+    // spec (QUARRY_CATALOG_ENTRY).
+    origin = await startOrigin();
+    const catalog = join(tmp, "catalog.json");
+    writeFileSync(catalog, JSON.stringify({ entries: [{ id: "local-mirror", name: "Local mirror image", url: `${origin.url}/local-mirror.img?size=1048576&rate=67108864`, format: "raw" }] }));
+    process.env.QUARRY_CATALOG_ENTRY = "local-mirror";
+    server = spawn(bin, ["server", "--dev", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--allow-loopback-urls", "--catalog", catalog], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     apiURL = (await waitForLine(server, /API and web page:\s+(http:\/\/\S+?)\/?\s/, "quarry server")).replace(/\/$/, "");
@@ -125,6 +133,7 @@ export default async function globalSetup() {
   return async () => {
     await stop(preview);
     await stop(server);
+    await origin?.close();
     if (tmp && !process.env.QUARRY_KEEP) rmSync(tmp, { recursive: true, force: true });
   };
 }

@@ -1,3 +1,4 @@
+import { useEffect, useState } from "react";
 import { Button, Stack, Text, Title } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
 import { useCatalogStatus, useRefreshCatalog } from "../../api/images";
@@ -21,7 +22,15 @@ function statusText(s: CatalogStatus): string {
  * the next, and a button that checks now.
  */
 export function CatalogStatusSection() {
-  const status = useCatalogStatus();
+  // A check asked for here is followed closely for a minute: checks
+  // write no events.
+  const [watchUntil, setWatchUntil] = useState(0);
+  useEffect(() => {
+    if (!watchUntil) return;
+    const t = setTimeout(() => setWatchUntil(0), Math.max(0, watchUntil - Date.now()));
+    return () => clearTimeout(t);
+  }, [watchUntil]);
+  const status = useCatalogStatus(watchUntil > 0);
   const refresh = useRefreshCatalog();
   const canOperate = useCan("operator");
   const rows = status.data?.statuses ?? [];
@@ -32,7 +41,10 @@ export function CatalogStatusSection() {
     refresh.mutate(
       { catalogId },
       {
-        onSuccess: () => notifications.show({ message: `Checking ${catalogId} for a new build` }),
+        onSuccess: () => {
+          setWatchUntil(Date.now() + 60_000);
+          notifications.show({ message: `Checking ${catalogId} for a new build` });
+        },
         onError: (e) => notifications.show({ color: "red", title: "Could not check", message: errorMessage(e) }),
       },
     );
