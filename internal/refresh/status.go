@@ -26,29 +26,22 @@ type Build struct {
 	State store.ImageState
 }
 
-// Status reports every entry present in a pool (or only catalogID), by
-// entry then pool. Entries a finished download put in a pool that the
-// controller has not looked at yet are shown as found, not checked.
+// Status reports every entry the controller follows in a pool (or only
+// catalogID), by entry then pool. It reads only the refresh state: a
+// download from the catalog is followed as soon as it ends.
 func (c *Controller) Status(ctx context.Context, catalogID string) ([]Status, error) {
-	pairs, err := c.pairs(ctx)
+	rows, err := c.cfg.Store.ListCatalogRefresh(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []Status
-	for _, p := range pairs {
-		if catalogID != "" && p.catalogID != catalogID {
+	for _, r := range rows {
+		if catalogID != "" && r.CatalogID != catalogID {
 			continue
 		}
-		pool, err := c.cfg.Store.GetPool(ctx, p.poolID)
+		pool, err := c.cfg.Store.GetPool(ctx, r.PoolID)
 		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		r, err := c.cfg.Store.GetCatalogRefresh(ctx, p.catalogID, p.poolID)
-		if errors.Is(err, store.ErrNotFound) {
-			continue // not followed yet (or no longer): nothing to show
+			continue // deleted; the controller forgets it
 		}
 		if err != nil {
 			return nil, err
@@ -57,7 +50,7 @@ func (c *Controller) Status(ctx context.Context, catalogID string) ([]Status, er
 		if c.cfg.Interval <= 0 {
 			st.NextCheckAt = time.Time{} // periodic checks are off
 		}
-		builds, err := c.cfg.Store.ListCatalogBuilds(ctx, p.catalogID, p.poolID)
+		builds, err := c.cfg.Store.ListCatalogBuilds(ctx, r.CatalogID, r.PoolID)
 		if err != nil {
 			return nil, err
 		}
