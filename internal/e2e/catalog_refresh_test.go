@@ -247,6 +247,10 @@ func TestCatalogRefreshFailureKeepsCurrent(t *testing.T) {
 		t.Errorf("quarry catalog status:\n%s", out)
 	}
 
+	if out := mustQuarry(t, r.c.s.URL, "__complete", "catalog", "refresh", ""); !strings.HasPrefix(out, refreshEntry+"\t") {
+		t.Errorf("completing quarry catalog refresh: %q; want %s first", out, refreshEntry)
+	}
+
 	// Well again: the new build arrives and the error is gone (asked for
 	// the way an operator does).
 	out := mustQuarry(t, r.c.s.URL, "catalog", "refresh", refreshEntry, "--wait")
