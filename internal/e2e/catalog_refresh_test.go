@@ -321,3 +321,41 @@ func hasEvent(t *testing.T, s *quarrytest.Server, imageID, text string) bool {
 	}
 	return false
 }
+
+// TestCatalogRefreshSurvivesRestart: a control plane that stops while a
+// new build downloads picks the refresh up again: the job resumes and,
+// once it ends, the new build becomes current.
+func TestCatalogRefreshSurvivesRestart(t *testing.T) {
+	r := newRefreshRig(t, quarrytest.WithCatalogRefresh(0, 2))
+	first := r.download(t)
+	r.publish(2)
+	r.f.RateLimit(mib)
+	if _, err := r.c.s.Images.RefreshCatalog(t.Context(), connect.NewRequest(&quarryv1.RefreshCatalogRequest{CatalogId: refreshEntry})); err != nil {
+		t.Fatal(err)
+	}
+	var jobID string
+	quarrytest.Eventually(t, 10*time.Second, func() error {
+		if jobID = r.status(t).GetJobId(); jobID == "" {
+			return fmt.Errorf("no refresh download yet")
+		}
+		return nil
+	})
+	waitProgress(t, r.c.s, jobID, mib/2)
+	r.c.s.Stop()
+	r.c.s = quarrytest.StartServer(t, quarrytest.WithDataDir(r.c.s.DataDir), quarrytest.WithCatalog(r.catalog), quarrytest.WithCatalogRefresh(0, 2))
+	r.f.RateLimit(0)
+	var st *quarryv1.CatalogStatus
+	quarrytest.Eventually(t, 30*time.Second, func() error {
+		st = r.status(t)
+		if st.GetJobId() != "" || st.GetCurrentImageId() == first.GetId() {
+			return fmt.Errorf("refresh not done: %v", st)
+		}
+		return nil
+	})
+	if j := getJob(t, r.c.s, jobID); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED || j.GetImageId() != st.GetCurrentImageId() {
+		t.Errorf("refresh job %v; want SUCCEEDED with the current image", j)
+	}
+	if got := buildNames(st); len(got) != 2 || got[1] != first.GetName() || st.GetError() != "" {
+		t.Errorf("after the restart: %v", st)
+	}
+}
