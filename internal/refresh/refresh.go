@@ -605,15 +605,17 @@ func (c *Controller) check(ctx context.Context, r *store.CatalogRefresh, e catal
 		}
 		return c.save(ctx, *r)
 	}
-	return c.startBuild(ctx, r, e, pool, im, up, why)
+	return c.startBuild(ctx, r, e, pool, im, cur, up, why)
 }
 
 // startBuild creates the download of a new build, named with its date,
 // through the same store call and job as DownloadImage.
-func (c *Controller) startBuild(ctx context.Context, r *store.CatalogRefresh, e catalog.Entry, pool store.Pool, cur store.Image, up upstream, why string) error {
+func (c *Controller) startBuild(ctx context.Context, r *store.CatalogRefresh, e catalog.Entry, pool store.Pool, cur store.Image, curBuild store.CatalogBuild, up upstream, why string) error {
 	now := c.cfg.Now()
 	builtAt := up.builtAt()
-	if builtAt.IsZero() {
+	if builtAt.IsZero() || buildLabel(builtAt) == curBuild.Build {
+		// Upstream did not date it, or kept the old date for new bytes
+		// (its validators lag its checksum file): date it by the fetch.
 		builtAt = now
 	}
 	label := buildLabel(builtAt)
