@@ -27,21 +27,14 @@ type upstream struct {
 // ask sends a conditional HEAD for the entry's file, with the validators
 // the current build was fetched with, and reads the entry's checksum file.
 func ask(ctx context.Context, client *http.Client, e catalog.Entry, cur store.CatalogBuild) (upstream, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, e.URL, nil)
-	if err != nil {
-		return upstream{}, err
+	resp, err := conditional(ctx, client, http.MethodHead, e.URL, cur)
+	if err == nil && (resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotImplemented) {
+		// A mirror that refuses HEAD: the first byte of a GET says as much.
+		resp, err = conditional(ctx, client, http.MethodGet, e.URL, cur)
 	}
-	if cur.ETag != "" {
-		req.Header.Set("If-None-Match", cur.ETag)
-	}
-	if cur.LastModified != "" {
-		req.Header.Set("If-Modified-Since", cur.LastModified)
-	}
-	resp, err := client.Do(req)
 	if err != nil {
 		return upstream{}, fmt.Errorf("asking %s: %w", e.URL, err)
 	}
-	resp.Body.Close()
 	var up upstream
 	switch {
 	case resp.StatusCode == http.StatusNotModified:
@@ -53,7 +46,7 @@ func ask(ctx context.Context, client *http.Client, e catalog.Entry, cur store.Ca
 		if v := resp.Header.Get("Last-Modified"); v != "" {
 			up.LastModified = v
 		}
-	case resp.StatusCode == http.StatusOK:
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
 		up = upstream{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
 		return upstream{}, fmt.Errorf("%s answered %s: the file moved or was withdrawn; fix the entry's url in a --catalog file", e.URL, resp.Status)
@@ -68,6 +61,30 @@ func ask(ctx context.Context, client *http.Client, e catalog.Entry, cur store.Ca
 		up.Digest = d.String()
 	}
 	return up, nil
+}
+
+// conditional sends one request for url with the validators of cur, and
+// closes the body: only the headers matter (a GET asks for one byte).
+func conditional(ctx context.Context, client *http.Client, method, url string, cur store.CatalogBuild) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if cur.ETag != "" {
+		req.Header.Set("If-None-Match", cur.ETag)
+	}
+	if cur.LastModified != "" {
+		req.Header.Set("If-Modified-Since", cur.LastModified)
+	}
+	if method == http.MethodGet {
+		req.Header.Set("Range", "bytes=0-0")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	return resp, nil
 }
 
 // changedFrom says whether upstream holds another build than cur (whose

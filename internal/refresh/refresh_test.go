@@ -2,6 +2,8 @@ package refresh
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/quarry-project/quarry/internal/catalog"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/store/sqlstore"
 )
@@ -117,5 +120,33 @@ func TestPruneKeepsWhatIsUsed(t *testing.T) {
 	}
 	if !strings.Contains(r.Result, "deleted old build b1.img") || !strings.Contains(r.Result, "b2.img is kept while job j1 uses it") {
 		t.Errorf("result %q", r.Result)
+	}
+}
+
+// TestAskFallsBackToGET: a mirror that refuses HEAD is asked with a
+// conditional GET of one byte, whose answer gives the validators.
+func TestAskFallsBackToGET(t *testing.T) {
+	var gets []http.Header
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			http.Error(w, "no HEAD here", http.StatusMethodNotAllowed)
+			return
+		}
+		gets = append(gets, r.Header.Clone())
+		w.Header().Set("ETag", `"v2"`)
+		w.Header().Set("Content-Range", "bytes 0-0/100")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write([]byte{0})
+	}))
+	defer srv.Close()
+	up, err := ask(t.Context(), srv.Client(), catalog.Entry{ID: "e", URL: srv.URL + "/img"}, store.CatalogBuild{ETag: `"v1"`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.ETag != `"v2"` || up.NotModified || len(gets) != 1 || gets[0].Get("Range") != "bytes=0-0" || gets[0].Get("If-None-Match") != `"v1"` {
+		t.Errorf("ask = %+v; GET headers %v", up, gets)
+	}
+	if changed, why := up.changedFrom(store.CatalogBuild{ETag: `"v1"`}, store.Image{}); !changed {
+		t.Errorf("a new ETag is not a change: %s", why)
 	}
 }
