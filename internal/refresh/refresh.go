@@ -318,7 +318,7 @@ func (c *Controller) reconcilePair(ctx context.Context, catalogID, poolID string
 	return reconcile.Result{}, nil
 }
 
-// save stores r, with the next check scheduled if checks are periodic.
+// save stores the pair's state.
 func (c *Controller) save(ctx context.Context, r store.CatalogRefresh) error {
 	return c.cfg.Store.PutCatalogRefresh(ctx, r)
 }
