@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -190,7 +189,7 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 			return ingest.Result{}, errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
 		}
 	case m.GetChecksumUrl() != "":
-		if digest, err = lookupChecksum(ctx, client, m.GetChecksumUrl(), path.Base(urlPath(m.GetUrl()))); err != nil {
+		if digest, err = checksum.Lookup(ctx, client, m.GetChecksumUrl(), path.Base(urlPath(m.GetUrl()))); err != nil {
 			return ingest.Result{}, err
 		}
 	}
@@ -235,34 +234,6 @@ func urlPath(raw string) string {
 		return ""
 	}
 	return u.Path
-}
-
-// lookupChecksum fetches a checksum file and finds the file's digest in it.
-func lookupChecksum(ctx context.Context, client *http.Client, sumsURL, fileName string) (checksum.Digest, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sumsURL, nil)
-	if err != nil {
-		return checksum.Digest{}, fmt.Errorf("checksum file URL %s: %w", sumsURL, err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return checksum.Digest{}, fmt.Errorf("fetching the checksum file %s: %w", sumsURL, err)
-	}
-	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
-		return checksum.Digest{}, fmt.Errorf("fetching the checksum file %s: %s", sumsURL, resp.Status)
-	case resp.StatusCode != http.StatusOK:
-		return checksum.Digest{}, errclass.New(errclass.InvalidArgument, "fetching the checksum file %s: %s; check the URL or give --checksum", sumsURL, resp.Status)
-	}
-	entries, err := checksum.Parse(resp.Body, 1<<20)
-	if err != nil {
-		return checksum.Digest{}, errclass.Wrap(errclass.InvalidArgument, err, "reading the checksum file %s: %v", sumsURL, err)
-	}
-	e, err := checksum.FindIn(sumsURL, entries, fileName)
-	if err != nil {
-		return checksum.Digest{}, errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
-	}
-	return e.Digest(), nil
 }
 
 func (s *service) WatchDownload(ctx context.Context, req *connect.Request[agentv1.WatchDownloadRequest], stream *connect.ServerStream[agentv1.WatchDownloadResponse]) error {

@@ -61,18 +61,20 @@ var policy = map[string]Rule{
 	// Images, scans and jobs: the API contract in DESIGN.md. Listed before
 	// their services exist so that they are guarded from the first commit
 	// that serves them.
-	"/quarry.v1.ImageService/ListCatalog":   read,
-	"/quarry.v1.ImageService/ListImages":    read,
-	"/quarry.v1.ImageService/GetImage":      read,
-	"/quarry.v1.ImageService/DownloadImage": operate,
-	"/quarry.v1.ImageService/DeleteImage":   operate,
-	"/quarry.v1.ImageService/ScanISOs":      operate,
-	"/quarry.v1.ImageService/VerifyImage":   operate,
-	"/quarry.v1.ImageService/GetScanStatus": read,
-	"/quarry.v1.JobService/ListJobs":        read,
-	"/quarry.v1.JobService/GetJob":          read,
-	"/quarry.v1.JobService/WatchJob":        read,
-	"/quarry.v1.JobService/CancelJob":       operate,
+	"/quarry.v1.ImageService/ListCatalog":      read,
+	"/quarry.v1.ImageService/ListImages":       read,
+	"/quarry.v1.ImageService/GetImage":         read,
+	"/quarry.v1.ImageService/DownloadImage":    operate,
+	"/quarry.v1.ImageService/DeleteImage":      operate,
+	"/quarry.v1.ImageService/ScanISOs":         operate,
+	"/quarry.v1.ImageService/VerifyImage":      operate,
+	"/quarry.v1.ImageService/GetScanStatus":    read,
+	"/quarry.v1.ImageService/GetCatalogStatus": read,
+	"/quarry.v1.ImageService/RefreshCatalog":   operate,
+	"/quarry.v1.JobService/ListJobs":           read,
+	"/quarry.v1.JobService/GetJob":             read,
+	"/quarry.v1.JobService/WatchJob":           read,
+	"/quarry.v1.JobService/CancelJob":          operate,
 
 	// gRPC server reflection (grpcurl, buf curl): the public API's schema,
 	// which is no secret, but like every call it needs a token.

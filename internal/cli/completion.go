@@ -16,15 +16,16 @@ import (
 type lister func(ctx context.Context, c *clients) ([]cobra.Completion, error)
 
 // addCompletions completes, in the shells `quarry completion` sets up, the
-// argument of every command that names a node, pool, image, job or token,
-// and the flags that name pools or nodes.
+// argument of every command that names a node, pool, image, job, token or
+// catalog entry in a pool, and the flags that name pools or nodes.
 func (g *globals) addCompletions(root *cobra.Command) {
 	args := map[string]lister{
 		"node show": completeNodes, "node update": completeNodes, "node rm": completeNodes, "node revoke-cert": completeNodes,
 		"pool show": completePools, "pool update": completePools, "pool rm": completePools,
 		"image show": completeImages, "image rm": completeImages, "image verify": completeImages,
 		"job show": completeJobs, "job watch": completeJobs, "job cancel": completeJobs,
-		"token revoke": completeTokens,
+		"token revoke":   completeTokens,
+		"catalog status": completeCatalog, "catalog refresh": completeCatalog,
 	}
 	flags := map[string]lister{"pool": completePools, "assign": completeNodes}
 	lists := map[string]bool{"assign": true} // comma-separated
@@ -177,6 +178,24 @@ func completeTokens(ctx context.Context, c *clients) ([]cobra.Completion, error)
 			ref = t.GetId()
 		}
 		out = append(out, cobra.CompletionWithDesc(ref, strings.ToLower(enumWord(t.GetKind()))+" "+strings.ToLower(enumWord(t.GetRole()))))
+	}
+	return out, nil
+}
+
+// completeCatalog offers the catalog entries that are in a pool: the ones
+// catalog status and refresh can name.
+func completeCatalog(ctx context.Context, c *clients) ([]cobra.Completion, error) {
+	resp, err := c.images.GetCatalogStatus(ctx, connect.NewRequest(&quarryv1.GetCatalogStatusRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []cobra.Completion
+	for _, st := range resp.Msg.GetStatuses() {
+		if !seen[st.GetCatalogId()] {
+			seen[st.GetCatalogId()] = true
+			out = append(out, cobra.CompletionWithDesc(st.GetCatalogId(), "current "+st.GetCurrentImageName()))
+		}
 	}
 	return out, nil
 }

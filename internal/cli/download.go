@@ -40,6 +40,7 @@ func newCatalogCommand(g *globals) *cobra.Command {
 			return t.flush()
 		},
 	})
+	cmd.AddCommand(newCatalogStatusCommand(g), newCatalogRefreshCommand(g))
 	return cmd
 }
 

@@ -105,6 +105,8 @@ loopback only, for a first try.`,
 	f.DurationVar(&cfg.ScanInterval, "scan-interval", 5*time.Minute, "how often every pool is scanned for ISOs (0 turns periodic scans off; agents' file events and manual scans still work)")
 	f.DurationVar(&cfg.ScanDelay, "scan-delay", 5*time.Second, "wait before the first scan of every pool after start")
 	f.StringArrayVar(&cfg.CatalogFiles, "catalog", nil, "JSON file of catalog entries to add to (or override in) the built-in catalog; repeatable")
+	f.DurationVar(&cfg.CatalogRefresh, "catalog-refresh", 6*time.Hour, "how often upstream is asked whether a catalog image present in a pool has a new build, which is then downloaded next to the old one (0 turns periodic checks off; quarry catalog refresh still works)")
+	f.IntVar(&cfg.CatalogKeep, "catalog-keep", 2, "builds of a catalog image kept per pool after a refresh; older ones are deleted when nothing uses them")
 	f.StringVar(&cfg.URLAllow, "url-allow", "", "download only from these hosts and CIDRs (comma-separated; *.example.com allowed)")
 	f.StringVar(&cfg.URLDeny, "url-deny", "", "never download from these hosts and CIDRs (comma-separated)")
 	f.BoolVar(&cfg.AllowLoopbackURLs, "allow-loopback-urls", false, "let downloads reach loopback addresses (a mirror on the node itself; link-local and metadata addresses stay refused)")

@@ -15,6 +15,8 @@
 //   - Faults are set per path at any time and apply to the requests that
 //     start afterwards. Byte positions for DropAt and StallAt count the body
 //     of one response; WrongBytes counts the file.
+//   - A GET or HEAD with If-None-Match matching the ETag (or, without it,
+//     If-Modified-Since not before Last-Modified) gets 304 Not Modified.
 //   - Redirect answers a path with 302 to another path or URL.
 //   - Counters (Requests, BytesServed) count what was answered, faults
 //     included, so tests can assert how much a client fetched again.
@@ -129,6 +131,8 @@ type File struct {
 	faults   faults
 	requests int
 	served   int64
+	// notModified counts 304 answers to conditional requests.
+	notModified int
 }
 
 type faults struct {
@@ -195,6 +199,13 @@ func (f *File) sum(algo string) string {
 // Requests counts every request for the path, HEAD and failed ones included.
 func (f *File) Requests() (n int) {
 	f.locked(func() { n = f.requests })
+	return n
+}
+
+// NotModified counts the requests answered 304 Not Modified: conditional
+// requests (If-None-Match, If-Modified-Since) whose validators were current.
+func (f *File) NotModified() (n int) {
+	f.locked(func() { n = f.notModified })
 	return n
 }
 

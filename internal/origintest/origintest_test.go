@@ -115,6 +115,41 @@ func TestRangesAndValidators(t *testing.T) {
 	}
 }
 
+// TestConditionalRequests: current validators get 304 without a body;
+// stale ones, and any after the content changed, get the file.
+func TestConditionalRequests(t *testing.T) {
+	o := New(t)
+	f := o.Add("/img", Random(50_000, 2))
+	resp, _, _ := get(t, http.MethodHead, f.URL())
+	etag, lm := resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
+	for _, tt := range []struct {
+		name   string
+		h      []string
+		status int
+	}{
+		{"etag", []string{"If-None-Match", etag}, 304},
+		{"one of several etags", []string{"If-None-Match", `"old", ` + etag}, 304},
+		{"stale etag", []string{"If-None-Match", `"old"`}, 200},
+		{"etag wins over date", []string{"If-None-Match", `"old"`, "If-Modified-Since", lm}, 200},
+		{"same date", []string{"If-Modified-Since", lm}, 304},
+		{"older date", []string{"If-Modified-Since", "Mon, 02 Jan 2006 15:04:05 GMT"}, 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, b, err := get(t, http.MethodGet, f.URL(), tt.h...)
+			if err != nil || resp.StatusCode != tt.status || (tt.status == 304 && len(b) != 0) || (tt.status == 200 && len(b) != 50_000) {
+				t.Fatalf("status %d (want %d), %d bytes, err %v", resp.StatusCode, tt.status, len(b), err)
+			}
+		})
+	}
+	if n := f.NotModified(); n != 3 {
+		t.Errorf("NotModified = %d, want 3", n)
+	}
+	o.Add("/img", Random(50_000, 3))
+	if resp, _, _ := get(t, http.MethodHead, f.URL(), "If-None-Match", etag, "If-Modified-Since", lm); resp.StatusCode != http.StatusOK {
+		t.Errorf("after new content: %s, want 200", resp.Status)
+	}
+}
+
 func TestFaults(t *testing.T) {
 	o := New(t)
 	c := Random(300_000, 2)

@@ -56,6 +56,14 @@ func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
 		h.Set("ETag", etag)
 	}
 
+	if notModified(r, etag, modTime) {
+		o.mu.Lock()
+		f.notModified++
+		o.mu.Unlock()
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+
 	start, end, partial := int64(0), c.Size-1, false
 	if s, e, ok := parseRange(r.Header.Get("Range")); ok && !fl.ignoreRange && ifRangeHolds(r.Header.Get("If-Range"), etag, lastModified) {
 		if s >= c.Size {
@@ -203,4 +211,27 @@ func ifRangeHolds(v, etag, lastModified string) bool {
 		lm, _ := http.ParseTime(lastModified)
 		return err == nil && t.Equal(lm)
 	}
+}
+
+// notModified applies If-None-Match (which wins when given) and
+// If-Modified-Since to the current validators, as RFC 9110 says for GET and
+// HEAD.
+func notModified(r *http.Request, etag string, modTime time.Time) bool {
+	if inm := r.Header.Get("If-None-Match"); inm != "" {
+		if etag == "" {
+			return false
+		}
+		for _, v := range strings.Split(inm, ",") {
+			v = strings.TrimPrefix(strings.TrimSpace(v), "W/")
+			if v == "*" || v == strings.TrimPrefix(etag, "W/") {
+				return true
+			}
+		}
+		return false
+	}
+	if ims := r.Header.Get("If-Modified-Since"); ims != "" {
+		t, err := http.ParseTime(ims)
+		return err == nil && !modTime.Truncate(time.Second).After(t)
+	}
+	return false
 }

@@ -220,3 +220,9 @@ func WithDownloadRetries(maxAttempts int, base time.Duration) ServerOption {
 func WithDownloadLimits(perNode, global int) ServerOption {
 	return func(c *server.Config) { c.MaxDownloadsPerNode, c.MaxDownloads = perNode, global }
 }
+
+// WithCatalogRefresh sets how often catalog images in pools are checked
+// for new builds (0: only when asked) and how many builds are kept.
+func WithCatalogRefresh(interval time.Duration, keep int) ServerOption {
+	return func(c *server.Config) { c.CatalogRefresh, c.CatalogKeep = interval, keep }
+}

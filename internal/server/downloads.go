@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"net/http"
+	"time"
 
 	"github.com/quarry-project/quarry/internal/catalog"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
@@ -38,4 +40,12 @@ func downloadPolicy(cfg Config) (*urlpolicy.Policy, *agentv1.URLPolicy, error) {
 
 func loadCatalog(cfg Config) (*catalog.Catalog, error) {
 	return catalog.Load(true, cfg.CatalogFiles...)
+}
+
+// catalogClient asks origins about catalog images (conditional HEADs and
+// checksum files) under the download URL policy.
+func catalogClient(p *urlpolicy.Policy) *http.Client {
+	c := p.Client(nil)
+	c.Timeout = time.Minute
+	return c
 }

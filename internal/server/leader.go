@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,7 +15,9 @@ import (
 	"github.com/quarry-project/quarry/internal/discovery"
 	"github.com/quarry-project/quarry/internal/download"
 	"github.com/quarry-project/quarry/internal/errclass"
+	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/nodelink"
+	"github.com/quarry-project/quarry/internal/refresh"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/verify"
 )
@@ -27,14 +30,15 @@ const defaultLeaseTTL = 6 * time.Second
 // replica takes the lease, stopped (and waited for) when it loses it. Every
 // write its controllers make carries the term's epoch (store.Fence).
 type term struct {
-	epoch  int64
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	scans  *discovery.Controller
-	dls    *download.Controller
-	checks *verify.Controller
-	events *nodelink.EventWatcher
+	epoch   int64
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	scans   *discovery.Controller
+	dls     *download.Controller
+	checks  *verify.Controller
+	refresh *refresh.Controller
+	events  *nodelink.EventWatcher
 }
 
 // newTerm builds the controllers of one term.
@@ -55,17 +59,23 @@ func (s *Server) newTerm(ctx context.Context, epoch int64) *term {
 		Metrics: s.metrics, Logger: cfg.Logger,
 	})
 	t.checks = verify.New(verify.Config{Store: s.store, Chooser: s.chooser, Hasher: fileHasher{s.link}, Logger: cfg.Logger})
+	t.refresh = refresh.New(refresh.Config{
+		Store: s.store, Catalog: s.catalog, Interval: cfg.CatalogRefresh, Keep: cfg.CatalogKeep,
+		Client: catalogClient(s.policy), Enqueue: t.dls.Enqueue, Files: fileDeleter{s.chooser, s.link},
+		Hub: s.changes, Logger: cfg.Logger,
+	})
 	return t
 }
 
 // start runs the term's loops: node health, agents' file events, ISO
-// scans, downloads, verifications, upload follow-up.
+// scans, downloads, verifications, catalog refresh, upload follow-up.
 func (t *term) start(s *Server) {
 	t.wg.Go(func() { s.link.Run(t.ctx) })
 	t.wg.Go(func() { t.events.Run(t.ctx) })
 	t.wg.Go(func() { t.scans.Run(t.ctx) })
 	t.wg.Go(func() { t.dls.Run(t.ctx) })
 	t.wg.Go(func() { t.checks.Run(t.ctx) })
+	t.wg.Go(func() { t.refresh.Run(t.ctx) })
 	t.wg.Go(func() { s.uploads.Run(t.ctx) })
 	t.wg.Go(func() { t.sweeps(s) })
 }
@@ -257,11 +267,51 @@ type statusAnswer struct {
 	Last    []discovery.Result  `json:"last"`
 }
 
+// refreshRequest is a follower's RefreshCatalog, for the leader.
+type refreshRequest struct {
+	CatalogID string `json:"catalog_id"`
+}
+
+// refreshAnswer is the leader's answer to a refresh request: the entries'
+// status before the checks, or the error and its class.
+type refreshAnswer struct {
+	Before []refresh.Status   `json:"before"`
+	Class  agentv1.ErrorClass `json:"class,omitempty"`
+	Error  string             `json:"error,omitempty"`
+}
+
 // Kinds of leader requests.
 const (
 	requestScan       = "scan"
 	requestScanStatus = "scan-status"
+	requestRefresh    = "catalog-refresh"
 )
+
+// catalogRefresher is the catalog refresh the API uses: the status from the
+// store on any replica, the checks asked of the leader's controller.
+type catalogRefresher struct{ s *Server }
+
+func (r catalogRefresher) Status(ctx context.Context, catalogID string) ([]refresh.Status, error) {
+	return refresh.ReadStatus(ctx, r.s.store, r.s.cfg.CatalogRefresh, catalogID)
+}
+
+func (r catalogRefresher) Interval() time.Duration { return r.s.cfg.CatalogRefresh }
+
+func (r catalogRefresher) Keep() int { return cmp.Or(r.s.cfg.CatalogKeep, refresh.DefaultKeep) }
+
+func (r catalogRefresher) Trigger(ctx context.Context, catalogID string) ([]refresh.Status, error) {
+	if t := r.s.leading(); t != nil {
+		return t.refresh.Trigger(ctx, catalogID)
+	}
+	var ans refreshAnswer
+	if err := r.s.ask(ctx, requestRefresh, refreshRequest{CatalogID: catalogID}, &ans); err != nil {
+		return nil, err
+	}
+	if ans.Error != "" {
+		return nil, errclass.FromWire(ans.Class, ans.Error)
+	}
+	return ans.Before, nil
+}
 
 // scanner is the ISO scanner the API uses: the leader's discovery
 // controller, here or through the database.
@@ -373,6 +423,17 @@ func (s *Server) answer(t *term, id string) {
 	case requestScanStatus:
 		var a statusAnswer
 		a.Running, a.Last = t.scans.Status()
+		ans = a
+	case requestRefresh:
+		var req refreshRequest
+		var a refreshAnswer
+		err := json.Unmarshal([]byte(r.Request), &req)
+		if err == nil {
+			a.Before, err = t.refresh.Trigger(t.ctx, req.CatalogID)
+		}
+		if err != nil {
+			a.Class, a.Error = errclass.Wire(err), err.Error()
+		}
 		ans = a
 	default:
 		s.log.Warn("a follower's request of an unknown kind; is it running another version?", "request", id, "kind", r.Kind)

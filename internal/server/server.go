@@ -85,6 +85,11 @@ type Config struct {
 	ScanSettle   time.Duration
 	// CatalogFiles add entries to the built-in catalog (--catalog).
 	CatalogFiles []string
+	// CatalogRefresh is how often upstream is checked for new builds of
+	// the catalog images present in pools (--catalog-refresh; 0: only when
+	// asked); CatalogKeep how many builds are kept per pool (default 2).
+	CatalogRefresh time.Duration
+	CatalogKeep    int
 	// URLAllow and URLDeny are the download URL policy's host and CIDR
 	// lists (--url-allow, --url-deny); AllowLoopbackURLs lets downloads
 	// reach loopback addresses (tests, local mirrors).
@@ -399,6 +404,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		Files:      fileDeleter{s.chooser, s.link},
 		Downloads:  api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: toDownloads, Reachable: s.reachable},
 		VerifyJobs: func(id string) { s.toLeader("verify", id) },
+		Refresh:    catalogRefresher{s},
 		Logger:     s.log, Now: now}, opts...))
 	// Uploads are followed where their bytes arrive; the rest by the leader.
 	enqueueJob := func(id string) { s.toLeader("download", id); s.toLeader("verify", id); s.uploads.Enqueue(id) }

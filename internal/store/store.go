@@ -122,6 +122,7 @@ type Store interface {
 	AuditStore
 	LeaseStore
 	SecretStore
+	CatalogStore
 
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error

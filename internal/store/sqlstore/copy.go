@@ -15,6 +15,7 @@ var copyTables = []string{
 	"nodes", "pools", "pool_assignments", "pool_mounts",
 	"tokens", "sessions", "audit_log",
 	"images", "jobs", "job_events", "secrets",
+	"catalog_refresh", "catalog_builds",
 }
 
 // notCopied are the tables of one running installation that a copy leaves

@@ -99,6 +99,8 @@ var views = []struct {
 	{"ListImages", func(ctx context.Context, s *Store) (any, error) { return s.ListImages(ctx, store.ImageFilter{}) }},
 	{"ListJobs", func(ctx context.Context, s *Store) (any, error) { return s.ListJobs(ctx, store.JobFilter{}) }},
 	{"ListJobEvents", func(ctx context.Context, s *Store) (any, error) { return s.ListJobEvents(ctx, "j1") }},
+	{"ListCatalogRefresh", func(ctx context.Context, s *Store) (any, error) { return s.ListCatalogRefresh(ctx) }},
+	{"ListCatalogBuilds", func(ctx context.Context, s *Store) (any, error) { return s.ListCatalogBuilds(ctx, "e1", "p1") }},
 }
 
 // fill writes at least one row into every table.
@@ -138,4 +140,8 @@ func fill(t *testing.T, s *Store) {
 	for i := range 2 {
 		must(s.AppendJobEvent(ctx, store.JobEvent{JobID: "j1", Time: at.Add(time.Duration(i) * time.Second), Message: "e"}))
 	}
+	must(s.PutCatalogRefresh(ctx, store.CatalogRefresh{CatalogID: "e1", PoolID: "p1", CurrentImageID: "im1",
+		LastCheckAt: at, NextCheckAt: at.Add(time.Hour), Result: "unchanged", Error: "x", JobID: "j1"}))
+	must(s.PutCatalogBuild(ctx, store.CatalogBuild{ImageID: "im1", CatalogID: "e1", PoolID: "p1", Build: "b",
+		BuiltAt: at, ETag: `"e"`, LastModified: "lm", Digest: "sha256:aa", CreatedAt: at}))
 }

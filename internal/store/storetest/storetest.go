@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("FencedWrites", func(t *testing.T) { testFencedWrites(t, open) })
 	t.Run("LeaderRequests", func(t *testing.T) { testLeaderRequests(t, open) })
 	t.Run("Secrets", func(t *testing.T) { testSecrets(t, open) })
+	t.Run("CatalogRefresh", func(t *testing.T) { testCatalogRefresh(t, open) })
 }
 
 // t0 is microsecond-aligned because stores keep microseconds.

@@ -21,6 +21,23 @@ export function useScanStatus(pollWhileScanning = false) {
   return useQuery(ImageService.method.getScanStatus, {}, { refetchInterval: pollWhileScanning ? 400 : false });
 }
 
+/**
+ * Per catalog entry and pool: the current build, the last and next check
+ * for a new one. Builds arriving or going are image events; checks write
+ * none, so the status is refetched every 30 s, and every second while
+ * `watching` (a check was asked for, or a new build is downloading).
+ */
+export function useCatalogStatus(watching = false) {
+  return useQuery(ImageService.method.getCatalogStatus, {}, {
+    refetchInterval: (q) => (watching || q.state.data?.statuses.some((s) => s.jobId) ? 1000 : 30_000),
+  });
+}
+
+export function useRefreshCatalog() {
+  const inv = useInvalidate();
+  return useMutation(ImageService.method.refreshCatalog, { onSettled: () => inv(ImageService, JobService) });
+}
+
 export function useScanISOs() {
   const inv = useInvalidate();
   return useMutation(ImageService.method.scanISOs, { onSettled: () => inv(ImageService) });

@@ -24,7 +24,7 @@ export function targetsFor(ev: Event): Target[] {
     case Resource.POOL:
       return [StoragePoolService, NodeService, ImageService.method.getScanStatus];
     case Resource.IMAGE:
-      return [ImageService.method.listImages, ImageService.method.getImage];
+      return [ImageService.method.listImages, ImageService.method.getImage, ImageService.method.getCatalogStatus];
     case Resource.SCAN:
       return [ImageService.method.getScanStatus];
     case Resource.TOKEN:
@@ -54,6 +54,7 @@ export function applyEvents(qc: QueryClient, events: Event[]) {
         if (isTerminal(ev.job.state)) {
           targets.add(ImageService.method.listImages);
           targets.add(ImageService.method.getImage);
+          targets.add(ImageService.method.getCatalogStatus);
         }
       } else {
         targets.add(JobService);

@@ -22,6 +22,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ssoGroups, ssoUsers } from "./sso";
+import { startOrigin, type Origin } from "./origin";
 
 const webDir = resolve(import.meta.dirname, "../..");
 const repoDir = resolve(webDir, "..");
@@ -128,6 +129,7 @@ export default async function globalSetup() {
 
   let server: ChildProcess | undefined;
   let preview: ChildProcess | undefined;
+  let origin: Origin | undefined;
   let apiURL = process.env.QUARRY_URL?.replace(/\/$/, "");
   let dataDir = process.env.QUARRY_DATA_DIR;
   const tmp = mkdtempSync(join(tmpdir(), "quarry-web-e2e-"));
@@ -144,13 +146,20 @@ export default async function globalSetup() {
   try {
     if (!apiURL) {
       dataDir = join(tmp, "data");
+      // A catalog entry served by a local origin, for the catalog refresh
+      // spec (QUARRY_CATALOG_ENTRY).
+      origin = await startOrigin();
+      const catalog = join(tmp, "catalog.json");
+      writeFileSync(catalog, JSON.stringify({ entries: [{ id: "local-mirror", name: "Local mirror image", url: `${origin.url}/local-mirror.img?size=1048576&rate=67108864`, format: "raw" }] }));
+      process.env.QUARRY_CATALOG_ENTRY = "local-mirror";
       let url: string;
-      ({ child: server, url } = await startDevServer(bin, dataDir, ["--allow-loopback-urls"], "quarry server"));
+      ({ child: server, url } = await startDevServer(bin, dataDir, ["--allow-loopback-urls", "--catalog", catalog], "quarry server"));
       apiURL = url;
     }
     ssoEnv = await sso;
   } catch (e) {
     await stop(server);
+    await origin?.close();
     await sso.then((s) => Promise.all([stop(s.server), stop(s.provider)]), () => undefined);
     throw e;
   }
@@ -183,6 +192,7 @@ export default async function globalSetup() {
     await stop(preview);
     await Promise.all([stop(server), stop(ssoEnv.server)]);
     await stop(ssoEnv.provider);
+    await origin?.close();
     if (!process.env.QUARRY_KEEP) rmSync(tmp, { recursive: true, force: true });
   };
 }

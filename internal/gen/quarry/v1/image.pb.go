@@ -1576,6 +1576,449 @@ func (x *GetScanStatusResponse) GetPoolsTotal() uint32 {
 	return 0
 }
 
+type GetCatalogStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this catalog entry; empty: every entry present in a pool.
+	CatalogId     string `protobuf:"bytes,1,opt,name=catalog_id,json=catalogId,proto3" json:"catalog_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCatalogStatusRequest) Reset() {
+	*x = GetCatalogStatusRequest{}
+	mi := &file_quarry_v1_image_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCatalogStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCatalogStatusRequest) ProtoMessage() {}
+
+func (x *GetCatalogStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCatalogStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetCatalogStatusRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetCatalogStatusRequest) GetCatalogId() string {
+	if x != nil {
+		return x.CatalogId
+	}
+	return ""
+}
+
+// CatalogBuild is one build of a catalog entry kept in a pool: an image.
+type CatalogBuild struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ImageId   string                 `protobuf:"bytes,1,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	ImageName string                 `protobuf:"bytes,2,opt,name=image_name,json=imageName,proto3" json:"image_name,omitempty"`
+	// "20250101-010000": the upstream file's date (Last-Modified), or when it
+	// was fetched when upstream did not say.
+	Build   string                 `protobuf:"bytes,3,opt,name=build,proto3" json:"build,omitempty"`
+	BuiltAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=built_at,json=builtAt,proto3" json:"built_at,omitempty"`
+	State   ImageState             `protobuf:"varint,5,opt,name=state,proto3,enum=quarry.v1.ImageState" json:"state,omitempty"`
+	// The entry's current image in the pool.
+	Current bool `protobuf:"varint,6,opt,name=current,proto3" json:"current,omitempty"`
+	// The digest upstream published for it ("sha256:<hex>"), when known.
+	Digest        string `protobuf:"bytes,7,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogBuild) Reset() {
+	*x = CatalogBuild{}
+	mi := &file_quarry_v1_image_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogBuild) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogBuild) ProtoMessage() {}
+
+func (x *CatalogBuild) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogBuild.ProtoReflect.Descriptor instead.
+func (*CatalogBuild) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CatalogBuild) GetImageId() string {
+	if x != nil {
+		return x.ImageId
+	}
+	return ""
+}
+
+func (x *CatalogBuild) GetImageName() string {
+	if x != nil {
+		return x.ImageName
+	}
+	return ""
+}
+
+func (x *CatalogBuild) GetBuild() string {
+	if x != nil {
+		return x.Build
+	}
+	return ""
+}
+
+func (x *CatalogBuild) GetBuiltAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BuiltAt
+	}
+	return nil
+}
+
+func (x *CatalogBuild) GetState() ImageState {
+	if x != nil {
+		return x.State
+	}
+	return ImageState_IMAGE_STATE_UNSPECIFIED
+}
+
+func (x *CatalogBuild) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+func (x *CatalogBuild) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+// CatalogStatus is the refresh state of one catalog entry in one pool.
+type CatalogStatus struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	CatalogId        string                 `protobuf:"bytes,1,opt,name=catalog_id,json=catalogId,proto3" json:"catalog_id,omitempty"`
+	StoragePoolId    string                 `protobuf:"bytes,2,opt,name=storage_pool_id,json=storagePoolId,proto3" json:"storage_pool_id,omitempty"`
+	StoragePoolName  string                 `protobuf:"bytes,3,opt,name=storage_pool_name,json=storagePoolName,proto3" json:"storage_pool_name,omitempty"`
+	CurrentImageId   string                 `protobuf:"bytes,4,opt,name=current_image_id,json=currentImageId,proto3" json:"current_image_id,omitempty"`
+	CurrentImageName string                 `protobuf:"bytes,5,opt,name=current_image_name,json=currentImageName,proto3" json:"current_image_name,omitempty"`
+	CurrentBuild     string                 `protobuf:"bytes,6,opt,name=current_build,json=currentBuild,proto3" json:"current_build,omitempty"`
+	CurrentBuiltAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=current_built_at,json=currentBuiltAt,proto3" json:"current_built_at,omitempty"`
+	// Unset: never checked.
+	LastCheckAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_check_at,json=lastCheckAt,proto3" json:"last_check_at,omitempty"`
+	// Unset when periodic refresh is off.
+	NextCheckAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_check_at,json=nextCheckAt,proto3" json:"next_check_at,omitempty"`
+	// What the last check or refresh found ("unchanged (304 Not Modified)",
+	// "new build 20250102-010000 downloaded").
+	Result string `protobuf:"bytes,10,opt,name=result,proto3" json:"result,omitempty"`
+	// Why the last check or refresh failed; empty when it did not. The
+	// current image is untouched by a failure.
+	Error string `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	// The download of a new build in flight; empty for none.
+	JobId string `protobuf:"bytes,12,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Newest first; at most --catalog-keep once a refresh has succeeded.
+	Builds        []*CatalogBuild `protobuf:"bytes,13,rep,name=builds,proto3" json:"builds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogStatus) Reset() {
+	*x = CatalogStatus{}
+	mi := &file_quarry_v1_image_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogStatus) ProtoMessage() {}
+
+func (x *CatalogStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogStatus.ProtoReflect.Descriptor instead.
+func (*CatalogStatus) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CatalogStatus) GetCatalogId() string {
+	if x != nil {
+		return x.CatalogId
+	}
+	return ""
+}
+
+func (x *CatalogStatus) GetStoragePoolId() string {
+	if x != nil {
+		return x.StoragePoolId
+	}
+	return ""
+}
+
+func (x *CatalogStatus) GetStoragePoolName() string {
+	if x != nil {
+		return x.StoragePoolName
+	}
+	return ""
+}
+
+func (x *CatalogStatus) GetCurrentImageId() string {
+	if x != nil {
+		return x.CurrentImageId
+	}
+	return ""
+}
+
+func (x *CatalogStatus) GetCurrentImageName() string {
+	if x != nil {
+		return x.CurrentImageName
+	}
+	return ""
+}
+
+func (x *CatalogStatus) GetCurrentBuild() string {
+	if x != nil {
+		return x.CurrentBuild
+	}
+	return ""
+}
+
+func (x *CatalogStatus) GetCurrentBuiltAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CurrentBuiltAt
+	}
+	return nil
+}
+
+func (x *CatalogStatus) GetLastCheckAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastCheckAt
+	}
+	return nil
+}
+
+func (x *CatalogStatus) GetNextCheckAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextCheckAt
+	}
+	return nil
+}
+
+func (x *CatalogStatus) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *CatalogStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *CatalogStatus) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CatalogStatus) GetBuilds() []*CatalogBuild {
+	if x != nil {
+		return x.Builds
+	}
+	return nil
+}
+
+type GetCatalogStatusResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Statuses []*CatalogStatus       `protobuf:"bytes,1,rep,name=statuses,proto3" json:"statuses,omitempty"`
+	// The server's --catalog-refresh; zero: periodic refresh is off.
+	Interval *durationpb.Duration `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
+	// The server's --catalog-keep: builds kept per entry and pool.
+	Keep          uint32 `protobuf:"varint,3,opt,name=keep,proto3" json:"keep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCatalogStatusResponse) Reset() {
+	*x = GetCatalogStatusResponse{}
+	mi := &file_quarry_v1_image_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCatalogStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCatalogStatusResponse) ProtoMessage() {}
+
+func (x *GetCatalogStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCatalogStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetCatalogStatusResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetCatalogStatusResponse) GetStatuses() []*CatalogStatus {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+func (x *GetCatalogStatusResponse) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *GetCatalogStatusResponse) GetKeep() uint32 {
+	if x != nil {
+		return x.Keep
+	}
+	return 0
+}
+
+type RefreshCatalogRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this catalog entry; empty: every entry present in a pool.
+	CatalogId     string `protobuf:"bytes,1,opt,name=catalog_id,json=catalogId,proto3" json:"catalog_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshCatalogRequest) Reset() {
+	*x = RefreshCatalogRequest{}
+	mi := &file_quarry_v1_image_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshCatalogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshCatalogRequest) ProtoMessage() {}
+
+func (x *RefreshCatalogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshCatalogRequest.ProtoReflect.Descriptor instead.
+func (*RefreshCatalogRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RefreshCatalogRequest) GetCatalogId() string {
+	if x != nil {
+		return x.CatalogId
+	}
+	return ""
+}
+
+type RefreshCatalogResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entries and pools whose check was asked for, as they were before it.
+	Statuses      []*CatalogStatus `protobuf:"bytes,1,rep,name=statuses,proto3" json:"statuses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshCatalogResponse) Reset() {
+	*x = RefreshCatalogResponse{}
+	mi := &file_quarry_v1_image_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshCatalogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshCatalogResponse) ProtoMessage() {}
+
+func (x *RefreshCatalogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshCatalogResponse.ProtoReflect.Descriptor instead.
+func (*RefreshCatalogResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RefreshCatalogResponse) GetStatuses() []*CatalogStatus {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
 var File_quarry_v1_image_proto protoreflect.FileDescriptor
 
 const file_quarry_v1_image_proto_rawDesc = "" +
@@ -1692,7 +2135,44 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\arunning\x18\x01 \x03(\v2\x16.quarry.v1.RunningScanR\arunning\x12-\n" +
 	"\x04last\x18\x02 \x03(\v2\x19.quarry.v1.PoolScanResultR\x04last\x12\x1f\n" +
 	"\vpools_total\x18\x03 \x01(\rR\n" +
-	"poolsTotal*l\n" +
+	"poolsTotal\"8\n" +
+	"\x17GetCatalogStatusRequest\x12\x1d\n" +
+	"\n" +
+	"catalog_id\x18\x01 \x01(\tR\tcatalogId\"\xf4\x01\n" +
+	"\fCatalogBuild\x12\x19\n" +
+	"\bimage_id\x18\x01 \x01(\tR\aimageId\x12\x1d\n" +
+	"\n" +
+	"image_name\x18\x02 \x01(\tR\timageName\x12\x14\n" +
+	"\x05build\x18\x03 \x01(\tR\x05build\x125\n" +
+	"\bbuilt_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\abuiltAt\x12+\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x15.quarry.v1.ImageStateR\x05state\x12\x18\n" +
+	"\acurrent\x18\x06 \x01(\bR\acurrent\x12\x16\n" +
+	"\x06digest\x18\a \x01(\tR\x06digest\"\xbb\x04\n" +
+	"\rCatalogStatus\x12\x1d\n" +
+	"\n" +
+	"catalog_id\x18\x01 \x01(\tR\tcatalogId\x12&\n" +
+	"\x0fstorage_pool_id\x18\x02 \x01(\tR\rstoragePoolId\x12*\n" +
+	"\x11storage_pool_name\x18\x03 \x01(\tR\x0fstoragePoolName\x12(\n" +
+	"\x10current_image_id\x18\x04 \x01(\tR\x0ecurrentImageId\x12,\n" +
+	"\x12current_image_name\x18\x05 \x01(\tR\x10currentImageName\x12#\n" +
+	"\rcurrent_build\x18\x06 \x01(\tR\fcurrentBuild\x12D\n" +
+	"\x10current_built_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0ecurrentBuiltAt\x12>\n" +
+	"\rlast_check_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastCheckAt\x12>\n" +
+	"\rnext_check_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vnextCheckAt\x12\x16\n" +
+	"\x06result\x18\n" +
+	" \x01(\tR\x06result\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\x12\x15\n" +
+	"\x06job_id\x18\f \x01(\tR\x05jobId\x12/\n" +
+	"\x06builds\x18\r \x03(\v2\x17.quarry.v1.CatalogBuildR\x06builds\"\x9b\x01\n" +
+	"\x18GetCatalogStatusResponse\x124\n" +
+	"\bstatuses\x18\x01 \x03(\v2\x18.quarry.v1.CatalogStatusR\bstatuses\x125\n" +
+	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x12\n" +
+	"\x04keep\x18\x03 \x01(\rR\x04keep\"6\n" +
+	"\x15RefreshCatalogRequest\x12\x1d\n" +
+	"\n" +
+	"catalog_id\x18\x01 \x01(\tR\tcatalogId\"N\n" +
+	"\x16RefreshCatalogResponse\x124\n" +
+	"\bstatuses\x18\x01 \x03(\v2\x18.quarry.v1.CatalogStatusR\bstatuses*l\n" +
 	"\tImageKind\x12\x1a\n" +
 	"\x16IMAGE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16IMAGE_KIND_CLOUD_IMAGE\x10\x01\x12\x12\n" +
@@ -1708,7 +2188,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x11IMAGE_STATE_ERROR\x10\x05\x12\x17\n" +
 	"\x13IMAGE_STATE_MISSING\x10\x06\x12\x18\n" +
 	"\x14IMAGE_STATE_DELETING\x10\a\x12\x19\n" +
-	"\x15IMAGE_STATE_UPLOADING\x10\b2\xf5\x04\n" +
+	"\x15IMAGE_STATE_UPLOADING\x10\b2\xa9\x06\n" +
 	"\fImageService\x12L\n" +
 	"\vListCatalog\x12\x1d.quarry.v1.ListCatalogRequest\x1a\x1e.quarry.v1.ListCatalogResponse\x12R\n" +
 	"\rDownloadImage\x12\x1f.quarry.v1.DownloadImageRequest\x1a .quarry.v1.DownloadImageResponse\x12I\n" +
@@ -1718,7 +2198,9 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\vDeleteImage\x12\x1d.quarry.v1.DeleteImageRequest\x1a\x1e.quarry.v1.DeleteImageResponse\x12C\n" +
 	"\bScanISOs\x12\x1a.quarry.v1.ScanISOsRequest\x1a\x1b.quarry.v1.ScanISOsResponse\x12L\n" +
 	"\vVerifyImage\x12\x1d.quarry.v1.VerifyImageRequest\x1a\x1e.quarry.v1.VerifyImageResponse\x12R\n" +
-	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponseB\xa2\x01\n" +
+	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponse\x12[\n" +
+	"\x10GetCatalogStatus\x12\".quarry.v1.GetCatalogStatusRequest\x1a#.quarry.v1.GetCatalogStatusResponse\x12U\n" +
+	"\x0eRefreshCatalog\x12 .quarry.v1.RefreshCatalogRequest\x1a!.quarry.v1.RefreshCatalogResponseB\xa2\x01\n" +
 	"\rcom.quarry.v1B\n" +
 	"ImageProtoP\x01Z@github.com/quarry-project/quarry/internal/gen/quarry/v1;quarryv1\xa2\x02\x03QXX\xaa\x02\tQuarry.V1\xca\x02\tQuarry\\V1\xe2\x02\x15Quarry\\V1\\GPBMetadata\xea\x02\n" +
 	"Quarry::V1b\x06proto3"
@@ -1736,79 +2218,98 @@ func file_quarry_v1_image_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_v1_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_quarry_v1_image_proto_goTypes = []any{
-	(ImageKind)(0),                // 0: quarry.v1.ImageKind
-	(ImageState)(0),               // 1: quarry.v1.ImageState
-	(*OSInfo)(nil),                // 2: quarry.v1.OSInfo
-	(*Image)(nil),                 // 3: quarry.v1.Image
-	(*CatalogEntry)(nil),          // 4: quarry.v1.CatalogEntry
-	(*ListCatalogRequest)(nil),    // 5: quarry.v1.ListCatalogRequest
-	(*ListCatalogResponse)(nil),   // 6: quarry.v1.ListCatalogResponse
-	(*DownloadImageRequest)(nil),  // 7: quarry.v1.DownloadImageRequest
-	(*DownloadImageResponse)(nil), // 8: quarry.v1.DownloadImageResponse
-	(*ListImagesRequest)(nil),     // 9: quarry.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),    // 10: quarry.v1.ListImagesResponse
-	(*GetImageRequest)(nil),       // 11: quarry.v1.GetImageRequest
-	(*GetImageResponse)(nil),      // 12: quarry.v1.GetImageResponse
-	(*DeleteImageRequest)(nil),    // 13: quarry.v1.DeleteImageRequest
-	(*DeleteImageResponse)(nil),   // 14: quarry.v1.DeleteImageResponse
-	(*VerifyImageRequest)(nil),    // 15: quarry.v1.VerifyImageRequest
-	(*VerifyImageResponse)(nil),   // 16: quarry.v1.VerifyImageResponse
-	(*ScanISOsRequest)(nil),       // 17: quarry.v1.ScanISOsRequest
-	(*PoolScanResult)(nil),        // 18: quarry.v1.PoolScanResult
-	(*ScanISOsResponse)(nil),      // 19: quarry.v1.ScanISOsResponse
-	(*GetScanStatusRequest)(nil),  // 20: quarry.v1.GetScanStatusRequest
-	(*RunningScan)(nil),           // 21: quarry.v1.RunningScan
-	(*GetScanStatusResponse)(nil), // 22: quarry.v1.GetScanStatusResponse
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*Job)(nil),                   // 24: quarry.v1.Job
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(ImageKind)(0),                   // 0: quarry.v1.ImageKind
+	(ImageState)(0),                  // 1: quarry.v1.ImageState
+	(*OSInfo)(nil),                   // 2: quarry.v1.OSInfo
+	(*Image)(nil),                    // 3: quarry.v1.Image
+	(*CatalogEntry)(nil),             // 4: quarry.v1.CatalogEntry
+	(*ListCatalogRequest)(nil),       // 5: quarry.v1.ListCatalogRequest
+	(*ListCatalogResponse)(nil),      // 6: quarry.v1.ListCatalogResponse
+	(*DownloadImageRequest)(nil),     // 7: quarry.v1.DownloadImageRequest
+	(*DownloadImageResponse)(nil),    // 8: quarry.v1.DownloadImageResponse
+	(*ListImagesRequest)(nil),        // 9: quarry.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),       // 10: quarry.v1.ListImagesResponse
+	(*GetImageRequest)(nil),          // 11: quarry.v1.GetImageRequest
+	(*GetImageResponse)(nil),         // 12: quarry.v1.GetImageResponse
+	(*DeleteImageRequest)(nil),       // 13: quarry.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),      // 14: quarry.v1.DeleteImageResponse
+	(*VerifyImageRequest)(nil),       // 15: quarry.v1.VerifyImageRequest
+	(*VerifyImageResponse)(nil),      // 16: quarry.v1.VerifyImageResponse
+	(*ScanISOsRequest)(nil),          // 17: quarry.v1.ScanISOsRequest
+	(*PoolScanResult)(nil),           // 18: quarry.v1.PoolScanResult
+	(*ScanISOsResponse)(nil),         // 19: quarry.v1.ScanISOsResponse
+	(*GetScanStatusRequest)(nil),     // 20: quarry.v1.GetScanStatusRequest
+	(*RunningScan)(nil),              // 21: quarry.v1.RunningScan
+	(*GetScanStatusResponse)(nil),    // 22: quarry.v1.GetScanStatusResponse
+	(*GetCatalogStatusRequest)(nil),  // 23: quarry.v1.GetCatalogStatusRequest
+	(*CatalogBuild)(nil),             // 24: quarry.v1.CatalogBuild
+	(*CatalogStatus)(nil),            // 25: quarry.v1.CatalogStatus
+	(*GetCatalogStatusResponse)(nil), // 26: quarry.v1.GetCatalogStatusResponse
+	(*RefreshCatalogRequest)(nil),    // 27: quarry.v1.RefreshCatalogRequest
+	(*RefreshCatalogResponse)(nil),   // 28: quarry.v1.RefreshCatalogResponse
+	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
+	(*Job)(nil),                      // 30: quarry.v1.Job
+	(*durationpb.Duration)(nil),      // 31: google.protobuf.Duration
 }
 var file_quarry_v1_image_proto_depIdxs = []int32{
 	0,  // 0: quarry.v1.Image.kind:type_name -> quarry.v1.ImageKind
 	1,  // 1: quarry.v1.Image.state:type_name -> quarry.v1.ImageState
-	23, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
+	29, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: quarry.v1.Image.os:type_name -> quarry.v1.OSInfo
-	23, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	23, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
-	23, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
+	29, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	29, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
 	2,  // 7: quarry.v1.CatalogEntry.os:type_name -> quarry.v1.OSInfo
 	4,  // 8: quarry.v1.ListCatalogResponse.entries:type_name -> quarry.v1.CatalogEntry
 	3,  // 9: quarry.v1.DownloadImageResponse.image:type_name -> quarry.v1.Image
-	24, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
+	30, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
 	0,  // 11: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
 	3,  // 12: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
 	3,  // 13: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
 	3,  // 14: quarry.v1.VerifyImageResponse.image:type_name -> quarry.v1.Image
-	24, // 15: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
-	25, // 16: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
-	23, // 17: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
+	30, // 15: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
+	31, // 16: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
+	29, // 17: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
 	18, // 18: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
-	23, // 19: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
+	29, // 19: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
 	21, // 20: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
 	18, // 21: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
-	5,  // 22: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
-	7,  // 23: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
-	9,  // 24: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
-	11, // 25: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
-	13, // 26: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
-	17, // 27: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
-	15, // 28: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
-	20, // 29: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
-	6,  // 30: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
-	8,  // 31: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
-	10, // 32: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
-	12, // 33: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
-	14, // 34: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
-	19, // 35: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
-	16, // 36: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
-	22, // 37: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
-	30, // [30:38] is the sub-list for method output_type
-	22, // [22:30] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	29, // 22: quarry.v1.CatalogBuild.built_at:type_name -> google.protobuf.Timestamp
+	1,  // 23: quarry.v1.CatalogBuild.state:type_name -> quarry.v1.ImageState
+	29, // 24: quarry.v1.CatalogStatus.current_built_at:type_name -> google.protobuf.Timestamp
+	29, // 25: quarry.v1.CatalogStatus.last_check_at:type_name -> google.protobuf.Timestamp
+	29, // 26: quarry.v1.CatalogStatus.next_check_at:type_name -> google.protobuf.Timestamp
+	24, // 27: quarry.v1.CatalogStatus.builds:type_name -> quarry.v1.CatalogBuild
+	25, // 28: quarry.v1.GetCatalogStatusResponse.statuses:type_name -> quarry.v1.CatalogStatus
+	31, // 29: quarry.v1.GetCatalogStatusResponse.interval:type_name -> google.protobuf.Duration
+	25, // 30: quarry.v1.RefreshCatalogResponse.statuses:type_name -> quarry.v1.CatalogStatus
+	5,  // 31: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
+	7,  // 32: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
+	9,  // 33: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
+	11, // 34: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
+	13, // 35: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
+	17, // 36: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
+	15, // 37: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
+	20, // 38: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
+	23, // 39: quarry.v1.ImageService.GetCatalogStatus:input_type -> quarry.v1.GetCatalogStatusRequest
+	27, // 40: quarry.v1.ImageService.RefreshCatalog:input_type -> quarry.v1.RefreshCatalogRequest
+	6,  // 41: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
+	8,  // 42: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
+	10, // 43: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
+	12, // 44: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
+	14, // 45: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
+	19, // 46: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
+	16, // 47: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
+	22, // 48: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
+	26, // 49: quarry.v1.ImageService.GetCatalogStatus:output_type -> quarry.v1.GetCatalogStatusResponse
+	28, // 50: quarry.v1.ImageService.RefreshCatalog:output_type -> quarry.v1.RefreshCatalogResponse
+	41, // [41:51] is the sub-list for method output_type
+	31, // [31:41] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_image_proto_init() }
@@ -1823,7 +2324,7 @@ func file_quarry_v1_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_v1_image_proto_rawDesc), len(file_quarry_v1_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -10,6 +10,7 @@ import { useCan } from "../../lib/session";
 import { matchesSearch } from "../../lib/table";
 import { shortDigest } from "../../lib/format";
 import { DownloadDialog, type DownloadPreset } from "../images/DownloadDialog";
+import { CatalogStatusSection } from "./CatalogStatus";
 
 export default function CatalogPage() {
   const catalog = useCatalog();
@@ -66,6 +67,7 @@ export default function CatalogPage() {
         ) : (
           <DataTable label="Catalog" rows={rows} columns={columns} rowKey={(c) => c.id} defaultSort={{ key: "name", dir: "asc" }} />
         )}
+        <CatalogStatusSection />
       </Stack>
       <DownloadDialog opened={!!preset} preset={preset} onClose={() => setPreset(undefined)} />
     </>

@@ -54,6 +54,12 @@ const (
 	// ImageServiceGetScanStatusProcedure is the fully-qualified name of the ImageService's
 	// GetScanStatus RPC.
 	ImageServiceGetScanStatusProcedure = "/quarry.v1.ImageService/GetScanStatus"
+	// ImageServiceGetCatalogStatusProcedure is the fully-qualified name of the ImageService's
+	// GetCatalogStatus RPC.
+	ImageServiceGetCatalogStatusProcedure = "/quarry.v1.ImageService/GetCatalogStatus"
+	// ImageServiceRefreshCatalogProcedure is the fully-qualified name of the ImageService's
+	// RefreshCatalog RPC.
+	ImageServiceRefreshCatalogProcedure = "/quarry.v1.ImageService/RefreshCatalog"
 )
 
 // ImageServiceClient is a client for the quarry.v1.ImageService service.
@@ -90,6 +96,16 @@ type ImageServiceClient interface {
 	// GetScanStatus reports the scans running now and the last result per
 	// pool.
 	GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error)
+	// GetCatalogStatus reports, for every catalog entry present in a pool
+	// (downloaded from the catalog), its current build, the builds kept, when
+	// upstream was last checked for a new build and when it is next
+	// (quarry server --catalog-refresh), and what the last check found.
+	GetCatalogStatus(context.Context, *connect.Request[v1.GetCatalogStatusRequest]) (*connect.Response[v1.GetCatalogStatusResponse], error)
+	// RefreshCatalog checks upstream now for one entry (catalog_id) or every
+	// entry present in a pool (empty), also when periodic refresh is off, and
+	// returns at once; GetCatalogStatus shows the outcome. A changed upstream
+	// is downloaded as a new build next to the old ones.
+	RefreshCatalog(context.Context, *connect.Request[v1.RefreshCatalogRequest]) (*connect.Response[v1.RefreshCatalogResponse], error)
 }
 
 // NewImageServiceClient constructs a client for the quarry.v1.ImageService service. By default, it
@@ -151,19 +167,33 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(imageServiceMethods.ByName("GetScanStatus")),
 			connect.WithClientOptions(opts...),
 		),
+		getCatalogStatus: connect.NewClient[v1.GetCatalogStatusRequest, v1.GetCatalogStatusResponse](
+			httpClient,
+			baseURL+ImageServiceGetCatalogStatusProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("GetCatalogStatus")),
+			connect.WithClientOptions(opts...),
+		),
+		refreshCatalog: connect.NewClient[v1.RefreshCatalogRequest, v1.RefreshCatalogResponse](
+			httpClient,
+			baseURL+ImageServiceRefreshCatalogProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("RefreshCatalog")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // imageServiceClient implements ImageServiceClient.
 type imageServiceClient struct {
-	listCatalog   *connect.Client[v1.ListCatalogRequest, v1.ListCatalogResponse]
-	downloadImage *connect.Client[v1.DownloadImageRequest, v1.DownloadImageResponse]
-	listImages    *connect.Client[v1.ListImagesRequest, v1.ListImagesResponse]
-	getImage      *connect.Client[v1.GetImageRequest, v1.GetImageResponse]
-	deleteImage   *connect.Client[v1.DeleteImageRequest, v1.DeleteImageResponse]
-	scanISOs      *connect.Client[v1.ScanISOsRequest, v1.ScanISOsResponse]
-	verifyImage   *connect.Client[v1.VerifyImageRequest, v1.VerifyImageResponse]
-	getScanStatus *connect.Client[v1.GetScanStatusRequest, v1.GetScanStatusResponse]
+	listCatalog      *connect.Client[v1.ListCatalogRequest, v1.ListCatalogResponse]
+	downloadImage    *connect.Client[v1.DownloadImageRequest, v1.DownloadImageResponse]
+	listImages       *connect.Client[v1.ListImagesRequest, v1.ListImagesResponse]
+	getImage         *connect.Client[v1.GetImageRequest, v1.GetImageResponse]
+	deleteImage      *connect.Client[v1.DeleteImageRequest, v1.DeleteImageResponse]
+	scanISOs         *connect.Client[v1.ScanISOsRequest, v1.ScanISOsResponse]
+	verifyImage      *connect.Client[v1.VerifyImageRequest, v1.VerifyImageResponse]
+	getScanStatus    *connect.Client[v1.GetScanStatusRequest, v1.GetScanStatusResponse]
+	getCatalogStatus *connect.Client[v1.GetCatalogStatusRequest, v1.GetCatalogStatusResponse]
+	refreshCatalog   *connect.Client[v1.RefreshCatalogRequest, v1.RefreshCatalogResponse]
 }
 
 // ListCatalog calls quarry.v1.ImageService.ListCatalog.
@@ -206,6 +236,16 @@ func (c *imageServiceClient) GetScanStatus(ctx context.Context, req *connect.Req
 	return c.getScanStatus.CallUnary(ctx, req)
 }
 
+// GetCatalogStatus calls quarry.v1.ImageService.GetCatalogStatus.
+func (c *imageServiceClient) GetCatalogStatus(ctx context.Context, req *connect.Request[v1.GetCatalogStatusRequest]) (*connect.Response[v1.GetCatalogStatusResponse], error) {
+	return c.getCatalogStatus.CallUnary(ctx, req)
+}
+
+// RefreshCatalog calls quarry.v1.ImageService.RefreshCatalog.
+func (c *imageServiceClient) RefreshCatalog(ctx context.Context, req *connect.Request[v1.RefreshCatalogRequest]) (*connect.Response[v1.RefreshCatalogResponse], error) {
+	return c.refreshCatalog.CallUnary(ctx, req)
+}
+
 // ImageServiceHandler is an implementation of the quarry.v1.ImageService service.
 type ImageServiceHandler interface {
 	// ListCatalog lists the well-known cloud images that DownloadImage takes
@@ -240,6 +280,16 @@ type ImageServiceHandler interface {
 	// GetScanStatus reports the scans running now and the last result per
 	// pool.
 	GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error)
+	// GetCatalogStatus reports, for every catalog entry present in a pool
+	// (downloaded from the catalog), its current build, the builds kept, when
+	// upstream was last checked for a new build and when it is next
+	// (quarry server --catalog-refresh), and what the last check found.
+	GetCatalogStatus(context.Context, *connect.Request[v1.GetCatalogStatusRequest]) (*connect.Response[v1.GetCatalogStatusResponse], error)
+	// RefreshCatalog checks upstream now for one entry (catalog_id) or every
+	// entry present in a pool (empty), also when periodic refresh is off, and
+	// returns at once; GetCatalogStatus shows the outcome. A changed upstream
+	// is downloaded as a new build next to the old ones.
+	RefreshCatalog(context.Context, *connect.Request[v1.RefreshCatalogRequest]) (*connect.Response[v1.RefreshCatalogResponse], error)
 }
 
 // NewImageServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -297,6 +347,18 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(imageServiceMethods.ByName("GetScanStatus")),
 		connect.WithHandlerOptions(opts...),
 	)
+	imageServiceGetCatalogStatusHandler := connect.NewUnaryHandler(
+		ImageServiceGetCatalogStatusProcedure,
+		svc.GetCatalogStatus,
+		connect.WithSchema(imageServiceMethods.ByName("GetCatalogStatus")),
+		connect.WithHandlerOptions(opts...),
+	)
+	imageServiceRefreshCatalogHandler := connect.NewUnaryHandler(
+		ImageServiceRefreshCatalogProcedure,
+		svc.RefreshCatalog,
+		connect.WithSchema(imageServiceMethods.ByName("RefreshCatalog")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.v1.ImageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ImageServiceListCatalogProcedure:
@@ -315,6 +377,10 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 			imageServiceVerifyImageHandler.ServeHTTP(w, r)
 		case ImageServiceGetScanStatusProcedure:
 			imageServiceGetScanStatusHandler.ServeHTTP(w, r)
+		case ImageServiceGetCatalogStatusProcedure:
+			imageServiceGetCatalogStatusHandler.ServeHTTP(w, r)
+		case ImageServiceRefreshCatalogProcedure:
+			imageServiceRefreshCatalogHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -354,4 +420,12 @@ func (UnimplementedImageServiceHandler) VerifyImage(context.Context, *connect.Re
 
 func (UnimplementedImageServiceHandler) GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.GetScanStatus is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) GetCatalogStatus(context.Context, *connect.Request[v1.GetCatalogStatusRequest]) (*connect.Response[v1.GetCatalogStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.GetCatalogStatus is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) RefreshCatalog(context.Context, *connect.Request[v1.RefreshCatalogRequest]) (*connect.Response[v1.RefreshCatalogResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.RefreshCatalog is not implemented"))
 }

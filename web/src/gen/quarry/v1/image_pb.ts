@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quarry/v1/image.proto.
  */
 export const file_quarry_v1_image: GenFile = /*@__PURE__*/
-  fileDesc("ChVxdWFycnkvdjEvaW1hZ2UucHJvdG8SCXF1YXJyeS52MSI3CgZPU0luZm8SDgoGZGlzdHJvGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEYXJjaBgDIAEoCSLABAoFSW1hZ2USCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIXCg9zdG9yYWdlX3Bvb2xfaWQYAyABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYBCABKAkSIgoEa2luZBgFIAEoDjIULnF1YXJyeS52MS5JbWFnZUtpbmQSDgoGZm9ybWF0GAYgASgJEiQKBXN0YXRlGAcgASgOMhUucXVhcnJ5LnYxLkltYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAggASgJEgwKBHBhdGgYCSABKAkSEgoKc2l6ZV9ieXRlcxgKIAEoBBIvCgttb2RpZmllZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdm9sdW1lX2xhYmVsGAwgASgJEhAKCGJvb3RhYmxlGA0gASgIEh0KAm9zGA4gASgLMhEucXVhcnJ5LnYxLk9TSW5mbxIOCgZkaWdlc3QYDyABKAkSDgoGb3JpZ2luGBAgASgJEi4KCmNyZWF0ZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW1pc3Npbmdfc2luY2UYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgUIAEoBBIQCgh2ZXJpZmllZBgVIAEoCCKxAQoMQ2F0YWxvZ0VudHJ5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSHQoCb3MYAyABKAsyES5xdWFycnkudjEuT1NJbmZvEgsKA3VybBgEIAEoCRIQCghjaGVja3N1bRgFIAEoCRIUCgxjaGVja3N1bV91cmwYBiABKAkSDgoGZm9ybWF0GAcgASgJEhQKDGRlZmF1bHRfdXNlchgIIAEoCRINCgVub3RlcxgJIAEoCSIUChJMaXN0Q2F0YWxvZ1JlcXVlc3QiPwoTTGlzdENhdGFsb2dSZXNwb25zZRIoCgdlbnRyaWVzGAEgAygLMhcucXVhcnJ5LnYxLkNhdGFsb2dFbnRyeSKGAQoURG93bmxvYWRJbWFnZVJlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCRILCgN1cmwYAiABKAkSFwoPc3RvcmFnZV9wb29sX2lkGAMgASgJEhAKCGNoZWNrc3VtGAQgASgJEgwKBG5hbWUYBSABKAkSFAoMY2hlY2tzdW1fdXJsGAYgASgJImcKFURvd25sb2FkSW1hZ2VSZXNwb25zZRIfCgVpbWFnZRgBIAEoCzIQLnF1YXJyeS52MS5JbWFnZRIbCgNqb2IYAiABKAsyDi5xdWFycnkudjEuSm9iEhAKCGV4aXN0aW5nGAMgASgIIlAKEUxpc3RJbWFnZXNSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIiCgRraW5kGAIgASgOMhQucXVhcnJ5LnYxLkltYWdlS2luZCI2ChJMaXN0SW1hZ2VzUmVzcG9uc2USIAoGaW1hZ2VzGAEgAygLMhAucXVhcnJ5LnYxLkltYWdlIh0KD0dldEltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSIzChBHZXRJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlIiAKEkRlbGV0ZUltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSIVChNEZWxldGVJbWFnZVJlc3BvbnNlIiAKElZlcmlmeUltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSJlChNWZXJpZnlJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlEhsKA2pvYhgCIAEoCzIOLnF1YXJyeS52MS5Kb2ISEAoIZXhpc3RpbmcYAyABKAgiKgoPU2NhbklTT3NSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCSL0AgoOUG9vbFNjYW5SZXN1bHQSFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJEhkKEXN0b3JhZ2VfcG9vbF9uYW1lGAIgASgJEg8KB25vZGVfaWQYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEhgKEGRpc2NvdmVyZWRfY291bnQYBSABKA0SFQoNdXBkYXRlZF9jb3VudBgGIAEoDRIVCg1taXNzaW5nX2NvdW50GAcgASgNEisKCGR1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB3NraXBwZWQYCSABKAgSEwoLc2tpcF9yZWFzb24YCiABKAkSLwoLZmluaXNoZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmRlZmVycmVkX2NvdW50GAwgASgNEg8KB3RyaWdnZXIYDSABKAkSFQoNY2hhbmdlZF9jb3VudBgOIAEoDSJYChBTY2FuSVNPc1Jlc3BvbnNlEhgKEGRpc2NvdmVyZWRfY291bnQYASABKA0SKgoHcmVzdWx0cxgCIAMoCzIZLnF1YXJyeS52MS5Qb29sU2NhblJlc3VsdCIWChRHZXRTY2FuU3RhdHVzUmVxdWVzdCKpAQoLUnVubmluZ1NjYW4SFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJEhkKEXN0b3JhZ2VfcG9vbF9uYW1lGAIgASgJEhEKCW5vZGVfbmFtZRgDIAEoCRISCgpmaWxlc19zZWVuGAQgASgNEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3RyaWdnZXIYBiABKAkifgoVR2V0U2NhblN0YXR1c1Jlc3BvbnNlEicKB3J1bm5pbmcYASADKAsyFi5xdWFycnkudjEuUnVubmluZ1NjYW4SJwoEbGFzdBgCIAMoCzIZLnF1YXJyeS52MS5Qb29sU2NhblJlc3VsdBITCgtwb29sc190b3RhbBgDIAEoDSpsCglJbWFnZUtpbmQSGgoWSU1BR0VfS0lORF9VTlNQRUNJRklFRBAAEhoKFklNQUdFX0tJTkRfQ0xPVURfSU1BR0UQARISCg5JTUFHRV9LSU5EX0lTTxACEhMKD0lNQUdFX0tJTkRfRElTSxADKvYBCgpJbWFnZVN0YXRlEhsKF0lNQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTSU1BR0VfU1RBVEVfUEVORElORxABEhsKF0lNQUdFX1NUQVRFX0RPV05MT0FESU5HEAISGQoVSU1BR0VfU1RBVEVfVkVSSUZZSU5HEAMSFQoRSU1BR0VfU1RBVEVfUkVBRFkQBBIVChFJTUFHRV9TVEFURV9FUlJPUhAFEhcKE0lNQUdFX1NUQVRFX01JU1NJTkcQBhIYChRJTUFHRV9TVEFURV9ERUxFVElORxAHEhkKFUlNQUdFX1NUQVRFX1VQTE9BRElORxAIMvUECgxJbWFnZVNlcnZpY2USTAoLTGlzdENhdGFsb2cSHS5xdWFycnkudjEuTGlzdENhdGFsb2dSZXF1ZXN0Gh4ucXVhcnJ5LnYxLkxpc3RDYXRhbG9nUmVzcG9uc2USUgoNRG93bmxvYWRJbWFnZRIfLnF1YXJyeS52MS5Eb3dubG9hZEltYWdlUmVxdWVzdBogLnF1YXJyeS52MS5Eb3dubG9hZEltYWdlUmVzcG9uc2USSQoKTGlzdEltYWdlcxIcLnF1YXJyeS52MS5MaXN0SW1hZ2VzUmVxdWVzdBodLnF1YXJyeS52MS5MaXN0SW1hZ2VzUmVzcG9uc2USQwoIR2V0SW1hZ2USGi5xdWFycnkudjEuR2V0SW1hZ2VSZXF1ZXN0GhsucXVhcnJ5LnYxLkdldEltYWdlUmVzcG9uc2USTAoLRGVsZXRlSW1hZ2USHS5xdWFycnkudjEuRGVsZXRlSW1hZ2VSZXF1ZXN0Gh4ucXVhcnJ5LnYxLkRlbGV0ZUltYWdlUmVzcG9uc2USQwoIU2NhbklTT3MSGi5xdWFycnkudjEuU2NhbklTT3NSZXF1ZXN0GhsucXVhcnJ5LnYxLlNjYW5JU09zUmVzcG9uc2USTAoLVmVyaWZ5SW1hZ2USHS5xdWFycnkudjEuVmVyaWZ5SW1hZ2VSZXF1ZXN0Gh4ucXVhcnJ5LnYxLlZlcmlmeUltYWdlUmVzcG9uc2USUgoNR2V0U2NhblN0YXR1cxIfLnF1YXJyeS52MS5HZXRTY2FuU3RhdHVzUmVxdWVzdBogLnF1YXJyeS52MS5HZXRTY2FuU3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_quarry_v1_job]);
+  fileDesc("ChVxdWFycnkvdjEvaW1hZ2UucHJvdG8SCXF1YXJyeS52MSI3CgZPU0luZm8SDgoGZGlzdHJvGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEYXJjaBgDIAEoCSLABAoFSW1hZ2USCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIXCg9zdG9yYWdlX3Bvb2xfaWQYAyABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYBCABKAkSIgoEa2luZBgFIAEoDjIULnF1YXJyeS52MS5JbWFnZUtpbmQSDgoGZm9ybWF0GAYgASgJEiQKBXN0YXRlGAcgASgOMhUucXVhcnJ5LnYxLkltYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAggASgJEgwKBHBhdGgYCSABKAkSEgoKc2l6ZV9ieXRlcxgKIAEoBBIvCgttb2RpZmllZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdm9sdW1lX2xhYmVsGAwgASgJEhAKCGJvb3RhYmxlGA0gASgIEh0KAm9zGA4gASgLMhEucXVhcnJ5LnYxLk9TSW5mbxIOCgZkaWdlc3QYDyABKAkSDgoGb3JpZ2luGBAgASgJEi4KCmNyZWF0ZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW1pc3Npbmdfc2luY2UYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgUIAEoBBIQCgh2ZXJpZmllZBgVIAEoCCKxAQoMQ2F0YWxvZ0VudHJ5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSHQoCb3MYAyABKAsyES5xdWFycnkudjEuT1NJbmZvEgsKA3VybBgEIAEoCRIQCghjaGVja3N1bRgFIAEoCRIUCgxjaGVja3N1bV91cmwYBiABKAkSDgoGZm9ybWF0GAcgASgJEhQKDGRlZmF1bHRfdXNlchgIIAEoCRINCgVub3RlcxgJIAEoCSIUChJMaXN0Q2F0YWxvZ1JlcXVlc3QiPwoTTGlzdENhdGFsb2dSZXNwb25zZRIoCgdlbnRyaWVzGAEgAygLMhcucXVhcnJ5LnYxLkNhdGFsb2dFbnRyeSKGAQoURG93bmxvYWRJbWFnZVJlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCRILCgN1cmwYAiABKAkSFwoPc3RvcmFnZV9wb29sX2lkGAMgASgJEhAKCGNoZWNrc3VtGAQgASgJEgwKBG5hbWUYBSABKAkSFAoMY2hlY2tzdW1fdXJsGAYgASgJImcKFURvd25sb2FkSW1hZ2VSZXNwb25zZRIfCgVpbWFnZRgBIAEoCzIQLnF1YXJyeS52MS5JbWFnZRIbCgNqb2IYAiABKAsyDi5xdWFycnkudjEuSm9iEhAKCGV4aXN0aW5nGAMgASgIIlAKEUxpc3RJbWFnZXNSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIiCgRraW5kGAIgASgOMhQucXVhcnJ5LnYxLkltYWdlS2luZCI2ChJMaXN0SW1hZ2VzUmVzcG9uc2USIAoGaW1hZ2VzGAEgAygLMhAucXVhcnJ5LnYxLkltYWdlIh0KD0dldEltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSIzChBHZXRJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlIiAKEkRlbGV0ZUltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSIVChNEZWxldGVJbWFnZVJlc3BvbnNlIiAKElZlcmlmeUltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSJlChNWZXJpZnlJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlEhsKA2pvYhgCIAEoCzIOLnF1YXJyeS52MS5Kb2ISEAoIZXhpc3RpbmcYAyABKAgiKgoPU2NhbklTT3NSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCSL0AgoOUG9vbFNjYW5SZXN1bHQSFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJEhkKEXN0b3JhZ2VfcG9vbF9uYW1lGAIgASgJEg8KB25vZGVfaWQYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEhgKEGRpc2NvdmVyZWRfY291bnQYBSABKA0SFQoNdXBkYXRlZF9jb3VudBgGIAEoDRIVCg1taXNzaW5nX2NvdW50GAcgASgNEisKCGR1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB3NraXBwZWQYCSABKAgSEwoLc2tpcF9yZWFzb24YCiABKAkSLwoLZmluaXNoZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmRlZmVycmVkX2NvdW50GAwgASgNEg8KB3RyaWdnZXIYDSABKAkSFQoNY2hhbmdlZF9jb3VudBgOIAEoDSJYChBTY2FuSVNPc1Jlc3BvbnNlEhgKEGRpc2NvdmVyZWRfY291bnQYASABKA0SKgoHcmVzdWx0cxgCIAMoCzIZLnF1YXJyeS52MS5Qb29sU2NhblJlc3VsdCIWChRHZXRTY2FuU3RhdHVzUmVxdWVzdCKpAQoLUnVubmluZ1NjYW4SFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJEhkKEXN0b3JhZ2VfcG9vbF9uYW1lGAIgASgJEhEKCW5vZGVfbmFtZRgDIAEoCRISCgpmaWxlc19zZWVuGAQgASgNEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3RyaWdnZXIYBiABKAkifgoVR2V0U2NhblN0YXR1c1Jlc3BvbnNlEicKB3J1bm5pbmcYASADKAsyFi5xdWFycnkudjEuUnVubmluZ1NjYW4SJwoEbGFzdBgCIAMoCzIZLnF1YXJyeS52MS5Qb29sU2NhblJlc3VsdBITCgtwb29sc190b3RhbBgDIAEoDSItChdHZXRDYXRhbG9nU3RhdHVzUmVxdWVzdBISCgpjYXRhbG9nX2lkGAEgASgJIrgBCgxDYXRhbG9nQnVpbGQSEAoIaW1hZ2VfaWQYASABKAkSEgoKaW1hZ2VfbmFtZRgCIAEoCRINCgVidWlsZBgDIAEoCRIsCghidWlsdF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoFc3RhdGUYBSABKA4yFS5xdWFycnkudjEuSW1hZ2VTdGF0ZRIPCgdjdXJyZW50GAYgASgIEg4KBmRpZ2VzdBgHIAEoCSKYAwoNQ2F0YWxvZ1N0YXR1cxISCgpjYXRhbG9nX2lkGAEgASgJEhcKD3N0b3JhZ2VfcG9vbF9pZBgCIAEoCRIZChFzdG9yYWdlX3Bvb2xfbmFtZRgDIAEoCRIYChBjdXJyZW50X2ltYWdlX2lkGAQgASgJEhoKEmN1cnJlbnRfaW1hZ2VfbmFtZRgFIAEoCRIVCg1jdXJyZW50X2J1aWxkGAYgASgJEjQKEGN1cnJlbnRfYnVpbHRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWxhc3RfY2hlY2tfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW5leHRfY2hlY2tfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlc3VsdBgKIAEoCRINCgVlcnJvchgLIAEoCRIOCgZqb2JfaWQYDCABKAkSJwoGYnVpbGRzGA0gAygLMhcucXVhcnJ5LnYxLkNhdGFsb2dCdWlsZCKBAQoYR2V0Q2F0YWxvZ1N0YXR1c1Jlc3BvbnNlEioKCHN0YXR1c2VzGAEgAygLMhgucXVhcnJ5LnYxLkNhdGFsb2dTdGF0dXMSKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDAoEa2VlcBgDIAEoDSIrChVSZWZyZXNoQ2F0YWxvZ1JlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCSJEChZSZWZyZXNoQ2F0YWxvZ1Jlc3BvbnNlEioKCHN0YXR1c2VzGAEgAygLMhgucXVhcnJ5LnYxLkNhdGFsb2dTdGF0dXMqbAoJSW1hZ2VLaW5kEhoKFklNQUdFX0tJTkRfVU5TUEVDSUZJRUQQABIaChZJTUFHRV9LSU5EX0NMT1VEX0lNQUdFEAESEgoOSU1BR0VfS0lORF9JU08QAhITCg9JTUFHRV9LSU5EX0RJU0sQAyr2AQoKSW1hZ2VTdGF0ZRIbChdJTUFHRV9TVEFURV9VTlNQRUNJRklFRBAAEhcKE0lNQUdFX1NUQVRFX1BFTkRJTkcQARIbChdJTUFHRV9TVEFURV9ET1dOTE9BRElORxACEhkKFUlNQUdFX1NUQVRFX1ZFUklGWUlORxADEhUKEUlNQUdFX1NUQVRFX1JFQURZEAQSFQoRSU1BR0VfU1RBVEVfRVJST1IQBRIXChNJTUFHRV9TVEFURV9NSVNTSU5HEAYSGAoUSU1BR0VfU1RBVEVfREVMRVRJTkcQBxIZChVJTUFHRV9TVEFURV9VUExPQURJTkcQCDKpBgoMSW1hZ2VTZXJ2aWNlEkwKC0xpc3RDYXRhbG9nEh0ucXVhcnJ5LnYxLkxpc3RDYXRhbG9nUmVxdWVzdBoeLnF1YXJyeS52MS5MaXN0Q2F0YWxvZ1Jlc3BvbnNlElIKDURvd25sb2FkSW1hZ2USHy5xdWFycnkudjEuRG93bmxvYWRJbWFnZVJlcXVlc3QaIC5xdWFycnkudjEuRG93bmxvYWRJbWFnZVJlc3BvbnNlEkkKCkxpc3RJbWFnZXMSHC5xdWFycnkudjEuTGlzdEltYWdlc1JlcXVlc3QaHS5xdWFycnkudjEuTGlzdEltYWdlc1Jlc3BvbnNlEkMKCEdldEltYWdlEhoucXVhcnJ5LnYxLkdldEltYWdlUmVxdWVzdBobLnF1YXJyeS52MS5HZXRJbWFnZVJlc3BvbnNlEkwKC0RlbGV0ZUltYWdlEh0ucXVhcnJ5LnYxLkRlbGV0ZUltYWdlUmVxdWVzdBoeLnF1YXJyeS52MS5EZWxldGVJbWFnZVJlc3BvbnNlEkMKCFNjYW5JU09zEhoucXVhcnJ5LnYxLlNjYW5JU09zUmVxdWVzdBobLnF1YXJyeS52MS5TY2FuSVNPc1Jlc3BvbnNlEkwKC1ZlcmlmeUltYWdlEh0ucXVhcnJ5LnYxLlZlcmlmeUltYWdlUmVxdWVzdBoeLnF1YXJyeS52MS5WZXJpZnlJbWFnZVJlc3BvbnNlElIKDUdldFNjYW5TdGF0dXMSHy5xdWFycnkudjEuR2V0U2NhblN0YXR1c1JlcXVlc3QaIC5xdWFycnkudjEuR2V0U2NhblN0YXR1c1Jlc3BvbnNlElsKEEdldENhdGFsb2dTdGF0dXMSIi5xdWFycnkudjEuR2V0Q2F0YWxvZ1N0YXR1c1JlcXVlc3QaIy5xdWFycnkudjEuR2V0Q2F0YWxvZ1N0YXR1c1Jlc3BvbnNlElUKDlJlZnJlc2hDYXRhbG9nEiAucXVhcnJ5LnYxLlJlZnJlc2hDYXRhbG9nUmVxdWVzdBohLnF1YXJyeS52MS5SZWZyZXNoQ2F0YWxvZ1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_quarry_v1_job]);
 
 /**
  * @generated from message quarry.v1.OSInfo
@@ -744,6 +744,243 @@ export const GetScanStatusResponseSchema: GenMessage<GetScanStatusResponse> = /*
   messageDesc(file_quarry_v1_image, 20);
 
 /**
+ * @generated from message quarry.v1.GetCatalogStatusRequest
+ */
+export type GetCatalogStatusRequest = Message<"quarry.v1.GetCatalogStatusRequest"> & {
+  /**
+   * Only this catalog entry; empty: every entry present in a pool.
+   *
+   * @generated from field: string catalog_id = 1;
+   */
+  catalogId: string;
+};
+
+/**
+ * Describes the message quarry.v1.GetCatalogStatusRequest.
+ * Use `create(GetCatalogStatusRequestSchema)` to create a new message.
+ */
+export const GetCatalogStatusRequestSchema: GenMessage<GetCatalogStatusRequest> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 21);
+
+/**
+ * CatalogBuild is one build of a catalog entry kept in a pool: an image.
+ *
+ * @generated from message quarry.v1.CatalogBuild
+ */
+export type CatalogBuild = Message<"quarry.v1.CatalogBuild"> & {
+  /**
+   * @generated from field: string image_id = 1;
+   */
+  imageId: string;
+
+  /**
+   * @generated from field: string image_name = 2;
+   */
+  imageName: string;
+
+  /**
+   * "20250101-010000": the upstream file's date (Last-Modified), or when it
+   * was fetched when upstream did not say.
+   *
+   * @generated from field: string build = 3;
+   */
+  build: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp built_at = 4;
+   */
+  builtAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: quarry.v1.ImageState state = 5;
+   */
+  state: ImageState;
+
+  /**
+   * The entry's current image in the pool.
+   *
+   * @generated from field: bool current = 6;
+   */
+  current: boolean;
+
+  /**
+   * The digest upstream published for it ("sha256:<hex>"), when known.
+   *
+   * @generated from field: string digest = 7;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message quarry.v1.CatalogBuild.
+ * Use `create(CatalogBuildSchema)` to create a new message.
+ */
+export const CatalogBuildSchema: GenMessage<CatalogBuild> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 22);
+
+/**
+ * CatalogStatus is the refresh state of one catalog entry in one pool.
+ *
+ * @generated from message quarry.v1.CatalogStatus
+ */
+export type CatalogStatus = Message<"quarry.v1.CatalogStatus"> & {
+  /**
+   * @generated from field: string catalog_id = 1;
+   */
+  catalogId: string;
+
+  /**
+   * @generated from field: string storage_pool_id = 2;
+   */
+  storagePoolId: string;
+
+  /**
+   * @generated from field: string storage_pool_name = 3;
+   */
+  storagePoolName: string;
+
+  /**
+   * @generated from field: string current_image_id = 4;
+   */
+  currentImageId: string;
+
+  /**
+   * @generated from field: string current_image_name = 5;
+   */
+  currentImageName: string;
+
+  /**
+   * @generated from field: string current_build = 6;
+   */
+  currentBuild: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp current_built_at = 7;
+   */
+  currentBuiltAt?: Timestamp | undefined;
+
+  /**
+   * Unset: never checked.
+   *
+   * @generated from field: google.protobuf.Timestamp last_check_at = 8;
+   */
+  lastCheckAt?: Timestamp | undefined;
+
+  /**
+   * Unset when periodic refresh is off.
+   *
+   * @generated from field: google.protobuf.Timestamp next_check_at = 9;
+   */
+  nextCheckAt?: Timestamp | undefined;
+
+  /**
+   * What the last check or refresh found ("unchanged (304 Not Modified)",
+   * "new build 20250102-010000 downloaded").
+   *
+   * @generated from field: string result = 10;
+   */
+  result: string;
+
+  /**
+   * Why the last check or refresh failed; empty when it did not. The
+   * current image is untouched by a failure.
+   *
+   * @generated from field: string error = 11;
+   */
+  error: string;
+
+  /**
+   * The download of a new build in flight; empty for none.
+   *
+   * @generated from field: string job_id = 12;
+   */
+  jobId: string;
+
+  /**
+   * Newest first; at most --catalog-keep once a refresh has succeeded.
+   *
+   * @generated from field: repeated quarry.v1.CatalogBuild builds = 13;
+   */
+  builds: CatalogBuild[];
+};
+
+/**
+ * Describes the message quarry.v1.CatalogStatus.
+ * Use `create(CatalogStatusSchema)` to create a new message.
+ */
+export const CatalogStatusSchema: GenMessage<CatalogStatus> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 23);
+
+/**
+ * @generated from message quarry.v1.GetCatalogStatusResponse
+ */
+export type GetCatalogStatusResponse = Message<"quarry.v1.GetCatalogStatusResponse"> & {
+  /**
+   * @generated from field: repeated quarry.v1.CatalogStatus statuses = 1;
+   */
+  statuses: CatalogStatus[];
+
+  /**
+   * The server's --catalog-refresh; zero: periodic refresh is off.
+   *
+   * @generated from field: google.protobuf.Duration interval = 2;
+   */
+  interval?: Duration | undefined;
+
+  /**
+   * The server's --catalog-keep: builds kept per entry and pool.
+   *
+   * @generated from field: uint32 keep = 3;
+   */
+  keep: number;
+};
+
+/**
+ * Describes the message quarry.v1.GetCatalogStatusResponse.
+ * Use `create(GetCatalogStatusResponseSchema)` to create a new message.
+ */
+export const GetCatalogStatusResponseSchema: GenMessage<GetCatalogStatusResponse> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 24);
+
+/**
+ * @generated from message quarry.v1.RefreshCatalogRequest
+ */
+export type RefreshCatalogRequest = Message<"quarry.v1.RefreshCatalogRequest"> & {
+  /**
+   * Only this catalog entry; empty: every entry present in a pool.
+   *
+   * @generated from field: string catalog_id = 1;
+   */
+  catalogId: string;
+};
+
+/**
+ * Describes the message quarry.v1.RefreshCatalogRequest.
+ * Use `create(RefreshCatalogRequestSchema)` to create a new message.
+ */
+export const RefreshCatalogRequestSchema: GenMessage<RefreshCatalogRequest> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 25);
+
+/**
+ * @generated from message quarry.v1.RefreshCatalogResponse
+ */
+export type RefreshCatalogResponse = Message<"quarry.v1.RefreshCatalogResponse"> & {
+  /**
+   * The entries and pools whose check was asked for, as they were before it.
+   *
+   * @generated from field: repeated quarry.v1.CatalogStatus statuses = 1;
+   */
+  statuses: CatalogStatus[];
+};
+
+/**
+ * Describes the message quarry.v1.RefreshCatalogResponse.
+ * Use `create(RefreshCatalogResponseSchema)` to create a new message.
+ */
+export const RefreshCatalogResponseSchema: GenMessage<RefreshCatalogResponse> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 26);
+
+/**
  * @generated from enum quarry.v1.ImageKind
  */
 export enum ImageKind {
@@ -935,6 +1172,32 @@ export const ImageService: GenService<{
     methodKind: "unary";
     input: typeof GetScanStatusRequestSchema;
     output: typeof GetScanStatusResponseSchema;
+  },
+  /**
+   * GetCatalogStatus reports, for every catalog entry present in a pool
+   * (downloaded from the catalog), its current build, the builds kept, when
+   * upstream was last checked for a new build and when it is next
+   * (quarry server --catalog-refresh), and what the last check found.
+   *
+   * @generated from rpc quarry.v1.ImageService.GetCatalogStatus
+   */
+  getCatalogStatus: {
+    methodKind: "unary";
+    input: typeof GetCatalogStatusRequestSchema;
+    output: typeof GetCatalogStatusResponseSchema;
+  },
+  /**
+   * RefreshCatalog checks upstream now for one entry (catalog_id) or every
+   * entry present in a pool (empty), also when periodic refresh is off, and
+   * returns at once; GetCatalogStatus shows the outcome. A changed upstream
+   * is downloaded as a new build next to the old ones.
+   *
+   * @generated from rpc quarry.v1.ImageService.RefreshCatalog
+   */
+  refreshCatalog: {
+    methodKind: "unary";
+    input: typeof RefreshCatalogRequestSchema;
+    output: typeof RefreshCatalogResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_quarry_v1_image, 0);
