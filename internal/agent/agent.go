@@ -195,7 +195,8 @@ func (a *Agent) newHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	return mux
+	mux.HandleFunc("GET "+peerPrefix+"{sha256}", a.servePeer)
+	return a.guard(mux)
 }
 
 // Serve serves the agent on ln until ctx is done, then shuts down

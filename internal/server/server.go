@@ -258,12 +258,13 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	// The download controller looks at its jobs again whenever a node
 	// changes state; it is made after the link, which tells it.
 	var dls *download.Controller
+	iss := newIssuer(ca, cfg.AgentCertTTL)
 	link := nodelink.New(nodelink.Config{
 		Store:         st,
 		OnStateChange: func(store.Node) { dls.NodeChanged() },
 		Interval:      cfg.HealthInterval,
 		MaxBackoff:    cfg.MaxBackoff,
-		Issuer:        newIssuer(ca, cfg.AgentCertTTL),
+		Issuer:        iss,
 		Registerer:    reg,
 		Logger:        cfg.Logger,
 	})
@@ -293,6 +294,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 		PerNode: cfg.MaxDownloadsPerNode, Global: cfg.MaxDownloads,
 		MaxAttempts: cfg.DownloadMaxAttempts, RetryWindow: cfg.DownloadRetryWindow, RetryBase: cfg.DownloadRetryBase,
 		Metrics: m, Logger: cfg.Logger,
+		Grants: iss.SignGrant, Lookup: agentDownloads{link}.LookupChecksum,
 	})
 	s.dls = dls
 	s.checks = verify.New(verify.Config{Store: st, Chooser: s.chooser, Hasher: fileHasher{link}, Logger: cfg.Logger})

@@ -714,9 +714,16 @@ type DownloadImageResponse struct {
 	Job *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
 	// The request matched a download already running or an image already
 	// there; nothing new was started.
-	Existing      bool `protobuf:"varint,3,opt,name=existing,proto3" json:"existing,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Existing bool `protobuf:"varint,3,opt,name=existing,proto3" json:"existing,omitempty"`
+	// The image with the expected digest was already READY in the pool
+	// under the same name: image is that one, and nothing was started.
+	AlreadyExists bool `protobuf:"varint,60,opt,name=already_exists,json=alreadyExists,proto3" json:"already_exists,omitempty"`
+	// The expected digest matched a READY image elsewhere in the cluster:
+	// job is a copy (kind "copy") from it instead of a download; this is
+	// the source image's id.
+	CopiedFromImageId string `protobuf:"bytes,61,opt,name=copied_from_image_id,json=copiedFromImageId,proto3" json:"copied_from_image_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DownloadImageResponse) Reset() {
@@ -770,6 +777,147 @@ func (x *DownloadImageResponse) GetExisting() bool {
 	return false
 }
 
+func (x *DownloadImageResponse) GetAlreadyExists() bool {
+	if x != nil {
+		return x.AlreadyExists
+	}
+	return false
+}
+
+func (x *DownloadImageResponse) GetCopiedFromImageId() string {
+	if x != nil {
+		return x.CopiedFromImageId
+	}
+	return ""
+}
+
+type CopyImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The READY image to copy.
+	ImageId string `protobuf:"bytes,1,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	// The pool to copy it into; may be the image's own pool (then give a
+	// new name).
+	StoragePoolId string `protobuf:"bytes,2,opt,name=storage_pool_id,json=storagePoolId,proto3" json:"storage_pool_id,omitempty"`
+	// Name of the copy; default the source image's name.
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyImageRequest) Reset() {
+	*x = CopyImageRequest{}
+	mi := &file_quarry_v1_image_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyImageRequest) ProtoMessage() {}
+
+func (x *CopyImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyImageRequest.ProtoReflect.Descriptor instead.
+func (*CopyImageRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CopyImageRequest) GetImageId() string {
+	if x != nil {
+		return x.ImageId
+	}
+	return ""
+}
+
+func (x *CopyImageRequest) GetStoragePoolId() string {
+	if x != nil {
+		return x.StoragePoolId
+	}
+	return ""
+}
+
+func (x *CopyImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type CopyImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new image (PENDING until the copy job ends).
+	Image *Image `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// The copy job.
+	Job *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	// The same copy was already running: image and job are that one's.
+	Existing      bool `protobuf:"varint,3,opt,name=existing,proto3" json:"existing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyImageResponse) Reset() {
+	*x = CopyImageResponse{}
+	mi := &file_quarry_v1_image_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyImageResponse) ProtoMessage() {}
+
+func (x *CopyImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyImageResponse.ProtoReflect.Descriptor instead.
+func (*CopyImageResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CopyImageResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *CopyImageResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *CopyImageResponse) GetExisting() bool {
+	if x != nil {
+		return x.Existing
+	}
+	return false
+}
+
 type ListImagesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this pool; empty: every pool.
@@ -781,7 +929,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[7]
+	mi := &file_quarry_v1_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +941,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[7]
+	mi := &file_quarry_v1_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +954,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{7}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListImagesRequest) GetStoragePoolId() string {
@@ -832,7 +980,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[8]
+	mi := &file_quarry_v1_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +992,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[8]
+	mi := &file_quarry_v1_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +1005,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{8}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -876,7 +1024,7 @@ type GetImageRequest struct {
 
 func (x *GetImageRequest) Reset() {
 	*x = GetImageRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[9]
+	mi := &file_quarry_v1_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1036,7 @@ func (x *GetImageRequest) String() string {
 func (*GetImageRequest) ProtoMessage() {}
 
 func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[9]
+	mi := &file_quarry_v1_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1049,7 @@ func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageRequest.ProtoReflect.Descriptor instead.
 func (*GetImageRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{9}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetImageRequest) GetId() string {
@@ -920,7 +1068,7 @@ type GetImageResponse struct {
 
 func (x *GetImageResponse) Reset() {
 	*x = GetImageResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[10]
+	mi := &file_quarry_v1_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1080,7 @@ func (x *GetImageResponse) String() string {
 func (*GetImageResponse) ProtoMessage() {}
 
 func (x *GetImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[10]
+	mi := &file_quarry_v1_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1093,7 @@ func (x *GetImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageResponse.ProtoReflect.Descriptor instead.
 func (*GetImageResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{10}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetImageResponse) GetImage() *Image {
@@ -964,7 +1112,7 @@ type DeleteImageRequest struct {
 
 func (x *DeleteImageRequest) Reset() {
 	*x = DeleteImageRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[11]
+	mi := &file_quarry_v1_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1124,7 @@ func (x *DeleteImageRequest) String() string {
 func (*DeleteImageRequest) ProtoMessage() {}
 
 func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[11]
+	mi := &file_quarry_v1_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1137,7 @@ func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{11}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteImageRequest) GetId() string {
@@ -1007,7 +1155,7 @@ type DeleteImageResponse struct {
 
 func (x *DeleteImageResponse) Reset() {
 	*x = DeleteImageResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[12]
+	mi := &file_quarry_v1_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1167,7 @@ func (x *DeleteImageResponse) String() string {
 func (*DeleteImageResponse) ProtoMessage() {}
 
 func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[12]
+	mi := &file_quarry_v1_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1180,7 @@ func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{12}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{14}
 }
 
 type VerifyImageRequest struct {
@@ -1044,7 +1192,7 @@ type VerifyImageRequest struct {
 
 func (x *VerifyImageRequest) Reset() {
 	*x = VerifyImageRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[13]
+	mi := &file_quarry_v1_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1204,7 @@ func (x *VerifyImageRequest) String() string {
 func (*VerifyImageRequest) ProtoMessage() {}
 
 func (x *VerifyImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[13]
+	mi := &file_quarry_v1_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1217,7 @@ func (x *VerifyImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyImageRequest.ProtoReflect.Descriptor instead.
 func (*VerifyImageRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{13}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VerifyImageRequest) GetId() string {
@@ -1091,7 +1239,7 @@ type VerifyImageResponse struct {
 
 func (x *VerifyImageResponse) Reset() {
 	*x = VerifyImageResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[14]
+	mi := &file_quarry_v1_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1251,7 @@ func (x *VerifyImageResponse) String() string {
 func (*VerifyImageResponse) ProtoMessage() {}
 
 func (x *VerifyImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[14]
+	mi := &file_quarry_v1_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1264,7 @@ func (x *VerifyImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyImageResponse.ProtoReflect.Descriptor instead.
 func (*VerifyImageResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{14}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VerifyImageResponse) GetImage() *Image {
@@ -1150,7 +1298,7 @@ type ScanISOsRequest struct {
 
 func (x *ScanISOsRequest) Reset() {
 	*x = ScanISOsRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[15]
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1310,7 @@ func (x *ScanISOsRequest) String() string {
 func (*ScanISOsRequest) ProtoMessage() {}
 
 func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[15]
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1323,7 @@ func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsRequest.ProtoReflect.Descriptor instead.
 func (*ScanISOsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{15}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ScanISOsRequest) GetStoragePoolId() string {
@@ -1215,7 +1363,7 @@ type PoolScanResult struct {
 
 func (x *PoolScanResult) Reset() {
 	*x = PoolScanResult{}
-	mi := &file_quarry_v1_image_proto_msgTypes[16]
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1375,7 @@ func (x *PoolScanResult) String() string {
 func (*PoolScanResult) ProtoMessage() {}
 
 func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[16]
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1388,7 @@ func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolScanResult.ProtoReflect.Descriptor instead.
 func (*PoolScanResult) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{16}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PoolScanResult) GetStoragePoolId() string {
@@ -1352,7 +1500,7 @@ type ScanISOsResponse struct {
 
 func (x *ScanISOsResponse) Reset() {
 	*x = ScanISOsResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	mi := &file_quarry_v1_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1512,7 @@ func (x *ScanISOsResponse) String() string {
 func (*ScanISOsResponse) ProtoMessage() {}
 
 func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	mi := &file_quarry_v1_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1525,7 @@ func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsResponse.ProtoReflect.Descriptor instead.
 func (*ScanISOsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ScanISOsResponse) GetDiscoveredCount() uint32 {
@@ -1402,7 +1550,7 @@ type GetScanStatusRequest struct {
 
 func (x *GetScanStatusRequest) Reset() {
 	*x = GetScanStatusRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	mi := &file_quarry_v1_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1562,7 @@ func (x *GetScanStatusRequest) String() string {
 func (*GetScanStatusRequest) ProtoMessage() {}
 
 func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	mi := &file_quarry_v1_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1575,7 @@ func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetScanStatusRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{20}
 }
 
 type RunningScan struct {
@@ -1445,7 +1593,7 @@ type RunningScan struct {
 
 func (x *RunningScan) Reset() {
 	*x = RunningScan{}
-	mi := &file_quarry_v1_image_proto_msgTypes[19]
+	mi := &file_quarry_v1_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1605,7 @@ func (x *RunningScan) String() string {
 func (*RunningScan) ProtoMessage() {}
 
 func (x *RunningScan) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[19]
+	mi := &file_quarry_v1_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1618,7 @@ func (x *RunningScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningScan.ProtoReflect.Descriptor instead.
 func (*RunningScan) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{19}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RunningScan) GetStoragePoolId() string {
@@ -1527,7 +1675,7 @@ type GetScanStatusResponse struct {
 
 func (x *GetScanStatusResponse) Reset() {
 	*x = GetScanStatusResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[20]
+	mi := &file_quarry_v1_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1687,7 @@ func (x *GetScanStatusResponse) String() string {
 func (*GetScanStatusResponse) ProtoMessage() {}
 
 func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[20]
+	mi := &file_quarry_v1_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1700,7 @@ func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetScanStatusResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{20}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetScanStatusResponse) GetRunning() []*RunningScan {
@@ -1632,8 +1780,18 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x0fstorage_pool_id\x18\x03 \x01(\tR\rstoragePoolId\x12\x1a\n" +
 	"\bchecksum\x18\x04 \x01(\tR\bchecksum\x12\x12\n" +
 	"\x04name\x18\x05 \x01(\tR\x04name\x12!\n" +
-	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\"}\n" +
+	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\"\xd5\x01\n" +
 	"\x15DownloadImageResponse\x12&\n" +
+	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
+	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +
+	"\bexisting\x18\x03 \x01(\bR\bexisting\x12%\n" +
+	"\x0ealready_exists\x18< \x01(\bR\ralreadyExists\x12/\n" +
+	"\x14copied_from_image_id\x18= \x01(\tR\x11copiedFromImageId\"i\n" +
+	"\x10CopyImageRequest\x12\x19\n" +
+	"\bimage_id\x18\x01 \x01(\tR\aimageId\x12&\n" +
+	"\x0fstorage_pool_id\x18\x02 \x01(\tR\rstoragePoolId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"y\n" +
+	"\x11CopyImageResponse\x12&\n" +
 	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +
 	"\bexisting\x18\x03 \x01(\bR\bexisting\"e\n" +
@@ -1708,7 +1866,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x11IMAGE_STATE_ERROR\x10\x05\x12\x17\n" +
 	"\x13IMAGE_STATE_MISSING\x10\x06\x12\x18\n" +
 	"\x14IMAGE_STATE_DELETING\x10\a\x12\x19\n" +
-	"\x15IMAGE_STATE_UPLOADING\x10\b2\xf5\x04\n" +
+	"\x15IMAGE_STATE_UPLOADING\x10\b2\xbd\x05\n" +
 	"\fImageService\x12L\n" +
 	"\vListCatalog\x12\x1d.quarry.v1.ListCatalogRequest\x1a\x1e.quarry.v1.ListCatalogResponse\x12R\n" +
 	"\rDownloadImage\x12\x1f.quarry.v1.DownloadImageRequest\x1a .quarry.v1.DownloadImageResponse\x12I\n" +
@@ -1718,7 +1876,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\vDeleteImage\x12\x1d.quarry.v1.DeleteImageRequest\x1a\x1e.quarry.v1.DeleteImageResponse\x12C\n" +
 	"\bScanISOs\x12\x1a.quarry.v1.ScanISOsRequest\x1a\x1b.quarry.v1.ScanISOsResponse\x12L\n" +
 	"\vVerifyImage\x12\x1d.quarry.v1.VerifyImageRequest\x1a\x1e.quarry.v1.VerifyImageResponse\x12R\n" +
-	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponseB\xa2\x01\n" +
+	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponse\x12F\n" +
+	"\tCopyImage\x12\x1b.quarry.v1.CopyImageRequest\x1a\x1c.quarry.v1.CopyImageResponseB\xa2\x01\n" +
 	"\rcom.quarry.v1B\n" +
 	"ImageProtoP\x01Z@github.com/quarry-project/quarry/internal/gen/quarry/v1;quarryv1\xa2\x02\x03QXX\xaa\x02\tQuarry.V1\xca\x02\tQuarry\\V1\xe2\x02\x15Quarry\\V1\\GPBMetadata\xea\x02\n" +
 	"Quarry::V1b\x06proto3"
@@ -1736,7 +1895,7 @@ func file_quarry_v1_image_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_v1_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_quarry_v1_image_proto_goTypes = []any{
 	(ImageKind)(0),                // 0: quarry.v1.ImageKind
 	(ImageState)(0),               // 1: quarry.v1.ImageState
@@ -1747,68 +1906,74 @@ var file_quarry_v1_image_proto_goTypes = []any{
 	(*ListCatalogResponse)(nil),   // 6: quarry.v1.ListCatalogResponse
 	(*DownloadImageRequest)(nil),  // 7: quarry.v1.DownloadImageRequest
 	(*DownloadImageResponse)(nil), // 8: quarry.v1.DownloadImageResponse
-	(*ListImagesRequest)(nil),     // 9: quarry.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),    // 10: quarry.v1.ListImagesResponse
-	(*GetImageRequest)(nil),       // 11: quarry.v1.GetImageRequest
-	(*GetImageResponse)(nil),      // 12: quarry.v1.GetImageResponse
-	(*DeleteImageRequest)(nil),    // 13: quarry.v1.DeleteImageRequest
-	(*DeleteImageResponse)(nil),   // 14: quarry.v1.DeleteImageResponse
-	(*VerifyImageRequest)(nil),    // 15: quarry.v1.VerifyImageRequest
-	(*VerifyImageResponse)(nil),   // 16: quarry.v1.VerifyImageResponse
-	(*ScanISOsRequest)(nil),       // 17: quarry.v1.ScanISOsRequest
-	(*PoolScanResult)(nil),        // 18: quarry.v1.PoolScanResult
-	(*ScanISOsResponse)(nil),      // 19: quarry.v1.ScanISOsResponse
-	(*GetScanStatusRequest)(nil),  // 20: quarry.v1.GetScanStatusRequest
-	(*RunningScan)(nil),           // 21: quarry.v1.RunningScan
-	(*GetScanStatusResponse)(nil), // 22: quarry.v1.GetScanStatusResponse
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*Job)(nil),                   // 24: quarry.v1.Job
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*CopyImageRequest)(nil),      // 9: quarry.v1.CopyImageRequest
+	(*CopyImageResponse)(nil),     // 10: quarry.v1.CopyImageResponse
+	(*ListImagesRequest)(nil),     // 11: quarry.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),    // 12: quarry.v1.ListImagesResponse
+	(*GetImageRequest)(nil),       // 13: quarry.v1.GetImageRequest
+	(*GetImageResponse)(nil),      // 14: quarry.v1.GetImageResponse
+	(*DeleteImageRequest)(nil),    // 15: quarry.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),   // 16: quarry.v1.DeleteImageResponse
+	(*VerifyImageRequest)(nil),    // 17: quarry.v1.VerifyImageRequest
+	(*VerifyImageResponse)(nil),   // 18: quarry.v1.VerifyImageResponse
+	(*ScanISOsRequest)(nil),       // 19: quarry.v1.ScanISOsRequest
+	(*PoolScanResult)(nil),        // 20: quarry.v1.PoolScanResult
+	(*ScanISOsResponse)(nil),      // 21: quarry.v1.ScanISOsResponse
+	(*GetScanStatusRequest)(nil),  // 22: quarry.v1.GetScanStatusRequest
+	(*RunningScan)(nil),           // 23: quarry.v1.RunningScan
+	(*GetScanStatusResponse)(nil), // 24: quarry.v1.GetScanStatusResponse
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*Job)(nil),                   // 26: quarry.v1.Job
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
 }
 var file_quarry_v1_image_proto_depIdxs = []int32{
 	0,  // 0: quarry.v1.Image.kind:type_name -> quarry.v1.ImageKind
 	1,  // 1: quarry.v1.Image.state:type_name -> quarry.v1.ImageState
-	23, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
+	25, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: quarry.v1.Image.os:type_name -> quarry.v1.OSInfo
-	23, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	23, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
-	23, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
+	25, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	25, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
+	25, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
 	2,  // 7: quarry.v1.CatalogEntry.os:type_name -> quarry.v1.OSInfo
 	4,  // 8: quarry.v1.ListCatalogResponse.entries:type_name -> quarry.v1.CatalogEntry
 	3,  // 9: quarry.v1.DownloadImageResponse.image:type_name -> quarry.v1.Image
-	24, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
-	0,  // 11: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
-	3,  // 12: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
-	3,  // 13: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
-	3,  // 14: quarry.v1.VerifyImageResponse.image:type_name -> quarry.v1.Image
-	24, // 15: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
-	25, // 16: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
-	23, // 17: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
-	18, // 18: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
-	23, // 19: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
-	21, // 20: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
-	18, // 21: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
-	5,  // 22: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
-	7,  // 23: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
-	9,  // 24: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
-	11, // 25: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
-	13, // 26: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
-	17, // 27: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
-	15, // 28: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
-	20, // 29: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
-	6,  // 30: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
-	8,  // 31: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
-	10, // 32: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
-	12, // 33: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
-	14, // 34: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
-	19, // 35: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
-	16, // 36: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
-	22, // 37: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
-	30, // [30:38] is the sub-list for method output_type
-	22, // [22:30] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	26, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
+	3,  // 11: quarry.v1.CopyImageResponse.image:type_name -> quarry.v1.Image
+	26, // 12: quarry.v1.CopyImageResponse.job:type_name -> quarry.v1.Job
+	0,  // 13: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
+	3,  // 14: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
+	3,  // 15: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
+	3,  // 16: quarry.v1.VerifyImageResponse.image:type_name -> quarry.v1.Image
+	26, // 17: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
+	27, // 18: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
+	25, // 19: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
+	20, // 20: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
+	25, // 21: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
+	23, // 22: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
+	20, // 23: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
+	5,  // 24: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
+	7,  // 25: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
+	11, // 26: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
+	13, // 27: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
+	15, // 28: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
+	19, // 29: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
+	17, // 30: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
+	22, // 31: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
+	9,  // 32: quarry.v1.ImageService.CopyImage:input_type -> quarry.v1.CopyImageRequest
+	6,  // 33: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
+	8,  // 34: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
+	12, // 35: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
+	14, // 36: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
+	16, // 37: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
+	21, // 38: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
+	18, // 39: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
+	24, // 40: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
+	10, // 41: quarry.v1.ImageService.CopyImage:output_type -> quarry.v1.CopyImageResponse
+	33, // [33:42] is the sub-list for method output_type
+	24, // [24:33] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_image_proto_init() }
@@ -1823,7 +1988,7 @@ func file_quarry_v1_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_v1_image_proto_rawDesc), len(file_quarry_v1_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -54,6 +54,8 @@ const (
 	// ImageServiceGetScanStatusProcedure is the fully-qualified name of the ImageService's
 	// GetScanStatus RPC.
 	ImageServiceGetScanStatusProcedure = "/quarry.v1.ImageService/GetScanStatus"
+	// ImageServiceCopyImageProcedure is the fully-qualified name of the ImageService's CopyImage RPC.
+	ImageServiceCopyImageProcedure = "/quarry.v1.ImageService/CopyImage"
 )
 
 // ImageServiceClient is a client for the quarry.v1.ImageService service.
@@ -90,6 +92,14 @@ type ImageServiceClient interface {
 	// GetScanStatus reports the scans running now and the last result per
 	// pool.
 	GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error)
+	// CopyImage starts a job (kind "copy") that copies a READY image into a
+	// pool, never from the internet: on one node that mounts both pools the
+	// file is copied locally (reflink, else copy_file_range); otherwise the
+	// target node pulls it from a node that holds it over mutual TLS, with a
+	// one-file grant signed by the control plane. Resumable, cancellable and
+	// moved to another node like a download; the copy is verified against
+	// the source's digest. Asking again while the same copy runs returns it.
+	CopyImage(context.Context, *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error)
 }
 
 // NewImageServiceClient constructs a client for the quarry.v1.ImageService service. By default, it
@@ -151,6 +161,12 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(imageServiceMethods.ByName("GetScanStatus")),
 			connect.WithClientOptions(opts...),
 		),
+		copyImage: connect.NewClient[v1.CopyImageRequest, v1.CopyImageResponse](
+			httpClient,
+			baseURL+ImageServiceCopyImageProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("CopyImage")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -164,6 +180,7 @@ type imageServiceClient struct {
 	scanISOs      *connect.Client[v1.ScanISOsRequest, v1.ScanISOsResponse]
 	verifyImage   *connect.Client[v1.VerifyImageRequest, v1.VerifyImageResponse]
 	getScanStatus *connect.Client[v1.GetScanStatusRequest, v1.GetScanStatusResponse]
+	copyImage     *connect.Client[v1.CopyImageRequest, v1.CopyImageResponse]
 }
 
 // ListCatalog calls quarry.v1.ImageService.ListCatalog.
@@ -206,6 +223,11 @@ func (c *imageServiceClient) GetScanStatus(ctx context.Context, req *connect.Req
 	return c.getScanStatus.CallUnary(ctx, req)
 }
 
+// CopyImage calls quarry.v1.ImageService.CopyImage.
+func (c *imageServiceClient) CopyImage(ctx context.Context, req *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error) {
+	return c.copyImage.CallUnary(ctx, req)
+}
+
 // ImageServiceHandler is an implementation of the quarry.v1.ImageService service.
 type ImageServiceHandler interface {
 	// ListCatalog lists the well-known cloud images that DownloadImage takes
@@ -240,6 +262,14 @@ type ImageServiceHandler interface {
 	// GetScanStatus reports the scans running now and the last result per
 	// pool.
 	GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error)
+	// CopyImage starts a job (kind "copy") that copies a READY image into a
+	// pool, never from the internet: on one node that mounts both pools the
+	// file is copied locally (reflink, else copy_file_range); otherwise the
+	// target node pulls it from a node that holds it over mutual TLS, with a
+	// one-file grant signed by the control plane. Resumable, cancellable and
+	// moved to another node like a download; the copy is verified against
+	// the source's digest. Asking again while the same copy runs returns it.
+	CopyImage(context.Context, *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error)
 }
 
 // NewImageServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -297,6 +327,12 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(imageServiceMethods.ByName("GetScanStatus")),
 		connect.WithHandlerOptions(opts...),
 	)
+	imageServiceCopyImageHandler := connect.NewUnaryHandler(
+		ImageServiceCopyImageProcedure,
+		svc.CopyImage,
+		connect.WithSchema(imageServiceMethods.ByName("CopyImage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.v1.ImageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ImageServiceListCatalogProcedure:
@@ -315,6 +351,8 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 			imageServiceVerifyImageHandler.ServeHTTP(w, r)
 		case ImageServiceGetScanStatusProcedure:
 			imageServiceGetScanStatusHandler.ServeHTTP(w, r)
+		case ImageServiceCopyImageProcedure:
+			imageServiceCopyImageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -354,4 +392,8 @@ func (UnimplementedImageServiceHandler) VerifyImage(context.Context, *connect.Re
 
 func (UnimplementedImageServiceHandler) GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.GetScanStatus is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) CopyImage(context.Context, *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.CopyImage is not implemented"))
 }
