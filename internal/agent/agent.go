@@ -73,7 +73,10 @@ type Config struct {
 	// (default 2 s; also every 32 MiB, whichever comes first): what a crash
 	// can make it fetch again.
 	CheckpointEvery time.Duration
-	Logger          *slog.Logger // default slog.Default()
+	// PeerReadRate caps, in bytes per second, how fast each copy another
+	// node pulls from this one is served; 0: no cap.
+	PeerReadRate int64
+	Logger       *slog.Logger // default slog.Default()
 }
 
 // Agent is a configured node daemon. Its methods are safe for concurrent use.

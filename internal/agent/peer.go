@@ -112,7 +112,42 @@ func (a *Agent) servePeer(w http.ResponseWriter, r *http.Request) {
 	a.log.Info("peer read", "job", g.Job, "node", client, "file", g.Path, "range", r.Header.Get("Range"))
 	w.Header().Set("ETag", `"sha256-`+g.SHA256+`"`)
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, "", time.Time{}, f)
+	http.ServeContent(w, r, "", time.Time{}, &peerFile{File: f, a: a, start: time.Now()})
+}
+
+// peerFile is a granted file as ServeContent reads it: at most
+// PeerReadRate bytes a second, and ended when the agent stops, so a
+// shutdown does not wait for a long copy (the reader resumes elsewhere).
+type peerFile struct {
+	*os.File
+	a     *Agent
+	start time.Time
+	sent  int64
+}
+
+var errStopping = errors.New("the agent is shutting down")
+
+func (p *peerFile) Read(b []byte) (int, error) {
+	select {
+	case <-p.a.stopping:
+		return 0, errStopping
+	default:
+	}
+	n, err := p.File.Read(b)
+	p.sent += int64(n)
+	if rate := p.a.cfg.PeerReadRate; rate > 0 {
+		due := p.start.Add(time.Duration(float64(p.sent) / float64(rate) * float64(time.Second)))
+		if wait := time.Until(due); wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-p.a.stopping:
+				return n, errStopping
+			case <-t.C:
+			}
+		}
+	}
+	return n, err
 }
 
 // peerURL is what a copy from a peer fetches.

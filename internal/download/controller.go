@@ -581,6 +581,8 @@ func (f *follow) failedAttempts(ctx context.Context, st *agentv1.DownloadStatus)
 	n := int(st.GetFailedAttempts() - f.seenFails)
 	f.seenFails = st.GetFailedAttempts()
 	f.countFailure(ctx, n, st.GetAttemptError(), st.GetAttemptProgressed(), time.Duration(st.GetRetryAfterMs())*time.Millisecond)
+	// Only bytes past this failure refill the retry budget.
+	f.startBytes = max(f.startBytes, st.GetBytesDone())
 }
 
 // countFailure adds n failed attempts, the latest of which met err, and
@@ -610,6 +612,9 @@ func (f *follow) countFailure(ctx context.Context, n int, err string, progressed
 // when its retry budget is spent.
 func (f *follow) retryLater(ctx context.Context) {
 	c, j, now := f.c, &f.j, f.c.cfg.Now()
+	if j.RetrySince.IsZero() {
+		j.RetrySince = now
+	}
 	if j.FailuresInRow >= c.cfg.MaxAttempts || now.Sub(j.RetrySince) > c.cfg.RetryWindow {
 		// A failed download leaves nothing behind: the partial file goes.
 		c.stopOnNode(ctx, *j, f.pool)

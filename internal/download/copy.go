@@ -271,7 +271,8 @@ func (c *Controller) remember(j store.Job, n store.Node, p *copyPlan) string {
 		return fmt.Sprintf("no READY image with the copy's digest is left in the cluster; downloading %s instead", j.URL)
 	case p == nil || p.same(last):
 		return ""
-	case j.Kind != KindCopy:
+	case last == nil && !strings.HasPrefix(j.Source, "image:"):
+		// A download served by a copy: say why, once.
 		return fmt.Sprintf("the expected digest sha256:%s is already in the cluster (image %s in pool %s): %s instead of downloading %s, which is never fetched",
 			p.from.SHA256, p.from.Name, p.fromPool.Name, p.describe(n), j.URL)
 	}

@@ -51,6 +51,9 @@ type AgentOptions struct {
 	// CheckpointEvery is the agent's --checkpoint-interval; default the
 	// package's CheckpointEvery.
 	CheckpointEvery time.Duration
+	// PeerReadRate caps how fast the agent serves copies to other nodes
+	// (bytes a second; 0: no cap), so tests can act in the middle of one.
+	PeerReadRate int64
 	// Silent: an in-process agent that already holds its certificate does
 	// not announce its start to the control plane, as an agent that cannot
 	// reach it would not: tests of what the link finds out by itself.
@@ -202,6 +205,7 @@ func (a *Agent) Start() {
 		Version:         "test",
 		Logger:          Logger(a.t).With("agent", a.Opts.Name),
 		CheckpointEvery: a.Opts.CheckpointEvery,
+		PeerReadRate:    a.Opts.PeerReadRate,
 		Enrollment: agent.Enrollment{
 			Server:    server,
 			JoinToken: a.Opts.JoinToken,
