@@ -32,7 +32,7 @@ func CopySource(imageID, name string) string { return "image:" + imageID + "/" +
 
 // errNoSource classes the error of a copy none of whose sources can be
 // read now.
-var errNoSource = errclass.New(errclass.Unavailable, "no node holding the file can serve it now")
+var errNoSource = errclass.New(errclass.Unavailable, "waiting for a source")
 
 // errCannotCopy classes the error of a copy that can never be done: the
 // job fails at once.

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -29,8 +30,8 @@ const (
 )
 
 // copyChunk is how much one copy_file_range or read/write step moves
-// between checks of ctx and checkpoints.
-const copyChunk = 64 << 20
+// between checks of ctx and checkpoints, by default.
+const copyChunk int64 = 64 << 20
 
 // CopyRequest describes a copy of a file from a pool this node mounts
 // into another (or the same) pool: the local half of a copy job.
@@ -51,6 +52,9 @@ type CopyRequest struct {
 	Describe        string
 	Progress        func(Progress)
 	CheckpointEvery time.Duration
+	// Chunk is how much one step moves between checks of ctx and
+	// checkpoints (default 64 MiB).
+	Chunk int64
 }
 
 // CopyResult is a finished copy.
@@ -59,7 +63,8 @@ type CopyResult struct {
 	// Method says how the bytes moved: MethodReflink (the filesystem
 	// shares the extents), MethodCopyFileRange (copied in the kernel) or
 	// MethodReadWrite (through user space, across filesystems that allow
-	// neither).
+	// neither); empty when this call only verified what an earlier one
+	// had copied.
 	Method string
 }
 
@@ -155,7 +160,10 @@ func (d *download) copy(ctx context.Context, cr CopyRequest) (CopyResult, error)
 		return CopyResult{}, err
 	}
 
-	method := MethodReadWrite
+	chunk := cmp.Or(cr.Chunk, copyChunk)
+	// The method says how this call moved bytes; none when it only
+	// verified what an earlier call had copied.
+	method := ""
 	if off == 0 && total > 0 && reflink(d.f, src) == nil {
 		method, off = MethodReflink, total
 	}
@@ -166,7 +174,7 @@ func (d *download) copy(ctx context.Context, cr CopyRequest) (CopyResult, error)
 		if err := ctx.Err(); err != nil {
 			return CopyResult{}, errors.Join(err, save(off))
 		}
-		n := min(int64(copyChunk), total-off)
+		n := min(chunk, total-off)
 		var moved int64
 		if useRange {
 			moved, err = copyRange(d.f, src, off, n)
@@ -179,6 +187,7 @@ func (d *download) copy(ctx context.Context, cr CopyRequest) (CopyResult, error)
 			}
 		} else {
 			moved, err = io.Copy(io.NewOffsetWriter(d.f, off), io.NewSectionReader(src, off, n))
+			method = MethodReadWrite
 		}
 		if err != nil {
 			return CopyResult{}, d.writeError(err, off, total)
@@ -188,7 +197,7 @@ func (d *download) copy(ctx context.Context, cr CopyRequest) (CopyResult, error)
 		}
 		off += moved
 		d.fetched += moved
-		d.meter.update(off, total, false)
+		d.meter.update(off, total, true)
 		if time.Since(last) >= r.CheckpointEvery {
 			if err := save(off); err != nil {
 				return CopyResult{}, err
