@@ -139,6 +139,16 @@ func TestCopyLocal(t *testing.T) {
 		t.Errorf("the origin served %d more bytes; a copy must not fetch", f.BytesServed()-served)
 	}
 
+	// The CLI: another copy under another name, followed to its end.
+	useToken(c.s.URL, c.s.AdminToken)
+	r := quarry(t, c.s.URL, "image", "copy", src.GetName(), "--from-pool", "a", "--pool", "b", "--name", "cli.qcow2", "--wait")
+	if r.code != 0 || !strings.Contains(r.stdout, "image cli.qcow2 is READY in pool b") || !strings.Contains(r.stdout, src.GetDigest()) {
+		t.Errorf("image copy: %+v", r)
+	}
+	if r := quarry(t, c.s.URL, "image", "copy", src.GetName(), "--from-pool", "a", "--pool", "nope"); r.code == 0 || !strings.Contains(r.stderr, "nope") {
+		t.Errorf("image copy into an unknown pool: %+v", r)
+	}
+
 	// Bad input changes nothing.
 	for _, bad := range []struct {
 		req  *quarryv1.CopyImageRequest
@@ -155,8 +165,8 @@ func TestCopyLocal(t *testing.T) {
 			t.Errorf("CopyImage(%v) = %v; want %v", bad.req, err, bad.code)
 		}
 	}
-	if n := len(images(t, c.s, b.GetId())); n != 1 {
-		t.Errorf("pool b holds %d images after bad requests; want 1", n)
+	if n := len(images(t, c.s, b.GetId())); n != 2 {
+		t.Errorf("pool b holds %d images after bad requests; want 2", n)
 	}
 }
 
