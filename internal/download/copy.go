@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -86,10 +88,11 @@ func (c *Controller) expectedSHA256(ctx context.Context, j store.Job, n store.No
 	}
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	name := j.URL[strings.LastIndex(j.URL, "/")+1:]
-	if i := strings.IndexAny(name, "?#"); i >= 0 {
-		name = name[:i]
+	u, err := url.Parse(j.URL)
+	if err != nil {
+		return ""
 	}
+	name := path.Base(u.Path)
 	digest, err := c.cfg.Lookup(lctx, n.ID, &agentv1.LookupChecksumRequest{ChecksumUrl: j.ChecksumURL, FileName: name, Policy: c.cfg.Policy})
 	if err != nil {
 		// The download looks it up again and reports what is wrong.
@@ -133,9 +136,10 @@ func boolRank(b bool) int {
 // nil for the origin (a download), otherwise a node holding the file. A
 // copy prefers a source in a pool n mounts (a local copy), then other
 // nodes, the one it read from last time last (it may be the one that
-// failed). A copy none of whose sources is reachable fails with
-// errNoSource; one whose sources are all gone from the library downloads
-// its URL if it has one, and fails otherwise.
+// failed). A job with a URL (a download, or a download served by a copy)
+// whose sources are all gone or unreachable downloads the URL; a copy
+// without one waits for a source (errNoSource) or, when none is left in
+// the library, fails (errCannotCopy).
 func (c *Controller) planFor(ctx context.Context, j store.Job, n store.Node) (*copyPlan, error) {
 	sha := c.expectedSHA256(ctx, j, n)
 	if sha == "" || (j.Kind != KindCopy && j.BytesDone > 0) {
@@ -178,7 +182,7 @@ func (c *Controller) planFor(ctx context.Context, j store.Job, n store.Node) (*c
 		}
 	}
 	if len(peers) == 0 {
-		if j.Kind != KindCopy {
+		if j.URL != "" {
 			return nil, nil // the origin, then
 		}
 		return nil, fmt.Errorf("%w: no node holding sha256:%s can serve it now (%s); the copy goes on when one is back",
@@ -268,7 +272,7 @@ func (c *Controller) remember(j store.Job, n store.Node, p *copyPlan) string {
 	c.mu.Unlock()
 	switch {
 	case p == nil && j.Kind == KindCopy && last == nil:
-		return fmt.Sprintf("no READY image with the copy's digest is left in the cluster; downloading %s instead", j.URL)
+		return fmt.Sprintf("no node can serve a copy of the file now (or none is left in the cluster); downloading %s instead", j.URL)
 	case p == nil || p.same(last):
 		return ""
 	case last == nil && !strings.HasPrefix(j.Source, "image:"):

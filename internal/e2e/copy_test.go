@@ -445,3 +445,34 @@ func TestDedupByURL(t *testing.T) {
 		t.Errorf("pool a holds %d images; want 1", n)
 	}
 }
+
+// TestCopyCancel: a copy between nodes cancelled mid-way ends CANCELLED,
+// its image record goes, and no partial file is left on the target.
+func TestCopyCancel(t *testing.T) {
+	const size = 8 * mib
+	c := copyClusterOf(t, []string{"n1", "n2"}, 1*mib)
+	o := origintest.New(t)
+	f := o.Add("/big.img", origintest.Random(size, 14))
+	a := c.localPoolOn(t, "a", "/srv/a", "n1")
+	b := c.localPoolOn(t, "b", "/srv/b", "n2")
+	src := readyImage(t, c, a, f)
+
+	m := copyImage(t, c.s, src.GetId(), b.GetId(), "")
+	waitProgress(t, c.s, m.GetJob().GetId(), mib)
+	if _, err := c.s.Jobs.CancelJob(t.Context(), connect.NewRequest(&quarryv1.CancelJobRequest{Id: m.GetJob().GetId()})); err != nil {
+		t.Fatal(err)
+	}
+	if j := waitJob(t, c.s, m.GetJob().GetId(), 20*time.Second); j.GetState() != quarryv1.JobState_JOB_STATE_CANCELLED {
+		t.Fatalf("job %v", j)
+	}
+	if _, err := c.s.Images.GetImage(t.Context(), connect.NewRequest(&quarryv1.GetImageRequest{Id: m.GetImage().GetId()})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("the cancelled copy's image: %v; want it gone", err)
+	}
+	dir := c.agents["n2"].Opts.LocalPath("/srv/b")
+	if left := entries(t, filepath.Join(dir, ".quarry/partial")); len(left) != 0 {
+		t.Errorf(".quarry/partial holds %v", left)
+	}
+	if left := entries(t, filepath.Join(dir, "images")); len(left) != 0 {
+		t.Errorf("images/ holds %v", left)
+	}
+}
