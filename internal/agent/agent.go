@@ -18,11 +18,13 @@
 //     token (Config.Enrollment) and keeps the certificate it gets in its data
 //     directory; from then on its one listener serves mutual TLS 1.3 only:
 //     clients must present the control plane's certificate from the CA the
-//     agent enrolled with. The control plane renews the agent's certificate
+//     agent enrolled with, or another node's, which reaches only the peer
+//     endpoint (peer.go) and only with the control plane's grant for one
+//     file. The control plane renews the agent's certificate
 //     through CreateCSR and InstallCertificate before it expires; the new
 //     one is saved atomically and served from the next handshake on.
 //   - The listener serves Connect, gRPC and gRPC-Web over HTTP/2 and
-//     HTTP/1.1, plus GET /healthz.
+//     HTTP/1.1, plus GET /healthz and GET /peer/v1/files/<sha256>.
 package agent
 
 import (
@@ -181,7 +183,7 @@ func checkDir(dir string) error {
 }
 
 // Handler returns the agent's HTTP handler: the AgentService under its
-// Connect path and GET /healthz.
+// Connect path, GET /healthz and the peer endpoint.
 func (a *Agent) Handler() http.Handler { return a.handler }
 
 func (a *Agent) newHandler() http.Handler {
