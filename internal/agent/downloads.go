@@ -93,10 +93,6 @@ func (s *service) StartDownload(ctx context.Context, req *connect.Request[agentv
 	if err := checkImagePath(m.GetDest()); err != nil {
 		return nil, errclass.ToConnect(err)
 	}
-	src, err := s.source(m)
-	if err != nil {
-		return nil, errclass.ToConnect(err)
-	}
 
 	dl := s.a.downloads
 	dl.mu.Lock()
@@ -116,8 +112,15 @@ func (s *service) StartDownload(ctx context.Context, req *connect.Request[agentv
 		cur.cancel()
 		<-cur.done
 	}
+	src, err := s.source(m)
+	if err != nil {
+		return nil, errclass.ToConnect(err)
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
+		if src.local != nil {
+			src.local.Close()
+		}
 		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening %s: %v", ref.path, cause(err)))
 	}
 	jctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
