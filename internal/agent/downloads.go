@@ -262,13 +262,26 @@ func (dl *downloads) copyLocal(ctx context.Context, d *download, root *os.Root, 
 		Src: src.local, SrcPath: src.localPath, Source: src.localID,
 		Root: root, Dest: m.GetDest(), Expected: digest, Describe: m.GetDescribe(),
 		CheckpointEvery: dl.a.cfg.CheckpointEvery,
-		Progress: func(p ingest.Progress) {
-			d.set(func(s *agentv1.DownloadStatus) {
-				s.Phase, s.BytesDone, s.BytesTotal, s.BytesPerSecond = p.Phase, p.Done, p.Total, p.BytesPerSec
-			})
-		},
+		Progress:        progress(d, true),
 	})
 }
+
+// progress reports a download's progress in its status; a copy's bytes
+// are "copying", not "downloading".
+func progress(d *download, copying bool) func(ingest.Progress) {
+	return func(p ingest.Progress) {
+		phase := p.Phase
+		if copying && phase == ingest.PhaseDownloading {
+			phase = phaseCopying
+		}
+		d.set(func(s *agentv1.DownloadStatus) {
+			s.Phase, s.BytesDone, s.BytesTotal, s.BytesPerSecond = phase, p.Done, p.Total, p.BytesPerSec
+		})
+	}
+}
+
+// phaseCopying is a copy's phase while its bytes move.
+const phaseCopying = "copying"
 
 func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *agentv1.StartDownloadRequest, src source) (ingest.Result, error) {
 	client := src.client
@@ -299,11 +312,7 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 				s.RetryAfterMs = f.RetryAfter.Milliseconds()
 			})
 		},
-		Progress: func(p ingest.Progress) {
-			d.set(func(s *agentv1.DownloadStatus) {
-				s.Phase, s.BytesDone, s.BytesTotal, s.BytesPerSecond = p.Phase, p.Done, p.Total, p.BytesPerSec
-			})
-		},
+		Progress: progress(d, m.GetPeer() != nil),
 	})
 }
 

@@ -545,7 +545,7 @@ func (f *follow) handle(ctx context.Context, st *agentv1.DownloadStatus) {
 		f.lastSave = time.Now()
 		j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec = st.GetPhase(), st.GetBytesDone(), st.GetBytesTotal(), st.GetBytesPerSecond()
 		j.Message = fmt.Sprintf("%s on node %s", st.GetPhase(), f.n.Name)
-		if p := c.planOf(j.ID); p != nil && st.GetPhase() == "downloading" {
+		if p := c.planOf(j.ID); p != nil && st.GetPhase() == "copying" {
 			j.Message = p.describe(f.n)
 		}
 		f.save(ctx)

@@ -219,7 +219,7 @@ func TestCopyAcrossNodesSourceBack(t *testing.T) {
 // still down. The second source is itself a download deduplicated into a
 // copy (the origin serves the image once).
 func TestCopyAcrossNodesFailsOverToAnotherSource(t *testing.T) {
-	const size = 16 * mib
+	const size = 8 * mib
 	c := copyCluster(t, 4*mib)
 	o := origintest.New(t)
 	f := o.Add("/big.img", origintest.Random(size, 12))
