@@ -170,28 +170,37 @@ func TestCopyLocal(t *testing.T) {
 	}
 }
 
-// TestCopyAcrossNodesSourceBack: the only node holding the source is
-// stopped mid-copy; the copy waits, saying why, and resumes from its
-// partial file when the node is back.
+// TestCopyAcrossNodesSourceBack: the agent process of the only node
+// holding the source is killed (SIGKILL) mid-copy; the copy waits, saying
+// why, and resumes from its partial file when the node is back.
 func TestCopyAcrossNodesSourceBack(t *testing.T) {
 	const size = 8 * mib
-	c := copyClusterOf(t, []string{"n1", "n2"}, 2*mib)
+	bin := quarrytest.Binary(t)
+	s := quarrytest.StartServer(t, quarrytest.WithDownloadRetries(0, 100*time.Millisecond), quarrytest.WithHealthInterval(500*time.Millisecond))
+	n1 := quarrytest.StartAgentProcess(t, bin, s, quarrytest.AgentOptions{Name: "n1", PeerReadRate: 2 * mib})
+	n2 := quarrytest.StartAgent(t, s, quarrytest.AgentOptions{Name: "n2"})
+	c := &cluster{s: s, agents: map[string]*quarrytest.Agent{"n2": n2}, ids: map[string]string{"n1": n1.NodeID, "n2": n2.NodeID}}
+	for _, id := range c.ids {
+		waitState(t, s, id, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
+	}
 	o := origintest.New(t)
 	f := o.Add("/big.img", origintest.Random(size, 11))
-	a := c.localPoolOn(t, "a", "/srv/a", "n1")
+	mkdir(t, n1.Opts.LocalPath("/srv/a"))
+	a := c.createPool(t, "a", "/srv/a", false, "n1")
+	c.waitMounts(t, a.GetId(), map[string]bool{"n1": true})
 	b := c.localPoolOn(t, "b", "/srv/b", "n2")
 	src := readyImage(t, c, a, f)
 
 	m := copyImage(t, c.s, src.GetId(), b.GetId(), "moved.img")
 	waitProgress(t, c.s, m.GetJob().GetId(), size/3)
-	c.agents["n1"].Stop()
+	n1.Kill()
 	quarrytest.Eventually(t, 20*time.Second, func() error {
 		if j := getJob(t, c.s, m.GetJob().GetId()); !strings.Contains(j.GetMessage(), "can serve it now") {
 			return fmt.Errorf("job message %q; want it to wait for a source", j.GetMessage())
 		}
 		return nil
 	})
-	c.agents["n1"].Start()
+	n1.Start()
 	j := waitJob(t, c.s, m.GetJob().GetId(), 30*time.Second)
 	if j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED || j.GetNodeName() != "n2" {
 		t.Fatalf("job %v\n%s", j, strings.Join(historyOf(j), "\n"))
@@ -210,7 +219,7 @@ func TestCopyAcrossNodesSourceBack(t *testing.T) {
 	if im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY || im.GetDigest() != src.GetDigest() {
 		t.Errorf("copy %v", im)
 	}
-	sameContent(t, filepath.Join(c.agents["n2"].Opts.LocalPath("/srv/b"), "images/moved.img"), f)
+	sameContent(t, filepath.Join(n2.Opts.LocalPath("/srv/b"), "images/moved.img"), f)
 }
 
 // TestCopyAcrossNodesFailsOverToAnotherSource: the node the copy reads

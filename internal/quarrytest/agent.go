@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -306,6 +307,9 @@ func (p *AgentProcess) Args() []string {
 		"--checkpoint-interval", p.Opts.CheckpointEvery.String()}
 	if p.Opts.CAHash != "" {
 		args = append(args, "--ca-hash", p.Opts.CAHash)
+	}
+	if p.Opts.PeerReadRate > 0 {
+		args = append(args, "--peer-read-rate", strconv.FormatInt(p.Opts.PeerReadRate, 10))
 	}
 	for _, b := range p.Opts.Binds {
 		args = append(args, "--bind", b.Path+"="+b.Dir)
