@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/quarry-project/quarry/internal/cli.Version=$(VERSION)
 # loaded machine without any failing input (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 50000x
 
-.PHONY: all build run test check fuzz web web-test bench-discovery bench-download bench-upload generate tools lint clean
+.PHONY: all build run test check fuzz web web-test bench-discovery bench-download bench-upload bench-copy generate tools lint clean
 
 all: build
 
@@ -85,3 +85,8 @@ lint:
 
 clean:
 	rm -rf bin
+
+# Copy figures: a 512 MiB local copy vs cp + sha256sum, and agent to agent
+# over mutual TLS vs curl -o + sha256sum from a local origin.
+bench-copy:
+	QUARRY_BENCH=1 $(GO) test -count=1 -run '^TestBenchmarkCopy$$' -v -timeout 10m ./internal/e2e

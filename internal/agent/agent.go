@@ -18,11 +18,13 @@
 //     token (Config.Enrollment) and keeps the certificate it gets in its data
 //     directory; from then on its one listener serves mutual TLS 1.3 only:
 //     clients must present the control plane's certificate from the CA the
-//     agent enrolled with. The control plane renews the agent's certificate
+//     agent enrolled with, or another node's, which reaches only the peer
+//     endpoint (peer.go) and only with the control plane's grant for one
+//     file. The control plane renews the agent's certificate
 //     through CreateCSR and InstallCertificate before it expires; the new
 //     one is saved atomically and served from the next handshake on.
 //   - The listener serves Connect, gRPC and gRPC-Web over HTTP/2 and
-//     HTTP/1.1, plus GET /healthz.
+//     HTTP/1.1, plus GET /healthz and GET /peer/v1/files/<sha256>.
 package agent
 
 import (
@@ -73,7 +75,10 @@ type Config struct {
 	// (default 2 s; also every 32 MiB, whichever comes first): what a crash
 	// can make it fetch again.
 	CheckpointEvery time.Duration
-	Logger          *slog.Logger // default slog.Default()
+	// PeerReadRate caps, in bytes per second, how fast each copy another
+	// node pulls from this one is served; 0: no cap.
+	PeerReadRate int64
+	Logger       *slog.Logger // default slog.Default()
 }
 
 // Agent is a configured node daemon. Its methods are safe for concurrent use.
@@ -178,7 +183,7 @@ func checkDir(dir string) error {
 }
 
 // Handler returns the agent's HTTP handler: the AgentService under its
-// Connect path and GET /healthz.
+// Connect path, GET /healthz and the peer endpoint.
 func (a *Agent) Handler() http.Handler { return a.handler }
 
 func (a *Agent) newHandler() http.Handler {
@@ -195,7 +200,8 @@ func (a *Agent) newHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	return mux
+	mux.HandleFunc("GET "+peerPrefix+"{sha256}", a.servePeer)
+	return a.guard(mux)
 }
 
 // Serve serves the agent on ln until ctx is done, then shuts down

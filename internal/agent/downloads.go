@@ -86,17 +86,12 @@ func (s *service) StartDownload(ctx context.Context, req *connect.Request[agentv
 	if err != nil {
 		return nil, errclass.ToConnect(err)
 	}
-	if m.GetJobId() == "" || m.GetUrl() == "" {
-		return nil, errclass.ToConnect(errclass.New(errclass.InvalidArgument, "job id and URL are required"))
+	if m.GetJobId() == "" || (m.GetUrl() == "" && m.GetPeer() == nil && m.GetLocal() == nil) {
+		return nil, errclass.ToConnect(errclass.New(errclass.InvalidArgument, "job id and URL (or a copy's source) are required"))
 	}
 	if err := checkImagePath(m.GetDest()); err != nil {
 		return nil, errclass.ToConnect(err)
 	}
-	policy, err := urlpolicy.Parse(m.GetPolicy().GetAllow(), m.GetPolicy().GetDeny())
-	if err != nil {
-		return nil, errclass.ToConnect(errclass.New(errclass.InvalidArgument, "%v", err))
-	}
-	policy.AllowLoopback, policy.DenyPrivate = m.GetPolicy().GetAllowLoopback(), m.GetPolicy().GetDenyPrivate()
 
 	dl := s.a.downloads
 	dl.mu.Lock()
@@ -116,8 +111,15 @@ func (s *service) StartDownload(ctx context.Context, req *connect.Request[agentv
 		cur.cancel()
 		<-cur.done
 	}
+	src, err := s.source(m)
+	if err != nil {
+		return nil, errclass.ToConnect(err)
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
+		if src.local != nil {
+			src.local.Close()
+		}
 		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening %s: %v", ref.path, cause(err)))
 	}
 	jctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -125,7 +127,7 @@ func (s *service) StartDownload(ctx context.Context, req *connect.Request[agentv
 		status: &agentv1.DownloadStatus{JobId: m.GetJobId(), Fence: m.GetFence(), State: agentv1.DownloadState_DOWNLOAD_STATE_RUNNING, Phase: "preflight"}}
 	dl.jobs[m.GetJobId()] = d
 	dl.forgetOld()
-	go dl.run(jctx, d, root, m, policy)
+	go dl.run(jctx, d, root, m, src)
 	return connect.NewResponse(&agentv1.StartDownloadResponse{Status: d.snapshot()}), nil
 }
 
@@ -141,16 +143,84 @@ func (dl *downloads) forgetOld() {
 	}
 }
 
-func (dl *downloads) run(ctx context.Context, d *download, root *os.Root, m *agentv1.StartDownloadRequest, policy *urlpolicy.Policy) {
+// agentPolicy is the control plane's URL policy as the agent enforces it.
+func agentPolicy(p *agentv1.URLPolicy) (*urlpolicy.Policy, error) {
+	policy, err := urlpolicy.Parse(p.GetAllow(), p.GetDeny())
+	if err != nil {
+		return nil, errclass.New(errclass.InvalidArgument, "%v", err)
+	}
+	policy.AllowLoopback, policy.DenyPrivate = p.GetAllowLoopback(), p.GetDenyPrivate()
+	return policy, nil
+}
+
+// source is where a download's bytes come from: an origin through the URL
+// policy, another node's peer endpoint (a copy), or a file of a pool this
+// node mounts (a local copy: local is set).
+type source struct {
+	client *http.Client
+	url    string
+	local  *os.Root
+	// localPath is the file in local; localID names it across restarts.
+	localPath, localID string
+}
+
+func (s *service) source(m *agentv1.StartDownloadRequest) (source, error) {
+	switch {
+	case m.GetLocal() != nil:
+		if m.GetChecksum() == "" {
+			return source{}, errclass.New(errclass.InvalidArgument, "a copy needs the source's digest")
+		}
+		if err := checkImagePath(m.GetLocal().GetRelPath()); err != nil {
+			return source{}, err
+		}
+		ref, dir, err := s.mountedDir(m.GetLocal().GetPool())
+		if err != nil {
+			return source{}, err
+		}
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			return source{}, errclass.New(errclass.FailedPrecondition, "opening %s: %v", ref.path, cause(err))
+		}
+		return source{local: root, localPath: m.GetLocal().GetRelPath(), localID: "local:" + ref.id + "/" + m.GetLocal().GetRelPath()}, nil
+	case m.GetPeer() != nil:
+		d, err := checksum.ParseDigest(m.GetChecksum())
+		if err != nil || d.Algo != checksum.SHA256 {
+			return source{}, errclass.New(errclass.InvalidArgument, "a copy from another node needs the source's SHA-256 digest")
+		}
+		client, err := s.a.peerClient(m.GetPeer())
+		if err != nil {
+			return source{}, err
+		}
+		return source{client: client, url: peerURL(d.Hex)}, nil
+	}
+	policy, err := agentPolicy(m.GetPolicy())
+	if err != nil {
+		return source{}, err
+	}
+	return source{client: policy.Client(&http.Transport{ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: 90 * time.Second}), url: m.GetUrl()}, nil
+}
+
+func (dl *downloads) run(ctx context.Context, d *download, root *os.Root, m *agentv1.StartDownloadRequest, src source) {
 	defer close(d.done)
 	defer root.Close()
 	log := dl.a.log.With("job", m.GetJobId(), "fence", m.GetFence())
-	client := policy.Client(&http.Transport{ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: 90 * time.Second})
-	res, err := dl.fetch(ctx, d, root, m, client)
+	var res ingest.Result
+	var method string
+	var err error
+	if src.local != nil {
+		var cres ingest.CopyResult
+		cres, err = dl.copyLocal(ctx, d, root, m, src)
+		src.local.Close()
+		res, method = cres.Result, cres.Method
+	} else {
+		res, err = dl.fetch(ctx, d, root, m, src)
+		src.client.CloseIdleConnections()
+	}
 	d.set(func(s *agentv1.DownloadStatus) {
 		switch {
 		case err == nil:
 			s.State, s.Phase = agentv1.DownloadState_DOWNLOAD_STATE_SUCCEEDED, "finalizing"
+			s.CopyMethod = method
 			s.Sha256, s.Size, s.Format, s.VirtualSize, s.Dest = res.SHA256, res.Size, res.Format, res.VirtualSize, res.Dest
 			s.Resumed, s.FetchedBytes, s.BytesDone, s.BytesTotal = res.Resumed, res.FetchedBytes, res.Size, res.Size
 		case errors.Is(err, ingest.ErrFenced):
@@ -180,7 +250,40 @@ func (dl *downloads) run(ctx context.Context, d *download, root *os.Root, m *age
 
 // fetch resolves the expected digest (from a checksum file if need be) and
 // runs the ingestion.
-func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *agentv1.StartDownloadRequest, client *http.Client) (ingest.Result, error) {
+// copyLocal copies a file of a pool this node mounts (see ingest.Copy).
+func (dl *downloads) copyLocal(ctx context.Context, d *download, root *os.Root, m *agentv1.StartDownloadRequest, src source) (ingest.CopyResult, error) {
+	digest, err := checksum.ParseDigest(m.GetChecksum())
+	if err != nil {
+		return ingest.CopyResult{}, errclass.Wrap(errclass.InvalidArgument, err, "%v", err)
+	}
+	return ingest.Copy(ctx, ingest.CopyRequest{
+		Job: m.GetJobId(), Fence: uint64(m.GetFence()),
+		Src: src.local, SrcPath: src.localPath, Source: src.localID,
+		Root: root, Dest: m.GetDest(), Expected: digest, Describe: m.GetDescribe(),
+		CheckpointEvery: dl.a.cfg.CheckpointEvery,
+		Progress:        progress(d, true),
+	})
+}
+
+// progress reports a download's progress in its status; a copy's bytes
+// are "copying", not "downloading".
+func progress(d *download, copying bool) func(ingest.Progress) {
+	return func(p ingest.Progress) {
+		phase := p.Phase
+		if copying && phase == ingest.PhaseDownloading {
+			phase = phaseCopying
+		}
+		d.set(func(s *agentv1.DownloadStatus) {
+			s.Phase, s.BytesDone, s.BytesTotal, s.BytesPerSecond = phase, p.Done, p.Total, p.BytesPerSec
+		})
+	}
+}
+
+// phaseCopying is a copy's phase while its bytes move.
+const phaseCopying = "copying"
+
+func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *agentv1.StartDownloadRequest, src source) (ingest.Result, error) {
+	client := src.client
 	var digest checksum.Digest
 	var err error
 	switch {
@@ -194,7 +297,7 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 		}
 	}
 	return ingest.Download(ctx, ingest.Request{
-		Job: m.GetJobId(), Fence: uint64(m.GetFence()), URL: m.GetUrl(), Expected: digest,
+		Job: m.GetJobId(), Fence: uint64(m.GetFence()), URL: src.url, Expected: digest,
 		Root: root, Dest: m.GetDest(), Client: client, Describe: m.GetDescribe(),
 		CheckpointEvery: dl.a.cfg.CheckpointEvery,
 		// An attempt that got further is retried here at once; one that did
@@ -208,11 +311,7 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 				s.RetryAfterMs = f.RetryAfter.Milliseconds()
 			})
 		},
-		Progress: func(p ingest.Progress) {
-			d.set(func(s *agentv1.DownloadStatus) {
-				s.Phase, s.BytesDone, s.BytesTotal, s.BytesPerSecond = p.Phase, p.Done, p.Total, p.BytesPerSec
-			})
-		},
+		Progress: progress(d, m.GetPeer() != nil),
 	})
 }
 

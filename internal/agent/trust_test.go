@@ -29,7 +29,9 @@ import (
 )
 
 // TestRefusesStrangers: a process without the control plane's client
-// certificate gets nothing from an agent, not even /healthz.
+// certificate gets nothing from an agent, not even /healthz; another node
+// of the cluster gets through TLS (for the peer endpoint) but is refused
+// everything else.
 func TestRefusesStrangers(t *testing.T) {
 	a := startAgent(t, Config{FSRoot: t.TempDir()})
 	other := newTestCA(t)
@@ -47,24 +49,33 @@ func TestRefusesStrangers(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		cert *tls.Certificate
+		node bool // a node of the cluster: TLS passes, the handler refuses
 	}{
-		{"no certificate", nil},
-		{"another CA's control plane", controlPlane(t, other)},
-		{"an expired control plane certificate", expired},
-		{"another agent of the same CA", sameCAAgent.cert},
-		{"the agent's own certificate", a.Agent.id.Load().cert},
+		{"no certificate", nil, false},
+		{"another CA's control plane", controlPlane(t, other), false},
+		{"an expired control plane certificate", expired, false},
+		{"another agent of the same CA", sameCAAgent.cert, true},
+		{"the agent's own certificate", a.Agent.id.Load().cert, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, h2 := range []bool{false, true} {
 				hc := httpClient(t, a.clientTLS(tt.cert), h2)
 				if resp, err := hc.Get(a.url + "/healthz"); err == nil {
 					resp.Body.Close()
-					t.Errorf("GET /healthz (h2 %v) answered %s", h2, resp.Status)
+					if !tt.node || resp.StatusCode != http.StatusForbidden {
+						t.Errorf("GET /healthz (h2 %v) answered %s", h2, resp.Status)
+					}
+				} else if tt.node {
+					t.Errorf("GET /healthz (h2 %v) as a node: %v; want 403 Forbidden", h2, err)
 				}
 				c := agentv1connect.NewAgentServiceClient(hc, a.url)
-				if _, err := c.GetFacts(t.Context(), connect.NewRequest(&agentv1.GetFactsRequest{})); err == nil {
+				_, err := c.GetFacts(t.Context(), connect.NewRequest(&agentv1.GetFactsRequest{}))
+				switch {
+				case err == nil:
 					t.Errorf("GetFacts (h2 %v) answered", h2)
-				} else {
+				case tt.node && connect.CodeOf(err) != connect.CodePermissionDenied:
+					t.Errorf("GetFacts (h2 %v) as a node: %v; want permission_denied", h2, err)
+				default:
 					t.Logf("h2 %v: %v", h2, err)
 				}
 			}

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
 
 	"github.com/quarry-project/quarry/internal/catalog"
 	"github.com/quarry-project/quarry/internal/checksum"
+	"github.com/quarry-project/quarry/internal/download"
 	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/names"
@@ -156,16 +158,20 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 	if err := s.Downloads.Reachable(ctx, pool.ID); err != nil {
 		return nil, err
 	}
-	// The same digest already READY in the pool: that image is the answer.
-	if d, err := checksum.ParseDigest(src.checksum); err == nil && d.Algo == checksum.SHA256 {
-		ims, err := s.Store.ListImages(ctx, store.ImageFilter{PoolID: pool.ID})
-		if err != nil {
-			return nil, err
-		}
-		for _, im := range ims {
-			if im.State == store.ImageReady && im.SHA256 == d.Hex {
-				return &quarryv1.DownloadImageResponse{Image: imageView(im, pool.Name), Existing: true}, nil
-			}
+	// The same source already being downloaded into the pool: join it,
+	// also when it was asked for by catalog id and now by URL.
+	if joined, err := s.joinDownload(ctx, pool, src); joined != nil || err != nil {
+		return joined, err
+	}
+	// The same digest already READY in the pool under this name: that
+	// image is the answer. Anywhere else in the cluster: a copy of it.
+	from, err := s.sameDigest(ctx, src.checksum)
+	if err != nil {
+		return nil, err
+	}
+	for _, im := range from {
+		if im.PoolID == pool.ID && im.Name == src.name {
+			return &quarryv1.DownloadImageResponse{Image: imageView(im, pool.Name), Existing: true, AlreadyExists: true}, nil
 		}
 	}
 	now := s.Now()
@@ -178,6 +184,13 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 		ID: newID("job"), Kind: "download", State: store.JobQueued, ImageID: im.ID, PoolID: pool.ID,
 		Source: src.key, URL: src.url, Checksum: src.checksum, ChecksumURL: src.checksumURL,
 		Message: "queued", CreatedAt: now, UpdatedAt: now,
+	}
+	var copiedFrom string
+	if len(from) > 0 {
+		// Never fetched: the download controller copies the file from a
+		// node that holds it, and the job's history says so.
+		j.Kind, im.Origin, copiedFrom = download.KindCopy, store.OriginCopied, from[0].ID
+		im.Format = from[0].Format
 	}
 	created, err := s.Store.CreateDownload(ctx, im, j)
 	existing := false
@@ -198,7 +211,48 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 	if err != nil {
 		return nil, err
 	}
-	return &quarryv1.DownloadImageResponse{Image: imageView(im, pool.Name), Job: jv, Existing: existing}, nil
+	if existing {
+		copiedFrom = ""
+	}
+	return &quarryv1.DownloadImageResponse{Image: imageView(im, pool.Name), Job: jv, Existing: existing, CopiedFromImageId: copiedFrom}, nil
+}
+
+// joinDownload answers a download whose URL is already being downloaded
+// into the pool (under any source key) with that job; nil when none is.
+func (s *ImageService) joinDownload(ctx context.Context, pool store.Pool, src source) (*quarryv1.DownloadImageResponse, error) {
+	jobs, err := s.Store.ListJobs(ctx, store.JobFilter{States: []store.JobState{store.JobQueued, store.JobRunning}, PoolID: pool.ID})
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range jobs {
+		if j.URL != src.url || (j.Kind != download.KindDownload && j.Kind != download.KindCopy) || j.CancelRequested {
+			continue
+		}
+		im, err := s.Store.GetImage(ctx, j.ImageID)
+		if err != nil {
+			return nil, err
+		}
+		jv, err := jobView(ctx, s.Store, j, false)
+		if err != nil {
+			return nil, err
+		}
+		return &quarryv1.DownloadImageResponse{Image: imageView(im, pool.Name), Job: jv, Existing: true}, nil
+	}
+	return nil, nil
+}
+
+// sameDigest lists the READY images whose SHA-256 is the expected digest
+// (none when it is not a SHA-256).
+func (s *ImageService) sameDigest(ctx context.Context, expected string) ([]store.Image, error) {
+	d, err := checksum.ParseDigest(expected)
+	if err != nil || d.Algo != checksum.SHA256 {
+		return nil, nil
+	}
+	ims, err := s.Store.ListImages(ctx, store.ImageFilter{})
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(ims, func(im store.Image) bool { return im.State != store.ImageReady || im.SHA256 != d.Hex }), nil
 }
 
 // nameTaken is the refusal of a download whose path an image holds (a

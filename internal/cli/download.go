@@ -78,6 +78,9 @@ func newImageDownloadCommand(g *globals) *cobra.Command {
 					fmt.Fprintf(out, "image %s is already in pool %s (%s)\n", m.GetImage().GetName(), p.GetName(), m.GetImage().GetDigest())
 				case m.GetExisting():
 					fmt.Fprintf(out, "already downloading: job %s; follow it with quarry job watch %s\n", m.GetJob().GetId(), m.GetJob().GetId())
+				case m.GetCopiedFromImageId() != "":
+					fmt.Fprintf(out, "the cluster already holds this file (image %s): copying it instead of downloading, job %s; follow it with quarry job watch %s\n",
+						m.GetCopiedFromImageId(), m.GetJob().GetId(), m.GetJob().GetId())
 				default:
 					fmt.Fprintf(out, "started job %s for image %s; follow it with quarry job watch %s\n", m.GetJob().GetId(), m.GetImage().GetName(), m.GetJob().GetId())
 				}

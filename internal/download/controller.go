@@ -26,6 +26,7 @@ import (
 	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/metrics"
+	"github.com/quarry-project/quarry/internal/pki"
 	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/reconcile"
 	"github.com/quarry-project/quarry/internal/store"
@@ -40,6 +41,9 @@ type Agents interface {
 	Watch(ctx context.Context, nodeID, jobID string, f func(*agentv1.DownloadStatus)) error
 	Cancel(ctx context.Context, nodeID, jobID string, pool store.Pool) error
 }
+
+// LookupFunc asks node nodeID for the digest a checksum file gives.
+type LookupFunc func(ctx context.Context, nodeID string, req *agentv1.LookupChecksumRequest) (string, error)
 
 // Config configures a Controller.
 type Config struct {
@@ -70,6 +74,15 @@ type Config struct {
 	// Metrics counts finished downloads, retries and failovers; nil counts
 	// nothing.
 	Metrics *metrics.Metrics
+
+	// Grants signs the grant a node reads another node's file with (a
+	// copy); nil: copies between nodes are refused. GrantTTL is how long
+	// one may start requests (10 min): every (re)start gets a new one.
+	Grants   func(pki.Grant) (string, error)
+	GrantTTL time.Duration
+	// Lookup resolves a download's checksum file before it starts, so a
+	// file the cluster holds is copied, not fetched; nil: not looked up.
+	Lookup LookupFunc
 }
 
 // Controller reconciles download jobs.
@@ -90,6 +103,10 @@ type Controller struct {
 	// waiting: queued jobs that found no free slot; a finished stream
 	// looks at them again.
 	waiting map[string]bool
+	// plans: where running copies read from; resolved: the SHA-256 a
+	// download's checksum file gave ("" when none), by job id.
+	plans    map[string]*copyPlan
+	resolved map[string]string
 }
 
 type follower struct {
@@ -129,8 +146,12 @@ func New(cfg Config) *Controller {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.GrantTTL <= 0 {
+		cfg.GrantTTL = 10 * time.Minute
+	}
 	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "download"),
-		following: map[string]*follower{}, active: map[string]bool{}, waiting: map[string]bool{}}
+		following: map[string]*follower{}, active: map[string]bool{}, waiting: map[string]bool{},
+		plans: map[string]*copyPlan{}, resolved: map[string]string{}}
 	c.queue = reconcile.New(reconcile.Config{Name: "download", Reconcile: c.reconcile, Logger: cfg.Logger})
 	return c
 }
@@ -198,7 +219,7 @@ func (c *Controller) reconcile(ctx context.Context, id string) (reconcile.Result
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if !j.State.Active() || (j.Kind != "" && j.Kind != "download") { // verify jobs have their own controller
+	if !j.State.Active() || (j.Kind != "" && j.Kind != KindDownload && j.Kind != KindCopy) { // verify and upload jobs have their own
 		c.forget(id)
 		return reconcile.Result{}, nil
 	}
@@ -230,6 +251,8 @@ func (c *Controller) forget(id string) {
 	defer c.mu.Unlock()
 	delete(c.active, id)
 	delete(c.waiting, id)
+	delete(c.plans, id)
+	delete(c.resolved, id)
 	if f, ok := c.following[id]; ok {
 		f.stop()
 	}
@@ -263,7 +286,15 @@ func (c *Controller) place(ctx context.Context, j store.Job, pool store.Pool) er
 			return err
 		}
 		var refusals []error
-		for _, cand := range choice.Kept {
+		kept := choice.Kept
+		if holders := c.holders(ctx, j); len(holders) > 0 {
+			// A copy goes first to a node that holds its source.
+			kept = slices.Clone(kept)
+			slices.SortStableFunc(kept, func(a, b placement.Candidate) int {
+				return boolRank(!holders[a.Node.ID]) - boolRank(!holders[b.Node.ID])
+			})
+		}
+		for _, cand := range kept {
 			if perNode[cand.Node.ID] >= c.cfg.PerNode {
 				continue
 			}
@@ -271,9 +302,18 @@ func (c *Controller) place(ctx context.Context, j store.Job, pool store.Pool) er
 			if err == nil {
 				return nil
 			}
+			if cannotCopy(err) {
+				return c.fail(ctx, j, err)
+			}
 			refusals = append(refusals, err)
 		}
 		if len(refusals) > 0 {
+			if err := errors.Join(refusals...); isNoSource(err) && j.Message != refusals[0].Error() {
+				j.Message, j.UpdatedAt = refusals[0].Error(), c.cfg.Now()
+				if err := c.cfg.Store.UpdateJob(ctx, j); err != nil {
+					return err
+				}
+			}
 			// Tried again with the queue's backoff.
 			return fmt.Errorf("no node with a free slot took job %s: %w", j.ID, errors.Join(refusals...))
 		}
@@ -303,12 +343,15 @@ func (c *Controller) adopt(ctx context.Context, j store.Job, pool store.Pool) (r
 			cands = append(cands, cand.Node)
 		}
 	}
+	// A copy prefers a node holding its source, for a local copy.
+	preferHolders(cands, c.holders(ctx, j))
 	// The owner first, also when placement dropped it: it holds the
 	// partial file and may answer although its last check failed.
 	cands = slices.DeleteFunc(cands, func(n store.Node) bool { return n.ID == owner.ID })
 	if owner.ID != "" {
 		cands = slices.Insert(cands, 0, owner)
 	}
+	var noSource error
 	at := bytesize.Format(uint64(max(j.BytesDone, 0)))
 	for _, n := range cands {
 		var event string
@@ -328,7 +371,29 @@ func (c *Controller) adopt(ctx context.Context, j store.Job, pool store.Pool) (r
 		if ctx.Err() != nil {
 			return reconcile.Result{}, ctx.Err()
 		}
+		if cannotCopy(err) {
+			return reconcile.Result{}, c.fail(ctx, j, err)
+		}
+		if isNoSource(err) {
+			noSource = err
+		}
 		c.log.Info("a node could not resume a download", "job", j.ID, "node", n.Name, "err", err)
+	}
+	if noSource != nil {
+		// The source is what is missing, not the target: wait for it.
+		waited := c.cfg.Now().Sub(j.UpdatedAt)
+		if j.Message == noSource.Error() && waited > c.cfg.GiveUpAfter {
+			return reconcile.Result{}, c.fail(ctx, j, errclass.New(errclass.Unavailable, "%v for %v; copy again once a node holding it is back", noSource, c.cfg.GiveUpAfter))
+		}
+		if j.Message != noSource.Error() {
+			j.Message, j.Phase, j.BytesPerSec, j.UpdatedAt = noSource.Error(), "waiting", 0, c.cfg.Now()
+			if err := c.cfg.Store.UpdateJob(ctx, j); err != nil {
+				return reconcile.Result{}, err
+			}
+			c.event(ctx, j.ID, noSource.Error())
+			waited = 0
+		}
+		return reconcile.Result{After: min(max(waited/4, time.Second), time.Minute)}, nil
 	}
 	name := owner.Name
 	if name == "" {
@@ -379,6 +444,15 @@ func (c *Controller) startOn(ctx context.Context, j store.Job, pool store.Pool, 
 		Policy:   c.cfg.Policy,
 		Describe: fmt.Sprintf("pool %s on node %s", pool.Name, n.Name),
 	}
+	plan, err := c.planFor(ctx, j, n)
+	if err != nil {
+		return err
+	}
+	if plan != nil {
+		if err := c.applyPlan(req, j, n, plan); err != nil {
+			return err
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
 	st, err := c.cfg.Agents.Start(sctx, n.ID, req)
 	cancel()
@@ -392,6 +466,9 @@ func (c *Controller) startOn(ctx context.Context, j store.Job, pool store.Pool, 
 	}
 	if event != "" {
 		c.event(ctx, j.ID, event)
+	}
+	if why := c.remember(j, n, plan); why != "" {
+		c.event(ctx, j.ID, why)
 	}
 	fctx, stop := context.WithCancel(ctx)
 	c.mu.Lock()
@@ -468,6 +545,9 @@ func (f *follow) handle(ctx context.Context, st *agentv1.DownloadStatus) {
 		f.lastSave = time.Now()
 		j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec = st.GetPhase(), st.GetBytesDone(), st.GetBytesTotal(), st.GetBytesPerSecond()
 		j.Message = fmt.Sprintf("%s on node %s", st.GetPhase(), f.n.Name)
+		if p := c.planOf(j.ID); p != nil && st.GetPhase() == "copying" {
+			j.Message = p.describe(f.n)
+		}
 		f.save(ctx)
 	case agentv1.DownloadState_DOWNLOAD_STATE_SUCCEEDED:
 		c.succeed(ctx, *j, f.n, st)
@@ -501,6 +581,8 @@ func (f *follow) failedAttempts(ctx context.Context, st *agentv1.DownloadStatus)
 	n := int(st.GetFailedAttempts() - f.seenFails)
 	f.seenFails = st.GetFailedAttempts()
 	f.countFailure(ctx, n, st.GetAttemptError(), st.GetAttemptProgressed(), time.Duration(st.GetRetryAfterMs())*time.Millisecond)
+	// Only bytes past this failure refill the retry budget.
+	f.startBytes = max(f.startBytes, st.GetBytesDone())
 }
 
 // countFailure adds n failed attempts, the latest of which met err, and
@@ -530,6 +612,9 @@ func (f *follow) countFailure(ctx context.Context, n int, err string, progressed
 // when its retry budget is spent.
 func (f *follow) retryLater(ctx context.Context) {
 	c, j, now := f.c, &f.j, f.c.cfg.Now()
+	if j.RetrySince.IsZero() {
+		j.RetrySince = now
+	}
 	if j.FailuresInRow >= c.cfg.MaxAttempts || now.Sub(j.RetrySince) > c.cfg.RetryWindow {
 		// A failed download leaves nothing behind: the partial file goes.
 		c.stopOnNode(ctx, *j, f.pool)
@@ -576,6 +661,10 @@ func (c *Controller) succeed(ctx context.Context, j store.Job, n store.Node, st 
 	j.Message, im.Verified = fmt.Sprintf("downloaded on node %s and hashed (no expected checksum given): sha256:%s", n.Name, st.GetSha256()), false
 	if j.Checksum != "" || j.ChecksumURL != "" { // the agent fails a download whose digest is not the expected one
 		j.Message, im.Verified = fmt.Sprintf("downloaded on node %s and verified: sha256:%s", n.Name, st.GetSha256()), true
+	}
+	if p := c.planOf(j.ID); p != nil || (j.Kind == KindCopy && j.URL == "") {
+		// Verified against the source's recorded digest.
+		j.Message, im.Verified = copied(p, n, st), true
 	}
 	if err := c.cfg.Store.FinishJob(ctx, j, im); err != nil {
 		c.log.Warn("finishing a job", "job", j.ID, "err", err)

@@ -82,3 +82,73 @@ func TestDownloadThenStop(t *testing.T) {
 	s.Stop()
 	a.Stop()
 }
+
+// TestCopyThenStop runs a copy between two agents (the peer endpoint, its
+// client and the grant) and stops everything while it runs: nothing is
+// left running.
+func TestCopyThenStop(t *testing.T) {
+	s := quarrytest.StartServer(t)
+	var agents []*quarrytest.Agent
+	var pools []string
+	for _, name := range []string{"n1", "n2"} {
+		a := quarrytest.StartAgent(t, s, quarrytest.AgentOptions{Name: name, PeerReadRate: 1 << 20})
+		if err := os.MkdirAll(a.Opts.LocalPath("/srv/"+name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var poolID string
+		quarrytest.Eventually(t, 10*time.Second, func() error {
+			r, err := s.Pools.CreatePool(t.Context(), connect.NewRequest(&quarryv1.CreatePoolRequest{
+				Name: name, Path: "/srv/" + name, AssignedNodeIds: []string{a.NodeID}}))
+			if err != nil {
+				return err // the node may not be READY yet
+			}
+			poolID = r.Msg.GetPool().GetId()
+			return nil
+		})
+		agents, pools = append(agents, a), append(pools, poolID)
+	}
+	o := origintest.New(t)
+	f := o.Add("/src.img", origintest.Random(8<<20, 3))
+	var imageID, jobID string
+	quarrytest.Eventually(t, 30*time.Second, func() error {
+		if jobID == "" {
+			r, err := s.Images.DownloadImage(t.Context(), connect.NewRequest(&quarryv1.DownloadImageRequest{
+				Url: f.URL(), StoragePoolId: pools[0], Checksum: "sha256:" + f.SHA256()}))
+			if err != nil {
+				return err // the pool's marker may not be written yet
+			}
+			imageID, jobID = r.Msg.GetImage().GetId(), r.Msg.GetJob().GetId()
+		}
+		r, err := s.Jobs.GetJob(t.Context(), connect.NewRequest(&quarryv1.GetJobRequest{Id: jobID}))
+		if err != nil {
+			return err
+		}
+		if st := r.Msg.GetJob().GetState(); st != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+			return fmt.Errorf("download %v", st)
+		}
+		return nil
+	})
+	var copyJob string
+	quarrytest.Eventually(t, 10*time.Second, func() error {
+		r, err := s.Images.CopyImage(t.Context(), connect.NewRequest(&quarryv1.CopyImageRequest{ImageId: imageID, StoragePoolId: pools[1]}))
+		if err != nil {
+			return err
+		}
+		copyJob = r.Msg.GetJob().GetId()
+		return nil
+	})
+	quarrytest.Eventually(t, 30*time.Second, func() error {
+		r, err := s.Jobs.GetJob(t.Context(), connect.NewRequest(&quarryv1.GetJobRequest{Id: copyJob}))
+		if err != nil {
+			return err
+		}
+		if r.Msg.GetJob().GetProgress().GetBytesDone() == 0 {
+			return fmt.Errorf("the copy has not started: %s", r.Msg.GetJob().GetMessage())
+		}
+		return nil
+	})
+	s.Stop()
+	for _, a := range agents {
+		a.Stop()
+	}
+}

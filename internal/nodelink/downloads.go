@@ -77,3 +77,17 @@ func (l *Link) CancelDownload(ctx context.Context, nodeID, jobID string, pool st
 	}
 	return nil
 }
+
+// LookupChecksum asks a node to fetch a checksum file (through the URL
+// policy) and returns the digest it gives for fileName.
+func (l *Link) LookupChecksum(ctx context.Context, nodeID string, req *agentv1.LookupChecksumRequest) (string, error) {
+	c, err := l.Client(ctx, nodeID)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.LookupChecksum(ctx, connect.NewRequest(req))
+	if err != nil {
+		return "", agentError(err)
+	}
+	return resp.Msg.GetDigest(), nil
+}

@@ -13,8 +13,12 @@
 //     "quarry://control-plane", for client authentication only. It lives in
 //     memory and is reissued before it expires.
 //   - AgentServerTLS accepts only clients with the control plane's
-//     certificate from the CA; NodeClientTLS accepts only the certificate of
-//     the node it dials. Both require TLS 1.3.
+//     certificate or a node's certificate from the CA (nodes may only read
+//     granted files, which the agent enforces); NodeClientTLS accepts only
+//     the certificate of the node it dials. Both require TLS 1.3.
+//   - A peer grant (SignGrant, VerifyGrant) lets one node read one file
+//     from another; it is signed with the control plane's client
+//     certificate key and verified against the CA alone.
 //
 // The package imports neither the control plane's nor the agent's packages:
 // both sides share it.

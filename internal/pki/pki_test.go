@@ -315,9 +315,10 @@ func static(c *tls.Certificate) func(*tls.CertificateRequestInfo) (*tls.Certific
 	}
 }
 
-// TestAgentServerTLS: only the control plane's certificate from the agent's
-// CA gets through; no certificate, another CA's, an expired one and an
-// agent's certificate from the same CA are refused.
+// TestAgentServerTLS: the control plane's certificate and nodes'
+// certificates from the agent's CA get through (the agent's handler lets
+// nodes reach only the peer endpoint, with a grant); no certificate,
+// another CA's, and an expired one are refused.
 func TestAgentServerTLS(t *testing.T) {
 	ca, other := newTestCA(t), newTestCA(t)
 	now := time.Now()
@@ -332,8 +333,10 @@ func TestAgentServerTLS(t *testing.T) {
 		{"no certificate", nil, false},
 		{"another CA's control plane", controlPlaneCert(t, other, now, time.Hour), false},
 		{"expired control plane", controlPlaneCert(t, ca, now.Add(-2*time.Hour), time.Hour), false},
-		{"an agent of the same CA", nodeCert(t, ca, "node-b", now, time.Hour), false},
-		{"the agent itself", agentCert, false},
+		{"an agent of the same CA", nodeCert(t, ca, "node-b", now, time.Hour), true},
+		{"the agent itself", agentCert, true},
+		{"an agent of another CA", nodeCert(t, other, "node-b", now, time.Hour), false},
+		{"an expired agent", nodeCert(t, ca, "node-b", now.Add(-2*time.Hour), time.Hour), false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			serr, cerr := handshake(t, server, NodeClientTLS("node-a", ca.Pool(), static(tt.client)))

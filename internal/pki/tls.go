@@ -13,29 +13,46 @@ import (
 
 // AgentServerTLS is the TLS configuration an agent serves with: its own
 // certificate from getCert (so a renewed one is picked up by the next
-// handshake), and only clients whose certificate chains to the CA in roots,
-// is meant for client authentication and names the control plane. Another
-// agent's certificate from the same CA is refused.
+// handshake), and only clients whose certificate chains to the CA in roots
+// and is either the control plane's (client authentication, its URI) or
+// another node's (server authentication, a node URI): nodes read files from
+// each other's peer endpoint for copies. The agent's handler lets a node
+// reach nothing but that endpoint, and only with a grant (VerifyGrant).
 func AgentServerTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), roots *x509.CertPool) *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: getCert,
-		// Verification against ClientCAs requires the client-auth extended
-		// key usage, which agent certificates lack; VerifyConnection also
-		// checks the identity, so that the rule does not hang on one flag.
-		ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs:  roots,
+		// Go's own verification of client certificates requires the
+		// client-auth extended key usage, which node certificates lack;
+		// VerifyConnection checks the chain and, per identity, the usage.
+		ClientAuth: tls.RequireAnyClientCert,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("quarry: no client certificate")
 			}
-			if !hasURI(cs.PeerCertificates[0], ControlPlaneURI) {
-				return fmt.Errorf("quarry: client certificate %q is not the control plane's", cs.PeerCertificates[0].Subject.CommonName)
+			leaf := cs.PeerCertificates[0]
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			usage := x509.ExtKeyUsageServerAuth
+			switch {
+			case hasURI(leaf, ControlPlaneURI):
+				usage = x509.ExtKeyUsageClientAuth
+			case NodeID(leaf) == "":
+				return fmt.Errorf("quarry: client certificate %q is neither the control plane's nor a node's", leaf.Subject.CommonName)
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+				return fmt.Errorf("quarry: client certificate %q: %w", leaf.Subject.CommonName, err)
 			}
 			return nil
 		},
 	}
 }
+
+// IsControlPlane reports whether a verified client certificate is the
+// control plane's (and not another node's).
+func IsControlPlane(cert *x509.Certificate) bool { return hasURI(cert, ControlPlaneURI) }
 
 // NodeClientTLS is the TLS configuration the control plane dials node
 // nodeID with: the agent's certificate must chain to the CA in roots and

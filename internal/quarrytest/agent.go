@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,6 +52,9 @@ type AgentOptions struct {
 	// CheckpointEvery is the agent's --checkpoint-interval; default the
 	// package's CheckpointEvery.
 	CheckpointEvery time.Duration
+	// PeerReadRate caps how fast the agent serves copies to other nodes
+	// (bytes a second; 0: no cap), so tests can act in the middle of one.
+	PeerReadRate int64
 	// Silent: an in-process agent that already holds its certificate does
 	// not announce its start to the control plane, as an agent that cannot
 	// reach it would not: tests of what the link finds out by itself.
@@ -202,6 +206,7 @@ func (a *Agent) Start() {
 		Version:         "test",
 		Logger:          Logger(a.t).With("agent", a.Opts.Name),
 		CheckpointEvery: a.Opts.CheckpointEvery,
+		PeerReadRate:    a.Opts.PeerReadRate,
 		Enrollment: agent.Enrollment{
 			Server:    server,
 			JoinToken: a.Opts.JoinToken,
@@ -302,6 +307,9 @@ func (p *AgentProcess) Args() []string {
 		"--checkpoint-interval", p.Opts.CheckpointEvery.String()}
 	if p.Opts.CAHash != "" {
 		args = append(args, "--ca-hash", p.Opts.CAHash)
+	}
+	if p.Opts.PeerReadRate > 0 {
+		args = append(args, "--peer-read-rate", strconv.FormatInt(p.Opts.PeerReadRate, 10))
 	}
 	for _, b := range p.Opts.Binds {
 		args = append(args, "--bind", b.Path+"="+b.Dir)

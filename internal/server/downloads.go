@@ -27,6 +27,10 @@ func (a agentDownloads) Cancel(ctx context.Context, nodeID, jobID string, pool s
 	return a.link.CancelDownload(ctx, nodeID, jobID, pool)
 }
 
+func (a agentDownloads) LookupChecksum(ctx context.Context, nodeID string, req *agentv1.LookupChecksumRequest) (string, error) {
+	return a.link.LookupChecksum(ctx, nodeID, req)
+}
+
 // downloadPolicy builds the URL policy from the configuration: the server
 // checks URLs when a download is asked for, the agents when they dial.
 func downloadPolicy(cfg Config) (*urlpolicy.Policy, *agentv1.URLPolicy, error) {

@@ -57,6 +57,7 @@ func (s *Server) newTerm(ctx context.Context, epoch int64) *term {
 		PerNode: cfg.MaxDownloadsPerNode, Global: cfg.MaxDownloads,
 		MaxAttempts: cfg.DownloadMaxAttempts, RetryWindow: cfg.DownloadRetryWindow, RetryBase: cfg.DownloadRetryBase,
 		Metrics: s.metrics, Logger: cfg.Logger,
+		Grants: s.issuer.SignGrant, Lookup: agentDownloads{s.link}.LookupChecksum,
 	})
 	t.checks = verify.New(verify.Config{Store: s.store, Chooser: s.chooser, Hasher: fileHasher{s.link}, Logger: cfg.Logger})
 	t.refresh = refresh.New(refresh.Config{
@@ -103,7 +104,7 @@ func (t *term) sweeps(s *Server) {
 		}
 		for _, j := range jobs {
 			switch j.Kind {
-			case "", "download":
+			case "", download.KindDownload, download.KindCopy:
 				t.dls.Enqueue(j.ID)
 			case verify.Kind:
 				t.checks.Enqueue(j.ID)

@@ -154,6 +154,8 @@ type Server struct {
 	store   store.Store
 	link    *nodelink.Link
 	chooser *placement.Chooser
+	// issuer signs node certificates and copy grants.
+	issuer  *issuer
 	uploads *upload.Service
 	catalog *catalog.Catalog
 	policy  *urlpolicy.Policy
@@ -293,18 +295,19 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	// node changes state, also when a follower saw it (an agent that
 	// started announced itself there).
 	var s *Server
+	iss := newIssuer(ca, cfg.AgentCertTTL)
 	link := nodelink.New(nodelink.Config{
 		Store:         st,
 		OnStateChange: func(n store.Node) { s.toLeader("node", n.ID) },
 		Interval:      cfg.HealthInterval,
 		MaxBackoff:    cfg.MaxBackoff,
-		Issuer:        newIssuer(ca, cfg.AgentCertTTL),
+		Issuer:        iss,
 		Registerer:    reg,
 		Logger:        cfg.Logger,
 	})
 	// Placement ranks nodes by the RUNNING jobs in the store, not by what
 	// one controller happens to be watching.
-	s = &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, metrics: m, changes: changes, statements: statements, proxies: proxies, certs: certs, sso: sso,
+	s = &Server{cfg: cfg, log: cfg.Logger, store: st, link: link, ca: ca, issuer: iss, metrics: m, changes: changes, statements: statements, proxies: proxies, certs: certs, sso: sso,
 		chooser: &placement.Chooser{Store: st, Link: link, Load: placement.JobLoad(st)},
 		lost:    make(chan struct{}, 1), resweep: make(chan struct{}, 1), replica: replicaID(), leaseTTL: cmp.Or(cfg.LeaseTTL, defaultLeaseTTL), inFlight: map[string]bool{}}
 	if cfg.DatabaseURL != "" {

@@ -59,6 +59,16 @@ func (i *issuer) SignNode(csrPEM []byte, nodeID string, now time.Time) (*x509.Ce
 	return i.ca.SignNode(csr, nodeID, i.ttl, now)
 }
 
+// SignGrant signs a peer grant with the control plane's client
+// certificate, which every agent already trusts through the CA.
+func (i *issuer) SignGrant(g pki.Grant) (string, error) {
+	cert, err := i.client.Get()
+	if err != nil {
+		return "", err
+	}
+	return pki.SignGrant(g, cert)
+}
+
 // absPath is p made absolute, or p when that fails (no working directory).
 func absPath(p string) string {
 	if a, err := filepath.Abs(p); err == nil {

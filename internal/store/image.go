@@ -36,6 +36,9 @@ const (
 	OriginDiscovered ImageOrigin = "discovered"
 	OriginDownloaded ImageOrigin = "downloaded"
 	OriginUploaded   ImageOrigin = "uploaded"
+	// OriginCopied: copied from another image of the cluster (CopyImage,
+	// or a download whose digest the cluster already held).
+	OriginCopied ImageOrigin = "copied"
 )
 
 // Image is a file in a pool that VMs can use.

@@ -22,12 +22,13 @@ func (s JobState) Active() bool { return s == JobQueued || s == JobRunning }
 // Job is the durable record of long work: today, downloads.
 type Job struct {
 	ID      string
-	Kind    string // "download", "upload" or "verify"
+	Kind    string // "download", "copy", "upload" or "verify"
 	State   JobState
 	ImageID string
 	PoolID  string
 	// Source identifies what is downloaded, for "one job per (source,
-	// pool)": "catalog:<id>" or the URL.
+	// pool)": "catalog:<id>" or the URL; for a copy made by CopyImage
+	// "image:<id>/<name>".
 	Source      string
 	URL         string
 	Checksum    string // expected digest "sha256:<hex>"/"sha512:<hex>"; "" when from a file or none

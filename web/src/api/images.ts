@@ -57,3 +57,8 @@ export function useVerifyImage() {
   const inv = useInvalidate();
   return useMutation(ImageService.method.verifyImage, { onSuccess: () => inv(ImageService, JobService) });
 }
+
+export function useCopyImage() {
+  const inv = useInvalidate();
+  return useMutation(ImageService.method.copyImage, { onSuccess: () => inv(ImageService, JobService) });
+}

@@ -714,9 +714,16 @@ type DownloadImageResponse struct {
 	Job *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
 	// The request matched a download already running or an image already
 	// there; nothing new was started.
-	Existing      bool `protobuf:"varint,3,opt,name=existing,proto3" json:"existing,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Existing bool `protobuf:"varint,3,opt,name=existing,proto3" json:"existing,omitempty"`
+	// The image with the expected digest was already READY in the pool
+	// under the same name: image is that one, and nothing was started.
+	AlreadyExists bool `protobuf:"varint,60,opt,name=already_exists,json=alreadyExists,proto3" json:"already_exists,omitempty"`
+	// The expected digest matched a READY image elsewhere in the cluster:
+	// job is a copy (kind "copy") from it instead of a download; this is
+	// the source image's id.
+	CopiedFromImageId string `protobuf:"bytes,61,opt,name=copied_from_image_id,json=copiedFromImageId,proto3" json:"copied_from_image_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DownloadImageResponse) Reset() {
@@ -770,6 +777,147 @@ func (x *DownloadImageResponse) GetExisting() bool {
 	return false
 }
 
+func (x *DownloadImageResponse) GetAlreadyExists() bool {
+	if x != nil {
+		return x.AlreadyExists
+	}
+	return false
+}
+
+func (x *DownloadImageResponse) GetCopiedFromImageId() string {
+	if x != nil {
+		return x.CopiedFromImageId
+	}
+	return ""
+}
+
+type CopyImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The READY image to copy.
+	ImageId string `protobuf:"bytes,1,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	// The pool to copy it into; may be the image's own pool (then give a
+	// new name).
+	StoragePoolId string `protobuf:"bytes,2,opt,name=storage_pool_id,json=storagePoolId,proto3" json:"storage_pool_id,omitempty"`
+	// Name of the copy; default the source image's name.
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyImageRequest) Reset() {
+	*x = CopyImageRequest{}
+	mi := &file_quarry_v1_image_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyImageRequest) ProtoMessage() {}
+
+func (x *CopyImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyImageRequest.ProtoReflect.Descriptor instead.
+func (*CopyImageRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CopyImageRequest) GetImageId() string {
+	if x != nil {
+		return x.ImageId
+	}
+	return ""
+}
+
+func (x *CopyImageRequest) GetStoragePoolId() string {
+	if x != nil {
+		return x.StoragePoolId
+	}
+	return ""
+}
+
+func (x *CopyImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type CopyImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new image (PENDING until the copy job ends).
+	Image *Image `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// The copy job.
+	Job *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	// The same copy was already running: image and job are that one's.
+	Existing      bool `protobuf:"varint,3,opt,name=existing,proto3" json:"existing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyImageResponse) Reset() {
+	*x = CopyImageResponse{}
+	mi := &file_quarry_v1_image_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyImageResponse) ProtoMessage() {}
+
+func (x *CopyImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyImageResponse.ProtoReflect.Descriptor instead.
+func (*CopyImageResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CopyImageResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *CopyImageResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *CopyImageResponse) GetExisting() bool {
+	if x != nil {
+		return x.Existing
+	}
+	return false
+}
+
 type ListImagesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this pool; empty: every pool.
@@ -781,7 +929,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[7]
+	mi := &file_quarry_v1_image_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +941,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[7]
+	mi := &file_quarry_v1_image_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +954,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{7}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListImagesRequest) GetStoragePoolId() string {
@@ -832,7 +980,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[8]
+	mi := &file_quarry_v1_image_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +992,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[8]
+	mi := &file_quarry_v1_image_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +1005,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{8}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -876,7 +1024,7 @@ type GetImageRequest struct {
 
 func (x *GetImageRequest) Reset() {
 	*x = GetImageRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[9]
+	mi := &file_quarry_v1_image_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1036,7 @@ func (x *GetImageRequest) String() string {
 func (*GetImageRequest) ProtoMessage() {}
 
 func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[9]
+	mi := &file_quarry_v1_image_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1049,7 @@ func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageRequest.ProtoReflect.Descriptor instead.
 func (*GetImageRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{9}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetImageRequest) GetId() string {
@@ -920,7 +1068,7 @@ type GetImageResponse struct {
 
 func (x *GetImageResponse) Reset() {
 	*x = GetImageResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[10]
+	mi := &file_quarry_v1_image_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1080,7 @@ func (x *GetImageResponse) String() string {
 func (*GetImageResponse) ProtoMessage() {}
 
 func (x *GetImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[10]
+	mi := &file_quarry_v1_image_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1093,7 @@ func (x *GetImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageResponse.ProtoReflect.Descriptor instead.
 func (*GetImageResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{10}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetImageResponse) GetImage() *Image {
@@ -964,7 +1112,7 @@ type DeleteImageRequest struct {
 
 func (x *DeleteImageRequest) Reset() {
 	*x = DeleteImageRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[11]
+	mi := &file_quarry_v1_image_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1124,7 @@ func (x *DeleteImageRequest) String() string {
 func (*DeleteImageRequest) ProtoMessage() {}
 
 func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[11]
+	mi := &file_quarry_v1_image_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1137,7 @@ func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{11}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteImageRequest) GetId() string {
@@ -1007,7 +1155,7 @@ type DeleteImageResponse struct {
 
 func (x *DeleteImageResponse) Reset() {
 	*x = DeleteImageResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[12]
+	mi := &file_quarry_v1_image_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1167,7 @@ func (x *DeleteImageResponse) String() string {
 func (*DeleteImageResponse) ProtoMessage() {}
 
 func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[12]
+	mi := &file_quarry_v1_image_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1180,7 @@ func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{12}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{14}
 }
 
 type VerifyImageRequest struct {
@@ -1044,7 +1192,7 @@ type VerifyImageRequest struct {
 
 func (x *VerifyImageRequest) Reset() {
 	*x = VerifyImageRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[13]
+	mi := &file_quarry_v1_image_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1204,7 @@ func (x *VerifyImageRequest) String() string {
 func (*VerifyImageRequest) ProtoMessage() {}
 
 func (x *VerifyImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[13]
+	mi := &file_quarry_v1_image_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1217,7 @@ func (x *VerifyImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyImageRequest.ProtoReflect.Descriptor instead.
 func (*VerifyImageRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{13}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VerifyImageRequest) GetId() string {
@@ -1091,7 +1239,7 @@ type VerifyImageResponse struct {
 
 func (x *VerifyImageResponse) Reset() {
 	*x = VerifyImageResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[14]
+	mi := &file_quarry_v1_image_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1251,7 @@ func (x *VerifyImageResponse) String() string {
 func (*VerifyImageResponse) ProtoMessage() {}
 
 func (x *VerifyImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[14]
+	mi := &file_quarry_v1_image_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1264,7 @@ func (x *VerifyImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyImageResponse.ProtoReflect.Descriptor instead.
 func (*VerifyImageResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{14}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VerifyImageResponse) GetImage() *Image {
@@ -1150,7 +1298,7 @@ type ScanISOsRequest struct {
 
 func (x *ScanISOsRequest) Reset() {
 	*x = ScanISOsRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[15]
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1310,7 @@ func (x *ScanISOsRequest) String() string {
 func (*ScanISOsRequest) ProtoMessage() {}
 
 func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[15]
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1323,7 @@ func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsRequest.ProtoReflect.Descriptor instead.
 func (*ScanISOsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{15}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ScanISOsRequest) GetStoragePoolId() string {
@@ -1215,7 +1363,7 @@ type PoolScanResult struct {
 
 func (x *PoolScanResult) Reset() {
 	*x = PoolScanResult{}
-	mi := &file_quarry_v1_image_proto_msgTypes[16]
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1375,7 @@ func (x *PoolScanResult) String() string {
 func (*PoolScanResult) ProtoMessage() {}
 
 func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[16]
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1388,7 @@ func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolScanResult.ProtoReflect.Descriptor instead.
 func (*PoolScanResult) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{16}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PoolScanResult) GetStoragePoolId() string {
@@ -1352,7 +1500,7 @@ type ScanISOsResponse struct {
 
 func (x *ScanISOsResponse) Reset() {
 	*x = ScanISOsResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	mi := &file_quarry_v1_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1512,7 @@ func (x *ScanISOsResponse) String() string {
 func (*ScanISOsResponse) ProtoMessage() {}
 
 func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	mi := &file_quarry_v1_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1525,7 @@ func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsResponse.ProtoReflect.Descriptor instead.
 func (*ScanISOsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ScanISOsResponse) GetDiscoveredCount() uint32 {
@@ -1402,7 +1550,7 @@ type GetScanStatusRequest struct {
 
 func (x *GetScanStatusRequest) Reset() {
 	*x = GetScanStatusRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	mi := &file_quarry_v1_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1562,7 @@ func (x *GetScanStatusRequest) String() string {
 func (*GetScanStatusRequest) ProtoMessage() {}
 
 func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	mi := &file_quarry_v1_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1575,7 @@ func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetScanStatusRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{20}
 }
 
 type RunningScan struct {
@@ -1445,7 +1593,7 @@ type RunningScan struct {
 
 func (x *RunningScan) Reset() {
 	*x = RunningScan{}
-	mi := &file_quarry_v1_image_proto_msgTypes[19]
+	mi := &file_quarry_v1_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1605,7 @@ func (x *RunningScan) String() string {
 func (*RunningScan) ProtoMessage() {}
 
 func (x *RunningScan) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[19]
+	mi := &file_quarry_v1_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1618,7 @@ func (x *RunningScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningScan.ProtoReflect.Descriptor instead.
 func (*RunningScan) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{19}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RunningScan) GetStoragePoolId() string {
@@ -1527,7 +1675,7 @@ type GetScanStatusResponse struct {
 
 func (x *GetScanStatusResponse) Reset() {
 	*x = GetScanStatusResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[20]
+	mi := &file_quarry_v1_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1687,7 @@ func (x *GetScanStatusResponse) String() string {
 func (*GetScanStatusResponse) ProtoMessage() {}
 
 func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[20]
+	mi := &file_quarry_v1_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1700,7 @@ func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetScanStatusResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{20}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetScanStatusResponse) GetRunning() []*RunningScan {
@@ -1586,7 +1734,7 @@ type GetCatalogStatusRequest struct {
 
 func (x *GetCatalogStatusRequest) Reset() {
 	*x = GetCatalogStatusRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[21]
+	mi := &file_quarry_v1_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1746,7 @@ func (x *GetCatalogStatusRequest) String() string {
 func (*GetCatalogStatusRequest) ProtoMessage() {}
 
 func (x *GetCatalogStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[21]
+	mi := &file_quarry_v1_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1759,7 @@ func (x *GetCatalogStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetCatalogStatusRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{21}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetCatalogStatusRequest) GetCatalogId() string {
@@ -1641,7 +1789,7 @@ type CatalogBuild struct {
 
 func (x *CatalogBuild) Reset() {
 	*x = CatalogBuild{}
-	mi := &file_quarry_v1_image_proto_msgTypes[22]
+	mi := &file_quarry_v1_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1801,7 @@ func (x *CatalogBuild) String() string {
 func (*CatalogBuild) ProtoMessage() {}
 
 func (x *CatalogBuild) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[22]
+	mi := &file_quarry_v1_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1814,7 @@ func (x *CatalogBuild) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogBuild.ProtoReflect.Descriptor instead.
 func (*CatalogBuild) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{22}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CatalogBuild) GetImageId() string {
@@ -1748,7 +1896,7 @@ type CatalogStatus struct {
 
 func (x *CatalogStatus) Reset() {
 	*x = CatalogStatus{}
-	mi := &file_quarry_v1_image_proto_msgTypes[23]
+	mi := &file_quarry_v1_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1908,7 @@ func (x *CatalogStatus) String() string {
 func (*CatalogStatus) ProtoMessage() {}
 
 func (x *CatalogStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[23]
+	mi := &file_quarry_v1_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1921,7 @@ func (x *CatalogStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogStatus.ProtoReflect.Descriptor instead.
 func (*CatalogStatus) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{23}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CatalogStatus) GetCatalogId() string {
@@ -1880,7 +2028,7 @@ type GetCatalogStatusResponse struct {
 
 func (x *GetCatalogStatusResponse) Reset() {
 	*x = GetCatalogStatusResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[24]
+	mi := &file_quarry_v1_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2040,7 @@ func (x *GetCatalogStatusResponse) String() string {
 func (*GetCatalogStatusResponse) ProtoMessage() {}
 
 func (x *GetCatalogStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[24]
+	mi := &file_quarry_v1_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2053,7 @@ func (x *GetCatalogStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetCatalogStatusResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{24}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetCatalogStatusResponse) GetStatuses() []*CatalogStatus {
@@ -1939,7 +2087,7 @@ type RefreshCatalogRequest struct {
 
 func (x *RefreshCatalogRequest) Reset() {
 	*x = RefreshCatalogRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[25]
+	mi := &file_quarry_v1_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2099,7 @@ func (x *RefreshCatalogRequest) String() string {
 func (*RefreshCatalogRequest) ProtoMessage() {}
 
 func (x *RefreshCatalogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[25]
+	mi := &file_quarry_v1_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2112,7 @@ func (x *RefreshCatalogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshCatalogRequest.ProtoReflect.Descriptor instead.
 func (*RefreshCatalogRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{25}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RefreshCatalogRequest) GetCatalogId() string {
@@ -1984,7 +2132,7 @@ type RefreshCatalogResponse struct {
 
 func (x *RefreshCatalogResponse) Reset() {
 	*x = RefreshCatalogResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[26]
+	mi := &file_quarry_v1_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2144,7 @@ func (x *RefreshCatalogResponse) String() string {
 func (*RefreshCatalogResponse) ProtoMessage() {}
 
 func (x *RefreshCatalogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[26]
+	mi := &file_quarry_v1_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2157,7 @@ func (x *RefreshCatalogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshCatalogResponse.ProtoReflect.Descriptor instead.
 func (*RefreshCatalogResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{26}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RefreshCatalogResponse) GetStatuses() []*CatalogStatus {
@@ -2075,8 +2223,18 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x0fstorage_pool_id\x18\x03 \x01(\tR\rstoragePoolId\x12\x1a\n" +
 	"\bchecksum\x18\x04 \x01(\tR\bchecksum\x12\x12\n" +
 	"\x04name\x18\x05 \x01(\tR\x04name\x12!\n" +
-	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\"}\n" +
+	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\"\xd5\x01\n" +
 	"\x15DownloadImageResponse\x12&\n" +
+	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
+	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +
+	"\bexisting\x18\x03 \x01(\bR\bexisting\x12%\n" +
+	"\x0ealready_exists\x18< \x01(\bR\ralreadyExists\x12/\n" +
+	"\x14copied_from_image_id\x18= \x01(\tR\x11copiedFromImageId\"i\n" +
+	"\x10CopyImageRequest\x12\x19\n" +
+	"\bimage_id\x18\x01 \x01(\tR\aimageId\x12&\n" +
+	"\x0fstorage_pool_id\x18\x02 \x01(\tR\rstoragePoolId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"y\n" +
+	"\x11CopyImageResponse\x12&\n" +
 	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +
 	"\bexisting\x18\x03 \x01(\bR\bexisting\"e\n" +
@@ -2188,7 +2346,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x11IMAGE_STATE_ERROR\x10\x05\x12\x17\n" +
 	"\x13IMAGE_STATE_MISSING\x10\x06\x12\x18\n" +
 	"\x14IMAGE_STATE_DELETING\x10\a\x12\x19\n" +
-	"\x15IMAGE_STATE_UPLOADING\x10\b2\xa9\x06\n" +
+	"\x15IMAGE_STATE_UPLOADING\x10\b2\xf1\x06\n" +
 	"\fImageService\x12L\n" +
 	"\vListCatalog\x12\x1d.quarry.v1.ListCatalogRequest\x1a\x1e.quarry.v1.ListCatalogResponse\x12R\n" +
 	"\rDownloadImage\x12\x1f.quarry.v1.DownloadImageRequest\x1a .quarry.v1.DownloadImageResponse\x12I\n" +
@@ -2200,7 +2358,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\vVerifyImage\x12\x1d.quarry.v1.VerifyImageRequest\x1a\x1e.quarry.v1.VerifyImageResponse\x12R\n" +
 	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponse\x12[\n" +
 	"\x10GetCatalogStatus\x12\".quarry.v1.GetCatalogStatusRequest\x1a#.quarry.v1.GetCatalogStatusResponse\x12U\n" +
-	"\x0eRefreshCatalog\x12 .quarry.v1.RefreshCatalogRequest\x1a!.quarry.v1.RefreshCatalogResponseB\xa2\x01\n" +
+	"\x0eRefreshCatalog\x12 .quarry.v1.RefreshCatalogRequest\x1a!.quarry.v1.RefreshCatalogResponse\x12F\n" +
+	"\tCopyImage\x12\x1b.quarry.v1.CopyImageRequest\x1a\x1c.quarry.v1.CopyImageResponseB\xa2\x01\n" +
 	"\rcom.quarry.v1B\n" +
 	"ImageProtoP\x01Z@github.com/quarry-project/quarry/internal/gen/quarry/v1;quarryv1\xa2\x02\x03QXX\xaa\x02\tQuarry.V1\xca\x02\tQuarry\\V1\xe2\x02\x15Quarry\\V1\\GPBMetadata\xea\x02\n" +
 	"Quarry::V1b\x06proto3"
@@ -2218,7 +2377,7 @@ func file_quarry_v1_image_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_v1_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_quarry_v1_image_proto_goTypes = []any{
 	(ImageKind)(0),                   // 0: quarry.v1.ImageKind
 	(ImageState)(0),                  // 1: quarry.v1.ImageState
@@ -2229,87 +2388,93 @@ var file_quarry_v1_image_proto_goTypes = []any{
 	(*ListCatalogResponse)(nil),      // 6: quarry.v1.ListCatalogResponse
 	(*DownloadImageRequest)(nil),     // 7: quarry.v1.DownloadImageRequest
 	(*DownloadImageResponse)(nil),    // 8: quarry.v1.DownloadImageResponse
-	(*ListImagesRequest)(nil),        // 9: quarry.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),       // 10: quarry.v1.ListImagesResponse
-	(*GetImageRequest)(nil),          // 11: quarry.v1.GetImageRequest
-	(*GetImageResponse)(nil),         // 12: quarry.v1.GetImageResponse
-	(*DeleteImageRequest)(nil),       // 13: quarry.v1.DeleteImageRequest
-	(*DeleteImageResponse)(nil),      // 14: quarry.v1.DeleteImageResponse
-	(*VerifyImageRequest)(nil),       // 15: quarry.v1.VerifyImageRequest
-	(*VerifyImageResponse)(nil),      // 16: quarry.v1.VerifyImageResponse
-	(*ScanISOsRequest)(nil),          // 17: quarry.v1.ScanISOsRequest
-	(*PoolScanResult)(nil),           // 18: quarry.v1.PoolScanResult
-	(*ScanISOsResponse)(nil),         // 19: quarry.v1.ScanISOsResponse
-	(*GetScanStatusRequest)(nil),     // 20: quarry.v1.GetScanStatusRequest
-	(*RunningScan)(nil),              // 21: quarry.v1.RunningScan
-	(*GetScanStatusResponse)(nil),    // 22: quarry.v1.GetScanStatusResponse
-	(*GetCatalogStatusRequest)(nil),  // 23: quarry.v1.GetCatalogStatusRequest
-	(*CatalogBuild)(nil),             // 24: quarry.v1.CatalogBuild
-	(*CatalogStatus)(nil),            // 25: quarry.v1.CatalogStatus
-	(*GetCatalogStatusResponse)(nil), // 26: quarry.v1.GetCatalogStatusResponse
-	(*RefreshCatalogRequest)(nil),    // 27: quarry.v1.RefreshCatalogRequest
-	(*RefreshCatalogResponse)(nil),   // 28: quarry.v1.RefreshCatalogResponse
-	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
-	(*Job)(nil),                      // 30: quarry.v1.Job
-	(*durationpb.Duration)(nil),      // 31: google.protobuf.Duration
+	(*CopyImageRequest)(nil),         // 9: quarry.v1.CopyImageRequest
+	(*CopyImageResponse)(nil),        // 10: quarry.v1.CopyImageResponse
+	(*ListImagesRequest)(nil),        // 11: quarry.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),       // 12: quarry.v1.ListImagesResponse
+	(*GetImageRequest)(nil),          // 13: quarry.v1.GetImageRequest
+	(*GetImageResponse)(nil),         // 14: quarry.v1.GetImageResponse
+	(*DeleteImageRequest)(nil),       // 15: quarry.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),      // 16: quarry.v1.DeleteImageResponse
+	(*VerifyImageRequest)(nil),       // 17: quarry.v1.VerifyImageRequest
+	(*VerifyImageResponse)(nil),      // 18: quarry.v1.VerifyImageResponse
+	(*ScanISOsRequest)(nil),          // 19: quarry.v1.ScanISOsRequest
+	(*PoolScanResult)(nil),           // 20: quarry.v1.PoolScanResult
+	(*ScanISOsResponse)(nil),         // 21: quarry.v1.ScanISOsResponse
+	(*GetScanStatusRequest)(nil),     // 22: quarry.v1.GetScanStatusRequest
+	(*RunningScan)(nil),              // 23: quarry.v1.RunningScan
+	(*GetScanStatusResponse)(nil),    // 24: quarry.v1.GetScanStatusResponse
+	(*GetCatalogStatusRequest)(nil),  // 25: quarry.v1.GetCatalogStatusRequest
+	(*CatalogBuild)(nil),             // 26: quarry.v1.CatalogBuild
+	(*CatalogStatus)(nil),            // 27: quarry.v1.CatalogStatus
+	(*GetCatalogStatusResponse)(nil), // 28: quarry.v1.GetCatalogStatusResponse
+	(*RefreshCatalogRequest)(nil),    // 29: quarry.v1.RefreshCatalogRequest
+	(*RefreshCatalogResponse)(nil),   // 30: quarry.v1.RefreshCatalogResponse
+	(*timestamppb.Timestamp)(nil),    // 31: google.protobuf.Timestamp
+	(*Job)(nil),                      // 32: quarry.v1.Job
+	(*durationpb.Duration)(nil),      // 33: google.protobuf.Duration
 }
 var file_quarry_v1_image_proto_depIdxs = []int32{
 	0,  // 0: quarry.v1.Image.kind:type_name -> quarry.v1.ImageKind
 	1,  // 1: quarry.v1.Image.state:type_name -> quarry.v1.ImageState
-	29, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
+	31, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: quarry.v1.Image.os:type_name -> quarry.v1.OSInfo
-	29, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	29, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
-	29, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
+	31, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	31, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
+	31, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
 	2,  // 7: quarry.v1.CatalogEntry.os:type_name -> quarry.v1.OSInfo
 	4,  // 8: quarry.v1.ListCatalogResponse.entries:type_name -> quarry.v1.CatalogEntry
 	3,  // 9: quarry.v1.DownloadImageResponse.image:type_name -> quarry.v1.Image
-	30, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
-	0,  // 11: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
-	3,  // 12: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
-	3,  // 13: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
-	3,  // 14: quarry.v1.VerifyImageResponse.image:type_name -> quarry.v1.Image
-	30, // 15: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
-	31, // 16: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
-	29, // 17: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
-	18, // 18: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
-	29, // 19: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
-	21, // 20: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
-	18, // 21: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
-	29, // 22: quarry.v1.CatalogBuild.built_at:type_name -> google.protobuf.Timestamp
-	1,  // 23: quarry.v1.CatalogBuild.state:type_name -> quarry.v1.ImageState
-	29, // 24: quarry.v1.CatalogStatus.current_built_at:type_name -> google.protobuf.Timestamp
-	29, // 25: quarry.v1.CatalogStatus.last_check_at:type_name -> google.protobuf.Timestamp
-	29, // 26: quarry.v1.CatalogStatus.next_check_at:type_name -> google.protobuf.Timestamp
-	24, // 27: quarry.v1.CatalogStatus.builds:type_name -> quarry.v1.CatalogBuild
-	25, // 28: quarry.v1.GetCatalogStatusResponse.statuses:type_name -> quarry.v1.CatalogStatus
-	31, // 29: quarry.v1.GetCatalogStatusResponse.interval:type_name -> google.protobuf.Duration
-	25, // 30: quarry.v1.RefreshCatalogResponse.statuses:type_name -> quarry.v1.CatalogStatus
-	5,  // 31: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
-	7,  // 32: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
-	9,  // 33: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
-	11, // 34: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
-	13, // 35: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
-	17, // 36: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
-	15, // 37: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
-	20, // 38: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
-	23, // 39: quarry.v1.ImageService.GetCatalogStatus:input_type -> quarry.v1.GetCatalogStatusRequest
-	27, // 40: quarry.v1.ImageService.RefreshCatalog:input_type -> quarry.v1.RefreshCatalogRequest
-	6,  // 41: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
-	8,  // 42: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
-	10, // 43: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
-	12, // 44: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
-	14, // 45: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
-	19, // 46: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
-	16, // 47: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
-	22, // 48: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
-	26, // 49: quarry.v1.ImageService.GetCatalogStatus:output_type -> quarry.v1.GetCatalogStatusResponse
-	28, // 50: quarry.v1.ImageService.RefreshCatalog:output_type -> quarry.v1.RefreshCatalogResponse
-	41, // [41:51] is the sub-list for method output_type
-	31, // [31:41] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	32, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
+	3,  // 11: quarry.v1.CopyImageResponse.image:type_name -> quarry.v1.Image
+	32, // 12: quarry.v1.CopyImageResponse.job:type_name -> quarry.v1.Job
+	0,  // 13: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
+	3,  // 14: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
+	3,  // 15: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
+	3,  // 16: quarry.v1.VerifyImageResponse.image:type_name -> quarry.v1.Image
+	32, // 17: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
+	33, // 18: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
+	31, // 19: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
+	20, // 20: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
+	31, // 21: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
+	23, // 22: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
+	20, // 23: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
+	31, // 24: quarry.v1.CatalogBuild.built_at:type_name -> google.protobuf.Timestamp
+	1,  // 25: quarry.v1.CatalogBuild.state:type_name -> quarry.v1.ImageState
+	31, // 26: quarry.v1.CatalogStatus.current_built_at:type_name -> google.protobuf.Timestamp
+	31, // 27: quarry.v1.CatalogStatus.last_check_at:type_name -> google.protobuf.Timestamp
+	31, // 28: quarry.v1.CatalogStatus.next_check_at:type_name -> google.protobuf.Timestamp
+	26, // 29: quarry.v1.CatalogStatus.builds:type_name -> quarry.v1.CatalogBuild
+	27, // 30: quarry.v1.GetCatalogStatusResponse.statuses:type_name -> quarry.v1.CatalogStatus
+	33, // 31: quarry.v1.GetCatalogStatusResponse.interval:type_name -> google.protobuf.Duration
+	27, // 32: quarry.v1.RefreshCatalogResponse.statuses:type_name -> quarry.v1.CatalogStatus
+	5,  // 33: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
+	7,  // 34: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
+	11, // 35: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
+	13, // 36: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
+	15, // 37: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
+	19, // 38: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
+	17, // 39: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
+	22, // 40: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
+	25, // 41: quarry.v1.ImageService.GetCatalogStatus:input_type -> quarry.v1.GetCatalogStatusRequest
+	29, // 42: quarry.v1.ImageService.RefreshCatalog:input_type -> quarry.v1.RefreshCatalogRequest
+	9,  // 43: quarry.v1.ImageService.CopyImage:input_type -> quarry.v1.CopyImageRequest
+	6,  // 44: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
+	8,  // 45: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
+	12, // 46: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
+	14, // 47: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
+	16, // 48: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
+	21, // 49: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
+	18, // 50: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
+	24, // 51: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
+	28, // 52: quarry.v1.ImageService.GetCatalogStatus:output_type -> quarry.v1.GetCatalogStatusResponse
+	30, // 53: quarry.v1.ImageService.RefreshCatalog:output_type -> quarry.v1.RefreshCatalogResponse
+	10, // 54: quarry.v1.ImageService.CopyImage:output_type -> quarry.v1.CopyImageResponse
+	44, // [44:55] is the sub-list for method output_type
+	33, // [33:44] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_image_proto_init() }
@@ -2324,7 +2489,7 @@ func file_quarry_v1_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_v1_image_proto_rawDesc), len(file_quarry_v1_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

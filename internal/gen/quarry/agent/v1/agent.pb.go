@@ -294,6 +294,112 @@ func (ErrorClass) EnumDescriptor() ([]byte, []int) {
 	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
+type LookupChecksumRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ChecksumUrl string                 `protobuf:"bytes,1,opt,name=checksum_url,json=checksumUrl,proto3" json:"checksum_url,omitempty"`
+	// The file name to look up (the download URL's base name).
+	FileName      string     `protobuf:"bytes,2,opt,name=file_name,json=fileName,proto3" json:"file_name,omitempty"`
+	Policy        *URLPolicy `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupChecksumRequest) Reset() {
+	*x = LookupChecksumRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupChecksumRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupChecksumRequest) ProtoMessage() {}
+
+func (x *LookupChecksumRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupChecksumRequest.ProtoReflect.Descriptor instead.
+func (*LookupChecksumRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LookupChecksumRequest) GetChecksumUrl() string {
+	if x != nil {
+		return x.ChecksumUrl
+	}
+	return ""
+}
+
+func (x *LookupChecksumRequest) GetFileName() string {
+	if x != nil {
+		return x.FileName
+	}
+	return ""
+}
+
+func (x *LookupChecksumRequest) GetPolicy() *URLPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+type LookupChecksumResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sha256:<hex>" or "sha512:<hex>".
+	Digest        string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupChecksumResponse) Reset() {
+	*x = LookupChecksumResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupChecksumResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupChecksumResponse) ProtoMessage() {}
+
+func (x *LookupChecksumResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupChecksumResponse.ProtoReflect.Descriptor instead.
+func (*LookupChecksumResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LookupChecksumResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
 type PoolRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -306,7 +412,7 @@ type PoolRef struct {
 
 func (x *PoolRef) Reset() {
 	*x = PoolRef{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +424,7 @@ func (x *PoolRef) String() string {
 func (*PoolRef) ProtoMessage() {}
 
 func (x *PoolRef) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +437,7 @@ func (x *PoolRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolRef.ProtoReflect.Descriptor instead.
 func (*PoolRef) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PoolRef) GetId() string {
@@ -370,7 +476,7 @@ type PoolFacts struct {
 
 func (x *PoolFacts) Reset() {
 	*x = PoolFacts{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +488,7 @@ func (x *PoolFacts) String() string {
 func (*PoolFacts) ProtoMessage() {}
 
 func (x *PoolFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +501,7 @@ func (x *PoolFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolFacts.ProtoReflect.Descriptor instead.
 func (*PoolFacts) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PoolFacts) GetId() string {
@@ -449,7 +555,7 @@ type GetFactsRequest struct {
 
 func (x *GetFactsRequest) Reset() {
 	*x = GetFactsRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +567,7 @@ func (x *GetFactsRequest) String() string {
 func (*GetFactsRequest) ProtoMessage() {}
 
 func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +580,7 @@ func (x *GetFactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsRequest.ProtoReflect.Descriptor instead.
 func (*GetFactsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetFactsRequest) GetPools() []*PoolRef {
@@ -495,7 +601,7 @@ type GetFactsResponse struct {
 
 func (x *GetFactsResponse) Reset() {
 	*x = GetFactsResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +613,7 @@ func (x *GetFactsResponse) String() string {
 func (*GetFactsResponse) ProtoMessage() {}
 
 func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +626,7 @@ func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsResponse.ProtoReflect.Descriptor instead.
 func (*GetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetFactsResponse) GetHostname() string {
@@ -553,7 +659,7 @@ type InitPoolRequest struct {
 
 func (x *InitPoolRequest) Reset() {
 	*x = InitPoolRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +671,7 @@ func (x *InitPoolRequest) String() string {
 func (*InitPoolRequest) ProtoMessage() {}
 
 func (x *InitPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +684,7 @@ func (x *InitPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitPoolRequest.ProtoReflect.Descriptor instead.
 func (*InitPoolRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *InitPoolRequest) GetPool() *PoolRef {
@@ -597,7 +703,7 @@ type InitPoolResponse struct {
 
 func (x *InitPoolResponse) Reset() {
 	*x = InitPoolResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +715,7 @@ func (x *InitPoolResponse) String() string {
 func (*InitPoolResponse) ProtoMessage() {}
 
 func (x *InitPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +728,7 @@ func (x *InitPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitPoolResponse.ProtoReflect.Descriptor instead.
 func (*InitPoolResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InitPoolResponse) GetPool() *PoolFacts {
@@ -640,7 +746,7 @@ type CreateCSRRequest struct {
 
 func (x *CreateCSRRequest) Reset() {
 	*x = CreateCSRRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +758,7 @@ func (x *CreateCSRRequest) String() string {
 func (*CreateCSRRequest) ProtoMessage() {}
 
 func (x *CreateCSRRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +771,7 @@ func (x *CreateCSRRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCSRRequest.ProtoReflect.Descriptor instead.
 func (*CreateCSRRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 type CreateCSRResponse struct {
@@ -677,7 +783,7 @@ type CreateCSRResponse struct {
 
 func (x *CreateCSRResponse) Reset() {
 	*x = CreateCSRResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +795,7 @@ func (x *CreateCSRResponse) String() string {
 func (*CreateCSRResponse) ProtoMessage() {}
 
 func (x *CreateCSRResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +808,7 @@ func (x *CreateCSRResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCSRResponse.ProtoReflect.Descriptor instead.
 func (*CreateCSRResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateCSRResponse) GetCsrPem() string {
@@ -721,7 +827,7 @@ type InstallCertificateRequest struct {
 
 func (x *InstallCertificateRequest) Reset() {
 	*x = InstallCertificateRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +839,7 @@ func (x *InstallCertificateRequest) String() string {
 func (*InstallCertificateRequest) ProtoMessage() {}
 
 func (x *InstallCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +852,7 @@ func (x *InstallCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallCertificateRequest.ProtoReflect.Descriptor instead.
 func (*InstallCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InstallCertificateRequest) GetCertificatePem() string {
@@ -764,7 +870,7 @@ type InstallCertificateResponse struct {
 
 func (x *InstallCertificateResponse) Reset() {
 	*x = InstallCertificateResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +882,7 @@ func (x *InstallCertificateResponse) String() string {
 func (*InstallCertificateResponse) ProtoMessage() {}
 
 func (x *InstallCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +895,7 @@ func (x *InstallCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallCertificateResponse.ProtoReflect.Descriptor instead.
 func (*InstallCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 type IsoFile struct {
@@ -812,7 +918,7 @@ type IsoFile struct {
 
 func (x *IsoFile) Reset() {
 	*x = IsoFile{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +930,7 @@ func (x *IsoFile) String() string {
 func (*IsoFile) ProtoMessage() {}
 
 func (x *IsoFile) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +943,7 @@ func (x *IsoFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsoFile.ProtoReflect.Descriptor instead.
 func (*IsoFile) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *IsoFile) GetRelPath() string {
@@ -907,7 +1013,7 @@ type ListISOsRequest struct {
 
 func (x *ListISOsRequest) Reset() {
 	*x = ListISOsRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1025,7 @@ func (x *ListISOsRequest) String() string {
 func (*ListISOsRequest) ProtoMessage() {}
 
 func (x *ListISOsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1038,7 @@ func (x *ListISOsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListISOsRequest.ProtoReflect.Descriptor instead.
 func (*ListISOsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListISOsRequest) GetPool() *PoolRef {
@@ -958,7 +1064,7 @@ type ListISOsResponse struct {
 
 func (x *ListISOsResponse) Reset() {
 	*x = ListISOsResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1076,7 @@ func (x *ListISOsResponse) String() string {
 func (*ListISOsResponse) ProtoMessage() {}
 
 func (x *ListISOsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1089,7 @@ func (x *ListISOsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListISOsResponse.ProtoReflect.Descriptor instead.
 func (*ListISOsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListISOsResponse) GetFiles() []*IsoFile {
@@ -1002,7 +1108,7 @@ type WatchPoolsRequest struct {
 
 func (x *WatchPoolsRequest) Reset() {
 	*x = WatchPoolsRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1120,7 @@ func (x *WatchPoolsRequest) String() string {
 func (*WatchPoolsRequest) ProtoMessage() {}
 
 func (x *WatchPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1133,7 @@ func (x *WatchPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPoolsRequest.ProtoReflect.Descriptor instead.
 func (*WatchPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchPoolsRequest) GetPools() []*PoolRef {
@@ -1048,7 +1154,7 @@ type PoolEvent struct {
 
 func (x *PoolEvent) Reset() {
 	*x = PoolEvent{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1166,7 @@ func (x *PoolEvent) String() string {
 func (*PoolEvent) ProtoMessage() {}
 
 func (x *PoolEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1179,7 @@ func (x *PoolEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolEvent.ProtoReflect.Descriptor instead.
 func (*PoolEvent) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PoolEvent) GetPoolId() string {
@@ -1106,7 +1212,7 @@ type WatchPoolsResponse struct {
 
 func (x *WatchPoolsResponse) Reset() {
 	*x = WatchPoolsResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1224,7 @@ func (x *WatchPoolsResponse) String() string {
 func (*WatchPoolsResponse) ProtoMessage() {}
 
 func (x *WatchPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1237,7 @@ func (x *WatchPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPoolsResponse.ProtoReflect.Descriptor instead.
 func (*WatchPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchPoolsResponse) GetEvents() []*PoolEvent {
@@ -1151,7 +1257,7 @@ type DeleteFileRequest struct {
 
 func (x *DeleteFileRequest) Reset() {
 	*x = DeleteFileRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1269,7 @@ func (x *DeleteFileRequest) String() string {
 func (*DeleteFileRequest) ProtoMessage() {}
 
 func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1282,7 @@ func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFileRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteFileRequest) GetPool() *PoolRef {
@@ -1203,7 +1309,7 @@ type DeleteFileResponse struct {
 
 func (x *DeleteFileResponse) Reset() {
 	*x = DeleteFileResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1321,7 @@ func (x *DeleteFileResponse) String() string {
 func (*DeleteFileResponse) ProtoMessage() {}
 
 func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1334,7 @@ func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFileResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteFileResponse) GetAlreadyGone() bool {
@@ -1253,7 +1359,7 @@ type URLPolicy struct {
 
 func (x *URLPolicy) Reset() {
 	*x = URLPolicy{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1371,7 @@ func (x *URLPolicy) String() string {
 func (*URLPolicy) ProtoMessage() {}
 
 func (x *URLPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1384,7 @@ func (x *URLPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use URLPolicy.ProtoReflect.Descriptor instead.
 func (*URLPolicy) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *URLPolicy) GetAllowLoopback() bool {
@@ -1323,14 +1429,19 @@ type StartDownloadRequest struct {
 	Dest   string     `protobuf:"bytes,7,opt,name=dest,proto3" json:"dest,omitempty"`
 	Policy *URLPolicy `protobuf:"bytes,8,opt,name=policy,proto3" json:"policy,omitempty"`
 	// "pool local on node n1", for messages.
-	Describe      string `protobuf:"bytes,9,opt,name=describe,proto3" json:"describe,omitempty"`
+	Describe string `protobuf:"bytes,9,opt,name=describe,proto3" json:"describe,omitempty"`
+	// A copy from another node: url is that node's peer endpoint, fetched
+	// with mutual TLS and the grant (no URL policy: the peer is a node).
+	Peer *PeerSource `protobuf:"bytes,60,opt,name=peer,proto3" json:"peer,omitempty"`
+	// A copy from a file this node holds: url is ignored.
+	Local         *LocalSource `protobuf:"bytes,61,opt,name=local,proto3" json:"local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartDownloadRequest) Reset() {
 	*x = StartDownloadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1453,7 @@ func (x *StartDownloadRequest) String() string {
 func (*StartDownloadRequest) ProtoMessage() {}
 
 func (x *StartDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1466,7 @@ func (x *StartDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartDownloadRequest.ProtoReflect.Descriptor instead.
 func (*StartDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StartDownloadRequest) GetJobId() string {
@@ -1421,6 +1532,138 @@ func (x *StartDownloadRequest) GetDescribe() string {
 	return ""
 }
 
+func (x *StartDownloadRequest) GetPeer() *PeerSource {
+	if x != nil {
+		return x.Peer
+	}
+	return nil
+}
+
+func (x *StartDownloadRequest) GetLocal() *LocalSource {
+	if x != nil {
+		return x.Local
+	}
+	return nil
+}
+
+// PeerSource is the node a copy is pulled from.
+type PeerSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's id: its certificate must name it.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// host:port it is reached at.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// The control plane's grant for this one file (see internal/pki grant).
+	Grant         string `protobuf:"bytes,3,opt,name=grant,proto3" json:"grant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerSource) Reset() {
+	*x = PeerSource{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerSource) ProtoMessage() {}
+
+func (x *PeerSource) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerSource.ProtoReflect.Descriptor instead.
+func (*PeerSource) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PeerSource) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *PeerSource) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *PeerSource) GetGrant() string {
+	if x != nil {
+		return x.Grant
+	}
+	return ""
+}
+
+// LocalSource is a file of a pool this node mounts.
+type LocalSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  *PoolRef               `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Relative to the pool root ("images/x.qcow2").
+	RelPath       string `protobuf:"bytes,2,opt,name=rel_path,json=relPath,proto3" json:"rel_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalSource) Reset() {
+	*x = LocalSource{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalSource) ProtoMessage() {}
+
+func (x *LocalSource) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalSource.ProtoReflect.Descriptor instead.
+func (*LocalSource) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *LocalSource) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *LocalSource) GetRelPath() string {
+	if x != nil {
+		return x.RelPath
+	}
+	return ""
+}
+
 type StartDownloadResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Status        *DownloadStatus        `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
@@ -1430,7 +1673,7 @@ type StartDownloadResponse struct {
 
 func (x *StartDownloadResponse) Reset() {
 	*x = StartDownloadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1685,7 @@ func (x *StartDownloadResponse) String() string {
 func (*StartDownloadResponse) ProtoMessage() {}
 
 func (x *StartDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1698,7 @@ func (x *StartDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartDownloadResponse.ProtoReflect.Descriptor instead.
 func (*StartDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StartDownloadResponse) GetStatus() *DownloadStatus {
@@ -1494,14 +1737,17 @@ type DownloadStatus struct {
 	// How long the origin asked to wait before the next try (Retry-After).
 	RetryAfterMs int64 `protobuf:"varint,19,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	// The class of error, when there is one.
-	ErrorClass    ErrorClass `protobuf:"varint,20,opt,name=error_class,json=errorClass,proto3,enum=quarry.agent.v1.ErrorClass" json:"error_class,omitempty"`
+	ErrorClass ErrorClass `protobuf:"varint,20,opt,name=error_class,json=errorClass,proto3,enum=quarry.agent.v1.ErrorClass" json:"error_class,omitempty"`
+	// How a local copy moved the bytes: "reflink", "copy_file_range" or
+	// "read/write"; empty for downloads and peer copies.
+	CopyMethod    string `protobuf:"bytes,60,opt,name=copy_method,json=copyMethod,proto3" json:"copy_method,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DownloadStatus) Reset() {
 	*x = DownloadStatus{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1759,7 @@ func (x *DownloadStatus) String() string {
 func (*DownloadStatus) ProtoMessage() {}
 
 func (x *DownloadStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1772,7 @@ func (x *DownloadStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadStatus.ProtoReflect.Descriptor instead.
 func (*DownloadStatus) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DownloadStatus) GetJobId() string {
@@ -1669,6 +1915,13 @@ func (x *DownloadStatus) GetErrorClass() ErrorClass {
 	return ErrorClass_ERROR_CLASS_UNSPECIFIED
 }
 
+func (x *DownloadStatus) GetCopyMethod() string {
+	if x != nil {
+		return x.CopyMethod
+	}
+	return ""
+}
+
 type WatchDownloadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1682,7 +1935,7 @@ type WatchDownloadRequest struct {
 
 func (x *WatchDownloadRequest) Reset() {
 	*x = WatchDownloadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1947,7 @@ func (x *WatchDownloadRequest) String() string {
 func (*WatchDownloadRequest) ProtoMessage() {}
 
 func (x *WatchDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1960,7 @@ func (x *WatchDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDownloadRequest.ProtoReflect.Descriptor instead.
 func (*WatchDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchDownloadRequest) GetJobId() string {
@@ -1733,7 +1986,7 @@ type WatchDownloadResponse struct {
 
 func (x *WatchDownloadResponse) Reset() {
 	*x = WatchDownloadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1998,7 @@ func (x *WatchDownloadResponse) String() string {
 func (*WatchDownloadResponse) ProtoMessage() {}
 
 func (x *WatchDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +2011,7 @@ func (x *WatchDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDownloadResponse.ProtoReflect.Descriptor instead.
 func (*WatchDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchDownloadResponse) GetStatus() *DownloadStatus {
@@ -1778,7 +2031,7 @@ type CancelDownloadRequest struct {
 
 func (x *CancelDownloadRequest) Reset() {
 	*x = CancelDownloadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2043,7 @@ func (x *CancelDownloadRequest) String() string {
 func (*CancelDownloadRequest) ProtoMessage() {}
 
 func (x *CancelDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2056,7 @@ func (x *CancelDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDownloadRequest.ProtoReflect.Descriptor instead.
 func (*CancelDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CancelDownloadRequest) GetJobId() string {
@@ -1828,7 +2081,7 @@ type CancelDownloadResponse struct {
 
 func (x *CancelDownloadResponse) Reset() {
 	*x = CancelDownloadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +2093,7 @@ func (x *CancelDownloadResponse) String() string {
 func (*CancelDownloadResponse) ProtoMessage() {}
 
 func (x *CancelDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +2106,7 @@ func (x *CancelDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDownloadResponse.ProtoReflect.Descriptor instead.
 func (*CancelDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 type HashFileRequest struct {
@@ -1867,7 +2120,7 @@ type HashFileRequest struct {
 
 func (x *HashFileRequest) Reset() {
 	*x = HashFileRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2132,7 @@ func (x *HashFileRequest) String() string {
 func (*HashFileRequest) ProtoMessage() {}
 
 func (x *HashFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2145,7 @@ func (x *HashFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashFileRequest.ProtoReflect.Descriptor instead.
 func (*HashFileRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HashFileRequest) GetPool() *PoolRef {
@@ -1923,7 +2176,7 @@ type HashFileResponse struct {
 
 func (x *HashFileResponse) Reset() {
 	*x = HashFileResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2188,7 @@ func (x *HashFileResponse) String() string {
 func (*HashFileResponse) ProtoMessage() {}
 
 func (x *HashFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2201,7 @@ func (x *HashFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashFileResponse.ProtoReflect.Descriptor instead.
 func (*HashFileResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HashFileResponse) GetBytesDone() int64 {
@@ -1993,7 +2246,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2258,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2271,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ErrorInfo) GetClass() ErrorClass {
@@ -2059,7 +2312,7 @@ type UploadRef struct {
 
 func (x *UploadRef) Reset() {
 	*x = UploadRef{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2324,7 @@ func (x *UploadRef) String() string {
 func (*UploadRef) ProtoMessage() {}
 
 func (x *UploadRef) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2337,7 @@ func (x *UploadRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRef.ProtoReflect.Descriptor instead.
 func (*UploadRef) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UploadRef) GetJobId() string {
@@ -2152,7 +2405,7 @@ type OpenUploadRequest struct {
 
 func (x *OpenUploadRequest) Reset() {
 	*x = OpenUploadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2417,7 @@ func (x *OpenUploadRequest) String() string {
 func (*OpenUploadRequest) ProtoMessage() {}
 
 func (x *OpenUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2430,7 @@ func (x *OpenUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenUploadRequest.ProtoReflect.Descriptor instead.
 func (*OpenUploadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OpenUploadRequest) GetUpload() *UploadRef {
@@ -2197,7 +2450,7 @@ type OpenUploadResponse struct {
 
 func (x *OpenUploadResponse) Reset() {
 	*x = OpenUploadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2462,7 @@ func (x *OpenUploadResponse) String() string {
 func (*OpenUploadResponse) ProtoMessage() {}
 
 func (x *OpenUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2475,7 @@ func (x *OpenUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenUploadResponse.ProtoReflect.Descriptor instead.
 func (*OpenUploadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *OpenUploadResponse) GetOffset() int64 {
@@ -2254,7 +2507,7 @@ type WriteUploadRequest struct {
 
 func (x *WriteUploadRequest) Reset() {
 	*x = WriteUploadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2519,7 @@ func (x *WriteUploadRequest) String() string {
 func (*WriteUploadRequest) ProtoMessage() {}
 
 func (x *WriteUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2532,7 @@ func (x *WriteUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteUploadRequest.ProtoReflect.Descriptor instead.
 func (*WriteUploadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WriteUploadRequest) GetUpload() *UploadRef {
@@ -2342,7 +2595,7 @@ type WriteUploadResponse struct {
 
 func (x *WriteUploadResponse) Reset() {
 	*x = WriteUploadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2607,7 @@ func (x *WriteUploadResponse) String() string {
 func (*WriteUploadResponse) ProtoMessage() {}
 
 func (x *WriteUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2620,7 @@ func (x *WriteUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteUploadResponse.ProtoReflect.Descriptor instead.
 func (*WriteUploadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WriteUploadResponse) GetOffset() int64 {
@@ -2405,7 +2658,7 @@ type UploadResult struct {
 
 func (x *UploadResult) Reset() {
 	*x = UploadResult{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2670,7 @@ func (x *UploadResult) String() string {
 func (*UploadResult) ProtoMessage() {}
 
 func (x *UploadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2683,7 @@ func (x *UploadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResult.ProtoReflect.Descriptor instead.
 func (*UploadResult) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UploadResult) GetSha256() string {
@@ -2513,7 +2766,7 @@ type CancelUploadRequest struct {
 
 func (x *CancelUploadRequest) Reset() {
 	*x = CancelUploadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2778,7 @@ func (x *CancelUploadRequest) String() string {
 func (*CancelUploadRequest) ProtoMessage() {}
 
 func (x *CancelUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2791,7 @@ func (x *CancelUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelUploadRequest.ProtoReflect.Descriptor instead.
 func (*CancelUploadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CancelUploadRequest) GetJobId() string {
@@ -2563,7 +2816,7 @@ type CancelUploadResponse struct {
 
 func (x *CancelUploadResponse) Reset() {
 	*x = CancelUploadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +2828,7 @@ func (x *CancelUploadResponse) String() string {
 func (*CancelUploadResponse) ProtoMessage() {}
 
 func (x *CancelUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,14 +2841,20 @@ func (x *CancelUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelUploadResponse.ProtoReflect.Descriptor instead.
 func (*CancelUploadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 var File_quarry_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1bquarry/agent/v1/agent.proto\x12\x0fquarry.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n" +
+	"\x1bquarry/agent/v1/agent.proto\x12\x0fquarry.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x01\n" +
+	"\x15LookupChecksumRequest\x12!\n" +
+	"\fchecksum_url\x18\x01 \x01(\tR\vchecksumUrl\x12\x1b\n" +
+	"\tfile_name\x18\x02 \x01(\tR\bfileName\x122\n" +
+	"\x06policy\x18\x03 \x01(\v2\x1a.quarry.agent.v1.URLPolicyR\x06policy\"0\n" +
+	"\x16LookupChecksumResponse\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\"A\n" +
 	"\aPoolRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -2656,7 +2915,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x0eallow_loopback\x18\x01 \x01(\bR\rallowLoopback\x12!\n" +
 	"\fdeny_private\x18\x02 \x01(\bR\vdenyPrivate\x12\x14\n" +
 	"\x05allow\x18\x03 \x01(\tR\x05allow\x12\x12\n" +
-	"\x04deny\x18\x04 \x01(\tR\x04deny\"\xa6\x02\n" +
+	"\x04deny\x18\x04 \x01(\tR\x04deny\"\x8b\x03\n" +
 	"\x14StartDownloadRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05fence\x18\x02 \x01(\x03R\x05fence\x12,\n" +
@@ -2666,9 +2925,19 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\x12\x12\n" +
 	"\x04dest\x18\a \x01(\tR\x04dest\x122\n" +
 	"\x06policy\x18\b \x01(\v2\x1a.quarry.agent.v1.URLPolicyR\x06policy\x12\x1a\n" +
-	"\bdescribe\x18\t \x01(\tR\bdescribe\"P\n" +
+	"\bdescribe\x18\t \x01(\tR\bdescribe\x12/\n" +
+	"\x04peer\x18< \x01(\v2\x1b.quarry.agent.v1.PeerSourceR\x04peer\x122\n" +
+	"\x05local\x18= \x01(\v2\x1c.quarry.agent.v1.LocalSourceR\x05local\"U\n" +
+	"\n" +
+	"PeerSource\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05grant\x18\x03 \x01(\tR\x05grant\"V\n" +
+	"\vLocalSource\x12,\n" +
+	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12\x19\n" +
+	"\brel_path\x18\x02 \x01(\tR\arelPath\"P\n" +
 	"\x15StartDownloadResponse\x127\n" +
-	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\xa4\x05\n" +
+	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\xc5\x05\n" +
 	"\x0eDownloadStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05fence\x18\x02 \x01(\x03R\x05fence\x124\n" +
@@ -2693,7 +2962,9 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x12attempt_progressed\x18\x12 \x01(\bR\x11attemptProgressed\x12$\n" +
 	"\x0eretry_after_ms\x18\x13 \x01(\x03R\fretryAfterMs\x12<\n" +
 	"\verror_class\x18\x14 \x01(\x0e2\x1b.quarry.agent.v1.ErrorClassR\n" +
-	"errorClass\"P\n" +
+	"errorClass\x12\x1f\n" +
+	"\vcopy_method\x18< \x01(\tR\n" +
+	"copyMethod\"P\n" +
 	"\x14WatchDownloadRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
 	"\fheartbeat_ms\x18\x02 \x01(\x03R\vheartbeatMs\"P\n" +
@@ -2794,7 +3065,8 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x17ERROR_CLASS_UNAVAILABLE\x10\v\x12!\n" +
 	"\x1dERROR_CLASS_PERMISSION_DENIED\x10\f\x12\x1f\n" +
 	"\x1bERROR_CLASS_UNAUTHENTICATED\x10\r\x12\x1c\n" +
-	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\xfe\t\n" +
+	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\xe1\n" +
+	"\n" +
 	"\fAgentService\x12O\n" +
 	"\bGetFacts\x12 .quarry.agent.v1.GetFactsRequest\x1a!.quarry.agent.v1.GetFactsResponse\x12O\n" +
 	"\bInitPool\x12 .quarry.agent.v1.InitPoolRequest\x1a!.quarry.agent.v1.InitPoolResponse\x12R\n" +
@@ -2812,7 +3084,8 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"OpenUpload\x12\".quarry.agent.v1.OpenUploadRequest\x1a#.quarry.agent.v1.OpenUploadResponse\x12Z\n" +
 	"\vWriteUpload\x12#.quarry.agent.v1.WriteUploadRequest\x1a$.quarry.agent.v1.WriteUploadResponse(\x01\x12[\n" +
 	"\fCancelUpload\x12$.quarry.agent.v1.CancelUploadRequest\x1a%.quarry.agent.v1.CancelUploadResponse\x12Q\n" +
-	"\bHashFile\x12 .quarry.agent.v1.HashFileRequest\x1a!.quarry.agent.v1.HashFileResponse0\x01B\xc6\x01\n" +
+	"\bHashFile\x12 .quarry.agent.v1.HashFileRequest\x1a!.quarry.agent.v1.HashFileResponse0\x01\x12a\n" +
+	"\x0eLookupChecksum\x12&.quarry.agent.v1.LookupChecksumRequest\x1a'.quarry.agent.v1.LookupChecksumResponseB\xc6\x01\n" +
 	"\x13com.quarry.agent.v1B\n" +
 	"AgentProtoP\x01ZEgithub.com/quarry-project/quarry/internal/gen/quarry/agent/v1;agentv1\xa2\x02\x03QAX\xaa\x02\x0fQuarry.Agent.V1\xca\x02\x0fQuarry\\Agent\\V1\xe2\x02\x1bQuarry\\Agent\\V1\\GPBMetadata\xea\x02\x11Quarry::Agent::V1b\x06proto3"
 
@@ -2829,112 +3102,122 @@ func file_quarry_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(MountStatus)(0),                   // 0: quarry.agent.v1.MountStatus
 	(FileOp)(0),                        // 1: quarry.agent.v1.FileOp
 	(DownloadState)(0),                 // 2: quarry.agent.v1.DownloadState
 	(ErrorClass)(0),                    // 3: quarry.agent.v1.ErrorClass
-	(*PoolRef)(nil),                    // 4: quarry.agent.v1.PoolRef
-	(*PoolFacts)(nil),                  // 5: quarry.agent.v1.PoolFacts
-	(*GetFactsRequest)(nil),            // 6: quarry.agent.v1.GetFactsRequest
-	(*GetFactsResponse)(nil),           // 7: quarry.agent.v1.GetFactsResponse
-	(*InitPoolRequest)(nil),            // 8: quarry.agent.v1.InitPoolRequest
-	(*InitPoolResponse)(nil),           // 9: quarry.agent.v1.InitPoolResponse
-	(*CreateCSRRequest)(nil),           // 10: quarry.agent.v1.CreateCSRRequest
-	(*CreateCSRResponse)(nil),          // 11: quarry.agent.v1.CreateCSRResponse
-	(*InstallCertificateRequest)(nil),  // 12: quarry.agent.v1.InstallCertificateRequest
-	(*InstallCertificateResponse)(nil), // 13: quarry.agent.v1.InstallCertificateResponse
-	(*IsoFile)(nil),                    // 14: quarry.agent.v1.IsoFile
-	(*ListISOsRequest)(nil),            // 15: quarry.agent.v1.ListISOsRequest
-	(*ListISOsResponse)(nil),           // 16: quarry.agent.v1.ListISOsResponse
-	(*WatchPoolsRequest)(nil),          // 17: quarry.agent.v1.WatchPoolsRequest
-	(*PoolEvent)(nil),                  // 18: quarry.agent.v1.PoolEvent
-	(*WatchPoolsResponse)(nil),         // 19: quarry.agent.v1.WatchPoolsResponse
-	(*DeleteFileRequest)(nil),          // 20: quarry.agent.v1.DeleteFileRequest
-	(*DeleteFileResponse)(nil),         // 21: quarry.agent.v1.DeleteFileResponse
-	(*URLPolicy)(nil),                  // 22: quarry.agent.v1.URLPolicy
-	(*StartDownloadRequest)(nil),       // 23: quarry.agent.v1.StartDownloadRequest
-	(*StartDownloadResponse)(nil),      // 24: quarry.agent.v1.StartDownloadResponse
-	(*DownloadStatus)(nil),             // 25: quarry.agent.v1.DownloadStatus
-	(*WatchDownloadRequest)(nil),       // 26: quarry.agent.v1.WatchDownloadRequest
-	(*WatchDownloadResponse)(nil),      // 27: quarry.agent.v1.WatchDownloadResponse
-	(*CancelDownloadRequest)(nil),      // 28: quarry.agent.v1.CancelDownloadRequest
-	(*CancelDownloadResponse)(nil),     // 29: quarry.agent.v1.CancelDownloadResponse
-	(*HashFileRequest)(nil),            // 30: quarry.agent.v1.HashFileRequest
-	(*HashFileResponse)(nil),           // 31: quarry.agent.v1.HashFileResponse
-	(*ErrorInfo)(nil),                  // 32: quarry.agent.v1.ErrorInfo
-	(*UploadRef)(nil),                  // 33: quarry.agent.v1.UploadRef
-	(*OpenUploadRequest)(nil),          // 34: quarry.agent.v1.OpenUploadRequest
-	(*OpenUploadResponse)(nil),         // 35: quarry.agent.v1.OpenUploadResponse
-	(*WriteUploadRequest)(nil),         // 36: quarry.agent.v1.WriteUploadRequest
-	(*WriteUploadResponse)(nil),        // 37: quarry.agent.v1.WriteUploadResponse
-	(*UploadResult)(nil),               // 38: quarry.agent.v1.UploadResult
-	(*CancelUploadRequest)(nil),        // 39: quarry.agent.v1.CancelUploadRequest
-	(*CancelUploadResponse)(nil),       // 40: quarry.agent.v1.CancelUploadResponse
-	(*timestamppb.Timestamp)(nil),      // 41: google.protobuf.Timestamp
+	(*LookupChecksumRequest)(nil),      // 4: quarry.agent.v1.LookupChecksumRequest
+	(*LookupChecksumResponse)(nil),     // 5: quarry.agent.v1.LookupChecksumResponse
+	(*PoolRef)(nil),                    // 6: quarry.agent.v1.PoolRef
+	(*PoolFacts)(nil),                  // 7: quarry.agent.v1.PoolFacts
+	(*GetFactsRequest)(nil),            // 8: quarry.agent.v1.GetFactsRequest
+	(*GetFactsResponse)(nil),           // 9: quarry.agent.v1.GetFactsResponse
+	(*InitPoolRequest)(nil),            // 10: quarry.agent.v1.InitPoolRequest
+	(*InitPoolResponse)(nil),           // 11: quarry.agent.v1.InitPoolResponse
+	(*CreateCSRRequest)(nil),           // 12: quarry.agent.v1.CreateCSRRequest
+	(*CreateCSRResponse)(nil),          // 13: quarry.agent.v1.CreateCSRResponse
+	(*InstallCertificateRequest)(nil),  // 14: quarry.agent.v1.InstallCertificateRequest
+	(*InstallCertificateResponse)(nil), // 15: quarry.agent.v1.InstallCertificateResponse
+	(*IsoFile)(nil),                    // 16: quarry.agent.v1.IsoFile
+	(*ListISOsRequest)(nil),            // 17: quarry.agent.v1.ListISOsRequest
+	(*ListISOsResponse)(nil),           // 18: quarry.agent.v1.ListISOsResponse
+	(*WatchPoolsRequest)(nil),          // 19: quarry.agent.v1.WatchPoolsRequest
+	(*PoolEvent)(nil),                  // 20: quarry.agent.v1.PoolEvent
+	(*WatchPoolsResponse)(nil),         // 21: quarry.agent.v1.WatchPoolsResponse
+	(*DeleteFileRequest)(nil),          // 22: quarry.agent.v1.DeleteFileRequest
+	(*DeleteFileResponse)(nil),         // 23: quarry.agent.v1.DeleteFileResponse
+	(*URLPolicy)(nil),                  // 24: quarry.agent.v1.URLPolicy
+	(*StartDownloadRequest)(nil),       // 25: quarry.agent.v1.StartDownloadRequest
+	(*PeerSource)(nil),                 // 26: quarry.agent.v1.PeerSource
+	(*LocalSource)(nil),                // 27: quarry.agent.v1.LocalSource
+	(*StartDownloadResponse)(nil),      // 28: quarry.agent.v1.StartDownloadResponse
+	(*DownloadStatus)(nil),             // 29: quarry.agent.v1.DownloadStatus
+	(*WatchDownloadRequest)(nil),       // 30: quarry.agent.v1.WatchDownloadRequest
+	(*WatchDownloadResponse)(nil),      // 31: quarry.agent.v1.WatchDownloadResponse
+	(*CancelDownloadRequest)(nil),      // 32: quarry.agent.v1.CancelDownloadRequest
+	(*CancelDownloadResponse)(nil),     // 33: quarry.agent.v1.CancelDownloadResponse
+	(*HashFileRequest)(nil),            // 34: quarry.agent.v1.HashFileRequest
+	(*HashFileResponse)(nil),           // 35: quarry.agent.v1.HashFileResponse
+	(*ErrorInfo)(nil),                  // 36: quarry.agent.v1.ErrorInfo
+	(*UploadRef)(nil),                  // 37: quarry.agent.v1.UploadRef
+	(*OpenUploadRequest)(nil),          // 38: quarry.agent.v1.OpenUploadRequest
+	(*OpenUploadResponse)(nil),         // 39: quarry.agent.v1.OpenUploadResponse
+	(*WriteUploadRequest)(nil),         // 40: quarry.agent.v1.WriteUploadRequest
+	(*WriteUploadResponse)(nil),        // 41: quarry.agent.v1.WriteUploadResponse
+	(*UploadResult)(nil),               // 42: quarry.agent.v1.UploadResult
+	(*CancelUploadRequest)(nil),        // 43: quarry.agent.v1.CancelUploadRequest
+	(*CancelUploadResponse)(nil),       // 44: quarry.agent.v1.CancelUploadResponse
+	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
 }
 var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
-	0,  // 0: quarry.agent.v1.PoolFacts.status:type_name -> quarry.agent.v1.MountStatus
-	4,  // 1: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
-	5,  // 2: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
-	4,  // 3: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	5,  // 4: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
-	41, // 5: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
-	4,  // 6: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	14, // 7: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
-	4,  // 8: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
-	1,  // 9: quarry.agent.v1.PoolEvent.op:type_name -> quarry.agent.v1.FileOp
-	18, // 10: quarry.agent.v1.WatchPoolsResponse.events:type_name -> quarry.agent.v1.PoolEvent
-	4,  // 11: quarry.agent.v1.DeleteFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	4,  // 12: quarry.agent.v1.StartDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	22, // 13: quarry.agent.v1.StartDownloadRequest.policy:type_name -> quarry.agent.v1.URLPolicy
-	25, // 14: quarry.agent.v1.StartDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
-	2,  // 15: quarry.agent.v1.DownloadStatus.state:type_name -> quarry.agent.v1.DownloadState
-	3,  // 16: quarry.agent.v1.DownloadStatus.error_class:type_name -> quarry.agent.v1.ErrorClass
-	25, // 17: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
-	4,  // 18: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	4,  // 19: quarry.agent.v1.HashFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	3,  // 20: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
-	4,  // 21: quarry.agent.v1.UploadRef.pool:type_name -> quarry.agent.v1.PoolRef
-	33, // 22: quarry.agent.v1.OpenUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
-	33, // 23: quarry.agent.v1.WriteUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
-	38, // 24: quarry.agent.v1.WriteUploadResponse.result:type_name -> quarry.agent.v1.UploadResult
-	41, // 25: quarry.agent.v1.UploadResult.mod_time:type_name -> google.protobuf.Timestamp
-	4,  // 26: quarry.agent.v1.CancelUploadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	6,  // 27: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
-	8,  // 28: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
-	10, // 29: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
-	12, // 30: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
-	15, // 31: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
-	17, // 32: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
-	20, // 33: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
-	23, // 34: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
-	26, // 35: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
-	28, // 36: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
-	34, // 37: quarry.agent.v1.AgentService.OpenUpload:input_type -> quarry.agent.v1.OpenUploadRequest
-	36, // 38: quarry.agent.v1.AgentService.WriteUpload:input_type -> quarry.agent.v1.WriteUploadRequest
-	39, // 39: quarry.agent.v1.AgentService.CancelUpload:input_type -> quarry.agent.v1.CancelUploadRequest
-	30, // 40: quarry.agent.v1.AgentService.HashFile:input_type -> quarry.agent.v1.HashFileRequest
-	7,  // 41: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
-	9,  // 42: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
-	11, // 43: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
-	13, // 44: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
-	16, // 45: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
-	19, // 46: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
-	21, // 47: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
-	24, // 48: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
-	27, // 49: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
-	29, // 50: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
-	35, // 51: quarry.agent.v1.AgentService.OpenUpload:output_type -> quarry.agent.v1.OpenUploadResponse
-	37, // 52: quarry.agent.v1.AgentService.WriteUpload:output_type -> quarry.agent.v1.WriteUploadResponse
-	40, // 53: quarry.agent.v1.AgentService.CancelUpload:output_type -> quarry.agent.v1.CancelUploadResponse
-	31, // 54: quarry.agent.v1.AgentService.HashFile:output_type -> quarry.agent.v1.HashFileResponse
-	41, // [41:55] is the sub-list for method output_type
-	27, // [27:41] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	24, // 0: quarry.agent.v1.LookupChecksumRequest.policy:type_name -> quarry.agent.v1.URLPolicy
+	0,  // 1: quarry.agent.v1.PoolFacts.status:type_name -> quarry.agent.v1.MountStatus
+	6,  // 2: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
+	7,  // 3: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
+	6,  // 4: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	7,  // 5: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
+	45, // 6: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
+	6,  // 7: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	16, // 8: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
+	6,  // 9: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
+	1,  // 10: quarry.agent.v1.PoolEvent.op:type_name -> quarry.agent.v1.FileOp
+	20, // 11: quarry.agent.v1.WatchPoolsResponse.events:type_name -> quarry.agent.v1.PoolEvent
+	6,  // 12: quarry.agent.v1.DeleteFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	6,  // 13: quarry.agent.v1.StartDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	24, // 14: quarry.agent.v1.StartDownloadRequest.policy:type_name -> quarry.agent.v1.URLPolicy
+	26, // 15: quarry.agent.v1.StartDownloadRequest.peer:type_name -> quarry.agent.v1.PeerSource
+	27, // 16: quarry.agent.v1.StartDownloadRequest.local:type_name -> quarry.agent.v1.LocalSource
+	6,  // 17: quarry.agent.v1.LocalSource.pool:type_name -> quarry.agent.v1.PoolRef
+	29, // 18: quarry.agent.v1.StartDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
+	2,  // 19: quarry.agent.v1.DownloadStatus.state:type_name -> quarry.agent.v1.DownloadState
+	3,  // 20: quarry.agent.v1.DownloadStatus.error_class:type_name -> quarry.agent.v1.ErrorClass
+	29, // 21: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
+	6,  // 22: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	6,  // 23: quarry.agent.v1.HashFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	3,  // 24: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
+	6,  // 25: quarry.agent.v1.UploadRef.pool:type_name -> quarry.agent.v1.PoolRef
+	37, // 26: quarry.agent.v1.OpenUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
+	37, // 27: quarry.agent.v1.WriteUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
+	42, // 28: quarry.agent.v1.WriteUploadResponse.result:type_name -> quarry.agent.v1.UploadResult
+	45, // 29: quarry.agent.v1.UploadResult.mod_time:type_name -> google.protobuf.Timestamp
+	6,  // 30: quarry.agent.v1.CancelUploadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	8,  // 31: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
+	10, // 32: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
+	12, // 33: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
+	14, // 34: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
+	17, // 35: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
+	19, // 36: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
+	22, // 37: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
+	25, // 38: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
+	30, // 39: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
+	32, // 40: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
+	38, // 41: quarry.agent.v1.AgentService.OpenUpload:input_type -> quarry.agent.v1.OpenUploadRequest
+	40, // 42: quarry.agent.v1.AgentService.WriteUpload:input_type -> quarry.agent.v1.WriteUploadRequest
+	43, // 43: quarry.agent.v1.AgentService.CancelUpload:input_type -> quarry.agent.v1.CancelUploadRequest
+	34, // 44: quarry.agent.v1.AgentService.HashFile:input_type -> quarry.agent.v1.HashFileRequest
+	4,  // 45: quarry.agent.v1.AgentService.LookupChecksum:input_type -> quarry.agent.v1.LookupChecksumRequest
+	9,  // 46: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
+	11, // 47: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
+	13, // 48: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
+	15, // 49: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
+	18, // 50: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
+	21, // 51: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
+	23, // 52: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
+	28, // 53: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
+	31, // 54: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
+	33, // 55: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
+	39, // 56: quarry.agent.v1.AgentService.OpenUpload:output_type -> quarry.agent.v1.OpenUploadResponse
+	41, // 57: quarry.agent.v1.AgentService.WriteUpload:output_type -> quarry.agent.v1.WriteUploadResponse
+	44, // 58: quarry.agent.v1.AgentService.CancelUpload:output_type -> quarry.agent.v1.CancelUploadResponse
+	35, // 59: quarry.agent.v1.AgentService.HashFile:output_type -> quarry.agent.v1.HashFileResponse
+	5,  // 60: quarry.agent.v1.AgentService.LookupChecksum:output_type -> quarry.agent.v1.LookupChecksumResponse
+	46, // [46:61] is the sub-list for method output_type
+	31, // [31:46] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_quarry_agent_v1_agent_proto_init() }
@@ -2948,7 +3231,7 @@ func file_quarry_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_agent_v1_agent_proto_rawDesc), len(file_quarry_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   37,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

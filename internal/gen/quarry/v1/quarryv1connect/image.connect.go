@@ -60,6 +60,8 @@ const (
 	// ImageServiceRefreshCatalogProcedure is the fully-qualified name of the ImageService's
 	// RefreshCatalog RPC.
 	ImageServiceRefreshCatalogProcedure = "/quarry.v1.ImageService/RefreshCatalog"
+	// ImageServiceCopyImageProcedure is the fully-qualified name of the ImageService's CopyImage RPC.
+	ImageServiceCopyImageProcedure = "/quarry.v1.ImageService/CopyImage"
 )
 
 // ImageServiceClient is a client for the quarry.v1.ImageService service.
@@ -106,6 +108,14 @@ type ImageServiceClient interface {
 	// returns at once; GetCatalogStatus shows the outcome. A changed upstream
 	// is downloaded as a new build next to the old ones.
 	RefreshCatalog(context.Context, *connect.Request[v1.RefreshCatalogRequest]) (*connect.Response[v1.RefreshCatalogResponse], error)
+	// CopyImage starts a job (kind "copy") that copies a READY image into a
+	// pool, never from the internet: on one node that mounts both pools the
+	// file is copied locally (reflink, else copy_file_range); otherwise the
+	// target node pulls it from a node that holds it over mutual TLS, with a
+	// one-file grant signed by the control plane. Resumable, cancellable and
+	// moved to another node like a download; the copy is verified against
+	// the source's digest. Asking again while the same copy runs returns it.
+	CopyImage(context.Context, *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error)
 }
 
 // NewImageServiceClient constructs a client for the quarry.v1.ImageService service. By default, it
@@ -179,6 +189,12 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(imageServiceMethods.ByName("RefreshCatalog")),
 			connect.WithClientOptions(opts...),
 		),
+		copyImage: connect.NewClient[v1.CopyImageRequest, v1.CopyImageResponse](
+			httpClient,
+			baseURL+ImageServiceCopyImageProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("CopyImage")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -194,6 +210,7 @@ type imageServiceClient struct {
 	getScanStatus    *connect.Client[v1.GetScanStatusRequest, v1.GetScanStatusResponse]
 	getCatalogStatus *connect.Client[v1.GetCatalogStatusRequest, v1.GetCatalogStatusResponse]
 	refreshCatalog   *connect.Client[v1.RefreshCatalogRequest, v1.RefreshCatalogResponse]
+	copyImage        *connect.Client[v1.CopyImageRequest, v1.CopyImageResponse]
 }
 
 // ListCatalog calls quarry.v1.ImageService.ListCatalog.
@@ -246,6 +263,11 @@ func (c *imageServiceClient) RefreshCatalog(ctx context.Context, req *connect.Re
 	return c.refreshCatalog.CallUnary(ctx, req)
 }
 
+// CopyImage calls quarry.v1.ImageService.CopyImage.
+func (c *imageServiceClient) CopyImage(ctx context.Context, req *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error) {
+	return c.copyImage.CallUnary(ctx, req)
+}
+
 // ImageServiceHandler is an implementation of the quarry.v1.ImageService service.
 type ImageServiceHandler interface {
 	// ListCatalog lists the well-known cloud images that DownloadImage takes
@@ -290,6 +312,14 @@ type ImageServiceHandler interface {
 	// returns at once; GetCatalogStatus shows the outcome. A changed upstream
 	// is downloaded as a new build next to the old ones.
 	RefreshCatalog(context.Context, *connect.Request[v1.RefreshCatalogRequest]) (*connect.Response[v1.RefreshCatalogResponse], error)
+	// CopyImage starts a job (kind "copy") that copies a READY image into a
+	// pool, never from the internet: on one node that mounts both pools the
+	// file is copied locally (reflink, else copy_file_range); otherwise the
+	// target node pulls it from a node that holds it over mutual TLS, with a
+	// one-file grant signed by the control plane. Resumable, cancellable and
+	// moved to another node like a download; the copy is verified against
+	// the source's digest. Asking again while the same copy runs returns it.
+	CopyImage(context.Context, *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error)
 }
 
 // NewImageServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -359,6 +389,12 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(imageServiceMethods.ByName("RefreshCatalog")),
 		connect.WithHandlerOptions(opts...),
 	)
+	imageServiceCopyImageHandler := connect.NewUnaryHandler(
+		ImageServiceCopyImageProcedure,
+		svc.CopyImage,
+		connect.WithSchema(imageServiceMethods.ByName("CopyImage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.v1.ImageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ImageServiceListCatalogProcedure:
@@ -381,6 +417,8 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 			imageServiceGetCatalogStatusHandler.ServeHTTP(w, r)
 		case ImageServiceRefreshCatalogProcedure:
 			imageServiceRefreshCatalogHandler.ServeHTTP(w, r)
+		case ImageServiceCopyImageProcedure:
+			imageServiceCopyImageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -428,4 +466,8 @@ func (UnimplementedImageServiceHandler) GetCatalogStatus(context.Context, *conne
 
 func (UnimplementedImageServiceHandler) RefreshCatalog(context.Context, *connect.Request[v1.RefreshCatalogRequest]) (*connect.Response[v1.RefreshCatalogResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.RefreshCatalog is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) CopyImage(context.Context, *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.CopyImage is not implemented"))
 }

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quarry/v1/image.proto.
  */
 export const file_quarry_v1_image: GenFile = /*@__PURE__*/
-  fileDesc("ChVxdWFycnkvdjEvaW1hZ2UucHJvdG8SCXF1YXJyeS52MSI3CgZPU0luZm8SDgoGZGlzdHJvGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEYXJjaBgDIAEoCSLABAoFSW1hZ2USCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIXCg9zdG9yYWdlX3Bvb2xfaWQYAyABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYBCABKAkSIgoEa2luZBgFIAEoDjIULnF1YXJyeS52MS5JbWFnZUtpbmQSDgoGZm9ybWF0GAYgASgJEiQKBXN0YXRlGAcgASgOMhUucXVhcnJ5LnYxLkltYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAggASgJEgwKBHBhdGgYCSABKAkSEgoKc2l6ZV9ieXRlcxgKIAEoBBIvCgttb2RpZmllZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdm9sdW1lX2xhYmVsGAwgASgJEhAKCGJvb3RhYmxlGA0gASgIEh0KAm9zGA4gASgLMhEucXVhcnJ5LnYxLk9TSW5mbxIOCgZkaWdlc3QYDyABKAkSDgoGb3JpZ2luGBAgASgJEi4KCmNyZWF0ZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW1pc3Npbmdfc2luY2UYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgUIAEoBBIQCgh2ZXJpZmllZBgVIAEoCCKxAQoMQ2F0YWxvZ0VudHJ5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSHQoCb3MYAyABKAsyES5xdWFycnkudjEuT1NJbmZvEgsKA3VybBgEIAEoCRIQCghjaGVja3N1bRgFIAEoCRIUCgxjaGVja3N1bV91cmwYBiABKAkSDgoGZm9ybWF0GAcgASgJEhQKDGRlZmF1bHRfdXNlchgIIAEoCRINCgVub3RlcxgJIAEoCSIUChJMaXN0Q2F0YWxvZ1JlcXVlc3QiPwoTTGlzdENhdGFsb2dSZXNwb25zZRIoCgdlbnRyaWVzGAEgAygLMhcucXVhcnJ5LnYxLkNhdGFsb2dFbnRyeSKGAQoURG93bmxvYWRJbWFnZVJlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCRILCgN1cmwYAiABKAkSFwoPc3RvcmFnZV9wb29sX2lkGAMgASgJEhAKCGNoZWNrc3VtGAQgASgJEgwKBG5hbWUYBSABKAkSFAoMY2hlY2tzdW1fdXJsGAYgASgJImcKFURvd25sb2FkSW1hZ2VSZXNwb25zZRIfCgVpbWFnZRgBIAEoCzIQLnF1YXJyeS52MS5JbWFnZRIbCgNqb2IYAiABKAsyDi5xdWFycnkudjEuSm9iEhAKCGV4aXN0aW5nGAMgASgIIlAKEUxpc3RJbWFnZXNSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIiCgRraW5kGAIgASgOMhQucXVhcnJ5LnYxLkltYWdlS2luZCI2ChJMaXN0SW1hZ2VzUmVzcG9uc2USIAoGaW1hZ2VzGAEgAygLMhAucXVhcnJ5LnYxLkltYWdlIh0KD0dldEltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSIzChBHZXRJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlIiAKEkRlbGV0ZUltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSIVChNEZWxldGVJbWFnZVJlc3BvbnNlIiAKElZlcmlmeUltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSJlChNWZXJpZnlJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlEhsKA2pvYhgCIAEoCzIOLnF1YXJyeS52MS5Kb2ISEAoIZXhpc3RpbmcYAyABKAgiKgoPU2NhbklTT3NSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCSL0AgoOUG9vbFNjYW5SZXN1bHQSFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJEhkKEXN0b3JhZ2VfcG9vbF9uYW1lGAIgASgJEg8KB25vZGVfaWQYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEhgKEGRpc2NvdmVyZWRfY291bnQYBSABKA0SFQoNdXBkYXRlZF9jb3VudBgGIAEoDRIVCg1taXNzaW5nX2NvdW50GAcgASgNEisKCGR1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB3NraXBwZWQYCSABKAgSEwoLc2tpcF9yZWFzb24YCiABKAkSLwoLZmluaXNoZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmRlZmVycmVkX2NvdW50GAwgASgNEg8KB3RyaWdnZXIYDSABKAkSFQoNY2hhbmdlZF9jb3VudBgOIAEoDSJYChBTY2FuSVNPc1Jlc3BvbnNlEhgKEGRpc2NvdmVyZWRfY291bnQYASABKA0SKgoHcmVzdWx0cxgCIAMoCzIZLnF1YXJyeS52MS5Qb29sU2NhblJlc3VsdCIWChRHZXRTY2FuU3RhdHVzUmVxdWVzdCKpAQoLUnVubmluZ1NjYW4SFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJEhkKEXN0b3JhZ2VfcG9vbF9uYW1lGAIgASgJEhEKCW5vZGVfbmFtZRgDIAEoCRISCgpmaWxlc19zZWVuGAQgASgNEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3RyaWdnZXIYBiABKAkifgoVR2V0U2NhblN0YXR1c1Jlc3BvbnNlEicKB3J1bm5pbmcYASADKAsyFi5xdWFycnkudjEuUnVubmluZ1NjYW4SJwoEbGFzdBgCIAMoCzIZLnF1YXJyeS52MS5Qb29sU2NhblJlc3VsdBITCgtwb29sc190b3RhbBgDIAEoDSItChdHZXRDYXRhbG9nU3RhdHVzUmVxdWVzdBISCgpjYXRhbG9nX2lkGAEgASgJIrgBCgxDYXRhbG9nQnVpbGQSEAoIaW1hZ2VfaWQYASABKAkSEgoKaW1hZ2VfbmFtZRgCIAEoCRINCgVidWlsZBgDIAEoCRIsCghidWlsdF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoFc3RhdGUYBSABKA4yFS5xdWFycnkudjEuSW1hZ2VTdGF0ZRIPCgdjdXJyZW50GAYgASgIEg4KBmRpZ2VzdBgHIAEoCSKYAwoNQ2F0YWxvZ1N0YXR1cxISCgpjYXRhbG9nX2lkGAEgASgJEhcKD3N0b3JhZ2VfcG9vbF9pZBgCIAEoCRIZChFzdG9yYWdlX3Bvb2xfbmFtZRgDIAEoCRIYChBjdXJyZW50X2ltYWdlX2lkGAQgASgJEhoKEmN1cnJlbnRfaW1hZ2VfbmFtZRgFIAEoCRIVCg1jdXJyZW50X2J1aWxkGAYgASgJEjQKEGN1cnJlbnRfYnVpbHRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWxhc3RfY2hlY2tfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW5leHRfY2hlY2tfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlc3VsdBgKIAEoCRINCgVlcnJvchgLIAEoCRIOCgZqb2JfaWQYDCABKAkSJwoGYnVpbGRzGA0gAygLMhcucXVhcnJ5LnYxLkNhdGFsb2dCdWlsZCKBAQoYR2V0Q2F0YWxvZ1N0YXR1c1Jlc3BvbnNlEioKCHN0YXR1c2VzGAEgAygLMhgucXVhcnJ5LnYxLkNhdGFsb2dTdGF0dXMSKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDAoEa2VlcBgDIAEoDSIrChVSZWZyZXNoQ2F0YWxvZ1JlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCSJEChZSZWZyZXNoQ2F0YWxvZ1Jlc3BvbnNlEioKCHN0YXR1c2VzGAEgAygLMhgucXVhcnJ5LnYxLkNhdGFsb2dTdGF0dXMqbAoJSW1hZ2VLaW5kEhoKFklNQUdFX0tJTkRfVU5TUEVDSUZJRUQQABIaChZJTUFHRV9LSU5EX0NMT1VEX0lNQUdFEAESEgoOSU1BR0VfS0lORF9JU08QAhITCg9JTUFHRV9LSU5EX0RJU0sQAyr2AQoKSW1hZ2VTdGF0ZRIbChdJTUFHRV9TVEFURV9VTlNQRUNJRklFRBAAEhcKE0lNQUdFX1NUQVRFX1BFTkRJTkcQARIbChdJTUFHRV9TVEFURV9ET1dOTE9BRElORxACEhkKFUlNQUdFX1NUQVRFX1ZFUklGWUlORxADEhUKEUlNQUdFX1NUQVRFX1JFQURZEAQSFQoRSU1BR0VfU1RBVEVfRVJST1IQBRIXChNJTUFHRV9TVEFURV9NSVNTSU5HEAYSGAoUSU1BR0VfU1RBVEVfREVMRVRJTkcQBxIZChVJTUFHRV9TVEFURV9VUExPQURJTkcQCDKpBgoMSW1hZ2VTZXJ2aWNlEkwKC0xpc3RDYXRhbG9nEh0ucXVhcnJ5LnYxLkxpc3RDYXRhbG9nUmVxdWVzdBoeLnF1YXJyeS52MS5MaXN0Q2F0YWxvZ1Jlc3BvbnNlElIKDURvd25sb2FkSW1hZ2USHy5xdWFycnkudjEuRG93bmxvYWRJbWFnZVJlcXVlc3QaIC5xdWFycnkudjEuRG93bmxvYWRJbWFnZVJlc3BvbnNlEkkKCkxpc3RJbWFnZXMSHC5xdWFycnkudjEuTGlzdEltYWdlc1JlcXVlc3QaHS5xdWFycnkudjEuTGlzdEltYWdlc1Jlc3BvbnNlEkMKCEdldEltYWdlEhoucXVhcnJ5LnYxLkdldEltYWdlUmVxdWVzdBobLnF1YXJyeS52MS5HZXRJbWFnZVJlc3BvbnNlEkwKC0RlbGV0ZUltYWdlEh0ucXVhcnJ5LnYxLkRlbGV0ZUltYWdlUmVxdWVzdBoeLnF1YXJyeS52MS5EZWxldGVJbWFnZVJlc3BvbnNlEkMKCFNjYW5JU09zEhoucXVhcnJ5LnYxLlNjYW5JU09zUmVxdWVzdBobLnF1YXJyeS52MS5TY2FuSVNPc1Jlc3BvbnNlEkwKC1ZlcmlmeUltYWdlEh0ucXVhcnJ5LnYxLlZlcmlmeUltYWdlUmVxdWVzdBoeLnF1YXJyeS52MS5WZXJpZnlJbWFnZVJlc3BvbnNlElIKDUdldFNjYW5TdGF0dXMSHy5xdWFycnkudjEuR2V0U2NhblN0YXR1c1JlcXVlc3QaIC5xdWFycnkudjEuR2V0U2NhblN0YXR1c1Jlc3BvbnNlElsKEEdldENhdGFsb2dTdGF0dXMSIi5xdWFycnkudjEuR2V0Q2F0YWxvZ1N0YXR1c1JlcXVlc3QaIy5xdWFycnkudjEuR2V0Q2F0YWxvZ1N0YXR1c1Jlc3BvbnNlElUKDlJlZnJlc2hDYXRhbG9nEiAucXVhcnJ5LnYxLlJlZnJlc2hDYXRhbG9nUmVxdWVzdBohLnF1YXJyeS52MS5SZWZyZXNoQ2F0YWxvZ1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_quarry_v1_job]);
+  fileDesc("ChVxdWFycnkvdjEvaW1hZ2UucHJvdG8SCXF1YXJyeS52MSI3CgZPU0luZm8SDgoGZGlzdHJvGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEYXJjaBgDIAEoCSLABAoFSW1hZ2USCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIXCg9zdG9yYWdlX3Bvb2xfaWQYAyABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYBCABKAkSIgoEa2luZBgFIAEoDjIULnF1YXJyeS52MS5JbWFnZUtpbmQSDgoGZm9ybWF0GAYgASgJEiQKBXN0YXRlGAcgASgOMhUucXVhcnJ5LnYxLkltYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAggASgJEgwKBHBhdGgYCSABKAkSEgoKc2l6ZV9ieXRlcxgKIAEoBBIvCgttb2RpZmllZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdm9sdW1lX2xhYmVsGAwgASgJEhAKCGJvb3RhYmxlGA0gASgIEh0KAm9zGA4gASgLMhEucXVhcnJ5LnYxLk9TSW5mbxIOCgZkaWdlc3QYDyABKAkSDgoGb3JpZ2luGBAgASgJEi4KCmNyZWF0ZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW1pc3Npbmdfc2luY2UYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgUIAEoBBIQCgh2ZXJpZmllZBgVIAEoCCKxAQoMQ2F0YWxvZ0VudHJ5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSHQoCb3MYAyABKAsyES5xdWFycnkudjEuT1NJbmZvEgsKA3VybBgEIAEoCRIQCghjaGVja3N1bRgFIAEoCRIUCgxjaGVja3N1bV91cmwYBiABKAkSDgoGZm9ybWF0GAcgASgJEhQKDGRlZmF1bHRfdXNlchgIIAEoCRINCgVub3RlcxgJIAEoCSIUChJMaXN0Q2F0YWxvZ1JlcXVlc3QiPwoTTGlzdENhdGFsb2dSZXNwb25zZRIoCgdlbnRyaWVzGAEgAygLMhcucXVhcnJ5LnYxLkNhdGFsb2dFbnRyeSKGAQoURG93bmxvYWRJbWFnZVJlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCRILCgN1cmwYAiABKAkSFwoPc3RvcmFnZV9wb29sX2lkGAMgASgJEhAKCGNoZWNrc3VtGAQgASgJEgwKBG5hbWUYBSABKAkSFAoMY2hlY2tzdW1fdXJsGAYgASgJIp0BChVEb3dubG9hZEltYWdlUmVzcG9uc2USHwoFaW1hZ2UYASABKAsyEC5xdWFycnkudjEuSW1hZ2USGwoDam9iGAIgASgLMg4ucXVhcnJ5LnYxLkpvYhIQCghleGlzdGluZxgDIAEoCBIWCg5hbHJlYWR5X2V4aXN0cxg8IAEoCBIcChRjb3BpZWRfZnJvbV9pbWFnZV9pZBg9IAEoCSJLChBDb3B5SW1hZ2VSZXF1ZXN0EhAKCGltYWdlX2lkGAEgASgJEhcKD3N0b3JhZ2VfcG9vbF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJImMKEUNvcHlJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlEhsKA2pvYhgCIAEoCzIOLnF1YXJyeS52MS5Kb2ISEAoIZXhpc3RpbmcYAyABKAgiUAoRTGlzdEltYWdlc1JlcXVlc3QSFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJEiIKBGtpbmQYAiABKA4yFC5xdWFycnkudjEuSW1hZ2VLaW5kIjYKEkxpc3RJbWFnZXNSZXNwb25zZRIgCgZpbWFnZXMYASADKAsyEC5xdWFycnkudjEuSW1hZ2UiHQoPR2V0SW1hZ2VSZXF1ZXN0EgoKAmlkGAEgASgJIjMKEEdldEltYWdlUmVzcG9uc2USHwoFaW1hZ2UYASABKAsyEC5xdWFycnkudjEuSW1hZ2UiIAoSRGVsZXRlSW1hZ2VSZXF1ZXN0EgoKAmlkGAEgASgJIhUKE0RlbGV0ZUltYWdlUmVzcG9uc2UiIAoSVmVyaWZ5SW1hZ2VSZXF1ZXN0EgoKAmlkGAEgASgJImUKE1ZlcmlmeUltYWdlUmVzcG9uc2USHwoFaW1hZ2UYASABKAsyEC5xdWFycnkudjEuSW1hZ2USGwoDam9iGAIgASgLMg4ucXVhcnJ5LnYxLkpvYhIQCghleGlzdGluZxgDIAEoCCIqCg9TY2FuSVNPc1JlcXVlc3QSFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJIvQCCg5Qb29sU2NhblJlc3VsdBIXCg9zdG9yYWdlX3Bvb2xfaWQYASABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYAiABKAkSDwoHbm9kZV9pZBgDIAEoCRIRCglub2RlX25hbWUYBCABKAkSGAoQZGlzY292ZXJlZF9jb3VudBgFIAEoDRIVCg11cGRhdGVkX2NvdW50GAYgASgNEhUKDW1pc3NpbmdfY291bnQYByABKA0SKwoIZHVyYXRpb24YCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHc2tpcHBlZBgJIAEoCBITCgtza2lwX3JlYXNvbhgKIAEoCRIvCgtmaW5pc2hlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZGVmZXJyZWRfY291bnQYDCABKA0SDwoHdHJpZ2dlchgNIAEoCRIVCg1jaGFuZ2VkX2NvdW50GA4gASgNIlgKEFNjYW5JU09zUmVzcG9uc2USGAoQZGlzY292ZXJlZF9jb3VudBgBIAEoDRIqCgdyZXN1bHRzGAIgAygLMhkucXVhcnJ5LnYxLlBvb2xTY2FuUmVzdWx0IhYKFEdldFNjYW5TdGF0dXNSZXF1ZXN0IqkBCgtSdW5uaW5nU2NhbhIXCg9zdG9yYWdlX3Bvb2xfaWQYASABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYAiABKAkSEQoJbm9kZV9uYW1lGAMgASgJEhIKCmZpbGVzX3NlZW4YBCABKA0SLgoKc3RhcnRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHdHJpZ2dlchgGIAEoCSJ+ChVHZXRTY2FuU3RhdHVzUmVzcG9uc2USJwoHcnVubmluZxgBIAMoCzIWLnF1YXJyeS52MS5SdW5uaW5nU2NhbhInCgRsYXN0GAIgAygLMhkucXVhcnJ5LnYxLlBvb2xTY2FuUmVzdWx0EhMKC3Bvb2xzX3RvdGFsGAMgASgNIi0KF0dldENhdGFsb2dTdGF0dXNSZXF1ZXN0EhIKCmNhdGFsb2dfaWQYASABKAkiuAEKDENhdGFsb2dCdWlsZBIQCghpbWFnZV9pZBgBIAEoCRISCgppbWFnZV9uYW1lGAIgASgJEg0KBWJ1aWxkGAMgASgJEiwKCGJ1aWx0X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgVzdGF0ZRgFIAEoDjIVLnF1YXJyeS52MS5JbWFnZVN0YXRlEg8KB2N1cnJlbnQYBiABKAgSDgoGZGlnZXN0GAcgASgJIpgDCg1DYXRhbG9nU3RhdHVzEhIKCmNhdGFsb2dfaWQYASABKAkSFwoPc3RvcmFnZV9wb29sX2lkGAIgASgJEhkKEXN0b3JhZ2VfcG9vbF9uYW1lGAMgASgJEhgKEGN1cnJlbnRfaW1hZ2VfaWQYBCABKAkSGgoSY3VycmVudF9pbWFnZV9uYW1lGAUgASgJEhUKDWN1cnJlbnRfYnVpbGQYBiABKAkSNAoQY3VycmVudF9idWlsdF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNbGFzdF9jaGVja19hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNbmV4dF9jaGVja19hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVzdWx0GAogASgJEg0KBWVycm9yGAsgASgJEg4KBmpvYl9pZBgMIAEoCRInCgZidWlsZHMYDSADKAsyFy5xdWFycnkudjEuQ2F0YWxvZ0J1aWxkIoEBChhHZXRDYXRhbG9nU3RhdHVzUmVzcG9uc2USKgoIc3RhdHVzZXMYASADKAsyGC5xdWFycnkudjEuQ2F0YWxvZ1N0YXR1cxIrCghpbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIMCgRrZWVwGAMgASgNIisKFVJlZnJlc2hDYXRhbG9nUmVxdWVzdBISCgpjYXRhbG9nX2lkGAEgASgJIkQKFlJlZnJlc2hDYXRhbG9nUmVzcG9uc2USKgoIc3RhdHVzZXMYASADKAsyGC5xdWFycnkudjEuQ2F0YWxvZ1N0YXR1cypsCglJbWFnZUtpbmQSGgoWSU1BR0VfS0lORF9VTlNQRUNJRklFRBAAEhoKFklNQUdFX0tJTkRfQ0xPVURfSU1BR0UQARISCg5JTUFHRV9LSU5EX0lTTxACEhMKD0lNQUdFX0tJTkRfRElTSxADKvYBCgpJbWFnZVN0YXRlEhsKF0lNQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTSU1BR0VfU1RBVEVfUEVORElORxABEhsKF0lNQUdFX1NUQVRFX0RPV05MT0FESU5HEAISGQoVSU1BR0VfU1RBVEVfVkVSSUZZSU5HEAMSFQoRSU1BR0VfU1RBVEVfUkVBRFkQBBIVChFJTUFHRV9TVEFURV9FUlJPUhAFEhcKE0lNQUdFX1NUQVRFX01JU1NJTkcQBhIYChRJTUFHRV9TVEFURV9ERUxFVElORxAHEhkKFUlNQUdFX1NUQVRFX1VQTE9BRElORxAIMvEGCgxJbWFnZVNlcnZpY2USTAoLTGlzdENhdGFsb2cSHS5xdWFycnkudjEuTGlzdENhdGFsb2dSZXF1ZXN0Gh4ucXVhcnJ5LnYxLkxpc3RDYXRhbG9nUmVzcG9uc2USUgoNRG93bmxvYWRJbWFnZRIfLnF1YXJyeS52MS5Eb3dubG9hZEltYWdlUmVxdWVzdBogLnF1YXJyeS52MS5Eb3dubG9hZEltYWdlUmVzcG9uc2USSQoKTGlzdEltYWdlcxIcLnF1YXJyeS52MS5MaXN0SW1hZ2VzUmVxdWVzdBodLnF1YXJyeS52MS5MaXN0SW1hZ2VzUmVzcG9uc2USQwoIR2V0SW1hZ2USGi5xdWFycnkudjEuR2V0SW1hZ2VSZXF1ZXN0GhsucXVhcnJ5LnYxLkdldEltYWdlUmVzcG9uc2USTAoLRGVsZXRlSW1hZ2USHS5xdWFycnkudjEuRGVsZXRlSW1hZ2VSZXF1ZXN0Gh4ucXVhcnJ5LnYxLkRlbGV0ZUltYWdlUmVzcG9uc2USQwoIU2NhbklTT3MSGi5xdWFycnkudjEuU2NhbklTT3NSZXF1ZXN0GhsucXVhcnJ5LnYxLlNjYW5JU09zUmVzcG9uc2USTAoLVmVyaWZ5SW1hZ2USHS5xdWFycnkudjEuVmVyaWZ5SW1hZ2VSZXF1ZXN0Gh4ucXVhcnJ5LnYxLlZlcmlmeUltYWdlUmVzcG9uc2USUgoNR2V0U2NhblN0YXR1cxIfLnF1YXJyeS52MS5HZXRTY2FuU3RhdHVzUmVxdWVzdBogLnF1YXJyeS52MS5HZXRTY2FuU3RhdHVzUmVzcG9uc2USWwoQR2V0Q2F0YWxvZ1N0YXR1cxIiLnF1YXJyeS52MS5HZXRDYXRhbG9nU3RhdHVzUmVxdWVzdBojLnF1YXJyeS52MS5HZXRDYXRhbG9nU3RhdHVzUmVzcG9uc2USVQoOUmVmcmVzaENhdGFsb2cSIC5xdWFycnkudjEuUmVmcmVzaENhdGFsb2dSZXF1ZXN0GiEucXVhcnJ5LnYxLlJlZnJlc2hDYXRhbG9nUmVzcG9uc2USRgoJQ29weUltYWdlEhsucXVhcnJ5LnYxLkNvcHlJbWFnZVJlcXVlc3QaHC5xdWFycnkudjEuQ29weUltYWdlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_quarry_v1_job]);
 
 /**
  * @generated from message quarry.v1.OSInfo
@@ -358,6 +358,23 @@ export type DownloadImageResponse = Message<"quarry.v1.DownloadImageResponse"> &
    * @generated from field: bool existing = 3;
    */
   existing: boolean;
+
+  /**
+   * The image with the expected digest was already READY in the pool
+   * under the same name: image is that one, and nothing was started.
+   *
+   * @generated from field: bool already_exists = 60;
+   */
+  alreadyExists: boolean;
+
+  /**
+   * The expected digest matched a READY image elsewhere in the cluster:
+   * job is a copy (kind "copy") from it instead of a download; this is
+   * the source image's id.
+   *
+   * @generated from field: string copied_from_image_id = 61;
+   */
+  copiedFromImageId: string;
 };
 
 /**
@@ -366,6 +383,73 @@ export type DownloadImageResponse = Message<"quarry.v1.DownloadImageResponse"> &
  */
 export const DownloadImageResponseSchema: GenMessage<DownloadImageResponse> = /*@__PURE__*/
   messageDesc(file_quarry_v1_image, 6);
+
+/**
+ * @generated from message quarry.v1.CopyImageRequest
+ */
+export type CopyImageRequest = Message<"quarry.v1.CopyImageRequest"> & {
+  /**
+   * The READY image to copy.
+   *
+   * @generated from field: string image_id = 1;
+   */
+  imageId: string;
+
+  /**
+   * The pool to copy it into; may be the image's own pool (then give a
+   * new name).
+   *
+   * @generated from field: string storage_pool_id = 2;
+   */
+  storagePoolId: string;
+
+  /**
+   * Name of the copy; default the source image's name.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message quarry.v1.CopyImageRequest.
+ * Use `create(CopyImageRequestSchema)` to create a new message.
+ */
+export const CopyImageRequestSchema: GenMessage<CopyImageRequest> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 7);
+
+/**
+ * @generated from message quarry.v1.CopyImageResponse
+ */
+export type CopyImageResponse = Message<"quarry.v1.CopyImageResponse"> & {
+  /**
+   * The new image (PENDING until the copy job ends).
+   *
+   * @generated from field: quarry.v1.Image image = 1;
+   */
+  image?: Image | undefined;
+
+  /**
+   * The copy job.
+   *
+   * @generated from field: quarry.v1.Job job = 2;
+   */
+  job?: Job | undefined;
+
+  /**
+   * The same copy was already running: image and job are that one's.
+   *
+   * @generated from field: bool existing = 3;
+   */
+  existing: boolean;
+};
+
+/**
+ * Describes the message quarry.v1.CopyImageResponse.
+ * Use `create(CopyImageResponseSchema)` to create a new message.
+ */
+export const CopyImageResponseSchema: GenMessage<CopyImageResponse> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 8);
 
 /**
  * @generated from message quarry.v1.ListImagesRequest
@@ -389,7 +473,7 @@ export type ListImagesRequest = Message<"quarry.v1.ListImagesRequest"> & {
  * Use `create(ListImagesRequestSchema)` to create a new message.
  */
 export const ListImagesRequestSchema: GenMessage<ListImagesRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 7);
+  messageDesc(file_quarry_v1_image, 9);
 
 /**
  * @generated from message quarry.v1.ListImagesResponse
@@ -406,7 +490,7 @@ export type ListImagesResponse = Message<"quarry.v1.ListImagesResponse"> & {
  * Use `create(ListImagesResponseSchema)` to create a new message.
  */
 export const ListImagesResponseSchema: GenMessage<ListImagesResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 8);
+  messageDesc(file_quarry_v1_image, 10);
 
 /**
  * @generated from message quarry.v1.GetImageRequest
@@ -423,7 +507,7 @@ export type GetImageRequest = Message<"quarry.v1.GetImageRequest"> & {
  * Use `create(GetImageRequestSchema)` to create a new message.
  */
 export const GetImageRequestSchema: GenMessage<GetImageRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 9);
+  messageDesc(file_quarry_v1_image, 11);
 
 /**
  * @generated from message quarry.v1.GetImageResponse
@@ -440,7 +524,7 @@ export type GetImageResponse = Message<"quarry.v1.GetImageResponse"> & {
  * Use `create(GetImageResponseSchema)` to create a new message.
  */
 export const GetImageResponseSchema: GenMessage<GetImageResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 10);
+  messageDesc(file_quarry_v1_image, 12);
 
 /**
  * @generated from message quarry.v1.DeleteImageRequest
@@ -457,7 +541,7 @@ export type DeleteImageRequest = Message<"quarry.v1.DeleteImageRequest"> & {
  * Use `create(DeleteImageRequestSchema)` to create a new message.
  */
 export const DeleteImageRequestSchema: GenMessage<DeleteImageRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 11);
+  messageDesc(file_quarry_v1_image, 13);
 
 /**
  * @generated from message quarry.v1.DeleteImageResponse
@@ -470,7 +554,7 @@ export type DeleteImageResponse = Message<"quarry.v1.DeleteImageResponse"> & {
  * Use `create(DeleteImageResponseSchema)` to create a new message.
  */
 export const DeleteImageResponseSchema: GenMessage<DeleteImageResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 12);
+  messageDesc(file_quarry_v1_image, 14);
 
 /**
  * @generated from message quarry.v1.VerifyImageRequest
@@ -487,7 +571,7 @@ export type VerifyImageRequest = Message<"quarry.v1.VerifyImageRequest"> & {
  * Use `create(VerifyImageRequestSchema)` to create a new message.
  */
 export const VerifyImageRequestSchema: GenMessage<VerifyImageRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 13);
+  messageDesc(file_quarry_v1_image, 15);
 
 /**
  * @generated from message quarry.v1.VerifyImageResponse
@@ -516,7 +600,7 @@ export type VerifyImageResponse = Message<"quarry.v1.VerifyImageResponse"> & {
  * Use `create(VerifyImageResponseSchema)` to create a new message.
  */
 export const VerifyImageResponseSchema: GenMessage<VerifyImageResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 14);
+  messageDesc(file_quarry_v1_image, 16);
 
 /**
  * @generated from message quarry.v1.ScanISOsRequest
@@ -535,7 +619,7 @@ export type ScanISOsRequest = Message<"quarry.v1.ScanISOsRequest"> & {
  * Use `create(ScanISOsRequestSchema)` to create a new message.
  */
 export const ScanISOsRequestSchema: GenMessage<ScanISOsRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 15);
+  messageDesc(file_quarry_v1_image, 17);
 
 /**
  * PoolScanResult is one pool's scan.
@@ -631,7 +715,7 @@ export type PoolScanResult = Message<"quarry.v1.PoolScanResult"> & {
  * Use `create(PoolScanResultSchema)` to create a new message.
  */
 export const PoolScanResultSchema: GenMessage<PoolScanResult> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 16);
+  messageDesc(file_quarry_v1_image, 18);
 
 /**
  * @generated from message quarry.v1.ScanISOsResponse
@@ -655,7 +739,7 @@ export type ScanISOsResponse = Message<"quarry.v1.ScanISOsResponse"> & {
  * Use `create(ScanISOsResponseSchema)` to create a new message.
  */
 export const ScanISOsResponseSchema: GenMessage<ScanISOsResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 17);
+  messageDesc(file_quarry_v1_image, 19);
 
 /**
  * @generated from message quarry.v1.GetScanStatusRequest
@@ -668,7 +752,7 @@ export type GetScanStatusRequest = Message<"quarry.v1.GetScanStatusRequest"> & {
  * Use `create(GetScanStatusRequestSchema)` to create a new message.
  */
 export const GetScanStatusRequestSchema: GenMessage<GetScanStatusRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 18);
+  messageDesc(file_quarry_v1_image, 20);
 
 /**
  * @generated from message quarry.v1.RunningScan
@@ -712,7 +796,7 @@ export type RunningScan = Message<"quarry.v1.RunningScan"> & {
  * Use `create(RunningScanSchema)` to create a new message.
  */
 export const RunningScanSchema: GenMessage<RunningScan> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 19);
+  messageDesc(file_quarry_v1_image, 21);
 
 /**
  * @generated from message quarry.v1.GetScanStatusResponse
@@ -741,7 +825,7 @@ export type GetScanStatusResponse = Message<"quarry.v1.GetScanStatusResponse"> &
  * Use `create(GetScanStatusResponseSchema)` to create a new message.
  */
 export const GetScanStatusResponseSchema: GenMessage<GetScanStatusResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 20);
+  messageDesc(file_quarry_v1_image, 22);
 
 /**
  * @generated from message quarry.v1.GetCatalogStatusRequest
@@ -760,7 +844,7 @@ export type GetCatalogStatusRequest = Message<"quarry.v1.GetCatalogStatusRequest
  * Use `create(GetCatalogStatusRequestSchema)` to create a new message.
  */
 export const GetCatalogStatusRequestSchema: GenMessage<GetCatalogStatusRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 21);
+  messageDesc(file_quarry_v1_image, 23);
 
 /**
  * CatalogBuild is one build of a catalog entry kept in a pool: an image.
@@ -816,7 +900,7 @@ export type CatalogBuild = Message<"quarry.v1.CatalogBuild"> & {
  * Use `create(CatalogBuildSchema)` to create a new message.
  */
 export const CatalogBuildSchema: GenMessage<CatalogBuild> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 22);
+  messageDesc(file_quarry_v1_image, 24);
 
 /**
  * CatalogStatus is the refresh state of one catalog entry in one pool.
@@ -909,7 +993,7 @@ export type CatalogStatus = Message<"quarry.v1.CatalogStatus"> & {
  * Use `create(CatalogStatusSchema)` to create a new message.
  */
 export const CatalogStatusSchema: GenMessage<CatalogStatus> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 23);
+  messageDesc(file_quarry_v1_image, 25);
 
 /**
  * @generated from message quarry.v1.GetCatalogStatusResponse
@@ -940,7 +1024,7 @@ export type GetCatalogStatusResponse = Message<"quarry.v1.GetCatalogStatusRespon
  * Use `create(GetCatalogStatusResponseSchema)` to create a new message.
  */
 export const GetCatalogStatusResponseSchema: GenMessage<GetCatalogStatusResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 24);
+  messageDesc(file_quarry_v1_image, 26);
 
 /**
  * @generated from message quarry.v1.RefreshCatalogRequest
@@ -959,7 +1043,7 @@ export type RefreshCatalogRequest = Message<"quarry.v1.RefreshCatalogRequest"> &
  * Use `create(RefreshCatalogRequestSchema)` to create a new message.
  */
 export const RefreshCatalogRequestSchema: GenMessage<RefreshCatalogRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 25);
+  messageDesc(file_quarry_v1_image, 27);
 
 /**
  * @generated from message quarry.v1.RefreshCatalogResponse
@@ -978,7 +1062,7 @@ export type RefreshCatalogResponse = Message<"quarry.v1.RefreshCatalogResponse">
  * Use `create(RefreshCatalogResponseSchema)` to create a new message.
  */
 export const RefreshCatalogResponseSchema: GenMessage<RefreshCatalogResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 26);
+  messageDesc(file_quarry_v1_image, 28);
 
 /**
  * @generated from enum quarry.v1.ImageKind
@@ -1198,6 +1282,22 @@ export const ImageService: GenService<{
     methodKind: "unary";
     input: typeof RefreshCatalogRequestSchema;
     output: typeof RefreshCatalogResponseSchema;
+  },
+  /**
+   * CopyImage starts a job (kind "copy") that copies a READY image into a
+   * pool, never from the internet: on one node that mounts both pools the
+   * file is copied locally (reflink, else copy_file_range); otherwise the
+   * target node pulls it from a node that holds it over mutual TLS, with a
+   * one-file grant signed by the control plane. Resumable, cancellable and
+   * moved to another node like a download; the copy is verified against
+   * the source's digest. Asking again while the same copy runs returns it.
+   *
+   * @generated from rpc quarry.v1.ImageService.CopyImage
+   */
+  copyImage: {
+    methodKind: "unary";
+    input: typeof CopyImageRequestSchema;
+    output: typeof CopyImageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_quarry_v1_image, 0);

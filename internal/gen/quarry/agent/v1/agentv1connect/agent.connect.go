@@ -69,6 +69,9 @@ const (
 	AgentServiceCancelUploadProcedure = "/quarry.agent.v1.AgentService/CancelUpload"
 	// AgentServiceHashFileProcedure is the fully-qualified name of the AgentService's HashFile RPC.
 	AgentServiceHashFileProcedure = "/quarry.agent.v1.AgentService/HashFile"
+	// AgentServiceLookupChecksumProcedure is the fully-qualified name of the AgentService's
+	// LookupChecksum RPC.
+	AgentServiceLookupChecksumProcedure = "/quarry.agent.v1.AgentService/LookupChecksum"
 )
 
 // AgentServiceClient is a client for the quarry.agent.v1.AgentService service.
@@ -123,6 +126,10 @@ type AgentServiceClient interface {
 	// HashFile reads one image file of a pool and streams its progress, then
 	// its SHA-256. It stops when the call ends.
 	HashFile(context.Context, *connect.Request[v1.HashFileRequest]) (*connect.ServerStreamForClient[v1.HashFileResponse], error)
+	// LookupChecksum fetches a checksum file (through the URL policy) and
+	// returns the digest it gives for a file name, so the control plane can
+	// tell whether the cluster already holds that file before downloading.
+	LookupChecksum(context.Context, *connect.Request[v1.LookupChecksumRequest]) (*connect.Response[v1.LookupChecksumResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the quarry.agent.v1.AgentService service. By
@@ -220,6 +227,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("HashFile")),
 			connect.WithClientOptions(opts...),
 		),
+		lookupChecksum: connect.NewClient[v1.LookupChecksumRequest, v1.LookupChecksumResponse](
+			httpClient,
+			baseURL+AgentServiceLookupChecksumProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("LookupChecksum")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -239,6 +252,7 @@ type agentServiceClient struct {
 	writeUpload        *connect.Client[v1.WriteUploadRequest, v1.WriteUploadResponse]
 	cancelUpload       *connect.Client[v1.CancelUploadRequest, v1.CancelUploadResponse]
 	hashFile           *connect.Client[v1.HashFileRequest, v1.HashFileResponse]
+	lookupChecksum     *connect.Client[v1.LookupChecksumRequest, v1.LookupChecksumResponse]
 }
 
 // GetFacts calls quarry.agent.v1.AgentService.GetFacts.
@@ -311,6 +325,11 @@ func (c *agentServiceClient) HashFile(ctx context.Context, req *connect.Request[
 	return c.hashFile.CallServerStream(ctx, req)
 }
 
+// LookupChecksum calls quarry.agent.v1.AgentService.LookupChecksum.
+func (c *agentServiceClient) LookupChecksum(ctx context.Context, req *connect.Request[v1.LookupChecksumRequest]) (*connect.Response[v1.LookupChecksumResponse], error) {
+	return c.lookupChecksum.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the quarry.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// GetFacts reports the node's identity and, for every pool it is told
@@ -363,6 +382,10 @@ type AgentServiceHandler interface {
 	// HashFile reads one image file of a pool and streams its progress, then
 	// its SHA-256. It stops when the call ends.
 	HashFile(context.Context, *connect.Request[v1.HashFileRequest], *connect.ServerStream[v1.HashFileResponse]) error
+	// LookupChecksum fetches a checksum file (through the URL policy) and
+	// returns the digest it gives for a file name, so the control plane can
+	// tell whether the cluster already holds that file before downloading.
+	LookupChecksum(context.Context, *connect.Request[v1.LookupChecksumRequest]) (*connect.Response[v1.LookupChecksumResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -456,6 +479,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("HashFile")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceLookupChecksumHandler := connect.NewUnaryHandler(
+		AgentServiceLookupChecksumProcedure,
+		svc.LookupChecksum,
+		connect.WithSchema(agentServiceMethods.ByName("LookupChecksum")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceGetFactsProcedure:
@@ -486,6 +515,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceCancelUploadHandler.ServeHTTP(w, r)
 		case AgentServiceHashFileProcedure:
 			agentServiceHashFileHandler.ServeHTTP(w, r)
+		case AgentServiceLookupChecksumProcedure:
+			agentServiceLookupChecksumHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -549,4 +580,8 @@ func (UnimplementedAgentServiceHandler) CancelUpload(context.Context, *connect.R
 
 func (UnimplementedAgentServiceHandler) HashFile(context.Context, *connect.Request[v1.HashFileRequest], *connect.ServerStream[v1.HashFileResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.HashFile is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) LookupChecksum(context.Context, *connect.Request[v1.LookupChecksumRequest]) (*connect.Response[v1.LookupChecksumResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.LookupChecksum is not implemented"))
 }
