@@ -77,19 +77,25 @@ func (s *JobService) get(ctx context.Context, id string) (store.Job, error) {
 }
 
 func (s *JobService) ListJobs(ctx context.Context, req *connect.Request[quarryv1.ListJobsRequest]) (*connect.Response[quarryv1.ListJobsResponse], error) {
-	f := store.JobFilter{PoolID: req.Msg.GetStoragePoolId()}
-	for _, want := range req.Msg.GetStates() {
-		for sv, pv := range jobStates {
-			if pv == want {
-				f.States = append(f.States, sv)
-			}
+	m := req.Msg
+	f := store.JobFilter{PoolID: m.GetStoragePoolId(), NodeID: m.GetNodeId(), Kind: m.GetKind()}
+	for _, want := range m.GetStates() {
+		st := enumKey(jobStates, want)
+		if st == "" {
+			return nil, toConnect(ctx, s.Logger, invalidf("job state %v is not known", want))
 		}
+		f.States = append(f.States, st)
 	}
-	jobs, err := s.Store.ListJobs(ctx, f)
+	switch f.Kind {
+	case "", "download", "upload", "verify":
+	default:
+		return nil, toConnect(ctx, s.Logger, invalidf("job kind %q is not known; use download, upload or verify", f.Kind))
+	}
+	jobs, next, err := s.Store.ListJobsPage(ctx, f, pageOf(m))
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	resp := &quarryv1.ListJobsResponse{}
+	resp := &quarryv1.ListJobsResponse{NextPageToken: next}
 	for _, j := range jobs {
 		v, err := jobView(ctx, s.Store, j, false)
 		if err != nil {

@@ -78,6 +78,7 @@ type JobFilter struct {
 	States []JobState
 	PoolID string
 	NodeID string
+	Kind   string
 }
 
 // RunningJobs is the work one node is doing now, for ranking nodes.
@@ -105,6 +106,9 @@ type JobStore interface {
 	GetJob(ctx context.Context, id string) (Job, error)
 	// ListJobs returns matching jobs, newest first (by CreatedAt, then ID).
 	ListJobs(ctx context.Context, f JobFilter) ([]Job, error)
+	// ListJobsPage returns one page of ListJobs and the token of the next
+	// page ("" after the last).
+	ListJobsPage(ctx context.Context, f JobFilter, p Page) ([]Job, string, error)
 	// UpdateJob replaces every mutable field of the job with j.ID if its
 	// fence is still j.Fence (or lower, when taking ownership: see
 	// ClaimJob); ErrConflict when the fence moved on or the job has
