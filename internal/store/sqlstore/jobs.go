@@ -235,8 +235,10 @@ func (s *Store) ListJobs(ctx context.Context, f store.JobFilter) ([]store.Job, e
 // migrations 0004 and 0011.
 var jobPages = keyset[store.Job]{
 	list: "jobs", cols: `(created_at, id)`, desc: true, strings: 1, ints: 1,
-	args:   func(c store.Cursor) []any { return []any{c.Ints[0], c.Strings[0]} },
-	cursor: func(j store.Job) store.Cursor { return store.Cursor{Ints: []int64{micros(j.CreatedAt)}, Strings: []string{j.ID}} },
+	args: func(c store.Cursor) []any { return []any{c.Ints[0], c.Strings[0]} },
+	cursor: func(j store.Job) store.Cursor {
+		return store.Cursor{Ints: []int64{micros(j.CreatedAt)}, Strings: []string{j.ID}}
+	},
 }
 
 // ListJobsPage returns one page of the jobs matching f, newest first.
