@@ -52,6 +52,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("PoolWithJobs", func(t *testing.T) { testPoolWithJobs(t, open) })
 	t.Run("JobConcurrency", func(t *testing.T) { testJobConcurrency(t, open) })
 	t.Run("Context", func(t *testing.T) { testContext(t, open) })
+	t.Run("Paging", func(t *testing.T) { testPaging(t, open) })
+	t.Run("PagingConcurrentInserts", func(t *testing.T) { testPagingConcurrentInserts(t, open) })
 }
 
 // t0 is microsecond-aligned because stores keep microseconds.
