@@ -93,12 +93,14 @@ func DecodeToken(list string, filter any, tok string, strings, ints int) (Cursor
 		err = json.Unmarshal(b, &t)
 	}
 	switch {
-	case err != nil || t.Version != 1 || len(t.Strings) != strings || len(t.Ints) != ints:
+	case err != nil || t.Version != 1:
 		return Cursor{}, fmt.Errorf("page_token is not a token this server gave out (copy next_page_token whole), or is from an older version; %s: %w", again, ErrInvalid)
 	case t.List != list:
 		return Cursor{}, fmt.Errorf("page_token continues the list of %s, not of %s; %s: %w", t.List, list, again, ErrInvalid)
 	case t.Filter != filterDigest(filter):
 		return Cursor{}, fmt.Errorf("page_token was made with other filters: ask with the filters of the first page, or %s: %w", again, ErrInvalid)
+	case len(t.Strings) != strings || len(t.Ints) != ints:
+		return Cursor{}, fmt.Errorf("page_token is not a token this server gave out (copy next_page_token whole); %s: %w", again, ErrInvalid)
 	}
 	return t.Cursor, nil
 }
