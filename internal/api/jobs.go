@@ -78,7 +78,7 @@ func (s *JobService) get(ctx context.Context, id string) (store.Job, error) {
 
 func (s *JobService) ListJobs(ctx context.Context, req *connect.Request[quarryv1.ListJobsRequest]) (*connect.Response[quarryv1.ListJobsResponse], error) {
 	m := req.Msg
-	f := store.JobFilter{PoolID: m.GetStoragePoolId(), NodeID: m.GetNodeId(), Kind: m.GetKind()}
+	f := store.JobFilter{PoolID: m.GetStoragePoolId(), NodeID: m.GetNodeId(), Kind: m.GetKind(), ImageID: m.GetImageId()}
 	for _, want := range m.GetStates() {
 		st := enumKey(jobStates, want)
 		if st == "" {

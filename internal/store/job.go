@@ -75,10 +75,11 @@ type JobEvent struct {
 
 // JobFilter selects jobs; zero fields match everything.
 type JobFilter struct {
-	States []JobState
-	PoolID string
-	NodeID string
-	Kind   string
+	States  []JobState
+	PoolID  string
+	NodeID  string
+	Kind    string
+	ImageID string
 }
 
 // RunningJobs is the work one node is doing now, for ranking nodes.

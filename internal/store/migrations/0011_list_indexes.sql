@@ -14,6 +14,7 @@ CREATE INDEX jobs_state_order ON jobs (state, created_at, id);
 CREATE INDEX jobs_pool_order ON jobs (pool_id, created_at, id);
 CREATE INDEX jobs_kind_order ON jobs (kind, created_at, id);
 CREATE INDEX jobs_node_order ON jobs (node_id, created_at, id);
+CREATE INDEX jobs_image_order ON jobs (image_id, created_at, id);
 CREATE INDEX nodes_state_order ON nodes (state, name);
 CREATE INDEX audit_log_result_order ON audit_log (result, id);
 -- The two indexes of 0004 that the new ones begin with would only cost

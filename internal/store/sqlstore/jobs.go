@@ -265,6 +265,9 @@ func jobWhere(f store.JobFilter) where {
 	if f.Kind != "" {
 		w.add(`kind = ?`, f.Kind)
 	}
+	if f.ImageID != "" {
+		w.add(`image_id = ?`, f.ImageID)
+	}
 	return w
 }
 

@@ -207,6 +207,7 @@ func testPaging(t *testing.T, open func(t *testing.T) store.Store) {
 			{store.JobFilter{PoolID: "p1"}, func(j store.Job) bool { return j.PoolID == "p1" }},
 			{store.JobFilter{Kind: "upload"}, func(j store.Job) bool { return j.Kind == "upload" }},
 			{store.JobFilter{NodeID: "n1"}, func(j store.Job) bool { return j.NodeID == "n1" }},
+			{store.JobFilter{ImageID: "imj04"}, func(j store.Job) bool { return j.ImageID == "imj04" }},
 			{store.JobFilter{States: []store.JobState{store.JobQueued}, PoolID: "p2"}, func(j store.Job) bool {
 				return j.State == store.JobQueued && j.PoolID == "p2"
 			}},

@@ -394,7 +394,9 @@ type ListJobsRequest struct {
 	// Only jobs of this kind: "download", "upload" or "verify"; empty: all.
 	Kind string `protobuf:"bytes,52,opt,name=kind,proto3" json:"kind,omitempty"`
 	// Only jobs owned by this node (id); empty: all.
-	NodeId        string `protobuf:"bytes,53,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	NodeId string `protobuf:"bytes,53,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Only jobs of this image (id); empty: all.
+	ImageId       string `protobuf:"bytes,54,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -467,6 +469,13 @@ func (x *ListJobsRequest) GetKind() string {
 func (x *ListJobsRequest) GetNodeId() string {
 	if x != nil {
 		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetImageId() string {
+	if x != nil {
+		return x.ImageId
 	}
 	return ""
 }
@@ -826,7 +835,7 @@ const file_quarry_v1_job_proto_rawDesc = "" +
 	"started_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12-\n" +
-	"\ahistory\x18\x10 \x03(\v2\x13.quarry.v1.JobEventR\ahistory\"\xcf\x01\n" +
+	"\ahistory\x18\x10 \x03(\v2\x13.quarry.v1.JobEventR\ahistory\"\xea\x01\n" +
 	"\x0fListJobsRequest\x12+\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x13.quarry.v1.JobStateR\x06states\x12&\n" +
 	"\x0fstorage_pool_id\x18\x02 \x01(\tR\rstoragePoolId\x12\x1b\n" +
@@ -834,7 +843,8 @@ const file_quarry_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"page_token\x183 \x01(\tR\tpageToken\x12\x12\n" +
 	"\x04kind\x184 \x01(\tR\x04kind\x12\x17\n" +
-	"\anode_id\x185 \x01(\tR\x06nodeId\"^\n" +
+	"\anode_id\x185 \x01(\tR\x06nodeId\x12\x19\n" +
+	"\bimage_id\x186 \x01(\tR\aimageId\"^\n" +
 	"\x10ListJobsResponse\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.quarry.v1.JobR\x04jobs\x12&\n" +
 	"\x0fnext_page_token\x182 \x01(\tR\rnextPageToken\"\x1f\n" +
