@@ -91,7 +91,7 @@ func newImageListCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&pool, "pool", "", "only images in this pool (name or id)")
 	cmd.Flags().StringVar(&kind, "kind", "", "only images of this kind: iso, cloud-image or disk")
 	cmd.Flags().StringVar(&state, "state", "", "only images in this state: ready, missing, error, pending…")
-	cmd.Flags().StringVar(&req.Search, "search", "", "only images whose name, path or volume label contains this text")
+	cmd.Flags().StringVar(&req.Search, "search", "", "only images whose name, path, volume label, OS, format, digest or id contains this text")
 	pages.register(cmd, "image", "images", defaultListLimit)
 	return cmd
 }

@@ -114,7 +114,7 @@ func newNodeListCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&state, "state", "", "only nodes in this state: ready, unreachable or unknown")
-	cmd.Flags().StringVar(&req.Search, "search", "", "only nodes whose name, address or hostname contains this text")
+	cmd.Flags().StringVar(&req.Search, "search", "", "only nodes whose name, address, hostname, version or last error contains this text")
 	pages.register(cmd, "node", "nodes", defaultListLimit)
 	return cmd
 }

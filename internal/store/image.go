@@ -76,8 +76,9 @@ type ImageFilter struct {
 	PoolID string
 	Kind   ImageKind
 	State  ImageState
-	// Search matches images whose name, path or volume label contains it;
-	// ASCII letters match either case.
+	// Search matches images whose name, path, volume label, OS (distro,
+	// version, architecture), format, SHA-256 or id contains it; ASCII
+	// letters match either case.
 	Search string
 }
 

@@ -81,8 +81,8 @@ type Enrollment struct {
 // NodeFilter selects nodes; zero fields match everything.
 type NodeFilter struct {
 	State NodeState
-	// Search matches nodes whose name, address or hostname contains it;
-	// ASCII letters match either case.
+	// Search matches nodes whose name, address, hostname, agent version or
+	// state reason contains it; ASCII letters match either case.
 	Search string
 }
 

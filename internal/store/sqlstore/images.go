@@ -150,7 +150,7 @@ func imageWhere(f store.ImageFilter) where {
 	if f.State != "" {
 		w.add(`state = ?`, string(f.State))
 	}
-	w.search(f.Search, `name`, `rel_path`, `volume_label`)
+	w.search(f.Search, `name`, `rel_path`, `volume_label`, `os_distro`, `os_version`, `os_arch`, `format`, `sha256`, `id`)
 	return w
 }
 

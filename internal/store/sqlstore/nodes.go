@@ -139,7 +139,7 @@ func (s *Store) ListNodesPage(ctx context.Context, f store.NodeFilter, p store.P
 	if f.State != "" {
 		w.add(`state = ?`, string(f.State))
 	}
-	w.search(f.Search, `name`, `address`, `hostname`)
+	w.search(f.Search, `name`, `address`, `hostname`, `agent_version`, `state_reason`)
 	return page(ctx, s, nodePages, `SELECT `+nodeColumns+` FROM nodes`, w, f, p, scanNode)
 }
 

@@ -784,8 +784,9 @@ type ListImagesRequest struct {
 	PageToken string `protobuf:"bytes,51,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only images in this state; unspecified: every state.
 	State ImageState `protobuf:"varint,52,opt,name=state,proto3,enum=quarry.v1.ImageState" json:"state,omitempty"`
-	// Only images whose name, path or volume label contains this text
-	// (ASCII letters match either case).
+	// Only images whose name, path, volume label, OS (distro, version,
+	// architecture), format, SHA-256 or id contains this text (ASCII letters
+	// match either case).
 	Search        string `protobuf:"bytes,53,opt,name=search,proto3" json:"search,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -444,8 +444,8 @@ type ListNodesRequest struct {
 	PageToken string `protobuf:"bytes,51,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only nodes in this state; unspecified: every state.
 	State NodeState `protobuf:"varint,52,opt,name=state,proto3,enum=quarry.v1.NodeState" json:"state,omitempty"`
-	// Only nodes whose name, management address or hostname contains this
-	// text (ASCII letters match either case).
+	// Only nodes whose name, management address, hostname, agent version or
+	// state reason contains this text (ASCII letters match either case).
 	Search        string `protobuf:"bytes,53,opt,name=search,proto3" json:"search,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -408,8 +408,9 @@ export type ListImagesRequest = Message<"quarry.v1.ListImagesRequest"> & {
   state: ImageState;
 
   /**
-   * Only images whose name, path or volume label contains this text
-   * (ASCII letters match either case).
+   * Only images whose name, path, volume label, OS (distro, version,
+   * architecture), format, SHA-256 or id contains this text (ASCII letters
+   * match either case).
    *
    * @generated from field: string search = 53;
    */

@@ -239,8 +239,8 @@ export type ListNodesRequest = Message<"quarry.v1.ListNodesRequest"> & {
   state: NodeState;
 
   /**
-   * Only nodes whose name, management address or hostname contains this
-   * text (ASCII letters match either case).
+   * Only nodes whose name, management address, hostname, agent version or
+   * state reason contains this text (ASCII letters match either case).
    *
    * @generated from field: string search = 53;
    */
