@@ -157,7 +157,7 @@ func testPaging(t *testing.T, open func(t *testing.T) store.Store) {
 			// name, path and volume label are searched.
 			{store.ImageFilter{Search: "100%_s"}, func(im store.Image) bool { return im.ID == "im05" || im.ID == "im07" }},
 			{store.ImageFilter{Search: "UBUNTU 100"}, func(im store.Image) bool { return im.ID == "im05" || im.ID == "im06" || im.ID == "im07" }},
-			{store.ImageFilter{Search: "c1"}, func(im store.Image) bool {
+			{store.ImageFilter{Search: "/c1"}, func(im store.Image) bool {
 				return im.RelPath == "images/c12.qcow2" || im.RelPath == "images/c15.qcow2" || im.RelPath == "images/c18.qcow2"
 			}},
 			{store.ImageFilter{Search: "LABEL_IM2"}, func(im store.Image) bool { return im.ID >= "im20" && im.VolumeLabel != "UBUNTU 100%_SERVER" }},
