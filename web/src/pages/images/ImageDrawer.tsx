@@ -16,7 +16,7 @@ import { errorMessage } from "../../lib/errors";
 
 export function ImageDrawer({ id, onClose, onDelete }: { id?: string; onClose: () => void; onDelete: (i: Image) => void }) {
   const q = useImage(id);
-  const jobs = useJobs();
+  const jobs = useJobs({ imageId: id ?? "" });
   const verify = useVerifyImage();
   const canOperate = useCan("operator");
   const img = q.data?.image;
