@@ -11,10 +11,10 @@ test("the audit log pages through the server, filtered on the server", async ({ 
   const pager = page.getByRole("navigation", { name: "Audit log pages" });
   await expect(pager).toContainText("Page 1, 50 matching entries");
   // Newest first: the last delete leads the first page, the first one is on the second.
-  await expect(page.getByText(`${run}-59`)).toBeVisible();
+  await expect(page.getByRole("cell", { name: `${run}-59`, exact: true })).toBeVisible();
   await pager.getByRole("button", { name: "Next page" }).click();
   await expect(pager).toContainText("Page 2, 10 matching entries");
-  await expect(page.getByText(`${run}-00`)).toBeVisible();
+  await expect(page.getByRole("cell", { name: `${run}-00`, exact: true })).toBeVisible();
   await expect(pager.getByRole("button", { name: "Next page" })).toBeDisabled();
   await pager.getByRole("button", { name: "Previous page" }).click();
   await expect(pager).toContainText("Page 1, 50 matching entries");
