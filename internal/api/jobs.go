@@ -96,14 +96,33 @@ func (s *JobService) ListJobs(ctx context.Context, req *connect.Request[quarryv1
 		return nil, toConnect(ctx, s.Logger, err)
 	}
 	resp := &quarryv1.ListJobsResponse{NextPageToken: next}
+	memo := &nodeMemo{Store: s.Store, nodes: map[string]store.Node{}}
 	for _, j := range jobs {
-		v, err := jobView(ctx, s.Store, j, false)
+		v, err := jobView(ctx, memo, j, false)
 		if err != nil {
 			return nil, toConnect(ctx, s.Logger, err)
 		}
 		resp.Jobs = append(resp.Jobs, v)
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// nodeMemo reads each node once: a page of up to 1,000 jobs names few
+// nodes.
+type nodeMemo struct {
+	store.Store
+	nodes map[string]store.Node
+}
+
+func (m *nodeMemo) GetNode(ctx context.Context, id string) (store.Node, error) {
+	if n, ok := m.nodes[id]; ok {
+		return n, nil
+	}
+	n, err := m.Store.GetNode(ctx, id)
+	if err == nil {
+		m.nodes[id] = n
+	}
+	return n, err
 }
 
 func (s *JobService) GetJob(ctx context.Context, req *connect.Request[quarryv1.GetJobRequest]) (*connect.Response[quarryv1.GetJobResponse], error) {
