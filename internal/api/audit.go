@@ -25,30 +25,23 @@ type AuditService struct {
 	Logger *slog.Logger
 }
 
-// Paging bounds of ListAudit.
-const (
-	defaultAuditLimit = 100
-	maxAuditLimit     = 1000
-)
-
 func (s *AuditService) ListAudit(ctx context.Context, req *connect.Request[quarryv1.ListAuditRequest]) (*connect.Response[quarryv1.ListAuditResponse], error) {
-	limit, before := int(req.Msg.GetLimit()), req.Msg.GetBeforeId()
-	switch {
-	case limit < 0:
-		return nil, toConnect(ctx, s.Logger, invalidf("limit %d is negative; give 1 to %d, or 0 for %d", limit, maxAuditLimit, defaultAuditLimit))
-	case limit == 0:
-		limit = defaultAuditLimit
-	case limit > maxAuditLimit:
-		limit = maxAuditLimit
+	m := req.Msg
+	p := pageOf(m)
+	if p.Size == 0 {
+		// limit, the older spelling, was cut to the maximum rather than
+		// refused; old clients keep that.
+		p.Size = min(int(m.GetLimit()), store.MaxPageSize)
 	}
-	if before < 0 {
-		return nil, toConnect(ctx, s.Logger, invalidf("before_id %d is negative", before))
+	if m.GetBeforeId() < 0 {
+		return nil, toConnect(ctx, s.Logger, invalidf("before_id %d is negative", m.GetBeforeId()))
 	}
-	entries, err := s.Store.ListAudit(ctx, before, limit)
+	f := store.AuditFilter{Search: m.GetSearch(), Result: m.GetResult(), BeforeID: m.GetBeforeId()}
+	entries, next, err := s.Store.ListAuditPage(ctx, f, p)
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	resp := &quarryv1.ListAuditResponse{}
+	resp := &quarryv1.ListAuditResponse{NextPageToken: next}
 	for _, e := range entries {
 		resp.Entries = append(resp.Entries, &quarryv1.AuditEntry{
 			Id:         e.ID,

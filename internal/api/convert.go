@@ -22,11 +22,18 @@ type snapshot struct {
 }
 
 func loadSnapshot(ctx context.Context, st store.Store) (*snapshot, error) {
-	s := &snapshot{node: map[string]store.Node{}, pool: map[string]store.Pool{}}
-	var err error
-	if s.nodes, err = st.ListNodes(ctx); err != nil {
+	nodes, err := st.ListNodes(ctx)
+	if err != nil {
 		return nil, err
 	}
+	return loadSnapshotOf(ctx, st, nodes)
+}
+
+// loadSnapshotOf is loadSnapshot of some nodes only (a page of them): enough
+// for their views, not for a pool's.
+func loadSnapshotOf(ctx context.Context, st store.Store, nodes []store.Node) (*snapshot, error) {
+	s := &snapshot{nodes: nodes, node: map[string]store.Node{}, pool: map[string]store.Pool{}}
+	var err error
 	if s.pools, err = st.ListPools(ctx); err != nil {
 		return nil, err
 	}

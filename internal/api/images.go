@@ -105,15 +105,16 @@ func (s *ImageService) poolNames(ctx context.Context) (map[string]string, error)
 }
 
 func (s *ImageService) ListImages(ctx context.Context, req *connect.Request[quarryv1.ListImagesRequest]) (*connect.Response[quarryv1.ListImagesResponse], error) {
-	f := store.ImageFilter{PoolID: req.Msg.GetStoragePoolId()}
-	if k := req.Msg.GetKind(); k != quarryv1.ImageKind_IMAGE_KIND_UNSPECIFIED {
-		for sk, pk := range imageKinds {
-			if pk == k {
-				f.Kind = sk
-			}
-		}
-		if f.Kind == "" {
+	m := req.Msg
+	f := store.ImageFilter{PoolID: m.GetStoragePoolId(), Search: m.GetSearch()}
+	if k := m.GetKind(); k != quarryv1.ImageKind_IMAGE_KIND_UNSPECIFIED {
+		if f.Kind = enumKey(imageKinds, k); f.Kind == "" {
 			return nil, toConnect(ctx, s.Logger, invalidf("image kind %v is not known", k))
+		}
+	}
+	if st := m.GetState(); st != quarryv1.ImageState_IMAGE_STATE_UNSPECIFIED {
+		if f.State = enumKey(imageStates, st); f.State == "" {
+			return nil, toConnect(ctx, s.Logger, invalidf("image state %v is not known", st))
 		}
 	}
 	names, err := s.poolNames(ctx)
@@ -123,11 +124,11 @@ func (s *ImageService) ListImages(ctx context.Context, req *connect.Request[quar
 	if f.PoolID != "" && names[f.PoolID] == "" {
 		return nil, toConnect(ctx, s.Logger, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", f.PoolID))
 	}
-	ims, err := s.Store.ListImages(ctx, f)
+	ims, next, err := s.Store.ListImagesPage(ctx, f, pageOf(m))
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	resp := &quarryv1.ListImagesResponse{}
+	resp := &quarryv1.ListImagesResponse{NextPageToken: next}
 	for _, im := range ims {
 		resp.Images = append(resp.Images, imageView(im, names[im.PoolID]))
 	}

@@ -77,27 +77,52 @@ func (s *JobService) get(ctx context.Context, id string) (store.Job, error) {
 }
 
 func (s *JobService) ListJobs(ctx context.Context, req *connect.Request[quarryv1.ListJobsRequest]) (*connect.Response[quarryv1.ListJobsResponse], error) {
-	f := store.JobFilter{PoolID: req.Msg.GetStoragePoolId()}
-	for _, want := range req.Msg.GetStates() {
-		for sv, pv := range jobStates {
-			if pv == want {
-				f.States = append(f.States, sv)
-			}
+	m := req.Msg
+	f := store.JobFilter{PoolID: m.GetStoragePoolId(), NodeID: m.GetNodeId(), Kind: m.GetKind(), ImageID: m.GetImageId()}
+	for _, want := range m.GetStates() {
+		st := enumKey(jobStates, want)
+		if st == "" {
+			return nil, toConnect(ctx, s.Logger, invalidf("job state %v is not known", want))
 		}
+		f.States = append(f.States, st)
 	}
-	jobs, err := s.Store.ListJobs(ctx, f)
+	switch f.Kind {
+	case "", "download", "upload", "verify":
+	default:
+		return nil, toConnect(ctx, s.Logger, invalidf("job kind %q is not known; use download, upload or verify", f.Kind))
+	}
+	jobs, next, err := s.Store.ListJobsPage(ctx, f, pageOf(m))
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	resp := &quarryv1.ListJobsResponse{}
+	resp := &quarryv1.ListJobsResponse{NextPageToken: next}
+	memo := &nodeMemo{Store: s.Store, nodes: map[string]store.Node{}}
 	for _, j := range jobs {
-		v, err := jobView(ctx, s.Store, j, false)
+		v, err := jobView(ctx, memo, j, false)
 		if err != nil {
 			return nil, toConnect(ctx, s.Logger, err)
 		}
 		resp.Jobs = append(resp.Jobs, v)
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// nodeMemo reads each node once: a page of up to 1,000 jobs names few
+// nodes.
+type nodeMemo struct {
+	store.Store
+	nodes map[string]store.Node
+}
+
+func (m *nodeMemo) GetNode(ctx context.Context, id string) (store.Node, error) {
+	if n, ok := m.nodes[id]; ok {
+		return n, nil
+	}
+	n, err := m.Store.GetNode(ctx, id)
+	if err == nil {
+		m.nodes[id] = n
+	}
+	return n, err
 }
 
 func (s *JobService) GetJob(ctx context.Context, req *connect.Request[quarryv1.GetJobRequest]) (*connect.Response[quarryv1.GetJobResponse], error) {

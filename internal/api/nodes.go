@@ -98,12 +98,23 @@ func (s *NodeService) checkUnique(ctx context.Context, self, name, addr string) 
 	return nil
 }
 
-func (s *NodeService) ListNodes(ctx context.Context, _ *connect.Request[quarryv1.ListNodesRequest]) (*connect.Response[quarryv1.ListNodesResponse], error) {
-	snap, err := loadSnapshot(ctx, s.Store)
+func (s *NodeService) ListNodes(ctx context.Context, req *connect.Request[quarryv1.ListNodesRequest]) (*connect.Response[quarryv1.ListNodesResponse], error) {
+	m := req.Msg
+	f := store.NodeFilter{Search: m.GetSearch()}
+	if st := m.GetState(); st != quarryv1.NodeState_NODE_STATE_UNSPECIFIED {
+		if f.State = enumKey(nodeStates, st); f.State == "" {
+			return nil, toConnect(ctx, s.Logger, invalidf("node state %v is not known", st))
+		}
+	}
+	nodes, next, err := s.Store.ListNodesPage(ctx, f, pageOf(m))
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	resp := &quarryv1.ListNodesResponse{}
+	snap, err := loadSnapshotOf(ctx, s.Store, nodes)
+	if err != nil {
+		return nil, toConnect(ctx, s.Logger, err)
+	}
+	resp := &quarryv1.ListNodesResponse{NextPageToken: next}
 	for _, n := range snap.nodes {
 		resp.Nodes = append(resp.Nodes, snap.nodeView(n))
 	}

@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"context"
 	"strconv"
 	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 )
@@ -21,11 +23,12 @@ func newAuditCommand(g *globals) *cobra.Command {
 
 func newAuditListCommand(g *globals) *cobra.Command {
 	var (
-		limit  int32
 		before int64
+		pages  pageFlags
 	)
+	req := &quarryv1.ListAuditRequest{}
 	cmd := &cobra.Command{
-		Use:     "ls [--limit N] [--before ID]",
+		Use:     "ls [--search TEXT] [--result ok|error|CODE] [--before ID] [--limit N | --all]",
 		Aliases: []string{"list"},
 		Short:   "List audit entries, newest first",
 		Args:    cobra.NoArgs,
@@ -34,16 +37,25 @@ func newAuditListCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.audit.ListAudit(cmd.Context(), connect.NewRequest(&quarryv1.ListAuditRequest{Limit: limit, BeforeId: before}))
+			req.BeforeId = before
+			entries, next, err := collect(cmd.Context(), pages, func(ctx context.Context, size int32, token string) ([]*quarryv1.AuditEntry, string, error) {
+				r := proto.CloneOf(req)
+				r.PageSize, r.PageToken = size, token
+				resp, err := c.audit.ListAudit(ctx, connect.NewRequest(r))
+				if err != nil {
+					return nil, "", err
+				}
+				return resp.Msg.GetEntries(), resp.Msg.GetNextPageToken(), nil
+			})
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			if g.wantJSON() {
-				return printJSONList(out, resp.Msg.GetEntries())
+				return printJSONList(out, entries)
 			}
 			t := newTable(out, "ID", "TIME", "ACTOR", "ROLE", "PROCEDURE", "TARGET", "RESULT", "REMOTE", "MESSAGE")
-			for _, e := range resp.Msg.GetEntries() {
+			for _, e := range entries {
 				role := ""
 				if e.GetRole() != quarryv1.Role_ROLE_UNSPECIFIED {
 					role = strings.ToLower(enumWord(e.GetRole()))
@@ -52,10 +64,16 @@ func newAuditListCommand(g *globals) *cobra.Command {
 					strings.TrimPrefix(e.GetProcedure(), "quarry.v1."), e.GetTarget(), e.GetResult(), e.GetRemoteAddr(),
 					truncate(e.GetMessage(), 80))
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			noteMore(cmd.ErrOrStderr(), next, len(entries), "entries")
+			return nil
 		},
 	}
-	cmd.Flags().Int32Var(&limit, "limit", 50, "at most this many entries (up to 1000)")
-	cmd.Flags().Int64Var(&before, "before", 0, "only entries older than this id (paging)")
+	cmd.Flags().StringVar(&req.Search, "search", "", "only entries whose actor, procedure, target, result, message or address contains this text")
+	cmd.Flags().StringVar(&req.Result, "result", "", `only entries with this result: "ok", "error" (refused or failed) or a code such as permission_denied`)
+	cmd.Flags().Int64Var(&before, "before", 0, "only entries older than this id")
+	pages.register(cmd, "entry", "entries", 50)
 	return cmd
 }

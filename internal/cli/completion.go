@@ -98,7 +98,7 @@ func (g *globals) complete(cmd *cobra.Command, l lister, before, prefix string) 
 }
 
 func completeNodes(ctx context.Context, c *clients) ([]cobra.Completion, error) {
-	resp, err := c.nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
+	resp, err := c.nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{PageSize: maxPageSize}))
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func completePools(ctx context.Context, c *clients) ([]cobra.Completion, error) 
 // completeImages offers each image's name, or its path when several images
 // share the name (a name alone would be refused).
 func completeImages(ctx context.Context, c *clients) ([]cobra.Completion, error) {
-	resp, err := c.images.ListImages(ctx, connect.NewRequest(&quarryv1.ListImagesRequest{}))
+	resp, err := c.images.ListImages(ctx, connect.NewRequest(&quarryv1.ListImagesRequest{PageSize: maxPageSize}))
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +148,7 @@ func completeImages(ctx context.Context, c *clients) ([]cobra.Completion, error)
 
 // completeJobs offers job ids, newest first, described by state and source.
 func completeJobs(ctx context.Context, c *clients) ([]cobra.Completion, error) {
-	resp, err := c.jobs.ListJobs(ctx, connect.NewRequest(&quarryv1.ListJobsRequest{}))
+	resp, err := c.jobs.ListJobs(ctx, connect.NewRequest(&quarryv1.ListJobsRequest{PageSize: maxPageSize}))
 	if err != nil {
 		return nil, err
 	}

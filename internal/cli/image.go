@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/quarry-project/quarry/internal/bytesize"
 	"github.com/quarry-project/quarry/internal/errclass"
@@ -29,9 +30,13 @@ func newImageCommand(g *globals) *cobra.Command {
 }
 
 func newImageListCommand(g *globals) *cobra.Command {
-	var pool, kind string
+	var (
+		pool, kind, state string
+		pages             pageFlags
+	)
+	req := &quarryv1.ListImagesRequest{}
 	cmd := &cobra.Command{
-		Use:     "ls [--pool NAME] [--kind iso|cloud-image|disk]",
+		Use:     "ls [--pool NAME] [--kind iso|cloud-image|disk] [--state STATE] [--search TEXT] [--limit N | --all]",
 		Aliases: []string{"list"},
 		Short:   "List images",
 		Args:    cobra.NoArgs,
@@ -41,7 +46,6 @@ func newImageListCommand(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			req := &quarryv1.ListImagesRequest{}
 			if pool != "" {
 				p, err := resolvePool(ctx, c.pools, pool)
 				if err != nil {
@@ -56,26 +60,57 @@ func newImageListCommand(g *globals) *cobra.Command {
 				}
 				req.Kind = quarryv1.ImageKind(k)
 			}
-			resp, err := c.images.ListImages(ctx, connect.NewRequest(req))
+			if state != "" {
+				s, ok := quarryv1.ImageState_value["IMAGE_STATE_"+strings.ToUpper(state)]
+				if !ok || s == 0 {
+					return usageErrorf("--state %q: use pending, downloading, uploading, verifying, ready, error, missing or deleting", state)
+				}
+				req.State = quarryv1.ImageState(s)
+			}
+			ims, next, err := collect(ctx, pages, imagePages(c, req))
 			if err != nil {
 				return err
 			}
-			sortImages(resp.Msg.GetImages())
 			out := cmd.OutOrStdout()
 			if g.wantJSON() {
-				return printJSON(out, resp.Msg)
+				return printJSON(out, &quarryv1.ListImagesResponse{Images: ims, NextPageToken: next})
 			}
+			sortImages(ims)
 			t := newTable(out, "NAME", "POOL", "PATH", "KIND", "STATE", "SIZE", "VERIFIED", "OS", "LABEL", "ID")
-			for _, im := range resp.Msg.GetImages() {
+			for _, im := range ims {
 				t.row(im.GetName(), im.GetStoragePoolName(), im.GetPath(), enumWord(im.GetKind()), enumWord(im.GetState()),
 					bytesize.Format(im.GetSizeBytes()), yesNo(im.GetVerified()), osWords(im.GetOs()), truncate(im.GetVolumeLabel(), 32), im.GetId())
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			noteMore(cmd.ErrOrStderr(), next, len(ims), "images")
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&pool, "pool", "", "only images in this pool (name or id)")
 	cmd.Flags().StringVar(&kind, "kind", "", "only images of this kind: iso, cloud-image or disk")
+	cmd.Flags().StringVar(&state, "state", "", "only images in this state: ready, missing, error, pending…")
+	cmd.Flags().StringVar(&req.Search, "search", "", "only images whose name, path, volume label, OS, format, digest or id contains this text")
+	pages.register(cmd, "image", "images", defaultListLimit)
 	return cmd
+}
+
+// defaultListLimit is how many rows a list command shows without --limit
+// or --all: ten pages of the server's default size.
+const defaultListLimit = 1000
+
+// imagePages fetches pages of the images req asks for.
+func imagePages(c *clients, req *quarryv1.ListImagesRequest) fetchPage[*quarryv1.Image] {
+	return func(ctx context.Context, size int32, token string) ([]*quarryv1.Image, string, error) {
+		r := proto.CloneOf(req)
+		r.PageSize, r.PageToken = size, token
+		resp, err := c.images.ListImages(ctx, connect.NewRequest(r))
+		if err != nil {
+			return nil, "", err
+		}
+		return resp.Msg.GetImages(), resp.Msg.GetNextPageToken(), nil
+	}
 }
 
 // verifiedWords says whether the image's digest was checked against an
@@ -119,11 +154,10 @@ func resolveImage(ctx context.Context, c *clients, ref, pool string) (*quarryv1.
 		}
 		req.StoragePoolId = p.GetId()
 	}
-	resp, err := c.images.ListImages(ctx, connect.NewRequest(req))
+	ims, err := listAll(ctx, imagePages(c, req))
 	if err != nil {
 		return nil, err
 	}
-	ims := resp.Msg.GetImages()
 	sortImages(ims)
 	for _, im := range ims {
 		if im.GetId() == ref {

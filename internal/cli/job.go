@@ -8,6 +8,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 )
@@ -22,9 +23,13 @@ func newJobCommand(g *globals) *cobra.Command {
 }
 
 func newJobListCommand(g *globals) *cobra.Command {
-	var active bool
+	var (
+		active     bool
+		pool, kind string
+		pages      pageFlags
+	)
 	cmd := &cobra.Command{
-		Use:     "ls [--active]",
+		Use:     "ls [--active] [--pool NAME] [--kind download|upload|verify] [--limit N | --all]",
 		Aliases: []string{"list"},
 		Short:   "List jobs, newest first",
 		Args:    cobra.NoArgs,
@@ -33,29 +38,57 @@ func newJobListCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := &quarryv1.ListJobsRequest{}
+			ctx := cmd.Context()
+			req := &quarryv1.ListJobsRequest{Kind: kind}
 			if active {
 				req.States = []quarryv1.JobState{quarryv1.JobState_JOB_STATE_QUEUED, quarryv1.JobState_JOB_STATE_RUNNING}
 			}
-			resp, err := c.jobs.ListJobs(cmd.Context(), connect.NewRequest(req))
+			if pool != "" {
+				p, err := resolvePool(ctx, c.pools, pool)
+				if err != nil {
+					return err
+				}
+				req.StoragePoolId = p.GetId()
+			}
+			jobs, next, err := collect(ctx, pages, jobPages(c, req))
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			if g.wantJSON() {
-				return printJSON(out, resp.Msg)
+				return printJSON(out, &quarryv1.ListJobsResponse{Jobs: jobs, NextPageToken: next})
 			}
 			now := time.Now()
 			t := newTable(out, "ID", "STATE", "NODE", "PROGRESS", "SOURCE", "UPDATED", "MESSAGE")
-			for _, j := range resp.Msg.GetJobs() {
+			for _, j := range jobs {
 				t.row(j.GetId(), enumWord(j.GetState()), j.GetNodeName(), progressWords(j), truncate(j.GetSource(), 48),
 					ago(localTime(j.GetUpdatedAt()), now), truncate(j.GetMessage(), 60))
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			noteMore(cmd.ErrOrStderr(), next, len(jobs), "jobs")
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&active, "active", false, "only queued and running jobs")
+	cmd.Flags().StringVar(&pool, "pool", "", "only jobs in this pool (name or id)")
+	cmd.Flags().StringVar(&kind, "kind", "", "only jobs of this kind: download, upload or verify")
+	pages.register(cmd, "job", "jobs", defaultListLimit)
 	return cmd
+}
+
+// jobPages fetches pages of the jobs req asks for.
+func jobPages(c *clients, req *quarryv1.ListJobsRequest) fetchPage[*quarryv1.Job] {
+	return func(ctx context.Context, size int32, token string) ([]*quarryv1.Job, string, error) {
+		r := proto.CloneOf(req)
+		r.PageSize, r.PageToken = size, token
+		resp, err := c.jobs.ListJobs(ctx, connect.NewRequest(r))
+		if err != nil {
+			return nil, "", err
+		}
+		return resp.Msg.GetJobs(), resp.Msg.GetNextPageToken(), nil
+	}
 }
 
 // progressWords is the progress column of job ls: the bytes, rate and ETA

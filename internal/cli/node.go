@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -65,8 +66,13 @@ func newNodeRegisterCommand(g *globals) *cobra.Command {
 }
 
 func newNodeListCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "ls",
+	var (
+		state string
+		pages pageFlags
+	)
+	req := &quarryv1.ListNodesRequest{}
+	cmd := &cobra.Command{
+		Use:     "ls [--state ready|unreachable|unknown] [--search TEXT] [--limit N | --all]",
 		Aliases: []string{"list"},
 		Short:   "List nodes and their health",
 		Args:    cobra.NoArgs,
@@ -75,17 +81,24 @@ func newNodeListCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := c.nodes.ListNodes(cmd.Context(), connect.NewRequest(&quarryv1.ListNodesRequest{}))
+			if state != "" {
+				s, ok := quarryv1.NodeState_value["NODE_STATE_"+strings.ToUpper(state)]
+				if !ok || s == 0 {
+					return usageErrorf("--state %q: use ready, unreachable or unknown", state)
+				}
+				req.State = quarryv1.NodeState(s)
+			}
+			nodes, next, err := collect(cmd.Context(), pages, nodePages(c.nodes, req))
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			if g.wantJSON() {
-				return printJSON(out, resp.Msg)
+				return printJSON(out, &quarryv1.ListNodesResponse{Nodes: nodes, NextPageToken: next})
 			}
 			now := time.Now()
 			t := newTable(out, "NAME", "ADDRESS", "STATE", "SINCE", "HOSTNAME", "VERSION", "LAST ERROR")
-			for _, n := range resp.Msg.GetNodes() {
+			for _, n := range nodes {
 				lastErr := ""
 				if n.GetState() != quarryv1.NodeState_NODE_STATE_READY {
 					lastErr = truncate(n.GetStateReason(), 60)
@@ -93,9 +106,17 @@ func newNodeListCommand(g *globals) *cobra.Command {
 				t.row(n.GetName(), n.GetManagementAddress(), enumWord(n.GetState()),
 					ago(localTime(n.GetStateSince()), now), n.GetHostname(), n.GetAgentVersion(), lastErr)
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			noteMore(cmd.ErrOrStderr(), next, len(nodes), "nodes")
+			return nil
 		},
 	}
+	cmd.Flags().StringVar(&state, "state", "", "only nodes in this state: ready, unreachable or unknown")
+	cmd.Flags().StringVar(&req.Search, "search", "", "only nodes whose name, address, hostname, version or last error contains this text")
+	pages.register(cmd, "node", "nodes", defaultListLimit)
+	return cmd
 }
 
 func newNodeShowCommand(g *globals) *cobra.Command {

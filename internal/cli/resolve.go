@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/quarry-project/quarry/internal/errclass"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
@@ -16,11 +17,11 @@ import (
 
 // resolveNode returns the node ref names or identifies.
 func resolveNode(ctx context.Context, c quarryv1connect.NodeServiceClient, ref string) (*quarryv1.Node, error) {
-	resp, err := c.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
+	nodes, err := listAll(ctx, nodePages(c, &quarryv1.ListNodesRequest{}))
 	if err != nil {
 		return nil, err
 	}
-	return pick(resp.Msg.GetNodes(), ref, "node", (*quarryv1.Node).GetId, (*quarryv1.Node).GetName)
+	return pick(nodes, ref, "node", (*quarryv1.Node).GetId, (*quarryv1.Node).GetName)
 }
 
 // resolveNodeIDs resolves several node references with one listing,
@@ -30,12 +31,12 @@ func resolveNodeIDs(ctx context.Context, c quarryv1connect.NodeServiceClient, re
 	if len(refs) == 0 {
 		return ids, nil
 	}
-	resp, err := c.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
+	nodes, err := listAll(ctx, nodePages(c, &quarryv1.ListNodesRequest{}))
 	if err != nil {
 		return nil, err
 	}
 	for _, ref := range refs {
-		n, err := pick(resp.Msg.GetNodes(), ref, "node", (*quarryv1.Node).GetId, (*quarryv1.Node).GetName)
+		n, err := pick(nodes, ref, "node", (*quarryv1.Node).GetId, (*quarryv1.Node).GetName)
 		if err != nil {
 			return nil, err
 		}
@@ -44,6 +45,19 @@ func resolveNodeIDs(ctx context.Context, c quarryv1connect.NodeServiceClient, re
 		}
 	}
 	return ids, nil
+}
+
+// nodePages fetches pages of the nodes req asks for.
+func nodePages(c quarryv1connect.NodeServiceClient, req *quarryv1.ListNodesRequest) fetchPage[*quarryv1.Node] {
+	return func(ctx context.Context, size int32, token string) ([]*quarryv1.Node, string, error) {
+		r := proto.CloneOf(req)
+		r.PageSize, r.PageToken = size, token
+		resp, err := c.ListNodes(ctx, connect.NewRequest(r))
+		if err != nil {
+			return nil, "", err
+		}
+		return resp.Msg.GetNodes(), resp.Msg.GetNextPageToken(), nil
+	}
 }
 
 // resolvePool returns the storage pool ref names or identifies.

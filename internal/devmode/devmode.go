@@ -177,7 +177,8 @@ func setup(ctx context.Context, hc *http.Client, base, agentAddr, dataDir string
 	nodes := quarryv1connect.NewNodeServiceClient(hc, base)
 	pools := quarryv1connect.NewStoragePoolServiceClient(hc, base)
 
-	list, err := nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
+	// The search narrows the list to names containing NodeName: one page.
+	list, err := nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{Search: NodeName, PageSize: 1000}))
 	if err != nil {
 		return err
 	}

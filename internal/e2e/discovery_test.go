@@ -40,15 +40,20 @@ func writeISO(t *testing.T, path, label string, size int64) {
 // images returns the pool's images by path.
 func images(t *testing.T, s *quarrytest.Server, poolID string) map[string]*quarryv1.Image {
 	t.Helper()
-	resp, err := s.Images.ListImages(t.Context(), connect.NewRequest(&quarryv1.ListImagesRequest{StoragePoolId: poolID}))
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]*quarryv1.Image{}
-	for _, im := range resp.Msg.GetImages() {
-		out[im.GetPath()] = im
+	req := &quarryv1.ListImagesRequest{StoragePoolId: poolID, PageSize: 1000}
+	for {
+		resp, err := s.Images.ListImages(t.Context(), connect.NewRequest(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, im := range resp.Msg.GetImages() {
+			out[im.GetPath()] = im
+		}
+		if req.PageToken = resp.Msg.GetNextPageToken(); req.PageToken == "" {
+			return out
+		}
 	}
-	return out
 }
 
 // waitImage polls until the image at path is in state, within d.

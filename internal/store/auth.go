@@ -101,4 +101,20 @@ type AuditStore interface {
 	// ListAudit returns up to limit entries with ids below beforeID (0: no
 	// bound), newest first.
 	ListAudit(ctx context.Context, beforeID int64, limit int) ([]AuditEntry, error)
+	// ListAuditPage returns one page of the entries matching f, newest
+	// first, and the token of the next page ("" after the last).
+	ListAuditPage(ctx context.Context, f AuditFilter, p Page) ([]AuditEntry, string, error)
+}
+
+// AuditFilter selects audit entries; zero fields match everything.
+type AuditFilter struct {
+	// Search matches entries whose actor, procedure, target, result,
+	// message or remote address contains it; ASCII letters match either
+	// case.
+	Search string
+	// Result: "ok", "error" (every result but ok), or one Connect code.
+	Result string
+	// BeforeID starts the first page below this id (0: at the newest); a
+	// page token replaces it.
+	BeforeID int64
 }

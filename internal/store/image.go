@@ -78,6 +78,11 @@ type Image struct {
 type ImageFilter struct {
 	PoolID string
 	Kind   ImageKind
+	State  ImageState
+	// Search matches images whose name, path, volume label, OS (distro,
+	// version, architecture), format, SHA-256 or id contains it; ASCII
+	// letters match either case.
+	Search string
 }
 
 // ScanChanges is what one ISO scan of a pool changes, applied at once.
@@ -103,6 +108,9 @@ type ImageStore interface {
 	GetImage(ctx context.Context, id string) (Image, error)
 	// ListImages returns matching images ordered by pool, then RelPath.
 	ListImages(ctx context.Context, f ImageFilter) ([]Image, error)
+	// ListImagesPage returns one page of ListImages and the token of the
+	// next page ("" after the last).
+	ListImagesPage(ctx context.Context, f ImageFilter, p Page) ([]Image, string, error)
 	// UpdateImage replaces every mutable field of the image with im.ID
 	// (not ID, PoolID, RelPath, CreatedAt).
 	UpdateImage(ctx context.Context, im Image) error

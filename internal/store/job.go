@@ -76,9 +76,11 @@ type JobEvent struct {
 
 // JobFilter selects jobs; zero fields match everything.
 type JobFilter struct {
-	States []JobState
-	PoolID string
-	NodeID string
+	States  []JobState
+	PoolID  string
+	NodeID  string
+	Kind    string
+	ImageID string
 }
 
 // RunningJobs is the work one node is doing now, for ranking nodes.
@@ -106,6 +108,9 @@ type JobStore interface {
 	GetJob(ctx context.Context, id string) (Job, error)
 	// ListJobs returns matching jobs, newest first (by CreatedAt, then ID).
 	ListJobs(ctx context.Context, f JobFilter) ([]Job, error)
+	// ListJobsPage returns one page of ListJobs and the token of the next
+	// page ("" after the last).
+	ListJobsPage(ctx context.Context, f JobFilter, p Page) ([]Job, string, error)
 	// UpdateJob replaces every mutable field of the job with j.ID if its
 	// fence is still j.Fence (or lower, when taking ownership: see
 	// ClaimJob); ErrConflict when the fence moved on or the job has

@@ -78,6 +78,14 @@ type Enrollment struct {
 	PreviousSerial string
 }
 
+// NodeFilter selects nodes; zero fields match everything.
+type NodeFilter struct {
+	State NodeState
+	// Search matches nodes whose name, address, hostname, agent version or
+	// state reason contains it; ASCII letters match either case.
+	Search string
+}
+
 // NodeStatus is what one health check learned about a node.
 type NodeStatus struct {
 	State         NodeState
@@ -138,6 +146,9 @@ type NodeStore interface {
 	GetNodeByName(ctx context.Context, name string) (Node, error)
 	// ListNodes returns every node ordered by name.
 	ListNodes(ctx context.Context) ([]Node, error)
+	// ListNodesPage returns one page of the nodes matching f, ordered by
+	// name, and the token of the next page ("" after the last).
+	ListNodesPage(ctx context.Context, f NodeFilter, p Page) ([]Node, string, error)
 	// UpdateNode renames a node and sets its management address;
 	// ErrConflict when another node has the name or address.
 	UpdateNode(ctx context.Context, id, name, address string) error

@@ -21,7 +21,7 @@ test("Scan ISOs reports what it discovered, then nothing new, and each skipped p
   const { dir } = await createMountedPool(api, `scan-${Date.now() % 100000}`);
   const probe = "probe.iso";
   writeIso(join(dir, "iso", probe), "PROBE");
-  await eventually(async () => (await api.images.listImages({})).images.find((i) => i.path === `iso/${probe}` && i.storagePoolName.startsWith("scan-")), "the probe ISO through the watch", 30_000);
+  await eventually(async () => (await api.images.listImages({ search: probe, pageSize: 1000 })).images.find((i) => i.path === `iso/${probe}` && i.storagePoolName.startsWith("scan-")), "the probe ISO through the watch", 30_000);
   renameSync(join(dir, "iso"), join(dir, "iso-watched"));
   mkdirSync(join(dir, "iso"));
   const ghost = await createUnreachablePool(api, `ghost-${Date.now() % 100000}`);

@@ -16,7 +16,7 @@ test.afterAll(async () => origin?.close());
 
 test("README screenshots", async ({ page, api, dataDir }) => {
   // Only what the pictures are about: the other specs' images go.
-  for (const img of (await api.images.listImages({})).images) await api.images.deleteImage({ id: img.id }).catch(() => undefined);
+  for (const img of (await api.images.listImages({ pageSize: 1000 })).images) await api.images.deleteImage({ id: img.id }).catch(() => undefined);
   await addIsoToLocalPool(api, dataDir, "ubuntu-24.04.1-live-server-amd64.iso");
   const pool = await localPool(api);
   const done = await api.images.downloadImage({ url: `${origin.url}/debian-12-genericcloud-amd64.qcow2?size=3145728&rate=67108864`, storagePoolId: pool.id });

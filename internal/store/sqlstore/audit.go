@@ -39,28 +39,51 @@ func (s *Store) ListAudit(ctx context.Context, beforeID int64, limit int) ([]sto
 	case limit > maxAuditLimit:
 		limit = maxAuditLimit
 	}
-	const cols = `SELECT id, time, actor, role, procedure, target, result, message, remote_addr FROM audit_log`
-	query, args := cols+` ORDER BY id DESC LIMIT ?`, []any{limit}
+	query, args := selectAudit+` ORDER BY id DESC LIMIT ?`, []any{limit}
 	if beforeID > 0 {
-		query, args = cols+` WHERE id < ? ORDER BY id DESC LIMIT ?`, []any{beforeID, limit}
+		query, args = selectAudit+` WHERE id < ? ORDER BY id DESC LIMIT ?`, []any{beforeID, limit}
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
-	if err != nil {
-		return nil, err
+	return queryAll(ctx, s.db, s.q(query), args, scanAudit)
+}
+
+const selectAudit = `SELECT id, time, actor, role, procedure, target, result, message, remote_addr FROM audit_log`
+
+func scanAudit(r scanner) (store.AuditEntry, error) {
+	var (
+		e    store.AuditEntry
+		at   int64
+		role string
+	)
+	err := r.Scan(&e.ID, &at, &e.Actor, &role, &e.Procedure, &e.Target, &e.Result, &e.Message, &e.RemoteAddr)
+	e.Time, e.Role = fromMicros(at), store.Role(role)
+	return e, err
+}
+
+// auditPages pages the log newest first by id, its primary key (and, under
+// a result filter, the index of migration 0011).
+var auditPages = keyset[store.AuditEntry]{
+	list: "audit", cols: `(id)`, desc: true, ints: 1,
+	args:   func(c store.Cursor) []any { return []any{c.Ints[0]} },
+	cursor: func(e store.AuditEntry) store.Cursor { return store.Cursor{Ints: []int64{e.ID}} },
+}
+
+// ListAuditPage returns one page of the entries matching f, newest first.
+// f.BeforeID bounds the first page only: a token says where later ones
+// start, so it is not part of what the token is bound to.
+func (s *Store) ListAuditPage(ctx context.Context, f store.AuditFilter, p store.Page) ([]store.AuditEntry, string, error) {
+	var w where
+	switch f.Result {
+	case "":
+	case "error":
+		w.add(`result <> 'ok'`)
+	default:
+		w.add(`result = ?`, f.Result)
 	}
-	defer rows.Close()
-	var out []store.AuditEntry
-	for rows.Next() {
-		var (
-			e    store.AuditEntry
-			at   int64
-			role string
-		)
-		if err := rows.Scan(&e.ID, &at, &e.Actor, &role, &e.Procedure, &e.Target, &e.Result, &e.Message, &e.RemoteAddr); err != nil {
-			return nil, err
-		}
-		e.Time, e.Role = fromMicros(at), store.Role(role)
-		out = append(out, e)
+	w.search(f.Search, `actor`, `procedure`, `target`, `result`, `message`, `remote_addr`)
+	if f.BeforeID > 0 && p.Token == "" {
+		w.add(`id < ?`, f.BeforeID)
 	}
-	return out, rows.Err()
+	bound := f
+	bound.BeforeID = 0
+	return page(ctx, s, auditPages, selectAudit, w, bound, p, scanAudit)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/quarry-project/quarry/internal/store"
 )
@@ -121,21 +120,38 @@ func (s *Store) GetImage(ctx context.Context, id string) (store.Image, error) {
 // ListImages returns the images matching f ordered by pool id, then
 // relative path.
 func (s *Store) ListImages(ctx context.Context, f store.ImageFilter) ([]store.Image, error) {
-	var (
-		where []string
-		args  []any
-	)
+	w := imageWhere(f)
+	return queryAll(ctx, s.db, s.q(`SELECT `+imageColumns+` FROM images`+w.sql()+` ORDER BY pool_id, rel_path`), w.args, scanImage)
+}
+
+// imagePages pages images in ListImages's order, (pool_id, rel_path): unique,
+// and served by the unique index of migration 0003 and, under a kind or
+// state filter, by the indexes of 0011.
+var imagePages = keyset[store.Image]{
+	list: "images", cols: `(pool_id, rel_path)`, strings: 2,
+	args:   func(c store.Cursor) []any { return []any{c.Strings[0], c.Strings[1]} },
+	cursor: func(im store.Image) store.Cursor { return store.Cursor{Strings: []string{im.PoolID, im.RelPath}} },
+}
+
+// ListImagesPage returns one page of the images matching f, ordered by pool
+// id, then relative path.
+func (s *Store) ListImagesPage(ctx context.Context, f store.ImageFilter, p store.Page) ([]store.Image, string, error) {
+	return page(ctx, s, imagePages, `SELECT `+imageColumns+` FROM images`, imageWhere(f), f, p, scanImage)
+}
+
+func imageWhere(f store.ImageFilter) where {
+	var w where
 	if f.PoolID != "" {
-		where, args = append(where, `pool_id = ?`), append(args, f.PoolID)
+		w.add(`pool_id = ?`, f.PoolID)
 	}
 	if f.Kind != "" {
-		where, args = append(where, `kind = ?`), append(args, string(f.Kind))
+		w.add(`kind = ?`, string(f.Kind))
 	}
-	query := `SELECT ` + imageColumns + ` FROM images`
-	if len(where) > 0 {
-		query += ` WHERE ` + strings.Join(where, ` AND `)
+	if f.State != "" {
+		w.add(`state = ?`, string(f.State))
 	}
-	return queryAll(ctx, s.db, s.q(query+` ORDER BY pool_id, rel_path`), args, scanImage)
+	w.search(f.Search, `name`, `rel_path`, `volume_label`, `os_distro`, `os_version`, `os_arch`, `format`, `sha256`, `id`)
+	return w
 }
 
 // UpdateImage replaces every mutable field of image im.ID; ID, PoolID,

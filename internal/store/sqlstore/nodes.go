@@ -124,6 +124,25 @@ func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 	return queryAll(ctx, s.db, s.q(`SELECT `+nodeColumns+` FROM nodes ORDER BY name`), nil, scanNode)
 }
 
+// nodePages pages nodes by name: unique, and served by its unique index
+// (and, under a state filter, by the index of migration 0011). A node
+// renamed while a client walks the list may move across its position.
+var nodePages = keyset[store.Node]{
+	list: "nodes", cols: `(name)`, strings: 1,
+	args:   func(c store.Cursor) []any { return []any{c.Strings[0]} },
+	cursor: func(n store.Node) store.Cursor { return store.Cursor{Strings: []string{n.Name}} },
+}
+
+// ListNodesPage returns one page of the nodes matching f, by name.
+func (s *Store) ListNodesPage(ctx context.Context, f store.NodeFilter, p store.Page) ([]store.Node, string, error) {
+	var w where
+	if f.State != "" {
+		w.add(`state = ?`, string(f.State))
+	}
+	w.search(f.Search, `name`, `address`, `hostname`, `agent_version`, `state_reason`)
+	return page(ctx, s, nodePages, `SELECT `+nodeColumns+` FROM nodes`, w, f, p, scanNode)
+}
+
 // UpdateNode sets the name and management address of node id.
 func (s *Store) UpdateNode(ctx context.Context, id, name, address string) error {
 	res, err := s.exec(ctx, `UPDATE nodes SET name = ?, address = ? WHERE id = ?`, name, address, id)

@@ -58,6 +58,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("LeaderRequests", func(t *testing.T) { testLeaderRequests(t, open) })
 	t.Run("Secrets", func(t *testing.T) { testSecrets(t, open) })
 	t.Run("CatalogRefresh", func(t *testing.T) { testCatalogRefresh(t, open) })
+	t.Run("Paging", func(t *testing.T) { testPaging(t, open) })
+	t.Run("PagingConcurrentInserts", func(t *testing.T) { testPagingConcurrentInserts(t, open) })
 }
 
 // t0 is microsecond-aligned because stores keep microseconds.

@@ -1,13 +1,16 @@
 import { useMutation, useQuery } from "@connectrpc/connect-query";
-import { skipToken } from "@tanstack/react-query";
-import { ImageService } from "../gen/quarry/v1/image_pb";
+import { keepPreviousData, skipToken } from "@tanstack/react-query";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { ImageService, ListImagesRequestSchema } from "../gen/quarry/v1/image_pb";
 import { JobService } from "../gen/quarry/v1/job_pb";
 import { useInvalidate } from "./invalidate";
 
-export function useImages() {
-  return useQuery(ImageService.method.listImages, {});
-}
+export type ImagesRequest = MessageInitShape<typeof ListImagesRequestSchema>;
 
+/** One page of images (the first, of the server's default size, by default). */
+export function useImages(req: ImagesRequest = {}) {
+  return useQuery(ImageService.method.listImages, req, { placeholderData: keepPreviousData });
+}
 export function useImage(id: string | undefined) {
   return useQuery(ImageService.method.getImage, id ? { id } : skipToken, { retry: false });
 }

@@ -1,14 +1,18 @@
 import { useEffect } from "react";
-import { useQueryClient, skipToken } from "@tanstack/react-query";
+import { useQueryClient, keepPreviousData, skipToken } from "@tanstack/react-query";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { useMutation, useQuery, useTransport } from "@connectrpc/connect-query";
-import { JobService } from "../gen/quarry/v1/job_pb";
+import { JobService, ListJobsRequestSchema } from "../gen/quarry/v1/job_pb";
 import { ImageService } from "../gen/quarry/v1/image_pb";
 import { putJob } from "../lib/jobcache";
 import { useInvalidate } from "./invalidate";
 
-export function useJobs() {
-  return useQuery(JobService.method.listJobs, {});
+export type JobsRequest = MessageInitShape<typeof ListJobsRequestSchema>;
+
+/** One page of jobs, newest first (the first, of the server's default size, by default). */
+export function useJobs(req: JobsRequest = {}) {
+  return useQuery(JobService.method.listJobs, req, { placeholderData: keepPreviousData });
 }
 
 export function useJob(id: string | undefined) {

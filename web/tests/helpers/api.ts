@@ -53,7 +53,7 @@ export async function localPool(api: Api) {
 }
 
 export async function devNode(api: Api) {
-  const { nodes } = await api.nodes.listNodes({});
+  const { nodes } = await api.nodes.listNodes({ search: "dev", pageSize: 1000 });
   const n = nodes.find((x) => x.name === "dev");
   if (!n) throw new Error("dev node not found");
   return n;

@@ -695,12 +695,28 @@ func (x *AuditEntry) GetRemoteAddr() string {
 	return ""
 }
 
+// ListAudit orders entries newest first.
 type ListAuditRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// At most this many entries, newest first; 0 means 100.
+	// Older spelling of page_size, kept for old clients; page_size wins
+	// when both are set.
 	Limit int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
-	// Entries older than this id (paging); 0 means from the newest.
-	BeforeId      int64 `protobuf:"varint,2,opt,name=before_id,json=beforeId,proto3" json:"before_id,omitempty"`
+	// Only entries older than this id; 0 means from the newest. Ignored
+	// when page_token is set (the token knows where the list is).
+	BeforeId int64 `protobuf:"varint,2,opt,name=before_id,json=beforeId,proto3" json:"before_id,omitempty"`
+	// Paging: at most page_size rows, 0 meaning 100; more than 1000 is
+	// invalid_argument. page_token is the next_page_token of the previous
+	// page, asked with the same filters; empty starts at the newest entry.
+	// Tokens are opaque and stateless: any replica continues a list.
+	PageSize  int32  `protobuf:"varint,50,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,51,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only entries whose actor, procedure, target, result, message or
+	// remote address contains this text (ASCII letters match either case).
+	Search string `protobuf:"bytes,52,opt,name=search,proto3" json:"search,omitempty"`
+	// Only entries with this result: "ok" for calls that succeeded, "error"
+	// for every call refused or failed, or a Connect code
+	// ("permission_denied"); empty: all.
+	Result        string `protobuf:"bytes,53,opt,name=result,proto3" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -749,9 +765,39 @@ func (x *ListAuditRequest) GetBeforeId() int64 {
 	return 0
 }
 
+func (x *ListAuditRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetSearch() string {
+	if x != nil {
+		return x.Search
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
 type ListAuditResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,50,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -791,6 +837,13 @@ func (x *ListAuditResponse) GetEntries() []*AuditEntry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *ListAuditResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type AnnounceRequest struct {
@@ -1072,12 +1125,18 @@ const file_quarry_v1_auth_proto_rawDesc = "" +
 	"\x06result\x18\a \x01(\tR\x06result\x12\x18\n" +
 	"\amessage\x18\b \x01(\tR\amessage\x12\x1f\n" +
 	"\vremote_addr\x18\t \x01(\tR\n" +
-	"remoteAddr\"E\n" +
+	"remoteAddr\"\xb1\x01\n" +
 	"\x10ListAuditRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x1b\n" +
-	"\tbefore_id\x18\x02 \x01(\x03R\bbeforeId\"D\n" +
+	"\tbefore_id\x18\x02 \x01(\x03R\bbeforeId\x12\x1b\n" +
+	"\tpage_size\x182 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x183 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06search\x184 \x01(\tR\x06search\x12\x16\n" +
+	"\x06result\x185 \x01(\tR\x06result\"l\n" +
 	"\x11ListAuditResponse\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.quarry.v1.AuditEntryR\aentries\"*\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.quarry.v1.AuditEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x182 \x01(\tR\rnextPageToken\"*\n" +
 	"\x0fAnnounceRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x12\n" +
 	"\x10AnnounceResponse\"\xad\x01\n" +

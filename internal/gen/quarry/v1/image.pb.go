@@ -918,11 +918,24 @@ func (x *CopyImageResponse) GetExisting() bool {
 	return false
 }
 
+// ListImages orders images by pool id, then path.
 type ListImagesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this pool; empty: every pool.
 	StoragePoolId string    `protobuf:"bytes,1,opt,name=storage_pool_id,json=storagePoolId,proto3" json:"storage_pool_id,omitempty"`
 	Kind          ImageKind `protobuf:"varint,2,opt,name=kind,proto3,enum=quarry.v1.ImageKind" json:"kind,omitempty"`
+	// Paging (every list): at most page_size rows, 0 meaning 100; more than
+	// 1000 is invalid_argument. page_token is the next_page_token of the
+	// previous page, asked with the same filters; empty starts at the first
+	// row. Tokens are opaque and stateless: any replica continues a list.
+	PageSize  int32  `protobuf:"varint,50,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,51,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only images in this state; unspecified: every state.
+	State ImageState `protobuf:"varint,52,opt,name=state,proto3,enum=quarry.v1.ImageState" json:"state,omitempty"`
+	// Only images whose name, path, volume label, OS (distro, version,
+	// architecture), format, SHA-256 or id contains this text (ASCII letters
+	// match either case).
+	Search        string `protobuf:"bytes,53,opt,name=search,proto3" json:"search,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -971,9 +984,39 @@ func (x *ListImagesRequest) GetKind() ImageKind {
 	return ImageKind_IMAGE_KIND_UNSPECIFIED
 }
 
+func (x *ListImagesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListImagesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListImagesRequest) GetState() ImageState {
+	if x != nil {
+		return x.State
+	}
+	return ImageState_IMAGE_STATE_UNSPECIFIED
+}
+
+func (x *ListImagesRequest) GetSearch() string {
+	if x != nil {
+		return x.Search
+	}
+	return ""
+}
+
 type ListImagesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Images        []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Images []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	// Token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,50,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1013,6 +1056,13 @@ func (x *ListImagesResponse) GetImages() []*Image {
 		return x.Images
 	}
 	return nil
+}
+
+func (x *ListImagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetImageRequest struct {
@@ -2237,12 +2287,18 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x11CopyImageResponse\x12&\n" +
 	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +
-	"\bexisting\x18\x03 \x01(\bR\bexisting\"e\n" +
+	"\bexisting\x18\x03 \x01(\bR\bexisting\"\xe6\x01\n" +
 	"\x11ListImagesRequest\x12&\n" +
 	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\x12(\n" +
-	"\x04kind\x18\x02 \x01(\x0e2\x14.quarry.v1.ImageKindR\x04kind\">\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x14.quarry.v1.ImageKindR\x04kind\x12\x1b\n" +
+	"\tpage_size\x182 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x183 \x01(\tR\tpageToken\x12+\n" +
+	"\x05state\x184 \x01(\x0e2\x15.quarry.v1.ImageStateR\x05state\x12\x16\n" +
+	"\x06search\x185 \x01(\tR\x06search\"f\n" +
 	"\x12ListImagesResponse\x12(\n" +
-	"\x06images\x18\x01 \x03(\v2\x10.quarry.v1.ImageR\x06images\"!\n" +
+	"\x06images\x18\x01 \x03(\v2\x10.quarry.v1.ImageR\x06images\x12&\n" +
+	"\x0fnext_page_token\x182 \x01(\tR\rnextPageToken\"!\n" +
 	"\x0fGetImageRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\":\n" +
 	"\x10GetImageResponse\x12&\n" +
@@ -2429,52 +2485,53 @@ var file_quarry_v1_image_proto_depIdxs = []int32{
 	3,  // 11: quarry.v1.CopyImageResponse.image:type_name -> quarry.v1.Image
 	32, // 12: quarry.v1.CopyImageResponse.job:type_name -> quarry.v1.Job
 	0,  // 13: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
-	3,  // 14: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
-	3,  // 15: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
-	3,  // 16: quarry.v1.VerifyImageResponse.image:type_name -> quarry.v1.Image
-	32, // 17: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
-	33, // 18: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
-	31, // 19: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
-	20, // 20: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
-	31, // 21: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
-	23, // 22: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
-	20, // 23: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
-	31, // 24: quarry.v1.CatalogBuild.built_at:type_name -> google.protobuf.Timestamp
-	1,  // 25: quarry.v1.CatalogBuild.state:type_name -> quarry.v1.ImageState
-	31, // 26: quarry.v1.CatalogStatus.current_built_at:type_name -> google.protobuf.Timestamp
-	31, // 27: quarry.v1.CatalogStatus.last_check_at:type_name -> google.protobuf.Timestamp
-	31, // 28: quarry.v1.CatalogStatus.next_check_at:type_name -> google.protobuf.Timestamp
-	26, // 29: quarry.v1.CatalogStatus.builds:type_name -> quarry.v1.CatalogBuild
-	27, // 30: quarry.v1.GetCatalogStatusResponse.statuses:type_name -> quarry.v1.CatalogStatus
-	33, // 31: quarry.v1.GetCatalogStatusResponse.interval:type_name -> google.protobuf.Duration
-	27, // 32: quarry.v1.RefreshCatalogResponse.statuses:type_name -> quarry.v1.CatalogStatus
-	5,  // 33: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
-	7,  // 34: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
-	11, // 35: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
-	13, // 36: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
-	15, // 37: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
-	19, // 38: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
-	17, // 39: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
-	22, // 40: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
-	25, // 41: quarry.v1.ImageService.GetCatalogStatus:input_type -> quarry.v1.GetCatalogStatusRequest
-	29, // 42: quarry.v1.ImageService.RefreshCatalog:input_type -> quarry.v1.RefreshCatalogRequest
-	9,  // 43: quarry.v1.ImageService.CopyImage:input_type -> quarry.v1.CopyImageRequest
-	6,  // 44: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
-	8,  // 45: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
-	12, // 46: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
-	14, // 47: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
-	16, // 48: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
-	21, // 49: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
-	18, // 50: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
-	24, // 51: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
-	28, // 52: quarry.v1.ImageService.GetCatalogStatus:output_type -> quarry.v1.GetCatalogStatusResponse
-	30, // 53: quarry.v1.ImageService.RefreshCatalog:output_type -> quarry.v1.RefreshCatalogResponse
-	10, // 54: quarry.v1.ImageService.CopyImage:output_type -> quarry.v1.CopyImageResponse
-	44, // [44:55] is the sub-list for method output_type
-	33, // [33:44] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	1,  // 14: quarry.v1.ListImagesRequest.state:type_name -> quarry.v1.ImageState
+	3,  // 15: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
+	3,  // 16: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
+	3,  // 17: quarry.v1.VerifyImageResponse.image:type_name -> quarry.v1.Image
+	32, // 18: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
+	33, // 19: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
+	31, // 20: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
+	20, // 21: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
+	31, // 22: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
+	23, // 23: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
+	20, // 24: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
+	31, // 25: quarry.v1.CatalogBuild.built_at:type_name -> google.protobuf.Timestamp
+	1,  // 26: quarry.v1.CatalogBuild.state:type_name -> quarry.v1.ImageState
+	31, // 27: quarry.v1.CatalogStatus.current_built_at:type_name -> google.protobuf.Timestamp
+	31, // 28: quarry.v1.CatalogStatus.last_check_at:type_name -> google.protobuf.Timestamp
+	31, // 29: quarry.v1.CatalogStatus.next_check_at:type_name -> google.protobuf.Timestamp
+	26, // 30: quarry.v1.CatalogStatus.builds:type_name -> quarry.v1.CatalogBuild
+	27, // 31: quarry.v1.GetCatalogStatusResponse.statuses:type_name -> quarry.v1.CatalogStatus
+	33, // 32: quarry.v1.GetCatalogStatusResponse.interval:type_name -> google.protobuf.Duration
+	27, // 33: quarry.v1.RefreshCatalogResponse.statuses:type_name -> quarry.v1.CatalogStatus
+	5,  // 34: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
+	7,  // 35: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
+	11, // 36: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
+	13, // 37: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
+	15, // 38: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
+	19, // 39: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
+	17, // 40: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
+	22, // 41: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
+	25, // 42: quarry.v1.ImageService.GetCatalogStatus:input_type -> quarry.v1.GetCatalogStatusRequest
+	29, // 43: quarry.v1.ImageService.RefreshCatalog:input_type -> quarry.v1.RefreshCatalogRequest
+	9,  // 44: quarry.v1.ImageService.CopyImage:input_type -> quarry.v1.CopyImageRequest
+	6,  // 45: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
+	8,  // 46: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
+	12, // 47: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
+	14, // 48: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
+	16, // 49: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
+	21, // 50: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
+	18, // 51: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
+	24, // 52: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
+	28, // 53: quarry.v1.ImageService.GetCatalogStatus:output_type -> quarry.v1.GetCatalogStatusResponse
+	30, // 54: quarry.v1.ImageService.RefreshCatalog:output_type -> quarry.v1.RefreshCatalogResponse
+	10, // 55: quarry.v1.ImageService.CopyImage:output_type -> quarry.v1.CopyImageResponse
+	45, // [45:56] is the sub-list for method output_type
+	34, // [34:45] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_image_proto_init() }

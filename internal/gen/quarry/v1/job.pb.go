@@ -379,11 +379,24 @@ func (x *Job) GetHistory() []*JobEvent {
 	return nil
 }
 
+// ListJobs orders jobs newest first.
 type ListJobsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only jobs in these states; empty: all.
 	States        []JobState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=quarry.v1.JobState" json:"states,omitempty"`
 	StoragePoolId string     `protobuf:"bytes,2,opt,name=storage_pool_id,json=storagePoolId,proto3" json:"storage_pool_id,omitempty"`
+	// Paging (every list): at most page_size rows, 0 meaning 100; more than
+	// 1000 is invalid_argument. page_token is the next_page_token of the
+	// previous page, asked with the same filters; empty starts at the first
+	// row. Tokens are opaque and stateless: any replica continues a list.
+	PageSize  int32  `protobuf:"varint,50,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,51,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only jobs of this kind: "download", "upload" or "verify"; empty: all.
+	Kind string `protobuf:"bytes,52,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Only jobs owned by this node (id); empty: all.
+	NodeId string `protobuf:"bytes,53,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Only jobs of this image (id); empty: all.
+	ImageId       string `protobuf:"bytes,54,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -432,9 +445,46 @@ func (x *ListJobsRequest) GetStoragePoolId() string {
 	return ""
 }
 
+func (x *ListJobsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetImageId() string {
+	if x != nil {
+		return x.ImageId
+	}
+	return ""
+}
+
 type ListJobsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Jobs          []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Jobs  []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,50,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -474,6 +524,13 @@ func (x *ListJobsResponse) GetJobs() []*Job {
 		return x.Jobs
 	}
 	return nil
+}
+
+func (x *ListJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetJobRequest struct {
@@ -778,12 +835,19 @@ const file_quarry_v1_job_proto_rawDesc = "" +
 	"started_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12-\n" +
-	"\ahistory\x18\x10 \x03(\v2\x13.quarry.v1.JobEventR\ahistory\"f\n" +
+	"\ahistory\x18\x10 \x03(\v2\x13.quarry.v1.JobEventR\ahistory\"\xea\x01\n" +
 	"\x0fListJobsRequest\x12+\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x13.quarry.v1.JobStateR\x06states\x12&\n" +
-	"\x0fstorage_pool_id\x18\x02 \x01(\tR\rstoragePoolId\"6\n" +
+	"\x0fstorage_pool_id\x18\x02 \x01(\tR\rstoragePoolId\x12\x1b\n" +
+	"\tpage_size\x182 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x183 \x01(\tR\tpageToken\x12\x12\n" +
+	"\x04kind\x184 \x01(\tR\x04kind\x12\x17\n" +
+	"\anode_id\x185 \x01(\tR\x06nodeId\x12\x19\n" +
+	"\bimage_id\x186 \x01(\tR\aimageId\"^\n" +
 	"\x10ListJobsResponse\x12\"\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x0e.quarry.v1.JobR\x04jobs\"\x1f\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x0e.quarry.v1.JobR\x04jobs\x12&\n" +
+	"\x0fnext_page_token\x182 \x01(\tR\rnextPageToken\"\x1f\n" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"2\n" +
 	"\x0eGetJobResponse\x12 \n" +

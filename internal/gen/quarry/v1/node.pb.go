@@ -433,8 +433,20 @@ func (x *RegisterNodeResponse) GetNode() *Node {
 	return nil
 }
 
+// ListNodes orders nodes by name.
 type ListNodesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Paging (every list): at most page_size rows, 0 meaning 100; more than
+	// 1000 is invalid_argument. page_token is the next_page_token of the
+	// previous page, asked with the same filters; empty starts at the first
+	// row. Tokens are opaque and stateless: any replica continues a list.
+	PageSize  int32  `protobuf:"varint,50,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,51,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only nodes in this state; unspecified: every state.
+	State NodeState `protobuf:"varint,52,opt,name=state,proto3,enum=quarry.v1.NodeState" json:"state,omitempty"`
+	// Only nodes whose name, management address, hostname, agent version or
+	// state reason contains this text (ASCII letters match either case).
+	Search        string `protobuf:"bytes,53,opt,name=search,proto3" json:"search,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -469,9 +481,39 @@ func (*ListNodesRequest) Descriptor() ([]byte, []int) {
 	return file_quarry_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
+func (x *ListNodesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListNodesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListNodesRequest) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_UNSPECIFIED
+}
+
+func (x *ListNodesRequest) GetSearch() string {
+	if x != nil {
+		return x.Search
+	}
+	return ""
+}
+
 type ListNodesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,50,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -511,6 +553,13 @@ func (x *ListNodesResponse) GetNodes() []*Node {
 		return x.Nodes
 	}
 	return nil
+}
+
+func (x *ListNodesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetNodeRequest struct {
@@ -924,10 +973,16 @@ const file_quarry_v1_node_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x12management_address\x18\x02 \x01(\tR\x11managementAddress\";\n" +
 	"\x14RegisterNodeResponse\x12#\n" +
-	"\x04node\x18\x01 \x01(\v2\x0f.quarry.v1.NodeR\x04node\"\x12\n" +
-	"\x10ListNodesRequest\":\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.quarry.v1.NodeR\x04node\"\x92\x01\n" +
+	"\x10ListNodesRequest\x12\x1b\n" +
+	"\tpage_size\x182 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x183 \x01(\tR\tpageToken\x12*\n" +
+	"\x05state\x184 \x01(\x0e2\x14.quarry.v1.NodeStateR\x05state\x12\x16\n" +
+	"\x06search\x185 \x01(\tR\x06search\"b\n" +
 	"\x11ListNodesResponse\x12%\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x0f.quarry.v1.NodeR\x05nodes\" \n" +
+	"\x05nodes\x18\x01 \x03(\v2\x0f.quarry.v1.NodeR\x05nodes\x12&\n" +
+	"\x0fnext_page_token\x182 \x01(\tR\rnextPageToken\" \n" +
 	"\x0eGetNodeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"6\n" +
 	"\x0fGetNodeResponse\x12#\n" +
@@ -1006,27 +1061,28 @@ var file_quarry_v1_node_proto_depIdxs = []int32{
 	15, // 5: quarry.v1.PoolMount.checked_at:type_name -> google.protobuf.Timestamp
 	0,  // 6: quarry.v1.PoolMount.node_state:type_name -> quarry.v1.NodeState
 	1,  // 7: quarry.v1.RegisterNodeResponse.node:type_name -> quarry.v1.Node
-	1,  // 8: quarry.v1.ListNodesResponse.nodes:type_name -> quarry.v1.Node
-	1,  // 9: quarry.v1.GetNodeResponse.node:type_name -> quarry.v1.Node
-	1,  // 10: quarry.v1.UpdateNodeResponse.node:type_name -> quarry.v1.Node
-	1,  // 11: quarry.v1.RevokeNodeCertificateResponse.node:type_name -> quarry.v1.Node
-	3,  // 12: quarry.v1.NodeService.RegisterNode:input_type -> quarry.v1.RegisterNodeRequest
-	5,  // 13: quarry.v1.NodeService.ListNodes:input_type -> quarry.v1.ListNodesRequest
-	7,  // 14: quarry.v1.NodeService.GetNode:input_type -> quarry.v1.GetNodeRequest
-	9,  // 15: quarry.v1.NodeService.UpdateNode:input_type -> quarry.v1.UpdateNodeRequest
-	11, // 16: quarry.v1.NodeService.DeleteNode:input_type -> quarry.v1.DeleteNodeRequest
-	13, // 17: quarry.v1.NodeService.RevokeNodeCertificate:input_type -> quarry.v1.RevokeNodeCertificateRequest
-	4,  // 18: quarry.v1.NodeService.RegisterNode:output_type -> quarry.v1.RegisterNodeResponse
-	6,  // 19: quarry.v1.NodeService.ListNodes:output_type -> quarry.v1.ListNodesResponse
-	8,  // 20: quarry.v1.NodeService.GetNode:output_type -> quarry.v1.GetNodeResponse
-	10, // 21: quarry.v1.NodeService.UpdateNode:output_type -> quarry.v1.UpdateNodeResponse
-	12, // 22: quarry.v1.NodeService.DeleteNode:output_type -> quarry.v1.DeleteNodeResponse
-	14, // 23: quarry.v1.NodeService.RevokeNodeCertificate:output_type -> quarry.v1.RevokeNodeCertificateResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	0,  // 8: quarry.v1.ListNodesRequest.state:type_name -> quarry.v1.NodeState
+	1,  // 9: quarry.v1.ListNodesResponse.nodes:type_name -> quarry.v1.Node
+	1,  // 10: quarry.v1.GetNodeResponse.node:type_name -> quarry.v1.Node
+	1,  // 11: quarry.v1.UpdateNodeResponse.node:type_name -> quarry.v1.Node
+	1,  // 12: quarry.v1.RevokeNodeCertificateResponse.node:type_name -> quarry.v1.Node
+	3,  // 13: quarry.v1.NodeService.RegisterNode:input_type -> quarry.v1.RegisterNodeRequest
+	5,  // 14: quarry.v1.NodeService.ListNodes:input_type -> quarry.v1.ListNodesRequest
+	7,  // 15: quarry.v1.NodeService.GetNode:input_type -> quarry.v1.GetNodeRequest
+	9,  // 16: quarry.v1.NodeService.UpdateNode:input_type -> quarry.v1.UpdateNodeRequest
+	11, // 17: quarry.v1.NodeService.DeleteNode:input_type -> quarry.v1.DeleteNodeRequest
+	13, // 18: quarry.v1.NodeService.RevokeNodeCertificate:input_type -> quarry.v1.RevokeNodeCertificateRequest
+	4,  // 19: quarry.v1.NodeService.RegisterNode:output_type -> quarry.v1.RegisterNodeResponse
+	6,  // 20: quarry.v1.NodeService.ListNodes:output_type -> quarry.v1.ListNodesResponse
+	8,  // 21: quarry.v1.NodeService.GetNode:output_type -> quarry.v1.GetNodeResponse
+	10, // 22: quarry.v1.NodeService.UpdateNode:output_type -> quarry.v1.UpdateNodeResponse
+	12, // 23: quarry.v1.NodeService.DeleteNode:output_type -> quarry.v1.DeleteNodeResponse
+	14, // 24: quarry.v1.NodeService.RevokeNodeCertificate:output_type -> quarry.v1.RevokeNodeCertificateResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_node_proto_init() }

@@ -1,6 +1,7 @@
 import { useState } from "react";
-import { Button, Group, Select, Stack, Text, TextInput } from "@mantine/core";
-import { auditPageSize, useAudit } from "../../api/audit";
+import { Group, Select, Stack, Text, TextInput } from "@mantine/core";
+import { useDebouncedValue } from "@mantine/hooks";
+import { useAudit } from "../../api/audit";
 import type { AuditEntry } from "../../gen/quarry/v1/auth_pb";
 import { DataTable, type Column } from "../../components/DataTable";
 import { RelativeTime } from "../../components/RelativeTime";
@@ -8,19 +9,20 @@ import { EmptyState } from "../../components/EmptyState";
 import { ErrorAlert } from "../../components/ErrorAlert";
 import { PageHeader } from "../../components/PageHeader";
 import { AdminOnly } from "../../components/AdminOnly";
+import { Pager } from "../../components/Pager";
 import { useCan } from "../../lib/session";
-import { matchesSearch } from "../../lib/table";
+import { usePageTokens } from "../../lib/pages";
 import { roleLabel } from "../../lib/labels";
 
 export default function AuditPage() {
   const isAdmin = useCan("admin");
-  // Pages are addressed by the id the next page starts below; the stack
-  // lets "Newer" go back.
-  const [cursors, setCursors] = useState<bigint[]>([0n]);
-  const before = cursors[cursors.length - 1];
-  const audit = useAudit(isAdmin, before);
   const [query, setQuery] = useState("");
   const [result, setResult] = useState<string | null>(null);
+  // The server filters the whole log; typing is sent once it pauses.
+  const [search] = useDebouncedValue(query.trim(), 250);
+  const filter = { search, result: result ?? "" };
+  const pages = usePageTokens(JSON.stringify(filter));
+  const audit = useAudit(isAdmin, filter, pages.token);
   if (!isAdmin)
     return (
       <>
@@ -29,12 +31,8 @@ export default function AuditPage() {
       </>
     );
 
-  const entries = audit.data?.entries ?? [];
-  const rows = entries.filter(
-    (e) =>
-      (!result || (result === "ok" ? e.result === "ok" : e.result !== "ok")) &&
-      matchesSearch(query, [e.actor, e.procedure, e.target, e.result, e.message, e.remoteAddr]),
-  );
+  const rows = audit.data?.entries ?? [];
+  const filtered = !!(filter.search || filter.result);
   const columns: Column<AuditEntry>[] = [
     { key: "time", header: "Time", sort: (e) => e.id, render: (e) => <RelativeTime value={e.time} /> },
     { key: "actor", header: "Actor", sort: (e) => e.actor, render: (e) => e.actor },
@@ -45,7 +43,6 @@ export default function AuditPage() {
     { key: "message", header: "Message", render: (e) => <Text size="sm" title={e.message} style={{ maxWidth: 360, overflow: "hidden", textOverflow: "ellipsis" }}>{e.message || "—"}</Text> },
     { key: "from", header: "From", render: (e) => e.remoteAddr || "—" },
   ];
-  const last = entries[entries.length - 1];
   return (
     <>
       <PageHeader title="Audit" />
@@ -66,32 +63,18 @@ export default function AuditPage() {
           />
         </Group>
         <ErrorAlert error={audit.error} title="Could not list the audit log" />
-        {audit.isSuccess && entries.length === 0 ? (
-          <EmptyState title="No audit entries">Every change made through the API is written here.</EmptyState>
+        {audit.isSuccess && rows.length === 0 && pages.page === 1 ? (
+          filtered ? (
+            <EmptyState title="No matching audit entries">No entry matches the search and result chosen.</EmptyState>
+          ) : (
+            <EmptyState title="No audit entries">Every change made through the API is written here.</EmptyState>
+          )
         ) : (
           <DataTable label="Audit log" rows={rows} columns={columns} rowKey={(e) => String(e.id)} defaultSort={{ key: "time", dir: "desc" }} />
         )}
-        <Group justify="space-between">
-          <Text size="sm" c="dimmed">
-            Page {cursors.length}, {rows.length} of {entries.length} entries shown
-          </Text>
-          <Group gap="xs">
-            <Button variant="default" size="xs" disabled={cursors.length === 1} onClick={() => setCursors([0n])}>
-              Newest
-            </Button>
-            <Button variant="default" size="xs" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
-              Newer
-            </Button>
-            <Button
-              variant="default"
-              size="xs"
-              disabled={!last || entries.length < auditPageSize}
-              onClick={() => last && setCursors([...cursors, last.id])}
-            >
-              Older
-            </Button>
-          </Group>
-        </Group>
+        <Pager label="Audit log pages" pages={pages} nextToken={audit.data?.nextPageToken}>
+          {rows.length} {filtered ? "matching " : ""}entries, newest first
+        </Pager>
       </Stack>
     </>
   );

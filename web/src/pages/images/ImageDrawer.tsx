@@ -18,7 +18,7 @@ import { CopyDialog } from "./CopyDialog";
 
 export function ImageDrawer({ id, onClose, onDelete }: { id?: string; onClose: () => void; onDelete: (i: Image) => void }) {
   const q = useImage(id);
-  const jobs = useJobs();
+  const jobs = useJobs({ imageId: id ?? "" });
   const verify = useVerifyImage();
   const canOperate = useCan("operator");
   const [copying, setCopying] = useState<Image | null>(null);

@@ -1,6 +1,7 @@
 import { useEffect, useMemo, useState } from "react";
 import { Alert, Anchor, Button, Group, List, Select, Stack, Text, TextInput } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
+import { useDebouncedValue } from "@mantine/hooks";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { useImages, useScanISOs, useScanStatus, useDeleteImage } from "../../api/images";
 import { usePools } from "../../api/pools";
@@ -13,6 +14,8 @@ import { EmptyState } from "../../components/EmptyState";
 import { ErrorAlert } from "../../components/ErrorAlert";
 import { PageHeader } from "../../components/PageHeader";
 import { ConfirmDialog } from "../../components/ConfirmDialog";
+import { Pager } from "../../components/Pager";
+import { longestWord, usePageTokens } from "../../lib/pages";
 import { useCan } from "../../lib/session";
 import { enumLabel, shortDigest } from "../../lib/format";
 import { searcher } from "../../lib/table";
@@ -29,16 +32,26 @@ export function scanMessage(discovered: number): string {
   return discovered > 0 ? `Discovered ${discovered} new ISO(s)` : "No new ISOs found";
 }
 
+/** Rows a page of the Images page holds: the table is virtualized, so more than the server's default. */
+export const imagesPageSize = 500;
+
 export default function ImagesPage() {
   const { id } = useParams();
   const navigate = useNavigate();
   const canOperate = useCan("operator");
-  const images = useImages();
   const pools = usePools();
   const [query, setQuery] = useState("");
   const [kind, setKind] = useState<string | null>(null);
   const [pool, setPool] = useState<string | null>(null);
   const [state, setState] = useState<string | null>(null);
+  // The server filters the whole library (by the longest word typed, once
+  // typing pauses); the page it sends is narrowed here at every keystroke
+  // by every word.
+  const [typed] = useDebouncedValue(longestWord(query), 250);
+  const filter = { storagePoolId: pool ?? "", kind: Number(kind ?? 0), state: Number(state ?? 0), search: typed };
+  const pages = usePageTokens(JSON.stringify(filter));
+  const images = useImages({ ...filter, pageSize: imagesPageSize, pageToken: pages.token });
+  const filtered = !!(pool || kind || state || query.trim());
   const [downloadOpen, setDownloadOpen] = useState(false);
   const [uploadOpen, setUploadOpen] = useState(false);
   const [skipped, setSkipped] = useState<PoolScanResult[]>([]);
@@ -206,7 +219,7 @@ export default function ImagesPage() {
         <Text size="sm" c="dimmed" aria-live="polite" data-testid="image-count">
           Showing {rows.length} of {all.length} images
         </Text>
-        {images.isSuccess && all.length === 0 ? (
+        {images.isSuccess && all.length === 0 && !filtered && pages.page === 1 ? (
           <EmptyState title="No images yet">
             Copy an ISO into a pool's <code>iso/</code> directory (it shows up here by itself), press <b>Scan ISOs</b>,
             or download a cloud image from the <Anchor component={Link} to="/catalog">catalog</Anchor>.
@@ -216,6 +229,9 @@ export default function ImagesPage() {
         ) : (
           <DataTable label="Images" rows={rows} sortBase={all} columns={columns} rowKey={(i) => i.id} defaultSort={{ key: "name", dir: "asc" }} rowLabel={(i) => i.name} />
         )}
+        <Pager label="Image pages" pages={pages} nextToken={images.data?.nextPageToken}>
+          up to {imagesPageSize} images a page
+        </Pager>
       </Stack>
       <DownloadDialog opened={downloadOpen} onClose={() => setDownloadOpen(false)} />
       <UploadDialog opened={uploadOpen} onClose={() => setUploadOpen(false)} />

@@ -10,6 +10,8 @@ import { StateBadge } from "../../components/StateBadge";
 import { ProgressBar } from "../../components/ProgressBar";
 import { RelativeTime } from "../../components/RelativeTime";
 import { EmptyState } from "../../components/EmptyState";
+import { Pager } from "../../components/Pager";
+import { usePageTokens } from "../../lib/pages";
 import { ErrorAlert } from "../../components/ErrorAlert";
 import { PageHeader } from "../../components/PageHeader";
 import { ConfirmDialog } from "../../components/ConfirmDialog";
@@ -58,15 +60,20 @@ function ImageLink({ job, names }: { job: Job; names: Map<string, string> }) {
   return <span>—</span>;
 }
 
+const jobsPageSize = 200;
+
 export default function JobsPage() {
   const { id } = useParams();
   const navigate = useNavigate();
-  const jobs = useJobs();
-  const images = useImages();
+  // Image names for the jobs' links: one page of the largest size.
+  const images = useImages({ pageSize: 1000 });
   const canOperate = useCan("operator");
   const cancel = useCancelJob();
   const [query, setQuery] = useState("");
   const [state, setState] = useState<string | null>(null);
+  // The state is filtered on the server, the search within the page shown.
+  const pages = usePageTokens(state ?? "");
+  const jobs = useJobs({ states: state ? [Number(state)] : [], pageSize: jobsPageSize, pageToken: pages.token });
   const [toCancel, setToCancel] = useState<Job | null>(null);
 
   const names = useMemo(() => new Map((images.data?.images ?? []).map((i) => [i.id, i.name])), [images.data]);
@@ -129,7 +136,7 @@ export default function JobsPage() {
           <Select label="State" placeholder="All states" clearable data={enumOptions(JobState)} value={state} onChange={setState} w={160} />
         </Group>
         <ErrorAlert error={jobs.error} title="Could not list jobs" />
-        {jobs.isSuccess && all.length === 0 ? (
+        {jobs.isSuccess && all.length === 0 && !state && pages.page === 1 ? (
           <EmptyState title="No jobs yet">
             Downloads and verifications show up here with their progress. Start one from the{" "}
             <Anchor component={Link} to="/images">Images</Anchor> or <Anchor component={Link} to="/catalog">Catalog</Anchor> page.
@@ -139,6 +146,9 @@ export default function JobsPage() {
         ) : (
           <DataTable label="Jobs" rows={rows} columns={columns} rowKey={(j) => j.id} defaultSort={{ key: "created", dir: "desc" }} rowLabel={(j) => `${j.kind} ${j.source}`} />
         )}
+        <Pager label="Job pages" pages={pages} nextToken={jobs.data?.nextPageToken}>
+          up to {jobsPageSize} jobs a page, newest first; the search looks in this page
+        </Pager>
       </Stack>
       <JobDrawer id={id} onClose={() => navigate("/jobs")} names={names} onCancel={canOperate ? setToCancel : undefined} />
       <ConfirmDialog

@@ -13,7 +13,8 @@ import { JoinCommand } from "./JoinCommand";
 
 export default function NodePage() {
   const { name } = useParams();
-  const nodes = useNodes();
+  // The search narrows the list to names that hold this one: one page.
+  const nodes = useNodes({ search: name ?? "", pageSize: 1000 });
   const node = nodes.data?.nodes.find((n) => n.name === name);
   return (
     <Stack>

@@ -1,6 +1,7 @@
 import { useState } from "react";
 import { Anchor, Button, Group, Modal, Select, Stack, Text, TextInput } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
+import { useDebouncedValue } from "@mantine/hooks";
 import { Link } from "react-router-dom";
 import { useDeleteNode, useNodes, useRegisterNode } from "../../api/nodes";
 import { NodeState, type Node } from "../../gen/quarry/v1/node_pb";
@@ -11,6 +12,8 @@ import { EmptyState } from "../../components/EmptyState";
 import { ErrorAlert } from "../../components/ErrorAlert";
 import { PageHeader } from "../../components/PageHeader";
 import { ConfirmDialog } from "../../components/ConfirmDialog";
+import { Pager } from "../../components/Pager";
+import { longestWord, usePageTokens } from "../../lib/pages";
 import { useCan } from "../../lib/session";
 import { formatBytes } from "../../lib/format";
 import { matchesSearch } from "../../lib/table";
@@ -28,11 +31,19 @@ export function freeSpace(n: Node): string {
   return m.map((p) => `${p.storagePoolName}: ${formatBytes(p.freeBytes)}`).join(", ");
 }
 
+const nodesPageSize = 200;
+
 export default function NodesPage() {
-  const nodes = useNodes();
   const isAdmin = useCan("admin");
   const [query, setQuery] = useState("");
   const [state, setState] = useState<string | null>(null);
+  // As on the Images page: the server filters by the longest word once
+  // typing pauses, the page is narrowed here by every word at once.
+  const [typed] = useDebouncedValue(longestWord(query), 250);
+  const filter = { state: Number(state ?? 0), search: typed };
+  const pages = usePageTokens(JSON.stringify(filter));
+  const nodes = useNodes({ ...filter, pageSize: nodesPageSize, pageToken: pages.token });
+  const filtered = !!(state || query.trim());
   const [registerOpen, setRegisterOpen] = useState(false);
   const [toDelete, setToDelete] = useState<Node | null>(null);
   const del = useDeleteNode();
@@ -89,7 +100,7 @@ export default function NodesPage() {
           <Select label="State" placeholder="All states" clearable data={enumOptions(NodeState)} value={state} onChange={setState} w={160} />
         </Group>
         <ErrorAlert error={nodes.error} title="Could not list nodes" />
-        {nodes.isSuccess && all.length === 0 ? (
+        {nodes.isSuccess && all.length === 0 && !filtered && pages.page === 1 ? (
           <EmptyState title="No nodes yet">
             Start an agent on each hypervisor with a join token (<code>quarry token create --join</code>), or register a node by
             its address and enroll it afterwards.
@@ -97,6 +108,9 @@ export default function NodesPage() {
         ) : (
           <DataTable label="Nodes" rows={rows} columns={columns} rowKey={(n) => n.id} defaultSort={{ key: "name", dir: "asc" }} />
         )}
+        <Pager label="Node pages" pages={pages} nextToken={nodes.data?.nextPageToken}>
+          up to {nodesPageSize} nodes a page, by name
+        </Pager>
       </Stack>
       <RegisterDialog opened={registerOpen} onClose={() => setRegisterOpen(false)} />
       <ConfirmDialog

@@ -57,10 +57,11 @@ function Card({ title, children, to }: { title: string; children: React.ReactNod
 }
 
 export default function OverviewPage() {
-  const nodes = useNodes();
+  // Pages of the largest size: the counts are exact up to 1,000 of each.
+  const nodes = useNodes({ pageSize: 1000 });
   const pools = usePools();
-  const images = useImages();
-  const jobs = useJobs();
+  const images = useImages({ pageSize: 1000 });
+  const jobs = useJobs({ pageSize: 1000 });
   const scans = useScanStatus();
 
   const nodeList = nodes.data?.nodes ?? [];
@@ -134,6 +135,7 @@ export default function OverviewPage() {
               <Text size="xs" c="dimmed">
                 {imageList.filter((i) => i.kind === ImageKind.ISO).length} ISO(s),{" "}
                 {imageList.filter((i) => i.state === ImageState.READY).length} ready of {imageList.length}
+                {images.data?.nextPageToken ? " (the first 1,000 counted)" : ""}
               </Text>
             </Stack>
           </Card>

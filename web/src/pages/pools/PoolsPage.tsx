@@ -3,7 +3,7 @@ import { Anchor, Button, Checkbox, Drawer, Group, Modal, MultiSelect, Stack, Tex
 import { notifications } from "@mantine/notifications";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { useCreatePool, useDeletePool, usePool, usePools, useUpdatePool, mountedOn } from "../../api/pools";
-import { useNodes } from "../../api/nodes";
+import { everyNodeRequest, useNodes } from "../../api/nodes";
 import type { StoragePool } from "../../gen/quarry/v1/pool_pb";
 import { DataTable, type Column } from "../../components/DataTable";
 import { RelativeTime } from "../../components/RelativeTime";
@@ -27,7 +27,7 @@ export default function PoolsPage() {
   const { id } = useParams();
   const navigate = useNavigate();
   const pools = usePools();
-  const nodes = useNodes();
+  const nodes = useNodes(everyNodeRequest);
   const isAdmin = useCan("admin");
   const [query, setQuery] = useState("");
   const [editing, setEditing] = useState<StoragePool | "new" | null>(null);
@@ -164,7 +164,7 @@ function PoolDrawer({ id, onClose }: { id?: string; onClose: () => void }) {
 }
 
 function PoolDialog({ pool, onClose }: { pool: StoragePool | "new" | null; onClose: () => void }) {
-  const nodes = useNodes();
+  const nodes = useNodes(everyNodeRequest);
   const create = useCreatePool();
   const update = useUpdatePool();
   const isNew = pool === "new";

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quarry/v1/auth.proto.
  */
 export const file_quarry_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChRxdWFycnkvdjEvYXV0aC5wcm90bxIJcXVhcnJ5LnYxIuACCgVUb2tlbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBGtpbmQYAyABKA4yFC5xdWFycnkudjEuVG9rZW5LaW5kEh0KBHJvbGUYBCABKA4yDy5xdWFycnkudjEuUm9sZRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzaW5nbGVfdXNlGAggASgIEjAKDGxhc3RfdXNlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJdXNlX2NvdW50GAogASgNEhEKCW5vZGVfbmFtZRgLIAEoCSKhAQoSQ3JlYXRlVG9rZW5SZXF1ZXN0EgwKBG5hbWUYASABKAkSIgoEa2luZBgCIAEoDjIULnF1YXJyeS52MS5Ub2tlbktpbmQSHQoEcm9sZRgDIAEoDjIPLnF1YXJyeS52MS5Sb2xlEhMKC3R0bF9zZWNvbmRzGAQgASgDEhIKCnNpbmdsZV91c2UYBSABKAgSEQoJbm9kZV9uYW1lGAYgASgJIlcKE0NyZWF0ZVRva2VuUmVzcG9uc2USHwoFdG9rZW4YASABKAsyEC5xdWFycnkudjEuVG9rZW4SDgoGc2VjcmV0GAIgASgJEg8KB2NhX2hhc2gYAyABKAkiEwoRTGlzdFRva2Vuc1JlcXVlc3QiNgoSTGlzdFRva2Vuc1Jlc3BvbnNlEiAKBnRva2VucxgBIAMoCzIQLnF1YXJyeS52MS5Ub2tlbiIgChJSZXZva2VUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiNgoTUmV2b2tlVG9rZW5SZXNwb25zZRIfCgV0b2tlbhgBIAEoCzIQLnF1YXJyeS52MS5Ub2tlbiLJAQoKQXVkaXRFbnRyeRIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgDIAEoCRIdCgRyb2xlGAQgASgOMg8ucXVhcnJ5LnYxLlJvbGUSEQoJcHJvY2VkdXJlGAUgASgJEg4KBnRhcmdldBgGIAEoCRIOCgZyZXN1bHQYByABKAkSDwoHbWVzc2FnZRgIIAEoCRITCgtyZW1vdGVfYWRkchgJIAEoCSI0ChBMaXN0QXVkaXRSZXF1ZXN0Eg0KBWxpbWl0GAEgASgFEhEKCWJlZm9yZV9pZBgCIAEoAyI7ChFMaXN0QXVkaXRSZXNwb25zZRImCgdlbnRyaWVzGAEgAygLMhUucXVhcnJ5LnYxLkF1ZGl0RW50cnkiIgoPQW5ub3VuY2VSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkiEgoQQW5ub3VuY2VSZXNwb25zZSJ0Cg1FbnJvbGxSZXF1ZXN0EhIKCmpvaW5fdG9rZW4YASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEhoKEm1hbmFnZW1lbnRfYWRkcmVzcxgDIAEoCRIPCgdjc3JfcGVtGAQgASgJEg8KB3JlcGxhY2UYBSABKAgiSgoORW5yb2xsUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRIXCg9jZXJ0aWZpY2F0ZV9wZW0YAiABKAkSDgoGY2FfcGVtGAMgASgJKlAKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfVklFV0VSEAESEQoNUk9MRV9PUEVSQVRPUhACEg4KClJPTEVfQURNSU4QAypkCglUb2tlbktpbmQSGgoWVE9LRU5fS0lORF9VTlNQRUNJRklFRBAAEhIKDlRPS0VOX0tJTkRfQVBJEAESEwoPVE9LRU5fS0lORF9KT0lOEAISEgoOVE9LRU5fS0lORF9TU08QAzL1AQoMVG9rZW5TZXJ2aWNlEkwKC0NyZWF0ZVRva2VuEh0ucXVhcnJ5LnYxLkNyZWF0ZVRva2VuUmVxdWVzdBoeLnF1YXJyeS52MS5DcmVhdGVUb2tlblJlc3BvbnNlEkkKCkxpc3RUb2tlbnMSHC5xdWFycnkudjEuTGlzdFRva2Vuc1JlcXVlc3QaHS5xdWFycnkudjEuTGlzdFRva2Vuc1Jlc3BvbnNlEkwKC1Jldm9rZVRva2VuEh0ucXVhcnJ5LnYxLlJldm9rZVRva2VuUmVxdWVzdBoeLnF1YXJyeS52MS5SZXZva2VUb2tlblJlc3BvbnNlMlYKDEF1ZGl0U2VydmljZRJGCglMaXN0QXVkaXQSGy5xdWFycnkudjEuTGlzdEF1ZGl0UmVxdWVzdBocLnF1YXJyeS52MS5MaXN0QXVkaXRSZXNwb25zZTKXAQoRRW5yb2xsbWVudFNlcnZpY2USPQoGRW5yb2xsEhgucXVhcnJ5LnYxLkVucm9sbFJlcXVlc3QaGS5xdWFycnkudjEuRW5yb2xsUmVzcG9uc2USQwoIQW5ub3VuY2USGi5xdWFycnkudjEuQW5ub3VuY2VSZXF1ZXN0GhsucXVhcnJ5LnYxLkFubm91bmNlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChRxdWFycnkvdjEvYXV0aC5wcm90bxIJcXVhcnJ5LnYxIuACCgVUb2tlbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBGtpbmQYAyABKA4yFC5xdWFycnkudjEuVG9rZW5LaW5kEh0KBHJvbGUYBCABKA4yDy5xdWFycnkudjEuUm9sZRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzaW5nbGVfdXNlGAggASgIEjAKDGxhc3RfdXNlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJdXNlX2NvdW50GAogASgNEhEKCW5vZGVfbmFtZRgLIAEoCSKhAQoSQ3JlYXRlVG9rZW5SZXF1ZXN0EgwKBG5hbWUYASABKAkSIgoEa2luZBgCIAEoDjIULnF1YXJyeS52MS5Ub2tlbktpbmQSHQoEcm9sZRgDIAEoDjIPLnF1YXJyeS52MS5Sb2xlEhMKC3R0bF9zZWNvbmRzGAQgASgDEhIKCnNpbmdsZV91c2UYBSABKAgSEQoJbm9kZV9uYW1lGAYgASgJIlcKE0NyZWF0ZVRva2VuUmVzcG9uc2USHwoFdG9rZW4YASABKAsyEC5xdWFycnkudjEuVG9rZW4SDgoGc2VjcmV0GAIgASgJEg8KB2NhX2hhc2gYAyABKAkiEwoRTGlzdFRva2Vuc1JlcXVlc3QiNgoSTGlzdFRva2Vuc1Jlc3BvbnNlEiAKBnRva2VucxgBIAMoCzIQLnF1YXJyeS52MS5Ub2tlbiIgChJSZXZva2VUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiNgoTUmV2b2tlVG9rZW5SZXNwb25zZRIfCgV0b2tlbhgBIAEoCzIQLnF1YXJyeS52MS5Ub2tlbiLJAQoKQXVkaXRFbnRyeRIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgDIAEoCRIdCgRyb2xlGAQgASgOMg8ucXVhcnJ5LnYxLlJvbGUSEQoJcHJvY2VkdXJlGAUgASgJEg4KBnRhcmdldBgGIAEoCRIOCgZyZXN1bHQYByABKAkSDwoHbWVzc2FnZRgIIAEoCRITCgtyZW1vdGVfYWRkchgJIAEoCSJ7ChBMaXN0QXVkaXRSZXF1ZXN0Eg0KBWxpbWl0GAEgASgFEhEKCWJlZm9yZV9pZBgCIAEoAxIRCglwYWdlX3NpemUYMiABKAUSEgoKcGFnZV90b2tlbhgzIAEoCRIOCgZzZWFyY2gYNCABKAkSDgoGcmVzdWx0GDUgASgJIlQKEUxpc3RBdWRpdFJlc3BvbnNlEiYKB2VudHJpZXMYASADKAsyFS5xdWFycnkudjEuQXVkaXRFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YMiABKAkiIgoPQW5ub3VuY2VSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkiEgoQQW5ub3VuY2VSZXNwb25zZSJ0Cg1FbnJvbGxSZXF1ZXN0EhIKCmpvaW5fdG9rZW4YASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEhoKEm1hbmFnZW1lbnRfYWRkcmVzcxgDIAEoCRIPCgdjc3JfcGVtGAQgASgJEg8KB3JlcGxhY2UYBSABKAgiSgoORW5yb2xsUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRIXCg9jZXJ0aWZpY2F0ZV9wZW0YAiABKAkSDgoGY2FfcGVtGAMgASgJKlAKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfVklFV0VSEAESEQoNUk9MRV9PUEVSQVRPUhACEg4KClJPTEVfQURNSU4QAypkCglUb2tlbktpbmQSGgoWVE9LRU5fS0lORF9VTlNQRUNJRklFRBAAEhIKDlRPS0VOX0tJTkRfQVBJEAESEwoPVE9LRU5fS0lORF9KT0lOEAISEgoOVE9LRU5fS0lORF9TU08QAzL1AQoMVG9rZW5TZXJ2aWNlEkwKC0NyZWF0ZVRva2VuEh0ucXVhcnJ5LnYxLkNyZWF0ZVRva2VuUmVxdWVzdBoeLnF1YXJyeS52MS5DcmVhdGVUb2tlblJlc3BvbnNlEkkKCkxpc3RUb2tlbnMSHC5xdWFycnkudjEuTGlzdFRva2Vuc1JlcXVlc3QaHS5xdWFycnkudjEuTGlzdFRva2Vuc1Jlc3BvbnNlEkwKC1Jldm9rZVRva2VuEh0ucXVhcnJ5LnYxLlJldm9rZVRva2VuUmVxdWVzdBoeLnF1YXJyeS52MS5SZXZva2VUb2tlblJlc3BvbnNlMlYKDEF1ZGl0U2VydmljZRJGCglMaXN0QXVkaXQSGy5xdWFycnkudjEuTGlzdEF1ZGl0UmVxdWVzdBocLnF1YXJyeS52MS5MaXN0QXVkaXRSZXNwb25zZTKXAQoRRW5yb2xsbWVudFNlcnZpY2USPQoGRW5yb2xsEhgucXVhcnJ5LnYxLkVucm9sbFJlcXVlc3QaGS5xdWFycnkudjEuRW5yb2xsUmVzcG9uc2USQwoIQW5ub3VuY2USGi5xdWFycnkudjEuQW5ub3VuY2VSZXF1ZXN0GhsucXVhcnJ5LnYxLkFubm91bmNlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message quarry.v1.Token
@@ -301,22 +301,58 @@ export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
   messageDesc(file_quarry_v1_auth, 7);
 
 /**
+ * ListAudit orders entries newest first.
+ *
  * @generated from message quarry.v1.ListAuditRequest
  */
 export type ListAuditRequest = Message<"quarry.v1.ListAuditRequest"> & {
   /**
-   * At most this many entries, newest first; 0 means 100.
+   * Older spelling of page_size, kept for old clients; page_size wins
+   * when both are set.
    *
    * @generated from field: int32 limit = 1;
    */
   limit: number;
 
   /**
-   * Entries older than this id (paging); 0 means from the newest.
+   * Only entries older than this id; 0 means from the newest. Ignored
+   * when page_token is set (the token knows where the list is).
    *
    * @generated from field: int64 before_id = 2;
    */
   beforeId: bigint;
+
+  /**
+   * Paging: at most page_size rows, 0 meaning 100; more than 1000 is
+   * invalid_argument. page_token is the next_page_token of the previous
+   * page, asked with the same filters; empty starts at the newest entry.
+   * Tokens are opaque and stateless: any replica continues a list.
+   *
+   * @generated from field: int32 page_size = 50;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 51;
+   */
+  pageToken: string;
+
+  /**
+   * Only entries whose actor, procedure, target, result, message or
+   * remote address contains this text (ASCII letters match either case).
+   *
+   * @generated from field: string search = 52;
+   */
+  search: string;
+
+  /**
+   * Only entries with this result: "ok" for calls that succeeded, "error"
+   * for every call refused or failed, or a Connect code
+   * ("permission_denied"); empty: all.
+   *
+   * @generated from field: string result = 53;
+   */
+  result: string;
 };
 
 /**
@@ -334,6 +370,13 @@ export type ListAuditResponse = Message<"quarry.v1.ListAuditResponse"> & {
    * @generated from field: repeated quarry.v1.AuditEntry entries = 1;
    */
   entries: AuditEntry[];
+
+  /**
+   * Token of the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 50;
+   */
+  nextPageToken: string;
 };
 
 /**

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quarry/v1/job.proto.
  */
 export const file_quarry_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChNxdWFycnkvdjEvam9iLnByb3RvEglxdWFycnkudjEidAoLSm9iUHJvZ3Jlc3MSDQoFcGhhc2UYASABKAkSEgoKYnl0ZXNfZG9uZRgCIAEoBBITCgtieXRlc190b3RhbBgDIAEoBBIYChBieXRlc19wZXJfc2Vjb25kGAQgASgBEhMKC2V0YV9zZWNvbmRzGAUgASgDIkUKCEpvYkV2ZW50EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB21lc3NhZ2UYAiABKAki1gMKA0pvYhIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEiIKBXN0YXRlGAMgASgOMhMucXVhcnJ5LnYxLkpvYlN0YXRlEhAKCGltYWdlX2lkGAQgASgJEhcKD3N0b3JhZ2VfcG9vbF9pZBgFIAEoCRIOCgZzb3VyY2UYBiABKAkSDwoHbm9kZV9pZBgHIAEoCRIRCglub2RlX25hbWUYCCABKAkSKAoIcHJvZ3Jlc3MYCSABKAsyFi5xdWFycnkudjEuSm9iUHJvZ3Jlc3MSEAoIYXR0ZW1wdHMYCiABKA0SDwoHbWVzc2FnZRgLIAEoCRIuCgpjcmVhdGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoHaGlzdG9yeRgQIAMoCzITLnF1YXJyeS52MS5Kb2JFdmVudCJPCg9MaXN0Sm9ic1JlcXVlc3QSIwoGc3RhdGVzGAEgAygOMhMucXVhcnJ5LnYxLkpvYlN0YXRlEhcKD3N0b3JhZ2VfcG9vbF9pZBgCIAEoCSIwChBMaXN0Sm9ic1Jlc3BvbnNlEhwKBGpvYnMYASADKAsyDi5xdWFycnkudjEuSm9iIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiLQoOR2V0Sm9iUmVzcG9uc2USGwoDam9iGAEgASgLMg4ucXVhcnJ5LnYxLkpvYiIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIjAKEUNhbmNlbEpvYlJlc3BvbnNlEhsKA2pvYhgBIAEoCzIOLnF1YXJyeS52MS5Kb2IiHQoPV2F0Y2hKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIi8KEFdhdGNoSm9iUmVzcG9uc2USGwoDam9iGAEgASgLMg4ucXVhcnJ5LnYxLkpvYiqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUynwIKCkpvYlNlcnZpY2USQwoITGlzdEpvYnMSGi5xdWFycnkudjEuTGlzdEpvYnNSZXF1ZXN0GhsucXVhcnJ5LnYxLkxpc3RKb2JzUmVzcG9uc2USPQoGR2V0Sm9iEhgucXVhcnJ5LnYxLkdldEpvYlJlcXVlc3QaGS5xdWFycnkudjEuR2V0Sm9iUmVzcG9uc2USRgoJQ2FuY2VsSm9iEhsucXVhcnJ5LnYxLkNhbmNlbEpvYlJlcXVlc3QaHC5xdWFycnkudjEuQ2FuY2VsSm9iUmVzcG9uc2USRQoIV2F0Y2hKb2ISGi5xdWFycnkudjEuV2F0Y2hKb2JSZXF1ZXN0GhsucXVhcnJ5LnYxLldhdGNoSm9iUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChNxdWFycnkvdjEvam9iLnByb3RvEglxdWFycnkudjEidAoLSm9iUHJvZ3Jlc3MSDQoFcGhhc2UYASABKAkSEgoKYnl0ZXNfZG9uZRgCIAEoBBITCgtieXRlc190b3RhbBgDIAEoBBIYChBieXRlc19wZXJfc2Vjb25kGAQgASgBEhMKC2V0YV9zZWNvbmRzGAUgASgDIkUKCEpvYkV2ZW50EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB21lc3NhZ2UYAiABKAki1gMKA0pvYhIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEiIKBXN0YXRlGAMgASgOMhMucXVhcnJ5LnYxLkpvYlN0YXRlEhAKCGltYWdlX2lkGAQgASgJEhcKD3N0b3JhZ2VfcG9vbF9pZBgFIAEoCRIOCgZzb3VyY2UYBiABKAkSDwoHbm9kZV9pZBgHIAEoCRIRCglub2RlX25hbWUYCCABKAkSKAoIcHJvZ3Jlc3MYCSABKAsyFi5xdWFycnkudjEuSm9iUHJvZ3Jlc3MSEAoIYXR0ZW1wdHMYCiABKA0SDwoHbWVzc2FnZRgLIAEoCRIuCgpjcmVhdGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoHaGlzdG9yeRgQIAMoCzITLnF1YXJyeS52MS5Kb2JFdmVudCKnAQoPTGlzdEpvYnNSZXF1ZXN0EiMKBnN0YXRlcxgBIAMoDjITLnF1YXJyeS52MS5Kb2JTdGF0ZRIXCg9zdG9yYWdlX3Bvb2xfaWQYAiABKAkSEQoJcGFnZV9zaXplGDIgASgFEhIKCnBhZ2VfdG9rZW4YMyABKAkSDAoEa2luZBg0IAEoCRIPCgdub2RlX2lkGDUgASgJEhAKCGltYWdlX2lkGDYgASgJIkkKEExpc3RKb2JzUmVzcG9uc2USHAoEam9icxgBIAMoCzIOLnF1YXJyeS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGDIgASgJIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiLQoOR2V0Sm9iUmVzcG9uc2USGwoDam9iGAEgASgLMg4ucXVhcnJ5LnYxLkpvYiIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIjAKEUNhbmNlbEpvYlJlc3BvbnNlEhsKA2pvYhgBIAEoCzIOLnF1YXJyeS52MS5Kb2IiHQoPV2F0Y2hKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIi8KEFdhdGNoSm9iUmVzcG9uc2USGwoDam9iGAEgASgLMg4ucXVhcnJ5LnYxLkpvYiqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUynwIKCkpvYlNlcnZpY2USQwoITGlzdEpvYnMSGi5xdWFycnkudjEuTGlzdEpvYnNSZXF1ZXN0GhsucXVhcnJ5LnYxLkxpc3RKb2JzUmVzcG9uc2USPQoGR2V0Sm9iEhgucXVhcnJ5LnYxLkdldEpvYlJlcXVlc3QaGS5xdWFycnkudjEuR2V0Sm9iUmVzcG9uc2USRgoJQ2FuY2VsSm9iEhsucXVhcnJ5LnYxLkNhbmNlbEpvYlJlcXVlc3QaHC5xdWFycnkudjEuQ2FuY2VsSm9iUmVzcG9uc2USRQoIV2F0Y2hKb2ISGi5xdWFycnkudjEuV2F0Y2hKb2JSZXF1ZXN0GhsucXVhcnJ5LnYxLldhdGNoSm9iUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message quarry.v1.JobProgress
@@ -180,6 +180,8 @@ export const JobSchema: GenMessage<Job> = /*@__PURE__*/
   messageDesc(file_quarry_v1_job, 2);
 
 /**
+ * ListJobs orders jobs newest first.
+ *
  * @generated from message quarry.v1.ListJobsRequest
  */
 export type ListJobsRequest = Message<"quarry.v1.ListJobsRequest"> & {
@@ -194,6 +196,42 @@ export type ListJobsRequest = Message<"quarry.v1.ListJobsRequest"> & {
    * @generated from field: string storage_pool_id = 2;
    */
   storagePoolId: string;
+
+  /**
+   * Paging (every list): at most page_size rows, 0 meaning 100; more than
+   * 1000 is invalid_argument. page_token is the next_page_token of the
+   * previous page, asked with the same filters; empty starts at the first
+   * row. Tokens are opaque and stateless: any replica continues a list.
+   *
+   * @generated from field: int32 page_size = 50;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 51;
+   */
+  pageToken: string;
+
+  /**
+   * Only jobs of this kind: "download", "upload" or "verify"; empty: all.
+   *
+   * @generated from field: string kind = 52;
+   */
+  kind: string;
+
+  /**
+   * Only jobs owned by this node (id); empty: all.
+   *
+   * @generated from field: string node_id = 53;
+   */
+  nodeId: string;
+
+  /**
+   * Only jobs of this image (id); empty: all.
+   *
+   * @generated from field: string image_id = 54;
+   */
+  imageId: string;
 };
 
 /**
@@ -211,6 +249,13 @@ export type ListJobsResponse = Message<"quarry.v1.ListJobsResponse"> & {
    * @generated from field: repeated quarry.v1.Job jobs = 1;
    */
   jobs: Job[];
+
+  /**
+   * Token of the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 50;
+   */
+  nextPageToken: string;
 };
 
 /**

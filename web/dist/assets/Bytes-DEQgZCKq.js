@@ -1,1 +1,0 @@
-import{j as r}from"./index-DXS9-2V7.js";import{g as i}from"./DataTable-CMMEcR82.js";function s({value:t}){return t===void 0||(typeof t=="bigint"?t===0n:t===0)?r.jsx("span",{children:"—"}):r.jsx("span",{title:`${t.toLocaleString()} bytes`,children:i(t)})}export{s as B};
