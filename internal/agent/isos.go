@@ -259,7 +259,7 @@ func (s *service) ListISOs(ctx context.Context, req *connect.Request[agentv1.Lis
 	batch := &agentv1.ListISOsResponse{}
 	for _, f := range files {
 		out := &agentv1.IsoFile{RelPath: f.RelPath, Size: f.Size, ModTime: timestamppb.New(f.ModTime),
-			Label: f.Label, Bootable: f.Bootable, Problem: f.Problem}
+			Label: f.Label, Bootable: f.Bootable, Problem: f.Problem, Format: f.Format}
 		pw.annotate(out, f.ModTime)
 		if !out.Writing && !out.Settled && poolfs.IsISOPath(f.RelPath) && time.Since(f.ModTime) < askWritersWithin {
 			// The watch saw nothing of this recent file (it was created

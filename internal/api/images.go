@@ -254,6 +254,7 @@ func scanResultView(r discovery.Result) *quarryv1.PoolScanResult {
 		MissingCount:    uint32(r.Missing),
 		DeferredCount:   uint32(r.Deferred),
 		ChangedCount:    uint32(r.Changed),
+		MovedCount:      uint32(r.Moved),
 		Duration:        durationpb.New(r.Duration),
 		Skipped:         r.Skipped,
 		SkipReason:      r.SkipReason,

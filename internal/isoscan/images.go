@@ -6,13 +6,15 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/quarry-project/quarry/internal/ingest"
 	"github.com/quarry-project/quarry/internal/poolfs"
 )
 
 // ScanImages lists every regular file under images/ of the pool at dir, at
-// any depth, with its size and modification time only: the cloud images and
-// disks the library holds are checked against these, never registered from
-// them. Hidden files and directories are skipped, like in Scan; a symlink is
+// any depth, with its size, modification time and the format its header
+// says (Format; empty when it cannot be read): the cloud images and disks
+// the library holds are checked against these, and a renamed one is
+// recognized by them, never registered from them. Hidden files and directories are skipped, like in Scan; a symlink is
 // followed only inside the pool.
 func ScanImages(ctx context.Context, dir string) ([]File, error) {
 	root, err := os.OpenRoot(dir)
@@ -47,8 +49,23 @@ func ScanImages(ctx context.Context, dir string) ([]File, error) {
 		if err != nil || !fi.Mode().IsRegular() {
 			return nil
 		}
-		files = append(files, File{RelPath: p, Size: fi.Size(), ModTime: fi.ModTime().UTC()})
+		files = append(files, File{RelPath: p, Size: fi.Size(), ModTime: fi.ModTime().UTC(), Format: sniff(root, p, fi.Size())})
 		return nil
 	})
 	return files, err
+}
+
+// sniff returns the format of the disk image at rel, or "" when it cannot
+// be read: a few small reads of its header.
+func sniff(root *os.Root, rel string, size int64) string {
+	f, err := root.Open(rel)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	format, _, err := ingest.Sniff(f, size)
+	if err != nil {
+		return ""
+	}
+	return format
 }

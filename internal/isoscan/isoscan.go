@@ -30,6 +30,9 @@ type File struct {
 	// Problem says why the file's label could not be read (not an ISO 9660
 	// image, unreadable); the file is still listed.
 	Problem string
+	// Format is the format the header of a file under images/ says (see
+	// ScanImages); empty for ISOs, whose label identifies them.
+	Format string
 }
 
 // Scanner lists ISOs and remembers labels between scans.

@@ -90,6 +90,10 @@ type ScanChanges struct {
 type ImageUpdate struct {
 	Image       Image
 	ExpectState ImageState
+	// Move also sets the image's path to Image.RelPath: its file was
+	// renamed or moved inside the pool, and the image keeps its id,
+	// metadata and history. The path must be free in the pool.
+	Move bool
 }
 
 // ImageStore keeps the image library.

@@ -1140,6 +1140,123 @@ func (x *VerifyImageResponse) GetExisting() bool {
 	return false
 }
 
+type ConvertImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image to convert; it stays as it is.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The target format: "qcow2" or "raw".
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// The new image's name; default: the source's name with the target
+	// format's extension (.qcow2 or .raw).
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConvertImageRequest) Reset() {
+	*x = ConvertImageRequest{}
+	mi := &file_quarry_v1_image_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvertImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvertImageRequest) ProtoMessage() {}
+
+func (x *ConvertImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvertImageRequest.ProtoReflect.Descriptor instead.
+func (*ConvertImageRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ConvertImageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ConvertImageRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ConvertImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ConvertImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new image, PENDING until the job ends.
+	Image         *Image `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Job           *Job   `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConvertImageResponse) Reset() {
+	*x = ConvertImageResponse{}
+	mi := &file_quarry_v1_image_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvertImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvertImageResponse) ProtoMessage() {}
+
+func (x *ConvertImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvertImageResponse.ProtoReflect.Descriptor instead.
+func (*ConvertImageResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ConvertImageResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *ConvertImageResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 type ScanISOsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty: every pool.
@@ -1150,7 +1267,7 @@ type ScanISOsRequest struct {
 
 func (x *ScanISOsRequest) Reset() {
 	*x = ScanISOsRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[15]
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1279,7 @@ func (x *ScanISOsRequest) String() string {
 func (*ScanISOsRequest) ProtoMessage() {}
 
 func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[15]
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1292,7 @@ func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsRequest.ProtoReflect.Descriptor instead.
 func (*ScanISOsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{15}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ScanISOsRequest) GetStoragePoolId() string {
@@ -1208,14 +1325,18 @@ type PoolScanResult struct {
 	// Images whose file changed size since its digest was recorded, flagged
 	// by this scan or an earlier one; they are ERROR until VerifyImage finds
 	// the recorded digest again.
-	ChangedCount  uint32 `protobuf:"varint,14,opt,name=changed_count,json=changedCount,proto3" json:"changed_count,omitempty"`
+	ChangedCount uint32 `protobuf:"varint,14,opt,name=changed_count,json=changedCount,proto3" json:"changed_count,omitempty"`
+	// Images whose file was renamed or moved inside the pool (same size,
+	// modification time and label or format header, old path gone): they
+	// keep their id, metadata and history under the new path.
+	MovedCount    uint32 `protobuf:"varint,80,opt,name=moved_count,json=movedCount,proto3" json:"moved_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PoolScanResult) Reset() {
 	*x = PoolScanResult{}
-	mi := &file_quarry_v1_image_proto_msgTypes[16]
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1348,7 @@ func (x *PoolScanResult) String() string {
 func (*PoolScanResult) ProtoMessage() {}
 
 func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[16]
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1361,7 @@ func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolScanResult.ProtoReflect.Descriptor instead.
 func (*PoolScanResult) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{16}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PoolScanResult) GetStoragePoolId() string {
@@ -1341,6 +1462,13 @@ func (x *PoolScanResult) GetChangedCount() uint32 {
 	return 0
 }
 
+func (x *PoolScanResult) GetMovedCount() uint32 {
+	if x != nil {
+		return x.MovedCount
+	}
+	return 0
+}
+
 type ScanISOsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// New ISOs over all pools scanned.
@@ -1352,7 +1480,7 @@ type ScanISOsResponse struct {
 
 func (x *ScanISOsResponse) Reset() {
 	*x = ScanISOsResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	mi := &file_quarry_v1_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1492,7 @@ func (x *ScanISOsResponse) String() string {
 func (*ScanISOsResponse) ProtoMessage() {}
 
 func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	mi := &file_quarry_v1_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1505,7 @@ func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsResponse.ProtoReflect.Descriptor instead.
 func (*ScanISOsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ScanISOsResponse) GetDiscoveredCount() uint32 {
@@ -1402,7 +1530,7 @@ type GetScanStatusRequest struct {
 
 func (x *GetScanStatusRequest) Reset() {
 	*x = GetScanStatusRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	mi := &file_quarry_v1_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1542,7 @@ func (x *GetScanStatusRequest) String() string {
 func (*GetScanStatusRequest) ProtoMessage() {}
 
 func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	mi := &file_quarry_v1_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1555,7 @@ func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetScanStatusRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{20}
 }
 
 type RunningScan struct {
@@ -1445,7 +1573,7 @@ type RunningScan struct {
 
 func (x *RunningScan) Reset() {
 	*x = RunningScan{}
-	mi := &file_quarry_v1_image_proto_msgTypes[19]
+	mi := &file_quarry_v1_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1585,7 @@ func (x *RunningScan) String() string {
 func (*RunningScan) ProtoMessage() {}
 
 func (x *RunningScan) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[19]
+	mi := &file_quarry_v1_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1598,7 @@ func (x *RunningScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningScan.ProtoReflect.Descriptor instead.
 func (*RunningScan) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{19}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RunningScan) GetStoragePoolId() string {
@@ -1527,7 +1655,7 @@ type GetScanStatusResponse struct {
 
 func (x *GetScanStatusResponse) Reset() {
 	*x = GetScanStatusResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[20]
+	mi := &file_quarry_v1_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1667,7 @@ func (x *GetScanStatusResponse) String() string {
 func (*GetScanStatusResponse) ProtoMessage() {}
 
 func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[20]
+	mi := &file_quarry_v1_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1680,7 @@ func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetScanStatusResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{20}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetScanStatusResponse) GetRunning() []*RunningScan {
@@ -1654,9 +1782,16 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x13VerifyImageResponse\x12&\n" +
 	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +
-	"\bexisting\x18\x03 \x01(\bR\bexisting\"9\n" +
+	"\bexisting\x18\x03 \x01(\bR\bexisting\"Q\n" +
+	"\x13ConvertImageRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"`\n" +
+	"\x14ConvertImageResponse\x12&\n" +
+	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
+	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\"9\n" +
 	"\x0fScanISOsRequest\x12&\n" +
-	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\"\xa4\x04\n" +
+	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\"\xc5\x04\n" +
 	"\x0ePoolScanResult\x12&\n" +
 	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\x12*\n" +
 	"\x11storage_pool_name\x18\x02 \x01(\tR\x0fstoragePoolName\x12\x17\n" +
@@ -1674,7 +1809,9 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"finishedAt\x12%\n" +
 	"\x0edeferred_count\x18\f \x01(\rR\rdeferredCount\x12\x18\n" +
 	"\atrigger\x18\r \x01(\tR\atrigger\x12#\n" +
-	"\rchanged_count\x18\x0e \x01(\rR\fchangedCount\"r\n" +
+	"\rchanged_count\x18\x0e \x01(\rR\fchangedCount\x12\x1f\n" +
+	"\vmoved_count\x18P \x01(\rR\n" +
+	"movedCount\"r\n" +
 	"\x10ScanISOsResponse\x12)\n" +
 	"\x10discovered_count\x18\x01 \x01(\rR\x0fdiscoveredCount\x123\n" +
 	"\aresults\x18\x02 \x03(\v2\x19.quarry.v1.PoolScanResultR\aresults\"\x16\n" +
@@ -1708,7 +1845,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x11IMAGE_STATE_ERROR\x10\x05\x12\x17\n" +
 	"\x13IMAGE_STATE_MISSING\x10\x06\x12\x18\n" +
 	"\x14IMAGE_STATE_DELETING\x10\a\x12\x19\n" +
-	"\x15IMAGE_STATE_UPLOADING\x10\b2\xf5\x04\n" +
+	"\x15IMAGE_STATE_UPLOADING\x10\b2\xc6\x05\n" +
 	"\fImageService\x12L\n" +
 	"\vListCatalog\x12\x1d.quarry.v1.ListCatalogRequest\x1a\x1e.quarry.v1.ListCatalogResponse\x12R\n" +
 	"\rDownloadImage\x12\x1f.quarry.v1.DownloadImageRequest\x1a .quarry.v1.DownloadImageResponse\x12I\n" +
@@ -1718,7 +1855,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\vDeleteImage\x12\x1d.quarry.v1.DeleteImageRequest\x1a\x1e.quarry.v1.DeleteImageResponse\x12C\n" +
 	"\bScanISOs\x12\x1a.quarry.v1.ScanISOsRequest\x1a\x1b.quarry.v1.ScanISOsResponse\x12L\n" +
 	"\vVerifyImage\x12\x1d.quarry.v1.VerifyImageRequest\x1a\x1e.quarry.v1.VerifyImageResponse\x12R\n" +
-	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponseB\xa2\x01\n" +
+	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponse\x12O\n" +
+	"\fConvertImage\x12\x1e.quarry.v1.ConvertImageRequest\x1a\x1f.quarry.v1.ConvertImageResponseB\xa2\x01\n" +
 	"\rcom.quarry.v1B\n" +
 	"ImageProtoP\x01Z@github.com/quarry-project/quarry/internal/gen/quarry/v1;quarryv1\xa2\x02\x03QXX\xaa\x02\tQuarry.V1\xca\x02\tQuarry\\V1\xe2\x02\x15Quarry\\V1\\GPBMetadata\xea\x02\n" +
 	"Quarry::V1b\x06proto3"
@@ -1736,7 +1874,7 @@ func file_quarry_v1_image_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_v1_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_quarry_v1_image_proto_goTypes = []any{
 	(ImageKind)(0),                // 0: quarry.v1.ImageKind
 	(ImageState)(0),               // 1: quarry.v1.ImageState
@@ -1755,60 +1893,66 @@ var file_quarry_v1_image_proto_goTypes = []any{
 	(*DeleteImageResponse)(nil),   // 14: quarry.v1.DeleteImageResponse
 	(*VerifyImageRequest)(nil),    // 15: quarry.v1.VerifyImageRequest
 	(*VerifyImageResponse)(nil),   // 16: quarry.v1.VerifyImageResponse
-	(*ScanISOsRequest)(nil),       // 17: quarry.v1.ScanISOsRequest
-	(*PoolScanResult)(nil),        // 18: quarry.v1.PoolScanResult
-	(*ScanISOsResponse)(nil),      // 19: quarry.v1.ScanISOsResponse
-	(*GetScanStatusRequest)(nil),  // 20: quarry.v1.GetScanStatusRequest
-	(*RunningScan)(nil),           // 21: quarry.v1.RunningScan
-	(*GetScanStatusResponse)(nil), // 22: quarry.v1.GetScanStatusResponse
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*Job)(nil),                   // 24: quarry.v1.Job
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*ConvertImageRequest)(nil),   // 17: quarry.v1.ConvertImageRequest
+	(*ConvertImageResponse)(nil),  // 18: quarry.v1.ConvertImageResponse
+	(*ScanISOsRequest)(nil),       // 19: quarry.v1.ScanISOsRequest
+	(*PoolScanResult)(nil),        // 20: quarry.v1.PoolScanResult
+	(*ScanISOsResponse)(nil),      // 21: quarry.v1.ScanISOsResponse
+	(*GetScanStatusRequest)(nil),  // 22: quarry.v1.GetScanStatusRequest
+	(*RunningScan)(nil),           // 23: quarry.v1.RunningScan
+	(*GetScanStatusResponse)(nil), // 24: quarry.v1.GetScanStatusResponse
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*Job)(nil),                   // 26: quarry.v1.Job
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
 }
 var file_quarry_v1_image_proto_depIdxs = []int32{
 	0,  // 0: quarry.v1.Image.kind:type_name -> quarry.v1.ImageKind
 	1,  // 1: quarry.v1.Image.state:type_name -> quarry.v1.ImageState
-	23, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
+	25, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: quarry.v1.Image.os:type_name -> quarry.v1.OSInfo
-	23, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	23, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
-	23, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
+	25, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	25, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
+	25, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
 	2,  // 7: quarry.v1.CatalogEntry.os:type_name -> quarry.v1.OSInfo
 	4,  // 8: quarry.v1.ListCatalogResponse.entries:type_name -> quarry.v1.CatalogEntry
 	3,  // 9: quarry.v1.DownloadImageResponse.image:type_name -> quarry.v1.Image
-	24, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
+	26, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
 	0,  // 11: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
 	3,  // 12: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
 	3,  // 13: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
 	3,  // 14: quarry.v1.VerifyImageResponse.image:type_name -> quarry.v1.Image
-	24, // 15: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
-	25, // 16: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
-	23, // 17: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
-	18, // 18: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
-	23, // 19: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
-	21, // 20: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
-	18, // 21: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
-	5,  // 22: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
-	7,  // 23: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
-	9,  // 24: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
-	11, // 25: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
-	13, // 26: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
-	17, // 27: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
-	15, // 28: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
-	20, // 29: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
-	6,  // 30: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
-	8,  // 31: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
-	10, // 32: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
-	12, // 33: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
-	14, // 34: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
-	19, // 35: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
-	16, // 36: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
-	22, // 37: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
-	30, // [30:38] is the sub-list for method output_type
-	22, // [22:30] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	26, // 15: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
+	3,  // 16: quarry.v1.ConvertImageResponse.image:type_name -> quarry.v1.Image
+	26, // 17: quarry.v1.ConvertImageResponse.job:type_name -> quarry.v1.Job
+	27, // 18: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
+	25, // 19: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
+	20, // 20: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
+	25, // 21: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
+	23, // 22: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
+	20, // 23: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
+	5,  // 24: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
+	7,  // 25: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
+	9,  // 26: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
+	11, // 27: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
+	13, // 28: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
+	19, // 29: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
+	15, // 30: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
+	22, // 31: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
+	17, // 32: quarry.v1.ImageService.ConvertImage:input_type -> quarry.v1.ConvertImageRequest
+	6,  // 33: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
+	8,  // 34: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
+	10, // 35: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
+	12, // 36: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
+	14, // 37: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
+	21, // 38: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
+	16, // 39: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
+	24, // 40: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
+	18, // 41: quarry.v1.ImageService.ConvertImage:output_type -> quarry.v1.ConvertImageResponse
+	33, // [33:42] is the sub-list for method output_type
+	24, // [24:33] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_image_proto_init() }
@@ -1823,7 +1967,7 @@ func file_quarry_v1_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_v1_image_proto_rawDesc), len(file_quarry_v1_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -54,6 +54,9 @@ const (
 	// ImageServiceGetScanStatusProcedure is the fully-qualified name of the ImageService's
 	// GetScanStatus RPC.
 	ImageServiceGetScanStatusProcedure = "/quarry.v1.ImageService/GetScanStatus"
+	// ImageServiceConvertImageProcedure is the fully-qualified name of the ImageService's ConvertImage
+	// RPC.
+	ImageServiceConvertImageProcedure = "/quarry.v1.ImageService/ConvertImage"
 )
 
 // ImageServiceClient is a client for the quarry.v1.ImageService service.
@@ -90,6 +93,14 @@ type ImageServiceClient interface {
 	// GetScanStatus reports the scans running now and the last result per
 	// pool.
 	GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error)
+	// ConvertImage starts a job (kind "convert") that converts a READY image
+	// into another format next to it, in the same pool: qcow2 to raw, raw to
+	// qcow2, vmdk or vhdx to qcow2. A node that mounts the pool and has
+	// qemu-img (Debian's qemu-utils) runs `qemu-img convert`; the output is
+	// checked (`qemu-img check` for qcow2), hashed and registered as a new
+	// READY image with the format and virtual size its header says. The new
+	// image is created PENDING with the job; cancelling the job removes it.
+	ConvertImage(context.Context, *connect.Request[v1.ConvertImageRequest]) (*connect.Response[v1.ConvertImageResponse], error)
 }
 
 // NewImageServiceClient constructs a client for the quarry.v1.ImageService service. By default, it
@@ -151,6 +162,12 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(imageServiceMethods.ByName("GetScanStatus")),
 			connect.WithClientOptions(opts...),
 		),
+		convertImage: connect.NewClient[v1.ConvertImageRequest, v1.ConvertImageResponse](
+			httpClient,
+			baseURL+ImageServiceConvertImageProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("ConvertImage")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -164,6 +181,7 @@ type imageServiceClient struct {
 	scanISOs      *connect.Client[v1.ScanISOsRequest, v1.ScanISOsResponse]
 	verifyImage   *connect.Client[v1.VerifyImageRequest, v1.VerifyImageResponse]
 	getScanStatus *connect.Client[v1.GetScanStatusRequest, v1.GetScanStatusResponse]
+	convertImage  *connect.Client[v1.ConvertImageRequest, v1.ConvertImageResponse]
 }
 
 // ListCatalog calls quarry.v1.ImageService.ListCatalog.
@@ -206,6 +224,11 @@ func (c *imageServiceClient) GetScanStatus(ctx context.Context, req *connect.Req
 	return c.getScanStatus.CallUnary(ctx, req)
 }
 
+// ConvertImage calls quarry.v1.ImageService.ConvertImage.
+func (c *imageServiceClient) ConvertImage(ctx context.Context, req *connect.Request[v1.ConvertImageRequest]) (*connect.Response[v1.ConvertImageResponse], error) {
+	return c.convertImage.CallUnary(ctx, req)
+}
+
 // ImageServiceHandler is an implementation of the quarry.v1.ImageService service.
 type ImageServiceHandler interface {
 	// ListCatalog lists the well-known cloud images that DownloadImage takes
@@ -240,6 +263,14 @@ type ImageServiceHandler interface {
 	// GetScanStatus reports the scans running now and the last result per
 	// pool.
 	GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error)
+	// ConvertImage starts a job (kind "convert") that converts a READY image
+	// into another format next to it, in the same pool: qcow2 to raw, raw to
+	// qcow2, vmdk or vhdx to qcow2. A node that mounts the pool and has
+	// qemu-img (Debian's qemu-utils) runs `qemu-img convert`; the output is
+	// checked (`qemu-img check` for qcow2), hashed and registered as a new
+	// READY image with the format and virtual size its header says. The new
+	// image is created PENDING with the job; cancelling the job removes it.
+	ConvertImage(context.Context, *connect.Request[v1.ConvertImageRequest]) (*connect.Response[v1.ConvertImageResponse], error)
 }
 
 // NewImageServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -297,6 +328,12 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(imageServiceMethods.ByName("GetScanStatus")),
 		connect.WithHandlerOptions(opts...),
 	)
+	imageServiceConvertImageHandler := connect.NewUnaryHandler(
+		ImageServiceConvertImageProcedure,
+		svc.ConvertImage,
+		connect.WithSchema(imageServiceMethods.ByName("ConvertImage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.v1.ImageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ImageServiceListCatalogProcedure:
@@ -315,6 +352,8 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 			imageServiceVerifyImageHandler.ServeHTTP(w, r)
 		case ImageServiceGetScanStatusProcedure:
 			imageServiceGetScanStatusHandler.ServeHTTP(w, r)
+		case ImageServiceConvertImageProcedure:
+			imageServiceConvertImageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -354,4 +393,8 @@ func (UnimplementedImageServiceHandler) VerifyImage(context.Context, *connect.Re
 
 func (UnimplementedImageServiceHandler) GetScanStatus(context.Context, *connect.Request[v1.GetScanStatusRequest]) (*connect.Response[v1.GetScanStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.GetScanStatus is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) ConvertImage(context.Context, *connect.Request[v1.ConvertImageRequest]) (*connect.Response[v1.ConvertImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.ConvertImage is not implemented"))
 }

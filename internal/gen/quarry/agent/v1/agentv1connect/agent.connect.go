@@ -69,6 +69,9 @@ const (
 	AgentServiceCancelUploadProcedure = "/quarry.agent.v1.AgentService/CancelUpload"
 	// AgentServiceHashFileProcedure is the fully-qualified name of the AgentService's HashFile RPC.
 	AgentServiceHashFileProcedure = "/quarry.agent.v1.AgentService/HashFile"
+	// AgentServiceConvertFileProcedure is the fully-qualified name of the AgentService's ConvertFile
+	// RPC.
+	AgentServiceConvertFileProcedure = "/quarry.agent.v1.AgentService/ConvertFile"
 )
 
 // AgentServiceClient is a client for the quarry.agent.v1.AgentService service.
@@ -123,6 +126,12 @@ type AgentServiceClient interface {
 	// HashFile reads one image file of a pool and streams its progress, then
 	// its SHA-256. It stops when the call ends.
 	HashFile(context.Context, *connect.Request[v1.HashFileRequest]) (*connect.ServerStreamForClient[v1.HashFileResponse], error)
+	// ConvertFile converts one image file of a pool into another format with
+	// qemu-img, into a partial file under .quarry/partial/, checks it
+	// (`qemu-img check` for qcow2), hashes it and moves it into place; it
+	// streams progress and, last, the result. Ending the call kills
+	// qemu-img and removes the partial file.
+	ConvertFile(context.Context, *connect.Request[v1.ConvertFileRequest]) (*connect.ServerStreamForClient[v1.ConvertFileResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the quarry.agent.v1.AgentService service. By
@@ -220,6 +229,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("HashFile")),
 			connect.WithClientOptions(opts...),
 		),
+		convertFile: connect.NewClient[v1.ConvertFileRequest, v1.ConvertFileResponse](
+			httpClient,
+			baseURL+AgentServiceConvertFileProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ConvertFile")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -239,6 +254,7 @@ type agentServiceClient struct {
 	writeUpload        *connect.Client[v1.WriteUploadRequest, v1.WriteUploadResponse]
 	cancelUpload       *connect.Client[v1.CancelUploadRequest, v1.CancelUploadResponse]
 	hashFile           *connect.Client[v1.HashFileRequest, v1.HashFileResponse]
+	convertFile        *connect.Client[v1.ConvertFileRequest, v1.ConvertFileResponse]
 }
 
 // GetFacts calls quarry.agent.v1.AgentService.GetFacts.
@@ -311,6 +327,11 @@ func (c *agentServiceClient) HashFile(ctx context.Context, req *connect.Request[
 	return c.hashFile.CallServerStream(ctx, req)
 }
 
+// ConvertFile calls quarry.agent.v1.AgentService.ConvertFile.
+func (c *agentServiceClient) ConvertFile(ctx context.Context, req *connect.Request[v1.ConvertFileRequest]) (*connect.ServerStreamForClient[v1.ConvertFileResponse], error) {
+	return c.convertFile.CallServerStream(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the quarry.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// GetFacts reports the node's identity and, for every pool it is told
@@ -363,6 +384,12 @@ type AgentServiceHandler interface {
 	// HashFile reads one image file of a pool and streams its progress, then
 	// its SHA-256. It stops when the call ends.
 	HashFile(context.Context, *connect.Request[v1.HashFileRequest], *connect.ServerStream[v1.HashFileResponse]) error
+	// ConvertFile converts one image file of a pool into another format with
+	// qemu-img, into a partial file under .quarry/partial/, checks it
+	// (`qemu-img check` for qcow2), hashes it and moves it into place; it
+	// streams progress and, last, the result. Ending the call kills
+	// qemu-img and removes the partial file.
+	ConvertFile(context.Context, *connect.Request[v1.ConvertFileRequest], *connect.ServerStream[v1.ConvertFileResponse]) error
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -456,6 +483,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("HashFile")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceConvertFileHandler := connect.NewServerStreamHandler(
+		AgentServiceConvertFileProcedure,
+		svc.ConvertFile,
+		connect.WithSchema(agentServiceMethods.ByName("ConvertFile")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceGetFactsProcedure:
@@ -486,6 +519,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceCancelUploadHandler.ServeHTTP(w, r)
 		case AgentServiceHashFileProcedure:
 			agentServiceHashFileHandler.ServeHTTP(w, r)
+		case AgentServiceConvertFileProcedure:
+			agentServiceConvertFileHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -549,4 +584,8 @@ func (UnimplementedAgentServiceHandler) CancelUpload(context.Context, *connect.R
 
 func (UnimplementedAgentServiceHandler) HashFile(context.Context, *connect.Request[v1.HashFileRequest], *connect.ServerStream[v1.HashFileResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.HashFile is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ConvertFile(context.Context, *connect.Request[v1.ConvertFileRequest], *connect.ServerStream[v1.ConvertFileResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.ConvertFile is not implemented"))
 }
