@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quarry/v1/image.proto.
  */
 export const file_quarry_v1_image: GenFile = /*@__PURE__*/
-  fileDesc("ChVxdWFycnkvdjEvaW1hZ2UucHJvdG8SCXF1YXJyeS52MSI3CgZPU0luZm8SDgoGZGlzdHJvGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEYXJjaBgDIAEoCSLABAoFSW1hZ2USCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIXCg9zdG9yYWdlX3Bvb2xfaWQYAyABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYBCABKAkSIgoEa2luZBgFIAEoDjIULnF1YXJyeS52MS5JbWFnZUtpbmQSDgoGZm9ybWF0GAYgASgJEiQKBXN0YXRlGAcgASgOMhUucXVhcnJ5LnYxLkltYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAggASgJEgwKBHBhdGgYCSABKAkSEgoKc2l6ZV9ieXRlcxgKIAEoBBIvCgttb2RpZmllZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdm9sdW1lX2xhYmVsGAwgASgJEhAKCGJvb3RhYmxlGA0gASgIEh0KAm9zGA4gASgLMhEucXVhcnJ5LnYxLk9TSW5mbxIOCgZkaWdlc3QYDyABKAkSDgoGb3JpZ2luGBAgASgJEi4KCmNyZWF0ZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW1pc3Npbmdfc2luY2UYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgUIAEoBBIQCgh2ZXJpZmllZBgVIAEoCCKxAQoMQ2F0YWxvZ0VudHJ5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSHQoCb3MYAyABKAsyES5xdWFycnkudjEuT1NJbmZvEgsKA3VybBgEIAEoCRIQCghjaGVja3N1bRgFIAEoCRIUCgxjaGVja3N1bV91cmwYBiABKAkSDgoGZm9ybWF0GAcgASgJEhQKDGRlZmF1bHRfdXNlchgIIAEoCRINCgVub3RlcxgJIAEoCSIUChJMaXN0Q2F0YWxvZ1JlcXVlc3QiPwoTTGlzdENhdGFsb2dSZXNwb25zZRIoCgdlbnRyaWVzGAEgAygLMhcucXVhcnJ5LnYxLkNhdGFsb2dFbnRyeSKGAQoURG93bmxvYWRJbWFnZVJlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCRILCgN1cmwYAiABKAkSFwoPc3RvcmFnZV9wb29sX2lkGAMgASgJEhAKCGNoZWNrc3VtGAQgASgJEgwKBG5hbWUYBSABKAkSFAoMY2hlY2tzdW1fdXJsGAYgASgJImcKFURvd25sb2FkSW1hZ2VSZXNwb25zZRIfCgVpbWFnZRgBIAEoCzIQLnF1YXJyeS52MS5JbWFnZRIbCgNqb2IYAiABKAsyDi5xdWFycnkudjEuSm9iEhAKCGV4aXN0aW5nGAMgASgIIlAKEUxpc3RJbWFnZXNSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIiCgRraW5kGAIgASgOMhQucXVhcnJ5LnYxLkltYWdlS2luZCI2ChJMaXN0SW1hZ2VzUmVzcG9uc2USIAoGaW1hZ2VzGAEgAygLMhAucXVhcnJ5LnYxLkltYWdlIh0KD0dldEltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSIzChBHZXRJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlIiAKEkRlbGV0ZUltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSIVChNEZWxldGVJbWFnZVJlc3BvbnNlIiAKElZlcmlmeUltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSJlChNWZXJpZnlJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlEhsKA2pvYhgCIAEoCzIOLnF1YXJyeS52MS5Kb2ISEAoIZXhpc3RpbmcYAyABKAgiKgoPU2NhbklTT3NSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCSL0AgoOUG9vbFNjYW5SZXN1bHQSFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJEhkKEXN0b3JhZ2VfcG9vbF9uYW1lGAIgASgJEg8KB25vZGVfaWQYAyABKAkSEQoJbm9kZV9uYW1lGAQgASgJEhgKEGRpc2NvdmVyZWRfY291bnQYBSABKA0SFQoNdXBkYXRlZF9jb3VudBgGIAEoDRIVCg1taXNzaW5nX2NvdW50GAcgASgNEisKCGR1cmF0aW9uGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB3NraXBwZWQYCSABKAgSEwoLc2tpcF9yZWFzb24YCiABKAkSLwoLZmluaXNoZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmRlZmVycmVkX2NvdW50GAwgASgNEg8KB3RyaWdnZXIYDSABKAkSFQoNY2hhbmdlZF9jb3VudBgOIAEoDSJYChBTY2FuSVNPc1Jlc3BvbnNlEhgKEGRpc2NvdmVyZWRfY291bnQYASABKA0SKgoHcmVzdWx0cxgCIAMoCzIZLnF1YXJyeS52MS5Qb29sU2NhblJlc3VsdCIWChRHZXRTY2FuU3RhdHVzUmVxdWVzdCKpAQoLUnVubmluZ1NjYW4SFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJEhkKEXN0b3JhZ2VfcG9vbF9uYW1lGAIgASgJEhEKCW5vZGVfbmFtZRgDIAEoCRISCgpmaWxlc19zZWVuGAQgASgNEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3RyaWdnZXIYBiABKAkifgoVR2V0U2NhblN0YXR1c1Jlc3BvbnNlEicKB3J1bm5pbmcYASADKAsyFi5xdWFycnkudjEuUnVubmluZ1NjYW4SJwoEbGFzdBgCIAMoCzIZLnF1YXJyeS52MS5Qb29sU2NhblJlc3VsdBITCgtwb29sc190b3RhbBgDIAEoDSpsCglJbWFnZUtpbmQSGgoWSU1BR0VfS0lORF9VTlNQRUNJRklFRBAAEhoKFklNQUdFX0tJTkRfQ0xPVURfSU1BR0UQARISCg5JTUFHRV9LSU5EX0lTTxACEhMKD0lNQUdFX0tJTkRfRElTSxADKvYBCgpJbWFnZVN0YXRlEhsKF0lNQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTSU1BR0VfU1RBVEVfUEVORElORxABEhsKF0lNQUdFX1NUQVRFX0RPV05MT0FESU5HEAISGQoVSU1BR0VfU1RBVEVfVkVSSUZZSU5HEAMSFQoRSU1BR0VfU1RBVEVfUkVBRFkQBBIVChFJTUFHRV9TVEFURV9FUlJPUhAFEhcKE0lNQUdFX1NUQVRFX01JU1NJTkcQBhIYChRJTUFHRV9TVEFURV9ERUxFVElORxAHEhkKFUlNQUdFX1NUQVRFX1VQTE9BRElORxAIMvUECgxJbWFnZVNlcnZpY2USTAoLTGlzdENhdGFsb2cSHS5xdWFycnkudjEuTGlzdENhdGFsb2dSZXF1ZXN0Gh4ucXVhcnJ5LnYxLkxpc3RDYXRhbG9nUmVzcG9uc2USUgoNRG93bmxvYWRJbWFnZRIfLnF1YXJyeS52MS5Eb3dubG9hZEltYWdlUmVxdWVzdBogLnF1YXJyeS52MS5Eb3dubG9hZEltYWdlUmVzcG9uc2USSQoKTGlzdEltYWdlcxIcLnF1YXJyeS52MS5MaXN0SW1hZ2VzUmVxdWVzdBodLnF1YXJyeS52MS5MaXN0SW1hZ2VzUmVzcG9uc2USQwoIR2V0SW1hZ2USGi5xdWFycnkudjEuR2V0SW1hZ2VSZXF1ZXN0GhsucXVhcnJ5LnYxLkdldEltYWdlUmVzcG9uc2USTAoLRGVsZXRlSW1hZ2USHS5xdWFycnkudjEuRGVsZXRlSW1hZ2VSZXF1ZXN0Gh4ucXVhcnJ5LnYxLkRlbGV0ZUltYWdlUmVzcG9uc2USQwoIU2NhbklTT3MSGi5xdWFycnkudjEuU2NhbklTT3NSZXF1ZXN0GhsucXVhcnJ5LnYxLlNjYW5JU09zUmVzcG9uc2USTAoLVmVyaWZ5SW1hZ2USHS5xdWFycnkudjEuVmVyaWZ5SW1hZ2VSZXF1ZXN0Gh4ucXVhcnJ5LnYxLlZlcmlmeUltYWdlUmVzcG9uc2USUgoNR2V0U2NhblN0YXR1cxIfLnF1YXJyeS52MS5HZXRTY2FuU3RhdHVzUmVxdWVzdBogLnF1YXJyeS52MS5HZXRTY2FuU3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_quarry_v1_job]);
+  fileDesc("ChVxdWFycnkvdjEvaW1hZ2UucHJvdG8SCXF1YXJyeS52MSI3CgZPU0luZm8SDgoGZGlzdHJvGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEYXJjaBgDIAEoCSLABAoFSW1hZ2USCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIXCg9zdG9yYWdlX3Bvb2xfaWQYAyABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYBCABKAkSIgoEa2luZBgFIAEoDjIULnF1YXJyeS52MS5JbWFnZUtpbmQSDgoGZm9ybWF0GAYgASgJEiQKBXN0YXRlGAcgASgOMhUucXVhcnJ5LnYxLkltYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAggASgJEgwKBHBhdGgYCSABKAkSEgoKc2l6ZV9ieXRlcxgKIAEoBBIvCgttb2RpZmllZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdm9sdW1lX2xhYmVsGAwgASgJEhAKCGJvb3RhYmxlGA0gASgIEh0KAm9zGA4gASgLMhEucXVhcnJ5LnYxLk9TSW5mbxIOCgZkaWdlc3QYDyABKAkSDgoGb3JpZ2luGBAgASgJEi4KCmNyZWF0ZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW1pc3Npbmdfc2luY2UYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgUIAEoBBIQCgh2ZXJpZmllZBgVIAEoCCKxAQoMQ2F0YWxvZ0VudHJ5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSHQoCb3MYAyABKAsyES5xdWFycnkudjEuT1NJbmZvEgsKA3VybBgEIAEoCRIQCghjaGVja3N1bRgFIAEoCRIUCgxjaGVja3N1bV91cmwYBiABKAkSDgoGZm9ybWF0GAcgASgJEhQKDGRlZmF1bHRfdXNlchgIIAEoCRINCgVub3RlcxgJIAEoCSIUChJMaXN0Q2F0YWxvZ1JlcXVlc3QiPwoTTGlzdENhdGFsb2dSZXNwb25zZRIoCgdlbnRyaWVzGAEgAygLMhcucXVhcnJ5LnYxLkNhdGFsb2dFbnRyeSKGAQoURG93bmxvYWRJbWFnZVJlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCRILCgN1cmwYAiABKAkSFwoPc3RvcmFnZV9wb29sX2lkGAMgASgJEhAKCGNoZWNrc3VtGAQgASgJEgwKBG5hbWUYBSABKAkSFAoMY2hlY2tzdW1fdXJsGAYgASgJImcKFURvd25sb2FkSW1hZ2VSZXNwb25zZRIfCgVpbWFnZRgBIAEoCzIQLnF1YXJyeS52MS5JbWFnZRIbCgNqb2IYAiABKAsyDi5xdWFycnkudjEuSm9iEhAKCGV4aXN0aW5nGAMgASgIIlAKEUxpc3RJbWFnZXNSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIiCgRraW5kGAIgASgOMhQucXVhcnJ5LnYxLkltYWdlS2luZCI2ChJMaXN0SW1hZ2VzUmVzcG9uc2USIAoGaW1hZ2VzGAEgAygLMhAucXVhcnJ5LnYxLkltYWdlIh0KD0dldEltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSIzChBHZXRJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlIiAKEkRlbGV0ZUltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSIVChNEZWxldGVJbWFnZVJlc3BvbnNlIiAKElZlcmlmeUltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCSJlChNWZXJpZnlJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlEhsKA2pvYhgCIAEoCzIOLnF1YXJyeS52MS5Kb2ISEAoIZXhpc3RpbmcYAyABKAgiPwoTQ29udmVydEltYWdlUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZmb3JtYXQYAiABKAkSDAoEbmFtZRgDIAEoCSJUChRDb252ZXJ0SW1hZ2VSZXNwb25zZRIfCgVpbWFnZRgBIAEoCzIQLnF1YXJyeS52MS5JbWFnZRIbCgNqb2IYAiABKAsyDi5xdWFycnkudjEuSm9iIioKD1NjYW5JU09zUmVxdWVzdBIXCg9zdG9yYWdlX3Bvb2xfaWQYASABKAkiiQMKDlBvb2xTY2FuUmVzdWx0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIZChFzdG9yYWdlX3Bvb2xfbmFtZRgCIAEoCRIPCgdub2RlX2lkGAMgASgJEhEKCW5vZGVfbmFtZRgEIAEoCRIYChBkaXNjb3ZlcmVkX2NvdW50GAUgASgNEhUKDXVwZGF0ZWRfY291bnQYBiABKA0SFQoNbWlzc2luZ19jb3VudBgHIAEoDRIrCghkdXJhdGlvbhgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIPCgdza2lwcGVkGAkgASgIEhMKC3NraXBfcmVhc29uGAogASgJEi8KC2ZpbmlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5kZWZlcnJlZF9jb3VudBgMIAEoDRIPCgd0cmlnZ2VyGA0gASgJEhUKDWNoYW5nZWRfY291bnQYDiABKA0SEwoLbW92ZWRfY291bnQYUCABKA0iWAoQU2NhbklTT3NSZXNwb25zZRIYChBkaXNjb3ZlcmVkX2NvdW50GAEgASgNEioKB3Jlc3VsdHMYAiADKAsyGS5xdWFycnkudjEuUG9vbFNjYW5SZXN1bHQiFgoUR2V0U2NhblN0YXR1c1JlcXVlc3QiqQEKC1J1bm5pbmdTY2FuEhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIZChFzdG9yYWdlX3Bvb2xfbmFtZRgCIAEoCRIRCglub2RlX25hbWUYAyABKAkSEgoKZmlsZXNfc2VlbhgEIAEoDRIuCgpzdGFydGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd0cmlnZ2VyGAYgASgJIn4KFUdldFNjYW5TdGF0dXNSZXNwb25zZRInCgdydW5uaW5nGAEgAygLMhYucXVhcnJ5LnYxLlJ1bm5pbmdTY2FuEicKBGxhc3QYAiADKAsyGS5xdWFycnkudjEuUG9vbFNjYW5SZXN1bHQSEwoLcG9vbHNfdG90YWwYAyABKA0qbAoJSW1hZ2VLaW5kEhoKFklNQUdFX0tJTkRfVU5TUEVDSUZJRUQQABIaChZJTUFHRV9LSU5EX0NMT1VEX0lNQUdFEAESEgoOSU1BR0VfS0lORF9JU08QAhITCg9JTUFHRV9LSU5EX0RJU0sQAyr2AQoKSW1hZ2VTdGF0ZRIbChdJTUFHRV9TVEFURV9VTlNQRUNJRklFRBAAEhcKE0lNQUdFX1NUQVRFX1BFTkRJTkcQARIbChdJTUFHRV9TVEFURV9ET1dOTE9BRElORxACEhkKFUlNQUdFX1NUQVRFX1ZFUklGWUlORxADEhUKEUlNQUdFX1NUQVRFX1JFQURZEAQSFQoRSU1BR0VfU1RBVEVfRVJST1IQBRIXChNJTUFHRV9TVEFURV9NSVNTSU5HEAYSGAoUSU1BR0VfU1RBVEVfREVMRVRJTkcQBxIZChVJTUFHRV9TVEFURV9VUExPQURJTkcQCDLGBQoMSW1hZ2VTZXJ2aWNlEkwKC0xpc3RDYXRhbG9nEh0ucXVhcnJ5LnYxLkxpc3RDYXRhbG9nUmVxdWVzdBoeLnF1YXJyeS52MS5MaXN0Q2F0YWxvZ1Jlc3BvbnNlElIKDURvd25sb2FkSW1hZ2USHy5xdWFycnkudjEuRG93bmxvYWRJbWFnZVJlcXVlc3QaIC5xdWFycnkudjEuRG93bmxvYWRJbWFnZVJlc3BvbnNlEkkKCkxpc3RJbWFnZXMSHC5xdWFycnkudjEuTGlzdEltYWdlc1JlcXVlc3QaHS5xdWFycnkudjEuTGlzdEltYWdlc1Jlc3BvbnNlEkMKCEdldEltYWdlEhoucXVhcnJ5LnYxLkdldEltYWdlUmVxdWVzdBobLnF1YXJyeS52MS5HZXRJbWFnZVJlc3BvbnNlEkwKC0RlbGV0ZUltYWdlEh0ucXVhcnJ5LnYxLkRlbGV0ZUltYWdlUmVxdWVzdBoeLnF1YXJyeS52MS5EZWxldGVJbWFnZVJlc3BvbnNlEkMKCFNjYW5JU09zEhoucXVhcnJ5LnYxLlNjYW5JU09zUmVxdWVzdBobLnF1YXJyeS52MS5TY2FuSVNPc1Jlc3BvbnNlEkwKC1ZlcmlmeUltYWdlEh0ucXVhcnJ5LnYxLlZlcmlmeUltYWdlUmVxdWVzdBoeLnF1YXJyeS52MS5WZXJpZnlJbWFnZVJlc3BvbnNlElIKDUdldFNjYW5TdGF0dXMSHy5xdWFycnkudjEuR2V0U2NhblN0YXR1c1JlcXVlc3QaIC5xdWFycnkudjEuR2V0U2NhblN0YXR1c1Jlc3BvbnNlEk8KDENvbnZlcnRJbWFnZRIeLnF1YXJyeS52MS5Db252ZXJ0SW1hZ2VSZXF1ZXN0Gh8ucXVhcnJ5LnYxLkNvbnZlcnRJbWFnZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_quarry_v1_job]);
 
 /**
  * @generated from message quarry.v1.OSInfo
@@ -519,6 +519,64 @@ export const VerifyImageResponseSchema: GenMessage<VerifyImageResponse> = /*@__P
   messageDesc(file_quarry_v1_image, 14);
 
 /**
+ * @generated from message quarry.v1.ConvertImageRequest
+ */
+export type ConvertImageRequest = Message<"quarry.v1.ConvertImageRequest"> & {
+  /**
+   * The image to convert; it stays as it is.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The target format: "qcow2" or "raw".
+   *
+   * @generated from field: string format = 2;
+   */
+  format: string;
+
+  /**
+   * The new image's name; default: the source's name with the target
+   * format's extension (.qcow2 or .raw).
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message quarry.v1.ConvertImageRequest.
+ * Use `create(ConvertImageRequestSchema)` to create a new message.
+ */
+export const ConvertImageRequestSchema: GenMessage<ConvertImageRequest> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 15);
+
+/**
+ * @generated from message quarry.v1.ConvertImageResponse
+ */
+export type ConvertImageResponse = Message<"quarry.v1.ConvertImageResponse"> & {
+  /**
+   * The new image, PENDING until the job ends.
+   *
+   * @generated from field: quarry.v1.Image image = 1;
+   */
+  image?: Image | undefined;
+
+  /**
+   * @generated from field: quarry.v1.Job job = 2;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message quarry.v1.ConvertImageResponse.
+ * Use `create(ConvertImageResponseSchema)` to create a new message.
+ */
+export const ConvertImageResponseSchema: GenMessage<ConvertImageResponse> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 16);
+
+/**
  * @generated from message quarry.v1.ScanISOsRequest
  */
 export type ScanISOsRequest = Message<"quarry.v1.ScanISOsRequest"> & {
@@ -535,7 +593,7 @@ export type ScanISOsRequest = Message<"quarry.v1.ScanISOsRequest"> & {
  * Use `create(ScanISOsRequestSchema)` to create a new message.
  */
 export const ScanISOsRequestSchema: GenMessage<ScanISOsRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 15);
+  messageDesc(file_quarry_v1_image, 17);
 
 /**
  * PoolScanResult is one pool's scan.
@@ -624,6 +682,15 @@ export type PoolScanResult = Message<"quarry.v1.PoolScanResult"> & {
    * @generated from field: uint32 changed_count = 14;
    */
   changedCount: number;
+
+  /**
+   * Images whose file was renamed or moved inside the pool (same size,
+   * modification time and label or format header, old path gone): they
+   * keep their id, metadata and history under the new path.
+   *
+   * @generated from field: uint32 moved_count = 80;
+   */
+  movedCount: number;
 };
 
 /**
@@ -631,7 +698,7 @@ export type PoolScanResult = Message<"quarry.v1.PoolScanResult"> & {
  * Use `create(PoolScanResultSchema)` to create a new message.
  */
 export const PoolScanResultSchema: GenMessage<PoolScanResult> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 16);
+  messageDesc(file_quarry_v1_image, 18);
 
 /**
  * @generated from message quarry.v1.ScanISOsResponse
@@ -655,7 +722,7 @@ export type ScanISOsResponse = Message<"quarry.v1.ScanISOsResponse"> & {
  * Use `create(ScanISOsResponseSchema)` to create a new message.
  */
 export const ScanISOsResponseSchema: GenMessage<ScanISOsResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 17);
+  messageDesc(file_quarry_v1_image, 19);
 
 /**
  * @generated from message quarry.v1.GetScanStatusRequest
@@ -668,7 +735,7 @@ export type GetScanStatusRequest = Message<"quarry.v1.GetScanStatusRequest"> & {
  * Use `create(GetScanStatusRequestSchema)` to create a new message.
  */
 export const GetScanStatusRequestSchema: GenMessage<GetScanStatusRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 18);
+  messageDesc(file_quarry_v1_image, 20);
 
 /**
  * @generated from message quarry.v1.RunningScan
@@ -712,7 +779,7 @@ export type RunningScan = Message<"quarry.v1.RunningScan"> & {
  * Use `create(RunningScanSchema)` to create a new message.
  */
 export const RunningScanSchema: GenMessage<RunningScan> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 19);
+  messageDesc(file_quarry_v1_image, 21);
 
 /**
  * @generated from message quarry.v1.GetScanStatusResponse
@@ -741,7 +808,7 @@ export type GetScanStatusResponse = Message<"quarry.v1.GetScanStatusResponse"> &
  * Use `create(GetScanStatusResponseSchema)` to create a new message.
  */
 export const GetScanStatusResponseSchema: GenMessage<GetScanStatusResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 20);
+  messageDesc(file_quarry_v1_image, 22);
 
 /**
  * @generated from enum quarry.v1.ImageKind
@@ -935,6 +1002,22 @@ export const ImageService: GenService<{
     methodKind: "unary";
     input: typeof GetScanStatusRequestSchema;
     output: typeof GetScanStatusResponseSchema;
+  },
+  /**
+   * ConvertImage starts a job (kind "convert") that converts a READY image
+   * into another format next to it, in the same pool: qcow2 to raw, raw to
+   * qcow2, vmdk or vhdx to qcow2. A node that mounts the pool and has
+   * qemu-img (Debian's qemu-utils) runs `qemu-img convert`; the output is
+   * checked (`qemu-img check` for qcow2), hashed and registered as a new
+   * READY image with the format and virtual size its header says. The new
+   * image is created PENDING with the job; cancelling the job removes it.
+   *
+   * @generated from rpc quarry.v1.ImageService.ConvertImage
+   */
+  convertImage: {
+    methodKind: "unary";
+    input: typeof ConvertImageRequestSchema;
+    output: typeof ConvertImageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_quarry_v1_image, 0);
