@@ -73,7 +73,11 @@ type Config struct {
 	// (default 2 s; also every 32 MiB, whichever comes first): what a crash
 	// can make it fetch again.
 	CheckpointEvery time.Duration
-	Logger          *slog.Logger // default slog.Default()
+	// QemuImg is the qemu-img that converts images: a path, or a name
+	// looked up on PATH; default "qemu-img". Without one, the node reports
+	// none in its facts and converts nothing.
+	QemuImg string
+	Logger  *slog.Logger // default slog.Default()
 }
 
 // Agent is a configured node daemon. Its methods are safe for concurrent use.
@@ -92,6 +96,7 @@ type Agent struct {
 	isos      *isoWatches // ISO listing and file watches per mounted pool
 	downloads *downloads
 	uploads   *uploads
+	qemu      qemuFinder
 	// stopping is closed when the agent begins to shut down: streams end.
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -162,6 +167,7 @@ func New(cfg Config) (*Agent, error) {
 	a.isos = newISOWatches(a)
 	a.downloads = newDownloads(a)
 	a.uploads = newUploads(a)
+	a.qemu = qemuFinder{bin: cfg.QemuImg}
 	a.handler = a.newHandler()
 	return a, nil
 }

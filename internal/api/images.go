@@ -38,8 +38,10 @@ type ImageService struct {
 	Downloads Downloads
 	// VerifyJobs hands a new verify job to the verify controller.
 	VerifyJobs func(jobID string)
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// ConvertJobs hands a new conversion job to the conversion controller.
+	ConvertJobs func(jobID string)
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 var imageKinds = map[store.ImageKind]quarryv1.ImageKind{

@@ -68,6 +68,7 @@ var policy = map[string]Rule{
 	"/quarry.v1.ImageService/DeleteImage":   operate,
 	"/quarry.v1.ImageService/ScanISOs":      operate,
 	"/quarry.v1.ImageService/VerifyImage":   operate,
+	"/quarry.v1.ImageService/ConvertImage":  operate,
 	"/quarry.v1.ImageService/GetScanStatus": read,
 	"/quarry.v1.JobService/ListJobs":        read,
 	"/quarry.v1.JobService/GetJob":          read,

@@ -26,6 +26,7 @@ import (
 	"github.com/quarry-project/quarry/internal/api"
 	"github.com/quarry-project/quarry/internal/auth"
 	"github.com/quarry-project/quarry/internal/catalog"
+	"github.com/quarry-project/quarry/internal/convert"
 	"github.com/quarry-project/quarry/internal/dirlock"
 	"github.com/quarry-project/quarry/internal/discovery"
 	"github.com/quarry-project/quarry/internal/download"
@@ -143,6 +144,7 @@ type Server struct {
 	scans   *discovery.Controller
 	dls     *download.Controller
 	checks  *verify.Controller
+	convs   *convert.Controller
 	uploads *upload.Service
 	catalog *catalog.Catalog
 	policy  *urlpolicy.Policy
@@ -296,6 +298,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	s.dls = dls
 	s.checks = verify.New(verify.Config{Store: st, Chooser: s.chooser, Hasher: fileHasher{link}, Logger: cfg.Logger})
+	s.convs = convert.New(convert.Config{Store: st, Chooser: s.chooser, Converter: fileConverter{link}, Logger: cfg.Logger})
 	s.uploads = s.newUploads()
 	s.handler = s.routes(reg)
 	return s, nil
@@ -354,11 +357,12 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		w.Write(s.ca.PEM())
 	})
 	mux.Handle(quarryv1connect.NewImageServiceHandler(&api.ImageService{Store: s.store, Scanner: s.scans,
-		Files:      fileDeleter{s.chooser, s.link},
-		Downloads:  api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: s.dls.Enqueue, Reachable: s.reachable},
-		VerifyJobs: s.checks.Enqueue,
-		Logger:     s.log, Now: now}, opts...))
-	enqueueJob := func(id string) { s.dls.Enqueue(id); s.checks.Enqueue(id); s.uploads.Enqueue(id) }
+		Files:       fileDeleter{s.chooser, s.link},
+		Downloads:   api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: s.dls.Enqueue, Reachable: s.reachable},
+		VerifyJobs:  s.checks.Enqueue,
+		ConvertJobs: s.convs.Enqueue,
+		Logger:      s.log, Now: now}, opts...))
+	enqueueJob := func(id string) { s.dls.Enqueue(id); s.checks.Enqueue(id); s.convs.Enqueue(id); s.uploads.Enqueue(id) }
 	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: enqueueJob, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
 	mux.Handle(quarryv1connect.NewEventServiceHandler(&api.EventService{Store: s.store, Hub: s.changes, Logger: s.log,
@@ -431,6 +435,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	loops.Go(func() { s.scans.Run(ctx) })
 	loops.Go(func() { s.dls.Run(ctx) })
 	loops.Go(func() { s.checks.Run(ctx) })
+	loops.Go(func() { s.convs.Run(ctx) })
 	loops.Go(func() { s.uploads.Run(ctx) })
 	defer func() {
 		cancel()

@@ -36,6 +36,8 @@ const (
 	OriginDiscovered ImageOrigin = "discovered"
 	OriginDownloaded ImageOrigin = "downloaded"
 	OriginUploaded   ImageOrigin = "uploaded"
+	// OriginConverted: qemu-img made it from another image of the pool.
+	OriginConverted ImageOrigin = "converted"
 )
 
 // Image is a file in a pool that VMs can use.

@@ -1,0 +1,207 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/quarry-project/quarry/internal/errclass"
+	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/ingest"
+	"github.com/quarry-project/quarry/internal/poolfs"
+	"github.com/quarry-project/quarry/internal/qemuimg"
+)
+
+// qemuFinder finds qemu-img and remembers it: a found one for good, a
+// missing one for a minute (GetFacts asks every few seconds; an operator
+// who installs qemu-utils sees the node report it soon after).
+type qemuFinder struct {
+	bin string
+
+	mu      sync.Mutex
+	tool    qemuimg.Tool
+	err     error
+	checked time.Time
+}
+
+func (q *qemuFinder) find(ctx context.Context) (qemuimg.Tool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.tool.Path != "" || (q.err != nil && time.Since(q.checked) < time.Minute) {
+		return q.tool, q.err
+	}
+	q.tool, q.err = qemuimg.Find(ctx, q.bin)
+	q.checked = time.Now()
+	return q.tool, q.err
+}
+
+// ConvertFile converts one image file of a pool with qemu-img into a
+// partial file, checks a qcow2 result with qemu-img check, hashes it, and
+// moves it into place. The call ending (a cancel) kills qemu-img and
+// removes the partial file; so does any failure.
+func (s *service) ConvertFile(ctx context.Context, req *connect.Request[agentv1.ConvertFileRequest], stream *connect.ServerStream[agentv1.ConvertFileResponse]) error {
+	m := req.Msg
+	ref, dir, err := s.mountedDir(m.GetPool())
+	if err != nil {
+		return errclass.ToConnect(err)
+	}
+	for _, p := range []string{m.GetSrc(), m.GetDest()} {
+		if err := checkImagePath(p); err != nil {
+			return errclass.ToConnect(err)
+		}
+	}
+	if err := qemuimg.CheckPair(m.GetSrcFormat(), m.GetFormat()); err != nil {
+		return errclass.ToConnect(errclass.New(errclass.InvalidArgument, "%v", err))
+	}
+	partial, err := ingest.PartialPath(m.GetJobId())
+	if err != nil {
+		return errclass.ToConnect(errclass.New(errclass.InvalidArgument, "job id: %v", err))
+	}
+	q, err := s.a.qemu.find(ctx)
+	if err != nil {
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "node %s cannot convert: %v", s.a.hostname, err))
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening %s: %v", ref.path, cause(err)))
+	}
+	defer root.Close()
+	src, err := root.Open(m.GetSrc())
+	if errors.Is(err, fs.ErrNotExist) {
+		return errclass.ToConnect(errclass.New(errclass.NotFound, "%s is not in pool %s on this node", m.GetSrc(), ref.name))
+	}
+	if err != nil {
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening %s in %s: %v", m.GetSrc(), ref.path, cause(err)))
+	}
+	defer src.Close()
+	if _, err := root.Lstat(m.GetDest()); err == nil {
+		return errclass.ToConnect(errclass.New(errclass.Conflict, "pool %s already holds %s; delete it or choose another name", ref.name, m.GetDest()))
+	}
+	info, err := q.Info(ctx, m.GetSrcFormat(), src)
+	if err == nil {
+		err = info.SelfContained()
+	}
+	if err != nil {
+		return errclass.ToConnect(errclass.New(errclass.Terminal, "%s in pool %s: %v", m.GetSrc(), ref.name, err))
+	}
+	// The partial file's directory is Quarry's own; it must be a real
+	// directory inside the pool, as qemu-img writes by path.
+	if err := root.MkdirAll(poolfs.PartialDir, 0o755); err != nil {
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "creating %s in %s: %v", poolfs.PartialDir, ref.path, cause(err)))
+	}
+	if fi, err := root.Lstat(poolfs.PartialDir); err != nil || !fi.IsDir() {
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "%s in %s is not a directory", poolfs.PartialDir, ref.path))
+	}
+	placed := false
+	defer func() {
+		if !placed {
+			root.Remove(partial)
+		}
+	}()
+	root.Remove(partial) // what an earlier, interrupted run of the job left
+
+	start := time.Now()
+	var last time.Time
+	var sendErr error
+	err = q.Convert(ctx, m.GetSrcFormat(), src, m.GetFormat(), dir+"/"+partial, func(pct float64) {
+		if sendErr == nil && (time.Since(last) >= hashProgressEvery || pct >= 100) {
+			last = time.Now()
+			sendErr = stream.Send(&agentv1.ConvertFileResponse{Phase: "converting", Percent: pct})
+		}
+	})
+	if err == nil {
+		err = sendErr
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return errclass.ToConnect(errclass.New(errclass.Terminal, "converting %s to %s: %v", m.GetSrc(), m.GetFormat(), err))
+	}
+	res := &agentv1.ConvertResult{Dest: m.GetDest()}
+	if m.GetFormat() == "qcow2" {
+		if err := stream.Send(&agentv1.ConvertFileResponse{Phase: "checking", Percent: 100}); err != nil {
+			return err
+		}
+		if res.Check, err = q.Check(ctx, "qcow2", dir+"/"+partial); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return errclass.ToConnect(errclass.New(errclass.Terminal, "the converted %s failed its check: %v", m.GetDest(), err))
+		}
+	}
+	f, err := root.OpenFile(partial, os.O_RDWR, 0)
+	if err != nil {
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening the converted file: %v", cause(err)))
+	}
+	defer f.Close()
+	if res.Sha256, res.Size, err = hashConverted(ctx, f, stream); err != nil {
+		return err
+	}
+	if res.Format, res.VirtualSize, err = ingest.Sniff(f, res.Size); err != nil {
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "reading the header of the converted file: %v", cause(err)))
+	}
+	if err := f.Sync(); err != nil {
+		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "syncing the converted file: %v", cause(err)))
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := ingest.Place(root, partial, m.GetDest(), "pool "+ref.name); err != nil {
+		if errclass.Of(err) == nil {
+			err = errclass.New(errclass.FailedPrecondition, "moving the converted file to %s: %v", m.GetDest(), cause(err))
+		}
+		return errclass.ToConnect(err)
+	}
+	placed = true
+	if fi, err := root.Stat(m.GetDest()); err == nil {
+		res.ModTime = timestamppb.New(fi.ModTime())
+	}
+	s.a.log.Info("image converted", "pool", ref.id, "src", m.GetSrc(), "dest", m.GetDest(), "format", res.Format,
+		"bytes", res.Size, "duration", time.Since(start).Round(time.Millisecond))
+	return stream.Send(&agentv1.ConvertFileResponse{Phase: "done", Percent: 100, BytesDone: res.Size, BytesTotal: res.Size, Result: res})
+}
+
+// hashConverted reads the converted file once for its SHA-256, reporting
+// progress.
+func hashConverted(ctx context.Context, f *os.File, stream *connect.ServerStream[agentv1.ConvertFileResponse]) (string, int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return "", 0, errclass.ToConnect(err)
+	}
+	total := fi.Size()
+	h := sha256.New()
+	buf := make([]byte, hashChunk)
+	var done int64
+	last := time.Now()
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", 0, err
+		}
+		n, err := f.ReadAt(buf, done)
+		h.Write(buf[:n])
+		done += int64(n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return "", 0, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "reading the converted file: %v", cause(err)))
+		}
+		if time.Since(last) >= hashProgressEvery {
+			last = time.Now()
+			if err := stream.Send(&agentv1.ConvertFileResponse{Phase: "hashing", Percent: 100, BytesDone: done, BytesTotal: total}); err != nil {
+				return "", 0, err
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), done, nil
+}
