@@ -24,7 +24,7 @@ func newImageCommand(g *globals) *cobra.Command {
 		Short: "List, inspect, delete and discover the images in the pools",
 	}
 	cmd.AddCommand(newImageListCommand(g), newImageShowCommand(g), newImageRemoveCommand(g), newImageScanCommand(g),
-		newImageDownloadCommand(g), newImageUploadCommand(g), newImageVerifyCommand(g))
+		newImageDownloadCommand(g), newImageUploadCommand(g), newImageVerifyCommand(g), newImageConvertCommand(g))
 	return cmd
 }
 

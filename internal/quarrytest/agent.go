@@ -55,6 +55,8 @@ type AgentOptions struct {
 	// not announce its start to the control plane, as an agent that cannot
 	// reach it would not: tests of what the link finds out by itself.
 	Silent bool
+	// QemuImg is the agent's --qemu-img; default "qemu-img" on PATH.
+	QemuImg string
 }
 
 func (o *AgentOptions) defaults(t testing.TB, s *Server) {
@@ -202,6 +204,7 @@ func (a *Agent) Start() {
 		Version:         "test",
 		Logger:          Logger(a.t).With("agent", a.Opts.Name),
 		CheckpointEvery: a.Opts.CheckpointEvery,
+		QemuImg:         a.Opts.QemuImg,
 		Enrollment: agent.Enrollment{
 			Server:    server,
 			JoinToken: a.Opts.JoinToken,
@@ -302,6 +305,9 @@ func (p *AgentProcess) Args() []string {
 		"--checkpoint-interval", p.Opts.CheckpointEvery.String()}
 	if p.Opts.CAHash != "" {
 		args = append(args, "--ca-hash", p.Opts.CAHash)
+	}
+	if p.Opts.QemuImg != "" {
+		args = append(args, "--qemu-img", p.Opts.QemuImg)
 	}
 	for _, b := range p.Opts.Binds {
 		args = append(args, "--bind", b.Path+"="+b.Dir)
