@@ -25,4 +25,6 @@ func (c fileConverter) Convert(ctx context.Context, nodeID string, pool store.Po
 		ModTime: res.GetModTime().AsTime(), Check: res.GetCheck()}, nil
 }
 
-func (c fileConverter) QemuImgVersion(nodeID string) (string, bool) { return c.link.QemuImgVersion(nodeID) }
+func (c fileConverter) QemuImgVersion(nodeID string) (string, bool) {
+	return c.link.QemuImgVersion(nodeID)
+}
