@@ -53,6 +53,7 @@ var wantAccess = map[string]string{
 	"/quarry.v1.ImageService/DeleteImage":   "operator",
 	"/quarry.v1.ImageService/ScanISOs":      "operator",
 	"/quarry.v1.ImageService/VerifyImage":   "operator",
+	"/quarry.v1.ImageService/ConvertImage":  "operator",
 	"/quarry.v1.EventService/Watch":         "viewer",
 	"/quarry.v1.ImageService/GetScanStatus": "viewer",
 	"/quarry.v1.JobService/ListJobs":        "viewer",
