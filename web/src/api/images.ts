@@ -40,3 +40,8 @@ export function useVerifyImage() {
   const inv = useInvalidate();
   return useMutation(ImageService.method.verifyImage, { onSuccess: () => inv(ImageService, JobService) });
 }
+
+export function useConvertImage() {
+  const inv = useInvalidate();
+  return useMutation(ImageService.method.convertImage, { onSuccess: () => inv(ImageService, JobService) });
+}

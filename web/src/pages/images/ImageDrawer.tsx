@@ -1,9 +1,10 @@
+import { useState } from "react";
 import { Anchor, Button, Drawer, Group, Loader, Stack, Text, Title } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
 import { Link } from "react-router-dom";
 import { useImage, useVerifyImage } from "../../api/images";
 import { useJobs } from "../../api/jobs";
-import type { Image } from "../../gen/quarry/v1/image_pb";
+import { ImageState, type Image } from "../../gen/quarry/v1/image_pb";
 import { Fields } from "../../components/Fields";
 import { StateBadge } from "../../components/StateBadge";
 import { Bytes } from "../../components/Bytes";
@@ -13,12 +14,14 @@ import { useCan } from "../../lib/session";
 import { enumLabel } from "../../lib/format";
 import { imageKindName, imageStateName, jobStateName, osLabel } from "../../lib/labels";
 import { errorMessage } from "../../lib/errors";
+import { ConvertDialog, convertTargets } from "./ConvertDialog";
 
 export function ImageDrawer({ id, onClose, onDelete }: { id?: string; onClose: () => void; onDelete: (i: Image) => void }) {
   const q = useImage(id);
   const jobs = useJobs();
   const verify = useVerifyImage();
   const canOperate = useCan("operator");
+  const [converting, setConverting] = useState<Image>();
   const img = q.data?.image;
   const related = (jobs.data?.jobs ?? []).filter((j) => j.imageId === id);
 
@@ -88,6 +91,11 @@ export function ImageDrawer({ id, onClose, onDelete }: { id?: string; onClose: (
               >
                 Verify
               </Button>
+              {img.state === ImageState.READY && convertTargets(img.format).length > 0 && (
+                <Button variant="default" onClick={() => setConverting(img)}>
+                  Convert…
+                </Button>
+              )}
               <Button color="red" variant="light" onClick={() => onDelete(img)}>
                 Delete…
               </Button>
@@ -95,6 +103,7 @@ export function ImageDrawer({ id, onClose, onDelete }: { id?: string; onClose: (
           )}
         </Stack>
       )}
+      <ConvertDialog image={converting} onClose={() => setConverting(undefined)} />
     </Drawer>
   );
 }
