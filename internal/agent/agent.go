@@ -97,6 +97,8 @@ type Agent struct {
 	downloads *downloads
 	uploads   *uploads
 	qemu      qemuFinder
+	// conversions are the running ConvertFile calls.
+	conversions conversions
 	// stopping is closed when the agent begins to shut down: streams end.
 	stopping chan struct{}
 	stopOnce sync.Once

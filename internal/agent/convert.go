@@ -44,6 +44,52 @@ func (q *qemuFinder) find(ctx context.Context) (qemuimg.Tool, error) {
 	return q.tool, q.err
 }
 
+// conversions are the ConvertFile calls running, by job: a second call for
+// a job (the control plane restarted and took the job up again) stops the
+// first and waits until it has removed its partial file, which the second
+// one then writes anew.
+type conversions struct {
+	mu      sync.Mutex
+	running map[string]*conversion
+}
+
+type conversion struct {
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// begin registers a call for job and returns its context and the function
+// that ends it.
+func (c *conversions) begin(ctx context.Context, job string) (context.Context, func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		old := c.running[job]
+		if old == nil {
+			break
+		}
+		c.mu.Unlock()
+		old.stop()
+		<-old.done
+		c.mu.Lock()
+	}
+	if c.running == nil {
+		c.running = map[string]*conversion{}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	cv := &conversion{stop: cancel, done: make(chan struct{})}
+	c.running[job] = cv
+	return ctx, func() {
+		cancel()
+		c.mu.Lock()
+		if c.running[job] == cv {
+			delete(c.running, job)
+		}
+		c.mu.Unlock()
+		close(cv.done)
+	}
+}
+
 // ConvertFile converts one image file of a pool with qemu-img into a
 // partial file, checks a qcow2 result with qemu-img check, hashes it, and
 // moves it into place. The call ending (a cancel) kills qemu-img and
@@ -66,6 +112,8 @@ func (s *service) ConvertFile(ctx context.Context, req *connect.Request[agentv1.
 	if err != nil {
 		return errclass.ToConnect(errclass.New(errclass.InvalidArgument, "job id: %v", err))
 	}
+	ctx, end := s.a.conversions.begin(ctx, m.GetJobId())
+	defer end()
 	q, err := s.a.qemu.find(ctx)
 	if err != nil {
 		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "node %s cannot convert: %v", s.a.hostname, err))

@@ -277,7 +277,11 @@ func (c *Controller) run(ctx, base context.Context, j store.Job, pool store.Pool
 			c.event(base, j.ID, fmt.Sprintf("node %s could not convert: %v", n.Name, err))
 			continue
 		}
-		c.finish(base, j, store.JobFailed, fmt.Sprintf("%v; fix the source image, then convert it again (delete the ERROR image %s first, or use --name)", err, dest.Name), nil)
+		msg := err.Error()
+		if errors.Is(err, errclass.Conflict) {
+			msg += "; or convert with another name (--name)"
+		}
+		c.finish(base, j, store.JobFailed, msg, nil)
 		return
 	}
 	c.finish(base, j, store.JobFailed, fmt.Sprintf("no node that mounts pool %s can convert %s: %s", pool.Name, src.Name, strings.Join(failures, "; ")), nil)

@@ -99,7 +99,8 @@ type ImageServiceClient interface {
 	// qemu-img (Debian's qemu-utils) runs `qemu-img convert`; the output is
 	// checked (`qemu-img check` for qcow2), hashed and registered as a new
 	// READY image with the format and virtual size its header says. The new
-	// image is created PENDING with the job; cancelling the job removes it.
+	// image is created PENDING with the job; a failed or cancelled job leaves
+	// it ERROR (and no file), and converting again replaces it.
 	ConvertImage(context.Context, *connect.Request[v1.ConvertImageRequest]) (*connect.Response[v1.ConvertImageResponse], error)
 }
 
@@ -269,7 +270,8 @@ type ImageServiceHandler interface {
 	// qemu-img (Debian's qemu-utils) runs `qemu-img convert`; the output is
 	// checked (`qemu-img check` for qcow2), hashed and registered as a new
 	// READY image with the format and virtual size its header says. The new
-	// image is created PENDING with the job; cancelling the job removes it.
+	// image is created PENDING with the job; a failed or cancelled job leaves
+	// it ERROR (and no file), and converting again replaces it.
 	ConvertImage(context.Context, *connect.Request[v1.ConvertImageRequest]) (*connect.Response[v1.ConvertImageResponse], error)
 }
 

@@ -1010,7 +1010,8 @@ export const ImageService: GenService<{
    * qemu-img (Debian's qemu-utils) runs `qemu-img convert`; the output is
    * checked (`qemu-img check` for qcow2), hashed and registered as a new
    * READY image with the format and virtual size its header says. The new
-   * image is created PENDING with the job; cancelling the job removes it.
+   * image is created PENDING with the job; a failed or cancelled job leaves
+   * it ERROR (and no file), and converting again replaces it.
    *
    * @generated from rpc quarry.v1.ImageService.ConvertImage
    */
