@@ -12,6 +12,7 @@ import (
 
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/isofs/isotest"
+	"github.com/quarry-project/quarry/internal/origintest"
 	"github.com/quarry-project/quarry/internal/quarrytest"
 )
 
@@ -408,5 +409,37 @@ func TestISOMoveDetection(t *testing.T) {
 	got, err := c.s.Images.GetImage(t.Context(), connect.NewRequest(&quarryv1.GetImageRequest{Id: debian.GetId()}))
 	if err != nil || got.Msg.GetImage().GetPath() != "iso/debian/12/netinst.iso" {
 		t.Errorf("GetImage(%s) = %v, %v", debian.GetId(), got, err)
+	}
+}
+
+// TestDownloadedImageMoved: a downloaded image whose file is moved inside
+// images/ keeps its id, digest and job history under the new path; the
+// scans learn the file's own modification time first (a download records
+// when it ended).
+func TestDownloadedImageMoved(t *testing.T) {
+	c, p := isoCluster(t)
+	o := origintest.New(t)
+	f := o.Add("/noble.qcow2", origintest.QCOW2(2*mib, 1<<30, 3))
+	m := download(t, c.s, p.GetId(), f.URL(), "sha256:"+f.SHA256())
+	if j := waitJob(t, c.s, m.GetJob().GetId(), 20*time.Second); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("download %v", j)
+	}
+	scan(t, c.s, p.GetId()) // learns the file's time
+	dir := filepath.Join(c.shared, "isos/images")
+	mkdir(t, filepath.Join(dir, "ubuntu"))
+	if err := os.Rename(filepath.Join(dir, "noble.qcow2"), filepath.Join(dir, "ubuntu/noble.qcow2")); err != nil {
+		t.Fatal(err)
+	}
+	r := scan(t, c.s, p.GetId()).GetResults()[0]
+	if r.GetMovedCount() != 1 || r.GetMissingCount() != 0 {
+		t.Errorf("scan %v; want 1 moved, nothing missing", r)
+	}
+	im := getImage(t, c.s, m.GetImage().GetId())
+	if im.GetPath() != "images/ubuntu/noble.qcow2" || im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY ||
+		im.GetDigest() != "sha256:"+f.SHA256() || im.GetFormat() != "qcow2" || im.GetOrigin() != "downloaded" {
+		t.Errorf("moved image %v; want it READY at images/ubuntu/noble.qcow2 with its digest", im)
+	}
+	if n := len(images(t, c.s, p.GetId())); n != 1 {
+		t.Errorf("%d images; want 1", n)
 	}
 }
