@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/quarry-project/quarry/internal/qemuimg"
@@ -43,6 +45,19 @@ func findOrInstall() (qemuimg.Tool, string, error) {
 	}
 	if os.Geteuid() != 0 {
 		return qemuimg.Tool{}, "qemu-img not found, and not root to install it: install qemu-utils (apt-get install qemu-utils) to run the conversion tests", nil
+	}
+	// Test binaries of several packages run at once and would race for
+	// apt's locks: one installs, the others wait and find it installed.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "quarry-qemutest.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return qemuimg.Tool{}, "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return qemuimg.Tool{}, "", fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	if t, err := qemuimg.Find(ctx, ""); err == nil {
+		return t, "", nil
 	}
 	fmt.Fprintln(os.Stderr, "qemutest: installing qemu-utils with apt-get")
 	for _, args := range [][]string{{"update"}, {"install", "-y", "--no-install-recommends", "qemu-utils"}} {
