@@ -244,7 +244,7 @@ func (s *service) ListISOs(ctx context.Context, req *connect.Request[agentv1.Lis
 		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/%s: %v", ref.path, poolfs.ISODir, cause(err)))
 	}
 	if req.Msg.GetIncludeImages() {
-		imgs, err := isoscan.ScanImages(ctx, dir)
+		imgs, err := s.a.isos.scanner.ScanImages(ctx, dir)
 		if err != nil {
 			return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/%s: %v", ref.path, poolfs.ImagesDir, cause(err)))
 		}

@@ -34,7 +34,7 @@ func TestScanImages(t *testing.T) {
 	if err := os.Symlink(filepath.Join(outside, "secret.raw"), filepath.Join(pool, "images/escape.raw")); err != nil {
 		t.Fatal(err)
 	}
-	files, err := ScanImages(t.Context(), pool)
+	files, err := New().ScanImages(t.Context(), pool)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,28 @@ func TestScanImages(t *testing.T) {
 	if want := []string{"images/disk2.raw", "images/sub/noble.qcow2"}; !slices.Equal(got, want) {
 		t.Errorf("ScanImages = %v, want %v", got, want)
 	}
-	if files, err := ScanImages(t.Context(), t.TempDir()); err != nil || len(files) != 0 {
+	// A rewritten file is sniffed again, not taken from the cache.
+	sc := New()
+	format := func() string {
+		files, err := sc.ScanImages(t.Context(), pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if f.RelPath == "images/sub/noble.qcow2" {
+				return f.Format
+			}
+		}
+		return "(not listed)"
+	}
+	if f := format(); f != "qcow2" {
+		t.Errorf("first listing: %q", f)
+	}
+	write("images/sub/noble.qcow2", 20)
+	if f := format(); f != "raw" {
+		t.Errorf("after the rewrite: %q, want raw", f)
+	}
+	if files, err := New().ScanImages(t.Context(), t.TempDir()); err != nil || len(files) != 0 {
 		t.Errorf("a pool without images/: %v, %v", files, err)
 	}
 }
