@@ -31,6 +31,21 @@ func TestConvertFile(t *testing.T) {
 		filepath.Join(pool, "images/overlay.qcow2")).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
+	for _, args := range [][]string{
+		{"convert", "-f", "raw", "-O", "vmdk", filepath.Join(pool, "images/d.raw"), filepath.Join(pool, "images/d.vmdk")},
+		{"convert", "-f", "raw", "-O", "vhdx", filepath.Join(pool, "images/d.raw"), filepath.Join(pool, "images/d.vhdx")},
+	} {
+		if out, err := exec.Command(q.Path, args...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v: %s", args, err, out)
+		}
+	}
+	// A vmdk whose data is another file, named by an absolute path: qemu-img
+	// would read whatever that is.
+	desc := "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n" +
+		"RW 2048 FLAT \"" + filepath.Join(pool, "images/d.raw") + "\" 0\n\nddb.adapterType = \"ide\"\n"
+	if err := os.WriteFile(filepath.Join(pool, "images/flat.vmdk"), []byte(desc), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p := ref("p1", "/srv/pool")
 	a := startAgent(t, Config{FSRoot: root})
 	c := protocols[1].client(t, a)
@@ -62,6 +77,12 @@ func TestConvertFile(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(pool, "images/sub/d.qcow2")); err != nil {
 		t.Errorf("the result is not in place: %v", err)
 	}
+	for _, from := range []string{"vmdk", "vhdx"} {
+		res, err := convert("images/d."+from, "images/from-"+from+".qcow2", from, "qcow2")
+		if err != nil || res.GetFormat() != "qcow2" || res.GetVirtualSize() != int64(len(raw)) {
+			t.Errorf("%s to qcow2: %v, %v", from, res, err)
+		}
+	}
 
 	for _, tt := range []struct {
 		name                string
@@ -74,6 +95,7 @@ func TestConvertFile(t *testing.T) {
 		{"outside the pool", "../../etc/passwd", "images/x.qcow2", "raw", "qcow2", connect.CodeInvalidArgument, "file path"},
 		{"missing source", "images/nope.raw", "images/x.qcow2", "raw", "qcow2", connect.CodeNotFound, "not in pool"},
 		{"backing file", "images/overlay.qcow2", "images/x.raw", "qcow2", "raw", connect.CodeFailedPrecondition, "backing file"},
+		{"vmdk extent elsewhere", "images/flat.vmdk", "images/x.qcow2", "vmdk", "qcow2", connect.CodeFailedPrecondition, "keeps data in another file"},
 		{"wrong recorded format", "images/d.raw", "images/x.raw", "qcow2", "raw", connect.CodeFailedPrecondition, "qemu-img"},
 	} {
 		_, err := convert(tt.src, tt.dest, tt.from, tt.to)
