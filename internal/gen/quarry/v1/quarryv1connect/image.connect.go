@@ -81,7 +81,8 @@ type ImageServiceClient interface {
 	// waits for the result. Despite its name it reconciles every image the
 	// library holds with the disk: ISOs in <pool>/iso/ (new files registered)
 	// and the cloud images and disks in <pool>/images/ (vanished → MISSING,
-	// back unchanged → READY, size changed → ERROR until VerifyImage). A scan
+	// back unchanged → READY, size changed → ERROR until VerifyImage); a file
+	// renamed or moved inside its tree keeps its image (moved_count). A scan
 	// already running for a pool is not duplicated: the request waits for the
 	// next one.
 	ScanISOs(context.Context, *connect.Request[v1.ScanISOsRequest]) (*connect.Response[v1.ScanISOsResponse], error)
@@ -252,7 +253,8 @@ type ImageServiceHandler interface {
 	// waits for the result. Despite its name it reconciles every image the
 	// library holds with the disk: ISOs in <pool>/iso/ (new files registered)
 	// and the cloud images and disks in <pool>/images/ (vanished → MISSING,
-	// back unchanged → READY, size changed → ERROR until VerifyImage). A scan
+	// back unchanged → READY, size changed → ERROR until VerifyImage); a file
+	// renamed or moved inside its tree keeps its image (moved_count). A scan
 	// already running for a pool is not duplicated: the request waits for the
 	// next one.
 	ScanISOs(context.Context, *connect.Request[v1.ScanISOsRequest]) (*connect.Response[v1.ScanISOsResponse], error)

@@ -968,7 +968,8 @@ export const ImageService: GenService<{
    * waits for the result. Despite its name it reconciles every image the
    * library holds with the disk: ISOs in <pool>/iso/ (new files registered)
    * and the cloud images and disks in <pool>/images/ (vanished → MISSING,
-   * back unchanged → READY, size changed → ERROR until VerifyImage). A scan
+   * back unchanged → READY, size changed → ERROR until VerifyImage); a file
+   * renamed or moved inside its tree keeps its image (moved_count). A scan
    * already running for a pool is not duplicated: the request waits for the
    * next one.
    *
