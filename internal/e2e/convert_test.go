@@ -96,6 +96,12 @@ func TestConvertImage(t *testing.T) {
 		t.Errorf("the source changed: %v", src)
 	}
 
+	// The nodes say which qemu-img they have.
+	node, err := c.s.Nodes.GetNode(t.Context(), connect.NewRequest(&quarryv1.GetNodeRequest{Id: c.ids["n1"]}))
+	if err != nil || node.Msg.GetNode().GetQemuImgVersion() != qemutest.Require(t).Version {
+		t.Errorf("node n1 = %v, %v; want qemu-img %s", node, err, qemutest.Require(t).Version)
+	}
+
 	// Back to qcow2 with the CLI, under another name: checked.
 	useToken(c.s.URL, c.s.AdminToken)
 	out := mustQuarry(t, c.s.URL, "image", "convert", "disk.raw", "--format", "qcow2", "--name", "again.qcow2", "--wait")
@@ -162,6 +168,9 @@ func TestConvertNeedsQemuImg(t *testing.T) {
 	})
 	if j := waitJob(t, s, m.GetJob().GetId(), 20*time.Second); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
 		t.Fatalf("download %v", j)
+	}
+	if n, err := s.Nodes.GetNode(t.Context(), connect.NewRequest(&quarryv1.GetNodeRequest{Id: a.NodeID})); err != nil || n.Msg.GetNode().GetQemuImgVersion() != "" {
+		t.Errorf("node bare = %v, %v; want no qemu-img", n, err)
 	}
 	conv := convertImage(t, s, m.GetImage().GetId(), "raw", "")
 	j := waitJob(t, s, conv.GetJob().GetId(), 10*time.Second)
