@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -132,6 +133,9 @@ func (s *service) ConvertFile(ctx context.Context, req *connect.Request[agentv1.
 	}
 	defer src.Close()
 	if _, err := root.Lstat(m.GetDest()); err == nil {
+		if m.GetAdoptExisting() {
+			return s.adoptConverted(ctx, q, root, dir, ref, m, stream)
+		}
 		return errclass.ToConnect(errclass.New(errclass.Conflict, "pool %s already holds %s; delete it or choose another name", ref.name, m.GetDest()))
 	}
 	info, err := q.Info(ctx, m.GetSrcFormat(), src)
@@ -175,32 +179,11 @@ func (s *service) ConvertFile(ctx context.Context, req *connect.Request[agentv1.
 		}
 		return errclass.ToConnect(errclass.New(errclass.Terminal, "converting %s to %s: %v", m.GetSrc(), m.GetFormat(), err))
 	}
-	res := &agentv1.ConvertResult{Dest: m.GetDest()}
-	if m.GetFormat() == "qcow2" {
-		if err := stream.Send(&agentv1.ConvertFileResponse{Phase: "checking", Percent: 100}); err != nil {
-			return err
-		}
-		if res.Check, err = q.Check(ctx, "qcow2", dir+"/"+partial); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return errclass.ToConnect(errclass.New(errclass.Terminal, "the converted %s failed its check: %v", m.GetDest(), err))
-		}
-	}
-	f, err := root.OpenFile(partial, os.O_RDWR, 0)
+	res, err := describeConverted(ctx, q, root, dir, partial, m.GetFormat(), stream)
 	if err != nil {
-		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening the converted file: %v", cause(err)))
-	}
-	defer f.Close()
-	if res.Sha256, res.Size, err = hashConverted(ctx, f, stream); err != nil {
 		return err
 	}
-	if res.Format, res.VirtualSize, err = ingest.Sniff(f, res.Size); err != nil {
-		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "reading the header of the converted file: %v", cause(err)))
-	}
-	if err := f.Sync(); err != nil {
-		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "syncing the converted file: %v", cause(err)))
-	}
+	res.Dest = m.GetDest()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -216,6 +199,66 @@ func (s *service) ConvertFile(ctx context.Context, req *connect.Request[agentv1.
 	}
 	s.a.log.Info("image converted", "pool", ref.id, "src", m.GetSrc(), "dest", m.GetDest(), "format", res.Format,
 		"bytes", res.Size, "duration", time.Since(start).Round(time.Millisecond))
+	return stream.Send(&agentv1.ConvertFileResponse{Phase: "done", Percent: 100, BytesDone: res.Size, BytesTotal: res.Size, Result: res})
+}
+
+// describeConverted checks a converted file at rel (qemu-img check for
+// qcow2), hashes it, reads its header, which must say format, and syncs
+// it: the result, but for Dest and ModTime.
+func describeConverted(ctx context.Context, q qemuimg.Tool, root *os.Root, dir, rel, format string, stream *connect.ServerStream[agentv1.ConvertFileResponse]) (*agentv1.ConvertResult, error) {
+	res := &agentv1.ConvertResult{}
+	var err error
+	if format == "qcow2" {
+		if err := stream.Send(&agentv1.ConvertFileResponse{Phase: "checking", Percent: 100}); err != nil {
+			return nil, err
+		}
+		if res.Check, err = q.Check(ctx, "qcow2", dir+"/"+rel); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, errclass.ToConnect(errclass.New(errclass.Terminal, "the converted file failed its check: %v", err))
+		}
+	}
+	f, err := root.OpenFile(rel, os.O_RDWR, 0)
+	if err != nil {
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "opening the converted file: %v", cause(err)))
+	}
+	defer f.Close()
+	if res.Sha256, res.Size, err = hashConverted(ctx, f, stream); err != nil {
+		return nil, err
+	}
+	if res.Format, res.VirtualSize, err = ingest.Sniff(f, res.Size); err != nil {
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "reading the header of the converted file: %v", cause(err)))
+	}
+	switch {
+	case format == "raw":
+		// Raw bytes are the guest's disk, whatever they look like (a disk
+		// holding an ISO 9660 file system sniffs as an ISO).
+		res.Format, res.VirtualSize = "raw", res.Size
+	case res.Format != format:
+		return nil, errclass.ToConnect(errclass.New(errclass.Terminal, "the converted file is %s, not %s", res.Format, format))
+	}
+	if err := f.Sync(); err != nil {
+		return nil, errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "syncing the converted file: %v", cause(err)))
+	}
+	return res, nil
+}
+
+// adoptConverted answers for the file a previous run of the job put in
+// place before its result reached the control plane (which restarted, or
+// lost this node): checked and hashed as if just converted.
+func (s *service) adoptConverted(ctx context.Context, q qemuimg.Tool, root *os.Root, dir string, ref poolRef, m *agentv1.ConvertFileRequest, stream *connect.ServerStream[agentv1.ConvertFileResponse]) error {
+	fi, err := root.Lstat(m.GetDest())
+	if err != nil || !fi.Mode().IsRegular() {
+		return errclass.ToConnect(errclass.New(errclass.Conflict, "pool %s already holds %s, not a regular file; delete it or choose another name", ref.name, m.GetDest()))
+	}
+	res, err := describeConverted(ctx, q, root, dir, m.GetDest(), m.GetFormat(), stream)
+	if err != nil {
+		return err
+	}
+	res.Dest, res.ModTime = m.GetDest(), timestamppb.New(fi.ModTime())
+	res.Check = strings.TrimPrefix(strings.Join([]string{"taken over from an earlier run of the job", res.Check}, "; "), "; ")
+	s.a.log.Info("converted image taken over", "pool", ref.id, "dest", m.GetDest(), "format", res.Format, "bytes", res.Size)
 	return stream.Send(&agentv1.ConvertFileResponse{Phase: "done", Percent: 100, BytesDone: res.Size, BytesTotal: res.Size, Result: res})
 }
 

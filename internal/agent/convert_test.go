@@ -54,9 +54,9 @@ func TestConvertFile(t *testing.T) {
 	if err != nil || facts.Msg.GetQemuImgVersion() != q.Version {
 		t.Fatalf("GetFacts = %v, %v; want qemu-img %s", facts, err, q.Version)
 	}
-	convert := func(src, dest, from, to string) (*agentv1.ConvertResult, error) {
+	convert := func(src, dest, from, to string, adopt ...bool) (*agentv1.ConvertResult, error) {
 		stream, err := c.ConvertFile(t.Context(), connect.NewRequest(&agentv1.ConvertFileRequest{
-			JobId: "job-1", Pool: p, Src: src, Dest: dest, SrcFormat: from, Format: to}))
+			JobId: "job-1", Pool: p, Src: src, Dest: dest, SrcFormat: from, Format: to, AdoptExisting: len(adopt) > 0}))
 		if err != nil {
 			return nil, err
 		}
@@ -76,6 +76,12 @@ func TestConvertFile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(pool, "images/sub/d.qcow2")); err != nil {
 		t.Errorf("the result is not in place: %v", err)
+	}
+	// Asked again for the same job (its result was lost): the file in
+	// place is taken over, not converted again nor refused.
+	again, err := convert("images/d.raw", "images/sub/d.qcow2", "raw", "qcow2", true)
+	if err != nil || again.GetSha256() != res.GetSha256() || !strings.Contains(again.GetCheck(), "taken over") {
+		t.Errorf("ConvertFile again with adopt_existing = %v, %v; want the same file taken over", again, err)
 	}
 	for _, from := range []string{"vmdk", "vhdx"} {
 		res, err := convert("images/d."+from, "images/from-"+from+".qcow2", from, "qcow2")

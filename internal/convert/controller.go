@@ -51,6 +51,10 @@ type Request struct {
 	Src, Dest string
 	SrcFormat string
 	Format    string
+	// AdoptExisting: an earlier run of the job may have put Dest in place
+	// before its result was recorded; the node takes that file (checked
+	// and hashed) instead of refusing it.
+	AdoptExisting bool
 }
 
 // Progress is what a node reports while it converts.
@@ -237,6 +241,9 @@ func (c *Controller) run(ctx, base context.Context, j store.Job, pool store.Pool
 			return
 		}
 		j = claimed
+		// The first claim has fence 1; any later one follows a run that
+		// may have put the file in place without its result recorded.
+		req.AdoptExisting = j.Fence > 1
 		j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec, j.UpdatedAt = "converting", 0, total, 0, c.cfg.Now()
 		j.Message = fmt.Sprintf("converting %s (%s) to %s on node %s", src.RelPath, src.Format, format, n.Name)
 		c.save(ctx, j)

@@ -14,7 +14,7 @@ type fileConverter struct{ link *nodelink.Link }
 
 func (c fileConverter) Convert(ctx context.Context, nodeID string, pool store.Pool, r convert.Request, progress func(convert.Progress)) (convert.Result, error) {
 	res, err := c.link.ConvertFile(ctx, nodeID, pool, &agentv1.ConvertFileRequest{
-		JobId: r.JobID, Src: r.Src, Dest: r.Dest, SrcFormat: r.SrcFormat, Format: r.Format,
+		JobId: r.JobID, Src: r.Src, Dest: r.Dest, SrcFormat: r.SrcFormat, Format: r.Format, AdoptExisting: r.AdoptExisting,
 	}, func(m *agentv1.ConvertFileResponse) {
 		progress(convert.Progress{Phase: m.GetPhase(), Percent: m.GetPercent(), BytesDone: m.GetBytesDone(), BytesTotal: m.GetBytesTotal()})
 	})

@@ -2010,8 +2010,12 @@ type ConvertFileRequest struct {
 	Dest string `protobuf:"bytes,4,opt,name=dest,proto3" json:"dest,omitempty"`
 	// The source's format as recorded (qcow2, raw, vmdk, vhdx) and the
 	// target format (qcow2, raw).
-	SrcFormat     string `protobuf:"bytes,5,opt,name=src_format,json=srcFormat,proto3" json:"src_format,omitempty"`
-	Format        string `protobuf:"bytes,6,opt,name=format,proto3" json:"format,omitempty"`
+	SrcFormat string `protobuf:"bytes,5,opt,name=src_format,json=srcFormat,proto3" json:"src_format,omitempty"`
+	Format    string `protobuf:"bytes,6,opt,name=format,proto3" json:"format,omitempty"`
+	// An earlier run of the job may have put dest in place (its result was
+	// lost): a file at dest is checked, hashed and answered as the result
+	// instead of being a conflict.
+	AdoptExisting bool `protobuf:"varint,7,opt,name=adopt_existing,json=adoptExisting,proto3" json:"adopt_existing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2086,6 +2090,13 @@ func (x *ConvertFileRequest) GetFormat() string {
 		return x.Format
 	}
 	return ""
+}
+
+func (x *ConvertFileRequest) GetAdoptExisting() bool {
+	if x != nil {
+		return x.AdoptExisting
+	}
+	return false
 }
 
 // ConvertFileResponse is progress and, in the last message, the result.
@@ -2996,7 +3007,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\vbytes_total\x18\x02 \x01(\x03R\n" +
 	"bytesTotal\x12(\n" +
 	"\x10bytes_per_second\x18\x03 \x01(\x01R\x0ebytesPerSecond\x12\x16\n" +
-	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\xb6\x01\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\xdd\x01\n" +
 	"\x12ConvertFileRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
 	"\x04pool\x18\x02 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12\x10\n" +
@@ -3004,7 +3015,8 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x04dest\x18\x04 \x01(\tR\x04dest\x12\x1d\n" +
 	"\n" +
 	"src_format\x18\x05 \x01(\tR\tsrcFormat\x12\x16\n" +
-	"\x06format\x18\x06 \x01(\tR\x06format\"\xbd\x01\n" +
+	"\x06format\x18\x06 \x01(\tR\x06format\x12%\n" +
+	"\x0eadopt_existing\x18\a \x01(\bR\radoptExisting\"\xbd\x01\n" +
 	"\x13ConvertFileResponse\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
 	"\apercent\x18\x02 \x01(\x01R\apercent\x12\x1d\n" +
