@@ -9,8 +9,10 @@
 // one active conversion per source image and format). Jobs are reconciled
 // by id on a reconcile.Queue: when created or cancelled, and at start for
 // the jobs a previous run left unfinished (a conversion has no checkpoint:
-// it starts over, the node replacing the partial file). A cancel ends the
-// node's call, which kills qemu-img and removes the partial file.
+// it starts over, the node replacing the partial file, or taking over the
+// file an earlier run put in place when only its result was lost). A
+// cancel ends the node's call, which kills qemu-img and removes the
+// partial file.
 package convert
 
 import (
