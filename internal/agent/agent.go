@@ -78,7 +78,11 @@ type Config struct {
 	// PeerReadRate caps, in bytes per second, how fast each copy another
 	// node pulls from this one is served; 0: no cap.
 	PeerReadRate int64
-	Logger       *slog.Logger // default slog.Default()
+	// QemuImg is the qemu-img that converts images: a path, or a name
+	// looked up on PATH; default "qemu-img". Without one, the node reports
+	// none in its facts and converts nothing.
+	QemuImg string
+	Logger  *slog.Logger // default slog.Default()
 }
 
 // Agent is a configured node daemon. Its methods are safe for concurrent use.
@@ -97,6 +101,9 @@ type Agent struct {
 	isos      *isoWatches // ISO listing and file watches per mounted pool
 	downloads *downloads
 	uploads   *uploads
+	qemu      qemuFinder
+	// conversions are the running ConvertFile calls.
+	conversions conversions
 	// stopping is closed when the agent begins to shut down: streams end.
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -167,6 +174,7 @@ func New(cfg Config) (*Agent, error) {
 	a.isos = newISOWatches(a)
 	a.downloads = newDownloads(a)
 	a.uploads = newUploads(a)
+	a.qemu = qemuFinder{bin: cfg.QemuImg}
 	a.handler = a.newHandler()
 	return a, nil
 }

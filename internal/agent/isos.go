@@ -244,7 +244,7 @@ func (s *service) ListISOs(ctx context.Context, req *connect.Request[agentv1.Lis
 		return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/%s: %v", ref.path, poolfs.ISODir, cause(err)))
 	}
 	if req.Msg.GetIncludeImages() {
-		imgs, err := isoscan.ScanImages(ctx, dir)
+		imgs, err := s.a.isos.scanner.ScanImages(ctx, dir)
 		if err != nil {
 			return errclass.ToConnect(errclass.New(errclass.FailedPrecondition, "listing %s/%s: %v", ref.path, poolfs.ImagesDir, cause(err)))
 		}
@@ -259,7 +259,7 @@ func (s *service) ListISOs(ctx context.Context, req *connect.Request[agentv1.Lis
 	batch := &agentv1.ListISOsResponse{}
 	for _, f := range files {
 		out := &agentv1.IsoFile{RelPath: f.RelPath, Size: f.Size, ModTime: timestamppb.New(f.ModTime),
-			Label: f.Label, Bootable: f.Bootable, Problem: f.Problem}
+			Label: f.Label, Bootable: f.Bootable, Problem: f.Problem, Format: f.Format}
 		pw.annotate(out, f.ModTime)
 		if !out.Writing && !out.Settled && poolfs.IsISOPath(f.RelPath) && time.Since(f.ModTime) < askWritersWithin {
 			// The watch saw nothing of this recent file (it was created

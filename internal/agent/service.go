@@ -35,6 +35,9 @@ func (s *service) GetFacts(ctx context.Context, req *connect.Request[agentv1.Get
 	// goroutines and a policy for ones that never return, which belongs
 	// with nodelink's health-check timeouts.
 	resp := &agentv1.GetFactsResponse{Hostname: s.a.hostname, Version: s.a.cfg.Version}
+	if q, err := s.a.qemu.find(ctx); err == nil {
+		resp.QemuImgVersion = q.Version
+	}
 	for _, ref := range refs {
 		if err := ctx.Err(); err != nil {
 			return nil, errclass.ToConnect(err)

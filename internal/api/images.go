@@ -40,8 +40,10 @@ type ImageService struct {
 	VerifyJobs func(jobID string)
 	// Refresh serves GetCatalogStatus and RefreshCatalog.
 	Refresh CatalogRefresher
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// ConvertJobs hands a new conversion job to the conversion controller.
+	ConvertJobs func(jobID string)
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 var imageKinds = map[store.ImageKind]quarryv1.ImageKind{
@@ -257,6 +259,7 @@ func scanResultView(r discovery.Result) *quarryv1.PoolScanResult {
 		MissingCount:    uint32(r.Missing),
 		DeferredCount:   uint32(r.Deferred),
 		ChangedCount:    uint32(r.Changed),
+		MovedCount:      uint32(r.Moved),
 		Duration:        durationpb.New(r.Duration),
 		Skipped:         r.Skipped,
 		SkipReason:      r.SkipReason,

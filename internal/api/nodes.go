@@ -31,6 +31,9 @@ type Link interface {
 	// CheckPoolNodes checks the nodes that serve a pool now, so that what
 	// they report about it is stored before an answer shows it.
 	CheckPoolNodes(ctx context.Context, p store.Pool)
+	// QemuImgVersion is the qemu-img version the node reported at its last
+	// check; "" when none.
+	QemuImgVersion(nodeID string) (version string, known bool)
 	// Announced checks a node now because its agent says it started.
 	Announced(ctx context.Context, nodeID string) error
 }
@@ -116,7 +119,7 @@ func (s *NodeService) ListNodes(ctx context.Context, req *connect.Request[quarry
 	}
 	resp := &quarryv1.ListNodesResponse{NextPageToken: next}
 	for _, n := range snap.nodes {
-		resp.Nodes = append(resp.Nodes, snap.nodeView(n))
+		resp.Nodes = append(resp.Nodes, s.withFacts(snap.nodeView(n)))
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -209,5 +212,12 @@ func (s *NodeService) view(ctx context.Context, id string) (*quarryv1.Node, erro
 	if err != nil {
 		return nil, err
 	}
-	return snap.nodeView(n), nil
+	return s.withFacts(snap.nodeView(n)), nil
+}
+
+// withFacts adds to a node's view what the link holds of its latest facts
+// and the store does not keep.
+func (s *NodeService) withFacts(v *quarryv1.Node) *quarryv1.Node {
+	v.QemuImgVersion, _ = s.Link.QemuImgVersion(v.GetId())
+	return v
 }

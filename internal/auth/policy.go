@@ -69,6 +69,7 @@ var policy = map[string]Rule{
 	"/quarry.v1.ImageService/ScanISOs":         operate,
 	"/quarry.v1.ImageService/VerifyImage":      operate,
 	"/quarry.v1.ImageService/CopyImage":        operate,
+	"/quarry.v1.ImageService/ConvertImage":     operate,
 	"/quarry.v1.ImageService/GetScanStatus":    read,
 	"/quarry.v1.ImageService/GetCatalogStatus": read,
 	"/quarry.v1.ImageService/RefreshCatalog":   operate,

@@ -73,6 +73,7 @@ directory whose PATH prefix matches it, else under --fs-root.`,
 	f.StringVar(&cfg.FSRoot, "fs-root", "", "resolve pool paths under this directory (several agents on one machine)")
 	f.StringArrayVar(&binds, "bind", nil, "PATH=DIR: serve pool paths under PATH from DIR, like a bind mount (repeatable)")
 	f.StringVar(&cfg.Hostname, "hostname", host, "hostname reported to the control plane")
+	f.StringVar(&cfg.QemuImg, "qemu-img", "qemu-img", "the qemu-img that converts images (Debian's qemu-utils): a path or a name on PATH")
 	f.DurationVar(&cfg.CheckpointEvery, "checkpoint-interval", 2*time.Second, "how often a download makes its progress durable, or every 32 MiB, whichever comes first: what a crash can make it fetch again")
 	f.Int64Var(&cfg.PeerReadRate, "peer-read-rate", 0, "bytes per second each copy another node pulls from this one is served at, at most (0: no cap)")
 	// Not the default of the flag: --help would print the secret.

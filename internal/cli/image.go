@@ -25,7 +25,8 @@ func newImageCommand(g *globals) *cobra.Command {
 		Short: "List, inspect, delete and discover the images in the pools",
 	}
 	cmd.AddCommand(newImageListCommand(g), newImageShowCommand(g), newImageRemoveCommand(g), newImageScanCommand(g),
-		newImageDownloadCommand(g), newImageUploadCommand(g), newImageVerifyCommand(g), newImageCopyCommand(g))
+		newImageDownloadCommand(g), newImageUploadCommand(g), newImageVerifyCommand(g), newImageCopyCommand(g),
+		newImageConvertCommand(g))
 	return cmd
 }
 
@@ -423,9 +424,13 @@ func printScan(out io.Writer, r *quarryv1.ScanISOsResponse) error {
 		return err
 	}
 	fmt.Fprintln(out, scanSummary(r))
-	var changed uint32
+	var changed, moved uint32
 	for _, p := range r.GetResults() {
 		changed += p.GetChangedCount()
+		moved += p.GetMovedCount()
+	}
+	if moved > 0 {
+		fmt.Fprintf(out, "%d image(s) renamed or moved inside their pool: same image, new path.\n", moved)
 	}
 	if changed > 0 {
 		fmt.Fprintf(out, "%d image(s) changed on disk since verified and are ERROR: see quarry image ls; quarry image verify NAME re-hashes one.\n", changed)

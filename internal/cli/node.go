@@ -160,6 +160,11 @@ func printNode(w io.Writer, n *quarryv1.Node, now time.Time) error {
 	f.row("Last checked:", stamp(localTime(n.GetLastCheckedAt()), now))
 	f.row("Hostname:", n.GetHostname())
 	f.row("Agent version:", n.GetAgentVersion())
+	if v := n.GetQemuImgVersion(); v != "" {
+		f.row("qemu-img:", v)
+	} else if n.GetState() == quarryv1.NodeState_NODE_STATE_READY {
+		f.row("qemu-img:", "none: install qemu-utils on the node to convert images there")
+	}
 	f.row("Created:", stamp(localTime(n.GetCreatedAt()), now))
 	if err := f.flush(); err != nil {
 		return err

@@ -344,7 +344,7 @@ func (c *Controller) scan(ctx context.Context, poolID, trigger string) Result {
 	r = finish()
 	c.log.Info("pool scanned", "pool", pool.Name, "node", r.NodeName, "trigger", trigger,
 		"discovered", counts.Discovered, "updated", counts.Updated, "missing", counts.Missing,
-		"changed", counts.Changed, "deferred", counts.Deferred, "duration", r.Duration)
+		"moved", counts.Moved, "changed", counts.Changed, "deferred", counts.Deferred, "duration", r.Duration)
 	return r
 }
 

@@ -166,3 +166,46 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestEventScanMoves: a scan triggered by a file event after a rename
+// moves the image in the store: same id, new path, nothing MISSING, and
+// the result counts it.
+func TestEventScanMoves(t *testing.T) {
+	var mu sync.Mutex
+	listed := []File{{RelPath: "iso/a.iso", Size: 7, ModTime: time.Unix(100, 0), Label: "A"}}
+	c, st := fixture(t, listerFunc(func(context.Context, string, store.Pool, func(int)) ([]File, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]File(nil), listed...), nil
+	}))
+	if _, err := c.Scan(t.Context(), "p"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := st.ListImages(t.Context(), store.ImageFilter{PoolID: "p"})
+	if err != nil || len(before) != 1 {
+		t.Fatalf("images %v, %v; want a.iso", before, err)
+	}
+	mu.Lock()
+	listed = []File{{RelPath: "iso/sub/b.iso", Size: 7, ModTime: time.Unix(100, 0), Label: "A"}}
+	mu.Unlock()
+	c.Trigger("p", TriggerEvent)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, last := c.Status()
+		if len(last) == 1 && last[0].Trigger == TriggerEvent {
+			if last[0].Moved != 1 || last[0].Missing != 0 || last[0].Discovered != 0 {
+				t.Errorf("event scan %+v; want 1 moved", last[0].Counts)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no event scan within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	after, err := st.ListImages(t.Context(), store.ImageFilter{PoolID: "p"})
+	if err != nil || len(after) != 1 || after[0].ID != before[0].ID || after[0].RelPath != "iso/sub/b.iso" ||
+		after[0].Name != "b.iso" || after[0].State != store.ImageReady {
+		t.Errorf("images after the rename %+v, %v; want %s at iso/sub/b.iso", after, err, before[0].ID)
+	}
+}

@@ -21,6 +21,9 @@ type File struct {
 	Bootable bool
 	// Problem says why the label could not be read.
 	Problem string
+	// Format is what the header of a file under images/ says; "" for ISOs
+	// (their label identifies them) and unreadable files.
+	Format string
 	// Writing: the listing node saw the file being written and not yet
 	// closed. Settled: it saw the writer close the file after its last
 	// change. A file that is neither may be written by another host of a
@@ -41,6 +44,9 @@ type Counts struct {
 	Changed int
 	// Deferred files are still being written; a later scan takes them.
 	Deferred int
+	// Moved images had their file renamed or moved inside the pool: they
+	// keep their id, metadata and history under the new path.
+	Moved int
 }
 
 // Library is what the library holds in one pool, as a scan compares it
@@ -85,7 +91,13 @@ const ChangedReason = "file changed on disk since it was verified"
 //     verify job finds the recorded digest again;
 //   - a MISSING image whose file is back is READY again, same id (ERROR
 //     instead, if it has a digest and came back with another size);
-//   - a READY image whose file is gone becomes MISSING, metadata kept.
+//   - a READY image whose file is gone becomes MISSING, metadata kept —
+//     unless its file was renamed or moved inside the same directory tree
+//     (iso/ or images/): one new file, not being written, with the same
+//     size, modification time and volume label (iso/) or format header
+//     (images/), and no other vanished image or new file alike. Then the
+//     image moves to the new path and keeps its id, metadata and history
+//     (a name that was the old file name follows the new one).
 //
 // Images in other states (a download or delete in progress, an error) and
 // images an active job works on belong to whoever set that state and are
@@ -108,18 +120,30 @@ func Reconcile(pool store.Pool, lib Library, files []File, now time.Time, settle
 			taken[poolfs.ImagePath(path.Base(im.RelPath), !poolfs.IsISOPath(im.RelPath))] = true
 		}
 	}
-	seen := map[string]bool{}
-	for _, f := range files {
+	seen := make(map[string]bool, len(files))
+	for i := range files {
 		// The store keeps microseconds; compare at that precision or every
 		// scan would see every file as changed.
-		f.ModTime = f.ModTime.Truncate(time.Microsecond)
-		seen[f.RelPath] = true
+		files[i].ModTime = files[i].ModTime.Truncate(time.Microsecond)
+		seen[files[i].RelPath] = true
+	}
+	moves := matchMoves(byPath, taken, seen, files)
+	movedFrom := map[string]bool{}
+	for _, f := range files {
+		if old, ok := moves[f.RelPath]; ok {
+			c.Update = append(c.Update, store.ImageUpdate{Image: moved(old, f, now), ExpectState: store.ImageReady, Move: true})
+			movedFrom[old.RelPath] = true
+			n.Moved++
+			continue
+		}
 		im, ok := byPath[f.RelPath]
 		if ok && im.SHA256 != "" {
 			// A recorded digest: only its size can tell, and no settling
 			// applies (a file rewritten in place has changed either way).
 			u, changed := checked(pool, im, f, now)
 			switch {
+			case changed && im.State == store.ImageReady && u.Image.State == store.ImageReady:
+				// Only its modification time was learnt: nothing to count.
 			case changed && u.Image.State == store.ImageReady:
 				n.Updated++
 			case changed || (im.State == store.ImageError && strings.HasPrefix(im.StateReason, ChangedReason)):
@@ -154,7 +178,7 @@ func Reconcile(pool store.Pool, lib Library, files []File, now time.Time, settle
 		}
 	}
 	for p, im := range byPath {
-		if seen[p] || im.State != store.ImageReady {
+		if seen[p] || movedFrom[p] || im.State != store.ImageReady {
 			continue
 		}
 		gone := im
@@ -165,6 +189,76 @@ func Reconcile(pool store.Pool, lib Library, files []File, now time.Time, settle
 		n.Missing++
 	}
 	return c, n, settleAt
+}
+
+// moveKey is what a renamed or moved file keeps: its directory tree, size,
+// modification time and volume label (iso/) or format header (images/).
+type moveKey struct {
+	tree   bool // under iso/
+	size   int64
+	mtime  int64 // Unix microseconds
+	header string
+}
+
+// matchMoves pairs READY images whose file vanished with new files that
+// are the same file under another path, by new path. Only unambiguous
+// pairs count: two vanished images or two new files alike are left to be
+// MISSING and new, never guessed at.
+func matchMoves(byPath map[string]store.Image, taken, seen map[string]bool, files []File) map[string]store.Image {
+	gone := map[moveKey][]store.Image{}
+	for p, im := range byPath {
+		if seen[p] || im.State != store.ImageReady || im.ModTime.IsZero() {
+			continue
+		}
+		k := moveKey{poolfs.IsISOPath(p), im.SizeBytes, im.ModTime.UnixMicro(), im.VolumeLabel}
+		if !k.tree {
+			if im.Format == "" {
+				continue
+			}
+			k.header = im.Format
+		}
+		gone[k] = append(gone[k], im)
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	arrived := map[moveKey][]File{}
+	for _, f := range files {
+		if taken[f.RelPath] || f.Writing || !poolfs.IsImagePath(f.RelPath) {
+			continue
+		}
+		k := moveKey{poolfs.IsISOPath(f.RelPath), f.Size, f.ModTime.UnixMicro(), f.Label}
+		if !k.tree {
+			if f.Format == "" {
+				continue
+			}
+			k.header = f.Format
+		}
+		arrived[k] = append(arrived[k], f)
+	}
+	moves := map[string]store.Image{}
+	for k, ims := range gone {
+		if fs := arrived[k]; len(ims) == 1 && len(fs) == 1 {
+			moves[fs[0].RelPath] = ims[0]
+		}
+	}
+	return moves
+}
+
+// moved is im at the path of its renamed file f. A discovered ISO is
+// described afresh (its OS guess reads the file name too); an image with a
+// digest keeps its facts. A name that was the old file name follows the
+// new one; a name someone chose stays.
+func moved(im store.Image, f File, now time.Time) store.Image {
+	if path.Base(im.RelPath) == im.Name {
+		im.Name = path.Base(f.RelPath)
+	}
+	im.RelPath = f.RelPath
+	if im.SHA256 == "" && im.Kind == store.KindISO {
+		return refreshed(im, f, now)
+	}
+	im.UpdatedAt = now
+	return im
 }
 
 // checked compares an image that has a recorded digest with its file: a
@@ -179,8 +273,15 @@ func checked(pool store.Pool, im store.Image, f File, now time.Time) (u store.Im
 	u.Image.UpdatedAt, u.Image.MissingSince = now, time.Time{}
 	if f.Size == im.SizeBytes {
 		if im.State == store.ImageReady {
-			return u, false
+			// A download records when it ended, not the file's time: learn
+			// that once, so a later rename of the file is recognized.
+			if f.Writing {
+				return u, false
+			}
+			u.Image.ModTime = f.ModTime
+			return u, !im.ModTime.Equal(f.ModTime)
 		}
+		u.Image.ModTime = f.ModTime
 		u.Image.State, u.Image.StateReason = store.ImageReady, ""
 		return u, true
 	}

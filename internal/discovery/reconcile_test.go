@@ -2,6 +2,8 @@ package discovery
 
 import (
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,7 +148,12 @@ func TestReconcileImages(t *testing.T) {
 			t.Errorf("%s %+v; want ERROR %q, recorded size and digest kept", id, u, ChangedReason)
 		}
 	}
-	for _, id := range []string{"same", "errored", "flagged", "pending", "verifying", "busy-gone", "dliso"} {
+	// A download records when it ended; the scan learns the file's own
+	// time, quietly, so that a later rename can be recognized.
+	if u := updated["same"]; u.Image.State != store.ImageReady || !u.Image.ModTime.Equal(now) || u.ExpectState != store.ImageReady {
+		t.Errorf("same %+v; want READY with the file's modification time", u)
+	}
+	for _, id := range []string{"errored", "flagged", "pending", "verifying", "busy-gone", "dliso"} {
 		if u, ok := updated[id]; ok {
 			t.Errorf("%s must be left alone: %+v", id, u)
 		}
@@ -165,5 +172,100 @@ func TestReconcileUploadMovedByContent(t *testing.T) {
 	c, n, _ := Reconcile(store.Pool{ID: "p", Name: "isos"}, lib, files, now, 3*time.Second, func() string { return "new" })
 	if len(c.Create) != 0 || len(c.Update) != 0 || n != (Counts{}) {
 		t.Errorf("changes %+v, counts %+v; want none while the upload's job runs", c, n)
+	}
+}
+
+// TestReconcileMoves: a file renamed or moved inside its directory tree
+// keeps its image (id, metadata, history); anything short of the same
+// size, time and label or header, or an ambiguous pairing, stays MISSING
+// and new.
+func TestReconcileMoves(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	old := now.Add(-time.Hour)
+	pool := store.Pool{ID: "p", Name: "isos"}
+	iso := func(id, rel string, size int64, label string) store.Image {
+		return store.Image{ID: id, Name: path.Base(rel), Kind: store.KindISO, Format: "iso", State: store.ImageReady, RelPath: rel,
+			SizeBytes: size, ModTime: old, VolumeLabel: label, Origin: store.OriginDiscovered, CreatedAt: old.Add(-time.Hour)}
+	}
+	named := iso("named", "iso/d.iso", 40, "D")
+	named.Name = "my installer"
+	disk := store.Image{ID: "disk", Name: "noble", Kind: store.KindCloudImage, Format: "qcow2", State: store.ImageReady,
+		RelPath: "images/noble.qcow2", SizeBytes: 50, ModTime: old, SHA256: "abdisk", Origin: store.OriginDownloaded}
+	lib := Library{Images: []store.Image{
+		iso("renamed", "iso/ubuntu.iso", 10, "Ubuntu 24.04 amd64"),
+		iso("subdir", "iso/debian.iso", 20, "Debian 12"),
+		iso("deleted", "iso/old.iso", 30, "OLD"),
+		named,
+		iso("twin1", "iso/t1.iso", 60, "TWIN"),
+		iso("twin2", "iso/t2.iso", 60, "TWIN"),
+		disk,
+	}, Busy: map[string]bool{}}
+	files := []File{
+		{RelPath: "iso/ubuntu-24.04.iso", Size: 10, ModTime: old, Label: "Ubuntu 24.04 amd64"},
+		{RelPath: "iso/debian/debian.iso", Size: 20, ModTime: old.Add(999), Label: "Debian 12"},
+		// Same size and time as old.iso, another label: an unrelated file.
+		{RelPath: "iso/unrelated.iso", Size: 30, ModTime: old, Label: "OTHER"},
+		{RelPath: "iso/renamed-d.iso", Size: 40, ModTime: old, Label: "D"},
+		// Two vanished twins, one new file alike: no guess.
+		{RelPath: "iso/t3.iso", Size: 60, ModTime: old, Label: "TWIN"},
+		{RelPath: "images/sub/noble.qcow2", Size: 50, ModTime: old, Format: "qcow2"},
+	}
+	ids := 0
+	c, n, _ := Reconcile(pool, lib, files, now, 3*time.Second, func() string { ids++; return fmt.Sprint("new", ids) })
+	if want := (Counts{Moved: 4, Discovered: 2, Missing: 3}); n != want {
+		t.Errorf("counts %+v; want %+v", n, want)
+	}
+	updated := map[string]store.ImageUpdate{}
+	for _, u := range c.Update {
+		updated[u.Image.ID] = u
+	}
+	for id, want := range map[string]struct{ path, name string }{
+		"renamed": {"iso/ubuntu-24.04.iso", "ubuntu-24.04.iso"},
+		"subdir":  {"iso/debian/debian.iso", "debian.iso"},
+		"named":   {"iso/renamed-d.iso", "my installer"},
+		"disk":    {"images/sub/noble.qcow2", "noble"},
+	} {
+		u := updated[id]
+		if !u.Move || u.ExpectState != store.ImageReady || u.Image.State != store.ImageReady ||
+			u.Image.RelPath != want.path || u.Image.Name != want.name {
+			t.Errorf("%s: %+v; want moved READY to %s named %q", id, u, want.path, want.name)
+		}
+	}
+	if u := updated["renamed"]; u.Image.OSVersion != "24.04" || u.Image.VolumeLabel != "Ubuntu 24.04 amd64" || !u.Image.CreatedAt.Equal(old.Add(-time.Hour)) {
+		t.Errorf("renamed ISO lost its facts: %+v", u.Image)
+	}
+	if u := updated["disk"]; u.Image.SHA256 != "abdisk" || u.Image.Origin != store.OriginDownloaded {
+		t.Errorf("moved disk lost its digest or origin: %+v", u.Image)
+	}
+	for _, id := range []string{"deleted", "twin1", "twin2"} {
+		if u := updated[id]; u.Move || u.Image.State != store.ImageMissing {
+			t.Errorf("%s: %+v; want MISSING, not moved", id, u)
+		}
+	}
+	var created []string
+	for _, im := range c.Create {
+		created = append(created, im.RelPath)
+	}
+	slices.Sort(created)
+	if want := []string{"iso/t3.iso", "iso/unrelated.iso"}; !slices.Equal(created, want) {
+		t.Errorf("created %v; want %v", created, want)
+	}
+
+	// A file still being written is never taken for a moved one, nor is a
+	// file under another tree, nor one whose header is unknown.
+	lib = Library{Images: []store.Image{iso("a", "iso/a.iso", 10, "A"), disk}, Busy: map[string]bool{}}
+	files = []File{
+		{RelPath: "iso/b.iso", Size: 10, ModTime: old, Label: "A", Writing: true},
+		{RelPath: "images/a.iso", Size: 10, ModTime: old, Format: "iso"},
+		{RelPath: "images/noble2.qcow2", Size: 50, ModTime: old},
+	}
+	c, n, _ = Reconcile(pool, lib, files, now, 3*time.Second, func() string { return "new" })
+	if n.Moved != 0 || n.Missing != 2 {
+		t.Errorf("counts %+v; want nothing moved, both MISSING", n)
+	}
+	for _, u := range c.Update {
+		if u.Move {
+			t.Errorf("unexpected move %+v", u)
+		}
 	}
 }

@@ -54,6 +54,7 @@ var wantAccess = map[string]string{
 	"/quarry.v1.ImageService/ScanISOs":         "operator",
 	"/quarry.v1.ImageService/VerifyImage":      "operator",
 	"/quarry.v1.ImageService/CopyImage":        "operator",
+	"/quarry.v1.ImageService/ConvertImage":     "operator",
 	"/quarry.v1.EventService/Watch":            "viewer",
 	"/quarry.v1.ImageService/GetScanStatus":    "viewer",
 	"/quarry.v1.ImageService/GetCatalogStatus": "viewer",

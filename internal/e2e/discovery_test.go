@@ -12,6 +12,7 @@ import (
 
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/isofs/isotest"
+	"github.com/quarry-project/quarry/internal/origintest"
 	"github.com/quarry-project/quarry/internal/quarrytest"
 )
 
@@ -161,15 +162,18 @@ func TestISOLifecycle(t *testing.T) {
 		t.Errorf("OS guesses %q, %q", osWordsOf(rocky), osWordsOf(alma))
 	}
 
-	// Rename: the old path goes MISSING, the new one appears.
+	// Rename, seen through the watch (no scan asked for): the same image
+	// under the new path, nothing MISSING, nothing new.
 	if err := os.Rename(filepath.Join(dir, "alma.ISO"), filepath.Join(dir, "alma-9.4.iso")); err != nil {
 		t.Fatal(err)
 	}
-	waitImage(t, c.s, p.GetId(), "iso/alma-9.4.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
-	gone := waitImage(t, c.s, p.GetId(), "iso/alma.ISO", quarryv1.ImageState_IMAGE_STATE_MISSING, 2*time.Second)
-	if gone.GetId() != alma.GetId() || gone.GetVolumeLabel() != "AlmaLinux-9-4-x86_64-dvd" || gone.GetMissingSince() == nil ||
-		!strings.Contains(gone.GetStateReason(), "no longer in pool isos") {
-		t.Errorf("renamed-away image %v; want MISSING with its metadata", gone)
+	renamed := waitImage(t, c.s, p.GetId(), "iso/alma-9.4.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	if renamed.GetId() != alma.GetId() || renamed.GetName() != "alma-9.4.iso" || renamed.GetVolumeLabel() != "AlmaLinux-9-4-x86_64-dvd" ||
+		!renamed.GetCreatedAt().AsTime().Equal(alma.GetCreatedAt().AsTime()) {
+		t.Errorf("renamed image %v; want image %s under its new path and name", renamed, alma.GetId())
+	}
+	if old, ok := images(t, c.s, p.GetId())["iso/alma.ISO"]; ok {
+		t.Errorf("the old path is still an image: %v", old)
 	}
 
 	// Delete, then re-appear: the same image id, READY again.
@@ -182,8 +186,8 @@ func TestISOLifecycle(t *testing.T) {
 	if back.GetId() != rocky.GetId() || back.GetSizeBytes() != 2<<20 || back.GetMissingSince() != nil {
 		t.Errorf("re-appeared image %v; want the same id %s, READY, new size", back, rocky.GetId())
 	}
-	if n := len(images(t, c.s, p.GetId())); n != 3 {
-		t.Errorf("%d images; want 3 (rocky, alma MISSING, alma-9.4)", n)
+	if n := len(images(t, c.s, p.GetId())); n != 2 {
+		t.Errorf("%d images; want 2 (rocky, alma-9.4)", n)
 	}
 
 	// A second scan of an unchanged tree changes nothing.
@@ -362,4 +366,85 @@ func TestISOPeriodicScan(t *testing.T) {
 		}
 		return fmt.Errorf("no periodic scan yet: %v", st.Msg.GetLast())
 	})
+}
+
+// TestISOMoveDetection: an ISO moved into a subdirectory keeps its image
+// (id, metadata, history) under the new path; a deleted ISO and an
+// unrelated new one of the same size stay two images, the old one MISSING.
+func TestISOMoveDetection(t *testing.T) {
+	c, p := isoCluster(t)
+	dir := filepath.Join(c.shared, "isos/iso")
+	writeISO(t, filepath.Join(dir, "debian-12.7.0-amd64-netinst.iso"), "Debian 12.7.0 amd64 n", 1<<20)
+	writeISO(t, filepath.Join(dir, "old.iso"), "OLD_INSTALLER", 1<<20)
+	scan(t, c.s, p.GetId())
+	debian := waitImage(t, c.s, p.GetId(), "iso/debian-12.7.0-amd64-netinst.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	old := waitImage(t, c.s, p.GetId(), "iso/old.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+
+	// Into a subdirectory made for it.
+	if err := os.MkdirAll(filepath.Join(dir, "debian/12"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "debian-12.7.0-amd64-netinst.iso"), filepath.Join(dir, "debian/12/netinst.iso")); err != nil {
+		t.Fatal(err)
+	}
+	r := scan(t, c.s, p.GetId()).GetResults()[0]
+	moved := waitImage(t, c.s, p.GetId(), "iso/debian/12/netinst.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	if moved.GetId() != debian.GetId() || moved.GetVolumeLabel() != "Debian 12.7.0 amd64 n" || moved.GetOs().GetDistro() != "debian" {
+		t.Errorf("moved image %v; want image %s with its label and OS", moved, debian.GetId())
+	}
+	if r.GetDiscoveredCount() != 0 || r.GetMissingCount() != 0 {
+		t.Errorf("scan after the move %v; want nothing new, nothing missing", r)
+	}
+
+	// Delete one, add an unrelated file of the same size: two images.
+	if err := os.Remove(filepath.Join(dir, "old.iso")); err != nil {
+		t.Fatal(err)
+	}
+	writeISO(t, filepath.Join(dir, "new.iso"), "NEW_INSTALLER", 1<<20)
+	scan(t, c.s, p.GetId())
+	gone := waitImage(t, c.s, p.GetId(), "iso/old.iso", quarryv1.ImageState_IMAGE_STATE_MISSING, 2*time.Second)
+	added := waitImage(t, c.s, p.GetId(), "iso/new.iso", quarryv1.ImageState_IMAGE_STATE_READY, 2*time.Second)
+	if gone.GetId() != old.GetId() || added.GetId() == old.GetId() || added.GetVolumeLabel() != "NEW_INSTALLER" {
+		t.Errorf("old %v, new %v; want the old image MISSING and a new one", gone, added)
+	}
+	if n := len(images(t, c.s, p.GetId())); n != 3 {
+		t.Errorf("%d images; want 3 (netinst, old MISSING, new)", n)
+	}
+	// The job history of the moved image is its own still: it is found by id.
+	got, err := c.s.Images.GetImage(t.Context(), connect.NewRequest(&quarryv1.GetImageRequest{Id: debian.GetId()}))
+	if err != nil || got.Msg.GetImage().GetPath() != "iso/debian/12/netinst.iso" {
+		t.Errorf("GetImage(%s) = %v, %v", debian.GetId(), got, err)
+	}
+}
+
+// TestDownloadedImageMoved: a downloaded image whose file is moved inside
+// images/ keeps its id, digest and job history under the new path; the
+// scans learn the file's own modification time first (a download records
+// when it ended).
+func TestDownloadedImageMoved(t *testing.T) {
+	c, p := isoCluster(t)
+	o := origintest.New(t)
+	f := o.Add("/noble.qcow2", origintest.QCOW2(2*mib, 1<<30, 3))
+	m := download(t, c.s, p.GetId(), f.URL(), "sha256:"+f.SHA256())
+	if j := waitJob(t, c.s, m.GetJob().GetId(), 20*time.Second); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("download %v", j)
+	}
+	scan(t, c.s, p.GetId()) // learns the file's time
+	dir := filepath.Join(c.shared, "isos/images")
+	mkdir(t, filepath.Join(dir, "ubuntu"))
+	if err := os.Rename(filepath.Join(dir, "noble.qcow2"), filepath.Join(dir, "ubuntu/noble.qcow2")); err != nil {
+		t.Fatal(err)
+	}
+	r := scan(t, c.s, p.GetId()).GetResults()[0]
+	if r.GetMovedCount() != 1 || r.GetMissingCount() != 0 {
+		t.Errorf("scan %v; want 1 moved, nothing missing", r)
+	}
+	im := getImage(t, c.s, m.GetImage().GetId())
+	if im.GetPath() != "images/ubuntu/noble.qcow2" || im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY ||
+		im.GetDigest() != "sha256:"+f.SHA256() || im.GetFormat() != "qcow2" || im.GetOrigin() != "downloaded" {
+		t.Errorf("moved image %v; want it READY at images/ubuntu/noble.qcow2 with its digest", im)
+	}
+	if n := len(images(t, c.s, p.GetId())); n != 1 {
+		t.Errorf("%d images; want 1", n)
+	}
 }

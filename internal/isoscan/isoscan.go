@@ -1,6 +1,7 @@
 // Package isoscan lists the ISO files of a pool directory with their
 // identity (size, modification time, ISO 9660 volume label, boot record),
-// and the files under images/ with their size and modification time.
+// and the files under images/ with their size, modification time and
+// format header.
 // It is the agent's half of ISO discovery: it reads, never writes, and
 // stays inside the pool root (os.Root), so a symlink cannot lead it
 // elsewhere. Labels are cached by (path, size, mtime), so a rescan of an
@@ -30,12 +31,16 @@ type File struct {
 	// Problem says why the file's label could not be read (not an ISO 9660
 	// image, unreadable); the file is still listed.
 	Problem string
+	// Format is the format the header of a file under images/ says (see
+	// ScanImages); empty for ISOs, whose label identifies them.
+	Format string
 }
 
 // Scanner lists ISOs and remembers labels between scans.
 type Scanner struct {
-	mu    sync.Mutex
-	cache map[cacheKey]isofs.Info
+	mu      sync.Mutex
+	cache   map[cacheKey]isofs.Info
+	formats map[cacheKey]string // of files under images/
 }
 
 type cacheKey struct {
@@ -45,7 +50,9 @@ type cacheKey struct {
 }
 
 // New returns a Scanner with an empty cache.
-func New() *Scanner { return &Scanner{cache: map[cacheKey]isofs.Info{}} }
+func New() *Scanner {
+	return &Scanner{cache: map[cacheKey]isofs.Info{}, formats: map[cacheKey]string{}}
+}
 
 // Scan lists every regular file ending in .iso (any case) under iso/ of the
 // pool at dir, at any depth, skipping hidden files and directories (copies

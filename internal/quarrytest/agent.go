@@ -59,6 +59,8 @@ type AgentOptions struct {
 	// not announce its start to the control plane, as an agent that cannot
 	// reach it would not: tests of what the link finds out by itself.
 	Silent bool
+	// QemuImg is the agent's --qemu-img; default "qemu-img" on PATH.
+	QemuImg string
 }
 
 func (o *AgentOptions) defaults(t testing.TB, s *Server) {
@@ -207,6 +209,7 @@ func (a *Agent) Start() {
 		Logger:          Logger(a.t).With("agent", a.Opts.Name),
 		CheckpointEvery: a.Opts.CheckpointEvery,
 		PeerReadRate:    a.Opts.PeerReadRate,
+		QemuImg:         a.Opts.QemuImg,
 		Enrollment: agent.Enrollment{
 			Server:    server,
 			JoinToken: a.Opts.JoinToken,
@@ -310,6 +313,9 @@ func (p *AgentProcess) Args() []string {
 	}
 	if p.Opts.PeerReadRate > 0 {
 		args = append(args, "--peer-read-rate", strconv.FormatInt(p.Opts.PeerReadRate, 10))
+	}
+	if p.Opts.QemuImg != "" {
+		args = append(args, "--qemu-img", p.Opts.QemuImg)
 	}
 	for _, b := range p.Opts.Binds {
 		args = append(args, "--bind", b.Path+"="+b.Dir)

@@ -26,7 +26,7 @@ func (l isoLister) ListISOs(ctx context.Context, nodeID string, pool store.Pool,
 		out[i] = discovery.File{
 			RelPath: f.GetRelPath(), Size: f.GetSize(), ModTime: f.GetModTime().AsTime(),
 			Label: f.GetLabel(), Bootable: f.GetBootable(), Problem: f.GetProblem(),
-			Writing: f.GetWriting(), Settled: f.GetSettled(),
+			Writing: f.GetWriting(), Settled: f.GetSettled(), Format: f.GetFormat(),
 		}
 	}
 	return out, nil

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quarry-project/quarry/internal/convert"
 	"github.com/quarry-project/quarry/internal/discovery"
 	"github.com/quarry-project/quarry/internal/download"
 	"github.com/quarry-project/quarry/internal/errclass"
@@ -38,6 +39,7 @@ type term struct {
 	dls     *download.Controller
 	checks  *verify.Controller
 	refresh *refresh.Controller
+	convs   *convert.Controller
 	events  *nodelink.EventWatcher
 }
 
@@ -60,6 +62,7 @@ func (s *Server) newTerm(ctx context.Context, epoch int64) *term {
 		Grants: s.issuer.SignGrant, Lookup: agentDownloads{s.link}.LookupChecksum,
 	})
 	t.checks = verify.New(verify.Config{Store: s.store, Chooser: s.chooser, Hasher: fileHasher{s.link}, Logger: cfg.Logger})
+	t.convs = convert.New(convert.Config{Store: s.store, Chooser: s.chooser, Converter: fileConverter{s.link}, Logger: cfg.Logger})
 	t.refresh = refresh.New(refresh.Config{
 		Store: s.store, Catalog: s.catalog, Interval: cfg.CatalogRefresh, Keep: cfg.CatalogKeep,
 		Client: catalogClient(s.policy), Enqueue: t.dls.Enqueue, Files: fileDeleter{s.chooser, s.link},
@@ -69,13 +72,15 @@ func (s *Server) newTerm(ctx context.Context, epoch int64) *term {
 }
 
 // start runs the term's loops: node health, agents' file events, ISO
-// scans, downloads, verifications, catalog refresh, upload follow-up.
+// scans, downloads, verifications, conversions, catalog refresh, upload
+// follow-up.
 func (t *term) start(s *Server) {
 	t.wg.Go(func() { s.link.Run(t.ctx) })
 	t.wg.Go(func() { t.events.Run(t.ctx) })
 	t.wg.Go(func() { t.scans.Run(t.ctx) })
 	t.wg.Go(func() { t.dls.Run(t.ctx) })
 	t.wg.Go(func() { t.checks.Run(t.ctx) })
+	t.wg.Go(func() { t.convs.Run(t.ctx) })
 	t.wg.Go(func() { t.refresh.Run(t.ctx) })
 	t.wg.Go(func() { s.uploads.Run(t.ctx) })
 	t.wg.Go(func() { t.sweeps(s) })
@@ -108,6 +113,8 @@ func (t *term) sweeps(s *Server) {
 				t.dls.Enqueue(j.ID)
 			case verify.Kind:
 				t.checks.Enqueue(j.ID)
+			case convert.Kind:
+				t.convs.Enqueue(j.ID)
 			}
 		}
 	}
@@ -212,7 +219,7 @@ func (s *Server) stepDown(why string) {
 }
 
 // toLeader hands a job to the leader's controller of its kind ("download",
-// "verify"), or tells it a node changed state ("node" and the node's id):
+// "verify", "convert"), or tells it a node changed state ("node" and the node's id):
 // this replica's when it leads, the leader's through the
 // database otherwise. A job the leader misses while leadership changes is
 // re-adopted by the next term, which starts with every unfinished job.
@@ -232,6 +239,8 @@ func (t *term) enqueue(kind, id string) {
 		t.dls.Enqueue(id)
 	case "verify":
 		t.checks.Enqueue(id)
+	case "convert":
+		t.convs.Enqueue(id)
 	case "node":
 		t.dls.NodeChanged()
 	}

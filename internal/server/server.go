@@ -404,13 +404,19 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	})
 	toDownloads := func(id string) { s.toLeader("download", id) }
 	mux.Handle(quarryv1connect.NewImageServiceHandler(&api.ImageService{Store: s.store, Scanner: scanner{s},
-		Files:      fileDeleter{s.chooser, s.link},
-		Downloads:  api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: toDownloads, Reachable: s.reachable},
-		VerifyJobs: func(id string) { s.toLeader("verify", id) },
-		Refresh:    catalogRefresher{s},
-		Logger:     s.log, Now: now}, opts...))
+		Files:       fileDeleter{s.chooser, s.link},
+		Downloads:   api.Downloads{Catalog: s.catalog, Policy: s.policy, Enqueue: toDownloads, Reachable: s.reachable},
+		VerifyJobs:  func(id string) { s.toLeader("verify", id) },
+		Refresh:     catalogRefresher{s},
+		ConvertJobs: func(id string) { s.toLeader("convert", id) },
+		Logger:      s.log, Now: now}, opts...))
 	// Uploads are followed where their bytes arrive; the rest by the leader.
-	enqueueJob := func(id string) { s.toLeader("download", id); s.toLeader("verify", id); s.uploads.Enqueue(id) }
+	enqueueJob := func(id string) {
+		s.toLeader("download", id)
+		s.toLeader("verify", id)
+		s.toLeader("convert", id)
+		s.uploads.Enqueue(id)
+	}
 	mux.Handle(quarryv1connect.NewJobServiceHandler(&api.JobService{Store: s.store, Enqueue: enqueueJob, Logger: s.log, Now: now}, opts...))
 	mux.Handle(quarryv1connect.NewAuditServiceHandler(&api.AuditService{Store: s.store, Logger: s.log}, opts...))
 	mux.Handle(quarryv1connect.NewEventServiceHandler(&api.EventService{Store: s.store, Hub: s.changes, Logger: s.log,

@@ -39,6 +39,8 @@ const (
 	// OriginCopied: copied from another image of the cluster (CopyImage,
 	// or a download whose digest the cluster already held).
 	OriginCopied ImageOrigin = "copied"
+	// OriginConverted: qemu-img made it from another image of the pool.
+	OriginConverted ImageOrigin = "converted"
 )
 
 // Image is a file in a pool that VMs can use.
@@ -98,6 +100,10 @@ type ScanChanges struct {
 type ImageUpdate struct {
 	Image       Image
 	ExpectState ImageState
+	// Move also sets the image's path to Image.RelPath: its file was
+	// renamed or moved inside the pool, and the image keeps its id,
+	// metadata and history. The path must be free in the pool.
+	Move bool
 }
 
 // ImageStore keeps the image library.

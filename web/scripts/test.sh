@@ -22,6 +22,16 @@ if [ ! -x "$chromium" ]; then
   fi
 fi
 
+# The conversion spec needs qemu-img on the dev server's agent.
+if ! command -v qemu-img >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-utils
+  else
+    echo "The conversion test needs qemu-img: run 'sudo apt-get install -y qemu-utils'" >&2
+    exit 1
+  fi
+fi
+
 npm run build
 npm run typecheck
 npm test

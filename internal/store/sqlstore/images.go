@@ -179,8 +179,8 @@ func (s *Store) DeleteImage(ctx context.Context, id string) error {
 // updates with an empty PoolID are taken to be in poolID; another pool is an
 // error. Each update is one conditional UPDATE, so an image that changed
 // state (or went away) since the scan read it is skipped and counted rather
-// than overwritten; updates never move an image (PoolID, RelPath) nor change
-// its CreatedAt.
+// than overwritten; updates never change an image's PoolID nor its
+// CreatedAt, and change its RelPath only when they say Move.
 func (s *Store) ApplyScan(ctx context.Context, poolID string, c store.ScanChanges) (int, error) {
 	for _, im := range c.Create {
 		if im.ID == "" {
@@ -202,15 +202,17 @@ func (s *Store) ApplyScan(ctx context.Context, poolID string, c store.ScanChange
 		if err != nil {
 			return err
 		}
-		for _, im := range c.Create {
-			im.PoolID = poolID
-			if err := t.insertImage(ctx, poolName, im); err != nil {
-				return fmt.Errorf("apply scan: %w", err)
-			}
-		}
 		for _, u := range c.Update {
-			args := append(imageSetArgs(u.Image), u.Image.ID, poolID, string(u.ExpectState))
-			res, err := t.exec(ctx, `UPDATE images SET `+imageSet+` WHERE id = ? AND pool_id = ? AND state = ?`, args...)
+			set, args := imageSet, imageSetArgs(u.Image)
+			if u.Move {
+				set, args = `rel_path = ?, `+set, append([]any{u.Image.RelPath}, args...)
+			}
+			args = append(args, u.Image.ID, poolID, string(u.ExpectState))
+			res, err := t.exec(ctx, `UPDATE images SET `+set+` WHERE id = ? AND pool_id = ? AND state = ?`, args...)
+			if t.s.isUnique(err) {
+				return fmt.Errorf("apply scan: pool %q already has an image at %s, where image %s moved: %w",
+					poolName, u.Image.RelPath, u.Image.ID, store.ErrConflict)
+			}
 			if err != nil {
 				return err
 			}
@@ -220,6 +222,14 @@ func (s *Store) ApplyScan(ctx context.Context, poolID string, c store.ScanChange
 			}
 			if n == 0 {
 				skipped++
+			}
+		}
+		// Creates come after the updates, so a path a move freed may be
+		// taken again.
+		for _, im := range c.Create {
+			im.PoolID = poolID
+			if err := t.insertImage(ctx, poolName, im); err != nil {
+				return fmt.Errorf("apply scan: %w", err)
 			}
 		}
 		return nil

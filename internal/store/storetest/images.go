@@ -323,6 +323,35 @@ func testApplyScan(t *testing.T, open func(t *testing.T) store.Store) {
 		wantEqual(t, "GetImage after skipped update", mustGetImage(t, s, "im2"), ready)
 	})
 
+	t.Run("move keeps the image and frees the old path", func(t *testing.T) {
+		s, ims := setup(t)
+		im1, im3 := ims[0], ims[2]
+		moved := im1
+		moved.RelPath, moved.Name, moved.UpdatedAt = "iso/sub/a2.iso", "a2.iso", at(time.Hour)
+		moved.CreatedAt = at(time.Minute) // never rewritten, move or not
+		skipped, err := s.ApplyScan(ctx, "p1", store.ScanChanges{
+			Update: []store.ImageUpdate{{Image: moved, ExpectState: store.ImageReady, Move: true}},
+			// The old path is free again in the same scan.
+			Create: []store.Image{image("im6", "", "iso/a.iso")},
+		})
+		if err != nil || skipped != 0 {
+			t.Fatalf("ApplyScan = %d, %v; want 0 skipped", skipped, err)
+		}
+		moved.CreatedAt = im1.CreatedAt
+		wantEqual(t, "GetImage of the moved image", mustGetImage(t, s, "im1"), moved)
+		if got := mustGetImage(t, s, "im6"); got.RelPath != "iso/a.iso" {
+			t.Errorf("image created at the old path has path %q", got.RelPath)
+		}
+		// A move onto a path another image holds changes nothing.
+		clash := im3
+		clash.RelPath = "iso/sub/a2.iso"
+		_, err = s.ApplyScan(ctx, "p1", store.ScanChanges{Update: []store.ImageUpdate{{Image: clash, ExpectState: store.ImageReady, Move: true}}})
+		if !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("move onto a taken path: err = %v, want ErrConflict", err)
+		}
+		wantEqual(t, "GetImage after the refused move", mustGetImage(t, s, "im3"), im3)
+	})
+
 	t.Run("empty scan", func(t *testing.T) {
 		s, ims := setup(t)
 		if skipped, err := s.ApplyScan(ctx, "p1", store.ScanChanges{}); err != nil || skipped != 0 {

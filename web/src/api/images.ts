@@ -65,3 +65,8 @@ export function useCopyImage() {
   const inv = useInvalidate();
   return useMutation(ImageService.method.copyImage, { onSuccess: () => inv(ImageService, JobService) });
 }
+
+export function useConvertImage() {
+  const inv = useInvalidate();
+  return useMutation(ImageService.method.convertImage, { onSuccess: () => inv(ImageService, JobService) });
+}

@@ -1338,6 +1338,123 @@ func (x *VerifyImageResponse) GetExisting() bool {
 	return false
 }
 
+type ConvertImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image to convert; it stays as it is.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The target format: "qcow2" or "raw".
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// The new image's name; default: the source's name with the target
+	// format's extension (.qcow2 or .raw).
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConvertImageRequest) Reset() {
+	*x = ConvertImageRequest{}
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvertImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvertImageRequest) ProtoMessage() {}
+
+func (x *ConvertImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvertImageRequest.ProtoReflect.Descriptor instead.
+func (*ConvertImageRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ConvertImageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ConvertImageRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ConvertImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ConvertImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new image, PENDING until the job ends.
+	Image         *Image `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Job           *Job   `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConvertImageResponse) Reset() {
+	*x = ConvertImageResponse{}
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvertImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvertImageResponse) ProtoMessage() {}
+
+func (x *ConvertImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvertImageResponse.ProtoReflect.Descriptor instead.
+func (*ConvertImageResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ConvertImageResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *ConvertImageResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 type ScanISOsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty: every pool.
@@ -1348,7 +1465,7 @@ type ScanISOsRequest struct {
 
 func (x *ScanISOsRequest) Reset() {
 	*x = ScanISOsRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	mi := &file_quarry_v1_image_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1477,7 @@ func (x *ScanISOsRequest) String() string {
 func (*ScanISOsRequest) ProtoMessage() {}
 
 func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[17]
+	mi := &file_quarry_v1_image_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1490,7 @@ func (x *ScanISOsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsRequest.ProtoReflect.Descriptor instead.
 func (*ScanISOsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{17}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ScanISOsRequest) GetStoragePoolId() string {
@@ -1406,14 +1523,18 @@ type PoolScanResult struct {
 	// Images whose file changed size since its digest was recorded, flagged
 	// by this scan or an earlier one; they are ERROR until VerifyImage finds
 	// the recorded digest again.
-	ChangedCount  uint32 `protobuf:"varint,14,opt,name=changed_count,json=changedCount,proto3" json:"changed_count,omitempty"`
+	ChangedCount uint32 `protobuf:"varint,14,opt,name=changed_count,json=changedCount,proto3" json:"changed_count,omitempty"`
+	// Images whose file was renamed or moved inside the pool (same size,
+	// modification time and label or format header, old path gone): they
+	// keep their id, metadata and history under the new path.
+	MovedCount    uint32 `protobuf:"varint,80,opt,name=moved_count,json=movedCount,proto3" json:"moved_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PoolScanResult) Reset() {
 	*x = PoolScanResult{}
-	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	mi := &file_quarry_v1_image_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1546,7 @@ func (x *PoolScanResult) String() string {
 func (*PoolScanResult) ProtoMessage() {}
 
 func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[18]
+	mi := &file_quarry_v1_image_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1559,7 @@ func (x *PoolScanResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolScanResult.ProtoReflect.Descriptor instead.
 func (*PoolScanResult) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{18}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PoolScanResult) GetStoragePoolId() string {
@@ -1539,6 +1660,13 @@ func (x *PoolScanResult) GetChangedCount() uint32 {
 	return 0
 }
 
+func (x *PoolScanResult) GetMovedCount() uint32 {
+	if x != nil {
+		return x.MovedCount
+	}
+	return 0
+}
+
 type ScanISOsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// New ISOs over all pools scanned.
@@ -1550,7 +1678,7 @@ type ScanISOsResponse struct {
 
 func (x *ScanISOsResponse) Reset() {
 	*x = ScanISOsResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[19]
+	mi := &file_quarry_v1_image_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1690,7 @@ func (x *ScanISOsResponse) String() string {
 func (*ScanISOsResponse) ProtoMessage() {}
 
 func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[19]
+	mi := &file_quarry_v1_image_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1703,7 @@ func (x *ScanISOsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanISOsResponse.ProtoReflect.Descriptor instead.
 func (*ScanISOsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{19}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ScanISOsResponse) GetDiscoveredCount() uint32 {
@@ -1600,7 +1728,7 @@ type GetScanStatusRequest struct {
 
 func (x *GetScanStatusRequest) Reset() {
 	*x = GetScanStatusRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[20]
+	mi := &file_quarry_v1_image_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1740,7 @@ func (x *GetScanStatusRequest) String() string {
 func (*GetScanStatusRequest) ProtoMessage() {}
 
 func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[20]
+	mi := &file_quarry_v1_image_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1753,7 @@ func (x *GetScanStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetScanStatusRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{20}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{22}
 }
 
 type RunningScan struct {
@@ -1643,7 +1771,7 @@ type RunningScan struct {
 
 func (x *RunningScan) Reset() {
 	*x = RunningScan{}
-	mi := &file_quarry_v1_image_proto_msgTypes[21]
+	mi := &file_quarry_v1_image_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1783,7 @@ func (x *RunningScan) String() string {
 func (*RunningScan) ProtoMessage() {}
 
 func (x *RunningScan) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[21]
+	mi := &file_quarry_v1_image_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1796,7 @@ func (x *RunningScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunningScan.ProtoReflect.Descriptor instead.
 func (*RunningScan) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{21}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunningScan) GetStoragePoolId() string {
@@ -1725,7 +1853,7 @@ type GetScanStatusResponse struct {
 
 func (x *GetScanStatusResponse) Reset() {
 	*x = GetScanStatusResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[22]
+	mi := &file_quarry_v1_image_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1737,7 +1865,7 @@ func (x *GetScanStatusResponse) String() string {
 func (*GetScanStatusResponse) ProtoMessage() {}
 
 func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[22]
+	mi := &file_quarry_v1_image_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1750,7 +1878,7 @@ func (x *GetScanStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetScanStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetScanStatusResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{22}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetScanStatusResponse) GetRunning() []*RunningScan {
@@ -1784,7 +1912,7 @@ type GetCatalogStatusRequest struct {
 
 func (x *GetCatalogStatusRequest) Reset() {
 	*x = GetCatalogStatusRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[23]
+	mi := &file_quarry_v1_image_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1924,7 @@ func (x *GetCatalogStatusRequest) String() string {
 func (*GetCatalogStatusRequest) ProtoMessage() {}
 
 func (x *GetCatalogStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[23]
+	mi := &file_quarry_v1_image_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1937,7 @@ func (x *GetCatalogStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetCatalogStatusRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{23}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetCatalogStatusRequest) GetCatalogId() string {
@@ -1839,7 +1967,7 @@ type CatalogBuild struct {
 
 func (x *CatalogBuild) Reset() {
 	*x = CatalogBuild{}
-	mi := &file_quarry_v1_image_proto_msgTypes[24]
+	mi := &file_quarry_v1_image_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +1979,7 @@ func (x *CatalogBuild) String() string {
 func (*CatalogBuild) ProtoMessage() {}
 
 func (x *CatalogBuild) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[24]
+	mi := &file_quarry_v1_image_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +1992,7 @@ func (x *CatalogBuild) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogBuild.ProtoReflect.Descriptor instead.
 func (*CatalogBuild) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{24}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CatalogBuild) GetImageId() string {
@@ -1946,7 +2074,7 @@ type CatalogStatus struct {
 
 func (x *CatalogStatus) Reset() {
 	*x = CatalogStatus{}
-	mi := &file_quarry_v1_image_proto_msgTypes[25]
+	mi := &file_quarry_v1_image_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2086,7 @@ func (x *CatalogStatus) String() string {
 func (*CatalogStatus) ProtoMessage() {}
 
 func (x *CatalogStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[25]
+	mi := &file_quarry_v1_image_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2099,7 @@ func (x *CatalogStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogStatus.ProtoReflect.Descriptor instead.
 func (*CatalogStatus) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{25}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CatalogStatus) GetCatalogId() string {
@@ -2078,7 +2206,7 @@ type GetCatalogStatusResponse struct {
 
 func (x *GetCatalogStatusResponse) Reset() {
 	*x = GetCatalogStatusResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[26]
+	mi := &file_quarry_v1_image_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2218,7 @@ func (x *GetCatalogStatusResponse) String() string {
 func (*GetCatalogStatusResponse) ProtoMessage() {}
 
 func (x *GetCatalogStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[26]
+	mi := &file_quarry_v1_image_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2231,7 @@ func (x *GetCatalogStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCatalogStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetCatalogStatusResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{26}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetCatalogStatusResponse) GetStatuses() []*CatalogStatus {
@@ -2137,7 +2265,7 @@ type RefreshCatalogRequest struct {
 
 func (x *RefreshCatalogRequest) Reset() {
 	*x = RefreshCatalogRequest{}
-	mi := &file_quarry_v1_image_proto_msgTypes[27]
+	mi := &file_quarry_v1_image_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2277,7 @@ func (x *RefreshCatalogRequest) String() string {
 func (*RefreshCatalogRequest) ProtoMessage() {}
 
 func (x *RefreshCatalogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[27]
+	mi := &file_quarry_v1_image_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2290,7 @@ func (x *RefreshCatalogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshCatalogRequest.ProtoReflect.Descriptor instead.
 func (*RefreshCatalogRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{27}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RefreshCatalogRequest) GetCatalogId() string {
@@ -2182,7 +2310,7 @@ type RefreshCatalogResponse struct {
 
 func (x *RefreshCatalogResponse) Reset() {
 	*x = RefreshCatalogResponse{}
-	mi := &file_quarry_v1_image_proto_msgTypes[28]
+	mi := &file_quarry_v1_image_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2194,7 +2322,7 @@ func (x *RefreshCatalogResponse) String() string {
 func (*RefreshCatalogResponse) ProtoMessage() {}
 
 func (x *RefreshCatalogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_v1_image_proto_msgTypes[28]
+	mi := &file_quarry_v1_image_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2207,7 +2335,7 @@ func (x *RefreshCatalogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshCatalogResponse.ProtoReflect.Descriptor instead.
 func (*RefreshCatalogResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_v1_image_proto_rawDescGZIP(), []int{28}
+	return file_quarry_v1_image_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RefreshCatalogResponse) GetStatuses() []*CatalogStatus {
@@ -2311,9 +2439,16 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x13VerifyImageResponse\x12&\n" +
 	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +
-	"\bexisting\x18\x03 \x01(\bR\bexisting\"9\n" +
+	"\bexisting\x18\x03 \x01(\bR\bexisting\"Q\n" +
+	"\x13ConvertImageRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"`\n" +
+	"\x14ConvertImageResponse\x12&\n" +
+	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
+	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\"9\n" +
 	"\x0fScanISOsRequest\x12&\n" +
-	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\"\xa4\x04\n" +
+	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\"\xc5\x04\n" +
 	"\x0ePoolScanResult\x12&\n" +
 	"\x0fstorage_pool_id\x18\x01 \x01(\tR\rstoragePoolId\x12*\n" +
 	"\x11storage_pool_name\x18\x02 \x01(\tR\x0fstoragePoolName\x12\x17\n" +
@@ -2331,7 +2466,9 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"finishedAt\x12%\n" +
 	"\x0edeferred_count\x18\f \x01(\rR\rdeferredCount\x12\x18\n" +
 	"\atrigger\x18\r \x01(\tR\atrigger\x12#\n" +
-	"\rchanged_count\x18\x0e \x01(\rR\fchangedCount\"r\n" +
+	"\rchanged_count\x18\x0e \x01(\rR\fchangedCount\x12\x1f\n" +
+	"\vmoved_count\x18P \x01(\rR\n" +
+	"movedCount\"r\n" +
 	"\x10ScanISOsResponse\x12)\n" +
 	"\x10discovered_count\x18\x01 \x01(\rR\x0fdiscoveredCount\x123\n" +
 	"\aresults\x18\x02 \x03(\v2\x19.quarry.v1.PoolScanResultR\aresults\"\x16\n" +
@@ -2402,7 +2539,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x11IMAGE_STATE_ERROR\x10\x05\x12\x17\n" +
 	"\x13IMAGE_STATE_MISSING\x10\x06\x12\x18\n" +
 	"\x14IMAGE_STATE_DELETING\x10\a\x12\x19\n" +
-	"\x15IMAGE_STATE_UPLOADING\x10\b2\xf1\x06\n" +
+	"\x15IMAGE_STATE_UPLOADING\x10\b2\xc2\a\n" +
 	"\fImageService\x12L\n" +
 	"\vListCatalog\x12\x1d.quarry.v1.ListCatalogRequest\x1a\x1e.quarry.v1.ListCatalogResponse\x12R\n" +
 	"\rDownloadImage\x12\x1f.quarry.v1.DownloadImageRequest\x1a .quarry.v1.DownloadImageResponse\x12I\n" +
@@ -2415,7 +2552,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponse\x12[\n" +
 	"\x10GetCatalogStatus\x12\".quarry.v1.GetCatalogStatusRequest\x1a#.quarry.v1.GetCatalogStatusResponse\x12U\n" +
 	"\x0eRefreshCatalog\x12 .quarry.v1.RefreshCatalogRequest\x1a!.quarry.v1.RefreshCatalogResponse\x12F\n" +
-	"\tCopyImage\x12\x1b.quarry.v1.CopyImageRequest\x1a\x1c.quarry.v1.CopyImageResponseB\xa2\x01\n" +
+	"\tCopyImage\x12\x1b.quarry.v1.CopyImageRequest\x1a\x1c.quarry.v1.CopyImageResponse\x12O\n" +
+	"\fConvertImage\x12\x1e.quarry.v1.ConvertImageRequest\x1a\x1f.quarry.v1.ConvertImageResponseB\xa2\x01\n" +
 	"\rcom.quarry.v1B\n" +
 	"ImageProtoP\x01Z@github.com/quarry-project/quarry/internal/gen/quarry/v1;quarryv1\xa2\x02\x03QXX\xaa\x02\tQuarry.V1\xca\x02\tQuarry\\V1\xe2\x02\x15Quarry\\V1\\GPBMetadata\xea\x02\n" +
 	"Quarry::V1b\x06proto3"
@@ -2433,7 +2571,7 @@ func file_quarry_v1_image_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_v1_image_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_quarry_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_quarry_v1_image_proto_goTypes = []any{
 	(ImageKind)(0),                   // 0: quarry.v1.ImageKind
 	(ImageState)(0),                  // 1: quarry.v1.ImageState
@@ -2454,84 +2592,90 @@ var file_quarry_v1_image_proto_goTypes = []any{
 	(*DeleteImageResponse)(nil),      // 16: quarry.v1.DeleteImageResponse
 	(*VerifyImageRequest)(nil),       // 17: quarry.v1.VerifyImageRequest
 	(*VerifyImageResponse)(nil),      // 18: quarry.v1.VerifyImageResponse
-	(*ScanISOsRequest)(nil),          // 19: quarry.v1.ScanISOsRequest
-	(*PoolScanResult)(nil),           // 20: quarry.v1.PoolScanResult
-	(*ScanISOsResponse)(nil),         // 21: quarry.v1.ScanISOsResponse
-	(*GetScanStatusRequest)(nil),     // 22: quarry.v1.GetScanStatusRequest
-	(*RunningScan)(nil),              // 23: quarry.v1.RunningScan
-	(*GetScanStatusResponse)(nil),    // 24: quarry.v1.GetScanStatusResponse
-	(*GetCatalogStatusRequest)(nil),  // 25: quarry.v1.GetCatalogStatusRequest
-	(*CatalogBuild)(nil),             // 26: quarry.v1.CatalogBuild
-	(*CatalogStatus)(nil),            // 27: quarry.v1.CatalogStatus
-	(*GetCatalogStatusResponse)(nil), // 28: quarry.v1.GetCatalogStatusResponse
-	(*RefreshCatalogRequest)(nil),    // 29: quarry.v1.RefreshCatalogRequest
-	(*RefreshCatalogResponse)(nil),   // 30: quarry.v1.RefreshCatalogResponse
-	(*timestamppb.Timestamp)(nil),    // 31: google.protobuf.Timestamp
-	(*Job)(nil),                      // 32: quarry.v1.Job
-	(*durationpb.Duration)(nil),      // 33: google.protobuf.Duration
+	(*ConvertImageRequest)(nil),      // 19: quarry.v1.ConvertImageRequest
+	(*ConvertImageResponse)(nil),     // 20: quarry.v1.ConvertImageResponse
+	(*ScanISOsRequest)(nil),          // 21: quarry.v1.ScanISOsRequest
+	(*PoolScanResult)(nil),           // 22: quarry.v1.PoolScanResult
+	(*ScanISOsResponse)(nil),         // 23: quarry.v1.ScanISOsResponse
+	(*GetScanStatusRequest)(nil),     // 24: quarry.v1.GetScanStatusRequest
+	(*RunningScan)(nil),              // 25: quarry.v1.RunningScan
+	(*GetScanStatusResponse)(nil),    // 26: quarry.v1.GetScanStatusResponse
+	(*GetCatalogStatusRequest)(nil),  // 27: quarry.v1.GetCatalogStatusRequest
+	(*CatalogBuild)(nil),             // 28: quarry.v1.CatalogBuild
+	(*CatalogStatus)(nil),            // 29: quarry.v1.CatalogStatus
+	(*GetCatalogStatusResponse)(nil), // 30: quarry.v1.GetCatalogStatusResponse
+	(*RefreshCatalogRequest)(nil),    // 31: quarry.v1.RefreshCatalogRequest
+	(*RefreshCatalogResponse)(nil),   // 32: quarry.v1.RefreshCatalogResponse
+	(*timestamppb.Timestamp)(nil),    // 33: google.protobuf.Timestamp
+	(*Job)(nil),                      // 34: quarry.v1.Job
+	(*durationpb.Duration)(nil),      // 35: google.protobuf.Duration
 }
 var file_quarry_v1_image_proto_depIdxs = []int32{
 	0,  // 0: quarry.v1.Image.kind:type_name -> quarry.v1.ImageKind
 	1,  // 1: quarry.v1.Image.state:type_name -> quarry.v1.ImageState
-	31, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
+	33, // 2: quarry.v1.Image.modified_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: quarry.v1.Image.os:type_name -> quarry.v1.OSInfo
-	31, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	31, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
-	31, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
+	33, // 4: quarry.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	33, // 5: quarry.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 6: quarry.v1.Image.missing_since:type_name -> google.protobuf.Timestamp
 	2,  // 7: quarry.v1.CatalogEntry.os:type_name -> quarry.v1.OSInfo
 	4,  // 8: quarry.v1.ListCatalogResponse.entries:type_name -> quarry.v1.CatalogEntry
 	3,  // 9: quarry.v1.DownloadImageResponse.image:type_name -> quarry.v1.Image
-	32, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
+	34, // 10: quarry.v1.DownloadImageResponse.job:type_name -> quarry.v1.Job
 	3,  // 11: quarry.v1.CopyImageResponse.image:type_name -> quarry.v1.Image
-	32, // 12: quarry.v1.CopyImageResponse.job:type_name -> quarry.v1.Job
+	34, // 12: quarry.v1.CopyImageResponse.job:type_name -> quarry.v1.Job
 	0,  // 13: quarry.v1.ListImagesRequest.kind:type_name -> quarry.v1.ImageKind
 	1,  // 14: quarry.v1.ListImagesRequest.state:type_name -> quarry.v1.ImageState
 	3,  // 15: quarry.v1.ListImagesResponse.images:type_name -> quarry.v1.Image
 	3,  // 16: quarry.v1.GetImageResponse.image:type_name -> quarry.v1.Image
 	3,  // 17: quarry.v1.VerifyImageResponse.image:type_name -> quarry.v1.Image
-	32, // 18: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
-	33, // 19: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
-	31, // 20: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
-	20, // 21: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
-	31, // 22: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
-	23, // 23: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
-	20, // 24: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
-	31, // 25: quarry.v1.CatalogBuild.built_at:type_name -> google.protobuf.Timestamp
-	1,  // 26: quarry.v1.CatalogBuild.state:type_name -> quarry.v1.ImageState
-	31, // 27: quarry.v1.CatalogStatus.current_built_at:type_name -> google.protobuf.Timestamp
-	31, // 28: quarry.v1.CatalogStatus.last_check_at:type_name -> google.protobuf.Timestamp
-	31, // 29: quarry.v1.CatalogStatus.next_check_at:type_name -> google.protobuf.Timestamp
-	26, // 30: quarry.v1.CatalogStatus.builds:type_name -> quarry.v1.CatalogBuild
-	27, // 31: quarry.v1.GetCatalogStatusResponse.statuses:type_name -> quarry.v1.CatalogStatus
-	33, // 32: quarry.v1.GetCatalogStatusResponse.interval:type_name -> google.protobuf.Duration
-	27, // 33: quarry.v1.RefreshCatalogResponse.statuses:type_name -> quarry.v1.CatalogStatus
-	5,  // 34: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
-	7,  // 35: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
-	11, // 36: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
-	13, // 37: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
-	15, // 38: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
-	19, // 39: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
-	17, // 40: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
-	22, // 41: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
-	25, // 42: quarry.v1.ImageService.GetCatalogStatus:input_type -> quarry.v1.GetCatalogStatusRequest
-	29, // 43: quarry.v1.ImageService.RefreshCatalog:input_type -> quarry.v1.RefreshCatalogRequest
-	9,  // 44: quarry.v1.ImageService.CopyImage:input_type -> quarry.v1.CopyImageRequest
-	6,  // 45: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
-	8,  // 46: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
-	12, // 47: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
-	14, // 48: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
-	16, // 49: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
-	21, // 50: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
-	18, // 51: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
-	24, // 52: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
-	28, // 53: quarry.v1.ImageService.GetCatalogStatus:output_type -> quarry.v1.GetCatalogStatusResponse
-	30, // 54: quarry.v1.ImageService.RefreshCatalog:output_type -> quarry.v1.RefreshCatalogResponse
-	10, // 55: quarry.v1.ImageService.CopyImage:output_type -> quarry.v1.CopyImageResponse
-	45, // [45:56] is the sub-list for method output_type
-	34, // [34:45] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	34, // 18: quarry.v1.VerifyImageResponse.job:type_name -> quarry.v1.Job
+	3,  // 19: quarry.v1.ConvertImageResponse.image:type_name -> quarry.v1.Image
+	34, // 20: quarry.v1.ConvertImageResponse.job:type_name -> quarry.v1.Job
+	35, // 21: quarry.v1.PoolScanResult.duration:type_name -> google.protobuf.Duration
+	33, // 22: quarry.v1.PoolScanResult.finished_at:type_name -> google.protobuf.Timestamp
+	22, // 23: quarry.v1.ScanISOsResponse.results:type_name -> quarry.v1.PoolScanResult
+	33, // 24: quarry.v1.RunningScan.started_at:type_name -> google.protobuf.Timestamp
+	25, // 25: quarry.v1.GetScanStatusResponse.running:type_name -> quarry.v1.RunningScan
+	22, // 26: quarry.v1.GetScanStatusResponse.last:type_name -> quarry.v1.PoolScanResult
+	33, // 27: quarry.v1.CatalogBuild.built_at:type_name -> google.protobuf.Timestamp
+	1,  // 28: quarry.v1.CatalogBuild.state:type_name -> quarry.v1.ImageState
+	33, // 29: quarry.v1.CatalogStatus.current_built_at:type_name -> google.protobuf.Timestamp
+	33, // 30: quarry.v1.CatalogStatus.last_check_at:type_name -> google.protobuf.Timestamp
+	33, // 31: quarry.v1.CatalogStatus.next_check_at:type_name -> google.protobuf.Timestamp
+	28, // 32: quarry.v1.CatalogStatus.builds:type_name -> quarry.v1.CatalogBuild
+	29, // 33: quarry.v1.GetCatalogStatusResponse.statuses:type_name -> quarry.v1.CatalogStatus
+	35, // 34: quarry.v1.GetCatalogStatusResponse.interval:type_name -> google.protobuf.Duration
+	29, // 35: quarry.v1.RefreshCatalogResponse.statuses:type_name -> quarry.v1.CatalogStatus
+	5,  // 36: quarry.v1.ImageService.ListCatalog:input_type -> quarry.v1.ListCatalogRequest
+	7,  // 37: quarry.v1.ImageService.DownloadImage:input_type -> quarry.v1.DownloadImageRequest
+	11, // 38: quarry.v1.ImageService.ListImages:input_type -> quarry.v1.ListImagesRequest
+	13, // 39: quarry.v1.ImageService.GetImage:input_type -> quarry.v1.GetImageRequest
+	15, // 40: quarry.v1.ImageService.DeleteImage:input_type -> quarry.v1.DeleteImageRequest
+	21, // 41: quarry.v1.ImageService.ScanISOs:input_type -> quarry.v1.ScanISOsRequest
+	17, // 42: quarry.v1.ImageService.VerifyImage:input_type -> quarry.v1.VerifyImageRequest
+	24, // 43: quarry.v1.ImageService.GetScanStatus:input_type -> quarry.v1.GetScanStatusRequest
+	27, // 44: quarry.v1.ImageService.GetCatalogStatus:input_type -> quarry.v1.GetCatalogStatusRequest
+	31, // 45: quarry.v1.ImageService.RefreshCatalog:input_type -> quarry.v1.RefreshCatalogRequest
+	9,  // 46: quarry.v1.ImageService.CopyImage:input_type -> quarry.v1.CopyImageRequest
+	19, // 47: quarry.v1.ImageService.ConvertImage:input_type -> quarry.v1.ConvertImageRequest
+	6,  // 48: quarry.v1.ImageService.ListCatalog:output_type -> quarry.v1.ListCatalogResponse
+	8,  // 49: quarry.v1.ImageService.DownloadImage:output_type -> quarry.v1.DownloadImageResponse
+	12, // 50: quarry.v1.ImageService.ListImages:output_type -> quarry.v1.ListImagesResponse
+	14, // 51: quarry.v1.ImageService.GetImage:output_type -> quarry.v1.GetImageResponse
+	16, // 52: quarry.v1.ImageService.DeleteImage:output_type -> quarry.v1.DeleteImageResponse
+	23, // 53: quarry.v1.ImageService.ScanISOs:output_type -> quarry.v1.ScanISOsResponse
+	18, // 54: quarry.v1.ImageService.VerifyImage:output_type -> quarry.v1.VerifyImageResponse
+	26, // 55: quarry.v1.ImageService.GetScanStatus:output_type -> quarry.v1.GetScanStatusResponse
+	30, // 56: quarry.v1.ImageService.GetCatalogStatus:output_type -> quarry.v1.GetCatalogStatusResponse
+	32, // 57: quarry.v1.ImageService.RefreshCatalog:output_type -> quarry.v1.RefreshCatalogResponse
+	10, // 58: quarry.v1.ImageService.CopyImage:output_type -> quarry.v1.CopyImageResponse
+	20, // 59: quarry.v1.ImageService.ConvertImage:output_type -> quarry.v1.ConvertImageResponse
+	48, // [48:60] is the sub-list for method output_type
+	36, // [36:48] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_quarry_v1_image_proto_init() }
@@ -2546,7 +2690,7 @@ func file_quarry_v1_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_v1_image_proto_rawDesc), len(file_quarry_v1_image_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -95,9 +95,13 @@ type Node struct {
 	AgentVersion string                 `protobuf:"bytes,9,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	CreatedAt    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// What the node reported about every pool, as of its last successful check.
-	Pools         []*PoolMount `protobuf:"bytes,11,rep,name=pools,proto3" json:"pools,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Pools []*PoolMount `protobuf:"bytes,11,rep,name=pools,proto3" json:"pools,omitempty"`
+	// The qemu-img version the agent found (image conversion needs it,
+	// Debian's qemu-utils); empty when it has none, or has not answered a
+	// check since the control plane started.
+	QemuImgVersion string `protobuf:"bytes,80,opt,name=qemu_img_version,json=qemuImgVersion,proto3" json:"qemu_img_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -205,6 +209,13 @@ func (x *Node) GetPools() []*PoolMount {
 		return x.Pools
 	}
 	return nil
+}
+
+func (x *Node) GetQemuImgVersion() string {
+	if x != nil {
+		return x.QemuImgVersion
+	}
+	return ""
 }
 
 // PoolMount is one node's view of one storage pool.
@@ -936,7 +947,7 @@ var File_quarry_v1_node_proto protoreflect.FileDescriptor
 
 const file_quarry_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x14quarry/v1/node.proto\x12\tquarry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x03\n" +
+	"\x14quarry/v1/node.proto\x12\tquarry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -951,7 +962,8 @@ const file_quarry_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12*\n" +
-	"\x05pools\x18\v \x03(\v2\x14.quarry.v1.PoolMountR\x05pools\"\x93\x03\n" +
+	"\x05pools\x18\v \x03(\v2\x14.quarry.v1.PoolMountR\x05pools\x12(\n" +
+	"\x10qemu_img_version\x18P \x01(\tR\x0eqemuImgVersion\"\x93\x03\n" +
 	"\tPoolMount\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12&\n" +

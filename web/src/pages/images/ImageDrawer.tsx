@@ -15,6 +15,7 @@ import { enumLabel } from "../../lib/format";
 import { imageKindName, imageStateName, jobStateName, osLabel } from "../../lib/labels";
 import { errorMessage } from "../../lib/errors";
 import { CopyDialog } from "./CopyDialog";
+import { ConvertDialog, convertTargets } from "./ConvertDialog";
 
 export function ImageDrawer({ id, onClose, onDelete }: { id?: string; onClose: () => void; onDelete: (i: Image) => void }) {
   const q = useImage(id);
@@ -22,6 +23,7 @@ export function ImageDrawer({ id, onClose, onDelete }: { id?: string; onClose: (
   const verify = useVerifyImage();
   const canOperate = useCan("operator");
   const [copying, setCopying] = useState<Image | null>(null);
+  const [converting, setConverting] = useState<Image>();
   const img = q.data?.image;
   const related = (jobs.data?.jobs ?? []).filter((j) => j.imageId === id);
 
@@ -96,6 +98,11 @@ export function ImageDrawer({ id, onClose, onDelete }: { id?: string; onClose: (
                   Copy to pool…
                 </Button>
               )}
+              {img.state === ImageState.READY && convertTargets(img.format).length > 0 && (
+                <Button variant="default" onClick={() => setConverting(img)}>
+                  Convert…
+                </Button>
+              )}
               <Button color="red" variant="light" onClick={() => onDelete(img)}>
                 Delete…
               </Button>
@@ -104,6 +111,7 @@ export function ImageDrawer({ id, onClose, onDelete }: { id?: string; onClose: (
         </Stack>
       )}
       <CopyDialog image={copying} onClose={() => setCopying(null)} />
+      <ConvertDialog image={converting} onClose={() => setConverting(undefined)} />
     </Drawer>
   );
 }

@@ -8,6 +8,7 @@ import { EmptyState } from "../../components/EmptyState";
 import { ErrorAlert } from "../../components/ErrorAlert";
 import { Bytes } from "../../components/Bytes";
 import { nodeStateName } from "../../lib/labels";
+import { NodeState } from "../../gen/quarry/v1/node_pb";
 import { isNotEnrolled } from "./NodesPage";
 import { JoinCommand } from "./JoinCommand";
 
@@ -49,6 +50,7 @@ export default function NodePage() {
               ["Address", <code>{node.managementAddress}</code>],
               ["Hostname", node.hostname],
               ["Agent version", node.agentVersion],
+              ["qemu-img", node.qemuImgVersion || (node.state === NodeState.READY ? "None: install qemu-utils to convert images here" : "")],
               ["Registered", <RelativeTime value={node.createdAt} />],
               ["Id", <code>{node.id}</code>],
             ]}

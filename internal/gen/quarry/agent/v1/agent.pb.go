@@ -591,12 +591,15 @@ func (x *GetFactsRequest) GetPools() []*PoolRef {
 }
 
 type GetFactsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hostname      string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Pools         []*PoolFacts           `protobuf:"bytes,3,rep,name=pools,proto3" json:"pools,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Hostname string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Version  string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Pools    []*PoolFacts           `protobuf:"bytes,3,rep,name=pools,proto3" json:"pools,omitempty"`
+	// The version qemu-img reports ("7.2.15"); empty when the node has no
+	// qemu-img (Debian's qemu-utils), which image conversion needs.
+	QemuImgVersion string `protobuf:"bytes,80,opt,name=qemu_img_version,json=qemuImgVersion,proto3" json:"qemu_img_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetFactsResponse) Reset() {
@@ -648,6 +651,13 @@ func (x *GetFactsResponse) GetPools() []*PoolFacts {
 		return x.Pools
 	}
 	return nil
+}
+
+func (x *GetFactsResponse) GetQemuImgVersion() string {
+	if x != nil {
+		return x.QemuImgVersion
+	}
+	return ""
 }
 
 type InitPoolRequest struct {
@@ -911,7 +921,10 @@ type IsoFile struct {
 	// The node saw the file being written and not closed yet.
 	Writing bool `protobuf:"varint,7,opt,name=writing,proto3" json:"writing,omitempty"`
 	// The node saw the writer close the file after its last change.
-	Settled       bool `protobuf:"varint,8,opt,name=settled,proto3" json:"settled,omitempty"`
+	Settled bool `protobuf:"varint,8,opt,name=settled,proto3" json:"settled,omitempty"`
+	// For files under images/: the format their header says (qcow2, vmdk,
+	// vhdx, iso, raw), so a renamed file can be recognized.
+	Format        string `protobuf:"bytes,80,opt,name=format,proto3" json:"format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1000,6 +1013,13 @@ func (x *IsoFile) GetSettled() bool {
 		return x.Settled
 	}
 	return false
+}
+
+func (x *IsoFile) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
 }
 
 type ListISOsRequest struct {
@@ -2232,6 +2252,279 @@ func (x *HashFileResponse) GetSha256() string {
 	return ""
 }
 
+type ConvertFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Pool  *PoolRef               `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	// The source file, relative to the pool root.
+	Src string `protobuf:"bytes,3,opt,name=src,proto3" json:"src,omitempty"`
+	// The final path relative to the pool root ("images/x.raw"); it must
+	// not exist.
+	Dest string `protobuf:"bytes,4,opt,name=dest,proto3" json:"dest,omitempty"`
+	// The source's format as recorded (qcow2, raw, vmdk, vhdx) and the
+	// target format (qcow2, raw).
+	SrcFormat string `protobuf:"bytes,5,opt,name=src_format,json=srcFormat,proto3" json:"src_format,omitempty"`
+	Format    string `protobuf:"bytes,6,opt,name=format,proto3" json:"format,omitempty"`
+	// An earlier run of the job may have put dest in place (its result was
+	// lost): a file at dest is checked, hashed and answered as the result
+	// instead of being a conflict.
+	AdoptExisting bool `protobuf:"varint,7,opt,name=adopt_existing,json=adoptExisting,proto3" json:"adopt_existing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConvertFileRequest) Reset() {
+	*x = ConvertFileRequest{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvertFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvertFileRequest) ProtoMessage() {}
+
+func (x *ConvertFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvertFileRequest.ProtoReflect.Descriptor instead.
+func (*ConvertFileRequest) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ConvertFileRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ConvertFileRequest) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *ConvertFileRequest) GetSrc() string {
+	if x != nil {
+		return x.Src
+	}
+	return ""
+}
+
+func (x *ConvertFileRequest) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *ConvertFileRequest) GetSrcFormat() string {
+	if x != nil {
+		return x.SrcFormat
+	}
+	return ""
+}
+
+func (x *ConvertFileRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ConvertFileRequest) GetAdoptExisting() bool {
+	if x != nil {
+		return x.AdoptExisting
+	}
+	return false
+}
+
+// ConvertFileResponse is progress and, in the last message, the result.
+type ConvertFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "converting", "checking", "hashing".
+	Phase string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	// Percent of the conversion done, as qemu-img -p reports it.
+	Percent float64 `protobuf:"fixed64,2,opt,name=percent,proto3" json:"percent,omitempty"`
+	// Of the hashing phase.
+	BytesDone     int64          `protobuf:"varint,3,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal    int64          `protobuf:"varint,4,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	Result        *ConvertResult `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConvertFileResponse) Reset() {
+	*x = ConvertFileResponse{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvertFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvertFileResponse) ProtoMessage() {}
+
+func (x *ConvertFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvertFileResponse.ProtoReflect.Descriptor instead.
+func (*ConvertFileResponse) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ConvertFileResponse) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *ConvertFileResponse) GetPercent() float64 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *ConvertFileResponse) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *ConvertFileResponse) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *ConvertFileResponse) GetResult() *ConvertResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type ConvertResult struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Sha256      string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size        int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Format      string                 `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
+	VirtualSize int64                  `protobuf:"varint,4,opt,name=virtual_size,json=virtualSize,proto3" json:"virtual_size,omitempty"`
+	Dest        string                 `protobuf:"bytes,5,opt,name=dest,proto3" json:"dest,omitempty"`
+	ModTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=mod_time,json=modTime,proto3" json:"mod_time,omitempty"`
+	// What qemu-img check said, for the job's history.
+	Check         string `protobuf:"bytes,7,opt,name=check,proto3" json:"check,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConvertResult) Reset() {
+	*x = ConvertResult{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvertResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvertResult) ProtoMessage() {}
+
+func (x *ConvertResult) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvertResult.ProtoReflect.Descriptor instead.
+func (*ConvertResult) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ConvertResult) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ConvertResult) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ConvertResult) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ConvertResult) GetVirtualSize() int64 {
+	if x != nil {
+		return x.VirtualSize
+	}
+	return 0
+}
+
+func (x *ConvertResult) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *ConvertResult) GetModTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ModTime
+	}
+	return nil
+}
+
+func (x *ConvertResult) GetCheck() string {
+	if x != nil {
+		return x.Check
+	}
+	return ""
+}
+
 // ErrorInfo is the detail of every error the agent answers with: the class
 // the control plane acts on, and the message written for the operator (the
 // same text as the error's message). internal/errclass encodes and decodes
@@ -2246,7 +2539,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2551,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2564,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ErrorInfo) GetClass() ErrorClass {
@@ -2312,7 +2605,7 @@ type UploadRef struct {
 
 func (x *UploadRef) Reset() {
 	*x = UploadRef{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2617,7 @@ func (x *UploadRef) String() string {
 func (*UploadRef) ProtoMessage() {}
 
 func (x *UploadRef) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2630,7 @@ func (x *UploadRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRef.ProtoReflect.Descriptor instead.
 func (*UploadRef) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UploadRef) GetJobId() string {
@@ -2405,7 +2698,7 @@ type OpenUploadRequest struct {
 
 func (x *OpenUploadRequest) Reset() {
 	*x = OpenUploadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2710,7 @@ func (x *OpenUploadRequest) String() string {
 func (*OpenUploadRequest) ProtoMessage() {}
 
 func (x *OpenUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2723,7 @@ func (x *OpenUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenUploadRequest.ProtoReflect.Descriptor instead.
 func (*OpenUploadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *OpenUploadRequest) GetUpload() *UploadRef {
@@ -2450,7 +2743,7 @@ type OpenUploadResponse struct {
 
 func (x *OpenUploadResponse) Reset() {
 	*x = OpenUploadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2755,7 @@ func (x *OpenUploadResponse) String() string {
 func (*OpenUploadResponse) ProtoMessage() {}
 
 func (x *OpenUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2768,7 @@ func (x *OpenUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenUploadResponse.ProtoReflect.Descriptor instead.
 func (*OpenUploadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *OpenUploadResponse) GetOffset() int64 {
@@ -2507,7 +2800,7 @@ type WriteUploadRequest struct {
 
 func (x *WriteUploadRequest) Reset() {
 	*x = WriteUploadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2812,7 @@ func (x *WriteUploadRequest) String() string {
 func (*WriteUploadRequest) ProtoMessage() {}
 
 func (x *WriteUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2825,7 @@ func (x *WriteUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteUploadRequest.ProtoReflect.Descriptor instead.
 func (*WriteUploadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WriteUploadRequest) GetUpload() *UploadRef {
@@ -2595,7 +2888,7 @@ type WriteUploadResponse struct {
 
 func (x *WriteUploadResponse) Reset() {
 	*x = WriteUploadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2900,7 @@ func (x *WriteUploadResponse) String() string {
 func (*WriteUploadResponse) ProtoMessage() {}
 
 func (x *WriteUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2913,7 @@ func (x *WriteUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteUploadResponse.ProtoReflect.Descriptor instead.
 func (*WriteUploadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WriteUploadResponse) GetOffset() int64 {
@@ -2658,7 +2951,7 @@ type UploadResult struct {
 
 func (x *UploadResult) Reset() {
 	*x = UploadResult{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2670,7 +2963,7 @@ func (x *UploadResult) String() string {
 func (*UploadResult) ProtoMessage() {}
 
 func (x *UploadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2683,7 +2976,7 @@ func (x *UploadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResult.ProtoReflect.Descriptor instead.
 func (*UploadResult) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UploadResult) GetSha256() string {
@@ -2766,7 +3059,7 @@ type CancelUploadRequest struct {
 
 func (x *CancelUploadRequest) Reset() {
 	*x = CancelUploadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +3071,7 @@ func (x *CancelUploadRequest) String() string {
 func (*CancelUploadRequest) ProtoMessage() {}
 
 func (x *CancelUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +3084,7 @@ func (x *CancelUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelUploadRequest.ProtoReflect.Descriptor instead.
 func (*CancelUploadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CancelUploadRequest) GetJobId() string {
@@ -2816,7 +3109,7 @@ type CancelUploadResponse struct {
 
 func (x *CancelUploadResponse) Reset() {
 	*x = CancelUploadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +3121,7 @@ func (x *CancelUploadResponse) String() string {
 func (*CancelUploadResponse) ProtoMessage() {}
 
 func (x *CancelUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +3134,7 @@ func (x *CancelUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelUploadResponse.ProtoReflect.Descriptor instead.
 func (*CancelUploadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{43}
 }
 
 var File_quarry_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -2869,11 +3162,12 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"totalBytes\x124\n" +
 	"\x06status\x18\x06 \x01(\x0e2\x1c.quarry.agent.v1.MountStatusR\x06status\"A\n" +
 	"\x0fGetFactsRequest\x12.\n" +
-	"\x05pools\x18\x01 \x03(\v2\x18.quarry.agent.v1.PoolRefR\x05pools\"z\n" +
+	"\x05pools\x18\x01 \x03(\v2\x18.quarry.agent.v1.PoolRefR\x05pools\"\xa4\x01\n" +
 	"\x10GetFactsResponse\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x120\n" +
-	"\x05pools\x18\x03 \x03(\v2\x1a.quarry.agent.v1.PoolFactsR\x05pools\"?\n" +
+	"\x05pools\x18\x03 \x03(\v2\x1a.quarry.agent.v1.PoolFactsR\x05pools\x12(\n" +
+	"\x10qemu_img_version\x18P \x01(\tR\x0eqemuImgVersion\"?\n" +
 	"\x0fInitPoolRequest\x12,\n" +
 	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\"B\n" +
 	"\x10InitPoolResponse\x12.\n" +
@@ -2883,7 +3177,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\acsr_pem\x18\x01 \x01(\tR\x06csrPem\"D\n" +
 	"\x19InstallCertificateRequest\x12'\n" +
 	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\"\x1c\n" +
-	"\x1aInstallCertificateResponse\"\xef\x01\n" +
+	"\x1aInstallCertificateResponse\"\x87\x02\n" +
 	"\aIsoFile\x12\x19\n" +
 	"\brel_path\x18\x01 \x01(\tR\arelPath\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x125\n" +
@@ -2892,7 +3186,8 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\bbootable\x18\x05 \x01(\bR\bbootable\x12\x18\n" +
 	"\aproblem\x18\x06 \x01(\tR\aproblem\x12\x18\n" +
 	"\awriting\x18\a \x01(\bR\awriting\x12\x18\n" +
-	"\asettled\x18\b \x01(\bR\asettled\"f\n" +
+	"\asettled\x18\b \x01(\bR\asettled\x12\x16\n" +
+	"\x06format\x18P \x01(\tR\x06format\"f\n" +
 	"\x0fListISOsRequest\x12,\n" +
 	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12%\n" +
 	"\x0einclude_images\x18\x02 \x01(\bR\rincludeImages\"B\n" +
@@ -2983,7 +3278,32 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\vbytes_total\x18\x02 \x01(\x03R\n" +
 	"bytesTotal\x12(\n" +
 	"\x10bytes_per_second\x18\x03 \x01(\x01R\x0ebytesPerSecond\x12\x16\n" +
-	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"X\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\xdd\x01\n" +
+	"\x12ConvertFileRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
+	"\x04pool\x18\x02 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12\x10\n" +
+	"\x03src\x18\x03 \x01(\tR\x03src\x12\x12\n" +
+	"\x04dest\x18\x04 \x01(\tR\x04dest\x12\x1d\n" +
+	"\n" +
+	"src_format\x18\x05 \x01(\tR\tsrcFormat\x12\x16\n" +
+	"\x06format\x18\x06 \x01(\tR\x06format\x12%\n" +
+	"\x0eadopt_existing\x18\a \x01(\bR\radoptExisting\"\xbd\x01\n" +
+	"\x13ConvertFileResponse\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
+	"\apercent\x18\x02 \x01(\x01R\apercent\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x03 \x01(\x03R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x04 \x01(\x03R\n" +
+	"bytesTotal\x126\n" +
+	"\x06result\x18\x05 \x01(\v2\x1e.quarry.agent.v1.ConvertResultR\x06result\"\xd7\x01\n" +
+	"\rConvertResult\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06format\x18\x03 \x01(\tR\x06format\x12!\n" +
+	"\fvirtual_size\x18\x04 \x01(\x03R\vvirtualSize\x12\x12\n" +
+	"\x04dest\x18\x05 \x01(\tR\x04dest\x125\n" +
+	"\bmod_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\amodTime\x12\x14\n" +
+	"\x05check\x18\a \x01(\tR\x05check\"X\n" +
 	"\tErrorInfo\x121\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1b.quarry.agent.v1.ErrorClassR\x05class\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\xf6\x01\n" +
@@ -3065,8 +3385,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x17ERROR_CLASS_UNAVAILABLE\x10\v\x12!\n" +
 	"\x1dERROR_CLASS_PERMISSION_DENIED\x10\f\x12\x1f\n" +
 	"\x1bERROR_CLASS_UNAUTHENTICATED\x10\r\x12\x1c\n" +
-	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\xe1\n" +
-	"\n" +
+	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\xbd\v\n" +
 	"\fAgentService\x12O\n" +
 	"\bGetFacts\x12 .quarry.agent.v1.GetFactsRequest\x1a!.quarry.agent.v1.GetFactsResponse\x12O\n" +
 	"\bInitPool\x12 .quarry.agent.v1.InitPoolRequest\x1a!.quarry.agent.v1.InitPoolResponse\x12R\n" +
@@ -3084,7 +3403,8 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"OpenUpload\x12\".quarry.agent.v1.OpenUploadRequest\x1a#.quarry.agent.v1.OpenUploadResponse\x12Z\n" +
 	"\vWriteUpload\x12#.quarry.agent.v1.WriteUploadRequest\x1a$.quarry.agent.v1.WriteUploadResponse(\x01\x12[\n" +
 	"\fCancelUpload\x12$.quarry.agent.v1.CancelUploadRequest\x1a%.quarry.agent.v1.CancelUploadResponse\x12Q\n" +
-	"\bHashFile\x12 .quarry.agent.v1.HashFileRequest\x1a!.quarry.agent.v1.HashFileResponse0\x01\x12a\n" +
+	"\bHashFile\x12 .quarry.agent.v1.HashFileRequest\x1a!.quarry.agent.v1.HashFileResponse0\x01\x12Z\n" +
+	"\vConvertFile\x12#.quarry.agent.v1.ConvertFileRequest\x1a$.quarry.agent.v1.ConvertFileResponse0\x01\x12a\n" +
 	"\x0eLookupChecksum\x12&.quarry.agent.v1.LookupChecksumRequest\x1a'.quarry.agent.v1.LookupChecksumResponseB\xc6\x01\n" +
 	"\x13com.quarry.agent.v1B\n" +
 	"AgentProtoP\x01ZEgithub.com/quarry-project/quarry/internal/gen/quarry/agent/v1;agentv1\xa2\x02\x03QAX\xaa\x02\x0fQuarry.Agent.V1\xca\x02\x0fQuarry\\Agent\\V1\xe2\x02\x1bQuarry\\Agent\\V1\\GPBMetadata\xea\x02\x11Quarry::Agent::V1b\x06proto3"
@@ -3102,7 +3422,7 @@ func file_quarry_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(MountStatus)(0),                   // 0: quarry.agent.v1.MountStatus
 	(FileOp)(0),                        // 1: quarry.agent.v1.FileOp
@@ -3140,16 +3460,19 @@ var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(*CancelDownloadResponse)(nil),     // 33: quarry.agent.v1.CancelDownloadResponse
 	(*HashFileRequest)(nil),            // 34: quarry.agent.v1.HashFileRequest
 	(*HashFileResponse)(nil),           // 35: quarry.agent.v1.HashFileResponse
-	(*ErrorInfo)(nil),                  // 36: quarry.agent.v1.ErrorInfo
-	(*UploadRef)(nil),                  // 37: quarry.agent.v1.UploadRef
-	(*OpenUploadRequest)(nil),          // 38: quarry.agent.v1.OpenUploadRequest
-	(*OpenUploadResponse)(nil),         // 39: quarry.agent.v1.OpenUploadResponse
-	(*WriteUploadRequest)(nil),         // 40: quarry.agent.v1.WriteUploadRequest
-	(*WriteUploadResponse)(nil),        // 41: quarry.agent.v1.WriteUploadResponse
-	(*UploadResult)(nil),               // 42: quarry.agent.v1.UploadResult
-	(*CancelUploadRequest)(nil),        // 43: quarry.agent.v1.CancelUploadRequest
-	(*CancelUploadResponse)(nil),       // 44: quarry.agent.v1.CancelUploadResponse
-	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
+	(*ConvertFileRequest)(nil),         // 36: quarry.agent.v1.ConvertFileRequest
+	(*ConvertFileResponse)(nil),        // 37: quarry.agent.v1.ConvertFileResponse
+	(*ConvertResult)(nil),              // 38: quarry.agent.v1.ConvertResult
+	(*ErrorInfo)(nil),                  // 39: quarry.agent.v1.ErrorInfo
+	(*UploadRef)(nil),                  // 40: quarry.agent.v1.UploadRef
+	(*OpenUploadRequest)(nil),          // 41: quarry.agent.v1.OpenUploadRequest
+	(*OpenUploadResponse)(nil),         // 42: quarry.agent.v1.OpenUploadResponse
+	(*WriteUploadRequest)(nil),         // 43: quarry.agent.v1.WriteUploadRequest
+	(*WriteUploadResponse)(nil),        // 44: quarry.agent.v1.WriteUploadResponse
+	(*UploadResult)(nil),               // 45: quarry.agent.v1.UploadResult
+	(*CancelUploadRequest)(nil),        // 46: quarry.agent.v1.CancelUploadRequest
+	(*CancelUploadResponse)(nil),       // 47: quarry.agent.v1.CancelUploadResponse
+	(*timestamppb.Timestamp)(nil),      // 48: google.protobuf.Timestamp
 }
 var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	24, // 0: quarry.agent.v1.LookupChecksumRequest.policy:type_name -> quarry.agent.v1.URLPolicy
@@ -3158,7 +3481,7 @@ var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	7,  // 3: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
 	6,  // 4: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
 	7,  // 5: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
-	45, // 6: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
+	48, // 6: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
 	6,  // 7: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
 	16, // 8: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
 	6,  // 9: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
@@ -3176,48 +3499,53 @@ var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
 	29, // 21: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
 	6,  // 22: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
 	6,  // 23: quarry.agent.v1.HashFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	3,  // 24: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
-	6,  // 25: quarry.agent.v1.UploadRef.pool:type_name -> quarry.agent.v1.PoolRef
-	37, // 26: quarry.agent.v1.OpenUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
-	37, // 27: quarry.agent.v1.WriteUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
-	42, // 28: quarry.agent.v1.WriteUploadResponse.result:type_name -> quarry.agent.v1.UploadResult
-	45, // 29: quarry.agent.v1.UploadResult.mod_time:type_name -> google.protobuf.Timestamp
-	6,  // 30: quarry.agent.v1.CancelUploadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	8,  // 31: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
-	10, // 32: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
-	12, // 33: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
-	14, // 34: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
-	17, // 35: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
-	19, // 36: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
-	22, // 37: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
-	25, // 38: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
-	30, // 39: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
-	32, // 40: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
-	38, // 41: quarry.agent.v1.AgentService.OpenUpload:input_type -> quarry.agent.v1.OpenUploadRequest
-	40, // 42: quarry.agent.v1.AgentService.WriteUpload:input_type -> quarry.agent.v1.WriteUploadRequest
-	43, // 43: quarry.agent.v1.AgentService.CancelUpload:input_type -> quarry.agent.v1.CancelUploadRequest
-	34, // 44: quarry.agent.v1.AgentService.HashFile:input_type -> quarry.agent.v1.HashFileRequest
-	4,  // 45: quarry.agent.v1.AgentService.LookupChecksum:input_type -> quarry.agent.v1.LookupChecksumRequest
-	9,  // 46: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
-	11, // 47: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
-	13, // 48: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
-	15, // 49: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
-	18, // 50: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
-	21, // 51: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
-	23, // 52: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
-	28, // 53: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
-	31, // 54: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
-	33, // 55: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
-	39, // 56: quarry.agent.v1.AgentService.OpenUpload:output_type -> quarry.agent.v1.OpenUploadResponse
-	41, // 57: quarry.agent.v1.AgentService.WriteUpload:output_type -> quarry.agent.v1.WriteUploadResponse
-	44, // 58: quarry.agent.v1.AgentService.CancelUpload:output_type -> quarry.agent.v1.CancelUploadResponse
-	35, // 59: quarry.agent.v1.AgentService.HashFile:output_type -> quarry.agent.v1.HashFileResponse
-	5,  // 60: quarry.agent.v1.AgentService.LookupChecksum:output_type -> quarry.agent.v1.LookupChecksumResponse
-	46, // [46:61] is the sub-list for method output_type
-	31, // [31:46] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	6,  // 24: quarry.agent.v1.ConvertFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	38, // 25: quarry.agent.v1.ConvertFileResponse.result:type_name -> quarry.agent.v1.ConvertResult
+	48, // 26: quarry.agent.v1.ConvertResult.mod_time:type_name -> google.protobuf.Timestamp
+	3,  // 27: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
+	6,  // 28: quarry.agent.v1.UploadRef.pool:type_name -> quarry.agent.v1.PoolRef
+	40, // 29: quarry.agent.v1.OpenUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
+	40, // 30: quarry.agent.v1.WriteUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
+	45, // 31: quarry.agent.v1.WriteUploadResponse.result:type_name -> quarry.agent.v1.UploadResult
+	48, // 32: quarry.agent.v1.UploadResult.mod_time:type_name -> google.protobuf.Timestamp
+	6,  // 33: quarry.agent.v1.CancelUploadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	8,  // 34: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
+	10, // 35: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
+	12, // 36: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
+	14, // 37: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
+	17, // 38: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
+	19, // 39: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
+	22, // 40: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
+	25, // 41: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
+	30, // 42: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
+	32, // 43: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
+	41, // 44: quarry.agent.v1.AgentService.OpenUpload:input_type -> quarry.agent.v1.OpenUploadRequest
+	43, // 45: quarry.agent.v1.AgentService.WriteUpload:input_type -> quarry.agent.v1.WriteUploadRequest
+	46, // 46: quarry.agent.v1.AgentService.CancelUpload:input_type -> quarry.agent.v1.CancelUploadRequest
+	34, // 47: quarry.agent.v1.AgentService.HashFile:input_type -> quarry.agent.v1.HashFileRequest
+	36, // 48: quarry.agent.v1.AgentService.ConvertFile:input_type -> quarry.agent.v1.ConvertFileRequest
+	4,  // 49: quarry.agent.v1.AgentService.LookupChecksum:input_type -> quarry.agent.v1.LookupChecksumRequest
+	9,  // 50: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
+	11, // 51: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
+	13, // 52: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
+	15, // 53: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
+	18, // 54: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
+	21, // 55: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
+	23, // 56: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
+	28, // 57: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
+	31, // 58: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
+	33, // 59: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
+	42, // 60: quarry.agent.v1.AgentService.OpenUpload:output_type -> quarry.agent.v1.OpenUploadResponse
+	44, // 61: quarry.agent.v1.AgentService.WriteUpload:output_type -> quarry.agent.v1.WriteUploadResponse
+	47, // 62: quarry.agent.v1.AgentService.CancelUpload:output_type -> quarry.agent.v1.CancelUploadResponse
+	35, // 63: quarry.agent.v1.AgentService.HashFile:output_type -> quarry.agent.v1.HashFileResponse
+	37, // 64: quarry.agent.v1.AgentService.ConvertFile:output_type -> quarry.agent.v1.ConvertFileResponse
+	5,  // 65: quarry.agent.v1.AgentService.LookupChecksum:output_type -> quarry.agent.v1.LookupChecksumResponse
+	50, // [50:66] is the sub-list for method output_type
+	34, // [34:50] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_quarry_agent_v1_agent_proto_init() }
@@ -3231,7 +3559,7 @@ func file_quarry_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_agent_v1_agent_proto_rawDesc), len(file_quarry_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   41,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -62,6 +62,9 @@ const (
 	ImageServiceRefreshCatalogProcedure = "/quarry.v1.ImageService/RefreshCatalog"
 	// ImageServiceCopyImageProcedure is the fully-qualified name of the ImageService's CopyImage RPC.
 	ImageServiceCopyImageProcedure = "/quarry.v1.ImageService/CopyImage"
+	// ImageServiceConvertImageProcedure is the fully-qualified name of the ImageService's ConvertImage
+	// RPC.
+	ImageServiceConvertImageProcedure = "/quarry.v1.ImageService/ConvertImage"
 )
 
 // ImageServiceClient is a client for the quarry.v1.ImageService service.
@@ -86,7 +89,8 @@ type ImageServiceClient interface {
 	// waits for the result. Despite its name it reconciles every image the
 	// library holds with the disk: ISOs in <pool>/iso/ (new files registered)
 	// and the cloud images and disks in <pool>/images/ (vanished → MISSING,
-	// back unchanged → READY, size changed → ERROR until VerifyImage). A scan
+	// back unchanged → READY, size changed → ERROR until VerifyImage); a file
+	// renamed or moved inside its tree keeps its image (moved_count). A scan
 	// already running for a pool is not duplicated: the request waits for the
 	// next one.
 	ScanISOs(context.Context, *connect.Request[v1.ScanISOsRequest]) (*connect.Response[v1.ScanISOsResponse], error)
@@ -116,6 +120,15 @@ type ImageServiceClient interface {
 	// moved to another node like a download; the copy is verified against
 	// the source's digest. Asking again while the same copy runs returns it.
 	CopyImage(context.Context, *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error)
+	// ConvertImage starts a job (kind "convert") that converts a READY image
+	// into another format next to it, in the same pool: qcow2 to raw, raw to
+	// qcow2, vmdk or vhdx to qcow2. A node that mounts the pool and has
+	// qemu-img (Debian's qemu-utils) runs `qemu-img convert`; the output is
+	// checked (`qemu-img check` for qcow2), hashed and registered as a new
+	// READY image with the format and virtual size its header says. The new
+	// image is created PENDING with the job; a failed or cancelled job leaves
+	// it ERROR (and no file), and converting again replaces it.
+	ConvertImage(context.Context, *connect.Request[v1.ConvertImageRequest]) (*connect.Response[v1.ConvertImageResponse], error)
 }
 
 // NewImageServiceClient constructs a client for the quarry.v1.ImageService service. By default, it
@@ -195,6 +208,12 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(imageServiceMethods.ByName("CopyImage")),
 			connect.WithClientOptions(opts...),
 		),
+		convertImage: connect.NewClient[v1.ConvertImageRequest, v1.ConvertImageResponse](
+			httpClient,
+			baseURL+ImageServiceConvertImageProcedure,
+			connect.WithSchema(imageServiceMethods.ByName("ConvertImage")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -211,6 +230,7 @@ type imageServiceClient struct {
 	getCatalogStatus *connect.Client[v1.GetCatalogStatusRequest, v1.GetCatalogStatusResponse]
 	refreshCatalog   *connect.Client[v1.RefreshCatalogRequest, v1.RefreshCatalogResponse]
 	copyImage        *connect.Client[v1.CopyImageRequest, v1.CopyImageResponse]
+	convertImage     *connect.Client[v1.ConvertImageRequest, v1.ConvertImageResponse]
 }
 
 // ListCatalog calls quarry.v1.ImageService.ListCatalog.
@@ -268,6 +288,11 @@ func (c *imageServiceClient) CopyImage(ctx context.Context, req *connect.Request
 	return c.copyImage.CallUnary(ctx, req)
 }
 
+// ConvertImage calls quarry.v1.ImageService.ConvertImage.
+func (c *imageServiceClient) ConvertImage(ctx context.Context, req *connect.Request[v1.ConvertImageRequest]) (*connect.Response[v1.ConvertImageResponse], error) {
+	return c.convertImage.CallUnary(ctx, req)
+}
+
 // ImageServiceHandler is an implementation of the quarry.v1.ImageService service.
 type ImageServiceHandler interface {
 	// ListCatalog lists the well-known cloud images that DownloadImage takes
@@ -290,7 +315,8 @@ type ImageServiceHandler interface {
 	// waits for the result. Despite its name it reconciles every image the
 	// library holds with the disk: ISOs in <pool>/iso/ (new files registered)
 	// and the cloud images and disks in <pool>/images/ (vanished → MISSING,
-	// back unchanged → READY, size changed → ERROR until VerifyImage). A scan
+	// back unchanged → READY, size changed → ERROR until VerifyImage); a file
+	// renamed or moved inside its tree keeps its image (moved_count). A scan
 	// already running for a pool is not duplicated: the request waits for the
 	// next one.
 	ScanISOs(context.Context, *connect.Request[v1.ScanISOsRequest]) (*connect.Response[v1.ScanISOsResponse], error)
@@ -320,6 +346,15 @@ type ImageServiceHandler interface {
 	// moved to another node like a download; the copy is verified against
 	// the source's digest. Asking again while the same copy runs returns it.
 	CopyImage(context.Context, *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error)
+	// ConvertImage starts a job (kind "convert") that converts a READY image
+	// into another format next to it, in the same pool: qcow2 to raw, raw to
+	// qcow2, vmdk or vhdx to qcow2. A node that mounts the pool and has
+	// qemu-img (Debian's qemu-utils) runs `qemu-img convert`; the output is
+	// checked (`qemu-img check` for qcow2), hashed and registered as a new
+	// READY image with the format and virtual size its header says. The new
+	// image is created PENDING with the job; a failed or cancelled job leaves
+	// it ERROR (and no file), and converting again replaces it.
+	ConvertImage(context.Context, *connect.Request[v1.ConvertImageRequest]) (*connect.Response[v1.ConvertImageResponse], error)
 }
 
 // NewImageServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -395,6 +430,12 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(imageServiceMethods.ByName("CopyImage")),
 		connect.WithHandlerOptions(opts...),
 	)
+	imageServiceConvertImageHandler := connect.NewUnaryHandler(
+		ImageServiceConvertImageProcedure,
+		svc.ConvertImage,
+		connect.WithSchema(imageServiceMethods.ByName("ConvertImage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/quarry.v1.ImageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ImageServiceListCatalogProcedure:
@@ -419,6 +460,8 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 			imageServiceRefreshCatalogHandler.ServeHTTP(w, r)
 		case ImageServiceCopyImageProcedure:
 			imageServiceCopyImageHandler.ServeHTTP(w, r)
+		case ImageServiceConvertImageProcedure:
+			imageServiceConvertImageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -470,4 +513,8 @@ func (UnimplementedImageServiceHandler) RefreshCatalog(context.Context, *connect
 
 func (UnimplementedImageServiceHandler) CopyImage(context.Context, *connect.Request[v1.CopyImageRequest]) (*connect.Response[v1.CopyImageResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.CopyImage is not implemented"))
+}
+
+func (UnimplementedImageServiceHandler) ConvertImage(context.Context, *connect.Request[v1.ConvertImageRequest]) (*connect.Response[v1.ConvertImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("quarry.v1.ImageService.ConvertImage is not implemented"))
 }

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quarry/v1/image.proto.
  */
 export const file_quarry_v1_image: GenFile = /*@__PURE__*/
-  fileDesc("ChVxdWFycnkvdjEvaW1hZ2UucHJvdG8SCXF1YXJyeS52MSI3CgZPU0luZm8SDgoGZGlzdHJvGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEYXJjaBgDIAEoCSLABAoFSW1hZ2USCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIXCg9zdG9yYWdlX3Bvb2xfaWQYAyABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYBCABKAkSIgoEa2luZBgFIAEoDjIULnF1YXJyeS52MS5JbWFnZUtpbmQSDgoGZm9ybWF0GAYgASgJEiQKBXN0YXRlGAcgASgOMhUucXVhcnJ5LnYxLkltYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAggASgJEgwKBHBhdGgYCSABKAkSEgoKc2l6ZV9ieXRlcxgKIAEoBBIvCgttb2RpZmllZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdm9sdW1lX2xhYmVsGAwgASgJEhAKCGJvb3RhYmxlGA0gASgIEh0KAm9zGA4gASgLMhEucXVhcnJ5LnYxLk9TSW5mbxIOCgZkaWdlc3QYDyABKAkSDgoGb3JpZ2luGBAgASgJEi4KCmNyZWF0ZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW1pc3Npbmdfc2luY2UYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgUIAEoBBIQCgh2ZXJpZmllZBgVIAEoCCKxAQoMQ2F0YWxvZ0VudHJ5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSHQoCb3MYAyABKAsyES5xdWFycnkudjEuT1NJbmZvEgsKA3VybBgEIAEoCRIQCghjaGVja3N1bRgFIAEoCRIUCgxjaGVja3N1bV91cmwYBiABKAkSDgoGZm9ybWF0GAcgASgJEhQKDGRlZmF1bHRfdXNlchgIIAEoCRINCgVub3RlcxgJIAEoCSIUChJMaXN0Q2F0YWxvZ1JlcXVlc3QiPwoTTGlzdENhdGFsb2dSZXNwb25zZRIoCgdlbnRyaWVzGAEgAygLMhcucXVhcnJ5LnYxLkNhdGFsb2dFbnRyeSKGAQoURG93bmxvYWRJbWFnZVJlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCRILCgN1cmwYAiABKAkSFwoPc3RvcmFnZV9wb29sX2lkGAMgASgJEhAKCGNoZWNrc3VtGAQgASgJEgwKBG5hbWUYBSABKAkSFAoMY2hlY2tzdW1fdXJsGAYgASgJIp0BChVEb3dubG9hZEltYWdlUmVzcG9uc2USHwoFaW1hZ2UYASABKAsyEC5xdWFycnkudjEuSW1hZ2USGwoDam9iGAIgASgLMg4ucXVhcnJ5LnYxLkpvYhIQCghleGlzdGluZxgDIAEoCBIWCg5hbHJlYWR5X2V4aXN0cxg8IAEoCBIcChRjb3BpZWRfZnJvbV9pbWFnZV9pZBg9IAEoCSJLChBDb3B5SW1hZ2VSZXF1ZXN0EhAKCGltYWdlX2lkGAEgASgJEhcKD3N0b3JhZ2VfcG9vbF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJImMKEUNvcHlJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlEhsKA2pvYhgCIAEoCzIOLnF1YXJyeS52MS5Kb2ISEAoIZXhpc3RpbmcYAyABKAgirQEKEUxpc3RJbWFnZXNSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIiCgRraW5kGAIgASgOMhQucXVhcnJ5LnYxLkltYWdlS2luZBIRCglwYWdlX3NpemUYMiABKAUSEgoKcGFnZV90b2tlbhgzIAEoCRIkCgVzdGF0ZRg0IAEoDjIVLnF1YXJyeS52MS5JbWFnZVN0YXRlEg4KBnNlYXJjaBg1IAEoCSJPChJMaXN0SW1hZ2VzUmVzcG9uc2USIAoGaW1hZ2VzGAEgAygLMhAucXVhcnJ5LnYxLkltYWdlEhcKD25leHRfcGFnZV90b2tlbhgyIAEoCSIdCg9HZXRJbWFnZVJlcXVlc3QSCgoCaWQYASABKAkiMwoQR2V0SW1hZ2VSZXNwb25zZRIfCgVpbWFnZRgBIAEoCzIQLnF1YXJyeS52MS5JbWFnZSIgChJEZWxldGVJbWFnZVJlcXVlc3QSCgoCaWQYASABKAkiFQoTRGVsZXRlSW1hZ2VSZXNwb25zZSIgChJWZXJpZnlJbWFnZVJlcXVlc3QSCgoCaWQYASABKAkiZQoTVmVyaWZ5SW1hZ2VSZXNwb25zZRIfCgVpbWFnZRgBIAEoCzIQLnF1YXJyeS52MS5JbWFnZRIbCgNqb2IYAiABKAsyDi5xdWFycnkudjEuSm9iEhAKCGV4aXN0aW5nGAMgASgIIioKD1NjYW5JU09zUmVxdWVzdBIXCg9zdG9yYWdlX3Bvb2xfaWQYASABKAki9AIKDlBvb2xTY2FuUmVzdWx0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIZChFzdG9yYWdlX3Bvb2xfbmFtZRgCIAEoCRIPCgdub2RlX2lkGAMgASgJEhEKCW5vZGVfbmFtZRgEIAEoCRIYChBkaXNjb3ZlcmVkX2NvdW50GAUgASgNEhUKDXVwZGF0ZWRfY291bnQYBiABKA0SFQoNbWlzc2luZ19jb3VudBgHIAEoDRIrCghkdXJhdGlvbhgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIPCgdza2lwcGVkGAkgASgIEhMKC3NraXBfcmVhc29uGAogASgJEi8KC2ZpbmlzaGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5kZWZlcnJlZF9jb3VudBgMIAEoDRIPCgd0cmlnZ2VyGA0gASgJEhUKDWNoYW5nZWRfY291bnQYDiABKA0iWAoQU2NhbklTT3NSZXNwb25zZRIYChBkaXNjb3ZlcmVkX2NvdW50GAEgASgNEioKB3Jlc3VsdHMYAiADKAsyGS5xdWFycnkudjEuUG9vbFNjYW5SZXN1bHQiFgoUR2V0U2NhblN0YXR1c1JlcXVlc3QiqQEKC1J1bm5pbmdTY2FuEhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIZChFzdG9yYWdlX3Bvb2xfbmFtZRgCIAEoCRIRCglub2RlX25hbWUYAyABKAkSEgoKZmlsZXNfc2VlbhgEIAEoDRIuCgpzdGFydGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd0cmlnZ2VyGAYgASgJIn4KFUdldFNjYW5TdGF0dXNSZXNwb25zZRInCgdydW5uaW5nGAEgAygLMhYucXVhcnJ5LnYxLlJ1bm5pbmdTY2FuEicKBGxhc3QYAiADKAsyGS5xdWFycnkudjEuUG9vbFNjYW5SZXN1bHQSEwoLcG9vbHNfdG90YWwYAyABKA0iLQoXR2V0Q2F0YWxvZ1N0YXR1c1JlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCSK4AQoMQ2F0YWxvZ0J1aWxkEhAKCGltYWdlX2lkGAEgASgJEhIKCmltYWdlX25hbWUYAiABKAkSDQoFYnVpbGQYAyABKAkSLAoIYnVpbHRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiQKBXN0YXRlGAUgASgOMhUucXVhcnJ5LnYxLkltYWdlU3RhdGUSDwoHY3VycmVudBgGIAEoCBIOCgZkaWdlc3QYByABKAkimAMKDUNhdGFsb2dTdGF0dXMSEgoKY2F0YWxvZ19pZBgBIAEoCRIXCg9zdG9yYWdlX3Bvb2xfaWQYAiABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYAyABKAkSGAoQY3VycmVudF9pbWFnZV9pZBgEIAEoCRIaChJjdXJyZW50X2ltYWdlX25hbWUYBSABKAkSFQoNY3VycmVudF9idWlsZBgGIAEoCRI0ChBjdXJyZW50X2J1aWx0X2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1sYXN0X2NoZWNrX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1uZXh0X2NoZWNrX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZXN1bHQYCiABKAkSDQoFZXJyb3IYCyABKAkSDgoGam9iX2lkGAwgASgJEicKBmJ1aWxkcxgNIAMoCzIXLnF1YXJyeS52MS5DYXRhbG9nQnVpbGQigQEKGEdldENhdGFsb2dTdGF0dXNSZXNwb25zZRIqCghzdGF0dXNlcxgBIAMoCzIYLnF1YXJyeS52MS5DYXRhbG9nU3RhdHVzEisKCGludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgwKBGtlZXAYAyABKA0iKwoVUmVmcmVzaENhdGFsb2dSZXF1ZXN0EhIKCmNhdGFsb2dfaWQYASABKAkiRAoWUmVmcmVzaENhdGFsb2dSZXNwb25zZRIqCghzdGF0dXNlcxgBIAMoCzIYLnF1YXJyeS52MS5DYXRhbG9nU3RhdHVzKmwKCUltYWdlS2luZBIaChZJTUFHRV9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWSU1BR0VfS0lORF9DTE9VRF9JTUFHRRABEhIKDklNQUdFX0tJTkRfSVNPEAISEwoPSU1BR0VfS0lORF9ESVNLEAMq9gEKCkltYWdlU3RhdGUSGwoXSU1BR0VfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNJTUFHRV9TVEFURV9QRU5ESU5HEAESGwoXSU1BR0VfU1RBVEVfRE9XTkxPQURJTkcQAhIZChVJTUFHRV9TVEFURV9WRVJJRllJTkcQAxIVChFJTUFHRV9TVEFURV9SRUFEWRAEEhUKEUlNQUdFX1NUQVRFX0VSUk9SEAUSFwoTSU1BR0VfU1RBVEVfTUlTU0lORxAGEhgKFElNQUdFX1NUQVRFX0RFTEVUSU5HEAcSGQoVSU1BR0VfU1RBVEVfVVBMT0FESU5HEAgy8QYKDEltYWdlU2VydmljZRJMCgtMaXN0Q2F0YWxvZxIdLnF1YXJyeS52MS5MaXN0Q2F0YWxvZ1JlcXVlc3QaHi5xdWFycnkudjEuTGlzdENhdGFsb2dSZXNwb25zZRJSCg1Eb3dubG9hZEltYWdlEh8ucXVhcnJ5LnYxLkRvd25sb2FkSW1hZ2VSZXF1ZXN0GiAucXVhcnJ5LnYxLkRvd25sb2FkSW1hZ2VSZXNwb25zZRJJCgpMaXN0SW1hZ2VzEhwucXVhcnJ5LnYxLkxpc3RJbWFnZXNSZXF1ZXN0Gh0ucXVhcnJ5LnYxLkxpc3RJbWFnZXNSZXNwb25zZRJDCghHZXRJbWFnZRIaLnF1YXJyeS52MS5HZXRJbWFnZVJlcXVlc3QaGy5xdWFycnkudjEuR2V0SW1hZ2VSZXNwb25zZRJMCgtEZWxldGVJbWFnZRIdLnF1YXJyeS52MS5EZWxldGVJbWFnZVJlcXVlc3QaHi5xdWFycnkudjEuRGVsZXRlSW1hZ2VSZXNwb25zZRJDCghTY2FuSVNPcxIaLnF1YXJyeS52MS5TY2FuSVNPc1JlcXVlc3QaGy5xdWFycnkudjEuU2NhbklTT3NSZXNwb25zZRJMCgtWZXJpZnlJbWFnZRIdLnF1YXJyeS52MS5WZXJpZnlJbWFnZVJlcXVlc3QaHi5xdWFycnkudjEuVmVyaWZ5SW1hZ2VSZXNwb25zZRJSCg1HZXRTY2FuU3RhdHVzEh8ucXVhcnJ5LnYxLkdldFNjYW5TdGF0dXNSZXF1ZXN0GiAucXVhcnJ5LnYxLkdldFNjYW5TdGF0dXNSZXNwb25zZRJbChBHZXRDYXRhbG9nU3RhdHVzEiIucXVhcnJ5LnYxLkdldENhdGFsb2dTdGF0dXNSZXF1ZXN0GiMucXVhcnJ5LnYxLkdldENhdGFsb2dTdGF0dXNSZXNwb25zZRJVCg5SZWZyZXNoQ2F0YWxvZxIgLnF1YXJyeS52MS5SZWZyZXNoQ2F0YWxvZ1JlcXVlc3QaIS5xdWFycnkudjEuUmVmcmVzaENhdGFsb2dSZXNwb25zZRJGCglDb3B5SW1hZ2USGy5xdWFycnkudjEuQ29weUltYWdlUmVxdWVzdBocLnF1YXJyeS52MS5Db3B5SW1hZ2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_quarry_v1_job]);
+  fileDesc("ChVxdWFycnkvdjEvaW1hZ2UucHJvdG8SCXF1YXJyeS52MSI3CgZPU0luZm8SDgoGZGlzdHJvGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDAoEYXJjaBgDIAEoCSLABAoFSW1hZ2USCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIXCg9zdG9yYWdlX3Bvb2xfaWQYAyABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYBCABKAkSIgoEa2luZBgFIAEoDjIULnF1YXJyeS52MS5JbWFnZUtpbmQSDgoGZm9ybWF0GAYgASgJEiQKBXN0YXRlGAcgASgOMhUucXVhcnJ5LnYxLkltYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAggASgJEgwKBHBhdGgYCSABKAkSEgoKc2l6ZV9ieXRlcxgKIAEoBBIvCgttb2RpZmllZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdm9sdW1lX2xhYmVsGAwgASgJEhAKCGJvb3RhYmxlGA0gASgIEh0KAm9zGA4gASgLMhEucXVhcnJ5LnYxLk9TSW5mbxIOCgZkaWdlc3QYDyABKAkSDgoGb3JpZ2luGBAgASgJEi4KCmNyZWF0ZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW1pc3Npbmdfc2luY2UYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgUIAEoBBIQCgh2ZXJpZmllZBgVIAEoCCKxAQoMQ2F0YWxvZ0VudHJ5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSHQoCb3MYAyABKAsyES5xdWFycnkudjEuT1NJbmZvEgsKA3VybBgEIAEoCRIQCghjaGVja3N1bRgFIAEoCRIUCgxjaGVja3N1bV91cmwYBiABKAkSDgoGZm9ybWF0GAcgASgJEhQKDGRlZmF1bHRfdXNlchgIIAEoCRINCgVub3RlcxgJIAEoCSIUChJMaXN0Q2F0YWxvZ1JlcXVlc3QiPwoTTGlzdENhdGFsb2dSZXNwb25zZRIoCgdlbnRyaWVzGAEgAygLMhcucXVhcnJ5LnYxLkNhdGFsb2dFbnRyeSKGAQoURG93bmxvYWRJbWFnZVJlcXVlc3QSEgoKY2F0YWxvZ19pZBgBIAEoCRILCgN1cmwYAiABKAkSFwoPc3RvcmFnZV9wb29sX2lkGAMgASgJEhAKCGNoZWNrc3VtGAQgASgJEgwKBG5hbWUYBSABKAkSFAoMY2hlY2tzdW1fdXJsGAYgASgJIp0BChVEb3dubG9hZEltYWdlUmVzcG9uc2USHwoFaW1hZ2UYASABKAsyEC5xdWFycnkudjEuSW1hZ2USGwoDam9iGAIgASgLMg4ucXVhcnJ5LnYxLkpvYhIQCghleGlzdGluZxgDIAEoCBIWCg5hbHJlYWR5X2V4aXN0cxg8IAEoCBIcChRjb3BpZWRfZnJvbV9pbWFnZV9pZBg9IAEoCSJLChBDb3B5SW1hZ2VSZXF1ZXN0EhAKCGltYWdlX2lkGAEgASgJEhcKD3N0b3JhZ2VfcG9vbF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJImMKEUNvcHlJbWFnZVJlc3BvbnNlEh8KBWltYWdlGAEgASgLMhAucXVhcnJ5LnYxLkltYWdlEhsKA2pvYhgCIAEoCzIOLnF1YXJyeS52MS5Kb2ISEAoIZXhpc3RpbmcYAyABKAgirQEKEUxpc3RJbWFnZXNSZXF1ZXN0EhcKD3N0b3JhZ2VfcG9vbF9pZBgBIAEoCRIiCgRraW5kGAIgASgOMhQucXVhcnJ5LnYxLkltYWdlS2luZBIRCglwYWdlX3NpemUYMiABKAUSEgoKcGFnZV90b2tlbhgzIAEoCRIkCgVzdGF0ZRg0IAEoDjIVLnF1YXJyeS52MS5JbWFnZVN0YXRlEg4KBnNlYXJjaBg1IAEoCSJPChJMaXN0SW1hZ2VzUmVzcG9uc2USIAoGaW1hZ2VzGAEgAygLMhAucXVhcnJ5LnYxLkltYWdlEhcKD25leHRfcGFnZV90b2tlbhgyIAEoCSIdCg9HZXRJbWFnZVJlcXVlc3QSCgoCaWQYASABKAkiMwoQR2V0SW1hZ2VSZXNwb25zZRIfCgVpbWFnZRgBIAEoCzIQLnF1YXJyeS52MS5JbWFnZSIgChJEZWxldGVJbWFnZVJlcXVlc3QSCgoCaWQYASABKAkiFQoTRGVsZXRlSW1hZ2VSZXNwb25zZSIgChJWZXJpZnlJbWFnZVJlcXVlc3QSCgoCaWQYASABKAkiZQoTVmVyaWZ5SW1hZ2VSZXNwb25zZRIfCgVpbWFnZRgBIAEoCzIQLnF1YXJyeS52MS5JbWFnZRIbCgNqb2IYAiABKAsyDi5xdWFycnkudjEuSm9iEhAKCGV4aXN0aW5nGAMgASgIIj8KE0NvbnZlcnRJbWFnZVJlcXVlc3QSCgoCaWQYASABKAkSDgoGZm9ybWF0GAIgASgJEgwKBG5hbWUYAyABKAkiVAoUQ29udmVydEltYWdlUmVzcG9uc2USHwoFaW1hZ2UYASABKAsyEC5xdWFycnkudjEuSW1hZ2USGwoDam9iGAIgASgLMg4ucXVhcnJ5LnYxLkpvYiIqCg9TY2FuSVNPc1JlcXVlc3QSFwoPc3RvcmFnZV9wb29sX2lkGAEgASgJIokDCg5Qb29sU2NhblJlc3VsdBIXCg9zdG9yYWdlX3Bvb2xfaWQYASABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYAiABKAkSDwoHbm9kZV9pZBgDIAEoCRIRCglub2RlX25hbWUYBCABKAkSGAoQZGlzY292ZXJlZF9jb3VudBgFIAEoDRIVCg11cGRhdGVkX2NvdW50GAYgASgNEhUKDW1pc3NpbmdfY291bnQYByABKA0SKwoIZHVyYXRpb24YCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHc2tpcHBlZBgJIAEoCBITCgtza2lwX3JlYXNvbhgKIAEoCRIvCgtmaW5pc2hlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZGVmZXJyZWRfY291bnQYDCABKA0SDwoHdHJpZ2dlchgNIAEoCRIVCg1jaGFuZ2VkX2NvdW50GA4gASgNEhMKC21vdmVkX2NvdW50GFAgASgNIlgKEFNjYW5JU09zUmVzcG9uc2USGAoQZGlzY292ZXJlZF9jb3VudBgBIAEoDRIqCgdyZXN1bHRzGAIgAygLMhkucXVhcnJ5LnYxLlBvb2xTY2FuUmVzdWx0IhYKFEdldFNjYW5TdGF0dXNSZXF1ZXN0IqkBCgtSdW5uaW5nU2NhbhIXCg9zdG9yYWdlX3Bvb2xfaWQYASABKAkSGQoRc3RvcmFnZV9wb29sX25hbWUYAiABKAkSEQoJbm9kZV9uYW1lGAMgASgJEhIKCmZpbGVzX3NlZW4YBCABKA0SLgoKc3RhcnRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHdHJpZ2dlchgGIAEoCSJ+ChVHZXRTY2FuU3RhdHVzUmVzcG9uc2USJwoHcnVubmluZxgBIAMoCzIWLnF1YXJyeS52MS5SdW5uaW5nU2NhbhInCgRsYXN0GAIgAygLMhkucXVhcnJ5LnYxLlBvb2xTY2FuUmVzdWx0EhMKC3Bvb2xzX3RvdGFsGAMgASgNIi0KF0dldENhdGFsb2dTdGF0dXNSZXF1ZXN0EhIKCmNhdGFsb2dfaWQYASABKAkiuAEKDENhdGFsb2dCdWlsZBIQCghpbWFnZV9pZBgBIAEoCRISCgppbWFnZV9uYW1lGAIgASgJEg0KBWJ1aWxkGAMgASgJEiwKCGJ1aWx0X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgVzdGF0ZRgFIAEoDjIVLnF1YXJyeS52MS5JbWFnZVN0YXRlEg8KB2N1cnJlbnQYBiABKAgSDgoGZGlnZXN0GAcgASgJIpgDCg1DYXRhbG9nU3RhdHVzEhIKCmNhdGFsb2dfaWQYASABKAkSFwoPc3RvcmFnZV9wb29sX2lkGAIgASgJEhkKEXN0b3JhZ2VfcG9vbF9uYW1lGAMgASgJEhgKEGN1cnJlbnRfaW1hZ2VfaWQYBCABKAkSGgoSY3VycmVudF9pbWFnZV9uYW1lGAUgASgJEhUKDWN1cnJlbnRfYnVpbGQYBiABKAkSNAoQY3VycmVudF9idWlsdF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNbGFzdF9jaGVja19hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNbmV4dF9jaGVja19hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVzdWx0GAogASgJEg0KBWVycm9yGAsgASgJEg4KBmpvYl9pZBgMIAEoCRInCgZidWlsZHMYDSADKAsyFy5xdWFycnkudjEuQ2F0YWxvZ0J1aWxkIoEBChhHZXRDYXRhbG9nU3RhdHVzUmVzcG9uc2USKgoIc3RhdHVzZXMYASADKAsyGC5xdWFycnkudjEuQ2F0YWxvZ1N0YXR1cxIrCghpbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIMCgRrZWVwGAMgASgNIisKFVJlZnJlc2hDYXRhbG9nUmVxdWVzdBISCgpjYXRhbG9nX2lkGAEgASgJIkQKFlJlZnJlc2hDYXRhbG9nUmVzcG9uc2USKgoIc3RhdHVzZXMYASADKAsyGC5xdWFycnkudjEuQ2F0YWxvZ1N0YXR1cypsCglJbWFnZUtpbmQSGgoWSU1BR0VfS0lORF9VTlNQRUNJRklFRBAAEhoKFklNQUdFX0tJTkRfQ0xPVURfSU1BR0UQARISCg5JTUFHRV9LSU5EX0lTTxACEhMKD0lNQUdFX0tJTkRfRElTSxADKvYBCgpJbWFnZVN0YXRlEhsKF0lNQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTSU1BR0VfU1RBVEVfUEVORElORxABEhsKF0lNQUdFX1NUQVRFX0RPV05MT0FESU5HEAISGQoVSU1BR0VfU1RBVEVfVkVSSUZZSU5HEAMSFQoRSU1BR0VfU1RBVEVfUkVBRFkQBBIVChFJTUFHRV9TVEFURV9FUlJPUhAFEhcKE0lNQUdFX1NUQVRFX01JU1NJTkcQBhIYChRJTUFHRV9TVEFURV9ERUxFVElORxAHEhkKFUlNQUdFX1NUQVRFX1VQTE9BRElORxAIMsIHCgxJbWFnZVNlcnZpY2USTAoLTGlzdENhdGFsb2cSHS5xdWFycnkudjEuTGlzdENhdGFsb2dSZXF1ZXN0Gh4ucXVhcnJ5LnYxLkxpc3RDYXRhbG9nUmVzcG9uc2USUgoNRG93bmxvYWRJbWFnZRIfLnF1YXJyeS52MS5Eb3dubG9hZEltYWdlUmVxdWVzdBogLnF1YXJyeS52MS5Eb3dubG9hZEltYWdlUmVzcG9uc2USSQoKTGlzdEltYWdlcxIcLnF1YXJyeS52MS5MaXN0SW1hZ2VzUmVxdWVzdBodLnF1YXJyeS52MS5MaXN0SW1hZ2VzUmVzcG9uc2USQwoIR2V0SW1hZ2USGi5xdWFycnkudjEuR2V0SW1hZ2VSZXF1ZXN0GhsucXVhcnJ5LnYxLkdldEltYWdlUmVzcG9uc2USTAoLRGVsZXRlSW1hZ2USHS5xdWFycnkudjEuRGVsZXRlSW1hZ2VSZXF1ZXN0Gh4ucXVhcnJ5LnYxLkRlbGV0ZUltYWdlUmVzcG9uc2USQwoIU2NhbklTT3MSGi5xdWFycnkudjEuU2NhbklTT3NSZXF1ZXN0GhsucXVhcnJ5LnYxLlNjYW5JU09zUmVzcG9uc2USTAoLVmVyaWZ5SW1hZ2USHS5xdWFycnkudjEuVmVyaWZ5SW1hZ2VSZXF1ZXN0Gh4ucXVhcnJ5LnYxLlZlcmlmeUltYWdlUmVzcG9uc2USUgoNR2V0U2NhblN0YXR1cxIfLnF1YXJyeS52MS5HZXRTY2FuU3RhdHVzUmVxdWVzdBogLnF1YXJyeS52MS5HZXRTY2FuU3RhdHVzUmVzcG9uc2USWwoQR2V0Q2F0YWxvZ1N0YXR1cxIiLnF1YXJyeS52MS5HZXRDYXRhbG9nU3RhdHVzUmVxdWVzdBojLnF1YXJyeS52MS5HZXRDYXRhbG9nU3RhdHVzUmVzcG9uc2USVQoOUmVmcmVzaENhdGFsb2cSIC5xdWFycnkudjEuUmVmcmVzaENhdGFsb2dSZXF1ZXN0GiEucXVhcnJ5LnYxLlJlZnJlc2hDYXRhbG9nUmVzcG9uc2USRgoJQ29weUltYWdlEhsucXVhcnJ5LnYxLkNvcHlJbWFnZVJlcXVlc3QaHC5xdWFycnkudjEuQ29weUltYWdlUmVzcG9uc2USTwoMQ29udmVydEltYWdlEh4ucXVhcnJ5LnYxLkNvbnZlcnRJbWFnZVJlcXVlc3QaHy5xdWFycnkudjEuQ29udmVydEltYWdlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_quarry_v1_job]);
 
 /**
  * @generated from message quarry.v1.OSInfo
@@ -643,6 +643,64 @@ export const VerifyImageResponseSchema: GenMessage<VerifyImageResponse> = /*@__P
   messageDesc(file_quarry_v1_image, 16);
 
 /**
+ * @generated from message quarry.v1.ConvertImageRequest
+ */
+export type ConvertImageRequest = Message<"quarry.v1.ConvertImageRequest"> & {
+  /**
+   * The image to convert; it stays as it is.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The target format: "qcow2" or "raw".
+   *
+   * @generated from field: string format = 2;
+   */
+  format: string;
+
+  /**
+   * The new image's name; default: the source's name with the target
+   * format's extension (.qcow2 or .raw).
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message quarry.v1.ConvertImageRequest.
+ * Use `create(ConvertImageRequestSchema)` to create a new message.
+ */
+export const ConvertImageRequestSchema: GenMessage<ConvertImageRequest> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 17);
+
+/**
+ * @generated from message quarry.v1.ConvertImageResponse
+ */
+export type ConvertImageResponse = Message<"quarry.v1.ConvertImageResponse"> & {
+  /**
+   * The new image, PENDING until the job ends.
+   *
+   * @generated from field: quarry.v1.Image image = 1;
+   */
+  image?: Image | undefined;
+
+  /**
+   * @generated from field: quarry.v1.Job job = 2;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message quarry.v1.ConvertImageResponse.
+ * Use `create(ConvertImageResponseSchema)` to create a new message.
+ */
+export const ConvertImageResponseSchema: GenMessage<ConvertImageResponse> = /*@__PURE__*/
+  messageDesc(file_quarry_v1_image, 18);
+
+/**
  * @generated from message quarry.v1.ScanISOsRequest
  */
 export type ScanISOsRequest = Message<"quarry.v1.ScanISOsRequest"> & {
@@ -659,7 +717,7 @@ export type ScanISOsRequest = Message<"quarry.v1.ScanISOsRequest"> & {
  * Use `create(ScanISOsRequestSchema)` to create a new message.
  */
 export const ScanISOsRequestSchema: GenMessage<ScanISOsRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 17);
+  messageDesc(file_quarry_v1_image, 19);
 
 /**
  * PoolScanResult is one pool's scan.
@@ -748,6 +806,15 @@ export type PoolScanResult = Message<"quarry.v1.PoolScanResult"> & {
    * @generated from field: uint32 changed_count = 14;
    */
   changedCount: number;
+
+  /**
+   * Images whose file was renamed or moved inside the pool (same size,
+   * modification time and label or format header, old path gone): they
+   * keep their id, metadata and history under the new path.
+   *
+   * @generated from field: uint32 moved_count = 80;
+   */
+  movedCount: number;
 };
 
 /**
@@ -755,7 +822,7 @@ export type PoolScanResult = Message<"quarry.v1.PoolScanResult"> & {
  * Use `create(PoolScanResultSchema)` to create a new message.
  */
 export const PoolScanResultSchema: GenMessage<PoolScanResult> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 18);
+  messageDesc(file_quarry_v1_image, 20);
 
 /**
  * @generated from message quarry.v1.ScanISOsResponse
@@ -779,7 +846,7 @@ export type ScanISOsResponse = Message<"quarry.v1.ScanISOsResponse"> & {
  * Use `create(ScanISOsResponseSchema)` to create a new message.
  */
 export const ScanISOsResponseSchema: GenMessage<ScanISOsResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 19);
+  messageDesc(file_quarry_v1_image, 21);
 
 /**
  * @generated from message quarry.v1.GetScanStatusRequest
@@ -792,7 +859,7 @@ export type GetScanStatusRequest = Message<"quarry.v1.GetScanStatusRequest"> & {
  * Use `create(GetScanStatusRequestSchema)` to create a new message.
  */
 export const GetScanStatusRequestSchema: GenMessage<GetScanStatusRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 20);
+  messageDesc(file_quarry_v1_image, 22);
 
 /**
  * @generated from message quarry.v1.RunningScan
@@ -836,7 +903,7 @@ export type RunningScan = Message<"quarry.v1.RunningScan"> & {
  * Use `create(RunningScanSchema)` to create a new message.
  */
 export const RunningScanSchema: GenMessage<RunningScan> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 21);
+  messageDesc(file_quarry_v1_image, 23);
 
 /**
  * @generated from message quarry.v1.GetScanStatusResponse
@@ -865,7 +932,7 @@ export type GetScanStatusResponse = Message<"quarry.v1.GetScanStatusResponse"> &
  * Use `create(GetScanStatusResponseSchema)` to create a new message.
  */
 export const GetScanStatusResponseSchema: GenMessage<GetScanStatusResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 22);
+  messageDesc(file_quarry_v1_image, 24);
 
 /**
  * @generated from message quarry.v1.GetCatalogStatusRequest
@@ -884,7 +951,7 @@ export type GetCatalogStatusRequest = Message<"quarry.v1.GetCatalogStatusRequest
  * Use `create(GetCatalogStatusRequestSchema)` to create a new message.
  */
 export const GetCatalogStatusRequestSchema: GenMessage<GetCatalogStatusRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 23);
+  messageDesc(file_quarry_v1_image, 25);
 
 /**
  * CatalogBuild is one build of a catalog entry kept in a pool: an image.
@@ -940,7 +1007,7 @@ export type CatalogBuild = Message<"quarry.v1.CatalogBuild"> & {
  * Use `create(CatalogBuildSchema)` to create a new message.
  */
 export const CatalogBuildSchema: GenMessage<CatalogBuild> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 24);
+  messageDesc(file_quarry_v1_image, 26);
 
 /**
  * CatalogStatus is the refresh state of one catalog entry in one pool.
@@ -1033,7 +1100,7 @@ export type CatalogStatus = Message<"quarry.v1.CatalogStatus"> & {
  * Use `create(CatalogStatusSchema)` to create a new message.
  */
 export const CatalogStatusSchema: GenMessage<CatalogStatus> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 25);
+  messageDesc(file_quarry_v1_image, 27);
 
 /**
  * @generated from message quarry.v1.GetCatalogStatusResponse
@@ -1064,7 +1131,7 @@ export type GetCatalogStatusResponse = Message<"quarry.v1.GetCatalogStatusRespon
  * Use `create(GetCatalogStatusResponseSchema)` to create a new message.
  */
 export const GetCatalogStatusResponseSchema: GenMessage<GetCatalogStatusResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 26);
+  messageDesc(file_quarry_v1_image, 28);
 
 /**
  * @generated from message quarry.v1.RefreshCatalogRequest
@@ -1083,7 +1150,7 @@ export type RefreshCatalogRequest = Message<"quarry.v1.RefreshCatalogRequest"> &
  * Use `create(RefreshCatalogRequestSchema)` to create a new message.
  */
 export const RefreshCatalogRequestSchema: GenMessage<RefreshCatalogRequest> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 27);
+  messageDesc(file_quarry_v1_image, 29);
 
 /**
  * @generated from message quarry.v1.RefreshCatalogResponse
@@ -1102,7 +1169,7 @@ export type RefreshCatalogResponse = Message<"quarry.v1.RefreshCatalogResponse">
  * Use `create(RefreshCatalogResponseSchema)` to create a new message.
  */
 export const RefreshCatalogResponseSchema: GenMessage<RefreshCatalogResponse> = /*@__PURE__*/
-  messageDesc(file_quarry_v1_image, 28);
+  messageDesc(file_quarry_v1_image, 30);
 
 /**
  * @generated from enum quarry.v1.ImageKind
@@ -1262,7 +1329,8 @@ export const ImageService: GenService<{
    * waits for the result. Despite its name it reconciles every image the
    * library holds with the disk: ISOs in <pool>/iso/ (new files registered)
    * and the cloud images and disks in <pool>/images/ (vanished → MISSING,
-   * back unchanged → READY, size changed → ERROR until VerifyImage). A scan
+   * back unchanged → READY, size changed → ERROR until VerifyImage); a file
+   * renamed or moved inside its tree keeps its image (moved_count). A scan
    * already running for a pool is not duplicated: the request waits for the
    * next one.
    *
@@ -1338,6 +1406,23 @@ export const ImageService: GenService<{
     methodKind: "unary";
     input: typeof CopyImageRequestSchema;
     output: typeof CopyImageResponseSchema;
+  },
+  /**
+   * ConvertImage starts a job (kind "convert") that converts a READY image
+   * into another format next to it, in the same pool: qcow2 to raw, raw to
+   * qcow2, vmdk or vhdx to qcow2. A node that mounts the pool and has
+   * qemu-img (Debian's qemu-utils) runs `qemu-img convert`; the output is
+   * checked (`qemu-img check` for qcow2), hashed and registered as a new
+   * READY image with the format and virtual size its header says. The new
+   * image is created PENDING with the job; a failed or cancelled job leaves
+   * it ERROR (and no file), and converting again replaces it.
+   *
+   * @generated from rpc quarry.v1.ImageService.ConvertImage
+   */
+  convertImage: {
+    methodKind: "unary";
+    input: typeof ConvertImageRequestSchema;
+    output: typeof ConvertImageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_quarry_v1_image, 0);

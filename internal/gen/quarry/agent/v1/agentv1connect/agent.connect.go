@@ -69,6 +69,9 @@ const (
 	AgentServiceCancelUploadProcedure = "/quarry.agent.v1.AgentService/CancelUpload"
 	// AgentServiceHashFileProcedure is the fully-qualified name of the AgentService's HashFile RPC.
 	AgentServiceHashFileProcedure = "/quarry.agent.v1.AgentService/HashFile"
+	// AgentServiceConvertFileProcedure is the fully-qualified name of the AgentService's ConvertFile
+	// RPC.
+	AgentServiceConvertFileProcedure = "/quarry.agent.v1.AgentService/ConvertFile"
 	// AgentServiceLookupChecksumProcedure is the fully-qualified name of the AgentService's
 	// LookupChecksum RPC.
 	AgentServiceLookupChecksumProcedure = "/quarry.agent.v1.AgentService/LookupChecksum"
@@ -126,6 +129,12 @@ type AgentServiceClient interface {
 	// HashFile reads one image file of a pool and streams its progress, then
 	// its SHA-256. It stops when the call ends.
 	HashFile(context.Context, *connect.Request[v1.HashFileRequest]) (*connect.ServerStreamForClient[v1.HashFileResponse], error)
+	// ConvertFile converts one image file of a pool into another format with
+	// qemu-img, into a partial file under .quarry/partial/, checks it
+	// (`qemu-img check` for qcow2), hashes it and moves it into place; it
+	// streams progress and, last, the result. Ending the call kills
+	// qemu-img and removes the partial file.
+	ConvertFile(context.Context, *connect.Request[v1.ConvertFileRequest]) (*connect.ServerStreamForClient[v1.ConvertFileResponse], error)
 	// LookupChecksum fetches a checksum file (through the URL policy) and
 	// returns the digest it gives for a file name, so the control plane can
 	// tell whether the cluster already holds that file before downloading.
@@ -227,6 +236,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("HashFile")),
 			connect.WithClientOptions(opts...),
 		),
+		convertFile: connect.NewClient[v1.ConvertFileRequest, v1.ConvertFileResponse](
+			httpClient,
+			baseURL+AgentServiceConvertFileProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ConvertFile")),
+			connect.WithClientOptions(opts...),
+		),
 		lookupChecksum: connect.NewClient[v1.LookupChecksumRequest, v1.LookupChecksumResponse](
 			httpClient,
 			baseURL+AgentServiceLookupChecksumProcedure,
@@ -252,6 +267,7 @@ type agentServiceClient struct {
 	writeUpload        *connect.Client[v1.WriteUploadRequest, v1.WriteUploadResponse]
 	cancelUpload       *connect.Client[v1.CancelUploadRequest, v1.CancelUploadResponse]
 	hashFile           *connect.Client[v1.HashFileRequest, v1.HashFileResponse]
+	convertFile        *connect.Client[v1.ConvertFileRequest, v1.ConvertFileResponse]
 	lookupChecksum     *connect.Client[v1.LookupChecksumRequest, v1.LookupChecksumResponse]
 }
 
@@ -325,6 +341,11 @@ func (c *agentServiceClient) HashFile(ctx context.Context, req *connect.Request[
 	return c.hashFile.CallServerStream(ctx, req)
 }
 
+// ConvertFile calls quarry.agent.v1.AgentService.ConvertFile.
+func (c *agentServiceClient) ConvertFile(ctx context.Context, req *connect.Request[v1.ConvertFileRequest]) (*connect.ServerStreamForClient[v1.ConvertFileResponse], error) {
+	return c.convertFile.CallServerStream(ctx, req)
+}
+
 // LookupChecksum calls quarry.agent.v1.AgentService.LookupChecksum.
 func (c *agentServiceClient) LookupChecksum(ctx context.Context, req *connect.Request[v1.LookupChecksumRequest]) (*connect.Response[v1.LookupChecksumResponse], error) {
 	return c.lookupChecksum.CallUnary(ctx, req)
@@ -382,6 +403,12 @@ type AgentServiceHandler interface {
 	// HashFile reads one image file of a pool and streams its progress, then
 	// its SHA-256. It stops when the call ends.
 	HashFile(context.Context, *connect.Request[v1.HashFileRequest], *connect.ServerStream[v1.HashFileResponse]) error
+	// ConvertFile converts one image file of a pool into another format with
+	// qemu-img, into a partial file under .quarry/partial/, checks it
+	// (`qemu-img check` for qcow2), hashes it and moves it into place; it
+	// streams progress and, last, the result. Ending the call kills
+	// qemu-img and removes the partial file.
+	ConvertFile(context.Context, *connect.Request[v1.ConvertFileRequest], *connect.ServerStream[v1.ConvertFileResponse]) error
 	// LookupChecksum fetches a checksum file (through the URL policy) and
 	// returns the digest it gives for a file name, so the control plane can
 	// tell whether the cluster already holds that file before downloading.
@@ -479,6 +506,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("HashFile")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceConvertFileHandler := connect.NewServerStreamHandler(
+		AgentServiceConvertFileProcedure,
+		svc.ConvertFile,
+		connect.WithSchema(agentServiceMethods.ByName("ConvertFile")),
+		connect.WithHandlerOptions(opts...),
+	)
 	agentServiceLookupChecksumHandler := connect.NewUnaryHandler(
 		AgentServiceLookupChecksumProcedure,
 		svc.LookupChecksum,
@@ -515,6 +548,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceCancelUploadHandler.ServeHTTP(w, r)
 		case AgentServiceHashFileProcedure:
 			agentServiceHashFileHandler.ServeHTTP(w, r)
+		case AgentServiceConvertFileProcedure:
+			agentServiceConvertFileHandler.ServeHTTP(w, r)
 		case AgentServiceLookupChecksumProcedure:
 			agentServiceLookupChecksumHandler.ServeHTTP(w, r)
 		default:
@@ -580,6 +615,10 @@ func (UnimplementedAgentServiceHandler) CancelUpload(context.Context, *connect.R
 
 func (UnimplementedAgentServiceHandler) HashFile(context.Context, *connect.Request[v1.HashFileRequest], *connect.ServerStream[v1.HashFileResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.HashFile is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ConvertFile(context.Context, *connect.Request[v1.ConvertFileRequest], *connect.ServerStream[v1.ConvertFileResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.ConvertFile is not implemented"))
 }
 
 func (UnimplementedAgentServiceHandler) LookupChecksum(context.Context, *connect.Request[v1.LookupChecksumRequest]) (*connect.Response[v1.LookupChecksumResponse], error) {
