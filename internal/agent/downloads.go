@@ -34,6 +34,8 @@ type downloads struct {
 	jobs map[string]*download
 	// stopped: the agent is shutting down and starts no download.
 	stopped bool
+	// bw shares the node's bandwidth and connections between downloads.
+	bw *bandwidth
 }
 
 type download struct {
@@ -50,7 +52,7 @@ type download struct {
 }
 
 func newDownloads(a *Agent) *downloads {
-	return &downloads{a: a, jobs: map[string]*download{}}
+	return &downloads{a: a, jobs: map[string]*download{}, bw: newBandwidth(a.cfg.NodeDownloadRate, a.cfg.DownloadHostConnections)}
 }
 
 func (d *download) snapshot() *agentv1.DownloadStatus {
@@ -146,7 +148,11 @@ func (dl *downloads) run(ctx context.Context, d *download, root *os.Root, m *age
 	defer close(d.done)
 	defer root.Close()
 	log := dl.a.log.With("job", m.GetJobId(), "fence", m.GetFence())
-	client := policy.Client(&http.Transport{ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: 90 * time.Second})
+	// HTTP/1.1 (the policy's dialer keeps HTTP/2 off): the connections of
+	// a segmented download are separate TCP connections, which is what
+	// origins that throttle each connection count.
+	client := policy.Client(&http.Transport{ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: 90 * time.Second,
+		MaxIdleConnsPerHost: dl.a.cfg.DownloadHostConnections})
 	res, err := dl.fetch(ctx, d, root, m, client)
 	d.set(func(s *agentv1.DownloadStatus) {
 		switch {
@@ -194,10 +200,16 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 			return ingest.Result{}, err
 		}
 	}
+	sh := dl.bw.join(m.GetUrl(), m.GetMaxBytesPerSecond(), dl.a.cfg.DownloadConnections)
+	defer dl.bw.leave(sh)
 	return ingest.Download(ctx, ingest.Request{
 		Job: m.GetJobId(), Fence: uint64(m.GetFence()), URL: m.GetUrl(), Expected: digest,
 		Root: root, Dest: m.GetDest(), Client: client, Describe: m.GetDescribe(),
 		CheckpointEvery: dl.a.cfg.CheckpointEvery,
+		Connections:     sh.conns, SegmentMin: dl.a.cfg.DownloadSegmentMin, Limiter: sh.limiter,
+		OnNotice: func(msg string) {
+			d.set(func(s *agentv1.DownloadStatus) { s.Notice = msg })
+		},
 		// An attempt that got further is retried here at once; one that did
 		// not ends the call, and the control plane decides when to try
 		// again (its backoff and retry budget survive restarts).
@@ -212,6 +224,7 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 		Progress: func(p ingest.Progress) {
 			d.set(func(s *agentv1.DownloadStatus) {
 				s.Phase, s.BytesDone, s.BytesTotal, s.BytesPerSecond = p.Phase, p.Done, p.Total, p.BytesPerSec
+				s.Connections, s.RateLimitBytesPerSecond = int32(p.Connections), dl.bw.current(sh)
 			})
 		},
 	})

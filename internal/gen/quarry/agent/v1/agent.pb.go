@@ -1323,9 +1323,12 @@ type StartDownloadRequest struct {
 	Dest   string     `protobuf:"bytes,7,opt,name=dest,proto3" json:"dest,omitempty"`
 	Policy *URLPolicy `protobuf:"bytes,8,opt,name=policy,proto3" json:"policy,omitempty"`
 	// "pool local on node n1", for messages.
-	Describe      string `protobuf:"bytes,9,opt,name=describe,proto3" json:"describe,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Describe string `protobuf:"bytes,9,opt,name=describe,proto3" json:"describe,omitempty"`
+	// The download's own bandwidth limit in bytes per second; 0: none. The
+	// agent's node limit, shared fairly between its downloads, applies too.
+	MaxBytesPerSecond int64 `protobuf:"varint,70,opt,name=max_bytes_per_second,json=maxBytesPerSecond,proto3" json:"max_bytes_per_second,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StartDownloadRequest) Reset() {
@@ -1421,6 +1424,13 @@ func (x *StartDownloadRequest) GetDescribe() string {
 	return ""
 }
 
+func (x *StartDownloadRequest) GetMaxBytesPerSecond() int64 {
+	if x != nil {
+		return x.MaxBytesPerSecond
+	}
+	return 0
+}
+
 type StartDownloadResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Status        *DownloadStatus        `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
@@ -1494,7 +1504,16 @@ type DownloadStatus struct {
 	// How long the origin asked to wait before the next try (Retry-After).
 	RetryAfterMs int64 `protobuf:"varint,19,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	// The class of error, when there is one.
-	ErrorClass    ErrorClass `protobuf:"varint,20,opt,name=error_class,json=errorClass,proto3,enum=quarry.agent.v1.ErrorClass" json:"error_class,omitempty"`
+	ErrorClass ErrorClass `protobuf:"varint,20,opt,name=error_class,json=errorClass,proto3,enum=quarry.agent.v1.ErrorClass" json:"error_class,omitempty"`
+	// Connections fetching now (more than one for a segmented download).
+	Connections int32 `protobuf:"varint,70,opt,name=connections,proto3" json:"connections,omitempty"`
+	// The bandwidth limit the download runs under now: its own or its share
+	// of the node's, whichever is lower; 0: none.
+	RateLimitBytesPerSecond int64 `protobuf:"varint,71,opt,name=rate_limit_bytes_per_second,json=rateLimitBytesPerSecond,proto3" json:"rate_limit_bytes_per_second,omitempty"`
+	// How the download goes on, when that changed ("in 16 segments over up
+	// to 4 connections", "the origin ignored a range request; …"); the
+	// control plane records each new one in the job's history.
+	Notice        string `protobuf:"bytes,72,opt,name=notice,proto3" json:"notice,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1667,6 +1686,27 @@ func (x *DownloadStatus) GetErrorClass() ErrorClass {
 		return x.ErrorClass
 	}
 	return ErrorClass_ERROR_CLASS_UNSPECIFIED
+}
+
+func (x *DownloadStatus) GetConnections() int32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetRateLimitBytesPerSecond() int64 {
+	if x != nil {
+		return x.RateLimitBytesPerSecond
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetNotice() string {
+	if x != nil {
+		return x.Notice
+	}
+	return ""
 }
 
 type WatchDownloadRequest struct {
@@ -2656,7 +2696,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x0eallow_loopback\x18\x01 \x01(\bR\rallowLoopback\x12!\n" +
 	"\fdeny_private\x18\x02 \x01(\bR\vdenyPrivate\x12\x14\n" +
 	"\x05allow\x18\x03 \x01(\tR\x05allow\x12\x12\n" +
-	"\x04deny\x18\x04 \x01(\tR\x04deny\"\xa6\x02\n" +
+	"\x04deny\x18\x04 \x01(\tR\x04deny\"\xd7\x02\n" +
 	"\x14StartDownloadRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05fence\x18\x02 \x01(\x03R\x05fence\x12,\n" +
@@ -2666,9 +2706,10 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\x12\x12\n" +
 	"\x04dest\x18\a \x01(\tR\x04dest\x122\n" +
 	"\x06policy\x18\b \x01(\v2\x1a.quarry.agent.v1.URLPolicyR\x06policy\x12\x1a\n" +
-	"\bdescribe\x18\t \x01(\tR\bdescribe\"P\n" +
+	"\bdescribe\x18\t \x01(\tR\bdescribe\x12/\n" +
+	"\x14max_bytes_per_second\x18F \x01(\x03R\x11maxBytesPerSecond\"P\n" +
 	"\x15StartDownloadResponse\x127\n" +
-	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\xa4\x05\n" +
+	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\x9c\x06\n" +
 	"\x0eDownloadStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05fence\x18\x02 \x01(\x03R\x05fence\x124\n" +
@@ -2693,7 +2734,10 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x12attempt_progressed\x18\x12 \x01(\bR\x11attemptProgressed\x12$\n" +
 	"\x0eretry_after_ms\x18\x13 \x01(\x03R\fretryAfterMs\x12<\n" +
 	"\verror_class\x18\x14 \x01(\x0e2\x1b.quarry.agent.v1.ErrorClassR\n" +
-	"errorClass\"P\n" +
+	"errorClass\x12 \n" +
+	"\vconnections\x18F \x01(\x05R\vconnections\x12<\n" +
+	"\x1brate_limit_bytes_per_second\x18G \x01(\x03R\x17rateLimitBytesPerSecond\x12\x16\n" +
+	"\x06notice\x18H \x01(\tR\x06notice\"P\n" +
 	"\x14WatchDownloadRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
 	"\fheartbeat_ms\x18\x02 \x01(\x03R\vheartbeatMs\"P\n" +
