@@ -64,6 +64,9 @@ type plan struct {
 const (
 	minSegment = 2 << 20
 	maxSegment = 32 << 20
+	// segmentWrite is how much a connection reads before it writes: small
+	// enough that the hasher and the progress follow closely.
+	segmentWrite = 256 << 10
 )
 
 // newPlan cuts [from, total) into segments: about eight for each
@@ -359,7 +362,7 @@ func (d *download) hashPrefix() error {
 // error of the attempt.
 func (d *download) segmentWorker(sctx, ctx context.Context) error {
 	p := d.plan
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, segmentWrite)
 	for {
 		s := p.next()
 		if s == nil {
@@ -423,7 +426,8 @@ func (d *download) segmentAttempt(sctx, ctx context.Context, s *segment, buf []b
 	defer p.active.Add(-1)
 
 	// buf[:n] holds bytes of the body not yet written, which start at
-	// from: written whenever buf is full, and before any return.
+	// from: written whenever buf is full, and before any return. What was
+	// in it when the process died is fetched again after the restart.
 	n := 0
 	flush := func() error {
 		if n == 0 {

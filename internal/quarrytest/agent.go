@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,6 +52,10 @@ type AgentOptions struct {
 	// CheckpointEvery is the agent's --checkpoint-interval; default the
 	// package's CheckpointEvery.
 	CheckpointEvery time.Duration
+	// DownloadSegmentMin and NodeDownloadRate are the agent's
+	// --download-segment-min and --node-download-rate; 0: the defaults.
+	DownloadSegmentMin int64
+	NodeDownloadRate   int64
 	// Silent: an in-process agent that already holds its certificate does
 	// not announce its start to the control plane, as an agent that cannot
 	// reach it would not: tests of what the link finds out by itself.
@@ -202,6 +207,10 @@ func (a *Agent) Start() {
 		Version:         "test",
 		Logger:          Logger(a.t).With("agent", a.Opts.Name),
 		CheckpointEvery: a.Opts.CheckpointEvery,
+
+		DownloadSegmentMin: a.Opts.DownloadSegmentMin,
+		NodeDownloadRate:   a.Opts.NodeDownloadRate,
+
 		Enrollment: agent.Enrollment{
 			Server:    server,
 			JoinToken: a.Opts.JoinToken,
@@ -302,6 +311,12 @@ func (p *AgentProcess) Args() []string {
 		"--checkpoint-interval", p.Opts.CheckpointEvery.String()}
 	if p.Opts.CAHash != "" {
 		args = append(args, "--ca-hash", p.Opts.CAHash)
+	}
+	if p.Opts.DownloadSegmentMin != 0 {
+		args = append(args, "--download-segment-min", strconv.FormatInt(p.Opts.DownloadSegmentMin, 10))
+	}
+	if p.Opts.NodeDownloadRate != 0 {
+		args = append(args, "--node-download-rate", strconv.FormatInt(p.Opts.NodeDownloadRate, 10))
 	}
 	for _, b := range p.Opts.Binds {
 		args = append(args, "--bind", b.Path+"="+b.Dir)
