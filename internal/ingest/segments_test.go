@@ -219,8 +219,10 @@ func TestSegmentedResumeAcrossCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.checkImage(t, r.Dest, f)
-	// Every segment went on from its checkpointed progress.
-	if !res.Resumed || res.FetchedBytes != n-durable || f.BytesServed()-served != n-durable {
+	// Every segment went on from its checkpointed progress. (The origin's
+	// count may take in a last chunk of a response of the first call,
+	// cancelled as it was written: 32 KiB for each connection.)
+	if more := f.BytesServed() - served; !res.Resumed || res.FetchedBytes != n-durable || more < n-durable || more > n-durable+4*32<<10 {
 		t.Fatalf("result %+v, origin served %d more; want a resume fetching the %d bytes not durable", res, f.BytesServed()-served, n-durable)
 	}
 }
