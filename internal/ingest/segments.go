@@ -444,7 +444,12 @@ func (d *download) segmentAttempt(sctx, ctx context.Context, s *segment, buf []b
 	for {
 		left := s.End - from - int64(n)
 		if left == 0 {
-			return progressed, flush()
+			// One more read sees the end of the body, so that the
+			// connection goes back to the pool for the next segment
+			// instead of being closed (a new TCP and TLS handshake).
+			err := flush()
+			resp.Body.Read(buf[:1])
+			return progressed, err
 		}
 		space := d.limited(buf[n:])
 		space = space[:min(int64(len(space)), left)]

@@ -256,3 +256,26 @@ func TestSegmentedResumeWithOneConnection(t *testing.T) {
 		t.Fatalf("result %+v; want a resume from %d", res, ck.Offset)
 	}
 }
+
+func TestSegmentedWrongBytesFailAfterOneFreshAttempt(t *testing.T) {
+	t.Parallel()
+	o := origintest.New(t)
+	const n = 12 * mib
+	f := o.Add("/a.img", origintest.Random(n, 28))
+	f.WrongBytes(7*mib + 3)
+	p := newPool(t, "")
+	r := segmented(p, f)
+	var ns notices
+	r.OnNotice = ns.add
+	_, err := Download(t.Context(), r)
+	if !errors.Is(err, ErrChecksum) || !errors.Is(err, ErrTerminal) {
+		t.Fatalf("error %v; want ErrChecksum", err)
+	}
+	// Both attempts went in segments; each fetched the file once.
+	if served := f.BytesServed(); served != 2*n {
+		t.Fatalf("served %d bytes; want the file twice (%d)", served, 2*n)
+	}
+	ns.find(t, "segments")
+	p.checkNoImages(t)
+	p.checkNoPartial(t)
+}
