@@ -222,3 +222,80 @@ func jobView(t *testing.T, s *quarrytest.Server, id string) *quarryv1.Job {
 	}
 	return resp.Msg.GetJob()
 }
+
+// TestSegmentedDownloadMisbehavingOrigin: a real agent downloads in
+// segments from an origin that drops one connection, that ignores Range
+// on the second connection, or whose ETag changes mid-way; each ends
+// READY with the right digest, and the job's history says how it went.
+func TestSegmentedDownloadMisbehavingOrigin(t *testing.T) {
+	s := quarrytest.StartServer(t)
+	a := quarrytest.StartAgent(t, s, quarrytest.AgentOptions{Name: "n1", DownloadSegmentMin: 4 * mib})
+	mkdir(t, a.Opts.LocalPath("/srv/mis"))
+	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
+	pool := createPool(t, s, "mis", "/srv/mis", a.NodeID)
+	o := origintest.New(t)
+
+	for i, tt := range []struct {
+		name    string
+		rate    int64 // per connection
+		setup   func(f *origintest.File)
+		midway  func(f *origintest.File) // once 4 MiB are done; nil: nothing
+		history string
+		served  func(served int64) bool
+	}{
+		{
+			name:    "connection dropped in one segment",
+			rate:    8 * mib,
+			setup:   func(f *origintest.File) { f.DropAt(mib+5, 1) },
+			history: "attempt 1 failed",
+			// The segment goes on where it broke: nothing comes twice.
+			served: func(n int64) bool { return n == 32*mib },
+		},
+		{
+			name:    "origin ignores Range for the second connection",
+			rate:    16 * mib,
+			setup:   func(f *origintest.File) { f.IgnoreRangeAfter(1) },
+			history: "ignored a range request",
+			served:  func(n int64) bool { return n >= 32*mib },
+		},
+		{
+			name: "ETag changes mid-way",
+			// Slow enough that most segments are requested after it.
+			rate: 2 * mib,
+			// The limit goes with the change: the stream from the start
+			// need not take long.
+			midway:  func(f *origintest.File) { f.ChangeETag(); f.RateLimit(0) },
+			history: "changed during the download",
+			// What came before the change, then all of it over one stream.
+			served: func(n int64) bool { return n >= 36*mib },
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := o.Add(fmt.Sprintf("/mis%d.img", i), origintest.Random(32*mib, uint64(50+i)))
+			f.RateLimit(tt.rate)
+			if tt.setup != nil {
+				tt.setup(f)
+			}
+			m := download(t, s, pool, f.URL(), "sha256:"+f.SHA256())
+			if tt.midway != nil {
+				waitProgress(t, s, m.GetJob().GetId(), 4*mib)
+				tt.midway(f)
+			}
+			j := waitJob(t, s, m.GetJob().GetId(), 30*time.Second)
+			if j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+				t.Fatalf("job %v", j)
+			}
+			if im := getImage(t, s, m.GetImage().GetId()); im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY || im.GetDigest() != "sha256:"+f.SHA256() {
+				t.Fatalf("image %v", im)
+			}
+			// The fall-backs may replace the notice of the segments before
+			// the control plane sees it; the segments' own failure may not.
+			if !hasEvent(j, tt.history) || (tt.history == "attempt 1 failed" && !hasEvent(j, "segments over up to 4 connections")) {
+				t.Errorf("history %v; want %q", j.GetHistory(), tt.history)
+			}
+			if !tt.served(f.BytesServed()) {
+				t.Errorf("origin served %d bytes of a %d-byte file", f.BytesServed(), 32*mib)
+			}
+		})
+	}
+}
