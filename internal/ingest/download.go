@@ -178,7 +178,7 @@ func (d *download) start(ck *checkpoint, info preflight) error {
 		st, serr := d.f.Stat()
 		if err == nil && serr == nil && len(ck.Segments) > 0 && info.total == ck.Total && st.Size() >= ck.Offset {
 			d.validator, d.total = ck.Validator, ck.Total
-			if p := restorePlan(ck.Segments, ck.Offset, ck.Total); p != nil && d.segmentable() {
+			if p := restorePlan(ck.Segments, ck.Offset, ck.Total, st.Size()); p != nil && d.segmentable() {
 				// Each segment goes on from its own checkpointed progress.
 				d.h, d.resumed, d.fresh, d.plan = h, true, ck.Fresh, p
 				d.s.reset(ck.Offset)

@@ -86,15 +86,16 @@ func newPlan(from, total int64, conns int) *plan {
 }
 
 // restorePlan rebuilds a plan from a checkpoint's segments and hashed
-// offset; nil if they do not describe [.., total) consistently.
-func restorePlan(segs []segment, hashed, total int64) *plan {
+// offset; nil if they do not describe [.., total) consistently, or claim
+// bytes past the end of the partial file, of fileSize bytes.
+func restorePlan(segs []segment, hashed, total, fileSize int64) *plan {
 	if len(segs) == 0 || segs[len(segs)-1].End != total {
 		return nil
 	}
 	p := &plan{hashed: hashed}
 	p.cond = sync.NewCond(&p.mu)
 	for i, s := range segs {
-		if s.Start >= s.End || s.Done < 0 || s.Done > s.End-s.Start || (i > 0 && s.Start != segs[i-1].End) {
+		if s.Start >= s.End || s.Done < 0 || s.Done > s.End-s.Start || (i > 0 && s.Start != segs[i-1].End) || s.Start+s.Done > fileSize {
 			return nil
 		}
 		s.ckptDone = s.Done

@@ -279,3 +279,31 @@ func TestSegmentedWrongBytesFailAfterOneFreshAttempt(t *testing.T) {
 	p.checkNoImages(t)
 	p.checkNoPartial(t)
 }
+
+func TestRestorePlan(t *testing.T) {
+	seg := func(start, end, done int64) segment { return segment{Start: start, End: end, Done: done} }
+	for _, tt := range []struct {
+		name   string
+		segs   []segment
+		hashed int64
+		size   int64 // of the partial file
+		ok     bool
+	}{
+		{"consistent", []segment{seg(10, 20, 10), seg(20, 30, 4)}, 15, 30, true},
+		{"hashed inside the second", []segment{seg(10, 20, 10), seg(20, 30, 4)}, 24, 30, true},
+		{"hashed past the prefix", []segment{seg(10, 20, 10), seg(20, 30, 4)}, 25, 30, false},
+		{"hashed before the first", []segment{seg(10, 20, 10), seg(20, 30, 4)}, 5, 30, false},
+		{"gap", []segment{seg(10, 20, 10), seg(21, 30, 4)}, 15, 30, false},
+		{"not to the end", []segment{seg(10, 20, 10), seg(20, 29, 4)}, 15, 30, false},
+		{"done past the end of a segment", []segment{seg(10, 20, 11), seg(20, 30, 4)}, 15, 30, false},
+		{"past the end of the file", []segment{seg(10, 20, 10), seg(20, 30, 4)}, 15, 22, false},
+		{"empty segment", []segment{seg(10, 10, 0), seg(10, 30, 4)}, 10, 30, false},
+		{"none", nil, 0, 30, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if p := restorePlan(tt.segs, tt.hashed, 30, tt.size); (p != nil) != tt.ok {
+				t.Fatalf("restorePlan = %v; want ok %v", p, tt.ok)
+			}
+		})
+	}
+}
