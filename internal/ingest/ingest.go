@@ -42,7 +42,14 @@
 //     so a writer that lost the job stops within one checkpoint interval.
 //     Within one process the caller must not run two Downloads of one job
 //     at once.
-//   - Memory stays constant: 8 MiB of chunks, whatever the file size.
+//   - A file of SegmentMin and up from an origin that announced ranges and
+//     a validator goes in segments over up to Connections connections,
+//     each written at its offsets and resumed from its own checkpointed
+//     progress; the hashes still follow the file in order (segments.go).
+//     An origin that then ignores a range or changes its validators gets
+//     one stream from the start.
+//   - Memory stays constant: 8 MiB of chunks, whatever the file size, and
+//     for a segmented download 256 KiB per connection and 1 MiB to hash.
 package ingest
 
 import (
