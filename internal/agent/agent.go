@@ -82,7 +82,19 @@ type Config struct {
 	// looked up on PATH; default "qemu-img". Without one, the node reports
 	// none in its facts and converts nothing.
 	QemuImg string
-	Logger  *slog.Logger // default slog.Default()
+	// DownloadConnections is how many connections a download of a large
+	// file may use at once when its origin serves ranges (default 4; 1:
+	// one stream). DownloadSegmentMin is the size from which a file counts
+	// as large (default 64 MiB). DownloadHostConnections caps the
+	// connections of all the node's downloads to one host (default 8); a
+	// download always gets one.
+	DownloadConnections     int
+	DownloadSegmentMin      int64
+	DownloadHostConnections int
+	// NodeDownloadRate bounds the bytes per second all the node's
+	// downloads receive together, shared fairly between them; 0: no bound.
+	NodeDownloadRate int64
+	Logger           *slog.Logger // default slog.Default()
 }
 
 // Agent is a configured node daemon. Its methods are safe for concurrent use.
@@ -150,6 +162,18 @@ func New(cfg Config) (*Agent, error) {
 		if err := checkDir(b.Dir); err != nil {
 			return nil, fmt.Errorf("bind %s=%s: %w", b.Path, b.Dir, err)
 		}
+	}
+	if cfg.DownloadConnections < 0 || cfg.DownloadSegmentMin < 0 || cfg.DownloadHostConnections < 0 || cfg.NodeDownloadRate < 0 {
+		return nil, fmt.Errorf("download connections, segment size, host connections and node rate cannot be negative")
+	}
+	if cfg.DownloadConnections == 0 {
+		cfg.DownloadConnections = 4
+	}
+	if cfg.DownloadSegmentMin == 0 {
+		cfg.DownloadSegmentMin = 64 << 20
+	}
+	if cfg.DownloadHostConnections == 0 {
+		cfg.DownloadHostConnections = 8
 	}
 	var id *identity
 	if cfg.DataDir != "" {

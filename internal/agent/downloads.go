@@ -33,6 +33,8 @@ type downloads struct {
 	jobs map[string]*download
 	// stopped: the agent is shutting down and starts no download.
 	stopped bool
+	// bw shares the node's bandwidth and connections between downloads.
+	bw *bandwidth
 }
 
 type download struct {
@@ -49,7 +51,7 @@ type download struct {
 }
 
 func newDownloads(a *Agent) *downloads {
-	return &downloads{a: a, jobs: map[string]*download{}}
+	return &downloads{a: a, jobs: map[string]*download{}, bw: newBandwidth(a.cfg.NodeDownloadRate, a.cfg.DownloadHostConnections)}
 }
 
 func (d *download) snapshot() *agentv1.DownloadStatus {
@@ -197,7 +199,12 @@ func (s *service) source(m *agentv1.StartDownloadRequest) (source, error) {
 	if err != nil {
 		return source{}, err
 	}
-	return source{client: policy.Client(&http.Transport{ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: 90 * time.Second}), url: m.GetUrl()}, nil
+	// HTTP/1.1 (the policy's dialer keeps HTTP/2 off): the connections of
+	// a segmented download are separate TCP connections, which is what
+	// origins that throttle each connection count.
+	client := policy.Client(&http.Transport{ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: 90 * time.Second,
+		MaxIdleConnsPerHost: s.a.cfg.DownloadHostConnections})
+	return source{client: client, url: m.GetUrl()}, nil
 }
 
 func (dl *downloads) run(ctx context.Context, d *download, root *os.Root, m *agentv1.StartDownloadRequest, src source) {
@@ -261,13 +268,13 @@ func (dl *downloads) copyLocal(ctx context.Context, d *download, root *os.Root, 
 		Src: src.local, SrcPath: src.localPath, Source: src.localID,
 		Root: root, Dest: m.GetDest(), Expected: digest, Describe: m.GetDescribe(),
 		CheckpointEvery: dl.a.cfg.CheckpointEvery,
-		Progress:        progress(d, true),
+		Progress:        progress(d, true, nil),
 	})
 }
 
-// progress reports a download's progress in its status; a copy's bytes
-// are "copying", not "downloading".
-func progress(d *download, copying bool) func(ingest.Progress) {
+// progress reports a download's progress in its status, and what more
+// sets (nil: nothing); a copy's bytes are "copying", not "downloading".
+func progress(d *download, copying bool, more func(*agentv1.DownloadStatus, ingest.Progress)) func(ingest.Progress) {
 	return func(p ingest.Progress) {
 		phase := p.Phase
 		if copying && phase == ingest.PhaseDownloading {
@@ -275,6 +282,9 @@ func progress(d *download, copying bool) func(ingest.Progress) {
 		}
 		d.set(func(s *agentv1.DownloadStatus) {
 			s.Phase, s.BytesDone, s.BytesTotal, s.BytesPerSecond = phase, p.Done, p.Total, p.BytesPerSec
+			if more != nil {
+				more(s, p)
+			}
 		})
 	}
 }
@@ -296,10 +306,20 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 			return ingest.Result{}, err
 		}
 	}
+	conns := dl.a.cfg.DownloadConnections
+	if m.GetPeer() != nil {
+		conns = 1 // a copy from a node: one stream, as the peer's --peer-read-rate paces it
+	}
+	sh := dl.bw.join(src.url, m.GetMaxBytesPerSecond(), conns)
+	defer dl.bw.leave(sh)
 	return ingest.Download(ctx, ingest.Request{
 		Job: m.GetJobId(), Fence: uint64(m.GetFence()), URL: src.url, Expected: digest,
 		Root: root, Dest: m.GetDest(), Client: client, Describe: m.GetDescribe(),
 		CheckpointEvery: dl.a.cfg.CheckpointEvery,
+		Connections:     sh.conns, SegmentMin: dl.a.cfg.DownloadSegmentMin, Limiter: sh.limiter,
+		OnNotice: func(msg string) {
+			d.set(func(s *agentv1.DownloadStatus) { s.Notice = msg })
+		},
 		// An attempt that got further is retried here at once; one that did
 		// not ends the call, and the control plane decides when to try
 		// again (its backoff and retry budget survive restarts).
@@ -311,7 +331,9 @@ func (dl *downloads) fetch(ctx context.Context, d *download, root *os.Root, m *a
 				s.RetryAfterMs = f.RetryAfter.Milliseconds()
 			})
 		},
-		Progress: progress(d, m.GetPeer() != nil),
+		Progress: progress(d, m.GetPeer() != nil, func(s *agentv1.DownloadStatus, p ingest.Progress) {
+			s.Connections, s.RateLimitBytesPerSecond = int32(p.Connections), dl.bw.current(sh)
+		}),
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"path"
 	"slices"
@@ -135,6 +136,10 @@ func safeName(s string) string {
 	return out
 }
 
+// minRate is the lowest bandwidth limit a download may ask for: below, a
+// stall (64 KiB in 30 s) could not be told from the limit.
+const minRate = 64 << 10
+
 func (s *ImageService) DownloadImage(ctx context.Context, req *connect.Request[quarryv1.DownloadImageRequest]) (*connect.Response[quarryv1.DownloadImageResponse], error) {
 	resp, err := s.download(ctx, req.Msg)
 	return connect.NewResponse(resp), toConnect(ctx, s.Logger, err)
@@ -154,6 +159,9 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 	src, err := s.resolveSource(m)
 	if err != nil {
 		return nil, err
+	}
+	if r := m.GetMaxBytesPerSecond(); r > 0 && r < minRate || r > math.MaxInt64 {
+		return nil, invalidf("bandwidth limit %d bytes/s is out of range: give 0 for none, or from 64 KiB/s", r)
 	}
 	if err := s.Downloads.Reachable(ctx, pool.ID); err != nil {
 		return nil, err
@@ -183,7 +191,8 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 	j := store.Job{
 		ID: newID("job"), Kind: "download", State: store.JobQueued, ImageID: im.ID, PoolID: pool.ID,
 		Source: src.key, URL: src.url, Checksum: src.checksum, ChecksumURL: src.checksumURL,
-		Message: "queued", CreatedAt: now, UpdatedAt: now,
+		MaxBytesPerSec: int64(m.GetMaxBytesPerSecond()),
+		Message:        "queued", CreatedAt: now, UpdatedAt: now,
 	}
 	var copiedFrom string
 	if len(from) > 0 {

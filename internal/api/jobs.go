@@ -41,7 +41,8 @@ func jobView(ctx context.Context, st store.Store, j store.Job, history bool) (*q
 	v := &quarryv1.Job{
 		Id: j.ID, Kind: j.Kind, State: jobStates[j.State], ImageId: j.ImageID, StoragePoolId: j.PoolID,
 		Source: j.Source, NodeId: j.NodeID, Attempts: uint32(max(j.Attempts, 0)), Message: j.Message,
-		CreatedAt: ts(j.CreatedAt), UpdatedAt: ts(j.UpdatedAt), StartedAt: ts(j.StartedAt), FinishedAt: ts(j.FinishedAt),
+		MaxBytesPerSecond: uint64(max(j.MaxBytesPerSec, 0)),
+		CreatedAt:         ts(j.CreatedAt), UpdatedAt: ts(j.UpdatedAt), StartedAt: ts(j.StartedAt), FinishedAt: ts(j.FinishedAt),
 		Progress: &quarryv1.JobProgress{Phase: j.Phase, BytesDone: uint64(max(j.BytesDone, 0)),
 			BytesTotal: uint64(max(j.BytesTotal, 0)), BytesPerSecond: j.BytesPerSec},
 	}

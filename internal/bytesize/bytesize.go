@@ -1,6 +1,6 @@
 // Package bytesize formats byte counts for people, the same way wherever
 // Quarry shows one: the CLI's tables and the reasons the control plane
-// writes for nodes and jobs.
+// writes for nodes and jobs; and parses the sizes and rates flags take.
 package bytesize
 
 import (

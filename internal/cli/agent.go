@@ -1,13 +1,14 @@
 package cli
 
 import (
-	"time"
-
+	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/quarry-project/quarry/internal/agent"
+	"github.com/quarry-project/quarry/internal/bytesize"
 )
 
 func newAgentCommand() *cobra.Command {
@@ -15,6 +16,8 @@ func newAgentCommand() *cobra.Command {
 		cfg      agent.Config
 		binds    []string
 		logLevel string
+		nodeRate string
+		segMin   string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -44,6 +47,15 @@ directory whose PATH prefix matches it, else under --fs-root.`,
 			log, err := newLogger(logLevel)
 			if err != nil {
 				return err
+			}
+			if cfg.NodeDownloadRate, err = bytesize.Parse(nodeRate, true); err != nil {
+				return fmt.Errorf("--node-download-rate: %w", err)
+			}
+			if cfg.DownloadSegmentMin, err = bytesize.Parse(segMin, false); err != nil || cfg.DownloadSegmentMin < 1<<20 {
+				return fmt.Errorf("--download-segment-min %q: give a size of 1MiB or more, such as 64MiB", segMin)
+			}
+			if cfg.DownloadConnections < 1 || cfg.DownloadHostConnections < 1 {
+				return fmt.Errorf("--download-connections and --download-host-connections must be 1 or more")
 			}
 			for _, b := range binds {
 				bd, err := agent.ParseBind(b)
@@ -76,6 +88,10 @@ directory whose PATH prefix matches it, else under --fs-root.`,
 	f.StringVar(&cfg.QemuImg, "qemu-img", "qemu-img", "the qemu-img that converts images (Debian's qemu-utils): a path or a name on PATH")
 	f.DurationVar(&cfg.CheckpointEvery, "checkpoint-interval", 2*time.Second, "how often a download makes its progress durable, or every 32 MiB, whichever comes first: what a crash can make it fetch again")
 	f.Int64Var(&cfg.PeerReadRate, "peer-read-rate", 0, "bytes per second each copy another node pulls from this one is served at, at most (0: no cap)")
+	f.IntVar(&cfg.DownloadConnections, "download-connections", 4, "connections a download of a large file may use at once when the origin serves ranges (1: one stream)")
+	f.StringVar(&segMin, "download-segment-min", "64MiB", "files from this size on are downloaded in segments over several connections")
+	f.IntVar(&cfg.DownloadHostConnections, "download-host-connections", 8, "connections all of the node's downloads may open to one host together")
+	f.StringVar(&nodeRate, "node-download-rate", "0", "bandwidth limit of all of the node's downloads together, such as 200MiB/s, shared fairly between them (0: none)")
 	// Not the default of the flag: --help would print the secret.
 	f.StringVar(&cfg.Enrollment.JoinToken, "join-token", "",
 		"join token to enroll with when the agent has no certificate yet (env QUARRY_JOIN_TOKEN)")

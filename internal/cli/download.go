@@ -45,10 +45,10 @@ func newCatalogCommand(g *globals) *cobra.Command {
 }
 
 func newImageDownloadCommand(g *globals) *cobra.Command {
-	var catalogID, url, checksum, checksumURL, name, pool string
+	var catalogID, url, checksum, checksumURL, name, pool, maxRate string
 	var wait bool
 	cmd := &cobra.Command{
-		Use:   "download (--catalog ID | --url URL) --pool NAME [--checksum sha256:HEX | --checksum-url URL] [--name NAME] [--wait]",
+		Use:   "download (--catalog ID | --url URL) --pool NAME [--checksum sha256:HEX | --checksum-url URL] [--name NAME] [--rate 50MiB/s] [--wait]",
 		Short: "Download a cloud image or ISO into a pool: resumable, verified while it streams",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -57,12 +57,17 @@ func newImageDownloadCommand(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
+			rate, err := bytesize.Parse(maxRate, true)
+			if err != nil {
+				return fmt.Errorf("--rate: %w", err)
+			}
 			p, err := resolvePool(ctx, c.pools, pool)
 			if err != nil {
 				return err
 			}
 			resp, err := c.images.DownloadImage(ctx, connect.NewRequest(&quarryv1.DownloadImageRequest{
 				CatalogId: catalogID, Url: url, StoragePoolId: p.GetId(), Checksum: checksum, ChecksumUrl: checksumURL, Name: name,
+				MaxBytesPerSecond: uint64(rate),
 			}))
 			if err != nil {
 				return err
@@ -109,6 +114,7 @@ func newImageDownloadCommand(g *globals) *cobra.Command {
 	f.StringVar(&checksumURL, "checksum-url", "", "a checksum file (SHA256SUMS) to look the file up in at download time")
 	f.StringVar(&name, "name", "", "image name (default: the catalog id or the URL's file name)")
 	f.BoolVar(&wait, "wait", false, "follow the download with a progress bar until it ends")
+	f.StringVar(&maxRate, "rate", "0", "bandwidth limit of this download, such as 50MiB/s (0: none; the node's --node-download-rate applies too)")
 	_ = cmd.MarkFlagRequired("pool")
 	return cmd
 }

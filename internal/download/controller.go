@@ -443,6 +443,8 @@ func (c *Controller) startOn(ctx context.Context, j store.Job, pool store.Pool, 
 		Dest:     im.RelPath,
 		Policy:   c.cfg.Policy,
 		Describe: fmt.Sprintf("pool %s on node %s", pool.Name, n.Name),
+		// Its own limit; the agent applies its node limit too.
+		MaxBytesPerSecond: j.MaxBytesPerSec,
 	}
 	plan, err := c.planFor(ctx, j, n)
 	if err != nil {
@@ -523,6 +525,20 @@ type follow struct {
 	lastError     string
 	retryAfter    time.Duration
 	awaitingRetry bool
+	notice        string // the latest notice recorded
+}
+
+// runningMessage says what a running download does: "downloading on node
+// n1 over 4 connections, limited to 50.0 MiB/s".
+func runningMessage(st *agentv1.DownloadStatus, node string) string {
+	msg := fmt.Sprintf("%s on node %s", st.GetPhase(), node)
+	if c := st.GetConnections(); c > 1 {
+		msg += fmt.Sprintf(" over %d connections", c)
+	}
+	if l := st.GetRateLimitBytesPerSecond(); l > 0 {
+		msg += ", limited to " + bytesize.Format(uint64(l)) + "/s"
+	}
+	return msg
 }
 
 func (f *follow) handle(ctx context.Context, st *agentv1.DownloadStatus) {
@@ -532,6 +548,12 @@ func (f *follow) handle(ctx context.Context, st *agentv1.DownloadStatus) {
 	}
 	if st.GetFailedAttempts() > f.seenFails {
 		f.failedAttempts(ctx, st)
+	}
+	if n := st.GetNotice(); n != "" && n != f.notice {
+		// How the download goes on (segments, a fall-back to one stream)
+		// is part of its history.
+		f.notice = n
+		c.event(ctx, j.ID, fmt.Sprintf("node %s: %s", f.n.Name, n))
 	}
 	switch st.GetState() {
 	case agentv1.DownloadState_DOWNLOAD_STATE_RUNNING:
@@ -544,7 +566,7 @@ func (f *follow) handle(ctx context.Context, st *agentv1.DownloadStatus) {
 		}
 		f.lastSave = time.Now()
 		j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec = st.GetPhase(), st.GetBytesDone(), st.GetBytesTotal(), st.GetBytesPerSecond()
-		j.Message = fmt.Sprintf("%s on node %s", st.GetPhase(), f.n.Name)
+		j.Message = runningMessage(st, f.n.Name)
 		if p := c.planOf(j.ID); p != nil && st.GetPhase() == "copying" {
 			j.Message = p.describe(f.n)
 		}

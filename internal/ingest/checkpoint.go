@@ -47,6 +47,11 @@ type checkpoint struct {
 	// mismatch: another mismatch is final, also after a restart.
 	Fresh   bool      `json:"fresh,omitempty"`
 	Written time.Time `json:"written"`
+	// Segments of a segmented download that are not hashed yet, in file
+	// order: the first Done bytes of each are durable, and Offset is where
+	// the hash states stop. A writer that does not read them resumes from
+	// Offset, which is also right.
+	Segments []segment `json:"segments,omitempty"`
 }
 
 const checkpointVersion = 1

@@ -49,10 +49,18 @@ type download struct {
 	// noCheckpoints holds checkpoints back until the end of an atomic
 	// upload write, which may have to be dropped whole.
 	noCheckpoints bool
+	// plan is set while the download goes in segments (segments.go).
+	plan *plan
+	// ranges: the origin announced Accept-Ranges: bytes. oneStream: it
+	// failed a segmented download, which is not tried again in this call.
+	ranges, oneStream bool
 }
 
 // offset counts the bytes received and kept: where the next range starts.
 func (d *download) offset() int64 {
+	if d.plan != nil {
+		return d.plan.done()
+	}
 	if d.s == nil {
 		return 0
 	}
@@ -91,7 +99,19 @@ func (d *download) run(ctx context.Context) (Result, error) {
 
 	highWater, fails := d.offset(), 0
 	for {
-		err := d.attempt(ctx)
+		var err error
+		if d.plan != nil {
+			err = d.fetchSegments(ctx)
+			if ose, ok := errors.AsType[*oneStreamError](err); ok && ctx.Err() == nil {
+				if err := d.fallBack(ose); err != nil {
+					return Result{}, err
+				}
+				highWater, fails = 0, 0
+				continue
+			}
+		} else {
+			err = d.attempt(ctx)
+		}
 		if err == nil && d.total >= 0 && d.offset() != d.total {
 			err = &transientError{msg: fmt.Sprintf("the origin ended the body at %s of %s", size(d.offset()), size(d.total))}
 		}
@@ -112,6 +132,7 @@ func (d *download) run(ctx context.Context) (Result, error) {
 			if err := d.restart(); err != nil {
 				return Result{}, err
 			}
+			d.maybeSegment()
 			highWater, fails = 0, 0
 			continue
 		}
@@ -151,10 +172,23 @@ func (d *download) start(ck *checkpoint, info preflight) error {
 	if err := claim(r.Root, r.Job, r.Fence); err != nil {
 		return d.localError("claiming the job", err)
 	}
-	d.validator, d.total = info.validator, info.total
+	d.validator, d.total, d.ranges = info.validator, info.total, info.ranges
 	if ck != nil && d.resumable(ck, info) {
 		h, err := restoreHashes(ck.SHA256, ck.SHA512, r.Expected.Algo == checksum.SHA512)
 		st, serr := d.f.Stat()
+		if err == nil && serr == nil && len(ck.Segments) > 0 && info.total == ck.Total && st.Size() >= ck.Offset {
+			d.validator, d.total = ck.Validator, ck.Total
+			if p := restorePlan(ck.Segments, ck.Offset, ck.Total, st.Size()); p != nil && d.segmentable() {
+				// Each segment goes on from its own checkpointed progress.
+				d.h, d.resumed, d.fresh, d.plan = h, true, ck.Fresh, p
+				d.s.reset(ck.Offset)
+				d.meter.rebase(p.done())
+				d.notice(fmt.Sprintf("resuming %d segments over up to %d connections", len(p.segs), r.Connections))
+				return d.checkpoint()
+			}
+			// Otherwise on from the hashed prefix, over one stream or in
+			// new segments.
+		}
 		if err == nil && serr == nil && st.Size() >= ck.Offset {
 			// Bytes past the checkpoint were never made durable with a hash
 			// state to match; they go.
@@ -168,10 +202,18 @@ func (d *download) start(ck *checkpoint, info preflight) error {
 			if info.total >= 0 {
 				d.total = info.total
 			}
+			d.maybeSegment()
 			return d.checkpoint()
 		}
 	}
-	return d.restart()
+	if err := d.restart(); err != nil {
+		return err
+	}
+	d.maybeSegment()
+	if d.plan != nil {
+		return d.checkpoint()
+	}
+	return nil
 }
 
 func (d *download) resumable(ck *checkpoint, info preflight) bool {
@@ -195,6 +237,7 @@ func (d *download) restart() error {
 	if err := d.drain(); err != nil { // nothing may land after the truncation
 		return err
 	}
+	d.plan = nil
 	if err := d.f.Truncate(0); err != nil {
 		return d.localError("truncating the partial file", err)
 	}
@@ -210,6 +253,13 @@ func (d *download) restart() error {
 func (d *download) checkpoint() error {
 	if err := d.drain(); err != nil {
 		return err
+	}
+	if d.plan != nil {
+		ck, err := d.planSnapshot()
+		if err != nil {
+			return err
+		}
+		return d.persist(ck)
 	}
 	ck, err := d.snapshot(d.s.base)
 	if err != nil {

@@ -19,6 +19,7 @@ type preflight struct {
 	total     int64  // -1: unknown
 	validator string // "": none usable for If-Range
 	noRanges  bool   // Accept-Ranges: none
+	ranges    bool   // Accept-Ranges: bytes
 }
 
 func (d *download) newRequest(ctx context.Context, method string) (*http.Request, error) {
@@ -61,6 +62,7 @@ func (d *download) preflight(ctx context.Context) (preflight, error) {
 		total:     resp.ContentLength,
 		validator: validator(resp.Header),
 		noRanges:  strings.EqualFold(resp.Header.Get("Accept-Ranges"), "none"),
+		ranges:    strings.EqualFold(resp.Header.Get("Accept-Ranges"), "bytes"),
 	}, nil
 }
 
@@ -114,6 +116,7 @@ func (d *download) attempt(ctx context.Context) error {
 	case err != nil:
 		return err
 	}
+	d.meter.conns = 1
 	d.meter.phase(PhaseDownloading, d.offset(), d.total)
 	return d.stream(ctx, actx, resp.Body)
 }

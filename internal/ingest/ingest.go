@@ -42,7 +42,14 @@
 //     so a writer that lost the job stops within one checkpoint interval.
 //     Within one process the caller must not run two Downloads of one job
 //     at once.
-//   - Memory stays constant: 8 MiB of chunks, whatever the file size.
+//   - A file of SegmentMin and up from an origin that announced ranges and
+//     a validator goes in segments over up to Connections connections,
+//     each written at its offsets and resumed from its own checkpointed
+//     progress; the hashes still follow the file in order (segments.go).
+//     An origin that then ignores a range or changes its validators gets
+//     one stream from the start.
+//   - Memory stays constant: 8 MiB of chunks, whatever the file size, and
+//     for a segmented download 256 KiB per connection and 1 MiB to hash.
 package ingest
 
 import (
@@ -101,6 +108,27 @@ type Request struct {
 	// Backoff is the wait after the first failure; it doubles after each
 	// further one, up to 30 × Backoff. Default 1 s.
 	Backoff time.Duration
+	// Connections is how many connections a segmented download may use
+	// (see segments.go); 0 or 1: one stream.
+	Connections int
+	// SegmentMin is the smallest file fetched in segments; default 64 MiB.
+	SegmentMin int64
+	// Limiter, if set, throttles the bytes received over every connection
+	// of the download together (a *rate.Limiter fits; the agent shares the
+	// node's rate between its downloads through it).
+	Limiter Limiter
+	// OnNotice, if set, is told in one sentence how the download goes on
+	// when that changes ("over 4 connections", "the origin ignored a range
+	// request: one stream from the start"); it must not block and may be
+	// called from several goroutines.
+	OnNotice func(string)
+}
+
+// Limiter throttles received bytes: WaitN blocks until n more may arrive,
+// n at most Burst().
+type Limiter interface {
+	WaitN(ctx context.Context, n int) error
+	Burst() int
 }
 
 // Progress phases.
@@ -126,6 +154,8 @@ type Progress struct {
 	Done        int64   // bytes in the partial file
 	Total       int64   // -1 while unknown
 	BytesPerSec float64 // recent rate
+	// Connections fetching now: more than one for a segmented download.
+	Connections int
 }
 
 // Result describes the image in place.
@@ -185,6 +215,9 @@ func (r *Request) check() error {
 	}
 	if r.Backoff <= 0 {
 		r.Backoff = time.Second
+	}
+	if r.SegmentMin <= 0 {
+		r.SegmentMin = 64 << 20
 	}
 	if r.Describe == "" {
 		r.Describe = "the pool"

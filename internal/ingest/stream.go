@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,8 +19,11 @@ var errStall = errors.New("stalled")
 // it fills.
 func (d *download) stream(ctx, actx context.Context, body io.Reader) error {
 	for {
-		n, rerr := body.Read(d.s.space())
+		n, rerr := body.Read(d.limited(d.s.space()))
 		if n > 0 {
+			if err := d.throttle(actx, n); err != nil {
+				return d.classify(ctx, actx, err)
+			}
 			d.arrived.Add(int64(n))
 			d.fetched += int64(n)
 			full := d.s.add(n)
@@ -39,16 +43,38 @@ func (d *download) stream(ctx, actx context.Context, body io.Reader) error {
 	}
 }
 
+// limited clips a read to what the limiter lets through at once.
+func (d *download) limited(p []byte) []byte {
+	if d.r.Limiter == nil {
+		return p
+	}
+	return p[:min(len(p), d.r.Limiter.Burst())]
+}
+
+// throttle waits until the n bytes just read were allowed to arrive.
+func (d *download) throttle(ctx context.Context, n int) error {
+	if d.r.Limiter == nil {
+		return nil
+	}
+	return d.r.Limiter.WaitN(ctx, n)
+}
+
 // watch cancels actx with errStall when fewer than 64 KiB arrive within
 // StallTimeout, from the request until the body ends; the returned
 // function stops it.
 func (d *download) watch(actx context.Context, cancel context.CancelCauseFunc) (stop func()) {
+	return watchArrivals(actx, cancel, &d.arrived, d.r.StallTimeout)
+}
+
+// watchArrivals is watch for any counter of received bytes: each
+// connection of a segmented download has its own.
+func watchArrivals(actx context.Context, cancel context.CancelCauseFunc, arrived *atomic.Int64, stallTimeout time.Duration) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		t := time.NewTicker(max(d.r.StallTimeout/8, 5*time.Millisecond))
+		t := time.NewTicker(max(stallTimeout/8, 5*time.Millisecond))
 		defer t.Stop()
-		mark, since := d.arrived.Load(), time.Now()
+		mark, since := arrived.Load(), time.Now()
 		for {
 			select {
 			case <-done:
@@ -56,9 +82,9 @@ func (d *download) watch(actx context.Context, cancel context.CancelCauseFunc) (
 			case <-actx.Done():
 				return
 			case now := <-t.C:
-				if n := d.arrived.Load(); n-mark >= stallBytes {
+				if n := arrived.Load(); n-mark >= stallBytes {
 					mark, since = n, now
-				} else if now.Sub(since) >= d.r.StallTimeout {
+				} else if now.Sub(since) >= stallTimeout {
 					cancel(errStall)
 					return
 				}
@@ -78,6 +104,7 @@ type meter struct {
 	last     time.Time
 	lastDone int64
 	rate     float64
+	conns    int // connections fetching now
 }
 
 const reportEvery = 250 * time.Millisecond
@@ -120,7 +147,7 @@ func (m *meter) update(done, total int64, force bool) {
 		}
 	}
 	m.last, m.lastDone = now, done
-	m.fn(Progress{Phase: m.cur, Done: done, Total: total, BytesPerSec: m.rate})
+	m.fn(Progress{Phase: m.cur, Done: done, Total: total, BytesPerSec: m.rate, Connections: m.conns})
 }
 
 // sameFile reports whether name is a regular file of the given size and

@@ -75,7 +75,7 @@ func (o *Origin) Add(path string, c Content) *File {
 	defer o.mu.Unlock()
 	f := o.files[path]
 	if f == nil {
-		f = &File{o: o, path: path, faults: faults{wrongAt: -1}}
+		f = &File{o: o, path: path, faults: faults{wrongAt: -1, rangesLeft: -1}}
 		o.files[path] = f
 	}
 	f.content = c
@@ -141,6 +141,7 @@ type faults struct {
 	stallAt     int64
 	stallFor    time.Duration // 0: no stall pending
 	ignoreRange bool
+	rangesLeft  int // range requests still honoured; -1: all
 	omitETag    bool
 	hideLength  bool
 	wrongAt     int64 // -1: none
@@ -231,6 +232,12 @@ func (f *File) StallAt(n int64, d time.Duration) {
 // body while still advertising Accept-Ranges, as some mirrors do.
 func (f *File) IgnoreRange(on bool) { f.locked(func() { f.faults.ignoreRange = on }) }
 
+// IgnoreRangeAfter makes the origin honour the next n range requests and
+// answer every later one with 200 and the whole body, as a mirror does
+// whose second connection lands on a server that ignores ranges. n < 0
+// honours them all again.
+func (f *File) IgnoreRangeAfter(n int) { f.locked(func() { f.faults.rangesLeft = n }) }
+
 // OmitETag leaves ETag out, so Last-Modified is the only validator.
 func (f *File) OmitETag(on bool) { f.locked(func() { f.faults.omitETag = on }) }
 
@@ -257,4 +264,4 @@ func (f *File) Status(code, times int, retryAfter time.Duration) {
 func (f *File) RateLimit(bytesPerSec int64) { f.locked(func() { f.faults.rate = bytesPerSec }) }
 
 // Clear removes every fault.
-func (f *File) Clear() { f.locked(func() { f.faults = faults{wrongAt: -1} }) }
+func (f *File) Clear() { f.locked(func() { f.faults = faults{wrongAt: -1, rangesLeft: -1} }) }

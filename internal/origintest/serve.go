@@ -29,6 +29,13 @@ func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
 	if fl.statusTimes > 0 {
 		f.faults.statusTimes--
 	}
+	if r.Header.Get("Range") != "" && r.Method == http.MethodGet && f.faults.rangesLeft >= 0 {
+		if f.faults.rangesLeft == 0 {
+			fl.ignoreRange = true
+		} else {
+			f.faults.rangesLeft--
+		}
+	}
 	c, etag, modTime := f.content, f.etag, f.modTime
 	o.mu.Unlock()
 
@@ -113,15 +120,21 @@ func (o *Origin) body(w http.ResponseWriter, r *http.Request, f *File, fl faults
 			n = min(n, fl.stallAt-sent)
 		}
 		if fl.dropTimes > 0 && sent == fl.dropAt {
+			// Responses sent at once share the count: only as many drop.
+			drop := false
 			f.locked(func() {
 				if f.faults.dropTimes > 0 {
 					f.faults.dropTimes--
+					drop = true
 				}
 			})
-			rc.Flush()
-			// Aborting the handler closes the connection mid-body, which is
-			// what a reset looks like to the client.
-			panic(http.ErrAbortHandler)
+			fl.dropTimes = 0
+			if drop {
+				rc.Flush()
+				// Aborting the handler closes the connection mid-body, which
+				// is what a reset looks like to the client.
+				panic(http.ErrAbortHandler)
+			}
 		}
 		if fl.stallFor > 0 && sent == fl.stallAt {
 			f.locked(func() { f.faults.stallFor = 0 })

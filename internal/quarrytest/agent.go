@@ -55,6 +55,10 @@ type AgentOptions struct {
 	// PeerReadRate caps how fast the agent serves copies to other nodes
 	// (bytes a second; 0: no cap), so tests can act in the middle of one.
 	PeerReadRate int64
+	// DownloadSegmentMin and NodeDownloadRate are the agent's
+	// --download-segment-min and --node-download-rate; 0: the defaults.
+	DownloadSegmentMin int64
+	NodeDownloadRate   int64
 	// Silent: an in-process agent that already holds its certificate does
 	// not announce its start to the control plane, as an agent that cannot
 	// reach it would not: tests of what the link finds out by itself.
@@ -201,15 +205,17 @@ func (a *Agent) Start() {
 		server = "" // enrolled already: nothing to reach the control plane for
 	}
 	ag, err := agent.New(agent.Config{
-		DataDir:         a.Opts.DataDir(),
-		FSRoot:          a.Opts.FSRoot,
-		Binds:           a.Opts.Binds,
-		Hostname:        a.Opts.Name,
-		Version:         "test",
-		Logger:          Logger(a.t).With("agent", a.Opts.Name),
-		CheckpointEvery: a.Opts.CheckpointEvery,
-		PeerReadRate:    a.Opts.PeerReadRate,
-		QemuImg:         a.Opts.QemuImg,
+		DataDir:            a.Opts.DataDir(),
+		FSRoot:             a.Opts.FSRoot,
+		Binds:              a.Opts.Binds,
+		Hostname:           a.Opts.Name,
+		Version:            "test",
+		Logger:             Logger(a.t).With("agent", a.Opts.Name),
+		CheckpointEvery:    a.Opts.CheckpointEvery,
+		PeerReadRate:       a.Opts.PeerReadRate,
+		QemuImg:            a.Opts.QemuImg,
+		DownloadSegmentMin: a.Opts.DownloadSegmentMin,
+		NodeDownloadRate:   a.Opts.NodeDownloadRate,
 		Enrollment: agent.Enrollment{
 			Server:    server,
 			JoinToken: a.Opts.JoinToken,
@@ -316,6 +322,12 @@ func (p *AgentProcess) Args() []string {
 	}
 	if p.Opts.QemuImg != "" {
 		args = append(args, "--qemu-img", p.Opts.QemuImg)
+	}
+	if p.Opts.DownloadSegmentMin != 0 {
+		args = append(args, "--download-segment-min", strconv.FormatInt(p.Opts.DownloadSegmentMin, 10))
+	}
+	if p.Opts.NodeDownloadRate != 0 {
+		args = append(args, "--node-download-rate", strconv.FormatInt(p.Opts.NodeDownloadRate, 10))
 	}
 	for _, b := range p.Opts.Binds {
 		args = append(args, "--bind", b.Path+"="+b.Dir)

@@ -40,6 +40,9 @@ type Job struct {
 	// (ISO 9660, or a qcow2/vmdk/vhdx header) decides at its end whether
 	// it goes to iso/ or images/; its name only guessed at creation.
 	KindFromContent bool
+	// MaxBytesPerSec is the download's own bandwidth limit; 0: none (the
+	// node's limit still applies).
+	MaxBytesPerSec int64
 	// NodeID is the node that owns the job now; Fence increases every time
 	// ownership moves, and an agent holding a lower fence must stop.
 	NodeID string

@@ -23,7 +23,8 @@ const maxJobEvents = 1000
 
 const jobColumns = `id, kind, state, image_id, pool_id, source, url, checksum, checksum_url, node_id, fence,
 	phase, bytes_done, bytes_total, bytes_per_sec, attempts, message, cancel_requested,
-	created_at, updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at, owner, kind_from_content`
+	created_at, updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at, owner, kind_from_content,
+	max_bytes_per_second`
 
 // jobSet assigns every mutable column: all but id, kind, image_id, pool_id,
 // source, url, checksum, checksum_url and created_at. Its arguments come
@@ -49,9 +50,12 @@ func scanJob(r scanner) (store.Job, error) {
 		retrySince, nextAttempt             int64
 		fromContent                         int
 	)
+	var maxRate int64
 	err := r.Scan(&j.ID, &j.Kind, &state, &j.ImageID, &j.PoolID, &j.Source, &j.URL, &j.Checksum, &j.ChecksumURL,
 		&j.NodeID, &j.Fence, &j.Phase, &j.BytesDone, &j.BytesTotal, &j.BytesPerSec, &attempts, &j.Message,
-		&cancel, &created, &updated, &started, &finished, &inRow, &retrySince, &nextAttempt, &j.Owner, &fromContent)
+		&cancel, &created, &updated, &started, &finished, &inRow, &retrySince, &nextAttempt, &j.Owner, &fromContent,
+		&maxRate)
+	j.MaxBytesPerSec = maxRate
 	j.State, j.Attempts, j.CancelRequested = store.JobState(state), int(attempts), cancel != 0
 	j.KindFromContent = fromContent != 0
 	j.FailuresInRow, j.RetrySince, j.NextAttemptAt = int(inRow), fromMicros(retrySince), fromMicros(nextAttempt)
@@ -201,11 +205,11 @@ func (t *txn) insertJob(ctx context.Context, poolName string, j store.Job) error
 		return fmt.Errorf("job id %s is taken: %w", j.ID, store.ErrConflict)
 	}
 	args := append([]any{j.ID, j.Kind, j.ImageID, j.PoolID, j.Source, j.URL, j.Checksum, j.ChecksumURL,
-		micros(j.CreatedAt), j.Owner, boolToDB(j.KindFromContent)}, jobSetArgs(j)...)
+		micros(j.CreatedAt), j.Owner, boolToDB(j.KindFromContent), j.MaxBytesPerSec}, jobSetArgs(j)...)
 	_, err = t.exec(ctx, `INSERT INTO jobs (id, kind, image_id, pool_id, source, url, checksum, checksum_url, created_at, owner,
-		kind_from_content, state, node_id, fence, phase, bytes_done, bytes_total, bytes_per_sec, attempts, message,
+		kind_from_content, max_bytes_per_second, state, node_id, fence, phase, bytes_done, bytes_total, bytes_per_sec, attempts, message,
 		cancel_requested, updated_at, started_at, finished_at, failures_in_row, retry_since, next_attempt_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	switch {
 	case t.s.isUnique(err):
 		// Only when a concurrent transaction got there after the checks.

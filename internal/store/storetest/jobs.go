@@ -27,9 +27,11 @@ func download(jobID, imageID, poolID, source string) (store.Image, store.Job) {
 		URL:         "https://mirror.example/" + source + ".iso",
 		Checksum:    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
 		ChecksumURL: "https://mirror.example/SHA256SUMS",
-		Message:     "queued",
-		CreatedAt:   t0,
-		UpdatedAt:   t0,
+		// A download's own bandwidth limit is set once, at creation.
+		MaxBytesPerSec: 50 << 20,
+		Message:        "queued",
+		CreatedAt:      t0,
+		UpdatedAt:      t0,
 	}
 	return im, j
 }
@@ -361,6 +363,7 @@ func testJobs(t *testing.T, open func(t *testing.T) store.Store) {
 		in := want
 		in.Kind, in.ImageID, in.PoolID, in.Source = "other", "im2", "p2", "src-2"
 		in.URL, in.Checksum, in.ChecksumURL, in.CreatedAt = "https://x.example/", "sha512:00", "https://x.example/SUMS", at(time.Hour)
+		in.MaxBytesPerSec = 1
 		if err := s.UpdateJob(ctx, in); err != nil {
 			t.Fatal(err)
 		}
@@ -371,7 +374,7 @@ func testJobs(t *testing.T, open func(t *testing.T) store.Store) {
 		// requested cancel stays.
 		cleared := store.Job{ID: "j1", Kind: j.Kind, State: store.JobQueued, ImageID: j.ImageID, PoolID: j.PoolID,
 			Source: j.Source, URL: j.URL, Checksum: j.Checksum, ChecksumURL: j.ChecksumURL, CreatedAt: j.CreatedAt,
-			CancelRequested: true}
+			MaxBytesPerSec: j.MaxBytesPerSec, CancelRequested: true}
 		if err := s.UpdateJob(ctx, store.Job{ID: "j1", State: store.JobQueued}); err != nil {
 			t.Fatal(err)
 		}

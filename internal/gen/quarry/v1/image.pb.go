@@ -630,9 +630,13 @@ type DownloadImageRequest struct {
 	// A checksum file (SHA256SUMS, "<hex> *name", BSD "SHA256 (name) =
 	// <hex>") to look the URL's file name up in at download time; overrides
 	// the catalog's. Not with checksum.
-	ChecksumUrl   string `protobuf:"bytes,6,opt,name=checksum_url,json=checksumUrl,proto3" json:"checksum_url,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ChecksumUrl string `protobuf:"bytes,6,opt,name=checksum_url,json=checksumUrl,proto3" json:"checksum_url,omitempty"`
+	// Bandwidth limit of this download in bytes per second; 0: none of its
+	// own. The node's limit (agent --node-download-rate) applies too, shared
+	// fairly between the node's downloads.
+	MaxBytesPerSecond uint64 `protobuf:"varint,70,opt,name=max_bytes_per_second,json=maxBytesPerSecond,proto3" json:"max_bytes_per_second,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DownloadImageRequest) Reset() {
@@ -705,6 +709,13 @@ func (x *DownloadImageRequest) GetChecksumUrl() string {
 		return x.ChecksumUrl
 	}
 	return ""
+}
+
+func (x *DownloadImageRequest) GetMaxBytesPerSecond() uint64 {
+	if x != nil {
+		return x.MaxBytesPerSecond
+	}
+	return 0
 }
 
 type DownloadImageResponse struct {
@@ -2393,7 +2404,7 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x05notes\x18\t \x01(\tR\x05notes\"\x14\n" +
 	"\x12ListCatalogRequest\"H\n" +
 	"\x13ListCatalogResponse\x121\n" +
-	"\aentries\x18\x01 \x03(\v2\x17.quarry.v1.CatalogEntryR\aentries\"\xc2\x01\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.quarry.v1.CatalogEntryR\aentries\"\xf3\x01\n" +
 	"\x14DownloadImageRequest\x12\x1d\n" +
 	"\n" +
 	"catalog_id\x18\x01 \x01(\tR\tcatalogId\x12\x10\n" +
@@ -2401,7 +2412,8 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x0fstorage_pool_id\x18\x03 \x01(\tR\rstoragePoolId\x12\x1a\n" +
 	"\bchecksum\x18\x04 \x01(\tR\bchecksum\x12\x12\n" +
 	"\x04name\x18\x05 \x01(\tR\x04name\x12!\n" +
-	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\"\xd5\x01\n" +
+	"\fchecksum_url\x18\x06 \x01(\tR\vchecksumUrl\x12/\n" +
+	"\x14max_bytes_per_second\x18F \x01(\x04R\x11maxBytesPerSecond\"\xd5\x01\n" +
 	"\x15DownloadImageResponse\x12&\n" +
 	"\x05image\x18\x01 \x01(\v2\x10.quarry.v1.ImageR\x05image\x12 \n" +
 	"\x03job\x18\x02 \x01(\v2\x0e.quarry.v1.JobR\x03job\x12\x1a\n" +

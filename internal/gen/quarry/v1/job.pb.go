@@ -232,9 +232,13 @@ type Job struct {
 	StartedAt  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// GetJob and WatchJob only.
-	History       []*JobEvent `protobuf:"bytes,16,rep,name=history,proto3" json:"history,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	History []*JobEvent `protobuf:"bytes,16,rep,name=history,proto3" json:"history,omitempty"`
+	// The download's own bandwidth limit in bytes per second, as requested;
+	// 0: none. What it runs under now, with the node's share, and over how
+	// many connections, the message says.
+	MaxBytesPerSecond uint64 `protobuf:"varint,70,opt,name=max_bytes_per_second,json=maxBytesPerSecond,proto3" json:"max_bytes_per_second,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -377,6 +381,13 @@ func (x *Job) GetHistory() []*JobEvent {
 		return x.History
 	}
 	return nil
+}
+
+func (x *Job) GetMaxBytesPerSecond() uint64 {
+	if x != nil {
+		return x.MaxBytesPerSecond
+	}
+	return 0
 }
 
 // ListJobs orders jobs newest first.
@@ -813,7 +824,7 @@ const file_quarry_v1_job_proto_rawDesc = "" +
 	"etaSeconds\"T\n" +
 	"\bJobEvent\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xec\x04\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x9d\x05\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12)\n" +
@@ -835,7 +846,8 @@ const file_quarry_v1_job_proto_rawDesc = "" +
 	"started_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12-\n" +
-	"\ahistory\x18\x10 \x03(\v2\x13.quarry.v1.JobEventR\ahistory\"\xea\x01\n" +
+	"\ahistory\x18\x10 \x03(\v2\x13.quarry.v1.JobEventR\ahistory\x12/\n" +
+	"\x14max_bytes_per_second\x18F \x01(\x04R\x11maxBytesPerSecond\"\xea\x01\n" +
 	"\x0fListJobsRequest\x12+\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x13.quarry.v1.JobStateR\x06states\x12&\n" +
 	"\x0fstorage_pool_id\x18\x02 \x01(\tR\rstoragePoolId\x12\x1b\n" +

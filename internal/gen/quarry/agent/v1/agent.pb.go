@@ -1450,6 +1450,9 @@ type StartDownloadRequest struct {
 	Policy *URLPolicy `protobuf:"bytes,8,opt,name=policy,proto3" json:"policy,omitempty"`
 	// "pool local on node n1", for messages.
 	Describe string `protobuf:"bytes,9,opt,name=describe,proto3" json:"describe,omitempty"`
+	// The download's own bandwidth limit in bytes per second; 0: none. The
+	// agent's node limit, shared fairly between its downloads, applies too.
+	MaxBytesPerSecond int64 `protobuf:"varint,70,opt,name=max_bytes_per_second,json=maxBytesPerSecond,proto3" json:"max_bytes_per_second,omitempty"`
 	// A copy from another node: url is that node's peer endpoint, fetched
 	// with mutual TLS and the grant (no URL policy: the peer is a node).
 	Peer *PeerSource `protobuf:"bytes,60,opt,name=peer,proto3" json:"peer,omitempty"`
@@ -1550,6 +1553,13 @@ func (x *StartDownloadRequest) GetDescribe() string {
 		return x.Describe
 	}
 	return ""
+}
+
+func (x *StartDownloadRequest) GetMaxBytesPerSecond() int64 {
+	if x != nil {
+		return x.MaxBytesPerSecond
+	}
+	return 0
 }
 
 func (x *StartDownloadRequest) GetPeer() *PeerSource {
@@ -1760,7 +1770,16 @@ type DownloadStatus struct {
 	ErrorClass ErrorClass `protobuf:"varint,20,opt,name=error_class,json=errorClass,proto3,enum=quarry.agent.v1.ErrorClass" json:"error_class,omitempty"`
 	// How a local copy moved the bytes: "reflink", "copy_file_range" or
 	// "read/write"; empty for downloads and peer copies.
-	CopyMethod    string `protobuf:"bytes,60,opt,name=copy_method,json=copyMethod,proto3" json:"copy_method,omitempty"`
+	CopyMethod string `protobuf:"bytes,60,opt,name=copy_method,json=copyMethod,proto3" json:"copy_method,omitempty"`
+	// Connections fetching now (more than one for a segmented download).
+	Connections int32 `protobuf:"varint,70,opt,name=connections,proto3" json:"connections,omitempty"`
+	// The bandwidth limit the download runs under now: its own or its share
+	// of the node's, whichever is lower; 0: none.
+	RateLimitBytesPerSecond int64 `protobuf:"varint,71,opt,name=rate_limit_bytes_per_second,json=rateLimitBytesPerSecond,proto3" json:"rate_limit_bytes_per_second,omitempty"`
+	// How the download goes on, when that changed ("in 16 segments over up
+	// to 4 connections", "the origin ignored a range request; …"); the
+	// control plane records each new one in the job's history.
+	Notice        string `protobuf:"bytes,72,opt,name=notice,proto3" json:"notice,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1938,6 +1957,27 @@ func (x *DownloadStatus) GetErrorClass() ErrorClass {
 func (x *DownloadStatus) GetCopyMethod() string {
 	if x != nil {
 		return x.CopyMethod
+	}
+	return ""
+}
+
+func (x *DownloadStatus) GetConnections() int32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetRateLimitBytesPerSecond() int64 {
+	if x != nil {
+		return x.RateLimitBytesPerSecond
+	}
+	return 0
+}
+
+func (x *DownloadStatus) GetNotice() string {
+	if x != nil {
+		return x.Notice
 	}
 	return ""
 }
@@ -3210,7 +3250,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x0eallow_loopback\x18\x01 \x01(\bR\rallowLoopback\x12!\n" +
 	"\fdeny_private\x18\x02 \x01(\bR\vdenyPrivate\x12\x14\n" +
 	"\x05allow\x18\x03 \x01(\tR\x05allow\x12\x12\n" +
-	"\x04deny\x18\x04 \x01(\tR\x04deny\"\x8b\x03\n" +
+	"\x04deny\x18\x04 \x01(\tR\x04deny\"\xbc\x03\n" +
 	"\x14StartDownloadRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05fence\x18\x02 \x01(\x03R\x05fence\x12,\n" +
@@ -3221,6 +3261,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x04dest\x18\a \x01(\tR\x04dest\x122\n" +
 	"\x06policy\x18\b \x01(\v2\x1a.quarry.agent.v1.URLPolicyR\x06policy\x12\x1a\n" +
 	"\bdescribe\x18\t \x01(\tR\bdescribe\x12/\n" +
+	"\x14max_bytes_per_second\x18F \x01(\x03R\x11maxBytesPerSecond\x12/\n" +
 	"\x04peer\x18< \x01(\v2\x1b.quarry.agent.v1.PeerSourceR\x04peer\x122\n" +
 	"\x05local\x18= \x01(\v2\x1c.quarry.agent.v1.LocalSourceR\x05local\"U\n" +
 	"\n" +
@@ -3232,7 +3273,7 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12\x19\n" +
 	"\brel_path\x18\x02 \x01(\tR\arelPath\"P\n" +
 	"\x15StartDownloadResponse\x127\n" +
-	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\xc5\x05\n" +
+	"\x06status\x18\x01 \x01(\v2\x1f.quarry.agent.v1.DownloadStatusR\x06status\"\xbd\x06\n" +
 	"\x0eDownloadStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05fence\x18\x02 \x01(\x03R\x05fence\x124\n" +
@@ -3259,7 +3300,10 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\verror_class\x18\x14 \x01(\x0e2\x1b.quarry.agent.v1.ErrorClassR\n" +
 	"errorClass\x12\x1f\n" +
 	"\vcopy_method\x18< \x01(\tR\n" +
-	"copyMethod\"P\n" +
+	"copyMethod\x12 \n" +
+	"\vconnections\x18F \x01(\x05R\vconnections\x12<\n" +
+	"\x1brate_limit_bytes_per_second\x18G \x01(\x03R\x17rateLimitBytesPerSecond\x12\x16\n" +
+	"\x06notice\x18H \x01(\tR\x06notice\"P\n" +
 	"\x14WatchDownloadRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
 	"\fheartbeat_ms\x18\x02 \x01(\x03R\vheartbeatMs\"P\n" +

@@ -1,1 +1,0 @@
-import{aB as o,j as t}from"./index-DabhoKbg.js";import{E as s}from"./EmptyState-BD62-7-q.js";function a({what:e}){const n=o();return t.jsxs(s,{title:`${e} are for admins`,children:["You are signed in as ",n,". Sign in with an admin token to see ",e.toLowerCase(),"."]})}export{a as A};
