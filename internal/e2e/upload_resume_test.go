@@ -71,8 +71,8 @@ func (c *tusClient) slowPatch(url string, off int64, data []byte, rate int) <-ch
 func waitUploaded(t *testing.T, s *quarrytest.Server, job string, n int64) {
 	t.Helper()
 	quarrytest.Eventually(t, 30*time.Second, func() error {
-		if got := getJob(t, s, job).GetProgress().GetBytesDone(); got < uint64(n) {
-			return fmt.Errorf("%d of %d bytes", got, n)
+		if j := getJob(t, s, job); j.GetProgress().GetBytesDone() < uint64(n) {
+			return fmt.Errorf("%d of %d bytes (job %v: %s)", j.GetProgress().GetBytesDone(), n, j.GetState(), j.GetMessage())
 		}
 		return nil
 	})

@@ -370,7 +370,10 @@ func TestUploadRefusals(t *testing.T) {
 // TestUploadCancelAndExpiry: cancelling an upload's job is termination;
 // an upload nobody touches expires; both remove the partial file.
 func TestUploadCancelAndExpiry(t *testing.T) {
-	c := newCluster(t, func(cfg *server.Config) { cfg.UploadExpiry = 3 * time.Second })
+	// Long enough that a loaded machine does not expire the first upload
+	// between its creation and its PATCH.
+	const expiry = 6 * time.Second
+	c := newCluster(t, func(cfg *server.Config) { cfg.UploadExpiry = expiry })
 	localPool(t, c)
 	tc := newTus(t, c.s, c.s.AdminToken)
 	dir := c.agents["n1"].Opts.LocalPath("/srv/local")
@@ -404,10 +407,10 @@ func TestUploadCancelAndExpiry(t *testing.T) {
 	url = tc.create(4*mib, metadata("filename", "e.raw", "pool", "local"))
 	resp := tc.patch(url, 0, randomData(mib, 2))
 	exp, err := http.ParseTime(resp.Header.Get("Upload-Expires"))
-	if err != nil || time.Until(exp) > 4*time.Second {
+	if err != nil || time.Until(exp) > expiry+time.Second {
 		t.Errorf("Upload-Expires %q", resp.Header.Get("Upload-Expires"))
 	}
-	quarrytest.Eventually(t, 10*time.Second, func() error {
+	quarrytest.Eventually(t, 3*expiry, func() error {
 		if j := getJob(t, c.s, jobOfUpload(url)); j.GetState() != quarryv1.JobState_JOB_STATE_FAILED || !strings.Contains(j.GetMessage(), "expired") {
 			return fmt.Errorf("job %v: %s", j.GetState(), j.GetMessage())
 		}
