@@ -63,21 +63,7 @@ func (s *ImageService) copyImage(ctx context.Context, m *quarryv1.CopyImageReque
 		Source: download.CopySource(from.ID, name), Checksum: "sha256:" + from.SHA256,
 		Message: "queued: copy of image " + from.Name, CreatedAt: now, UpdatedAt: now,
 	}
-	created, err := s.Store.CreateDownload(ctx, im, j)
-	existing := false
-	switch {
-	case errors.Is(err, store.ErrConflict) && created.ID != "":
-		existing = true
-		if im, err = s.Store.GetImage(ctx, created.ImageID); err != nil {
-			return nil, err
-		}
-	case errors.Is(err, store.ErrConflict):
-		return nil, s.nameTaken(ctx, pool, im.RelPath)
-	case err != nil:
-		return nil, err
-	}
-	s.Downloads.Enqueue(created.ID)
-	jv, err := jobView(ctx, s.Store, created, false)
+	im, jv, existing, err := s.createJob(ctx, pool, im, j, s.Downloads.Enqueue)
 	if err != nil {
 		return nil, err
 	}
