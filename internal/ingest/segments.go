@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
 )
 
 // Segmented downloads. A large file (Request.SegmentMin and up) from an
