@@ -134,8 +134,10 @@ func TestRunnerRunsJob(t *testing.T) {
 			r.Finish(base, j, store.JobSucceeded, "done on node1", &im)
 		}, nil
 	}})
-	start(t, r)
-	j := f.waitJob(t, "j1", store.JobSucceeded)
+	stop := start(t, r)
+	f.waitJob(t, "j1", store.JobSucceeded)
+	stop() // the run has exited: its event is written
+	j := f.job(t, "j1")
 	if j.Message != "done on node1" || j.FinishedAt.IsZero() {
 		t.Errorf("job %+v; want the message and a finish time", j)
 	}
