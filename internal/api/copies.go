@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -28,10 +27,7 @@ func (s *ImageService) copyImage(ctx context.Context, m *quarryv1.CopyImageReque
 	if strings.TrimSpace(m.GetStoragePoolId()) == "" {
 		return nil, invalidf("target storage pool id is empty; see quarry pool ls")
 	}
-	pool, err := s.Store.GetPool(ctx, m.GetStoragePoolId())
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", m.GetStoragePoolId())
-	}
+	pool, err := getPool(ctx, s.Store, m.GetStoragePoolId())
 	if err != nil {
 		return nil, err
 	}

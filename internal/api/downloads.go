@@ -149,10 +149,7 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 	if m.GetStoragePoolId() == "" {
 		return nil, invalidf("storage pool id is empty; see quarry pool ls")
 	}
-	pool, err := s.Store.GetPool(ctx, m.GetStoragePoolId())
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", m.GetStoragePoolId())
-	}
+	pool, err := getPool(ctx, s.Store, m.GetStoragePoolId())
 	if err != nil {
 		return nil, err
 	}
