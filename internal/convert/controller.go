@@ -101,12 +101,6 @@ type Controller struct {
 
 // New returns a Controller; Run starts it.
 func New(cfg Config) *Controller {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	c := &Controller{cfg: cfg}
 	c.jobs = jobrun.New(jobrun.Config{Kind: Kind, Noun: "conversion", Store: cfg.Store, Start: c.start,
 		ImageErrorPrefix: "conversion", Logger: cfg.Logger, Now: cfg.Now})
@@ -186,7 +180,7 @@ func (c *Controller) run(ctx, base context.Context, j store.Job, pool store.Pool
 		// The first claim has fence 1; any later one follows a run that
 		// may have put the file in place without its result recorded.
 		req.AdoptExisting = j.Fence > 1
-		j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec, j.UpdatedAt = "converting", 0, total, 0, c.cfg.Now()
+		j.Phase, j.BytesDone, j.BytesTotal, j.BytesPerSec, j.UpdatedAt = "converting", 0, total, 0, c.jobs.Now()
 		j.Message = fmt.Sprintf("converting %s (%s) to %s on node %s", src.RelPath, src.Format, format, n.Name)
 		c.jobs.Save(ctx, j)
 		with := "qemu-img"
@@ -195,7 +189,7 @@ func (c *Controller) run(ctx, base context.Context, j store.Job, pool store.Pool
 		}
 		c.jobs.Event(ctx, j.ID, fmt.Sprintf("started on node %s (%s) with %s", n.Name, cand.Reason, with))
 		res, err := c.cfg.Converter.Convert(ctx, n.ID, pool, req, jobrun.Throttle(func(p Progress) {
-			j.Phase, j.UpdatedAt = p.Phase, c.cfg.Now()
+			j.Phase, j.UpdatedAt = p.Phase, c.jobs.Now()
 			if p.Phase == "hashing" {
 				j.BytesDone, j.BytesTotal = p.BytesDone, p.BytesTotal
 			} else {
@@ -233,7 +227,7 @@ func (c *Controller) done(ctx context.Context, j store.Job, node string, res Res
 		c.jobs.Log().Warn("finishing a conversion job", "job", j.ID, "err", err)
 		return
 	}
-	now := c.cfg.Now()
+	now := c.jobs.Now()
 	im.State, im.StateReason, im.UpdatedAt = store.ImageReady, "", now
 	im.SHA256, im.SizeBytes, im.Format, im.VirtualSize, im.ModTime = res.SHA256, res.Size, res.Format, res.VirtualSize, res.ModTime
 	j.BytesDone, j.BytesTotal = res.Size, res.Size

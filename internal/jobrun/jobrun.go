@@ -45,8 +45,9 @@ type Config struct {
 	// mark its image ERROR, with the reason
 	// ImageErrorPrefix + " " + state (lower case) + ": " + message.
 	ImageErrorPrefix string
-	Logger           *slog.Logger
-	Now              func() time.Time
+	// Logger (slog.Default()) and Now (time.Now) may be nil.
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Runner reconciles and runs the jobs of one kind.
@@ -76,6 +77,9 @@ func New(cfg Config) *Runner {
 
 // Log is the Runner's logger, with the component.
 func (r *Runner) Log() *slog.Logger { return r.log }
+
+// Now is the time by the Runner's clock (Config.Now).
+func (r *Runner) Now() time.Time { return r.cfg.Now() }
 
 // Enqueue asks for a job to be looked at now: it was created, or a cancel
 // was asked for. Jobs of other kinds are ignored.

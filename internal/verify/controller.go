@@ -57,12 +57,6 @@ type Controller struct {
 
 // New returns a Controller; Run starts it.
 func New(cfg Config) *Controller {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	c := &Controller{cfg: cfg}
 	c.jobs = jobrun.New(jobrun.Config{Kind: Kind, Noun: "verify", Store: cfg.Store, Start: c.start, Logger: cfg.Logger, Now: cfg.Now})
 	return c
@@ -115,11 +109,11 @@ func (c *Controller) run(ctx, base context.Context, j store.Job, pool store.Pool
 			return
 		}
 		j = claimed
-		j.Phase, j.Message, j.BytesDone, j.BytesPerSec, j.UpdatedAt = "verifying", "hashing "+im.RelPath+" on node "+n.Name, 0, 0, c.cfg.Now()
+		j.Phase, j.Message, j.BytesDone, j.BytesPerSec, j.UpdatedAt = "verifying", "hashing "+im.RelPath+" on node "+n.Name, 0, 0, c.jobs.Now()
 		c.jobs.Save(ctx, j)
 		c.jobs.Event(ctx, j.ID, "started on node "+n.Name+" ("+cand.Reason+")")
 		sum, err := c.cfg.Hasher.HashFile(ctx, n.ID, pool, im.RelPath, jobrun.Throttle(func(p Progress) {
-			j.BytesDone, j.BytesTotal, j.BytesPerSec, j.UpdatedAt = p.BytesDone, p.BytesTotal, p.BytesPerSec, c.cfg.Now()
+			j.BytesDone, j.BytesTotal, j.BytesPerSec, j.UpdatedAt = p.BytesDone, p.BytesTotal, p.BytesPerSec, c.jobs.Now()
 			c.jobs.Save(ctx, j)
 		}))
 		switch {
@@ -150,7 +144,7 @@ func (c *Controller) compare(ctx context.Context, j store.Job, node, sum string)
 		return
 	}
 	j.BytesDone, j.BytesPerSec = j.BytesTotal, 0
-	im.UpdatedAt = c.cfg.Now()
+	im.UpdatedAt = c.jobs.Now()
 	if sum == im.SHA256 {
 		im.State, im.StateReason, im.MissingSince = store.ImageReady, "", time.Time{}
 		if j.BytesTotal > 0 {
