@@ -63,7 +63,7 @@ func (s *ImageService) convertImage(ctx context.Context, m *quarryv1.ConvertImag
 		ID: newID("job"), Kind: convert.Kind, State: store.JobQueued, ImageID: im.ID, PoolID: pool.ID,
 		Source: convert.Source(src.ID, format), Message: "queued", CreatedAt: now, UpdatedAt: now,
 	}
-	// The same conversion running: that job is the answer.
+	// When the same conversion is running, that job is the answer.
 	im, jv, _, err := s.createJob(ctx, pool, im, j, s.ConvertJobs)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,8 +40,8 @@ func newFixture(t *testing.T, jobs ...string) *fixture {
 	}
 	for _, spec := range jobs {
 		id, k := spec, kind
-		if i := len(spec) - len(":other"); i > 0 && spec[i:] == ":other" {
-			id, k = spec[:i], "other"
+		if before, ok := strings.CutSuffix(spec, ":other"); ok {
+			id, k = before, "other"
 		}
 		im := store.Image{ID: "im-" + id, PoolID: "p1", Name: id + ".img", Kind: store.KindDisk, State: store.ImagePending,
 			RelPath: "images/" + id + ".img", CreatedAt: f.t0}
