@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"path"
 	"strings"
 
@@ -64,22 +63,8 @@ func (s *ImageService) convertImage(ctx context.Context, m *quarryv1.ConvertImag
 		ID: newID("job"), Kind: convert.Kind, State: store.JobQueued, ImageID: im.ID, PoolID: pool.ID,
 		Source: convert.Source(src.ID, format), Message: "queued", CreatedAt: now, UpdatedAt: now,
 	}
-	created, err := s.Store.CreateDownload(ctx, im, j)
-	switch {
-	case errors.Is(err, store.ErrConflict) && created.ID != "":
-		// The same conversion is running: that job is the answer.
-		if im, err = s.Store.GetImage(ctx, created.ImageID); err != nil {
-			return nil, err
-		}
-	case errors.Is(err, store.ErrConflict):
-		return nil, s.nameTaken(ctx, pool, im.RelPath)
-	case err != nil:
-		return nil, err
-	}
-	if s.ConvertJobs != nil {
-		s.ConvertJobs(created.ID)
-	}
-	jv, err := jobView(ctx, s.Store, created, false)
+	// When the same conversion is running, that job is the answer.
+	im, jv, _, err := s.createJob(ctx, pool, im, j, s.ConvertJobs)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -28,10 +27,7 @@ func (s *ImageService) copyImage(ctx context.Context, m *quarryv1.CopyImageReque
 	if strings.TrimSpace(m.GetStoragePoolId()) == "" {
 		return nil, invalidf("target storage pool id is empty; see quarry pool ls")
 	}
-	pool, err := s.Store.GetPool(ctx, m.GetStoragePoolId())
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", m.GetStoragePoolId())
-	}
+	pool, err := getPool(ctx, s.Store, m.GetStoragePoolId())
 	if err != nil {
 		return nil, err
 	}
@@ -63,21 +59,7 @@ func (s *ImageService) copyImage(ctx context.Context, m *quarryv1.CopyImageReque
 		Source: download.CopySource(from.ID, name), Checksum: "sha256:" + from.SHA256,
 		Message: "queued: copy of image " + from.Name, CreatedAt: now, UpdatedAt: now,
 	}
-	created, err := s.Store.CreateDownload(ctx, im, j)
-	existing := false
-	switch {
-	case errors.Is(err, store.ErrConflict) && created.ID != "":
-		existing = true
-		if im, err = s.Store.GetImage(ctx, created.ImageID); err != nil {
-			return nil, err
-		}
-	case errors.Is(err, store.ErrConflict):
-		return nil, s.nameTaken(ctx, pool, im.RelPath)
-	case err != nil:
-		return nil, err
-	}
-	s.Downloads.Enqueue(created.ID)
-	jv, err := jobView(ctx, s.Store, created, false)
+	im, jv, existing, err := s.createJob(ctx, pool, im, j, s.Downloads.Enqueue)
 	if err != nil {
 		return nil, err
 	}

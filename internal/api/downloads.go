@@ -149,10 +149,7 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 	if m.GetStoragePoolId() == "" {
 		return nil, invalidf("storage pool id is empty; see quarry pool ls")
 	}
-	pool, err := s.Store.GetPool(ctx, m.GetStoragePoolId())
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", m.GetStoragePoolId())
-	}
+	pool, err := getPool(ctx, s.Store, m.GetStoragePoolId())
 	if err != nil {
 		return nil, err
 	}
@@ -201,22 +198,7 @@ func (s *ImageService) download(ctx context.Context, m *quarryv1.DownloadImageRe
 		j.Kind, im.Origin, copiedFrom = download.KindCopy, store.OriginCopied, from[0].ID
 		im.Format = from[0].Format
 	}
-	created, err := s.Store.CreateDownload(ctx, im, j)
-	existing := false
-	switch {
-	case errors.Is(err, store.ErrConflict) && created.ID != "":
-		// The same source is already being downloaded into the pool.
-		existing = true
-		if im, err = s.Store.GetImage(ctx, created.ImageID); err != nil {
-			return nil, err
-		}
-	case errors.Is(err, store.ErrConflict):
-		return nil, s.nameTaken(ctx, pool, im.RelPath)
-	case err != nil:
-		return nil, err
-	}
-	s.Downloads.Enqueue(created.ID)
-	jv, err := jobView(ctx, s.Store, created, false)
+	im, jv, existing, err := s.createJob(ctx, pool, im, j, s.Downloads.Enqueue)
 	if err != nil {
 		return nil, err
 	}
@@ -279,4 +261,32 @@ func (s *ImageService) nameTaken(ctx context.Context, pool store.Pool, relPath s
 	}
 	return errclass.New(store.ErrConflict, "pool %s already has %s at %s; remove it with quarry image rm %s, or choose another name with --name",
 		pool.Name, what, relPath, name)
+}
+
+// createJob creates a job with its PENDING image, hands it to enqueue (when
+// set) and returns the image and the job's view. When the same source is
+// already active in the pool (one active job per source), that job and its
+// image are the answer and existing is true; a path another image holds is
+// refused with nameTaken.
+func (s *ImageService) createJob(ctx context.Context, pool store.Pool, im store.Image, j store.Job, enqueue func(jobID string)) (_ store.Image, _ *quarryv1.Job, existing bool, _ error) {
+	created, err := s.Store.CreateDownload(ctx, im, j)
+	switch {
+	case errors.Is(err, store.ErrConflict) && created.ID != "":
+		existing = true
+		if im, err = s.Store.GetImage(ctx, created.ImageID); err != nil {
+			return store.Image{}, nil, false, err
+		}
+	case errors.Is(err, store.ErrConflict):
+		return store.Image{}, nil, false, s.nameTaken(ctx, pool, im.RelPath)
+	case err != nil:
+		return store.Image{}, nil, false, err
+	}
+	if enqueue != nil {
+		enqueue(created.ID)
+	}
+	jv, err := jobView(ctx, s.Store, created, false)
+	if err != nil {
+		return store.Image{}, nil, false, err
+	}
+	return im, jv, existing, nil
 }

@@ -210,9 +210,7 @@ func (s *ImageService) deleteFile(ctx context.Context, im store.Image) error {
 func (s *ImageService) ScanISOs(ctx context.Context, req *connect.Request[quarryv1.ScanISOsRequest]) (*connect.Response[quarryv1.ScanISOsResponse], error) {
 	var ids []string
 	if id := req.Msg.GetStoragePoolId(); id != "" {
-		if _, err := s.Store.GetPool(ctx, id); errors.Is(err, store.ErrNotFound) {
-			return nil, toConnect(ctx, s.Logger, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", id))
-		} else if err != nil {
+		if _, err := getPool(ctx, s.Store, id); err != nil {
 			return nil, toConnect(ctx, s.Logger, err)
 		}
 		ids = append(ids, id)

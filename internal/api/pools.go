@@ -208,7 +208,13 @@ func (s *PoolService) get(ctx context.Context, id string) (store.Pool, error) {
 	if strings.TrimSpace(id) == "" {
 		return store.Pool{}, invalidf("pool id is empty")
 	}
-	p, err := s.Store.GetPool(ctx, id)
+	return getPool(ctx, s.Store, id)
+}
+
+// getPool is the pool with id; one that does not exist is ErrNotFound,
+// saying where to look.
+func getPool(ctx context.Context, st store.Store, id string) (store.Pool, error) {
+	p, err := st.GetPool(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return p, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", id)
 	}

@@ -23,15 +23,11 @@ func newImageConvertCommand(g *globals) *cobra.Command {
 			"the source with the new format's extension, or --name. The source image is not changed.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.clients()
+			c, im, err := g.imageArg(cmd, args[0], pool)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			im, err := resolveImage(ctx, c, args[0], pool)
-			if err != nil {
-				return err
-			}
 			resp, err := c.images.ConvertImage(ctx, connect.NewRequest(&quarryv1.ConvertImageRequest{Id: im.GetId(), Format: format, Name: name}))
 			if err != nil {
 				return err

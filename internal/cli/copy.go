@@ -23,15 +23,11 @@ func newImageCopyCommand(g *globals) *cobra.Command {
 			"can be cancelled with quarry job cancel, and is verified against the image's digest.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.clients()
+			c, im, err := g.imageArg(cmd, args[0], from)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			im, err := resolveImage(ctx, c, args[0], from)
-			if err != nil {
-				return err
-			}
 			p, err := resolvePool(ctx, c.pools, pool)
 			if err != nil {
 				return err

@@ -138,6 +138,20 @@ func sortImages(ims []*quarryv1.Image) {
 	})
 }
 
+// imageArg connects to the control plane and resolves the image a
+// command's argument names (see resolveImage), in pool when set.
+func (g *globals) imageArg(cmd *cobra.Command, ref, pool string) (*clients, *quarryv1.Image, error) {
+	c, err := g.clients()
+	if err != nil {
+		return nil, nil, err
+	}
+	im, err := resolveImage(cmd.Context(), c, ref, pool)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, im, nil
+}
+
 // resolveImage finds the image ref names: its id; else its path in the
 // pool ("iso/a/x.iso", or the absolute path on the nodes); else its name,
 // when exactly one image has it. pool, if not empty, narrows the search to
@@ -295,15 +309,11 @@ func newImageRemoveCommand(g *globals) *cobra.Command {
 			"one image has it; --pool narrows the search to one pool.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.clients()
+			c, im, err := g.imageArg(cmd, args[0], pool)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			im, err := resolveImage(ctx, c, args[0], pool)
-			if err != nil {
-				return err
-			}
 			resp, err := c.images.DeleteImage(ctx, connect.NewRequest(&quarryv1.DeleteImageRequest{Id: im.GetId()}))
 			if err != nil {
 				return err
@@ -332,15 +342,11 @@ func newImageVerifyCommand(g *globals) *cobra.Command {
 			"its file changed); otherwise it is ERROR, naming both digests.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.clients()
+			c, im, err := g.imageArg(cmd, args[0], pool)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			im, err := resolveImage(ctx, c, args[0], pool)
-			if err != nil {
-				return err
-			}
 			resp, err := c.images.VerifyImage(ctx, connect.NewRequest(&quarryv1.VerifyImageRequest{Id: im.GetId()}))
 			if err != nil {
 				return err

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,43 +42,47 @@ func TestBenchmarkCopy(t *testing.T) {
 	srcFile := filepath.Join(c.agents["n1"].Opts.LocalPath("/srv/a"), src.GetPath())
 	out := filepath.Join(t.TempDir(), "out.img")
 
-	copyTo := func(pool *quarryv1.StoragePool) (time.Duration, string) {
-		start := time.Now()
-		m := copyImage(t, c.s, src.GetId(), pool.GetId(), "")
-		j := waitJob(t, c.s, m.GetJob().GetId(), 2*time.Minute)
-		d := time.Since(start)
-		if j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
-			t.Fatalf("copy %v", j)
+	// copyTo copies the image into pool; how, when set, gets what the
+	// job says it did.
+	copyTo := func(pool *quarryv1.StoragePool, how *string) benchVariant {
+		var imageID string
+		return benchVariant{
+			run: func() {
+				m := copyImage(t, c.s, src.GetId(), pool.GetId(), "")
+				j := waitJob(t, c.s, m.GetJob().GetId(), 2*time.Minute)
+				if j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+					t.Fatalf("copy %v", j)
+				}
+				imageID = m.GetImage().GetId()
+				if how != nil {
+					*how = j.GetMessage()
+				}
+			},
+			after: func() {
+				if _, err := c.s.Images.DeleteImage(t.Context(), connect.NewRequest(&quarryv1.DeleteImageRequest{Id: imageID})); err != nil {
+					t.Fatal(err)
+				}
+			},
 		}
-		if _, err := c.s.Images.DeleteImage(t.Context(), connect.NewRequest(&quarryv1.DeleteImageRequest{Id: m.GetImage().GetId()})); err != nil {
-			t.Fatal(err)
-		}
-		return d, j.GetMessage()
 	}
-	shell := func(script string, args ...string) time.Duration {
-		start := time.Now()
-		b, err := exec.CommandContext(t.Context(), "sh", append([]string{"-c", script, "sh"}, args...)...).CombinedOutput()
-		d := time.Since(start)
-		if err != nil || !strings.HasPrefix(string(b), sum) {
-			t.Fatalf("%s: %v\n%s", script, err, b)
+	shell := func(script string, args ...string) benchVariant {
+		return benchVariant{
+			run: func() {
+				b, err := exec.CommandContext(t.Context(), "sh", append([]string{"-c", script, "sh"}, args...)...).CombinedOutput()
+				if err != nil || !strings.HasPrefix(string(b), sum) {
+					t.Fatalf("%s: %v\n%s", script, err, b)
+				}
+			},
+			after: func() { os.Remove(out) },
 		}
-		os.Remove(out)
-		return d
 	}
-	var tLocal, tCp, tRemote, tCurl []time.Duration
 	var how string
-	for range runs {
-		syscall.Sync()
-		d, msg := copyTo(local)
-		tLocal, how = append(tLocal, d), msg
-		syscall.Sync()
-		tCp = append(tCp, shell(`cp "$1" "$2" && sha256sum "$2"`, srcFile, out))
-		syscall.Sync()
-		d, _ = copyTo(remote)
-		tRemote = append(tRemote, d)
-		syscall.Sync()
-		tCurl = append(tCurl, shell(`"$1" -s -o "$2" "$3" && sha256sum "$2"`, curl, out, f.URL()))
-	}
+	ts := interleave(runs,
+		copyTo(local, &how),
+		shell(`cp "$1" "$2" && sha256sum "$2"`, srcFile, out),
+		copyTo(remote, nil),
+		shell(`"$1" -s -o "$2" "$3" && sha256sum "$2"`, curl, out, f.URL()))
+	tLocal, tCp, tRemote, tCurl := ts[0], ts[1], ts[2], ts[3]
 	bl, bc, br, bu := slices.Min(tLocal), slices.Min(tCp), slices.Min(tRemote), slices.Min(tCurl)
 	fmt.Printf("copy %d MiB (%s)\n", size/mib, how)
 	fmt.Printf("  local copy %.2fs; cp + sha256sum %.2fs; ratio %.2f\n", bl.Seconds(), bc.Seconds(), float64(bl)/float64(bc))

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,15 +11,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
-
-	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/origintest"
-	"github.com/quarry-project/quarry/internal/quarrytest"
 )
 
 // TestBenchmarkDownload measures a verified download of a 2 GiB image and
@@ -60,14 +54,7 @@ func TestBenchmarkDownload(t *testing.T) {
 		within = 90 * time.Second // per download; 2 GiB at ~25 MiB/s
 	)
 
-	bin := quarrytest.Binary(t)
-	s := quarrytest.StartServer(t)
-	a := quarrytest.StartAgentProcess(t, bin, s, quarrytest.AgentOptions{Name: "bench", CheckpointEvery: 2 * time.Second})
-	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
-	pid := agentPID(t, bin, a.Opts.DataDir())
-	mkdir(t, a.Opts.LocalPath("/srv/bench"))
-	pool := createPool(t, s, "bench", "/srv/bench", a.NodeID)
-
+	r := startBenchRig(t)
 	o := origintest.New(t)
 	f := o.Add("/bench.img", origintest.Random(size, 7))
 	url, sum := f.URL(), f.SHA256() // computed once, before any timing
@@ -78,20 +65,9 @@ func TestBenchmarkDownload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A hung reference must not hang the test: each command gets 2 minutes.
-	command := func(name string, args ...string) *exec.Cmd {
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-		t.Cleanup(cancel)
-		cmd := exec.CommandContext(ctx, name, args...)
-		// Its own process group, all killed on timeout (sh's children too).
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		cmd.WaitDelay = 5 * time.Second
-		return cmd
-	}
 	// shell runs script with $1 curl, $2 the output file, $3 the URL.
 	shell := func(script string) []byte {
-		b, err := command("sh", "-c", script, "sh", curl, out, url).CombinedOutput()
+		b, err := benchCommand(t, "sh", "-c", script, "sh", curl, out, url).CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", script, err, b)
 		}
@@ -112,85 +88,21 @@ func TestBenchmarkDownload(t *testing.T) {
 		if st, err := os.Stat(out); err != nil || st.Size() != size {
 			t.Fatalf("curl's file: %v, %v; want %d bytes", st, err, size)
 		}
+		removeOut()
 	}
-
-	var imageID string
-	quarry := func() {
-		start := time.Now()
-		m := download(t, s, pool, url, "sha256:"+sum)
-		if m.GetJob() == nil {
-			t.Fatalf("DownloadImage = %v; want a new job (the previous image was deleted)", m)
-		}
-		imageID = m.GetImage().GetId()
-		for {
-			resp, err := s.Jobs.GetJob(t.Context(), connect.NewRequest(&quarryv1.GetJobRequest{Id: m.GetJob().GetId()}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			j := resp.Msg.GetJob()
-			if st := j.GetState(); st == quarryv1.JobState_JOB_STATE_SUCCEEDED {
-				break
-			} else if st == quarryv1.JobState_JOB_STATE_FAILED || st == quarryv1.JobState_JOB_STATE_CANCELLED {
-				t.Fatalf("job %v", j)
-			}
-			if time.Since(start) > within {
-				t.Fatalf("job not done after %v: %v (%s)", within, j.GetState(), progressOf(j))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	checkImage := func() {
-		im := getImage(t, s, imageID)
-		if im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY || im.GetDigest() != "sha256:"+sum || im.GetSizeBytes() != size {
-			t.Fatalf("image %v; want READY, sha256:%s, %d bytes", im, sum, size)
-		}
-	}
-	deleteImage := func() {
-		if imageID == "" {
-			return
-		}
-		if _, err := s.Images.DeleteImage(t.Context(), connect.NewRequest(&quarryv1.DeleteImageRequest{Id: imageID})); err != nil {
-			t.Fatalf("DeleteImage: %v", err)
-		}
-		imageID = ""
-	}
-	t.Cleanup(func() { // the pool's temp dir goes anyway; the record too, on failure
-		if imageID != "" {
-			s.Images.DeleteImage(context.Background(), connect.NewRequest(&quarryv1.DeleteImageRequest{Id: imageID}))
-		}
-	})
 	t.Cleanup(func() { os.Remove(out) })
 
-	// Rounds interleave the variants, so drift on the machine hits all
-	// of them alike. Each run starts with no dirty pages (sync, untimed),
-	// so writeback left by the previous run does not slow the next one.
-	var tQuarry, tCurl, tCurlSum, tCurlSync, tCurlDirect []time.Duration
-	for range runs {
-		syscall.Sync()
-		tCurl = append(tCurl, timed(curlOnly))
-		checkOut()
-		removeOut()
-
-		syscall.Sync()
-		tCurlSum = append(tCurlSum, timed(curlSum))
-		removeOut()
-
-		syscall.Sync()
-		tCurlSync = append(tCurlSync, timed(curlSync))
-		checkOut()
-		removeOut()
-
-		syscall.Sync()
-		tCurlDirect = append(tCurlDirect, timed(curlDirect))
-		checkOut()
-		removeOut()
-
-		syscall.Sync()
-		tQuarry = append(tQuarry, timed(quarry))
-		checkImage()
-		deleteImage()
-	}
-	rss := vmHWM(t, pid)
+	ts := interleave(runs,
+		benchVariant{run: curlOnly, after: checkOut},
+		benchVariant{run: curlSum, after: removeOut},
+		benchVariant{run: curlSync, after: checkOut},
+		benchVariant{run: curlDirect, after: checkOut},
+		benchVariant{
+			run:   func() { r.download(t, url, sum, within) },
+			after: func() { r.checkAndDelete(t, sum, size) },
+		})
+	tCurl, tCurlSum, tCurlSync, tCurlDirect, tQuarry := ts[0], ts[1], ts[2], ts[3], ts[4]
+	rss := vmHWM(t, r.pid)
 
 	bq, bc, bcs := slices.Min(tQuarry), slices.Min(tCurl), slices.Min(tCurlSum)
 	bcy, bcd := slices.Min(tCurlSync), slices.Min(tCurlDirect)
@@ -205,20 +117,6 @@ func TestBenchmarkDownload(t *testing.T) {
 	fmt.Printf("  for scale: quarry/(curl+sync) %.2f; quarry/(curl|dd direct) %.2f; (curl|dd direct)/curl %.2f\n",
 		ratio(bcy), ratio(bcd), float64(bcd)/float64(bc))
 	fmt.Printf("agent peak RSS %.1f MiB (target <= 64 MiB)\n", float64(rss)/(1<<20))
-}
-
-func timed(f func()) time.Duration {
-	start := time.Now()
-	f()
-	return time.Since(start)
-}
-
-func rounded(ds []time.Duration) []time.Duration {
-	out := make([]time.Duration, len(ds))
-	for i, d := range ds {
-		out[i] = d.Round(10 * time.Millisecond)
-	}
-	return out
 }
 
 // agentPID finds the agent process by its command line: bin with

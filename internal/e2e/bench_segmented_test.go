@@ -9,15 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
-
-	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/origintest"
-	"github.com/quarry-project/quarry/internal/quarrytest"
 )
 
 // TestBenchmarkSegmentedDownload measures a download from an origin that
@@ -55,14 +50,7 @@ func TestBenchmarkSegmentedDownload(t *testing.T) {
 		within  = 60 * time.Second // per Quarry download; ~6.4 s expected
 	)
 
-	bin := quarrytest.Binary(t)
-	s := quarrytest.StartServer(t)
-	a := quarrytest.StartAgentProcess(t, bin, s, quarrytest.AgentOptions{Name: "bench", CheckpointEvery: 2 * time.Second})
-	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
-	pid := agentPID(t, bin, a.Opts.DataDir())
-	mkdir(t, a.Opts.LocalPath("/srv/bench"))
-	pool := createPool(t, s, "bench", "/srv/bench", a.NodeID)
-
+	r := startBenchRig(t)
 	o := origintest.New(t)
 	f := o.Add("/bench.img", origintest.Random(size, 8))
 	f.RateLimit(perConn)
@@ -79,90 +67,39 @@ func TestBenchmarkSegmentedDownload(t *testing.T) {
 	}
 	t.Cleanup(removeOut)
 	run := func(name string, args ...string) {
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		cmd.WaitDelay = 5 * time.Second
-		if b, err := cmd.CombinedOutput(); err != nil {
+		if b, err := benchCommand(t, name, args...).CombinedOutput(); err != nil {
 			t.Fatalf("%s %v: %v\n%s", name, args, err, b)
 		}
 	}
-	checkOut := func(who string) {
-		if st, err := os.Stat(out); err != nil || st.Size() != size {
-			t.Fatalf("%s's file: %v, %v; want %d bytes", who, st, err, size)
-		}
-	}
-	curlRun := func() { run(curl, "-s", "-o", out, url) }
-	ariaRun := func() {
-		run(aria2c, "-q", "-x4", "-s4", "--allow-overwrite=true", "--auto-file-renaming=false",
-			"-d", dir, "-o", filepath.Base(out), url)
-	}
-
-	var imageID string
-	quarry := func() {
-		start := time.Now()
-		m := download(t, s, pool, url, "sha256:"+sum)
-		if m.GetJob() == nil {
-			t.Fatalf("DownloadImage = %v; want a new job (the previous image was deleted)", m)
-		}
-		imageID = m.GetImage().GetId()
-		for {
-			resp, err := s.Jobs.GetJob(t.Context(), connect.NewRequest(&quarryv1.GetJobRequest{Id: m.GetJob().GetId()}))
-			if err != nil {
-				t.Fatal(err)
+	checkOut := func(who string) func() {
+		return func() {
+			if st, err := os.Stat(out); err != nil || st.Size() != size {
+				t.Fatalf("%s's file: %v, %v; want %d bytes", who, st, err, size)
 			}
-			j := resp.Msg.GetJob()
-			if st := j.GetState(); st == quarryv1.JobState_JOB_STATE_SUCCEEDED {
-				if !historyHas(j, "over up to 4 connections") {
-					t.Fatalf("job history %v; want the download in segments", j.GetHistory())
-				}
-				break
-			} else if st == quarryv1.JobState_JOB_STATE_FAILED || st == quarryv1.JobState_JOB_STATE_CANCELLED {
-				t.Fatalf("job %v", j)
-			}
-			if time.Since(start) > within {
-				t.Fatalf("job not done after %v: %v (%s)", within, j.GetState(), progressOf(j))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	checkImage := func() {
-		im := getImage(t, s, imageID)
-		if im.GetState() != quarryv1.ImageState_IMAGE_STATE_READY || im.GetDigest() != "sha256:"+sum || im.GetSizeBytes() != size {
-			t.Fatalf("image %v; want READY, sha256:%s, %d bytes", im, sum, size)
-		}
-		if _, err := s.Images.DeleteImage(t.Context(), connect.NewRequest(&quarryv1.DeleteImageRequest{Id: imageID})); err != nil {
-			t.Fatalf("DeleteImage: %v", err)
-		}
-		imageID = ""
-	}
-	t.Cleanup(func() {
-		if imageID != "" {
-			s.Images.DeleteImage(context.Background(), connect.NewRequest(&quarryv1.DeleteImageRequest{Id: imageID}))
-		}
-	})
-
-	var tQuarry, tCurl, tAria []time.Duration
-	for range runs {
-		syscall.Sync()
-		tQuarry = append(tQuarry, timed(quarry))
-		checkImage()
-
-		if aria2c != "" {
-			syscall.Sync()
-			tAria = append(tAria, timed(ariaRun))
-			checkOut("aria2c")
 			removeOut()
 		}
-
-		syscall.Sync()
-		tCurl = append(tCurl, timed(curlRun))
-		checkOut("curl")
-		removeOut()
 	}
-	rss := vmHWM(t, pid)
+	quarry := benchVariant{
+		run: func() {
+			j := r.download(t, url, sum, within)
+			if !historyHas(j, "over up to 4 connections") {
+				t.Fatalf("job history %v; want the download in segments", j.GetHistory())
+			}
+		},
+		after: func() { r.checkAndDelete(t, sum, size) },
+	}
+	aria := benchVariant{after: checkOut("aria2c")}
+	if aria2c != "" {
+		aria.run = func() {
+			run(aria2c, "-q", "-x4", "-s4", "--allow-overwrite=true", "--auto-file-renaming=false",
+				"-d", dir, "-o", filepath.Base(out), url)
+		}
+	}
+	curlRun := benchVariant{run: func() { run(curl, "-s", "-o", out, url) }, after: checkOut("curl")}
+
+	ts := interleave(runs, quarry, aria, curlRun)
+	tQuarry, tAria, tCurl := ts[0], ts[1], ts[2]
+	rss := vmHWM(t, r.pid)
 
 	bq, bc := slices.Min(tQuarry), slices.Min(tCurl)
 	mibps := func(d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }

@@ -57,13 +57,8 @@ func TestBenchmarkUpload(t *testing.T) {
 		size = 2 << 30
 		runs = 3
 	)
-	bin := quarrytest.Binary(t)
-	s := quarrytest.StartServer(t)
-	a := quarrytest.StartAgentProcess(t, bin, s, quarrytest.AgentOptions{Name: "bench", CheckpointEvery: 2 * time.Second})
-	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
-	pid := agentPID(t, bin, a.Opts.DataDir())
-	mkdir(t, a.Opts.LocalPath("/srv/bench"))
-	pool := createPool(t, s, "bench", "/srv/bench", a.NodeID)
+	r := startBenchRig(t)
+	s, pool, pid := r.s, r.pool, r.pid
 
 	// The file: random 1 MiB blocks in a random order, written once.
 	src := filepath.Join(t.TempDir(), "bench.raw")

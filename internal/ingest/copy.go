@@ -12,11 +12,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"strconv"
 	"time"
 
-	"github.com/quarry-project/quarry/internal/atomicfile"
 	"github.com/quarry-project/quarry/internal/checksum"
 	"github.com/quarry-project/quarry/internal/errclass"
 	"github.com/quarry-project/quarry/internal/poolfs"
@@ -268,29 +266,5 @@ func (d *download) finishCopy(total int64) (Result, error) {
 	if err := checkFence(r.Root, r.Job, r.Fence); err != nil {
 		return Result{}, err
 	}
-	if err := r.Root.MkdirAll(path.Dir(r.Dest), 0o755); err != nil {
-		return Result{}, d.localError("creating the directory of "+r.Dest, err)
-	}
-	err = renameNoReplace(r.Root, partialPath(r.Job), r.Dest)
-	if errors.Is(err, fs.ErrExist) {
-		same, err := sameFile(r.Root, r.Dest, total, d.sha256)
-		if err != nil {
-			return Result{}, d.localError("comparing with the existing "+r.Dest, err)
-		}
-		if !same {
-			return Result{}, errclass.New(errclass.Conflict, "%s already holds %s with other content; delete it or choose another name", r.Describe, r.Dest)
-		}
-		res.AlreadyExisted = true
-		return res, Discard(r.Root, r.Job)
-	}
-	if err != nil {
-		return Result{}, d.localError("moving the copy to "+r.Dest, err)
-	}
-	if err := atomicfile.SyncDir(r.Root, path.Dir(r.Dest)); err != nil {
-		return Result{}, d.localError("syncing the directory of "+r.Dest, err)
-	}
-	if err := Discard(r.Root, r.Job); err != nil {
-		return Result{}, d.localError("removing the checkpoint", err)
-	}
-	return res, nil
+	return d.place(res, total, "the copy")
 }

@@ -495,12 +495,22 @@ func (d *download) finish() (Result, error) {
 	if err := d.stillOwner(); err != nil {
 		return Result{}, err
 	}
+	return d.place(res, d.offset(), "the image")
+}
+
+// place renames the synced partial file of size bytes (what, in errors) to
+// Dest without replacing a file, syncs Dest's directory and removes the
+// checkpoint: res, with its file in place. A Dest that already holds the
+// same bytes counts as done (res.AlreadyExisted); other bytes are a
+// conflict.
+func (d *download) place(res Result, size int64, what string) (Result, error) {
+	r := &d.r
 	if err := r.Root.MkdirAll(path.Dir(r.Dest), 0o755); err != nil {
 		return Result{}, d.localError("creating the directory of "+r.Dest, err)
 	}
-	err = renameNoReplace(r.Root, partialPath(r.Job), r.Dest)
+	err := renameNoReplace(r.Root, partialPath(r.Job), r.Dest)
 	if errors.Is(err, fs.ErrExist) {
-		same, err := sameFile(r.Root, r.Dest, d.offset(), d.sha256)
+		same, err := sameFile(r.Root, r.Dest, size, d.sha256)
 		if err != nil {
 			return Result{}, d.localError("comparing with the existing "+r.Dest, err)
 		}
@@ -511,7 +521,7 @@ func (d *download) finish() (Result, error) {
 		return res, Discard(r.Root, r.Job)
 	}
 	if err != nil {
-		return Result{}, d.localError("moving the image to "+r.Dest, err)
+		return Result{}, d.localError("moving "+what+" to "+r.Dest, err)
 	}
 	if err := atomicfile.SyncDir(r.Root, path.Dir(r.Dest)); err != nil {
 		return Result{}, d.localError("syncing the directory of "+r.Dest, err)

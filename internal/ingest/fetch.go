@@ -159,6 +159,17 @@ func (d *download) accept(resp *http.Response) error {
 			return err
 		}
 		return &transientError{msg: fmt.Sprintf("the origin refused the range from byte %d (%s); downloading again from zero", d.offset(), resp.Status)}
+	}
+	return d.statusError(resp)
+}
+
+// statusError is the error of an answer that is not the file (or the part
+// asked for): transient for a timeout, a rate limit or a server error (with
+// the origin's Retry-After), terminal with what to do for another 4xx,
+// transient for anything else.
+func (d *download) statusError(resp *http.Response) error {
+	code := resp.StatusCode
+	switch {
 	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
 		return &transientError{
 			msg:        fmt.Sprintf("the origin answered %s for %s", resp.Status, d.r.URL),

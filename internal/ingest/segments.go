@@ -10,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/quarry-project/quarry/internal/errclass"
 )
 
 // Segmented downloads. A large file (Request.SegmentMin and up) from an
@@ -512,13 +510,6 @@ func (d *download) acceptSegment(resp *http.Response, from int64) error {
 		return &oneStreamError{reason: "the origin ignored a range request and sent the whole file"}
 	case code == http.StatusRequestedRangeNotSatisfiable:
 		return &oneStreamError{reason: fmt.Sprintf("the origin refused the range from byte %d (%s)", from, resp.Status)}
-	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
-		return &transientError{
-			msg:        fmt.Sprintf("the origin answered %s for %s", resp.Status, d.r.URL),
-			retryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now()),
-		}
-	case code >= 400:
-		return errclass.New(errclass.Terminal, "the origin answered %s for %s; %s", resp.Status, d.r.URL, statusAdvice(code))
 	}
-	return &transientError{msg: fmt.Sprintf("the origin answered %s for %s, which is not a download", resp.Status, d.r.URL)}
+	return d.statusError(resp)
 }
