@@ -72,11 +72,11 @@ func newImageListCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			sortImages(ims)
 			out := cmd.OutOrStdout()
 			if g.wantJSON() {
 				return printJSON(out, &quarryv1.ListImagesResponse{Images: ims, NextPageToken: next})
 			}
-			sortImages(ims)
 			t := newTable(out, "NAME", "POOL", "PATH", "KIND", "STATE", "SIZE", "VERIFIED", "OS", "LABEL", "ID")
 			for _, im := range ims {
 				t.row(im.GetName(), im.GetStoragePoolName(), im.GetPath(), enumWord(im.GetKind()), enumWord(im.GetState()),
