@@ -153,6 +153,19 @@ func replicaID() string {
 // process the only one, so it takes the lease whoever held it.
 func (s *Server) elect(ctx context.Context) {
 	for {
+		if s.cfg.DatabaseURL == "" && s.leading() != nil {
+			// SQLite: the lock on the data directory makes this process
+			// the only one, so the lease needs no renewing (fencing goes
+			// by its epoch, which nobody else can raise).
+			select {
+			case <-ctx.Done():
+				s.stepDown("shutting down")
+				return
+			case <-s.lost:
+				s.stepDown("a write was refused: another replica took the lease")
+			}
+			continue
+		}
 		wait := s.leaseTTL / 6
 		if s.leading() != nil {
 			wait = s.leaseTTL / 3
