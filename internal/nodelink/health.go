@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -133,7 +134,12 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 	}
 	req := &agentv1.GetFactsRequest{}
 	for _, p := range pools {
-		req.Pools = append(req.Pools, poolRef(p))
+		// Not the pools the node may never work on: with every node asked
+		// about every pool, checks, stored mounts and the link's memory grew
+		// with nodes × pools.
+		if placement.MayUse(p, n.ID) {
+			req.Pools = append(req.Pools, poolRef(p))
+		}
 	}
 	start := l.cfg.Now()
 	resp, callErr := c.client.GetFacts(ctx, connect.NewRequest(req))

@@ -200,7 +200,7 @@ func classify(pool store.Pool, nodes []store.Node, mounts []store.PoolMount, ch 
 		_, assigned := position[n.ID]
 		cand := Candidate{Node: n, Assigned: assigned, Mount: byNode[n.ID]}
 		switch {
-		case anyAssigned && !assigned && !pool.Shared:
+		case !MayUse(pool, n.ID):
 			cand.Reason = "not assigned to the pool, and the pool is not shared"
 			ch.Rejected = append(ch.Rejected, cand)
 		case n.State != store.NodeReady && !assigned:
@@ -379,6 +379,15 @@ func Initializers(pool store.Pool, nodes []store.Node) []store.Node {
 		_, assigned := position[n.ID]
 		return !assigned
 	})
+}
+
+// MayUse reports whether node nodeID may ever work on the pool: always for a
+// shared pool or one with no assigned nodes (through any node that mounts
+// it), otherwise only when the pool lists the node. The node link asks a
+// node about these pools only, so a check costs what the node may use, not
+// the size of the whole cluster.
+func MayUse(pool store.Pool, nodeID string) bool {
+	return pool.Shared || len(pool.AssignedNodeIDs) == 0 || slices.Contains(pool.AssignedNodeIDs, nodeID)
 }
 
 // assignment maps the pool's assigned node ids to their place in its order.
