@@ -47,6 +47,15 @@ func (l *Link) round(ctx context.Context) {
 		}
 		return
 	}
+	// One listing of the pools serves the whole round: read per check, it
+	// cost nodes × pools rows every interval.
+	pools, err := l.cfg.Store.ListPools(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Warn("listing pools for health checks failed", "err", err)
+		}
+		return
+	}
 	now := l.cfg.Now()
 	sem := make(chan struct{}, l.cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -59,7 +68,7 @@ func (l *Link) round(ctx context.Context) {
 			defer func() { <-sem }()
 			cctx, cancel := context.WithTimeout(ctx, l.cfg.CheckTimeout)
 			defer cancel()
-			l.check(cctx, n, "interval")
+			l.check(cctx, n, "interval", pools)
 		})
 	}
 	wg.Wait()
@@ -109,13 +118,14 @@ func (l *Link) Announced(ctx context.Context, nodeID string) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, l.cfg.CheckTimeout)
 	defer cancel()
-	_, _, err = l.check(cctx, n, "announced")
+	_, _, err = l.check(cctx, n, "announced", nil)
 	return err
 }
 
-// check asks one agent for its facts, stores the outcome and schedules the
-// next check. It returns the node as stored and, on success, its mounts.
-func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node, []store.PoolMount, error) {
+// check asks one agent for its facts about pools (nil: every pool in the
+// store), stores the outcome and schedules the next check. It returns the
+// node as stored and, on success, its mounts.
+func (l *Link) check(ctx context.Context, n store.Node, why string, pools []store.Pool) (store.Node, []store.PoolMount, error) {
 	st := l.state(n.ID)
 	st.checking.Lock()
 	defer st.checking.Unlock()
@@ -128,9 +138,10 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 	if err != nil {
 		return n, nil, err
 	}
-	pools, err := l.cfg.Store.ListPools(ctx)
-	if err != nil {
-		return n, nil, err
+	if pools == nil {
+		if pools, err = l.cfg.Store.ListPools(ctx); err != nil {
+			return n, nil, err
+		}
 	}
 	req := &agentv1.GetFactsRequest{}
 	for _, p := range pools {

@@ -236,7 +236,7 @@ func (l *Link) Connect(ctx context.Context, nodeID string) (store.Node, []store.
 	if err != nil {
 		return store.Node{}, nil, err
 	}
-	n, mounts, err := l.check(ctx, n, "connect")
+	n, mounts, err := l.check(ctx, n, "connect", nil)
 	if err != nil {
 		return n, nil, err
 	}

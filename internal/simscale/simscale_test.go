@@ -16,7 +16,7 @@ import (
 // and are seen UNREACHABLE and READY again, and no node is dialed over more
 // than one connection at a time.
 func TestSmallCluster(t *testing.T) {
-	const interval = 300 * time.Millisecond
+	const interval = 500 * time.Millisecond
 	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(interval), quarrytest.WithMaxBackoff(2*interval))
 	var log strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

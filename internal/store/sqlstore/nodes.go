@@ -202,7 +202,11 @@ func (s *Store) RecordNodeCheck(ctx context.Context, nodeID string, st store.Nod
 		if _, err := t.exec(ctx, `DELETE FROM pool_mounts WHERE node_id = ?`, nodeID); err != nil {
 			return err
 		}
-		pools, err := t.poolIDs(ctx)
+		ids := make([]string, len(mounts))
+		for i, m := range mounts {
+			ids[i] = m.PoolID
+		}
+		pools, err := t.poolIDs(ctx, ids)
 		if err != nil {
 			return err
 		}
@@ -244,22 +248,31 @@ func (s *Store) SetNodeCertificate(ctx context.Context, nodeID string, c store.N
 	return mustAffect(res, "node "+nodeID)
 }
 
-// poolIDs returns the set of existing pool ids.
-func (t *txn) poolIDs(ctx context.Context) (map[string]bool, error) {
-	rows, err := t.QueryContext(ctx, `SELECT id FROM pools`)
+// poolIDs returns which of ids are existing pools' ids. Only those are
+// asked for: a health check runs it for every node, and all pools of the
+// cluster per check made every round cost nodes × pools rows.
+func (t *txn) poolIDs(ctx context.Context, ids []string) (map[string]bool, error) {
+	if len(ids) == 0 {
+		return map[string]bool{}, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := t.QueryContext(ctx, t.s.q(`SELECT id FROM pools WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`), args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	ids := map[string]bool{}
+	found := make(map[string]bool, len(ids))
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
 			return nil, err
 		}
-		ids[id] = true
+		found[id] = true
 	}
-	return ids, rows.Err()
+	return found, rows.Err()
 }
 
 // ListPoolMounts returns every mount ordered by pool, then node.

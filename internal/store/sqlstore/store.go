@@ -28,6 +28,12 @@ type Store struct {
 	// statements counts the SQL statements run, transactions' included:
 	// every one goes through q.
 	statements atomic.Uint64
+	// writer, when set (SQLite, which has one writer at a time), is held
+	// by every write: writers queue here in order instead of polling the
+	// file lock in SQLite's busy handler, where under a steady stream of
+	// writes (thousands of nodes' health checks) one could lose every
+	// retry for busy_timeout and fail with SQLITE_BUSY.
+	writer chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -39,7 +45,25 @@ func New(ctx context.Context, db *sql.DB, d store.Dialect) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, d: d}, nil
+	s := &Store{db: db, d: d}
+	if d.Name == "sqlite" {
+		s.writer = make(chan struct{}, 1)
+	}
+	return s, nil
+}
+
+// lockWrite waits for the writer's turn (SQLite) or until ctx is done; the
+// returned function ends the turn.
+func (s *Store) lockWrite(ctx context.Context) (unlock func(), err error) {
+	if s.writer == nil {
+		return func() {}, nil
+	}
+	select {
+	case s.writer <- struct{}{}:
+		return func() { <-s.writer }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Ping reports whether the database answers.
@@ -60,6 +84,11 @@ func (s *Store) Statements() uint64 { return s.statements.Load() }
 
 // exec runs a single statement outside a transaction.
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	unlock, err := s.lockWrite(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	return s.db.ExecContext(ctx, s.q(query), args...)
 }
 
@@ -67,6 +96,11 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result
 // check before they change go through here so the check and the change see
 // the same state.
 func (s *Store) tx(ctx context.Context, fn func(tx *txn) error) error {
+	unlock, err := s.lockWrite(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
