@@ -21,8 +21,10 @@ import (
 
 // Link is what the API needs of the node link.
 type Link interface {
-	// Kick asks for every node to be checked now.
-	Kick()
+	// Kick asks for the given nodes, or every node, to be checked now.
+	Kick(nodeIDs ...string)
+	// KickPool asks for the nodes that may use the pool to be checked now.
+	KickPool(pool store.Pool)
 	// Forget drops what the link remembers of a deleted node.
 	Forget(nodeID string)
 	// EnsureInitialized writes the pool's identity marker through one node
@@ -49,7 +51,7 @@ func (s *NodeService) RegisterNode(ctx context.Context, req *connect.Request[qua
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	s.Link.Kick()
+	s.Link.Kick(n.ID)
 	v, err := s.view(ctx, n.ID)
 	return connect.NewResponse(&quarryv1.RegisterNodeResponse{Node: v}), toConnect(ctx, s.Logger, err)
 }
@@ -141,7 +143,7 @@ func (s *NodeService) UpdateNode(ctx context.Context, req *connect.Request[quarr
 	if err := s.Store.UpdateNode(ctx, n.ID, n.Name, n.Address); err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	s.Link.Kick()
+	s.Link.Kick(n.ID)
 	v, err := s.view(ctx, n.ID)
 	return connect.NewResponse(&quarryv1.UpdateNodeResponse{Node: v}), toConnect(ctx, s.Logger, err)
 }

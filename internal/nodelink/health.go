@@ -15,7 +15,8 @@ import (
 )
 
 // Run checks every node on the interval until ctx is done. A node that fails
-// is retried with capped exponential backoff; a kick checks everyone now.
+// is retried with capped exponential backoff; a kick checks the nodes it
+// names (or every node) now.
 func (l *Link) Run(ctx context.Context) {
 	tick := time.NewTimer(0)
 	defer tick.Stop()
@@ -25,11 +26,7 @@ func (l *Link) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 		case <-l.kick:
-			l.mu.Lock()
-			for _, s := range l.nodes {
-				s.next = time.Time{}
-			}
-			l.mu.Unlock()
+			l.takeKicks()
 		}
 		l.round(ctx)
 		l.ensureAllInitialized(ctx)

@@ -82,6 +82,10 @@ type Link struct {
 	conns map[string]*conn      // by node id
 	nodes map[string]*nodeState // by node id
 	kick  chan struct{}
+	// What the next kick checks now (guarded by mu): every node, or the
+	// nodes named.
+	kickAll bool
+	kicked  map[string]bool
 
 	initMu sync.Mutex // one pool initialization at a time
 }
@@ -127,6 +131,7 @@ func New(cfg Config) *Link {
 		conns:   map[string]*conn{},
 		nodes:   map[string]*nodeState{},
 		kick:    make(chan struct{}, 1),
+		kicked:  map[string]bool{},
 	}
 }
 
@@ -243,13 +248,49 @@ func (l *Link) Connect(ctx context.Context, nodeID string) (store.Node, []store.
 	return n, mounts, nil
 }
 
-// Kick asks the health loop to check every node now, for example after a
-// pool was created so that every node reports on it.
-func (l *Link) Kick() {
+// Kick asks the health loop to check the given nodes now, or every node
+// when none is given (a new shared pool, which every node must report on).
+// Kicking one node does not make the loop check all of them: with
+// thousands of nodes, a full round per enrollment made enrolling them all
+// cost nodes² checks.
+func (l *Link) Kick(nodeIDs ...string) {
+	l.mu.Lock()
+	if len(nodeIDs) == 0 {
+		l.kickAll = true
+	}
+	for _, id := range nodeIDs {
+		l.kicked[id] = true
+	}
+	l.mu.Unlock()
 	select {
 	case l.kick <- struct{}{}:
 	default:
 	}
+}
+
+// KickPool asks the health loop to check now the nodes that may work on
+// the pool (placement.MayUse): its assigned nodes, or every node when it
+// is shared or has none assigned.
+func (l *Link) KickPool(pool store.Pool) {
+	if pool.Shared || len(pool.AssignedNodeIDs) == 0 {
+		l.Kick()
+		return
+	}
+	l.Kick(pool.AssignedNodeIDs...)
+}
+
+// takeKicks makes the kicked nodes due now and forgets the kicks.
+func (l *Link) takeKicks() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, s := range l.nodes {
+		if l.kickAll || l.kicked[id] {
+			s.next = time.Time{}
+		}
+	}
+	// A kicked node the loop has not met yet is due anyway.
+	l.kickAll = false
+	clear(l.kicked)
 }
 
 // Forget drops what the link remembers of a deleted node.

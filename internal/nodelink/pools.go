@@ -136,8 +136,9 @@ func (l *Link) markInitialized(ctx context.Context, pool store.Pool, n store.Nod
 	if err != nil && !errors.Is(err, store.ErrConflict) {
 		return err
 	}
-	// Every node should now re-check the pool, the initializer included.
-	l.Kick()
+	// Every node that may use the pool should now re-check it, the
+	// initializer included.
+	l.KickPool(pool)
 	return nil
 }
 
