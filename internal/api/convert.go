@@ -21,7 +21,9 @@ type snapshot struct {
 	pool   map[string]store.Pool
 }
 
-func loadSnapshot(ctx context.Context, st store.Store) (*snapshot, error) {
+// loadSnapshot reads the nodes, the pools and the mounts of the pools with
+// poolIDs (none given: of every pool).
+func loadSnapshot(ctx context.Context, st store.Store, poolIDs ...string) (*snapshot, error) {
 	s := &snapshot{node: map[string]store.Node{}, pool: map[string]store.Pool{}}
 	var err error
 	if s.nodes, err = st.ListNodes(ctx); err != nil {
@@ -30,7 +32,7 @@ func loadSnapshot(ctx context.Context, st store.Store) (*snapshot, error) {
 	if s.pools, err = st.ListPools(ctx); err != nil {
 		return nil, err
 	}
-	if s.mounts, err = st.ListPoolMounts(ctx); err != nil {
+	if s.mounts, err = st.ListPoolMounts(ctx, poolIDs...); err != nil {
 		return nil, err
 	}
 	for _, n := range s.nodes {

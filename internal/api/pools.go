@@ -220,7 +220,7 @@ func (s *PoolService) view(ctx context.Context, id string) (*quarryv1.StoragePoo
 	if err != nil {
 		return nil, err
 	}
-	snap, err := loadSnapshot(ctx, s.Store)
+	snap, err := loadSnapshot(ctx, s.Store, p.ID)
 	if err != nil {
 		return nil, err
 	}

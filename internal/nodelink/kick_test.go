@@ -34,11 +34,15 @@ func TestKickChecksOnlyTheNodeNamed(t *testing.T) {
 		}
 		return nil
 	})
-	before2 := checked(n2.NodeID)
-	// Two kicks of n1, each waited for: the loop checks in rounds, so once
-	// the second kick's check is stored, the first kick's round has ended
-	// and any check of n2 it made is stored too.
-	for i := range 2 {
+	// Three kicks of n1, each waited for: the loop checks in rounds, so once
+	// a kick's check is stored, the round before has ended and any check of
+	// n2 it made is stored too. The first kick's round lets the checks of
+	// n2's start (its enrollment, its agent's announcement) end.
+	var before2 time.Time
+	for i := range 3 {
+		if i == 1 {
+			before2 = checked(n2.NodeID)
+		}
 		before1 := checked(n1.NodeID)
 		if _, err := s.Nodes.UpdateNode(t.Context(), connect.NewRequest(&quarryv1.UpdateNodeRequest{Id: n1.NodeID})); err != nil {
 			t.Fatal(err)

@@ -235,13 +235,18 @@ func (l *Link) state(nodeID string) *nodeState {
 // returns its fresh record and pool mounts. Operations call it when they need
 // a node that is not READY instead of failing or waiting for the next check.
 func (l *Link) Connect(ctx context.Context, nodeID string) (store.Node, []store.PoolMount, error) {
+	return l.connect(ctx, nodeID, nil)
+}
+
+// connect is Connect asking about pools (nil: every pool in the store).
+func (l *Link) connect(ctx context.Context, nodeID string, pools []store.Pool) (store.Node, []store.PoolMount, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.ConnectTimeout)
 	defer cancel()
 	n, err := l.cfg.Store.GetNode(ctx, nodeID)
 	if err != nil {
 		return store.Node{}, nil, err
 	}
-	n, mounts, err := l.check(ctx, n, "connect", nil)
+	n, mounts, err := l.check(ctx, n, "connect", pools)
 	if err != nil {
 		return n, nil, err
 	}

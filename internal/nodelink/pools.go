@@ -78,13 +78,19 @@ func (l *Link) CheckPoolNodes(ctx context.Context, pool store.Pool) {
 	if err != nil {
 		return
 	}
+	// Listed once for all the checks: a shared pool may have hundreds of
+	// nodes.
+	pools, err := l.cfg.Store.ListPools(ctx)
+	if err != nil {
+		return
+	}
 	sem := make(chan struct{}, l.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if _, _, err := l.Connect(ctx, n.ID); err != nil {
+			if _, _, err := l.connect(ctx, n.ID, pools); err != nil {
 				l.log.Debug("checking a node of a pool failed", "pool", pool.Name, "node", n.Name, "err", err)
 			}
 		})

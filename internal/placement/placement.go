@@ -148,7 +148,9 @@ func (c *Chooser) choose(ctx context.Context, poolID string, need Need, dial boo
 	if err != nil {
 		return nil, err
 	}
-	mounts, err := c.Store.ListPoolMounts(ctx)
+	// Only this pool's: every node's view of every pool is nodes × pools
+	// rows, read for every scan, download and upload.
+	mounts, err := c.Store.ListPoolMounts(ctx, pool.ID)
 	if err != nil {
 		return nil, err
 	}

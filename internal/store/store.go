@@ -173,7 +173,7 @@ type PoolStore interface {
 	// ErrInUse while images remain in it or a job in it is active.
 	DeletePool(ctx context.Context, id string) error
 
-	// ListPoolMounts returns every node's view of every pool, ordered by
-	// pool then node.
-	ListPoolMounts(ctx context.Context) ([]PoolMount, error)
+	// ListPoolMounts returns every node's view of the pools with poolIDs
+	// (none given: of every pool), ordered by pool then node.
+	ListPoolMounts(ctx context.Context, poolIDs ...string) ([]PoolMount, error)
 }

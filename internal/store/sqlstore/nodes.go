@@ -275,10 +275,18 @@ func (t *txn) poolIDs(ctx context.Context, ids []string) (map[string]bool, error
 	return found, rows.Err()
 }
 
-// ListPoolMounts returns every mount ordered by pool, then node.
-func (s *Store) ListPoolMounts(ctx context.Context) ([]store.PoolMount, error) {
+// ListPoolMounts returns the mounts of the pools with poolIDs (none: every
+// mount) ordered by pool, then node.
+func (s *Store) ListPoolMounts(ctx context.Context, poolIDs ...string) ([]store.PoolMount, error) {
+	where, args := "", make([]any, len(poolIDs))
+	if len(poolIDs) > 0 {
+		where = `WHERE pool_id IN (?` + strings.Repeat(", ?", len(poolIDs)-1) + `)`
+		for i, id := range poolIDs {
+			args[i] = id
+		}
+	}
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at
-		FROM pool_mounts ORDER BY pool_id, node_id`))
+		FROM pool_mounts `+where+` ORDER BY pool_id, node_id`), args...)
 	if err != nil {
 		return nil, err
 	}
