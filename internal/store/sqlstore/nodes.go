@@ -178,63 +178,70 @@ func (t *txn) poolsAssignedTo(ctx context.Context, id string) ([]string, error) 
 	return names, rows.Err()
 }
 
-// RecordNodeCheck stores one health check's outcome.
+// RecordNodeCheck stores one health check's outcome. On SQLite, checks that
+// arrive while another write runs are committed together (checks.go).
 func (s *Store) RecordNodeCheck(ctx context.Context, nodeID string, st store.NodeStatus, mounts []store.PoolMount) error {
 	for _, m := range mounts {
 		if m.NodeID != "" && m.NodeID != nodeID {
 			return fmt.Errorf("record check of node %s: mount of pool %s belongs to node %s", nodeID, m.PoolID, m.NodeID)
 		}
 	}
-	return s.tx(ctx, func(t *txn) error {
-		res, err := t.exec(ctx, `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
-			hostname = ?, agent_version = ? WHERE id = ?`,
-			string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt),
-			st.Hostname, st.AgentVersion, nodeID)
-		if err != nil {
-			return err
-		}
-		if err := mustAffect(res, "node "+nodeID); err != nil {
-			return err
-		}
-		if mounts == nil {
-			return nil
-		}
-		if _, err := t.exec(ctx, `DELETE FROM pool_mounts WHERE node_id = ?`, nodeID); err != nil {
-			return err
-		}
-		ids := make([]string, len(mounts))
-		for i, m := range mounts {
-			ids[i] = m.PoolID
-		}
-		pools, err := t.poolIDs(ctx, ids)
-		if err != nil {
-			return err
-		}
-		seen := make(map[string]bool, len(mounts))
-		for _, m := range mounts {
-			// A pool deleted while the agent was being asked about it is
-			// simply gone; failing would also throw away the node's status.
-			if !pools[m.PoolID] {
-				continue
-			}
-			if seen[m.PoolID] {
-				return fmt.Errorf("record check of node %s: pool %s reported twice: %w", nodeID, m.PoolID, store.ErrConflict)
-			}
-			seen[m.PoolID] = true
-			_, err := t.exec(ctx, `INSERT INTO pool_mounts (node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
-			if s.isForeignKey(err) {
-				// Only on backends where a concurrent DeletePool can slip
-				// in after poolIDs; the next check records the new truth.
-				return fmt.Errorf("record check of node %s: pool %s: %w", nodeID, m.PoolID, store.ErrNotFound)
-			}
-			if err != nil {
-				return err
-			}
-		}
+	if s.writer != nil {
+		return s.recordGrouped(ctx, &nodeCheck{nodeID: nodeID, st: st, mounts: mounts})
+	}
+	return s.tx(ctx, func(t *txn) error { return t.recordNodeCheck(ctx, nodeID, st, mounts) })
+}
+
+// recordNodeCheck writes one check inside a transaction.
+func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeStatus, mounts []store.PoolMount) error {
+	res, err := t.exec(ctx, `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
+		hostname = ?, agent_version = ? WHERE id = ?`,
+		string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt),
+		st.Hostname, st.AgentVersion, nodeID)
+	if err != nil {
+		return err
+	}
+	if err := mustAffect(res, "node "+nodeID); err != nil {
+		return err
+	}
+	if mounts == nil {
 		return nil
-	})
+	}
+	if _, err := t.exec(ctx, `DELETE FROM pool_mounts WHERE node_id = ?`, nodeID); err != nil {
+		return err
+	}
+	ids := make([]string, len(mounts))
+	for i, m := range mounts {
+		ids[i] = m.PoolID
+	}
+	pools, err := t.poolIDs(ctx, ids)
+	if err != nil {
+		return err
+	}
+	seen := make(map[string]bool, len(mounts))
+	for _, m := range mounts {
+		// A pool deleted while the agent was being asked about it is
+		// simply gone; failing would also throw away the node's status.
+		if !pools[m.PoolID] {
+			continue
+		}
+		if seen[m.PoolID] {
+			return fmt.Errorf("record check of node %s: pool %s reported twice: %w", nodeID, m.PoolID, store.ErrConflict)
+		}
+		seen[m.PoolID] = true
+		_, err := t.exec(ctx, `INSERT INTO pool_mounts (node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
+		if t.s.isForeignKey(err) {
+			// Only on backends where a concurrent DeletePool can slip
+			// in after poolIDs; the next check records the new truth.
+			return fmt.Errorf("record check of node %s: pool %s: %w", nodeID, m.PoolID, store.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetNodeCertificate records the certificate node nodeID's agent holds,

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,9 @@ type Store struct {
 	// writes (thousands of nodes' health checks) one could lose every
 	// retry for busy_timeout and fail with SQLITE_BUSY.
 	writer chan struct{}
+	// checks waiting for a group commit (SQLite; checks.go).
+	checksMu sync.Mutex
+	checks   []*nodeCheck
 }
 
 var _ store.Store = (*Store)(nil)
@@ -101,6 +105,11 @@ func (s *Store) tx(ctx context.Context, fn func(tx *txn) error) error {
 		return err
 	}
 	defer unlock()
+	return s.txLocked(ctx, fn)
+}
+
+// txLocked is tx for a caller that holds the writer's turn.
+func (s *Store) txLocked(ctx context.Context, fn func(tx *txn) error) error {
 	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

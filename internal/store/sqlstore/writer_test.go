@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -58,5 +59,73 @@ func TestSQLiteWriteOutwaitsBusyTimeout(t *testing.T) {
 	}
 	if got.State != store.NodeReady || got.Hostname != "" {
 		t.Errorf("node after both writes: state %s, hostname %q; want READY and the second write's empty hostname", got.State, got.Hostname)
+	}
+}
+
+// TestSQLiteGroupedChecks: health checks queued behind another write are
+// committed together once it ends, each caller learning its own outcome: a
+// check of a node deleted meanwhile fails alone.
+func TestSQLiteGroupedChecks(t *testing.T) {
+	s := openSQLite(t, filepath.Join(t.TempDir(), "quarry.db"))
+	defer s.Close()
+	ctx := context.Background()
+	const nodes = 20
+	for i := range nodes {
+		id := fmt.Sprintf("n%d", i)
+		if err := s.CreateNode(ctx, store.Node{ID: id, Name: id, Address: fmt.Sprintf("10.0.0.%d:9090", i), CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holding, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- s.tx(ctx, func(*txn) error {
+			close(holding)
+			<-release
+			return nil
+		})
+	}()
+	<-holding
+	now := time.Now().Truncate(time.Microsecond)
+	errs := make(chan error, nodes+1)
+	for i := range nodes + 1 {
+		go func() {
+			// n20 does not exist: its check must fail, alone.
+			errs <- s.RecordNodeCheck(ctx, fmt.Sprintf("n%d", i), store.NodeStatus{State: store.NodeReady, StateSince: now, LastCheckedAt: now}, nil)
+		}()
+	}
+	for {
+		s.checksMu.Lock()
+		queued := len(s.checks)
+		s.checksMu.Unlock()
+		if queued == nodes+1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	var notFound int
+	for range nodes + 1 {
+		switch err := <-errs; {
+		case errors.Is(err, store.ErrNotFound):
+			notFound++
+		case err != nil:
+			t.Errorf("a check of an existing node: %v", err)
+		}
+	}
+	if notFound != 1 {
+		t.Errorf("%d checks failed with ErrNotFound, want 1 (the missing node's)", notFound)
+	}
+	for i := range nodes {
+		n, err := s.GetNode(ctx, fmt.Sprintf("n%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.State != store.NodeReady || !n.LastCheckedAt.Equal(now) {
+			t.Errorf("node %s: state %s checked at %v, want READY at %v", n.ID, n.State, n.LastCheckedAt, now)
+		}
 	}
 }
