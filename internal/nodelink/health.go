@@ -16,8 +16,11 @@ import (
 
 // Run checks every node on the interval until ctx is done. A node that fails
 // is retried with capped exponential backoff; a kick checks the nodes it
-// names (or every node) now.
+// names (or every node) now. It returns once its checks have ended.
 func (l *Link) Run(ctx context.Context) {
+	var checks sync.WaitGroup
+	defer checks.Wait()
+	slots := make(chan struct{}, l.cfg.Concurrency)
 	tick := time.NewTimer(0)
 	defer tick.Stop()
 	for {
@@ -28,15 +31,18 @@ func (l *Link) Run(ctx context.Context) {
 		case <-l.kick:
 			l.takeKicks()
 		}
-		l.round(ctx)
+		l.round(ctx, slots, &checks)
 		l.ensureAllInitialized(ctx)
 		tick.Reset(l.untilNextDue())
 	}
 }
 
-// round checks every node that is due, at most Concurrency at a time, and
-// waits for them.
-func (l *Link) round(ctx context.Context) {
+// round starts a check of every node that is due and not being checked,
+// at most len(slots) at a time, and returns once all have started. It does
+// not wait for them to end: a round that did made every node wait for the
+// slowest check of the round before its own, which at thousands of nodes
+// left most of them unchecked for many intervals.
+func (l *Link) round(ctx context.Context, slots chan struct{}, checks *sync.WaitGroup) {
 	nodes, err := l.cfg.Store.ListNodes(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -54,32 +60,58 @@ func (l *Link) round(ctx context.Context) {
 		return
 	}
 	now := l.cfg.Now()
-	sem := make(chan struct{}, l.cfg.Concurrency)
-	var wg sync.WaitGroup
 	for _, n := range nodes {
-		if !l.due(n.ID, now) {
+		st := l.claim(n.ID, now)
+		if st == nil {
 			continue
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			l.unclaim(st)
+			return
+		}
+		checks.Go(func() {
+			defer func() {
+				l.unclaim(st)
+				<-slots
+			}()
 			cctx, cancel := context.WithTimeout(ctx, l.cfg.CheckTimeout)
 			defer cancel()
 			l.check(cctx, n, "interval", pools)
 		})
 	}
-	wg.Wait()
+}
+
+// claim marks the node as being checked by the loop and returns its state
+// when it is due and not being checked already; nil otherwise.
+func (l *Link) claim(nodeID string, now time.Time) *nodeState {
+	st := l.state(nodeID)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st.inflight || st.next.After(now) {
+		return nil
+	}
+	st.inflight = true
+	return st
+}
+
+func (l *Link) unclaim(st *nodeState) {
+	l.mu.Lock()
+	st.inflight = false
+	l.mu.Unlock()
 }
 
 // untilNextDue is how long the loop may sleep before some node is due, at
-// most an interval: new nodes come with a Kick.
+// most an interval: new nodes come with a Kick. A node being checked is
+// due again only once its check has scheduled the next.
 func (l *Link) untilNextDue() time.Duration {
 	wait := l.cfg.Interval
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, s := range l.nodes {
-		if d := s.next.Sub(now); d < wait {
+		if d := s.next.Sub(now); d < wait && !s.inflight {
 			wait = d
 		}
 	}
@@ -239,14 +271,6 @@ type checkError struct {
 
 func (e *checkError) Error() string { return e.reason }
 func (e *checkError) Unwrap() error { return e.err }
-
-// due reports whether the node's next scheduled check has come.
-func (l *Link) due(nodeID string, now time.Time) bool {
-	st := l.state(nodeID)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return !st.next.After(now)
-}
 
 // schedule records a check's outcome (facts is nil when it failed) and
 // returns the time until the node's next check.

@@ -95,6 +95,7 @@ type nodeState struct {
 	checking sync.Mutex // one check of a node at a time
 
 	// Guarded by Link.mu.
+	inflight  bool // the health loop is checking it
 	failures  int
 	next      time.Time // when the next scheduled check is due
 	facts     *agentv1.GetFactsResponse

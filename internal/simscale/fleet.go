@@ -117,6 +117,8 @@ type Node struct {
 	hc     *http.Client
 
 	down     atomic.Bool
+	hung     atomic.Bool
+	held     []net.Conn // accepted while hung, never answered
 	facts    atomic.Int64 // GetFacts calls answered
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -243,10 +245,18 @@ type downListener struct {
 func (l downListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
-		if err != nil || !l.nd.down.Load() {
+		switch {
+		case err != nil:
 			return c, err
+		case l.nd.hung.Load():
+			l.nd.mu.Lock()
+			l.nd.held = append(l.nd.held, c)
+			l.nd.mu.Unlock()
+		case l.nd.down.Load():
+			c.Close()
+		default:
+			return c, nil
 		}
-		c.Close()
 	}
 }
 
@@ -285,10 +295,29 @@ func (nd *Node) Down() {
 	nd.mu.Unlock()
 }
 
+// Hang makes the node a hung agent (a stopped process, a cut network that
+// drops packets): its open connections are closed, and new ones are
+// accepted by the kernel and never answered.
+func (nd *Node) Hang() {
+	nd.hung.Store(true)
+	nd.mu.Lock()
+	for c := range nd.conns {
+		c.Close()
+	}
+	nd.mu.Unlock()
+}
+
 // Up makes the node answer again and tells the control plane, as a
 // restarted agent does (the control plane then checks it at once).
 func (nd *Node) Up(ctx context.Context) error {
 	nd.down.Store(false)
+	nd.hung.Store(false)
+	nd.mu.Lock()
+	for _, c := range nd.held {
+		c.Close()
+	}
+	nd.held = nil
+	nd.mu.Unlock()
 	client := quarryv1connect.NewEnrollmentServiceClient(nd.hc, nd.server)
 	_, err := client.Announce(ctx, connect.NewRequest(&quarryv1.AnnounceRequest{NodeId: nd.ID}))
 	return err
@@ -296,6 +325,12 @@ func (nd *Node) Up(ctx context.Context) error {
 
 // Close stops serving the node.
 func (nd *Node) Close() error {
+	nd.mu.Lock()
+	for _, c := range nd.held {
+		c.Close()
+	}
+	nd.held = nil
+	nd.mu.Unlock()
 	if nd.srv != nil {
 		return nd.srv.Close()
 	}
