@@ -118,7 +118,7 @@ type Node struct {
 
 	down     atomic.Bool
 	hung     atomic.Bool
-	held     []net.Conn // accepted while hung, never answered
+	held     []net.Conn   // accepted while hung, never answered
 	facts    atomic.Int64 // GetFacts calls answered
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}

@@ -133,6 +133,9 @@ type NodeStore interface {
 	GetNode(ctx context.Context, id string) (Node, error)
 	// GetNodeByName returns ErrNotFound when no node has that name.
 	GetNodeByName(ctx context.Context, name string) (Node, error)
+	// GetNodeByAddress returns ErrNotFound when no node has that
+	// management address.
+	GetNodeByAddress(ctx context.Context, address string) (Node, error)
 	// ListNodes returns every node ordered by name.
 	ListNodes(ctx context.Context) ([]Node, error)
 	// UpdateNode renames a node and sets its management address;

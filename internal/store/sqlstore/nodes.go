@@ -119,6 +119,12 @@ func (s *Store) GetNodeByName(ctx context.Context, name string) (store.Node, err
 	return n, notFound(err, fmt.Sprintf("node %q", name))
 }
 
+// GetNodeByAddress returns the node at the management address.
+func (s *Store) GetNodeByAddress(ctx context.Context, address string) (store.Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, s.q(`SELECT `+nodeColumns+` FROM nodes WHERE address = ?`), address))
+	return n, notFound(err, "node at "+address)
+}
+
 // ListNodes returns every node ordered by name.
 func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 	return queryAll(ctx, s.db, s.q(`SELECT `+nodeColumns+` FROM nodes ORDER BY name`), nil, scanNode)
