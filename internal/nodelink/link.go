@@ -216,7 +216,12 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	// silence, give up on the connection when the ping goes unanswered.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout}
 	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr,
-		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address)}
+		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address,
+			// No gzip on the node link: its messages are small, it runs on the
+			// cluster's network, and every client keeps its own pool of
+			// decompressors (tens of KiB per node, hundreds of MiB at
+			// thousands of nodes).
+			connect.WithAcceptCompression("gzip", nil, nil))}
 	l.conns[n.ID] = c
 	return c, nil
 }

@@ -51,6 +51,9 @@ type Fleet struct {
 	mounts  map[string]map[string]bool // node name -> pool paths it mounts
 	markers map[string]string          // pool path -> pool id, once initialized
 	isos    map[string][]*agentv1.IsoFile
+
+	once sync.Once
+	mux  *http.ServeMux
 }
 
 // NewFleet returns an empty fleet whose pools hold isosPerPool ISOs each.
@@ -212,11 +215,8 @@ func (nd *Node) enroll(ctx context.Context, client quarryv1connect.EnrollmentSer
 	roots.AddCert(ca)
 	nd.ID = resp.Msg.GetNodeId()
 	nd.cert = &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
-	path, h := agentv1connect.NewAgentServiceHandler(&agentService{nd: nd})
-	mux := http.NewServeMux()
-	mux.Handle(path, h)
 	nd.srv = &http.Server{
-		Handler:           mux,
+		Handler:           nd.fleet.handler(nd),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		Protocols:         new(http.Protocols),
@@ -344,20 +344,39 @@ func (f *Fleet) Close() {
 	}
 }
 
-// agentService answers the control plane's calls for one node.
+// handler serves nd with the fleet's one agent API handler: a handler per
+// node would keep a pool of gzip compressors per node, gigabytes for the
+// fleet, where a real agent has one.
+func (f *Fleet) handler(nd *Node) http.Handler {
+	f.once.Do(func() {
+		path, h := agentv1connect.NewAgentServiceHandler(agentService{})
+		mux := http.NewServeMux()
+		mux.Handle(path, h)
+		f.mux = mux
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), nodeKey{}, nd)))
+	})
+}
+
+type nodeKey struct{}
+
+// agentService answers the control plane's calls for the node in the
+// request's context.
 type agentService struct {
 	agentv1connect.UnimplementedAgentServiceHandler
-	nd *Node
 }
+
+func node(ctx context.Context) *Node { return ctx.Value(nodeKey{}).(*Node) }
 
 const (
 	simFree  = 3 << 40
 	simTotal = 4 << 40
 )
 
-func (s *agentService) poolFacts(ref *agentv1.PoolRef) *agentv1.PoolFacts {
+func (nd *Node) poolFacts(ref *agentv1.PoolRef) *agentv1.PoolFacts {
 	pf := &agentv1.PoolFacts{Id: ref.GetId()}
-	mounted, marker := s.nd.fleet.mounted(s.nd.Name, ref.GetPath())
+	mounted, marker := nd.fleet.mounted(nd.Name, ref.GetPath())
 	switch {
 	case !mounted:
 		pf.Status, pf.Reason = agentv1.MountStatus_MOUNT_STATUS_MISSING, ref.GetPath()+" does not exist on this node"
@@ -371,35 +390,37 @@ func (s *agentService) poolFacts(ref *agentv1.PoolRef) *agentv1.PoolFacts {
 	return pf
 }
 
-func (s *agentService) GetFacts(_ context.Context, req *connect.Request[agentv1.GetFactsRequest]) (*connect.Response[agentv1.GetFactsResponse], error) {
-	s.nd.facts.Add(1)
-	resp := &agentv1.GetFactsResponse{Hostname: s.nd.Name, Version: "simscale"}
+func (agentService) GetFacts(ctx context.Context, req *connect.Request[agentv1.GetFactsRequest]) (*connect.Response[agentv1.GetFactsResponse], error) {
+	nd := node(ctx)
+	nd.facts.Add(1)
+	resp := &agentv1.GetFactsResponse{Hostname: nd.Name, Version: "simscale"}
 	for _, ref := range req.Msg.GetPools() {
-		resp.Pools = append(resp.Pools, s.poolFacts(ref))
+		resp.Pools = append(resp.Pools, nd.poolFacts(ref))
 	}
 	return connect.NewResponse(resp), nil
 }
 
-func (s *agentService) InitPool(_ context.Context, req *connect.Request[agentv1.InitPoolRequest]) (*connect.Response[agentv1.InitPoolResponse], error) {
-	ref := req.Msg.GetPool()
-	f := s.nd.fleet
+func (agentService) InitPool(ctx context.Context, req *connect.Request[agentv1.InitPoolRequest]) (*connect.Response[agentv1.InitPoolResponse], error) {
+	nd, ref := node(ctx), req.Msg.GetPool()
+	f := nd.fleet
 	f.mu.Lock()
-	if f.mounts[s.nd.Name][ref.GetPath()] && f.markers[ref.GetPath()] == "" {
+	if f.mounts[nd.Name][ref.GetPath()] && f.markers[ref.GetPath()] == "" {
 		f.markers[ref.GetPath()] = ref.GetId()
 	}
 	f.mu.Unlock()
-	return connect.NewResponse(&agentv1.InitPoolResponse{Pool: s.poolFacts(ref)}), nil
+	return connect.NewResponse(&agentv1.InitPoolResponse{Pool: nd.poolFacts(ref)}), nil
 }
 
 // listBatch is the real agent's batch size for ISO listings.
 const listBatch = 512
 
-func (s *agentService) ListISOs(_ context.Context, req *connect.Request[agentv1.ListISOsRequest], stream *connect.ServerStream[agentv1.ListISOsResponse]) error {
-	pf := s.poolFacts(req.Msg.GetPool())
+func (agentService) ListISOs(ctx context.Context, req *connect.Request[agentv1.ListISOsRequest], stream *connect.ServerStream[agentv1.ListISOsResponse]) error {
+	nd := node(ctx)
+	pf := nd.poolFacts(req.Msg.GetPool())
 	if !pf.GetMounted() {
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New(pf.GetReason()))
 	}
-	files := s.nd.fleet.files(req.Msg.GetPool().GetPath())
+	files := nd.fleet.files(req.Msg.GetPool().GetPath())
 	for len(files) > 0 {
 		n := min(len(files), listBatch)
 		if err := stream.Send(&agentv1.ListISOsResponse{Files: files[:n]}); err != nil {
@@ -412,7 +433,7 @@ func (s *agentService) ListISOs(_ context.Context, req *connect.Request[agentv1.
 
 // WatchPools says the watch is in place, as the real agent does, and then
 // holds the stream open: nothing changes on a simulated disk.
-func (s *agentService) WatchPools(ctx context.Context, _ *connect.Request[agentv1.WatchPoolsRequest], stream *connect.ServerStream[agentv1.WatchPoolsResponse]) error {
+func (agentService) WatchPools(ctx context.Context, _ *connect.Request[agentv1.WatchPoolsRequest], stream *connect.ServerStream[agentv1.WatchPoolsResponse]) error {
 	if err := stream.Send(&agentv1.WatchPoolsResponse{}); err != nil {
 		return err
 	}
