@@ -101,11 +101,28 @@ func (l *Link) CheckPoolNodes(ctx context.Context, pool store.Pool) {
 // initOrder lists the nodes allowed to initialize the pool, in the order
 // placement gives.
 func (l *Link) initOrder(ctx context.Context, pool store.Pool) ([]store.Node, error) {
-	all, err := l.cfg.Store.ListNodes(ctx)
-	if err != nil {
-		return nil, err
+	if len(pool.AssignedNodeIDs) == 0 {
+		all, err := l.cfg.Store.ListNodes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return placement.Initializers(pool, all), nil
 	}
-	return placement.Initializers(pool, all), nil
+	// Only the assigned nodes may initialize it: looked up one by one,
+	// not by listing thousands of nodes for every pool created (under
+	// initMu, which made creating pools one at a time).
+	nodes := make([]store.Node, 0, len(pool.AssignedNodeIDs))
+	for _, id := range pool.AssignedNodeIDs {
+		n, err := l.cfg.Store.GetNode(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, n)
+	}
+	return placement.Initializers(pool, nodes), nil
 }
 
 // poolFacts is what the node said about the pool at its last successful
