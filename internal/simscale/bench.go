@@ -119,7 +119,8 @@ type Result struct {
 // simulated agents, measures, and tears the fleet down.
 func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 	cfg.Defaults()
-	b := &bench{t: t, cfg: cfg, r: &Result{Nodes: cfg.Nodes, Pools: cfg.Pools}, fleet: NewFleet(cfg.ISOsPerPool)}
+	b := &bench{t: t, cfg: cfg, r: &Result{Nodes: cfg.Nodes, Pools: cfg.Pools}, fleet: NewFleet(cfg.ISOsPerPool),
+		states: map[string]quarryv1.NodeState{}}
 	hc := &http.Client{Transport: &auth.Transport{Token: t.AdminToken, Base: &http.Transport{MaxIdleConnsPerHost: 2 * cfg.Clients}}}
 	b.nodes = quarryv1connect.NewNodeServiceClient(hc, t.URL)
 	b.pools = quarryv1connect.NewStoragePoolServiceClient(hc, t.URL)
@@ -147,6 +148,7 @@ type bench struct {
 	poolIDs []string
 	mu      sync.Mutex
 	stale   time.Duration
+	states  map[string]quarryv1.NodeState // as sampleStates last saw them
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -208,7 +210,7 @@ func (b *bench) run(ctx context.Context) error {
 	t0 := time.Now()
 	sctx, stopSampling := context.WithCancel(ctx)
 	var sampling sync.WaitGroup
-	sampling.Go(func() { b.sampleFreshness(sctx) })
+	sampling.Go(func() { b.sampleStates(sctx) })
 	var load sync.WaitGroup
 	var loadErr error
 	load.Go(func() { loadErr = b.listLoad(ctx) })
@@ -491,52 +493,53 @@ func (b *bench) flap(ctx context.Context) error {
 	return firstError
 }
 
-// waitState polls the node until the API shows state and returns when it
-// did; an error past deadline.
+// waitState waits until the node list sampleStates keeps shows the node in
+// state and returns when it did; an error past deadline. One listing serves
+// every flapping node: asking for each node over and over would load the
+// control plane more than the flapping itself.
 func (b *bench) waitState(ctx context.Context, id string, state quarryv1.NodeState, deadline time.Time) (time.Time, error) {
 	start := time.Now()
 	for {
-		resp, err := b.nodes.GetNode(ctx, connect.NewRequest(&quarryv1.GetNodeRequest{Id: id}))
-		if err != nil {
-			return time.Time{}, fmt.Errorf("getting node %s: %w", id, err)
-		}
-		if resp.Msg.GetNode().GetState() == state {
+		b.mu.Lock()
+		got := b.states[id]
+		b.mu.Unlock()
+		if got == state {
 			return time.Now(), nil
 		}
 		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("node %s (%s) still %v, not %v, after %v", resp.Msg.GetNode().GetName(), id,
-				resp.Msg.GetNode().GetState(), state, time.Since(start).Round(time.Millisecond))
+			return time.Time{}, fmt.Errorf("node %s still %v, not %v, after %v", id, got, state, time.Since(start).Round(time.Millisecond))
 		}
 		select {
 		case <-ctx.Done():
 			return time.Time{}, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
-// sampleFreshness lists the nodes every health interval and keeps the age
-// of the oldest check of a READY node.
-func (b *bench) sampleFreshness(ctx context.Context) {
-	t := time.NewTicker(b.cfg.HealthInterval)
+// sampleStates lists the nodes every tenth of a health interval, keeps
+// each node's state for waitState, and the age of the oldest check of a
+// READY node.
+func (b *bench) sampleStates(ctx context.Context) {
+	t := time.NewTicker(b.cfg.HealthInterval / 10)
 	defer t.Stop()
 	for {
+		resp, err := b.nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
+		if err == nil {
+			now := time.Now()
+			b.mu.Lock()
+			for _, n := range resp.Msg.GetNodes() {
+				b.states[n.GetId()] = n.GetState()
+				if n.GetState() == quarryv1.NodeState_NODE_STATE_READY && n.GetLastCheckedAt() != nil {
+					b.stale = max(b.stale, now.Sub(n.GetLastCheckedAt().AsTime()))
+				}
+			}
+			b.mu.Unlock()
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		resp, err := b.nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
-		if err != nil {
-			continue
-		}
-		now := time.Now()
-		for _, n := range resp.Msg.GetNodes() {
-			if n.GetState() == quarryv1.NodeState_NODE_STATE_READY && n.GetLastCheckedAt() != nil {
-				b.mu.Lock()
-				b.stale = max(b.stale, now.Sub(n.GetLastCheckedAt().AsTime()))
-				b.mu.Unlock()
-			}
 		}
 	}
 }
