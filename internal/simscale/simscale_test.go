@@ -36,6 +36,9 @@ func TestSmallCluster(t *testing.T) {
 	if r.Images != 80 || r.FullListImages != 80 {
 		t.Errorf("%d images listed, want 8 pools × 10", r.Images)
 	}
+	if r.ListErrors != 0 || r.FlapLost != 0 {
+		t.Errorf("%d list requests failed, %d flaps never shown", r.ListErrors, r.FlapLost)
+	}
 	if r.Flaps != 2 {
 		t.Errorf("%d flaps, want 2", r.Flaps)
 	}
