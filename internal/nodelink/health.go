@@ -20,7 +20,7 @@ import (
 func (l *Link) Run(ctx context.Context) {
 	var checks sync.WaitGroup
 	defer checks.Wait()
-	slots := make(chan struct{}, l.cfg.Concurrency)
+	var slots chan struct{}
 	tick := time.NewTimer(0)
 	defer tick.Stop()
 	for {
@@ -31,7 +31,7 @@ func (l *Link) Run(ctx context.Context) {
 		case <-l.kick:
 			l.takeKicks()
 		}
-		l.round(ctx, slots, &checks)
+		l.round(ctx, &slots, &checks)
 		l.ensureAllInitialized(ctx)
 		tick.Reset(l.untilNextDue())
 	}
@@ -42,7 +42,7 @@ func (l *Link) Run(ctx context.Context) {
 // not wait for them to end: a round that did made every node wait for the
 // slowest check of the round before its own, which at thousands of nodes
 // left most of them unchecked for many intervals.
-func (l *Link) round(ctx context.Context, slots chan struct{}, checks *sync.WaitGroup) {
+func (l *Link) round(ctx context.Context, slotsp *chan struct{}, checks *sync.WaitGroup) {
 	nodes, err := l.cfg.Store.ListNodes(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -59,6 +59,13 @@ func (l *Link) round(ctx context.Context, slots chan struct{}, checks *sync.Wait
 		}
 		return
 	}
+	// Checks in flight grow with the cluster: a fixed number of them can
+	// check only so many nodes per interval however fast each check is.
+	// Checks started by earlier rounds keep their own slots.
+	if want := checkSlots(len(nodes), l.cfg.Concurrency); cap(*slotsp) != want {
+		*slotsp = make(chan struct{}, want)
+	}
+	slots := *slotsp
 	now := l.cfg.Now()
 	for _, n := range nodes {
 		st := l.claim(n.ID, now)
@@ -81,6 +88,15 @@ func (l *Link) round(ctx context.Context, slots chan struct{}, checks *sync.Wait
 			l.check(cctx, n, "interval", pools)
 		})
 	}
+}
+
+// maxCheckSlots bounds the checks in flight however large the cluster.
+const maxCheckSlots = 128
+
+// checkSlots is how many checks of nodes nodes may be in flight: least at
+// least, one per 50 nodes, at most maxCheckSlots.
+func checkSlots(nodes, least int) int {
+	return max(least, min(nodes/50, maxCheckSlots))
 }
 
 // claim marks the node as being checked by the loop and returns its state

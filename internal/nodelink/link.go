@@ -46,7 +46,8 @@ type Config struct {
 	CheckTimeout time.Duration
 	// ConnectTimeout bounds a lazy connection (default 2 s).
 	ConnectTimeout time.Duration
-	// Concurrency bounds checks in flight (default 8).
+	// Concurrency is the least number of checks in flight (default 8);
+	// the health loop allows one per 50 nodes, up to 128, beyond it.
 	Concurrency int
 	// Issuer is the control plane's CA: it makes the TLS configuration
 	// every node is dialed with and signs renewed agent certificates.

@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/nodelink"
 	"github.com/quarry-project/quarry/internal/quarrytest"
 	"github.com/quarry-project/quarry/internal/simscale"
 )
@@ -54,4 +55,14 @@ func TestHungNodeHoldsNoOneBack(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestCheckSlotsGrowWithTheCluster(t *testing.T) {
+	for _, tt := range []struct{ nodes, least, want int }{
+		{0, 8, 8}, {100, 8, 8}, {1000, 8, 20}, {5000, 8, 100}, {50000, 8, 128}, {50000, 200, 200},
+	} {
+		if got := nodelink.CheckSlots(tt.nodes, tt.least); got != tt.want {
+			t.Errorf("checkSlots(%d, %d) = %d, want %d", tt.nodes, tt.least, got, tt.want)
+		}
+	}
 }
