@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/quarry-project/quarry/internal/cli.Version=$(VERSION)
 # loaded machine without any failing input (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 50000x
 
-.PHONY: all build run test check fuzz web web-test bench-discovery bench-download bench-upload bench-copy generate tools lint clean
+.PHONY: all build run test check fuzz web web-test bench-discovery bench-download bench-upload bench-copy bench-scale generate tools lint clean
 
 all: build
 
@@ -71,6 +71,15 @@ bench-download:
 # peak RSS, bytes sent twice after an interrupt.
 bench-upload:
 	QUARRY_BENCH=1 $(GO) test -count=1 -run '^TestBenchmarkUpload$$' -v -timeout 20m ./internal/e2e
+
+# Cluster-scale figures: one quarry server process (SQLite, then PostgreSQL)
+# against 5,000 simulated agents (cmd/quarry-simscale, not shipped) with
+# 1,000 pools and 100,000 ISOs. More flags in SCALE_ARGS, e.g.
+# make bench-scale SCALE_ARGS='--stores sqlite --nodes 1000'.
+SCALE_ARGS ?=
+bench-scale: build
+	$(GO) build -o bin/quarry-simscale ./cmd/quarry-simscale
+	bin/quarry-simscale --quarry $(BIN) $(SCALE_ARGS)
 
 # Regenerate Go code from proto/ with local plugins only (`make tools` once).
 generate:

@@ -21,23 +21,25 @@ type snapshot struct {
 	pool   map[string]store.Pool
 }
 
-func loadSnapshot(ctx context.Context, st store.Store) (*snapshot, error) {
+// loadSnapshot reads the nodes, the pools and the mounts of the pools with
+// poolIDs (none given: of every pool).
+func loadSnapshot(ctx context.Context, st store.Store, poolIDs ...string) (*snapshot, error) {
 	nodes, err := st.ListNodes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return loadSnapshotOf(ctx, st, nodes)
+	return loadSnapshotOf(ctx, st, nodes, poolIDs...)
 }
 
 // loadSnapshotOf is loadSnapshot of some nodes only (a page of them): enough
 // for their views, not for a pool's.
-func loadSnapshotOf(ctx context.Context, st store.Store, nodes []store.Node) (*snapshot, error) {
+func loadSnapshotOf(ctx context.Context, st store.Store, nodes []store.Node, poolIDs ...string) (*snapshot, error) {
 	s := &snapshot{nodes: nodes, node: map[string]store.Node{}, pool: map[string]store.Pool{}}
 	var err error
 	if s.pools, err = st.ListPools(ctx); err != nil {
 		return nil, err
 	}
-	if s.mounts, err = st.ListPoolMounts(ctx); err != nil {
+	if s.mounts, err = st.ListPoolMounts(ctx, poolIDs...); err != nil {
 		return nil, err
 	}
 	for _, n := range s.nodes {

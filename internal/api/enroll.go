@@ -106,7 +106,7 @@ func (s *EnrollmentService) Enroll(ctx context.Context, req *connect.Request[qua
 	}
 	s.Logger.InfoContext(ctx, "agent enrolled", "node", n.Name, "node_id", n.ID, "address", n.Address,
 		"registered", create, "token", tok.ID, "serial", pki.Serial(cert), "expires", cert.NotAfter.UTC().Format(time.RFC3339))
-	s.Link.Kick()
+	s.Link.Kick(n.ID)
 	return connect.NewResponse(&quarryv1.EnrollResponse{
 		NodeId:         n.ID,
 		CertificatePem: string(pki.EncodeCert(cert)),

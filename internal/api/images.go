@@ -94,7 +94,21 @@ func imageView(im store.Image, poolName string) *quarryv1.Image {
 	return v
 }
 
-func (s *ImageService) poolNames(ctx context.Context) (map[string]string, error) {
+// poolNames maps pool ids to names: of the pool with id only when one is
+// given (a pool missing from the map does not exist), else of every pool.
+// Listing a thousand pools with their assignments for every request of one
+// pool's images cost more than the images.
+func (s *ImageService) poolNames(ctx context.Context, id ...string) (map[string]string, error) {
+	if len(id) == 1 && id[0] != "" {
+		p, err := s.Store.GetPool(ctx, id[0])
+		if errors.Is(err, store.ErrNotFound) {
+			return map[string]string{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{p.ID: p.Name}, nil
+	}
 	pools, err := s.Store.ListPools(ctx)
 	if err != nil {
 		return nil, err
@@ -119,7 +133,7 @@ func (s *ImageService) ListImages(ctx context.Context, req *connect.Request[quar
 			return nil, toConnect(ctx, s.Logger, invalidf("image state %v is not known", st))
 		}
 	}
-	names, err := s.poolNames(ctx)
+	names, err := s.poolNames(ctx, f.PoolID)
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}

@@ -133,7 +133,7 @@ func (s *PoolService) initialize(ctx context.Context, p store.Pool) {
 		s.Logger.InfoContext(ctx, "pool not initialized yet; will retry", "pool", p.Name, "err", err)
 	}
 	s.Link.CheckPoolNodes(ctx, p)
-	s.Link.Kick()
+	s.Link.KickPool(p)
 }
 
 func (s *PoolService) ListPools(ctx context.Context, _ *connect.Request[quarryv1.ListPoolsRequest]) (*connect.Response[quarryv1.ListPoolsResponse], error) {
@@ -226,7 +226,7 @@ func (s *PoolService) view(ctx context.Context, id string) (*quarryv1.StoragePoo
 	if err != nil {
 		return nil, err
 	}
-	snap, err := loadSnapshot(ctx, s.Store)
+	snap, err := loadSnapshot(ctx, s.Store, p.ID)
 	if err != nil {
 		return nil, err
 	}

@@ -190,7 +190,13 @@ func TestPlacementScenarios(t *testing.T) {
 	shared := c.createPool(t, "isos", "/srv/nfs/isos", true, "n1")
 	unassigned := c.createPool(t, "unassigned", "/srv/unassigned", false)
 	nowhere := c.createPool(t, "nowhere", "/srv/nowhere", false, "n3")
-	c.waitMounts(t, local.GetId(), map[string]bool{"n1": true, "n2": false, "n3": false})
+	// A local pool is asked of its assigned nodes only: the others may
+	// never use it (health checks would otherwise cost nodes × pools).
+	for _, m := range c.waitMounts(t, local.GetId(), map[string]bool{"n1": true}).GetNodes() {
+		if m.GetNodeName() != "n1" && m.GetCheckedAt() != nil {
+			t.Errorf("pool local: node %s, not assigned, reported on it: mounted=%v %q", m.GetNodeName(), m.GetMounted(), m.GetReason())
+		}
+	}
 	c.waitMounts(t, shared.GetId(), map[string]bool{"n1": true, "n2": true, "n3": false})
 	c.waitMounts(t, unassigned.GetId(), map[string]bool{"n1": false, "n2": true, "n3": false})
 

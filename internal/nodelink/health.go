@@ -10,12 +10,17 @@ import (
 	"connectrpc.com/connect"
 
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
+	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
 // Run checks every node on the interval until ctx is done. A node that fails
-// is retried with capped exponential backoff; a kick checks everyone now.
+// is retried with capped exponential backoff; a kick checks the nodes it
+// names (or every node) now. It returns once its checks have ended.
 func (l *Link) Run(ctx context.Context) {
+	var checks sync.WaitGroup
+	defer checks.Wait()
+	var slots chan struct{}
 	tick := time.NewTimer(0)
 	defer tick.Stop()
 	for {
@@ -24,21 +29,20 @@ func (l *Link) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 		case <-l.kick:
-			l.mu.Lock()
-			for _, s := range l.nodes {
-				s.next = time.Time{}
-			}
-			l.mu.Unlock()
+			l.takeKicks()
 		}
-		l.round(ctx)
+		l.round(ctx, &slots, &checks)
 		l.ensureAllInitialized(ctx)
 		tick.Reset(l.untilNextDue())
 	}
 }
 
-// round checks every node that is due, at most Concurrency at a time, and
-// waits for them.
-func (l *Link) round(ctx context.Context) {
+// round starts a check of every node that is due and not being checked,
+// at most len(slots) at a time, and returns once all have started. It does
+// not wait for them to end: a round that did made every node wait for the
+// slowest check of the round before its own, which at thousands of nodes
+// left most of them unchecked for many intervals.
+func (l *Link) round(ctx context.Context, slotsp *chan struct{}, checks *sync.WaitGroup) {
 	nodes, err := l.cfg.Store.ListNodes(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -46,33 +50,84 @@ func (l *Link) round(ctx context.Context) {
 		}
 		return
 	}
+	// One listing of the pools serves the whole round: read per check, it
+	// cost nodes × pools rows every interval.
+	pools, err := l.cfg.Store.ListPools(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Warn("listing pools for health checks failed", "err", err)
+		}
+		return
+	}
+	// Checks in flight grow with the cluster: a fixed number of them can
+	// check only so many nodes per interval however fast each check is.
+	// Checks started by earlier rounds keep their own slots.
+	if want := checkSlots(len(nodes), l.cfg.Concurrency); cap(*slotsp) != want {
+		*slotsp = make(chan struct{}, want)
+	}
+	slots := *slotsp
 	now := l.cfg.Now()
-	sem := make(chan struct{}, l.cfg.Concurrency)
-	var wg sync.WaitGroup
 	for _, n := range nodes {
-		if !l.due(n.ID, now) {
+		st := l.claim(n.ID, now)
+		if st == nil {
 			continue
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			l.unclaim(st)
+			return
+		}
+		checks.Go(func() {
+			defer func() {
+				l.unclaim(st)
+				<-slots
+			}()
 			cctx, cancel := context.WithTimeout(ctx, l.cfg.CheckTimeout)
 			defer cancel()
-			l.check(cctx, n, "interval")
+			l.check(cctx, n, "interval", pools)
 		})
 	}
-	wg.Wait()
+}
+
+// maxCheckSlots bounds the checks in flight however large the cluster.
+const maxCheckSlots = 128
+
+// checkSlots is how many checks of nodes nodes may be in flight: least at
+// least, one per 50 nodes, at most maxCheckSlots.
+func checkSlots(nodes, least int) int {
+	return max(least, min(nodes/50, maxCheckSlots))
+}
+
+// claim marks the node as being checked by the loop and returns its state
+// when it is due and not being checked already; nil otherwise.
+func (l *Link) claim(nodeID string, now time.Time) *nodeState {
+	st := l.state(nodeID)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st.inflight || st.next.After(now) {
+		return nil
+	}
+	st.inflight = true
+	return st
+}
+
+func (l *Link) unclaim(st *nodeState) {
+	l.mu.Lock()
+	st.inflight = false
+	l.mu.Unlock()
 }
 
 // untilNextDue is how long the loop may sleep before some node is due, at
-// most an interval: new nodes come with a Kick.
+// most an interval: new nodes come with a Kick. A node being checked is
+// due again only once its check has scheduled the next.
 func (l *Link) untilNextDue() time.Duration {
 	wait := l.cfg.Interval
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, s := range l.nodes {
-		if d := s.next.Sub(now); d < wait {
+		if d := s.next.Sub(now); d < wait && !s.inflight {
 			wait = d
 		}
 	}
@@ -108,13 +163,14 @@ func (l *Link) Announced(ctx context.Context, nodeID string) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, l.cfg.CheckTimeout)
 	defer cancel()
-	_, _, err = l.check(cctx, n, "announced")
+	_, _, err = l.check(cctx, n, "announced", nil)
 	return err
 }
 
-// check asks one agent for its facts, stores the outcome and schedules the
-// next check. It returns the node as stored and, on success, its mounts.
-func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node, []store.PoolMount, error) {
+// check asks one agent for its facts about pools (nil: every pool in the
+// store), stores the outcome and schedules the next check. It returns the
+// node as stored and, on success, its mounts.
+func (l *Link) check(ctx context.Context, n store.Node, why string, pools []store.Pool) (store.Node, []store.PoolMount, error) {
 	st := l.state(n.ID)
 	st.checking.Lock()
 	defer st.checking.Unlock()
@@ -127,13 +183,19 @@ func (l *Link) check(ctx context.Context, n store.Node, why string) (store.Node,
 	if err != nil {
 		return n, nil, err
 	}
-	pools, err := l.cfg.Store.ListPools(ctx)
-	if err != nil {
-		return n, nil, err
+	if pools == nil {
+		if pools, err = l.cfg.Store.ListPools(ctx); err != nil {
+			return n, nil, err
+		}
 	}
 	req := &agentv1.GetFactsRequest{}
 	for _, p := range pools {
-		req.Pools = append(req.Pools, poolRef(p))
+		// Not the pools the node may never work on: with every node asked
+		// about every pool, checks, stored mounts and the link's memory grew
+		// with nodes × pools.
+		if placement.MayUse(p, n.ID) {
+			req.Pools = append(req.Pools, poolRef(p))
+		}
 	}
 	start := l.cfg.Now()
 	resp, callErr := c.client.GetFacts(ctx, connect.NewRequest(req))
@@ -225,14 +287,6 @@ type checkError struct {
 
 func (e *checkError) Error() string { return e.reason }
 func (e *checkError) Unwrap() error { return e.err }
-
-// due reports whether the node's next scheduled check has come.
-func (l *Link) due(nodeID string, now time.Time) bool {
-	st := l.state(nodeID)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return !st.next.After(now)
-}
 
 // schedule records a check's outcome (facts is nil when it failed) and
 // returns the time until the node's next check.

@@ -46,7 +46,8 @@ type Config struct {
 	CheckTimeout time.Duration
 	// ConnectTimeout bounds a lazy connection (default 2 s).
 	ConnectTimeout time.Duration
-	// Concurrency bounds checks in flight (default 8).
+	// Concurrency is the least number of checks in flight (default 8);
+	// the health loop allows one per 50 nodes, up to 128, beyond it.
 	Concurrency int
 	// Issuer is the control plane's CA: it makes the TLS configuration
 	// every node is dialed with and signs renewed agent certificates.
@@ -82,6 +83,10 @@ type Link struct {
 	conns map[string]*conn      // by node id
 	nodes map[string]*nodeState // by node id
 	kick  chan struct{}
+	// What the next kick checks now (guarded by mu): every node, or the
+	// nodes named.
+	kickAll bool
+	kicked  map[string]bool
 
 	initMu sync.Mutex // one pool initialization at a time
 }
@@ -91,6 +96,7 @@ type nodeState struct {
 	checking sync.Mutex // one check of a node at a time
 
 	// Guarded by Link.mu.
+	inflight  bool // the health loop is checking it
 	failures  int
 	next      time.Time // when the next scheduled check is due
 	facts     *agentv1.GetFactsResponse
@@ -127,6 +133,7 @@ func New(cfg Config) *Link {
 		conns:   map[string]*conn{},
 		nodes:   map[string]*nodeState{},
 		kick:    make(chan struct{}, 1),
+		kicked:  map[string]bool{},
 	}
 }
 
@@ -210,7 +217,12 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	// silence, give up on the connection when the ping goes unanswered.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout}
 	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr,
-		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address)}
+		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address,
+			// No gzip on the node link: its messages are small, it runs on the
+			// cluster's network, and every client keeps its own pool of
+			// decompressors (tens of KiB per node, hundreds of MiB at
+			// thousands of nodes).
+			connect.WithAcceptCompression("gzip", nil, nil))}
 	l.conns[n.ID] = c
 	return c, nil
 }
@@ -230,26 +242,67 @@ func (l *Link) state(nodeID string) *nodeState {
 // returns its fresh record and pool mounts. Operations call it when they need
 // a node that is not READY instead of failing or waiting for the next check.
 func (l *Link) Connect(ctx context.Context, nodeID string) (store.Node, []store.PoolMount, error) {
+	return l.connect(ctx, nodeID, nil)
+}
+
+// connect is Connect asking about pools (nil: every pool in the store).
+func (l *Link) connect(ctx context.Context, nodeID string, pools []store.Pool) (store.Node, []store.PoolMount, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.ConnectTimeout)
 	defer cancel()
 	n, err := l.cfg.Store.GetNode(ctx, nodeID)
 	if err != nil {
 		return store.Node{}, nil, err
 	}
-	n, mounts, err := l.check(ctx, n, "connect")
+	n, mounts, err := l.check(ctx, n, "connect", pools)
 	if err != nil {
 		return n, nil, err
 	}
 	return n, mounts, nil
 }
 
-// Kick asks the health loop to check every node now, for example after a
-// pool was created so that every node reports on it.
-func (l *Link) Kick() {
+// Kick asks the health loop to check the given nodes now, or every node
+// when none is given (a new shared pool, which every node must report on).
+// Kicking one node does not make the loop check all of them: with
+// thousands of nodes, a full round per enrollment made enrolling them all
+// cost nodes² checks.
+func (l *Link) Kick(nodeIDs ...string) {
+	l.mu.Lock()
+	if len(nodeIDs) == 0 {
+		l.kickAll = true
+	}
+	for _, id := range nodeIDs {
+		l.kicked[id] = true
+	}
+	l.mu.Unlock()
 	select {
 	case l.kick <- struct{}{}:
 	default:
 	}
+}
+
+// KickPool asks the health loop to check now the nodes that may work on
+// the pool (placement.MayUse): its assigned nodes, or every node when it
+// is shared or has none assigned.
+func (l *Link) KickPool(pool store.Pool) {
+	if pool.Shared || len(pool.AssignedNodeIDs) == 0 {
+		l.Kick()
+		return
+	}
+	l.Kick(pool.AssignedNodeIDs...)
+}
+
+// takeKicks makes the kicked nodes due now and forgets the kicks.
+func (l *Link) takeKicks() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, s := range l.nodes {
+		if l.kickAll || l.kicked[id] {
+			s.next = time.Time{}
+		}
+	}
+	// A kicked node the loop has not met yet is due anyway.
+	l.kickAll = false
+	clear(l.kicked)
 }
 
 // Forget drops what the link remembers of a deleted node.

@@ -78,13 +78,19 @@ func (l *Link) CheckPoolNodes(ctx context.Context, pool store.Pool) {
 	if err != nil {
 		return
 	}
+	// Listed once for all the checks: a shared pool may have hundreds of
+	// nodes.
+	pools, err := l.cfg.Store.ListPools(ctx)
+	if err != nil {
+		return
+	}
 	sem := make(chan struct{}, l.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if _, _, err := l.Connect(ctx, n.ID); err != nil {
+			if _, _, err := l.connect(ctx, n.ID, pools); err != nil {
 				l.log.Debug("checking a node of a pool failed", "pool", pool.Name, "node", n.Name, "err", err)
 			}
 		})
@@ -95,11 +101,28 @@ func (l *Link) CheckPoolNodes(ctx context.Context, pool store.Pool) {
 // initOrder lists the nodes allowed to initialize the pool, in the order
 // placement gives.
 func (l *Link) initOrder(ctx context.Context, pool store.Pool) ([]store.Node, error) {
-	all, err := l.cfg.Store.ListNodes(ctx)
-	if err != nil {
-		return nil, err
+	if len(pool.AssignedNodeIDs) == 0 {
+		all, err := l.cfg.Store.ListNodes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return placement.Initializers(pool, all), nil
 	}
-	return placement.Initializers(pool, all), nil
+	// Only the assigned nodes may initialize it: looked up one by one,
+	// not by listing thousands of nodes for every pool created (under
+	// initMu, which made creating pools one at a time).
+	nodes := make([]store.Node, 0, len(pool.AssignedNodeIDs))
+	for _, id := range pool.AssignedNodeIDs {
+		n, err := l.cfg.Store.GetNode(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, n)
+	}
+	return placement.Initializers(pool, nodes), nil
 }
 
 // poolFacts is what the node said about the pool at its last successful
@@ -136,8 +159,9 @@ func (l *Link) markInitialized(ctx context.Context, pool store.Pool, n store.Nod
 	if err != nil && !errors.Is(err, store.ErrConflict) {
 		return err
 	}
-	// Every node should now re-check the pool, the initializer included.
-	l.Kick()
+	// Every node that may use the pool should now re-check it, the
+	// initializer included.
+	l.KickPool(pool)
 	return nil
 }
 

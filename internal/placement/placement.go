@@ -148,7 +148,9 @@ func (c *Chooser) choose(ctx context.Context, poolID string, need Need, dial boo
 	if err != nil {
 		return nil, err
 	}
-	mounts, err := c.Store.ListPoolMounts(ctx)
+	// Only this pool's: every node's view of every pool is nodes × pools
+	// rows, read for every scan, download and upload.
+	mounts, err := c.Store.ListPoolMounts(ctx, pool.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +202,7 @@ func classify(pool store.Pool, nodes []store.Node, mounts []store.PoolMount, ch 
 		_, assigned := position[n.ID]
 		cand := Candidate{Node: n, Assigned: assigned, Mount: byNode[n.ID]}
 		switch {
-		case anyAssigned && !assigned && !pool.Shared:
+		case !MayUse(pool, n.ID):
 			cand.Reason = "not assigned to the pool, and the pool is not shared"
 			ch.Rejected = append(ch.Rejected, cand)
 		case n.State != store.NodeReady && !assigned:
@@ -379,6 +381,15 @@ func Initializers(pool store.Pool, nodes []store.Node) []store.Node {
 		_, assigned := position[n.ID]
 		return !assigned
 	})
+}
+
+// MayUse reports whether node nodeID may ever work on the pool: always for a
+// shared pool or one with no assigned nodes (through any node that mounts
+// it), otherwise only when the pool lists the node. The node link asks a
+// node about these pools only, so a check costs what the node may use, not
+// the size of the whole cluster.
+func MayUse(pool store.Pool, nodeID string) bool {
+	return pool.Shared || len(pool.AssignedNodeIDs) == 0 || slices.Contains(pool.AssignedNodeIDs, nodeID)
 }
 
 // assignment maps the pool's assigned node ids to their place in its order.

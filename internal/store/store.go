@@ -144,6 +144,9 @@ type NodeStore interface {
 	GetNode(ctx context.Context, id string) (Node, error)
 	// GetNodeByName returns ErrNotFound when no node has that name.
 	GetNodeByName(ctx context.Context, name string) (Node, error)
+	// GetNodeByAddress returns ErrNotFound when no node has that
+	// management address.
+	GetNodeByAddress(ctx context.Context, address string) (Node, error)
 	// ListNodes returns every node ordered by name.
 	ListNodes(ctx context.Context) ([]Node, error)
 	// ListNodesPage returns one page of the nodes matching f, ordered by
@@ -187,7 +190,7 @@ type PoolStore interface {
 	// ErrInUse while images remain in it or a job in it is active.
 	DeletePool(ctx context.Context, id string) error
 
-	// ListPoolMounts returns every node's view of every pool, ordered by
-	// pool then node.
-	ListPoolMounts(ctx context.Context) ([]PoolMount, error)
+	// ListPoolMounts returns every node's view of the pools with poolIDs
+	// (none given: of every pool), ordered by pool then node.
+	ListPoolMounts(ctx context.Context, poolIDs ...string) ([]PoolMount, error)
 }

@@ -119,6 +119,12 @@ func (s *Store) GetNodeByName(ctx context.Context, name string) (store.Node, err
 	return n, notFound(err, fmt.Sprintf("node %q", name))
 }
 
+// GetNodeByAddress returns the node at the management address.
+func (s *Store) GetNodeByAddress(ctx context.Context, address string) (store.Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, s.q(`SELECT `+nodeColumns+` FROM nodes WHERE address = ?`), address))
+	return n, notFound(err, "node at "+address)
+}
+
 // ListNodes returns every node ordered by name.
 func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 	return queryAll(ctx, s.db, s.q(`SELECT `+nodeColumns+` FROM nodes ORDER BY name`), nil, scanNode)
@@ -197,59 +203,70 @@ func (t *txn) poolsAssignedTo(ctx context.Context, id string) ([]string, error) 
 	return names, rows.Err()
 }
 
-// RecordNodeCheck stores one health check's outcome.
+// RecordNodeCheck stores one health check's outcome. On SQLite, checks that
+// arrive while another write runs are committed together (checks.go).
 func (s *Store) RecordNodeCheck(ctx context.Context, nodeID string, st store.NodeStatus, mounts []store.PoolMount) error {
 	for _, m := range mounts {
 		if m.NodeID != "" && m.NodeID != nodeID {
 			return fmt.Errorf("record check of node %s: mount of pool %s belongs to node %s", nodeID, m.PoolID, m.NodeID)
 		}
 	}
-	return s.tx(ctx, func(t *txn) error {
-		res, err := t.exec(ctx, `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
-			hostname = ?, agent_version = ? WHERE id = ?`,
-			string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt),
-			st.Hostname, st.AgentVersion, nodeID)
-		if err != nil {
-			return err
-		}
-		if err := mustAffect(res, "node "+nodeID); err != nil {
-			return err
-		}
-		if mounts == nil {
-			return nil
-		}
-		if _, err := t.exec(ctx, `DELETE FROM pool_mounts WHERE node_id = ?`, nodeID); err != nil {
-			return err
-		}
-		pools, err := t.poolIDs(ctx)
-		if err != nil {
-			return err
-		}
-		seen := make(map[string]bool, len(mounts))
-		for _, m := range mounts {
-			// A pool deleted while the agent was being asked about it is
-			// simply gone; failing would also throw away the node's status.
-			if !pools[m.PoolID] {
-				continue
-			}
-			if seen[m.PoolID] {
-				return fmt.Errorf("record check of node %s: pool %s reported twice: %w", nodeID, m.PoolID, store.ErrConflict)
-			}
-			seen[m.PoolID] = true
-			_, err := t.exec(ctx, `INSERT INTO pool_mounts (node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
-			if s.isForeignKey(err) {
-				// Only on backends where a concurrent DeletePool can slip
-				// in after poolIDs; the next check records the new truth.
-				return fmt.Errorf("record check of node %s: pool %s: %w", nodeID, m.PoolID, store.ErrNotFound)
-			}
-			if err != nil {
-				return err
-			}
-		}
+	if s.writer != nil {
+		return s.recordGrouped(ctx, &nodeCheck{nodeID: nodeID, st: st, mounts: mounts})
+	}
+	return s.tx(ctx, func(t *txn) error { return t.recordNodeCheck(ctx, nodeID, st, mounts) })
+}
+
+// recordNodeCheck writes one check inside a transaction.
+func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeStatus, mounts []store.PoolMount) error {
+	res, err := t.exec(ctx, `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
+		hostname = ?, agent_version = ? WHERE id = ?`,
+		string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt),
+		st.Hostname, st.AgentVersion, nodeID)
+	if err != nil {
+		return err
+	}
+	if err := mustAffect(res, "node "+nodeID); err != nil {
+		return err
+	}
+	if mounts == nil {
 		return nil
-	})
+	}
+	if _, err := t.exec(ctx, `DELETE FROM pool_mounts WHERE node_id = ?`, nodeID); err != nil {
+		return err
+	}
+	ids := make([]string, len(mounts))
+	for i, m := range mounts {
+		ids[i] = m.PoolID
+	}
+	pools, err := t.poolIDs(ctx, ids)
+	if err != nil {
+		return err
+	}
+	seen := make(map[string]bool, len(mounts))
+	for _, m := range mounts {
+		// A pool deleted while the agent was being asked about it is
+		// simply gone; failing would also throw away the node's status.
+		if !pools[m.PoolID] {
+			continue
+		}
+		if seen[m.PoolID] {
+			return fmt.Errorf("record check of node %s: pool %s reported twice: %w", nodeID, m.PoolID, store.ErrConflict)
+		}
+		seen[m.PoolID] = true
+		_, err := t.exec(ctx, `INSERT INTO pool_mounts (node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
+		if t.s.isForeignKey(err) {
+			// Only on backends where a concurrent DeletePool can slip
+			// in after poolIDs; the next check records the new truth.
+			return fmt.Errorf("record check of node %s: pool %s: %w", nodeID, m.PoolID, store.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetNodeCertificate records the certificate node nodeID's agent holds,
@@ -263,28 +280,45 @@ func (s *Store) SetNodeCertificate(ctx context.Context, nodeID string, c store.N
 	return mustAffect(res, "node "+nodeID)
 }
 
-// poolIDs returns the set of existing pool ids.
-func (t *txn) poolIDs(ctx context.Context) (map[string]bool, error) {
-	rows, err := t.QueryContext(ctx, `SELECT id FROM pools`)
+// poolIDs returns which of ids are existing pools' ids. Only those are
+// asked for: a health check runs it for every node, and all pools of the
+// cluster per check made every round cost nodes × pools rows.
+func (t *txn) poolIDs(ctx context.Context, ids []string) (map[string]bool, error) {
+	if len(ids) == 0 {
+		return map[string]bool{}, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := t.QueryContext(ctx, t.s.q(`SELECT id FROM pools WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`), args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	ids := map[string]bool{}
+	found := make(map[string]bool, len(ids))
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
 			return nil, err
 		}
-		ids[id] = true
+		found[id] = true
 	}
-	return ids, rows.Err()
+	return found, rows.Err()
 }
 
-// ListPoolMounts returns every mount ordered by pool, then node.
-func (s *Store) ListPoolMounts(ctx context.Context) ([]store.PoolMount, error) {
+// ListPoolMounts returns the mounts of the pools with poolIDs (none: every
+// mount) ordered by pool, then node.
+func (s *Store) ListPoolMounts(ctx context.Context, poolIDs ...string) ([]store.PoolMount, error) {
+	where, args := "", make([]any, len(poolIDs))
+	if len(poolIDs) > 0 {
+		where = `WHERE pool_id IN (?` + strings.Repeat(", ?", len(poolIDs)-1) + `)`
+		for i, id := range poolIDs {
+			args[i] = id
+		}
+	}
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at
-		FROM pool_mounts ORDER BY pool_id, node_id`))
+		FROM pool_mounts `+where+` ORDER BY pool_id, node_id`), args...)
 	if err != nil {
 		return nil, err
 	}

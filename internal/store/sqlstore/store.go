@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,15 @@ type Store struct {
 	// statements counts the SQL statements run, transactions' included:
 	// every one goes through q.
 	statements atomic.Uint64
+	// writer, when set (SQLite, which has one writer at a time), is held
+	// by every write: writers queue here in order instead of polling the
+	// file lock in SQLite's busy handler, where under a steady stream of
+	// writes (thousands of nodes' health checks) one could lose every
+	// retry for busy_timeout and fail with SQLITE_BUSY.
+	writer chan struct{}
+	// checks waiting for a group commit (SQLite; checks.go).
+	checksMu sync.Mutex
+	checks   []*nodeCheck
 }
 
 var _ store.Store = (*Store)(nil)
@@ -39,7 +49,25 @@ func New(ctx context.Context, db *sql.DB, d store.Dialect) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, d: d}, nil
+	s := &Store{db: db, d: d}
+	if d.Name == "sqlite" {
+		s.writer = make(chan struct{}, 1)
+	}
+	return s, nil
+}
+
+// lockWrite waits for the writer's turn (SQLite) or until ctx is done; the
+// returned function ends the turn.
+func (s *Store) lockWrite(ctx context.Context) (unlock func(), err error) {
+	if s.writer == nil {
+		return func() {}, nil
+	}
+	select {
+	case s.writer <- struct{}{}:
+		return func() { <-s.writer }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Ping reports whether the database answers.
@@ -61,16 +89,21 @@ func (s *Store) Statements() uint64 { return s.statements.Load() }
 // exec runs a single statement outside a transaction, or inside one that
 // checks the fence when ctx carries one (a leader's controller writes).
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if _, fenced := store.FenceFrom(ctx); !fenced {
-		return s.db.ExecContext(ctx, s.q(query), args...)
+	if _, fenced := store.FenceFrom(ctx); fenced {
+		var res sql.Result
+		err := s.tx(ctx, func(tx *txn) error {
+			var err error
+			res, err = tx.exec(ctx, query, args...)
+			return err
+		})
+		return res, err
 	}
-	var res sql.Result
-	err := s.tx(ctx, func(tx *txn) error {
-		var err error
-		res, err = tx.exec(ctx, query, args...)
-		return err
-	})
-	return res, err
+	unlock, err := s.lockWrite(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return s.db.ExecContext(ctx, s.q(query), args...)
 }
 
 // tx runs fn in a transaction and commits when it returns nil. Writes that
@@ -79,6 +112,16 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result
 // that the lease is still at the fence's epoch, and holds the lease row
 // shared so that no takeover commits before it does.
 func (s *Store) tx(ctx context.Context, fn func(tx *txn) error) error {
+	unlock, err := s.lockWrite(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return s.txLocked(ctx, fn)
+}
+
+// txLocked is tx for a caller that holds the writer's turn.
+func (s *Store) txLocked(ctx context.Context, fn func(tx *txn) error) error {
 	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -30,6 +30,13 @@ func testNodes(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatal(err)
 		}
 		wantEqual(t, "GetNodeByName", got, want)
+		got, err = s.GetNodeByAddress(ctx, want.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "GetNodeByAddress", got, want)
+		_, err = s.GetNodeByAddress(ctx, "192.0.2.99:9090")
+		wantErr(t, "GetNodeByAddress of no node", err, store.ErrNotFound)
 	})
 
 	t.Run("times come back in UTC, to the microsecond", func(t *testing.T) {

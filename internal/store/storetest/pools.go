@@ -252,6 +252,20 @@ func testDeletes(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	t.Run("mounts of one pool", func(t *testing.T) {
+		s := setup(t)
+		got, err := s.ListPoolMounts(ctx, "p2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "ListPoolMounts(p2)", got, []store.PoolMount{mount("n1", "p2"), mount("n2", "p2"), mount("n3", "p2")})
+		got, err = s.ListPoolMounts(ctx, "p2", "p1", "nope")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "ListPoolMounts(p2, p1, nope)", got, mustMounts(t, s))
+	})
+
 	t.Run("unassigned node goes with its mounts", func(t *testing.T) {
 		s := setup(t)
 		if err := s.DeleteNode(ctx, "n3"); err != nil {

@@ -1,0 +1,4 @@
+package nodelink
+
+// CheckSlots exposes checkSlots to the tests.
+var CheckSlots = checkSlots

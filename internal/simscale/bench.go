@@ -1,0 +1,608 @@
+package simscale
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/quarry-project/quarry/internal/auth"
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
+)
+
+// Config is the simulated cluster and the load put on it.
+type Config struct {
+	Nodes int
+	// Pools in all; SharedPools of them are shared (each mounted by an
+	// equal block of nodes, all of them assigned), the others are local to
+	// one node each.
+	Pools, SharedPools int
+	ISOsPerPool        int
+	// HealthInterval is the control plane's --health-interval.
+	HealthInterval time.Duration
+	// Clients list images concurrently for LoadFor.
+	Clients int
+	LoadFor time.Duration
+	// FlapFor is how long nodes flap; FlapRate is the share of all nodes
+	// that goes UNREACHABLE and back per minute (0.01). Each stays down
+	// for DownFor.
+	FlapFor  time.Duration
+	FlapRate float64
+	DownFor  time.Duration
+	// EnrollWorkers enroll nodes in parallel.
+	EnrollWorkers int
+	// Log receives progress lines.
+	Log io.Writer
+}
+
+// Defaults fills zero fields with the figures of the issue.
+func (c *Config) Defaults() {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&c.Nodes, 5000)
+	def(&c.Pools, 1000)
+	def(&c.SharedPools, 20)
+	def(&c.ISOsPerPool, 100)
+	def(&c.Clients, 50)
+	def(&c.EnrollWorkers, 16)
+	if c.HealthInterval == 0 {
+		c.HealthInterval = 5 * time.Second
+	}
+	if c.LoadFor == 0 {
+		c.LoadFor = 15 * time.Second
+	}
+	if c.FlapFor == 0 {
+		c.FlapFor = time.Minute
+	}
+	if c.FlapRate == 0 {
+		c.FlapRate = 0.01
+	}
+	if c.DownFor == 0 {
+		c.DownFor = c.HealthInterval * 5 / 2
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+}
+
+// Target is the control plane under test.
+type Target struct {
+	URL        string
+	AdminToken string
+	// DBSize returns the database's size in bytes.
+	DBSize func(ctx context.Context) (int64, error)
+}
+
+// Result holds the figures of one run.
+type Result struct {
+	Nodes, Pools, Images      int
+	Enroll, PoolsCreate       time.Duration
+	AllReady                  time.Duration // from the last enrollment
+	Seed                      time.Duration // first full scan: discovers every ISO
+	Rescan                    time.Duration // second full scan: nothing changed
+	ListP50, ListP99, ListMax time.Duration
+	ListRequests, ListErrors  int
+	ListRate                  float64 // requests per second
+	FullList                  time.Duration
+	FullListImages            int
+	Flaps                     int
+	DownSeenP50, DownSeenMax  time.Duration
+	UpSeenP50, UpSeenMax      time.Duration
+	FlapMissed                int           // flaps whose state change the API did not show in time
+	FlapLost                  int           // of those, flaps not shown before the deadline at all
+	StaleMax                  time.Duration // oldest last check of a READY node, over all samples
+	ListNodesMax              time.Duration // the slowest ListNodes of every node while flapping
+	RSS, RSSPeak              int64
+	CPUSeconds                float64
+	CPUFlap                   float64 // cores used while flapping and serving the list load
+	Goroutines                []int   // after all READY, after scans, after flapping
+	ConnsMaxPerNode           int
+	ConnsOpen                 int
+	ConnsAccepted             int
+	DBSize                    int64
+}
+
+// Run builds the cluster in the control plane at t with a fleet of
+// simulated agents, measures, and tears the fleet down.
+func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
+	cfg.Defaults()
+	b := &bench{t: t, cfg: cfg, r: &Result{Nodes: cfg.Nodes, Pools: cfg.Pools}, fleet: NewFleet(cfg.ISOsPerPool)}
+	hc := &http.Client{Transport: &auth.Transport{Token: t.AdminToken, Base: &http.Transport{MaxIdleConnsPerHost: 2 * cfg.Clients}}}
+	b.nodes = quarryv1connect.NewNodeServiceClient(hc, t.URL)
+	b.pools = quarryv1connect.NewStoragePoolServiceClient(hc, t.URL)
+	b.images = quarryv1connect.NewImageServiceClient(hc, t.URL)
+	b.tokens = quarryv1connect.NewTokenServiceClient(hc, t.URL)
+	b.hc = hc
+	defer b.fleet.Close()
+	stop := b.sampleProcess(ctx)
+	err := b.run(ctx)
+	stop()
+	return b.r, err
+}
+
+type bench struct {
+	t      Target
+	cfg    Config
+	r      *Result
+	fleet  *Fleet
+	hc     *http.Client
+	nodes  quarryv1connect.NodeServiceClient
+	pools  quarryv1connect.StoragePoolServiceClient
+	images quarryv1connect.ImageServiceClient
+	tokens quarryv1connect.TokenServiceClient
+
+	poolIDs   []string
+	mu        sync.Mutex
+	stale     time.Duration
+	listNodes time.Duration // the slowest ListNodes of sampleFreshness
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.cfg.Log, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func (b *bench) run(ctx context.Context) error {
+	cfg := b.cfg
+	if err := b.fleet.Listen("sim", cfg.Nodes); err != nil {
+		return err
+	}
+	tok, err := b.tokens.CreateToken(ctx, connect.NewRequest(&quarryv1.CreateTokenRequest{
+		Name: "simscale", Kind: quarryv1.TokenKind_TOKEN_KIND_JOIN, TtlSeconds: 3600}))
+	if err != nil {
+		return fmt.Errorf("creating a join token: %w", err)
+	}
+	b.logf("enrolling %d nodes", cfg.Nodes)
+	start := time.Now()
+	if err := b.fleet.Enroll(ctx, b.t.URL, tok.Msg.GetSecret(), cfg.EnrollWorkers); err != nil {
+		return err
+	}
+	b.r.Enroll = time.Since(start)
+	b.logf("enrolled in %v; creating %d pools", b.r.Enroll.Round(time.Millisecond), cfg.Pools)
+
+	start = time.Now()
+	if err := b.createPools(ctx); err != nil {
+		return err
+	}
+	b.r.PoolsCreate = time.Since(start)
+	b.logf("pools created in %v; waiting for every node to be READY", b.r.PoolsCreate.Round(time.Millisecond))
+	start = time.Now()
+	if err := b.waitAllReady(ctx, 5*time.Minute); err != nil {
+		return err
+	}
+	b.r.AllReady = time.Since(start)
+	b.r.Goroutines = append(b.r.Goroutines, b.goroutines(ctx))
+	b.logf("all READY after %v", b.r.AllReady.Round(time.Millisecond))
+
+	start = time.Now()
+	found, err := b.scanAll(ctx)
+	if err != nil {
+		return err
+	}
+	b.r.Seed = time.Since(start)
+	b.logf("first full scan: %d ISOs discovered in %v", found, b.r.Seed.Round(time.Millisecond))
+	start = time.Now()
+	if _, err := b.scanAll(ctx); err != nil {
+		return err
+	}
+	b.r.Rescan = time.Since(start)
+	b.logf("full rescan in %v", b.r.Rescan.Round(time.Millisecond))
+	b.r.Goroutines = append(b.r.Goroutines, b.goroutines(ctx))
+
+	// Flapping, the list load and the freshness samples run together: the
+	// health loop is measured while the API is busy.
+	b.logf("flapping %.1f %% of the nodes per minute for %v; %d clients list images for %v",
+		100*cfg.FlapRate, cfg.FlapFor, cfg.Clients, cfg.LoadFor)
+	cpu0, _ := b.metric(ctx, "process_cpu_seconds_total")
+	t0 := time.Now()
+	sctx, stopSampling := context.WithCancel(ctx)
+	var sampling sync.WaitGroup
+	sampling.Go(func() { b.sampleFreshness(sctx) })
+	var load sync.WaitGroup
+	var loadErr error
+	load.Go(func() { loadErr = b.listLoad(ctx) })
+	flapErr := b.flap(ctx)
+	load.Wait()
+	stopSampling()
+	sampling.Wait()
+	cpu1, _ := b.metric(ctx, "process_cpu_seconds_total")
+	b.r.CPUFlap = (cpu1 - cpu0) / time.Since(t0).Seconds()
+	b.r.StaleMax, b.r.ListNodesMax = b.stale, b.listNodes
+	if err := errors.Join(loadErr, flapErr); err != nil {
+		return err
+	}
+	b.r.Goroutines = append(b.r.Goroutines, b.goroutines(ctx))
+
+	b.r.RSS = int64(must(b.metric(ctx, "process_resident_memory_bytes")))
+	b.r.CPUSeconds, _ = b.metric(ctx, "process_cpu_seconds_total")
+	for _, nd := range b.fleet.Nodes() {
+		open, most, accepted := nd.Conns()
+		b.r.ConnsOpen += open
+		b.r.ConnsAccepted += accepted
+		b.r.ConnsMaxPerNode = max(b.r.ConnsMaxPerNode, most)
+	}
+	if b.t.DBSize != nil {
+		if b.r.DBSize, err = b.t.DBSize(ctx); err != nil {
+			return fmt.Errorf("database size: %w", err)
+		}
+	}
+	// Last, after RSS was read: what a walk of every page (1,000 images a
+	// page, the most a page holds) costs.
+	start = time.Now()
+	req := &quarryv1.ListImagesRequest{PageSize: 1000}
+	b.r.FullListImages = 0
+	for {
+		page, err := b.images.ListImages(ctx, connect.NewRequest(req))
+		if err != nil {
+			return fmt.Errorf("listing every image: %w", err)
+		}
+		b.r.FullListImages += len(page.Msg.GetImages())
+		if req.PageToken = page.Msg.GetNextPageToken(); req.PageToken == "" {
+			break
+		}
+	}
+	b.r.FullList = time.Since(start)
+	b.r.Images = b.r.FullListImages
+	b.logf("every page of ListImages (%d images, 1,000 a page): %v", b.r.FullListImages, b.r.FullList.Round(time.Millisecond))
+	return nil
+}
+
+func must(v float64, _ error) float64 { return v }
+
+// createPools makes the shared pools, each assigned to and mounted by one
+// block of nodes, and the local pools, each on one node, 8 at a time.
+func (b *bench) createPools(ctx context.Context) error {
+	cfg, nodes := b.cfg, b.fleet.Nodes()
+	reqs := make([]*quarryv1.CreatePoolRequest, 0, cfg.Pools)
+	block := max(1, len(nodes)/max(1, cfg.SharedPools))
+	for i := range cfg.SharedPools {
+		path := fmt.Sprintf("/srv/nfs/shared-%04d", i+1)
+		req := &quarryv1.CreatePoolRequest{Name: fmt.Sprintf("shared-%04d", i+1), Path: path, Shared: true}
+		for _, nd := range nodes[min(i*block, len(nodes)-1):min((i+1)*block, len(nodes))] {
+			b.fleet.Mount(nd.Name, path)
+			req.AssignedNodeIds = append(req.AssignedNodeIds, nd.ID)
+		}
+		reqs = append(reqs, req)
+	}
+	for i := range cfg.Pools - cfg.SharedPools {
+		nd := nodes[i%len(nodes)]
+		path := fmt.Sprintf("/var/lib/quarry/local-%04d", i+1)
+		b.fleet.Mount(nd.Name, path)
+		reqs = append(reqs, &quarryv1.CreatePoolRequest{Name: fmt.Sprintf("local-%04d", i+1), Path: path, AssignedNodeIds: []string{nd.ID}})
+	}
+	ids := make([]string, len(reqs))
+	err := parallel(8, len(reqs), func(i int) error {
+		resp, err := b.pools.CreatePool(ctx, connect.NewRequest(reqs[i]))
+		if err != nil {
+			return fmt.Errorf("creating pool %s: %w", reqs[i].GetName(), err)
+		}
+		ids[i] = resp.Msg.GetPool().GetId()
+		return nil
+	})
+	b.poolIDs = ids
+	return err
+}
+
+// parallel runs f(0..n-1), at most workers at a time, and returns the
+// first error.
+func parallel(workers, n int, f func(i int) error) error {
+	var (
+		mu    sync.Mutex
+		next  int
+		first error
+		wg    sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := first != nil
+				mu.Unlock()
+				if i >= n || stop {
+					return
+				}
+				if err := f(i); err != nil {
+					mu.Lock()
+					first = cmp(first, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+func cmp(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// waitAllReady polls ListNodes until every node is READY.
+func (b *bench) waitAllReady(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		resp, err := b.nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
+		if err != nil {
+			return fmt.Errorf("listing nodes: %w", err)
+		}
+		ready := 0
+		for _, n := range resp.Msg.GetNodes() {
+			if n.GetState() == quarryv1.NodeState_NODE_STATE_READY {
+				ready++
+			}
+		}
+		if ready == b.cfg.Nodes {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d nodes READY after %v", ready, b.cfg.Nodes, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// scanAll scans every pool and returns the ISOs discovered; a pool skipped
+// is an error.
+func (b *bench) scanAll(ctx context.Context) (int, error) {
+	resp, err := b.images.ScanISOs(ctx, connect.NewRequest(&quarryv1.ScanISOsRequest{}))
+	if err != nil {
+		return 0, fmt.Errorf("scanning every pool: %w", err)
+	}
+	if got := len(resp.Msg.GetResults()); got != b.cfg.Pools {
+		return 0, fmt.Errorf("the scan reported %d pools, want %d", got, b.cfg.Pools)
+	}
+	for _, r := range resp.Msg.GetResults() {
+		if r.GetSkipped() {
+			return 0, fmt.Errorf("the scan skipped pool %s: %s", r.GetStoragePoolName(), r.GetSkipReason())
+		}
+	}
+	return int(resp.Msg.GetDiscoveredCount()), nil
+}
+
+// listRequest is one benchmark client's request: a page of 100 images,
+// the first of one pool's or of the whole library's, half and half.
+func (b *bench) listRequest() *quarryv1.ListImagesRequest {
+	if rand.IntN(2) == 0 {
+		return &quarryv1.ListImagesRequest{PageSize: 100}
+	}
+	return &quarryv1.ListImagesRequest{StoragePoolId: b.poolIDs[rand.IntN(len(b.poolIDs))], PageSize: 100}
+}
+
+// listLoad runs the clients for LoadFor and records the latencies.
+func (b *bench) listLoad(ctx context.Context) error {
+	var (
+		mu   sync.Mutex
+		lats []time.Duration
+		errs int
+		last error
+	)
+	end := time.Now().Add(b.cfg.LoadFor)
+	var wg sync.WaitGroup
+	for range b.cfg.Clients {
+		wg.Go(func() {
+			var mine []time.Duration
+			for time.Now().Before(end) && ctx.Err() == nil {
+				start := time.Now()
+				resp, err := b.images.ListImages(ctx, connect.NewRequest(b.listRequest()))
+				d := time.Since(start)
+				if err == nil && len(resp.Msg.GetImages()) != b.cfg.ISOsPerPool {
+					err = fmt.Errorf("a page held %d images, want %d", len(resp.Msg.GetImages()), b.cfg.ISOsPerPool)
+				}
+				if err != nil {
+					mu.Lock()
+					errs++
+					last = err
+					mu.Unlock()
+					continue
+				}
+				mine = append(mine, d)
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	b.r.ListRequests, b.r.ListErrors = len(lats)+errs, errs
+	b.r.ListRate = float64(len(lats)) / b.cfg.LoadFor.Seconds()
+	b.r.ListP50, b.r.ListP99, b.r.ListMax = quantile(lats, 0.5), quantile(lats, 0.99), quantile(lats, 1)
+	b.logf("ListImages: %d requests, p50 %v, p99 %v, max %v, %d errors", len(lats), b.r.ListP50, b.r.ListP99, b.r.ListMax, errs)
+	if errs > 0 {
+		// Counted and reported, not the end of the run.
+		b.logf("%d of %d list requests failed, the last with: %v", errs, len(lats)+errs, last)
+	}
+	return ctx.Err()
+}
+
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// flap takes FlapRate of the nodes per minute down for DownFor and back up,
+// spread over FlapFor, and measures how long the API takes to show each
+// change.
+func (b *bench) flap(ctx context.Context) error {
+	cfg := b.cfg
+	count := max(1, int(math.Round(float64(cfg.Nodes)*cfg.FlapRate*cfg.FlapFor.Minutes())))
+	nodes := b.fleet.Nodes()
+	perm := rand.Perm(len(nodes))
+	gap := cfg.FlapFor / time.Duration(count)
+	var (
+		mu         sync.Mutex
+		down, up   []time.Duration
+		missed     int
+		lost       int
+		wg         sync.WaitGroup
+		firstError error
+	)
+	limit := 2 * cfg.HealthInterval
+	for i := range count {
+		nd := nodes[perm[i%len(nodes)]]
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(gap):
+		}
+		wg.Go(func() {
+			t0 := time.Now()
+			nd.Down()
+			// The node stays down until the API showed it so; the deadlines
+			// only keep a lost change from hanging the run: what counts is
+			// whether it showed within limit.
+			downSeen, err := b.waitState(ctx, nd.ID, quarryv1.NodeState_NODE_STATE_UNREACHABLE, t0.Add(cfg.DownFor+5*limit))
+			time.Sleep(time.Until(t0.Add(cfg.DownFor)))
+			t1 := time.Now()
+			uerr := nd.Up(ctx)
+			upSeen, err2 := b.waitState(ctx, nd.ID, quarryv1.NodeState_NODE_STATE_READY, t1.Add(5*limit))
+			mu.Lock()
+			defer mu.Unlock()
+			if e := errors.Join(err, uerr, err2); e != nil {
+				// Not shown within the deadline: a miss, not the end of the run.
+				missed++
+				lost++
+				firstError = cmp(firstError, e)
+				return
+			}
+			dd, ud := downSeen.Sub(t0), upSeen.Sub(t1)
+			down, up = append(down, dd), append(up, ud)
+			if dd > limit || ud > limit {
+				missed++
+			}
+		})
+	}
+	wg.Wait()
+	b.r.Flaps, b.r.FlapMissed = count, missed
+	b.r.DownSeenP50, b.r.DownSeenMax = quantile(down, 0.5), quantile(down, 1)
+	b.r.UpSeenP50, b.r.UpSeenMax = quantile(up, 0.5), quantile(up, 1)
+	b.logf("%d flaps: UNREACHABLE shown after p50 %v max %v; READY again after p50 %v max %v; %d not shown at all",
+		count, b.r.DownSeenP50, b.r.DownSeenMax, b.r.UpSeenP50, b.r.UpSeenMax, lost)
+	if lost > 0 {
+		b.logf("the first flap not shown: %v", firstError)
+	}
+	b.r.FlapLost = lost
+	return ctx.Err()
+}
+
+// waitState polls the node every tenth of a health interval until the
+// API shows it in state and returns when it did; an error past deadline.
+func (b *bench) waitState(ctx context.Context, id string, state quarryv1.NodeState, deadline time.Time) (time.Time, error) {
+	start := time.Now()
+	for {
+		resp, err := b.nodes.GetNode(ctx, connect.NewRequest(&quarryv1.GetNodeRequest{Id: id}))
+		if err == nil && resp.Msg.GetNode().GetState() == state {
+			return time.Now(), nil
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("node %s not %v after %v (%v)", id, state, time.Since(start).Round(time.Millisecond), err)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-time.After(b.cfg.HealthInterval / 10):
+		}
+	}
+}
+
+// sampleFreshness lists the nodes every health interval and keeps the age
+// of the oldest check of a READY node, as of when the listing was asked
+// for (a listing of thousands of nodes takes a while itself).
+func (b *bench) sampleFreshness(ctx context.Context) {
+	t := time.NewTicker(b.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		asked := time.Now()
+		resp, err := b.nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
+		if err != nil {
+			continue
+		}
+		b.mu.Lock()
+		b.listNodes = max(b.listNodes, time.Since(asked))
+		for _, n := range resp.Msg.GetNodes() {
+			if n.GetState() == quarryv1.NodeState_NODE_STATE_READY && n.GetLastCheckedAt() != nil {
+				b.stale = max(b.stale, asked.Sub(n.GetLastCheckedAt().AsTime()))
+			}
+		}
+		b.mu.Unlock()
+	}
+}
+
+// sampleProcess reads the control plane's resident memory every second,
+// keeping the peak, until the returned function is called.
+func (b *bench) sampleProcess(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			if v, err := b.metric(ctx, "process_resident_memory_bytes"); err == nil {
+				b.mu.Lock()
+				b.r.RSSPeak = max(b.r.RSSPeak, int64(v))
+				b.mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
+}
+
+func (b *bench) goroutines(ctx context.Context) int {
+	return int(must(b.metric(ctx, "go_goroutines")))
+}
+
+// metric reads one unlabelled value from the control plane's /metrics.
+func (b *bench) metric(ctx context.Context, name string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.t.URL+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("the control plane's /metrics has no %s", name)
+}

@@ -1,0 +1,131 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/quarry-project/quarry/internal/store"
+)
+
+// TestSQLiteWriteOutwaitsBusyTimeout: a write that arrives while another
+// transaction holds SQLite's write lock for longer than busy_timeout (5 s)
+// waits its turn and succeeds; it used to fail with SQLITE_BUSY, which
+// thousands of nodes' health checks made routine. A write whose context
+// ends while it waits returns that error.
+func TestSQLiteWriteOutwaitsBusyTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("holds a transaction for 5.5 s")
+	}
+	s := openSQLite(t, filepath.Join(t.TempDir(), "quarry.db"))
+	defer s.Close()
+	ctx := context.Background()
+	n := store.Node{ID: "n1", Name: "n1", Address: "10.0.0.1:9090", CreatedAt: time.Now()}
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	holding, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- s.tx(ctx, func(tx *txn) error {
+			if _, err := tx.exec(ctx, `UPDATE nodes SET hostname = 'a' WHERE id = ?`, n.ID); err != nil {
+				return err
+			}
+			close(holding)
+			<-release
+			return nil
+		})
+	}()
+	<-holding
+	time.AfterFunc(5500*time.Millisecond, func() { close(release) })
+
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if err := s.UpdateNode(short, n.ID, "n1", "10.0.0.2:9090"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a write whose context ended while waiting: %v, want context.DeadlineExceeded", err)
+	}
+	if err := s.RecordNodeCheck(ctx, n.ID, store.NodeStatus{State: store.NodeReady, LastCheckedAt: time.Now()}, nil); err != nil {
+		t.Errorf("a write waiting past busy_timeout: %v", err)
+	}
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetNode(ctx, n.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != store.NodeReady || got.Hostname != "" {
+		t.Errorf("node after both writes: state %s, hostname %q; want READY and the second write's empty hostname", got.State, got.Hostname)
+	}
+}
+
+// TestSQLiteGroupedChecks: health checks queued behind another write are
+// committed together once it ends, each caller learning its own outcome: a
+// check of a node deleted meanwhile fails alone.
+func TestSQLiteGroupedChecks(t *testing.T) {
+	s := openSQLite(t, filepath.Join(t.TempDir(), "quarry.db"))
+	defer s.Close()
+	ctx := context.Background()
+	const nodes = 20
+	for i := range nodes {
+		id := fmt.Sprintf("n%d", i)
+		if err := s.CreateNode(ctx, store.Node{ID: id, Name: id, Address: fmt.Sprintf("10.0.0.%d:9090", i), CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holding, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- s.tx(ctx, func(*txn) error {
+			close(holding)
+			<-release
+			return nil
+		})
+	}()
+	<-holding
+	now := time.Now().Truncate(time.Microsecond)
+	errs := make(chan error, nodes+1)
+	for i := range nodes + 1 {
+		go func() {
+			// n20 does not exist: its check must fail, alone.
+			errs <- s.RecordNodeCheck(ctx, fmt.Sprintf("n%d", i), store.NodeStatus{State: store.NodeReady, StateSince: now, LastCheckedAt: now}, nil)
+		}()
+	}
+	for {
+		s.checksMu.Lock()
+		queued := len(s.checks)
+		s.checksMu.Unlock()
+		if queued == nodes+1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	var notFound int
+	for range nodes + 1 {
+		switch err := <-errs; {
+		case errors.Is(err, store.ErrNotFound):
+			notFound++
+		case err != nil:
+			t.Errorf("a check of an existing node: %v", err)
+		}
+	}
+	if notFound != 1 {
+		t.Errorf("%d checks failed with ErrNotFound, want 1 (the missing node's)", notFound)
+	}
+	for i := range nodes {
+		n, err := s.GetNode(ctx, fmt.Sprintf("n%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.State != store.NodeReady || !n.LastCheckedAt.Equal(now) {
+			t.Errorf("node %s: state %s checked at %v, want READY at %v", n.ID, n.State, n.LastCheckedAt, now)
+		}
+	}
+}
