@@ -294,7 +294,7 @@ func report(w *os.File, cfg simscale.Config, names []string, rs []*result) {
 	row("ListImages 100 images max", "", func(r *result) string { return ms(r.ListMax) })
 	row("ListImages requests/s", "", func(r *result) string { return fmt.Sprintf("%.0f", r.ListRate) })
 	row("ListImages errors", "0", func(r *result) string { return strconv.Itoa(r.ListErrors) })
-	row("one unpaged ListImages of all", "", func(r *result) string { return sec(r.FullList) })
+	row("every ListImages page (1,000 a page)", "", func(r *result) string { return sec(r.FullList) })
 	row("flaps", "", func(r *result) string { return strconv.Itoa(r.Flaps) })
 	row("UNREACHABLE shown after, p50 / max", "≤ "+(2*cfg.HealthInterval).String(), func(r *result) string {
 		return ms(r.DownSeenP50) + " / " + ms(r.DownSeenMax)

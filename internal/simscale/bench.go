@@ -384,11 +384,13 @@ func (b *bench) scanAll(ctx context.Context) (int, error) {
 
 // listRequest is one benchmark client's request: a page of 100 images,
 // the first of one pool's or of the whole library's, half and half.
-func (b *bench) listRequest() *quarryv1.ListImagesRequest {
+// want is how many images the page must hold.
+func (b *bench) listRequest() (req *quarryv1.ListImagesRequest, want int) {
+	const page = 100
 	if rand.IntN(2) == 0 {
-		return &quarryv1.ListImagesRequest{PageSize: 100}
+		return &quarryv1.ListImagesRequest{PageSize: page}, min(page, len(b.poolIDs)*b.cfg.ISOsPerPool)
 	}
-	return &quarryv1.ListImagesRequest{StoragePoolId: b.poolIDs[rand.IntN(len(b.poolIDs))], PageSize: 100}
+	return &quarryv1.ListImagesRequest{StoragePoolId: b.poolIDs[rand.IntN(len(b.poolIDs))], PageSize: page}, min(page, b.cfg.ISOsPerPool)
 }
 
 // listLoad runs the clients for LoadFor and records the latencies.
@@ -405,11 +407,12 @@ func (b *bench) listLoad(ctx context.Context) error {
 		wg.Go(func() {
 			var mine []time.Duration
 			for time.Now().Before(end) && ctx.Err() == nil {
+				req, want := b.listRequest()
 				start := time.Now()
-				resp, err := b.images.ListImages(ctx, connect.NewRequest(b.listRequest()))
+				resp, err := b.images.ListImages(ctx, connect.NewRequest(req))
 				d := time.Since(start)
-				if err == nil && len(resp.Msg.GetImages()) != b.cfg.ISOsPerPool {
-					err = fmt.Errorf("a page held %d images, want %d", len(resp.Msg.GetImages()), b.cfg.ISOsPerPool)
+				if err == nil && len(resp.Msg.GetImages()) != want {
+					err = fmt.Errorf("a page held %d images, want %d", len(resp.Msg.GetImages()), want)
 				}
 				if err != nil {
 					mu.Lock()
