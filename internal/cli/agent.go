@@ -71,6 +71,9 @@ directory whose PATH prefix matches it, else under --fs-root.`,
 				cfg.Enrollment.Name = cfg.Hostname
 			}
 			cfg.Logger, cfg.Version = log, Version
+			if err := servePprof(log); err != nil {
+				return err
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err

@@ -40,6 +40,9 @@ loopback only, for a first try.`,
 				return err
 			}
 			cfg.Logger, cfg.Version = log, Version
+			if err := servePprof(log); err != nil {
+				return err
+			}
 			switch {
 			case cfg.ScanInterval == 0:
 				cfg.ScanInterval = -1 // the flag's 0 means off; the config's means default
