@@ -149,6 +149,7 @@ func runOne(ctx context.Context, quarry, storeName string, cfg simscale.Config) 
 		return nil, err
 	}
 	target.AdminToken = strings.TrimSpace(string(token))
+	target.PID = cmd.Process.Pid
 
 	r, err := simscale.Run(ctx, target, cfg)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -98,28 +99,6 @@ func imageView(im store.Image, poolName string) *quarryv1.Image {
 // given (a pool missing from the map does not exist), else of every pool.
 // Listing a thousand pools with their assignments for every request of one
 // pool's images cost more than the images.
-func (s *ImageService) poolNames(ctx context.Context, id ...string) (map[string]string, error) {
-	if len(id) == 1 && id[0] != "" {
-		p, err := s.Store.GetPool(ctx, id[0])
-		if errors.Is(err, store.ErrNotFound) {
-			return map[string]string{}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return map[string]string{p.ID: p.Name}, nil
-	}
-	pools, err := s.Store.ListPools(ctx)
-	if err != nil {
-		return nil, err
-	}
-	names := map[string]string{}
-	for _, p := range pools {
-		names[p.ID] = p.Name
-	}
-	return names, nil
-}
-
 func (s *ImageService) ListImages(ctx context.Context, req *connect.Request[quarryv1.ListImagesRequest]) (*connect.Response[quarryv1.ListImagesResponse], error) {
 	m := req.Msg
 	f := store.ImageFilter{PoolID: m.GetStoragePoolId(), Search: m.GetSearch()}
@@ -133,14 +112,28 @@ func (s *ImageService) ListImages(ctx context.Context, req *connect.Request[quar
 			return nil, toConnect(ctx, s.Logger, invalidf("image state %v is not known", st))
 		}
 	}
-	names, err := s.poolNames(ctx, f.PoolID)
+	if f.PoolID != "" {
+		names, err := s.Store.PoolNames(ctx, f.PoolID)
+		if err == nil && names[f.PoolID] == "" {
+			err = errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", f.PoolID)
+		}
+		if err != nil {
+			return nil, toConnect(ctx, s.Logger, err)
+		}
+	}
+	ims, next, err := s.Store.ListImagesPage(ctx, f, pageOf(m))
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	if f.PoolID != "" && names[f.PoolID] == "" {
-		return nil, toConnect(ctx, s.Logger, errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", f.PoolID))
+	// The names of the page's pools only: a page holds a few pools of
+	// possibly thousands.
+	var ids []string
+	for _, im := range ims {
+		if !slices.Contains(ids, im.PoolID) {
+			ids = append(ids, im.PoolID)
+		}
 	}
-	ims, next, err := s.Store.ListImagesPage(ctx, f, pageOf(m))
+	names, err := s.Store.PoolNames(ctx, ids...)
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
@@ -156,7 +149,7 @@ func (s *ImageService) GetImage(ctx context.Context, req *connect.Request[quarry
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
-	names, err := s.poolNames(ctx)
+	names, err := s.Store.PoolNames(ctx, im.PoolID)
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}

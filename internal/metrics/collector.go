@@ -94,7 +94,7 @@ func (c *StoreCollector) collect(ctx context.Context, ch chan<- prometheus.Metri
 	if err != nil {
 		return err
 	}
-	images, err := c.Store.ListImages(ctx, store.ImageFilter{})
+	imageCounts, err := c.Store.CountImages(ctx)
 	if err != nil {
 		return err
 	}
@@ -128,9 +128,9 @@ func (c *StoreCollector) collect(ctx context.Context, ch chan<- prometheus.Metri
 			}
 		}
 	}
-	for _, im := range images {
-		if name, ok := poolName[im.PoolID]; ok {
-			counts[imageKey{name, im.Kind, im.State}]++
+	for _, ic := range imageCounts {
+		if name, ok := poolName[ic.PoolID]; ok {
+			counts[imageKey{name, ic.Kind, ic.State}] += ic.N
 		}
 	}
 	for k, n := range counts {

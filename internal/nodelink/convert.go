@@ -15,7 +15,7 @@ import (
 // ctx ends the call, which makes the agent kill qemu-img and remove its
 // partial file.
 func (l *Link) ConvertFile(ctx context.Context, nodeID string, pool store.Pool, req *agentv1.ConvertFileRequest, progress func(*agentv1.ConvertFileResponse)) (*agentv1.ConvertResult, error) {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return nil, err
 	}

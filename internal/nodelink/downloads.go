@@ -14,7 +14,7 @@ import (
 
 // StartDownload hands a download to a node's agent.
 func (l *Link) StartDownload(ctx context.Context, nodeID string, req *agentv1.StartDownloadRequest) (*agentv1.DownloadStatus, error) {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return nil, err
 	}
@@ -30,7 +30,7 @@ func (l *Link) StartDownload(ctx context.Context, nodeID string, req *agentv1.St
 // third of a health interval; a stream silent for a whole interval (a hung
 // agent, a network cut without a reset) is ended with ErrSilent.
 func (l *Link) WatchDownload(ctx context.Context, nodeID, jobID string, f func(*agentv1.DownloadStatus)) error {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func streamError(ctx context.Context, err error) error {
 
 // CancelDownload stops a node's download and removes its partial file.
 func (l *Link) CancelDownload(ctx context.Context, nodeID, jobID string, pool store.Pool) error {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func (l *Link) CancelDownload(ctx context.Context, nodeID, jobID string, pool st
 // LookupChecksum asks a node to fetch a checksum file (through the URL
 // policy) and returns the digest it gives for fileName.
 func (l *Link) LookupChecksum(ctx context.Context, nodeID string, req *agentv1.LookupChecksumRequest) (string, error) {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return "", err
 	}

@@ -12,7 +12,7 @@ import (
 // HashFile has a node re-read one file of a pool and returns its SHA-256
 // (hex); progress receives every report of bytes done on the way.
 func (l *Link) HashFile(ctx context.Context, nodeID string, pool store.Pool, relPath string, progress func(*agentv1.HashFileResponse)) (string, error) {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return "", err
 	}

@@ -198,7 +198,7 @@ func (l *Link) check(ctx context.Context, n store.Node, why string, pools []stor
 		}
 	}
 	start := l.cfg.Now()
-	resp, callErr := c.client.GetFacts(ctx, connect.NewRequest(req))
+	resp, callErr := l.agents.GetFacts(withConn(ctx, c), connect.NewRequest(req))
 	now := l.cfg.Now()
 	if callErr != nil && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		// The caller went away (a cancelled request, shutdown): that says

@@ -20,7 +20,7 @@ func poolRef(p store.Pool) *agentv1.PoolRef {
 // ListISOs asks a node for the ISO files of a pool and the files under its
 // images/; progress receives the number of files listed so far.
 func (l *Link) ListISOs(ctx context.Context, nodeID string, pool store.Pool, progress func(seen int)) ([]*agentv1.IsoFile, error) {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +45,7 @@ func (l *Link) ListISOs(ctx context.Context, nodeID string, pool store.Pool, pro
 // DeleteFile removes one file of a pool through a node; a file already
 // gone is not an error.
 func (l *Link) DeleteFile(ctx context.Context, nodeID string, pool store.Pool, relPath string) error {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return err
 	}
@@ -166,7 +166,7 @@ func key(ps []store.Pool) string {
 // stream was open is found by the scan that follows.
 func (w *EventWatcher) stream(ctx context.Context, nodeID string, pools []store.Pool, done chan struct{}) {
 	defer close(done)
-	c, err := w.link.Client(ctx, nodeID)
+	ctx, c, err := w.link.Client(ctx, nodeID)
 	if err != nil {
 		return
 	}

@@ -79,6 +79,12 @@ type Link struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	// agents is the one agent client of every node: each call goes to the
+	// node whose connection its context carries (withConn). A client per
+	// node cost tens of KiB each (one per RPC method inside), hundreds of
+	// MiB at thousands of nodes.
+	agents agentv1connect.AgentServiceClient
+
 	mu    sync.Mutex
 	conns map[string]*conn      // by node id
 	nodes map[string]*nodeState // by node id
@@ -127,6 +133,10 @@ func New(cfg Config) *Link {
 		cfg.Now = time.Now
 	}
 	return &Link{
+		agents: agentv1connect.NewAgentServiceClient(&http.Client{Transport: route{}}, "https://agent.invalid",
+			// No gzip on the node link: its messages are small and it runs
+			// on the cluster's network.
+			connect.WithAcceptCompression("gzip", nil, nil)),
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "nodelink"),
 		metrics: newMetrics(cfg.Registerer),
@@ -143,9 +153,33 @@ type conn struct {
 	addr string
 	// pin is the certificate the connection's handshakes accept: the one
 	// the node's record held when it was made.
-	pin    store.NodeCertificate
-	tr     *http.Transport
-	client agentv1connect.AgentServiceClient
+	pin store.NodeCertificate
+	tr  *http.Transport
+}
+
+type connKey struct{}
+
+// withConn makes the calls of Link.agents under ctx go to c's node.
+func withConn(ctx context.Context, c *conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// route sends each request of Link.agents to the node its context names,
+// over that node's transport.
+type route struct{}
+
+func (route) RoundTrip(req *http.Request) (*http.Response, error) {
+	c, ok := req.Context().Value(connKey{}).(*conn)
+	if !ok {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, errors.New("nodelink: an agent call without a node")
+	}
+	r := *req
+	u := *req.URL
+	u.Host, r.URL, r.Host = c.addr, &u, ""
+	return c.tr.RoundTrip(&r)
 }
 
 // ErrNotEnrolled: the node's agent has no certificate yet, so the link
@@ -156,18 +190,19 @@ var ErrNotEnrolled = errclass.New(errclass.Unavailable, "not enrolled")
 // enrolled: what it is, and what to do.
 const notEnrolledReason = "not enrolled: start its agent with --server URL --join-token TOKEN (make one with quarry token create --join)"
 
-// Client returns the agent client for a node, or an error a person can act
-// on when the node is unknown or its agent has not enrolled.
-func (l *Link) Client(ctx context.Context, nodeID string) (agentv1connect.AgentServiceClient, error) {
+// Client returns the agent client for a node and the context its calls must
+// be made under, or an error a person can act on when the node is unknown
+// or its agent has not enrolled.
+func (l *Link) Client(ctx context.Context, nodeID string) (context.Context, agentv1connect.AgentServiceClient, error) {
 	n, err := l.cfg.Store.GetNode(ctx, nodeID)
 	if err != nil {
-		return nil, err
+		return ctx, nil, err
 	}
 	c, err := l.conn(n)
 	if err != nil {
-		return nil, err
+		return ctx, nil, err
 	}
-	return c.client, nil
+	return withConn(ctx, c), l.agents, nil
 }
 
 // conn returns the connection to node n, replacing it when the node moved
@@ -216,13 +251,7 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	// noticed on an idle connection too: ping after an interval of
 	// silence, give up on the connection when the ping goes unanswered.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout}
-	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr,
-		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address,
-			// No gzip on the node link: its messages are small, it runs on the
-			// cluster's network, and every client keeps its own pool of
-			// decompressors (tens of KiB per node, hundreds of MiB at
-			// thousands of nodes).
-			connect.WithAcceptCompression("gzip", nil, nil))}
+	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr}
 	l.conns[n.ID] = c
 	return c, nil
 }

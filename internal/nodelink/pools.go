@@ -144,7 +144,7 @@ func (l *Link) initThrough(ctx context.Context, pool store.Pool, n store.Node) e
 	if err != nil {
 		return fmt.Errorf("initializing pool %q on node %s: %s", pool.Name, n.Name, reason(err))
 	}
-	_, err = c.client.InitPool(ctx, connect.NewRequest(&agentv1.InitPoolRequest{
+	_, err = l.agents.InitPool(withConn(ctx, c), connect.NewRequest(&agentv1.InitPoolRequest{
 		Pool: poolRef(pool),
 	}))
 	if err != nil {

@@ -142,7 +142,7 @@ func (l *Link) renewIfDue(ctx context.Context, n store.Node, c *conn) {
 // renew has the agent make a new key, signs it, installs the certificate
 // on the agent and records it.
 func (l *Link) renew(ctx context.Context, n store.Node, c *conn) error {
-	csr, err := c.client.CreateCSR(ctx, connect.NewRequest(&agentv1.CreateCSRRequest{}))
+	csr, err := l.agents.CreateCSR(withConn(ctx, c), connect.NewRequest(&agentv1.CreateCSRRequest{}))
 	if err != nil {
 		return fmt.Errorf("asking the agent for a certificate request: %s", reason(err))
 	}
@@ -151,7 +151,7 @@ func (l *Link) renew(ctx context.Context, n store.Node, c *conn) error {
 	if err != nil {
 		return fmt.Errorf("signing the agent's request: %w", err)
 	}
-	if _, err := c.client.InstallCertificate(ctx, connect.NewRequest(&agentv1.InstallCertificateRequest{
+	if _, err := l.agents.InstallCertificate(withConn(ctx, c), connect.NewRequest(&agentv1.InstallCertificateRequest{
 		CertificatePem: string(pki.EncodeCert(cert)),
 	})); err != nil {
 		return fmt.Errorf("installing the certificate on the agent: %s", reason(err))

@@ -212,7 +212,7 @@ func TestClientNotEnrolled(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := nodelink.New(nodelink.Config{Store: s.Store, Logger: quarrytest.Logger(t)})
-	_, err = l.Client(t.Context(), reg.Msg.GetNode().GetId())
+	_, _, err = l.Client(t.Context(), reg.Msg.GetNode().GetId())
 	if !errors.Is(err, nodelink.ErrNotEnrolled) {
 		t.Fatalf("Client of a node that is not enrolled = %v, want ErrNotEnrolled", err)
 	}

@@ -19,7 +19,7 @@ const uploadChunk = 1 << 20
 // OpenUpload opens (or finds open) an upload on a node and returns its
 // durable offset.
 func (l *Link) OpenUpload(ctx context.Context, nodeID string, ref *agentv1.UploadRef) (int64, error) {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return 0, err
 	}
@@ -51,7 +51,7 @@ type UploadWrite struct {
 // error returned is that one: the node either dropped the write (w.Drop)
 // or kept what arrived.
 func (l *Link) WriteUpload(ctx context.Context, nodeID string, w UploadWrite) (*agentv1.WriteUploadResponse, error) {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +108,7 @@ func (l *Link) WriteUpload(ctx context.Context, nodeID string, w UploadWrite) (*
 
 // CancelUpload closes a node's upload and removes its partial file.
 func (l *Link) CancelUpload(ctx context.Context, nodeID, jobID string, pool store.Pool) error {
-	c, err := l.Client(ctx, nodeID)
+	ctx, c, err := l.Client(ctx, nodeID)
 	if err != nil {
 		return err
 	}

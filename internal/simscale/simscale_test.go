@@ -2,6 +2,7 @@ package simscale_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ func TestSmallCluster(t *testing.T) {
 	var log strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r, err := simscale.Run(ctx, simscale.Target{URL: s.URL, AdminToken: s.AdminToken}, simscale.Config{
+	r, err := simscale.Run(ctx, simscale.Target{URL: s.URL, AdminToken: s.AdminToken, PID: os.Getpid()}, simscale.Config{
 		Nodes: 20, Pools: 8, SharedPools: 2, ISOsPerPool: 10,
 		HealthInterval: interval,
 		Clients:        4, LoadFor: time.Second,

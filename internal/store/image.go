@@ -106,6 +106,14 @@ type ImageUpdate struct {
 	Move bool
 }
 
+// ImageCount is how many images of one pool are of one kind and state.
+type ImageCount struct {
+	PoolID string
+	Kind   ImageKind
+	State  ImageState
+	N      int
+}
+
 // ImageStore keeps the image library.
 type ImageStore interface {
 	// CreateImage inserts im; ErrConflict when the pool already has an
@@ -117,6 +125,9 @@ type ImageStore interface {
 	// ListImagesPage returns one page of ListImages and the token of the
 	// next page ("" after the last).
 	ListImagesPage(ctx context.Context, f ImageFilter, p Page) ([]Image, string, error)
+	// CountImages counts the images of every (pool, kind, state) that has
+	// any, without reading them.
+	CountImages(ctx context.Context) ([]ImageCount, error)
 	// UpdateImage replaces every mutable field of the image with im.ID
 	// (not ID, PoolID, RelPath, CreatedAt).
 	UpdateImage(ctx context.Context, im Image) error

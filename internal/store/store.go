@@ -14,6 +14,11 @@ import (
 	"github.com/quarry-project/quarry/internal/errclass"
 )
 
+// MountRefresh is how old a pool mount's CheckedAt may grow while checks
+// find it unchanged: a health check that learns nothing new about a node's
+// pools writes the node's row only.
+const MountRefresh = time.Minute
+
 var (
 	// ErrNotFound: the record does not exist.
 	ErrNotFound = errclass.New(errclass.NotFound, "not found")
@@ -160,7 +165,9 @@ type NodeStore interface {
 	DeleteNode(ctx context.Context, id string) error
 	// RecordNodeCheck stores the outcome of one health check in one
 	// transaction. mounts == nil keeps the previous mounts (a failed check
-	// learns nothing about pools); otherwise they replace the node's mounts.
+	// learns nothing about pools); otherwise they replace the node's mounts,
+	// except that a mount found exactly as recorded keeps its row, and its
+	// CheckedAt, until that is MountRefresh old.
 	RecordNodeCheck(ctx context.Context, nodeID string, st NodeStatus, mounts []PoolMount) error
 	// SetNodeCertificate records the certificate the node's agent holds
 	// (after enrollment or renewal).
@@ -180,6 +187,9 @@ type PoolStore interface {
 	GetPoolByName(ctx context.Context, name string) (Pool, error)
 	// ListPools returns every pool ordered by name.
 	ListPools(ctx context.Context) ([]Pool, error)
+	// PoolNames returns the names of the pools with these ids, by id; ids
+	// of no pool are left out.
+	PoolNames(ctx context.Context, ids ...string) (map[string]string, error)
 	// UpdatePool replaces name, shared and assigned nodes of the pool with
 	// p.ID. Path, type and creation time do not change.
 	UpdatePool(ctx context.Context, p Pool) error

@@ -232,7 +232,8 @@ func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeS
 	if mounts == nil {
 		return nil
 	}
-	if _, err := t.exec(ctx, `DELETE FROM pool_mounts WHERE node_id = ?`, nodeID); err != nil {
+	old, err := t.nodeMounts(ctx, nodeID)
+	if err != nil {
 		return err
 	}
 	ids := make([]string, len(mounts))
@@ -254,9 +255,20 @@ func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeS
 			return fmt.Errorf("record check of node %s: pool %s reported twice: %w", nodeID, m.PoolID, store.ErrConflict)
 		}
 		seen[m.PoolID] = true
-		_, err := t.exec(ctx, `INSERT INTO pool_mounts (node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
+		o, had := old[m.PoolID]
+		switch {
+		case !had:
+			_, err = t.exec(ctx, `INSERT INTO pool_mounts (node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
+		case sameMount(o, m) && m.CheckedAt.Sub(o.CheckedAt) < store.MountRefresh:
+			// Nothing new: the row stays, and a check of thousands of
+			// nodes writes one row per node, not one per node and pool.
+		default:
+			_, err = t.exec(ctx, `UPDATE pool_mounts SET mounted = ?, reason = ?, free_bytes = ?, total_bytes = ?, checked_at = ?
+				WHERE node_id = ? AND pool_id = ?`,
+				boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt), nodeID, m.PoolID)
+		}
 		if t.s.isForeignKey(err) {
 			// Only on backends where a concurrent DeletePool can slip
 			// in after poolIDs; the next check records the new truth.
@@ -266,7 +278,37 @@ func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeS
 			return err
 		}
 	}
+	for id := range old {
+		if !seen[id] {
+			if _, err := t.exec(ctx, `DELETE FROM pool_mounts WHERE node_id = ? AND pool_id = ?`, nodeID, id); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
+}
+
+// sameMount reports whether a check found a pool as it was recorded.
+func sameMount(a, b store.PoolMount) bool {
+	return a.Mounted == b.Mounted && a.Reason == b.Reason && a.FreeBytes == b.FreeBytes && a.TotalBytes == b.TotalBytes
+}
+
+// nodeMounts returns the recorded mounts of a node by pool id.
+func (t *txn) nodeMounts(ctx context.Context, nodeID string) (map[string]store.PoolMount, error) {
+	rows, err := t.QueryContext(ctx, t.s.q(`SELECT `+mountColumns+` FROM pool_mounts WHERE node_id = ?`), nodeID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]store.PoolMount{}
+	for rows.Next() {
+		m, err := scanMount(rows)
+		if err != nil {
+			return nil, err
+		}
+		out[m.PoolID] = m
+	}
+	return out, rows.Err()
 }
 
 // SetNodeCertificate records the certificate node nodeID's agent holds,
@@ -317,26 +359,35 @@ func (s *Store) ListPoolMounts(ctx context.Context, poolIDs ...string) ([]store.
 			args[i] = id
 		}
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at
-		FROM pool_mounts `+where+` ORDER BY pool_id, node_id`), args...)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+mountColumns+` FROM pool_mounts `+where+` ORDER BY pool_id, node_id`), args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []store.PoolMount
 	for rows.Next() {
-		var (
-			m                      store.PoolMount
-			mounted                int
-			free, total, checkedAt int64
-		)
-		if err := rows.Scan(&m.NodeID, &m.PoolID, &mounted, &m.Reason, &free, &total, &checkedAt); err != nil {
+		m, err := scanMount(rows)
+		if err != nil {
 			return nil, err
 		}
-		m.Mounted = mounted != 0
-		m.FreeBytes, m.TotalBytes = bytesFromDB(free), bytesFromDB(total)
-		m.CheckedAt = fromMicros(checkedAt)
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+const mountColumns = `node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at`
+
+func scanMount(r scanner) (store.PoolMount, error) {
+	var (
+		m                      store.PoolMount
+		mounted                int
+		free, total, checkedAt int64
+	)
+	if err := r.Scan(&m.NodeID, &m.PoolID, &mounted, &m.Reason, &free, &total, &checkedAt); err != nil {
+		return store.PoolMount{}, err
+	}
+	m.Mounted = mounted != 0
+	m.FreeBytes, m.TotalBytes = bytesFromDB(free), bytesFromDB(total)
+	m.CheckedAt = fromMicros(checkedAt)
+	return m, nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/quarry-project/quarry/internal/store"
 )
@@ -76,6 +77,31 @@ func (s *Store) ListPools(ctx context.Context) ([]store.Pool, error) {
 		return nil, err
 	}
 	return scanPools(rows)
+}
+
+// PoolNames returns the names of the pools with these ids, by id.
+func (s *Store) PoolNames(ctx context.Context, ids ...string) (map[string]string, error) {
+	names := make(map[string]string, len(ids))
+	if len(ids) == 0 {
+		return names, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, name FROM pools WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, name string
+		if err := rows.Scan(&id, &name); err != nil {
+			return nil, err
+		}
+		names[id] = name
+	}
+	return names, rows.Err()
 }
 
 // CreatePool inserts p with its assigned nodes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -141,6 +142,32 @@ func testImages(t *testing.T, open func(t *testing.T) store.Store) {
 				wantEqual(t, "ListImages", mustListImages(t, s, tt.f), tt.want)
 			})
 		}
+	})
+
+	t.Run("counted by pool, kind and state", func(t *testing.T) {
+		s := open(t)
+		if got, err := s.CountImages(ctx); err != nil || len(got) != 0 {
+			t.Fatalf("CountImages on an empty store = %v, %v; want none", got, err)
+		}
+		mustCreatePool(t, s, pool("p1"))
+		mustCreatePool(t, s, pool("p2"))
+		missing := image("im3", "p1", "iso/c.iso")
+		missing.State = store.ImageMissing
+		disk := image("im4", "p2", "disk/d.qcow2")
+		disk.Kind = store.KindDisk
+		mustCreateImages(t, s, image("im1", "p1", "iso/a.iso"), image("im2", "p1", "iso/b.iso"), missing, disk)
+		got, err := s.CountImages(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(got, func(a, b store.ImageCount) int {
+			return strings.Compare(a.PoolID+string(a.Kind)+string(a.State), b.PoolID+string(b.Kind)+string(b.State))
+		})
+		wantEqual(t, "CountImages", got, []store.ImageCount{
+			{PoolID: "p1", Kind: store.KindISO, State: store.ImageMissing, N: 1},
+			{PoolID: "p1", Kind: store.KindISO, State: store.ImageReady, N: 2},
+			{PoolID: "p2", Kind: store.KindDisk, State: store.ImageReady, N: 1},
+		})
 	})
 
 	t.Run("same path in another pool", func(t *testing.T) {

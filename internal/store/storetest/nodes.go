@@ -246,6 +246,25 @@ func testNodeChecks(t *testing.T, open func(t *testing.T) store.Store) {
 		})
 	}
 
+	t.Run("an unchanged mount keeps its row until MountRefresh", func(t *testing.T) {
+		s := setup(t)
+		first := mount("n1", "p1", true, 0)
+		record(t, s, "n1", ready, []store.PoolMount{first})
+		// Found as it was, soon after: the row, and its CheckedAt, stay.
+		record(t, s, "n1", ready, []store.PoolMount{mount("n1", "p1", true, store.MountRefresh-time.Second)})
+		wantEqual(t, "mounts after an unchanged check", mustMounts(t, s), []store.PoolMount{first})
+		// Any change is written at once.
+		changed := mount("n1", "p1", true, store.MountRefresh-time.Second/2)
+		changed.FreeBytes--
+		record(t, s, "n1", ready, []store.PoolMount{changed})
+		wantEqual(t, "mounts after a change", mustMounts(t, s), []store.PoolMount{changed})
+		// Unchanged but MountRefresh old: written, so CheckedAt is never older.
+		later := changed
+		later.CheckedAt = changed.CheckedAt.Add(store.MountRefresh)
+		record(t, s, "n1", ready, []store.PoolMount{later})
+		wantEqual(t, "mounts after MountRefresh", mustMounts(t, s), []store.PoolMount{later})
+	})
+
 	t.Run("mount node id may be left empty", func(t *testing.T) {
 		s := setup(t)
 		m := mount("", "p1", true, 0)

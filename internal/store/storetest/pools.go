@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -49,6 +50,28 @@ func testPools(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatal(err)
 		}
 		wantEqual(t, "ListPools", got, []store.Pool{a, b, c})
+	})
+
+	t.Run("names by id", func(t *testing.T) {
+		s := open(t)
+		a, b := pool("p1"), pool("p2")
+		a.Name, b.Name = "alpha", "bravo"
+		mustCreatePool(t, s, a)
+		mustCreatePool(t, s, b)
+		for _, tt := range []struct {
+			ids  []string
+			want map[string]string
+		}{
+			{nil, map[string]string{}},
+			{[]string{"p2"}, map[string]string{"p2": "bravo"}},
+			{[]string{"p1", "gone", "p2"}, map[string]string{"p1": "alpha", "p2": "bravo"}},
+		} {
+			got, err := s.PoolNames(ctx, tt.ids...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantEqual(t, fmt.Sprintf("PoolNames(%q)", tt.ids), got, tt.want)
+		}
 	})
 
 	t.Run("rejected creates", func(t *testing.T) {
