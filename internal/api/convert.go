@@ -28,18 +28,31 @@ func loadSnapshot(ctx context.Context, st store.Store, poolIDs ...string) (*snap
 	if err != nil {
 		return nil, err
 	}
-	return loadSnapshotOf(ctx, st, nodes, poolIDs...)
-}
-
-// loadSnapshotOf is loadSnapshot of some nodes only (a page of them): enough
-// for their views, not for a pool's.
-func loadSnapshotOf(ctx context.Context, st store.Store, nodes []store.Node, poolIDs ...string) (*snapshot, error) {
-	s := &snapshot{nodes: nodes, node: map[string]store.Node{}, pool: map[string]store.Pool{}}
-	var err error
-	if s.pools, err = st.ListPools(ctx); err != nil {
+	mounts, err := st.ListPoolMounts(ctx, poolIDs...)
+	if err != nil {
 		return nil, err
 	}
-	if s.mounts, err = st.ListPoolMounts(ctx, poolIDs...); err != nil {
+	return newSnapshot(ctx, st, nodes, mounts)
+}
+
+// loadSnapshotOf reads what the views of some nodes (a page of them) need:
+// the pools and these nodes' mounts. It is not enough for a pool's view.
+func loadSnapshotOf(ctx context.Context, st store.Store, nodes []store.Node) (*snapshot, error) {
+	ids := make([]string, len(nodes))
+	for i, n := range nodes {
+		ids[i] = n.ID
+	}
+	mounts, err := st.ListNodeMounts(ctx, ids...)
+	if err != nil {
+		return nil, err
+	}
+	return newSnapshot(ctx, st, nodes, mounts)
+}
+
+func newSnapshot(ctx context.Context, st store.Store, nodes []store.Node, mounts []store.PoolMount) (*snapshot, error) {
+	s := &snapshot{nodes: nodes, mounts: mounts, node: map[string]store.Node{}, pool: map[string]store.Pool{}}
+	var err error
+	if s.pools, err = st.ListPools(ctx); err != nil {
 		return nil, err
 	}
 	for _, n := range s.nodes {

@@ -16,7 +16,6 @@ import (
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
 	"github.com/quarry-project/quarry/internal/names"
 	"github.com/quarry-project/quarry/internal/nodeaddr"
-	"github.com/quarry-project/quarry/internal/placement"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -212,24 +211,9 @@ func (s *NodeService) view(ctx context.Context, id string) (*quarryv1.Node, erro
 	if err != nil {
 		return nil, err
 	}
-	// Only the mounts of the pools the node may use, which are all it
-	// reports on: every node's view of every pool is nodes × pools rows.
-	pools, err := s.Store.ListPools(ctx)
+	snap, err := loadSnapshotOf(ctx, s.Store, []store.Node{n})
 	if err != nil {
 		return nil, err
-	}
-	snap := &snapshot{pool: map[string]store.Pool{}}
-	var ids []string
-	for _, p := range pools {
-		if placement.MayUse(p, n.ID) {
-			ids = append(ids, p.ID)
-			snap.pool[p.ID] = p
-		}
-	}
-	if len(ids) > 0 {
-		if snap.mounts, err = s.Store.ListPoolMounts(ctx, ids...); err != nil {
-			return nil, err
-		}
 	}
 	return s.withFacts(snap.nodeView(n)), nil
 }

@@ -345,12 +345,12 @@ func cmp(a, b error) error {
 func (b *bench) waitAllReady(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		resp, err := b.nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
+		nodes, err := b.allNodes(ctx)
 		if err != nil {
-			return fmt.Errorf("listing nodes: %w", err)
+			return err
 		}
 		ready := 0
-		for _, n := range resp.Msg.GetNodes() {
+		for _, n := range nodes {
 			if n.GetState() == quarryv1.NodeState_NODE_STATE_READY {
 				ready++
 			}
@@ -365,6 +365,22 @@ func (b *bench) waitAllReady(ctx context.Context, limit time.Duration) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// allNodes lists every node, a page of 1,000 (the most) at a time.
+func (b *bench) allNodes(ctx context.Context) ([]*quarryv1.Node, error) {
+	req := &quarryv1.ListNodesRequest{PageSize: 1000}
+	var all []*quarryv1.Node
+	for {
+		resp, err := b.nodes.ListNodes(ctx, connect.NewRequest(req))
+		if err != nil {
+			return nil, fmt.Errorf("listing nodes: %w", err)
+		}
+		all = append(all, resp.Msg.GetNodes()...)
+		if req.PageToken = resp.Msg.GetNextPageToken(); req.PageToken == "" {
+			return all, nil
 		}
 	}
 }
@@ -542,7 +558,8 @@ func (b *bench) waitState(ctx context.Context, id string, state quarryv1.NodeSta
 
 // sampleFreshness lists the nodes every health interval and keeps the age
 // of the oldest check of a READY node, as of when the listing was asked
-// for (a listing of thousands of nodes takes a while itself).
+// for (a listing of thousands of nodes takes a while itself; ListNodesMax
+// is the slowest walk of every page).
 func (b *bench) sampleFreshness(ctx context.Context) {
 	t := time.NewTicker(b.cfg.HealthInterval)
 	defer t.Stop()
@@ -553,13 +570,13 @@ func (b *bench) sampleFreshness(ctx context.Context) {
 		case <-t.C:
 		}
 		asked := time.Now()
-		resp, err := b.nodes.ListNodes(ctx, connect.NewRequest(&quarryv1.ListNodesRequest{}))
+		nodes, err := b.allNodes(ctx)
 		if err != nil {
 			continue
 		}
 		b.mu.Lock()
 		b.listNodes = max(b.listNodes, time.Since(asked))
-		for _, n := range resp.Msg.GetNodes() {
+		for _, n := range nodes {
 			if n.GetState() == quarryv1.NodeState_NODE_STATE_READY && n.GetLastCheckedAt() != nil {
 				b.stale = max(b.stale, asked.Sub(n.GetLastCheckedAt().AsTime()))
 			}

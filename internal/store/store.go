@@ -203,4 +203,7 @@ type PoolStore interface {
 	// ListPoolMounts returns every node's view of the pools with poolIDs
 	// (none given: of every pool), ordered by pool then node.
 	ListPoolMounts(ctx context.Context, poolIDs ...string) ([]PoolMount, error)
+	// ListNodeMounts returns the mounts of the nodes with nodeIDs (none:
+	// none) ordered by pool, then node.
+	ListNodeMounts(ctx context.Context, nodeIDs ...string) ([]PoolMount, error)
 }

@@ -352,10 +352,28 @@ func (t *txn) poolIDs(ctx context.Context, ids []string) (map[string]bool, error
 // ListPoolMounts returns the mounts of the pools with poolIDs (none: every
 // mount) ordered by pool, then node.
 func (s *Store) ListPoolMounts(ctx context.Context, poolIDs ...string) ([]store.PoolMount, error) {
-	where, args := "", make([]any, len(poolIDs))
-	if len(poolIDs) > 0 {
-		where = `WHERE pool_id IN (?` + strings.Repeat(", ?", len(poolIDs)-1) + `)`
-		for i, id := range poolIDs {
+	if len(poolIDs) == 0 {
+		return s.mounts(ctx, "")
+	}
+	return s.mounts(ctx, "pool_id", poolIDs...)
+}
+
+// ListNodeMounts returns the mounts of the nodes with nodeIDs ordered by
+// pool, then node.
+func (s *Store) ListNodeMounts(ctx context.Context, nodeIDs ...string) ([]store.PoolMount, error) {
+	if len(nodeIDs) == 0 {
+		return nil, nil
+	}
+	return s.mounts(ctx, "node_id", nodeIDs...)
+}
+
+// mounts returns the mounts whose column col is one of ids (col "": every
+// mount) ordered by pool, then node.
+func (s *Store) mounts(ctx context.Context, col string, ids ...string) ([]store.PoolMount, error) {
+	where, args := "", make([]any, len(ids))
+	if col != "" {
+		where = `WHERE ` + col + ` IN (?` + strings.Repeat(", ?", len(ids)-1) + `)`
+		for i, id := range ids {
 			args[i] = id
 		}
 	}

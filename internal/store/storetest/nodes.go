@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -263,6 +264,27 @@ func testNodeChecks(t *testing.T, open func(t *testing.T) store.Store) {
 		later.CheckedAt = changed.CheckedAt.Add(store.MountRefresh)
 		record(t, s, "n1", ready, []store.PoolMount{later})
 		wantEqual(t, "mounts after MountRefresh", mustMounts(t, s), []store.PoolMount{later})
+	})
+
+	t.Run("mounts by node", func(t *testing.T) {
+		s := setup(t)
+		a, b, c := mount("n1", "p1", true, 0), mount("n1", "p3", false, 0), mount("n2", "p2", true, 0)
+		record(t, s, "n1", ready, []store.PoolMount{b, a})
+		record(t, s, "n2", ready, []store.PoolMount{c})
+		for _, tt := range []struct {
+			ids  []string
+			want []store.PoolMount
+		}{
+			{nil, nil},
+			{[]string{"n1"}, []store.PoolMount{a, b}},
+			{[]string{"n2", "n1", "gone"}, []store.PoolMount{a, c, b}},
+		} {
+			got, err := s.ListNodeMounts(ctx, tt.ids...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantEqual(t, fmt.Sprintf("ListNodeMounts(%q) (by pool, then node)", tt.ids), got, tt.want)
+		}
 	})
 
 	t.Run("mount node id may be left empty", func(t *testing.T) {
