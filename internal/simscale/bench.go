@@ -36,6 +36,9 @@ type Config struct {
 	// Clients list images concurrently for LoadFor.
 	Clients int
 	LoadFor time.Duration
+	// Pace is how often each client asks for a page in the second half
+	// of the list load (the first asks back to back).
+	Pace time.Duration
 	// FlapFor is how long nodes flap; FlapRate is the share of all nodes
 	// that goes UNREACHABLE and back per minute (0.01). Each stays down
 	// for DownFor.
@@ -66,6 +69,9 @@ func (c *Config) Defaults() {
 	}
 	if c.LoadFor == 0 {
 		c.LoadFor = 15 * time.Second
+	}
+	if c.Pace == 0 {
+		c.Pace = time.Second
 	}
 	if c.FlapFor == 0 {
 		c.FlapFor = time.Minute
@@ -98,9 +104,10 @@ type Result struct {
 	AllReady                  time.Duration // from the last enrollment
 	Seed                      time.Duration // first full scan: discovers every ISO
 	Rescan                    time.Duration // second full scan: nothing changed
-	ListP50, ListP99, ListMax time.Duration
+	List                      Latency // clients back to back
+	Paced                     Latency // clients each a page every Pace
 	ListRequests, ListErrors  int
-	ListRate                  float64 // requests per second
+	ListRate, PacedRate       float64 // requests per second
 	FullList                  time.Duration
 	FullListImages            int
 	Flaps                     int
@@ -414,24 +421,60 @@ func (b *bench) listRequest() (req *quarryv1.ListImagesRequest, want int) {
 	return &quarryv1.ListImagesRequest{StoragePoolId: b.poolIDs[rand.IntN(len(b.poolIDs))], PageSize: page}, min(page, b.cfg.ISOsPerPool)
 }
 
-// listLoad runs the clients for LoadFor and records the latencies.
+// listLoad runs the clients for LoadFor twice and records the latencies:
+// first each asking its next page as soon as it has the last (the most the
+// control plane serves, and its latency when saturated), then each asking
+// one page every Pace (an offered load below saturation).
 func (b *bench) listLoad(ctx context.Context) error {
+	r := b.r
+	var err error
+	r.ListRequests, r.ListErrors, r.ListRate, r.List, err = b.listClients(ctx, 0)
+	b.logf("ListImages, %d clients back to back: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors",
+		b.cfg.Clients, r.ListRequests, r.ListRate, r.List.P50, r.List.P99, r.List.Max, r.ListErrors)
+	if err != nil {
+		return err
+	}
+	n, errs, rate, lat, err := b.listClients(ctx, b.cfg.Pace)
+	r.ListRequests, r.ListErrors, r.PacedRate, r.Paced = r.ListRequests+n, r.ListErrors+errs, rate, lat
+	b.logf("ListImages, %d clients each a page every %v: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors",
+		b.cfg.Clients, b.cfg.Pace, n, rate, lat.P50, lat.P99, lat.Max, errs)
+	return err
+}
+
+// Latency is a distribution's median, 99th percentile and maximum.
+type Latency struct{ P50, P99, Max time.Duration }
+
+// listClients runs the clients for LoadFor, each asking a page every pace
+// (0: back to back), and returns the requests made, the failed ones, the
+// rate of answered requests and their latencies. A request is timed from
+// when it was due, so a slow answer is not hidden by the requests it
+// delayed.
+func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs int, rate float64, lat Latency, err error) {
 	var (
 		mu   sync.Mutex
 		lats []time.Duration
-		errs int
 		last error
 	)
-	end := time.Now().Add(b.cfg.LoadFor)
+	start := time.Now()
+	end := start.Add(b.cfg.LoadFor)
 	var wg sync.WaitGroup
 	for range b.cfg.Clients {
 		wg.Go(func() {
 			var mine []time.Duration
-			for time.Now().Before(end) && ctx.Err() == nil {
+			// Paced clients start spread over one pace.
+			due := start.Add(time.Duration(rand.Int64N(int64(max(pace, 1)))))
+			for due.Before(end) && ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Until(due)):
+				}
+				if pace == 0 {
+					due = time.Now()
+				}
 				req, want := b.listRequest()
-				start := time.Now()
 				resp, err := b.images.ListImages(ctx, connect.NewRequest(req))
-				d := time.Since(start)
+				d := time.Since(due)
+				due = due.Add(pace)
 				if err == nil && len(resp.Msg.GetImages()) != want {
 					err = fmt.Errorf("a page held %d images, want %d", len(resp.Msg.GetImages()), want)
 				}
@@ -450,15 +493,12 @@ func (b *bench) listLoad(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	b.r.ListRequests, b.r.ListErrors = len(lats)+errs, errs
-	b.r.ListRate = float64(len(lats)) / b.cfg.LoadFor.Seconds()
-	b.r.ListP50, b.r.ListP99, b.r.ListMax = quantile(lats, 0.5), quantile(lats, 0.99), quantile(lats, 1)
-	b.logf("ListImages: %d requests, p50 %v, p99 %v, max %v, %d errors", len(lats), b.r.ListP50, b.r.ListP99, b.r.ListMax, errs)
 	if errs > 0 {
 		// Counted and reported, not the end of the run.
 		b.logf("%d of %d list requests failed, the last with: %v", errs, len(lats)+errs, last)
 	}
-	return ctx.Err()
+	lat = Latency{quantile(lats, 0.5), quantile(lats, 0.99), quantile(lats, 1)}
+	return len(lats) + errs, errs, float64(len(lats)) / time.Since(start).Seconds(), lat, ctx.Err()
 }
 
 func quantile(ds []time.Duration, q float64) time.Duration {

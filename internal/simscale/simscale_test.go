@@ -46,7 +46,7 @@ func TestSmallCluster(t *testing.T) {
 	if r.ConnsMaxPerNode > 1 {
 		t.Errorf("a node was dialed over %d connections at once, want at most 1", r.ConnsMaxPerNode)
 	}
-	if r.ListRequests == 0 || r.ListP99 == 0 {
+	if r.ListRequests == 0 || r.List.P99 == 0 || r.Paced.P99 == 0 {
 		t.Errorf("no list latency measured: %+v", r)
 	}
 	if len(r.Goroutines) != 3 || r.RSS == 0 {
