@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -28,30 +29,10 @@ func loadSnapshot(ctx context.Context, st store.Store, poolIDs ...string) (*snap
 	if err != nil {
 		return nil, err
 	}
-	mounts, err := st.ListPoolMounts(ctx, poolIDs...)
-	if err != nil {
+	s := &snapshot{nodes: nodes, node: map[string]store.Node{}, pool: map[string]store.Pool{}}
+	if s.mounts, err = st.ListPoolMounts(ctx, poolIDs...); err != nil {
 		return nil, err
 	}
-	return newSnapshot(ctx, st, nodes, mounts)
-}
-
-// loadSnapshotOf reads what the views of some nodes (a page of them) need:
-// the pools and these nodes' mounts. It is not enough for a pool's view.
-func loadSnapshotOf(ctx context.Context, st store.Store, nodes []store.Node) (*snapshot, error) {
-	ids := make([]string, len(nodes))
-	for i, n := range nodes {
-		ids[i] = n.ID
-	}
-	mounts, err := st.ListNodeMounts(ctx, ids...)
-	if err != nil {
-		return nil, err
-	}
-	return newSnapshot(ctx, st, nodes, mounts)
-}
-
-func newSnapshot(ctx context.Context, st store.Store, nodes []store.Node, mounts []store.PoolMount) (*snapshot, error) {
-	s := &snapshot{nodes: nodes, mounts: mounts, node: map[string]store.Node{}, pool: map[string]store.Pool{}}
-	var err error
 	if s.pools, err = st.ListPools(ctx); err != nil {
 		return nil, err
 	}
@@ -60,6 +41,49 @@ func newSnapshot(ctx context.Context, st store.Store, nodes []store.Node, mounts
 	}
 	for _, p := range s.pools {
 		s.pool[p.ID] = p
+	}
+	return s, nil
+}
+
+// loadSnapshotOf reads what the views of some nodes (a page of them) need:
+// these nodes' mounts and, of the pools those name, the id, the name and
+// which of these nodes are assigned. It is not enough for a pool's view:
+// reading every pool with all its assigned nodes cost more than the page.
+func loadSnapshotOf(ctx context.Context, st store.Store, nodes []store.Node) (*snapshot, error) {
+	s := &snapshot{nodes: nodes, node: map[string]store.Node{}, pool: map[string]store.Pool{}}
+	ids := make([]string, len(nodes))
+	for i, n := range nodes {
+		ids[i] = n.ID
+		s.node[n.ID] = n
+	}
+	var err error
+	if s.mounts, err = st.ListNodeMounts(ctx, ids...); err != nil {
+		return nil, err
+	}
+	var poolIDs []string
+	for _, m := range s.mounts {
+		if !slices.Contains(poolIDs, m.PoolID) {
+			poolIDs = append(poolIDs, m.PoolID)
+		}
+	}
+	names, err := st.PoolNames(ctx, poolIDs...)
+	if err != nil {
+		return nil, err
+	}
+	for id, name := range names {
+		s.pool[id] = store.Pool{ID: id, Name: name}
+	}
+	assigned, err := st.PoolsAssignedTo(ctx, ids...)
+	if err != nil {
+		return nil, err
+	}
+	for node, pools := range assigned {
+		for _, id := range pools {
+			if p, ok := s.pool[id]; ok {
+				p.AssignedNodeIDs = append(p.AssignedNodeIDs, node)
+				s.pool[id] = p
+			}
+		}
 	}
 	return s, nil
 }

@@ -157,6 +157,9 @@ type conn struct {
 	tr  *http.Transport
 }
 
+// linkHeaderTable is the HPACK table size of a node link connection.
+const linkHeaderTable = 512
+
 type connKey struct{}
 
 // withConn makes the calls of Link.agents under ctx go to c's node.
@@ -250,7 +253,10 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	// A peer that stops answering (a hung agent, a cut network) is
 	// noticed on an idle connection too: ping after an interval of
 	// silence, give up on the connection when the ping goes unanswered.
-	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout}
+	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout,
+		// The node link's headers are few and small; a full 4 KiB table
+		// each way per connection held tens of MiB at thousands of nodes.
+		MaxDecoderHeaderTableSize: linkHeaderTable, MaxEncoderHeaderTableSize: linkHeaderTable}
 	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr}
 	l.conns[n.ID] = c
 	return c, nil

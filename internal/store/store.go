@@ -190,6 +190,9 @@ type PoolStore interface {
 	// PoolNames returns the names of the pools with these ids, by id; ids
 	// of no pool are left out.
 	PoolNames(ctx context.Context, ids ...string) (map[string]string, error)
+	// PoolsAssignedTo returns, for each of the nodes with nodeIDs that a
+	// pool lists among its assigned nodes, the ids of those pools.
+	PoolsAssignedTo(ctx context.Context, nodeIDs ...string) (map[string][]string, error)
 	// UpdatePool replaces name, shared and assigned nodes of the pool with
 	// p.ID. Path, type and creation time do not change.
 	UpdatePool(ctx context.Context, p Pool) error

@@ -104,6 +104,33 @@ func (s *Store) PoolNames(ctx context.Context, ids ...string) (map[string]string
 	return names, rows.Err()
 }
 
+// PoolsAssignedTo returns the ids of the pools assigned to each of the
+// nodes, by node id.
+func (s *Store) PoolsAssignedTo(ctx context.Context, nodeIDs ...string) (map[string][]string, error) {
+	out := map[string][]string{}
+	if len(nodeIDs) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(nodeIDs))
+	for i, id := range nodeIDs {
+		args[i] = id
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT node_id, pool_id FROM pool_assignments
+		WHERE node_id IN (?`+strings.Repeat(", ?", len(nodeIDs)-1)+`) ORDER BY node_id, pool_id`), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var node, pool string
+		if err := rows.Scan(&node, &pool); err != nil {
+			return nil, err
+		}
+		out[node] = append(out[node], pool)
+	}
+	return out, rows.Err()
+}
+
 // CreatePool inserts p with its assigned nodes.
 func (s *Store) CreatePool(ctx context.Context, p store.Pool) error {
 	if p.ID == "" {

@@ -74,6 +74,22 @@ func testPools(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	t.Run("pools assigned to nodes", func(t *testing.T) {
+		s := open(t)
+		mustCreateNodes(t, s, "n1", "n2", "n3")
+		mustCreatePool(t, s, pool("p1", "n2", "n1"))
+		mustCreatePool(t, s, pool("p2", "n1"))
+		mustCreatePool(t, s, pool("p3"))
+		got, err := s.PoolsAssignedTo(ctx, "n1", "n2", "n3", "gone")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "PoolsAssignedTo", got, map[string][]string{"n1": {"p1", "p2"}, "n2": {"p1"}})
+		if got, err := s.PoolsAssignedTo(ctx); err != nil || len(got) != 0 {
+			t.Errorf("PoolsAssignedTo() = %v, %v; want nothing", got, err)
+		}
+	})
+
 	t.Run("rejected creates", func(t *testing.T) {
 		tests := []struct {
 			name    string
