@@ -142,7 +142,14 @@ func (s *snapshot) mountView(n store.Node, p store.Pool, m *store.PoolMount) *qu
 		return v
 	}
 	v.Mounted, v.Reason = m.Mounted, m.Reason
-	v.FreeBytes, v.TotalBytes, v.CheckedAt = m.FreeBytes, m.TotalBytes, ts(m.CheckedAt)
+	checked := m.CheckedAt
+	if n.State == store.NodeReady && n.LastCheckedAt.After(checked) {
+		// The node's last check succeeded, and a check that finds a
+		// mount unchanged leaves its row (store.MountRefresh): that check
+		// confirmed it.
+		checked = n.LastCheckedAt
+	}
+	v.FreeBytes, v.TotalBytes, v.CheckedAt = m.FreeBytes, m.TotalBytes, ts(checked)
 	return v
 }
 

@@ -448,3 +448,35 @@ func TestDownloadedImageMoved(t *testing.T) {
 		t.Errorf("%d images; want 1", n)
 	}
 }
+
+// TestStoppedAgentShownAtOnce: when a node's agent stops, its event stream
+// breaks and the node is checked at once: the API shows it UNREACHABLE
+// long before its next scheduled check (a minute here).
+func TestStoppedAgentShownAtOnce(t *testing.T) {
+	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(time.Minute))
+	a := quarrytest.StartAgent(t, s, quarrytest.AgentOptions{Name: "n1"})
+	mkdir(t, a.Opts.LocalPath("/srv/isos"))
+	created, err := s.Pools.CreatePool(t.Context(), connect.NewRequest(&quarryv1.CreatePoolRequest{
+		Name: "isos", Path: "/srv/isos", AssignedNodeIds: []string{a.NodeID}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Discovered with no scan: the node's event stream is open, and opened
+	// without waiting for the minute.
+	writeISO(t, a.Opts.LocalPath("/srv/isos/iso/a.iso"), "A", 1<<20)
+	waitImage(t, s, created.Msg.GetPool().GetId(), "iso/a.iso", quarryv1.ImageState_IMAGE_STATE_READY, 10*time.Second)
+
+	stopped := time.Now()
+	a.Stop()
+	quarrytest.Eventually(t, 20*time.Second, func() error {
+		n, err := s.Nodes.GetNode(t.Context(), connect.NewRequest(&quarryv1.GetNodeRequest{Id: a.NodeID}))
+		if err != nil {
+			return err
+		}
+		if st := n.Msg.GetNode().GetState(); st != quarryv1.NodeState_NODE_STATE_UNREACHABLE {
+			return fmt.Errorf("node is %v", st)
+		}
+		return nil
+	})
+	t.Logf("UNREACHABLE %v after its agent stopped (health interval 1m)", time.Since(stopped).Round(time.Millisecond))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -288,11 +289,31 @@ type checkError struct {
 func (e *checkError) Error() string { return e.reason }
 func (e *checkError) Unwrap() error { return e.err }
 
+// mountedKey names the pools facts say are mounted, in their order.
+func mountedKey(facts *agentv1.GetFactsResponse) string {
+	var b strings.Builder
+	for _, pf := range facts.GetPools() {
+		if pf.GetMounted() {
+			b.WriteString(pf.GetId())
+			b.WriteByte(',')
+		}
+	}
+	return b.String()
+}
+
 // schedule records a check's outcome (facts is nil when it failed) and
 // returns the time until the node's next check.
 func (l *Link) schedule(st *nodeState, now time.Time, facts *agentv1.GetFactsResponse) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if mountedKey(st.facts) != mountedKey(facts) {
+		// The pools the node mounts changed: the event watcher follows
+		// now rather than at its next interval.
+		select {
+		case l.mountsChanged <- struct{}{}:
+		default:
+		}
+	}
 	st.facts = facts
 	if facts == nil {
 		st.failures++

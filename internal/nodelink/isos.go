@@ -84,14 +84,16 @@ func (l *Link) NewEventWatcher(h PoolEventHandler) *EventWatcher {
 }
 
 // Run re-syncs the streams with the nodes' state every health interval
-// (a stream that ended is reopened then, if still wanted) until ctx is
-// done; it returns once every stream has ended.
+// (a stream that ended is reopened then, if still wanted), and as soon as
+// a check finds a node mounting other pools, until ctx is done; it returns
+// once every stream has ended.
 func (w *EventWatcher) Run(ctx context.Context) {
 	defer w.wg.Wait()
 	t := time.NewTicker(w.link.cfg.Interval)
 	defer t.Stop()
 	for {
 		w.sync(ctx)
+		synced := time.Now()
 		select {
 		case <-ctx.Done():
 			w.mu.Lock()
@@ -101,6 +103,13 @@ func (w *EventWatcher) Run(ctx context.Context) {
 			w.mu.Unlock()
 			return
 		case <-t.C:
+		case <-w.link.mountsChanged:
+			// Changes come in bursts (a round of checks of thousands of
+			// nodes): syncing once a second at most follows them.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Until(synced.Add(time.Second))):
+			}
 		}
 	}
 }
@@ -191,7 +200,11 @@ func (w *EventWatcher) stream(ctx context.Context, nodeID string, pools []store.
 			w.handler(nodeID, ev)
 		}
 	}
-	if err := s.Err(); err != nil && ctx.Err() == nil {
-		w.link.log.Debug("pool event stream ended", "node", nodeID, "err", reason(err))
+	if ctx.Err() == nil {
+		// The node broke the stream (its agent stopped, its connection
+		// was cut): check it now rather than at its next turn, so that the
+		// API shows it within a check of the break.
+		w.link.log.Debug("pool event stream ended", "node", nodeID, "err", s.Err())
+		w.link.Kick(nodeID)
 	}
 }

@@ -89,6 +89,9 @@ type Link struct {
 	conns map[string]*conn      // by node id
 	nodes map[string]*nodeState // by node id
 	kick  chan struct{}
+	// mountsChanged says a check found a node mounting other pools than
+	// before (capacity 1; the event watcher drains it).
+	mountsChanged chan struct{}
 	// What the next kick checks now (guarded by mu): every node, or the
 	// nodes named.
 	kickAll bool
@@ -137,13 +140,14 @@ func New(cfg Config) *Link {
 			// No gzip on the node link: its messages are small and it runs
 			// on the cluster's network.
 			connect.WithAcceptCompression("gzip", nil, nil)),
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "nodelink"),
-		metrics: newMetrics(cfg.Registerer),
-		conns:   map[string]*conn{},
-		nodes:   map[string]*nodeState{},
-		kick:    make(chan struct{}, 1),
-		kicked:  map[string]bool{},
+		cfg:           cfg,
+		log:           cfg.Logger.With("component", "nodelink"),
+		metrics:       newMetrics(cfg.Registerer),
+		conns:         map[string]*conn{},
+		nodes:         map[string]*nodeState{},
+		kick:          make(chan struct{}, 1),
+		mountsChanged: make(chan struct{}, 1),
+		kicked:        map[string]bool{},
 	}
 }
 
