@@ -58,4 +58,3 @@ func TestKickChecksOnlyTheNodeNamed(t *testing.T) {
 		t.Errorf("n2 was checked at %v after kicks of n1 only (last check before: %v)", got, before2)
 	}
 }
-

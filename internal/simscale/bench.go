@@ -99,32 +99,32 @@ type Target struct {
 
 // Result holds the figures of one run.
 type Result struct {
-	Nodes, Pools, Images      int
-	Enroll, PoolsCreate       time.Duration
-	AllReady                  time.Duration // from the last enrollment
-	Seed                      time.Duration // first full scan: discovers every ISO
-	Rescan                    time.Duration // second full scan: nothing changed
-	List                      Latency // clients back to back
-	Paced                     Latency // clients each a page every Pace
-	ListRequests, ListErrors  int
-	ListRate, PacedRate       float64 // requests per second
-	FullList                  time.Duration
-	FullListImages            int
-	Flaps                     int
-	DownSeenP50, DownSeenMax  time.Duration
-	UpSeenP50, UpSeenMax      time.Duration
-	FlapMissed                int           // flaps whose state change the API did not show in time
-	FlapLost                  int           // of those, flaps not shown before the deadline at all
-	StaleMax                  time.Duration // oldest last check of a READY node, over all samples
-	ListNodesMax              time.Duration // the slowest ListNodes of every node while flapping
-	RSS, RSSPeak              int64
-	CPUSeconds                float64
-	CPUFlap                   float64 // cores used while flapping and serving the list load
-	Goroutines                []int   // after all READY, after scans, after flapping
-	ConnsMaxPerNode           int
-	ConnsOpen                 int
-	ConnsAccepted             int
-	DBSize                    int64
+	Nodes, Pools, Images     int
+	Enroll, PoolsCreate      time.Duration
+	AllReady                 time.Duration // from the last enrollment
+	Seed                     time.Duration // first full scan: discovers every ISO
+	Rescan                   time.Duration // second full scan: nothing changed
+	List                     Latency       // clients back to back
+	Paced                    Latency       // clients each a page every Pace
+	ListRequests, ListErrors int
+	ListRate, PacedRate      float64 // requests per second
+	FullList                 time.Duration
+	FullListImages           int
+	Flaps                    int
+	DownSeenP50, DownSeenMax time.Duration
+	UpSeenP50, UpSeenMax     time.Duration
+	FlapMissed               int           // flaps whose state change the API did not show in time
+	FlapLost                 int           // of those, flaps not shown before the deadline at all
+	StaleMax                 time.Duration // oldest last check of a READY node, over all samples
+	ListNodesMax             time.Duration // the slowest ListNodes of every node while flapping
+	RSS, RSSPeak             int64
+	CPUSeconds               float64
+	CPUFlap                  float64 // cores used while flapping and serving the list load
+	Goroutines               []int   // after all READY, after scans, after flapping
+	ConnsMaxPerNode          int
+	ConnsOpen                int
+	ConnsAccepted            int
+	DBSize                   int64
 }
 
 // Run builds the cluster in the control plane at t with a fleet of
