@@ -144,8 +144,21 @@ func (c *Chooser) choose(ctx context.Context, poolID string, need Need, dial boo
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := c.Store.ListNodes(ctx)
-	if err != nil {
+	// A local pool with assigned nodes may use those only: reading every
+	// node of a large cluster for each of its pools' scans and downloads
+	// cost nodes × pools rows. The others are read, and listed as not
+	// assigned, only to explain a choice that found no node.
+	onlyAssigned := !pool.Shared && len(pool.AssignedNodeIDs) > 0
+	var nodes []store.Node
+	if onlyAssigned {
+		for _, id := range pool.AssignedNodeIDs {
+			n, err := c.Store.GetNode(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			nodes = append(nodes, n)
+		}
+	} else if nodes, err = c.Store.ListNodes(ctx); err != nil {
 		return nil, err
 	}
 	// Only this pool's: every node's view of every pool is nodes × pools
@@ -179,10 +192,23 @@ func (c *Chooser) choose(ctx context.Context, poolID string, need Need, dial boo
 	}
 	ch.Kept = append(ch.Kept, ch.rank(fallback, loads, need)...)
 	if len(ch.Kept) == 0 {
+		if onlyAssigned {
+			all, err := c.Store.ListNodes(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, n := range all {
+				if !MayUse(pool, n.ID) {
+					ch.Rejected = append(ch.Rejected, Candidate{Node: n, Reason: notAssigned})
+				}
+			}
+		}
 		return ch, ch.err()
 	}
 	return ch, nil
 }
+
+const notAssigned = "not assigned to the pool, and the pool is not shared"
 
 // classify sorts every node into usable-now, to-connect-lazily and
 // shared-fallback, recording dropped nodes in ch.Rejected. A READY node whose
@@ -203,7 +229,7 @@ func classify(pool store.Pool, nodes []store.Node, mounts []store.PoolMount, ch 
 		cand := Candidate{Node: n, Assigned: assigned, Mount: byNode[n.ID]}
 		switch {
 		case !MayUse(pool, n.ID):
-			cand.Reason = "not assigned to the pool, and the pool is not shared"
+			cand.Reason = notAssigned
 			ch.Rejected = append(ch.Rejected, cand)
 		case n.State != store.NodeReady && !assigned:
 			cand.Reason = notReady(n)

@@ -421,3 +421,37 @@ func TestInitializers(t *testing.T) {
 		t.Errorf("Initializers reordered its argument: %v", nodes)
 	}
 }
+
+// listCounter counts the listings of every node.
+type listCounter struct {
+	store.Store
+	lists int
+}
+
+func (l *listCounter) ListNodes(ctx context.Context) ([]store.Node, error) {
+	l.lists++
+	return l.Store.ListNodes(ctx)
+}
+
+// TestLocalPoolReadsItsNodesOnly: choosing for a local pool with assigned
+// nodes reads those nodes, not every node of the cluster, unless no node
+// was found: then every other node is listed as not assigned, to explain.
+func TestLocalPoolReadsItsNodesOnly(t *testing.T) {
+	ready := store.NodeReady
+	c, _ := setup(t, world{nodes: []node{{id: "a", state: ready, mount: "yes", free: 1 << 30}, {id: "b", state: ready, mount: "yes", free: 1 << 30}},
+		assigned: []string{"a"}})
+	counter := &listCounter{Store: c.Store}
+	c.Store = counter
+	ch, err := c.Choose(t.Context(), "p")
+	if err != nil || len(ch.Kept) != 1 || ch.Kept[0].Node.ID != "a" || counter.lists != 0 {
+		t.Fatalf("Choose = %+v, %v after %d listings of every node; want a, and no listing", ch, err, counter.lists)
+	}
+
+	// a no longer mounts the pool: nothing is kept, and b is explained.
+	must(t, counter.Store.RecordNodeCheck(t.Context(), "a", store.NodeStatus{State: ready, LastCheckedAt: time.Now()},
+		[]store.PoolMount{{NodeID: "a", PoolID: "p", Reason: "/srv/isos holds no pool marker", CheckedAt: time.Now()}}))
+	_, err = c.Choose(t.Context(), "p")
+	if err == nil || !strings.Contains(err.Error(), "b "+notAssigned) || counter.lists != 1 {
+		t.Fatalf("Choose error = %v after %d listings; want b %s, from one listing", err, counter.lists, notAssigned)
+	}
+}
