@@ -20,6 +20,7 @@ type snapshot struct {
 	mounts []store.PoolMount
 	node   map[string]store.Node
 	pool   map[string]store.Pool
+	byNode map[string][]int // indexes into mounts by node id, made by nodeView
 }
 
 // loadSnapshot reads the nodes, the pools and the mounts of the pools with
@@ -114,11 +115,15 @@ func (s *snapshot) nodeView(n store.Node) *quarryv1.Node {
 		AgentVersion:      n.AgentVersion,
 		CreatedAt:         ts(n.CreatedAt),
 	}
-	for _, m := range s.mounts {
-		if m.NodeID == n.ID {
-			if p, ok := s.pool[m.PoolID]; ok {
-				v.Pools = append(v.Pools, s.mountView(n, p, &m))
-			}
+	if s.byNode == nil {
+		s.byNode = map[string][]int{}
+		for i, m := range s.mounts {
+			s.byNode[m.NodeID] = append(s.byNode[m.NodeID], i)
+		}
+	}
+	for _, i := range s.byNode[n.ID] {
+		if p, ok := s.pool[s.mounts[i].PoolID]; ok {
+			v.Pools = append(v.Pools, s.mountView(n, p, &s.mounts[i]))
 		}
 	}
 	return v

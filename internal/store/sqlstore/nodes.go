@@ -236,13 +236,20 @@ func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeS
 	if err != nil {
 		return err
 	}
-	ids := make([]string, len(mounts))
-	for i, m := range mounts {
-		ids[i] = m.PoolID
+	// Pools the node reported on before still exist (a pool's deletion
+	// takes its mounts along); only new ones need looking up.
+	var ids []string
+	for _, m := range mounts {
+		if _, had := old[m.PoolID]; !had {
+			ids = append(ids, m.PoolID)
+		}
 	}
 	pools, err := t.poolIDs(ctx, ids)
 	if err != nil {
 		return err
+	}
+	for id := range old {
+		pools[id] = true
 	}
 	seen := make(map[string]bool, len(mounts))
 	for _, m := range mounts {
