@@ -46,6 +46,7 @@ func run() error {
 	quarry := flag.String("quarry", "bin/quarry", "the quarry binary to run as the control plane")
 	stores := flag.String("stores", "sqlite,postgres", "stores to run the control plane on, in order")
 	timeout := flag.Duration("timeout", 15*time.Minute, "give up after this long")
+	memLimit := flag.String("server-memory-limit", "", "GOMEMLIMIT of the control plane process only (for example 400MiB); empty: Go's default")
 	flag.IntVar(&cfg.Nodes, "nodes", 5000, "simulated agents")
 	flag.IntVar(&cfg.Pools, "pools", 1000, "storage pools")
 	flag.IntVar(&cfg.SharedPools, "shared-pools", 20, "of the pools, shared ones (each mounted by an equal block of nodes); the rest are local to one node each")
@@ -71,13 +72,13 @@ func run() error {
 	for _, name := range strings.Split(*stores, ",") {
 		fmt.Fprintf(os.Stderr, "=== %s: %d nodes, %d pools (%d shared), %d ISOs each, health interval %v\n",
 			name, cfg.Nodes, cfg.Pools, cfg.SharedPools, cfg.ISOsPerPool, cfg.HealthInterval)
-		r, err := runOne(ctx, *quarry, name, cfg)
+		r, err := runOne(ctx, *quarry, name, *memLimit, cfg)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		names, results = append(names, name), append(results, r)
 	}
-	report(os.Stdout, cfg, names, results)
+	report(os.Stdout, cfg, *memLimit, names, results)
 	return nil
 }
 
@@ -87,7 +88,7 @@ type result struct {
 }
 
 // runOne starts a control plane on the store and runs the benchmark on it.
-func runOne(ctx context.Context, quarry, storeName string, cfg simscale.Config) (*result, error) {
+func runOne(ctx context.Context, quarry, storeName, memLimit string, cfg simscale.Config) (*result, error) {
 	dir, err := os.MkdirTemp("", "quarry-simscale-")
 	if err != nil {
 		return nil, err
@@ -128,6 +129,9 @@ func runOne(ctx context.Context, quarry, storeName string, cfg simscale.Config) 
 	defer logFile.Close()
 	cmd := exec.Command(quarry, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if memLimit != "" {
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+memLimit)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w (make build first)", quarry, err)
 	}
@@ -270,10 +274,14 @@ func tail(path string) string {
 }
 
 // report prints the figures of every store side by side, with the targets.
-func report(w *os.File, cfg simscale.Config, names []string, rs []*result) {
+func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs []*result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "\n%d nodes, %d pools (%d shared, %d local), %d images, health interval %v, %d list clients\n\n",
+	fmt.Fprintf(tw, "\n%d nodes, %d pools (%d shared, %d local), %d images, health interval %v, %d list clients\n",
 		cfg.Nodes, cfg.Pools, cfg.SharedPools, cfg.Pools-cfg.SharedPools, cfg.Pools*cfg.ISOsPerPool, cfg.HealthInterval, cfg.Clients)
+	if memLimit != "" {
+		fmt.Fprintf(tw, "control plane run with GOMEMLIMIT=%s\n", memLimit)
+	}
+	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "figure\t%s\ttarget\n", strings.Join(names, "\t"))
 	row := func(label, target string, f func(r *result) string) {
 		cells := make([]string, len(rs))
