@@ -24,14 +24,26 @@ func (l *Link) Run(ctx context.Context) {
 	var slots chan struct{}
 	tick := time.NewTimer(0)
 	defer tick.Stop()
+	// A round lists every node; with thousands of nodes due at spread
+	// times, a round per node due cost more than the checks. Rounds are
+	// at least a tenth of an interval apart (at most 500 ms), and gather
+	// every node due and kicked meanwhile.
+	gap := min(l.cfg.Interval/10, 500*time.Millisecond)
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		case <-l.kick:
-			l.takeKicks()
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(last.Add(gap))):
+		}
+		l.takeKicks()
+		last = time.Now()
 		l.round(ctx, &slots, &checks)
 		l.ensureAllInitialized(ctx)
 		tick.Reset(l.untilNextDue())
