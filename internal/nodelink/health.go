@@ -44,8 +44,8 @@ func (l *Link) Run(ctx context.Context) {
 		}
 		l.takeKicks()
 		last = time.Now()
-		l.round(ctx, &slots, &checks)
-		l.ensureAllInitialized(ctx)
+		pools := l.round(ctx, &slots, &checks)
+		l.ensureAllInitialized(ctx, pools)
 		tick.Reset(l.untilNextDue())
 	}
 }
@@ -54,14 +54,15 @@ func (l *Link) Run(ctx context.Context) {
 // at most len(slots) at a time, and returns once all have started. It does
 // not wait for them to end: a round that did made every node wait for the
 // slowest check of the round before its own, which at thousands of nodes
-// left most of them unchecked for many intervals.
-func (l *Link) round(ctx context.Context, slotsp *chan struct{}, checks *sync.WaitGroup) {
+// left most of them unchecked for many intervals. It returns the pools it
+// listed (nil when listing failed).
+func (l *Link) round(ctx context.Context, slotsp *chan struct{}, checks *sync.WaitGroup) []store.Pool {
 	nodes, err := l.cfg.Store.ListNodes(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Warn("listing nodes for health checks failed", "err", err)
 		}
-		return
+		return nil
 	}
 	// One listing of the pools serves the whole round: read per check, it
 	// cost nodes × pools rows every interval.
@@ -70,7 +71,7 @@ func (l *Link) round(ctx context.Context, slotsp *chan struct{}, checks *sync.Wa
 		if ctx.Err() == nil {
 			l.log.Warn("listing pools for health checks failed", "err", err)
 		}
-		return
+		return nil
 	}
 	// Checks in flight grow with the cluster: a fixed number of them can
 	// check only so many nodes per interval however fast each check is.
@@ -89,7 +90,7 @@ func (l *Link) round(ctx context.Context, slotsp *chan struct{}, checks *sync.Wa
 		case slots <- struct{}{}:
 		case <-ctx.Done():
 			l.unclaim(st)
-			return
+			return nil
 		}
 		checks.Go(func() {
 			defer func() {
@@ -101,6 +102,7 @@ func (l *Link) round(ctx context.Context, slotsp *chan struct{}, checks *sync.Wa
 			l.check(cctx, n, "interval", pools)
 		})
 	}
+	return pools
 }
 
 // maxCheckSlots bounds the checks in flight however large the cluster.

@@ -165,13 +165,9 @@ func (l *Link) markInitialized(ctx context.Context, pool store.Pool, n store.Nod
 	return nil
 }
 
-// ensureAllInitialized tries, after each round, every pool not yet
+// ensureAllInitialized tries, after each round, every pool of the round not yet
 // initialized, using the facts the round gathered.
-func (l *Link) ensureAllInitialized(ctx context.Context) {
-	pools, err := l.cfg.Store.ListPools(ctx)
-	if err != nil {
-		return
-	}
+func (l *Link) ensureAllInitialized(ctx context.Context, pools []store.Pool) {
 	for _, p := range pools {
 		if p.InitializedBy != "" {
 			continue
