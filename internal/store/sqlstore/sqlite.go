@@ -30,7 +30,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	// The driver hands a "file:" DSN to SQLite as a URI, so characters like
 	// '?', '#' and '%' in the path must be escaped to reach the file name.
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + sqliteParams
-	db, err := sql.Open("sqlite", dsn)
+	db, err := sql.Open(cachingSQLiteDriver(), dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
