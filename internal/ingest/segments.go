@@ -291,8 +291,11 @@ func (d *download) fetchSegments(ctx context.Context) error {
 			running = false
 		case <-t.C:
 		}
-		d.meter.conns = int(p.active.Load())
-		d.meter.update(p.done(), d.total, false)
+		// A change in the connections fetching is reported at once.
+		conns := int(p.active.Load())
+		changed := conns != d.meter.conns
+		d.meter.conns = conns
+		d.meter.update(p.done(), d.total, changed)
 		if running && d.checkpointDue() && sctx.Err() == nil {
 			if err := d.checkpoint(); err != nil {
 				fail(err)
