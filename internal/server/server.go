@@ -384,6 +384,7 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		connect.WithInterceptors(append(api.Interceptors(s.log, reg), guard.Interceptor())...),
 		connect.WithReadMaxBytes(maxRequestBytes),
 		api.BoundedGzip(maxRequestBytes),
+		connect.WithCompressMinBytes(1 << 10), // smaller answers are not worth it
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, r any) error {
 			s.log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", r)
 			return connect.NewError(connect.CodeInternal, errors.New("internal error; the control plane's log has the details"))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -34,12 +35,21 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
+	// Opening a connection costs more than most queries (the pragmas, the
+	// schema, the statements it prepares and keeps); database/sql keeps 2
+	// idle by default and so opened one for nearly every request under
+	// concurrent load.
+	db.SetMaxIdleConns(sqliteIdleConns)
+	db.SetConnMaxIdleTime(time.Minute)
 	s, err := New(ctx, db, SQLiteDialect())
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	return s, nil
 }
+
+// sqliteIdleConns is how many SQLite connections stay open while idle.
+const sqliteIdleConns = 64
 
 // SQLiteDialect describes SQLite as spoken by modernc.org/sqlite. It needs
 // no migration lock: with _txlock=immediate, migration transactions already
