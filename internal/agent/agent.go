@@ -46,6 +46,7 @@ import (
 	"github.com/quarry-project/quarry/internal/dirlock"
 	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
 	"github.com/quarry-project/quarry/internal/pki"
+	"github.com/quarry-project/quarry/internal/uploadwire"
 )
 
 // defaultListen is the agent's default listen address.
@@ -57,6 +58,11 @@ const (
 	idleTimeout       = 2 * time.Minute
 	shutdownTimeout   = 5 * time.Second
 	maxRequestBytes   = 4 << 20
+	// uploadWindow is how many bytes of a stream (an upload's write) the
+	// control plane may send ahead of what a handler has read: Go's
+	// default of 1 MiB, one upload message, stops the sender each time
+	// the writer hashes or a checkpoint is made durable.
+	uploadWindow = 8 << 20
 )
 
 // Config configures an Agent. The zero value, with defaults filled in by New,
@@ -215,12 +221,14 @@ func checkDir(dir string) error {
 }
 
 // Handler returns the agent's HTTP handler: the AgentService under its
-// Connect path, GET /healthz and the peer endpoint.
+// Connect path, GET /healthz, the peer endpoint and upload writes
+// (uploadwire).
 func (a *Agent) Handler() http.Handler { return a.handler }
 
 func (a *Agent) newHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(agentv1connect.NewAgentServiceHandler(&service{a: a},
+	svc := &service{a: a}
+	mux.Handle(agentv1connect.NewAgentServiceHandler(svc,
 		connect.WithReadMaxBytes(maxRequestBytes),
 		connect.WithInterceptors(logRPCs(a.log)),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, v any) error {
@@ -233,6 +241,7 @@ func (a *Agent) newHandler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET "+peerPrefix+"{sha256}", a.servePeer)
+	mux.HandleFunc("POST "+uploadwire.Path, svc.serveUploadWrite)
 	return a.guard(mux)
 }
 
@@ -278,6 +287,7 @@ func (a *Agent) serve(ctx context.Context, ln net.Listener) error {
 	}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetHTTP2(true)
+	srv.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: uploadWindow, MaxReceiveBufferPerConnection: 2 * uploadWindow}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(tlsOnly(ln), "", "") }()

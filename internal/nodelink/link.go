@@ -146,6 +146,9 @@ type conn struct {
 	pin    store.NodeCertificate
 	tr     *http.Transport
 	client agentv1connect.AgentServiceClient
+	// hc and base make the requests outside the AgentService (uploadwire).
+	hc   *http.Client
+	base string
 }
 
 // ErrNotEnrolled: the node's agent has no certificate yet, so the link
@@ -216,8 +219,9 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	// noticed on an idle connection too: ping after an interval of
 	// silence, give up on the connection when the ping goes unanswered.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout}
-	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr,
-		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address,
+	hc := &http.Client{Transport: tr}
+	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr, hc: hc, base: "https://" + n.Address,
+		client: agentv1connect.NewAgentServiceClient(hc, "https://"+n.Address,
 			// No gzip on the node link: its messages are small, it runs on the
 			// cluster's network, and every client keeps its own pool of
 			// decompressors (tens of KiB per node, hundreds of MiB at
