@@ -146,9 +146,19 @@ type conn struct {
 	pin    store.NodeCertificate
 	tr     *http.Transport
 	client agentv1connect.AgentServiceClient
-	// hc and base make the requests outside the AgentService (uploadwire).
-	hc   *http.Client
+	// up and base carry an upload's writes (uploadwire): HTTP/1.1 on
+	// connections of their own, whose request bodies go to the TLS
+	// connection as they are, without HTTP/2's framing, flow control and
+	// the copies these take on both sides.
+	up   *http.Client
 	base string
+}
+
+// closeIdle closes the connection's idle connections: the next request
+// opens a new one, with a new handshake.
+func (c *conn) closeIdle() {
+	c.tr.CloseIdleConnections()
+	c.up.CloseIdleConnections()
 }
 
 // ErrNotEnrolled: the node's agent has no certificate yet, so the link
@@ -180,7 +190,7 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 		// A revoked certificate: what was opened with it goes too.
 		l.mu.Lock()
 		if c, ok := l.conns[n.ID]; ok {
-			c.tr.CloseIdleConnections()
+			c.closeIdle()
 			delete(l.conns, n.ID)
 		}
 		l.mu.Unlock()
@@ -197,31 +207,34 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 		// the node's certificate expired, only a new handshake may tell
 		// whether it holds a valid one.
 		if l.cfg.Now().After(n.Certificate.NotAfter) {
-			c.tr.CloseIdleConnections()
+			c.closeIdle()
 		}
 		return c, nil
 	}
 	if ok {
-		c.tr.CloseIdleConnections()
+		c.closeIdle()
 	}
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetHTTP2(true)
-	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: l.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     pinned(l.cfg.Issuer.ClientTLS(n.ID), n.Certificate),
-		TLSHandshakeTimeout: l.cfg.ConnectTimeout,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
-		Protocols:           p,
+	transport := func(http2 bool) *http.Transport {
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetHTTP2(http2)
+		return &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: l.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			TLSClientConfig:     pinned(l.cfg.Issuer.ClientTLS(n.ID), n.Certificate),
+			TLSHandshakeTimeout: l.cfg.ConnectTimeout,
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     90 * time.Second,
+			Protocols:           p,
+		}
 	}
+	tr := transport(true)
 	// A peer that stops answering (a hung agent, a cut network) is
 	// noticed on an idle connection too: ping after an interval of
 	// silence, give up on the connection when the ping goes unanswered.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout}
-	hc := &http.Client{Transport: tr}
-	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr, hc: hc, base: "https://" + n.Address,
-		client: agentv1connect.NewAgentServiceClient(hc, "https://"+n.Address,
+	up := transport(false)
+	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr, up: &http.Client{Transport: up}, base: "https://" + n.Address,
+		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address,
 			// No gzip on the node link: its messages are small, it runs on the
 			// cluster's network, and every client keeps its own pool of
 			// decompressors (tens of KiB per node, hundreds of MiB at
@@ -315,7 +328,7 @@ func (l *Link) Forget(nodeID string) {
 	defer l.mu.Unlock()
 	delete(l.nodes, nodeID)
 	if c, ok := l.conns[nodeID]; ok {
-		c.tr.CloseIdleConnections()
+		c.closeIdle()
 		delete(l.conns, nodeID)
 	}
 }

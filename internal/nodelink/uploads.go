@@ -3,12 +3,15 @@ package nodelink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/quarry-project/quarry/internal/errclass"
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/store"
 	"github.com/quarry-project/quarry/internal/uploadwire"
@@ -45,7 +48,8 @@ type UploadWrite struct {
 }
 
 // WriteUpload streams w.Body to the node's upload as the body of one
-// request (uploadwire) and returns the node's answer. When reading w.Body
+// request (uploadwire), up to writeBlock bytes at a time, and returns the
+// node's answer. When reading w.Body
 // fails, the error returned is that one: the node either dropped the write
 // (w.Drop) or kept what arrived.
 func (l *Link) WriteUpload(ctx context.Context, nodeID string, w UploadWrite) (*agentv1.WriteUploadResponse, error) {
@@ -61,8 +65,9 @@ func (l *Link) WriteUpload(ctx context.Context, nodeID string, w UploadWrite) (*
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer l.watch(ctx, c, n.Name, cancel)()
 	body := &writeBody{w: w, trailer: http.Header{uploadwire.EndTrailer: nil}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+uploadwire.Path, body)
 	if err != nil {
@@ -72,11 +77,13 @@ func (l *Link) WriteUpload(ctx context.Context, nodeID string, w UploadWrite) (*
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.ContentLength = -1
 	req.Trailer = body.trailer
-	resp, err := c.hc.Do(req)
+	resp, err := c.up.Do(req)
 	var out *agentv1.WriteUploadResponse
 	if err == nil {
 		out, err = uploadwire.ReadResponse(resp)
 		resp.Body.Close()
+	} else if cause := context.Cause(ctx); errclass.Of(cause) != nil {
+		err = cause // the node stopped answering (watch)
 	} else {
 		err = agentError(err)
 	}
@@ -84,6 +91,59 @@ func (l *Link) WriteUpload(ctx context.Context, nodeID string, w UploadWrite) (*
 		return nil, rerr
 	}
 	return out, err
+}
+
+// watch cancels a write, with an Unavailable error as the cause, when the
+// node stops answering while it lasts: a hung agent, a cut network. The
+// AgentService's HTTP/2 connection notices that with pings; an upload's
+// HTTP/1.1 connection has none, so the node's /healthz is asked on the
+// other connection every Interval, and must answer within CheckTimeout.
+// A node that answers but reads slowly (a slow disk) is waited for. The
+// returned function stops watching.
+func (l *Link) watch(ctx context.Context, c *conn, node string, cancel context.CancelCauseFunc) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(l.cfg.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := c.probe(ctx, l.cfg.CheckTimeout); err != nil && ctx.Err() == nil {
+				cancel(errclass.Wrap(errclass.Unavailable, err, "node %s stopped answering during an upload's write (%s); the client resumes from what the node made durable", node, reason(err)))
+				return
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// probe asks the node's /healthz on the AgentService's connection.
+func (c *conn) probe(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.tr.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz answered %s", resp.Status)
+	}
+	return nil
 }
 
 // writeBody is the body of a write to the node: w.Body, ended with the
@@ -123,6 +183,40 @@ func (b *writeBody) Read(p []byte) (int, error) {
 	default:
 		b.err = err
 		return n, err
+	}
+}
+
+// writeBlock is how many bytes of the client's body the transport is
+// given to write at a time (one chunk of the request body, and the bound
+// of what a write holds in the control plane's memory).
+const writeBlock = 1 << 20
+
+// WriteTo is what the transport copies the body with: large writes, in
+// few TLS writes and chunks, instead of its 32 KiB ones.
+func (b *writeBody) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, writeBlock)
+	var total int64
+	for {
+		n := 0
+		var err error
+		for n < len(buf) && err == nil {
+			var m int
+			m, err = b.Read(buf[n:])
+			n += m
+		}
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
 	}
 }
 
