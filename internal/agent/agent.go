@@ -58,11 +58,6 @@ const (
 	idleTimeout       = 2 * time.Minute
 	shutdownTimeout   = 5 * time.Second
 	maxRequestBytes   = 4 << 20
-	// uploadWindow is how many bytes of a stream (an upload's write) the
-	// control plane may send ahead of what a handler has read: Go's
-	// default of 1 MiB, one upload message, stops the sender each time
-	// the writer hashes or a checkpoint is made durable.
-	uploadWindow = 8 << 20
 )
 
 // Config configures an Agent. The zero value, with defaults filled in by New,
@@ -287,7 +282,6 @@ func (a *Agent) serve(ctx context.Context, ln net.Listener) error {
 	}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetHTTP2(true)
-	srv.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: uploadWindow, MaxReceiveBufferPerConnection: 2 * uploadWindow}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(tlsOnly(ln), "", "") }()

@@ -233,6 +233,10 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	// silence, give up on the connection when the ping goes unanswered.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout}
 	up := transport(false)
+	dialer, upTLS := &net.Dialer{Timeout: l.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}, up.TLSClientConfig
+	up.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialBatchedTLS(ctx, dialer, network, addr, upTLS, l.cfg.ConnectTimeout)
+	}
 	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr, up: &http.Client{Transport: up}, base: "https://" + n.Address,
 		client: agentv1connect.NewAgentServiceClient(&http.Client{Transport: tr}, "https://"+n.Address,
 			// No gzip on the node link: its messages are small, it runs on the

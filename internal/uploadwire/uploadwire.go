@@ -1,10 +1,11 @@
 // Package uploadwire is the wire format of an upload's writes from the
-// control plane to a node: one HTTP/2 request per client write, on the
+// control plane to a node: one HTTP/1.1 request per client write, on the
 // node's mutual-TLS listener, where only the control plane's certificate
 // is accepted (as for the AgentService). The request's body is the bytes
-// themselves, without message framing: the control plane streams the
-// client's body through, and the node reads it straight into its write
-// buffers, with no copy into and out of protobuf messages on either side.
+// themselves, chunked, without message framing: the control plane streams
+// the client's body through, and the node reads it straight into its
+// write buffers. (HTTP/2, as the AgentService uses, would add framing,
+// flow control and two copies on each side.)
 //
 //   - POST Path, header StartHeader: a WriteUploadRequest with upload,
 //     offset and atomic (binary protobuf, then base64).
