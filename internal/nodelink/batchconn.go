@@ -22,6 +22,11 @@ func dialBatchedTLS(ctx context.Context, d *net.Dialer, network, addr string, cf
 	if err != nil {
 		return nil, err
 	}
+	return batchedTLSClient(ctx, raw, cfg, handshakeTimeout)
+}
+
+// batchedTLSClient opens TLS on raw, as dialBatchedTLS does.
+func batchedTLSClient(ctx context.Context, raw net.Conn, cfg *tls.Config, handshakeTimeout time.Duration) (net.Conn, error) {
 	bc := &batchConn{Conn: raw}
 	tc := tls.Client(bc, cfg.Clone())
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
