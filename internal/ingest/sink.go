@@ -171,10 +171,15 @@ func (s *sink) close() {
 }
 
 // hash hashes the chunks in order and passes them to the writer, with
-// their checkpoint's hash state.
+// their checkpoint's hash state. After a failure, as the writer drops
+// them, it does not hash them.
 func (s *sink) hash() {
 	defer close(s.work)
 	for c := range s.hashq {
+		if s.failed() != nil {
+			s.work <- c
+			continue
+		}
 		c.h.Write(c.b)
 		if c.ck != nil {
 			var err error

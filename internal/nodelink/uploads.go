@@ -49,9 +49,8 @@ type UploadWrite struct {
 
 // WriteUpload streams w.Body to the node's upload as the body of one
 // request (uploadwire), up to writeBlock bytes at a time, and returns the
-// node's answer. When reading w.Body
-// fails, the error returned is that one: the node either dropped the write
-// (w.Drop) or kept what arrived.
+// node's answer. When reading w.Body fails, the error returned is that
+// one: the node either dropped the write (w.Drop) or kept what arrived.
 func (l *Link) WriteUpload(ctx context.Context, nodeID string, w UploadWrite) (*agentv1.WriteUploadResponse, error) {
 	n, err := l.cfg.Store.GetNode(ctx, nodeID)
 	if err != nil {
