@@ -46,6 +46,7 @@ import (
 	"github.com/quarry-project/quarry/internal/dirlock"
 	"github.com/quarry-project/quarry/internal/gen/quarry/agent/v1/agentv1connect"
 	"github.com/quarry-project/quarry/internal/pki"
+	"github.com/quarry-project/quarry/internal/uploadwire"
 )
 
 // defaultListen is the agent's default listen address.
@@ -215,12 +216,14 @@ func checkDir(dir string) error {
 }
 
 // Handler returns the agent's HTTP handler: the AgentService under its
-// Connect path, GET /healthz and the peer endpoint.
+// Connect path, GET /healthz, the peer endpoint and upload writes
+// (uploadwire).
 func (a *Agent) Handler() http.Handler { return a.handler }
 
 func (a *Agent) newHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(agentv1connect.NewAgentServiceHandler(&service{a: a},
+	svc := &service{a: a}
+	mux.Handle(agentv1connect.NewAgentServiceHandler(svc,
 		connect.WithReadMaxBytes(maxRequestBytes),
 		connect.WithInterceptors(logRPCs(a.log)),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, v any) error {
@@ -233,6 +236,7 @@ func (a *Agent) newHandler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET "+peerPrefix+"{sha256}", a.servePeer)
+	mux.HandleFunc("POST "+uploadwire.Path, svc.serveUploadWrite)
 	return a.guard(mux)
 }
 

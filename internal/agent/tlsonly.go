@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"errors"
 	"net"
 	"sync"
@@ -10,6 +11,11 @@ import (
 // byte unless it opens a TLS handshake (a record of type 22). net/http
 // would otherwise tell a plain HTTP client "400 Client sent an HTTP
 // request to an HTTPS server", and the agent answers strangers nothing.
+//
+// Past the first byte, a connection reads through a buffer of readBuffer
+// bytes: crypto/tls reads about one record (16 KiB) at a time, and on an
+// upload a system call per record (with the acknowledgement each may
+// send) costs the agent more than the copy out of the buffer.
 func tlsOnly(ln net.Listener) net.Listener { return tlsOnlyListener{ln} }
 
 type tlsOnlyListener struct{ net.Listener }
@@ -28,10 +34,15 @@ var errNotTLS = errors.New("the client does not speak TLS; closed without an ans
 // recordTypeHandshake is the first byte of every TLS connection.
 const recordTypeHandshake = 22
 
+// readBuffer is the read buffer of an agent's connection, allocated at
+// its first read past the first byte.
+const readBuffer = 256 << 10
+
 type tlsOnlyConn struct {
 	net.Conn
 	once sync.Once
 	err  error
+	r    *bufio.Reader
 }
 
 func (c *tlsOnlyConn) Read(p []byte) (int, error) {
@@ -55,5 +66,8 @@ func (c *tlsOnlyConn) Read(p []byte) (int, error) {
 	if checked {
 		return n, err
 	}
-	return c.Conn.Read(p)
+	if c.r == nil {
+		c.r = bufio.NewReaderSize(c.Conn, readBuffer)
+	}
+	return c.r.Read(p)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/ingest"
 	"github.com/quarry-project/quarry/internal/poolfs"
+	"github.com/quarry-project/quarry/internal/uploadwire"
 )
 
 // idleUpload is how long an open upload waits for its next write before
@@ -176,87 +178,78 @@ func (s *service) OpenUpload(ctx context.Context, req *connect.Request[agentv1.O
 	return connect.NewResponse(&agentv1.OpenUploadResponse{Offset: ou.durable.Load()}), nil
 }
 
-// streamBody reads a WriteUpload stream as one body.
-type streamBody struct {
-	s        *connect.ClientStream[agentv1.WriteUploadRequest]
-	buf      []byte
-	end      bool
-	drop     bool
+// uploadBody is the body of an upload write (see uploadwire): it ends
+// with io.EOF only when the control plane said the write is complete, in
+// the trailer, and with ingest.ErrDropWrite when it asked for the write to
+// be dropped.
+type uploadBody struct {
+	r        io.Reader
+	trailer  http.Header // filled in once r has ended
 	checksum string
 }
 
-func (b *streamBody) take(m *agentv1.WriteUploadRequest) {
-	b.buf = m.GetData()
-	if m.GetEnd() {
-		b.end, b.drop, b.checksum = true, m.GetDrop(), m.GetChecksum()
+func (b *uploadBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != io.EOF {
+		return n, err
 	}
+	var end agentv1.WriteUploadRequest
+	switch derr := uploadwire.Decode(b.trailer.Get(uploadwire.EndTrailer), &end); {
+	case derr != nil || !end.GetEnd():
+		return n, errors.New("the control plane ended the write without saying it was complete")
+	case end.GetDrop():
+		return n, ingest.ErrDropWrite
+	}
+	b.checksum = end.GetChecksum()
+	return n, io.EOF
 }
 
-func (b *streamBody) Read(p []byte) (int, error) {
-	for len(b.buf) == 0 {
-		switch {
-		case b.end && b.drop:
-			return 0, ingest.ErrDropWrite
-		case b.end:
-			return 0, io.EOF
-		}
-		if !b.s.Receive() {
-			err := b.s.Err()
-			if err == nil {
-				err = errors.New("the control plane ended the write without saying it was complete")
-			}
-			return 0, err
-		}
-		b.take(b.s.Msg())
+// serveUploadWrite serves one write of an upload (see uploadwire).
+func (s *service) serveUploadWrite(w http.ResponseWriter, r *http.Request) {
+	var start agentv1.WriteUploadRequest
+	if err := uploadwire.Decode(r.Header.Get(uploadwire.StartHeader), &start); err != nil || start.GetUpload() == nil {
+		uploadwire.WriteResponse(w, nil, errclass.New(errclass.InvalidArgument, "an upload write needs a valid %s header naming the upload", uploadwire.StartHeader))
+		return
 	}
-	n := copy(p, b.buf)
-	b.buf = b.buf[n:]
-	return n, nil
+	resp, err := s.writeUpload(&start, &uploadBody{r: r.Body, trailer: r.Trailer})
+	uploadwire.WriteResponse(w, resp, err)
 }
 
-func (s *service) WriteUpload(ctx context.Context, stream *connect.ClientStream[agentv1.WriteUploadRequest]) (*connect.Response[agentv1.WriteUploadResponse], error) {
-	if !stream.Receive() {
-		err := stream.Err()
-		if err == nil {
-			err = errclass.New(errclass.InvalidArgument, "an upload write needs at least one message")
-		}
-		return nil, errclass.ToConnect(err)
-	}
-	first := stream.Msg()
-	ref := first.GetUpload()
+// writeUpload appends body to the upload start names, at start's offset,
+// and finishes the upload when that completes it.
+func (s *service) writeUpload(start *agentv1.WriteUploadRequest, body *uploadBody) (*agentv1.WriteUploadResponse, error) {
+	ref := start.GetUpload()
 	ou, err := s.lockUpload(ref)
 	if err != nil {
-		return nil, errclass.ToConnect(err)
+		return nil, err
 	}
 	defer ou.mu.Unlock()
 	defer ou.used.Store(time.Now().UnixNano())
-	body := &streamBody{s: stream}
-	body.take(first)
-	off, err := ou.u.Write(first.GetOffset(), body, first.GetAtomic())
+	off, err := ou.u.Write(start.GetOffset(), body, start.GetAtomic())
 	ou.durable.Store(off)
 	resp := &agentv1.WriteUploadResponse{Offset: off}
 	switch {
 	case errors.Is(err, ingest.ErrDropWrite):
-		return connect.NewResponse(resp), nil
+		return resp, nil
 	case errors.Is(err, ingest.ErrFenced) || errors.Is(err, ingest.ErrTerminal):
 		s.a.uploads.forget(ref.GetJobId(), ou)
-		return nil, errclass.ToConnect(err)
+		return nil, err
 	case err != nil && errclass.Of(err) != nil:
-		return nil, errclass.ToConnect(err)
+		return nil, err
 	case err != nil:
 		// The stream broke; what arrived is kept. Nobody may be reading.
-		return nil, errclass.ToConnect(errclass.Wrap(errclass.Transient, err, "the write broke off at %d bytes: %v", off, err))
+		return nil, errclass.Wrap(errclass.Transient, err, "the write broke off at %d bytes: %v", off, err)
 	case off < ou.length:
-		return connect.NewResponse(resp), nil
+		return resp, nil
 	}
 	res, err := s.finishUpload(ou, body.checksum)
 	s.a.uploads.forget(ref.GetJobId(), ou)
 	if err != nil {
-		return nil, errclass.ToConnect(err)
+		return nil, err
 	}
 	resp.Result = res
 	s.a.log.Info("upload finished", "job", ref.GetJobId(), "dest", res.GetDest(), "bytes", res.GetSize(), "sha256", res.GetSha256())
-	return connect.NewResponse(resp), nil
+	return resp, nil
 }
 
 // finishUpload verifies the complete upload and moves it into place; an

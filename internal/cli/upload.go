@@ -308,25 +308,66 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// countingReader counts what was read into u.sent.
-type countingReader struct {
-	r    io.Reader
-	sent *atomic.Int64
+// sendBlock is how much of the file a PATCH reads, hashes and writes at
+// a time: large writes keep the system calls and chunk headers per GiB
+// few (net/http would copy the body 32 KiB at a time).
+const sendBlock = 1 << 20
+
+// fileBody is the part of the file a PATCH sends, hashed (when h is set)
+// and counted into sent as it is read.
+type fileBody struct {
+	r      *io.SectionReader
+	h      hash.Hash
+	hashed *int64
+	sent   *atomic.Int64
+	// atEOF, if set, is called once the file has ended, before the client
+	// sends the trailers.
+	atEOF func()
 }
 
-func (c countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.sent.Add(int64(n))
+func (b *fileBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if n > 0 {
+		if b.h != nil {
+			b.h.Write(p[:n])
+			*b.hashed += int64(n)
+		}
+		b.sent.Add(int64(n))
+	}
+	if err == io.EOF && b.atEOF != nil {
+		b.atEOF()
+		b.atEOF = nil
+	}
 	return n, err
+}
+
+// WriteTo is what net/http's copy of the body uses: it writes sendBlock
+// bytes at a time.
+func (b *fileBody) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, sendBlock)
+	var total int64
+	for {
+		n, err := b.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // patch sends the rest of the file from off in one write.
 func (u *uploader) patch(ctx context.Context, off int64, h hash.Hash, hashed *int64) error {
-	var body io.Reader = io.NewSectionReader(u.f, off, u.size-off)
-	if h != nil {
-		body = io.TeeReader(body, &hashWriter{h: h, n: hashed})
-	}
-	req, err := http.NewRequestWithContext(ctx, "PATCH", u.url, countingReader{r: body, sent: &u.sent})
+	body := &fileBody{r: io.NewSectionReader(u.f, off, u.size-off), h: h, hashed: hashed, sent: &u.sent}
+	req, err := http.NewRequestWithContext(ctx, "PATCH", u.url, body)
 	if err != nil {
 		return err
 	}
@@ -338,8 +379,7 @@ func (u *uploader) patch(ctx context.Context, off int64, h hash.Hash, hashed *in
 		// Trailers need a chunked body; the digest is known only at its end.
 		req.ContentLength = -1
 		req.Trailer = http.Header{checksumTrailer: nil}
-		body = &trailerSetter{r: req.Body, set: func() { req.Trailer.Set(checksumTrailer, "sha256:"+hex.EncodeToString(h.Sum(nil))) }}
-		req.Body = io.NopCloser(body)
+		body.atEOF = func() { req.Trailer.Set(checksumTrailer, "sha256:"+hex.EncodeToString(h.Sum(nil))) }
 	}
 	resp, err := u.hc.Do(req)
 	if err != nil {
@@ -350,35 +390,6 @@ func (u *uploader) patch(ctx context.Context, off int64, h hash.Hash, hashed *in
 		return statusError(resp)
 	}
 	return nil
-}
-
-// hashWriter hashes the bytes sent and counts them.
-type hashWriter struct {
-	h hash.Hash
-	n *int64
-}
-
-func (w *hashWriter) Write(p []byte) (int, error) {
-	w.h.Write(p)
-	*w.n += int64(len(p))
-	return len(p), nil
-}
-
-// trailerSetter calls set once its reader has ended, before the client
-// sends the trailers.
-type trailerSetter struct {
-	r   io.Reader
-	set func()
-	did bool
-}
-
-func (t *trailerSetter) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if err == io.EOF && !t.did {
-		t.did = true
-		t.set()
-	}
-	return n, err
 }
 
 // progress shows the bytes sent with the bar (or lines) the CLI uses for

@@ -88,13 +88,18 @@ func TestBenchmarkUpload(t *testing.T) {
 	var tq, tc []time.Duration
 	var cpGrowth int64
 	var cpuCLI, cpuCP, cpuAgent time.Duration // of the fastest quarry run
+	var runCPU, refCPU []string               // of every run
 	for i := range runs {
+		ccmd := exec.Command(curl, "-sS", "-f", "-T", src, sink.URL+"/sink.raw")
+		sink0 := selfCPU()
 		d := timed(func() {
-			out, err := exec.Command(curl, "-sS", "-f", "-T", src, sink.URL+"/sink.raw").CombinedOutput()
+			out, err := ccmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("curl -T: %v\n%s", err, out)
 			}
 		})
+		refCPU = append(refCPU, fmt.Sprintf("%v: curl %v, sink %v", d.Round(10*time.Millisecond),
+			(ccmd.ProcessState.UserTime()+ccmd.ProcessState.SystemTime()).Round(10*time.Millisecond), (selfCPU()-sink0).Round(10*time.Millisecond)))
 		tc = append(tc, d)
 		os.Remove(filepath.Join(sinkDir, "sink.raw"))
 
@@ -108,9 +113,11 @@ func TestBenchmarkUpload(t *testing.T) {
 				t.Fatalf("quarry image upload: %v\n%s%s", err, stdout, stderr)
 			}
 		})
+		cli, cp, ag := cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime(), selfCPU()-cp0, procCPU(t, pid)-ag0
+		runCPU = append(runCPU, fmt.Sprintf("%v: CLI %v, control plane %v, agent %v", d.Round(10*time.Millisecond),
+			cli.Round(10*time.Millisecond), cp.Round(10*time.Millisecond), ag.Round(10*time.Millisecond)))
 		if len(tq) == 0 || d < slices.Min(tq) {
-			cpuCLI = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-			cpuCP, cpuAgent = selfCPU()-cp0, procCPU(t, pid)-ag0
+			cpuCLI, cpuCP, cpuAgent = cli, cp, ag
 		}
 		tq = append(tq, d)
 		cpGrowth = max(cpGrowth, vmHWM(t, os.Getpid())-before)
@@ -149,6 +156,8 @@ func TestBenchmarkUpload(t *testing.T) {
 	fmt.Printf("  ratio quarry/curl %.2f (target <= 1.3)\n", float64(bq)/float64(bc))
 	fmt.Printf("  CPU time of the fastest quarry run: CLI %v, control plane %v, agent %v (2 cores shared with other work)\n",
 		cpuCLI.Round(10*time.Millisecond), cpuCP.Round(10*time.Millisecond), cpuAgent.Round(10*time.Millisecond))
+	fmt.Printf("  CPU time of every quarry run: %s\n", strings.Join(runCPU, "; "))
+	fmt.Printf("  CPU time of every reference run: %s\n", strings.Join(refCPU, "; "))
 	fmt.Printf("control plane RSS growth during an upload %.1f MiB (target <= 32 MiB); agent peak RSS %.1f MiB\n",
 		float64(cpGrowth)/(1<<20), float64(vmHWM(t, pid))/(1<<20))
 	fmt.Printf("interrupted at %.1f MiB sent, resumed at %.1f MiB: %.1f MiB sent twice (target <= 8 MiB + one checkpoint interval)\n",

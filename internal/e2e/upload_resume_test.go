@@ -150,6 +150,51 @@ func TestUploadSurvivesAgentKill(t *testing.T) {
 	}
 }
 
+// TestUploadSurvivesHungAgent: the agent hangs (SIGSTOP: its connections
+// stay open, it reads and answers nothing) in the middle of a write. The
+// write ends within the health interval plus the check timeout (1 s + 3 s
+// here) instead of waiting for the agent forever, and once the agent is
+// woken up the upload resumes from its durable offset and ends with the
+// right file.
+func TestUploadSurvivesHungAgent(t *testing.T) {
+	bin := quarrytest.Binary(t)
+	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(time.Second))
+	a := quarrytest.StartAgentProcess(t, bin, s, quarrytest.AgentOptions{Name: "n1"})
+	mkdir(t, a.Opts.LocalPath("/srv/local"))
+	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
+	if _, err := s.Pools.CreatePool(t.Context(), connect.NewRequest(&quarryv1.CreatePoolRequest{
+		Name: "local", Path: "/srv/local", AssignedNodeIds: []string{a.NodeID}})); err != nil {
+		t.Fatal(err)
+	}
+	tc := newTus(t, s, s.AdminToken)
+	data := randomData(48*mib, 23)
+	url := tc.create(len(data), metadata("filename", "h.raw", "pool", "local", "checksum", "sha256:"+sha256Hex(data)))
+	done := tc.slowPatch(url, 0, data, 16*mib)
+	waitUploaded(t, s, jobOfUpload(url), 16*mib)
+	a.Freeze()
+	frozen := time.Now()
+	select {
+	case st := <-done:
+		if st == http.StatusNoContent {
+			t.Fatal("the write succeeded although its agent hung")
+		}
+		t.Logf("the write ended %v after the agent hung (status %d)", time.Since(frozen).Round(time.Millisecond), st)
+	case <-time.After(15 * time.Second):
+		a.Thaw()
+		t.Fatal("the write to a hung agent did not end within 15 s")
+	}
+	a.Thaw()
+	off := tc.resumeUpload(url, data)
+	t.Logf("resumed at %d", off)
+	if j := getJob(t, s, jobOfUpload(url)); j.GetState() != quarryv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %v", j)
+	}
+	got, _ := os.ReadFile(filepath.Join(a.Opts.LocalPath("/srv/local"), "images/h.raw"))
+	if !bytes.Equal(got, data) {
+		t.Fatal("the uploaded file differs from the original")
+	}
+}
+
 // TestUploadSurvivesControlPlaneRestart: the control plane stops in the
 // middle of a write; the next one, on the same data directory, knows the
 // upload and the node's offset, and the upload ends.

@@ -271,16 +271,23 @@ func (d *download) checkpoint() error {
 // snapshot describes the partial file once its first offset bytes are
 // written: h must cover exactly them.
 func (d *download) snapshot(offset int64) (*checkpoint, error) {
-	r := &d.r
-	s256, s512, err := d.h.state()
-	if err != nil {
-		return nil, fmt.Errorf("saving the hash state of job %s: %w", r.Job, err)
+	ck := d.due(offset)
+	var err error
+	if ck.SHA256, ck.SHA512, err = d.h.state(); err != nil {
+		return nil, fmt.Errorf("saving the hash state of job %s: %w", d.r.Job, err)
 	}
+	return ck, nil
+}
+
+// due describes the partial file once its first offset bytes are
+// written, but for the hash states: the sink's hasher adds them.
+func (d *download) due(offset int64) *checkpoint {
+	r := &d.r
 	d.lastCkpt, d.ckptAt = time.Now(), offset
 	return &checkpoint{
 		Job: r.Job, URL: r.URL, Validator: d.validator, Total: d.total, Offset: offset,
-		Fence: r.Fence, SHA256: s256, SHA512: s512, Fresh: d.fresh, Written: d.lastCkpt.UTC(),
-	}, nil
+		Fence: r.Fence, Fresh: d.fresh, Written: d.lastCkpt.UTC(),
+	}
 }
 
 // persist makes the partial file durable up to ck.Offset, then records ck,
@@ -332,29 +339,34 @@ func (d *download) stillOwner() error {
 	return nil
 }
 
-// submit hashes the sink's pending chunk and hands it over, with a
-// checkpoint when one is due: CheckpointEvery after the last one, or once
-// CheckpointBytes were submitted since, whichever comes first. The byte
-// bound is what a fast origin needs: at 50 MiB/s, 2 s are 100 MiB that a
-// node lost mid-download would make the next one fetch again.
+// submit hands the sink's pending chunk over to be hashed and written,
+// with a checkpoint when one is due: CheckpointEvery after the last one,
+// or once CheckpointBytes were submitted since, whichever comes first.
+// The byte bound is what a fast origin needs: at 50 MiB/s, 2 s are 100 MiB
+// that a node lost mid-download would make the next one fetch again.
 func (d *download) submit() error {
-	d.h.Write(d.s.pending())
 	var ck *checkpoint
 	if !d.noCheckpoints && (time.Since(d.lastCkpt) >= d.r.CheckpointEvery || d.s.end()-d.ckptAt >= d.r.CheckpointBytes) {
-		var err error
-		if ck, err = d.snapshot(d.s.end()); err != nil {
-			return err
-		}
+		ck = d.due(d.s.end())
 	}
-	return d.sinkError(d.s.submit(ck))
+	return d.sinkError(d.s.submit(d.h, ck))
+}
+
+// finishSink hashes and writes the sink's pending bytes after every
+// submitted chunk: the hashes are the sink's until it is drained.
+func (d *download) finishSink() error {
+	if err := d.drain(); err != nil {
+		return err
+	}
+	d.h.Write(d.s.pending())
+	return d.sinkError(d.s.finish())
 }
 
 // flush writes the rest of a complete body and waits until all of it is
 // in the file, which then ends where the body did (it may have been
 // allocated further, for a size the origin announced but did not send).
 func (d *download) flush() error {
-	d.h.Write(d.s.pending())
-	if err := d.sinkError(d.s.finish()); err != nil {
+	if err := d.finishSink(); err != nil {
 		return err
 	}
 	if err := d.f.Truncate(d.offset()); err != nil {

@@ -2,17 +2,22 @@ package ingest
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"syscall"
 )
 
-// sink writes a download's bytes into the partial file behind the
-// network. The download goroutine reads the body straight into a chunk,
-// hashes the chunk when it is full and submits it; the sink's goroutine
-// writes the chunks in order while the next ones fill. A checkpoint
-// submitted with a chunk is made durable right after that chunk is
-// written, so its hash state covers exactly the bytes on disk.
+// sink hashes and writes a download's bytes into the partial file behind
+// the network. The download goroutine reads the body straight into a
+// chunk and submits it when it is full; the sink's hasher hashes the
+// chunks in order, and its writer writes them in order, while the next
+// ones fill: reading, hashing and writing each have a goroutine, so that
+// a download can use more than one core. A checkpoint submitted with a
+// chunk gets the hash state once that chunk is hashed, and is made
+// durable right after that chunk is written, so its hash state covers
+// exactly the bytes on disk. The hashes are the hasher's from a submit
+// until the next drain.
 //
 // Where the filesystem allows it, full chunks are written with O_DIRECT:
 // the data goes to the disk as it arrives, without a copy into the page
@@ -36,7 +41,8 @@ type sink struct {
 
 	mem      []byte // all the chunks, from chunkMemory
 	free     chan []byte
-	work     chan chunk
+	hashq    chan chunk // to the hasher
+	work     chan chunk // to the writer
 	inFlight sync.WaitGroup
 	done     chan struct{}
 
@@ -47,7 +53,8 @@ type sink struct {
 type chunk struct {
 	b   []byte
 	off int64
-	ck  *checkpoint // made durable once b is written; nil: none due
+	h   *hashes     // to hash b with
+	ck  *checkpoint // gets h's state once b is hashed, made durable once b is written; nil: none due
 }
 
 const (
@@ -72,6 +79,7 @@ func newSink(f *os.File, persist func(*checkpoint) error) (*sink, error) {
 		persist: persist,
 		mem:     mem,
 		free:    make(chan []byte, chunks),
+		hashq:   make(chan chunk, chunks),
 		work:    make(chan chunk, chunks),
 		done:    make(chan struct{}),
 	}
@@ -83,6 +91,7 @@ func newSink(f *os.File, persist func(*checkpoint) error) (*sink, error) {
 			s.free <- b
 		}
 	}
+	go s.hash()
 	go s.run()
 	return s, nil
 }
@@ -108,18 +117,20 @@ func (s *sink) add(n int) (full bool) {
 // end is the file offset after the pending bytes.
 func (s *sink) end() int64 { return s.base + int64(s.n) }
 
-// pending is the chunk filled so far, to be hashed before it is submitted.
+// pending is the chunk filled so far. Bytes written with finish are
+// hashed by the caller, after a drain.
 func (s *sink) pending() []byte { return s.cur[:s.n] }
 
-// submit hands the full pending chunk to the sink's goroutine with ck (or
-// nil) and gives a fresh one to fill. It fails with the first write or
-// checkpoint failure, once that has happened.
-func (s *sink) submit(ck *checkpoint) error {
+// submit hands the full pending chunk to the sink's goroutines, to be
+// hashed with h, then written, then ck (or nil) made durable, and gives a
+// fresh chunk to fill. It fails with the first write or checkpoint
+// failure, once that has happened.
+func (s *sink) submit(h *hashes, ck *checkpoint) error {
 	if err := s.failed(); err != nil {
 		return err
 	}
 	s.inFlight.Add(1)
-	s.work <- chunk{b: s.cur[:s.n], off: s.base, ck: ck}
+	s.hashq <- chunk{b: s.cur[:s.n], off: s.base, h: h, ck: ck}
 	s.base += int64(s.n)
 	s.cur, s.n = <-s.free, 0
 	return nil
@@ -150,13 +161,36 @@ func (s *sink) finish() error {
 	return nil
 }
 
-// close stops the sink's goroutine after the chunks in flight and frees
+// close stops the sink's goroutines after the chunks in flight and frees
 // the chunks: nothing may use the sink after.
 func (s *sink) close() {
-	close(s.work)
+	close(s.hashq)
 	<-s.done
 	s.cur = nil
 	freeChunkMemory(s.mem)
+}
+
+// hash hashes the chunks in order and passes them to the writer, with
+// their checkpoint's hash state. After a failure, as the writer drops
+// them, it does not hash them.
+func (s *sink) hash() {
+	defer close(s.work)
+	for c := range s.hashq {
+		if s.failed() != nil {
+			s.work <- c
+			continue
+		}
+		c.h.Write(c.b)
+		if c.ck != nil {
+			var err error
+			if c.ck.SHA256, c.ck.SHA512, err = c.h.state(); err != nil {
+				s.mu.Lock()
+				s.err = fmt.Errorf("saving the hash state of job %s: %w", c.ck.Job, err)
+				s.mu.Unlock()
+			}
+		}
+		s.work <- c
+	}
 }
 
 func (s *sink) run() {

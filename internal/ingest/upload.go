@@ -221,8 +221,7 @@ func (u *Upload) write(at int64, body io.Reader, atomic bool) (int64, error) {
 // aligned offset.
 func (u *Upload) commit() error {
 	d := u.d
-	d.h.Write(d.s.pending())
-	if err := d.sinkError(d.s.finish()); err != nil {
+	if err := d.finishSink(); err != nil {
 		return err
 	}
 	d.s.reset(d.s.end())

@@ -159,6 +159,46 @@ type conn struct {
 	// the node's record held when it was made.
 	pin store.NodeCertificate
 	tr  *http.Transport
+	// up carries an upload's writes (uploadwire): HTTP/1.1 on connections
+	// of their own, whose request bodies go to the TLS connection as they
+	// are, without HTTP/2's framing, flow control and the copies these take
+	// on both sides. Made at the node's first upload.
+	mu             sync.Mutex
+	up             *http.Client
+	connectTimeout time.Duration
+}
+
+// uploads returns the client of the connection's upload writes.
+func (c *conn) uploads() *http.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.up == nil {
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		dialer, cfg := &net.Dialer{Timeout: c.connectTimeout, KeepAlive: 30 * time.Second}, c.tr.TLSClientConfig
+		c.up = &http.Client{Transport: &http.Transport{
+			DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return dialBatchedTLS(ctx, dialer, network, addr, cfg, c.connectTimeout)
+			},
+			TLSClientConfig:     cfg,
+			TLSHandshakeTimeout: c.connectTimeout,
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     90 * time.Second,
+			Protocols:           p,
+		}}
+	}
+	return c.up
+}
+
+// closeIdle closes the connection's idle connections: the next request
+// opens a new one, with a new handshake.
+func (c *conn) closeIdle() {
+	c.tr.CloseIdleConnections()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.up != nil {
+		c.up.CloseIdleConnections()
+	}
 }
 
 // linkHeaderTable is the HPACK table size of a node link connection.
@@ -219,7 +259,7 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 		// A revoked certificate: what was opened with it goes too.
 		l.mu.Lock()
 		if c, ok := l.conns[n.ID]; ok {
-			c.tr.CloseIdleConnections()
+			c.closeIdle()
 			delete(l.conns, n.ID)
 		}
 		l.mu.Unlock()
@@ -236,12 +276,12 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 		// the node's certificate expired, only a new handshake may tell
 		// whether it holds a valid one.
 		if l.cfg.Now().After(n.Certificate.NotAfter) {
-			c.tr.CloseIdleConnections()
+			c.closeIdle()
 		}
 		return c, nil
 	}
 	if ok {
-		c.tr.CloseIdleConnections()
+		c.closeIdle()
 	}
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
@@ -261,7 +301,7 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 		// The node link's headers are few and small; a full 4 KiB table
 		// each way per connection held tens of MiB at thousands of nodes.
 		MaxDecoderHeaderTableSize: linkHeaderTable, MaxEncoderHeaderTableSize: linkHeaderTable}
-	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr}
+	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr, connectTimeout: l.cfg.ConnectTimeout}
 	l.conns[n.ID] = c
 	return c, nil
 }
@@ -350,7 +390,7 @@ func (l *Link) Forget(nodeID string) {
 	defer l.mu.Unlock()
 	delete(l.nodes, nodeID)
 	if c, ok := l.conns[nodeID]; ok {
-		c.tr.CloseIdleConnections()
+		c.closeIdle()
 		delete(l.conns, nodeID)
 	}
 }
