@@ -175,7 +175,11 @@ func (c *conn) uploads() *http.Client {
 	if c.up == nil {
 		p := new(http.Protocols)
 		p.SetHTTP1(true)
-		dialer, cfg := &net.Dialer{Timeout: c.connectTimeout, KeepAlive: 30 * time.Second}, c.tr.TLSClientConfig
+		// The node's pinned configuration, without the HTTP/2 transport's
+		// "h2": these connections speak HTTP/1.1.
+		cfg := c.tr.TLSClientConfig.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		dialer := &net.Dialer{Timeout: c.connectTimeout, KeepAlive: 30 * time.Second}
 		c.up = &http.Client{Transport: &http.Transport{
 			DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				return dialBatchedTLS(ctx, dialer, network, addr, cfg, c.connectTimeout)
