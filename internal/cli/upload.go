@@ -23,6 +23,7 @@ import (
 
 	"github.com/quarry-project/quarry/internal/bytesize"
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/uploadwire"
 )
 
 // checksumTrailer carries the sha256 of the whole file, computed while
@@ -344,24 +345,7 @@ func (b *fileBody) Read(p []byte) (int, error) {
 // WriteTo is what net/http's copy of the body uses: it writes sendBlock
 // bytes at a time.
 func (b *fileBody) WriteTo(w io.Writer) (int64, error) {
-	buf := make([]byte, sendBlock)
-	var total int64
-	for {
-		n, err := b.Read(buf)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
+	return uploadwire.WriteBlocks(w, b, sendBlock)
 }
 
 // patch sends the rest of the file from off in one write.

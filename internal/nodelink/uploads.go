@@ -193,30 +193,7 @@ const writeBlock = 1 << 20
 // WriteTo is what the transport copies the body with: large writes, in
 // few TLS writes and chunks, instead of its 32 KiB ones.
 func (b *writeBody) WriteTo(w io.Writer) (int64, error) {
-	buf := make([]byte, writeBlock)
-	var total int64
-	for {
-		n := 0
-		var err error
-		for n < len(buf) && err == nil {
-			var m int
-			m, err = b.Read(buf[n:])
-			n += m
-		}
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
+	return uploadwire.WriteBlocks(w, b, writeBlock)
 }
 
 // end sets the trailer to m and ends the body.

@@ -116,3 +116,28 @@ func ReadResponse(resp *http.Response) (*agentv1.WriteUploadResponse, error) {
 	}
 	return nil, errclass.New(errclass.Unavailable, "the node answered an upload write with %s: %s", resp.Status, msg)
 }
+
+// WriteBlocks copies r to w in writes of block bytes (fewer at r's end):
+// the WriteTo of an upload's request bodies, the CLI's and the control
+// plane's, so that net/http's copy of 32 KiB does not decide how many
+// system calls and TLS records a write costs. It returns the bytes written.
+func WriteBlocks(w io.Writer, r io.Reader, block int) (int64, error) {
+	buf := make([]byte, block)
+	var total int64
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			return total, nil
+		case err != nil:
+			return total, err
+		}
+	}
+}
