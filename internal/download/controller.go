@@ -709,14 +709,9 @@ func (c *Controller) fail(ctx context.Context, j store.Job, why error) error {
 	im.State, im.StateReason, im.UpdatedAt = store.ImageError, msg, now
 	j.State, j.Message, j.FinishedAt, j.UpdatedAt = store.JobFailed, msg, now, now
 	j.BytesPerSec, j.NextAttemptAt = 0, time.Time{}
-	if err := c.cfg.Store.FinishJob(ctx, j, im); err != nil {
+	if err := c.cfg.Store.FinishJob(ctx, j, im, errclass.Failure(why)); err != nil {
 		return err
 	}
-	what := "failed"
-	if class := errclass.Of(why); class != nil {
-		what += " (" + class.Name() + ")"
-	}
-	c.event(ctx, j.ID, what+": "+msg)
 	c.cfg.Metrics.DownloadFinished(metrics.Failed, now.Sub(j.CreatedAt), 0)
 	c.log.Info("download failed", "job", j.ID, "err", msg)
 	return nil
@@ -746,11 +741,10 @@ func (c *Controller) cancel(ctx context.Context, j store.Job, pool store.Pool) e
 	im.State, im.StateReason, im.UpdatedAt = store.ImageError, "download cancelled", now
 	j.State, j.Message, j.FinishedAt, j.UpdatedAt = store.JobCancelled, "cancelled", now, now
 	j.BytesPerSec, j.NextAttemptAt = 0, time.Time{}
-	if err := c.cfg.Store.FinishJob(ctx, j, im); err != nil {
+	if err := c.cfg.Store.FinishJob(ctx, j, im, "cancelled"); err != nil {
 		return err
 	}
 	c.forget(j.ID)
-	c.event(ctx, j.ID, "cancelled")
 	c.cfg.Metrics.DownloadFinished(metrics.Cancelled, now.Sub(j.CreatedAt), 0)
 	return c.cfg.Store.DeleteImage(ctx, im.ID)
 }

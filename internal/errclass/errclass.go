@@ -208,3 +208,13 @@ func FromConnect(err error) (_ error, ok bool) {
 	}
 	return nil, false
 }
+
+// Failure is how a job's history records that the job failed with err:
+// "failed (its class): its message".
+func Failure(err error) string {
+	what := "failed"
+	if c := Of(err); c != nil {
+		what += " (" + c.Name() + ")"
+	}
+	return what + ": " + err.Error()
+}

@@ -151,8 +151,8 @@ func (p *publishingStore) ClaimJob(ctx context.Context, id, nodeID string, at ti
 	return j, p.publish(err, Event{Resource: Job, ID: id, Job: &j})
 }
 
-func (p *publishingStore) FinishJob(ctx context.Context, j store.Job, im store.Image) error {
-	return p.publish(p.Store.FinishJob(ctx, j, im), Event{Resource: Job, ID: j.ID, Job: &j}, Event{Resource: Image, ID: im.ID})
+func (p *publishingStore) FinishJob(ctx context.Context, j store.Job, im store.Image, history ...string) error {
+	return p.publish(p.Store.FinishJob(ctx, j, im, history...), Event{Resource: Job, ID: j.ID, Job: &j}, Event{Resource: Image, ID: im.ID})
 }
 
 func (p *publishingStore) CreateToken(ctx context.Context, t store.Token) error {

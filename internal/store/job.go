@@ -129,8 +129,11 @@ type JobStore interface {
 	// transaction, replaces the image, its path included (im.ID must be
 	// the job's image) —
 	// unless the fence moved on or the job had finished (ErrConflict);
-	// ErrNotFound when the image is gone. Either both change or neither.
-	FinishJob(ctx context.Context, j Job, im Image) error
+	// ErrNotFound when the image is gone. The history messages are
+	// appended to the job's history, at j.FinishedAt, in the same
+	// transaction: whoever sees the job finished sees why. Either all
+	// change or nothing does.
+	FinishJob(ctx context.Context, j Job, im Image, history ...string) error
 	AppendJobEvent(ctx context.Context, e JobEvent) error
 	// ListJobEvents returns a job's history, oldest first: its last 1000
 	// events.

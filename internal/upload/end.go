@@ -61,15 +61,10 @@ func (s *Service) fail(ctx context.Context, j store.Job, why error) {
 	now := s.cfg.Now()
 	im.State, im.StateReason, im.UpdatedAt = store.ImageError, why.Error(), now
 	j.State, j.Message, j.FinishedAt, j.UpdatedAt, j.BytesPerSec = store.JobFailed, why.Error(), now, now, 0
-	if err := s.cfg.Store.FinishJob(ctx, j, im); err != nil {
+	if err := s.cfg.Store.FinishJob(ctx, j, im, errclass.Failure(why)); err != nil {
 		s.log.Warn("failing an upload", "job", j.ID, "err", err)
 		return
 	}
-	what := "failed"
-	if class := errclass.Of(why); class != nil {
-		what += " (" + class.Name() + ")"
-	}
-	s.event(ctx, j.ID, what+": "+why.Error())
 	s.log.Info("upload failed", "job", j.ID, "err", why)
 }
 

@@ -373,7 +373,7 @@ func (s *Store) ClaimJob(ctx context.Context, id, nodeID string, at time.Time) (
 // directory ends where its node put it. im.ID must be the job's image. Either both change or
 // neither: ErrConflict when the fence moved past j.Fence or the job had
 // finished already, ErrNotFound when the job or the image is gone.
-func (s *Store) FinishJob(ctx context.Context, j store.Job, im store.Image) error {
+func (s *Store) FinishJob(ctx context.Context, j store.Job, im store.Image, history ...string) error {
 	if j.State.Active() || j.State == "" {
 		return fmt.Errorf("finish job %s: state %q is not final (SUCCEEDED, FAILED or CANCELLED)", j.ID, j.State)
 	}
@@ -388,7 +388,15 @@ func (s *Store) FinishJob(ctx context.Context, j store.Job, im store.Image) erro
 		if err != nil {
 			return err
 		}
-		return mustAffect(res, fmt.Sprintf("image %s of job %s", im.ID, j.ID))
+		if err := mustAffect(res, fmt.Sprintf("image %s of job %s", im.ID, j.ID)); err != nil {
+			return err
+		}
+		for _, msg := range history {
+			if _, err := t.exec(ctx, `INSERT INTO job_events (job_id, time, message) VALUES (?, ?, ?)`, j.ID, micros(j.FinishedAt), msg); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

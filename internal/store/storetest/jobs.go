@@ -530,10 +530,16 @@ func testFinishJob(t *testing.T, open func(t *testing.T) store.Store) {
 		wantIm.RelPath = "iso/elsewhere.iso"
 		inIm := wantIm
 		inIm.PoolID, inIm.CreatedAt = "p2", at(time.Minute)
-		if err := s.FinishJob(ctx, wantJob, inIm); err != nil {
+		if err := s.FinishJob(ctx, wantJob, inIm, "done", "and said so"); err != nil {
 			t.Fatal(err)
 		}
 		wantEqual(t, "GetJob after finish", mustGetJob(t, s, "j1"), wantJob)
+		// The history says why, from the same transaction.
+		events, err := s.ListJobEvents(ctx, "j1")
+		if err != nil || len(events) < 2 || events[len(events)-2].Message != "done" || events[len(events)-1].Message != "and said so" ||
+			!events[len(events)-1].Time.Equal(wantJob.FinishedAt) {
+			t.Errorf("history after finish = %+v, %v; want it to end with the two messages, at the finish", events, err)
+		}
 		wantEqual(t, "GetImage after finish", mustGetImage(t, s, "im1"), wantIm)
 		// Finishing again is refused: the job is no longer active.
 		again := finished(wantJob, store.JobFailed, 2*time.Hour)
@@ -560,8 +566,11 @@ func testFinishJob(t *testing.T, open func(t *testing.T) store.Store) {
 			beforeIms := mustListImages(t, s, store.ImageFilter{})
 			j, im := finished(j1, store.JobSucceeded, time.Hour), ready(im1)
 			tt.edit(&j, &im)
-			wantFailure(t, "FinishJob", s.FinishJob(ctx, j, im), tt.class, tt.details...)
+			beforeEvents, _ := s.ListJobEvents(ctx, "j1")
+			wantFailure(t, "FinishJob", s.FinishJob(ctx, j, im, "must not stay"), tt.class, tt.details...)
 			wantEqual(t, "ListJobs after refused finish", mustListJobs(t, s, store.JobFilter{}), beforeJobs)
+			afterEvents, _ := s.ListJobEvents(ctx, "j1")
+			wantEqual(t, "history after refused finish", afterEvents, beforeEvents)
 			wantEqual(t, "ListImages after refused finish", mustListImages(t, s, store.ImageFilter{}), beforeIms)
 		})
 	}
