@@ -189,6 +189,18 @@ func (l *Link) check(ctx context.Context, n store.Node, why string, pools []stor
 	st := l.state(n.ID)
 	st.checking.Lock()
 	defer st.checking.Unlock()
+	l.mu.Lock()
+	stale := st.recorded.After(n.LastCheckedAt)
+	l.mu.Unlock()
+	if stale {
+		// Another check stored a newer outcome while this one waited its
+		// turn: the state this one moves from is that one's.
+		fresh, err := l.cfg.Store.GetNode(ctx, n.ID)
+		if err != nil {
+			return n, nil, err
+		}
+		n = fresh
+	}
 
 	c, err := l.conn(n)
 	if errors.Is(err, ErrNotEnrolled) {
@@ -270,6 +282,9 @@ func (l *Link) check(ctx context.Context, n store.Node, why string, pools []stor
 		l.log.Warn("storing a health check failed", "node", n.Name, "err", err)
 		return n, nil, err
 	}
+	l.mu.Lock()
+	st.recorded = next.LastCheckedAt.Truncate(time.Microsecond) // as the store keeps it
+	l.mu.Unlock()
 	n.State, n.StateReason, n.StateSince = next.State, next.StateReason, next.StateSince
 	n.LastCheckedAt, n.Hostname, n.AgentVersion = next.LastCheckedAt, next.Hostname, next.AgentVersion
 	l.metrics.setState(n)

@@ -110,6 +110,8 @@ type nodeState struct {
 	next      time.Time // when the next scheduled check is due
 	facts     *agentv1.GetFactsResponse
 	announced time.Time // when its agent last said it started
+	// recorded is the LastCheckedAt of the last check this link stored.
+	recorded time.Time
 }
 
 // New returns a Link; call Run to start health monitoring.
@@ -165,6 +167,7 @@ type conn struct {
 	// on both sides. Made at the node's first upload.
 	mu             sync.Mutex
 	up             *http.Client
+	tls            *tls.Config // pinned, as tr's before tr added "h2" to it
 	connectTimeout time.Duration
 }
 
@@ -177,7 +180,7 @@ func (c *conn) uploads() *http.Client {
 		p.SetHTTP1(true)
 		// The node's pinned configuration, without the HTTP/2 transport's
 		// "h2": these connections speak HTTP/1.1.
-		cfg := c.tr.TLSClientConfig.Clone()
+		cfg := c.tls.Clone()
 		cfg.NextProtos = []string{"http/1.1"}
 		dialer := &net.Dialer{Timeout: c.connectTimeout, KeepAlive: 30 * time.Second}
 		c.up = &http.Client{Transport: &http.Transport{
@@ -287,12 +290,13 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	if ok {
 		c.closeIdle()
 	}
+	cfg := pinned(l.cfg.Issuer.ClientTLS(n.ID), n.Certificate)
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetHTTP2(true)
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: l.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     pinned(l.cfg.Issuer.ClientTLS(n.ID), n.Certificate),
+		TLSClientConfig:     cfg.Clone(),
 		TLSHandshakeTimeout: l.cfg.ConnectTimeout,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
@@ -305,7 +309,7 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 		// The node link's headers are few and small; a full 4 KiB table
 		// each way per connection held tens of MiB at thousands of nodes.
 		MaxDecoderHeaderTableSize: linkHeaderTable, MaxEncoderHeaderTableSize: linkHeaderTable}
-	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr, connectTimeout: l.cfg.ConnectTimeout}
+	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr, tls: cfg, connectTimeout: l.cfg.ConnectTimeout}
 	l.conns[n.ID] = c
 	return c, nil
 }
