@@ -101,15 +101,7 @@ func (c *tusClient) resumeUpload(url string, data []byte) int64 {
 // it is back the offset is its last checkpoint, and the upload ends with
 // the right file.
 func TestUploadSurvivesAgentKill(t *testing.T) {
-	bin := quarrytest.Binary(t)
-	s := quarrytest.StartServer(t)
-	a := quarrytest.StartAgentProcess(t, bin, s, quarrytest.AgentOptions{Name: "n1"})
-	mkdir(t, a.Opts.LocalPath("/srv/local"))
-	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
-	if _, err := s.Pools.CreatePool(t.Context(), connect.NewRequest(&quarryv1.CreatePoolRequest{
-		Name: "local", Path: "/srv/local", AssignedNodeIds: []string{a.NodeID}})); err != nil {
-		t.Fatal(err)
-	}
+	s, a := agentProcessWithPool(t)
 	tc := newTus(t, s, s.AdminToken)
 	data := randomData(48*mib, 21)
 	var url string
@@ -157,15 +149,7 @@ func TestUploadSurvivesAgentKill(t *testing.T) {
 // woken up the upload resumes from its durable offset and ends with the
 // right file.
 func TestUploadSurvivesHungAgent(t *testing.T) {
-	bin := quarrytest.Binary(t)
-	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(time.Second))
-	a := quarrytest.StartAgentProcess(t, bin, s, quarrytest.AgentOptions{Name: "n1"})
-	mkdir(t, a.Opts.LocalPath("/srv/local"))
-	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
-	if _, err := s.Pools.CreatePool(t.Context(), connect.NewRequest(&quarryv1.CreatePoolRequest{
-		Name: "local", Path: "/srv/local", AssignedNodeIds: []string{a.NodeID}})); err != nil {
-		t.Fatal(err)
-	}
+	s, a := agentProcessWithPool(t, quarrytest.WithHealthInterval(time.Second))
 	tc := newTus(t, s, s.AdminToken)
 	data := randomData(48*mib, 23)
 	url := tc.create(len(data), metadata("filename", "h.raw", "pool", "local", "checksum", "sha256:"+sha256Hex(data)))
@@ -398,4 +382,19 @@ func TestUploadSurvivesControlPlaneKill(t *testing.T) {
 	if left := entries(t, filepath.Join(a.Opts.LocalPath("/srv/local"), ".quarry/partial")); len(left) != 0 {
 		t.Errorf(".quarry/partial holds %v", left)
 	}
+}
+
+// agentProcessWithPool starts a control plane with opts, an agent process
+// n1 and its local pool "local" at /srv/local.
+func agentProcessWithPool(t *testing.T, opts ...quarrytest.ServerOption) (*quarrytest.Server, *quarrytest.AgentProcess) {
+	t.Helper()
+	s := quarrytest.StartServer(t, opts...)
+	a := quarrytest.StartAgentProcess(t, quarrytest.Binary(t), s, quarrytest.AgentOptions{Name: "n1"})
+	mkdir(t, a.Opts.LocalPath("/srv/local"))
+	waitState(t, s, a.NodeID, quarryv1.NodeState_NODE_STATE_READY, 10*time.Second)
+	if _, err := s.Pools.CreatePool(t.Context(), connect.NewRequest(&quarryv1.CreatePoolRequest{
+		Name: "local", Path: "/srv/local", AssignedNodeIds: []string{a.NodeID}})); err != nil {
+		t.Fatal(err)
+	}
+	return s, a
 }
