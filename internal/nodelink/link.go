@@ -47,7 +47,7 @@ type Config struct {
 	// ConnectTimeout bounds a lazy connection (default 2 s).
 	ConnectTimeout time.Duration
 	// Concurrency is the least number of checks in flight (default 8);
-	// the health loop allows one per 50 nodes, up to 128, beyond it.
+	// the health loop allows one per 10 nodes, up to 512, beyond it.
 	Concurrency int
 	// Issuer is the control plane's CA: it makes the TLS configuration
 	// every node is dialed with and signs renewed agent certificates.

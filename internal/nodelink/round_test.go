@@ -59,7 +59,7 @@ func TestHungNodeHoldsNoOneBack(t *testing.T) {
 
 func TestCheckSlotsGrowWithTheCluster(t *testing.T) {
 	for _, tt := range []struct{ nodes, least, want int }{
-		{0, 8, 8}, {100, 8, 8}, {1000, 8, 20}, {5000, 8, 100}, {50000, 8, 128}, {50000, 200, 200},
+		{0, 8, 8}, {50, 8, 8}, {1000, 8, 100}, {5000, 8, 500}, {50000, 8, 512}, {50000, 600, 600},
 	} {
 		if got := nodelink.CheckSlots(tt.nodes, tt.least); got != tt.want {
 			t.Errorf("checkSlots(%d, %d) = %d, want %d", tt.nodes, tt.least, got, tt.want)

@@ -580,9 +580,19 @@ func (b *bench) flap(ctx context.Context) error {
 // API shows it in state and returns when it did; an error past deadline.
 func (b *bench) waitState(ctx context.Context, id string, state quarryv1.NodeState, deadline time.Time) (time.Time, error) {
 	start := time.Now()
+	// The checks the API showed meanwhile, for a change shown late.
+	var checks []string
+	var lastCheck time.Time
 	for {
 		resp, err := b.nodes.GetNode(ctx, connect.NewRequest(&quarryv1.GetNodeRequest{Id: id}))
+		if n := resp.Msg.GetNode(); err == nil && !n.GetLastCheckedAt().AsTime().Equal(lastCheck) {
+			lastCheck = n.GetLastCheckedAt().AsTime()
+			checks = append(checks, fmt.Sprintf("%v at %+.1fs", n.GetState(), lastCheck.Sub(start).Seconds()))
+		}
 		if err == nil && resp.Msg.GetNode().GetState() == state {
+			if took := time.Since(start); took > 2*b.cfg.HealthInterval {
+				b.logf("node %s shown %v after %v; the checks the API showed meanwhile: %s", id, state, took.Round(time.Millisecond), strings.Join(checks, ", "))
+			}
 			return time.Now(), nil
 		}
 		if time.Now().After(deadline) {
