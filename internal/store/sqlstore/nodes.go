@@ -16,7 +16,22 @@ const nodeColumns = `id, name, address, state, state_reason, state_since, last_c
 type scanner interface{ Scan(dest ...any) error }
 
 // queryAll runs a query and scans every row with scan.
-func queryAll[T any](ctx context.Context, db *sql.DB, query string, args []any, scan func(scanner) (T, error)) ([]T, error) {
+// querier is a *sql.DB or a transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// inList is the placeholders of an IN list of ids, "(?, ?, ?)", and its
+// arguments.
+func inList(ids []string) (string, []any) {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return `(` + strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ") + `)`, args
+}
+
+func queryAll[T any](ctx context.Context, db querier, query string, args []any, scan func(scanner) (T, error)) ([]T, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -302,20 +317,12 @@ func sameMount(a, b store.PoolMount) bool {
 
 // nodeMounts returns the recorded mounts of a node by pool id.
 func (t *txn) nodeMounts(ctx context.Context, nodeID string) (map[string]store.PoolMount, error) {
-	rows, err := t.QueryContext(ctx, t.s.q(`SELECT `+mountColumns+` FROM pool_mounts WHERE node_id = ?`), nodeID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string]store.PoolMount{}
-	for rows.Next() {
-		m, err := scanMount(rows)
-		if err != nil {
-			return nil, err
-		}
+	ms, err := queryAll(ctx, t, t.s.q(`SELECT `+mountColumns+` FROM pool_mounts WHERE node_id = ?`), []any{nodeID}, scanMount)
+	out := make(map[string]store.PoolMount, len(ms))
+	for _, m := range ms {
 		out[m.PoolID] = m
 	}
-	return out, rows.Err()
+	return out, err
 }
 
 // SetNodeCertificate records the certificate node nodeID's agent holds,
@@ -333,27 +340,20 @@ func (s *Store) SetNodeCertificate(ctx context.Context, nodeID string, c store.N
 // asked for: a health check runs it for every node, and all pools of the
 // cluster per check made every round cost nodes × pools rows.
 func (t *txn) poolIDs(ctx context.Context, ids []string) (map[string]bool, error) {
-	if len(ids) == 0 {
-		return map[string]bool{}, nil
-	}
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
-	}
-	rows, err := t.QueryContext(ctx, t.s.q(`SELECT id FROM pools WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`), args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	found := make(map[string]bool, len(ids))
-	for rows.Next() {
+	if len(ids) == 0 {
+		return found, nil
+	}
+	in, args := inList(ids)
+	_, err := queryAll(ctx, t, t.s.q(`SELECT id FROM pools WHERE id IN `+in), args, func(r scanner) (string, error) {
 		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
+		if err := r.Scan(&id); err != nil {
+			return "", err
 		}
 		found[id] = true
-	}
-	return found, rows.Err()
+		return id, nil
+	})
+	return found, err
 }
 
 // ListPoolMounts returns the mounts of the pools with poolIDs (none: every
@@ -377,27 +377,13 @@ func (s *Store) ListNodeMounts(ctx context.Context, nodeIDs ...string) ([]store.
 // mounts returns the mounts whose column col is one of ids (col "": every
 // mount) ordered by pool, then node.
 func (s *Store) mounts(ctx context.Context, col string, ids ...string) ([]store.PoolMount, error) {
-	where, args := "", make([]any, len(ids))
+	where, args := "", []any(nil)
 	if col != "" {
-		where = `WHERE ` + col + ` IN (?` + strings.Repeat(", ?", len(ids)-1) + `)`
-		for i, id := range ids {
-			args[i] = id
-		}
+		var in string
+		in, args = inList(ids)
+		where = `WHERE ` + col + ` IN ` + in
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+mountColumns+` FROM pool_mounts `+where+` ORDER BY pool_id, node_id`), args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.PoolMount
-	for rows.Next() {
-		m, err := scanMount(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, s.q(`SELECT `+mountColumns+` FROM pool_mounts `+where+` ORDER BY pool_id, node_id`), args, scanMount)
 }
 
 const mountColumns = `node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at`

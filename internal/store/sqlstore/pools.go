@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/quarry-project/quarry/internal/store"
 )
@@ -85,23 +84,16 @@ func (s *Store) PoolNames(ctx context.Context, ids ...string) (map[string]string
 	if len(ids) == 0 {
 		return names, nil
 	}
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
-	}
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, name FROM pools WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`), args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
+	in, args := inList(ids)
+	_, err := queryAll(ctx, s.db, s.q(`SELECT id, name FROM pools WHERE id IN `+in), args, func(r scanner) (string, error) {
 		var id, name string
-		if err := rows.Scan(&id, &name); err != nil {
-			return nil, err
+		if err := r.Scan(&id, &name); err != nil {
+			return "", err
 		}
 		names[id] = name
-	}
-	return names, rows.Err()
+		return id, nil
+	})
+	return names, err
 }
 
 // PoolsAssignedTo returns the ids of the pools assigned to each of the
@@ -111,24 +103,17 @@ func (s *Store) PoolsAssignedTo(ctx context.Context, nodeIDs ...string) (map[str
 	if len(nodeIDs) == 0 {
 		return out, nil
 	}
-	args := make([]any, len(nodeIDs))
-	for i, id := range nodeIDs {
-		args[i] = id
-	}
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT node_id, pool_id FROM pool_assignments
-		WHERE node_id IN (?`+strings.Repeat(", ?", len(nodeIDs)-1)+`) ORDER BY node_id, pool_id`), args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var node, pool string
-		if err := rows.Scan(&node, &pool); err != nil {
-			return nil, err
-		}
-		out[node] = append(out[node], pool)
-	}
-	return out, rows.Err()
+	in, args := inList(nodeIDs)
+	_, err := queryAll(ctx, s.db, s.q(`SELECT node_id, pool_id FROM pool_assignments WHERE node_id IN `+in+` ORDER BY node_id, pool_id`), args,
+		func(r scanner) (string, error) {
+			var node, pool string
+			if err := r.Scan(&node, &pool); err != nil {
+				return "", err
+			}
+			out[node] = append(out[node], pool)
+			return pool, nil
+		})
+	return out, err
 }
 
 // CreatePool inserts p with its assigned nodes.
