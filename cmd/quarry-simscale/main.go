@@ -318,7 +318,11 @@ func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs
 	row("oldest check of a READY node", "≤ "+(2*cfg.HealthInterval).String(), func(r *result) string { return sec(r.StaleMax) })
 	row("slowest ListNodes (all nodes) meanwhile", "", func(r *result) string { return sec(r.ListNodesMax) })
 	row("RSS at the end", "", func(r *result) string { return mib(r.RSS) })
-	row("peak RSS", "≤ 512 MiB", func(r *result) string { return mib(max(r.peakRSS, r.RSSPeak)) })
+	row("Go heap at the end: allocated / GC goal / stacks", "", func(r *result) string {
+		return mib(r.HeapAlloc) + " / " + mib(r.HeapGoal) + " / " + mib(r.Stacks)
+	})
+	row("peak RSS while flapping + list load", "≤ 512 MiB", func(r *result) string { return mib(r.RSSPeak) })
+	row("peak RSS in all (setup included)", "", func(r *result) string { return mib(max(r.peakRSS, r.RSSPeak)) })
 	row("CPU while flapping + list load", "", func(r *result) string { return fmt.Sprintf("%.2f cores", r.CPUFlap) })
 	row("CPU in all", "", func(r *result) string { return fmt.Sprintf("%.0f s", r.CPUSeconds) })
 	row("goroutines: ready / scanned / flapped", "bounded", func(r *result) string {

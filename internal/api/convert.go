@@ -23,15 +23,14 @@ type snapshot struct {
 	byNode map[string][]int // indexes into mounts by node id, made by nodeView
 }
 
-// loadSnapshot reads the nodes, the pools and the mounts of the pools with
-// poolIDs (none given: of every pool).
-func loadSnapshot(ctx context.Context, st store.Store, poolIDs ...string) (*snapshot, error) {
+// loadSnapshot reads every node, pool and mount.
+func loadSnapshot(ctx context.Context, st store.Store) (*snapshot, error) {
 	nodes, err := st.ListNodes(ctx)
 	if err != nil {
 		return nil, err
 	}
 	s := &snapshot{nodes: nodes, node: map[string]store.Node{}, pool: map[string]store.Pool{}}
-	if s.mounts, err = st.ListPoolMounts(ctx, poolIDs...); err != nil {
+	if s.mounts, err = st.ListPoolMounts(ctx); err != nil {
 		return nil, err
 	}
 	if s.pools, err = st.ListPools(ctx); err != nil {
@@ -42,6 +41,28 @@ func loadSnapshot(ctx context.Context, st store.Store, poolIDs ...string) (*snap
 	}
 	for _, p := range s.pools {
 		s.pool[p.ID] = p
+	}
+	return s, nil
+}
+
+// loadPoolSnapshot reads what pool p's view needs: its mounts, and its
+// assigned nodes and the nodes that reported on it.
+func loadPoolSnapshot(ctx context.Context, st store.Store, p store.Pool) (*snapshot, error) {
+	s := &snapshot{pools: []store.Pool{p}, node: map[string]store.Node{}, pool: map[string]store.Pool{p.ID: p}}
+	var err error
+	if s.mounts, err = st.ListPoolMounts(ctx, p.ID); err != nil {
+		return nil, err
+	}
+	ids := slices.Clone(p.AssignedNodeIDs)
+	for _, m := range s.mounts {
+		ids = append(ids, m.NodeID)
+	}
+	slices.Sort(ids)
+	if s.nodes, err = st.GetNodes(ctx, slices.Compact(ids)...); err != nil {
+		return nil, err
+	}
+	for _, n := range s.nodes {
+		s.node[n.ID] = n
 	}
 	return s, nil
 }

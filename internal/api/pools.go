@@ -226,7 +226,7 @@ func (s *PoolService) view(ctx context.Context, id string) (*quarryv1.StoragePoo
 	if err != nil {
 		return nil, err
 	}
-	snap, err := loadSnapshot(ctx, s.Store, p.ID)
+	snap, err := loadPoolSnapshot(ctx, s.Store, p)
 	if err != nil {
 		return nil, err
 	}

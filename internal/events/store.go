@@ -2,7 +2,7 @@ package events
 
 import (
 	"context"
-	"slices"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -20,9 +20,40 @@ type publishingStore struct {
 	checks map[string]nodeCheck
 }
 
+// nodeCheck digests what a person sees of a check (checkSeed): kept for
+// every node, the records themselves held tens of MiB at thousands of
+// nodes.
 type nodeCheck struct {
-	status store.NodeStatus
-	mounts []store.PoolMount
+	status, mounts uint64
+}
+
+var checkSeed = maphash.MakeSeed()
+
+// statusDigest digests the node's state, its reason and its agent.
+func statusDigest(st store.NodeStatus) uint64 {
+	var h maphash.Hash
+	h.SetSeed(checkSeed)
+	for _, s := range []string{string(st.State), st.StateReason, st.Hostname, st.AgentVersion} {
+		h.WriteString(s)
+		h.WriteByte(0)
+	}
+	return h.Sum64()
+}
+
+// mountsDigest digests whether the node mounts each pool, and why not.
+func mountsDigest(mounts []store.PoolMount) uint64 {
+	var h maphash.Hash
+	h.SetSeed(checkSeed)
+	for _, m := range mounts {
+		h.WriteString(m.PoolID)
+		h.WriteByte(0)
+		if m.Mounted {
+			h.WriteByte(1)
+		}
+		h.WriteString(m.Reason)
+		h.WriteByte(0)
+	}
+	return h.Sum64()
 }
 
 // Store returns s publishing every change to hub. Reads pass through.
@@ -65,28 +96,21 @@ func (p *publishingStore) RecordNodeCheck(ctx context.Context, nodeID string, st
 	}
 	p.mu.Lock()
 	prev, seen := p.checks[nodeID]
-	next := nodeCheck{status: st, mounts: prev.mounts}
+	next := nodeCheck{status: statusDigest(st), mounts: prev.mounts}
 	if mounts != nil {
-		next.mounts = mounts
+		next.mounts = mountsDigest(mounts)
 	}
 	p.checks[nodeID] = next
 	p.mu.Unlock()
 	var evs []Event
-	if !seen || prev.status.State != st.State || prev.status.StateReason != st.StateReason ||
-		prev.status.Hostname != st.Hostname || prev.status.AgentVersion != st.AgentVersion {
+	if !seen || prev.status != next.status {
 		evs = append(evs, Event{Resource: Node, ID: nodeID})
 	}
-	if !seen || !sameMounts(prev.mounts, next.mounts) {
+	if !seen || prev.mounts != next.mounts {
 		evs = append(evs, Event{Resource: Pool})
 	}
 	p.hub.Publish(evs...)
 	return nil
-}
-
-func sameMounts(a, b []store.PoolMount) bool {
-	return slices.EqualFunc(a, b, func(x, y store.PoolMount) bool {
-		return x.PoolID == y.PoolID && x.Mounted == y.Mounted && x.Reason == y.Reason
-	})
 }
 
 func (p *publishingStore) SetNodeCertificate(ctx context.Context, nodeID string, c store.NodeCertificate) error {

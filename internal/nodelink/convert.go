@@ -51,5 +51,8 @@ func (l *Link) QemuImgVersion(nodeID string) (version string, known bool) {
 	s := l.state(nodeID)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return s.facts.GetQemuImgVersion(), s.facts != nil
+	if s.facts == nil {
+		return "", false
+	}
+	return s.facts.qemuImg.Value(), true
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
@@ -270,11 +269,11 @@ func (l *Link) check(ctx context.Context, n store.Node, why string, pools []stor
 	if next.State != prev.State || next.StateSince.IsZero() {
 		next.StateSince = now
 	}
-	var facts *agentv1.GetFactsResponse
+	var f *facts
 	if callErr == nil {
-		facts = resp.Msg
+		f = newFacts(resp.Msg)
 	}
-	retryIn := l.schedule(st, now, facts)
+	retryIn := l.schedule(st, now, f)
 
 	// Record with a fresh context: the outcome of a check that ran out of
 	// time must still be stored.
@@ -320,24 +319,12 @@ type checkError struct {
 func (e *checkError) Error() string { return e.reason }
 func (e *checkError) Unwrap() error { return e.err }
 
-// mountedKey names the pools facts say are mounted, in their order.
-func mountedKey(facts *agentv1.GetFactsResponse) string {
-	var b strings.Builder
-	for _, pf := range facts.GetPools() {
-		if pf.GetMounted() {
-			b.WriteString(pf.GetId())
-			b.WriteByte(',')
-		}
-	}
-	return b.String()
-}
-
 // schedule records a check's outcome (facts is nil when it failed) and
 // returns the time until the node's next check.
-func (l *Link) schedule(st *nodeState, now time.Time, facts *agentv1.GetFactsResponse) time.Duration {
+func (l *Link) schedule(st *nodeState, now time.Time, f *facts) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if mountedKey(st.facts) != mountedKey(facts) {
+	if st.facts.mountedKey() != f.mountedKey() {
 		// The pools the node mounts changed: the event watcher follows
 		// now rather than at its next interval.
 		select {
@@ -345,8 +332,8 @@ func (l *Link) schedule(st *nodeState, now time.Time, facts *agentv1.GetFactsRes
 		default:
 		}
 	}
-	st.facts = facts
-	if facts == nil {
+	st.facts = f
+	if f == nil {
 		st.failures++
 	} else {
 		st.failures = 0

@@ -128,8 +128,11 @@ func (w *EventWatcher) sync(ctx context.Context) {
 	want := map[string][]store.Pool{}
 	w.link.mu.Lock()
 	for nodeID, st := range w.link.nodes {
-		for _, pf := range st.facts.GetPools() {
-			if p, ok := byID[pf.GetId()]; ok && pf.GetMounted() {
+		if st.facts == nil {
+			continue
+		}
+		for _, pf := range st.facts.pools {
+			if p, ok := byID[pf.id.Value()]; ok && pf.mounted {
 				want[nodeID] = append(want[nodeID], p)
 			}
 		}

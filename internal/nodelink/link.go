@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -108,10 +109,51 @@ type nodeState struct {
 	inflight  bool // the health loop is checking it
 	failures  int
 	next      time.Time // when the next scheduled check is due
-	facts     *agentv1.GetFactsResponse
+	facts     *facts    // from the last successful check; nil: none since the last failure
 	announced time.Time // when its agent last said it started
 	// recorded is the LastCheckedAt of the last check this link stored.
 	recorded time.Time
+}
+
+// facts is what a node said at a check, kept between checks. It holds
+// only what the link reads later, with each string interned: thousands of
+// nodes report on the same pools, with the same reasons.
+type facts struct {
+	qemuImg unique.Handle[string]
+	pools   []poolFact
+}
+
+// poolFact is what a node said about one pool.
+type poolFact struct {
+	id      unique.Handle[string]
+	mounted bool
+	status  agentv1.MountStatus
+	reason  unique.Handle[string]
+}
+
+func newFacts(resp *agentv1.GetFactsResponse) *facts {
+	f := &facts{qemuImg: unique.Make(resp.GetQemuImgVersion()), pools: make([]poolFact, 0, len(resp.GetPools()))}
+	for _, pf := range resp.GetPools() {
+		f.pools = append(f.pools, poolFact{
+			id: unique.Make(pf.GetId()), mounted: pf.GetMounted(), status: pf.GetStatus(), reason: unique.Make(pf.GetReason()),
+		})
+	}
+	return f
+}
+
+// mountedKey names the pools the facts say are mounted, in their order.
+func (f *facts) mountedKey() string {
+	if f == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, pf := range f.pools {
+		if pf.mounted {
+			b.WriteString(pf.id.Value())
+			b.WriteByte(',')
+		}
+	}
+	return b.String()
 }
 
 // New returns a Link; call Run to start health monitoring.
@@ -165,9 +207,12 @@ type conn struct {
 	// of their own, whose request bodies go to the TLS connection as they
 	// are, without HTTP/2's framing, flow control and the copies these take
 	// on both sides. Made at the node's first upload.
-	mu             sync.Mutex
-	up             *http.Client
-	tls            *tls.Config // pinned, as tr's before tr added "h2" to it
+	mu sync.Mutex
+	up *http.Client
+	// tls makes the node's pinned configuration anew, as tr's was before
+	// tr added "h2" to it (made when needed: a configuration kept per node
+	// is memory at thousands of nodes).
+	tls            func() *tls.Config
 	connectTimeout time.Duration
 }
 
@@ -180,7 +225,7 @@ func (c *conn) uploads() *http.Client {
 		p.SetHTTP1(true)
 		// The node's pinned configuration, without the HTTP/2 transport's
 		// "h2": these connections speak HTTP/1.1.
-		cfg := c.tls.Clone()
+		cfg := c.tls()
 		cfg.NextProtos = []string{"http/1.1"}
 		dialer := &net.Dialer{Timeout: c.connectTimeout, KeepAlive: 30 * time.Second}
 		c.up = &http.Client{Transport: &http.Transport{
@@ -208,8 +253,9 @@ func (c *conn) closeIdle() {
 	}
 }
 
-// linkHeaderTable is the HPACK table size of a node link connection.
-const linkHeaderTable = 512
+// linkHeaderTable is the HPACK table size of a node link connection; the
+// least http.HTTP2Config takes (0 is its default, 4 KiB).
+const linkHeaderTable = 1
 
 type connKey struct{}
 
@@ -290,13 +336,14 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	if ok {
 		c.closeIdle()
 	}
-	cfg := pinned(l.cfg.Issuer.ClientTLS(n.ID), n.Certificate)
+	issuer, id, pin := l.cfg.Issuer, n.ID, n.Certificate
+	newTLS := func() *tls.Config { return pinned(issuer.ClientTLS(id), pin) }
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetHTTP2(true)
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: l.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     cfg.Clone(),
+		TLSClientConfig:     newTLS(),
 		TLSHandshakeTimeout: l.cfg.ConnectTimeout,
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
@@ -306,10 +353,12 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	// noticed on an idle connection too: ping after an interval of
 	// silence, give up on the connection when the ping goes unanswered.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: l.cfg.Interval, PingTimeout: l.cfg.CheckTimeout,
-		// The node link's headers are few and small; a full 4 KiB table
-		// each way per connection held tens of MiB at thousands of nodes.
+		// The node link's headers are few and small: no dynamic HPACK
+		// table either way (a table of 1 byte holds no field). Even 512 B
+		// tables, with their indexes, held tens of MiB at thousands of
+		// nodes: Connect-Timeout-Ms changes with every call.
 		MaxDecoderHeaderTableSize: linkHeaderTable, MaxEncoderHeaderTableSize: linkHeaderTable}
-	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr, tls: cfg, connectTimeout: l.cfg.ConnectTimeout}
+	c = &conn{addr: n.Address, pin: n.Certificate, tr: tr, tls: newTLS, connectTimeout: l.cfg.ConnectTimeout}
 	l.conns[n.ID] = c
 	return c, nil
 }

@@ -41,24 +41,24 @@ func (l *Link) EnsureInitialized(ctx context.Context, pool store.Pool, lazy bool
 	}
 	var why []string
 	for _, n := range nodes {
-		pf := l.poolFacts(n.ID, pool.ID)
-		if pf == nil && lazy {
+		pf, ok := l.poolFacts(n.ID, pool.ID)
+		if !ok && lazy {
 			if _, _, err := l.Connect(ctx, n.ID); err != nil {
 				why = append(why, fmt.Sprintf("%s: %s", n.Name, reason(err)))
 				continue
 			}
-			pf = l.poolFacts(n.ID, pool.ID)
+			pf, ok = l.poolFacts(n.ID, pool.ID)
 		}
-		if pf == nil {
+		if !ok {
 			continue
 		}
-		switch pf.GetStatus() {
+		switch pf.status {
 		case agentv1.MountStatus_MOUNT_STATUS_MOUNTED:
 			return l.markInitialized(ctx, pool, n)
 		case agentv1.MountStatus_MOUNT_STATUS_NO_MARKER:
 			return l.initThrough(ctx, pool, n)
 		default:
-			why = append(why, fmt.Sprintf("%s: %s", n.Name, pf.GetReason()))
+			why = append(why, fmt.Sprintf("%s: %s", n.Name, pf.reason.Value()))
 		}
 	}
 	if len(why) == 0 {
@@ -126,17 +126,20 @@ func (l *Link) initOrder(ctx context.Context, pool store.Pool) ([]store.Node, er
 }
 
 // poolFacts is what the node said about the pool at its last successful
-// check, or nil.
-func (l *Link) poolFacts(nodeID, poolID string) *agentv1.PoolFacts {
+// check; ok is false when it said nothing.
+func (l *Link) poolFacts(nodeID, poolID string) (pf poolFact, ok bool) {
 	s := l.state(nodeID)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, pf := range s.facts.GetPools() {
-		if pf.GetId() == poolID {
-			return pf
+	if s.facts == nil {
+		return poolFact{}, false
+	}
+	for _, pf := range s.facts.pools {
+		if pf.id.Value() == poolID {
+			return pf, true
 		}
 	}
-	return nil
+	return poolFact{}, false
 }
 
 func (l *Link) initThrough(ctx context.Context, pool store.Pool, n store.Node) error {

@@ -117,14 +117,17 @@ type Result struct {
 	FlapLost                 int           // of those, flaps not shown before the deadline at all
 	StaleMax                 time.Duration // oldest last check of a READY node, over all samples
 	ListNodesMax             time.Duration // the slowest ListNodes of every node while flapping
-	RSS, RSSPeak             int64
-	CPUSeconds               float64
-	CPUFlap                  float64 // cores used while flapping and serving the list load
-	Goroutines               []int   // after all READY, after scans, after flapping
-	ConnsMaxPerNode          int
-	ConnsOpen                int
-	ConnsAccepted            int
-	DBSize                   int64
+	RSS, RSSPeak             int64         // at the end; the most while flapping and serving the list load
+	// The Go heap at the end: allocated, the collector's goal, and the
+	// goroutine stacks (go_memstats_*).
+	HeapAlloc, HeapGoal, Stacks int64
+	CPUSeconds                  float64
+	CPUFlap                     float64 // cores used while flapping and serving the list load
+	Goroutines                  []int   // after all READY, after scans, after flapping
+	ConnsMaxPerNode             int
+	ConnsOpen                   int
+	ConnsAccepted               int
+	DBSize                      int64
 }
 
 // Run builds the cluster in the control plane at t with a fleet of
@@ -241,6 +244,9 @@ func (b *bench) run(ctx context.Context) error {
 		return fmt.Errorf("reading the control plane's RSS: %w", err)
 	}
 	b.r.CPUSeconds, _ = b.metric(ctx, "process_cpu_seconds_total")
+	for name, v := range map[string]*int64{"go_memstats_heap_alloc_bytes": &b.r.HeapAlloc, "go_memstats_next_gc_bytes": &b.r.HeapGoal, "go_memstats_stack_inuse_bytes": &b.r.Stacks} {
+		*v = int64(must(b.metric(ctx, name)))
+	}
 	for _, nd := range b.fleet.Nodes() {
 		open, most, accepted := nd.Conns()
 		b.r.ConnsOpen += open

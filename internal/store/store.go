@@ -154,6 +154,9 @@ type NodeStore interface {
 	GetNodeByAddress(ctx context.Context, address string) (Node, error)
 	// ListNodes returns every node ordered by name.
 	ListNodes(ctx context.Context) ([]Node, error)
+	// GetNodes returns the nodes with these ids (those that exist, once
+	// each) ordered by name.
+	GetNodes(ctx context.Context, ids ...string) ([]Node, error)
 	// ListNodesPage returns one page of the nodes matching f, ordered by
 	// name, and the token of the next page ("" after the last).
 	ListNodesPage(ctx context.Context, f NodeFilter, p Page) ([]Node, string, error)

@@ -145,6 +145,15 @@ func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 	return queryAll(ctx, s.db, s.q(`SELECT `+nodeColumns+` FROM nodes ORDER BY name`), nil, scanNode)
 }
 
+// GetNodes returns the nodes with ids, by name.
+func (s *Store) GetNodes(ctx context.Context, ids ...string) ([]store.Node, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	in, args := inList(ids)
+	return queryAll(ctx, s.db, s.q(`SELECT `+nodeColumns+` FROM nodes WHERE id IN `+in+` ORDER BY name`), args, scanNode)
+}
+
 // nodePages pages nodes by name: unique, and served by its unique index
 // (and, under a state filter, by the index of migration 0011). A node
 // renamed while a client walks the list may move across its position.

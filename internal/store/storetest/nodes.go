@@ -83,6 +83,20 @@ func testNodes(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatal(err)
 		}
 		wantEqual(t, "ListNodes", got, want)
+		for _, tt := range []struct {
+			ids  []string
+			want []store.Node
+		}{
+			{nil, nil},
+			{[]string{"n1"}, []store.Node{want[2]}},
+			{[]string{"n1", "gone", "n2", "n1"}, []store.Node{want[0], want[2]}},
+		} {
+			got, err := s.GetNodes(ctx, tt.ids...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantEqual(t, fmt.Sprintf("GetNodes(%q) (by name)", tt.ids), got, tt.want)
+		}
 	})
 
 	t.Run("conflicts", func(t *testing.T) {
