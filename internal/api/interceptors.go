@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -81,4 +82,37 @@ func (o *observer) WrapStreamingHandler(next connect.StreamingHandlerFunc) conne
 		o.record(ctx, conn.Spec().Procedure, start, err)
 		return err
 	}
+}
+
+// ReadLimit returns an interceptor that lets at most n reads (unary calls
+// whose method starts with List or Get) run at once; the others wait their
+// turn, or until their caller gives up. Reads only use the CPU and the
+// database: with dozens at once, Go's scheduler shared the CPU out among
+// them, and the control plane's background work got a sliver of it. Its
+// health checks wait for one database writer, which then ran a fiftieth of
+// the time: nodes went unchecked for three intervals while clients listed
+// images back to back.
+func ReadLimit(n int) connect.Interceptor {
+	slots := make(chan struct{}, n)
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if !isRead(req.Spec().Procedure) {
+				return next(ctx, req)
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			defer func() { <-slots }()
+			return next(ctx, req)
+		}
+	})
+}
+
+// isRead tells a read-only procedure ("/quarry.v1.ImageService/ListImages")
+// by its method's name.
+func isRead(procedure string) bool {
+	method := procedure[strings.LastIndexByte(procedure, '/')+1:]
+	return strings.HasPrefix(method, "List") || strings.HasPrefix(method, "Get")
 }

@@ -6,11 +6,13 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
+	"time"
 )
 
 // servePprof serves Go's profiles (/debug/pprof/) on the loopback address
 // in QUARRY_PPROF_ADDR, when it is set, for measuring a running server or
-// agent. Other addresses are refused: the profiles are not authenticated.
+// agent, lock contention included. Other addresses are refused: the profiles are not authenticated.
 func servePprof(log *slog.Logger) error {
 	addr := os.Getenv("QUARRY_PPROF_ADDR")
 	if addr == "" {
@@ -24,6 +26,10 @@ func servePprof(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Contention too: which locks and waits hold work up (a sample of
+	// one in 100 contended locks, and of waits of a millisecond or more).
+	runtime.SetMutexProfileFraction(100)
+	runtime.SetBlockProfileRate(int(time.Millisecond))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -381,7 +382,8 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 		// Authentication sits inside logging and metrics but outside panic
 		// recovery, so that every refusal is counted and no panic skips the
 		// audit log.
-		connect.WithInterceptors(append(api.Interceptors(s.log, reg), guard.Interceptor())...),
+		// Reads that got past it wait for one of two slots per CPU.
+		connect.WithInterceptors(append(api.Interceptors(s.log, reg), guard.Interceptor(), api.ReadLimit(2*runtime.GOMAXPROCS(0)))...),
 		connect.WithReadMaxBytes(maxRequestBytes),
 		api.BoundedGzip(maxRequestBytes),
 		connect.WithCompressMinBytes(1 << 10), // smaller answers are not worth it
