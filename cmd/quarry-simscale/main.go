@@ -121,7 +121,9 @@ func runOne(ctx context.Context, quarry, storeName, memLimit string, cfg simscal
 		return nil, fmt.Errorf("unknown store %q: use sqlite or postgres", storeName)
 	}
 
-	logPath := filepath.Join(dir, "server.log")
+	// Kept after the run (warnings only), for what went wrong meanwhile.
+	logPath := filepath.Join(os.TempDir(), "quarry-simscale-"+storeName+".log")
+	fmt.Printf("the control plane logs to %s\n", logPath)
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err

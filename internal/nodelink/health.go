@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,8 +26,9 @@ func (l *Link) Run(ctx context.Context) {
 	defer tick.Stop()
 	// A round lists every node; with thousands of nodes due at spread
 	// times, a round per node due cost more than the checks. Rounds are
-	// at least a tenth of an interval apart (at most 500 ms), and gather
-	// every node due and kicked meanwhile.
+	// at least a tenth of an interval apart (at most 500 ms): each starts
+	// the kicked nodes' checks at once, and those due before the next
+	// round each when it is due.
 	gap := min(l.cfg.Interval/10, 500*time.Millisecond)
 	var last time.Time
 	for {
@@ -43,19 +45,22 @@ func (l *Link) Run(ctx context.Context) {
 		}
 		l.takeKicks()
 		last = time.Now()
-		pools := l.round(ctx, &slots, &checks)
+		pools := l.round(ctx, gap, &slots, &checks)
 		l.ensureAllInitialized(ctx, pools)
 		tick.Reset(l.untilNextDue())
 	}
 }
 
-// round starts a check of every node that is due and not being checked,
-// at most len(slots) at a time, and returns once all have started. It does
-// not wait for them to end: a round that did made every node wait for the
-// slowest check of the round before its own, which at thousands of nodes
-// left most of them unchecked for many intervals. It returns the pools it
-// listed (nil when listing failed).
-func (l *Link) round(ctx context.Context, slotsp *chan struct{}, checks *sync.WaitGroup) []store.Pool {
+// round starts a check of every node due within a gap from now, each at the
+// time it is due, at most len(slots) at a time, and returns once all have
+// started (or a kick came: the nodes not started yet go to the next
+// round). It does not wait for the checks to end: a round that did made
+// every node wait for the slowest check of the round before its own, which
+// at thousands of nodes left most of them unchecked for many intervals.
+// Nor does it start the round's checks all at once: hundreds of them made
+// a burst of work that held API requests up by tens of milliseconds. It
+// returns the pools it listed (nil when listing failed).
+func (l *Link) round(ctx context.Context, gap time.Duration, slotsp *chan struct{}, checks *sync.WaitGroup) []store.Pool {
 	nodes, err := l.cfg.Store.ListNodes(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -79,26 +84,53 @@ func (l *Link) round(ctx context.Context, slotsp *chan struct{}, checks *sync.Wa
 		*slotsp = make(chan struct{}, want)
 	}
 	slots := *slotsp
-	now := l.cfg.Now()
+	type dueCheck struct {
+		n   store.Node
+		st  *nodeState
+		due time.Time
+	}
+	var due []dueCheck
+	horizon := l.cfg.Now().Add(gap)
 	for _, n := range nodes {
-		st := l.claim(n.ID, now)
-		if st == nil {
-			continue
+		if st, at, ok := l.claim(n.ID, horizon); ok {
+			due = append(due, dueCheck{n, st, at})
+		}
+	}
+	slices.SortFunc(due, func(a, b dueCheck) int { return a.due.Compare(b.due) })
+	wait := time.NewTimer(0)
+	defer wait.Stop()
+	for i, d := range due {
+		wait.Reset(d.due.Sub(l.cfg.Now()))
+		select {
+		case <-wait.C:
+		case <-l.kick:
+			l.wake()
+			for _, d := range due[i:] {
+				l.unclaim(d.st)
+			}
+			return pools
+		case <-ctx.Done():
+			for _, d := range due[i:] {
+				l.unclaim(d.st)
+			}
+			return nil
 		}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			l.unclaim(st)
+			for _, d := range due[i:] {
+				l.unclaim(d.st)
+			}
 			return nil
 		}
 		checks.Go(func() {
 			defer func() {
-				l.unclaim(st)
+				l.unclaim(d.st)
 				<-slots
 			}()
 			cctx, cancel := context.WithTimeout(ctx, l.cfg.CheckTimeout)
 			defer cancel()
-			l.check(cctx, n, "interval", pools)
+			l.check(cctx, d.n, "interval", pools)
 		})
 	}
 	return pools
@@ -116,16 +148,17 @@ func checkSlots(nodes, least int) int {
 }
 
 // claim marks the node as being checked by the loop and returns its state
-// when it is due and not being checked already; nil otherwise.
-func (l *Link) claim(nodeID string, now time.Time) *nodeState {
+// and when it is due, when that is by horizon and it is not being checked
+// already.
+func (l *Link) claim(nodeID string, horizon time.Time) (*nodeState, time.Time, bool) {
 	st := l.state(nodeID)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if st.inflight || st.next.After(now) {
-		return nil
+	if st.inflight || st.next.After(horizon) {
+		return nil, time.Time{}, false
 	}
 	st.inflight = true
-	return st
+	return st, st.next, true
 }
 
 func (l *Link) unclaim(st *nodeState) {

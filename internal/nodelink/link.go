@@ -410,6 +410,11 @@ func (l *Link) Kick(nodeIDs ...string) {
 		l.kicked[id] = true
 	}
 	l.mu.Unlock()
+	l.wake()
+}
+
+// wake wakes the health loop to take the kicks recorded.
+func (l *Link) wake() {
 	select {
 	case l.kick <- struct{}{}:
 	default:

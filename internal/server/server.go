@@ -378,12 +378,19 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	guard := &api.Auth{Store: s.store, Now: s.cfg.Clock, Logger: s.log, SessionTTL: s.cfg.SessionTTL, Metrics: s.metrics,
 		Limiter: auth.NewLimiter(s.cfg.AuthFailures, s.cfg.AuthFailureWindow, s.cfg.Clock), OIDC: s.sso}
 	s.auth = guard
+	interceptors := append(api.Interceptors(s.log, reg), guard.Interceptor())
+	if s.cfg.DatabaseURL == "" {
+		// On SQLite, reads that got past authentication wait for one of
+		// two slots per CPU: every health check's write waits for its one
+		// writer, which must keep its share of the CPU. PostgreSQL writes
+		// side by side, and its reads mostly wait on the database.
+		interceptors = append(interceptors, api.ReadLimit(2*runtime.GOMAXPROCS(0)))
+	}
 	opts := []connect.HandlerOption{
 		// Authentication sits inside logging and metrics but outside panic
 		// recovery, so that every refusal is counted and no panic skips the
 		// audit log.
-		// Reads that got past it wait for one of two slots per CPU.
-		connect.WithInterceptors(append(api.Interceptors(s.log, reg), guard.Interceptor(), api.ReadLimit(2*runtime.GOMAXPROCS(0)))...),
+		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(maxRequestBytes),
 		api.BoundedGzip(maxRequestBytes),
 		connect.WithCompressMinBytes(1 << 10), // smaller answers are not worth it

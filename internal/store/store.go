@@ -124,6 +124,15 @@ type PoolMount struct {
 	CheckedAt  time.Time
 }
 
+// PoolUsage sums up the nodes' views of one pool: how many mount it, and
+// the least free and the most total bytes among them.
+type PoolUsage struct {
+	PoolID       string
+	MountedNodes int
+	FreeBytes    uint64
+	TotalBytes   uint64
+}
+
 // Store is the control plane's state, composed of one role interface per
 // kind of record. Every method is safe for concurrent use.
 type Store interface {
@@ -212,4 +221,7 @@ type PoolStore interface {
 	// ListNodeMounts returns the mounts of the nodes with nodeIDs (none:
 	// none) ordered by pool, then node.
 	ListNodeMounts(ctx context.Context, nodeIDs ...string) ([]PoolMount, error)
+	// PoolUsages sums up the mounts of every pool a node reported on,
+	// ordered by pool, without reading them.
+	PoolUsages(ctx context.Context) ([]PoolUsage, error)
 }

@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -39,7 +40,7 @@ func (s *Store) TryLease(ctx context.Context, req store.LeaseRequest) (store.Lea
 	}
 	now, ttl := s.d.NowMicros, req.TTL.Microseconds()
 	var l store.Lease
-	err := s.tx(ctx, func(tx *txn) error {
+	err := s.leaseTx(ctx, func(tx *txn) error {
 		var err error
 		if req.Epoch > 0 && !req.Steal {
 			var exp int64
@@ -88,9 +89,19 @@ func (s *Store) TryLease(ctx context.Context, req store.LeaseRequest) (store.Lea
 	return l, err
 }
 
+// leaseTx runs fn in a transaction on the lease's own connection when the
+// store has one (PostgreSQL), and as any write otherwise.
+func (s *Store) leaseTx(ctx context.Context, fn func(tx *txn) error) error {
+	if s.leaseDB == nil {
+		return s.tx(ctx, fn)
+	}
+	return s.txOn(ctx, s.leaseDB, fn)
+}
+
 // ReleaseLease lets the lease expire now when holder still holds it.
 func (s *Store) ReleaseLease(ctx context.Context, holder string, epoch int64) error {
-	_, err := s.db.ExecContext(ctx, s.q(`UPDATE leader_lease SET expires_at = 0 WHERE name = ? AND holder = ? AND epoch = ?`),
+	db := cmp.Or(s.leaseDB, s.db)
+	_, err := db.ExecContext(ctx, s.q(`UPDATE leader_lease SET expires_at = 0 WHERE name = ? AND holder = ? AND epoch = ?`),
 		leaseName, holder, epoch)
 	return err
 }

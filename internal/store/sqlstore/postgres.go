@@ -24,7 +24,8 @@ const (
 // an arbitrary constant ("quarry" in ASCII) that only migrations use.
 const migrationLockKey = 0x717561727279
 
-// maxPostgresConns caps the connections one control plane opens. Writers
+// maxPostgresConns caps the connections one control plane opens (and one
+// more for the leader lease: Store.leaseDB). Writers
 // wait for a connection rather than exhausting the server's
 // max_connections (100 by default) when several replicas share it.
 const maxPostgresConns = 16
@@ -66,6 +67,8 @@ func OpenPostgres(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", where, err)
 	}
+	s.leaseDB = stdlib.OpenDB(*cfg)
+	s.leaseDB.SetMaxOpenConns(1)
 	return s, nil
 }
 

@@ -181,3 +181,36 @@ func TestPostgresConstraintErrors(t *testing.T) {
 		t.Errorf("check violation: %v, want an error of neither class", err)
 	}
 }
+
+// TestPostgresLeaseWhilePoolBusy: with every connection of the pool taken
+// (a busy control plane's checks and requests), the leader still renews
+// its lease, and can give it up, at once: on its own connection.
+func TestPostgresLeaseWhilePoolBusy(t *testing.T) {
+	s := openPostgres(t, pgtest.NewSchema(t))
+	ctx := context.Background()
+	l, err := s.TryLease(ctx, store.LeaseRequest{Holder: "a", TTL: time.Minute})
+	if err != nil || !l.Held {
+		t.Fatalf("TryLease = %+v, %v; want it held", l, err)
+	}
+	for range maxPostgresConns {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	busy, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := s.CountImages(busy); err == nil {
+		t.Fatal("a read got a connection: the pool is not all taken")
+	}
+	ctx, cancel = context.WithTimeout(ctx, 10*time.Second) // without its own connection, it waits
+	defer cancel()
+	renewed, err := s.TryLease(ctx, store.LeaseRequest{Holder: "a", Epoch: l.Epoch, TTL: time.Minute})
+	if err != nil || !renewed.Held || renewed.Epoch != l.Epoch {
+		t.Fatalf("renewal with the pool taken = %+v, %v; want epoch %d held", renewed, err, l.Epoch)
+	}
+	if err := s.ReleaseLease(ctx, "a", l.Epoch); err != nil {
+		t.Fatalf("ReleaseLease with the pool taken: %v", err)
+	}
+}

@@ -38,6 +38,11 @@ type Store struct {
 	// checks waiting for a group commit (SQLite; checks.go).
 	checksMu sync.Mutex
 	checks   []*nodeCheck
+	// leaseDB, when set (PostgreSQL), is the leader lease's own
+	// connection: renewing the lease must not wait for one of the pool's,
+	// all of which a busy control plane's checks and requests may hold,
+	// or the leader loses its lease for being busy.
+	leaseDB *sql.DB
 }
 
 var _ store.Store = (*Store)(nil)
@@ -77,7 +82,12 @@ func (s *Store) lockWrite(ctx context.Context) (unlock func(), err error) {
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	if s.leaseDB != nil {
+		s.leaseDB.Close()
+	}
+	return s.db.Close()
+}
 
 // q rebinds query for the dialect and counts it.
 func (s *Store) q(query string) string {
@@ -125,7 +135,12 @@ func (s *Store) tx(ctx context.Context, fn func(tx *txn) error) error {
 
 // txLocked is tx for a caller that holds the writer's turn.
 func (s *Store) txLocked(ctx context.Context, fn func(tx *txn) error) error {
-	sqlTx, err := s.db.BeginTx(ctx, nil)
+	return s.txOn(ctx, s.db, fn)
+}
+
+// txOn runs fn in a transaction on db, one of the store's.
+func (s *Store) txOn(ctx context.Context, db *sql.DB, fn func(tx *txn) error) error {
+	sqlTx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}

@@ -301,6 +301,30 @@ func testNodeChecks(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	t.Run("pool usages", func(t *testing.T) {
+		s := setup(t)
+		if got, err := s.PoolUsages(ctx); err != nil || len(got) != 0 {
+			t.Fatalf("PoolUsages before any check = %v, %v; want none", got, err)
+		}
+		a := mount("n1", "p1", true, 0)
+		a.FreeBytes, a.TotalBytes = 300, 1000
+		b := mount("n2", "p1", true, 0)
+		b.FreeBytes, b.TotalBytes = 200, 900
+		c := mount("n1", "p2", false, 0)
+		c.FreeBytes, c.TotalBytes = 5, 5 // not mounted: not counted
+		d := mount("n2", "p2", false, 0)
+		record(t, s, "n1", ready, []store.PoolMount{a, c})
+		record(t, s, "n2", ready, []store.PoolMount{b, d})
+		got, err := s.PoolUsages(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "PoolUsages (by pool)", got, []store.PoolUsage{
+			{PoolID: "p1", MountedNodes: 2, FreeBytes: 200, TotalBytes: 1000},
+			{PoolID: "p2"},
+		})
+	})
+
 	t.Run("mount node id may be left empty", func(t *testing.T) {
 		s := setup(t)
 		m := mount("", "p1", true, 0)
