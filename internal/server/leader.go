@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -228,7 +229,11 @@ func (s *Server) stepDown(why string) {
 	if err := s.store.ReleaseLease(ctx, s.replica, t.epoch); err != nil {
 		s.log.Warn("releasing the leader lease", "err", err)
 	}
-	s.log.Info("no longer leading; background work stopped here", "epoch", t.epoch, "reason", why)
+	level := slog.LevelWarn // the lease was lost: someone must look
+	if why == "shutting down" {
+		level = slog.LevelInfo
+	}
+	s.log.Log(ctx, level, "no longer leading; background work stopped here", "epoch", t.epoch, "reason", why)
 }
 
 // toLeader hands a job to the leader's controller of its kind ("download",

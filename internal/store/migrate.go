@@ -67,10 +67,12 @@ type Dialect struct {
 	// microseconds: the leader lease's expiry goes by it, so replicas'
 	// clocks need not agree.
 	NowMicros string
-	// ForShare, appended to a SELECT of one row, locks the row against
-	// updates until the transaction ends (PostgreSQL " FOR SHARE"); empty
-	// where a write transaction already excludes every other (SQLite).
-	ForShare string
+	// ForKeyShare and ForUpdate, appended to a SELECT of one row, lock it
+	// until the transaction ends (PostgreSQL " FOR KEY SHARE", " FOR
+	// UPDATE"): the first against the second (and deletes) only, so plain
+	// updates of the row go on beside it. Empty where a write transaction
+	// already excludes every other (SQLite).
+	ForKeyShare, ForUpdate string
 }
 
 // Q returns query in the dialect's placeholder syntax.

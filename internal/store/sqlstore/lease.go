@@ -19,7 +19,13 @@ const leaseName = "leader"
 // epoch is not f's, and tells f so.
 func (t *txn) checkFence(ctx context.Context, f store.Fence) error {
 	var epoch int64
-	err := t.queryRow(ctx, `SELECT epoch FROM leader_lease WHERE name = ?`+t.s.d.ForShare, leaseName).Scan(&epoch)
+	// A key share lock: a change of leader (TryLease takes the row FOR
+	// UPDATE first) waits for this transaction, and this one for it, but
+	// the leader's renewals, which only move the expiry, wait for neither.
+	// With FOR SHARE, renewals queued behind a busy leader's stream of
+	// fenced writes, timed out, and the leader lost its lease for being
+	// busy.
+	err := t.queryRow(ctx, `SELECT epoch FROM leader_lease WHERE name = ?`+t.s.d.ForKeyShare, leaseName).Scan(&epoch)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
@@ -58,6 +64,12 @@ func (s *Store) TryLease(ctx context.Context, req store.LeaseRequest) (store.Lea
 		cond := ` AND expires_at < ` + now
 		if req.Steal {
 			cond = ""
+		}
+		// A change of epoch waits for the fenced transactions under way
+		// (checkFence), and holds new ones until it commits. A lease that
+		// cannot change hands is not locked: followers ask every second.
+		if _, err := tx.exec(ctx, `SELECT 1 FROM leader_lease WHERE name = ?`+cond+s.d.ForUpdate, leaseName); err != nil {
+			return err
 		}
 		var epoch, exp int64
 		err = tx.queryRow(ctx, `UPDATE leader_lease SET holder = ?, epoch = epoch + 1, expires_at = `+now+` + ?

@@ -91,7 +91,8 @@ func PostgresDialect() store.Dialect {
 		Rebind:           RebindDollar,
 		SerialPrimaryKey: "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
 		NowMicros:        "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
-		ForShare:         " FOR SHARE",
+		ForKeyShare:      " FOR KEY SHARE",
+		ForUpdate:        " FOR UPDATE",
 		// Transaction-scoped: released at commit or rollback, so a replica
 		// that dies mid-migration cannot leave it held.
 		MigrationLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey),

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -212,5 +213,52 @@ func TestPostgresLeaseWhilePoolBusy(t *testing.T) {
 	}
 	if err := s.ReleaseLease(ctx, "a", l.Epoch); err != nil {
 		t.Fatalf("ReleaseLease with the pool taken: %v", err)
+	}
+}
+
+// TestPostgresFencedWriteAndLease: while a fenced transaction is open, the
+// leader renews its lease without waiting for it, and a change of leader
+// waits for it to end; after the change, the old epoch's writes are
+// refused.
+func TestPostgresFencedWriteAndLease(t *testing.T) {
+	s := openPostgres(t, pgtest.NewSchema(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := s.TryLease(ctx, store.LeaseRequest{Holder: "a", TTL: time.Minute})
+	if err != nil || !a.Held {
+		t.Fatalf("TryLease = %+v, %v", a, err)
+	}
+	fenced := store.WithFence(ctx, store.Fence{Epoch: a.Epoch})
+	taken := make(chan store.Lease, 1)
+	err = s.txOn(fenced, s.db, func(tx *txn) error {
+		// Inside the fenced transaction, which holds its lock on the
+		// lease until it commits.
+		renewed, err := s.TryLease(ctx, store.LeaseRequest{Holder: "a", Epoch: a.Epoch, TTL: time.Minute})
+		if err != nil || !renewed.Held {
+			t.Errorf("renewal beside a fenced write = %+v, %v; want it held at once", renewed, err)
+		}
+		go func() {
+			l, err := s.TryLease(ctx, store.LeaseRequest{Holder: "b", TTL: time.Minute, Steal: true})
+			if err != nil {
+				t.Error(err)
+			}
+			taken <- l
+		}()
+		select {
+		case l := <-taken:
+			t.Errorf("b took the lease (%+v) while a's fenced write was under way", l)
+		case <-time.After(500 * time.Millisecond):
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the fenced transaction: %v", err)
+	}
+	if b := <-taken; !b.Held || b.Epoch != a.Epoch+1 {
+		t.Fatalf("b's takeover after the fenced write = %+v; want epoch %d", b, a.Epoch+1)
+	}
+	p := store.Pool{ID: "p1", Name: "p1", Type: "dir", Path: "/srv/p1", CreatedAt: time.Now()}
+	if err := s.CreatePool(fenced, p); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("a write at the old epoch after the takeover = %v; want ErrFenced", err)
 	}
 }
