@@ -53,8 +53,8 @@ func (l *Link) Run(ctx context.Context) {
 
 // round starts a check of every node due within a gap from now, each at the
 // time it is due, at most len(slots) at a time, and returns once all have
-// started (or a kick came: the nodes not started yet go to the next
-// round). It does not wait for the checks to end: a round that did made
+// started (or a kick came while it waited for one: the nodes not started
+// yet go to the next round; the nodes due already are never put off). It does not wait for the checks to end: a round that did made
 // every node wait for the slowest check of the round before its own, which
 // at thousands of nodes left most of them unchecked for many intervals.
 // Nor does it start the round's checks all at once: hundreds of them made
@@ -97,30 +97,32 @@ func (l *Link) round(ctx context.Context, gap time.Duration, slotsp *chan struct
 		}
 	}
 	slices.SortFunc(due, func(a, b dueCheck) int { return a.due.Compare(b.due) })
+	// unclaimFrom gives back the nodes from the i-th on, not started.
+	unclaimFrom := func(i int) {
+		for _, d := range due[i:] {
+			l.unclaim(d.st)
+		}
+	}
 	wait := time.NewTimer(0)
 	defer wait.Stop()
 	for i, d := range due {
-		wait.Reset(d.due.Sub(l.cfg.Now()))
-		select {
-		case <-wait.C:
-		case <-l.kick:
-			l.wake()
-			for _, d := range due[i:] {
-				l.unclaim(d.st)
+		if until := d.due.Sub(l.cfg.Now()); until > 0 {
+			wait.Reset(until)
+			select {
+			case <-wait.C:
+			case <-l.kick:
+				l.wake() // for the loop, after this round
+				unclaimFrom(i)
+				return pools
+			case <-ctx.Done():
+				unclaimFrom(i)
+				return nil
 			}
-			return pools
-		case <-ctx.Done():
-			for _, d := range due[i:] {
-				l.unclaim(d.st)
-			}
-			return nil
 		}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			for _, d := range due[i:] {
-				l.unclaim(d.st)
-			}
+			unclaimFrom(i)
 			return nil
 		}
 		checks.Go(func() {
