@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// servePprof serves Go's profiles (/debug/pprof/) on the loopback address
-// in QUARRY_PPROF_ADDR, when it is set, for measuring a running server or
-// agent, lock contention included. Other addresses are refused: the profiles are not authenticated.
+// servePprof serves Go's profiles (/debug/pprof/), lock contention
+// included, on the loopback address in QUARRY_PPROF_ADDR, when it is set,
+// for measuring a running server or agent. Other addresses are refused:
+// the profiles are not authenticated.
 func servePprof(log *slog.Logger) error {
 	addr := os.Getenv("QUARRY_PPROF_ADDR")
 	if addr == "" {

@@ -110,9 +110,7 @@ func (c *StoreCollector) collect(ctx context.Context, ch chan<- prometheus.Metri
 	for _, p := range pools {
 		poolName[p.ID] = p.Name
 	}
-	nodeName := map[string]string{}
 	for _, n := range nodes {
-		nodeName[n.ID] = n.Name
 		if !n.Certificate.NotAfter.IsZero() {
 			ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(n.Certificate.NotAfter.Unix()), n.Name)
 		}

@@ -160,7 +160,7 @@ func (s *Server) elect(ctx context.Context) {
 			// by its epoch, which nobody else can raise).
 			select {
 			case <-ctx.Done():
-				s.stepDown("shutting down")
+				s.stepDown(shuttingDown)
 				return
 			case <-s.lost:
 				s.stepDown("a write was refused: another replica took the lease")
@@ -175,7 +175,7 @@ func (s *Server) elect(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			s.stepDown("shutting down")
+			s.stepDown(shuttingDown)
 			return
 		case <-s.lost:
 			t.Stop()
@@ -215,6 +215,10 @@ func (s *Server) campaign(ctx context.Context) {
 	}
 }
 
+// shuttingDown is the reason of the one step down that is not a lost
+// lease.
+const shuttingDown = "shutting down"
+
 // stepDown stops the term, if any, and releases the lease when it still
 // holds it, so that another replica takes over without waiting.
 func (s *Server) stepDown(why string) {
@@ -230,7 +234,7 @@ func (s *Server) stepDown(why string) {
 		s.log.Warn("releasing the leader lease", "err", err)
 	}
 	level := slog.LevelWarn // the lease was lost: someone must look
-	if why == "shutting down" {
+	if why == shuttingDown {
 		level = slog.LevelInfo
 	}
 	s.log.Log(ctx, level, "no longer leading; background work stopped here", "epoch", t.epoch, "reason", why)
