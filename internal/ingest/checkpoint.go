@@ -84,6 +84,27 @@ func writeCheckpoint(root *os.Root, ck *checkpoint) error {
 	return atomicfile.WriteFile(root, checkpointPath(ck.Job), b, 0o600)
 }
 
+// dropOrphanCheckpoint removes the checkpoint that the writer with fence
+// wrote for job if the job's partial file is gone: another writer
+// finished or discarded the job, and nobody will resume from it.
+func dropOrphanCheckpoint(root *os.Root, job string, fence uint64) error {
+	if _, err := root.Stat(partialPath(job)); !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	ck, err := readCheckpoint(root, job)
+	if err != nil || ck == nil || ck.Fence != fence {
+		return err
+	}
+	if err := root.Remove(checkpointPath(job)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// testHookCheckpoint runs between a writer's ownership check and its
+// checkpoint write; tests pause a writer there.
+var testHookCheckpoint = func() {}
+
 // claim records fence as the job's owner. Only a writer taking the job
 // writes the owner file; checkpoints leave it alone, so a checkpoint that
 // a writer which lost the job wrote late cannot hide the takeover.

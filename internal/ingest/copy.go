@@ -146,13 +146,7 @@ func (d *download) copy(ctx context.Context, cr CopyRequest) (CopyResult, error)
 	}
 	d.meter.rebase(off)
 	save := func(at int64) error {
-		if err := datasync(d.f); err != nil {
-			return d.writeError(err, at, total)
-		}
-		if err := checkFence(r.Root, r.Job, r.Fence); err != nil {
-			return err
-		}
-		return writeCheckpoint(r.Root, &checkpoint{Job: r.Job, URL: r.URL, Validator: validator, Total: total, Offset: at, Fence: r.Fence, Written: time.Now()})
+		return d.persist(&checkpoint{Job: r.Job, URL: r.URL, Validator: validator, Total: total, Offset: at, Fence: r.Fence, Written: time.Now()})
 	}
 	if err := save(off); err != nil {
 		return CopyResult{}, err

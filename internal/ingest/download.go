@@ -302,6 +302,7 @@ func (d *download) persist(ck *checkpoint) error {
 	if err := d.stillOwner(); err != nil {
 		return err
 	}
+	testHookCheckpoint()
 	if err := writeCheckpoint(r.Root, ck); err != nil {
 		// The new owner may have removed the job's files while this
 		// writer was replacing its checkpoint: then that is the reason.
@@ -309,6 +310,18 @@ func (d *download) persist(ck *checkpoint) error {
 			return ferr
 		}
 		return d.writeError(err, ck.Offset, ck.Total)
+	}
+	// A writer paused between its check and its write (a frozen node)
+	// may have written after the new owner finished the job and removed
+	// its files: then it takes its checkpoint back, so that nothing of
+	// the job stays behind in the pool.
+	if err := d.stillOwner(); err != nil {
+		if errors.Is(err, ErrFenced) {
+			if derr := dropOrphanCheckpoint(r.Root, r.Job, r.Fence); derr != nil {
+				return errors.Join(err, fmt.Errorf("removing the checkpoint this writer wrote after losing the job: %w", derr))
+			}
+		}
+		return err
 	}
 	if d.onDurable != nil {
 		d.onDurable(ck.Offset)

@@ -432,6 +432,36 @@ func TestFenceLostToFinishedOwner(t *testing.T) {
 	p.checkNoImages(t)
 }
 
+// TestFenceLostWhilePausedBeforeCheckpoint: this writer is frozen after
+// checking that it owns the job and before writing its checkpoint, and
+// the new owner finishes the job meanwhile. Woken, the writer must take
+// back the checkpoint it wrote late and leave nothing behind. Not
+// parallel: it sets a hook of the package.
+func TestFenceLostWhilePausedBeforeCheckpoint(t *testing.T) {
+	o := origintest.New(t)
+	f := o.Add("/a.img", origintest.Random(8*mib, 21))
+	f.RateLimit(8 * mib)
+	p := newPool(t, "")
+	r := request(p, f)
+	var once sync.Once
+	testHookCheckpoint = func() {
+		once.Do(func() {
+			if err := Discard(p.root, r.Job); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(func() { testHookCheckpoint = func() {} })
+	_, err := Download(t.Context(), r)
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("error %v; want ErrFenced", err)
+	}
+	if left, _ := os.ReadDir(p.dir + "/" + poolfs.PartialDir); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+	p.checkNoImages(t)
+}
+
 func TestDiscard(t *testing.T) {
 	t.Parallel()
 	o := origintest.New(t)
