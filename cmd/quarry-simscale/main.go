@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -304,8 +305,18 @@ func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs
 	lat := func(l simscale.Latency) string { return ms(l.P50) + " / " + ms(l.P99) + " / " + ms(l.Max) }
 	row(fmt.Sprintf("ListImages (100) p50/p99/max, %d clients back to back", cfg.Clients), "p99 ≤ 20 ms", func(r *result) string { return lat(r.List) })
 	row("  requests answered per second", "", func(r *result) string { return fmt.Sprintf("%.0f", r.ListRate) })
+	handler := func(l simscale.Latency) string {
+		within := "≤ " + ms(l.Handler.P99Within)
+		if l.Handler.P99Within == math.MaxInt64 {
+			within = "over the last bound"
+		}
+		return fmt.Sprintf("p99 %s, %.1f %% over 20 ms", within, 100*l.Handler.Over)
+	}
+	row("  in the control plane's handlers", "", func(r *result) string { return handler(r.List) })
 	row(fmt.Sprintf("ListImages (100) p50/p99/max, %d clients each one every %v", cfg.Clients, cfg.Pace), "p99 ≤ 20 ms", func(r *result) string { return lat(r.Paced) })
 	row("  requests answered per second", "", func(r *result) string { return fmt.Sprintf("%.0f", r.PacedRate) })
+	row("  in the control plane's handlers", "", func(r *result) string { return handler(r.Paced) })
+	row("  requests sent late by this process, p99", "", func(r *result) string { return ms(r.Paced.LateP99) })
 	row("ListImages errors", "0", func(r *result) string { return strconv.Itoa(r.ListErrors) })
 	row("every ListImages page (1,000 a page)", "", func(r *result) string { return sec(r.FullList) })
 	row("flaps", "", func(r *result) string { return strconv.Itoa(r.Flaps) })

@@ -34,9 +34,11 @@ func newObserver(log *slog.Logger, reg prometheus.Registerer) *observer {
 			Help: "Public API calls by procedure and Connect code.",
 		}, []string{"procedure", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "quarry_api_request_duration_seconds",
-			Help:    "Public API call latency by procedure.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+			Name: "quarry_api_request_duration_seconds",
+			Help: "Public API call latency by procedure.",
+			// 20 ms, the latency a page of a list is meant to stay under
+			// at scale, is a bound.
+			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30},
 		}, []string{"procedure"}),
 	}
 	if reg != nil {

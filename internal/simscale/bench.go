@@ -435,20 +435,27 @@ func (b *bench) listLoad(ctx context.Context) error {
 	r := b.r
 	var err error
 	r.ListRequests, r.ListErrors, r.ListRate, r.List, err = b.listClients(ctx, 0)
-	b.logf("ListImages, %d clients back to back: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors",
-		b.cfg.Clients, r.ListRequests, r.ListRate, r.List.P50, r.List.P99, r.List.Max, r.ListErrors)
+	b.logf("ListImages, %d clients back to back: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors; in the handlers p99 ≤ %v, %.1f %% over 20 ms",
+		b.cfg.Clients, r.ListRequests, r.ListRate, r.List.P50, r.List.P99, r.List.Max, r.ListErrors, r.List.Handler.P99Within, 100*r.List.Handler.Over)
 	if err != nil {
 		return err
 	}
 	n, errs, rate, lat, err := b.listClients(ctx, b.cfg.Pace)
 	r.ListRequests, r.ListErrors, r.PacedRate, r.Paced = r.ListRequests+n, r.ListErrors+errs, rate, lat
-	b.logf("ListImages, %d clients each a page every %v: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors",
-		b.cfg.Clients, b.cfg.Pace, n, rate, lat.P50, lat.P99, lat.Max, errs)
+	b.logf("ListImages, %d clients each a page every %v: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors; sent late p99 %v; in the handlers p99 ≤ %v, %.1f %% over 20 ms",
+		b.cfg.Clients, b.cfg.Pace, n, rate, lat.P50, lat.P99, lat.Max, errs, lat.LateP99, lat.Handler.P99Within, 100*lat.Handler.Over)
 	return err
 }
 
-// Latency is a distribution's median, 99th percentile and maximum.
-type Latency struct{ P50, P99, Max time.Duration }
+// Latency is a distribution's median, 99th percentile and maximum, as
+// the clients saw it, and what the control plane's handlers took.
+type Latency struct {
+	P50, P99, Max time.Duration
+	// LateP99 is the 99th percentile of how late the clients sent their
+	// requests (this process's own delay, counted in the latency).
+	LateP99 time.Duration
+	Handler HandlerLatency
+}
 
 // listClients runs the clients for LoadFor, each asking a page every pace
 // (0: back to back), and returns the requests made, the failed ones, the
@@ -457,16 +464,17 @@ type Latency struct{ P50, P99, Max time.Duration }
 // delayed.
 func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs int, rate float64, lat Latency, err error) {
 	var (
-		mu   sync.Mutex
-		lats []time.Duration
-		last error
+		mu          sync.Mutex
+		lats, lates []time.Duration
+		last        error
 	)
+	before, herr := b.handlerHistogram(ctx)
 	start := time.Now()
 	end := start.Add(b.cfg.LoadFor)
 	var wg sync.WaitGroup
 	for range b.cfg.Clients {
 		wg.Go(func() {
-			var mine []time.Duration
+			var mine, myLate []time.Duration
 			// Paced clients start spread over one pace.
 			due := start.Add(time.Duration(rand.Int64N(int64(max(pace, 1)))))
 			for due.Before(end) && ctx.Err() == nil {
@@ -478,6 +486,7 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 					due = time.Now()
 				}
 				req, want := b.listRequest()
+				late := time.Since(due)
 				resp, err := b.images.ListImages(ctx, connect.NewRequest(req))
 				d := time.Since(due)
 				due = due.Add(pace)
@@ -492,9 +501,11 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 					continue
 				}
 				mine = append(mine, d)
+				myLate = append(myLate, late)
 			}
 			mu.Lock()
 			lats = append(lats, mine...)
+			lates = append(lates, myLate...)
 			mu.Unlock()
 		})
 	}
@@ -503,8 +514,14 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 		// Counted and reported, not the end of the run.
 		b.logf("%d of %d list requests failed, the last with: %v", errs, len(lats)+errs, last)
 	}
-	lat = Latency{quantile(lats, 0.5), quantile(lats, 0.99), quantile(lats, 1)}
-	return len(lats) + errs, errs, float64(len(lats)) / time.Since(start).Seconds(), lat, ctx.Err()
+	rate = float64(len(lats)) / time.Since(start).Seconds()
+	lat = Latency{P50: quantile(lats, 0.5), P99: quantile(lats, 0.99), Max: quantile(lats, 1), LateP99: quantile(lates, 0.99)}
+	after, aerr := b.handlerHistogram(ctx)
+	if err := cmp(herr, aerr); err != nil {
+		return len(lats) + errs, errs, rate, lat, fmt.Errorf("reading the control plane's latency histogram: %w", err)
+	}
+	lat.Handler = after.since(before).latency()
+	return len(lats) + errs, errs, rate, lat, ctx.Err()
 }
 
 func quantile(ds []time.Duration, q float64) time.Duration {
@@ -686,21 +703,123 @@ func (b *bench) goroutines(ctx context.Context) int {
 
 // metric reads one unlabelled value from the control plane's /metrics.
 func (b *bench) metric(ctx context.Context, name string) (float64, error) {
+	v, found := 0.0, false
+	err := b.scrape(ctx, func(line string) error {
+		s, ok := strings.CutPrefix(line, name+" ")
+		if !ok || found {
+			return nil
+		}
+		var err error
+		v, err = strconv.ParseFloat(s, 64)
+		found = err == nil
+		return err
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("the control plane's /metrics has no %s", name)
+	}
+	return v, err
+}
+
+// scrape calls f with every line of the control plane's /metrics.
+func (b *bench) scrape(ctx context.Context, f func(line string) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.t.URL+"/metrics", nil)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	resp, err := b.hc.Do(req)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(v, 64)
+		if err := f(sc.Text()); err != nil {
+			return err
 		}
 	}
-	return 0, fmt.Errorf("the control plane's /metrics has no %s", name)
+	return sc.Err()
+}
+
+// histogram is a cumulative histogram: counts[i] observations were at
+// most bounds[i], in ascending order, the last bound +Inf.
+type histogram struct {
+	bounds []float64
+	counts []float64
+}
+
+// handlerHistogram reads the control plane's histogram of the time
+// ListImages calls spend in its handlers (quarry_api_request_duration_seconds:
+// from the first interceptor until the page is built, so without reading
+// the request and writing the answer, and without any wait of the
+// client's own).
+func (b *bench) handlerHistogram(ctx context.Context) (histogram, error) {
+	const prefix = `quarry_api_request_duration_seconds_bucket{procedure="` + quarryv1connect.ImageServiceListImagesProcedure + `",le="`
+	var h histogram
+	err := b.scrape(ctx, func(line string) error {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			return nil
+		}
+		le, count, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			return fmt.Errorf("unexpected /metrics line %q", line)
+		}
+		bound, err := strconv.ParseFloat(le, 64)
+		if err != nil {
+			return err
+		}
+		n, err := strconv.ParseFloat(count, 64)
+		if err != nil {
+			return err
+		}
+		h.bounds, h.counts = append(h.bounds, bound), append(h.counts, n)
+		return nil
+	})
+	return h, err
+}
+
+// since returns the observations h has and before had not: both must be
+// the same histogram's (before may be empty: nothing observed then).
+func (h histogram) since(before histogram) histogram {
+	d := histogram{bounds: h.bounds, counts: slices.Clone(h.counts)}
+	if len(before.counts) == len(h.counts) {
+		for i := range d.counts {
+			d.counts[i] -= before.counts[i]
+		}
+	}
+	return d
+}
+
+// HandlerLatency says how long a share of calls took in the control
+// plane's handlers, from its histogram: P99Within is the bucket bound the
+// 99th percentile is under (+Inf when it is in the last bucket), Over is
+// the share of calls above the Bound (20 ms).
+type HandlerLatency struct {
+	P99Within time.Duration
+	Over      float64
+	Calls     int
+}
+
+// handlerBound is the latency the share Over is counted against.
+const handlerBound = 0.02
+
+func (h histogram) latency() HandlerLatency {
+	if len(h.counts) == 0 || h.counts[len(h.counts)-1] == 0 {
+		return HandlerLatency{}
+	}
+	total := h.counts[len(h.counts)-1]
+	l := HandlerLatency{Calls: int(total), P99Within: -1}
+	for i, b := range h.bounds {
+		if l.P99Within < 0 && h.counts[i] >= 0.99*total {
+			l.P99Within = time.Duration(b * float64(time.Second))
+			if math.IsInf(b, 1) {
+				l.P99Within = math.MaxInt64
+			}
+		}
+		if b == handlerBound {
+			l.Over = 1 - h.counts[i]/total
+		}
+	}
+	return l
 }

@@ -49,6 +49,11 @@ func TestSmallCluster(t *testing.T) {
 	if r.ListRequests == 0 || r.List.P99 == 0 || r.Paced.P99 == 0 {
 		t.Errorf("no list latency measured: %+v", r)
 	}
+	// The control plane's histogram saw every list request, and nothing else.
+	if got := r.List.Handler.Calls + r.Paced.Handler.Calls; got != r.ListRequests || r.List.Handler.P99Within <= 0 || r.Paced.Handler.P99Within <= 0 {
+		t.Errorf("the handlers' histogram counted %d list calls (p99 within %v and %v), want the %d requests made",
+			got, r.List.Handler.P99Within, r.Paced.Handler.P99Within, r.ListRequests)
+	}
 	if len(r.Goroutines) != 3 || r.RSS == 0 {
 		t.Errorf("process figures missing: goroutines %v, RSS %d", r.Goroutines, r.RSS)
 	}
