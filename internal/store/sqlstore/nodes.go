@@ -227,22 +227,21 @@ func (t *txn) poolsAssignedTo(ctx context.Context, id string) ([]string, error) 
 	return names, rows.Err()
 }
 
-// RecordNodeCheck stores one health check's outcome. On SQLite, checks that
-// arrive while another write runs are committed together (checks.go).
+// RecordNodeCheck stores one health check's outcome. Checks that arrive
+// while others are being committed are committed together (checks.go).
 func (s *Store) RecordNodeCheck(ctx context.Context, nodeID string, st store.NodeStatus, mounts []store.PoolMount) error {
 	for _, m := range mounts {
 		if m.NodeID != "" && m.NodeID != nodeID {
 			return fmt.Errorf("record check of node %s: mount of pool %s belongs to node %s", nodeID, m.PoolID, m.NodeID)
 		}
 	}
-	if s.writer != nil {
-		return s.recordGrouped(ctx, &nodeCheck{nodeID: nodeID, st: st, mounts: mounts})
-	}
-	return s.tx(ctx, func(t *txn) error { return t.recordNodeCheck(ctx, nodeID, st, mounts) })
+	return s.recordGrouped(ctx, &nodeCheck{nodeID: nodeID, st: st, mounts: mounts})
 }
 
-// recordNodeCheck writes one check inside a transaction.
-func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeStatus, mounts []store.PoolMount) error {
+// recordNodeCheck writes one check inside a transaction. old is the
+// node's recorded mounts by pool, read with the rest of its group; nil:
+// read them here.
+func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeStatus, mounts []store.PoolMount, old map[string]store.PoolMount) error {
 	res, err := t.exec(ctx, `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
 		hostname = ?, agent_version = ? WHERE id = ?`,
 		string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt),
@@ -256,9 +255,11 @@ func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeS
 	if mounts == nil {
 		return nil
 	}
-	old, err := t.nodeMounts(ctx, nodeID)
-	if err != nil {
-		return err
+	if old == nil {
+		var err error
+		if old, err = t.nodeMounts(ctx, nodeID); err != nil {
+			return err
+		}
 	}
 	// Pools the node reported on before still exist (a pool's deletion
 	// takes its mounts along); only new ones need looking up.

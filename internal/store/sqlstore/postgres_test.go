@@ -183,6 +183,14 @@ func TestPostgresConstraintErrors(t *testing.T) {
 	}
 }
 
+// TestPostgresGroupedChecks: as on SQLite, health checks are committed in
+// groups, each caller learning its own outcome.
+func TestPostgresGroupedChecks(t *testing.T) {
+	s := openPostgres(t, pgtest.NewSchema(t))
+	groupedChecks(t, s)
+	sameNodeTwiceInAGroup(t, s)
+}
+
 // TestPostgresLeaseWhilePoolBusy: with every connection of the pool taken
 // (a busy control plane's checks and requests), the leader still renews
 // its lease, and can give it up, at once: on its own connection.

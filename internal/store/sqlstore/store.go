@@ -35,7 +35,10 @@ type Store struct {
 	// writes (thousands of nodes' health checks) one could lose every
 	// retry for busy_timeout and fail with SQLITE_BUSY.
 	writer chan struct{}
-	// checks waiting for a group commit (SQLite; checks.go).
+	// checkTurn is taken by whoever commits a group of health checks
+	// (checks.go): the writer on SQLite, one of checkGroups on PostgreSQL.
+	checkTurn chan struct{}
+	// checks waiting for a group commit.
 	checksMu sync.Mutex
 	checks   []*nodeCheck
 	// leaseDB, when set (PostgreSQL), is the leader lease's own
@@ -57,6 +60,9 @@ func New(ctx context.Context, db *sql.DB, d store.Dialect) (*Store, error) {
 	s := &Store{db: db, d: d}
 	if d.Name == "sqlite" {
 		s.writer = make(chan struct{}, 1)
+		s.checkTurn = s.writer
+	} else {
+		s.checkTurn = make(chan struct{}, checkGroups)
 	}
 	return s, nil
 }
@@ -64,15 +70,21 @@ func New(ctx context.Context, db *sql.DB, d store.Dialect) (*Store, error) {
 // lockWrite waits for the writer's turn (SQLite) or until ctx is done; the
 // returned function ends the turn.
 func (s *Store) lockWrite(ctx context.Context) (unlock func(), err error) {
-	if s.writer == nil {
+	return take(ctx, s.writer)
+}
+
+// take waits for a place in turn (none to wait for when it is nil) or
+// until ctx is done.
+func take(ctx context.Context, turn chan struct{}) (unlock func(), err error) {
+	if turn == nil {
 		return func() {}, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err // a select would take a free turn half the time
 	}
 	select {
-	case s.writer <- struct{}{}:
-		return func() { <-s.writer }, nil
+	case turn <- struct{}{}:
+		return func() { <-turn }, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

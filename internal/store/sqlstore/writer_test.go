@@ -68,6 +68,80 @@ func TestSQLiteWriteOutwaitsBusyTimeout(t *testing.T) {
 func TestSQLiteGroupedChecks(t *testing.T) {
 	s := openSQLite(t, filepath.Join(t.TempDir(), "quarry.db"))
 	defer s.Close()
+	groupedChecks(t, s)
+	sameNodeTwiceInAGroup(t, s)
+}
+
+// sameNodeTwiceInAGroup: a node's pool is recorded mounted; two checks of
+// the node in one group find it unmounted, then mounted again: the second
+// is what stays recorded (it must not be compared with what the group
+// read before the first).
+func sameNodeTwiceInAGroup(t *testing.T, s *Store) {
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Microsecond)
+	if err := s.CreatePool(ctx, store.Pool{ID: "p-twice", Name: "twice", Type: "dir", Path: "/srv/twice", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	st := store.NodeStatus{State: store.NodeReady, StateSince: now, LastCheckedAt: now}
+	mounted := []store.PoolMount{{PoolID: "p-twice", Mounted: true, FreeBytes: 1 << 30, TotalBytes: 2 << 30, CheckedAt: now}}
+	if err := s.RecordNodeCheck(ctx, "n0", st, mounted); err != nil {
+		t.Fatal(err)
+	}
+	for range cap(s.checkTurn) {
+		s.checkTurn <- struct{}{}
+	}
+	first := make(chan error, 1)
+	go func() {
+		first <- s.RecordNodeCheck(ctx, "n0", st, []store.PoolMount{{PoolID: "p-twice", Mounted: false, Reason: "gone", CheckedAt: now}})
+	}()
+	waitQueued(t, s, 1)
+	second := make(chan error, 1)
+	go func() { second <- s.RecordNodeCheck(ctx, "n0", st, mounted) }()
+	waitQueued(t, s, 2)
+	for range cap(s.checkTurn) {
+		<-s.checkTurn
+	}
+	if err := cmpErr(<-first, <-second); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.ListNodeMounts(ctx, "n0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || !ms[0].Mounted || ms[0].Reason != "" {
+		t.Errorf("mounts of n0 after two checks in one group: %+v; want p-twice mounted, as the second found it", ms)
+	}
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// waitQueued waits until n checks are queued for a group commit.
+func waitQueued(t *testing.T, s *Store, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s.checksMu.Lock()
+		queued := len(s.checks)
+		s.checksMu.Unlock()
+		if queued == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d checks queued for a group commit after 10 s", queued, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// groupedChecks: health checks queued while every check turn is taken
+// (on SQLite, the writer's) are committed together once one is free, each
+// caller learning its own outcome: a check of a node deleted meanwhile
+// fails alone.
+func groupedChecks(t *testing.T, s *Store) {
 	ctx := context.Background()
 	const nodes = 20
 	for i := range nodes {
@@ -76,16 +150,9 @@ func TestSQLiteGroupedChecks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	holding, release := make(chan struct{}), make(chan struct{})
-	held := make(chan error, 1)
-	go func() {
-		held <- s.tx(ctx, func(*txn) error {
-			close(holding)
-			<-release
-			return nil
-		})
-	}()
-	<-holding
+	for range cap(s.checkTurn) {
+		s.checkTurn <- struct{}{}
+	}
 	now := time.Now().Truncate(time.Microsecond)
 	errs := make(chan error, nodes+1)
 	for i := range nodes + 1 {
@@ -94,19 +161,8 @@ func TestSQLiteGroupedChecks(t *testing.T) {
 			errs <- s.RecordNodeCheck(ctx, fmt.Sprintf("n%d", i), store.NodeStatus{State: store.NodeReady, StateSince: now, LastCheckedAt: now}, nil)
 		}()
 	}
-	for {
-		s.checksMu.Lock()
-		queued := len(s.checks)
-		s.checksMu.Unlock()
-		if queued == nodes+1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	close(release)
-	if err := <-held; err != nil {
-		t.Fatal(err)
-	}
+	waitQueued(t, s, nodes+1)
+	<-s.checkTurn
 	var notFound int
 	for range nodes + 1 {
 		switch err := <-errs; {
@@ -118,6 +174,9 @@ func TestSQLiteGroupedChecks(t *testing.T) {
 	}
 	if notFound != 1 {
 		t.Errorf("%d checks failed with ErrNotFound, want 1 (the missing node's)", notFound)
+	}
+	for range cap(s.checkTurn) - 1 {
+		<-s.checkTurn
 	}
 	for i := range nodes {
 		n, err := s.GetNode(ctx, fmt.Sprintf("n%d", i))
