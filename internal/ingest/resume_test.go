@@ -422,14 +422,7 @@ func TestFenceLostToFinishedOwner(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	_, err := Download(t.Context(), r)
-	if !errors.Is(err, ErrFenced) {
-		t.Fatalf("error %v; want ErrFenced", err)
-	}
-	if left, _ := os.ReadDir(p.dir + "/" + poolfs.PartialDir); len(left) != 0 {
-		t.Fatalf("left behind: %v", left)
-	}
-	p.checkNoImages(t)
+	downloadFencedLeavingNothing(t, p, r)
 }
 
 // TestFenceLostWhilePausedBeforeCheckpoint: this writer is frozen after
@@ -452,6 +445,13 @@ func TestFenceLostWhilePausedBeforeCheckpoint(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() { testHookCheckpoint = func() {} })
+	downloadFencedLeavingNothing(t, p, r)
+}
+
+// downloadFencedLeavingNothing runs r, which must find that it lost the
+// job and leave nothing of it in the pool.
+func downloadFencedLeavingNothing(t *testing.T, p *pool, r Request) {
+	t.Helper()
 	_, err := Download(t.Context(), r)
 	if !errors.Is(err, ErrFenced) {
 		t.Fatalf("error %v; want ErrFenced", err)
