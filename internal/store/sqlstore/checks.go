@@ -34,17 +34,28 @@ type nodeCheck struct {
 	nodeID string
 	st     store.NodeStatus
 	mounts []store.PoolMount
+	// fence is the caller's (store.FenceFrom, fenced false: none): a
+	// group holds checks of one fence, and its transaction carries it, so
+	// a leader's checks are never written unfenced with a request's.
+	fence  store.Fence
+	fenced bool
 	done   chan error // buffered: the committer never blocks
+}
+
+func (c *nodeCheck) sameFence(o *nodeCheck) bool {
+	return c.fenced == o.fenced && c.fence.Epoch == o.fence.Epoch
 }
 
 // groupTimeout bounds a group's transaction: it runs on behalf of callers
 // whose contexts the committer does not hold.
 const groupTimeout = 10 * time.Second
 
-// recordGrouped queues c and waits until it is committed, committing the
-// queue itself when it gets the writer's turn first.
+// recordGrouped queues c and waits until it is committed, committing
+// groups from the queue itself, until its own is, when it gets a turn
+// first.
 func (s *Store) recordGrouped(ctx context.Context, c *nodeCheck) error {
 	c.done = make(chan error, 1)
+	c.fence, c.fenced = store.FenceFrom(ctx)
 	s.checksMu.Lock()
 	s.checks = append(s.checks, c)
 	s.checksMu.Unlock()
@@ -58,18 +69,43 @@ func (s *Store) recordGrouped(ctx context.Context, c *nodeCheck) error {
 		return <-c.done
 	}
 	defer unlock()
+	for {
+		select {
+		case err := <-c.done:
+			return err
+		default:
+		}
+		group := s.nextGroup()
+		if len(group) == 0 {
+			return <-c.done // an earlier turn took it
+		}
+		s.commitGroup(group)
+	}
+}
+
+// nextGroup takes the first queued check and, in order, up to maxGroup-1
+// more of the same fence out of the queue.
+func (s *Store) nextGroup() []*nodeCheck {
 	s.checksMu.Lock()
-	n := min(len(s.checks), maxGroup)
-	group := s.checks[:n:n]
-	if s.checks = s.checks[n:]; len(s.checks) == 0 {
+	defer s.checksMu.Unlock()
+	if len(s.checks) == 0 {
+		return nil
+	}
+	head := s.checks[0]
+	var group []*nodeCheck
+	rest := s.checks[:0] // filtered in place: rest never passes the loop
+	for _, c := range s.checks {
+		if len(group) < maxGroup && c.sameFence(head) {
+			group = append(group, c)
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	clear(s.checks[len(rest):])
+	if s.checks = rest; len(rest) == 0 {
 		s.checks = nil
 	}
-	s.checksMu.Unlock()
-	if len(group) == 0 {
-		return <-c.done // an earlier turn committed it
-	}
-	s.commitGroup(context.WithoutCancel(ctx), group)
-	return <-c.done
+	return group
 }
 
 // withdraw removes c from the queue; false when a committer took it.
@@ -88,7 +124,11 @@ func (s *Store) withdraw(c *nodeCheck) bool {
 // commitGroup writes the group in one transaction, holding a check turn.
 // When that fails, each check is written on its own, so one bad
 // check (its node deleted meanwhile) fails only its caller.
-func (s *Store) commitGroup(ctx context.Context, group []*nodeCheck) {
+func (s *Store) commitGroup(group []*nodeCheck) {
+	ctx := context.Background()
+	if group[0].fenced {
+		ctx = store.WithFence(ctx, group[0].fence)
+	}
 	ctx, cancel := context.WithTimeout(ctx, groupTimeout)
 	defer cancel()
 	err := s.txLocked(ctx, func(t *txn) error {

@@ -189,6 +189,7 @@ func TestPostgresGroupedChecks(t *testing.T) {
 	s := openPostgres(t, pgtest.NewSchema(t))
 	groupedChecks(t, s)
 	sameNodeTwiceInAGroup(t, s)
+	groupsKeepFences(t, s)
 }
 
 // TestPostgresLeaseWhilePoolBusy: with every connection of the pool taken

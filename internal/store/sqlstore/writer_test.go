@@ -70,6 +70,7 @@ func TestSQLiteGroupedChecks(t *testing.T) {
 	defer s.Close()
 	groupedChecks(t, s)
 	sameNodeTwiceInAGroup(t, s)
+	groupsKeepFences(t, s)
 }
 
 // sameNodeTwiceInAGroup: a node's pool is recorded mounted; two checks of
@@ -110,6 +111,51 @@ func sameNodeTwiceInAGroup(t *testing.T, s *Store) {
 	}
 	if len(ms) != 1 || !ms[0].Mounted || ms[0].Reason != "" {
 		t.Errorf("mounts of n0 after two checks in one group: %+v; want p-twice mounted, as the second found it", ms)
+	}
+}
+
+// groupsKeepFences: a leader's check at an epoch that lost the lease and
+// a request's unfenced check, queued together, are committed apart: the
+// first is refused, the second written.
+func groupsKeepFences(t *testing.T, s *Store) {
+	ctx := context.Background()
+	a, err := s.TryLease(ctx, store.LeaseRequest{Holder: "a", TTL: time.Minute})
+	if err != nil || !a.Held {
+		t.Fatalf("TryLease(a) = %+v, %v", a, err)
+	}
+	if err := s.ReleaseLease(ctx, "a", a.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.TryLease(ctx, store.LeaseRequest{Holder: "b", TTL: time.Minute}); err != nil || !b.Held {
+		t.Fatalf("TryLease(b) = %+v, %v", b, err)
+	}
+	stale := store.WithFence(ctx, store.Fence{Epoch: a.Epoch})
+	now := time.Now().Truncate(time.Microsecond)
+	for range cap(s.checkTurn) {
+		s.checkTurn <- struct{}{}
+	}
+	fenced, unfenced := make(chan error, 1), make(chan error, 1)
+	go func() {
+		fenced <- s.RecordNodeCheck(stale, "n1", store.NodeStatus{State: store.NodeUnreachable, StateSince: now, LastCheckedAt: now}, nil)
+	}()
+	waitQueued(t, s, 1)
+	go func() {
+		unfenced <- s.RecordNodeCheck(ctx, "n2", store.NodeStatus{State: store.NodeReady, StateSince: now, LastCheckedAt: now}, nil)
+	}()
+	waitQueued(t, s, 2)
+	for range cap(s.checkTurn) {
+		<-s.checkTurn
+	}
+	if err := <-fenced; !errors.Is(err, store.ErrFenced) {
+		t.Errorf("the check at the lost epoch: %v; want ErrFenced", err)
+	}
+	if err := <-unfenced; err != nil {
+		t.Errorf("the unfenced check: %v", err)
+	}
+	for id, want := range map[string]store.NodeState{"n1": store.NodeReady, "n2": store.NodeReady} {
+		if n, err := s.GetNode(ctx, id); err != nil || n.State != want {
+			t.Errorf("node %s: %s, %v; want %s", id, n.State, err, want)
+		}
 	}
 }
 
