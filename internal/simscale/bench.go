@@ -796,8 +796,8 @@ func (h histogram) since(before histogram) histogram {
 
 // HandlerLatency says how long a share of calls took in the control
 // plane's handlers, from its histogram: P99Within is the bucket bound the
-// 99th percentile is under (+Inf when it is in the last bucket), Over is
-// the share of calls above the Bound (20 ms).
+// 99th percentile is under (math.MaxInt64 when it is in the last, +Inf
+// bucket), Over is the share of calls above handlerBound (20 ms).
 type HandlerLatency struct {
 	P99Within time.Duration
 	Over      float64
