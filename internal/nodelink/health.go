@@ -54,7 +54,8 @@ func (l *Link) Run(ctx context.Context) {
 // round starts a check of every node due within a gap from now, each at the
 // time it is due, at most len(slots) at a time, and returns once all have
 // started (or a kick came while it waited for one: the nodes not started
-// yet go to the next round; the nodes due already are never put off). It does not wait for the checks to end: a round that did made
+// yet go to the next round; the nodes due already are never put off). It
+// does not wait for the checks to end: a round that did made
 // every node wait for the slowest check of the round before its own, which
 // at thousands of nodes left most of them unchecked for many intervals.
 // Nor does it start the round's checks all at once: hundreds of them made

@@ -159,24 +159,15 @@ func (s *Store) commitGroup(group []*nodeCheck) {
 }
 
 // groupMounts reads, in one query, the recorded mounts of the group's
-// nodes whose checks report on pools: by node, then pool, with an empty
-// map for a node that has none.
+// nodes whose checks report on pools (nodeMounts).
 func (t *txn) groupMounts(ctx context.Context, group []*nodeCheck) (map[string]map[string]store.PoolMount, error) {
-	out := make(map[string]map[string]store.PoolMount)
 	var ids []string
+	seen := make(map[string]bool, len(group))
 	for _, c := range group {
-		if c.mounts != nil && out[c.nodeID] == nil {
-			out[c.nodeID] = map[string]store.PoolMount{}
+		if c.mounts != nil && !seen[c.nodeID] {
+			seen[c.nodeID] = true
 			ids = append(ids, c.nodeID)
 		}
 	}
-	if len(ids) == 0 {
-		return out, nil
-	}
-	in, args := inList(ids)
-	ms, err := queryAll(ctx, t, t.s.q(`SELECT `+mountColumns+` FROM pool_mounts WHERE node_id IN `+in), args, scanMount)
-	for _, m := range ms {
-		out[m.NodeID][m.PoolID] = m
-	}
-	return out, err
+	return t.nodeMounts(ctx, ids...)
 }

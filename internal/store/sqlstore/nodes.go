@@ -256,10 +256,11 @@ func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeS
 		return nil
 	}
 	if old == nil {
-		var err error
-		if old, err = t.nodeMounts(ctx, nodeID); err != nil {
+		byNode, err := t.nodeMounts(ctx, nodeID)
+		if err != nil {
 			return err
 		}
+		old = byNode[nodeID]
 	}
 	// Pools the node reported on before still exist (a pool's deletion
 	// takes its mounts along); only new ones need looking up.
@@ -325,12 +326,19 @@ func sameMount(a, b store.PoolMount) bool {
 	return a.Mounted == b.Mounted && a.Reason == b.Reason && a.FreeBytes == b.FreeBytes && a.TotalBytes == b.TotalBytes
 }
 
-// nodeMounts returns the recorded mounts of a node by pool id.
-func (t *txn) nodeMounts(ctx context.Context, nodeID string) (map[string]store.PoolMount, error) {
-	ms, err := queryAll(ctx, t, t.s.q(`SELECT `+mountColumns+` FROM pool_mounts WHERE node_id = ?`), []any{nodeID}, scanMount)
-	out := make(map[string]store.PoolMount, len(ms))
+// nodeMounts returns the recorded mounts of the nodes with nodeIDs, by
+// node, then pool: an empty map for a node that has none.
+func (t *txn) nodeMounts(ctx context.Context, nodeIDs ...string) (map[string]map[string]store.PoolMount, error) {
+	out := make(map[string]map[string]store.PoolMount, len(nodeIDs))
+	for _, id := range nodeIDs {
+		out[id] = map[string]store.PoolMount{}
+	}
+	if len(nodeIDs) == 0 {
+		return out, nil
+	}
+	ms, err := t.s.mountsOn(ctx, t, "node_id", nodeIDs...)
 	for _, m := range ms {
-		out[m.PoolID] = m
+		out[m.NodeID][m.PoolID] = m
 	}
 	return out, err
 }
@@ -404,13 +412,18 @@ func (s *Store) PoolUsages(ctx context.Context) ([]store.PoolUsage, error) {
 // mounts returns the mounts whose column col is one of ids (col "": every
 // mount) ordered by pool, then node.
 func (s *Store) mounts(ctx context.Context, col string, ids ...string) ([]store.PoolMount, error) {
+	return s.mountsOn(ctx, s.db, col, ids...)
+}
+
+// mountsOn is mounts, read through db (the store's, or a transaction).
+func (s *Store) mountsOn(ctx context.Context, db querier, col string, ids ...string) ([]store.PoolMount, error) {
 	where, args := "", []any(nil)
 	if col != "" {
 		var in string
 		in, args = inList(ids)
 		where = `WHERE ` + col + ` IN ` + in
 	}
-	return queryAll(ctx, s.db, s.q(`SELECT `+mountColumns+` FROM pool_mounts `+where+` ORDER BY pool_id, node_id`), args, scanMount)
+	return queryAll(ctx, db, s.q(`SELECT `+mountColumns+` FROM pool_mounts `+where+` ORDER BY pool_id, node_id`), args, scanMount)
 }
 
 const mountColumns = `node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at`

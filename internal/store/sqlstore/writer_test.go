@@ -102,7 +102,7 @@ func sameNodeTwiceInAGroup(t *testing.T, s *Store) {
 	for range cap(s.checkTurn) {
 		<-s.checkTurn
 	}
-	if err := cmpErr(<-first, <-second); err != nil {
+	if err := errors.Join(<-first, <-second); err != nil {
 		t.Fatal(err)
 	}
 	ms, err := s.ListNodeMounts(ctx, "n0")
@@ -157,13 +157,6 @@ func groupsKeepFences(t *testing.T, s *Store) {
 			t.Errorf("node %s: %s, %v; want %s", id, n.State, err, want)
 		}
 	}
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // waitQueued waits until n checks are queued for a group commit.
