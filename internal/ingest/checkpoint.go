@@ -150,9 +150,14 @@ func checkFence(root *os.Root, job string, fence uint64) error {
 
 // Discard removes the partial file and checkpoint of a job, whoever owns
 // it: the clean-up after an explicit cancel. A job with nothing on disk is
-// not an error.
+// not an error. The partial file goes first: a writer still at work that
+// fails on one of the job's files Discard removes then finds its partial
+// file gone, and so that it lost the job, rather than a failure of its own.
 func Discard(root *os.Root, job string) error {
 	if err := checkJob(job); err != nil {
+		return err
+	}
+	if err := root.Remove(partialPath(job)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	entries, err := fs.ReadDir(root.FS(), poolfs.PartialDir)
