@@ -204,15 +204,16 @@ func (r *Runner) Finish(ctx context.Context, j store.Job, state store.JobState, 
 	j.State, j.Message, j.FinishedAt, j.UpdatedAt, j.BytesPerSec = state, msg, now, now, 0
 	var err error
 	if im != nil {
-		err = r.cfg.Store.FinishJob(ctx, j, *im)
-	} else {
-		err = r.cfg.Store.UpdateJob(ctx, j)
+		err = r.cfg.Store.FinishJob(ctx, j, *im, msg) // the event in the same transaction
+	} else if err = r.cfg.Store.UpdateJob(ctx, j); err == nil {
+		// The job has ended: its last event is written even when the
+		// controller stops meanwhile.
+		r.Event(context.WithoutCancel(ctx), j.ID, msg)
 	}
 	if err != nil {
 		r.log.Warn("finishing a "+r.cfg.Noun+" job", "job", j.ID, "err", err)
 		return err
 	}
-	r.Event(ctx, j.ID, msg)
 	r.log.Info(r.cfg.Noun+" job ended", "job", j.ID, "image", j.ImageID, "state", state, "message", msg)
 	return nil
 }

@@ -250,6 +250,57 @@ func TestRunnerStartEnds(t *testing.T) {
 	}
 }
 
+// stopsOnFinish is a store that stops the controller (cancel) the moment a
+// job is finished, before its caller goes on.
+type stopsOnFinish struct {
+	store.Store
+	cancel context.CancelFunc
+}
+
+func (s stopsOnFinish) FinishJob(ctx context.Context, j store.Job, im store.Image, history ...string) error {
+	defer s.cancel()
+	return s.Store.FinishJob(ctx, j, im, history...)
+}
+
+func (s stopsOnFinish) UpdateJob(ctx context.Context, j store.Job) error {
+	if !j.State.Active() {
+		defer s.cancel()
+	}
+	return s.Store.UpdateJob(ctx, j)
+}
+
+// TestRunnerFinishOutlivesStop: a job finished just before the controller
+// stops keeps its message as its last event, with its image (in the
+// transaction that ends it) or without.
+func TestRunnerFinishOutlivesStop(t *testing.T) {
+	for _, withImage := range []bool{true, false} {
+		t.Run(fmt.Sprint("image=", withImage), func(t *testing.T) {
+			f := newFixture(t, "j1")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var r *Runner
+			r = New(Config{Kind: kind, Noun: "test", Store: stopsOnFinish{f.st, cancel}, Start: func(ctx context.Context, j store.Job) (Work, error) {
+				return func(ctx, base context.Context) {
+					var im *store.Image
+					if withImage {
+						got := f.image(t, j.ImageID)
+						im = &got
+					}
+					r.Finish(base, j, store.JobFailed, "the last word", im)
+				}, nil
+			}})
+			r.Run(ctx) // returns once cancelled, after the run has exited
+			if j := f.job(t, "j1"); j.State != store.JobFailed {
+				t.Fatalf("job is %s (%q); want FAILED", j.State, j.Message)
+			}
+			events, err := f.st.ListJobEvents(context.Background(), "j1")
+			if err != nil || len(events) == 0 || events[len(events)-1].Message != "the last word" {
+				t.Errorf("events %+v, %v; want the message last", events, err)
+			}
+		})
+	}
+}
+
 func TestThrottle(t *testing.T) {
 	var got []int
 	f := Throttle(func(i int) { got = append(got, i) })
