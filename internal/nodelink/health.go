@@ -3,6 +3,7 @@ package nodelink
 import (
 	"context"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -30,7 +31,7 @@ func (l *Link) Run(ctx context.Context) {
 	// the kicked nodes' checks at once, and those due before the next
 	// round each when it is due.
 	gap := min(l.cfg.Interval/10, 500*time.Millisecond)
-	var last time.Time
+	var last, lastFull time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -43,9 +44,15 @@ func (l *Link) Run(ctx context.Context) {
 			return
 		case <-time.After(time.Until(last.Add(gap))):
 		}
-		l.takeKicks()
+		all := l.takeKicks()
 		last = time.Now()
-		pools := l.round(ctx, gap, &slots, &checks)
+		// A full round, which lists every node, once an interval (and on a
+		// kick of every node): it meets the nodes no kick announced.
+		full := all || last.Sub(lastFull) >= l.cfg.Interval
+		if full {
+			lastFull = last
+		}
+		pools := l.round(ctx, gap, full, &slots, &checks)
 		l.ensureAllInitialized(ctx, pools)
 		tick.Reset(l.untilNextDue())
 	}
@@ -61,18 +68,25 @@ func (l *Link) Run(ctx context.Context) {
 // Nor does it start the round's checks all at once: hundreds of them made
 // a burst of work that held API requests up by tens of milliseconds. It
 // returns the pools it listed (nil when listing failed).
-func (l *Link) round(ctx context.Context, gap time.Duration, slotsp *chan struct{}, checks *sync.WaitGroup) []store.Pool {
-	nodes, err := l.cfg.Store.ListNodes(ctx)
+func (l *Link) round(ctx context.Context, gap time.Duration, full bool, slotsp *chan struct{}, checks *sync.WaitGroup) []store.Pool {
+	due, known, err := l.dueNodes(ctx, full, l.cfg.Now().Add(gap))
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Warn("listing nodes for health checks failed", "err", err)
 		}
 		return nil
 	}
+	// unclaimFrom gives back the nodes from the i-th on, not started.
+	unclaimFrom := func(i int) {
+		for _, d := range due[i:] {
+			l.unclaim(d.st)
+		}
+	}
 	// One listing of the pools serves the whole round: read per check, it
 	// cost nodes × pools rows every interval.
 	pools, err := l.cfg.Store.ListPools(ctx)
 	if err != nil {
+		unclaimFrom(0)
 		if ctx.Err() == nil {
 			l.log.Warn("listing pools for health checks failed", "err", err)
 		}
@@ -81,29 +95,11 @@ func (l *Link) round(ctx context.Context, gap time.Duration, slotsp *chan struct
 	// Checks in flight grow with the cluster: a fixed number of them can
 	// check only so many nodes per interval however fast each check is.
 	// Checks started by earlier rounds keep their own slots.
-	if want := checkSlots(len(nodes), l.cfg.Concurrency); cap(*slotsp) != want {
+	if want := checkSlots(known, l.cfg.Concurrency); cap(*slotsp) != want {
 		*slotsp = make(chan struct{}, want)
 	}
 	slots := *slotsp
-	type dueCheck struct {
-		n   store.Node
-		st  *nodeState
-		due time.Time
-	}
-	var due []dueCheck
-	horizon := l.cfg.Now().Add(gap)
-	for _, n := range nodes {
-		if st, at, ok := l.claim(n.ID, horizon); ok {
-			due = append(due, dueCheck{n, st, at})
-		}
-	}
 	slices.SortFunc(due, func(a, b dueCheck) int { return a.due.Compare(b.due) })
-	// unclaimFrom gives back the nodes from the i-th on, not started.
-	unclaimFrom := func(i int) {
-		for _, d := range due[i:] {
-			l.unclaim(d.st)
-		}
-	}
 	wait := time.NewTimer(0)
 	defer wait.Stop()
 	for i, d := range due {
@@ -137,6 +133,87 @@ func (l *Link) round(ctx context.Context, gap time.Duration, slotsp *chan struct
 		})
 	}
 	return pools
+}
+
+// dueCheck is a node a round checks, claimed for it, and when it is due.
+type dueCheck struct {
+	n   store.Node
+	st  *nodeState
+	due time.Time
+}
+
+// maxDueRead is the most nodes a round that is not full reads by id; with
+// more due, it lists them all.
+const maxDueRead = 1000
+
+// dueNodes claims the nodes due by horizon and returns them as stored, with
+// how many nodes the link knows. A full round lists every node; the others
+// read only the nodes due among those the link knows (from earlier rounds,
+// and kicks): at thousands of nodes, listing them all twice a second to
+// find the tenth due was most of the loop's reading.
+func (l *Link) dueNodes(ctx context.Context, full bool, horizon time.Time) (due []dueCheck, known int, err error) {
+	if !full {
+		claimed := l.claimKnown(horizon)
+		if len(claimed) <= maxDueRead {
+			return l.readClaimed(ctx, claimed)
+		}
+		for _, d := range claimed {
+			l.unclaim(d.st)
+		}
+	}
+	nodes, err := l.cfg.Store.ListNodes(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, n := range nodes {
+		if st, at, ok := l.claim(n.ID, horizon); ok {
+			due = append(due, dueCheck{n, st, at})
+		}
+	}
+	return due, len(nodes), nil
+}
+
+// readClaimed reads the claimed nodes' records. A node the store no longer
+// has is given back, not due again before an interval.
+func (l *Link) readClaimed(ctx context.Context, claimed map[string]dueCheck) (due []dueCheck, known int, err error) {
+	var nodes []store.Node
+	if len(claimed) > 0 {
+		nodes, err = l.cfg.Store.GetNodes(ctx, slices.Collect(maps.Keys(claimed))...)
+	}
+	if err != nil {
+		for _, d := range claimed {
+			l.unclaim(d.st)
+		}
+		return nil, 0, err
+	}
+	for _, n := range nodes {
+		d := claimed[n.ID]
+		d.n = n
+		due = append(due, d)
+		delete(claimed, n.ID)
+	}
+	gone := l.cfg.Now().Add(l.cfg.Interval)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, d := range claimed {
+		d.st.inflight, d.st.next = false, gone
+	}
+	return due, len(l.nodes), nil
+}
+
+// claimKnown claims, as claim does, every node the link knows that is due
+// by horizon; the nodes' records are left to read.
+func (l *Link) claimKnown(horizon time.Time) map[string]dueCheck {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	claimed := map[string]dueCheck{}
+	for id, st := range l.nodes {
+		if !st.inflight && !st.next.After(horizon) {
+			st.inflight = true
+			claimed[id] = dueCheck{st: st, due: st.next}
+		}
+	}
+	return claimed
 }
 
 // maxCheckSlots bounds the checks in flight however large the cluster.

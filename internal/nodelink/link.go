@@ -432,18 +432,25 @@ func (l *Link) KickPool(pool store.Pool) {
 	l.Kick(pool.AssignedNodeIDs...)
 }
 
-// takeKicks makes the kicked nodes due now and forgets the kicks.
-func (l *Link) takeKicks() {
+// takeKicks makes the kicked nodes due now, meeting those the loop has not
+// met yet, and forgets the kicks; all says every node was kicked.
+func (l *Link) takeKicks() (all bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for id := range l.kicked {
+		if _, ok := l.nodes[id]; !ok {
+			l.nodes[id] = &nodeState{}
+		}
+	}
 	for id, s := range l.nodes {
 		if l.kickAll || l.kicked[id] {
 			s.next = time.Time{}
 		}
 	}
-	// A kicked node the loop has not met yet is due anyway.
+	all = l.kickAll
 	l.kickAll = false
 	clear(l.kicked)
+	return all
 }
 
 // Forget drops what the link remembers of a deleted node.

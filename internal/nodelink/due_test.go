@@ -1,0 +1,121 @@
+package nodelink
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quarry-project/quarry/internal/store"
+	"github.com/quarry-project/quarry/internal/store/sqlstore"
+)
+
+// readsNodes records how a store's nodes are read.
+type readsNodes struct {
+	store.Store
+	mu    sync.Mutex
+	lists int
+	byID  [][]string
+}
+
+func (s *readsNodes) ListNodes(ctx context.Context) ([]store.Node, error) {
+	s.mu.Lock()
+	s.lists++
+	s.mu.Unlock()
+	return s.Store.ListNodes(ctx)
+}
+
+func (s *readsNodes) GetNodes(ctx context.Context, ids ...string) ([]store.Node, error) {
+	s.mu.Lock()
+	s.byID = append(s.byID, slices.Sorted(slices.Values(ids)))
+	s.mu.Unlock()
+	return s.Store.GetNodes(ctx, ids...)
+}
+
+// TestRoundsReadOnlyDueNodes: a full round lists every node; the rounds
+// between read only the nodes due (and the ones kicked, met or not), and a
+// node gone from the store is not due again before an interval.
+func TestRoundsReadOnlyDueNodes(t *testing.T) {
+	ctx := context.Background()
+	sq, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "q.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sq.Close()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := &readsNodes{Store: sq}
+	l := New(Config{Store: st, Interval: 5 * time.Second, Now: func() time.Time { return now }})
+	create := func(id string) {
+		t.Helper()
+		if err := sq.CreateNode(ctx, store.Node{ID: id, Name: "name-" + id, Address: id + ":7443", CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 10 {
+		create(fmt.Sprintf("n%d", i))
+	}
+	ids := func(due []dueCheck) []string {
+		var out []string
+		for _, d := range due {
+			out = append(out, d.n.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	// done ends the round's claims as checks do: next due at the time given.
+	done := func(due []dueCheck, next func(id string) time.Time) {
+		for _, d := range due {
+			l.mu.Lock()
+			d.st.inflight, d.st.next = false, next(d.n.ID)
+			l.mu.Unlock()
+		}
+	}
+
+	due, known, err := l.dueNodes(ctx, true, now)
+	if err != nil || len(due) != 10 || known != 10 || st.lists != 1 {
+		t.Fatalf("full round: %d due of %d known, %d listings, %v; want 10 of 10, 1 listing", len(due), known, st.lists, err)
+	}
+	// n1 and n2 due within the next round's horizon, the others later.
+	done(due, func(id string) time.Time {
+		if id == "n1" || id == "n2" {
+			return now.Add(time.Second)
+		}
+		return now.Add(5 * time.Second)
+	})
+	create("n10") // no kick: met at the next full round only
+	create("n11") // kicked, as an enrollment does
+	l.Kick("n11", "n3", "nope")
+	if all := l.takeKicks(); all {
+		t.Errorf("takeKicks = all after a kick of three nodes")
+	}
+	due, known, err = l.dueNodes(ctx, false, now.Add(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ids(due), []string{"n1", "n11", "n2", "n3"}; !slices.Equal(got, want) {
+		t.Errorf("round between full ones: due %v; want %v", got, want)
+	}
+	if st.lists != 1 || len(st.byID) != 1 || !slices.Equal(st.byID[0], []string{"n1", "n11", "n2", "n3", "nope"}) {
+		t.Errorf("round between full ones read %d listings and by id %v; want only the due and kicked nodes by id", st.lists-1, st.byID)
+	}
+	if known != 12 {
+		t.Errorf("known %d; want the 10 listed and the 2 kicked", known)
+	}
+	done(due, func(string) time.Time { return now.Add(5 * time.Second) })
+	// A node the store no longer has is not read again within an interval.
+	due, _, err = l.dueNodes(ctx, false, now.Add(2*time.Second))
+	if err != nil || len(due) != 0 || len(st.byID) != 1 || st.lists != 1 {
+		t.Errorf("next round: %d due, by id %v, %d listings, %v; want nothing read", len(due), st.byID, st.lists, err)
+	}
+
+	due, _, err = l.dueNodes(ctx, true, now.Add(6*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(due); len(got) != 12 || !slices.Contains(got, "n10") || st.lists != 2 {
+		t.Errorf("full round: due %v, %d listings; want all 12 nodes, n10 met, from a second listing", got, st.lists)
+	}
+}
