@@ -69,7 +69,7 @@ func (l *Link) Run(ctx context.Context) {
 // a burst of work that held API requests up by tens of milliseconds. It
 // returns the pools it listed (nil when listing failed).
 func (l *Link) round(ctx context.Context, gap time.Duration, full bool, slotsp *chan struct{}, checks *sync.WaitGroup) []store.Pool {
-	due, known, err := l.dueNodes(ctx, full, l.cfg.Now().Add(gap))
+	due, err := l.dueNodes(ctx, full, l.cfg.Now().Add(gap))
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Warn("listing nodes for health checks failed", "err", err)
@@ -95,6 +95,9 @@ func (l *Link) round(ctx context.Context, gap time.Duration, full bool, slotsp *
 	// Checks in flight grow with the cluster: a fixed number of them can
 	// check only so many nodes per interval however fast each check is.
 	// Checks started by earlier rounds keep their own slots.
+	l.mu.Lock()
+	known := len(l.nodes)
+	l.mu.Unlock()
 	if want := checkSlots(known, l.cfg.Concurrency); cap(*slotsp) != want {
 		*slotsp = make(chan struct{}, want)
 	}
@@ -146,12 +149,12 @@ type dueCheck struct {
 // more due, it lists them all.
 const maxDueRead = 1000
 
-// dueNodes claims the nodes due by horizon and returns them as stored, with
-// how many nodes the link knows. A full round lists every node; the others
+// dueNodes claims the nodes due by horizon and returns them as stored. A
+// full round lists every node; the others
 // read only the nodes due among those the link knows (from earlier rounds,
 // and kicks): at thousands of nodes, listing them all twice a second to
 // find the tenth due was most of the loop's reading.
-func (l *Link) dueNodes(ctx context.Context, full bool, horizon time.Time) (due []dueCheck, known int, err error) {
+func (l *Link) dueNodes(ctx context.Context, full bool, horizon time.Time) (due []dueCheck, err error) {
 	if !full {
 		claimed := l.claimKnown(horizon)
 		if len(claimed) <= maxDueRead {
@@ -163,19 +166,19 @@ func (l *Link) dueNodes(ctx context.Context, full bool, horizon time.Time) (due 
 	}
 	nodes, err := l.cfg.Store.ListNodes(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	for _, n := range nodes {
 		if st, at, ok := l.claim(n.ID, horizon); ok {
 			due = append(due, dueCheck{n, st, at})
 		}
 	}
-	return due, len(nodes), nil
+	return due, nil
 }
 
-// readClaimed reads the claimed nodes' records. A node the store no longer
-// has is given back, not due again before an interval.
-func (l *Link) readClaimed(ctx context.Context, claimed map[string]dueCheck) (due []dueCheck, known int, err error) {
+// readClaimed reads the claimed nodes' records; the link forgets the nodes
+// the store no longer has.
+func (l *Link) readClaimed(ctx context.Context, claimed map[string]dueCheck) (due []dueCheck, err error) {
 	var nodes []store.Node
 	if len(claimed) > 0 {
 		nodes, err = l.cfg.Store.GetNodes(ctx, slices.Collect(maps.Keys(claimed))...)
@@ -184,7 +187,7 @@ func (l *Link) readClaimed(ctx context.Context, claimed map[string]dueCheck) (du
 		for _, d := range claimed {
 			l.unclaim(d.st)
 		}
-		return nil, 0, err
+		return nil, err
 	}
 	for _, n := range nodes {
 		d := claimed[n.ID]
@@ -192,13 +195,10 @@ func (l *Link) readClaimed(ctx context.Context, claimed map[string]dueCheck) (du
 		due = append(due, d)
 		delete(claimed, n.ID)
 	}
-	gone := l.cfg.Now().Add(l.cfg.Interval)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, d := range claimed {
-		d.st.inflight, d.st.next = false, gone
+	for id := range claimed {
+		l.Forget(id) // deleted (through another replica)
 	}
-	return due, len(l.nodes), nil
+	return due, nil
 }
 
 // claimKnown claims, as claim does, every node the link knows that is due
