@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -438,15 +439,15 @@ func (b *bench) listLoad(ctx context.Context) error {
 	r := b.r
 	var err error
 	r.ListRequests, r.ListErrors, r.ListRate, r.List, err = b.listClients(ctx, 0)
-	b.logf("ListImages, %d clients back to back: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors; in the handlers p99 ≤ %v, %.1f %% over 20 ms",
-		b.cfg.Clients, r.ListRequests, r.ListRate, r.List.P50, r.List.P99, r.List.Max, r.ListErrors, r.List.Handler.P99Within, 100*r.List.Handler.Over)
+	b.logf("ListImages, %d clients back to back: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors; in the handlers p99 ≤ %v, %.1f %% over 20 ms; %s",
+		b.cfg.Clients, r.ListRequests, r.ListRate, r.List.P50, r.List.P99, r.List.Max, r.ListErrors, r.List.Handler.P99Within, 100*r.List.Handler.Over, r.List.CPU)
 	if err != nil {
 		return err
 	}
 	n, errs, rate, lat, err := b.listClients(ctx, b.cfg.Pace)
 	r.ListRequests, r.ListErrors, r.PacedRate, r.Paced = r.ListRequests+n, r.ListErrors+errs, rate, lat
-	b.logf("ListImages, %d clients each a page every %v: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors; sent late p99 %v; in the handlers p99 ≤ %v, %.1f %% over 20 ms",
-		b.cfg.Clients, b.cfg.Pace, n, rate, lat.P50, lat.P99, lat.Max, errs, lat.LateP99, lat.Handler.P99Within, 100*lat.Handler.Over)
+	b.logf("ListImages, %d clients each a page every %v: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors; sent late p99 %v; in the handlers p99 ≤ %v, %.1f %% over 20 ms; %s",
+		b.cfg.Clients, b.cfg.Pace, n, rate, lat.P50, lat.P99, lat.Max, errs, lat.LateP99, lat.Handler.P99Within, 100*lat.Handler.Over, lat.CPU)
 	return err
 }
 
@@ -458,6 +459,78 @@ type Latency struct {
 	// requests (this process's own delay, counted in the latency).
 	LateP99 time.Duration
 	Handler HandlerLatency
+	// CPU is what the machine's cores did meanwhile.
+	CPU CPUShare
+}
+
+// CPUShare is how many cores were busy over a span: the control plane's
+// (its process_cpu_seconds_total), this process's (the simulated agents
+// and the clients), and the whole machine's (/proc/stat) of its CPUs.
+type CPUShare struct {
+	Server, Simulator, Machine float64
+	CPUs                       int
+}
+
+func (c CPUShare) String() string {
+	return fmt.Sprintf("cores busy: control plane %.2f, simulator %.2f, machine %.2f of %d", c.Server, c.Simulator, c.Machine, c.CPUs)
+}
+
+// cpuTimes is a reading of the counters CPUShare is made of, in seconds.
+type cpuTimes struct {
+	at                         time.Time
+	server, simulator, machine float64
+	cpus                       int
+}
+
+// cpuNow reads the control plane's, this process's and the machine's CPU
+// time.
+func (b *bench) cpuNow(ctx context.Context) (cpuTimes, error) {
+	t := cpuTimes{at: time.Now()}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return t, err
+	}
+	t.simulator = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	var err error
+	if t.machine, t.cpus, err = machineBusy(); err != nil {
+		return t, err
+	}
+	t.server, err = b.metric(ctx, "process_cpu_seconds_total")
+	return t, err
+}
+
+func (t cpuTimes) since(u cpuTimes) CPUShare {
+	d := t.at.Sub(u.at).Seconds()
+	return CPUShare{Server: (t.server - u.server) / d, Simulator: (t.simulator - u.simulator) / d,
+		Machine: (t.machine - u.machine) / d, CPUs: t.cpus}
+}
+
+// machineBusy returns the seconds the machine's CPUs have been busy (all
+// but idle and I/O wait, from /proc/stat, in the kernel's USER_HZ of 100)
+// and how many CPUs it has.
+func machineBusy() (busy float64, cpus int, err error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.Lines(string(data)) {
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) > 5 && fields[0] == "cpu":
+			for i, f := range fields[1:] {
+				v, err := strconv.ParseFloat(f, 64)
+				if err != nil {
+					return 0, 0, fmt.Errorf("/proc/stat: %q: %w", line, err)
+				}
+				if i != 3 && i != 4 { // idle, iowait
+					busy += v / 100
+				}
+			}
+		case len(fields) > 0 && strings.HasPrefix(fields[0], "cpu"):
+			cpus++
+		}
+	}
+	return busy, cpus, nil
 }
 
 // listClients runs the clients for LoadFor, each asking a page every pace
@@ -472,6 +545,7 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 		last        error
 	)
 	before, herr := b.handlerHistogram(ctx)
+	cpu0, cerr := b.cpuNow(ctx)
 	start := time.Now()
 	end := start.Add(b.cfg.LoadFor)
 	var wg sync.WaitGroup
@@ -519,11 +593,15 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 	}
 	rate = float64(len(lats)) / time.Since(start).Seconds()
 	lat = Latency{P50: quantile(lats, 0.5), P99: quantile(lats, 0.99), Max: quantile(lats, 1), LateP99: quantile(lates, 0.99)}
+	cpu1, cerr1 := b.cpuNow(ctx)
 	after, aerr := b.handlerHistogram(ctx)
 	if err := cmp(herr, aerr); err != nil {
 		return len(lats) + errs, errs, rate, lat, fmt.Errorf("reading the control plane's latency histogram: %w", err)
 	}
-	lat.Handler = after.since(before).latency()
+	if err := cmp(cerr, cerr1); err != nil {
+		return len(lats) + errs, errs, rate, lat, fmt.Errorf("reading the CPU time: %w", err)
+	}
+	lat.Handler, lat.CPU = after.since(before).latency(), cpu1.since(cpu0)
 	return len(lats) + errs, errs, rate, lat, ctx.Err()
 }
 

@@ -54,6 +54,10 @@ func TestSmallCluster(t *testing.T) {
 		t.Errorf("the handlers' histogram counted %d list calls (p99 within %v and %v), want the %d requests made",
 			got, r.List.Handler.P99Within, r.Paced.Handler.P99Within, r.ListRequests)
 	}
+	// Back to back, the clients keep the cores busy.
+	if c := r.List.CPU; c.CPUs < 1 || c.Machine <= 0 || c.Server <= 0 || c.Simulator <= 0 {
+		t.Errorf("cores busy while listing back to back: %+v; want every figure above zero", c)
+	}
 	if len(r.Goroutines) != 3 || r.RSS == 0 {
 		t.Errorf("process figures missing: goroutines %v, RSS %d", r.Goroutines, r.RSS)
 	}
