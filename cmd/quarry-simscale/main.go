@@ -312,7 +312,7 @@ func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs
 		}
 		return fmt.Sprintf("p99 %s, %.1f %% over 20 ms", within, 100*l.Handler.Over)
 	}
-	row("  in the control plane's handlers", "", func(r *result) string { return handler(r.List) })
+	row("  in the control plane, arrival to answer", "", func(r *result) string { return handler(r.List) })
 	cores := func(c simscale.CPUShare) string {
 		return fmt.Sprintf("%.2f / %.2f / %.2f of %d", c.Server, c.Simulator, c.Machine, c.CPUs)
 	}
@@ -320,7 +320,7 @@ func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs
 	row(coresLabel, "", func(r *result) string { return cores(r.List.CPU) })
 	row(fmt.Sprintf("ListImages (100) p50/p99/max, %d clients each one every %v", cfg.Clients, cfg.Pace), "p99 ≤ 20 ms", func(r *result) string { return lat(r.Paced) })
 	row("  requests answered per second", "", func(r *result) string { return fmt.Sprintf("%.0f", r.PacedRate) })
-	row("  in the control plane's handlers", "", func(r *result) string { return handler(r.Paced) })
+	row("  in the control plane, arrival to answer", "", func(r *result) string { return handler(r.Paced) })
 	row("  requests sent late by this process, p99", "", func(r *result) string { return ms(r.Paced.LateP99) })
 	row(coresLabel, "", func(r *result) string { return cores(r.Paced.CPU) })
 	row("ListImages errors", "0", func(r *result) string { return strconv.Itoa(r.ListErrors) })

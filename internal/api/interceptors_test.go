@@ -2,11 +2,14 @@ package api
 
 import (
 	"context"
+	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/gen/quarry/v1/quarryv1connect"
@@ -84,5 +87,47 @@ func TestReadLimit(t *testing.T) {
 	h.release <- struct{}{}
 	if err := <-third; err != nil {
 		t.Fatalf("the read that waited: %v", err)
+	}
+}
+
+// TestDurationFromArrival: the duration histogram times a call from the
+// request's arrival (Arrived), not from when its handler began: a call
+// that arrived a second before its handler ran is observed over a second.
+func TestDurationFromArrival(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	srv := httptest.NewServer(nil)
+	t.Cleanup(srv.Close)
+	_, handler := quarryv1connect.NewTokenServiceHandler(&heldTokens{}, connect.WithInterceptors(Interceptors(slog.New(slog.DiscardHandler), reg)...))
+	arrived := time.Now().Add(-time.Second)
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), arrivalKey{}, arrived)))
+	})
+	c := quarryv1connect.NewTokenServiceClient(srv.Client(), srv.URL)
+	if _, err := c.CreateToken(t.Context(), connect.NewRequest(&quarryv1.CreateTokenRequest{})); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "quarry_api_request_duration_seconds" {
+			continue
+		}
+		h := f.GetMetric()[0].GetHistogram()
+		if h.GetSampleCount() != 1 || h.GetSampleSum() < 1 {
+			t.Errorf("observed %d calls taking %.3f s in all; want 1 of at least 1 s (from its arrival)", h.GetSampleCount(), h.GetSampleSum())
+		}
+		return
+	}
+	t.Fatal("no quarry_api_request_duration_seconds in the registry")
+}
+
+// TestArrived: Arrived stamps the request with the time it arrived.
+func TestArrived(t *testing.T) {
+	before := time.Now()
+	r := Arrived(httptest.NewRequest(http.MethodGet, "/", nil))
+	if got := arrival(r.Context()); got.Before(before) || got.After(time.Now()) {
+		t.Errorf("arrival %v; want the time Arrived ran", got)
 	}
 }

@@ -24,6 +24,6 @@ func (s *Server) front(guard *api.Auth, routes http.Handler, opts []connect.Hand
 	h := guard.Front(routes, opts...)
 	h = httpguard.BodyRate{Idle: s.cfg.BodyIdle, MinRate: s.cfg.BodyMinRate}.Wrap(h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, s.proxies.WithClient(r))
+		h.ServeHTTP(w, s.proxies.WithClient(api.Arrived(r)))
 	})
 }

@@ -439,20 +439,21 @@ func (b *bench) listLoad(ctx context.Context) error {
 	r := b.r
 	var err error
 	r.ListRequests, r.ListErrors, r.ListRate, r.List, err = b.listClients(ctx, 0)
-	b.logf("ListImages, %d clients back to back: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors; in the handlers p99 ≤ %v, %.1f %% over 20 ms; %s",
+	b.logf("ListImages, %d clients back to back: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors; in the control plane p99 ≤ %v, %.1f %% over 20 ms; %s",
 		b.cfg.Clients, r.ListRequests, r.ListRate, r.List.P50, r.List.P99, r.List.Max, r.ListErrors, r.List.Handler.P99Within, 100*r.List.Handler.Over, r.List.CPU)
 	if err != nil {
 		return err
 	}
 	n, errs, rate, lat, err := b.listClients(ctx, b.cfg.Pace)
 	r.ListRequests, r.ListErrors, r.PacedRate, r.Paced = r.ListRequests+n, r.ListErrors+errs, rate, lat
-	b.logf("ListImages, %d clients each a page every %v: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors; sent late p99 %v; in the handlers p99 ≤ %v, %.1f %% over 20 ms; %s",
+	b.logf("ListImages, %d clients each a page every %v: %d requests, %.0f/s, p50 %v, p99 %v, max %v, %d errors; sent late p99 %v; in the control plane p99 ≤ %v, %.1f %% over 20 ms; %s",
 		b.cfg.Clients, b.cfg.Pace, n, rate, lat.P50, lat.P99, lat.Max, errs, lat.LateP99, lat.Handler.P99Within, 100*lat.Handler.Over, lat.CPU)
 	return err
 }
 
 // Latency is a distribution's median, 99th percentile and maximum, as
-// the clients saw it, and what the control plane's handlers took.
+// the clients saw it, and what the control plane took (from each
+// request's arrival to its answer).
 type Latency struct {
 	P50, P99, Max time.Duration
 	// LateP99 is the 99th percentile of how late the clients sent their
@@ -830,10 +831,9 @@ type histogram struct {
 }
 
 // handlerHistogram reads the control plane's histogram of the time
-// ListImages calls spend in its handlers (quarry_api_request_duration_seconds:
-// from the first interceptor until the page is built, so without reading
-// the request and writing the answer, and without any wait of the
-// client's own).
+// ListImages calls spend in it (quarry_api_request_duration_seconds: from
+// the request's arrival, once read, until the page is built, so without
+// writing the answer, and without any wait of the client's own).
 func (b *bench) handlerHistogram(ctx context.Context) (histogram, error) {
 	const prefix = `quarry_api_request_duration_seconds_bucket{procedure="` + quarryv1connect.ImageServiceListImagesProcedure + `",le="`
 	var h histogram
@@ -873,7 +873,7 @@ func (h histogram) since(before histogram) histogram {
 }
 
 // HandlerLatency says how long a share of calls took in the control
-// plane's handlers, from its histogram: P99Within is the bucket bound the
+// plane, from its histogram: P99Within is the bucket bound the
 // 99th percentile is under (math.MaxInt64 when it is in the last, +Inf
 // bucket), Over is the share of calls above handlerBound (20 ms).
 type HandlerLatency struct {
