@@ -506,9 +506,10 @@ func (t cpuTimes) since(u cpuTimes) CPUShare {
 		Machine: (t.machine - u.machine) / d, CPUs: t.cpus}
 }
 
-// machineBusy returns the seconds the machine's CPUs have been busy (all
-// but idle and I/O wait, from /proc/stat, in the kernel's USER_HZ of 100)
-// and how many CPUs it has.
+// machineBusy returns the seconds the machine's CPUs have been busy (user,
+// nice, system, irq and softirq time from /proc/stat, in the kernel's
+// USER_HZ of 100; guest time is counted in user time already) and how many
+// CPUs it has.
 func machineBusy() (busy float64, cpus int, err error) {
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -523,7 +524,8 @@ func machineBusy() (busy float64, cpus int, err error) {
 				if err != nil {
 					return 0, 0, fmt.Errorf("/proc/stat: %q: %w", line, err)
 				}
-				if i != 3 && i != 4 { // idle, iowait
+				switch i {
+				case 0, 1, 2, 5, 6: // user, nice, system, irq, softirq
 					busy += v / 100
 				}
 			}
