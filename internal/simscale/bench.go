@@ -464,9 +464,9 @@ type Latency struct {
 	CPU CPUShare
 }
 
-// CPUShare is how many cores were busy over a span: the control plane's
-// (its process_cpu_seconds_total), this process's (the simulated agents
-// and the clients), and the whole machine's (/proc/stat) of its CPUs.
+// CPUShare is how many cores were busy over a span: in the control plane
+// (process_cpu_seconds_total), in this process (the simulated agents and
+// the clients), and in the whole machine (/proc/stat), of its CPUs.
 type CPUShare struct {
 	Server, Simulator, Machine float64
 	CPUs                       int
@@ -483,9 +483,9 @@ type cpuTimes struct {
 	cpus                       int
 }
 
-// cpuNow reads the control plane's, this process's and the machine's CPU
-// time.
-func (b *bench) cpuNow(ctx context.Context) (cpuTimes, error) {
+// cpuNow reads this process's and the machine's CPU time; the control
+// plane's comes with the scrape of reading.
+func cpuNow() (cpuTimes, error) {
 	t := cpuTimes{at: time.Now()}
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
@@ -493,10 +493,7 @@ func (b *bench) cpuNow(ctx context.Context) (cpuTimes, error) {
 	}
 	t.simulator = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 	var err error
-	if t.machine, t.cpus, err = machineBusy(); err != nil {
-		return t, err
-	}
-	t.server, err = b.metric(ctx, "process_cpu_seconds_total")
+	t.machine, t.cpus, err = machineBusy()
 	return t, err
 }
 
@@ -547,8 +544,7 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 		lats, lates []time.Duration
 		last        error
 	)
-	before, herr := b.handlerHistogram(ctx)
-	cpu0, cerr := b.cpuNow(ctx)
+	before, cpu0, herr := b.reading(ctx)
 	start := time.Now()
 	end := start.Add(b.cfg.LoadFor)
 	var wg sync.WaitGroup
@@ -596,13 +592,9 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 	}
 	rate = float64(len(lats)) / time.Since(start).Seconds()
 	lat = Latency{P50: quantile(lats, 0.5), P99: quantile(lats, 0.99), Max: quantile(lats, 1), LateP99: quantile(lates, 0.99)}
-	cpu1, cerr1 := b.cpuNow(ctx)
-	after, aerr := b.handlerHistogram(ctx)
+	after, cpu1, aerr := b.reading(ctx)
 	if err := cmp(herr, aerr); err != nil {
-		return len(lats) + errs, errs, rate, lat, fmt.Errorf("reading the control plane's latency histogram: %w", err)
-	}
-	if err := cmp(cerr, cerr1); err != nil {
-		return len(lats) + errs, errs, rate, lat, fmt.Errorf("reading the CPU time: %w", err)
+		return len(lats) + errs, errs, rate, lat, fmt.Errorf("reading the control plane's latency histogram and CPU time: %w", err)
 	}
 	lat.Handler, lat.CPU = after.since(before).latency(), cpu1.since(cpu0)
 	return len(lats) + errs, errs, rate, lat, ctx.Err()
@@ -832,14 +824,27 @@ type histogram struct {
 	counts []float64
 }
 
-// handlerHistogram reads the control plane's histogram of the time
-// ListImages calls spend in it (quarry_api_request_duration_seconds: from
-// the request's arrival, once read, until the page is built, so without
-// writing the answer, and without any wait of the client's own).
-func (b *bench) handlerHistogram(ctx context.Context) (histogram, error) {
+// reading reads, in one scrape of the control plane's /metrics, its
+// histogram of the time ListImages calls spend in it
+// (quarry_api_request_duration_seconds: from the request's arrival, once
+// read, until the page is built, so without writing the answer, and
+// without any wait of the client's own) and its CPU time, with this
+// process's and the machine's (cpuNow).
+func (b *bench) reading(ctx context.Context) (histogram, cpuTimes, error) {
 	const prefix = `quarry_api_request_duration_seconds_bucket{procedure="` + quarryv1connect.ImageServiceListImagesProcedure + `",le="`
 	var h histogram
-	err := b.scrape(ctx, func(line string) error {
+	cpu, err := cpuNow()
+	if err != nil {
+		return h, cpu, err
+	}
+	server := false
+	err = b.scrape(ctx, func(line string) error {
+		if v, ok := strings.CutPrefix(line, "process_cpu_seconds_total "); ok {
+			var err error
+			cpu.server, err = strconv.ParseFloat(v, 64)
+			server = err == nil
+			return err
+		}
 		rest, ok := strings.CutPrefix(line, prefix)
 		if !ok {
 			return nil
@@ -859,7 +864,10 @@ func (b *bench) handlerHistogram(ctx context.Context) (histogram, error) {
 		h.bounds, h.counts = append(h.bounds, bound), append(h.counts, n)
 		return nil
 	})
-	return h, err
+	if err == nil && !server {
+		err = errors.New("the control plane's /metrics has no process_cpu_seconds_total")
+	}
+	return h, cpu, err
 }
 
 // since returns the observations h has and before had not: both must be
