@@ -2,6 +2,11 @@ package sqlstore
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/quarry-project/quarry/internal/store"
@@ -34,6 +39,7 @@ type nodeCheck struct {
 	nodeID string
 	st     store.NodeStatus
 	mounts []store.PoolMount
+	digest string // of mounts (mountsDigest), when not nil
 	// fence is the caller's (store.FenceFrom, fenced false: none): a
 	// group holds checks of one fence, and its transaction carries it, so
 	// a leader's checks are never written unfenced with a request's.
@@ -132,16 +138,16 @@ func (s *Store) commitGroup(group []*nodeCheck) {
 	ctx, cancel := context.WithTimeout(ctx, groupTimeout)
 	defer cancel()
 	err := s.txLocked(ctx, func(t *txn) error {
-		recorded, err := t.groupMounts(ctx, group)
+		recorded, err := t.recordedMounts(ctx, group)
 		if err != nil {
 			return err
 		}
 		for _, c := range group {
-			old := recorded[c.nodeID]
+			rec := recorded[c.nodeID]
 			// A node checked twice in one group: its first check may
 			// have changed what was read, so the second reads again.
 			delete(recorded, c.nodeID)
-			if err := t.recordNodeCheck(ctx, c.nodeID, c.st, c.mounts, old); err != nil {
+			if err := t.recordNodeCheck(ctx, c, rec); err != nil {
 				return err
 			}
 		}
@@ -154,20 +160,105 @@ func (s *Store) commitGroup(group []*nodeCheck) {
 		return
 	}
 	for _, c := range group {
-		c.done <- s.txLocked(ctx, func(t *txn) error { return t.recordNodeCheck(ctx, c.nodeID, c.st, c.mounts, nil) })
+		c.done <- s.txLocked(ctx, func(t *txn) error { return t.recordNodeCheck(ctx, c, nil) })
 	}
 }
 
-// groupMounts reads, in one query, the recorded mounts of the group's
-// nodes whose checks report on pools (nodeMounts).
-func (t *txn) groupMounts(ctx context.Context, group []*nodeCheck) (map[string]map[string]store.PoolMount, error) {
+// recordedMounts is what a node's last check wrote of its pool mounts.
+type recordedMounts struct {
+	digest string    // that check's nodeCheck.digest
+	oldest time.Time // the oldest CheckedAt among the rows it left
+	// mounts are the rows, by pool: read only for a check that reports
+	// something else, or once a row is MountRefresh old.
+	mounts map[string]store.PoolMount
+}
+
+// unchanged reports whether check c found the node's pools as its rows
+// say, none of them MountRefresh old by c's time: then c writes only the
+// node's row. At thousands of nodes, reading every node's rows at every
+// check was most of what a check cost (a node reports on every shared
+// pool, mounted or not).
+func (r *recordedMounts) unchanged(c *nodeCheck) bool {
+	if r == nil || r.digest == "" || r.digest != c.digest {
+		return false
+	}
+	for _, m := range c.mounts {
+		if m.CheckedAt.Sub(r.oldest) >= store.MountRefresh {
+			return false
+		}
+	}
+	return true
+}
+
+// recordedMounts reads, for the checks that report on pools, what their
+// nodes' last checks wrote, in two queries at most: every node's digest,
+// then the rows of the nodes whose checks are not unchanged.
+func (t *txn) recordedMounts(ctx context.Context, checks []*nodeCheck) (map[string]*recordedMounts, error) {
+	out := make(map[string]*recordedMounts, len(checks))
 	var ids []string
-	seen := make(map[string]bool, len(group))
-	for _, c := range group {
-		if c.mounts != nil && !seen[c.nodeID] {
-			seen[c.nodeID] = true
+	for _, c := range checks {
+		if _, ok := out[c.nodeID]; c.mounts != nil && !ok {
+			out[c.nodeID] = nil
 			ids = append(ids, c.nodeID)
 		}
 	}
-	return t.nodeMounts(ctx, ids...)
+	if len(ids) == 0 {
+		return out, nil
+	}
+	in, args := inList(ids)
+	_, err := queryAll(ctx, t, t.s.q(`SELECT id, mounts_digest, mounts_checked_at FROM nodes WHERE id IN `+in), args, func(r scanner) (struct{}, error) {
+		var (
+			rec    recordedMounts
+			id     string
+			oldest int64
+		)
+		if err := r.Scan(&id, &rec.digest, &oldest); err != nil {
+			return struct{}{}, err
+		}
+		rec.oldest = fromMicros(oldest)
+		out[id] = &rec
+		return struct{}{}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var read []string
+	for _, c := range checks {
+		if rec := out[c.nodeID]; rec != nil && c.mounts != nil && rec.mounts == nil && !rec.unchanged(c) {
+			rec.mounts = map[string]store.PoolMount{} // read below; listed once
+			read = append(read, c.nodeID)
+		}
+	}
+	rows, err := t.nodeMounts(ctx, read...)
+	for id, ms := range rows {
+		out[id].mounts = ms
+	}
+	return out, err
+}
+
+// mountsDigest is a digest of what a check found of a node's pools, in any
+// order: the fields sameMount compares, by pool.
+func mountsDigest(mounts []store.PoolMount) string {
+	sorted := slices.SortedFunc(slices.Values(mounts), func(a, b store.PoolMount) int { return strings.Compare(a.PoolID, b.PoolID) })
+	h := sha256.New()
+	var b []byte
+	for _, m := range sorted {
+		b = b[:0]
+		for _, s := range []string{m.PoolID, m.Reason} {
+			b = binary.AppendUvarint(b, uint64(len(s)))
+			b = append(b, s...)
+		}
+		b = binary.AppendUvarint(b, m.FreeBytes)
+		b = binary.AppendUvarint(b, m.TotalBytes)
+		b = append(b, boolByte(m.Mounted))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
 }

@@ -235,37 +235,45 @@ func (s *Store) RecordNodeCheck(ctx context.Context, nodeID string, st store.Nod
 			return fmt.Errorf("record check of node %s: mount of pool %s belongs to node %s", nodeID, m.PoolID, m.NodeID)
 		}
 	}
-	return s.recordGrouped(ctx, &nodeCheck{nodeID: nodeID, st: st, mounts: mounts})
+	c := &nodeCheck{nodeID: nodeID, st: st, mounts: mounts}
+	if mounts != nil {
+		c.digest = mountsDigest(mounts)
+	}
+	return s.recordGrouped(ctx, c)
 }
 
-// recordNodeCheck writes one check inside a transaction. old is the
-// node's recorded mounts by pool, read with the rest of its group; nil:
-// read them here.
-func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeStatus, mounts []store.PoolMount, old map[string]store.PoolMount) error {
+// recordNodeCheck writes check c inside a transaction. rec is what the
+// node's mounts were, read with the rest of its group; nil: read here.
+func (t *txn) recordNodeCheck(ctx context.Context, c *nodeCheck, rec *recordedMounts) error {
+	st := c.st
 	res, err := t.exec(ctx, `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
 		hostname = ?, agent_version = ? WHERE id = ?`,
 		string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt),
-		st.Hostname, st.AgentVersion, nodeID)
+		st.Hostname, st.AgentVersion, c.nodeID)
 	if err != nil {
 		return err
 	}
-	if err := mustAffect(res, "node "+nodeID); err != nil {
+	if err := mustAffect(res, "node "+c.nodeID); err != nil {
 		return err
 	}
-	if mounts == nil {
+	if c.mounts == nil {
 		return nil
 	}
-	if old == nil {
-		byNode, err := t.nodeMounts(ctx, nodeID)
+	if rec == nil {
+		recs, err := t.recordedMounts(ctx, []*nodeCheck{c})
 		if err != nil {
 			return err
 		}
-		old = byNode[nodeID]
+		rec = recs[c.nodeID]
 	}
+	if rec.unchanged(c) {
+		return nil
+	}
+	old := rec.mounts
 	// Pools the node reported on before still exist (a pool's deletion
 	// takes its mounts along); only new ones need looking up.
 	var ids []string
-	for _, m := range mounts {
+	for _, m := range c.mounts {
 		if _, had := old[m.PoolID]; !had {
 			ids = append(ids, m.PoolID)
 		}
@@ -277,48 +285,57 @@ func (t *txn) recordNodeCheck(ctx context.Context, nodeID string, st store.NodeS
 	for id := range old {
 		pools[id] = true
 	}
-	seen := make(map[string]bool, len(mounts))
-	for _, m := range mounts {
+	seen := make(map[string]bool, len(c.mounts))
+	// oldest is the oldest CheckedAt among the rows left: once that is
+	// MountRefresh old, the next check reads and writes them again.
+	oldest := st.LastCheckedAt
+	for _, m := range c.mounts {
 		// A pool deleted while the agent was being asked about it is
 		// simply gone; failing would also throw away the node's status.
 		if !pools[m.PoolID] {
 			continue
 		}
 		if seen[m.PoolID] {
-			return fmt.Errorf("record check of node %s: pool %s reported twice: %w", nodeID, m.PoolID, store.ErrConflict)
+			return fmt.Errorf("record check of node %s: pool %s reported twice: %w", c.nodeID, m.PoolID, store.ErrConflict)
 		}
 		seen[m.PoolID] = true
 		o, had := old[m.PoolID]
+		checked := m.CheckedAt
 		switch {
 		case !had:
 			_, err = t.exec(ctx, `INSERT INTO pool_mounts (node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at)
 				VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
+				c.nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
 		case sameMount(o, m) && m.CheckedAt.Sub(o.CheckedAt) < store.MountRefresh:
 			// Nothing new: the row stays, and a check of thousands of
 			// nodes writes one row per node, not one per node and pool.
+			checked = o.CheckedAt
 		default:
 			_, err = t.exec(ctx, `UPDATE pool_mounts SET mounted = ?, reason = ?, free_bytes = ?, total_bytes = ?, checked_at = ?
 				WHERE node_id = ? AND pool_id = ?`,
-				boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt), nodeID, m.PoolID)
+				boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt), c.nodeID, m.PoolID)
 		}
 		if t.s.isForeignKey(err) {
 			// Only on backends where a concurrent DeletePool can slip
 			// in after poolIDs; the next check records the new truth.
-			return fmt.Errorf("record check of node %s: pool %s: %w", nodeID, m.PoolID, store.ErrNotFound)
+			return fmt.Errorf("record check of node %s: pool %s: %w", c.nodeID, m.PoolID, store.ErrNotFound)
 		}
 		if err != nil {
 			return err
 		}
+		if checked.Before(oldest) {
+			oldest = checked
+		}
 	}
 	for id := range old {
 		if !seen[id] {
-			if _, err := t.exec(ctx, `DELETE FROM pool_mounts WHERE node_id = ? AND pool_id = ?`, nodeID, id); err != nil {
+			if _, err := t.exec(ctx, `DELETE FROM pool_mounts WHERE node_id = ? AND pool_id = ?`, c.nodeID, id); err != nil {
 				return err
 			}
 		}
 	}
-	return nil
+	_, err = t.exec(ctx, `UPDATE nodes SET mounts_digest = ?, mounts_checked_at = ? WHERE id = ?`, c.digest, micros(oldest), c.nodeID)
+	return err
 }
 
 // sameMount reports whether a check found a pool as it was recorded.

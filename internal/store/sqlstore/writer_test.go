@@ -71,6 +71,69 @@ func TestSQLiteGroupedChecks(t *testing.T) {
 	groupedChecks(t, s)
 	sameNodeTwiceInAGroup(t, s)
 	groupsKeepFences(t, s)
+	unchangedChecks(t, s)
+}
+
+// unchangedChecks: a check that finds a node's pools as the node's last
+// check wrote them (in any order) writes only the node's row, without
+// reading its mounts: a row changed behind the store's back stays as it
+// is. A check that finds any pool changed, or comes once a row is
+// MountRefresh old, reads and writes them.
+func unchangedChecks(t *testing.T, s *Store) {
+	ctx := context.Background()
+	t0 := time.Now().Truncate(time.Microsecond)
+	for _, id := range []string{"p-a", "p-b"} {
+		if err := s.CreatePool(ctx, store.Pool{ID: id, Name: id, Type: "dir", Path: "/srv/" + id, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateNode(ctx, store.Node{ID: "n-same", Name: "n-same", Address: "10.0.1.1:9090", CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(at time.Time, freeA uint64, reversed bool) {
+		t.Helper()
+		ms := []store.PoolMount{
+			{PoolID: "p-a", Mounted: true, FreeBytes: freeA, TotalBytes: 1000, CheckedAt: at},
+			{PoolID: "p-b", Reason: "not mounted", CheckedAt: at},
+		}
+		if reversed {
+			ms[0], ms[1] = ms[1], ms[0]
+		}
+		if err := s.RecordNodeCheck(ctx, "n-same", store.NodeStatus{State: store.NodeReady, StateSince: t0, LastCheckedAt: at}, ms); err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.GetNode(ctx, "n-same")
+		if err != nil || !n.LastCheckedAt.Equal(at) {
+			t.Fatalf("node after a check at %v: checked at %v, %v", at, n.LastCheckedAt, err)
+		}
+	}
+	tamper := func() {
+		t.Helper()
+		if _, err := s.db.ExecContext(ctx, s.q(`UPDATE pool_mounts SET reason = 'tampered' WHERE node_id = 'n-same' AND pool_id = 'p-b'`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reasonB := func(when string, want string) {
+		t.Helper()
+		ms, err := s.ListNodeMounts(ctx, "n-same")
+		if err != nil || len(ms) != 2 {
+			t.Fatalf("mounts %s: %+v, %v; want p-a and p-b", when, ms, err)
+		}
+		if ms[1].Reason != want {
+			t.Errorf("p-b's reason %s: %q, want %q", when, ms[1].Reason, want)
+		}
+	}
+	check(t0, 100, false)
+	tamper()
+	check(t0.Add(time.Second), 100, true)
+	reasonB("after a check that found the same", "tampered")
+	check(t0.Add(2*time.Second), 99, false)
+	reasonB("after a check that found p-a changed", "not mounted")
+	tamper()
+	check(t0.Add(2*time.Second+store.MountRefresh-time.Microsecond), 99, true)
+	reasonB("after the same, before MountRefresh", "tampered")
+	check(t0.Add(2*time.Second+store.MountRefresh), 99, false)
+	reasonB("after the same, MountRefresh later", "not mounted")
 }
 
 // sameNodeTwiceInAGroup: a node's pool is recorded mounted; two checks of
