@@ -299,7 +299,8 @@ func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs
 	row("enroll every node (API, 16 at a time)", "", func(r *result) string { return sec(r.Enroll) })
 	row("create every pool (API, 8 at a time)", "", func(r *result) string { return sec(r.PoolsCreate) })
 	row("every node READY after", "", func(r *result) string { return sec(r.AllReady) })
-	row("first full scan (discovers every ISO)", "", func(r *result) string { return sec(r.Seed) })
+	row("first full scan", "", func(r *result) string { return sec(r.Seed) })
+	row("images in the library after it", "", func(r *result) string { return strconv.Itoa(r.SeededImages) })
 	row("full-cluster ISO rescan", "", func(r *result) string { return sec(r.Rescan) })
 	row("images listed", "", func(r *result) string { return strconv.Itoa(r.Images) })
 	lat := func(l simscale.Latency) string { return ms(l.P50) + " / " + ms(l.P99) + " / " + ms(l.Max) }
