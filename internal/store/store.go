@@ -179,7 +179,8 @@ type NodeStore interface {
 	// transaction. mounts == nil keeps the previous mounts (a failed check
 	// learns nothing about pools); otherwise they replace the node's mounts,
 	// except that a mount found exactly as recorded keeps its row, and its
-	// CheckedAt, until that is MountRefresh old.
+	// CheckedAt, until that, or another mount of the node, is MountRefresh
+	// old.
 	RecordNodeCheck(ctx context.Context, nodeID string, st NodeStatus, mounts []PoolMount) error
 	// SetNodeCertificate records the certificate the node's agent holds
 	// (after enrollment or renewal).

@@ -306,9 +306,12 @@ func (t *txn) recordNodeCheck(ctx context.Context, c *nodeCheck, rec *recordedMo
 			_, err = t.exec(ctx, `INSERT INTO pool_mounts (node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at)
 				VALUES (?, ?, ?, ?, ?, ?, ?)`,
 				c.nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
-		case sameMount(o, m) && m.CheckedAt.Sub(o.CheckedAt) < store.MountRefresh:
+		case sameMount(o, m) && m.CheckedAt.Sub(rec.oldest) < store.MountRefresh:
 			// Nothing new: the row stays, and a check of thousands of
 			// nodes writes one row per node, not one per node and pool.
+			// Once one of the node's rows is MountRefresh old, all are
+			// written: rows of other ages would have the next checks
+			// read them all again to write one at a time.
 			checked = o.CheckedAt
 		default:
 			_, err = t.exec(ctx, `UPDATE pool_mounts SET mounted = ?, reason = ?, free_bytes = ?, total_bytes = ?, checked_at = ?

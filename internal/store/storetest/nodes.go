@@ -280,6 +280,22 @@ func testNodeChecks(t *testing.T, open func(t *testing.T) store.Store) {
 		wantEqual(t, "mounts after MountRefresh", mustMounts(t, s), []store.PoolMount{later})
 	})
 
+	t.Run("a node's mounts of other ages are refreshed together", func(t *testing.T) {
+		s := setup(t)
+		record(t, s, "n1", ready, []store.PoolMount{mount("n1", "p1", true, 0)})
+		half := store.MountRefresh / 2
+		record(t, s, "n1", ready, []store.PoolMount{mount("n1", "p1", true, half), mount("n1", "p2", true, half)})
+		wantEqual(t, "mounts after a check found p2 too", mustMounts(t, s),
+			[]store.PoolMount{mount("n1", "p1", true, 0), mount("n1", "p2", true, half)})
+		// p1 is MountRefresh old: p2's row, younger, is written with it.
+		refreshed := []store.PoolMount{mount("n1", "p1", true, store.MountRefresh), mount("n1", "p2", true, store.MountRefresh)}
+		record(t, s, "n1", ready, refreshed)
+		wantEqual(t, "mounts after MountRefresh", mustMounts(t, s), refreshed)
+		// p2's first row would be MountRefresh old now; no row is.
+		record(t, s, "n1", ready, []store.PoolMount{mount("n1", "p1", true, half+store.MountRefresh), mount("n1", "p2", true, half+store.MountRefresh)})
+		wantEqual(t, "mounts after the next check", mustMounts(t, s), refreshed)
+	})
+
 	t.Run("mounts by node", func(t *testing.T) {
 		s := setup(t)
 		a, b, c := mount("n1", "p1", true, 0), mount("n1", "p3", false, 0), mount("n2", "p2", true, 0)
