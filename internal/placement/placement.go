@@ -144,13 +144,61 @@ func (c *Chooser) choose(ctx context.Context, poolID string, need Need, dial boo
 	if err != nil {
 		return nil, err
 	}
-	// A local pool with assigned nodes may use those only: reading every
-	// node of a large cluster for each of its pools' scans and downloads
-	// cost nodes × pools rows. The others are read, and listed as not
-	// assigned, only to explain a choice that found no node.
-	onlyAssigned := !pool.Shared && len(pool.AssignedNodeIDs) > 0
+	// An operation on a shared pool needs only its assigned nodes and the
+	// nodes that mount it while one of them is READY: reading every node
+	// of a large cluster for each scan, download and upload of the pool
+	// cost as many rows as it has nodes. The others only add reasons for
+	// not using them, and a node to connect to when none was kept.
+	if pool.Shared && dial {
+		ch, err := c.chooseAmong(ctx, pool, need, dial, mountingNodes)
+		if err != nil || len(ch.Kept) > 0 {
+			return ch, err
+		}
+	}
+	// A local pool with assigned nodes may use those only. The others are
+	// read, and listed as not assigned, only to explain a choice that found
+	// no node.
+	if !pool.Shared && len(pool.AssignedNodeIDs) > 0 {
+		ch, err := c.chooseAmong(ctx, pool, need, dial, assignedNodes)
+		if errors.Is(err, ErrNoNode) {
+			all, lerr := c.Store.ListNodes(ctx)
+			if lerr != nil {
+				return nil, lerr
+			}
+			for _, n := range all {
+				if !MayUse(pool, n.ID) {
+					ch.Rejected = append(ch.Rejected, Candidate{Node: n, Reason: notAssigned})
+				}
+			}
+			err = ch.err()
+		}
+		return ch, err
+	}
+	return c.chooseAmong(ctx, pool, need, dial, everyNode)
+}
+
+// Which nodes chooseAmong reads.
+type nodeSet int
+
+const (
+	everyNode     nodeSet = iota
+	assignedNodes         // the pool's assigned nodes
+	mountingNodes         // its assigned nodes and those that mount it
+)
+
+// chooseAmong is choose among the nodes of set. With mountingNodes the
+// Choice keeps what choose would whenever a READY node is kept; without
+// one, only every node tells which to connect to.
+func (c *Chooser) chooseAmong(ctx context.Context, pool store.Pool, need Need, dial bool, set nodeSet) (*Choice, error) {
+	// Only this pool's: every node's view of every pool is nodes × pools
+	// rows, read for every scan, download and upload.
+	mounts, err := c.Store.ListPoolMounts(ctx, pool.ID)
+	if err != nil {
+		return nil, err
+	}
 	var nodes []store.Node
-	if onlyAssigned {
+	switch set {
+	case assignedNodes:
 		for _, id := range pool.AssignedNodeIDs {
 			n, err := c.Store.GetNode(ctx, id)
 			if err != nil {
@@ -158,14 +206,20 @@ func (c *Chooser) choose(ctx context.Context, poolID string, need Need, dial boo
 			}
 			nodes = append(nodes, n)
 		}
-	} else if nodes, err = c.Store.ListNodes(ctx); err != nil {
-		return nil, err
-	}
-	// Only this pool's: every node's view of every pool is nodes × pools
-	// rows, read for every scan, download and upload.
-	mounts, err := c.Store.ListPoolMounts(ctx, pool.ID)
-	if err != nil {
-		return nil, err
+	case mountingNodes:
+		ids := slices.Clone(pool.AssignedNodeIDs)
+		for _, m := range mounts {
+			if m.Mounted && !slices.Contains(pool.AssignedNodeIDs, m.NodeID) {
+				ids = append(ids, m.NodeID)
+			}
+		}
+		if nodes, err = c.Store.GetNodes(ctx, ids...); err != nil {
+			return nil, err
+		}
+	default:
+		if nodes, err = c.Store.ListNodes(ctx); err != nil {
+			return nil, err
+		}
 	}
 	loads := map[string]Load{}
 	if c.Load != nil {
@@ -176,6 +230,9 @@ func (c *Chooser) choose(ctx context.Context, poolID string, need Need, dial boo
 	ch := &Choice{Pool: pool}
 	ready, lazy, fallback := classify(pool, nodes, mounts, ch)
 	ch.Kept = append(ch.Kept, ch.rank(ready, loads, need)...)
+	if set == mountingNodes && len(ch.Kept) == 0 {
+		return ch, nil // choose reads every node
+	}
 	for _, cand := range lazy {
 		switch {
 		case len(ch.Kept) > 0:
@@ -192,17 +249,6 @@ func (c *Chooser) choose(ctx context.Context, poolID string, need Need, dial boo
 	}
 	ch.Kept = append(ch.Kept, ch.rank(fallback, loads, need)...)
 	if len(ch.Kept) == 0 {
-		if onlyAssigned {
-			all, err := c.Store.ListNodes(ctx)
-			if err != nil {
-				return nil, err
-			}
-			for _, n := range all {
-				if !MayUse(pool, n.ID) {
-					ch.Rejected = append(ch.Rejected, Candidate{Node: n, Reason: notAssigned})
-				}
-			}
-		}
 		return ch, ch.err()
 	}
 	return ch, nil

@@ -455,3 +455,37 @@ func TestLocalPoolReadsItsNodesOnly(t *testing.T) {
 		t.Fatalf("Choose error = %v after %d listings; want b %s, from one listing", err, counter.lists, notAssigned)
 	}
 }
+
+// TestSharedPoolReadsMountingNodesOnly: an operation on a shared pool reads
+// the nodes that mount it, not every node of the cluster, while one of
+// them is kept; when none is, every node is read, to find one to connect
+// to or to explain. Preview, which shows every node's reason, reads them all.
+func TestSharedPoolReadsMountingNodesOnly(t *testing.T) {
+	ready := store.NodeReady
+	c, connected := setup(t, world{shared: true, nodes: []node{
+		{id: "a", state: ready, mount: "yes", free: 1 << 30},
+		{id: "b", state: ready, mount: "no"},
+		{id: "c", state: ready, connect: "no"},
+	}})
+	counter := &listCounter{Store: c.Store}
+	c.Store = counter
+	ch, err := c.Choose(t.Context(), "p")
+	if err != nil || len(ch.Kept) != 1 || ch.Kept[0].Node.ID != "a" || counter.lists != 0 || len(*connected) != 0 {
+		t.Fatalf("Choose = %+v, %v after %d listings of every node, connecting to %v; want a, no listing, no connection", ch, err, counter.lists, *connected)
+	}
+	if _, err := c.Preview(t.Context(), "p"); err != nil || counter.lists != 1 {
+		t.Fatalf("Preview: %v after %d listings; want one", err, counter.lists)
+	}
+
+	// a no longer mounts the pool: every node is read, c (which never
+	// reported on the pool) is connected to, and b and c are explained.
+	must(t, counter.Store.RecordNodeCheck(t.Context(), "a", store.NodeStatus{State: ready, LastCheckedAt: time.Now()},
+		[]store.PoolMount{{NodeID: "a", PoolID: "p", Reason: "/srv/isos holds no pool marker", CheckedAt: time.Now()}}))
+	_, err = c.Choose(t.Context(), "p")
+	if err == nil || !strings.Contains(err.Error(), "b does not mount it") || !strings.Contains(err.Error(), "c connected, but does not mount it") || counter.lists != 2 {
+		t.Fatalf("Choose error = %v after %d listings; want b and c explained, from one more listing", err, counter.lists)
+	}
+	if !slices.Equal(*connected, []string{"c"}) {
+		t.Errorf("connected to %v, want c", *connected)
+	}
+}
