@@ -266,6 +266,9 @@ func (t *txn) recordNodeCheck(ctx context.Context, c *nodeCheck, rec *recordedMo
 		}
 		rec = recs[c.nodeID]
 	}
+	if rec == nil {
+		rec = &recordedMounts{} // not read: compared with no rows
+	}
 	if rec.unchanged(c) {
 		return nil
 	}
