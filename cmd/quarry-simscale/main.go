@@ -35,7 +35,18 @@ import (
 	"github.com/quarry-project/quarry/internal/store/pgtest"
 )
 
+// clientsMode is the first argument that makes this program the list
+// load's clients' process (simscale.StartListClients).
+const clientsMode = "list-clients"
+
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == clientsMode {
+		if err := simscale.ServeListClients(context.Background(), os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "quarry-simscale list-clients:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "quarry-simscale:", err)
 		os.Exit(1)
@@ -58,7 +69,13 @@ func run() error {
 	flag.DurationVar(&cfg.Pace, "pace", time.Second, "how often each client asks for a page in the paced half of the list load")
 	flag.DurationVar(&cfg.FlapFor, "flap-for", time.Minute, "how long nodes flap")
 	flag.Float64Var(&cfg.FlapRate, "flap-rate", 0.01, "share of the nodes going UNREACHABLE and back per minute")
+	clientsProcess := flag.Bool("clients-process", true, "run the list load's clients in a process of their own (false: in this one, with the simulated agents)")
+	flag.IntVar(&cfg.AgentsNice, "agents-nice", 10, "the nice value of the simulated agents (this process) while nodes flap and clients list, behind the control plane and the clients' process; 0: the same as theirs (needs root otherwise)")
 	flag.Parse()
+	if cfg.AgentsNice != 0 && os.Geteuid() != 0 {
+		fmt.Fprintf(os.Stderr, "not root: the simulated agents keep the control plane's priority (--agents-nice %d needs root to be undone after each store)\n", cfg.AgentsNice)
+		cfg.AgentsNice = 0
+	}
 	cfg.Log = os.Stderr
 	cfg.Defaults()
 
@@ -68,6 +85,18 @@ func run() error {
 	defer cancel()
 
 	raiseFileLimit()
+	if *clientsProcess {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		run, stop, err := simscale.StartListClients(ctx, self, clientsMode)
+		if err != nil {
+			return err
+		}
+		defer stop() //nolint:errcheck // its failures went to stderr
+		cfg.ListClients = run
+	}
 	var names []string
 	var results []*result
 	for _, name := range strings.Split(*stores, ",") {
@@ -284,6 +313,14 @@ func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs
 	if memLimit != "" {
 		fmt.Fprintf(tw, "control plane run with GOMEMLIMIT=%s\n", memLimit)
 	}
+	if cfg.ListClients != nil {
+		fmt.Fprintln(tw, "list clients in a process of their own")
+	} else {
+		fmt.Fprintln(tw, "list clients in the simulator's process")
+	}
+	if cfg.AgentsNice != 0 {
+		fmt.Fprintf(tw, "simulated agents at nice %d while flapping and listing\n", cfg.AgentsNice)
+	}
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "figure\t%s\ttarget\n", strings.Join(names, "\t"))
 	row := func(label, target string, f func(r *result) string) {
@@ -315,14 +352,14 @@ func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs
 	}
 	row("  in the control plane, arrival to answer", "", func(r *result) string { return handler(r.List) })
 	cores := func(c simscale.CPUShare) string {
-		return fmt.Sprintf("%.2f / %.2f / %.2f of %d", c.Server, c.Simulator, c.Machine, c.CPUs)
+		return fmt.Sprintf("%.2f / %.2f / %.2f / %.2f of %d", c.Server, c.Simulator, c.Clients, c.Machine, c.CPUs)
 	}
-	const coresLabel = "  cores busy: control plane / simulator / machine"
+	const coresLabel = "  cores busy: control plane / simulator / clients / machine"
 	row(coresLabel, "", func(r *result) string { return cores(r.List.CPU) })
 	row(fmt.Sprintf("ListImages (100) p50/p99/max, %d clients each one every %v", cfg.Clients, cfg.Pace), "p99 ≤ 20 ms", func(r *result) string { return lat(r.Paced) })
 	row("  requests answered per second", "", func(r *result) string { return fmt.Sprintf("%.0f", r.PacedRate) })
 	row("  in the control plane, arrival to answer", "", func(r *result) string { return handler(r.Paced) })
-	row("  requests sent late by this process, p99", "", func(r *result) string { return ms(r.Paced.LateP99) })
+	row("  requests sent late by the clients, p99", "", func(r *result) string { return ms(r.Paced.LateP99) })
 	row(coresLabel, "", func(r *result) string { return cores(r.Paced.CPU) })
 	row("ListImages errors", "0", func(r *result) string { return strconv.Itoa(r.ListErrors) })
 	row("every ListImages page (1,000 a page)", "", func(r *result) string { return sec(r.FullList) })

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -48,6 +47,15 @@ type Config struct {
 	DownFor  time.Duration
 	// EnrollWorkers enroll nodes in parallel.
 	EnrollWorkers int
+	// ListClients runs the list load's clients (StartListClients: in a
+	// process of their own); nil: in this process.
+	ListClients func(context.Context, ListJob) (ListSamples, error)
+	// AgentsNice, when not 0, is the nice value this process (the
+	// simulated agents, which stand for other machines) runs at while the
+	// nodes flap and the clients list, so that the control plane and the
+	// clients' process come first for a core; it is set back to 0 after
+	// (which needs root).
+	AgentsNice int
 	// Log receives progress lines.
 	Log io.Writer
 }
@@ -231,6 +239,16 @@ func (b *bench) run(ctx context.Context) error {
 	// health loop is measured while the API is busy.
 	b.logf("flapping %.1f %% of the nodes per minute for %v; %d clients list images for %v",
 		100*cfg.FlapRate, cfg.FlapFor, cfg.Clients, cfg.LoadFor)
+	if cfg.AgentsNice != 0 {
+		if err := reniceThreads(cfg.AgentsNice); err != nil {
+			return err
+		}
+		defer func() {
+			if err := reniceThreads(0); err != nil {
+				b.logf("the rest of this run keeps nice %d: %v", cfg.AgentsNice, err)
+			}
+		}()
+	}
 	cpu0, _ := b.metric(ctx, "process_cpu_seconds_total")
 	t0 := time.Now()
 	sctx, stopSampling := context.WithCancel(ctx)
@@ -435,17 +453,6 @@ func (b *bench) scanAll(ctx context.Context) (int, error) {
 	return int(resp.Msg.GetDiscoveredCount()), nil
 }
 
-// listRequest is one benchmark client's request: a page of 100 images,
-// the first of one pool's or of the whole library's, half and half.
-// want is how many images the page must hold.
-func (b *bench) listRequest() (req *quarryv1.ListImagesRequest, want int) {
-	const page = 100
-	if rand.IntN(2) == 0 {
-		return &quarryv1.ListImagesRequest{PageSize: page}, min(page, len(b.poolIDs)*b.cfg.ISOsPerPool)
-	}
-	return &quarryv1.ListImagesRequest{StoragePoolId: b.poolIDs[rand.IntN(len(b.poolIDs))], PageSize: page}, min(page, b.cfg.ISOsPerPool)
-}
-
 // listLoad runs the clients for LoadFor twice and records the latencies:
 // first each asking its next page as soon as it has the last (the most the
 // control plane serves, and its latency when saturated), then each asking
@@ -484,11 +491,14 @@ type Latency struct {
 // the clients), and in the whole machine (/proc/stat), of its CPUs.
 type CPUShare struct {
 	Server, Simulator, Machine float64
-	CPUs                       int
+	// Clients is the clients' process's (Config.ListClients); with the
+	// clients in this process, they are the simulator's.
+	Clients float64
+	CPUs    int
 }
 
 func (c CPUShare) String() string {
-	return fmt.Sprintf("cores busy: control plane %.2f, simulator %.2f, machine %.2f of %d", c.Server, c.Simulator, c.Machine, c.CPUs)
+	return fmt.Sprintf("cores busy: control plane %.2f, simulator %.2f, clients %.2f, machine %.2f of %d", c.Server, c.Simulator, c.Clients, c.Machine, c.CPUs)
 }
 
 // cpuTimes is a reading of the counters CPUShare is made of, in seconds.
@@ -502,11 +512,7 @@ type cpuTimes struct {
 // plane's comes with the scrape of reading.
 func cpuNow() (cpuTimes, error) {
 	t := cpuTimes{at: time.Now()}
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return t, err
-	}
-	t.simulator = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	t.simulator = processCPU().Seconds()
 	var err error
 	t.machine, t.cpus, err = machineBusy()
 	return t, err
@@ -554,65 +560,32 @@ func machineBusy() (busy float64, cpus int, err error) {
 // when it was due, so a slow answer is not hidden by the requests it
 // delayed.
 func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs int, rate float64, lat Latency, err error) {
-	var (
-		mu          sync.Mutex
-		lats, lates []time.Duration
-		last        error
-	)
+	job := ListJob{URL: b.t.URL, Token: b.t.AdminToken, PoolIDs: b.poolIDs, ISOsPerPool: b.cfg.ISOsPerPool,
+		Clients: b.cfg.Clients, Pace: pace, For: b.cfg.LoadFor}
 	before, cpu0, herr := b.reading(ctx)
-	start := time.Now()
-	end := start.Add(b.cfg.LoadFor)
-	var wg sync.WaitGroup
-	for range b.cfg.Clients {
-		wg.Go(func() {
-			var mine, myLate []time.Duration
-			// Paced clients start spread over one pace.
-			due := start.Add(time.Duration(rand.Int64N(int64(max(pace, 1)))))
-			for due.Before(end) && ctx.Err() == nil {
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Until(due)):
-				}
-				if pace == 0 {
-					due = time.Now()
-				}
-				req, want := b.listRequest()
-				late := time.Since(due)
-				resp, err := b.images.ListImages(ctx, connect.NewRequest(req))
-				d := time.Since(due)
-				due = due.Add(pace)
-				if err == nil && len(resp.Msg.GetImages()) != want {
-					err = fmt.Errorf("a page held %d images, want %d", len(resp.Msg.GetImages()), want)
-				}
-				if err != nil {
-					mu.Lock()
-					errs++
-					last = err
-					mu.Unlock()
-					continue
-				}
-				mine = append(mine, d)
-				myLate = append(myLate, late)
-			}
-			mu.Lock()
-			lats = append(lats, mine...)
-			lates = append(lates, myLate...)
-			mu.Unlock()
-		})
+	var s ListSamples
+	if b.cfg.ListClients != nil {
+		if s, err = b.cfg.ListClients(ctx, job); err != nil {
+			return 0, 0, 0, lat, err
+		}
+	} else {
+		s = RunListClients(ctx, job)
 	}
-	wg.Wait()
-	if errs > 0 {
+	if s.Errs > 0 {
 		// Counted and reported, not the end of the run.
-		b.logf("%d of %d list requests failed, the last with: %v", errs, len(lats)+errs, last)
+		b.logf("%d of %d list requests failed, the last with: %s", s.Errs, len(s.Lats)+s.Errs, s.LastErr)
 	}
-	rate = float64(len(lats)) / time.Since(start).Seconds()
-	lat = Latency{P50: quantile(lats, 0.5), P99: quantile(lats, 0.99), Max: quantile(lats, 1), LateP99: quantile(lates, 0.99)}
+	rate = float64(len(s.Lats)) / s.Elapsed.Seconds()
+	lat = Latency{P50: quantile(s.Lats, 0.5), P99: quantile(s.Lats, 0.99), Max: quantile(s.Lats, 1), LateP99: quantile(s.Lates, 0.99)}
 	after, cpu1, aerr := b.reading(ctx)
 	if err := cmp(herr, aerr); err != nil {
-		return len(lats) + errs, errs, rate, lat, fmt.Errorf("reading the control plane's latency histogram and CPU time: %w", err)
+		return len(s.Lats) + s.Errs, s.Errs, rate, lat, fmt.Errorf("reading the control plane's latency histogram and CPU time: %w", err)
 	}
 	lat.Handler, lat.CPU = after.since(before).latency(), cpu1.since(cpu0)
-	return len(lats) + errs, errs, rate, lat, ctx.Err()
+	if b.cfg.ListClients != nil {
+		lat.CPU.Clients = s.CPU.Seconds() / s.Elapsed.Seconds()
+	}
+	return len(s.Lats) + s.Errs, s.Errs, rate, lat, ctx.Err()
 }
 
 func quantile(ds []time.Duration, q float64) time.Duration {
