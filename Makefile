@@ -75,7 +75,9 @@ bench-upload:
 # Cluster-scale figures: one quarry server process (SQLite, then PostgreSQL)
 # against 5,000 simulated agents (cmd/quarry-simscale, not shipped) with
 # 1,000 pools and 100,000 ISOs. More flags in SCALE_ARGS, e.g.
-# make bench-scale SCALE_ARGS='--stores sqlite --nodes 1000'.
+# make bench-scale SCALE_ARGS='--stores sqlite --nodes 1000', or
+# SCALE_ARGS='--clients-process=false --agents-nice 0' for the list clients
+# in the simulator's process, at the agents' priority (as before 1 December 2026).
 SCALE_ARGS ?=
 bench-scale: build
 	$(GO) build -o bin/quarry-simscale ./cmd/quarry-simscale

@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -145,9 +146,10 @@ type Result struct {
 func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 	cfg.Defaults()
 	b := &bench{t: t, cfg: cfg, r: &Result{Nodes: cfg.Nodes, Pools: cfg.Pools}, fleet: NewFleet(cfg.ISOsPerPool)}
-	// Every request of this process comes from 127.0.0.1, and the control
-	// plane refuses one client address more than 64 connections at once
-	// (it resets the 65th): requests past 60 at once wait for one.
+	// The requests of this process come from 127.0.0.1 (the list clients'
+	// from 127.0.0.2), and the control plane refuses one client address
+	// more than 64 connections at once (it resets the 65th): requests past
+	// 60 at once wait for one.
 	hc := &http.Client{Transport: &auth.Transport{Token: t.AdminToken, Base: &http.Transport{MaxIdleConnsPerHost: 2 * cfg.Clients, MaxConnsPerHost: 60}}}
 	b.nodes = quarryv1connect.NewNodeServiceClient(hc, t.URL)
 	b.pools = quarryv1connect.NewStoragePoolServiceClient(hc, t.URL)
@@ -562,6 +564,11 @@ func machineBusy() (busy float64, cpus int, err error) {
 func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs int, rate float64, lat Latency, err error) {
 	job := ListJob{URL: b.t.URL, Token: b.t.AdminToken, PoolIDs: b.poolIDs, ISOsPerPool: b.cfg.ISOsPerPool,
 		Clients: b.cfg.Clients, Pace: pace, For: b.cfg.LoadFor}
+	if u, err := url.Parse(b.t.URL); err == nil && u.Hostname() == "127.0.0.1" {
+		// Clients of their own address, as of a machine of their own: the
+		// simulator's requests from 127.0.0.1 do not count against theirs.
+		job.SourceIP = "127.0.0.2"
+	}
 	before, cpu0, herr := b.reading(ctx)
 	var s ListSamples
 	if b.cfg.ListClients != nil {

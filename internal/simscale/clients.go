@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,7 +26,11 @@ import (
 // ListJob is one phase of the list load: the clients, what they ask and
 // how often.
 type ListJob struct {
-	URL, Token  string
+	URL, Token string
+	// SourceIP, when set, is the address the clients connect from: the
+	// control plane limits the connections of one client address, which
+	// the simulator's own requests share.
+	SourceIP    string
 	PoolIDs     []string
 	ISOsPerPool int
 	Clients     int
@@ -55,7 +60,11 @@ func RunListClients(ctx context.Context, job ListJob) ListSamples {
 	// The control plane refuses one client address more than 64
 	// connections at once (it resets the 65th): requests past 60 at once
 	// wait for one.
-	hc := &http.Client{Transport: &auth.Transport{Token: job.Token, Base: &http.Transport{MaxIdleConnsPerHost: 2 * job.Clients, MaxConnsPerHost: 60}}}
+	tr := &http.Transport{MaxIdleConnsPerHost: 2 * job.Clients, MaxConnsPerHost: 60}
+	if job.SourceIP != "" {
+		tr.DialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(job.SourceIP)}}).DialContext
+	}
+	hc := &http.Client{Transport: &auth.Transport{Token: job.Token, Base: tr}}
 	defer hc.CloseIdleConnections()
 	images := quarryv1connect.NewImageServiceClient(hc, job.URL)
 	var (
