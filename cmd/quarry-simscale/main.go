@@ -90,12 +90,12 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		run, stop, err := simscale.StartListClients(ctx, self, clientsMode)
+		listClients, stopClients, err := simscale.StartListClients(ctx, self, clientsMode)
 		if err != nil {
 			return err
 		}
-		defer stop() //nolint:errcheck // its failures went to stderr
-		cfg.ListClients = run
+		defer stopClients() //nolint:errcheck // its failures went to stderr
+		cfg.ListClients = listClients
 	}
 	var names []string
 	var results []*result
