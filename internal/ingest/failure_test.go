@@ -30,7 +30,7 @@ func TestWrongBytesFailAfterOneFreshAttempt(t *testing.T) {
 	if msg := err.Error(); !strings.HasPrefix(msg, want) || !strings.HasSuffix(msg, tail) {
 		t.Fatalf("message %q", msg)
 	}
-	if served := f.BytesServed(); served != 2*n {
+	if served := f.BytesServedOnceIdle(t); served != 2*n {
 		t.Fatalf("served %d bytes; want the file twice (%d)", served, 2*n)
 	}
 	p.checkNoImages(t)

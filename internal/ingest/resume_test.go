@@ -286,7 +286,7 @@ func TestStallIsDetectedAndResumed(t *testing.T) {
 	if gets := f.Requests() - 1; gets != 2 {
 		t.Fatalf("%d GETs; want 2: the stalled one and the resume", gets)
 	}
-	if served := f.BytesServed(); served != n {
+	if served := f.BytesServedOnceIdle(t); served != n {
 		t.Fatalf("served %d bytes; a stall loses nothing, want %d", served, n)
 	}
 }

@@ -130,7 +130,7 @@ func TestSegmentConnectionDropped(t *testing.T) {
 	}
 	// The bytes that arrived before the drop are kept: nothing is fetched
 	// twice, and the segment goes on from where it broke.
-	if served := f.BytesServed(); served != n || res.FetchedBytes != n {
+	if served := f.BytesServedOnceIdle(t); served != n || res.FetchedBytes != n {
 		t.Fatalf("origin served %d bytes, the download fetched %d; want %d", served, res.FetchedBytes, int64(n))
 	}
 }
@@ -272,7 +272,7 @@ func TestSegmentedWrongBytesFailAfterOneFreshAttempt(t *testing.T) {
 		t.Fatalf("error %v; want ErrChecksum", err)
 	}
 	// Both attempts went in segments; each fetched the file once.
-	if served := f.BytesServed(); served != 2*n {
+	if served := f.BytesServedOnceIdle(t); served != 2*n {
 		t.Fatalf("served %d bytes; want the file twice (%d)", served, 2*n)
 	}
 	ns.find(t, "segments")

@@ -45,6 +45,7 @@ type Origin struct {
 	stop chan struct{} // closed at cleanup: releases stalled and throttled handlers
 
 	mu        sync.Mutex
+	answered  *sync.Cond // on mu: a response ended
 	files     map[string]*File
 	redirects map[string]string
 	gen       int // source of fresh validators
@@ -53,6 +54,7 @@ type Origin struct {
 // New starts an origin on 127.0.0.1 that stops when t ends.
 func New(t testing.TB) *Origin {
 	o := &Origin{stop: make(chan struct{}), files: map[string]*File{}, redirects: map[string]string{}}
+	o.answered = sync.NewCond(&o.mu)
 	o.srv = httptest.NewServer(http.HandlerFunc(o.serve))
 	t.Cleanup(func() {
 		close(o.stop)
@@ -130,6 +132,7 @@ type File struct {
 	sums     map[string]string
 	faults   faults
 	requests int
+	active   int // responses being written
 	served   int64
 	// notModified counts 304 answers to conditional requests.
 	notModified int
@@ -208,6 +211,31 @@ func (f *File) Requests() (n int) {
 func (f *File) NotModified() (n int) {
 	f.locked(func() { n = f.notModified })
 	return n
+}
+
+// Idle waits until no response for the path is being written, for up to
+// timeout, and reports whether none is. A client that has read a whole
+// body can get there before the origin has counted the last bytes it wrote.
+func (f *File) Idle(timeout time.Duration) bool {
+	wake := time.AfterFunc(timeout, func() { f.locked(f.o.answered.Broadcast) })
+	defer wake.Stop()
+	deadline := time.Now().Add(timeout)
+	f.o.mu.Lock()
+	defer f.o.mu.Unlock()
+	for f.active > 0 && time.Now().Before(deadline) {
+		f.o.answered.Wait()
+	}
+	return f.active == 0
+}
+
+// BytesServedOnceIdle is BytesServed once no response for the path is
+// being written (Idle); t fails if one still is after 10 s.
+func (f *File) BytesServedOnceIdle(t testing.TB) int64 {
+	t.Helper()
+	if !f.Idle(10 * time.Second) {
+		t.Fatalf("%s: a response is still being written after 10 s", f.path)
+	}
+	return f.BytesServed()
 }
 
 // BytesServed counts body bytes written for the path.

@@ -163,7 +163,7 @@ func TestFaults(t *testing.T) {
 	if _, b, err = get(t, http.MethodGet, f.URL()); len(b) != 300_000 || err != nil {
 		t.Fatalf("after the drop: %d bytes, %v", len(b), err)
 	}
-	if f.BytesServed() != 400_000 || f.Requests() != 2 {
+	if f.BytesServedOnceIdle(t) != 400_000 || f.Requests() != 2 {
 		t.Fatalf("counters: %d bytes, %d requests", f.BytesServed(), f.Requests())
 	}
 

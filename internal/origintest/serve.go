@@ -25,6 +25,11 @@ func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.requests++
+	f.active++
+	defer f.locked(func() {
+		f.active--
+		o.answered.Broadcast()
+	})
 	fl := f.faults
 	if fl.statusTimes > 0 {
 		f.faults.statusTimes--

@@ -241,16 +241,11 @@ func (b *bench) run(ctx context.Context) error {
 	// health loop is measured while the API is busy.
 	b.logf("flapping %.1f %% of the nodes per minute for %v; %d clients list images for %v",
 		100*cfg.FlapRate, cfg.FlapFor, cfg.Clients, cfg.LoadFor)
-	if cfg.AgentsNice != 0 {
-		if err := reniceThreads(cfg.AgentsNice); err != nil {
-			return err
-		}
-		defer func() {
-			if err := reniceThreads(0); err != nil {
-				b.logf("the rest of this run keeps nice %d: %v", cfg.AgentsNice, err)
-			}
-		}()
+	restore, err := b.reniceAgents()
+	if err != nil {
+		return err
 	}
+	defer restore()
 	cpu0, _ := b.metric(ctx, "process_cpu_seconds_total")
 	t0 := time.Now()
 	sctx, stopSampling := context.WithCancel(ctx)
@@ -263,6 +258,7 @@ func (b *bench) run(ctx context.Context) error {
 	load.Wait()
 	stopSampling()
 	sampling.Wait()
+	restore()
 	cpu1, _ := b.metric(ctx, "process_cpu_seconds_total")
 	b.r.CPUFlap = (cpu1 - cpu0) / time.Since(t0).Seconds()
 	b.r.StaleMax, b.r.ListNodesMax = b.stale, b.listNodes
@@ -299,6 +295,22 @@ func (b *bench) run(ctx context.Context) error {
 	b.r.Images = b.r.FullListImages
 	b.logf("every page of ListImages (%d images, 1,000 a page): %v", b.r.FullListImages, b.r.FullList.Round(time.Millisecond))
 	return nil
+}
+
+// reniceAgents sets this process to Config.AgentsNice, if not 0, and
+// returns the function that sets it back to 0 (once).
+func (b *bench) reniceAgents() (restore func(), err error) {
+	if b.cfg.AgentsNice == 0 {
+		return func() {}, nil
+	}
+	if err := reniceThreads(b.cfg.AgentsNice); err != nil {
+		return nil, err
+	}
+	return sync.OnceFunc(func() {
+		if err := reniceThreads(0); err != nil {
+			b.logf("the rest of this run keeps nice %d: %v", b.cfg.AgentsNice, err)
+		}
+	}), nil
 }
 
 // countImages walks every page of the library, 1,000 images a page (the
