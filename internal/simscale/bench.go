@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -311,6 +312,30 @@ func (b *bench) reniceAgents() (restore func(), err error) {
 			b.logf("the rest of this run keeps nice %d: %v", b.cfg.AgentsNice, err)
 		}
 	}), nil
+}
+
+// reniceThreads sets the nice value of every thread of this process to
+// nice; threads started later take their starter's. Raising it needs no
+// privilege, lowering it back does (root).
+func reniceThreads(nice int) error {
+	// Twice: a thread started while the first pass ran may have been
+	// started by one not reniced yet.
+	for range 2 {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && err != syscall.ESRCH {
+				return fmt.Errorf("setting thread %d's nice value to %d: %w", tid, nice, err)
+			}
+		}
+	}
+	return nil
 }
 
 // countImages walks every page of the library, 1,000 images a page (the

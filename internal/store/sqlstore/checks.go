@@ -250,15 +250,8 @@ func mountsDigest(mounts []store.PoolMount) string {
 		}
 		b = binary.AppendUvarint(b, m.FreeBytes)
 		b = binary.AppendUvarint(b, m.TotalBytes)
-		b = append(b, boolByte(m.Mounted))
+		b = append(b, byte(boolToDB(m.Mounted)))
 		h.Write(b)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
-}
-
-func boolByte(v bool) byte {
-	if v {
-		return 1
-	}
-	return 0
 }
