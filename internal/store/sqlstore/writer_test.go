@@ -156,10 +156,12 @@ func sameNodeTwiceInAGroup(t *testing.T, s *Store) {
 	}
 	first := make(chan error, 1)
 	go func() {
+		st := store.NodeStatus{State: store.NodeUnreachable, StateReason: "first", StateSince: now, LastCheckedAt: now, Hostname: "first"}
 		first <- s.RecordNodeCheck(ctx, "n0", st, []store.PoolMount{{PoolID: "p-twice", Mounted: false, Reason: "gone", CheckedAt: now}})
 	}()
 	waitQueued(t, s, 1)
 	second := make(chan error, 1)
+	st.Hostname = "second"
 	go func() { second <- s.RecordNodeCheck(ctx, "n0", st, mounted) }()
 	waitQueued(t, s, 2)
 	for range cap(s.checkTurn) {
@@ -174,6 +176,10 @@ func sameNodeTwiceInAGroup(t *testing.T, s *Store) {
 	}
 	if len(ms) != 1 || !ms[0].Mounted || ms[0].Reason != "" {
 		t.Errorf("mounts of n0 after two checks in one group: %+v; want p-twice mounted, as the second found it", ms)
+	}
+	if n, err := s.GetNode(ctx, "n0"); err != nil || n.State != store.NodeReady || n.StateReason != "" || n.Hostname != "second" {
+		t.Errorf("n0 after two checks in one group: %s (%q), hostname %q, %v; want READY, as the second found it, on host \"second\"",
+			n.State, n.StateReason, n.Hostname, err)
 	}
 }
 
