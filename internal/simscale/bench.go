@@ -151,7 +151,7 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 	// from 127.0.0.2), and the control plane refuses one client address
 	// more than 64 connections at once (it resets the 65th): requests past
 	// 60 at once wait for one.
-	hc := &http.Client{Transport: &auth.Transport{Token: t.AdminToken, Base: &http.Transport{MaxIdleConnsPerHost: 2 * cfg.Clients, MaxConnsPerHost: 60}}}
+	hc := &http.Client{Transport: &auth.Transport{Token: t.AdminToken, Base: &http.Transport{MaxIdleConnsPerHost: 60, MaxConnsPerHost: 60}}}
 	b.nodes = quarryv1connect.NewNodeServiceClient(hc, t.URL)
 	b.pools = quarryv1connect.NewStoragePoolServiceClient(hc, t.URL)
 	b.images = quarryv1connect.NewImageServiceClient(hc, t.URL)
