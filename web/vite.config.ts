@@ -9,6 +9,7 @@ const api = process.env.QUARRY_API ?? "http://127.0.0.1:8080";
 const proxy = {
   "^/quarry\\.v1\\.": { target: api, changeOrigin: false },
   "/auth/": { target: api, changeOrigin: false },
+  "/uploads/": { target: api, changeOrigin: false },
 };
 
 export default defineConfig({

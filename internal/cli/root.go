@@ -154,7 +154,7 @@ func (g *globals) clients() (*clients, error) {
 		return nil, err
 	}
 	hc := &http.Client{Transport: checkedTransport{server: base, base: &auth.Transport{Token: cred.token, Base: tr}}}
-	opt := connect.WithInterceptors(cred)
+	opt := connect.WithInterceptors(cred, brokenConnections{})
 	return &clients{
 		base:   base,
 		token:  cred.token,

@@ -1,13 +1,18 @@
 package cli
 
 import (
+	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+
+	"connectrpc.com/connect"
 
 	"github.com/quarry-project/quarry/internal/errclass"
 	"github.com/quarry-project/quarry/internal/pki"
@@ -78,4 +83,57 @@ func connectContentType(ct string) bool {
 		return false
 	}
 	return mt == "application/json" || mt == "application/proto" || strings.HasPrefix(mt, "application/connect+")
+}
+
+// brokenConnections handles the calls that failed on their connection,
+// before the control plane answered. One with no side effects (the API's
+// Get and List calls) is sent again, once and at once: a kept-alive
+// connection that a network cut broke while it was idle (no reset reached
+// this host) takes the next request and only then fails, and the retry
+// dials a new one. A call that changes something is never sent twice, as
+// it may have been carried out; its error says so. Either way the error
+// is "unavailable", not the "canceled" Connect makes of a reset.
+type brokenConnections struct{}
+
+func (brokenConnections) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		resp, err := next(ctx, req)
+		if err == nil || ctx.Err() != nil || !brokeOff(err) {
+			return resp, err
+		}
+		if req.Spec().IdempotencyLevel == connect.IdempotencyNoSideEffects {
+			if resp, err = next(ctx, req); err == nil || ctx.Err() != nil || !brokeOff(err) {
+				return resp, err
+			}
+		}
+		cause := errors.Unwrap(err)
+		if op, ok := errors.AsType[*net.OpError](err); ok && op.Op != "dial" &&
+			req.Spec().IdempotencyLevel != connect.IdempotencyNoSideEffects {
+			cause = fmt.Errorf("the connection broke before the answer came, so the change may have been made: look before repeating it: %w", cause)
+		}
+		return nil, connect.NewError(connect.CodeUnavailable, cause)
+	}
+}
+
+func (brokenConnections) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (brokenConnections) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// brokeOff says a call failed on its connection, without an answer from
+// the control plane. Connect calls a connection reset "canceled" (meaning
+// the peer of a handler went away), so that is one too; the caller checks
+// that the call's own context is live.
+func brokeOff(err error) bool {
+	if connect.IsWireError(err) {
+		return false
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodeUnavailable, connect.CodeCanceled:
+		return true
+	}
+	return false
 }

@@ -10,6 +10,7 @@ import { TransportProvider } from "@connectrpc/connect-query";
 import { BrowserRouter } from "react-router-dom";
 import { transport } from "./lib/transport";
 import { SessionProvider } from "./lib/session";
+import { UploadsProvider } from "./api/uploads";
 import { App } from "./App";
 import { ErrorBoundary } from "./components/ErrorBoundary";
 
@@ -47,9 +48,11 @@ createRoot(document.getElementById("root")!).render(
       <TransportProvider transport={transport}>
         <QueryClientProvider client={queryClient}>
           <SessionProvider>
-            <ErrorBoundary>
-              <App />
-            </ErrorBoundary>
+            <UploadsProvider>
+              <ErrorBoundary>
+                <App />
+              </ErrorBoundary>
+            </UploadsProvider>
           </SessionProvider>
         </QueryClientProvider>
       </TransportProvider>

@@ -1161,14 +1161,14 @@ const file_quarry_v1_auth_proto_rawDesc = "" +
 	"\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eTOKEN_KIND_API\x10\x01\x12\x13\n" +
 	"\x0fTOKEN_KIND_JOIN\x10\x02\x12\x12\n" +
-	"\x0eTOKEN_KIND_SSO\x10\x032\xf5\x01\n" +
+	"\x0eTOKEN_KIND_SSO\x10\x032\xfa\x01\n" +
 	"\fTokenService\x12L\n" +
-	"\vCreateToken\x12\x1d.quarry.v1.CreateTokenRequest\x1a\x1e.quarry.v1.CreateTokenResponse\x12I\n" +
+	"\vCreateToken\x12\x1d.quarry.v1.CreateTokenRequest\x1a\x1e.quarry.v1.CreateTokenResponse\x12N\n" +
 	"\n" +
-	"ListTokens\x12\x1c.quarry.v1.ListTokensRequest\x1a\x1d.quarry.v1.ListTokensResponse\x12L\n" +
-	"\vRevokeToken\x12\x1d.quarry.v1.RevokeTokenRequest\x1a\x1e.quarry.v1.RevokeTokenResponse2V\n" +
-	"\fAuditService\x12F\n" +
-	"\tListAudit\x12\x1b.quarry.v1.ListAuditRequest\x1a\x1c.quarry.v1.ListAuditResponse2\x97\x01\n" +
+	"ListTokens\x12\x1c.quarry.v1.ListTokensRequest\x1a\x1d.quarry.v1.ListTokensResponse\"\x03\x90\x02\x01\x12L\n" +
+	"\vRevokeToken\x12\x1d.quarry.v1.RevokeTokenRequest\x1a\x1e.quarry.v1.RevokeTokenResponse2[\n" +
+	"\fAuditService\x12K\n" +
+	"\tListAudit\x12\x1b.quarry.v1.ListAuditRequest\x1a\x1c.quarry.v1.ListAuditResponse\"\x03\x90\x02\x012\x97\x01\n" +
 	"\x11EnrollmentService\x12=\n" +
 	"\x06Enroll\x12\x18.quarry.v1.EnrollRequest\x1a\x19.quarry.v1.EnrollResponse\x12C\n" +
 	"\bAnnounce\x12\x1a.quarry.v1.AnnounceRequest\x1a\x1b.quarry.v1.AnnounceResponseB\xa1\x01\n" +

@@ -2551,18 +2551,18 @@ const file_quarry_v1_image_proto_rawDesc = "" +
 	"\x11IMAGE_STATE_ERROR\x10\x05\x12\x17\n" +
 	"\x13IMAGE_STATE_MISSING\x10\x06\x12\x18\n" +
 	"\x14IMAGE_STATE_DELETING\x10\a\x12\x19\n" +
-	"\x15IMAGE_STATE_UPLOADING\x10\b2\xc2\a\n" +
-	"\fImageService\x12L\n" +
-	"\vListCatalog\x12\x1d.quarry.v1.ListCatalogRequest\x1a\x1e.quarry.v1.ListCatalogResponse\x12R\n" +
-	"\rDownloadImage\x12\x1f.quarry.v1.DownloadImageRequest\x1a .quarry.v1.DownloadImageResponse\x12I\n" +
+	"\x15IMAGE_STATE_UPLOADING\x10\b2\xdb\a\n" +
+	"\fImageService\x12Q\n" +
+	"\vListCatalog\x12\x1d.quarry.v1.ListCatalogRequest\x1a\x1e.quarry.v1.ListCatalogResponse\"\x03\x90\x02\x01\x12R\n" +
+	"\rDownloadImage\x12\x1f.quarry.v1.DownloadImageRequest\x1a .quarry.v1.DownloadImageResponse\x12N\n" +
 	"\n" +
-	"ListImages\x12\x1c.quarry.v1.ListImagesRequest\x1a\x1d.quarry.v1.ListImagesResponse\x12C\n" +
-	"\bGetImage\x12\x1a.quarry.v1.GetImageRequest\x1a\x1b.quarry.v1.GetImageResponse\x12L\n" +
+	"ListImages\x12\x1c.quarry.v1.ListImagesRequest\x1a\x1d.quarry.v1.ListImagesResponse\"\x03\x90\x02\x01\x12H\n" +
+	"\bGetImage\x12\x1a.quarry.v1.GetImageRequest\x1a\x1b.quarry.v1.GetImageResponse\"\x03\x90\x02\x01\x12L\n" +
 	"\vDeleteImage\x12\x1d.quarry.v1.DeleteImageRequest\x1a\x1e.quarry.v1.DeleteImageResponse\x12C\n" +
 	"\bScanISOs\x12\x1a.quarry.v1.ScanISOsRequest\x1a\x1b.quarry.v1.ScanISOsResponse\x12L\n" +
-	"\vVerifyImage\x12\x1d.quarry.v1.VerifyImageRequest\x1a\x1e.quarry.v1.VerifyImageResponse\x12R\n" +
-	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponse\x12[\n" +
-	"\x10GetCatalogStatus\x12\".quarry.v1.GetCatalogStatusRequest\x1a#.quarry.v1.GetCatalogStatusResponse\x12U\n" +
+	"\vVerifyImage\x12\x1d.quarry.v1.VerifyImageRequest\x1a\x1e.quarry.v1.VerifyImageResponse\x12W\n" +
+	"\rGetScanStatus\x12\x1f.quarry.v1.GetScanStatusRequest\x1a .quarry.v1.GetScanStatusResponse\"\x03\x90\x02\x01\x12`\n" +
+	"\x10GetCatalogStatus\x12\".quarry.v1.GetCatalogStatusRequest\x1a#.quarry.v1.GetCatalogStatusResponse\"\x03\x90\x02\x01\x12U\n" +
 	"\x0eRefreshCatalog\x12 .quarry.v1.RefreshCatalogRequest\x1a!.quarry.v1.RefreshCatalogResponse\x12F\n" +
 	"\tCopyImage\x12\x1b.quarry.v1.CopyImageRequest\x1a\x1c.quarry.v1.CopyImageResponse\x12O\n" +
 	"\fConvertImage\x12\x1e.quarry.v1.ConvertImageRequest\x1a\x1f.quarry.v1.ConvertImageResponseB\xa2\x01\n" +

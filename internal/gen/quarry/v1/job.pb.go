@@ -878,11 +878,11 @@ const file_quarry_v1_job_proto_rawDesc = "" +
 	"\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n" +
 	"\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n" +
 	"\x10JOB_STATE_FAILED\x10\x04\x12\x17\n" +
-	"\x13JOB_STATE_CANCELLED\x10\x052\x9f\x02\n" +
+	"\x13JOB_STATE_CANCELLED\x10\x052\xa9\x02\n" +
 	"\n" +
-	"JobService\x12C\n" +
-	"\bListJobs\x12\x1a.quarry.v1.ListJobsRequest\x1a\x1b.quarry.v1.ListJobsResponse\x12=\n" +
-	"\x06GetJob\x12\x18.quarry.v1.GetJobRequest\x1a\x19.quarry.v1.GetJobResponse\x12F\n" +
+	"JobService\x12H\n" +
+	"\bListJobs\x12\x1a.quarry.v1.ListJobsRequest\x1a\x1b.quarry.v1.ListJobsResponse\"\x03\x90\x02\x01\x12B\n" +
+	"\x06GetJob\x12\x18.quarry.v1.GetJobRequest\x1a\x19.quarry.v1.GetJobResponse\"\x03\x90\x02\x01\x12F\n" +
 	"\tCancelJob\x12\x1b.quarry.v1.CancelJobRequest\x1a\x1c.quarry.v1.CancelJobResponse\x12E\n" +
 	"\bWatchJob\x12\x1a.quarry.v1.WatchJobRequest\x1a\x1b.quarry.v1.WatchJobResponse0\x01B\xa0\x01\n" +
 	"\rcom.quarry.v1B\bJobProtoP\x01Z@github.com/quarry-project/quarry/internal/gen/quarry/v1;quarryv1\xa2\x02\x03QXX\xaa\x02\tQuarry.V1\xca\x02\tQuarry\\V1\xe2\x02\x15Quarry\\V1\\GPBMetadata\xea\x02\n" +

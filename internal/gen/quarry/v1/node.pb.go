@@ -1019,11 +1019,11 @@ const file_quarry_v1_node_proto_rawDesc = "" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10NODE_STATE_READY\x10\x01\x12\x1a\n" +
 	"\x16NODE_STATE_UNREACHABLE\x10\x02\x12\x16\n" +
-	"\x12NODE_STATE_UNKNOWN\x10\x032\xea\x03\n" +
+	"\x12NODE_STATE_UNKNOWN\x10\x032\xf4\x03\n" +
 	"\vNodeService\x12O\n" +
-	"\fRegisterNode\x12\x1e.quarry.v1.RegisterNodeRequest\x1a\x1f.quarry.v1.RegisterNodeResponse\x12F\n" +
-	"\tListNodes\x12\x1b.quarry.v1.ListNodesRequest\x1a\x1c.quarry.v1.ListNodesResponse\x12@\n" +
-	"\aGetNode\x12\x19.quarry.v1.GetNodeRequest\x1a\x1a.quarry.v1.GetNodeResponse\x12I\n" +
+	"\fRegisterNode\x12\x1e.quarry.v1.RegisterNodeRequest\x1a\x1f.quarry.v1.RegisterNodeResponse\x12K\n" +
+	"\tListNodes\x12\x1b.quarry.v1.ListNodesRequest\x1a\x1c.quarry.v1.ListNodesResponse\"\x03\x90\x02\x01\x12E\n" +
+	"\aGetNode\x12\x19.quarry.v1.GetNodeRequest\x1a\x1a.quarry.v1.GetNodeResponse\"\x03\x90\x02\x01\x12I\n" +
 	"\n" +
 	"UpdateNode\x12\x1c.quarry.v1.UpdateNodeRequest\x1a\x1d.quarry.v1.UpdateNodeResponse\x12I\n" +
 	"\n" +

@@ -812,12 +812,12 @@ const file_quarry_v1_pool_proto_rawDesc = "" +
 	"\x04pool\x18\x01 \x01(\v2\x16.quarry.v1.StoragePoolR\x04pool\"#\n" +
 	"\x11DeletePoolRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12DeletePoolResponse2\xff\x02\n" +
+	"\x12DeletePoolResponse2\x89\x03\n" +
 	"\x12StoragePoolService\x12I\n" +
 	"\n" +
-	"CreatePool\x12\x1c.quarry.v1.CreatePoolRequest\x1a\x1d.quarry.v1.CreatePoolResponse\x12F\n" +
-	"\tListPools\x12\x1b.quarry.v1.ListPoolsRequest\x1a\x1c.quarry.v1.ListPoolsResponse\x12@\n" +
-	"\aGetPool\x12\x19.quarry.v1.GetPoolRequest\x1a\x1a.quarry.v1.GetPoolResponse\x12I\n" +
+	"CreatePool\x12\x1c.quarry.v1.CreatePoolRequest\x1a\x1d.quarry.v1.CreatePoolResponse\x12K\n" +
+	"\tListPools\x12\x1b.quarry.v1.ListPoolsRequest\x1a\x1c.quarry.v1.ListPoolsResponse\"\x03\x90\x02\x01\x12E\n" +
+	"\aGetPool\x12\x19.quarry.v1.GetPoolRequest\x1a\x1a.quarry.v1.GetPoolResponse\"\x03\x90\x02\x01\x12I\n" +
 	"\n" +
 	"UpdatePool\x12\x1c.quarry.v1.UpdatePoolRequest\x1a\x1d.quarry.v1.UpdatePoolResponse\x12I\n" +
 	"\n" +

@@ -13,6 +13,7 @@ import { RelativeTime } from "../../components/RelativeTime";
 import { EmptyState } from "../../components/EmptyState";
 import { ErrorAlert } from "../../components/ErrorAlert";
 import { PageHeader } from "../../components/PageHeader";
+import { FileDrop } from "../../components/FileDrop";
 import { ConfirmDialog } from "../../components/ConfirmDialog";
 import { Pager } from "../../components/Pager";
 import { longestWord, usePageTokens } from "../../lib/pages";
@@ -54,6 +55,7 @@ export default function ImagesPage() {
   const filtered = !!(pool || kind || state || query.trim());
   const [downloadOpen, setDownloadOpen] = useState(false);
   const [uploadOpen, setUploadOpen] = useState(false);
+  const [dropped, setDropped] = useState<File | null>(null);
   const [skipped, setSkipped] = useState<PoolScanResult[]>([]);
   const [toDelete, setToDelete] = useState<Image | null>(null);
   const del = useDeleteImage();
@@ -156,6 +158,15 @@ export default function ImagesPage() {
       ),
     });
 
+  function dropFiles(files: File[]) {
+    if (files.length > 1) {
+      notifications.show({ color: "red", title: "One file at a time", message: `${files.length} files were dropped; each upload is one image. Drop them one by one.` });
+      return;
+    }
+    setDropped(files[0]);
+    setUploadOpen(true);
+  }
+
   const running = scanStatus.data?.running ?? [];
   return (
     <>
@@ -222,7 +233,8 @@ export default function ImagesPage() {
         {images.isSuccess && all.length === 0 && !filtered && pages.page === 1 ? (
           <EmptyState title="No images yet">
             Copy an ISO into a pool's <code>iso/</code> directory (it shows up here by itself), press <b>Scan ISOs</b>,
-            or download a cloud image from the <Anchor component={Link} to="/catalog">catalog</Anchor>.
+            download a cloud image from the <Anchor component={Link} to="/catalog">catalog</Anchor>, or drop a file on
+            this page to upload it.
           </EmptyState>
         ) : images.isSuccess && rows.length === 0 ? (
           <EmptyState title="No image matches">Clear the search or the filters.</EmptyState>
@@ -234,7 +246,12 @@ export default function ImagesPage() {
         </Pager>
       </Stack>
       <DownloadDialog opened={downloadOpen} onClose={() => setDownloadOpen(false)} />
-      <UploadDialog opened={uploadOpen} onClose={() => setUploadOpen(false)} />
+      <UploadDialog opened={uploadOpen} onClose={() => setUploadOpen(false)} dropped={dropped} />
+      {canOperate ? (
+        <FileDrop title="Drop to upload" hint="One file: an ISO or a disk image. You choose its pool next." onDrop={dropFiles} />
+      ) : (
+        <FileDrop title="Uploads need the operator role" hint="Sign in with an operator's or an admin's token to upload." onDrop={() => {}} />
+      )}
       <ImageDrawer id={id} onClose={() => navigate("/images")} onDelete={setToDelete} />
       <ConfirmDialog
         opened={!!toDelete}

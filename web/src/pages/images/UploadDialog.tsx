@@ -1,22 +1,42 @@
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { Alert, Button, FileInput, Group, Modal, Select, Stack, Text, TextInput } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
 import { usePools, mountedOn } from "../../api/pools";
 import { useUpload } from "../../api/uploads";
 import { ProgressBar } from "../../components/ProgressBar";
-import { formatRate } from "../../lib/format";
+import { formatBytes, formatRate } from "../../lib/format";
 import { validateDownload } from "./DownloadDialog";
 
-/** Upload a file from this computer into a pool (tus, resumable). */
-export function UploadDialog({ opened, onClose }: { opened: boolean; onClose: () => void }) {
+/**
+ * Upload a file from this computer into a pool (tus, resumable). dropped
+ * is a file dropped on the page: it becomes the file to upload unless one
+ * is being sent.
+ */
+export function UploadDialog({ opened, onClose, dropped }: { opened: boolean; onClose: () => void; dropped?: File | null }) {
   const pools = usePools();
-  const { state, start, abort, reset } = useUpload();
+  const { state, start, abort, finished } = useUpload();
   const [file, setFile] = useState<File | null>(null);
   const [poolId, setPoolId] = useState("");
   const [name, setName] = useState("");
   const [checksum, setChecksum] = useState("");
   const [kind, setKind] = useState<"" | "iso" | "disk">("");
   const [errors, setErrors] = useState<Record<string, string>>({});
+  const sending = state.phase === "sending";
+
+  // A new file takes the name field too, unless a name of one's own was typed.
+  function choose(f: File | null) {
+    setFile(f);
+    if (f && (!name || name === file?.name)) setName(f.name);
+  }
+  useEffect(() => {
+    if (!dropped) return;
+    if (sending) {
+      notifications.show({ color: "yellow", title: "An upload is in progress", message: `Drop ${dropped.name} again once it has finished.` });
+      return;
+    }
+    choose(dropped);
+    // Only a new drop counts, not a change of what choose reads.
+  }, [dropped]);
 
   const poolOptions = (pools.data?.pools ?? []).map((p) => {
     const on = mountedOn(p);
@@ -28,16 +48,17 @@ export function UploadDialog({ opened, onClose }: { opened: boolean; onClose: ()
       if (first) setPoolId(first.value);
     }
   }, [opened, poolId, poolOptions]);
+  // The upload finished (the provider's toast says so): the form empties
+  // and the dialog closes.
+  const seenFinished = useRef(finished);
   useEffect(() => {
-    if (state.phase === "done") {
-      notifications.show({ color: "green", title: "Upload finished", message: `${name || file?.name} uploaded; the node verifies it now.` });
-      reset();
-      setFile(null);
-      setName("");
-      setChecksum("");
-      onClose();
-    }
-  }, [state.phase, name, file, reset, onClose]);
+    if (finished === seenFinished.current) return;
+    seenFinished.current = finished;
+    setFile(null);
+    setName("");
+    setChecksum("");
+    onClose();
+  }, [finished, onClose]);
 
   function submit(e: React.FormEvent) {
     e.preventDefault();
@@ -50,7 +71,6 @@ export function UploadDialog({ opened, onClose }: { opened: boolean; onClose: ()
     start({ file, pool: poolId, name: name.trim(), checksum: checksum.trim(), kind });
   }
 
-  const sending = state.phase === "sending";
   return (
     <Modal opened={opened} onClose={onClose} title="Upload an image" size="lg">
       <form onSubmit={submit} noValidate>
@@ -59,10 +79,7 @@ export function UploadDialog({ opened, onClose }: { opened: boolean; onClose: ()
             label="File"
             placeholder="An ISO, a qcow2, a raw disk…"
             value={file}
-            onChange={(f) => {
-              setFile(f);
-              if (f && !name) setName(f.name);
-            }}
+            onChange={choose}
             error={errors.file}
             disabled={sending}
             clearable
@@ -93,8 +110,9 @@ export function UploadDialog({ opened, onClose }: { opened: boolean; onClose: ()
             <div>
               <ProgressBar done={BigInt(state.sent)} total={BigInt(state.total)} label={`Upload of ${name || file?.name}`} />
               <Text size="xs" c="dimmed">
-                {formatRate((state.sent / Math.max(1, Date.now() - state.started)) * 1000)}. Closing this dialog keeps the upload going; a
-                broken connection resumes.
+                {state.from > 0 && `Resumed: ${formatBytes(state.from)} were already on the node. `}
+                {formatRate(((state.sent - state.from) / Math.max(1, Date.now() - state.started)) * 1000)}. Closing this dialog keeps the
+                upload going; a broken connection resumes, and so does the same file chosen again after a reload.
               </Text>
             </div>
           )}

@@ -146,6 +146,7 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+ImageServiceListCatalogProcedure,
 			connect.WithSchema(imageServiceMethods.ByName("ListCatalog")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		downloadImage: connect.NewClient[v1.DownloadImageRequest, v1.DownloadImageResponse](
@@ -158,12 +159,14 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+ImageServiceListImagesProcedure,
 			connect.WithSchema(imageServiceMethods.ByName("ListImages")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		getImage: connect.NewClient[v1.GetImageRequest, v1.GetImageResponse](
 			httpClient,
 			baseURL+ImageServiceGetImageProcedure,
 			connect.WithSchema(imageServiceMethods.ByName("GetImage")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		deleteImage: connect.NewClient[v1.DeleteImageRequest, v1.DeleteImageResponse](
@@ -188,12 +191,14 @@ func NewImageServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+ImageServiceGetScanStatusProcedure,
 			connect.WithSchema(imageServiceMethods.ByName("GetScanStatus")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		getCatalogStatus: connect.NewClient[v1.GetCatalogStatusRequest, v1.GetCatalogStatusResponse](
 			httpClient,
 			baseURL+ImageServiceGetCatalogStatusProcedure,
 			connect.WithSchema(imageServiceMethods.ByName("GetCatalogStatus")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		refreshCatalog: connect.NewClient[v1.RefreshCatalogRequest, v1.RefreshCatalogResponse](
@@ -368,6 +373,7 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 		ImageServiceListCatalogProcedure,
 		svc.ListCatalog,
 		connect.WithSchema(imageServiceMethods.ByName("ListCatalog")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	imageServiceDownloadImageHandler := connect.NewUnaryHandler(
@@ -380,12 +386,14 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 		ImageServiceListImagesProcedure,
 		svc.ListImages,
 		connect.WithSchema(imageServiceMethods.ByName("ListImages")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	imageServiceGetImageHandler := connect.NewUnaryHandler(
 		ImageServiceGetImageProcedure,
 		svc.GetImage,
 		connect.WithSchema(imageServiceMethods.ByName("GetImage")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	imageServiceDeleteImageHandler := connect.NewUnaryHandler(
@@ -410,12 +418,14 @@ func NewImageServiceHandler(svc ImageServiceHandler, opts ...connect.HandlerOpti
 		ImageServiceGetScanStatusProcedure,
 		svc.GetScanStatus,
 		connect.WithSchema(imageServiceMethods.ByName("GetScanStatus")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	imageServiceGetCatalogStatusHandler := connect.NewUnaryHandler(
 		ImageServiceGetCatalogStatusProcedure,
 		svc.GetCatalogStatus,
 		connect.WithSchema(imageServiceMethods.ByName("GetCatalogStatus")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	imageServiceRefreshCatalogHandler := connect.NewUnaryHandler(

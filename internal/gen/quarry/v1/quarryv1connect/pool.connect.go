@@ -80,12 +80,14 @@ func NewStoragePoolServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			httpClient,
 			baseURL+StoragePoolServiceListPoolsProcedure,
 			connect.WithSchema(storagePoolServiceMethods.ByName("ListPools")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		getPool: connect.NewClient[v1.GetPoolRequest, v1.GetPoolResponse](
 			httpClient,
 			baseURL+StoragePoolServiceGetPoolProcedure,
 			connect.WithSchema(storagePoolServiceMethods.ByName("GetPool")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		updatePool: connect.NewClient[v1.UpdatePoolRequest, v1.UpdatePoolResponse](
@@ -163,12 +165,14 @@ func NewStoragePoolServiceHandler(svc StoragePoolServiceHandler, opts ...connect
 		StoragePoolServiceListPoolsProcedure,
 		svc.ListPools,
 		connect.WithSchema(storagePoolServiceMethods.ByName("ListPools")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	storagePoolServiceGetPoolHandler := connect.NewUnaryHandler(
 		StoragePoolServiceGetPoolProcedure,
 		svc.GetPool,
 		connect.WithSchema(storagePoolServiceMethods.ByName("GetPool")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	storagePoolServiceUpdatePoolHandler := connect.NewUnaryHandler(

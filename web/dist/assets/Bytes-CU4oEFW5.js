@@ -1,1 +1,0 @@
-import{j as r}from"./index-CXw5sm6o.js";import{g as i}from"./DataTable-SHwMRApk.js";function s({value:t}){return t===void 0||(typeof t=="bigint"?t===0n:t===0)?r.jsx("span",{children:"—"}):r.jsx("span",{title:`${t.toLocaleString()} bytes`,children:i(t)})}export{s as B};

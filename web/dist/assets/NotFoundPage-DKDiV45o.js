@@ -1,1 +1,0 @@
-import{j as t,h as o,L as e}from"./index-CXw5sm6o.js";import{E as r}from"./EmptyState-t9K40yXM.js";function a(){return t.jsx(r,{title:"No such page",children:t.jsx(o,{component:e,to:"/",children:"Go to the overview"})})}export{a as default};
