@@ -38,8 +38,14 @@ test("a file dropped on the Images page opens the upload with it", async ({ page
     },
     { names: [name], b64: isoBytes("DROPPED").toString("base64") },
   );
-  await page.dispatchEvent("main", "dragenter", { dataTransfer: files });
-  await expect(page.getByRole("status", { name: "Drop to upload" })).toBeVisible();
+  // The page takes drops once it is there for an operator (it loads after
+  // the sign-in); a drag that came before is dragged again.
+  await expect(page.getByRole("button", { name: "Upload…" })).toBeVisible();
+  const overlay = page.getByRole("status", { name: "Drop to upload" });
+  await expect(async () => {
+    await page.dispatchEvent("main", "dragenter", { dataTransfer: files });
+    await expect(overlay).toBeVisible({ timeout: 1000 });
+  }).toPass();
   await page.dispatchEvent("main", "drop", { dataTransfer: files });
   await expect(page.getByRole("status", { name: "Drop to upload" })).toBeHidden();
   const dialog = page.getByRole("dialog", { name: "Upload an image" });

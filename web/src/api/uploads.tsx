@@ -12,7 +12,7 @@ export type UploadState =
   | { phase: "idle" }
   // from: what the node already held when this page resumed the upload
   // (0 for a new one); the rate counts what was sent since.
-  | { phase: "sending"; sent: number; total: number; started: number; from: number }
+  | { phase: "sending"; name: string; sent: number; total: number; started: number; from: number }
   | { phase: "failed"; message: string };
 
 /** The server's words for a refused tus request, else the client's. */
@@ -27,7 +27,6 @@ type Uploads = {
   state: UploadState;
   start: (r: UploadRequest) => void;
   abort: () => void;
-  reset: () => void;
   /** Counts the uploads that finished, for a dialog to close on the next. */
   finished: number;
 };
@@ -63,7 +62,7 @@ export function UploadsProvider({ children }: { children: ReactNode }) {
       const started = Date.now();
       let from = 0;
       let known = false; // whether from is known: the first answer tells
-      setState({ phase: "sending", sent: 0, total: r.file.size, started, from });
+      setState({ phase: "sending", name, sent: 0, total: r.file.size, started, from });
       const up = new Upload(r.file, {
         endpoint: "/uploads/",
         metadata,
@@ -86,9 +85,9 @@ export function UploadsProvider({ children }: { children: ReactNode }) {
           known = true;
           if (req.getMethod() !== "HEAD" || res.getStatus() !== 200) return;
           from = Number(res.getHeader("Upload-Offset")) || 0;
-          setState({ phase: "sending", sent: from, total: r.file.size, started, from });
+          setState({ phase: "sending", name, sent: from, total: r.file.size, started, from });
         },
-        onProgress: (sent, total) => setState({ phase: "sending", sent, total, started, from }),
+        onProgress: (sent, total) => setState({ phase: "sending", name, sent, total, started, from }),
         onSuccess: () => {
           current.current = null;
           setState({ phase: "idle" });
@@ -120,7 +119,6 @@ export function UploadsProvider({ children }: { children: ReactNode }) {
     setState({ phase: "idle" });
   }, []);
 
-  const reset = useCallback(() => setState({ phase: "idle" }), []);
-  const value = useMemo(() => ({ state, start, abort, reset, finished }), [state, start, abort, reset, finished]);
+  const value = useMemo(() => ({ state, start, abort, finished }), [state, start, abort, finished]);
   return <UploadsContext.Provider value={value}>{children}</UploadsContext.Provider>;
 }

@@ -108,7 +108,7 @@ export function UploadDialog({ opened, onClose, dropped }: { opened: boolean; on
           />
           {sending && (
             <div>
-              <ProgressBar done={BigInt(state.sent)} total={BigInt(state.total)} label={`Upload of ${name || file?.name}`} />
+              <ProgressBar done={BigInt(state.sent)} total={BigInt(state.total)} label={`Upload of ${state.name}`} />
               <Text size="xs" c="dimmed">
                 {state.from > 0 && `Resumed: ${formatBytes(state.from)} were already on the node. `}
                 {formatRate(((state.sent - state.from) / Math.max(1, Date.now() - state.started)) * 1000)}. Closing this dialog keeps the

@@ -1,1 +1,0 @@
-import{j as t,h as o,L as e}from"./index-Bel2iYQh.js";import{E as r}from"./EmptyState-D_fZY3Xk.js";function a(){return t.jsx(r,{title:"No such page",children:t.jsx(o,{component:e,to:"/",children:"Go to the overview"})})}export{a as default};
