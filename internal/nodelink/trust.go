@@ -165,7 +165,7 @@ func (l *Link) renew(ctx context.Context, n store.Node, c *conn) error {
 	}
 	// The next check opens a connection, whose handshake proves the agent
 	// serves the new certificate.
-	c.closeIdle()
+	c.close()
 	l.log.Info("node certificate renewed", "node", n.Name, "serial", pki.Serial(cert),
 		"expires", cert.NotAfter.UTC().Format(time.RFC3339), "previous_expiry", n.Certificate.NotAfter.UTC().Format(time.RFC3339))
 	return nil

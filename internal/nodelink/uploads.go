@@ -133,6 +133,7 @@ func (c *conn) probe(ctx context.Context, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
+	c.request(req)
 	resp, err := c.tr.RoundTrip(req)
 	if err != nil {
 		return err

@@ -3,7 +3,7 @@ import { Anchor, Button, Group, Modal, Select, Stack, Text, TextInput } from "@m
 import { notifications } from "@mantine/notifications";
 import { Link } from "react-router-dom";
 import { useCopyImage } from "../../api/images";
-import { usePools, mountedOn } from "../../api/pools";
+import { usePools, poolOptions } from "../../api/pools";
 import type { Image } from "../../gen/quarry/v1/image_pb";
 import { ErrorAlert } from "../../components/ErrorAlert";
 
@@ -24,14 +24,7 @@ export function CopyDialog({ image, onClose }: { image: Image | null; onClose: (
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [image?.id]);
 
-  const poolOptions = (pools.data?.pools ?? []).map((p) => {
-    const on = mountedOn(p);
-    return {
-      value: p.id,
-      label: `${p.name} — ${on.length ? `mounted on ${on.join(", ")}` : "no node mounts it"}`,
-      disabled: on.length === 0,
-    };
-  });
+  const options = poolOptions(pools.data?.pools);
 
   function submit(e: React.FormEvent) {
     e.preventDefault();
@@ -77,7 +70,7 @@ export function CopyDialog({ image, onClose }: { image: Image | null; onClose: (
           <Select
             label="Target pool"
             placeholder="Choose a pool"
-            data={poolOptions}
+            data={options}
             value={poolId || null}
             onChange={(v) => setPoolId(v ?? "")}
             error={!poolId ? error : undefined}

@@ -3,7 +3,7 @@ import { Anchor, Button, Group, Modal, SegmentedControl, Select, Stack, Text, Te
 import { notifications } from "@mantine/notifications";
 import { Link } from "react-router-dom";
 import { useCatalog, useDownloadImage } from "../../api/images";
-import { usePools, mountedOn } from "../../api/pools";
+import { usePoolChoice } from "../../api/pools";
 import { ErrorAlert } from "../../components/ErrorAlert";
 
 export type DownloadPreset = { catalogId?: string; url?: string };
@@ -52,12 +52,11 @@ export function validateDownload(f: {
 
 export function DownloadDialog({ opened, onClose, preset }: { opened: boolean; onClose: () => void; preset?: DownloadPreset }) {
   const catalog = useCatalog();
-  const pools = usePools();
   const download = useDownloadImage();
   const [source, setSource] = useState<"catalog" | "url">("catalog");
   const [catalogId, setCatalogId] = useState("");
   const [url, setUrl] = useState("");
-  const [poolId, setPoolId] = useState("");
+  const { options: poolOptions, poolId, setPoolId, none: noPool } = usePoolChoice(opened);
   const [checksum, setChecksum] = useState("");
   const [checksumUrl, setChecksumUrl] = useState("");
   const [name, setName] = useState("");
@@ -76,20 +75,6 @@ export function DownloadDialog({ opened, onClose, preset }: { opened: boolean; o
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [opened, preset?.catalogId, preset?.url]);
 
-  const poolOptions = (pools.data?.pools ?? []).map((p) => {
-    const on = mountedOn(p);
-    return {
-      value: p.id,
-      label: `${p.name} — ${on.length ? `mounted on ${on.join(", ")}` : "no node mounts it"}`,
-      disabled: on.length === 0,
-    };
-  });
-  useEffect(() => {
-    if (opened && !poolId) {
-      const first = poolOptions.find((o) => !o.disabled);
-      if (first) setPoolId(first.value);
-    }
-  }, [opened, poolId, poolOptions]);
 
   function submit(e: React.FormEvent) {
     e.preventDefault();
@@ -206,7 +191,7 @@ export function DownloadDialog({ opened, onClose, preset }: { opened: boolean; o
               Start download
             </Button>
           </Group>
-          {pools.data && poolOptions.every((o) => o.disabled) && (
+          {noPool && (
             <Text size="sm" c="red">
               No pool is mounted on any node: check the Pools page.
             </Text>

@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from "react";
 import { Alert, Button, FileInput, Group, Modal, Select, Stack, Text, TextInput } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
-import { usePools, mountedOn } from "../../api/pools";
+import { usePoolChoice } from "../../api/pools";
 import { useUpload } from "../../api/uploads";
 import { ProgressBar } from "../../components/ProgressBar";
 import { formatBytes, formatRate } from "../../lib/format";
@@ -13,10 +13,9 @@ import { validateDownload } from "./DownloadDialog";
  * is being sent.
  */
 export function UploadDialog({ opened, onClose, dropped }: { opened: boolean; onClose: () => void; dropped?: File | null }) {
-  const pools = usePools();
   const { state, start, abort, finished } = useUpload();
   const [file, setFile] = useState<File | null>(null);
-  const [poolId, setPoolId] = useState("");
+  const { options: poolOptions, poolId, setPoolId, none: noPool } = usePoolChoice(opened);
   const [name, setName] = useState("");
   const [checksum, setChecksum] = useState("");
   const [kind, setKind] = useState<"" | "iso" | "disk">("");
@@ -38,16 +37,6 @@ export function UploadDialog({ opened, onClose, dropped }: { opened: boolean; on
     // Only a new drop counts, not a change of what choose reads.
   }, [dropped]);
 
-  const poolOptions = (pools.data?.pools ?? []).map((p) => {
-    const on = mountedOn(p);
-    return { value: p.id, label: `${p.name} — ${on.length ? `mounted on ${on.join(", ")}` : "no node mounts it"}`, disabled: on.length === 0 };
-  });
-  useEffect(() => {
-    if (opened && !poolId) {
-      const first = poolOptions.find((o) => !o.disabled);
-      if (first) setPoolId(first.value);
-    }
-  }, [opened, poolId, poolOptions]);
   // The upload finished (the provider's toast says so): the form empties
   // and the dialog closes.
   const seenFinished = useRef(finished);
@@ -135,6 +124,11 @@ export function UploadDialog({ opened, onClose, dropped }: { opened: boolean; on
               Upload
             </Button>
           </Group>
+          {noPool && (
+            <Text size="sm" c="red">
+              No pool is mounted on any node: check the Pools page.
+            </Text>
+          )}
         </Stack>
       </form>
     </Modal>
