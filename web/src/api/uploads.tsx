@@ -1,6 +1,7 @@
 import { createContext, useCallback, useContext, useMemo, useRef, useState, type ReactNode } from "react";
 import { notifications } from "@mantine/notifications";
-import { Upload, type DetailedError } from "tus-js-client";
+// tus-js-client is loaded at the first upload: the provider sits above every page.
+import type { DetailedError, Upload } from "tus-js-client";
 import { csrfHeaders } from "../lib/transport";
 import { useInvalidate } from "./invalidate";
 import { ImageService } from "../gen/quarry/v1/image_pb";
@@ -54,7 +55,7 @@ export function UploadsProvider({ children }: { children: ReactNode }) {
   const inv = useInvalidate();
 
   const start = useCallback(
-    (r: UploadRequest) => {
+    async (r: UploadRequest) => {
       const name = r.name || r.file.name;
       const metadata: Record<string, string> = { filename: name, pool: r.pool };
       if (r.kind) metadata.kind = r.kind;
@@ -63,7 +64,14 @@ export function UploadsProvider({ children }: { children: ReactNode }) {
       let from = 0;
       let known = false; // whether from is known: the first answer tells
       setState({ phase: "sending", name, sent: 0, total: r.file.size, started, from });
-      const up = new Upload(r.file, {
+      let tus: typeof import("tus-js-client");
+      try {
+        tus = await import("tus-js-client");
+      } catch (e) {
+        setState({ phase: "failed", message: `The upload code did not load (${String(e)}): reload the page and try again.` });
+        return;
+      }
+      const up = new tus.Upload(r.file, {
         endpoint: "/uploads/",
         metadata,
         headers: csrfHeaders(),
@@ -105,10 +113,9 @@ export function UploadsProvider({ children }: { children: ReactNode }) {
         },
       });
       current.current = up;
-      up.findPreviousUploads().then((prev) => {
-        if (prev.length) up.resumeFromPreviousUpload(prev[0]);
-        up.start();
-      });
+      const prev = await up.findPreviousUploads();
+      if (prev.length) up.resumeFromPreviousUpload(prev[0]);
+      up.start();
     },
     [inv],
   );

@@ -1,1 +1,0 @@
-import{aA as o,j as t}from"./index-BUvaV-DT.js";import{E as s}from"./EmptyState-BjLTJ15J.js";function a({what:e}){const n=o();return t.jsxs(s,{title:`${e} are for admins`,children:["You are signed in as ",n,". Sign in with an admin token to see ",e.toLowerCase(),"."]})}export{a as A};

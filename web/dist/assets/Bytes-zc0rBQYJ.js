@@ -1,1 +1,0 @@
-import{j as r}from"./index-BUvaV-DT.js";import{f as i}from"./DataTable-BSuUZo5c.js";function s({value:t}){return t===void 0||(typeof t=="bigint"?t===0n:t===0)?r.jsx("span",{children:"—"}):r.jsx("span",{title:`${t.toLocaleString()} bytes`,children:i(t)})}export{s as B};

@@ -1,1 +1,0 @@
-import{j as t,h as o,L as e}from"./index-BUvaV-DT.js";import{E as r}from"./EmptyState-BjLTJ15J.js";function a(){return t.jsx(r,{title:"No such page",children:t.jsx(o,{component:e,to:"/",children:"Go to the overview"})})}export{a as default};
