@@ -5,7 +5,7 @@ import type { Page } from "@playwright/test";
 import { test, expect, signIn, adminToken, navigate } from "./helpers/fixtures";
 import { isoBytes } from "./helpers/iso";
 import { cable, type Cable } from "./helpers/cable";
-import { eventually, type Api } from "./helpers/api";
+import { createApiToken, eventually, type Api } from "./helpers/api";
 import { ImageState } from "../src/gen/quarry/v1/image_pb";
 
 const MiB = 1024 * 1024;
@@ -29,25 +29,7 @@ test("upload an ISO from this computer: it becomes an image of the pool", async 
 test("a file dropped on the Images page opens the upload with it", async ({ page, api }) => {
   const name = `dropped-${Date.now()}.iso`;
   await signIn(page, undefined, "/images");
-  const files = await page.evaluateHandle(
-    ({ names, b64 }) => {
-      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-      const dt = new DataTransfer();
-      for (const n of names) dt.items.add(new File([bytes], n, { type: "application/octet-stream" }));
-      return dt;
-    },
-    { names: [name], b64: isoBytes("DROPPED").toString("base64") },
-  );
-  // The page takes drops once it is there for an operator (it loads after
-  // the sign-in); a drag that came before is dragged again.
-  await expect(page.getByRole("button", { name: "Upload…" })).toBeVisible();
-  const overlay = page.getByRole("status", { name: "Drop to upload" });
-  await expect(async () => {
-    await page.dispatchEvent("main", "dragenter", { dataTransfer: files });
-    await expect(overlay).toBeVisible({ timeout: 1000 });
-  }).toPass();
-  await page.dispatchEvent("main", "drop", { dataTransfer: files });
-  await expect(page.getByRole("status", { name: "Drop to upload" })).toBeHidden();
+  await dropFiles(page, [name], "Drop to upload");
   const dialog = page.getByRole("dialog", { name: "Upload an image" });
   await expect(dialog.getByRole("textbox", { name: "Name" })).toHaveValue(name);
   await choosePool(page);
@@ -57,15 +39,18 @@ test("a file dropped on the Images page opens the upload with it", async ({ page
   expect(img.volumeLabel).toBe("DROPPED");
 
   // Several files at once: each upload is one image, so none starts.
-  const two = await page.evaluateHandle(() => {
-    const dt = new DataTransfer();
-    for (const n of ["a.iso", "b.iso"]) dt.items.add(new File(["x"], n));
-    return dt;
-  });
-  await page.dispatchEvent("main", "dragenter", { dataTransfer: two });
-  await page.dispatchEvent("main", "drop", { dataTransfer: two });
+  await dropFiles(page, ["a.iso", "b.iso"], "Drop to upload");
   await expect(page.getByText("2 files were dropped; each upload is one image")).toBeVisible();
   await expect(dialog).toBeHidden();
+});
+
+test("a viewer dropping a file is told uploads need the operator role", async ({ page, api }) => {
+  const viewer = await createApiToken(api, "viewer");
+  await signIn(page, viewer.secret, "/images");
+  await expect(page.getByRole("heading", { level: 1, name: "Images" })).toBeVisible();
+  await dropFiles(page, ["viewer.iso"], "Uploads need the operator role");
+  await expect(page.getByRole("dialog", { name: "Upload an image" })).toHaveCount(0);
+  await expect(page).toHaveURL(/\/images$/);
 });
 
 test("an upload the server refuses shows its reason", async ({ page }) => {
@@ -141,6 +126,9 @@ test.describe("a broken upload resumes", () => {
     // and its end is told there.
     line.slow(size / 8);
     line.release();
+    // A file dropped meanwhile waits: one upload at a time.
+    await dropFiles(page, ["next.iso"], "Drop to upload");
+    await expect(page.getByText("An upload is in progress")).toBeVisible();
     await page.getByRole("dialog", { name: "Upload an image" }).getByRole("button", { name: "Close" }).click();
     await navigate(page, "Jobs");
     await expect(page.getByRole("row").filter({ hasText: u.name }).getByText("Running", { exact: true })).toBeVisible();
@@ -175,6 +163,30 @@ function bigIso(dir: string, name: string, label: string): string {
   ftruncateSync(fd, size);
   closeSync(fd);
   return path;
+}
+
+/**
+ * Drags ISOs named names from the desktop onto the page until its overlay
+ * says title (the page takes drops once it has loaded, after the
+ * sign-in), then drops them there.
+ */
+async function dropFiles(page: Page, names: string[], title: string) {
+  const files = await page.evaluateHandle(
+    ({ names, b64 }) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      for (const n of names) dt.items.add(new File([bytes], n, { type: "application/octet-stream" }));
+      return dt;
+    },
+    { names, b64: isoBytes("DROPPED").toString("base64") },
+  );
+  const overlay = page.getByRole("status", { name: title });
+  await expect(async () => {
+    await page.dispatchEvent("main", "dragenter", { dataTransfer: files });
+    await expect(overlay).toBeVisible({ timeout: 1000 });
+  }).toPass();
+  await page.dispatchEvent("main", "drop", { dataTransfer: files });
+  await expect(overlay).toBeHidden();
 }
 
 async function choosePool(page: Page) {
