@@ -111,7 +111,9 @@ type Agent struct {
 	renewMu sync.Mutex               // one renewal step at a time
 	pending *ecdsa.PrivateKey        // key of the last CreateCSR; guarded by renewMu
 
-	isos      *isoWatches // ISO listing and file watches per mounted pool
+	isos *isoWatches // ISO listing and file watches per mounted pool
+	// newEvents says the file watches logged events (capacity 1).
+	newEvents chan struct{}
 	downloads *downloads
 	uploads   *uploads
 	qemu      qemuFinder
@@ -196,7 +198,13 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.id.Store(id)
 	a.stopping = make(chan struct{})
-	a.isos = newISOWatches(a)
+	a.newEvents = make(chan struct{}, 1)
+	a.isos = newISOWatches(a, func() {
+		select {
+		case a.newEvents <- struct{}{}:
+		default:
+		}
+	})
 	a.downloads = newDownloads(a)
 	a.uploads = newUploads(a)
 	a.qemu = qemuFinder{bin: cfg.QemuImg}
@@ -290,6 +298,7 @@ func (a *Agent) serve(ctx context.Context, ln net.Listener) error {
 	actx, stopAnnounce := context.WithCancel(ctx)
 	var announcing sync.WaitGroup
 	announcing.Go(func() { a.announce(actx) })
+	announcing.Go(func() { a.announceEvents(actx) })
 	defer func() {
 		stopAnnounce()
 		announcing.Wait()
@@ -324,8 +333,8 @@ func (a *Agent) shutdown(ctx context.Context, srv *http.Server) error {
 		err = fmt.Errorf("shutting down: %w; closing remaining connections", err)
 		_ = srv.Close()
 	}
-	// After the handlers: no WatchPools stream can start a watch any more,
-	// and no write holds an upload.
+	// After the handlers: no check can start a watch any more, and no write
+	// holds an upload.
 	a.isos.close()
 	a.uploads.closeAll()
 	return err

@@ -272,6 +272,50 @@ func (a *Agent) announce(ctx context.Context) {
 	}
 }
 
+// eventsAnnounceGap is the least time between two announcements of file
+// events: the control plane checks an announced node at most once a
+// second, and events in between wait for the next announcement.
+const eventsAnnounceGap = 1100 * time.Millisecond
+
+// announceEvents tells the control plane, whenever the file watches logged
+// new events, that this node has events to collect, so that the leader
+// checks it now rather than at its next health check; at most once per
+// eventsAnnounceGap, until ctx is done. A failed announcement is left to
+// that check.
+func (a *Agent) announceEvents(ctx context.Context) {
+	var client quarryv1connect.EnrollmentServiceClient
+	var hc *http.Client
+	defer func() {
+		if hc != nil {
+			hc.CloseIdleConnections()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.newEvents:
+		}
+		id, server := a.id.Load(), strings.TrimRight(a.cfg.Enrollment.Server, "/")
+		if id == nil || server == "" {
+			continue
+		}
+		if client == nil {
+			hc = a.controlPlaneClient(10 * time.Second)
+			client = quarryv1connect.NewEnrollmentServiceClient(hc, server)
+		}
+		_, err := client.Announce(ctx, connect.NewRequest(&quarryv1.AnnounceRequest{NodeId: id.nodeID, FileEvents: true}))
+		if err != nil && ctx.Err() == nil {
+			a.log.Debug("could not tell the control plane of new file events; its next health check collects them", "server", server, "err", message(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(eventsAnnounceGap):
+		}
+	}
+}
+
 // controlPlaneClient is the HTTP client the agent calls the control plane
 // with (Enrollment.HTTPClient when set): an https:// control plane must
 // present a certificate from the CA of --ca-hash, from the CA the agent

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,11 +29,12 @@ const listBatch = 512
 const askWritersWithin = 15 * time.Minute
 
 // isoWatches keeps one inotify watch per mounted pool's iso/ directory, so
-// the agent knows which files are still being written, and fans their
-// events out to the control plane's WatchPools streams.
+// the agent knows which files are still being written, and records their
+// events in its event log, for the control plane's checks to collect.
 type isoWatches struct {
 	a       *Agent
 	scanner *isoscan.Scanner
+	log     *eventLog
 	// wg owns every watch goroutine; close waits for them.
 	wg sync.WaitGroup
 
@@ -42,24 +44,21 @@ type isoWatches struct {
 }
 
 // poolWatch is the file watch of one pool's iso/ directory. It runs while
-// at least one WatchPools stream asks for the pool: the set of watches is
-// what the control plane asks to watch, nothing else.
+// the control plane's checks name the pool and the agent mounts it: the
+// set of watches is what the last check asked about, nothing else.
 type poolWatch struct {
 	poolID string
 	dir    string // host directory of the pool
 	stop   context.CancelFunc
-	users  int // WatchPools streams using it; guarded by isoWatches.mu
+	log    *eventLog
 
 	mu      sync.Mutex
 	writing map[string]bool      // pool-relative path → open for writing
 	closed  map[string]time.Time // pool-relative path → when its writer closed it
-	// subs are the WatchPools streams; true marks one that missed events
-	// and must be told to rescan as soon as it has room.
-	subs map[chan *agentv1.PoolEvent]bool
 }
 
-func newISOWatches(a *Agent) *isoWatches {
-	return &isoWatches{a: a, scanner: isoscan.New(), pools: map[string]*poolWatch{}}
+func newISOWatches(a *Agent, notify func()) *isoWatches {
+	return &isoWatches{a: a, scanner: isoscan.New(), log: newEventLog(notify), pools: map[string]*poolWatch{}}
 }
 
 // close stops every watch and waits for their goroutines.
@@ -86,8 +85,8 @@ func (w *isoWatches) start(poolID, dir string) *poolWatch {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	pw := &poolWatch{poolID: poolID, dir: dir, stop: cancel,
-		writing: map[string]bool{}, closed: map[string]time.Time{}, subs: map[chan *agentv1.PoolEvent]bool{}}
+	pw := &poolWatch{poolID: poolID, dir: dir, stop: cancel, log: w.log,
+		writing: map[string]bool{}, closed: map[string]time.Time{}}
 	events := make(chan dirwatch.Event, 256)
 	w.wg.Go(func() {
 		if err := watcher.Run(ctx, events); err != nil && ctx.Err() == nil {
@@ -104,43 +103,40 @@ func (w *isoWatches) start(poolID, dir string) *poolWatch {
 	return pw
 }
 
-// acquire returns the watch of one pool (the caller checked it is mounted
-// at dir), starting it if no stream uses it yet; nil if it cannot be
-// watched. Every non-nil acquire needs one release.
-func (w *isoWatches) acquire(poolID, dir string) *poolWatch {
+// sync makes the watches those of want (pool id → host directory of a
+// mounted pool): it starts the missing ones, each with an overflow event
+// (a rescan finds what the pool held before), restarts one whose pool
+// moved to another directory, stops the others, and returns the ids of
+// the pools watched.
+func (w *isoWatches) sync(want map[string]string) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return nil
 	}
-	pw, ok := w.pools[poolID]
-	if ok && pw.dir != dir {
-		// The pool moved on this node: streams of the old directory keep
-		// their watch until they end; new ones get the new directory.
-		delete(w.pools, poolID)
-		ok = false
-	}
-	if !ok {
-		if pw = w.start(poolID, dir); pw == nil {
-			return nil
+	for id, pw := range w.pools {
+		if dir, ok := want[id]; !ok || dir != pw.dir {
+			pw.stop()
+			delete(w.pools, id)
+			w.a.log.Debug("no longer watching pool for ISOs", "pool", id, "dir", pw.dir)
 		}
-		w.pools[poolID] = pw
 	}
-	pw.users++
-	return pw
-}
-
-// release ends one use of pw; the last one stops the watch.
-func (w *isoWatches) release(pw *poolWatch) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if pw.users--; pw.users > 0 {
-		return
+	for id, dir := range want {
+		if _, ok := w.pools[id]; ok {
+			continue
+		}
+		if pw := w.start(id, dir); pw != nil {
+			w.pools[id] = pw
+			// What the pool held before the watch is for a scan to find.
+			w.log.add(&agentv1.PoolEvent{PoolId: id, Op: agentv1.FileOp_FILE_OP_OVERFLOW})
+		}
 	}
-	pw.stop()
-	if w.pools[pw.poolID] == pw {
-		delete(w.pools, pw.poolID)
+	ids := make([]string, 0, len(w.pools))
+	for id := range w.pools {
+		ids = append(ids, id)
 	}
+	slices.Sort(ids)
+	return ids
 }
 
 func (w *isoWatches) get(poolID string) *poolWatch {
@@ -149,8 +145,8 @@ func (w *isoWatches) get(poolID string) *poolWatch {
 	return w.pools[poolID]
 }
 
-// record updates what is known of a file and forwards settled, removed
-// and overflow events to subscribers.
+// record updates what is known of a file and logs settled, removed and
+// overflow events.
 func (pw *poolWatch) record(e dirwatch.Event) {
 	rel := path.Join(poolfs.ISODir, e.RelPath)
 	pw.mu.Lock()
@@ -171,22 +167,7 @@ func (pw *poolWatch) record(e dirwatch.Event) {
 	case dirwatch.Overflow:
 		ev.RelPath, ev.Op = "", agentv1.FileOp_FILE_OP_OVERFLOW
 	}
-	for ch, missed := range pw.subs {
-		if missed {
-			// It lost events: one overflow (rescan) stands for them all.
-			select {
-			case ch <- &agentv1.PoolEvent{PoolId: pw.poolID, Op: agentv1.FileOp_FILE_OP_OVERFLOW}:
-				pw.subs[ch] = false
-			default:
-			}
-			continue
-		}
-		select {
-		case ch <- ev:
-		default:
-			pw.subs[ch] = true
-		}
-	}
+	pw.log.add(ev)
 }
 
 // annotate adds what the watch knows to a listed file.
@@ -199,18 +180,6 @@ func (pw *poolWatch) annotate(f *agentv1.IsoFile, mod time.Time) {
 	f.Writing = pw.writing[f.RelPath]
 	if at, ok := pw.closed[f.RelPath]; ok && !at.Before(mod) {
 		f.Settled = true
-	}
-}
-
-func (pw *poolWatch) subscribe() (chan *agentv1.PoolEvent, func()) {
-	ch := make(chan *agentv1.PoolEvent, 256)
-	pw.mu.Lock()
-	pw.subs[ch] = false
-	pw.mu.Unlock()
-	return ch, func() {
-		pw.mu.Lock()
-		delete(pw.subs, ch)
-		pw.mu.Unlock()
 	}
 }
 
@@ -276,65 +245,6 @@ func (s *service) ListISOs(ctx context.Context, req *connect.Request[agentv1.Lis
 		}
 	}
 	return stream.Send(batch)
-}
-
-func (s *service) WatchPools(ctx context.Context, req *connect.Request[agentv1.WatchPoolsRequest], stream *connect.ServerStream[agentv1.WatchPoolsResponse]) error {
-	// The forwarding goroutines end with this call, which waits for them.
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	merged := make(chan *agentv1.PoolEvent, 256)
-	for _, p := range req.Msg.GetPools() {
-		if _, err := checkPoolRef(p.GetId(), p.GetName(), p.GetPath()); err != nil {
-			return errclass.ToConnect(err)
-		}
-		ref, dir, err := s.mountedDir(p)
-		if err != nil {
-			continue // not mounted here
-		}
-		pw := s.a.isos.acquire(ref.id, dir)
-		if pw == nil {
-			continue // no iso/ to watch
-		}
-		defer s.a.isos.release(pw)
-		ch, unsubscribe := pw.subscribe()
-		defer unsubscribe()
-		wg.Go(func() {
-			for {
-				select {
-				case e := <-ch:
-					select {
-					case merged <- e:
-					case <-ctx.Done():
-						return
-					}
-				case <-ctx.Done():
-					return
-				}
-			}
-		})
-	}
-	// An empty first message tells the caller the watch is in place.
-	if err := stream.Send(&agentv1.WatchPoolsResponse{}); err != nil {
-		return err
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.a.stopping:
-			return nil
-		case e := <-merged:
-			batch := &agentv1.WatchPoolsResponse{Events: []*agentv1.PoolEvent{e}}
-			for len(merged) > 0 && len(batch.Events) < 256 {
-				batch.Events = append(batch.Events, <-merged)
-			}
-			if err := stream.Send(batch); err != nil {
-				return err
-			}
-		}
-	}
 }
 
 func (s *service) DeleteFile(ctx context.Context, req *connect.Request[agentv1.DeleteFileRequest]) (*connect.Response[agentv1.DeleteFileResponse], error) {

@@ -38,11 +38,22 @@ func (s *service) GetFacts(ctx context.Context, req *connect.Request[agentv1.Get
 	if q, err := s.a.qemu.find(ctx); err == nil {
 		resp.QemuImgVersion = q.Version
 	}
+	mounted := map[string]string{} // pool id → host directory
 	for _, ref := range refs {
 		if err := ctx.Err(); err != nil {
 			return nil, errclass.ToConnect(err)
 		}
-		resp.Pools = append(resp.Pools, s.facts(ref))
+		f := s.facts(ref)
+		if f.GetMounted() {
+			mounted[ref.id] = s.a.paths.resolve(ref.path)
+		}
+		resp.Pools = append(resp.Pools, f)
+	}
+	// Every check names every pool the node may work on: the pools to
+	// watch are those of the last one.
+	watched := s.a.isos.sync(mounted)
+	if c := req.Msg.GetEvents(); c != nil {
+		resp.Events, resp.EventsCursor, resp.MoreEvents = s.a.isos.log.since(c, watched)
 	}
 	return connect.NewResponse(resp), nil
 }

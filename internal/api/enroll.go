@@ -161,13 +161,18 @@ func enrollResult(err error) string {
 const maxNodeIDLen = 128
 
 // Announce checks the node of an agent that says it (re)started, so that it
-// turns READY now rather than at its next scheduled check. It answers the
+// turns READY now rather than at its next scheduled check, or that says it
+// has file events, so that they are collected now. It answers the
 // same whether or not the node exists or the check succeeds: the caller
 // shows no credential, so it learns nothing; the node's state says how the
 // check went.
 func (s *EnrollmentService) Announce(ctx context.Context, req *connect.Request[quarryv1.AnnounceRequest]) (*connect.Response[quarryv1.AnnounceResponse], error) {
 	if id := req.Msg.GetNodeId(); id != "" && len(id) <= maxNodeIDLen {
-		if err := s.Link.Announced(ctx, id); err != nil {
+		announced := s.Link.Announced
+		if req.Msg.GetFileEvents() {
+			announced = s.Link.FileEventsAnnounced
+		}
+		if err := announced(ctx, id); err != nil {
 			s.Logger.DebugContext(ctx, "checking an announced node failed", "node", id, "err", err)
 		}
 	}

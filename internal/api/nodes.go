@@ -38,6 +38,9 @@ type Link interface {
 	QemuImgVersion(nodeID string) (version string, known bool)
 	// Announced checks a node now because its agent says it started.
 	Announced(ctx context.Context, nodeID string) error
+	// FileEventsAnnounced collects a node's file events now because its
+	// agent says it has new ones.
+	FileEventsAnnounced(ctx context.Context, nodeID string) error
 }
 
 // NodeService implements quarry.v1.NodeService.

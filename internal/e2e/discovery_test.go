@@ -449,9 +449,10 @@ func TestDownloadedImageMoved(t *testing.T) {
 	}
 }
 
-// TestStoppedAgentShownAtOnce: when a node's agent stops, its event stream
-// breaks and the node is checked at once: the API shows it UNREACHABLE
-// long before its next scheduled check (a minute here).
+// TestStoppedAgentShownAtOnce: when a node's agent stops, the control
+// plane's connection to it breaks and the node is checked at once: the API
+// shows it UNREACHABLE long before its next scheduled check (a minute
+// here).
 func TestStoppedAgentShownAtOnce(t *testing.T) {
 	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(time.Minute))
 	a := quarrytest.StartAgent(t, s, quarrytest.AgentOptions{Name: "n1"})
@@ -461,8 +462,8 @@ func TestStoppedAgentShownAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Discovered with no scan: the node's event stream is open, and opened
-	// without waiting for the minute.
+	// Discovered with no scan and without waiting for the minute: the
+	// agent announces its file events, and the control plane collects them.
 	writeISO(t, a.Opts.LocalPath("/srv/isos/iso/a.iso"), "A", 1<<20)
 	waitImage(t, s, created.Msg.GetPool().GetId(), "iso/a.iso", quarryv1.ImageState_IMAGE_STATE_READY, 10*time.Second)
 
@@ -479,4 +480,19 @@ func TestStoppedAgentShownAtOnce(t *testing.T) {
 		return nil
 	})
 	t.Logf("UNREACHABLE %v after its agent stopped (health interval 1m)", time.Since(stopped).Round(time.Millisecond))
+}
+
+// TestPoolCreatedOverISOs: a pool created on a directory that already
+// holds ISOs has them in the library without a scan being asked for or
+// due: the node starts to watch the pool and tells the control plane to
+// scan what it held before.
+func TestPoolCreatedOverISOs(t *testing.T) {
+	c := newCluster(t, quarrytest.WithScans(time.Hour, -1, 500*time.Millisecond))
+	writeISO(t, filepath.Join(c.shared, "isos/iso/before.iso"), "BEFORE", 1<<20)
+	old := time.Now().Add(-time.Hour) // long settled
+	if err := os.Chtimes(filepath.Join(c.shared, "isos/iso/before.iso"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	p := c.createPool(t, "isos", "/srv/nfs/isos", true, "n1")
+	waitImage(t, c.s, p.GetId(), "iso/before.iso", quarryv1.ImageState_IMAGE_STATE_READY, 5*time.Second)
 }

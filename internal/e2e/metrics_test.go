@@ -120,6 +120,7 @@ func TestMetrics(t *testing.T) {
 		{"quarry_enrollments_total", "result=ok", eq(3), "3 (one per agent)"},
 		{"quarry_auth_failures_total", "reason=no_token", atLeast(1), "at least 1"},
 		{"quarry_auth_failures_total", "reason=invalid_token", atLeast(1), "at least 1"},
+		{"go_sql_open_connections", "db_name=quarry", atLeast(1), "at least 1 (the store's)"},
 	} {
 		v, ok := metricValue(fams, tc.name, tc.labels)
 		if !ok || !tc.ok(v) {

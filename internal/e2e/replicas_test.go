@@ -42,15 +42,18 @@ type replica struct {
 // replicaSet is what the replicas of one test share.
 type replicaSet struct {
 	url, keyFile, token string
+	extra               []string // flags of every replica
 }
 
 // startReplica runs `quarry server` on listen with dataDir on the set's
-// database and returns once its /readyz answers 200.
+// database and returns once its /readyz answers 200. The set's extra
+// flags come last, over the defaults.
 func (rs replicaSet) startReplica(t *testing.T, name, dataDir, listen string) *replica {
 	t.Helper()
-	cmd := exec.Command(quarrytest.Binary(t), "server", "--listen", listen, "--data-dir", dataDir,
+	args := append([]string{"server", "--listen", listen, "--data-dir", dataDir,
 		"--database-url", rs.url, "--secret-key-file", rs.keyFile, "--allow-loopback-urls",
-		"--health-interval", quarrytest.HealthInterval.String(), "--scan-interval", "0", "--scan-delay", "1h")
+		"--health-interval", quarrytest.HealthInterval.String(), "--scan-interval", "0", "--scan-delay", "1h"}, rs.extra...)
+	cmd := exec.Command(quarrytest.Binary(t), args...)
 	r := &replica{name: name, cmd: cmd, output: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = r.output, r.output
 	if err := cmd.Start(); err != nil {
@@ -156,8 +159,9 @@ func (r *replica) waitLeading(t *testing.T, within time.Duration) time.Duration 
 // twoReplicas prepares a PostgreSQL database with an agent enrolled and a
 // pool, through an in-process control plane that stops before the
 // replicas start: replica a (on its data directory, which holds the admin
-// token and the secret key) leads, b follows.
-func twoReplicas(t *testing.T) (a, b *replica, ag *quarrytest.Agent, poolID, poolDir string) {
+// token and the secret key) leads, b follows. Both run with the extra
+// flags, over the defaults.
+func twoReplicas(t *testing.T, extra ...string) (a, b *replica, ag *quarrytest.Agent, poolID, poolDir string) {
 	t.Helper()
 	url := pgtest.NewDatabase(t)
 	s := quarrytest.StartServer(t, quarrytest.WithDatabaseURL(url))
@@ -179,7 +183,7 @@ func twoReplicas(t *testing.T) (a, b *replica, ag *quarrytest.Agent, poolID, poo
 		t.Fatal(err)
 	}
 
-	rs := replicaSet{url: url, keyFile: filepath.Join(s.DataDir, "secret.key"), token: s.AdminToken}
+	rs := replicaSet{url: url, keyFile: filepath.Join(s.DataDir, "secret.key"), token: s.AdminToken, extra: extra}
 	a = rs.startReplica(t, "a", s.DataDir, strings.TrimPrefix(s.URL, "http://"))
 	a.waitLeading(t, 10*time.Second)
 	b = rs.startReplica(t, "b", t.TempDir(), freeAddr(t))
@@ -190,6 +194,37 @@ func twoReplicas(t *testing.T) (a, b *replica, ag *quarrytest.Agent, poolID, poo
 		t.Errorf("the second replica wrote an admin token; only the first on an empty database does")
 	}
 	return a, b, ag, poolID, poolDir
+}
+
+// TestReplicasFileEventsThroughFollower: an agent that tells a follower it
+// has file events (its control plane URL leads to one) gets them
+// collected by the leader, which scans the pool: an ISO copied into it is
+// in the library within seconds, though the leader checks the node only
+// once a minute.
+func TestReplicasFileEventsThroughFollower(t *testing.T) {
+	a, b, _, poolID, poolDir := twoReplicas(t, "--health-interval", "1m")
+	// The agent announces itself at a's address: a follower must answer
+	// there. b leads once a is gone, and c follows at a's address.
+	listen := strings.TrimPrefix(a.s.URL, "http://")
+	a.kill()
+	b.waitLeading(t, 10*time.Second)
+	rs := replicaSet{url: aURL(t, a), keyFile: filepath.Join(a.s.DataDir, "secret.key"), token: a.s.AdminToken,
+		extra: []string{"--health-interval", "1m"}}
+	c := rs.startReplica(t, "c", t.TempDir(), listen)
+	if body, _ := c.readyz(); !strings.HasPrefix(body, "ready: follower") {
+		t.Fatalf("replica c's /readyz: %q; want a follower", body)
+	}
+	// b's first check of the node, when it took over, had it scan the pool.
+	waitImage(t, b.s, poolID, "iso/tiny.iso", quarryv1.ImageState_IMAGE_STATE_READY, 10*time.Second)
+
+	writeISO(t, filepath.Join(poolDir, "iso", "fresh.iso"), "FRESH", 1<<20)
+	written := time.Now()
+	waitImage(t, b.s, poolID, "iso/fresh.iso", quarryv1.ImageState_IMAGE_STATE_READY, 10*time.Second)
+	t.Logf("an ISO announced to the follower was in the library %v after it was written (health interval 1m)",
+		time.Since(written).Round(time.Millisecond))
+	if log := c.output.String(); strings.Contains(log, "leading the control plane") {
+		t.Errorf("replica c led:\n%s", lastLines(log, 20))
+	}
 }
 
 // TestReplicasFailover: two `quarry server` replicas on one PostgreSQL

@@ -296,6 +296,27 @@ func (l *Link) Announced(ctx context.Context, nodeID string) error {
 	return err
 }
 
+// FileEventsAnnounced collects a node's file events now because its agent
+// says it has new ones: through a check, as Announced, when this link
+// hands events to a handler (HandleEvents); otherwise the word goes to
+// the replica that does (Config.HandEvents).
+func (l *Link) FileEventsAnnounced(ctx context.Context, nodeID string) error {
+	l.mu.Lock()
+	handling := l.events.handler != nil
+	l.mu.Unlock()
+	if handling {
+		return l.Announced(ctx, nodeID)
+	}
+	if l.cfg.HandEvents == nil {
+		return nil
+	}
+	if _, err := l.cfg.Store.GetNode(ctx, nodeID); err != nil {
+		return err
+	}
+	l.cfg.HandEvents(nodeID)
+	return nil
+}
+
 // check asks one agent for its facts about pools (nil: every pool in the
 // store), stores the outcome and schedules the next check. It returns the
 // node as stored and, on success, its mounts.
@@ -338,6 +359,8 @@ func (l *Link) check(ctx context.Context, n store.Node, why string, pools []stor
 			req.Pools = append(req.Pools, poolRef(p))
 		}
 	}
+	handler, gen, cursor := l.eventsOf(st)
+	req.Events = cursor
 	start := l.cfg.Now()
 	resp, callErr := l.agents.GetFacts(withConn(ctx, c), connect.NewRequest(req))
 	now := l.cfg.Now()
@@ -418,6 +441,11 @@ func (l *Link) check(ctx context.Context, n store.Node, why string, pools []stor
 	if callErr != nil {
 		return n, nil, &checkError{reason: next.StateReason, err: callErr}
 	}
+	if handler != nil {
+		// After the mounts are stored: a scan an event starts chooses its
+		// node by them.
+		l.deliver(n.ID, st, handler, gen, resp.Msg)
+	}
 	l.renewIfDue(ctx, n, c)
 	return n, mounts, nil
 }
@@ -437,14 +465,6 @@ func (e *checkError) Unwrap() error { return e.err }
 func (l *Link) schedule(st *nodeState, now time.Time, f *facts) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if st.facts.mountedKey() != f.mountedKey() {
-		// The pools the node mounts changed: the event watcher follows
-		// now rather than at its next interval.
-		select {
-		case l.mountsChanged <- struct{}{}:
-		default:
-		}
-	}
 	st.facts = f
 	if f == nil {
 		st.failures++

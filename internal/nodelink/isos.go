@@ -2,10 +2,6 @@ package nodelink
 
 import (
 	"context"
-	"slices"
-	"strings"
-	"sync"
-	"time"
 
 	"connectrpc.com/connect"
 
@@ -60,154 +56,61 @@ func (l *Link) DeleteFile(ctx context.Context, nodeID string, pool store.Pool, r
 // iso/ directory changed on a node.
 type PoolEventHandler func(nodeID string, ev *agentv1.PoolEvent)
 
-// EventWatcher keeps one WatchPools stream open to every READY node, for
-// the pools that node mounts, and hands their events to a handler.
-type EventWatcher struct {
-	link    *Link
+// eventCursors is where the link is in every node's file events: the
+// handler the checks give them to (nil: the checks do not ask for
+// events), and each node's cursor, valid for that handler only.
+type eventCursors struct {
 	handler PoolEventHandler
-	// wg owns the streams' goroutines; Run waits for them.
-	wg sync.WaitGroup
-
-	mu      sync.Mutex
-	streams map[string]*eventStream // by node id
+	gen     uint64 // the handler's; a cursor of an older one is none
 }
 
-type eventStream struct {
-	pools  string // sorted pool ids, to notice a change
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-// NewEventWatcher returns a watcher; Run keeps its streams.
-func (l *Link) NewEventWatcher(h PoolEventHandler) *EventWatcher {
-	return &EventWatcher{link: l, handler: h, streams: map[string]*eventStream{}}
-}
-
-// Run re-syncs the streams with the nodes' state every health interval
-// (a stream that ended is reopened then, if still wanted), and as soon as
-// a check finds a node mounting other pools, until ctx is done; it returns
-// once every stream has ended.
-func (w *EventWatcher) Run(ctx context.Context) {
-	defer w.wg.Wait()
-	t := time.NewTicker(w.link.cfg.Interval)
-	defer t.Stop()
-	for {
-		w.sync(ctx)
-		synced := time.Now()
-		select {
-		case <-ctx.Done():
-			w.mu.Lock()
-			for _, s := range w.streams {
-				s.cancel()
-			}
-			w.mu.Unlock()
-			return
-		case <-t.C:
-		case <-w.link.mountsChanged:
-			// Changes come in bursts (a round of checks of thousands of
-			// nodes): syncing once a second at most follows them.
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Until(synced.Add(time.Second))):
-			}
+// HandleEvents makes the checks of every node ask for its file events
+// from now on and hand them to h, until stop is called. The first check of
+// a node after it gets one overflow event per pool the node watches: what
+// changed before is found by scanning them.
+func (l *Link) HandleEvents(h PoolEventHandler) (stop func()) {
+	l.mu.Lock()
+	l.events.gen++
+	gen := l.events.gen
+	l.events.handler = h
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		if l.events.gen == gen {
+			l.events.handler = nil
 		}
+		l.mu.Unlock()
 	}
 }
 
-// sync opens a stream for every READY node that mounts pools, restarts it
-// when its pools changed, and closes the rest.
-func (w *EventWatcher) sync(ctx context.Context) {
-	pools, err := w.link.cfg.Store.ListPools(ctx)
-	if err != nil {
-		return
+// eventsOf returns the events handler, its generation and node st's
+// cursor for it (empty when it has none); a nil handler and cursor when no
+// one handles events.
+func (l *Link) eventsOf(st *nodeState) (PoolEventHandler, uint64, *agentv1.EventCursor) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.events.handler == nil {
+		return nil, 0, nil
 	}
-	byID := map[string]store.Pool{}
-	for _, p := range pools {
-		byID[p.ID] = p
+	if st.cursorGen != l.events.gen {
+		return l.events.handler, l.events.gen, &agentv1.EventCursor{}
 	}
-	want := map[string][]store.Pool{}
-	w.link.mu.Lock()
-	for nodeID, st := range w.link.nodes {
-		if st.facts == nil {
-			continue
-		}
-		for _, pf := range st.facts.pools {
-			if p, ok := byID[pf.id.Value()]; ok && pf.mounted {
-				want[nodeID] = append(want[nodeID], p)
-			}
-		}
-	}
-	w.link.mu.Unlock()
-
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for nodeID, s := range w.streams {
-		select {
-		case <-s.done:
-			delete(w.streams, nodeID) // ended: reopen below if still wanted
-			continue
-		default:
-		}
-		if key(want[nodeID]) != s.pools {
-			s.cancel()
-			delete(w.streams, nodeID)
-		}
-	}
-	for nodeID, ps := range want {
-		if _, ok := w.streams[nodeID]; ok {
-			continue
-		}
-		sctx, cancel := context.WithCancel(ctx)
-		s := &eventStream{pools: key(ps), cancel: cancel, done: make(chan struct{})}
-		w.streams[nodeID] = s
-		w.wg.Go(func() { w.stream(sctx, nodeID, ps, s.done) })
-	}
+	return l.events.handler, l.events.gen, &agentv1.EventCursor{Log: st.cursorLog, Seq: st.cursorSeq}
 }
 
-func key(ps []store.Pool) string {
-	ids := make([]string, len(ps))
-	for i, p := range ps {
-		ids[i] = p.ID
+// deliver hands a check's events to h and moves the node's cursor past
+// them (unless the handler changed meanwhile); more events waiting get the
+// node checked again at once.
+func (l *Link) deliver(nodeID string, st *nodeState, h PoolEventHandler, gen uint64, resp *agentv1.GetFactsResponse) {
+	for _, ev := range resp.GetEvents() {
+		h(nodeID, ev)
 	}
-	slices.Sort(ids)
-	return strings.Join(ids, ",")
-}
-
-// stream reads one node's events until the stream ends. When it opens, the
-// handler gets an overflow event per pool: whatever changed while no
-// stream was open is found by the scan that follows.
-func (w *EventWatcher) stream(ctx context.Context, nodeID string, pools []store.Pool, done chan struct{}) {
-	defer close(done)
-	ctx, c, err := w.link.Client(ctx, nodeID)
-	if err != nil {
-		return
+	l.mu.Lock()
+	if c := resp.GetEventsCursor(); l.events.gen == gen && c != nil {
+		st.cursorLog, st.cursorSeq, st.cursorGen = c.GetLog(), c.GetSeq(), gen
 	}
-	req := &agentv1.WatchPoolsRequest{}
-	for _, p := range pools {
-		req.Pools = append(req.Pools, poolRef(p))
-	}
-	s, err := c.WatchPools(ctx, connect.NewRequest(req))
-	if err != nil {
-		return
-	}
-	defer s.Close()
-	first := true
-	for s.Receive() {
-		if first {
-			first = false
-			for _, p := range pools {
-				w.handler(nodeID, &agentv1.PoolEvent{PoolId: p.ID, Op: agentv1.FileOp_FILE_OP_OVERFLOW})
-			}
-		}
-		for _, ev := range s.Msg().GetEvents() {
-			w.handler(nodeID, ev)
-		}
-	}
-	if ctx.Err() == nil {
-		// The node broke the stream (its agent stopped, its connection
-		// was cut): check it now rather than at its next turn, so that the
-		// API shows it within a check of the break.
-		w.link.log.Debug("pool event stream ended", "node", nodeID, "err", s.Err())
-		w.link.Kick(nodeID)
+	l.mu.Unlock()
+	if resp.GetMoreEvents() {
+		l.Kick(nodeID)
 	}
 }

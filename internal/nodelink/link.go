@@ -59,6 +59,10 @@ type Config struct {
 	// OnStateChange, if set, is called after a node's state changed and
 	// was stored (READY, UNREACHABLE, UNKNOWN); it must not block.
 	OnStateChange func(n store.Node)
+	// HandEvents, if set, passes on an agent's word that its node has
+	// file events when this link does not collect them (it handles no
+	// events: another replica leads); it must not block.
+	HandEvents func(nodeID string)
 	// Registerer receives the link's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -99,9 +103,8 @@ type Link struct {
 	byKey map[string]*conn      // the same, by key
 	nodes map[string]*nodeState // by node id
 	kick  chan struct{}
-	// mountsChanged says a check found a node mounting other pools than
-	// before (capacity 1; the event watcher drains it).
-	mountsChanged chan struct{}
+	// events is who takes the nodes' file events (guarded by mu).
+	events eventCursors
 	// What the next kick checks now (guarded by mu): every node, or the
 	// nodes named.
 	kickAll bool
@@ -122,6 +125,11 @@ type nodeState struct {
 	announced time.Time // when its agent last said it started
 	// recorded is the LastCheckedAt of the last check this link stored.
 	recorded time.Time
+	// Where the node's file events were last collected, for the events
+	// handler of generation cursorGen (see HandleEvents).
+	cursorLog string
+	cursorSeq uint64
+	cursorGen uint64
 }
 
 // facts is what a node said at a check, kept between checks. It holds
@@ -148,21 +156,6 @@ func newFacts(resp *agentv1.GetFactsResponse) *facts {
 		})
 	}
 	return f
-}
-
-// mountedKey names the pools the facts say are mounted, in their order.
-func (f *facts) mountedKey() string {
-	if f == nil {
-		return ""
-	}
-	var b strings.Builder
-	for _, pf := range f.pools {
-		if pf.mounted {
-			b.WriteString(pf.id.Value())
-			b.WriteByte(',')
-		}
-	}
-	return b.String()
 }
 
 // New returns a Link; call Run to start health monitoring.
@@ -193,15 +186,14 @@ func New(cfg Config) *Link {
 			// No gzip on the node link: its messages are small and it runs
 			// on the cluster's network.
 			connect.WithAcceptCompression("gzip", nil, nil)),
-		cfg:           cfg,
-		log:           cfg.Logger.With("component", "nodelink"),
-		metrics:       newMetrics(cfg.Registerer),
-		conns:         map[string]*conn{},
-		byKey:         map[string]*conn{},
-		nodes:         map[string]*nodeState{},
-		kick:          make(chan struct{}, 1),
-		mountsChanged: make(chan struct{}, 1),
-		kicked:        map[string]bool{},
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "nodelink"),
+		metrics: newMetrics(cfg.Registerer),
+		conns:   map[string]*conn{},
+		byKey:   map[string]*conn{},
+		nodes:   map[string]*nodeState{},
+		kick:    make(chan struct{}, 1),
+		kicked:  map[string]bool{},
 	}
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
@@ -253,6 +245,8 @@ type conn struct {
 	// configuration kept per node is memory at thousands of nodes).
 	tls            func() *tls.Config
 	connectTimeout time.Duration
+	// broken is called when one of the node's connections breaks.
+	broken func()
 }
 
 // uploads returns the client of the connection's upload writes.
@@ -282,8 +276,8 @@ func (c *conn) uploads() *http.Client {
 }
 
 // close closes the node's connections, calls in flight on them included
-// (an event stream is one, and is never idle): the next call dials anew,
-// with a new handshake.
+// (a download's progress stream is one): the next call dials anew, with a
+// new handshake.
 func (c *conn) close() {
 	c.mu.Lock()
 	open := c.open
@@ -291,7 +285,7 @@ func (c *conn) close() {
 	up := c.up
 	c.mu.Unlock()
 	for d := range open {
-		d.Conn.Close()
+		d.Close()
 	}
 	if up != nil {
 		up.CloseIdleConnections()
@@ -299,7 +293,10 @@ func (c *conn) close() {
 }
 
 // dialed is a network connection of a conn, under its TLS: closing it
-// takes it off the conn's list.
+// takes it off the conn's list. When the HTTP/2 transport closes it (the
+// node closed it or went away, a ping went unanswered), its node is
+// checked at once: the API shows a node that went away within a check,
+// not at its next turn.
 type dialed struct {
 	net.Conn
 	c *conn
@@ -307,8 +304,12 @@ type dialed struct {
 
 func (d *dialed) Close() error {
 	d.c.mu.Lock()
+	_, open := d.c.open[d] // not when conn.close closes it, on purpose
 	delete(d.c.open, d)
 	d.c.mu.Unlock()
+	if open && d.c.broken != nil {
+		d.c.broken()
+	}
 	return d.Conn.Close()
 }
 
@@ -437,8 +438,9 @@ func (l *Link) conn(n store.Node) (*conn, error) {
 	issuer, id, pin := l.cfg.Issuer, n.ID, n.Certificate
 	c = &conn{
 		addr: n.Address, pin: pin, tr: l.tr, connectTimeout: l.cfg.ConnectTimeout,
-		key: poolKey(n.ID, n.Address, pin),
-		tls: func() *tls.Config { return pinned(issuer.ClientTLS(id), pin) },
+		key:    poolKey(n.ID, n.Address, pin),
+		tls:    func() *tls.Config { return pinned(issuer.ClientTLS(id), pin) },
+		broken: func() { l.Kick(id) },
 	}
 	l.conns[n.ID] = c
 	l.byKey[c.key] = c

@@ -41,7 +41,9 @@ type term struct {
 	checks  *verify.Controller
 	refresh *refresh.Controller
 	convs   *convert.Controller
-	events  *nodelink.EventWatcher
+	link    *nodelink.Link
+	// stopEvents ends the term's handling of the agents' file events.
+	stopEvents func()
 }
 
 // newTerm builds the controllers of one term.
@@ -54,7 +56,7 @@ func (s *Server) newTerm(ctx context.Context, epoch int64) *term {
 		StartDelay: cfg.ScanDelay, Interval: cfg.ScanInterval, Settle: cfg.ScanSettle,
 		Metrics: s.metrics, Logger: cfg.Logger,
 	})
-	t.events = s.link.NewEventWatcher(poolEvents(t.scans))
+	t.link = s.link
 	t.dls = download.New(download.Config{
 		Store: s.store, Chooser: s.chooser, Agents: agentDownloads{s.link}, Policy: s.agentPolicy,
 		PerNode: cfg.MaxDownloadsPerNode, Global: cfg.MaxDownloads,
@@ -77,7 +79,7 @@ func (s *Server) newTerm(ctx context.Context, epoch int64) *term {
 // follow-up.
 func (t *term) start(s *Server) {
 	t.wg.Go(func() { s.link.Run(t.ctx) })
-	t.wg.Go(func() { t.events.Run(t.ctx) })
+	t.stopEvents = s.link.HandleEvents(poolEvents(t.scans))
 	t.wg.Go(func() { t.scans.Run(t.ctx) })
 	t.wg.Go(func() { t.dls.Run(t.ctx) })
 	t.wg.Go(func() { t.checks.Run(t.ctx) })
@@ -124,6 +126,7 @@ func (t *term) sweeps(s *Server) {
 // stop ends the term and returns once every goroutine it started has.
 func (t *term) stop() {
 	t.cancel()
+	t.stopEvents()
 	t.wg.Wait()
 }
 
@@ -241,7 +244,8 @@ func (s *Server) stepDown(why string) {
 }
 
 // toLeader hands a job to the leader's controller of its kind ("download",
-// "verify", "convert"), or tells it a node changed state ("node" and the node's id):
+// "verify", "convert"), or tells it a node changed state ("node" and the
+// node's id) or has file events to collect ("events"):
 // this replica's when it leads, the leader's through the
 // database otherwise. A job the leader misses while leadership changes is
 // re-adopted by the next term, which starts with every unfinished job.
@@ -265,6 +269,8 @@ func (t *term) enqueue(kind, id string) {
 		t.convs.Enqueue(id)
 	case "node":
 		t.dls.NodeChanged()
+	case "events":
+		t.link.Kick(id)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -291,6 +292,11 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 			Help: "SQL statements the control plane ran against its store: what it costs its database, idle or busy.",
 		}, func() float64 { return float64(statements()) }))
 	}
+	if pooled, ok := raw.(interface{ DB() *sql.DB }); ok {
+		// go_sql_*: the store's connections, open, in use and idle, and
+		// how long requests waited for one.
+		reg.MustRegister(collectors.NewDBStatsCollector(pooled.DB(), "quarry"))
+	}
 	m := metrics.New(reg)
 	// The leader's download controller looks at its jobs again whenever a
 	// node changes state, also when a follower saw it (an agent that
@@ -300,6 +306,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	link := nodelink.New(nodelink.Config{
 		Store:         st,
 		OnStateChange: func(n store.Node) { s.toLeader("node", n.ID) },
+		HandEvents:    func(id string) { s.toLeader("events", id) },
 		Interval:      cfg.HealthInterval,
 		MaxBackoff:    cfg.MaxBackoff,
 		Issuer:        iss,

@@ -4,7 +4,7 @@
 // benchmark that drives a real control plane with it (bench.go).
 //
 // A simulated agent answers what the control plane asks of every node —
-// facts, pool initialization, ISO listings, pool watches — from memory
+// facts and file events, pool initialization, ISO listings — from memory
 // instead of a disk, so one process can play thousands of nodes. Each node
 // has its own listener and address; the control plane dials, verifies and
 // pins it exactly as it does a real agent. A node can be taken down (its
@@ -17,6 +17,7 @@ package simscale
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -119,11 +120,16 @@ type Node struct {
 	server string // control plane URL, to announce to
 	hc     *http.Client
 
-	down     atomic.Bool
-	hung     atomic.Bool
-	held     []net.Conn   // accepted while hung, never answered
-	facts    atomic.Int64 // GetFacts calls answered
-	mu       sync.Mutex
+	down  atomic.Bool
+	hung  atomic.Bool
+	held  []net.Conn   // accepted while hung, never answered
+	facts atomic.Int64 // GetFacts calls answered
+	mu    sync.Mutex
+	// Its file events (guarded by mu): the log's name, new at every Up,
+	// the pools it watches and the number of events logged.
+	events   string
+	watched  map[string]bool
+	seq      uint64
 	conns    map[net.Conn]struct{}
 	maxConns int
 	accepted int
@@ -307,12 +313,45 @@ func (nd *Node) Hang() {
 	nd.mu.Unlock()
 }
 
+// fileEvents answers a check that asks for file events after cursor c,
+// with the pools it reported, as the real agent does. Nothing changes on
+// a simulated disk: the only events are the overflows (rescans) of the
+// pools it starts to watch (here: reports as mounted for the first time
+// since its last Up), and a caller new to the node's log is told to
+// rescan every pool it mounts.
+func (nd *Node) fileEvents(c *agentv1.EventCursor, pools []*agentv1.PoolFacts) ([]*agentv1.PoolEvent, *agentv1.EventCursor) {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.events == "" {
+		nd.events, nd.watched, nd.seq = rand.Text(), map[string]bool{}, 0
+	}
+	var evs []*agentv1.PoolEvent
+	for _, pf := range pools {
+		if pf.GetMounted() && !nd.watched[pf.GetId()] {
+			nd.watched[pf.GetId()] = true
+			nd.seq++
+			evs = append(evs, &agentv1.PoolEvent{PoolId: pf.GetId(), Op: agentv1.FileOp_FILE_OP_OVERFLOW})
+		}
+	}
+	if c.GetLog() != nd.events {
+		evs = evs[:0]
+		for _, pf := range pools {
+			if pf.GetMounted() {
+				evs = append(evs, &agentv1.PoolEvent{PoolId: pf.GetId(), Op: agentv1.FileOp_FILE_OP_OVERFLOW})
+			}
+		}
+	}
+	return evs, &agentv1.EventCursor{Log: nd.events, Seq: nd.seq}
+}
+
 // Up makes the node answer again and tells the control plane, as a
-// restarted agent does (the control plane then checks it at once).
+// restarted agent does (the control plane then checks it at once, and
+// collects its file events from a new log).
 func (nd *Node) Up(ctx context.Context) error {
 	nd.down.Store(false)
 	nd.hung.Store(false)
 	nd.mu.Lock()
+	nd.events = ""
 	for _, c := range nd.held {
 		c.Close()
 	}
@@ -397,6 +436,9 @@ func (agentService) GetFacts(ctx context.Context, req *connect.Request[agentv1.G
 	for _, ref := range req.Msg.GetPools() {
 		resp.Pools = append(resp.Pools, nd.poolFacts(ref))
 	}
+	if c := req.Msg.GetEvents(); c != nil {
+		resp.Events, resp.EventsCursor = nd.fileEvents(c, resp.Pools)
+	}
 	return connect.NewResponse(resp), nil
 }
 
@@ -428,15 +470,5 @@ func (agentService) ListISOs(ctx context.Context, req *connect.Request[agentv1.L
 		}
 		files = files[n:]
 	}
-	return nil
-}
-
-// WatchPools says the watch is in place, as the real agent does, and then
-// holds the stream open: nothing changes on a simulated disk.
-func (agentService) WatchPools(ctx context.Context, _ *connect.Request[agentv1.WatchPoolsRequest], stream *connect.ServerStream[agentv1.WatchPoolsResponse]) error {
-	if err := stream.Send(&agentv1.WatchPoolsResponse{}); err != nil {
-		return err
-	}
-	<-ctx.Done()
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -30,6 +31,23 @@ func TestStmtCache(t *testing.T) {
 	}
 	if got := stmtsPrepared.Load() - before; got != 1 {
 		t.Errorf("10 runs of one insert prepared %d statements, want 1", got)
+	}
+
+	// A statement of a long list of parameters runs, and is not kept.
+	long := `SELECT count(*) FROM t WHERE id IN (` + strings.TrimSuffix(strings.Repeat("?, ", maxCachedParams+1), ", ") + `)`
+	args := make([]any, maxCachedParams+1)
+	for i := range args {
+		args[i] = i
+	}
+	before = stmtsPrepared.Load()
+	for range 3 {
+		var n int
+		if err := db.QueryRowContext(ctx, long, args...).Scan(&n); err != nil || n != 10 {
+			t.Fatalf("a query of %d parameters: %d rows, %v; want 10", len(args), n, err)
+		}
+	}
+	if got := stmtsPrepared.Load() - before; got != 0 {
+		t.Errorf("a query of %d parameters was kept (%d prepared), want it run uncached", len(args), got)
 	}
 
 	// A duplicate key fails; the statement runs right after.

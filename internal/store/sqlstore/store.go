@@ -94,6 +94,9 @@ func take(ctx context.Context, turn chan struct{}) (unlock func(), err error) {
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // Close closes the database.
+// DB is the store's pool of database connections, for its statistics.
+func (s *Store) DB() *sql.DB { return s.db }
+
 func (s *Store) Close() error {
 	if s.leaseDB != nil {
 		s.leaseDB.Close()

@@ -849,7 +849,10 @@ func (x *ListAuditResponse) GetNextPageToken() string {
 type AnnounceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The node the agent's certificate names.
-	NodeId        string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The agent has file events to report (ISOs written or removed): the
+	// leader asks for them now rather than at the node's next health check.
+	FileEvents    bool `protobuf:"varint,2,opt,name=file_events,json=fileEvents,proto3" json:"file_events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -889,6 +892,13 @@ func (x *AnnounceRequest) GetNodeId() string {
 		return x.NodeId
 	}
 	return ""
+}
+
+func (x *AnnounceRequest) GetFileEvents() bool {
+	if x != nil {
+		return x.FileEvents
+	}
+	return false
 }
 
 type AnnounceResponse struct {
@@ -1136,9 +1146,11 @@ const file_quarry_v1_auth_proto_rawDesc = "" +
 	"\x06result\x185 \x01(\tR\x06result\"l\n" +
 	"\x11ListAuditResponse\x12/\n" +
 	"\aentries\x18\x01 \x03(\v2\x15.quarry.v1.AuditEntryR\aentries\x12&\n" +
-	"\x0fnext_page_token\x182 \x01(\tR\rnextPageToken\"*\n" +
+	"\x0fnext_page_token\x182 \x01(\tR\rnextPageToken\"K\n" +
 	"\x0fAnnounceRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x12\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1f\n" +
+	"\vfile_events\x18\x02 \x01(\bR\n" +
+	"fileEvents\"\x12\n" +
 	"\x10AnnounceResponse\"\xad\x01\n" +
 	"\rEnrollRequest\x12\x1d\n" +
 	"\n" +

@@ -547,8 +547,11 @@ func (x *PoolFacts) GetStatus() MountStatus {
 }
 
 type GetFactsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pools         []*PoolRef             `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pools []*PoolRef             `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	// Set by the control plane that handles file events (the leader): the
+	// last event it has, or an empty cursor when it has none of this agent.
+	Events        *EventCursor `protobuf:"bytes,2,opt,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -590,6 +593,70 @@ func (x *GetFactsRequest) GetPools() []*PoolRef {
 	return nil
 }
 
+func (x *GetFactsRequest) GetEvents() *EventCursor {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// EventCursor is a place in an agent's file events: the ISO files that
+// were completely written into, or removed from, the iso/ directories it
+// watches.
+type EventCursor struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's event log, new each time the agent starts.
+	Log string `protobuf:"bytes,1,opt,name=log,proto3" json:"log,omitempty"`
+	// The last event of that log the caller has.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventCursor) Reset() {
+	*x = EventCursor{}
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventCursor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventCursor) ProtoMessage() {}
+
+func (x *EventCursor) ProtoReflect() protoreflect.Message {
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventCursor.ProtoReflect.Descriptor instead.
+func (*EventCursor) Descriptor() ([]byte, []int) {
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *EventCursor) GetLog() string {
+	if x != nil {
+		return x.Log
+	}
+	return ""
+}
+
+func (x *EventCursor) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 type GetFactsResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Hostname string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
@@ -598,13 +665,21 @@ type GetFactsResponse struct {
 	// The version qemu-img reports ("7.2.15"); empty when the node has no
 	// qemu-img (Debian's qemu-utils), which image conversion needs.
 	QemuImgVersion string `protobuf:"bytes,80,opt,name=qemu_img_version,json=qemuImgVersion,proto3" json:"qemu_img_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Asked for events: those after the cursor, at most 1,024 of them, and
+	// the cursor to send next. When the cursor names another log (the agent
+	// restarted, or the caller is new) or events it no longer keeps, one
+	// FILE_OP_OVERFLOW per watched pool stands for what the caller missed.
+	Events       []*PoolEvent `protobuf:"bytes,81,rep,name=events,proto3" json:"events,omitempty"`
+	EventsCursor *EventCursor `protobuf:"bytes,82,opt,name=events_cursor,json=eventsCursor,proto3" json:"events_cursor,omitempty"`
+	// More events wait after these: ask again now.
+	MoreEvents    bool `protobuf:"varint,83,opt,name=more_events,json=moreEvents,proto3" json:"more_events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetFactsResponse) Reset() {
 	*x = GetFactsResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +691,7 @@ func (x *GetFactsResponse) String() string {
 func (*GetFactsResponse) ProtoMessage() {}
 
 func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +704,7 @@ func (x *GetFactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFactsResponse.ProtoReflect.Descriptor instead.
 func (*GetFactsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetFactsResponse) GetHostname() string {
@@ -660,6 +735,27 @@ func (x *GetFactsResponse) GetQemuImgVersion() string {
 	return ""
 }
 
+func (x *GetFactsResponse) GetEvents() []*PoolEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *GetFactsResponse) GetEventsCursor() *EventCursor {
+	if x != nil {
+		return x.EventsCursor
+	}
+	return nil
+}
+
+func (x *GetFactsResponse) GetMoreEvents() bool {
+	if x != nil {
+		return x.MoreEvents
+	}
+	return false
+}
+
 type InitPoolRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pool          *PoolRef               `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
@@ -669,7 +765,7 @@ type InitPoolRequest struct {
 
 func (x *InitPoolRequest) Reset() {
 	*x = InitPoolRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +777,7 @@ func (x *InitPoolRequest) String() string {
 func (*InitPoolRequest) ProtoMessage() {}
 
 func (x *InitPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +790,7 @@ func (x *InitPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitPoolRequest.ProtoReflect.Descriptor instead.
 func (*InitPoolRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InitPoolRequest) GetPool() *PoolRef {
@@ -713,7 +809,7 @@ type InitPoolResponse struct {
 
 func (x *InitPoolResponse) Reset() {
 	*x = InitPoolResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +821,7 @@ func (x *InitPoolResponse) String() string {
 func (*InitPoolResponse) ProtoMessage() {}
 
 func (x *InitPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +834,7 @@ func (x *InitPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitPoolResponse.ProtoReflect.Descriptor instead.
 func (*InitPoolResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InitPoolResponse) GetPool() *PoolFacts {
@@ -756,7 +852,7 @@ type CreateCSRRequest struct {
 
 func (x *CreateCSRRequest) Reset() {
 	*x = CreateCSRRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +864,7 @@ func (x *CreateCSRRequest) String() string {
 func (*CreateCSRRequest) ProtoMessage() {}
 
 func (x *CreateCSRRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +877,7 @@ func (x *CreateCSRRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCSRRequest.ProtoReflect.Descriptor instead.
 func (*CreateCSRRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 type CreateCSRResponse struct {
@@ -793,7 +889,7 @@ type CreateCSRResponse struct {
 
 func (x *CreateCSRResponse) Reset() {
 	*x = CreateCSRResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +901,7 @@ func (x *CreateCSRResponse) String() string {
 func (*CreateCSRResponse) ProtoMessage() {}
 
 func (x *CreateCSRResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +914,7 @@ func (x *CreateCSRResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCSRResponse.ProtoReflect.Descriptor instead.
 func (*CreateCSRResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateCSRResponse) GetCsrPem() string {
@@ -837,7 +933,7 @@ type InstallCertificateRequest struct {
 
 func (x *InstallCertificateRequest) Reset() {
 	*x = InstallCertificateRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +945,7 @@ func (x *InstallCertificateRequest) String() string {
 func (*InstallCertificateRequest) ProtoMessage() {}
 
 func (x *InstallCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +958,7 @@ func (x *InstallCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallCertificateRequest.ProtoReflect.Descriptor instead.
 func (*InstallCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InstallCertificateRequest) GetCertificatePem() string {
@@ -880,7 +976,7 @@ type InstallCertificateResponse struct {
 
 func (x *InstallCertificateResponse) Reset() {
 	*x = InstallCertificateResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +988,7 @@ func (x *InstallCertificateResponse) String() string {
 func (*InstallCertificateResponse) ProtoMessage() {}
 
 func (x *InstallCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1001,7 @@ func (x *InstallCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallCertificateResponse.ProtoReflect.Descriptor instead.
 func (*InstallCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 type IsoFile struct {
@@ -931,7 +1027,7 @@ type IsoFile struct {
 
 func (x *IsoFile) Reset() {
 	*x = IsoFile{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1039,7 @@ func (x *IsoFile) String() string {
 func (*IsoFile) ProtoMessage() {}
 
 func (x *IsoFile) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1052,7 @@ func (x *IsoFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsoFile.ProtoReflect.Descriptor instead.
 func (*IsoFile) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *IsoFile) GetRelPath() string {
@@ -1033,7 +1129,7 @@ type ListISOsRequest struct {
 
 func (x *ListISOsRequest) Reset() {
 	*x = ListISOsRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1141,7 @@ func (x *ListISOsRequest) String() string {
 func (*ListISOsRequest) ProtoMessage() {}
 
 func (x *ListISOsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1154,7 @@ func (x *ListISOsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListISOsRequest.ProtoReflect.Descriptor instead.
 func (*ListISOsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListISOsRequest) GetPool() *PoolRef {
@@ -1084,7 +1180,7 @@ type ListISOsResponse struct {
 
 func (x *ListISOsResponse) Reset() {
 	*x = ListISOsResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1192,7 @@ func (x *ListISOsResponse) String() string {
 func (*ListISOsResponse) ProtoMessage() {}
 
 func (x *ListISOsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,56 +1205,12 @@ func (x *ListISOsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListISOsResponse.ProtoReflect.Descriptor instead.
 func (*ListISOsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListISOsResponse) GetFiles() []*IsoFile {
 	if x != nil {
 		return x.Files
-	}
-	return nil
-}
-
-type WatchPoolsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pools         []*PoolRef             `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *WatchPoolsRequest) Reset() {
-	*x = WatchPoolsRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[15]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *WatchPoolsRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*WatchPoolsRequest) ProtoMessage() {}
-
-func (x *WatchPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[15]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use WatchPoolsRequest.ProtoReflect.Descriptor instead.
-func (*WatchPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{15}
-}
-
-func (x *WatchPoolsRequest) GetPools() []*PoolRef {
-	if x != nil {
-		return x.Pools
 	}
 	return nil
 }
@@ -1223,50 +1275,6 @@ func (x *PoolEvent) GetOp() FileOp {
 	return FileOp_FILE_OP_UNSPECIFIED
 }
 
-type WatchPoolsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*PoolEvent           `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *WatchPoolsResponse) Reset() {
-	*x = WatchPoolsResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[17]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *WatchPoolsResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*WatchPoolsResponse) ProtoMessage() {}
-
-func (x *WatchPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[17]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use WatchPoolsResponse.ProtoReflect.Descriptor instead.
-func (*WatchPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{17}
-}
-
-func (x *WatchPoolsResponse) GetEvents() []*PoolEvent {
-	if x != nil {
-		return x.Events
-	}
-	return nil
-}
-
 type DeleteFileRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pool          *PoolRef               `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
@@ -1277,7 +1285,7 @@ type DeleteFileRequest struct {
 
 func (x *DeleteFileRequest) Reset() {
 	*x = DeleteFileRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1297,7 @@ func (x *DeleteFileRequest) String() string {
 func (*DeleteFileRequest) ProtoMessage() {}
 
 func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1310,7 @@ func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFileRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteFileRequest) GetPool() *PoolRef {
@@ -1329,7 +1337,7 @@ type DeleteFileResponse struct {
 
 func (x *DeleteFileResponse) Reset() {
 	*x = DeleteFileResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1349,7 @@ func (x *DeleteFileResponse) String() string {
 func (*DeleteFileResponse) ProtoMessage() {}
 
 func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1362,7 @@ func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFileResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteFileResponse) GetAlreadyGone() bool {
@@ -1379,7 +1387,7 @@ type URLPolicy struct {
 
 func (x *URLPolicy) Reset() {
 	*x = URLPolicy{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1399,7 @@ func (x *URLPolicy) String() string {
 func (*URLPolicy) ProtoMessage() {}
 
 func (x *URLPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1412,7 @@ func (x *URLPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use URLPolicy.ProtoReflect.Descriptor instead.
 func (*URLPolicy) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *URLPolicy) GetAllowLoopback() bool {
@@ -1464,7 +1472,7 @@ type StartDownloadRequest struct {
 
 func (x *StartDownloadRequest) Reset() {
 	*x = StartDownloadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1484,7 @@ func (x *StartDownloadRequest) String() string {
 func (*StartDownloadRequest) ProtoMessage() {}
 
 func (x *StartDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1497,7 @@ func (x *StartDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartDownloadRequest.ProtoReflect.Descriptor instead.
 func (*StartDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StartDownloadRequest) GetJobId() string {
@@ -1591,7 +1599,7 @@ type PeerSource struct {
 
 func (x *PeerSource) Reset() {
 	*x = PeerSource{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1611,7 @@ func (x *PeerSource) String() string {
 func (*PeerSource) ProtoMessage() {}
 
 func (x *PeerSource) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1624,7 @@ func (x *PeerSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerSource.ProtoReflect.Descriptor instead.
 func (*PeerSource) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PeerSource) GetNodeId() string {
@@ -1652,7 +1660,7 @@ type LocalSource struct {
 
 func (x *LocalSource) Reset() {
 	*x = LocalSource{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1672,7 @@ func (x *LocalSource) String() string {
 func (*LocalSource) ProtoMessage() {}
 
 func (x *LocalSource) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1685,7 @@ func (x *LocalSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalSource.ProtoReflect.Descriptor instead.
 func (*LocalSource) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LocalSource) GetPool() *PoolRef {
@@ -1703,7 +1711,7 @@ type StartDownloadResponse struct {
 
 func (x *StartDownloadResponse) Reset() {
 	*x = StartDownloadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1723,7 @@ func (x *StartDownloadResponse) String() string {
 func (*StartDownloadResponse) ProtoMessage() {}
 
 func (x *StartDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1736,7 @@ func (x *StartDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartDownloadResponse.ProtoReflect.Descriptor instead.
 func (*StartDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StartDownloadResponse) GetStatus() *DownloadStatus {
@@ -1786,7 +1794,7 @@ type DownloadStatus struct {
 
 func (x *DownloadStatus) Reset() {
 	*x = DownloadStatus{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1806,7 @@ func (x *DownloadStatus) String() string {
 func (*DownloadStatus) ProtoMessage() {}
 
 func (x *DownloadStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1819,7 @@ func (x *DownloadStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadStatus.ProtoReflect.Descriptor instead.
 func (*DownloadStatus) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DownloadStatus) GetJobId() string {
@@ -1995,7 +2003,7 @@ type WatchDownloadRequest struct {
 
 func (x *WatchDownloadRequest) Reset() {
 	*x = WatchDownloadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2015,7 @@ func (x *WatchDownloadRequest) String() string {
 func (*WatchDownloadRequest) ProtoMessage() {}
 
 func (x *WatchDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2028,7 @@ func (x *WatchDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDownloadRequest.ProtoReflect.Descriptor instead.
 func (*WatchDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchDownloadRequest) GetJobId() string {
@@ -2046,7 +2054,7 @@ type WatchDownloadResponse struct {
 
 func (x *WatchDownloadResponse) Reset() {
 	*x = WatchDownloadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2066,7 @@ func (x *WatchDownloadResponse) String() string {
 func (*WatchDownloadResponse) ProtoMessage() {}
 
 func (x *WatchDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2079,7 @@ func (x *WatchDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDownloadResponse.ProtoReflect.Descriptor instead.
 func (*WatchDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchDownloadResponse) GetStatus() *DownloadStatus {
@@ -2091,7 +2099,7 @@ type CancelDownloadRequest struct {
 
 func (x *CancelDownloadRequest) Reset() {
 	*x = CancelDownloadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2103,7 +2111,7 @@ func (x *CancelDownloadRequest) String() string {
 func (*CancelDownloadRequest) ProtoMessage() {}
 
 func (x *CancelDownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2116,7 +2124,7 @@ func (x *CancelDownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDownloadRequest.ProtoReflect.Descriptor instead.
 func (*CancelDownloadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CancelDownloadRequest) GetJobId() string {
@@ -2141,7 +2149,7 @@ type CancelDownloadResponse struct {
 
 func (x *CancelDownloadResponse) Reset() {
 	*x = CancelDownloadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2161,7 @@ func (x *CancelDownloadResponse) String() string {
 func (*CancelDownloadResponse) ProtoMessage() {}
 
 func (x *CancelDownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2174,7 @@ func (x *CancelDownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDownloadResponse.ProtoReflect.Descriptor instead.
 func (*CancelDownloadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 type HashFileRequest struct {
@@ -2180,7 +2188,7 @@ type HashFileRequest struct {
 
 func (x *HashFileRequest) Reset() {
 	*x = HashFileRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2200,7 @@ func (x *HashFileRequest) String() string {
 func (*HashFileRequest) ProtoMessage() {}
 
 func (x *HashFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2213,7 @@ func (x *HashFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashFileRequest.ProtoReflect.Descriptor instead.
 func (*HashFileRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HashFileRequest) GetPool() *PoolRef {
@@ -2236,7 +2244,7 @@ type HashFileResponse struct {
 
 func (x *HashFileResponse) Reset() {
 	*x = HashFileResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2256,7 @@ func (x *HashFileResponse) String() string {
 func (*HashFileResponse) ProtoMessage() {}
 
 func (x *HashFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2269,7 @@ func (x *HashFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashFileResponse.ProtoReflect.Descriptor instead.
 func (*HashFileResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HashFileResponse) GetBytesDone() int64 {
@@ -2315,7 +2323,7 @@ type ConvertFileRequest struct {
 
 func (x *ConvertFileRequest) Reset() {
 	*x = ConvertFileRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2327,7 +2335,7 @@ func (x *ConvertFileRequest) String() string {
 func (*ConvertFileRequest) ProtoMessage() {}
 
 func (x *ConvertFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2340,7 +2348,7 @@ func (x *ConvertFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvertFileRequest.ProtoReflect.Descriptor instead.
 func (*ConvertFileRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ConvertFileRequest) GetJobId() string {
@@ -2409,7 +2417,7 @@ type ConvertFileResponse struct {
 
 func (x *ConvertFileResponse) Reset() {
 	*x = ConvertFileResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2429,7 @@ func (x *ConvertFileResponse) String() string {
 func (*ConvertFileResponse) ProtoMessage() {}
 
 func (x *ConvertFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2442,7 @@ func (x *ConvertFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvertFileResponse.ProtoReflect.Descriptor instead.
 func (*ConvertFileResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ConvertFileResponse) GetPhase() string {
@@ -2488,7 +2496,7 @@ type ConvertResult struct {
 
 func (x *ConvertResult) Reset() {
 	*x = ConvertResult{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2500,7 +2508,7 @@ func (x *ConvertResult) String() string {
 func (*ConvertResult) ProtoMessage() {}
 
 func (x *ConvertResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2513,7 +2521,7 @@ func (x *ConvertResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvertResult.ProtoReflect.Descriptor instead.
 func (*ConvertResult) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ConvertResult) GetSha256() string {
@@ -2579,7 +2587,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2599,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2612,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ErrorInfo) GetClass() ErrorClass {
@@ -2645,7 +2653,7 @@ type UploadRef struct {
 
 func (x *UploadRef) Reset() {
 	*x = UploadRef{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2657,7 +2665,7 @@ func (x *UploadRef) String() string {
 func (*UploadRef) ProtoMessage() {}
 
 func (x *UploadRef) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2670,7 +2678,7 @@ func (x *UploadRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRef.ProtoReflect.Descriptor instead.
 func (*UploadRef) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UploadRef) GetJobId() string {
@@ -2738,7 +2746,7 @@ type OpenUploadRequest struct {
 
 func (x *OpenUploadRequest) Reset() {
 	*x = OpenUploadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +2758,7 @@ func (x *OpenUploadRequest) String() string {
 func (*OpenUploadRequest) ProtoMessage() {}
 
 func (x *OpenUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +2771,7 @@ func (x *OpenUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenUploadRequest.ProtoReflect.Descriptor instead.
 func (*OpenUploadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *OpenUploadRequest) GetUpload() *UploadRef {
@@ -2783,7 +2791,7 @@ type OpenUploadResponse struct {
 
 func (x *OpenUploadResponse) Reset() {
 	*x = OpenUploadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +2803,7 @@ func (x *OpenUploadResponse) String() string {
 func (*OpenUploadResponse) ProtoMessage() {}
 
 func (x *OpenUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +2816,7 @@ func (x *OpenUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenUploadResponse.ProtoReflect.Descriptor instead.
 func (*OpenUploadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *OpenUploadResponse) GetOffset() int64 {
@@ -2840,7 +2848,7 @@ type WriteUploadRequest struct {
 
 func (x *WriteUploadRequest) Reset() {
 	*x = WriteUploadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +2860,7 @@ func (x *WriteUploadRequest) String() string {
 func (*WriteUploadRequest) ProtoMessage() {}
 
 func (x *WriteUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +2873,7 @@ func (x *WriteUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteUploadRequest.ProtoReflect.Descriptor instead.
 func (*WriteUploadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WriteUploadRequest) GetUpload() *UploadRef {
@@ -2928,7 +2936,7 @@ type WriteUploadResponse struct {
 
 func (x *WriteUploadResponse) Reset() {
 	*x = WriteUploadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +2948,7 @@ func (x *WriteUploadResponse) String() string {
 func (*WriteUploadResponse) ProtoMessage() {}
 
 func (x *WriteUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +2961,7 @@ func (x *WriteUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteUploadResponse.ProtoReflect.Descriptor instead.
 func (*WriteUploadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WriteUploadResponse) GetOffset() int64 {
@@ -2991,7 +2999,7 @@ type UploadResult struct {
 
 func (x *UploadResult) Reset() {
 	*x = UploadResult{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[41]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3003,7 +3011,7 @@ func (x *UploadResult) String() string {
 func (*UploadResult) ProtoMessage() {}
 
 func (x *UploadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[41]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3016,7 +3024,7 @@ func (x *UploadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResult.ProtoReflect.Descriptor instead.
 func (*UploadResult) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{41}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UploadResult) GetSha256() string {
@@ -3099,7 +3107,7 @@ type CancelUploadRequest struct {
 
 func (x *CancelUploadRequest) Reset() {
 	*x = CancelUploadRequest{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[42]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3119,7 @@ func (x *CancelUploadRequest) String() string {
 func (*CancelUploadRequest) ProtoMessage() {}
 
 func (x *CancelUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[42]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3132,7 @@ func (x *CancelUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelUploadRequest.ProtoReflect.Descriptor instead.
 func (*CancelUploadRequest) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{42}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CancelUploadRequest) GetJobId() string {
@@ -3149,7 +3157,7 @@ type CancelUploadResponse struct {
 
 func (x *CancelUploadResponse) Reset() {
 	*x = CancelUploadResponse{}
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[43]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3161,7 +3169,7 @@ func (x *CancelUploadResponse) String() string {
 func (*CancelUploadResponse) ProtoMessage() {}
 
 func (x *CancelUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quarry_agent_v1_agent_proto_msgTypes[43]
+	mi := &file_quarry_agent_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3174,7 +3182,7 @@ func (x *CancelUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelUploadResponse.ProtoReflect.Descriptor instead.
 func (*CancelUploadResponse) Descriptor() ([]byte, []int) {
-	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{43}
+	return file_quarry_agent_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 var File_quarry_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -3200,14 +3208,22 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"free_bytes\x18\x04 \x01(\x04R\tfreeBytes\x12\x1f\n" +
 	"\vtotal_bytes\x18\x05 \x01(\x04R\n" +
 	"totalBytes\x124\n" +
-	"\x06status\x18\x06 \x01(\x0e2\x1c.quarry.agent.v1.MountStatusR\x06status\"A\n" +
+	"\x06status\x18\x06 \x01(\x0e2\x1c.quarry.agent.v1.MountStatusR\x06status\"w\n" +
 	"\x0fGetFactsRequest\x12.\n" +
-	"\x05pools\x18\x01 \x03(\v2\x18.quarry.agent.v1.PoolRefR\x05pools\"\xa4\x01\n" +
+	"\x05pools\x18\x01 \x03(\v2\x18.quarry.agent.v1.PoolRefR\x05pools\x124\n" +
+	"\x06events\x18\x02 \x01(\v2\x1c.quarry.agent.v1.EventCursorR\x06events\"1\n" +
+	"\vEventCursor\x12\x10\n" +
+	"\x03log\x18\x01 \x01(\tR\x03log\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xbc\x02\n" +
 	"\x10GetFactsResponse\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x120\n" +
 	"\x05pools\x18\x03 \x03(\v2\x1a.quarry.agent.v1.PoolFactsR\x05pools\x12(\n" +
-	"\x10qemu_img_version\x18P \x01(\tR\x0eqemuImgVersion\"?\n" +
+	"\x10qemu_img_version\x18P \x01(\tR\x0eqemuImgVersion\x122\n" +
+	"\x06events\x18Q \x03(\v2\x1a.quarry.agent.v1.PoolEventR\x06events\x12A\n" +
+	"\revents_cursor\x18R \x01(\v2\x1c.quarry.agent.v1.EventCursorR\feventsCursor\x12\x1f\n" +
+	"\vmore_events\x18S \x01(\bR\n" +
+	"moreEvents\"?\n" +
 	"\x0fInitPoolRequest\x12,\n" +
 	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\"B\n" +
 	"\x10InitPoolResponse\x12.\n" +
@@ -3232,15 +3248,11 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12%\n" +
 	"\x0einclude_images\x18\x02 \x01(\bR\rincludeImages\"B\n" +
 	"\x10ListISOsResponse\x12.\n" +
-	"\x05files\x18\x01 \x03(\v2\x18.quarry.agent.v1.IsoFileR\x05files\"C\n" +
-	"\x11WatchPoolsRequest\x12.\n" +
-	"\x05pools\x18\x01 \x03(\v2\x18.quarry.agent.v1.PoolRefR\x05pools\"h\n" +
+	"\x05files\x18\x01 \x03(\v2\x18.quarry.agent.v1.IsoFileR\x05files\"h\n" +
 	"\tPoolEvent\x12\x17\n" +
 	"\apool_id\x18\x01 \x01(\tR\x06poolId\x12\x19\n" +
 	"\brel_path\x18\x02 \x01(\tR\arelPath\x12'\n" +
-	"\x02op\x18\x03 \x01(\x0e2\x17.quarry.agent.v1.FileOpR\x02op\"H\n" +
-	"\x12WatchPoolsResponse\x122\n" +
-	"\x06events\x18\x01 \x03(\v2\x1a.quarry.agent.v1.PoolEventR\x06events\"\\\n" +
+	"\x02op\x18\x03 \x01(\x0e2\x17.quarry.agent.v1.FileOpR\x02op\"\\\n" +
 	"\x11DeleteFileRequest\x12,\n" +
 	"\x04pool\x18\x01 \x01(\v2\x18.quarry.agent.v1.PoolRefR\x04pool\x12\x19\n" +
 	"\brel_path\x18\x02 \x01(\tR\arelPath\"7\n" +
@@ -3429,15 +3441,14 @@ const file_quarry_agent_v1_agent_proto_rawDesc = "" +
 	"\x17ERROR_CLASS_UNAVAILABLE\x10\v\x12!\n" +
 	"\x1dERROR_CLASS_PERMISSION_DENIED\x10\f\x12\x1f\n" +
 	"\x1bERROR_CLASS_UNAUTHENTICATED\x10\r\x12\x1c\n" +
-	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\xbd\v\n" +
+	"\x18ERROR_CLASS_RATE_LIMITED\x10\x0e2\xe4\n" +
+	"\n" +
 	"\fAgentService\x12O\n" +
 	"\bGetFacts\x12 .quarry.agent.v1.GetFactsRequest\x1a!.quarry.agent.v1.GetFactsResponse\x12O\n" +
 	"\bInitPool\x12 .quarry.agent.v1.InitPoolRequest\x1a!.quarry.agent.v1.InitPoolResponse\x12R\n" +
 	"\tCreateCSR\x12!.quarry.agent.v1.CreateCSRRequest\x1a\".quarry.agent.v1.CreateCSRResponse\x12m\n" +
 	"\x12InstallCertificate\x12*.quarry.agent.v1.InstallCertificateRequest\x1a+.quarry.agent.v1.InstallCertificateResponse\x12Q\n" +
-	"\bListISOs\x12 .quarry.agent.v1.ListISOsRequest\x1a!.quarry.agent.v1.ListISOsResponse0\x01\x12W\n" +
-	"\n" +
-	"WatchPools\x12\".quarry.agent.v1.WatchPoolsRequest\x1a#.quarry.agent.v1.WatchPoolsResponse0\x01\x12U\n" +
+	"\bListISOs\x12 .quarry.agent.v1.ListISOsRequest\x1a!.quarry.agent.v1.ListISOsResponse0\x01\x12U\n" +
 	"\n" +
 	"DeleteFile\x12\".quarry.agent.v1.DeleteFileRequest\x1a#.quarry.agent.v1.DeleteFileResponse\x12^\n" +
 	"\rStartDownload\x12%.quarry.agent.v1.StartDownloadRequest\x1a&.quarry.agent.v1.StartDownloadResponse\x12`\n" +
@@ -3466,7 +3477,7 @@ func file_quarry_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_quarry_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_quarry_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(MountStatus)(0),                   // 0: quarry.agent.v1.MountStatus
 	(FileOp)(0),                        // 1: quarry.agent.v1.FileOp
@@ -3477,119 +3488,117 @@ var file_quarry_agent_v1_agent_proto_goTypes = []any{
 	(*PoolRef)(nil),                    // 6: quarry.agent.v1.PoolRef
 	(*PoolFacts)(nil),                  // 7: quarry.agent.v1.PoolFacts
 	(*GetFactsRequest)(nil),            // 8: quarry.agent.v1.GetFactsRequest
-	(*GetFactsResponse)(nil),           // 9: quarry.agent.v1.GetFactsResponse
-	(*InitPoolRequest)(nil),            // 10: quarry.agent.v1.InitPoolRequest
-	(*InitPoolResponse)(nil),           // 11: quarry.agent.v1.InitPoolResponse
-	(*CreateCSRRequest)(nil),           // 12: quarry.agent.v1.CreateCSRRequest
-	(*CreateCSRResponse)(nil),          // 13: quarry.agent.v1.CreateCSRResponse
-	(*InstallCertificateRequest)(nil),  // 14: quarry.agent.v1.InstallCertificateRequest
-	(*InstallCertificateResponse)(nil), // 15: quarry.agent.v1.InstallCertificateResponse
-	(*IsoFile)(nil),                    // 16: quarry.agent.v1.IsoFile
-	(*ListISOsRequest)(nil),            // 17: quarry.agent.v1.ListISOsRequest
-	(*ListISOsResponse)(nil),           // 18: quarry.agent.v1.ListISOsResponse
-	(*WatchPoolsRequest)(nil),          // 19: quarry.agent.v1.WatchPoolsRequest
+	(*EventCursor)(nil),                // 9: quarry.agent.v1.EventCursor
+	(*GetFactsResponse)(nil),           // 10: quarry.agent.v1.GetFactsResponse
+	(*InitPoolRequest)(nil),            // 11: quarry.agent.v1.InitPoolRequest
+	(*InitPoolResponse)(nil),           // 12: quarry.agent.v1.InitPoolResponse
+	(*CreateCSRRequest)(nil),           // 13: quarry.agent.v1.CreateCSRRequest
+	(*CreateCSRResponse)(nil),          // 14: quarry.agent.v1.CreateCSRResponse
+	(*InstallCertificateRequest)(nil),  // 15: quarry.agent.v1.InstallCertificateRequest
+	(*InstallCertificateResponse)(nil), // 16: quarry.agent.v1.InstallCertificateResponse
+	(*IsoFile)(nil),                    // 17: quarry.agent.v1.IsoFile
+	(*ListISOsRequest)(nil),            // 18: quarry.agent.v1.ListISOsRequest
+	(*ListISOsResponse)(nil),           // 19: quarry.agent.v1.ListISOsResponse
 	(*PoolEvent)(nil),                  // 20: quarry.agent.v1.PoolEvent
-	(*WatchPoolsResponse)(nil),         // 21: quarry.agent.v1.WatchPoolsResponse
-	(*DeleteFileRequest)(nil),          // 22: quarry.agent.v1.DeleteFileRequest
-	(*DeleteFileResponse)(nil),         // 23: quarry.agent.v1.DeleteFileResponse
-	(*URLPolicy)(nil),                  // 24: quarry.agent.v1.URLPolicy
-	(*StartDownloadRequest)(nil),       // 25: quarry.agent.v1.StartDownloadRequest
-	(*PeerSource)(nil),                 // 26: quarry.agent.v1.PeerSource
-	(*LocalSource)(nil),                // 27: quarry.agent.v1.LocalSource
-	(*StartDownloadResponse)(nil),      // 28: quarry.agent.v1.StartDownloadResponse
-	(*DownloadStatus)(nil),             // 29: quarry.agent.v1.DownloadStatus
-	(*WatchDownloadRequest)(nil),       // 30: quarry.agent.v1.WatchDownloadRequest
-	(*WatchDownloadResponse)(nil),      // 31: quarry.agent.v1.WatchDownloadResponse
-	(*CancelDownloadRequest)(nil),      // 32: quarry.agent.v1.CancelDownloadRequest
-	(*CancelDownloadResponse)(nil),     // 33: quarry.agent.v1.CancelDownloadResponse
-	(*HashFileRequest)(nil),            // 34: quarry.agent.v1.HashFileRequest
-	(*HashFileResponse)(nil),           // 35: quarry.agent.v1.HashFileResponse
-	(*ConvertFileRequest)(nil),         // 36: quarry.agent.v1.ConvertFileRequest
-	(*ConvertFileResponse)(nil),        // 37: quarry.agent.v1.ConvertFileResponse
-	(*ConvertResult)(nil),              // 38: quarry.agent.v1.ConvertResult
-	(*ErrorInfo)(nil),                  // 39: quarry.agent.v1.ErrorInfo
-	(*UploadRef)(nil),                  // 40: quarry.agent.v1.UploadRef
-	(*OpenUploadRequest)(nil),          // 41: quarry.agent.v1.OpenUploadRequest
-	(*OpenUploadResponse)(nil),         // 42: quarry.agent.v1.OpenUploadResponse
-	(*WriteUploadRequest)(nil),         // 43: quarry.agent.v1.WriteUploadRequest
-	(*WriteUploadResponse)(nil),        // 44: quarry.agent.v1.WriteUploadResponse
-	(*UploadResult)(nil),               // 45: quarry.agent.v1.UploadResult
-	(*CancelUploadRequest)(nil),        // 46: quarry.agent.v1.CancelUploadRequest
-	(*CancelUploadResponse)(nil),       // 47: quarry.agent.v1.CancelUploadResponse
-	(*timestamppb.Timestamp)(nil),      // 48: google.protobuf.Timestamp
+	(*DeleteFileRequest)(nil),          // 21: quarry.agent.v1.DeleteFileRequest
+	(*DeleteFileResponse)(nil),         // 22: quarry.agent.v1.DeleteFileResponse
+	(*URLPolicy)(nil),                  // 23: quarry.agent.v1.URLPolicy
+	(*StartDownloadRequest)(nil),       // 24: quarry.agent.v1.StartDownloadRequest
+	(*PeerSource)(nil),                 // 25: quarry.agent.v1.PeerSource
+	(*LocalSource)(nil),                // 26: quarry.agent.v1.LocalSource
+	(*StartDownloadResponse)(nil),      // 27: quarry.agent.v1.StartDownloadResponse
+	(*DownloadStatus)(nil),             // 28: quarry.agent.v1.DownloadStatus
+	(*WatchDownloadRequest)(nil),       // 29: quarry.agent.v1.WatchDownloadRequest
+	(*WatchDownloadResponse)(nil),      // 30: quarry.agent.v1.WatchDownloadResponse
+	(*CancelDownloadRequest)(nil),      // 31: quarry.agent.v1.CancelDownloadRequest
+	(*CancelDownloadResponse)(nil),     // 32: quarry.agent.v1.CancelDownloadResponse
+	(*HashFileRequest)(nil),            // 33: quarry.agent.v1.HashFileRequest
+	(*HashFileResponse)(nil),           // 34: quarry.agent.v1.HashFileResponse
+	(*ConvertFileRequest)(nil),         // 35: quarry.agent.v1.ConvertFileRequest
+	(*ConvertFileResponse)(nil),        // 36: quarry.agent.v1.ConvertFileResponse
+	(*ConvertResult)(nil),              // 37: quarry.agent.v1.ConvertResult
+	(*ErrorInfo)(nil),                  // 38: quarry.agent.v1.ErrorInfo
+	(*UploadRef)(nil),                  // 39: quarry.agent.v1.UploadRef
+	(*OpenUploadRequest)(nil),          // 40: quarry.agent.v1.OpenUploadRequest
+	(*OpenUploadResponse)(nil),         // 41: quarry.agent.v1.OpenUploadResponse
+	(*WriteUploadRequest)(nil),         // 42: quarry.agent.v1.WriteUploadRequest
+	(*WriteUploadResponse)(nil),        // 43: quarry.agent.v1.WriteUploadResponse
+	(*UploadResult)(nil),               // 44: quarry.agent.v1.UploadResult
+	(*CancelUploadRequest)(nil),        // 45: quarry.agent.v1.CancelUploadRequest
+	(*CancelUploadResponse)(nil),       // 46: quarry.agent.v1.CancelUploadResponse
+	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
 }
 var file_quarry_agent_v1_agent_proto_depIdxs = []int32{
-	24, // 0: quarry.agent.v1.LookupChecksumRequest.policy:type_name -> quarry.agent.v1.URLPolicy
+	23, // 0: quarry.agent.v1.LookupChecksumRequest.policy:type_name -> quarry.agent.v1.URLPolicy
 	0,  // 1: quarry.agent.v1.PoolFacts.status:type_name -> quarry.agent.v1.MountStatus
 	6,  // 2: quarry.agent.v1.GetFactsRequest.pools:type_name -> quarry.agent.v1.PoolRef
-	7,  // 3: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
-	6,  // 4: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	7,  // 5: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
-	48, // 6: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
-	6,  // 7: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	16, // 8: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
-	6,  // 9: quarry.agent.v1.WatchPoolsRequest.pools:type_name -> quarry.agent.v1.PoolRef
-	1,  // 10: quarry.agent.v1.PoolEvent.op:type_name -> quarry.agent.v1.FileOp
-	20, // 11: quarry.agent.v1.WatchPoolsResponse.events:type_name -> quarry.agent.v1.PoolEvent
-	6,  // 12: quarry.agent.v1.DeleteFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	6,  // 13: quarry.agent.v1.StartDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	24, // 14: quarry.agent.v1.StartDownloadRequest.policy:type_name -> quarry.agent.v1.URLPolicy
-	26, // 15: quarry.agent.v1.StartDownloadRequest.peer:type_name -> quarry.agent.v1.PeerSource
-	27, // 16: quarry.agent.v1.StartDownloadRequest.local:type_name -> quarry.agent.v1.LocalSource
-	6,  // 17: quarry.agent.v1.LocalSource.pool:type_name -> quarry.agent.v1.PoolRef
-	29, // 18: quarry.agent.v1.StartDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
-	2,  // 19: quarry.agent.v1.DownloadStatus.state:type_name -> quarry.agent.v1.DownloadState
-	3,  // 20: quarry.agent.v1.DownloadStatus.error_class:type_name -> quarry.agent.v1.ErrorClass
-	29, // 21: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
-	6,  // 22: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	6,  // 23: quarry.agent.v1.HashFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	6,  // 24: quarry.agent.v1.ConvertFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	38, // 25: quarry.agent.v1.ConvertFileResponse.result:type_name -> quarry.agent.v1.ConvertResult
-	48, // 26: quarry.agent.v1.ConvertResult.mod_time:type_name -> google.protobuf.Timestamp
-	3,  // 27: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
-	6,  // 28: quarry.agent.v1.UploadRef.pool:type_name -> quarry.agent.v1.PoolRef
-	40, // 29: quarry.agent.v1.OpenUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
-	40, // 30: quarry.agent.v1.WriteUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
-	45, // 31: quarry.agent.v1.WriteUploadResponse.result:type_name -> quarry.agent.v1.UploadResult
-	48, // 32: quarry.agent.v1.UploadResult.mod_time:type_name -> google.protobuf.Timestamp
-	6,  // 33: quarry.agent.v1.CancelUploadRequest.pool:type_name -> quarry.agent.v1.PoolRef
-	8,  // 34: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
-	10, // 35: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
-	12, // 36: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
-	14, // 37: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
-	17, // 38: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
-	19, // 39: quarry.agent.v1.AgentService.WatchPools:input_type -> quarry.agent.v1.WatchPoolsRequest
-	22, // 40: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
-	25, // 41: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
-	30, // 42: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
-	32, // 43: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
-	41, // 44: quarry.agent.v1.AgentService.OpenUpload:input_type -> quarry.agent.v1.OpenUploadRequest
-	43, // 45: quarry.agent.v1.AgentService.WriteUpload:input_type -> quarry.agent.v1.WriteUploadRequest
-	46, // 46: quarry.agent.v1.AgentService.CancelUpload:input_type -> quarry.agent.v1.CancelUploadRequest
-	34, // 47: quarry.agent.v1.AgentService.HashFile:input_type -> quarry.agent.v1.HashFileRequest
-	36, // 48: quarry.agent.v1.AgentService.ConvertFile:input_type -> quarry.agent.v1.ConvertFileRequest
+	9,  // 3: quarry.agent.v1.GetFactsRequest.events:type_name -> quarry.agent.v1.EventCursor
+	7,  // 4: quarry.agent.v1.GetFactsResponse.pools:type_name -> quarry.agent.v1.PoolFacts
+	20, // 5: quarry.agent.v1.GetFactsResponse.events:type_name -> quarry.agent.v1.PoolEvent
+	9,  // 6: quarry.agent.v1.GetFactsResponse.events_cursor:type_name -> quarry.agent.v1.EventCursor
+	6,  // 7: quarry.agent.v1.InitPoolRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	7,  // 8: quarry.agent.v1.InitPoolResponse.pool:type_name -> quarry.agent.v1.PoolFacts
+	47, // 9: quarry.agent.v1.IsoFile.mod_time:type_name -> google.protobuf.Timestamp
+	6,  // 10: quarry.agent.v1.ListISOsRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	17, // 11: quarry.agent.v1.ListISOsResponse.files:type_name -> quarry.agent.v1.IsoFile
+	1,  // 12: quarry.agent.v1.PoolEvent.op:type_name -> quarry.agent.v1.FileOp
+	6,  // 13: quarry.agent.v1.DeleteFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	6,  // 14: quarry.agent.v1.StartDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	23, // 15: quarry.agent.v1.StartDownloadRequest.policy:type_name -> quarry.agent.v1.URLPolicy
+	25, // 16: quarry.agent.v1.StartDownloadRequest.peer:type_name -> quarry.agent.v1.PeerSource
+	26, // 17: quarry.agent.v1.StartDownloadRequest.local:type_name -> quarry.agent.v1.LocalSource
+	6,  // 18: quarry.agent.v1.LocalSource.pool:type_name -> quarry.agent.v1.PoolRef
+	28, // 19: quarry.agent.v1.StartDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
+	2,  // 20: quarry.agent.v1.DownloadStatus.state:type_name -> quarry.agent.v1.DownloadState
+	3,  // 21: quarry.agent.v1.DownloadStatus.error_class:type_name -> quarry.agent.v1.ErrorClass
+	28, // 22: quarry.agent.v1.WatchDownloadResponse.status:type_name -> quarry.agent.v1.DownloadStatus
+	6,  // 23: quarry.agent.v1.CancelDownloadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	6,  // 24: quarry.agent.v1.HashFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	6,  // 25: quarry.agent.v1.ConvertFileRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	37, // 26: quarry.agent.v1.ConvertFileResponse.result:type_name -> quarry.agent.v1.ConvertResult
+	47, // 27: quarry.agent.v1.ConvertResult.mod_time:type_name -> google.protobuf.Timestamp
+	3,  // 28: quarry.agent.v1.ErrorInfo.class:type_name -> quarry.agent.v1.ErrorClass
+	6,  // 29: quarry.agent.v1.UploadRef.pool:type_name -> quarry.agent.v1.PoolRef
+	39, // 30: quarry.agent.v1.OpenUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
+	39, // 31: quarry.agent.v1.WriteUploadRequest.upload:type_name -> quarry.agent.v1.UploadRef
+	44, // 32: quarry.agent.v1.WriteUploadResponse.result:type_name -> quarry.agent.v1.UploadResult
+	47, // 33: quarry.agent.v1.UploadResult.mod_time:type_name -> google.protobuf.Timestamp
+	6,  // 34: quarry.agent.v1.CancelUploadRequest.pool:type_name -> quarry.agent.v1.PoolRef
+	8,  // 35: quarry.agent.v1.AgentService.GetFacts:input_type -> quarry.agent.v1.GetFactsRequest
+	11, // 36: quarry.agent.v1.AgentService.InitPool:input_type -> quarry.agent.v1.InitPoolRequest
+	13, // 37: quarry.agent.v1.AgentService.CreateCSR:input_type -> quarry.agent.v1.CreateCSRRequest
+	15, // 38: quarry.agent.v1.AgentService.InstallCertificate:input_type -> quarry.agent.v1.InstallCertificateRequest
+	18, // 39: quarry.agent.v1.AgentService.ListISOs:input_type -> quarry.agent.v1.ListISOsRequest
+	21, // 40: quarry.agent.v1.AgentService.DeleteFile:input_type -> quarry.agent.v1.DeleteFileRequest
+	24, // 41: quarry.agent.v1.AgentService.StartDownload:input_type -> quarry.agent.v1.StartDownloadRequest
+	29, // 42: quarry.agent.v1.AgentService.WatchDownload:input_type -> quarry.agent.v1.WatchDownloadRequest
+	31, // 43: quarry.agent.v1.AgentService.CancelDownload:input_type -> quarry.agent.v1.CancelDownloadRequest
+	40, // 44: quarry.agent.v1.AgentService.OpenUpload:input_type -> quarry.agent.v1.OpenUploadRequest
+	42, // 45: quarry.agent.v1.AgentService.WriteUpload:input_type -> quarry.agent.v1.WriteUploadRequest
+	45, // 46: quarry.agent.v1.AgentService.CancelUpload:input_type -> quarry.agent.v1.CancelUploadRequest
+	33, // 47: quarry.agent.v1.AgentService.HashFile:input_type -> quarry.agent.v1.HashFileRequest
+	35, // 48: quarry.agent.v1.AgentService.ConvertFile:input_type -> quarry.agent.v1.ConvertFileRequest
 	4,  // 49: quarry.agent.v1.AgentService.LookupChecksum:input_type -> quarry.agent.v1.LookupChecksumRequest
-	9,  // 50: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
-	11, // 51: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
-	13, // 52: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
-	15, // 53: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
-	18, // 54: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
-	21, // 55: quarry.agent.v1.AgentService.WatchPools:output_type -> quarry.agent.v1.WatchPoolsResponse
-	23, // 56: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
-	28, // 57: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
-	31, // 58: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
-	33, // 59: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
-	42, // 60: quarry.agent.v1.AgentService.OpenUpload:output_type -> quarry.agent.v1.OpenUploadResponse
-	44, // 61: quarry.agent.v1.AgentService.WriteUpload:output_type -> quarry.agent.v1.WriteUploadResponse
-	47, // 62: quarry.agent.v1.AgentService.CancelUpload:output_type -> quarry.agent.v1.CancelUploadResponse
-	35, // 63: quarry.agent.v1.AgentService.HashFile:output_type -> quarry.agent.v1.HashFileResponse
-	37, // 64: quarry.agent.v1.AgentService.ConvertFile:output_type -> quarry.agent.v1.ConvertFileResponse
-	5,  // 65: quarry.agent.v1.AgentService.LookupChecksum:output_type -> quarry.agent.v1.LookupChecksumResponse
-	50, // [50:66] is the sub-list for method output_type
-	34, // [34:50] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	10, // 50: quarry.agent.v1.AgentService.GetFacts:output_type -> quarry.agent.v1.GetFactsResponse
+	12, // 51: quarry.agent.v1.AgentService.InitPool:output_type -> quarry.agent.v1.InitPoolResponse
+	14, // 52: quarry.agent.v1.AgentService.CreateCSR:output_type -> quarry.agent.v1.CreateCSRResponse
+	16, // 53: quarry.agent.v1.AgentService.InstallCertificate:output_type -> quarry.agent.v1.InstallCertificateResponse
+	19, // 54: quarry.agent.v1.AgentService.ListISOs:output_type -> quarry.agent.v1.ListISOsResponse
+	22, // 55: quarry.agent.v1.AgentService.DeleteFile:output_type -> quarry.agent.v1.DeleteFileResponse
+	27, // 56: quarry.agent.v1.AgentService.StartDownload:output_type -> quarry.agent.v1.StartDownloadResponse
+	30, // 57: quarry.agent.v1.AgentService.WatchDownload:output_type -> quarry.agent.v1.WatchDownloadResponse
+	32, // 58: quarry.agent.v1.AgentService.CancelDownload:output_type -> quarry.agent.v1.CancelDownloadResponse
+	41, // 59: quarry.agent.v1.AgentService.OpenUpload:output_type -> quarry.agent.v1.OpenUploadResponse
+	43, // 60: quarry.agent.v1.AgentService.WriteUpload:output_type -> quarry.agent.v1.WriteUploadResponse
+	46, // 61: quarry.agent.v1.AgentService.CancelUpload:output_type -> quarry.agent.v1.CancelUploadResponse
+	34, // 62: quarry.agent.v1.AgentService.HashFile:output_type -> quarry.agent.v1.HashFileResponse
+	36, // 63: quarry.agent.v1.AgentService.ConvertFile:output_type -> quarry.agent.v1.ConvertFileResponse
+	5,  // 64: quarry.agent.v1.AgentService.LookupChecksum:output_type -> quarry.agent.v1.LookupChecksumResponse
+	50, // [50:65] is the sub-list for method output_type
+	35, // [35:50] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_quarry_agent_v1_agent_proto_init() }
@@ -3603,7 +3612,7 @@ func file_quarry_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quarry_agent_v1_agent_proto_rawDesc), len(file_quarry_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   44,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

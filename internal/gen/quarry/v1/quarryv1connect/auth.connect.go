@@ -255,7 +255,8 @@ func (UnimplementedAuditServiceHandler) ListAudit(context.Context, *connect.Requ
 type EnrollmentServiceClient interface {
 	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
 	// Announce: an agent that (re)started says so, and the control plane
-	// checks that node right away instead of at its next health check. It
+	// checks that node right away instead of at its next health check (an
+	// agent with new file events announces itself too). It
 	// needs no token and changes nothing by itself: the node's state comes
 	// only from the control plane's own mutual-TLS check of the node, at the
 	// address it has stored; a node is checked this way at most once a
@@ -309,7 +310,8 @@ func (c *enrollmentServiceClient) Announce(ctx context.Context, req *connect.Req
 type EnrollmentServiceHandler interface {
 	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
 	// Announce: an agent that (re)started says so, and the control plane
-	// checks that node right away instead of at its next health check. It
+	// checks that node right away instead of at its next health check (an
+	// agent with new file events announces itself too). It
 	// needs no token and changes nothing by itself: the node's state comes
 	// only from the control plane's own mutual-TLS check of the node, at the
 	// address it has stored; a node is checked this way at most once a

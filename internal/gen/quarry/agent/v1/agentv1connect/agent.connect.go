@@ -46,8 +46,6 @@ const (
 	AgentServiceInstallCertificateProcedure = "/quarry.agent.v1.AgentService/InstallCertificate"
 	// AgentServiceListISOsProcedure is the fully-qualified name of the AgentService's ListISOs RPC.
 	AgentServiceListISOsProcedure = "/quarry.agent.v1.AgentService/ListISOs"
-	// AgentServiceWatchPoolsProcedure is the fully-qualified name of the AgentService's WatchPools RPC.
-	AgentServiceWatchPoolsProcedure = "/quarry.agent.v1.AgentService/WatchPools"
 	// AgentServiceDeleteFileProcedure is the fully-qualified name of the AgentService's DeleteFile RPC.
 	AgentServiceDeleteFileProcedure = "/quarry.agent.v1.AgentService/DeleteFile"
 	// AgentServiceStartDownloadProcedure is the fully-qualified name of the AgentService's
@@ -80,8 +78,10 @@ const (
 // AgentServiceClient is a client for the quarry.agent.v1.AgentService service.
 type AgentServiceClient interface {
 	// GetFacts reports the node's identity and, for every pool it is told
-	// about, whether it mounts it and how much space it has. It never changes
-	// anything on disk.
+	// about, whether it mounts it and how much space it has; asked for
+	// events, also the file events of those pools since the caller's cursor.
+	// It never changes anything on disk. The agent watches the iso/
+	// directory of every mounted pool the last call named.
 	GetFacts(context.Context, *connect.Request[v1.GetFactsRequest]) (*connect.Response[v1.GetFactsResponse], error)
 	// InitPool writes the pool's identity marker into an existing directory
 	// that holds no marker yet. The control plane asks one node, once per pool.
@@ -97,10 +97,6 @@ type AgentServiceClient interface {
 	// depth), in batches, with what the node's file watch knows of each; with
 	// include_images also every file under images/ (size and time only).
 	ListISOs(context.Context, *connect.Request[v1.ListISOsRequest]) (*connect.ServerStreamForClient[v1.ListISOsResponse], error)
-	// WatchPools streams the ISO files that were completely written into, or
-	// removed from, the iso/ directories of the given pools, until the call
-	// ends.
-	WatchPools(context.Context, *connect.Request[v1.WatchPoolsRequest]) (*connect.ServerStreamForClient[v1.WatchPoolsResponse], error)
 	// DeleteFile removes one file of a pool. The path is resolved inside the
 	// pool root; nothing outside it can be named.
 	DeleteFile(context.Context, *connect.Request[v1.DeleteFileRequest]) (*connect.Response[v1.DeleteFileResponse], error)
@@ -182,12 +178,6 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("ListISOs")),
 			connect.WithClientOptions(opts...),
 		),
-		watchPools: connect.NewClient[v1.WatchPoolsRequest, v1.WatchPoolsResponse](
-			httpClient,
-			baseURL+AgentServiceWatchPoolsProcedure,
-			connect.WithSchema(agentServiceMethods.ByName("WatchPools")),
-			connect.WithClientOptions(opts...),
-		),
 		deleteFile: connect.NewClient[v1.DeleteFileRequest, v1.DeleteFileResponse](
 			httpClient,
 			baseURL+AgentServiceDeleteFileProcedure,
@@ -258,7 +248,6 @@ type agentServiceClient struct {
 	createCSR          *connect.Client[v1.CreateCSRRequest, v1.CreateCSRResponse]
 	installCertificate *connect.Client[v1.InstallCertificateRequest, v1.InstallCertificateResponse]
 	listISOs           *connect.Client[v1.ListISOsRequest, v1.ListISOsResponse]
-	watchPools         *connect.Client[v1.WatchPoolsRequest, v1.WatchPoolsResponse]
 	deleteFile         *connect.Client[v1.DeleteFileRequest, v1.DeleteFileResponse]
 	startDownload      *connect.Client[v1.StartDownloadRequest, v1.StartDownloadResponse]
 	watchDownload      *connect.Client[v1.WatchDownloadRequest, v1.WatchDownloadResponse]
@@ -294,11 +283,6 @@ func (c *agentServiceClient) InstallCertificate(ctx context.Context, req *connec
 // ListISOs calls quarry.agent.v1.AgentService.ListISOs.
 func (c *agentServiceClient) ListISOs(ctx context.Context, req *connect.Request[v1.ListISOsRequest]) (*connect.ServerStreamForClient[v1.ListISOsResponse], error) {
 	return c.listISOs.CallServerStream(ctx, req)
-}
-
-// WatchPools calls quarry.agent.v1.AgentService.WatchPools.
-func (c *agentServiceClient) WatchPools(ctx context.Context, req *connect.Request[v1.WatchPoolsRequest]) (*connect.ServerStreamForClient[v1.WatchPoolsResponse], error) {
-	return c.watchPools.CallServerStream(ctx, req)
 }
 
 // DeleteFile calls quarry.agent.v1.AgentService.DeleteFile.
@@ -354,8 +338,10 @@ func (c *agentServiceClient) LookupChecksum(ctx context.Context, req *connect.Re
 // AgentServiceHandler is an implementation of the quarry.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// GetFacts reports the node's identity and, for every pool it is told
-	// about, whether it mounts it and how much space it has. It never changes
-	// anything on disk.
+	// about, whether it mounts it and how much space it has; asked for
+	// events, also the file events of those pools since the caller's cursor.
+	// It never changes anything on disk. The agent watches the iso/
+	// directory of every mounted pool the last call named.
 	GetFacts(context.Context, *connect.Request[v1.GetFactsRequest]) (*connect.Response[v1.GetFactsResponse], error)
 	// InitPool writes the pool's identity marker into an existing directory
 	// that holds no marker yet. The control plane asks one node, once per pool.
@@ -371,10 +357,6 @@ type AgentServiceHandler interface {
 	// depth), in batches, with what the node's file watch knows of each; with
 	// include_images also every file under images/ (size and time only).
 	ListISOs(context.Context, *connect.Request[v1.ListISOsRequest], *connect.ServerStream[v1.ListISOsResponse]) error
-	// WatchPools streams the ISO files that were completely written into, or
-	// removed from, the iso/ directories of the given pools, until the call
-	// ends.
-	WatchPools(context.Context, *connect.Request[v1.WatchPoolsRequest], *connect.ServerStream[v1.WatchPoolsResponse]) error
 	// DeleteFile removes one file of a pool. The path is resolved inside the
 	// pool root; nothing outside it can be named.
 	DeleteFile(context.Context, *connect.Request[v1.DeleteFileRequest]) (*connect.Response[v1.DeleteFileResponse], error)
@@ -452,12 +434,6 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("ListISOs")),
 		connect.WithHandlerOptions(opts...),
 	)
-	agentServiceWatchPoolsHandler := connect.NewServerStreamHandler(
-		AgentServiceWatchPoolsProcedure,
-		svc.WatchPools,
-		connect.WithSchema(agentServiceMethods.ByName("WatchPools")),
-		connect.WithHandlerOptions(opts...),
-	)
 	agentServiceDeleteFileHandler := connect.NewUnaryHandler(
 		AgentServiceDeleteFileProcedure,
 		svc.DeleteFile,
@@ -530,8 +506,6 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceInstallCertificateHandler.ServeHTTP(w, r)
 		case AgentServiceListISOsProcedure:
 			agentServiceListISOsHandler.ServeHTTP(w, r)
-		case AgentServiceWatchPoolsProcedure:
-			agentServiceWatchPoolsHandler.ServeHTTP(w, r)
 		case AgentServiceDeleteFileProcedure:
 			agentServiceDeleteFileHandler.ServeHTTP(w, r)
 		case AgentServiceStartDownloadProcedure:
@@ -579,10 +553,6 @@ func (UnimplementedAgentServiceHandler) InstallCertificate(context.Context, *con
 
 func (UnimplementedAgentServiceHandler) ListISOs(context.Context, *connect.Request[v1.ListISOsRequest], *connect.ServerStream[v1.ListISOsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.ListISOs is not implemented"))
-}
-
-func (UnimplementedAgentServiceHandler) WatchPools(context.Context, *connect.Request[v1.WatchPoolsRequest], *connect.ServerStream[v1.WatchPoolsResponse]) error {
-	return connect.NewError(connect.CodeUnimplemented, errors.New("quarry.agent.v1.AgentService.WatchPools is not implemented"))
 }
 
 func (UnimplementedAgentServiceHandler) DeleteFile(context.Context, *connect.Request[v1.DeleteFileRequest]) (*connect.Response[v1.DeleteFileResponse], error) {

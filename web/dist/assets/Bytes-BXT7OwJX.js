@@ -1,1 +1,0 @@
-import{j as r}from"./index-BPk12Uzd.js";import{f as i}from"./DataTable-Ce4gNEiz.js";function s({value:t}){return t===void 0||(typeof t=="bigint"?t===0n:t===0)?r.jsx("span",{children:"—"}):r.jsx("span",{title:`${t.toLocaleString()} bytes`,children:i(t)})}export{s as B};

@@ -1,1 +1,0 @@
-import{j as t,l as o,L as e}from"./index-BPk12Uzd.js";import{E as r}from"./EmptyState-D_b1Bsqq.js";function a(){return t.jsx(r,{title:"No such page",children:t.jsx(o,{component:e,to:"/",children:"Go to the overview"})})}export{a as default};
