@@ -119,6 +119,8 @@ type Agent struct {
 	qemu      qemuFinder
 	// conversions are the running ConvertFile calls.
 	conversions conversions
+	// conns are the server's connections, for shutdown.
+	conns connStates
 	// stopping is closed when the agent begins to shut down: streams end.
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -208,6 +210,7 @@ func New(cfg Config) (*Agent, error) {
 	a.downloads = newDownloads(a)
 	a.uploads = newUploads(a)
 	a.qemu = qemuFinder{bin: cfg.QemuImg}
+	a.conns.idle = map[net.Conn]bool{}
 	a.handler = a.newHandler()
 	return a, nil
 }
@@ -283,6 +286,7 @@ func (a *Agent) serve(ctx context.Context, ln net.Listener) error {
 		Handler:           a.handler,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
+		ConnState:         a.conns.track,
 		// Refused handshakes are logged here: who tried, and why not.
 		ErrorLog:  slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 		Protocols: new(http.Protocols),
@@ -328,7 +332,13 @@ func (a *Agent) shutdown(ctx context.Context, srv *http.Server) error {
 	a.downloads.stopAll()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	err := srv.Shutdown(sctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(sctx) }()
+	// A connection serving no call has nothing to drain: closed now, not
+	// once the control plane closes it after the server's GOAWAY (HTTP/2
+	// gives it a second).
+	a.conns.closeIdle()
+	err := <-done
 	if err != nil {
 		err = fmt.Errorf("shutting down: %w; closing remaining connections", err)
 		_ = srv.Close()
@@ -338,6 +348,36 @@ func (a *Agent) shutdown(ctx context.Context, srv *http.Server) error {
 	a.isos.close()
 	a.uploads.closeAll()
 	return err
+}
+
+// connStates tracks an agent server's open connections and whether each
+// is serving a call (http.Server.ConnState; HTTP/2 reports a connection
+// idle once its last stream closed).
+type connStates struct {
+	mu   sync.Mutex
+	idle map[net.Conn]bool
+}
+
+func (c *connStates) track(conn net.Conn, st http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch st {
+	case http.StateClosed, http.StateHijacked:
+		delete(c.idle, conn)
+	default:
+		c.idle[conn] = st == http.StateIdle
+	}
+}
+
+// closeIdle closes the connections that serve no call.
+func (c *connStates) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for conn, idle := range c.idle {
+		if idle {
+			conn.Close()
+		}
+	}
 }
 
 // Run locks the data directory, listens on cfg.Listen and serves until ctx

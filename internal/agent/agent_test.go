@@ -9,12 +9,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -305,6 +307,58 @@ func TestServeStopsWhenContextDone(t *testing.T) {
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		c.Close()
 		t.Fatal("listener still accepts connections after Serve returned")
+	}
+}
+
+// TestShutdownDrainsCalls: a call being served when the agent begins to
+// shut down is answered, over HTTP/2, before the server closes; only then
+// are the connections closed.
+func TestShutdownDrainsCalls(t *testing.T) {
+	a, _, _ := newEnrolled(t, Config{FSRoot: t.TempDir()})
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		io.WriteString(w, "answered")
+	}), Protocols: new(http.Protocols), ConnState: a.conns.track}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := (&http.Client{Transport: tr}).Get("http://" + ln.Addr().String())
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		answer <- fmt.Sprintf("%s %s %v", resp.Proto, b, err)
+	}()
+	<-entered
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.shutdown(t.Context(), srv) }()
+	// Shutdown has closed the listener once a new connection is refused.
+	for {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			break
+		}
+		c.Close()
+		runtime.Gosched()
+	}
+	close(release)
+	if got := <-answer; got != "HTTP/2.0 answered <nil>" {
+		t.Errorf("the call in flight got %q; want it answered over HTTP/2", got)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("shutdown = %v", err)
 	}
 }
 
