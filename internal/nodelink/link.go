@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unique"
 
@@ -293,13 +294,23 @@ func (c *conn) close() {
 }
 
 // dialed is a network connection of a conn, under its TLS: closing it
-// takes it off the conn's list. When the HTTP/2 transport closes it (the
-// node closed it or went away, a ping went unanswered), its node is
+// takes it off the conn's list. When the HTTP/2 transport closes it after
+// the node closed it (its agent stopped, the node went away), its node is
 // checked at once: the API shows a node that went away within a check,
 // not at its next turn.
 type dialed struct {
 	net.Conn
 	c *conn
+	// reading is set while a read waits on the network: a connection
+	// closed then was closed from this side (a ping unanswered, idle),
+	// not by the node.
+	reading atomic.Bool
+}
+
+func (d *dialed) Read(p []byte) (int, error) {
+	d.reading.Store(true)
+	defer d.reading.Store(false)
+	return d.Conn.Read(p)
 }
 
 func (d *dialed) Close() error {
@@ -307,7 +318,7 @@ func (d *dialed) Close() error {
 	_, open := d.c.open[d] // not when conn.close closes it, on purpose
 	delete(d.c.open, d)
 	d.c.mu.Unlock()
-	if open && d.c.broken != nil {
+	if open && !d.reading.Load() && d.c.broken != nil {
 		d.c.broken()
 	}
 	return d.Conn.Close()
