@@ -729,24 +729,19 @@ func (c *Controller) stopOnNode(ctx context.Context, j store.Job, pool store.Poo
 	}
 }
 
-// cancel stops the job on its node (removing the partial file), ends it and
-// deletes its image record.
+// cancel stops the job on its node (removing the partial file), and ends it
+// and deletes its image record together.
 func (c *Controller) cancel(ctx context.Context, j store.Job, pool store.Pool) error {
 	c.stopOnNode(ctx, j, pool)
-	im, err := c.cfg.Store.GetImage(ctx, j.ImageID)
-	if err != nil {
-		return err
-	}
 	now := c.cfg.Now()
-	im.State, im.StateReason, im.UpdatedAt = store.ImageError, "download cancelled", now
 	j.State, j.Message, j.FinishedAt, j.UpdatedAt = store.JobCancelled, "cancelled", now, now
 	j.BytesPerSec, j.NextAttemptAt = 0, time.Time{}
-	if err := c.cfg.Store.FinishJob(ctx, j, im, "cancelled"); err != nil {
+	if err := c.cfg.Store.DiscardJob(ctx, j, "cancelled"); err != nil {
 		return err
 	}
 	c.forget(j.ID)
 	c.cfg.Metrics.DownloadFinished(metrics.Cancelled, now.Sub(j.CreatedAt), 0)
-	return c.cfg.Store.DeleteImage(ctx, im.ID)
+	return nil
 }
 
 func (c *Controller) setImageState(ctx context.Context, j store.Job, s store.ImageState, reason string) error {

@@ -179,6 +179,10 @@ func (p *publishingStore) FinishJob(ctx context.Context, j store.Job, im store.I
 	return p.publish(p.Store.FinishJob(ctx, j, im, history...), Event{Resource: Job, ID: j.ID, Job: &j}, Event{Resource: Image, ID: im.ID})
 }
 
+func (p *publishingStore) DiscardJob(ctx context.Context, j store.Job, history ...string) error {
+	return p.publish(p.Store.DiscardJob(ctx, j, history...), Event{Resource: Job, ID: j.ID, Job: &j}, Event{Resource: Image, Change: Deleted, ID: j.ImageID})
+}
+
 func (p *publishingStore) CreateToken(ctx context.Context, t store.Token) error {
 	return p.publish(p.Store.CreateToken(ctx, t), Event{Resource: Token, Change: Created, ID: t.ID})
 }

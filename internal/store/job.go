@@ -134,6 +134,11 @@ type JobStore interface {
 	// transaction: whoever sees the job finished sees why. Either all
 	// change or nothing does.
 	FinishJob(ctx context.Context, j Job, im Image, history ...string) error
+	// DiscardJob sets the job's final state and message, as FinishJob
+	// does, and deletes the job's image in the same transaction (a
+	// cancelled download or upload leaves no image behind); ErrNotFound
+	// when the image is gone already. Either all change or nothing does.
+	DiscardJob(ctx context.Context, j Job, history ...string) error
 	AppendJobEvent(ctx context.Context, e JobEvent) error
 	// ListJobEvents returns a job's history, oldest first: its last 1000
 	// events.

@@ -96,18 +96,9 @@ func (s *Service) cancel(ctx context.Context, j store.Job, pool store.Pool) erro
 	if err := s.cfg.Agents.CancelUpload(ctx, j.NodeID, j.ID, pool); err != nil {
 		s.log.Info("removing a cancelled upload's partial file", "job", j.ID, "err", err)
 	}
-	im, err := s.cfg.Store.GetImage(ctx, j.ImageID)
-	if err != nil {
-		return err
-	}
 	now := s.cfg.Now()
-	im.State, im.StateReason, im.UpdatedAt = store.ImageError, "upload cancelled", now
 	j.State, j.Message, j.FinishedAt, j.UpdatedAt, j.BytesPerSec = store.JobCancelled, "cancelled", now, now, 0
-	if err := s.cfg.Store.FinishJob(ctx, j, im); err != nil {
-		return err
-	}
-	s.event(ctx, j.ID, "cancelled; the partial file is removed")
-	return s.cfg.Store.DeleteImage(ctx, im.ID)
+	return s.cfg.Store.DiscardJob(ctx, j, "cancelled; the partial file is removed")
 }
 
 // Enqueue looks at a job whose cancel was asked for through the

@@ -391,12 +391,43 @@ func (s *Store) FinishJob(ctx context.Context, j store.Job, im store.Image, hist
 		if err := mustAffect(res, fmt.Sprintf("image %s of job %s", im.ID, j.ID)); err != nil {
 			return err
 		}
-		for _, msg := range history {
-			if _, err := t.exec(ctx, `INSERT INTO job_events (job_id, time, message) VALUES (?, ?, ?)`, j.ID, micros(j.FinishedAt), msg); err != nil {
-				return err
-			}
+		return t.appendHistory(ctx, j, history)
+	})
+}
+
+// appendHistory adds the messages to the history of finished job j, at
+// its finish.
+func (t *txn) appendHistory(ctx context.Context, j store.Job, history []string) error {
+	for _, msg := range history {
+		if _, err := t.exec(ctx, `INSERT INTO job_events (job_id, time, message) VALUES (?, ?, ?)`, j.ID, micros(j.FinishedAt), msg); err != nil {
+			return err
 		}
-		return nil
+	}
+	return nil
+}
+
+// DiscardJob ends job j, as FinishJob does, and deletes its image in the
+// same transaction: whoever sees a cancelled download or upload finished
+// no longer finds its image. ErrNotFound when the image is gone already.
+func (s *Store) DiscardJob(ctx context.Context, j store.Job, history ...string) error {
+	if j.State.Active() || j.State == "" {
+		return fmt.Errorf("discard job %s: state %q is not final (SUCCEEDED, FAILED or CANCELLED)", j.ID, j.State)
+	}
+	if j.ImageID == "" {
+		return fmt.Errorf("discard job %s: empty image id", j.ID)
+	}
+	return s.tx(ctx, func(t *txn) error {
+		if err := t.updateJob(ctx, j, j.ImageID); err != nil {
+			return err
+		}
+		res, err := t.exec(ctx, `DELETE FROM images WHERE id = ?`, j.ImageID)
+		if err != nil {
+			return err
+		}
+		if err := mustAffect(res, fmt.Sprintf("image %s of job %s", j.ImageID, j.ID)); err != nil {
+			return err
+		}
+		return t.appendHistory(ctx, j, history)
 	})
 }
 

@@ -591,6 +591,52 @@ func testFinishJob(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Errorf("job after its image was deleted = %+v", got)
 		}
 	})
+
+	t.Run("discard: the job ends and its image goes together", func(t *testing.T) {
+		s, j1, _ := setup(t)
+		want := finished(j1, store.JobCancelled, time.Hour)
+		if err := s.DiscardJob(ctx, want, "cancelled"); err != nil {
+			t.Fatal(err)
+		}
+		wantEqual(t, "GetJob after discard", mustGetJob(t, s, "j1"), want)
+		if _, err := s.GetImage(ctx, "im1"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetImage after discard: %v; want ErrNotFound", err)
+		}
+		if events, err := s.ListJobEvents(ctx, "j1"); err != nil || len(events) == 0 || events[len(events)-1].Message != "cancelled" {
+			t.Errorf("history after discard = %+v, %v; want it to end with the message", events, err)
+		}
+		wantErr(t, "DiscardJob twice", s.DiscardJob(ctx, finished(want, store.JobFailed, 2*time.Hour)), store.ErrConflict, "j1", "CANCELLED")
+	})
+
+	for _, tt := range []struct {
+		name    string
+		edit    func(t *testing.T, s store.Store, j *store.Job)
+		class   error // nil: any error
+		details []string
+	}{
+		{"stale fence", func(_ *testing.T, _ store.Store, j *store.Job) { j.Fence = 1 }, store.ErrConflict, []string{"job j1 was taken over (fence 2 > 1)"}},
+		{"state not final", func(_ *testing.T, _ store.Store, j *store.Job) { j.State = store.JobRunning }, nil, []string{"j1", "RUNNING"}},
+		{"another job's image", func(_ *testing.T, _ store.Store, j *store.Job) { j.ImageID = "im2" }, nil, []string{"j1", "im2"}},
+		{"image gone", func(t *testing.T, s store.Store, _ *store.Job) {
+			if err := s.DeleteImage(ctx, "im1"); err != nil {
+				t.Fatal(err)
+			}
+		}, store.ErrNotFound, []string{"im1"}},
+	} {
+		t.Run("discard refused, nothing changes: "+tt.name, func(t *testing.T) {
+			s, j1, _ := setup(t)
+			j := finished(j1, store.JobCancelled, time.Hour)
+			tt.edit(t, s, &j)
+			beforeJobs := mustListJobs(t, s, store.JobFilter{})
+			beforeIms := mustListImages(t, s, store.ImageFilter{})
+			beforeEvents, _ := s.ListJobEvents(ctx, "j1")
+			wantFailure(t, "DiscardJob", s.DiscardJob(ctx, j, "must not stay"), tt.class, tt.details...)
+			wantEqual(t, "ListJobs after refused discard", mustListJobs(t, s, store.JobFilter{}), beforeJobs)
+			wantEqual(t, "ListImages after refused discard", mustListImages(t, s, store.ImageFilter{}), beforeIms)
+			afterEvents, _ := s.ListJobEvents(ctx, "j1")
+			wantEqual(t, "history after refused discard", afterEvents, beforeEvents)
+		})
+	}
 }
 
 func testCountRunningJobs(t *testing.T, open func(t *testing.T) store.Store) {
