@@ -59,7 +59,7 @@ func TestHungNodeHoldsNoOneBack(t *testing.T) {
 
 func TestCheckSlotsGrowWithTheCluster(t *testing.T) {
 	for _, tt := range []struct{ nodes, least, want int }{
-		{0, 8, 8}, {50, 8, 8}, {1000, 8, 100}, {5000, 8, 500}, {50000, 8, 512}, {50000, 600, 600},
+		{0, 8, 8}, {30, 8, 8}, {1000, 8, 200}, {5000, 8, 1000}, {50000, 8, 1024}, {50000, 1200, 1200},
 	} {
 		if got := nodelink.CheckSlots(tt.nodes, tt.least); got != tt.want {
 			t.Errorf("checkSlots(%d, %d) = %d, want %d", tt.nodes, tt.least, got, tt.want)

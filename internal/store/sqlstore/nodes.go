@@ -245,21 +245,28 @@ func (s *Store) RecordNodeCheck(ctx context.Context, nodeID string, st store.Nod
 // recordNodeCheck writes check c inside a transaction. rec is what the
 // node's mounts were, read with the rest of its group; nil: read here.
 func (t *txn) recordNodeCheck(ctx context.Context, c *nodeCheck, rec *recordedMounts) error {
+	if err := t.updateNodeRows(ctx, []*nodeCheck{c}); err != nil {
+		return err
+	}
+	if err := t.recordMounts(ctx, c, rec); err != nil {
+		return err
+	}
+	return t.writeMounts(ctx)
+}
+
+// recordMounts writes what check c found of its node's pools, when that
+// changed, but for the rows it rewrites: it leaves these to writeMounts.
+// The node's row is written already. rec is as for recordNodeCheck.
+func (t *txn) recordMounts(ctx context.Context, c *nodeCheck, rec *recordedMounts) error {
 	st := c.st
-	res, err := t.exec(ctx, `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
-		hostname = ?, agent_version = ? WHERE id = ?`,
-		string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt),
-		st.Hostname, st.AgentVersion, c.nodeID)
-	if err != nil {
-		return err
-	}
-	if err := mustAffect(res, "node "+c.nodeID); err != nil {
-		return err
-	}
 	if c.mounts == nil {
 		return nil
 	}
 	if rec == nil {
+		// What an earlier check of the group wrote is read back.
+		if err := t.writeMounts(ctx); err != nil {
+			return err
+		}
 		recs, err := t.recordedMounts(ctx, []*nodeCheck{c})
 		if err != nil {
 			return err
@@ -317,9 +324,8 @@ func (t *txn) recordNodeCheck(ctx context.Context, c *nodeCheck, rec *recordedMo
 			// read them all again to write one at a time.
 			checked = o.CheckedAt
 		default:
-			_, err = t.exec(ctx, `UPDATE pool_mounts SET mounted = ?, reason = ?, free_bytes = ?, total_bytes = ?, checked_at = ?
-				WHERE node_id = ? AND pool_id = ?`,
-				boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt), c.nodeID, m.PoolID)
+			m.NodeID = c.nodeID
+			t.mountWrites = append(t.mountWrites, m) // written by writeMounts
 		}
 		if t.s.isForeignKey(err) {
 			// Only on backends where a concurrent DeletePool can slip

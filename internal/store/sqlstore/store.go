@@ -176,6 +176,9 @@ func (s *Store) txOn(ctx context.Context, db *sql.DB, fn func(tx *txn) error) er
 type txn struct {
 	*sql.Tx
 	s *Store
+	// mountWrites are the pool mount rows recorded checks rewrite, for
+	// writeMounts.
+	mountWrites []store.PoolMount
 }
 
 func (t *txn) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {

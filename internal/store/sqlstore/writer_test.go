@@ -248,51 +248,95 @@ func waitQueued(t *testing.T, s *Store, n int) {
 // groupedChecks: health checks queued while every check turn is taken
 // (on SQLite, the writer's) are committed together once one is free, each
 // caller learning its own outcome: a check of a node deleted meanwhile
-// fails alone.
+// fails alone. The checks are more than one statement's batch of rows
+// (rowsBatch), each with values of its own.
 func groupedChecks(t *testing.T, s *Store) {
 	ctx := context.Background()
-	const nodes = 20
+	const nodes = rowsBatch + 8
 	for i := range nodes {
 		id := fmt.Sprintf("n%d", i)
 		if err := s.CreateNode(ctx, store.Node{ID: id, Name: id, Address: fmt.Sprintf("10.0.0.%d:9090", i), CreatedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for range cap(s.checkTurn) {
-		s.checkTurn <- struct{}{}
-	}
-	now := time.Now().Truncate(time.Microsecond)
-	errs := make(chan error, nodes+1)
-	for i := range nodes + 1 {
-		go func() {
-			// n20 does not exist: its check must fail, alone.
-			errs <- s.RecordNodeCheck(ctx, fmt.Sprintf("n%d", i), store.NodeStatus{State: store.NodeReady, StateSince: now, LastCheckedAt: now}, nil)
-		}()
-	}
-	waitQueued(t, s, nodes+1)
-	<-s.checkTurn
-	var notFound int
-	for range nodes + 1 {
-		switch err := <-errs; {
-		case errors.Is(err, store.ErrNotFound):
-			notFound++
-		case err != nil:
-			t.Errorf("a check of an existing node: %v", err)
+	base := time.Now().Truncate(time.Microsecond)
+	// round queues a check of nodes n0 to n<checks-1>, the ones past the
+	// nodes made above missing, each reporting on pool when one is given,
+	// then commits them together and checks every outcome.
+	round := func(r, checks int, pool string) {
+		t.Helper()
+		now := base.Add(time.Duration(r) * time.Hour)
+		status := func(i int) store.NodeStatus {
+			return store.NodeStatus{State: store.NodeReady, StateReason: fmt.Sprintf("reason %d/%d", r, i), StateSince: now.Add(-time.Duration(i) * time.Second),
+				LastCheckedAt: now.Add(time.Duration(i) * time.Microsecond), Hostname: fmt.Sprintf("host-%d-%d", r, i), AgentVersion: fmt.Sprintf("v%d.%d", r, i)}
 		}
-	}
-	if notFound != 1 {
-		t.Errorf("%d checks failed with ErrNotFound, want 1 (the missing node's)", notFound)
-	}
-	for range cap(s.checkTurn) - 1 {
+		for range cap(s.checkTurn) {
+			s.checkTurn <- struct{}{}
+		}
+		errs := make(chan error, checks)
+		mounts := func(i int) []store.PoolMount {
+			if pool == "" {
+				return nil
+			}
+			return []store.PoolMount{{PoolID: pool, Mounted: true, FreeBytes: uint64(1000*r + i), TotalBytes: 1 << 40, CheckedAt: now}}
+		}
+		for i := range checks {
+			go func() { errs <- s.RecordNodeCheck(ctx, fmt.Sprintf("n%d", i), status(i), mounts(i)) }()
+		}
+		waitQueued(t, s, checks)
+		before := s.Statements()
 		<-s.checkTurn
-	}
-	for i := range nodes {
-		n, err := s.GetNode(ctx, fmt.Sprintf("n%d", i))
-		if err != nil {
-			t.Fatal(err)
+		var notFound int
+		for range checks {
+			switch err := <-errs; {
+			case errors.Is(err, store.ErrNotFound):
+				notFound++
+			case err != nil:
+				t.Errorf("round %d: a check of an existing node: %v", r, err)
+			}
 		}
-		if n.State != store.NodeReady || !n.LastCheckedAt.Equal(now) {
-			t.Errorf("node %s: state %s checked at %v, want READY at %v", n.ID, n.State, n.LastCheckedAt, now)
+		batches := uint64((checks + rowsBatch - 1) / rowsBatch)
+		if used := s.Statements() - before; checks <= nodes && pool == "" && used != batches {
+			t.Errorf("round %d: %d statements wrote %d checks; want %d, a batch of rows each", r, used, checks, batches)
+		}
+		if want := max(0, checks-nodes); notFound != want {
+			t.Errorf("round %d: %d checks failed with ErrNotFound, want %d (the missing nodes')", r, notFound, want)
+		}
+		for range cap(s.checkTurn) - 1 {
+			<-s.checkTurn
+		}
+		for i := range nodes {
+			n, err := s.GetNode(ctx, fmt.Sprintf("n%d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := status(i)
+			got := store.NodeStatus{State: n.State, StateReason: n.StateReason, StateSince: n.StateSince,
+				LastCheckedAt: n.LastCheckedAt, Hostname: n.Hostname, AgentVersion: n.AgentVersion}
+			if !got.StateSince.Equal(want.StateSince) || !got.LastCheckedAt.Equal(want.LastCheckedAt) {
+				t.Errorf("round %d: node %s: since %v, checked at %v; want %v, %v", r, n.ID, got.StateSince, got.LastCheckedAt, want.StateSince, want.LastCheckedAt)
+			}
+			got.StateSince, got.LastCheckedAt, want.StateSince, want.LastCheckedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+			if got != want {
+				t.Errorf("round %d: node %s: %+v; want %+v", r, n.ID, got, want)
+			}
+			if pool == "" {
+				continue
+			}
+			ms, err := s.ListNodeMounts(ctx, n.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wm := mounts(i)[0]; len(ms) != 1 || ms[0].FreeBytes != wm.FreeBytes || !ms[0].CheckedAt.Equal(wm.CheckedAt) {
+				t.Errorf("round %d: node %s's mounts %+v; want %d bytes free, checked at %v", r, n.ID, ms, wm.FreeBytes, wm.CheckedAt)
+			}
 		}
 	}
+	round(1, nodes, "")   // written a batch of rows at a time
+	round(2, nodes+1, "") // one node missing: written check by check
+	if err := s.CreatePool(ctx, store.Pool{ID: "p-g", Name: "grouped", Type: "dir", Path: "/srv/grouped", CreatedAt: base}); err != nil {
+		t.Fatal(err)
+	}
+	round(3, nodes, "p-g") // the mounts made
+	round(4, nodes, "p-g") // and rewritten, a batch of rows at a time
 }
