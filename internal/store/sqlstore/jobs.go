@@ -374,60 +374,47 @@ func (s *Store) ClaimJob(ctx context.Context, id, nodeID string, at time.Time) (
 // neither: ErrConflict when the fence moved past j.Fence or the job had
 // finished already, ErrNotFound when the job or the image is gone.
 func (s *Store) FinishJob(ctx context.Context, j store.Job, im store.Image, history ...string) error {
-	if j.State.Active() || j.State == "" {
-		return fmt.Errorf("finish job %s: state %q is not final (SUCCEEDED, FAILED or CANCELLED)", j.ID, j.State)
-	}
-	if im.ID == "" {
-		return fmt.Errorf("finish job %s: empty image id", j.ID)
-	}
-	return s.tx(ctx, func(t *txn) error {
-		if err := t.updateJob(ctx, j, im.ID); err != nil {
-			return err
-		}
-		res, err := t.exec(ctx, `UPDATE images SET `+imageSet+`, rel_path = ? WHERE id = ?`, append(imageSetArgs(im), im.RelPath, im.ID)...)
-		if err != nil {
-			return err
-		}
-		if err := mustAffect(res, fmt.Sprintf("image %s of job %s", im.ID, j.ID)); err != nil {
-			return err
-		}
-		return t.appendHistory(ctx, j, history)
+	return s.endJob(ctx, "finish", j, im.ID, history, func(t *txn) (sql.Result, error) {
+		return t.exec(ctx, `UPDATE images SET `+imageSet+`, rel_path = ? WHERE id = ?`, append(imageSetArgs(im), im.RelPath, im.ID)...)
 	})
-}
-
-// appendHistory adds the messages to the history of finished job j, at
-// its finish.
-func (t *txn) appendHistory(ctx context.Context, j store.Job, history []string) error {
-	for _, msg := range history {
-		if _, err := t.exec(ctx, `INSERT INTO job_events (job_id, time, message) VALUES (?, ?, ?)`, j.ID, micros(j.FinishedAt), msg); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // DiscardJob ends job j, as FinishJob does, and deletes its image in the
 // same transaction: whoever sees a cancelled download or upload finished
 // no longer finds its image. ErrNotFound when the image is gone already.
 func (s *Store) DiscardJob(ctx context.Context, j store.Job, history ...string) error {
+	return s.endJob(ctx, "discard", j, j.ImageID, history, func(t *txn) (sql.Result, error) {
+		return t.exec(ctx, `DELETE FROM images WHERE id = ?`, j.ImageID)
+	})
+}
+
+// endJob ends job j with its final state (op names the caller in errors)
+// and, in the same transaction, changes its image imageID with change and
+// appends the history messages at j.FinishedAt.
+func (s *Store) endJob(ctx context.Context, op string, j store.Job, imageID string, history []string, change func(t *txn) (sql.Result, error)) error {
 	if j.State.Active() || j.State == "" {
-		return fmt.Errorf("discard job %s: state %q is not final (SUCCEEDED, FAILED or CANCELLED)", j.ID, j.State)
+		return fmt.Errorf("%s job %s: state %q is not final (SUCCEEDED, FAILED or CANCELLED)", op, j.ID, j.State)
 	}
-	if j.ImageID == "" {
-		return fmt.Errorf("discard job %s: empty image id", j.ID)
+	if imageID == "" {
+		return fmt.Errorf("%s job %s: empty image id", op, j.ID)
 	}
 	return s.tx(ctx, func(t *txn) error {
-		if err := t.updateJob(ctx, j, j.ImageID); err != nil {
+		if err := t.updateJob(ctx, j, imageID); err != nil {
 			return err
 		}
-		res, err := t.exec(ctx, `DELETE FROM images WHERE id = ?`, j.ImageID)
+		res, err := change(t)
 		if err != nil {
 			return err
 		}
-		if err := mustAffect(res, fmt.Sprintf("image %s of job %s", j.ImageID, j.ID)); err != nil {
+		if err := mustAffect(res, fmt.Sprintf("image %s of job %s", imageID, j.ID)); err != nil {
 			return err
 		}
-		return t.appendHistory(ctx, j, history)
+		for _, msg := range history {
+			if _, err := t.exec(ctx, `INSERT INTO job_events (job_id, time, message) VALUES (?, ?, ?)`, j.ID, micros(j.FinishedAt), msg); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
