@@ -620,6 +620,9 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 		b.logf("%d of %d list requests failed, the last with: %s", s.Errs, len(s.Lats)+s.Errs, s.LastErr)
 	}
 	rate = float64(len(s.Lats)) / s.Elapsed.Seconds()
+	if pace > 0 {
+		b.logf("the slowest 1 %% of the paced requests, when due: %s", slowest(s, 0.01))
+	}
 	lat = Latency{P50: quantile(s.Lats, 0.5), P99: quantile(s.Lats, 0.99), Max: quantile(s.Lats, 1), LateP99: quantile(s.Lates, 0.99)}
 	after, cpu1, aerr := b.reading(ctx)
 	if err := cmp(herr, aerr); err != nil {
@@ -630,6 +633,25 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 		lat.CPU.Clients = s.CPU.Seconds() / s.Elapsed.Seconds()
 	}
 	return len(s.Lats) + s.Errs, s.Errs, rate, lat, ctx.Err()
+}
+
+// slowest lists the share q of s's answered requests that took longest, in
+// the order they were due, as "due (s from the start) +latency": whether
+// they came together (the control plane, or the machine, stalled) or
+// spread out.
+func slowest(s ListSamples, q float64) string {
+	idx := make([]int, len(s.Lats))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return int(s.Lats[b] - s.Lats[a]) })
+	idx = idx[:min(len(idx), int(math.Ceil(q*float64(len(idx)))))]
+	slices.SortFunc(idx, func(a, b int) int { return int(s.Dues[a] - s.Dues[b]) })
+	var out []string
+	for _, i := range idx {
+		out = append(out, fmt.Sprintf("%.2f s +%v", s.Dues[i].Seconds(), s.Lats[i].Round(time.Millisecond)))
+	}
+	return strings.Join(out, ", ")
 }
 
 func quantile(ds []time.Duration, q float64) time.Duration {

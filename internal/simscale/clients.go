@@ -44,9 +44,11 @@ type ListJob struct {
 // and the failures.
 type ListSamples struct {
 	Lats, Lates []time.Duration
-	Errs        int
-	LastErr     string
-	Elapsed     time.Duration
+	// Dues are when each answered request was due, from the start.
+	Dues    []time.Duration
+	Errs    int
+	LastErr string
+	Elapsed time.Duration
 	// CPU is the CPU time of the clients' process meanwhile (all of this
 	// process's, when the clients run in the simulator's).
 	CPU time.Duration
@@ -76,7 +78,7 @@ func RunListClients(ctx context.Context, job ListJob) ListSamples {
 	var wg sync.WaitGroup
 	for range job.Clients {
 		wg.Go(func() {
-			var mine, myLate []time.Duration
+			var mine, myLate, myDue []time.Duration
 			// Paced clients start spread over one pace.
 			due := start.Add(time.Duration(rand.Int64N(int64(max(job.Pace, 1)))))
 			for due.Before(end) && ctx.Err() == nil {
@@ -104,10 +106,12 @@ func RunListClients(ctx context.Context, job ListJob) ListSamples {
 				}
 				mine = append(mine, d)
 				myLate = append(myLate, late)
+				myDue = append(myDue, due.Add(-job.Pace).Sub(start))
 			}
 			mu.Lock()
 			out.Lats = append(out.Lats, mine...)
 			out.Lates = append(out.Lates, myLate...)
+			out.Dues = append(out.Dues, myDue...)
 			mu.Unlock()
 		})
 	}

@@ -220,7 +220,7 @@ type PoolStore interface {
 	// (none given: of every pool), ordered by pool then node.
 	ListPoolMounts(ctx context.Context, poolIDs ...string) ([]PoolMount, error)
 	// ListNodeMounts returns the mounts of the nodes with nodeIDs (none:
-	// none) ordered by pool, then node.
+	// none) ordered by node, then pool.
 	ListNodeMounts(ctx context.Context, nodeIDs ...string) ([]PoolMount, error)
 	// PoolUsages sums up the mounts of every pool a node reported on,
 	// ordered by pool, without reading them.

@@ -209,7 +209,7 @@ func (t *txn) recordedMounts(ctx context.Context, checks []*nodeCheck) (map[stri
 	if len(ids) == 0 {
 		return out, nil
 	}
-	in, args := inList(ids)
+	in, args := t.s.in(ids)
 	_, err := queryAll(ctx, t, t.s.q(`SELECT id, mounts_digest, mounts_checked_at FROM nodes WHERE id IN `+in), args, func(r scanner) (struct{}, error) {
 		var (
 			rec    recordedMounts

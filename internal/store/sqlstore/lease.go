@@ -1,7 +1,6 @@
 package sqlstore
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -112,7 +111,12 @@ func (s *Store) leaseTx(ctx context.Context, fn func(tx *txn) error) error {
 
 // ReleaseLease lets the lease expire now when holder still holds it.
 func (s *Store) ReleaseLease(ctx context.Context, holder string, epoch int64) error {
-	db := cmp.Or(s.leaseDB, s.db)
+	var db interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	} = s.db
+	if s.leaseDB != nil {
+		db = s.leaseDB
+	}
 	_, err := db.ExecContext(ctx, s.q(`UPDATE leader_lease SET expires_at = 0 WHERE name = ? AND holder = ? AND epoch = ?`),
 		leaseName, holder, epoch)
 	return err

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -21,14 +22,14 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// inList is the placeholders of an IN list of ids, "(?, ?, ?)", and its
-// arguments.
-func inList(ids []string) (string, []any) {
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
+// in is the right side of "col IN …" over ids, and its arguments: one
+// parameter, the ids as a JSON array (store.Dialect.InJSON).
+func (s *Store) in(ids []string) (string, []any) {
+	list, err := json.Marshal(ids)
+	if err != nil {
+		panic(err) // strings always encode
 	}
-	return `(` + strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ") + `)`, args
+	return s.d.InJSON, []any{string(list)}
 }
 
 func queryAll[T any](ctx context.Context, db querier, query string, args []any, scan func(scanner) (T, error)) ([]T, error) {
@@ -150,7 +151,7 @@ func (s *Store) GetNodes(ctx context.Context, ids ...string) ([]store.Node, erro
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	in, args := inList(ids)
+	in, args := s.in(ids)
 	return queryAll(ctx, s.db, s.q(`SELECT `+nodeColumns+` FROM nodes WHERE id IN `+in+` ORDER BY name`), args, scanNode)
 }
 
@@ -391,7 +392,7 @@ func (t *txn) poolIDs(ctx context.Context, ids []string) (map[string]bool, error
 	if len(ids) == 0 {
 		return found, nil
 	}
-	in, args := inList(ids)
+	in, args := t.s.in(ids)
 	_, err := queryAll(ctx, t, t.s.q(`SELECT id FROM pools WHERE id IN `+in), args, func(r scanner) (string, error) {
 		var id string
 		if err := r.Scan(&id); err != nil {
@@ -439,20 +440,25 @@ func (s *Store) PoolUsages(ctx context.Context) ([]store.PoolUsage, error) {
 }
 
 // mounts returns the mounts whose column col is one of ids (col "": every
-// mount) ordered by pool, then node.
+// mount) ordered by pool, then node; by node, then pool when col is
+// "node_id": the primary key's order, read without sorting (a page of a
+// thousand nodes has tens of thousands of mounts).
 func (s *Store) mounts(ctx context.Context, col string, ids ...string) ([]store.PoolMount, error) {
 	return s.mountsOn(ctx, s.db, col, ids...)
 }
 
 // mountsOn is mounts, read through db (the store's, or a transaction).
 func (s *Store) mountsOn(ctx context.Context, db querier, col string, ids ...string) ([]store.PoolMount, error) {
-	where, args := "", []any(nil)
+	where, args, order := "", []any(nil), `pool_id, node_id`
 	if col != "" {
 		var in string
-		in, args = inList(ids)
+		in, args = s.in(ids)
 		where = `WHERE ` + col + ` IN ` + in
 	}
-	return queryAll(ctx, db, s.q(`SELECT `+mountColumns+` FROM pool_mounts `+where+` ORDER BY pool_id, node_id`), args, scanMount)
+	if col == "node_id" {
+		order = `node_id, pool_id`
+	}
+	return queryAll(ctx, db, s.q(`SELECT `+mountColumns+` FROM pool_mounts `+where+` ORDER BY `+order), args, scanMount)
 }
 
 const mountColumns = `node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at`

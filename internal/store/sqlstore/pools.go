@@ -84,7 +84,7 @@ func (s *Store) PoolNames(ctx context.Context, ids ...string) (map[string]string
 	if len(ids) == 0 {
 		return names, nil
 	}
-	in, args := inList(ids)
+	in, args := s.in(ids)
 	_, err := queryAll(ctx, s.db, s.q(`SELECT id, name FROM pools WHERE id IN `+in), args, func(r scanner) (string, error) {
 		var id, name string
 		if err := r.Scan(&id, &name); err != nil {
@@ -103,7 +103,7 @@ func (s *Store) PoolsAssignedTo(ctx context.Context, nodeIDs ...string) (map[str
 	if len(nodeIDs) == 0 {
 		return out, nil
 	}
-	in, args := inList(nodeIDs)
+	in, args := s.in(nodeIDs)
 	_, err := queryAll(ctx, s.db, s.q(`SELECT node_id, pool_id FROM pool_assignments WHERE node_id IN `+in+` ORDER BY node_id, pool_id`), args,
 		func(r scanner) (string, error) {
 			var node, pool string

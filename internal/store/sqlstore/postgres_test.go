@@ -98,7 +98,7 @@ func TestPostgresMigrateConcurrently(t *testing.T) {
 		t.Errorf("schema_migrations holds %d rows up to version %d, want %d rows, version %d", n, version, len(files), last)
 	}
 	// Migrating a migrated database changes nothing.
-	if err := store.Migrate(ctx, s.db, s.d); err != nil {
+	if err := store.Migrate(ctx, s.db.DB, s.d); err != nil {
 		t.Fatalf("Migrate on a migrated database: %v", err)
 	}
 }

@@ -3,9 +3,11 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -119,7 +121,7 @@ func TestSQLiteMigrationsIdempotent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "quarry.db")
 	for range 3 {
 		s := openSQLite(t, path)
-		if err := store.Migrate(ctx, s.db, s.d); err != nil {
+		if err := store.Migrate(ctx, s.db.DB, s.d); err != nil {
 			t.Fatalf("Migrate on a migrated database: %v", err)
 		}
 		if err := s.Close(); err != nil {
@@ -198,4 +200,43 @@ func lastMigration(t *testing.T, files []string) int {
 		last = max(last, v)
 	}
 	return last
+}
+
+// TestSQLiteDetachedStatements: on SQLite a statement runs detached from
+// its context's end, so neither the driver nor database/sql starts a
+// goroutine to watch it; a context that has ended fails the next
+// statement, and a transaction whose context ended before its commit
+// writes nothing.
+func TestSQLiteDetachedStatements(t *testing.T) {
+	s := openSQLite(t, filepath.Join(t.TempDir(), "d.db"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	before := runtime.NumGoroutine()
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM pools`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	during := runtime.NumGoroutine()
+	rows.Close()
+	if during != before {
+		t.Errorf("%d goroutines while a query's rows were open, %d before; want no more", during, before)
+	}
+
+	err = s.tx(ctx, func(tx *txn) error {
+		if _, err := tx.exec(ctx, `INSERT INTO pools (id, name, type, path) VALUES ('p1', 'a', 'dir', '/a')`); err != nil {
+			return err
+		}
+		cancel()
+		if _, err := tx.exec(ctx, `INSERT INTO pools (id, name, type, path) VALUES ('p2', 'b', 'dir', '/b')`); !errors.Is(err, context.Canceled) {
+			t.Errorf("a statement after its context ended: %v, want context.Canceled", err)
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("a transaction whose context ended: %v, want context.Canceled", err)
+	}
+	if ps, err := s.ListPools(context.Background()); err != nil || len(ps) != 0 {
+		t.Errorf("pools after the transaction ended without commit: %v, %v; want none", ps, err)
+	}
 }

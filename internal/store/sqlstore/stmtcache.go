@@ -37,12 +37,14 @@ func cachingSQLiteDriver() string {
 // with a list of n placeholders are as many texts as lists' lengths.
 const maxCachedStmts = 256
 
-// maxCachedParams is the most parameters a statement kept may have. A
-// statement of a long list (nodes read by id, a thousand at a time) is
-// built for that length, seldom run twice, and holds a large program:
-// kept by every connection, such statements held about a hundred MiB
-// outside Go's heap at 5,000 nodes.
-const maxCachedParams = 32
+// maxCachedParams is the most parameters a statement kept may have: the
+// batches of a group of health checks (updateFromValues, rowsBatch rows of
+// 7 columns) run many times a second and are kept. A statement of more is
+// built for one length of a list, seldom run twice, and holds a large
+// program (lists of ids are one JSON parameter for that reason: with a
+// placeholder per id, such statements kept by every connection held about
+// a hundred MiB outside Go's heap at 5,000 nodes).
+const maxCachedParams = 256
 
 // stmtsPrepared counts the statements the connections prepared and kept.
 var stmtsPrepared atomic.Int64

@@ -24,7 +24,7 @@ import (
 
 // Store is a store.Store backed by a *sql.DB.
 type Store struct {
-	db *sql.DB
+	db database
 	d  store.Dialect
 	// statements counts the SQL statements run, transactions' included:
 	// every one goes through q.
@@ -57,7 +57,7 @@ func New(ctx context.Context, db *sql.DB, d store.Dialect) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{db: db, d: d}
+	s := &Store{db: database{DB: db, detach: d.Name == "sqlite"}, d: d}
 	if d.Name == "sqlite" {
 		s.writer = make(chan struct{}, 1)
 		s.checkTurn = s.writer
@@ -95,7 +95,7 @@ func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // Close closes the database.
 // DB is the store's pool of database connections, for its statistics.
-func (s *Store) DB() *sql.DB { return s.db }
+func (s *Store) DB() *sql.DB { return s.db.DB }
 
 func (s *Store) Close() error {
 	if s.leaseDB != nil {
@@ -154,7 +154,9 @@ func (s *Store) txLocked(ctx context.Context, fn func(tx *txn) error) error {
 }
 
 // txOn runs fn in a transaction on db, one of the store's.
-func (s *Store) txOn(ctx context.Context, db *sql.DB, fn func(tx *txn) error) error {
+func (s *Store) txOn(ctx context.Context, db interface {
+	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
+}, fn func(tx *txn) error) error {
 	sqlTx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -169,7 +171,50 @@ func (s *Store) txOn(ctx context.Context, db *sql.DB, fn func(tx *txn) error) er
 	if err := fn(t); err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // a detached transaction (database) ends here
+	}
 	return sqlTx.Commit()
+}
+
+// database is one of the store's pools of connections. On SQLite its
+// calls, and its transactions' statements, run with their context
+// detached from its end (context.WithoutCancel) unless it has ended
+// already: for a context that can end, the SQLite driver starts a
+// goroutine per statement, and database/sql one per set of rows, to
+// interrupt it then. Under load (thousands of nodes' checks, clients
+// listing) that was thousands of goroutines a second, each scheduled
+// twice, which API requests queued behind for a core. A statement on a
+// local file does not wait on a network, and a lock wait is bounded by
+// busy_timeout: a context that ends fails the next statement (and the
+// transaction's commit) instead of interrupting the one running.
+type database struct {
+	*sql.DB
+	detach bool
+}
+
+// ctx is the context a statement runs with.
+func (d database) ctx(ctx context.Context) context.Context {
+	if d.detach && ctx.Err() == nil {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
+}
+
+func (d database) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return d.DB.QueryContext(d.ctx(ctx), query, args...)
+}
+
+func (d database) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return d.DB.QueryRowContext(d.ctx(ctx), query, args...)
+}
+
+func (d database) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return d.DB.ExecContext(d.ctx(ctx), query, args...)
+}
+
+func (d database) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
+	return d.DB.BeginTx(d.ctx(ctx), opts)
 }
 
 // txn is a transaction whose helpers rebind queries.
@@ -179,6 +224,20 @@ type txn struct {
 	// mountWrites are the pool mount rows recorded checks rewrite, for
 	// writeMounts.
 	mountWrites []store.PoolMount
+}
+
+// QueryContext, QueryRowContext and ExecContext run a statement of the
+// transaction with the context the store's database gives it.
+func (t *txn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.Tx.QueryContext(t.s.db.ctx(ctx), query, args...)
+}
+
+func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.Tx.QueryRowContext(t.s.db.ctx(ctx), query, args...)
+}
+
+func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.Tx.ExecContext(t.s.db.ctx(ctx), query, args...)
 }
 
 func (t *txn) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {

@@ -307,13 +307,13 @@ func testNodeChecks(t *testing.T, open func(t *testing.T) store.Store) {
 		}{
 			{nil, nil},
 			{[]string{"n1"}, []store.PoolMount{a, b}},
-			{[]string{"n2", "n1", "gone"}, []store.PoolMount{a, c, b}},
+			{[]string{"n2", "n1", "gone"}, []store.PoolMount{a, b, c}},
 		} {
 			got, err := s.ListNodeMounts(ctx, tt.ids...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantEqual(t, fmt.Sprintf("ListNodeMounts(%q) (by pool, then node)", tt.ids), got, tt.want)
+			wantEqual(t, fmt.Sprintf("ListNodeMounts(%q) (by node, then pool)", tt.ids), got, tt.want)
 		}
 	})
 
