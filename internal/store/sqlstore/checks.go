@@ -210,7 +210,7 @@ func (t *txn) recordedMounts(ctx context.Context, checks []*nodeCheck) (map[stri
 		return out, nil
 	}
 	in, args := t.s.in(ids)
-	_, err := queryAll(ctx, t, t.s.q(`SELECT id, mounts_digest, mounts_checked_at FROM nodes WHERE id IN `+in), args, func(r scanner) (struct{}, error) {
+	_, err := queryAll(ctx, t, t.s.q(`SELECT id, mounts_digest, mounts_checked_at FROM nodes WHERE id `+in), args, func(r scanner) (struct{}, error) {
 		var (
 			rec    recordedMounts
 			id     string

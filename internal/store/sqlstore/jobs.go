@@ -64,7 +64,7 @@ func scanJob(r scanner) (store.Job, error) {
 	return j, err
 }
 
-// queryRower is a *sql.DB or a *txn.
+// queryRower is the store's database or a *txn.
 type queryRower interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }

@@ -17,13 +17,14 @@ const nodeColumns = `id, name, address, state, state_reason, state_since, last_c
 type scanner interface{ Scan(dest ...any) error }
 
 // queryAll runs a query and scans every row with scan.
-// querier is a *sql.DB or a transaction.
+// querier is the store's database or a transaction.
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// in is the right side of "col IN …" over ids, and its arguments: one
-// parameter, the ids as a JSON array (store.Dialect.InJSON).
+// in is what follows a column in a condition that it is one of ids, and
+// its arguments: one parameter, the ids as a JSON array
+// (store.Dialect.InJSON).
 func (s *Store) in(ids []string) (string, []any) {
 	list, err := json.Marshal(ids)
 	if err != nil {
@@ -152,7 +153,7 @@ func (s *Store) GetNodes(ctx context.Context, ids ...string) ([]store.Node, erro
 		return nil, nil
 	}
 	in, args := s.in(ids)
-	return queryAll(ctx, s.db, s.q(`SELECT `+nodeColumns+` FROM nodes WHERE id IN `+in+` ORDER BY name`), args, scanNode)
+	return queryAll(ctx, s.db, s.q(`SELECT `+nodeColumns+` FROM nodes WHERE id `+in+` ORDER BY name`), args, scanNode)
 }
 
 // nodePages pages nodes by name: unique, and served by its unique index
@@ -393,7 +394,7 @@ func (t *txn) poolIDs(ctx context.Context, ids []string) (map[string]bool, error
 		return found, nil
 	}
 	in, args := t.s.in(ids)
-	_, err := queryAll(ctx, t, t.s.q(`SELECT id FROM pools WHERE id IN `+in), args, func(r scanner) (string, error) {
+	_, err := queryAll(ctx, t, t.s.q(`SELECT id FROM pools WHERE id `+in), args, func(r scanner) (string, error) {
 		var id string
 		if err := r.Scan(&id); err != nil {
 			return "", err
@@ -453,7 +454,7 @@ func (s *Store) mountsOn(ctx context.Context, db querier, col string, ids ...str
 	if col != "" {
 		var in string
 		in, args = s.in(ids)
-		where = `WHERE ` + col + ` IN ` + in
+		where = `WHERE ` + col + ` ` + in
 	}
 	if col == "node_id" {
 		order = `node_id, pool_id`

@@ -85,7 +85,7 @@ func (s *Store) PoolNames(ctx context.Context, ids ...string) (map[string]string
 		return names, nil
 	}
 	in, args := s.in(ids)
-	_, err := queryAll(ctx, s.db, s.q(`SELECT id, name FROM pools WHERE id IN `+in), args, func(r scanner) (string, error) {
+	_, err := queryAll(ctx, s.db, s.q(`SELECT id, name FROM pools WHERE id `+in), args, func(r scanner) (string, error) {
 		var id, name string
 		if err := r.Scan(&id, &name); err != nil {
 			return "", err
@@ -104,7 +104,7 @@ func (s *Store) PoolsAssignedTo(ctx context.Context, nodeIDs ...string) (map[str
 		return out, nil
 	}
 	in, args := s.in(nodeIDs)
-	_, err := queryAll(ctx, s.db, s.q(`SELECT node_id, pool_id FROM pool_assignments WHERE node_id IN `+in+` ORDER BY node_id, pool_id`), args,
+	_, err := queryAll(ctx, s.db, s.q(`SELECT node_id, pool_id FROM pool_assignments WHERE node_id `+in+` ORDER BY node_id, pool_id`), args,
 		func(r scanner) (string, error) {
 			var node, pool string
 			if err := r.Scan(&node, &pool); err != nil {

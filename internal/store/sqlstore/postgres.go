@@ -93,7 +93,7 @@ func PostgresDialect() store.Dialect {
 		NowMicros:        "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
 		ForKeyShare:      " FOR KEY SHARE",
 		ForUpdate:        " FOR UPDATE",
-		InJSON:           "(SELECT jsonb_array_elements_text(CAST(? AS jsonb)))",
+		InJSON:           "= ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(? AS jsonb))))",
 		// Transaction-scoped: released at commit or rollback, so a replica
 		// that dies mid-migration cannot leave it held.
 		MigrationLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey),

@@ -271,3 +271,43 @@ func TestPostgresFencedWriteAndLease(t *testing.T) {
 		t.Fatalf("a write at the old epoch after the takeover = %v; want ErrFenced", err)
 	}
 }
+
+// TestPostgresListUsesIndex: a condition on a list of ids sent as one
+// parameter reads the column's index, not the whole table (written as IN
+// over the rows of jsonb_array_elements_text, the planner scanned every
+// mount row for each pool's: a full-cluster rescan of 1,000 pools took
+// 22 s instead of 3).
+func TestPostgresListUsesIndex(t *testing.T) {
+	s := openPostgres(t, pgtest.NewSchema(t))
+	ctx := context.Background()
+	for _, q := range []string{
+		`INSERT INTO nodes (id, name, address) SELECT 'n' || g, 'node-' || g, '10.0.0.1:' || g FROM generate_series(1, 2000) g`,
+		`INSERT INTO pools (id, name, type, path) SELECT 'p' || g, 'pool-' || g, 'dir', '/p/' || g FROM generate_series(1, 500) g`,
+		`INSERT INTO pool_mounts (node_id, pool_id) SELECT 'n' || n, 'p' || ((n + k * 37) % 500 + 1)
+			FROM generate_series(1, 2000) n, generate_series(1, 10) k ON CONFLICT DO NOTHING`,
+		`ANALYZE pool_mounts`,
+	} {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, col := range []string{"pool_id", "node_id"} {
+		in, args := s.in([]string{"p5", "n5"})
+		rows, err := s.db.QueryContext(ctx, s.q(`EXPLAIN SELECT node_id FROM pool_mounts WHERE `+col+` `+in), args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, line)
+		}
+		rows.Close()
+		if p := strings.Join(plan, "\n"); strings.Contains(p, "Seq Scan on pool_mounts") || !strings.Contains(p, "Index") {
+			t.Errorf("mounts by %s read without an index:\n%s", col, p)
+		}
+	}
+}

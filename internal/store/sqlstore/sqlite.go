@@ -59,7 +59,7 @@ func SQLiteDialect() store.Dialect {
 		Name:             "sqlite",
 		SerialPrimaryKey: "INTEGER PRIMARY KEY AUTOINCREMENT",
 		NowMicros:        "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)",
-		InJSON:           "(SELECT value FROM json_each(?))",
+		InJSON:           "IN (SELECT value FROM json_each(?))",
 		IsUniqueViolation: func(err error) bool {
 			c := sqliteCode(err)
 			return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
