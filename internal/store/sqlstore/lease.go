@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -103,7 +104,7 @@ func (s *Store) TryLease(ctx context.Context, req store.LeaseRequest) (store.Lea
 // leaseTx runs fn in a transaction on the lease's own connection when the
 // store has one (PostgreSQL), and as any write otherwise.
 func (s *Store) leaseTx(ctx context.Context, fn func(tx *txn) error) error {
-	if s.leaseDB == nil {
+	if s.leaseDB.DB == nil {
 		return s.tx(ctx, fn)
 	}
 	return s.txOn(ctx, s.leaseDB, fn)
@@ -111,12 +112,7 @@ func (s *Store) leaseTx(ctx context.Context, fn func(tx *txn) error) error {
 
 // ReleaseLease lets the lease expire now when holder still holds it.
 func (s *Store) ReleaseLease(ctx context.Context, holder string, epoch int64) error {
-	var db interface {
-		ExecContext(context.Context, string, ...any) (sql.Result, error)
-	} = s.db
-	if s.leaseDB != nil {
-		db = s.leaseDB
-	}
+	db := cmp.Or(s.leaseDB, s.db)
 	_, err := db.ExecContext(ctx, s.q(`UPDATE leader_lease SET expires_at = 0 WHERE name = ? AND holder = ? AND epoch = ?`),
 		leaseName, holder, epoch)
 	return err

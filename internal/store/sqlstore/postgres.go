@@ -67,7 +67,7 @@ func OpenPostgres(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", where, err)
 	}
-	s.leaseDB = stdlib.OpenDB(*cfg)
+	s.leaseDB = database{DB: stdlib.OpenDB(*cfg)}
 	s.leaseDB.SetMaxOpenConns(1)
 	return s, nil
 }

@@ -45,7 +45,7 @@ type Store struct {
 	// connection: renewing the lease must not wait for one of the pool's,
 	// all of which a busy control plane's checks and requests may hold,
 	// or the leader loses its lease for being busy.
-	leaseDB *sql.DB
+	leaseDB database
 }
 
 var _ store.Store = (*Store)(nil)
@@ -98,7 +98,7 @@ func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 func (s *Store) DB() *sql.DB { return s.db.DB }
 
 func (s *Store) Close() error {
-	if s.leaseDB != nil {
+	if s.leaseDB.DB != nil {
 		s.leaseDB.Close()
 	}
 	return s.db.Close()
@@ -154,9 +154,7 @@ func (s *Store) txLocked(ctx context.Context, fn func(tx *txn) error) error {
 }
 
 // txOn runs fn in a transaction on db, one of the store's.
-func (s *Store) txOn(ctx context.Context, db interface {
-	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
-}, fn func(tx *txn) error) error {
+func (s *Store) txOn(ctx context.Context, db database, fn func(tx *txn) error) error {
 	sqlTx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
