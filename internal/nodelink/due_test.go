@@ -18,7 +18,9 @@ type readsNodes struct {
 	store.Store
 	mu    sync.Mutex
 	lists int
-	byID  [][]string
+	// poolLists counts the listings of the pools.
+	poolLists int
+	byID      [][]string
 }
 
 func (s *readsNodes) ListNodes(ctx context.Context) ([]store.Node, error) {
@@ -26,6 +28,13 @@ func (s *readsNodes) ListNodes(ctx context.Context) ([]store.Node, error) {
 	s.lists++
 	s.mu.Unlock()
 	return s.Store.ListNodes(ctx)
+}
+
+func (s *readsNodes) ListPools(ctx context.Context) ([]store.Pool, error) {
+	s.mu.Lock()
+	s.poolLists++
+	s.mu.Unlock()
+	return s.Store.ListPools(ctx)
 }
 
 func (s *readsNodes) GetNodes(ctx context.Context, ids ...string) ([]store.Node, error) {
@@ -88,8 +97,8 @@ func TestRoundsReadOnlyDueNodes(t *testing.T) {
 	create("n10") // no kick: met at the next full round only
 	create("n11") // kicked, as an enrollment does
 	l.Kick("n11", "n3", "nope")
-	if all := l.takeKicks(); all {
-		t.Errorf("takeKicks = all after a kick of three nodes")
+	if all, pools := l.takeKicks(); all || pools {
+		t.Errorf("takeKicks = all %v, pools %v after a kick of three nodes", all, pools)
 	}
 	due, err = l.dueNodes(ctx, false, now.Add(2*time.Second))
 	if err != nil {
@@ -120,5 +129,42 @@ func TestRoundsReadOnlyDueNodes(t *testing.T) {
 	}
 	if got := ids(due); len(got) != 12 || !slices.Contains(got, "n10") || st.lists != 2 {
 		t.Errorf("full round: due %v, %d listings; want all 12 nodes, n10 met, from a second listing", got, st.lists)
+	}
+}
+
+// TestRoundsShareThePools: a round given the pools of an earlier one does
+// not list them again; a kick of a pool says they are to be listed anew.
+func TestRoundsShareThePools(t *testing.T) {
+	ctx := context.Background()
+	sq, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "q.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sq.Close()
+	now := time.Now()
+	pool := store.Pool{ID: "p1", Name: "p1", Path: "/srv/p1", Shared: true, CreatedAt: now}
+	if err := sq.CreatePool(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	st := &readsNodes{Store: sq}
+	l := New(Config{Store: st, Interval: 5 * time.Second})
+	var (
+		s      starter
+		checks sync.WaitGroup
+	)
+	pools := l.round(ctx, time.Second, true, nil, &s, &checks)
+	if len(pools) != 1 || st.poolLists != 1 {
+		t.Fatalf("a round without pools: %d pools from %d listings; want 1 from 1", len(pools), st.poolLists)
+	}
+	if again := l.round(ctx, time.Second, false, pools, &s, &checks); len(again) != 1 || st.poolLists != 1 {
+		t.Fatalf("a round given the pools: %d pools, %d listings in all; want 1 from the first listing", len(again), st.poolLists)
+	}
+	checks.Wait()
+	l.KickPool(pool)
+	if _, kicked := l.takeKicks(); !kicked {
+		t.Fatal("takeKicks after KickPool does not say a pool was kicked")
+	}
+	if _, kicked := l.takeKicks(); kicked {
+		t.Fatal("a pool kick is taken twice")
 	}
 }

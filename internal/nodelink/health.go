@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/time/rate"
 
 	agentv1 "github.com/quarry-project/quarry/internal/gen/quarry/agent/v1"
 	"github.com/quarry-project/quarry/internal/placement"
@@ -22,7 +23,7 @@ import (
 func (l *Link) Run(ctx context.Context) {
 	var checks sync.WaitGroup
 	defer checks.Wait()
-	var slots chan struct{}
+	var st starter
 	tick := time.NewTimer(0)
 	defer tick.Stop()
 	// A round lists every node; with thousands of nodes due at spread
@@ -32,6 +33,11 @@ func (l *Link) Run(ctx context.Context) {
 	// round each when it is due.
 	gap := min(l.cfg.Interval/10, 500*time.Millisecond)
 	var last, lastFull time.Time
+	// pools is the last listing of the pools, which the rounds until the
+	// next full one share unless a pool is kicked: listed every round, the
+	// pools were a tenth of the loop's reading and garbage. A pool changed
+	// through another replica is met at the next full round.
+	var pools []store.Pool
 	for {
 		select {
 		case <-ctx.Done():
@@ -44,31 +50,71 @@ func (l *Link) Run(ctx context.Context) {
 			return
 		case <-time.After(time.Until(last.Add(gap))):
 		}
-		all := l.takeKicks()
+		all, poolKicked := l.takeKicks()
 		last = time.Now()
-		// A full round, which lists every node, once an interval (and on a
-		// kick of every node): it meets the nodes no kick announced.
+		// A full round, which lists every node and pool, once an interval
+		// (and on a kick of every node): it meets the nodes no kick
+		// announced.
 		full := all || last.Sub(lastFull) >= l.cfg.Interval
 		if full {
 			lastFull = last
 		}
-		pools := l.round(ctx, gap, full, &slots, &checks)
+		if full || poolKicked {
+			pools = nil
+		}
+		pools = l.round(ctx, gap, full, pools, &st, &checks)
 		l.ensureAllInitialized(ctx, pools)
 		tick.Reset(l.untilNextDue())
 	}
 }
 
+// starter bounds how the health loop starts checks: how many are in
+// flight, and how fast they start.
+type starter struct {
+	slots chan struct{}
+	// pace starts checks at most twice as fast as an interval's checks
+	// need: nodes due together, or left late while a round read the
+	// store (a full round's listing took 300 ms at 5,000 nodes), start
+	// spread out instead of hundreds at once, which kept both cores busy
+	// and held API requests up by 100 ms.
+	pace *rate.Limiter
+}
+
+// resize fits the starter to a cluster of nodes nodes.
+func (s *starter) resize(nodes, least int, interval time.Duration) {
+	if want := checkSlots(nodes, least); cap(s.slots) != want {
+		s.slots = make(chan struct{}, want)
+	}
+	r := rate.Limit(2 * float64(max(nodes, 1)) / interval.Seconds())
+	if s.pace == nil {
+		// A burst of a few checks: a handful of nodes, or a kick of a
+		// few, start at once.
+		s.pace = rate.NewLimiter(r, least)
+	}
+	s.pace.SetLimit(r)
+}
+
+// turn reserves the start of a check due at due and returns how long
+// from now it waits for it; cancel the turn when the check does not start.
+func (s *starter) turn(now, due time.Time) (time.Duration, *rate.Reservation) {
+	at := now
+	if due.After(now) {
+		at = due
+	}
+	r := s.pace.ReserveN(at, 1)
+	return at.Sub(now) + r.DelayFrom(at), r
+}
+
 // round starts a check of every node due within a gap from now, each at the
-// time it is due, at most len(slots) at a time, and returns once all have
-// started (or a kick came while it waited for one: the nodes not started
-// yet go to the next round; the nodes due already are never put off). It
-// does not wait for the checks to end: a round that did made
-// every node wait for the slowest check of the round before its own, which
-// at thousands of nodes left most of them unchecked for many intervals.
-// Nor does it start the round's checks all at once: hundreds of them made
-// a burst of work that held API requests up by tens of milliseconds. It
-// returns the pools it listed (nil when listing failed).
-func (l *Link) round(ctx context.Context, gap time.Duration, full bool, slotsp *chan struct{}, checks *sync.WaitGroup) []store.Pool {
+// time it is due (paced by the starter), at most len(slots) at a time, and
+// returns once all have started (or a kick came while it waited for one:
+// the nodes not started yet go to the next round). It does not wait for the
+// checks to end: a round that did made every node wait for the slowest check
+// of the round before its own, which at thousands of nodes left most of them
+// unchecked for many intervals. It asks the agents about pools, or lists
+// them when pools is nil, and returns the pools it used (nil when listing
+// failed).
+func (l *Link) round(ctx context.Context, gap time.Duration, full bool, pools []store.Pool, st *starter, checks *sync.WaitGroup) []store.Pool {
 	due, err := l.dueNodes(ctx, full, l.cfg.Now().Add(gap))
 	if err != nil {
 		if ctx.Err() == nil {
@@ -82,15 +128,16 @@ func (l *Link) round(ctx context.Context, gap time.Duration, full bool, slotsp *
 			l.unclaim(d.st)
 		}
 	}
-	// One listing of the pools serves the whole round: read per check, it
-	// cost nodes × pools rows every interval.
-	pools, err := l.cfg.Store.ListPools(ctx)
-	if err != nil {
-		unclaimFrom(0)
-		if ctx.Err() == nil {
-			l.log.Warn("listing pools for health checks failed", "err", err)
+	// One listing of the pools serves the whole round, and the next ones:
+	// read per check, it cost nodes × pools rows every interval.
+	if pools == nil {
+		if pools, err = l.cfg.Store.ListPools(ctx); err != nil {
+			unclaimFrom(0)
+			if ctx.Err() == nil {
+				l.log.Warn("listing pools for health checks failed", "err", err)
+			}
+			return nil
 		}
-		return nil
 	}
 	// Checks in flight grow with the cluster: a fixed number of them can
 	// check only so many nodes per interval however fast each check is.
@@ -98,19 +145,19 @@ func (l *Link) round(ctx context.Context, gap time.Duration, full bool, slotsp *
 	l.mu.Lock()
 	known := len(l.nodes)
 	l.mu.Unlock()
-	if want := checkSlots(known, l.cfg.Concurrency); cap(*slotsp) != want {
-		*slotsp = make(chan struct{}, want)
-	}
-	slots := *slotsp
+	st.resize(known, l.cfg.Concurrency, l.cfg.Interval)
+	slots := st.slots
 	slices.SortFunc(due, func(a, b dueCheck) int { return a.due.Compare(b.due) })
 	wait := time.NewTimer(0)
 	defer wait.Stop()
 	for i, d := range due {
-		if until := d.due.Sub(l.cfg.Now()); until > 0 {
+		until, turn := st.turn(l.cfg.Now(), d.due)
+		if until > 0 {
 			wait.Reset(until)
 			select {
 			case <-wait.C:
 			case <-l.kick:
+				turn.CancelAt(l.cfg.Now())
 				l.wake() // for the loop, after this round
 				unclaimFrom(i)
 				return pools

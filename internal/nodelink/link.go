@@ -110,6 +110,9 @@ type Link struct {
 	// nodes named.
 	kickAll bool
 	kicked  map[string]bool
+	// poolKicked says a pool changed since the health loop last listed
+	// them (guarded by mu).
+	poolKicked bool
 
 	initMu sync.Mutex // one pool initialization at a time
 }
@@ -539,6 +542,9 @@ func (l *Link) wake() {
 // the pool (placement.MayUse): its assigned nodes, or every node when it
 // is shared or has none assigned.
 func (l *Link) KickPool(pool store.Pool) {
+	l.mu.Lock()
+	l.poolKicked = true
+	l.mu.Unlock()
 	if pool.Shared || len(pool.AssignedNodeIDs) == 0 {
 		l.Kick()
 		return
@@ -547,8 +553,9 @@ func (l *Link) KickPool(pool store.Pool) {
 }
 
 // takeKicks makes the kicked nodes due now, meeting those the loop has not
-// met yet, and forgets the kicks; all says every node was kicked.
-func (l *Link) takeKicks() (all bool) {
+// met yet, and forgets the kicks; all says every node was kicked, pools
+// that a pool was.
+func (l *Link) takeKicks() (all, pools bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for id := range l.kicked {
@@ -561,10 +568,10 @@ func (l *Link) takeKicks() (all bool) {
 			s.next = time.Time{}
 		}
 	}
-	all = l.kickAll
-	l.kickAll = false
+	all, pools = l.kickAll, l.poolKicked
+	l.kickAll, l.poolKicked = false, false
 	clear(l.kicked)
-	return all
+	return all, pools
 }
 
 // Forget drops what the link remembers of a deleted node.

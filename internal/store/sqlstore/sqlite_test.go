@@ -240,3 +240,27 @@ func TestSQLiteDetachedStatements(t *testing.T) {
 		t.Errorf("pools after the transaction ended without commit: %v, %v; want none", ps, err)
 	}
 }
+
+// TestSQLiteCountImagesReadsOneIndex: a metrics scrape's counts of the
+// library read an index that holds pool, kind and state, not every
+// image's row.
+func TestSQLiteCountImagesReadsOneIndex(t *testing.T) {
+	s := openSQLite(t, filepath.Join(t.TempDir(), "q.db"))
+	rows, err := s.db.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+countImagesSQL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if p := strings.Join(plan, "\n"); !strings.Contains(p, "COVERING INDEX images_pool_kind_state") {
+		t.Errorf("CountImages reads more than its index:\n%s", p)
+	}
+}
