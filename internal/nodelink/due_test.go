@@ -44,16 +44,23 @@ func (s *readsNodes) GetNodes(ctx context.Context, ids ...string) ([]store.Node,
 	return s.Store.GetNodes(ctx, ids...)
 }
 
+// openSQLite opens a new SQLite store, closed at the test's end.
+func openSQLite(t *testing.T) *sqlstore.Store {
+	t.Helper()
+	sq, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "q.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sq.Close() })
+	return sq
+}
+
 // TestRoundsReadOnlyDueNodes: a full round lists every node; the rounds
 // between read only the nodes due (and the ones kicked, met or not), and
 // the link forgets a node gone from the store.
 func TestRoundsReadOnlyDueNodes(t *testing.T) {
 	ctx := context.Background()
-	sq, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "q.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sq.Close()
+	sq := openSQLite(t)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	st := &readsNodes{Store: sq}
 	l := New(Config{Store: st, Interval: 5 * time.Second, Now: func() time.Time { return now }})
@@ -136,11 +143,7 @@ func TestRoundsReadOnlyDueNodes(t *testing.T) {
 // not list them again; a kick of a pool says they are to be listed anew.
 func TestRoundsShareThePools(t *testing.T) {
 	ctx := context.Background()
-	sq, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "q.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sq.Close()
+	sq := openSQLite(t)
 	now := time.Now()
 	pool := store.Pool{ID: "p1", Name: "p1", Path: "/srv/p1", Shared: true, CreatedAt: now}
 	if err := sq.CreatePool(ctx, pool); err != nil {
