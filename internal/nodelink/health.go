@@ -80,8 +80,8 @@ type starter struct {
 	pace *rate.Limiter
 }
 
-// resize fits the starter to a cluster of nodes nodes.
-func (s *starter) resize(nodes, least int, interval time.Duration) {
+// resize fits the starter to a cluster of nodes nodes, as of now.
+func (s *starter) resize(now time.Time, nodes, least int, interval time.Duration) {
 	if want := checkSlots(nodes, least); cap(s.slots) != want {
 		s.slots = make(chan struct{}, want)
 	}
@@ -91,7 +91,7 @@ func (s *starter) resize(nodes, least int, interval time.Duration) {
 		// few, start at once.
 		s.pace = rate.NewLimiter(r, least)
 	}
-	s.pace.SetLimit(r)
+	s.pace.SetLimitAt(now, r)
 }
 
 // turn reserves the start of a check due at due and returns how long
@@ -145,7 +145,7 @@ func (l *Link) round(ctx context.Context, gap time.Duration, full bool, pools []
 	l.mu.Lock()
 	known := len(l.nodes)
 	l.mu.Unlock()
-	st.resize(known, l.cfg.Concurrency, l.cfg.Interval)
+	st.resize(l.cfg.Now(), known, l.cfg.Concurrency, l.cfg.Interval)
 	slots := st.slots
 	slices.SortFunc(due, func(a, b dueCheck) int { return a.due.Compare(b.due) })
 	wait := time.NewTimer(0)

@@ -10,8 +10,8 @@ import (
 // its turn starts when due; a turn given back is another check's.
 func TestChecksStartPaced(t *testing.T) {
 	var s starter
-	s.resize(1000, 8, 5*time.Second) // 400 starts a second
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.resize(now, 1000, 8, 5*time.Second) // 400 starts a second
 	var waits []time.Duration
 	for range 100 {
 		w, _ := s.turn(now, now.Add(-time.Second))
