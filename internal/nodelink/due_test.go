@@ -18,6 +18,8 @@ type readsNodes struct {
 	store.Store
 	mu    sync.Mutex
 	lists int
+	// idLists counts the listings of the nodes' ids.
+	idLists int
 	// poolLists counts the listings of the pools.
 	poolLists int
 	byID      [][]string
@@ -28,6 +30,13 @@ func (s *readsNodes) ListNodes(ctx context.Context) ([]store.Node, error) {
 	s.lists++
 	s.mu.Unlock()
 	return s.Store.ListNodes(ctx)
+}
+
+func (s *readsNodes) NodeIDs(ctx context.Context) ([]string, error) {
+	s.mu.Lock()
+	s.idLists++
+	s.mu.Unlock()
+	return s.Store.NodeIDs(ctx)
 }
 
 func (s *readsNodes) ListPools(ctx context.Context) ([]store.Pool, error) {
@@ -55,9 +64,10 @@ func openSQLite(t *testing.T) *sqlstore.Store {
 	return sq
 }
 
-// TestRoundsReadOnlyDueNodes: a full round lists every node; the rounds
-// between read only the nodes due (and the ones kicked, met or not), and
-// the link forgets a node gone from the store.
+// TestRoundsReadOnlyDueNodes: a full round lists every node's id, the
+// rounds between none; each reads only the records of the nodes due (and
+// the ones kicked, met or not) unless more than maxDueRead are; the link
+// forgets a node gone from the store.
 func TestRoundsReadOnlyDueNodes(t *testing.T) {
 	ctx := context.Background()
 	sq := openSQLite(t)
@@ -91,8 +101,9 @@ func TestRoundsReadOnlyDueNodes(t *testing.T) {
 	}
 
 	due, err := l.dueNodes(ctx, true, now)
-	if err != nil || len(due) != 10 || st.lists != 1 {
-		t.Fatalf("full round: %d due, %d listings, %v; want 10 from 1 listing", len(due), st.lists, err)
+	if err != nil || len(due) != 10 || st.idLists != 1 || st.lists != 0 || len(st.byID) != 1 || len(st.byID[0]) != 10 {
+		t.Fatalf("full round: %d due, %d listings of ids, %d of records, by id %v, %v; want 10 read by id after 1 listing of ids",
+			len(due), st.idLists, st.lists, st.byID, err)
 	}
 	// n1 and n2 due within the next round's horizon, the others later.
 	done(due, func(id string) time.Time {
@@ -114,8 +125,9 @@ func TestRoundsReadOnlyDueNodes(t *testing.T) {
 	if got, want := ids(due), []string{"n1", "n11", "n2", "n3"}; !slices.Equal(got, want) {
 		t.Errorf("round between full ones: due %v; want %v", got, want)
 	}
-	if st.lists != 1 || len(st.byID) != 1 || !slices.Equal(st.byID[0], []string{"n1", "n11", "n2", "n3", "nope"}) {
-		t.Errorf("round between full ones read %d listings and by id %v; want only the due and kicked nodes by id", st.lists-1, st.byID)
+	if st.lists != 0 || st.idLists != 1 || len(st.byID) != 2 || !slices.Equal(st.byID[1], []string{"n1", "n11", "n2", "n3", "nope"}) {
+		t.Errorf("round between full ones read %d listings of records, %d of ids, and by id %v; want only the due and kicked nodes by id",
+			st.lists, st.idLists-1, st.byID[1:])
 	}
 	done(due, func(string) time.Time { return now.Add(5 * time.Second) })
 	// A node the store no longer has is forgotten, not read again.
@@ -126,16 +138,29 @@ func TestRoundsReadOnlyDueNodes(t *testing.T) {
 		t.Errorf("the link still knows a node the store does not have")
 	}
 	due, err = l.dueNodes(ctx, false, now.Add(2*time.Second))
-	if err != nil || len(due) != 0 || len(st.byID) != 1 || st.lists != 1 {
-		t.Errorf("next round: %d due, by id %v, %d listings, %v; want nothing read", len(due), st.byID, st.lists, err)
+	if err != nil || len(due) != 0 || len(st.byID) != 2 || st.lists != 0 || st.idLists != 1 {
+		t.Errorf("next round: %d due, by id %v, %d listings, %v; want nothing read", len(due), st.byID, st.lists+st.idLists-1, err)
 	}
 
 	due, err = l.dueNodes(ctx, true, now.Add(6*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(due); len(got) != 12 || !slices.Contains(got, "n10") || st.lists != 2 {
-		t.Errorf("full round: due %v, %d listings; want all 12 nodes, n10 met, from a second listing", got, st.lists)
+	if got := ids(due); len(got) != 12 || !slices.Contains(got, "n10") || st.idLists != 2 || st.lists != 0 || len(st.byID) != 3 {
+		t.Errorf("full round: due %v, %d listings of ids, %d of records, %d reads by id; want all 12 nodes, n10 met, by id after a second listing of ids",
+			got, st.idLists, st.lists, len(st.byID))
+	}
+	done(due, func(string) time.Time { return now.Add(10 * time.Second) })
+
+	// More due than a round reads by id: one listing of every record.
+	defer func(n int) { maxDueRead = n }(maxDueRead)
+	maxDueRead = 5
+	due, err = l.dueNodes(ctx, true, now.Add(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(due); len(got) != 12 || st.lists != 1 || len(st.byID) != 3 {
+		t.Errorf("full round with 12 due: due %v, %d listings of records, %d reads by id; want all 12 from one listing", got, st.lists, len(st.byID))
 	}
 }
 

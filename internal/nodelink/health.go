@@ -192,24 +192,39 @@ type dueCheck struct {
 	due time.Time
 }
 
-// maxDueRead is the most nodes a round that is not full reads by id; with
-// more due, it lists them all.
-const maxDueRead = 1000
+// maxDueRead is the most nodes a round reads by id; with more due, it
+// lists them all (a variable for the tests).
+var maxDueRead = 1000
 
 // dueNodes claims the nodes due by horizon and returns them as stored. A
-// full round lists every node; the others
-// read only the nodes due among those the link knows (from earlier rounds,
-// and kicks): at thousands of nodes, listing them all twice a second to
-// find the tenth due was most of the loop's reading.
+// full round meets every node by listing their ids; the others claim only
+// among the nodes the link knows (from earlier rounds, and kicks). Either
+// reads the records of the nodes due by id, up to maxDueRead of them, and
+// lists every node's record when more are due: at thousands of nodes,
+// listing every record twice a second to find the tenth due was most of
+// the loop's reading, and once an interval it still held the loop up for
+// 300 ms on a busy control plane.
 func (l *Link) dueNodes(ctx context.Context, full bool, horizon time.Time) (due []dueCheck, err error) {
-	if !full {
-		claimed := l.claimKnown(horizon)
-		if len(claimed) <= maxDueRead {
-			return l.readClaimed(ctx, claimed)
+	var claimed map[string]dueCheck
+	if full {
+		ids, err := l.cfg.Store.NodeIDs(ctx)
+		if err != nil {
+			return nil, err
 		}
-		for _, d := range claimed {
-			l.unclaim(d.st)
+		claimed = map[string]dueCheck{}
+		for _, id := range ids {
+			if st, at, ok := l.claim(id, horizon); ok {
+				claimed[id] = dueCheck{st: st, due: at}
+			}
 		}
+	} else {
+		claimed = l.claimKnown(horizon)
+	}
+	if len(claimed) <= maxDueRead {
+		return l.readClaimed(ctx, claimed)
+	}
+	for _, d := range claimed {
+		l.unclaim(d.st)
 	}
 	nodes, err := l.cfg.Store.ListNodes(ctx)
 	if err != nil {

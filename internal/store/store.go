@@ -163,6 +163,9 @@ type NodeStore interface {
 	GetNodeByAddress(ctx context.Context, address string) (Node, error)
 	// ListNodes returns every node ordered by name.
 	ListNodes(ctx context.Context) ([]Node, error)
+	// NodeIDs returns every node's id, in no particular order: what the
+	// health loop reads to meet every node, without their records.
+	NodeIDs(ctx context.Context) ([]string, error)
 	// GetNodes returns the nodes with these ids (those that exist, once
 	// each) ordered by name.
 	GetNodes(ctx context.Context, ids ...string) ([]Node, error)

@@ -147,6 +147,14 @@ func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 	return queryAll(ctx, s.db, s.q(`SELECT `+nodeColumns+` FROM nodes ORDER BY name`), nil, scanNode)
 }
 
+// NodeIDs returns every node's id.
+func (s *Store) NodeIDs(ctx context.Context) ([]string, error) {
+	return queryAll(ctx, s.db, `SELECT id FROM nodes`, nil, func(r scanner) (id string, err error) {
+		err = r.Scan(&id)
+		return id, err
+	})
+}
+
 // GetNodes returns the nodes with ids, by name.
 func (s *Store) GetNodes(ctx context.Context, ids ...string) ([]store.Node, error) {
 	if len(ids) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -83,6 +84,12 @@ func testNodes(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatal(err)
 		}
 		wantEqual(t, "ListNodes", got, want)
+		ids, err := s.NodeIDs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(ids)
+		wantEqual(t, "NodeIDs (sorted)", ids, []string{"n1", "n2", "n3"})
 		for _, tt := range []struct {
 			ids  []string
 			want []store.Node
