@@ -26,11 +26,11 @@ func (l *Link) Run(ctx context.Context) {
 	var st starter
 	tick := time.NewTimer(0)
 	defer tick.Stop()
-	// A round lists every node; with thousands of nodes due at spread
-	// times, a round per node due cost more than the checks. Rounds are
-	// at least a tenth of an interval apart (at most 500 ms): each starts
-	// the kicked nodes' checks at once, and those due before the next
-	// round each when it is due.
+	// A round reads the nodes it checks; with thousands of nodes due at
+	// spread times, a round per node due cost more than the checks. Rounds
+	// are at least a tenth of an interval apart (at most 500 ms): each
+	// starts the kicked nodes' checks now, and those due before the next
+	// round each when it is due (both paced by the starter).
 	gap := min(l.cfg.Interval/10, 500*time.Millisecond)
 	var last, lastFull time.Time
 	// pools is the last listing of the pools, which the rounds until the
@@ -52,9 +52,9 @@ func (l *Link) Run(ctx context.Context) {
 		}
 		all, poolKicked := l.takeKicks()
 		last = time.Now()
-		// A full round, which lists every node and pool, once an interval
-		// (and on a kick of every node): it meets the nodes no kick
-		// announced.
+		// A full round, which lists every node's id and the pools, once an
+		// interval (and on a kick of every node): it meets the nodes no
+		// kick announced.
 		full := all || last.Sub(lastFull) >= l.cfg.Interval
 		if full {
 			lastFull = last
@@ -74,7 +74,7 @@ type starter struct {
 	slots chan struct{}
 	// pace starts checks at most twice as fast as an interval's checks
 	// need: nodes due together, or left late while a round read the
-	// store (a full round's listing took 300 ms at 5,000 nodes), start
+	// store (listing every node's record took 300 ms at 5,000 nodes), start
 	// spread out instead of hundreds at once, which kept both cores busy
 	// and held API requests up by 100 ms.
 	pace *rate.Limiter
