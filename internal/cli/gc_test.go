@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"runtime"
 	"runtime/debug"
 	"testing"
 )
@@ -26,5 +27,28 @@ func TestSetServerGC(t *testing.T) {
 	}
 	if was := debug.SetGCPercent(100); was != 200 {
 		t.Errorf("with GOGC=200 the collector's target is %d; want it left at 200", was)
+	}
+}
+
+func TestSetServerProcs(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+
+	t.Setenv("GOMAXPROCS", "")
+	runtime.GOMAXPROCS(1)
+	if got := setServerProcs(); got != serverMinProcs {
+		t.Errorf("on one P without GOMAXPROCS: %d; want %d", got, serverMinProcs)
+	}
+	// More Ps than the least stay.
+	runtime.GOMAXPROCS(serverMinProcs + 2)
+	if got := setServerProcs(); got != serverMinProcs+2 {
+		t.Errorf("on %d Ps: %d; want them kept", serverMinProcs+2, got)
+	}
+
+	// The operator's GOMAXPROCS stands (the runtime read it at start;
+	// here it is set as the runtime would have).
+	t.Setenv("GOMAXPROCS", "1")
+	runtime.GOMAXPROCS(1)
+	if got := setServerProcs(); got != 1 {
+		t.Errorf("with GOMAXPROCS=1: %d; want 1", got)
 	}
 }

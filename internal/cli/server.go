@@ -43,7 +43,7 @@ loopback only, for a first try.`,
 			if err := servePprof(log); err != nil {
 				return err
 			}
-			log.Debug("garbage collector", "gogc", setServerGC())
+			log.Debug("runtime", "gogc", setServerGC(), "gomaxprocs", setServerProcs())
 			switch {
 			case cfg.ScanInterval == 0:
 				cfg.ScanInterval = -1 // the flag's 0 means off; the config's means default

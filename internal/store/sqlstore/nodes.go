@@ -34,12 +34,21 @@ func (s *Store) in(ids []string) (string, []any) {
 }
 
 func queryAll[T any](ctx context.Context, db querier, query string, args []any, scan func(scanner) (T, error)) ([]T, error) {
+	return queryCap(ctx, db, query, args, 0, scan)
+}
+
+// queryCap is queryAll with room made for n rows at once (a page's):
+// growing the slice row by row allocated one and a half pages' rows again.
+func queryCap[T any](ctx context.Context, db querier, query string, args []any, n int, scan func(scanner) (T, error)) ([]T, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []T
+	if n > 0 {
+		out = make([]T, 0, n)
+	}
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {

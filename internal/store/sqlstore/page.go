@@ -91,7 +91,9 @@ func page[T any](ctx context.Context, s *Store, k keyset[T], selectFrom string, 
 	}
 	order := strings.ReplaceAll(strings.Trim(k.cols, "()"), ",", dir+",") + dir
 	query := selectFrom + w.sql() + ` ORDER BY ` + order + ` LIMIT ?`
-	rows, err := queryAll(ctx, s.db, s.q(query), append(w.args, limit+1), scan)
+	// Room for a page of up to 255 rows at once: a large page that few rows
+	// fill should not hold room for a thousand.
+	rows, err := queryCap(ctx, s.db, s.q(query), append(w.args, limit+1), min(limit+1, 256), scan)
 	if err != nil || len(rows) <= limit {
 		return rows, "", err
 	}
