@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
@@ -95,10 +94,8 @@ func imageView(im store.Image, poolName string) *quarryv1.Image {
 	return v
 }
 
-// poolNames maps pool ids to names: of the pool with id only when one is
-// given (a pool missing from the map does not exist), else of every pool.
-// Listing a thousand pools with their assignments for every request of one
-// pool's images cost more than the images.
+// ListImages answers a page in one query of the store when the page has
+// images: they come with their pools' names, and a pool with images exists.
 func (s *ImageService) ListImages(ctx context.Context, req *connect.Request[quarryv1.ListImagesRequest]) (*connect.Response[quarryv1.ListImagesResponse], error) {
 	m := req.Msg
 	f := store.ImageFilter{PoolID: m.GetStoragePoolId(), Search: m.GetSearch()}
@@ -112,34 +109,21 @@ func (s *ImageService) ListImages(ctx context.Context, req *connect.Request[quar
 			return nil, toConnect(ctx, s.Logger, invalidf("image state %v is not known", st))
 		}
 	}
-	if f.PoolID != "" {
-		names, err := s.Store.PoolNames(ctx, f.PoolID)
-		if err == nil && names[f.PoolID] == "" {
+	ims, next, err := s.Store.ListImagesPage(ctx, f, pageOf(m))
+	if err == nil && len(ims) == 0 && f.PoolID != "" {
+		// A page of a pool's images says the pool exists; an empty one
+		// may be of no pool.
+		var names map[string]string
+		if names, err = s.Store.PoolNames(ctx, f.PoolID); err == nil && names[f.PoolID] == "" {
 			err = errclass.New(store.ErrNotFound, "no pool has id %q; see quarry pool ls", f.PoolID)
 		}
-		if err != nil {
-			return nil, toConnect(ctx, s.Logger, err)
-		}
 	}
-	ims, next, err := s.Store.ListImagesPage(ctx, f, pageOf(m))
-	if err != nil {
-		return nil, toConnect(ctx, s.Logger, err)
-	}
-	// The names of the page's pools only: a page holds a few pools of
-	// possibly thousands.
-	var ids []string
-	for _, im := range ims {
-		if !slices.Contains(ids, im.PoolID) {
-			ids = append(ids, im.PoolID)
-		}
-	}
-	names, err := s.Store.PoolNames(ctx, ids...)
 	if err != nil {
 		return nil, toConnect(ctx, s.Logger, err)
 	}
 	resp := &quarryv1.ListImagesResponse{NextPageToken: next}
 	for _, im := range ims {
-		resp.Images = append(resp.Images, imageView(im, names[im.PoolID]))
+		resp.Images = append(resp.Images, imageView(im, im.PoolName))
 	}
 	return connect.NewResponse(resp), nil
 }

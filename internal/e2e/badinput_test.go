@@ -190,6 +190,10 @@ func TestBadInput(t *testing.T) {
 			_, err := pools.GetPool(ctx, connect.NewRequest(&quarryv1.GetPoolRequest{Id: "pool-nope"}))
 			return err
 		}, connect.CodeNotFound, `no pool has id "pool-nope"`},
+		{"list images/unknown pool", func() error {
+			_, err := srv.Images.ListImages(ctx, connect.NewRequest(&quarryv1.ListImagesRequest{StoragePoolId: "pool-nope"}))
+			return err
+		}, connect.CodeNotFound, `no pool has id "pool-nope"`},
 		{"get pool/empty id", func() error {
 			_, err := pools.GetPool(ctx, connect.NewRequest(&quarryv1.GetPoolRequest{}))
 			return err
@@ -237,6 +241,13 @@ func TestBadInput(t *testing.T) {
 			assertUnchanged(t, before, readSpec(t, ctx, srv))
 		})
 	}
+
+	t.Run("an existing pool without images lists empty", func(t *testing.T) {
+		resp, err := srv.Images.ListImages(ctx, connect.NewRequest(&quarryv1.ListImagesRequest{StoragePoolId: images}))
+		if err != nil || len(resp.Msg.GetImages()) != 0 {
+			t.Errorf("ListImages of empty pool images: %v, %v; want no images, no error", resp, err)
+		}
+	})
 
 	t.Run("delete assigned node says what to do", func(t *testing.T) {
 		_, err := nodes.DeleteNode(ctx, connect.NewRequest(&quarryv1.DeleteNodeRequest{Id: n1}))

@@ -74,6 +74,9 @@ type Image struct {
 	UpdatedAt   time.Time
 	// MissingSince is when the file was last found gone; zero otherwise.
 	MissingSince time.Time
+	// PoolName is the name of pool PoolID, as ListImagesPage read it with
+	// the page; other reads leave it empty, and writes ignore it.
+	PoolName string
 }
 
 // ImageFilter selects images; zero fields match everything.
@@ -122,8 +125,8 @@ type ImageStore interface {
 	GetImage(ctx context.Context, id string) (Image, error)
 	// ListImages returns matching images ordered by pool, then RelPath.
 	ListImages(ctx context.Context, f ImageFilter) ([]Image, error)
-	// ListImagesPage returns one page of ListImages and the token of the
-	// next page ("" after the last).
+	// ListImagesPage returns one page of ListImages, each image with its
+	// PoolName, and the token of the next page ("" after the last).
 	ListImagesPage(ctx context.Context, f ImageFilter, p Page) ([]Image, string, error)
 	// CountImages counts the images of every (pool, kind, state) that has
 	// any, without reading them.

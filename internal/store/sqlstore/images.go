@@ -26,21 +26,35 @@ func imageSetArgs(im store.Image) []any {
 		im.SHA256, string(im.Origin), micros(im.UpdatedAt), micros(im.MissingSince), im.VirtualSize, boolToDB(im.Verified)}
 }
 
-func scanImage(r scanner) (store.Image, error) {
+// imageRow scans imageColumns.
+var imageRow row[store.Image] = func() ([]any, func() store.Image) {
 	var (
 		im                                 store.Image
 		kind, state, origin                string
 		bootable, verified                 int
 		modTime, created, updated, missing int64
 	)
-	err := r.Scan(&im.ID, &im.PoolID, &im.Name, &kind, &im.Format, &state, &im.StateReason, &im.RelPath,
-		&im.SizeBytes, &modTime, &im.VolumeLabel, &bootable, &im.OSDistro, &im.OSVersion, &im.OSArch,
-		&im.SHA256, &origin, &created, &updated, &missing, &im.VirtualSize, &verified)
-	im.Kind, im.State, im.Origin = store.ImageKind(kind), store.ImageState(state), store.ImageOrigin(origin)
-	im.Bootable, im.Verified = bootable != 0, verified != 0
-	im.ModTime, im.CreatedAt = fromMicros(modTime), fromMicros(created)
-	im.UpdatedAt, im.MissingSince = fromMicros(updated), fromMicros(missing)
-	return im, err
+	return []any{&im.ID, &im.PoolID, &im.Name, &kind, &im.Format, &state, &im.StateReason, &im.RelPath,
+			&im.SizeBytes, &modTime, &im.VolumeLabel, &bootable, &im.OSDistro, &im.OSVersion, &im.OSArch,
+			&im.SHA256, &origin, &created, &updated, &missing, &im.VirtualSize, &verified},
+		func() store.Image {
+			im.Kind, im.State, im.Origin = store.ImageKind(kind), store.ImageState(state), store.ImageOrigin(origin)
+			im.Bootable, im.Verified = bootable != 0, verified != 0
+			im.ModTime, im.CreatedAt = fromMicros(modTime), fromMicros(created)
+			im.UpdatedAt, im.MissingSince = fromMicros(updated), fromMicros(missing)
+			return im
+		}
+}
+
+// listedImageRow scans listedImageColumns: imageColumns, then pool_name.
+var listedImageRow row[store.Image] = func() ([]any, func() store.Image) {
+	dest, value := imageRow()
+	var poolName string
+	return append(dest, &poolName), func() store.Image {
+		im := value()
+		im.PoolName = poolName
+		return im
+	}
 }
 
 // CreateImage inserts im.
@@ -113,7 +127,7 @@ func (t *txn) imageTaken(ctx context.Context, poolName string, im store.Image) e
 
 // GetImage returns the image with id.
 func (s *Store) GetImage(ctx context.Context, id string) (store.Image, error) {
-	im, err := scanImage(s.db.QueryRowContext(ctx, s.q(`SELECT `+imageColumns+` FROM images WHERE id = ?`), id))
+	im, err := imageRow.reusing()(s.db.QueryRowContext(ctx, s.q(`SELECT `+imageColumns+` FROM images WHERE id = ?`), id))
 	return im, notFound(err, "image "+id)
 }
 
@@ -121,7 +135,7 @@ func (s *Store) GetImage(ctx context.Context, id string) (store.Image, error) {
 // relative path.
 func (s *Store) ListImages(ctx context.Context, f store.ImageFilter) ([]store.Image, error) {
 	w := imageWhere(f)
-	return queryAll(ctx, s.db, s.q(`SELECT `+imageColumns+` FROM images`+w.sql()+` ORDER BY pool_id, rel_path`), w.args, scanImage)
+	return queryAll(ctx, s.db, s.q(`SELECT `+imageColumns+` FROM images`+w.sql()+` ORDER BY pool_id, rel_path`), w.args, imageRow.reusing())
 }
 
 // imagePages pages images in ListImages's order, (pool_id, rel_path): unique,
@@ -134,10 +148,15 @@ var imagePages = keyset[store.Image]{
 }
 
 // ListImagesPage returns one page of the images matching f, ordered by pool
-// id, then relative path.
+// id, then relative path, with their pools' names.
 func (s *Store) ListImagesPage(ctx context.Context, f store.ImageFilter, p store.Page) ([]store.Image, string, error) {
-	return page(ctx, s, imagePages, `SELECT `+imageColumns+` FROM images`, imageWhere(f), f, p, scanImage)
+	return page(ctx, s, imagePages, `SELECT `+listedImageColumns+` FROM images`, imageWhere(f), f, p, listedImageRow.reusing())
 }
+
+// listedImageColumns are imageColumns and the pool's name, read with the
+// page: a page in one query, not two. A subquery, not a join, so that the
+// filters' bare column names (name) stay the image's.
+const listedImageColumns = imageColumns + `, (SELECT pools.name FROM pools WHERE pools.id = images.pool_id) AS pool_name`
 
 // CountImages counts the images of every (pool, kind, state) in one
 // aggregate: one pass over the table, nothing decoded but three columns.

@@ -21,13 +21,16 @@ const poolSelect = `SELECT p.id, p.name, p.type, p.path, p.shared, p.initialized
 func scanPools(rows *sql.Rows) ([]store.Pool, error) {
 	defer rows.Close()
 	var out []store.Pool
+	// Every row scans into the same variables: declared in the loop, they
+	// escaped to the heap at every row (a pool and its nodes are a row
+	// each: 10,000 rows for 1,000 pools and 5,000 nodes).
+	var (
+		p         store.Pool
+		shared    int
+		createdAt int64
+		nodeID    string
+	)
 	for rows.Next() {
-		var (
-			p         store.Pool
-			shared    int
-			createdAt int64
-			nodeID    string
-		)
 		if err := rows.Scan(&p.ID, &p.Name, &p.Type, &p.Path, &shared, &p.InitializedBy, &createdAt, &nodeID); err != nil {
 			return nil, err
 		}

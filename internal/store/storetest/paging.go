@@ -143,6 +143,15 @@ func testPaging(t *testing.T, open func(t *testing.T) store.Store) {
 		for _, size := range []int{1, 5, 23, 100} {
 			wantPages(t, "all images", imagePages(s, store.ImageFilter{}), size, ordered, imageID)
 		}
+		page, _, err := s.ListImagesPage(ctx, store.ImageFilter{}, store.Page{Size: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, im := range page {
+			if want := pool(im.PoolID).Name; im.PoolName != want {
+				t.Errorf("ListImagesPage: image %s has pool name %q, want %q", im.ID, im.PoolName, want)
+			}
+		}
 		filters := []struct {
 			f    store.ImageFilter
 			keep func(store.Image) bool
