@@ -43,6 +43,16 @@ func asciiLower(s string) string {
 	return string(b)
 }
 
+// qualified prefixes each column of cols (a comma-separated list) with
+// table, for a join whose tables share column names.
+func qualified(table, cols string) string {
+	var out []string
+	for c := range strings.SplitSeq(cols, ",") {
+		out = append(out, table+"."+strings.TrimSpace(c))
+	}
+	return strings.Join(out, ", ")
+}
+
 // sql returns " WHERE …" or "".
 func (w *where) sql() string {
 	if len(w.conds) == 0 {
