@@ -210,7 +210,7 @@ func New(cfg Config) (*Agent, error) {
 	a.downloads = newDownloads(a)
 	a.uploads = newUploads(a)
 	a.qemu = qemuFinder{bin: cfg.QemuImg}
-	a.conns.idle = map[net.Conn]bool{}
+	a.conns.conns = map[net.Conn]connState{}
 	a.handler = a.newHandler()
 	return a, nil
 }
@@ -337,7 +337,7 @@ func (a *Agent) shutdown(ctx context.Context, srv *http.Server) error {
 	// A connection serving no call has nothing to drain: closed now, not
 	// once the control plane closes it after the server's GOAWAY (HTTP/2
 	// gives it a second).
-	a.conns.closeIdle()
+	a.conns.stop()
 	err := <-done
 	if err != nil {
 		err = fmt.Errorf("shutting down: %w; closing remaining connections", err)
@@ -354,8 +354,24 @@ func (a *Agent) shutdown(ctx context.Context, srv *http.Server) error {
 // is serving a call (http.Server.ConnState; HTTP/2 reports a connection
 // idle once its last stream closed).
 type connStates struct {
-	mu   sync.Mutex
-	idle map[net.Conn]bool
+	mu    sync.Mutex
+	conns map[net.Conn]connState
+	// stopping is set when the agent begins to shut down: a connection
+	// that goes idle for the first time then is closed at once. Neither
+	// the server nor HTTP/2 would close it: HTTP/2 tells only the
+	// connections it serves when the shutdown begins to go away, and one
+	// accepted before but whose HTTP/2 began after (the control plane
+	// dialed as the agent stopped, and dropped the call it dialed for)
+	// stayed open, idle, until the shutdown timed out.
+	stopping bool
+}
+
+type connState struct {
+	idle bool // serving no call
+	// wasIdle: it went idle before. A later idle is left to the server,
+	// which closes it once the call's answer is written (HTTP/2 may not
+	// have flushed it when it reports the connection idle).
+	wasIdle bool
 }
 
 func (c *connStates) track(conn net.Conn, st http.ConnState) {
@@ -363,18 +379,36 @@ func (c *connStates) track(conn net.Conn, st http.ConnState) {
 	defer c.mu.Unlock()
 	switch st {
 	case http.StateClosed, http.StateHijacked:
-		delete(c.idle, conn)
+		delete(c.conns, conn)
+	case http.StateIdle:
+		if cs := c.conns[conn]; c.stopping && !cs.wasIdle {
+			// Nothing to answer on it: HTTP/2's first idle comes before
+			// any call, HTTP/1's after its first answer was written.
+			conn.Close()
+		}
+		c.conns[conn] = connState{idle: true, wasIdle: true}
 	default:
-		c.idle[conn] = st == http.StateIdle
+		cs := c.conns[conn]
+		cs.idle = false
+		c.conns[conn] = cs
 	}
 }
 
-// closeIdle closes the connections that serve no call.
-func (c *connStates) closeIdle() {
+// open is how many connections are open.
+func (c *connStates) open() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for conn, idle := range c.idle {
-		if idle {
+	return len(c.conns)
+}
+
+// stop closes the connections that serve no call, and those that go idle
+// for the first time from now on (see stopping).
+func (c *connStates) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopping = true
+	for conn, cs := range c.conns {
+		if cs.idle {
 			conn.Close()
 		}
 	}

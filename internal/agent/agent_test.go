@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -359,6 +360,56 @@ func TestShutdownDrainsCalls(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Errorf("shutdown = %v", err)
+	}
+}
+
+// TestShutdownClosesLateConnections: a connection accepted before the
+// agent began to shut down whose HTTP/2 starts after it did (the control
+// plane dialed as the agent stopped, and gave up the call it dialed for)
+// is never told to go away by the server; the agent closes it instead of
+// waiting for it until its shutdown timeout.
+func TestShutdownClosesLateConnections(t *testing.T) {
+	a, _, _ := newEnrolled(t, Config{FSRoot: t.TempDir()})
+	srv := &http.Server{Handler: http.NotFoundHandler(), Protocols: new(http.Protocols), ConnState: a.conns.track}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	late, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	// The server has accepted it once its state is tracked.
+	for a.conns.open() == 0 {
+		runtime.Gosched()
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.shutdown(t.Context(), srv) }()
+	// Shutdown has closed the listener once a new connection is refused.
+	for {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			break
+		}
+		c.Close()
+		runtime.Gosched()
+	}
+	// HTTP/2 begins on it: the client's preface and an empty SETTINGS
+	// frame, and no call.
+	if _, err := late.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("shutdown = %v, want it done without waiting for the idle connection", err)
+	}
+	// The agent closed it: the client reads the server's frames, then the
+	// end (or a reset: the server did not read all the client sent).
+	late.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, late); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Error("the late connection is still open after the shutdown")
 	}
 }
 

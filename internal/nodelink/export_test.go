@@ -2,3 +2,16 @@ package nodelink
 
 // CheckSlots exposes checkSlots to the tests.
 var CheckSlots = checkSlots
+
+// OpenConns is how many network connections l holds open to the node.
+func OpenConns(l *Link, nodeID string) int {
+	l.mu.Lock()
+	c := l.conns[nodeID]
+	l.mu.Unlock()
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.open)
+}

@@ -199,12 +199,16 @@ func New(cfg Config) *Link {
 		kick:    make(chan struct{}, 1),
 		kicked:  map[string]bool{},
 	}
+	// HTTP/2 only, one connection per node: every call to a node shares
+	// it. Without the bound, calls that found no connection (a node's
+	// first, or those after it flapped) each dialed one, and the node kept
+	// them all open.
 	p := new(http.Protocols)
-	p.SetHTTP1(true)
 	p.SetHTTP2(true)
 	l.tr = &http.Transport{
 		DialTLSContext:      l.dialNode,
-		MaxIdleConnsPerHost: 4,
+		MaxConnsPerHost:     1,
+		MaxIdleConnsPerHost: 1,
 		IdleConnTimeout:     90 * time.Second,
 		Protocols:           p,
 		// A peer that stops answering (a hung agent, a cut network) is
@@ -332,7 +336,7 @@ func (d *dialed) Close() error {
 
 // dialNode dials the node whose connections the transport keeps under
 // key (a conn's key), and opens TLS on it with that node's pinned
-// configuration, offering HTTP/2.
+// configuration, speaking HTTP/2.
 func (l *Link) dialNode(ctx context.Context, network, key string) (net.Conn, error) {
 	l.mu.Lock()
 	c, ok := l.byKey[key]
@@ -346,13 +350,17 @@ func (l *Link) dialNode(ctx context.Context, network, key string) (net.Conn, err
 	}
 	d := &dialed{Conn: raw, c: c}
 	cfg := c.tls()
-	cfg.NextProtos = []string{"h2", "http/1.1"}
+	cfg.NextProtos = []string{"h2"}
 	tc := tls.Client(d, cfg)
 	hctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		raw.Close()
 		return nil, err
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		raw.Close()
+		return nil, fmt.Errorf("the agent at %s does not speak HTTP/2 (it offered %q); upgrade it to this control plane's version", c.addr, p)
 	}
 	c.mu.Lock()
 	if c.open == nil {

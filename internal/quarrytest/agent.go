@@ -65,6 +65,9 @@ type AgentOptions struct {
 	Silent bool
 	// QemuImg is the agent's --qemu-img; default "qemu-img" on PATH.
 	QemuImg string
+	// Listener, when set, wraps the agent's listener (to watch the
+	// connections the control plane opens).
+	Listener func(net.Listener) net.Listener
 }
 
 func (o *AgentOptions) defaults(t testing.TB, s *Server) {
@@ -229,6 +232,9 @@ func (a *Agent) Start() {
 	ln, err := net.Listen("tcp", a.Addr)
 	if err != nil {
 		a.t.Fatalf("agent %s: %v", a.Opts.Name, err)
+	}
+	if a.Opts.Listener != nil {
+		ln = a.Opts.Listener(ln)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
