@@ -147,31 +147,15 @@ func (l *Link) round(ctx context.Context, gap time.Duration, full bool, pools []
 	l.mu.Unlock()
 	st.resize(l.cfg.Now(), known, l.cfg.Concurrency, l.cfg.Interval)
 	slots := st.slots
-	slices.SortFunc(due, func(a, b dueCheck) int { return a.due.Compare(b.due) })
-	wait := time.NewTimer(0)
-	defer wait.Stop()
-	for i, d := range due {
-		until, turn := st.turn(l.cfg.Now(), d.due)
-		if until > 0 {
-			wait.Reset(until)
-			select {
-			case <-wait.C:
-			case <-l.kick:
-				turn.CancelAt(l.cfg.Now())
-				l.wake() // for the loop, after this round
-				unclaimFrom(i)
-				return pools
-			case <-ctx.Done():
-				unclaimFrom(i)
-				return nil
-			}
-		}
+	// start starts the check of d, once a slot is free; false when ctx
+	// ended first.
+	start := func(d dueCheck, why string) bool {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			unclaimFrom(i)
-			return nil
+			return false
 		}
+		pools := pools
 		checks.Go(func() {
 			defer func() {
 				l.unclaim(d.st)
@@ -179,10 +163,96 @@ func (l *Link) round(ctx context.Context, gap time.Duration, full bool, pools []
 			}()
 			cctx, cancel := context.WithTimeout(ctx, l.cfg.CheckTimeout)
 			defer cancel()
-			l.check(cctx, d.n, "interval", pools)
+			l.check(cctx, d.n, why, pools)
 		})
+		return true
+	}
+	slices.SortFunc(due, func(a, b dueCheck) int { return a.due.Compare(b.due) })
+	wait := time.NewTimer(0)
+	defer wait.Stop()
+	for i, d := range due {
+		until, turn := st.turn(l.cfg.Now(), d.due)
+		if until > 0 {
+			wait.Reset(until)
+		waiting:
+			for {
+				select {
+				case <-wait.C:
+					break waiting
+				case <-l.kick:
+					// The nodes kicked are checked now and the round goes
+					// on: a round that gave way to every kick started next
+					// to none of its checks while kicks came faster than
+					// its gaps (pools created one after another), and
+					// thousands of nodes went unchecked for minutes.
+					if l.startKicked(ctx, &pools, start) {
+						continue
+					}
+					turn.CancelAt(l.cfg.Now())
+					l.wake() // for the loop, after this round
+					unclaimFrom(i)
+					return pools
+				case <-ctx.Done():
+					unclaimFrom(i)
+					return nil
+				}
+			}
+		}
+		if !start(d, "interval") {
+			unclaimFrom(i)
+			return nil
+		}
 	}
 	return pools
+}
+
+// startKicked starts, with start, the checks of the nodes kicked while a
+// round waits, but for those being checked, asking about pools listed anew
+// when a pool was kicked. It reports whether it took the kicks: not when
+// every node was kicked (a round of its own meets them all) or when it
+// could not read the store (the kicks wait for the next round).
+func (l *Link) startKicked(ctx context.Context, pools *[]store.Pool, start func(dueCheck, string) bool) bool {
+	ids, poolKicked, ok := l.takeNodeKicks()
+	if !ok {
+		return false
+	}
+	giveBack := func(err error) bool {
+		if ctx.Err() == nil {
+			l.log.Warn("reading the nodes kicked failed", "err", err)
+		}
+		l.mu.Lock()
+		l.poolKicked = l.poolKicked || poolKicked
+		l.mu.Unlock()
+		l.Kick(ids...)
+		return false
+	}
+	if poolKicked {
+		ps, err := l.cfg.Store.ListPools(ctx)
+		if err != nil {
+			return giveBack(err)
+		}
+		*pools = ps
+	}
+	claimed := map[string]dueCheck{}
+	now := l.cfg.Now()
+	for _, id := range ids {
+		if st, at, ok := l.claim(id, now); ok {
+			claimed[id] = dueCheck{st: st, due: at}
+		}
+	}
+	due, err := l.readClaimed(ctx, claimed)
+	if err != nil {
+		return giveBack(err)
+	}
+	for i, d := range due {
+		if !start(d, "kick") {
+			for _, d := range due[i:] {
+				l.unclaim(d.st)
+			}
+			return false
+		}
+	}
+	return true
 }
 
 // dueCheck is a node a round checks, claimed for it, and when it is due.

@@ -566,20 +566,43 @@ func (l *Link) KickPool(pool store.Pool) {
 func (l *Link) takeKicks() (all, pools bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for id := range l.kicked {
-		if _, ok := l.nodes[id]; !ok {
-			l.nodes[id] = &nodeState{}
-		}
-	}
-	for id, s := range l.nodes {
-		if l.kickAll || l.kicked[id] {
+	if all = l.kickAll; all {
+		for _, s := range l.nodes {
 			s.next = time.Time{}
 		}
+		l.kickAll = false
 	}
-	all, pools = l.kickAll, l.poolKicked
-	l.kickAll, l.poolKicked = false, false
-	clear(l.kicked)
+	_, pools = l.takeNodeKicksLocked()
 	return all, pools
+}
+
+// takeNodeKicks is takeKicks when the nodes kicked were named, and returns
+// them; ok is false, and nothing is taken, when every node was kicked.
+func (l *Link) takeNodeKicks() (ids []string, pools, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.kickAll {
+		return nil, false, false
+	}
+	ids, pools = l.takeNodeKicksLocked()
+	return ids, pools, true
+}
+
+// takeNodeKicksLocked makes the nodes kicked by name due now and forgets
+// their kicks and the pools'. Called with l.mu held.
+func (l *Link) takeNodeKicksLocked() (ids []string, pools bool) {
+	for id := range l.kicked {
+		s, ok := l.nodes[id]
+		if !ok {
+			s = &nodeState{}
+			l.nodes[id] = s
+		}
+		s.next = time.Time{}
+		ids = append(ids, id)
+	}
+	clear(l.kicked)
+	pools, l.poolKicked = l.poolKicked, false
+	return ids, pools
 }
 
 // Forget drops what the link remembers of a deleted node.

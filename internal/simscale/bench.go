@@ -179,6 +179,7 @@ type bench struct {
 	poolIDs   []string
 	mu        sync.Mutex
 	stale     time.Duration
+	staleSeen string        // when and on which node stale was seen
 	listNodes time.Duration // the slowest page of sampleFreshness
 }
 
@@ -264,6 +265,8 @@ func (b *bench) run(ctx context.Context) error {
 	cpu1, _ := b.metric(ctx, "process_cpu_seconds_total")
 	b.r.CPUFlap = (cpu1 - cpu0) / time.Since(t0).Seconds()
 	b.r.StaleMax, b.r.ListNodesMax = b.stale, b.listNodes
+	// When: the list load's phases are logged with their ends.
+	b.logf("the oldest check of a READY node: %v old, seen %s", b.stale.Round(100*time.Millisecond), b.staleSeen)
 	if err := errors.Join(loadErr, flapErr); err != nil {
 		return err
 	}
@@ -797,8 +800,12 @@ func (b *bench) sampleFreshness(ctx context.Context) {
 		b.mu.Lock()
 		b.listNodes = max(b.listNodes, time.Since(asked))
 		for _, n := range resp.Msg.GetNodes() {
-			if n.GetState() == quarryv1.NodeState_NODE_STATE_READY && n.GetLastCheckedAt() != nil {
-				b.stale = max(b.stale, asked.Sub(n.GetLastCheckedAt().AsTime()))
+			if n.GetState() != quarryv1.NodeState_NODE_STATE_READY || n.GetLastCheckedAt() == nil {
+				continue
+			}
+			if age := asked.Sub(n.GetLastCheckedAt().AsTime()); age > b.stale {
+				b.stale = age
+				b.staleSeen = fmt.Sprintf("at %s on node %s", asked.Format("15:04:05.0"), n.GetName())
 			}
 		}
 		b.mu.Unlock()

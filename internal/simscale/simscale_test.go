@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/quarrytest"
 	"github.com/quarry-project/quarry/internal/simscale"
 )
@@ -108,5 +111,60 @@ func smallCluster(t *testing.T, clientsProcess bool) {
 	}
 	if len(r.Goroutines) != 3 || r.RSS == 0 {
 		t.Errorf("process figures missing: goroutines %v, RSS %d", r.Goroutines, r.RSS)
+	}
+}
+
+// TestChecksGoOnUnderKicks: while one node is kicked (here: updated) a
+// hundred times a second, the control plane keeps checking every other
+// node on its interval. Rounds that gave way to every kick started next to
+// none of their checks: with pools created one after another, thousands of
+// nodes went unchecked for minutes.
+func TestChecksGoOnUnderKicks(t *testing.T) {
+	const (
+		interval = 2 * time.Second
+		nodes    = 300
+		kickFor  = 2 * interval
+	)
+	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(interval))
+	f := simscale.NewFleet(0)
+	defer f.Close()
+	if err := f.Listen("n", nodes); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Enroll(t.Context(), s.URL, s.JoinToken(t, false, time.Hour), 8); err != nil {
+		t.Fatal(err)
+	}
+	kicked, others := f.Nodes()[0], f.Nodes()[1:]
+	quarrytest.Eventually(t, 30*time.Second, func() error {
+		for _, nd := range others {
+			if nd.FactsAnswered() == 0 {
+				return fmt.Errorf("node %s not checked yet", nd.Name)
+			}
+		}
+		return nil
+	})
+	answered := func() (n int64) {
+		for _, nd := range others {
+			n += nd.FactsAnswered()
+		}
+		return n
+	}
+	before, start := answered(), time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		if time.Since(start) >= kickFor {
+			break
+		}
+		if _, err := s.Nodes.UpdateNode(t.Context(), connect.NewRequest(&quarryv1.UpdateNodeRequest{Id: kicked.ID})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	got, want := answered()-before, int64(float64(len(others))*took.Seconds()/interval.Seconds())
+	t.Logf("%d checks of the other nodes in %v, %d due", got, took.Round(time.Millisecond), want)
+	if got < want/2 {
+		t.Errorf("while node %s was kicked every 10 ms, the other %d nodes were checked %d times in %v; want about %d (one per node each %v)",
+			kicked.Name, len(others), got, took.Round(time.Millisecond), want, interval)
 	}
 }
