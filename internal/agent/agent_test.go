@@ -343,23 +343,30 @@ func TestShutdownDrainsCalls(t *testing.T) {
 		answer <- fmt.Sprintf("%s %s %v", resp.Proto, b, err)
 	}()
 	<-entered
-	stopped := make(chan error, 1)
-	go func() { stopped <- a.shutdown(t.Context(), srv) }()
-	// Shutdown has closed the listener once a new connection is refused.
-	for {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			break
-		}
-		c.Close()
-		runtime.Gosched()
-	}
+	stopped := startShutdown(t, a, srv, ln)
 	close(release)
 	if got := <-answer; got != "HTTP/2.0 answered <nil>" {
 		t.Errorf("the call in flight got %q; want it answered over HTTP/2", got)
 	}
 	if err := <-stopped; err != nil {
 		t.Errorf("shutdown = %v", err)
+	}
+}
+
+// startShutdown shuts the agent's server srv down as the agent does, and
+// returns once its listener ln refuses connections; the shutdown's error
+// comes on the channel.
+func startShutdown(t *testing.T, a *Agent, srv *http.Server, ln net.Listener) <-chan error {
+	t.Helper()
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.shutdown(t.Context(), srv) }()
+	for {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return stopped
+		}
+		c.Close()
+		runtime.Gosched()
 	}
 }
 
@@ -386,17 +393,7 @@ func TestShutdownClosesLateConnections(t *testing.T) {
 	for a.conns.open() == 0 {
 		runtime.Gosched()
 	}
-	stopped := make(chan error, 1)
-	go func() { stopped <- a.shutdown(t.Context(), srv) }()
-	// Shutdown has closed the listener once a new connection is refused.
-	for {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			break
-		}
-		c.Close()
-		runtime.Gosched()
-	}
+	stopped := startShutdown(t, a, srv, ln)
 	// HTTP/2 begins on it: the client's preface and an empty SETTINGS
 	// frame, and no call.
 	if _, err := late.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")); err != nil {

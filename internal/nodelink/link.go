@@ -358,9 +358,9 @@ func (l *Link) dialNode(ctx context.Context, network, key string) (net.Conn, err
 		raw.Close()
 		return nil, err
 	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+	if tc.ConnectionState().NegotiatedProtocol != "h2" {
 		raw.Close()
-		return nil, fmt.Errorf("the agent at %s does not speak HTTP/2 (it offered %q); upgrade it to this control plane's version", c.addr, p)
+		return nil, fmt.Errorf("the agent at %s does not speak HTTP/2, which the control plane needs; upgrade it to this control plane's version", c.addr)
 	}
 	c.mu.Lock()
 	if c.open == nil {
