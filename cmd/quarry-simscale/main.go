@@ -385,6 +385,8 @@ func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs
 	row("peak RSS while flapping + list load", "≤ 512 MiB", func(r *result) string { return mib(r.RSSPeak) })
 	row("peak RSS in all (setup included)", "", func(r *result) string { return mib(max(r.peakRSS, r.RSSPeak)) })
 	row("CPU while flapping + list load", "", func(r *result) string { return fmt.Sprintf("%.2f cores", r.CPUFlap) })
+	row("health checks answered a second meanwhile", fmt.Sprintf("%d due", int(float64(cfg.Nodes)/cfg.HealthInterval.Seconds())),
+		func(r *result) string { return fmt.Sprintf("%.0f", r.ChecksFlap) })
 	row("CPU in all", "", func(r *result) string { return fmt.Sprintf("%.0f s", r.CPUSeconds) })
 	row("goroutines: ready / scanned / flapped", "bounded", func(r *result) string {
 		return strings.Trim(strings.Join(strings.Fields(fmt.Sprint(r.Goroutines)), " / "), "[]")

@@ -136,6 +136,7 @@ type Result struct {
 	HeapAlloc, HeapGoal, Stacks int64
 	CPUSeconds                  float64
 	CPUFlap                     float64 // cores used while flapping and serving the list load
+	ChecksFlap                  float64 // health checks the nodes answered a second meanwhile
 	Goroutines                  []int   // after all READY, after scans, after flapping
 	ConnsMaxPerNode             int
 	ConnsOpen                   int
@@ -250,6 +251,7 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	defer restore()
 	cpu0, _ := b.metric(ctx, "process_cpu_seconds_total")
+	checks0 := b.factsAnswered()
 	t0 := time.Now()
 	sctx, stopSampling := context.WithCancel(ctx)
 	var sampling sync.WaitGroup
@@ -264,6 +266,7 @@ func (b *bench) run(ctx context.Context) error {
 	restore()
 	cpu1, _ := b.metric(ctx, "process_cpu_seconds_total")
 	b.r.CPUFlap = (cpu1 - cpu0) / time.Since(t0).Seconds()
+	b.r.ChecksFlap = float64(b.factsAnswered()-checks0) / time.Since(t0).Seconds()
 	b.r.StaleMax, b.r.ListNodesMax = b.stale, b.listNodes
 	// When: the list load's phases are logged with their ends.
 	b.logf("the oldest check of a READY node: %v old, seen %s", b.stale.Round(100*time.Millisecond), b.staleSeen)
@@ -767,6 +770,14 @@ func (b *bench) waitState(ctx context.Context, id string, state quarryv1.NodeSta
 		case <-time.After(b.cfg.HealthInterval / 10):
 		}
 	}
+}
+
+// factsAnswered is how many health checks the fleet's nodes answered.
+func (b *bench) factsAnswered() (n int64) {
+	for _, nd := range b.fleet.Nodes() {
+		n += nd.FactsAnswered()
+	}
+	return n
 }
 
 // freshnessPage is how many nodes a page of sampleFreshness holds, the

@@ -106,8 +106,9 @@ func smallCluster(t *testing.T, clientsProcess bool) {
 		t.Errorf("cores busy while listing back to back: %+v; want the clients', the control plane's and the machine's above zero", c)
 	}
 	// The freshness samples paged through the nodes while they flapped.
-	if r.StaleMax <= 0 || r.ListNodesMax <= 0 || r.FullNodeList <= 0 {
-		t.Errorf("node figures missing: oldest check %v, slowest ListNodes page %v, every page %v", r.StaleMax, r.ListNodesMax, r.FullNodeList)
+	if r.StaleMax <= 0 || r.ListNodesMax <= 0 || r.FullNodeList <= 0 || r.ChecksFlap <= 0 {
+		t.Errorf("node figures missing: oldest check %v, slowest ListNodes page %v, every page %v, checks a second %.1f",
+			r.StaleMax, r.ListNodesMax, r.FullNodeList, r.ChecksFlap)
 	}
 	if len(r.Goroutines) != 3 || r.RSS == 0 {
 		t.Errorf("process figures missing: goroutines %v, RSS %d", r.Goroutines, r.RSS)
