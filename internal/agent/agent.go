@@ -394,13 +394,6 @@ func (c *connStates) track(conn net.Conn, st http.ConnState) {
 	}
 }
 
-// open is how many connections are open.
-func (c *connStates) open() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.conns)
-}
-
 // stop closes the connections that serve no call, and those that go idle
 // for the first time from now on (see stopping).
 func (c *connStates) stop() {

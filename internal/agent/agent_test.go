@@ -353,6 +353,13 @@ func TestShutdownDrainsCalls(t *testing.T) {
 	}
 }
 
+// open is how many connections are open.
+func (c *connStates) open() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.conns)
+}
+
 // startShutdown shuts the agent's server srv down as the agent does, and
 // returns once its listener ln refuses connections; the shutdown's error
 // comes on the channel.

@@ -354,13 +354,16 @@ func (l *Link) dialNode(ctx context.Context, network, key string) (net.Conn, err
 	tc := tls.Client(d, cfg)
 	hctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
 	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
+	err = tc.HandshakeContext(hctx)
+	// A server that offers other protocols refuses the handshake (its
+	// alert carries no type to match); one that names none completes it.
+	if err != nil && strings.Contains(err.Error(), "no application protocol") ||
+		err == nil && tc.ConnectionState().NegotiatedProtocol != "h2" {
+		err = fmt.Errorf("the agent at %s does not speak HTTP/2, which the control plane needs; upgrade it to this control plane's version", c.addr)
+	}
+	if err != nil {
 		raw.Close()
 		return nil, err
-	}
-	if tc.ConnectionState().NegotiatedProtocol != "h2" {
-		raw.Close()
-		return nil, fmt.Errorf("the agent at %s does not speak HTTP/2, which the control plane needs; upgrade it to this control plane's version", c.addr)
 	}
 	c.mu.Lock()
 	if c.open == nil {

@@ -100,3 +100,43 @@ func leaf(t *testing.T, ca *pki.CA, nodeID string, at time.Time, ttl time.Durati
 func serverTLS(cert *tls.Certificate, trusted *pki.CA) *tls.Config {
 	return pki.AgentServerTLS(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil }, trusted.Pool())
 }
+
+// TestAgentWithoutHTTP2: the link speaks HTTP/2 only, and a node whose
+// server does not is refused with a reason that says so and what to do,
+// whether it offers other protocols or names none.
+func TestAgentWithoutHTTP2(t *testing.T) {
+	ca := newCA(t, time.Now().Add(-time.Hour))
+	cert := leaf(t, ca, "node-a", time.Now(), time.Hour)
+	for name, protos := range map[string][]string{"HTTP/1.1 only": {"http/1.1"}, "no protocol named": nil} {
+		t.Run(name, func(t *testing.T) {
+			ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: protos})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					c.(*tls.Conn).Handshake() //nolint:errcheck // the client's side is under test
+					c.Close()
+				}
+			}()
+			l := New(Config{})
+			l.byKey["node-a"] = &conn{addr: ln.Addr().String(), connectTimeout: 5 * time.Second,
+				tls: func() *tls.Config {
+					return pki.NodeClientTLS("node-a", ca.Pool(), func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil })
+				}}
+			c, err := l.dialNode(t.Context(), "tcp", "node-a")
+			if err == nil {
+				c.Close()
+				t.Fatal("the link dialed a node that does not speak HTTP/2")
+			}
+			if r := reason(err); !strings.Contains(r, "does not speak HTTP/2") || !strings.Contains(r, "upgrade it") {
+				t.Errorf("reason %q (error %v), want that the agent does not speak HTTP/2 and what to do", r, err)
+			}
+		})
+	}
+}
