@@ -109,8 +109,9 @@ func TestSegmentedDownloadSurvivesAgentKill(t *testing.T) {
 // TestDownloadBandwidthLimits: the node's rate is shared fairly between
 // its running downloads, a download's own limit holds, and both show in
 // the job. Rates are measured from the job's progress (bytes the agent
-// wrote, seen as the control plane stores them) over five seconds,
-// and must be within 10 % of the limits.
+// wrote, seen as the control plane stores them) over five seconds, as
+// the slope of a line fitted to every change, and must be within 10 % of
+// the limits.
 func TestDownloadBandwidthLimits(t *testing.T) {
 	bin := quarrytest.Binary(t)
 	s := quarrytest.StartServer(t)
@@ -151,45 +152,47 @@ func TestDownloadBandwidthLimits(t *testing.T) {
 		}
 		return nil
 	})
-	// For each job, two changes of its stored progress at least five
-	// seconds apart, timed here as they are seen (polled every 20 ms).
+	// Each job's stored progress, sampled as its changes are seen (polled
+	// every 20 ms) over at least five seconds. The rate is the slope of a
+	// least-squares line through all of them: a change seen late (the
+	// agent reports every 250 ms, the control plane stores it a moment
+	// later) moves one sample, not the whole measurement.
 	type sample struct {
 		at   time.Time
 		done uint64
 	}
-	first, last := map[string]sample{}, map[string]sample{}
-	prev := map[string]uint64{}
+	samples := map[string][]sample{}
+	long := func(s []sample) bool { return len(s) > 1 && s[len(s)-1].at.Sub(s[0].at) >= 5*time.Second }
 	deadline := time.Now().Add(15 * time.Second)
-	for len(last) < len(dls) {
+	for !long(samples["share"]) || !long(samples["own"]) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no progress five seconds apart within 15 s: first %v, last %v", first, last)
+			t.Fatalf("no progress five seconds apart within 15 s: %v", samples)
 		}
 		for name, d := range dls {
 			j := jobView(t, s, d.job)
 			if j.GetState() != quarryv1.JobState_JOB_STATE_RUNNING {
 				t.Fatalf("job %s is %v before the measurement ended; the files are too small", name, j.GetState())
 			}
-			done := j.GetProgress().GetBytesDone()
-			if done == prev[name] {
+			done, got := j.GetProgress().GetBytesDone(), samples[name]
+			if long(got) || len(got) > 0 && got[len(got)-1].done == done {
 				continue
 			}
-			prev[name] = done
-			now := sample{time.Now(), done}
-			if f, ok := first[name]; !ok {
-				first[name] = now
-			} else if _, ok := last[name]; !ok && now.at.Sub(f.at) >= 5*time.Second {
-				last[name] = now
-			}
+			samples[name] = append(got, sample{time.Now(), done})
 		}
 		time.Sleep(20 * time.Millisecond) // the poll interval
 	}
 	var total float64
 	for _, name := range []string{"share", "own"} {
-		d, f, l := dls[name], first[name], last[name]
-		secs := l.at.Sub(f.at).Seconds()
-		got := float64(l.done-f.done) / secs
+		d, ss := dls[name], samples[name]
+		var n, sx, sy, sxx, sxy float64
+		for _, p := range ss {
+			x, y := p.at.Sub(ss[0].at).Seconds(), float64(p.done)
+			n, sx, sy, sxx, sxy = n+1, sx+x, sy+y, sxx+x*x, sxy+x*y
+		}
+		got := (n*sxy - sx*sy) / (n*sxx - sx*sx)
 		total += got
-		t.Logf("download %s: %.2f MiB/s over %.1f s (want %.0f)", name, got/mib, secs, d.want/mib)
+		t.Logf("download %s: %.2f MiB/s from %d samples over %.1f s (want %.0f)",
+			name, got/mib, len(ss), ss[len(ss)-1].at.Sub(ss[0].at).Seconds(), d.want/mib)
 		if got < 0.9*d.want || got > 1.1*d.want {
 			t.Errorf("download %s ran at %.2f MiB/s; want %.0f MiB/s within 10%%", name, got/mib, d.want/mib)
 		}
