@@ -169,11 +169,10 @@ func (s *snapshot) mountView(n store.Node, p store.Pool, m *store.PoolMount) *qu
 	}
 	v.Mounted, v.Reason = m.Mounted, m.Reason
 	checked := m.CheckedAt
-	if n.State == store.NodeReady && n.LastCheckedAt.After(checked) {
-		// The node's last check succeeded, and a check that finds a
-		// mount unchanged leaves its row (store.MountRefresh): that check
+	if n.MountsSeenAt.After(checked) {
+		// A check that finds a mount unchanged leaves its row: it
 		// confirmed it.
-		checked = n.LastCheckedAt
+		checked = n.MountsSeenAt
 	}
 	v.FreeBytes, v.TotalBytes, v.CheckedAt = m.FreeBytes, m.TotalBytes, ts(checked)
 	return v

@@ -14,11 +14,6 @@ import (
 	"github.com/quarry-project/quarry/internal/errclass"
 )
 
-// MountRefresh is how old a pool mount's CheckedAt may grow while checks
-// find it unchanged: a health check that learns nothing new about a node's
-// pools writes the node's row only.
-const MountRefresh = time.Minute
-
 var (
 	// ErrNotFound: the record does not exist.
 	ErrNotFound = errclass.New(errclass.NotFound, "not found")
@@ -48,9 +43,13 @@ type Node struct {
 	StateReason   string
 	StateSince    time.Time
 	LastCheckedAt time.Time // zero: never checked
-	Hostname      string
-	AgentVersion  string
-	CreatedAt     time.Time
+	// MountsSeenAt is when a check last reported the node's pools; zero:
+	// never. A mount was last found as recorded at the later of this and
+	// its own CheckedAt.
+	MountsSeenAt time.Time
+	Hostname     string
+	AgentVersion string
+	CreatedAt    time.Time
 	// Certificate is zero until the node's agent enrolls.
 	Certificate NodeCertificate
 }
@@ -182,8 +181,8 @@ type NodeStore interface {
 	// transaction. mounts == nil keeps the previous mounts (a failed check
 	// learns nothing about pools); otherwise they replace the node's mounts,
 	// except that a mount found exactly as recorded keeps its row, and its
-	// CheckedAt, until that, or another mount of the node, is MountRefresh
-	// old.
+	// CheckedAt (when it was last found otherwise), and sets the node's
+	// MountsSeenAt to st.LastCheckedAt.
 	RecordNodeCheck(ctx context.Context, nodeID string, st NodeStatus, mounts []PoolMount) error
 	// SetNodeCertificate records the certificate the node's agent holds
 	// (after enrollment or renewal).

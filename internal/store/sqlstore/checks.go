@@ -170,28 +170,18 @@ func (s *Store) commitGroup(group []*nodeCheck) {
 
 // recordedMounts is what a node's last check wrote of its pool mounts.
 type recordedMounts struct {
-	digest string    // that check's nodeCheck.digest
-	oldest time.Time // the oldest CheckedAt among the rows it left
+	digest string // that check's nodeCheck.digest
 	// mounts are the rows, by pool: read only for a check that reports
-	// something else, or once a row is MountRefresh old.
+	// something else.
 	mounts map[string]store.PoolMount
 }
 
 // unchanged reports whether check c found the node's pools as its rows
-// say, none of them MountRefresh old by c's time: then c writes only the
-// node's row. At thousands of nodes, reading every node's rows at every
-// check was most of what a check cost (a node reports on every shared
-// pool, mounted or not).
+// say: then c writes only the node's row. At thousands of nodes, reading
+// every node's rows at every check was most of what a check cost (a node
+// reports on every shared pool, mounted or not).
 func (r *recordedMounts) unchanged(c *nodeCheck) bool {
-	if r == nil || r.digest == "" || r.digest != c.digest {
-		return false
-	}
-	for _, m := range c.mounts {
-		if m.CheckedAt.Sub(r.oldest) >= store.MountRefresh {
-			return false
-		}
-	}
-	return true
+	return r != nil && r.digest != "" && r.digest == c.digest
 }
 
 // recordedMounts reads, for the checks that report on pools, what their
@@ -210,16 +200,14 @@ func (t *txn) recordedMounts(ctx context.Context, checks []*nodeCheck) (map[stri
 		return out, nil
 	}
 	in, args := t.s.in(ids)
-	_, err := queryAll(ctx, t, t.s.q(`SELECT id, mounts_digest, mounts_checked_at FROM nodes WHERE id `+in), args, func(r scanner) (struct{}, error) {
+	_, err := queryAll(ctx, t, t.s.q(`SELECT id, mounts_digest FROM nodes WHERE id `+in), args, func(r scanner) (struct{}, error) {
 		var (
-			rec    recordedMounts
-			id     string
-			oldest int64
+			rec recordedMounts
+			id  string
 		)
-		if err := r.Scan(&id, &rec.digest, &oldest); err != nil {
+		if err := r.Scan(&id, &rec.digest); err != nil {
 			return struct{}{}, err
 		}
-		rec.oldest = fromMicros(oldest)
 		out[id] = &rec
 		return struct{}{}, nil
 	})
@@ -269,7 +257,8 @@ func mountsDigest(mounts []store.PoolMount) string {
 // rowsBatch is how many rows one statement of updateNodeRows and
 // writeMounts writes. A statement per row was most of a group's time on
 // PostgreSQL: 256 checks made thousands of round trips when their nodes'
-// mounts were due to be rewritten (once a minute), several seconds a
+// mounts were rewritten (then once a minute; now when they change),
+// several seconds a
 // group on a busy machine, while the checks waiting on it held the health
 // loop's slots (5,000 nodes were checked every 10 to 20 s instead of 5).
 const rowsBatch = 32
@@ -296,9 +285,13 @@ func updateFromValues(table string, keys int, cols, types []string) string {
 }
 
 var (
-	updateNodeRowsSQL = updateFromValues("nodes", 1,
-		[]string{"id", "state", "state_reason", "state_since", "last_checked_at", "hostname", "agent_version"},
-		[]string{"TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT", "TEXT", "TEXT"})
+	nodeRowColumns = []string{"id", "state", "state_reason", "state_since", "last_checked_at", "hostname", "agent_version"}
+	nodeRowTypes   = []string{"TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT", "TEXT", "TEXT"}
+	// updateNodeRowsSQL writes the rows of nodes whose checks failed;
+	// updateSeenNodeRowsSQL of those a check found, with mounts_seen_at.
+	updateNodeRowsSQL     = updateFromValues("nodes", 1, nodeRowColumns, nodeRowTypes)
+	updateSeenNodeRowsSQL = updateFromValues("nodes", 1,
+		slices.Concat(nodeRowColumns, []string{"mounts_seen_at"}), slices.Concat(nodeRowTypes, []string{"BIGINT"}))
 	updateMountsSQL = updateFromValues("pool_mounts", 2,
 		[]string{"node_id", "pool_id", "mounted", "reason", "free_bytes", "total_bytes", "checked_at"},
 		[]string{"TEXT", "TEXT", "INTEGER", "TEXT", "BIGINT", "BIGINT", "BIGINT"})
@@ -328,35 +321,53 @@ func (t *txn) updateRows(ctx context.Context, query string, rows [][]any) (int64
 }
 
 // updateNodeRows writes the node rows of checks, rowsBatch at a time: a
-// node checked twice gets its last check's. It fails when a node is gone,
-// naming it when the checks are of one node (a group is then written
-// check by check).
+// node checked twice gets its last check's status, and the last time a
+// check of it found its pools as its mounts_seen_at. It fails when a node
+// is gone, naming it when the checks are of one node (a group is then
+// written check by check).
 func (t *txn) updateNodeRows(ctx context.Context, checks []*nodeCheck) error {
 	if len(checks) == 1 {
 		c, st := checks[0], checks[0].st
-		res, err := t.exec(ctx, `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
-			hostname = ?, agent_version = ? WHERE id = ?`,
-			string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt),
-			st.Hostname, st.AgentVersion, c.nodeID)
+		query, args := `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
+			hostname = ?, agent_version = ?`, []any{string(st.State), st.StateReason, micros(st.StateSince),
+			micros(st.LastCheckedAt), st.Hostname, st.AgentVersion}
+		if c.mounts != nil {
+			query, args = query+`, mounts_seen_at = ?`, append(args, micros(st.LastCheckedAt))
+		}
+		res, err := t.exec(ctx, query+` WHERE id = ?`, append(args, c.nodeID)...)
 		if err != nil {
 			return err
 		}
 		return mustAffect(res, "node "+c.nodeID)
 	}
 	last := make(map[string]*nodeCheck, len(checks))
+	seen := make(map[string]time.Time)
 	var ids []string
 	for _, c := range checks {
-		if _, seen := last[c.nodeID]; !seen {
+		if _, ok := last[c.nodeID]; !ok {
 			ids = append(ids, c.nodeID)
 		}
 		last[c.nodeID] = c
+		if c.mounts != nil && c.st.LastCheckedAt.After(seen[c.nodeID]) {
+			seen[c.nodeID] = c.st.LastCheckedAt
+		}
 	}
-	rows := make([][]any, len(ids))
-	for i, id := range ids {
+	var rows, seenRows [][]any
+	for _, id := range ids {
 		st := last[id].st
-		rows[i] = []any{id, string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt), st.Hostname, st.AgentVersion}
+		row := []any{id, string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt), st.Hostname, st.AgentVersion}
+		if at, ok := seen[id]; ok {
+			seenRows = append(seenRows, append(row, micros(at)))
+		} else {
+			rows = append(rows, row)
+		}
 	}
 	n, err := t.updateRows(ctx, updateNodeRowsSQL, rows)
+	if err == nil {
+		var m int64
+		m, err = t.updateRows(ctx, updateSeenNodeRowsSQL, seenRows)
+		n += m
+	}
 	if err == nil && n != int64(len(ids)) {
 		err = fmt.Errorf("record checks: %d of %d nodes are gone: %w", int64(len(ids))-n, len(ids), store.ErrNotFound)
 	}

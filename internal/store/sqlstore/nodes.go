@@ -11,8 +11,8 @@ import (
 	"github.com/quarry-project/quarry/internal/store"
 )
 
-const nodeColumns = `id, name, address, state, state_reason, state_since, last_checked_at, hostname, agent_version, created_at,
-	cert_serial, cert_not_after, cert_issued_at, cert_key_hash`
+const nodeColumns = `id, name, address, state, state_reason, state_since, last_checked_at, mounts_seen_at, hostname, agent_version,
+	created_at, cert_serial, cert_not_after, cert_issued_at, cert_key_hash`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -80,18 +80,19 @@ func (rw row[T]) reusing() func(scanner) (T, error) {
 // nodeRow scans nodeColumns.
 var nodeRow row[store.Node] = func() ([]any, func() store.Node) {
 	var (
-		n                                  store.Node
-		state                              string
-		stateSince, lastChecked, createdAt int64
-		certNotAfter, certIssuedAt         int64
+		n                                              store.Node
+		state                                          string
+		stateSince, lastChecked, mountsSeen, createdAt int64
+		certNotAfter, certIssuedAt                     int64
 	)
-	return []any{&n.ID, &n.Name, &n.Address, &state, &n.StateReason, &stateSince, &lastChecked,
+	return []any{&n.ID, &n.Name, &n.Address, &state, &n.StateReason, &stateSince, &lastChecked, &mountsSeen,
 			&n.Hostname, &n.AgentVersion, &createdAt,
 			&n.Certificate.Serial, &certNotAfter, &certIssuedAt, &n.Certificate.KeyHash},
 		func() store.Node {
 			n.State = store.NodeState(state)
 			n.StateSince = fromMicros(stateSince)
 			n.LastCheckedAt = fromMicros(lastChecked)
+			n.MountsSeenAt = fromMicros(mountsSeen)
 			n.CreatedAt = fromMicros(createdAt)
 			n.Certificate.NotAfter = fromMicros(certNotAfter)
 			n.Certificate.IssuedAt = fromMicros(certIssuedAt)
@@ -118,9 +119,9 @@ func (t *txn) createNode(ctx context.Context, n store.Node) error {
 	if err := t.nodeTaken(ctx, n); err != nil {
 		return err
 	}
-	_, err := t.exec(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.exec(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		n.ID, n.Name, n.Address, string(n.State), n.StateReason, micros(n.StateSince),
-		micros(n.LastCheckedAt), n.Hostname, n.AgentVersion, micros(n.CreatedAt),
+		micros(n.LastCheckedAt), micros(n.MountsSeenAt), n.Hostname, n.AgentVersion, micros(n.CreatedAt),
 		n.Certificate.Serial, micros(n.Certificate.NotAfter), micros(n.Certificate.IssuedAt), n.Certificate.KeyHash)
 	if t.s.isUnique(err) {
 		return fmt.Errorf("node %q at %s: %w", n.Name, n.Address, store.ErrConflict)
@@ -298,7 +299,6 @@ func (t *txn) recordNodeCheck(ctx context.Context, c *nodeCheck, rec *recordedMo
 // changed, but for the rows it rewrites: it leaves these to writeMounts.
 // The node's row is written already. rec is as for recordNodeCheck.
 func (t *txn) recordMounts(ctx context.Context, c *nodeCheck, rec *recordedMounts) error {
-	st := c.st
 	if c.mounts == nil {
 		return nil
 	}
@@ -336,9 +336,6 @@ func (t *txn) recordMounts(ctx context.Context, c *nodeCheck, rec *recordedMount
 		pools[id] = true
 	}
 	seen := make(map[string]bool, len(c.mounts))
-	// oldest is the oldest CheckedAt among the rows left: once that is
-	// MountRefresh old, the next check reads and writes them again.
-	oldest := st.LastCheckedAt
 	for _, m := range c.mounts {
 		// A pool deleted while the agent was being asked about it is
 		// simply gone; failing would also throw away the node's status.
@@ -350,19 +347,14 @@ func (t *txn) recordMounts(ctx context.Context, c *nodeCheck, rec *recordedMount
 		}
 		seen[m.PoolID] = true
 		o, had := old[m.PoolID]
-		checked := m.CheckedAt
 		switch {
 		case !had:
 			_, err = t.exec(ctx, `INSERT INTO pool_mounts (node_id, pool_id, mounted, reason, free_bytes, total_bytes, checked_at)
 				VALUES (?, ?, ?, ?, ?, ?, ?)`,
 				c.nodeID, m.PoolID, boolToDB(m.Mounted), m.Reason, bytesToDB(m.FreeBytes), bytesToDB(m.TotalBytes), micros(m.CheckedAt))
-		case sameMount(o, m) && m.CheckedAt.Sub(rec.oldest) < store.MountRefresh:
-			// Nothing new: the row stays, and a check of thousands of
-			// nodes writes one row per node, not one per node and pool.
-			// Once one of the node's rows is MountRefresh old, all are
-			// written: rows of other ages would have the next checks
-			// read them all again to write one at a time.
-			checked = o.CheckedAt
+		case sameMount(o, m):
+			// Nothing new: the row stays, and the node's MountsSeenAt says
+			// it was found so again.
 		default:
 			m.NodeID = c.nodeID
 			t.mountWrites = append(t.mountWrites, m) // written by writeMounts
@@ -375,9 +367,6 @@ func (t *txn) recordMounts(ctx context.Context, c *nodeCheck, rec *recordedMount
 		if err != nil {
 			return err
 		}
-		if checked.Before(oldest) {
-			oldest = checked
-		}
 	}
 	for id := range old {
 		if !seen[id] {
@@ -386,7 +375,7 @@ func (t *txn) recordMounts(ctx context.Context, c *nodeCheck, rec *recordedMount
 			}
 		}
 	}
-	_, err = t.exec(ctx, `UPDATE nodes SET mounts_digest = ?, mounts_checked_at = ? WHERE id = ?`, c.digest, micros(oldest), c.nodeID)
+	_, err = t.exec(ctx, `UPDATE nodes SET mounts_digest = ? WHERE id = ?`, c.digest, c.nodeID)
 	return err
 }
 

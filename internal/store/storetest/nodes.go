@@ -252,7 +252,8 @@ func testNodeChecks(t *testing.T, open func(t *testing.T) store.Store) {
 		{
 			name:   "mounts of vanished pools are dropped",
 			second: []store.PoolMount{mount("n1", "gone", true, time.Hour), mount("n1", "p1", true, time.Hour)},
-			want:   []store.PoolMount{mount("n1", "p1", true, time.Hour), mount("n2", "p2", true, 0)},
+			// p1 was found as before: its row stays.
+			want: []store.PoolMount{mount("n1", "p1", true, 0), mount("n2", "p2", true, 0)},
 		},
 	}
 	for _, tt := range tests {
@@ -268,39 +269,42 @@ func testNodeChecks(t *testing.T, open func(t *testing.T) store.Store) {
 		})
 	}
 
-	t.Run("an unchanged mount keeps its row until MountRefresh", func(t *testing.T) {
+	t.Run("an unchanged mount keeps its row; the node says when it was seen", func(t *testing.T) {
 		s := setup(t)
-		first := mount("n1", "p1", true, 0)
-		record(t, s, "n1", ready, []store.PoolMount{first})
-		// Found as it was, soon after: the row, and its CheckedAt, stay.
-		record(t, s, "n1", ready, []store.PoolMount{mount("n1", "p1", true, store.MountRefresh-time.Second)})
+		checkAt := func(d time.Duration) store.NodeStatus {
+			st := ready
+			st.LastCheckedAt = at(d)
+			return st
+		}
+		seen := func(when string, d time.Duration) {
+			t.Helper()
+			if got := mustGetNode(t, s, "n1").MountsSeenAt; !got.Equal(at(d)) {
+				t.Errorf("MountsSeenAt %s = %v, want %v", when, got, at(d))
+			}
+		}
+		first := mount("n1", "p1", true, time.Hour)
+		record(t, s, "n1", checkAt(time.Hour), []store.PoolMount{first})
+		seen("after the first check", time.Hour)
+		// Found as it was, however much later: the row, and its
+		// CheckedAt, stay; the node's MountsSeenAt moves.
+		record(t, s, "n1", checkAt(3*time.Hour), []store.PoolMount{mount("n1", "p1", true, 3*time.Hour)})
 		wantEqual(t, "mounts after an unchanged check", mustMounts(t, s), []store.PoolMount{first})
-		// Any change is written at once.
-		changed := mount("n1", "p1", true, store.MountRefresh-time.Second/2)
+		seen("after an unchanged check", 3*time.Hour)
+		// A failed check learns nothing about pools.
+		failed := down
+		failed.LastCheckedAt = at(4 * time.Hour)
+		record(t, s, "n1", failed, nil)
+		seen("after a failed check", 3*time.Hour)
+		// Any change is written at once; a mount found as before, beside
+		// it, keeps its row.
+		changed := mount("n1", "p1", true, 5*time.Hour)
 		changed.FreeBytes--
-		record(t, s, "n1", ready, []store.PoolMount{changed})
-		wantEqual(t, "mounts after a change", mustMounts(t, s), []store.PoolMount{changed})
-		// Unchanged but MountRefresh old: written, so CheckedAt is never older.
-		later := changed
-		later.CheckedAt = changed.CheckedAt.Add(store.MountRefresh)
-		record(t, s, "n1", ready, []store.PoolMount{later})
-		wantEqual(t, "mounts after MountRefresh", mustMounts(t, s), []store.PoolMount{later})
-	})
-
-	t.Run("a node's mounts of other ages are refreshed together", func(t *testing.T) {
-		s := setup(t)
-		record(t, s, "n1", ready, []store.PoolMount{mount("n1", "p1", true, 0)})
-		half := store.MountRefresh / 2
-		record(t, s, "n1", ready, []store.PoolMount{mount("n1", "p1", true, half), mount("n1", "p2", true, half)})
-		wantEqual(t, "mounts after a check found p2 too", mustMounts(t, s),
-			[]store.PoolMount{mount("n1", "p1", true, 0), mount("n1", "p2", true, half)})
-		// p1 is MountRefresh old: p2's row, younger, is written with it.
-		refreshed := []store.PoolMount{mount("n1", "p1", true, store.MountRefresh), mount("n1", "p2", true, store.MountRefresh)}
-		record(t, s, "n1", ready, refreshed)
-		wantEqual(t, "mounts after MountRefresh", mustMounts(t, s), refreshed)
-		// p2's first row would be MountRefresh old now; no row is.
-		record(t, s, "n1", ready, []store.PoolMount{mount("n1", "p1", true, half+store.MountRefresh), mount("n1", "p2", true, half+store.MountRefresh)})
-		wantEqual(t, "mounts after the next check", mustMounts(t, s), refreshed)
+		p2 := mount("n1", "p2", false, 5*time.Hour)
+		record(t, s, "n1", checkAt(5*time.Hour), []store.PoolMount{changed, p2})
+		wantEqual(t, "mounts after a change", mustMounts(t, s), []store.PoolMount{changed, p2})
+		record(t, s, "n1", checkAt(6*time.Hour), []store.PoolMount{mount("n1", "p1", true, 6*time.Hour), p2})
+		wantEqual(t, "mounts after p1 was found as at first", mustMounts(t, s), []store.PoolMount{mount("n1", "p1", true, 6*time.Hour), p2})
+		seen("after the last check", 6*time.Hour)
 	})
 
 	t.Run("mounts by node", func(t *testing.T) {
