@@ -452,20 +452,22 @@ func (s *Store) ListNodeMounts(ctx context.Context, nodeIDs ...string) ([]store.
 
 // PoolUsages sums up the mounts of every pool, by pool.
 func (s *Store) PoolUsages(ctx context.Context) ([]store.PoolUsage, error) {
-	return queryAll(ctx, s.db, `SELECT pool_id, SUM(mounted),
-		COALESCE(MIN(CASE WHEN mounted = 1 THEN free_bytes END), 0),
-		COALESCE(MAX(CASE WHEN mounted = 1 THEN total_bytes END), 0)
-		FROM pool_mounts GROUP BY pool_id ORDER BY pool_id`, nil,
-		func(r scanner) (store.PoolUsage, error) {
-			var (
-				u           store.PoolUsage
-				free, total int64
-			)
-			err := r.Scan(&u.PoolID, &u.MountedNodes, &free, &total)
-			u.FreeBytes, u.TotalBytes = bytesFromDB(free), bytesFromDB(total)
-			return u, err
-		})
+	return queryAll(ctx, s.db, poolUsagesSQL, nil, func(r scanner) (store.PoolUsage, error) {
+		var (
+			u           store.PoolUsage
+			free, total int64
+		)
+		err := r.Scan(&u.PoolID, &u.MountedNodes, &free, &total)
+		u.FreeBytes, u.TotalBytes = bytesFromDB(free), bytesFromDB(total)
+		return u, err
+	})
 }
+
+// poolUsagesSQL reads only the index of migration 0020.
+const poolUsagesSQL = `SELECT pool_id, SUM(mounted),
+	COALESCE(MIN(CASE WHEN mounted = 1 THEN free_bytes END), 0),
+	COALESCE(MAX(CASE WHEN mounted = 1 THEN total_bytes END), 0)
+	FROM pool_mounts GROUP BY pool_id ORDER BY pool_id`
 
 // mounts returns the mounts whose column col is one of ids (col "": every
 // mount) ordered by pool, then node; by node, then pool when col is

@@ -241,26 +241,34 @@ func TestSQLiteDetachedStatements(t *testing.T) {
 	}
 }
 
-// TestSQLiteCountImagesReadsOneIndex: a metrics scrape's counts of the
-// library read an index that holds pool, kind and state, not every
-// image's row.
-func TestSQLiteCountImagesReadsOneIndex(t *testing.T) {
+// TestSQLiteCountsReadOneIndex: a metrics scrape's counts of the library
+// read an index that holds pool, kind and state, not every image's row,
+// and its sums of the pools' mounts an index that holds what they sum, not
+// every mount's row.
+func TestSQLiteCountsReadOneIndex(t *testing.T) {
 	s := openSQLite(t, filepath.Join(t.TempDir(), "q.db"))
-	rows, err := s.db.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+countImagesSQL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+	for _, q := range []struct{ name, query, index string }{
+		{"CountImages", countImagesSQL, "images_pool_kind_state"},
+		{"PoolUsages", poolUsagesSQL, "pool_mounts_usage"},
+	} {
+		rows, err := s.db.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+q.query)
+		if err != nil {
 			t.Fatal(err)
 		}
-		plan = append(plan, detail)
-	}
-	if p := strings.Join(plan, "\n"); !strings.Contains(p, "COVERING INDEX images_pool_kind_state") {
-		t.Errorf("CountImages reads more than its index:\n%s", p)
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if p := strings.Join(plan, "\n"); !strings.Contains(p, "COVERING INDEX "+q.index) || strings.Contains(p, "TEMP B-TREE") {
+			t.Errorf("%s reads more than its index:\n%s", q.name, p)
+		}
 	}
 }
