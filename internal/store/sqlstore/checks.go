@@ -258,9 +258,9 @@ func mountsDigest(mounts []store.PoolMount) string {
 // writeMounts writes. A statement per row was most of a group's time on
 // PostgreSQL: 256 checks made thousands of round trips when their nodes'
 // mounts were rewritten (then once a minute; now when they change),
-// several seconds a
-// group on a busy machine, while the checks waiting on it held the health
-// loop's slots (5,000 nodes were checked every 10 to 20 s instead of 5).
+// several seconds a group on a busy machine, while the checks waiting on
+// it held the health loop's slots (5,000 nodes were checked every 10 to
+// 20 s instead of 5).
 const rowsBatch = 32
 
 // updateFromValues is an UPDATE of table that sets cols from rowsBatch
