@@ -258,10 +258,12 @@ func groupedChecks(t *testing.T, s *Store) {
 		}
 	}
 	base := time.Now().Truncate(time.Microsecond)
+	seen := map[string]time.Time{} // each node's MountsSeenAt, as expected
 	// round queues a check of nodes n0 to n<checks-1>, the ones past the
-	// nodes made above missing, each reporting on pool when one is given,
-	// then commits them together and checks every outcome.
-	round := func(r, checks int, pool string) {
+	// nodes made above missing, each reporting on pool when one is given
+	// (the even nodes only, when evenOnly), then commits them together and
+	// checks every outcome.
+	round := func(r, checks int, pool string, evenOnly bool) {
 		t.Helper()
 		now := base.Add(time.Duration(r) * time.Hour)
 		status := func(i int) store.NodeStatus {
@@ -273,7 +275,7 @@ func groupedChecks(t *testing.T, s *Store) {
 		}
 		errs := make(chan error, checks)
 		mounts := func(i int) []store.PoolMount {
-			if pool == "" {
+			if pool == "" || evenOnly && i%2 == 1 {
 				return nil
 			}
 			return []store.PoolMount{{PoolID: pool, Mounted: true, FreeBytes: uint64(1000*r + i), TotalBytes: 1 << 40, CheckedAt: now}}
@@ -318,8 +320,14 @@ func groupedChecks(t *testing.T, s *Store) {
 			if got != want {
 				t.Errorf("round %d: node %s: %+v; want %+v", r, n.ID, got, want)
 			}
-			if pool == "" {
+			if mounts(i) == nil {
+				if !n.MountsSeenAt.Equal(seen[n.ID]) {
+					t.Errorf("round %d: node %s, its pools not reported: mounts seen at %v; want %v, as before", r, n.ID, n.MountsSeenAt, seen[n.ID])
+				}
 				continue
+			}
+			if seen[n.ID] = status(i).LastCheckedAt; !n.MountsSeenAt.Equal(seen[n.ID]) {
+				t.Errorf("round %d: node %s: mounts seen at %v; want its check's time, %v", r, n.ID, n.MountsSeenAt, seen[n.ID])
 			}
 			ms, err := s.ListNodeMounts(ctx, n.ID)
 			if err != nil {
@@ -330,11 +338,12 @@ func groupedChecks(t *testing.T, s *Store) {
 			}
 		}
 	}
-	round(1, nodes, "")   // written a batch of rows at a time
-	round(2, nodes+1, "") // one node missing: written check by check
+	round(1, nodes, "", false)   // written a batch of rows at a time
+	round(2, nodes+1, "", false) // one node missing: written check by check
 	if err := s.CreatePool(ctx, store.Pool{ID: "p-g", Name: "grouped", Type: "dir", Path: "/srv/grouped", CreatedAt: base}); err != nil {
 		t.Fatal(err)
 	}
-	round(3, nodes, "p-g") // the mounts made
-	round(4, nodes, "p-g") // and rewritten, a batch of rows at a time
+	round(3, nodes, "p-g", false) // the mounts made
+	round(4, nodes, "p-g", false) // and rewritten, a batch of rows at a time
+	round(5, nodes, "p-g", true)  // half the nodes report on their pools
 }
