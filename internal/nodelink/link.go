@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unique"
 
@@ -644,6 +645,14 @@ func reason(err error) string {
 	}
 	if r := tlsReason(err); r != "" {
 		return r
+	}
+	for _, lost := range []syscall.Errno{syscall.EPIPE, syscall.ECONNRESET} {
+		// The call went out on a connection the agent had closed, or
+		// closed meanwhile: the raw text ("canceled: Post …: write: broken
+		// pipe") reads as if someone had cancelled the call.
+		if errors.Is(err, lost) {
+			return "the agent closed the connection (it stopped or restarted, or the network dropped it): " + lost.Error()
+		}
 	}
 	var ce *connect.Error
 	if errors.As(err, &ce) {

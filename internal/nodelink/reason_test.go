@@ -2,11 +2,16 @@ package nodelink
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -138,5 +143,22 @@ func TestAgentWithoutHTTP2(t *testing.T) {
 				t.Errorf("reason %q (error %v), want that the agent does not speak HTTP/2 and what to do", r, err)
 			}
 		})
+	}
+}
+
+// TestLostConnectionReason: a call that went out on a connection the agent
+// closed fails as the client reported it in CI ("canceled: Post …: write:
+// broken pipe"); its reason says the agent closed the connection instead.
+func TestLostConnectionReason(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EPIPE, syscall.ECONNRESET} {
+		err := connect.NewError(connect.CodeCanceled, &url.Error{Op: "Post", URL: "https://agent.invalid/quarry.agent.v1.AgentService/DeleteFile",
+			Err: &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}})
+		got := agentError(err)
+		if want := "the agent closed the connection (it stopped or restarted, or the network dropped it): " + errno.Error(); got.Error() != want {
+			t.Errorf("%v: reason %q, want %q", errno, got, want)
+		}
+		if !errors.Is(got, errno) {
+			t.Errorf("%v: the cause is lost: %v", errno, got)
+		}
 	}
 }
