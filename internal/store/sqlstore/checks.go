@@ -284,15 +284,23 @@ func updateFromValues(table string, keys int, cols, types []string) string {
 		" SET " + strings.Join(set, ", ") + " FROM v WHERE " + strings.Join(match, " AND ")
 }
 
+// updateByID is an UPDATE of one row of table, found by cols[0], that sets
+// the other cols.
+func updateByID(table string, cols []string) string {
+	return "UPDATE " + table + " SET " + strings.Join(cols[1:], " = ?, ") + " = ? WHERE " + cols[0] + " = ?"
+}
+
 var (
-	nodeRowColumns = []string{"id", "state", "state_reason", "state_since", "last_checked_at", "hostname", "agent_version"}
-	nodeRowTypes   = []string{"TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT", "TEXT", "TEXT"}
-	// updateNodeRowsSQL writes the rows of nodes whose checks failed;
-	// updateSeenNodeRowsSQL of those a check found, with mounts_seen_at.
+	nodeRowColumns     = []string{"id", "state", "state_reason", "state_since", "last_checked_at", "hostname", "agent_version"}
+	nodeRowTypes       = []string{"TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT", "TEXT", "TEXT"}
+	seenNodeRowColumns = slices.Concat(nodeRowColumns, []string{"mounts_seen_at"})
+	// The rows of nodes whose checks failed, then of those a check found,
+	// with mounts_seen_at: a batch of them, or one.
 	updateNodeRowsSQL     = updateFromValues("nodes", 1, nodeRowColumns, nodeRowTypes)
-	updateSeenNodeRowsSQL = updateFromValues("nodes", 1,
-		slices.Concat(nodeRowColumns, []string{"mounts_seen_at"}), slices.Concat(nodeRowTypes, []string{"BIGINT"}))
-	updateMountsSQL = updateFromValues("pool_mounts", 2,
+	updateSeenNodeRowsSQL = updateFromValues("nodes", 1, seenNodeRowColumns, slices.Concat(nodeRowTypes, []string{"BIGINT"}))
+	updateNodeRowSQL      = updateByID("nodes", nodeRowColumns)
+	updateSeenNodeRowSQL  = updateByID("nodes", seenNodeRowColumns)
+	updateMountsSQL       = updateFromValues("pool_mounts", 2,
 		[]string{"node_id", "pool_id", "mounted", "reason", "free_bytes", "total_bytes", "checked_at"},
 		[]string{"TEXT", "TEXT", "INTEGER", "TEXT", "BIGINT", "BIGINT", "BIGINT"})
 )
@@ -326,20 +334,6 @@ func (t *txn) updateRows(ctx context.Context, query string, rows [][]any) (int64
 // is gone, naming it when the checks are of one node (a group is then
 // written check by check).
 func (t *txn) updateNodeRows(ctx context.Context, checks []*nodeCheck) error {
-	if len(checks) == 1 {
-		c, st := checks[0], checks[0].st
-		query, args := `UPDATE nodes SET state = ?, state_reason = ?, state_since = ?, last_checked_at = ?,
-			hostname = ?, agent_version = ?`, []any{string(st.State), st.StateReason, micros(st.StateSince),
-			micros(st.LastCheckedAt), st.Hostname, st.AgentVersion}
-		if c.mounts != nil {
-			query, args = query+`, mounts_seen_at = ?`, append(args, micros(st.LastCheckedAt))
-		}
-		res, err := t.exec(ctx, query+` WHERE id = ?`, append(args, c.nodeID)...)
-		if err != nil {
-			return err
-		}
-		return mustAffect(res, "node "+c.nodeID)
-	}
 	last := make(map[string]*nodeCheck, len(checks))
 	seen := make(map[string]time.Time)
 	var ids []string
@@ -352,7 +346,7 @@ func (t *txn) updateNodeRows(ctx context.Context, checks []*nodeCheck) error {
 			seen[c.nodeID] = c.st.LastCheckedAt
 		}
 	}
-	var rows, seenRows [][]any
+	var rows, seenRows [][]any // in nodeRowColumns' and seenNodeRowColumns' order
 	for _, id := range ids {
 		st := last[id].st
 		row := []any{id, string(st.State), st.StateReason, micros(st.StateSince), micros(st.LastCheckedAt), st.Hostname, st.AgentVersion}
@@ -361,6 +355,17 @@ func (t *txn) updateNodeRows(ctx context.Context, checks []*nodeCheck) error {
 		} else {
 			rows = append(rows, row)
 		}
+	}
+	if len(checks) == 1 {
+		query, one := updateNodeRowSQL, rows
+		if len(seenRows) == 1 {
+			query, one = updateSeenNodeRowSQL, seenRows
+		}
+		res, err := t.exec(ctx, query, slices.Concat(one[0][1:], one[0][:1])...) // the id last
+		if err != nil {
+			return err
+		}
+		return mustAffect(res, "node "+checks[0].nodeID)
 	}
 	n, err := t.updateRows(ctx, updateNodeRowsSQL, rows)
 	if err == nil {
