@@ -651,7 +651,7 @@ func reason(err error) string {
 		// closed meanwhile: the raw text ("canceled: Post …: write: broken
 		// pipe") reads as if someone had cancelled the call.
 		if errors.Is(err, lost) {
-			return "the agent closed the connection (it stopped or restarted, or the network dropped it): " + lost.Error()
+			return "the agent closed the connection (it stopped or restarted, or the network dropped it; see that the agent runs and is reachable): " + lost.Error()
 		}
 	}
 	var ce *connect.Error

@@ -154,7 +154,7 @@ func TestLostConnectionReason(t *testing.T) {
 		err := connect.NewError(connect.CodeCanceled, &url.Error{Op: "Post", URL: "https://agent.invalid/quarry.agent.v1.AgentService/DeleteFile",
 			Err: &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}})
 		got := agentError(err)
-		if want := "the agent closed the connection (it stopped or restarted, or the network dropped it): " + errno.Error(); got.Error() != want {
+		if want := "the agent closed the connection (it stopped or restarted, or the network dropped it; see that the agent runs and is reachable): " + errno.Error(); got.Error() != want {
 			t.Errorf("%v: reason %q, want %q", errno, got, want)
 		}
 		if !errors.Is(got, errno) {
