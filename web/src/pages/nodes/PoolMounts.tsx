@@ -2,11 +2,16 @@ import { Badge, Group, Text, Tooltip } from "@mantine/core";
 import type { PoolMount } from "../../gen/quarry/v1/node_pb";
 import { formatBytes } from "../../lib/format";
 
-/** Which pools a node mounts, and why not, one badge each. */
+/**
+ * Which pools a node mounts, and why not, one badge each. A badge is as
+ * wide as its name (a long one is shortened; the tooltip has it whole) and
+ * they wrap onto more lines: with Mantine's clipping label a table's cell
+ * shrank them to a dot and a letter. Names keep their case.
+ */
 export function PoolMounts({ mounts, by }: { mounts: PoolMount[]; by: "pool" | "node" }) {
   if (!mounts.length) return <span>—</span>;
   return (
-    <Group gap={4} wrap="nowrap">
+    <Group gap={4} wrap="wrap" maw={360}>
       {mounts.map((m) => {
         const name = by === "pool" ? m.storagePoolName : m.nodeName;
         const tip = m.mounted
@@ -14,8 +19,8 @@ export function PoolMounts({ mounts, by }: { mounts: PoolMount[]; by: "pool" | "
           : `${name}: not mounted — ${m.reason || "no report yet"}`;
         return (
           <Tooltip key={`${m.nodeId}/${m.storagePoolId}`} label={tip} multiline maw={360}>
-            <Badge color={m.mounted ? "green" : "red"} variant="dot" radius="sm" tabIndex={0} aria-label={tip}>
-              {name}
+            <Badge color={m.mounted ? "green" : "red"} variant="dot" radius="sm" tt="none" tabIndex={0} aria-label={tip} styles={{ label: { overflow: "visible" } }}>
+              {shortened(name)}
               {m.mounted ? "" : " ✕"}
             </Badge>
           </Tooltip>
@@ -23,6 +28,12 @@ export function PoolMounts({ mounts, by }: { mounts: PoolMount[]; by: "pool" | "
       })}
     </Group>
   );
+}
+
+const longestShown = 24;
+
+function shortened(name: string): string {
+  return name.length > longestShown ? `${name.slice(0, longestShown - 1)}…` : name;
 }
 
 /** Why each unmounted pool is not mounted, one line each: the exact reason the node gave. */

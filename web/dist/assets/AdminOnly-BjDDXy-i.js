@@ -1,0 +1,1 @@
+import{aC as o,j as t}from"./index-CoDfg_hV.js";import{E as s}from"./EmptyState-CTlwSg9s.js";function a({what:e}){const n=o();return t.jsxs(s,{title:`${e} are for admins`,children:["You are signed in as ",n,". Sign in with an admin token to see ",e.toLowerCase(),"."]})}export{a as A};

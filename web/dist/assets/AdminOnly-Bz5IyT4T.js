@@ -1,1 +1,0 @@
-import{aC as o,j as t}from"./index-ChLJzp5g.js";import{E as s}from"./EmptyState-D8XbkF7q.js";function a({what:e}){const n=o();return t.jsxs(s,{title:`${e} are for admins`,children:["You are signed in as ",n,". Sign in with an admin token to see ",e.toLowerCase(),"."]})}export{a as A};

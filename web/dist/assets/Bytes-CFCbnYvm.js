@@ -1,0 +1,1 @@
+import{j as r}from"./index-CoDfg_hV.js";import{f as i}from"./DataTable-Dc_z7Nep.js";function s({value:t}){return t===void 0||(typeof t=="bigint"?t===0n:t===0)?r.jsx("span",{children:"—"}):r.jsx("span",{title:`${t.toLocaleString()} bytes`,children:i(t)})}export{s as B};

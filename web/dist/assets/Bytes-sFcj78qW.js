@@ -1,1 +1,0 @@
-import{j as r}from"./index-ChLJzp5g.js";import{f as i}from"./DataTable-CsoPnBtF.js";function s({value:t}){return t===void 0||(typeof t=="bigint"?t===0n:t===0)?r.jsx("span",{children:"—"}):r.jsx("span",{title:`${t.toLocaleString()} bytes`,children:i(t)})}export{s as B};

@@ -1,1 +1,0 @@
-import{j as e,P as s,S as a,T as i,n}from"./index-ChLJzp5g.js";function o({title:r,children:t}){return e.jsx(s,{withBorder:!0,p:"lg",radius:"md",children:e.jsxs(a,{gap:"xs",align:"center",children:[e.jsx(i,{order:3,size:"h5",children:r}),t&&e.jsx(n,{c:"dimmed",ta:"center",component:"div",children:t})]})})}export{o as E};

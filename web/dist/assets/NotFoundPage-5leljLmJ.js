@@ -1,0 +1,1 @@
+import{j as t,l as o,L as e}from"./index-CoDfg_hV.js";import{E as r}from"./EmptyState-CTlwSg9s.js";function a(){return t.jsx(r,{title:"No such page",children:t.jsx(o,{component:e,to:"/",children:"Go to the overview"})})}export{a as default};

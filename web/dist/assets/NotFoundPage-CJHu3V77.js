@@ -1,1 +1,0 @@
-import{j as t,l as o,L as e}from"./index-ChLJzp5g.js";import{E as r}from"./EmptyState-D8XbkF7q.js";function a(){return t.jsx(r,{title:"No such page",children:t.jsx(o,{component:e,to:"/",children:"Go to the overview"})})}export{a as default};
