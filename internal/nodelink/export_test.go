@@ -15,3 +15,15 @@ func OpenConns(l *Link, nodeID string) int {
 	defer c.mu.Unlock()
 	return len(c.open)
 }
+
+// KicksPending is how many kicks the health loop of l has yet to take (a
+// kick of every node counts one).
+func KicksPending(l *Link) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(l.kicked)
+	if l.kickAll {
+		n++
+	}
+	return n
+}

@@ -125,7 +125,7 @@ func (l *Link) round(ctx context.Context, gap time.Duration, full bool, pools []
 	// unclaimFrom gives back the nodes from the i-th on, not started.
 	unclaimFrom := func(i int) {
 		for _, d := range due[i:] {
-			l.unclaim(d.st)
+			l.unclaim(d.n.ID, d.st)
 		}
 	}
 	// One listing of the pools serves the whole round, and the next ones:
@@ -158,7 +158,7 @@ func (l *Link) round(ctx context.Context, gap time.Duration, full bool, pools []
 		pools := pools
 		checks.Go(func() {
 			defer func() {
-				l.unclaim(d.st)
+				l.unclaim(d.n.ID, d.st)
 				<-slots
 			}()
 			cctx, cancel := context.WithTimeout(ctx, l.cfg.CheckTimeout)
@@ -247,7 +247,7 @@ func (l *Link) startKicked(ctx context.Context, pools *[]store.Pool, start func(
 	for i, d := range due {
 		if !start(d, "kick") {
 			for _, d := range due[i:] {
-				l.unclaim(d.st)
+				l.unclaim(d.n.ID, d.st)
 			}
 			return false
 		}
@@ -293,8 +293,8 @@ func (l *Link) dueNodes(ctx context.Context, full bool, horizon time.Time) (due 
 	if len(claimed) <= maxDueRead {
 		return l.readClaimed(ctx, claimed)
 	}
-	for _, d := range claimed {
-		l.unclaim(d.st)
+	for id, d := range claimed {
+		l.unclaim(id, d.st)
 	}
 	nodes, err := l.cfg.Store.ListNodes(ctx)
 	if err != nil {
@@ -316,8 +316,8 @@ func (l *Link) readClaimed(ctx context.Context, claimed map[string]dueCheck) (du
 		nodes, err = l.cfg.Store.GetNodes(ctx, slices.Collect(maps.Keys(claimed))...)
 	}
 	if err != nil {
-		for _, d := range claimed {
-			l.unclaim(d.st)
+		for id, d := range claimed {
+			l.unclaim(id, d.st)
 		}
 		return nil, err
 	}
@@ -376,10 +376,20 @@ func (l *Link) claim(nodeID string, horizon time.Time) (*nodeState, time.Time, b
 	return st, st.next, true
 }
 
-func (l *Link) unclaim(st *nodeState) {
+// unclaim ends the loop's claim on node id. A kick that came while a check
+// of a healthy node was in flight is taken now: that check may have asked
+// before the change the kick is about (a pool assigned to the node), and
+// it scheduled the node's next check an interval away. A node that failed
+// keeps its backoff: the kick may be its own connection closing.
+func (l *Link) unclaim(id string, st *nodeState) {
 	l.mu.Lock()
 	st.inflight = false
+	again := st.kickedInFlight && st.failures == 0
+	st.kickedInFlight = false
 	l.mu.Unlock()
+	if again {
+		l.Kick(id)
+	}
 }
 
 // untilNextDue is how long the loop may sleep before some node is due, at

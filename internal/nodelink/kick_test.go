@@ -1,15 +1,20 @@
 package nodelink_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
+	"github.com/quarry-project/quarry/internal/nodelink"
 	"github.com/quarry-project/quarry/internal/quarrytest"
+	"github.com/quarry-project/quarry/internal/simscale"
+	"github.com/quarry-project/quarry/internal/store"
 )
 
 // TestKickChecksOnlyTheNodeNamed: a change to one node (here an update,
@@ -72,4 +77,70 @@ func TestKickChecksOnlyTheNodeNamed(t *testing.T) {
 	if got := checked(n2.NodeID); !got.Equal(before2) {
 		t.Errorf("n2 was checked at %v after kicks of n1 only (last check before: %v)", got, before2)
 	}
+}
+
+// TestKickDuringCheckIsNotLost: a node kicked while the health loop checks
+// it is checked again once that check ends, not an interval later: the
+// check in flight may have asked before the change the kick is about (a
+// pool assigned to the node).
+func TestKickDuringCheckIsNotLost(t *testing.T) {
+	// Neither the server's link nor the test's checks on schedule during
+	// the test: every check seen is a kick's.
+	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(time.Minute))
+	fleet := simscale.NewFleet(0)
+	defer fleet.Close()
+	if err := fleet.Listen("sim", 1); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.Tokens.CreateToken(t.Context(), connect.NewRequest(&quarryv1.CreateTokenRequest{
+		Name: "sim", Kind: quarryv1.TokenKind_TOKEN_KIND_JOIN}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := fleet.Enroll(ctx, s.URL, tok.Msg.GetSecret(), 1); err != nil {
+		t.Fatal(err)
+	}
+	nd := fleet.Nodes()[0]
+	quarrytest.Eventually(t, 10*time.Second, func() error {
+		n, err := s.Store.GetNode(t.Context(), nd.ID)
+		if err != nil {
+			return err
+		}
+		if n.State != store.NodeReady {
+			return fmt.Errorf("node %s is %s", nd.Name, n.State)
+		}
+		return nil
+	})
+
+	l := nodelink.New(nodelink.Config{Store: s.Store, Issuer: testIssuer(t, s.CA), Logger: quarrytest.Logger(t), Interval: time.Minute})
+	var loop sync.WaitGroup
+	defer loop.Wait()
+	defer cancel()
+	loop.Go(func() { l.Run(ctx) })
+	release := nd.Hold()
+	defer release()
+	// The loop's first round checks the node: it waits for its answer.
+	quarrytest.Eventually(t, 10*time.Second, func() error {
+		if w := nd.Waiting(); w != 1 {
+			return fmt.Errorf("%d checks wait for their answer, want 1", w)
+		}
+		return nil
+	})
+	l.Kick(nd.ID)
+	quarrytest.Eventually(t, 10*time.Second, func() error {
+		if n := nodelink.KicksPending(l); n != 0 {
+			return fmt.Errorf("the loop has not taken the kick yet (%d pending)", n)
+		}
+		return nil
+	})
+	before := nd.FactsAnswered()
+	release()
+	quarrytest.Eventually(t, 10*time.Second, func() error {
+		if nd.FactsAnswered() == before {
+			return errors.New("the node was not checked again after a kick during its check")
+		}
+		return nil
+	})
 }

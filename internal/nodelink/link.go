@@ -123,11 +123,14 @@ type nodeState struct {
 	checking sync.Mutex // one check of a node at a time
 
 	// Guarded by Link.mu.
-	inflight  bool // the health loop is checking it
-	failures  int
-	next      time.Time // when the next scheduled check is due
-	facts     *facts    // from the last successful check; nil: none since the last failure
-	announced time.Time // when its agent last said it started
+	inflight bool // the health loop is checking it
+	// kickedInFlight: kicked while the health loop was checking it, to be
+	// kicked again when that check ends (see unclaim).
+	kickedInFlight bool
+	failures       int
+	next           time.Time // when the next scheduled check is due
+	facts          *facts    // from the last successful check; nil: none since the last failure
+	announced      time.Time // when its agent last said it started
 	// recorded is the LastCheckedAt of the last check this link stored.
 	recorded time.Time
 	// Where the node's file events were last collected, for the events
@@ -573,6 +576,9 @@ func (l *Link) takeKicks() (all, pools bool) {
 	if all = l.kickAll; all {
 		for _, s := range l.nodes {
 			s.next = time.Time{}
+			if s.inflight {
+				s.kickedInFlight = true
+			}
 		}
 		l.kickAll = false
 	}
@@ -600,6 +606,10 @@ func (l *Link) takeNodeKicksLocked() (ids []string, pools bool) {
 		if !ok {
 			s = &nodeState{}
 			l.nodes[id] = s
+		}
+		if s.inflight {
+			s.kickedInFlight = true
+			continue
 		}
 		s.next = time.Time{}
 		ids = append(ids, id)

@@ -124,7 +124,10 @@ type Node struct {
 	hung  atomic.Bool
 	held  []net.Conn   // accepted while hung, never answered
 	facts atomic.Int64 // GetFacts calls answered
-	mu    sync.Mutex
+	// While answers are held (Hold), GetFacts waits for hold to close.
+	hold    atomic.Pointer[chan struct{}]
+	waiting atomic.Int64 // GetFacts calls waiting for hold
+	mu      sync.Mutex
 	// Its file events (guarded by mu): the log's name, new at every Up,
 	// the pools it watches and the number of events logged.
 	events   string
@@ -313,6 +316,21 @@ func (nd *Node) Hang() {
 	nd.mu.Unlock()
 }
 
+// Hold makes the node's answers to health checks wait until release is
+// called (or the check gives up): a check kept in flight for as long as a
+// test needs. Release may be called more than once.
+func (nd *Node) Hold() (release func()) {
+	ch := make(chan struct{})
+	nd.hold.Store(&ch)
+	return sync.OnceFunc(func() {
+		nd.hold.Store(nil)
+		close(ch)
+	})
+}
+
+// Waiting is how many health checks wait for their answer (see Hold).
+func (nd *Node) Waiting() int64 { return nd.waiting.Load() }
+
 // fileEvents answers a check that asks for file events after cursor c,
 // with the pools it reported, as the real agent does. Nothing changes on
 // a simulated disk: the only events are the overflows (rescans) of the
@@ -432,6 +450,14 @@ func (nd *Node) poolFacts(ref *agentv1.PoolRef) *agentv1.PoolFacts {
 func (agentService) GetFacts(ctx context.Context, req *connect.Request[agentv1.GetFactsRequest]) (*connect.Response[agentv1.GetFactsResponse], error) {
 	nd := node(ctx)
 	nd.facts.Add(1)
+	if hold := nd.hold.Load(); hold != nil {
+		nd.waiting.Add(1)
+		select {
+		case <-*hold:
+		case <-ctx.Done():
+		}
+		nd.waiting.Add(-1)
+	}
 	resp := &agentv1.GetFactsResponse{Hostname: nd.Name, Version: "simscale"}
 	for _, ref := range req.Msg.GetPools() {
 		resp.Pools = append(resp.Pools, nd.poolFacts(ref))
