@@ -93,10 +93,10 @@ func take(ctx context.Context, turn chan struct{}) (unlock func(), err error) {
 // Ping reports whether the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
-// Close closes the database.
 // DB is the store's pool of database connections, for its statistics.
 func (s *Store) DB() *sql.DB { return s.db.DB }
 
+// Close closes the database.
 func (s *Store) Close() error {
 	if s.leaseDB.DB != nil {
 		s.leaseDB.Close()
