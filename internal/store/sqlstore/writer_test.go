@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -346,4 +347,59 @@ func groupedChecks(t *testing.T, s *Store) {
 	round(3, nodes, "p-g", false) // the mounts made
 	round(4, nodes, "p-g", false) // and rewritten, a batch of rows at a time
 	round(5, nodes, "p-g", true)  // half the nodes report on their pools
+}
+
+// TestSQLiteConnectionsBounded: however many statements run at once, the
+// store opens at most sqliteConns connections to SQLite; the others wait
+// for one and then succeed.
+func TestSQLiteConnectionsBounded(t *testing.T) {
+	s := openSQLite(t, filepath.Join(t.TempDir(), "quarry.db"))
+	defer s.Close()
+	ctx := context.Background()
+	const readers = 3 * sqliteConns
+	release := make(chan struct{})
+	var open atomic.Int64
+	errs := make(chan error, readers)
+	for range readers {
+		go func() {
+			// Rows not yet read hold their connection.
+			rows, err := s.db.DB.QueryContext(ctx, `SELECT 1 UNION ALL SELECT 2`)
+			if err != nil {
+				errs <- err
+				return
+			}
+			open.Add(1)
+			<-release
+			for rows.Next() {
+			}
+			errs <- errors.Join(rows.Err(), rows.Close())
+			open.Add(-1)
+		}()
+	}
+	// Wait until the pool is full and the rest queue for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := s.db.Stats()
+		if st.OpenConnections > sqliteConns {
+			close(release)
+			t.Fatalf("%d connections open at once, want at most %d", st.OpenConnections, sqliteConns)
+		}
+		if open.Load() == sqliteConns && st.WaitCount > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("after 10 s: %d statements hold a connection, %d waited for one", open.Load(), st.WaitCount)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	for range readers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := s.db.Stats().OpenConnections; n > sqliteConns {
+		t.Errorf("%d connections open after, want at most %d", n, sqliteConns)
+	}
 }
