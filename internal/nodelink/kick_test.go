@@ -13,7 +13,6 @@ import (
 	quarryv1 "github.com/quarry-project/quarry/internal/gen/quarry/v1"
 	"github.com/quarry-project/quarry/internal/nodelink"
 	"github.com/quarry-project/quarry/internal/quarrytest"
-	"github.com/quarry-project/quarry/internal/simscale"
 	"github.com/quarry-project/quarry/internal/store"
 )
 
@@ -87,22 +86,7 @@ func TestKickDuringCheckIsNotLost(t *testing.T) {
 	// Neither the server's link nor the test's checks on schedule during
 	// the test: every check seen is a kick's.
 	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(time.Minute))
-	fleet := simscale.NewFleet(0)
-	defer fleet.Close()
-	if err := fleet.Listen("sim", 1); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := s.Tokens.CreateToken(t.Context(), connect.NewRequest(&quarryv1.CreateTokenRequest{
-		Name: "sim", Kind: quarryv1.TokenKind_TOKEN_KIND_JOIN}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := fleet.Enroll(ctx, s.URL, tok.Msg.GetSecret(), 1); err != nil {
-		t.Fatal(err)
-	}
-	nd := fleet.Nodes()[0]
+	nd := enrolledFleet(t, s, 1)[0]
 	quarrytest.Eventually(t, 10*time.Second, func() error {
 		n, err := s.Store.GetNode(t.Context(), nd.ID)
 		if err != nil {
@@ -115,6 +99,7 @@ func TestKickDuringCheckIsNotLost(t *testing.T) {
 	})
 
 	l := nodelink.New(nodelink.Config{Store: s.Store, Issuer: testIssuer(t, s.CA), Logger: quarrytest.Logger(t), Interval: time.Minute})
+	ctx, cancel := context.WithCancel(t.Context())
 	var loop sync.WaitGroup
 	defer loop.Wait()
 	defer cancel()

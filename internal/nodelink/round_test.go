@@ -20,22 +20,7 @@ import (
 func TestHungNodeHoldsNoOneBack(t *testing.T) {
 	const interval = 250 * time.Millisecond
 	s := quarrytest.StartServer(t, quarrytest.WithHealthInterval(interval))
-	fleet := simscale.NewFleet(0)
-	defer fleet.Close()
-	if err := fleet.Listen("sim", 3); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := s.Tokens.CreateToken(t.Context(), connect.NewRequest(&quarryv1.CreateTokenRequest{
-		Name: "sim", Kind: quarryv1.TokenKind_TOKEN_KIND_JOIN}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := fleet.Enroll(ctx, s.URL, tok.Msg.GetSecret(), 3); err != nil {
-		t.Fatal(err)
-	}
-	nodes := fleet.Nodes()
+	nodes := enrolledFleet(t, s, 3)
 	quarrytest.Eventually(t, 10*time.Second, func() error {
 		for _, nd := range nodes {
 			if nd.FactsAnswered() == 0 {
@@ -65,4 +50,26 @@ func TestCheckSlotsGrowWithTheCluster(t *testing.T) {
 			t.Errorf("checkSlots(%d, %d) = %d, want %d", tt.nodes, tt.least, got, tt.want)
 		}
 	}
+}
+
+// enrolledFleet is n simulated nodes enrolled with s, closed when the test
+// ends.
+func enrolledFleet(t *testing.T, s *quarrytest.Server, n int) []*simscale.Node {
+	t.Helper()
+	fleet := simscale.NewFleet(0)
+	t.Cleanup(fleet.Close)
+	if err := fleet.Listen("sim", n); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.Tokens.CreateToken(t.Context(), connect.NewRequest(&quarryv1.CreateTokenRequest{
+		Name: "sim", Kind: quarryv1.TokenKind_TOKEN_KIND_JOIN}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := fleet.Enroll(ctx, s.URL, tok.Msg.GetSecret(), n); err != nil {
+		t.Fatal(err)
+	}
+	return fleet.Nodes()
 }
