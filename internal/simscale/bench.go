@@ -182,6 +182,7 @@ type bench struct {
 	stale     time.Duration
 	staleSeen string        // when and on which node stale was seen
 	listNodes time.Duration // the slowest page of sampleFreshness
+	scrapes   []time.Time   // when sampleProcess scraped /metrics
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -620,6 +621,7 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 		job.SourceIP = "127.0.0.2"
 	}
 	before, cpu0, herr := b.reading(ctx)
+	start := time.Now()
 	var s ListSamples
 	if b.cfg.ListClients != nil {
 		if s, err = b.cfg.ListClients(ctx, job); err != nil {
@@ -634,7 +636,7 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 	}
 	rate = float64(len(s.Lats)) / s.Elapsed.Seconds()
 	if pace > 0 {
-		b.logf("the slowest 1 %% of the paced requests, when due: %s", slowest(s, 0.01))
+		b.logf("the slowest 1 %% of the paced requests, when due: %s; /metrics scraped at %s", slowest(s, 0.01), b.scrapedWithin(start, s.Elapsed))
 	}
 	lat = Latency{P50: quantile(s.Lats, 0.5), P99: quantile(s.Lats, 0.99), Max: quantile(s.Lats, 1), LateP99: quantile(s.Lates, 0.99)}
 	after, cpu1, aerr := b.reading(ctx)
@@ -646,6 +648,24 @@ func (b *bench) listClients(ctx context.Context, pace time.Duration) (n, errs in
 		lat.CPU.Clients = s.CPU.Seconds() / s.Elapsed.Seconds()
 	}
 	return len(s.Lats) + s.Errs, s.Errs, rate, lat, ctx.Err()
+}
+
+// scrapedWithin lists when sampleProcess scraped /metrics in the d from
+// start, in seconds from start, to set beside the slowest requests: a
+// scrape of a large cluster is a burst of work for the control plane.
+func (b *bench) scrapedWithin(start time.Time, d time.Duration) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var at []string
+	for _, t := range b.scrapes {
+		if off := t.Sub(start); off >= 0 && off <= d {
+			at = append(at, fmt.Sprintf("%.2f s", off.Seconds()))
+		}
+	}
+	if len(at) == 0 {
+		return "none"
+	}
+	return strings.Join(at, ", ")
 }
 
 // slowest lists the share q of s's answered requests that took longest, in
@@ -838,6 +858,9 @@ func (b *bench) sampleProcess(ctx context.Context) (stop func()) {
 			}
 			// A Prometheus scraping every 15 s, its default interval.
 			if i%15 == 0 {
+				b.mu.Lock()
+				b.scrapes = append(b.scrapes, time.Now())
+				b.mu.Unlock()
 				b.metric(ctx, "go_goroutines") //nolint:errcheck // load only
 			}
 			select {
