@@ -102,10 +102,14 @@ func run() error {
 	for _, name := range strings.Split(*stores, ",") {
 		fmt.Fprintf(os.Stderr, "=== %s: %d nodes, %d pools (%d shared), %d ISOs each, health interval %v\n",
 			name, cfg.Nodes, cfg.Pools, cfg.SharedPools, cfg.ISOsPerPool, cfg.HealthInterval)
+		before := machineReference()
 		r, err := runOne(ctx, *quarry, name, *memLimit, cfg)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
+		r.reference = [2]time.Duration{before, machineReference()}
+		fmt.Fprintf(os.Stderr, "reference work, every core at once: %v before the run, %v after\n",
+			r.reference[0].Round(time.Millisecond), r.reference[1].Round(time.Millisecond))
 		names, results = append(names, name), append(results, r)
 	}
 	report(os.Stdout, cfg, *memLimit, names, results)
@@ -115,6 +119,8 @@ func run() error {
 type result struct {
 	*simscale.Result
 	peakRSS int64 // VmHWM of the control plane process
+	// reference is machineReference before and after the run.
+	reference [2]time.Duration
 }
 
 // runOne starts a control plane on the store and runs the benchmark on it.
@@ -336,6 +342,9 @@ func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 	sec := func(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
 	mib := func(n int64) string { return bytesize.Format(uint64(max(n, 0))) }
+	row("reference work on every core, before / after the run", "", func(r *result) string {
+		return ms(r.reference[0]) + " / " + ms(r.reference[1])
+	})
 	row("enroll every node (API, 16 at a time)", "", func(r *result) string { return sec(r.Enroll) })
 	row("create every pool (API, 8 at a time)", "", func(r *result) string { return sec(r.PoolsCreate) })
 	row("every node READY after", "", func(r *result) string { return sec(r.AllReady) })
@@ -355,9 +364,9 @@ func report(w *os.File, cfg simscale.Config, memLimit string, names []string, rs
 	}
 	row("  in the control plane, arrival to answer", "", func(r *result) string { return handler(r.List) })
 	cores := func(c simscale.CPUShare) string {
-		return fmt.Sprintf("%.2f / %.2f / %.2f / %.2f of %d", c.Server, c.Simulator, c.Clients, c.Machine, c.CPUs)
+		return fmt.Sprintf("%.2f / %.2f / %.2f / %.2f of %d (%.2f)", c.Server, c.Simulator, c.Clients, c.Machine, c.CPUs, c.Stolen)
 	}
-	const coresLabel = "  cores busy: control plane / simulator / clients / machine"
+	const coresLabel = "  cores busy: control plane / simulator / clients / machine (stolen)"
 	row(coresLabel, "", func(r *result) string { return cores(r.List.CPU) })
 	row(fmt.Sprintf("ListImages (100) p50/p99/max, %d clients each one every %v", cfg.Clients, cfg.Pace), "p99 ≤ 20 ms", func(r *result) string { return lat(r.Paced) })
 	row("  requests answered per second", "", func(r *result) string { return fmt.Sprintf("%.0f", r.PacedRate) })

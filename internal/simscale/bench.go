@@ -547,18 +547,23 @@ type CPUShare struct {
 	// Clients is the clients' process's (Config.ListClients); with the
 	// clients in this process, they are the simulator's.
 	Clients float64
-	CPUs    int
+	// Stolen is the cores' time the machine's hypervisor gave to others
+	// while this machine had work for them (/proc/stat's steal): on a
+	// shared host, time no process here could run.
+	Stolen float64
+	CPUs   int
 }
 
 func (c CPUShare) String() string {
-	return fmt.Sprintf("cores busy: control plane %.2f, simulator %.2f, clients %.2f, machine %.2f of %d", c.Server, c.Simulator, c.Clients, c.Machine, c.CPUs)
+	return fmt.Sprintf("cores busy: control plane %.2f, simulator %.2f, clients %.2f, machine %.2f of %d (%.2f stolen)",
+		c.Server, c.Simulator, c.Clients, c.Machine, c.CPUs, c.Stolen)
 }
 
 // cpuTimes is a reading of the counters CPUShare is made of, in seconds.
 type cpuTimes struct {
-	at                         time.Time
-	server, simulator, machine float64
-	cpus                       int
+	at                                 time.Time
+	server, simulator, machine, stolen float64
+	cpus                               int
 }
 
 // cpuNow reads this process's and the machine's CPU time; the control
@@ -567,24 +572,24 @@ func cpuNow() (cpuTimes, error) {
 	t := cpuTimes{at: time.Now()}
 	t.simulator = processCPU().Seconds()
 	var err error
-	t.machine, t.cpus, err = machineBusy()
+	t.machine, t.stolen, t.cpus, err = machineBusy()
 	return t, err
 }
 
 func (t cpuTimes) since(u cpuTimes) CPUShare {
 	d := t.at.Sub(u.at).Seconds()
 	return CPUShare{Server: (t.server - u.server) / d, Simulator: (t.simulator - u.simulator) / d,
-		Machine: (t.machine - u.machine) / d, CPUs: t.cpus}
+		Machine: (t.machine - u.machine) / d, Stolen: (t.stolen - u.stolen) / d, CPUs: t.cpus}
 }
 
 // machineBusy returns the seconds the machine's CPUs have been busy (user,
 // nice, system, irq and softirq time from /proc/stat, in the kernel's
-// USER_HZ of 100; guest time is counted in user time already) and how many
-// CPUs it has.
-func machineBusy() (busy float64, cpus int, err error) {
+// USER_HZ of 100; guest time is counted in user time already), the seconds
+// stolen from them (steal) and how many CPUs it has.
+func machineBusy() (busy, stolen float64, cpus int, err error) {
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	for line := range strings.Lines(string(data)) {
 		fields := strings.Fields(line)
@@ -593,18 +598,20 @@ func machineBusy() (busy float64, cpus int, err error) {
 			for i, f := range fields[1:] {
 				v, err := strconv.ParseFloat(f, 64)
 				if err != nil {
-					return 0, 0, fmt.Errorf("/proc/stat: %q: %w", line, err)
+					return 0, 0, 0, fmt.Errorf("/proc/stat: %q: %w", line, err)
 				}
 				switch i {
 				case 0, 1, 2, 5, 6: // user, nice, system, irq, softirq
 					busy += v / 100
+				case 7:
+					stolen += v / 100
 				}
 			}
 		case len(fields) > 0 && strings.HasPrefix(fields[0], "cpu"):
 			cpus++
 		}
 	}
-	return busy, cpus, nil
+	return busy, stolen, cpus, nil
 }
 
 // listClients runs the clients for LoadFor, each asking a page every pace
