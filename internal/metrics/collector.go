@@ -99,6 +99,8 @@ var (
 		"When the certificate of the node's agent expires (Unix time); the control plane renews it when a third is left.", "node")
 	settlingDesc = newGaugeDesc("quarry_scan_settling_files",
 		"Files the last scan of a pool left waiting until their writer is done.", "pool")
+
+	gaugeDescs = []*gaugeDesc{imagesDesc, jobsDesc, poolFreeDesc, poolSizeDesc, poolMountedDesc, certExpiryDesc, settlingDesc}
 )
 
 // The states and kinds reported even when no image has them, so that a
@@ -112,7 +114,7 @@ var (
 
 // Describe sends every descriptor the collector reports.
 func (c *StoreCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*gaugeDesc{imagesDesc, jobsDesc, poolFreeDesc, poolSizeDesc, poolMountedDesc, certExpiryDesc, settlingDesc} {
+	for _, d := range gaugeDescs {
 		ch <- d.Desc
 	}
 }

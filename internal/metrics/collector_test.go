@@ -188,7 +188,7 @@ func (constSeries) Describe(chan<- *prometheus.Desc) {} // unchecked
 
 func (fams constSeries) Collect(ch chan<- prometheus.Metric) {
 	descs := map[string]*gaugeDesc{}
-	for _, d := range []*gaugeDesc{imagesDesc, jobsDesc, poolFreeDesc, poolSizeDesc, poolMountedDesc, certExpiryDesc, settlingDesc} {
+	for _, d := range gaugeDescs {
 		descs[d.name] = d
 	}
 	for _, fam := range fams {
