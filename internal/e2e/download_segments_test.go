@@ -124,6 +124,10 @@ func TestDownloadBandwidthLimits(t *testing.T) {
 	o := origintest.New(t)
 	// Max-min fair: "own" asks for 4 MiB/s, less than half the node's 12,
 	// so it keeps that and "share" gets the other 8, over 4 connections.
+	// Each would take 16 s at its rate: the measurement's 5 s end well
+	// before either is done, even when "share" runs alone at 12 MiB/s for
+	// seconds while "own" starts on a slow machine (CI saw 64 MiB end
+	// first).
 	type dl struct {
 		f    *origintest.File
 		own  uint64
@@ -131,8 +135,8 @@ func TestDownloadBandwidthLimits(t *testing.T) {
 		job  string
 	}
 	dls := map[string]*dl{
-		"share": {f: o.Add("/share.img", origintest.Random(64*mib, 41)), want: 8 * mib},
-		"own":   {f: o.Add("/own.img", origintest.Random(32*mib, 42)), own: 4 * mib, want: 4 * mib},
+		"share": {f: o.Add("/share.img", origintest.Random(128*mib, 41)), want: 8 * mib},
+		"own":   {f: o.Add("/own.img", origintest.Random(64*mib, 42)), own: 4 * mib, want: 4 * mib},
 	}
 	for _, name := range []string{"share", "own"} {
 		d := dls[name]
